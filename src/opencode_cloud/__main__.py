@@ -1,0 +1,4 @@
+from opencode_cloud.cli import main
+
+if __name__ == "__main__":
+    main()

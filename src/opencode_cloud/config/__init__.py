@@ -1,0 +1,1 @@
+"""Where the tool keeps its files, the configuration schema, and the config store."""

@@ -1,0 +1,50 @@
+"""Host paths of the tool's own files, resolved from the environment so tests can redirect them.
+
+Config directory: `$OCC_CONFIG_DIR`, else `$XDG_CONFIG_HOME/opencode-cloud`, else
+`~/.config/opencode-cloud`. Files of a named instance live in `instances/<name>/` below it;
+the default instance uses the directory itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from opencode_cloud.instance import DEFAULT, Instance
+
+APP_DIR_NAME = "opencode-cloud"
+
+
+def config_dir() -> Path:
+    """The tool's configuration directory (not created)."""
+    if os.environ.get("OCC_CONFIG_DIR"):
+        return Path(os.environ["OCC_CONFIG_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
+    return base / APP_DIR_NAME
+
+
+@dataclass(frozen=True)
+class InstancePaths:
+    """Every host file that belongs to one instance."""
+
+    root: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def password_file(self) -> Path:
+        return self.root / "password"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+
+def instance_paths(instance: Instance = DEFAULT) -> InstancePaths:
+    """Paths of `instance`'s files under the current config directory."""
+    root = config_dir()
+    return InstancePaths(root if instance.is_default else root / "instances" / instance.name)

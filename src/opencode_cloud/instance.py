@@ -1,0 +1,96 @@
+"""One object that derives every Docker name from an instance name.
+
+The default instance keeps the plan's names (`opencode-cloud`, `opencode-cloud-session`, ...);
+a named instance `work` gets `opencode-cloud-work`, `opencode-cloud-work-session`, ... so
+several can run side by side and tests never touch a user's real service.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from opencode_cloud import __version__
+from opencode_cloud.errors import OpencodeCloudError
+
+DEFAULT_INSTANCE = "default"
+BASE_NAME = "opencode-cloud"
+
+LABEL_PREFIX = "io.opencode-cloud"
+LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"
+LABEL_VERSION = f"{LABEL_PREFIX}.version"
+LABEL_ROLE = f"{LABEL_PREFIX}.role"
+LABEL_CONFIG_HASH = f"{LABEL_PREFIX}.config-hash"
+
+# Lower case, digits and dashes; it becomes part of container and volume names and of
+# file names under the config directory, so nothing that could escape a path.
+_NAME_RULE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+
+
+class InvalidInstanceName(OpencodeCloudError):
+    """The instance name cannot be used in Docker names and file paths."""
+
+
+def validate_instance_name(name: str) -> str:
+    """Return `name` if it is a usable instance name.
+
+    Raises:
+        InvalidInstanceName: for upper case, spaces, slashes, or names too long.
+    """
+    if not _NAME_RULE.match(name):
+        raise InvalidInstanceName(
+            f"Invalid instance name {name!r}: use 1-40 lower-case letters, digits and dashes.",
+            "For example: --instance work",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Instance:
+    """Names and labels of one opencode-cloud service.
+
+    Attributes:
+        name: The instance name; `default` maps to the plan's plain names.
+        extra_labels: Labels added to every resource (tests tag their session here).
+    """
+
+    name: str = DEFAULT_INSTANCE
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_instance_name(self.name)
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == DEFAULT_INSTANCE
+
+    @property
+    def prefix(self) -> str:
+        return BASE_NAME if self.is_default else f"{BASE_NAME}-{self.name}"
+
+    @property
+    def container_name(self) -> str:
+        return self.prefix
+
+    def volume_name(self, kind: str) -> str:
+        """Volume name for a kind of data (`session`, `projects`, ...)."""
+        return f"{self.prefix}-{kind}"
+
+    def labels(self, role: str) -> dict[str, str]:
+        """Labels for a resource this instance owns; `role` says what it is."""
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_INSTANCE: self.name,
+            LABEL_VERSION: __version__,
+            LABEL_ROLE: role,
+            **self.extra_labels,
+        }
+
+    def label_filter(self) -> list[str]:
+        """Docker `label=` filters that select exactly this instance's resources."""
+        return [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.name}"]
+
+
+DEFAULT = Instance()

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real engine, a unique instance per test, and cleanup by label.
+
+Everything a test creates carries `io.opencode-cloud.test-session=<id>`; finalizers remove
+it per test, and a session-end sweep removes whatever a crashed test left behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opencode_cloud.instance import Instance
+
+TEST_LABEL = "io.opencode-cloud.test-session"
+SESSION_ID = uuid.uuid4().hex[:8]
+BUSYBOX_IMAGE = "opencode-cloud-test/busybox:latest"
+BUSYBOX_BINARY = "/bin/busybox"
+
+
+def _engine_available() -> bool:
+    try:
+        from opencode_cloud.docker import DockerClient
+
+        DockerClient(timeout=5).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    """A connected engine. Integration tests fail (not skip) without one: CI starts it."""
+    from opencode_cloud.docker import DockerClient
+
+    if not _engine_available() and os.environ.get("OCC_ALLOW_NO_ENGINE"):
+        pytest.skip("no Docker engine (OCC_ALLOW_NO_ENGINE is set)")
+    client = DockerClient(timeout=60)
+    yield client
+    _sweep(client, f"{TEST_LABEL}={SESSION_ID}")
+    client.close()
+
+
+def _sweep(client: object, label: str) -> None:
+    raw = client.docker  # type: ignore[attr-defined]
+    for container in raw.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True, v=True)
+    for volume in raw.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
+
+
+@pytest.fixture
+def instance(request: pytest.FixtureRequest, docker_client: object) -> Iterator[Instance]:
+    """A fresh instance name for one test; its container and volumes are removed after."""
+    suffix = uuid.uuid4().hex[:6]
+    inst = Instance(name=f"t-{SESSION_ID}-{suffix}", extra_labels={TEST_LABEL: SESSION_ID})
+    yield inst
+    raw = docker_client.docker  # type: ignore[attr-defined]
+    for container in raw.containers.list(
+        all=True, filters={"label": f"io.opencode-cloud.instance={inst.name}"}
+    ):
+        container.remove(force=True, v=True)
+    for volume in raw.volumes.list(filters={"label": f"io.opencode-cloud.instance={inst.name}"}):
+        volume.remove(force=True)
+
+
+def _busybox_tar() -> bytes:
+    """A root filesystem holding a static busybox and its applet links."""
+    binary = shutil.which("busybox") or BUSYBOX_BINARY
+    if not Path(binary).exists():
+        pytest.fail("busybox is missing: apt-get install busybox-static (scripts/test.sh does)")
+    data = Path(binary).read_bytes()
+    applets = subprocess.run([binary, "--list"], capture_output=True, text=True, check=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("bin", "tmp", "workspace", "home", "home/opencode", "etc"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        for applet in applets.stdout.split():
+            if applet == "busybox":
+                continue
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: object) -> str:
+    """A tiny image made here with `docker import` (no registry is reachable).
+
+    Its default command stays up and answers TERM at once, like a real service.
+    """
+    raw = docker_client.docker  # type: ignore[attr-defined]
+    try:
+        raw.images.get(BUSYBOX_IMAGE)
+        return BUSYBOX_IMAGE
+    except Exception:
+        pass
+    repository, tag = BUSYBOX_IMAGE.rsplit(":", 1)
+    raw.api.import_image_from_data(
+        _busybox_tar(),
+        repository=repository,
+        tag=tag,
+        changes=[
+            "ENV PATH=/bin",
+            'CMD ["/bin/sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 0.1; done"]',
+        ],
+    )
+    return BUSYBOX_IMAGE
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

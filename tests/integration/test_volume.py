@@ -1,0 +1,94 @@
+"""Volumes against the real engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from opencode_cloud.docker import (
+    VOLUME_CONFIG,
+    VOLUME_NAMES,
+    VOLUME_PROJECTS,
+    VOLUME_SESSION,
+    VOLUME_STATE,
+    VolumeInUse,
+    create_container,
+    ensure_volumes_exist,
+    remove_all_volumes,
+    remove_volume,
+    volume_exists,
+)
+from opencode_cloud.docker.volume import volume_names
+
+pytestmark = pytest.mark.integration
+
+
+def test_default_instance_uses_the_plan_names() -> None:
+    assert VOLUME_SESSION == "opencode-cloud-session"
+    assert VOLUME_PROJECTS == "opencode-cloud-projects"
+    assert VOLUME_CONFIG == "opencode-cloud-config"
+    assert VOLUME_STATE == "opencode-cloud-state"
+    assert VOLUME_NAMES == (VOLUME_SESSION, VOLUME_STATE, VOLUME_PROJECTS, VOLUME_CONFIG)
+
+
+def test_ensure_creates_every_volume_with_labels(docker_client, instance) -> None:
+    created = ensure_volumes_exist(docker_client, instance)
+    names = volume_names(instance)
+    assert sorted(created) == sorted(names)
+    assert names == tuple(
+        f"opencode-cloud-{instance.name}-{k}" for k in ("session", "state", "projects", "config")
+    )
+    for name in names:
+        assert volume_exists(docker_client, name)
+        labels = docker_client.docker.volumes.get(name).attrs["Labels"]
+        assert labels["io.opencode-cloud.managed"] == "true"
+        assert labels["io.opencode-cloud.instance"] == instance.name
+        assert labels["io.opencode-cloud.version"]
+
+
+def test_ensure_twice_is_harmless_and_keeps_data(docker_client, instance, busybox_image) -> None:
+    ensure_volumes_exist(docker_client, instance)
+    session = instance.volume_name("session")
+    docker_client.docker.containers.run(
+        busybox_image,
+        ["sh", "-c", "echo kept > /v/marker"],
+        remove=True,
+        volumes={session: {"bind": "/v", "mode": "rw"}},
+    )
+    assert ensure_volumes_exist(docker_client, instance) == []
+    out = docker_client.docker.containers.run(
+        busybox_image,
+        ["cat", "/v/marker"],
+        remove=True,
+        volumes={session: {"bind": "/v", "mode": "ro"}},
+    )
+    assert out.strip() == b"kept"
+
+
+def test_volume_exists_is_false_for_unknown(docker_client, instance) -> None:
+    assert not volume_exists(docker_client, instance.volume_name("nothing"))
+
+
+def test_remove_volume_refuses_while_used_and_names_the_container(
+    docker_client, instance, busybox_image
+) -> None:
+    create_container(docker_client, image=busybox_image, host_port=0, instance=instance)
+    session = instance.volume_name("session")
+    with pytest.raises(VolumeInUse) as caught:
+        remove_volume(docker_client, session)
+    assert instance.container_name in caught.value.message
+    assert volume_exists(docker_client, session)
+
+    with pytest.raises(VolumeInUse):
+        remove_all_volumes(docker_client, instance)
+    assert all(volume_exists(docker_client, n) for n in volume_names(instance))
+
+
+def test_remove_volume_of_missing_volume_is_quiet(docker_client, instance) -> None:
+    remove_volume(docker_client, instance.volume_name("session"))
+
+
+def test_remove_all_volumes_removes_them_all(docker_client, instance) -> None:
+    ensure_volumes_exist(docker_client, instance)
+    removed = remove_all_volumes(docker_client, instance)
+    assert sorted(removed) == sorted(volume_names(instance))
+    assert not any(volume_exists(docker_client, n) for n in volume_names(instance))

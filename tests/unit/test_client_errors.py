@@ -1,0 +1,95 @@
+"""How failures to reach the engine are told apart (fakes only; the real cases are in
+tests/integration/test_client.py)."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+import requests
+
+from opencode_cloud.docker import client as client_module
+from opencode_cloud.docker.client import DockerClient, connection_error, translate_errors
+from opencode_cloud.docker.errors import (
+    DaemonNotRunning,
+    DockerError,
+    DockerNotInstalled,
+    DockerPermissionDenied,
+    EngineTooOld,
+    PortInUse,
+)
+
+
+def _wrapped(cause: BaseException) -> docker.errors.DockerException:
+    """What docker-py raises when its version probe fails: the cause is chained."""
+    try:
+        try:
+            raise requests.exceptions.ConnectionError(cause)
+        except requests.exceptions.ConnectionError as exc:
+            raise docker.errors.DockerException(
+                f"Error while fetching server API version: {exc}"
+            ) from exc
+    except docker.errors.DockerException as outer:
+        return outer
+
+
+def test_permission_denied_on_socket() -> None:
+    error = connection_error(_wrapped(PermissionError(13, "Permission denied")))
+    assert isinstance(error, DockerPermissionDenied)
+    assert "usermod -aG docker" in error.hint
+
+
+def test_not_installed_when_no_docker_binaries(monkeypatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(client_module.shutil, "which", lambda _name: None)
+    error = connection_error(_wrapped(FileNotFoundError(2, "No such file or directory")))
+    assert isinstance(error, DockerNotInstalled)
+    assert "install" in error.hint.lower()
+
+
+def test_not_running_when_installed(monkeypatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(client_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    error = connection_error(_wrapped(ConnectionRefusedError(111, "Connection refused")))
+    assert isinstance(error, DaemonNotRunning)
+    assert "/var/run/docker.sock" in error.message
+    assert "start" in error.hint
+
+
+class _FakeApi:
+    api_version = "1.30"
+
+
+class _FakeDocker:
+    api = _FakeApi()
+
+    def close(self) -> None:
+        pass
+
+
+def test_engine_too_old(monkeypatch) -> None:
+    monkeypatch.setattr(docker, "from_env", lambda **_kw: _FakeDocker())
+    with pytest.raises(EngineTooOld) as caught:
+        DockerClient()
+    assert "1.30" in caught.value.message and "1.40" in caught.value.message
+
+
+def _api_error(status: int, explanation: str) -> docker.errors.APIError:
+    response = requests.Response()
+    response.status_code = status
+    return docker.errors.APIError("boom", response=response, explanation=explanation)
+
+
+def test_port_taken_becomes_port_in_use() -> None:
+    explanation = (
+        "driver failed programming external connectivity on endpoint x: "
+        "Bind for 127.0.0.1:3000 failed: port is already allocated"
+    )
+    with pytest.raises(PortInUse) as caught, translate_errors(port=3000):
+        raise _api_error(500, explanation)
+    assert caught.value.message == "Port 3000 is already in use."
+
+
+def test_other_api_errors_keep_the_engine_explanation() -> None:
+    with pytest.raises(DockerError) as caught, translate_errors():
+        raise _api_error(500, "disk full")
+    assert "disk full" in caught.value.message
