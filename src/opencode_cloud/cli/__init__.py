@@ -7,6 +7,13 @@ import sys
 
 def main() -> None:
     """Entry point of the console scripts."""
+    # `--version` is answered before anything heavy is imported: it is what scripts and
+    # shell prompts call most, and it must stay close to the interpreter's own start-up.
+    if sys.argv[1:] == ["--version"]:
+        from opencode_cloud import __version__
+
+        print(f"opencode-cloud {__version__}")
+        sys.exit(0)
     from opencode_cloud.cli.app import run
 
     sys.exit(run())

@@ -1,25 +1,182 @@
-"""Placeholder application: --version and --help until the commands land."""
+"""The typer application: global options, command registration, and the one error boundary.
+
+Every failure a user can cause or meet ends here as `Error: ...` / `Hint: ...` on stderr
+and a named exit code; tracebacks only with --debug.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Annotated
+
+import typer
 
 from opencode_cloud import __version__
+from opencode_cloud.cli.context import AppContext
+from opencode_cloud.cli.output import ExitCode, Output
+from opencode_cloud.errors import OpencodeCloudError
 
-USAGE = """Usage: occ [OPTIONS] COMMAND [ARGS]...
+app = typer.Typer(
+    name="occ",
+    help="Run opencode as a persistent, secure service in a Docker container.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: rich would add ~50 ms to every --help
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
-  Run opencode as a persistent, secure service in a Docker container.
 
-Options:
-  --version  Show the version and exit.
-  --help     Show this message and exit.
-"""
+def _version(value: bool) -> None:
+    if value:
+        print(f"opencode-cloud {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    instance: Annotated[
+        str,
+        typer.Option(
+            "--instance",
+            envvar="OCC_INSTANCE",
+            help="Which instance to act on (lower case, digits, dashes).",
+        ),
+    ] = "default",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print results as JSON on stdout.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and results.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Run opencode as a persistent, secure service in a Docker container.
+
+    Start with `occ start`: it prints the URL, the user name and the password.
+    """
+    from opencode_cloud.instance import Instance
+
+    out = Output(json=json_output, verbosity=-1 if quiet else (1 if verbose else 0), debug=debug)
+    _STATE["out"] = out
+    ctx.obj = AppContext(instance=Instance(instance), out=out)
+
+
+_STATE: dict[str, Output] = {}
+
+
+def _register() -> None:
+    from opencode_cloud.cli.commands import auth, config, image, lifecycle, logs, status
+
+    for module in (lifecycle, status, logs, image):
+        module.register(app)
+    app.add_typer(config.app, name="config")
+    app.add_typer(auth.app, name="auth")
+
+
+_register()
+
+
+def exit_code_for(error: OpencodeCloudError) -> ExitCode:
+    """The exit code scripts see for each kind of failure."""
+    from opencode_cloud.config.errors import ConfigError
+    from opencode_cloud.docker import errors as docker_errors
+    from opencode_cloud.instance import InvalidInstanceName
+    from opencode_cloud.locking import LockTimeout
+    from opencode_cloud.service import NeverCreated
+
+    by_kind: list[tuple[tuple[type[OpencodeCloudError], ...], ExitCode]] = [
+        (
+            (
+                docker_errors.DockerNotInstalled,
+                docker_errors.DaemonNotRunning,
+                docker_errors.DockerPermissionDenied,
+                docker_errors.EngineTooOld,
+            ),
+            ExitCode.DOCKER_UNAVAILABLE,
+        ),
+        (
+            (
+                docker_errors.HealthTimeout,
+                docker_errors.ContainerExited,
+                docker_errors.PortInUse,
+                docker_errors.BuildFailed,
+                docker_errors.PullFailed,
+            ),
+            ExitCode.START_FAILED,
+        ),
+        ((NeverCreated, docker_errors.ContainerNotFound), ExitCode.NOT_RUNNING),
+        ((ConfigError,), ExitCode.CONFIG_INVALID),
+        ((InvalidInstanceName,), ExitCode.USAGE),
+        ((LockTimeout,), ExitCode.LOCKED),
+    ]
+    for kinds, code in by_kind:
+        if isinstance(error, kinds):
+            return code
+    return ExitCode.ERROR
+
+
+# Global flags may also follow the command (`occ status --json`, `occ stop -q`).
+_GLOBAL_FLAGS = frozenset({"--json", "-q", "--quiet", "-v", "--verbose", "--debug"})
+_GLOBAL_WITH_VALUE = frozenset({"--instance"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options found after the command to the front, where click expects them.
+
+    Nothing after `--` moves, and option values (`occ config set KEY --json`) are
+    not options of their own, so only a flag in an option position is hoisted.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest.extend(args[index:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            front.append(arg)
+        elif arg in _GLOBAL_WITH_VALUE and index + 1 < len(args):
+            front.extend(args[index : index + 2])
+            index += 1
+        elif arg.split("=", 1)[0] in _GLOBAL_WITH_VALUE:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--version"]:
-        print(f"opencode-cloud {__version__}")
-        return 0
-    print(USAGE, end="")
-    return 0 if not args or args[:1] == ["--help"] else 2
+    """Run the CLI and return its exit code (the error boundary)."""
+    from typer.exceptions import TyperException
+
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(args=args, prog_name="occ", standalone_mode=False)
+        return int(result) if isinstance(result, int) else ExitCode.OK
+    except OpencodeCloudError as error:
+        out = _STATE.get("out") or Output(json="--json" in args)
+        if out.debug or os.environ.get("OCC_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        out.error(error.message, error.hint)
+        return exit_code_for(error)
+    except (typer.Abort, KeyboardInterrupt):
+        print("Interrupted.", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except typer.Exit as done:
+        return int(done.exit_code)
+    except TyperException as error:  # usage errors: typer prints them with the usage line
+        show = getattr(error, "show", None)
+        if show:
+            show()
+        else:
+            print(f"Error: {error.message}", file=sys.stderr)
+        return int(error.exit_code)

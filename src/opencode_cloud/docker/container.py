@@ -177,6 +177,20 @@ def stop_container(
         container.stop(timeout=grace)
 
 
+def restart_container(
+    client: DockerClient, name: str, timeout: float | None = DEFAULT_STOP_TIMEOUT
+) -> None:
+    """Stop (gracefully, then kill after `timeout` seconds) and start the container.
+
+    Raises:
+        ContainerNotFound: it does not exist.
+    """
+    container = _get(client, name)
+    grace = DEFAULT_STOP_TIMEOUT if timeout is None else max(0, round(timeout))
+    with translate_errors(port=_published_port(container)):
+        container.restart(timeout=grace)
+
+
 def remove_container(client: DockerClient, name: str, force: bool = False) -> None:
     """Remove the container. Its named volumes, and so the user's data, stay.
 

@@ -1,14 +1,71 @@
-"""The sandbox image: its canonical local name, and whether the engine has it."""
+"""The sandbox image: its canonical local name, building it, pulling it, asking what it holds.
+
+The image is built locally from the Dockerfile embedded in the package (`sandbox/`), or
+pulled from a list of registries with retries and failover, then tagged with the one
+canonical local name the container layer uses (`opencode-cloud-sandbox:<opencode version>`).
+
+Behind a TLS-inspecting proxy the build cannot download opencode until it trusts the
+proxy's CA; `build_image(ca_files=...)` puts the user's certificates into the build
+context, and the Dockerfile trusts them in both stages (so the running sandbox does too).
+"""
 
 from __future__ import annotations
 
+import io
+import re
+import tarfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from opencode_cloud import __version__
 from opencode_cloud.docker.client import DockerClient, translate_errors
+from opencode_cloud.docker.errors import BuildFailed, DockerError, PullFailed
+from opencode_cloud.docker.progress import (
+    NullProgress,
+    ProgressReporter,
+    handle_build_chunk,
+    handle_pull_chunk,
+    shorten,
+)
 
 IMAGE_NAME = "opencode-cloud-sandbox"
 # The opencode release the embedded Dockerfile installs unless told otherwise.
 DEFAULT_OPENCODE_VERSION = "1.18.33"
 IMAGE_TAG_DEFAULT = DEFAULT_OPENCODE_VERSION
 DEFAULT_IMAGE = f"{IMAGE_NAME}:{IMAGE_TAG_DEFAULT}"
+
+LABEL_OPENCODE_VERSION = "io.opencode-cloud.opencode-version"
+LABEL_TOOL_VERSION = "io.opencode-cloud.version"
+
+# Files of the embedded build context (package data next to this package).
+SANDBOX_FILES: tuple[tuple[str, int], ...] = (
+    ("Dockerfile", 0o644),
+    ("entrypoint.sh", 0o755),
+    ("healthcheck.sh", 0o755),
+)
+EXTRA_CA_DIR = "extra-ca"
+# The npm step is silent while it downloads about 185 MB; the engine's stream can pause
+# for minutes, so the usual per-call timeout would abort a healthy build.
+BUILD_HTTP_TIMEOUT = 3600
+# Lines of build output kept for the error message of a failed build.
+BUILD_TAIL_LINES = 15
+DEFAULT_PULL_RETRIES = 3
+DEFAULT_PULL_BACKOFF = 1.0
+
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+# Errors that another attempt at the same registry cannot fix.
+_PERMANENT_PULL_ERROR = re.compile(
+    r"manifest unknown|not found|unauthorized|denied|invalid reference", re.IGNORECASE
+)
+
+
+class InvalidCertificate(BuildFailed):
+    """A file named as an extra CA certificate holds no PEM certificate."""
 
 
 def image_ref(opencode_version: str = DEFAULT_OPENCODE_VERSION) -> str:
@@ -28,3 +85,444 @@ def image_exists(client: DockerClient, image: str) -> bool:
         except docker.errors.NotFound:
             return False
     return True
+
+
+def image_labels(client: DockerClient, image: str) -> dict[str, str] | None:
+    """The image's labels, or None when the engine does not have the image.
+
+    Raises:
+        DockerError: the engine failed.
+    """
+    import docker.errors
+
+    with translate_errors():
+        try:
+            attrs = client.docker.api.inspect_image(image)
+        except docker.errors.NotFound:
+            return None
+    return dict((attrs.get("Config") or {}).get("Labels") or {})
+
+
+def image_opencode_version(client: DockerClient, image: str = DEFAULT_IMAGE) -> str | None:
+    """The opencode version baked into `image` (from its label); None if unknown or absent.
+
+    Raises:
+        DockerError: the engine failed.
+    """
+    labels = image_labels(client, image)
+    if not labels:
+        return None
+    return labels.get(LABEL_OPENCODE_VERSION) or None
+
+
+# --------------------------------------------------------------------------- context
+
+
+def split_certificates(data: bytes) -> list[bytes]:
+    """Every PEM certificate in `data` (a single certificate or a bundle), in order."""
+    return [match.group(0).replace(b"\r\n", b"\n") + b"\n" for match in _PEM_CERT.finditer(data)]
+
+
+def _read_ca_files(ca_files: Iterable[str | Path]) -> list[tuple[str, bytes]]:
+    """Split the named files into one `.crt` entry per certificate.
+
+    One certificate per file is what `update-ca-certificates` expects: it links each file
+    by its hash into /etc/ssl/certs (and skips a multi-certificate file there).
+    """
+    entries: list[tuple[str, bytes]] = []
+    for index, ca_file in enumerate(ca_files):
+        path = Path(ca_file).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidCertificate(
+                f"Cannot read the CA certificate file {path}: {exc.strerror or exc}.",
+                "Name an existing PEM file (for example /etc/ssl/certs/ca-certificates.crt).",
+            ) from exc
+        certificates = split_certificates(data)
+        if not certificates:
+            raise InvalidCertificate(
+                f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----).",
+                f"Convert a DER certificate first: openssl x509 -inform der -in {path} "
+                f"-out {path.stem}.crt",
+            )
+        stem = _SAFE_NAME.sub("_", path.stem) or "ca"
+        for number, certificate in enumerate(certificates):
+            entries.append((f"{index:02d}-{stem}-{number:03d}.crt", certificate))
+    return entries
+
+
+def _sandbox_file(name: str) -> bytes:
+    from importlib import resources  # only builds need the package data
+
+    return (resources.files("opencode_cloud") / "sandbox" / name).read_bytes()
+
+
+def build_context(
+    ca_files: Iterable[str | Path] = (),
+    *,
+    files: Sequence[tuple[str, bytes, int]] | None = None,
+) -> bytes:
+    """The build context as an uncompressed tar: the sandbox files plus `extra-ca/`.
+
+    Every entry gets a fixed owner and timestamp, so the same inputs always make the same
+    bytes and the engine's layer cache hits on a rebuild.
+
+    Args:
+        ca_files: PEM files (single certificates or bundles) the image must trust.
+        files: (name, content, mode) entries that replace the embedded sandbox files;
+            for tests and tools that build another Dockerfile the same way.
+
+    Raises:
+        InvalidCertificate: a CA file cannot be read or holds no certificate.
+    """
+    if files is None:
+        files = [(name, _sandbox_file(name), mode) for name, mode in SANDBOX_FILES]
+    certificates = _read_ca_files(ca_files)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(name: str, content: bytes | None, mode: int) -> None:
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, mode
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+
+        for name, content, mode in files:
+            add(name, content, mode)
+        add(EXTRA_CA_DIR, None, 0o755)
+        for name, content in certificates:
+            add(f"{EXTRA_CA_DIR}/{name}", content, 0o644)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _build_hint(tail: Sequence[str], error: str, instruction: str) -> str:
+    text = "\n".join([*tail, error])
+    advice = ""
+    if instruction.upper().startswith("FROM "):
+        # The classic builder pulls a missing base image; without a registry that fails
+        # with a network error that does not say the image is missing.
+        advice = (
+            f"The base image of `{instruction}` is not in the engine and could not be "
+            "pulled: run scripts/base-image.sh (or `docker pull debian:bookworm-slim`).\n"
+        )
+    elif re.search(r"SELF_SIGNED_CERT|UNABLE_TO_GET_ISSUER|certificate", text, re.IGNORECASE):
+        advice = (
+            "A TLS-inspecting proxy is probably in the way: name its CA certificate for the "
+            "build (for example --ca-file /etc/ssl/certs/ca-certificates.crt).\n"
+        )
+    shown = "\n".join(f"  {line}" for line in tail)
+    return f"{advice}Last build output:\n{shown}" if shown else advice.rstrip()
+
+
+def build_from_context(
+    client: DockerClient,
+    context: bytes,
+    *,
+    tag: str,
+    buildargs: dict[str, str] | None = None,
+    no_cache: bool = False,
+    reporter: ProgressReporter | None = None,
+) -> str:
+    """Build an image from a tar build context, reporting progress; returns its id.
+
+    The base image is never pulled (`pull=False`): a present local base is used as is,
+    which is how machines without a registry build at all.
+
+    Raises:
+        BuildFailed: the build stopped; the hint holds its last output lines.
+        DockerError: the engine failed otherwise.
+    """
+    out: ProgressReporter = reporter or NullProgress()
+    tail: deque[str] = deque(maxlen=BUILD_TAIL_LINES)
+    image_id: str | None = None
+    current_step = ""
+    instruction = ""
+
+    class _Tail:
+        """Keeps the last output lines while passing every event on."""
+
+        def build_step(self, step: int, total: int, message: str) -> None:
+            nonlocal current_step, instruction
+            current_step = f"step {step}/{total} ({shorten(message, 80)})"
+            instruction = message
+            tail.append(f"Step {step}/{total} : {message}")
+            out.build_step(step, total, message)
+
+        def build_output(self, line: str) -> None:
+            tail.append(line)
+            out.build_output(line)
+
+        def layer(self, layer_id: str, status: str, current: int | None, total: int | None) -> None:
+            out.layer(layer_id, status, current, total)
+
+        def status(self, message: str) -> None:
+            out.status(message)
+
+        def done(self, message: str = "") -> None:
+            out.done(message)
+
+    relay = _Tail()
+    try:
+        with translate_errors():
+            stream = client.docker.api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                tag=tag,
+                buildargs=buildargs or {},
+                nocache=no_cache,
+                pull=False,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                timeout=BUILD_HTTP_TIMEOUT,
+            )
+            for chunk in stream:
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("ID"):
+                    image_id = str(aux["ID"])
+                error = handle_build_chunk(chunk, relay)
+                if error is not None:
+                    where = f" at {current_step}" if current_step else ""
+                    raise BuildFailed(
+                        f"Building {tag} failed{where}: {error.strip()}",
+                        _build_hint(list(tail), error, instruction),
+                    )
+            if image_id is None:
+                image_id = str(client.docker.api.inspect_image(tag)["Id"])
+    except BaseException:
+        out.done()
+        raise
+    out.done(f"Built {tag} ({image_id[7:19] if image_id.startswith('sha256:') else image_id})")
+    return image_id
+
+
+def build_image(
+    client: DockerClient,
+    *,
+    tag: str | None = None,
+    opencode_version: str = DEFAULT_OPENCODE_VERSION,
+    ca_files: Iterable[str | Path] = (),
+    no_cache: bool = False,
+    reporter: ProgressReporter | None = None,
+) -> str:
+    """Build the sandbox image from the embedded Dockerfile.
+
+    The engine's layer cache makes a rebuild with the same inputs take a fraction of a
+    second; `no_cache` forces every step to run again (to pick up Debian updates, say).
+
+    Args:
+        client: a connected engine.
+        tag: image name; `opencode-cloud-sandbox:<opencode_version>` by default.
+        opencode_version: the opencode release (npm `opencode-ai`) to install.
+        ca_files: PEM certificates (or bundles) to trust during the build and in the
+            running sandbox, such as a corporate proxy's CA.
+        no_cache: rebuild every layer.
+        reporter: receives build steps and output; nothing is shown by default.
+
+    Returns:
+        The new image's id (`sha256:...`).
+
+    Raises:
+        InvalidCertificate: a CA file cannot be read or holds no certificate.
+        BuildFailed: a build step failed; the hint holds the last output lines.
+        DockerError: the engine failed otherwise.
+    """
+    context = build_context(ca_files)
+    return build_from_context(
+        client,
+        context,
+        tag=tag or image_ref(opencode_version),
+        buildargs={"OPENCODE_VERSION": opencode_version, "OCC_VERSION": __version__},
+        no_cache=no_cache,
+        reporter=reporter,
+    )
+
+
+# --------------------------------------------------------------------------- pull
+
+
+def _split_ref(image: str) -> tuple[str, str]:
+    """(repository, tag) of `image`; a bare tag means the sandbox image with that tag."""
+    if ":" not in image.rsplit("/", 1)[-1]:
+        if "/" in image or not image:
+            return image or IMAGE_NAME, "latest"
+        return IMAGE_NAME, image
+    repository, tag = image.rsplit(":", 1)
+    return repository, tag
+
+
+def local_ref(tag: str = IMAGE_TAG_DEFAULT) -> str:
+    """The local name a pull of `tag` ends up under (see `pull_image`)."""
+    repository, version = _split_ref(tag)
+    return f"{repository}:{version}"
+
+
+def registry_ref(registry: str, tag: str = IMAGE_TAG_DEFAULT) -> str:
+    """Where the image `tag` lives in `registry` (a host, or a host and namespace).
+
+    `tag` is a bare tag (`1.18.33`, meaning the sandbox image) or a local name
+    (`opencode-cloud-sandbox:1.18.33`); the registry holds it under the name's last part:
+    `127.0.0.1:5000` gives `127.0.0.1:5000/opencode-cloud-sandbox:1.18.33`, and
+    `ghcr.io/acme` gives `ghcr.io/acme/opencode-cloud-sandbox:1.18.33`.
+    """
+    repository, version = _split_ref(tag)
+    return f"{registry.strip().rstrip('/')}/{repository.rsplit('/', 1)[-1]}:{version}"
+
+
+def _pull_once(client: DockerClient, ref: str, reporter: ProgressReporter) -> str | None:
+    """Pull `ref`; return None on success, else the engine's error text."""
+    import docker.errors
+
+    repository, tag = ref.rsplit(":", 1)
+    try:
+        with translate_errors():
+            try:
+                for chunk in client.docker.api.pull(repository, tag=tag, stream=True, decode=True):
+                    error = handle_pull_chunk(chunk, reporter)
+                    if error is not None:
+                        return error
+            except docker.errors.APIError as exc:
+                return str(exc.explanation or exc)
+    except DockerError as exc:
+        return exc.message
+    return None
+
+
+def pull_image(
+    client: DockerClient,
+    registries: Sequence[str],
+    *,
+    tag: str = IMAGE_TAG_DEFAULT,
+    retries: int = DEFAULT_PULL_RETRIES,
+    backoff: float = DEFAULT_PULL_BACKOFF,
+    reporter: ProgressReporter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Pull the sandbox image from the first registry that serves it; return where from.
+
+    Each registry gets up to `retries` attempts, waiting `backoff`, then twice that, ...
+    between them; an answer that another attempt cannot change (unknown tag, access
+    denied) moves on to the next registry at once. The pulled image is tagged with the
+    canonical local name (`local_ref(tag)`, `opencode-cloud-sandbox:<tag>` for a bare
+    tag) and its registry name is dropped, so the container layer finds it wherever it
+    came from.
+
+    Args:
+        client: a connected engine.
+        registries: registry hosts (optionally with a namespace), tried in order.
+        tag: the image tag (the opencode version by convention), or the full local
+            name the image must end up under (`opencode-cloud-sandbox:1.18.33`).
+        retries: attempts per registry (at least one).
+        backoff: seconds before the second attempt; doubles after each failure.
+        reporter: receives per-layer byte progress and status lines.
+        sleep: how to wait between attempts (tests pass a fake).
+
+    Returns:
+        The registry reference the image came from (`127.0.0.1:5000/...:1.18.33`).
+
+    Raises:
+        PullFailed: no registry served the image; the message names each one's error.
+        DockerError: the engine failed to tag the pulled image.
+    """
+    reporter = reporter or NullProgress()
+    if not registries:
+        raise PullFailed(
+            "No registry to pull the sandbox image from.",
+            "Name one (for example --registry ghcr.io/acme), or build the image locally.",
+        )
+    failures: list[str] = []
+    for registry in registries:
+        ref = registry_ref(registry, tag)
+        error = "not tried"
+        for attempt in range(max(1, retries)):
+            if attempt:
+                delay = backoff * 2 ** (attempt - 1)
+                reporter.status(f"Retrying {ref} in {delay:g} s ({error})")
+                sleep(delay)
+            reporter.status(f"Pulling {ref}")
+            result = _pull_once(client, ref, reporter)
+            if result is None:
+                return _adopt(client, ref, tag, reporter)
+            error = " ".join(result.split())
+            if _PERMANENT_PULL_ERROR.search(error):
+                break
+        failures.append(f"{registry}: {error}")
+        reporter.status(f"Could not pull from {registry}: {error}")
+    reporter.done()
+    raise PullFailed(
+        f"Could not pull {local_ref(tag)} from any registry ({'; '.join(failures)}).",
+        "Check the registry addresses and your network, or build the image locally (`occ build`).",
+    )
+
+
+def _adopt(client: DockerClient, ref: str, tag: str, reporter: ProgressReporter) -> str:
+    """Give the pulled image its canonical local name and drop the registry's name."""
+    canonical = local_ref(tag)
+    repository, version = _split_ref(tag)
+    with translate_errors():
+        image_id = str(client.docker.api.inspect_image(ref)["Id"])
+        client.docker.api.tag(image_id, repository, version, force=True)
+        if ref != canonical:
+            # Only the name goes; the layers stay under the canonical name.
+            client.docker.api.remove_image(ref, noprune=True)
+    reporter.done(f"Pulled {ref} as {canonical}")
+    return ref
+
+
+# --------------------------------------------------------------------------- script entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -c 'from opencode_cloud.docker.image import main; main()' build ...`.
+
+    A small entry for scripts and CI that must make sure the sandbox image exists
+    before the command-line tool is involved.
+    """
+    import argparse
+    import sys
+
+    from opencode_cloud.docker.progress import reporter_for
+
+    parser = argparse.ArgumentParser(prog="sandbox-image", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build the sandbox image (cached)")
+    build.add_argument("--opencode-version", default=DEFAULT_OPENCODE_VERSION)
+    build.add_argument("--tag", default=None)
+    build.add_argument("--ca-file", action="append", default=[], dest="ca_files")
+    build.add_argument("--no-cache", action="store_true")
+    build.add_argument("--verbose", action="store_true", help="show every build step's output")
+    pull = commands.add_parser("pull", help="pull the sandbox image from registries")
+    pull.add_argument("--registry", action="append", required=True, dest="registries")
+    pull.add_argument("--tag", default=IMAGE_TAG_DEFAULT)
+    args = parser.parse_args(argv)
+
+    reporter = reporter_for(sys.stderr, verbose=getattr(args, "verbose", False))
+    try:
+        with DockerClient() as client:
+            if args.command == "build":
+                started = time.monotonic()
+                image_id = build_image(
+                    client,
+                    tag=args.tag,
+                    opencode_version=args.opencode_version,
+                    ca_files=args.ca_files,
+                    no_cache=args.no_cache,
+                    reporter=reporter,
+                )
+                print(f"{image_id} ({time.monotonic() - started:.1f} s)")
+            else:
+                print(pull_image(client, args.registries, tag=args.tag, reporter=reporter))
+    except DockerError as exc:
+        print(f"Error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"Hint: {exc.hint}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,177 @@
+"""`occ start`, `occ stop`, `occ restart`."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.service import StartResult
+
+
+def _apply_start_options(ctx: AppContext, port: int | None, bind: str | None, yes: bool) -> None:
+    """`--port` / `--bind` are saved to the configuration, so later starts keep them."""
+    if port is None and bind is None:
+        return
+    from opencode_cloud.cli.commands.config import save_change
+    from opencode_cloud.config.edit import set_value
+
+    def change(data: Any) -> Any:
+        if bind is not None:
+            data = set_value(data, "bind_address", bind)
+        if port is not None:
+            data = set_value(data, "port", str(port))
+        return data
+
+    save_change(ctx, change, yes=yes)
+
+
+def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> None:
+    from opencode_cloud import credentials
+
+    password = result.password
+    if show_password and password is None:
+        password, _ = credentials.load_or_create_password(ctx.paths)
+    data = result.to_json()
+    if password is not None:
+        data["password"] = password
+
+    def human() -> list[str]:
+        head = "opencode is already running" if result.already_running else "opencode is running"
+        lines = [f"{head} at {result.url}", f"  User:     {result.username}"]
+        if password is not None:
+            lines.append(f"  Password: {password}")
+        if result.password_created:
+            lines.append(
+                f"  (saved in {ctx.paths.password_file}; show it again with `occ auth show`)"
+            )
+        elif password is None:
+            lines.append("  Password: run `occ auth show` to see it")
+        if result.seconds_to_healthy is not None:
+            lines.append(f"  Ready in {result.seconds_to_healthy:.1f} s.")
+        return lines
+
+    ctx.out.result(data, human)
+
+
+def start(
+    ctx: typer.Context,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help="Host port to publish on (saved).")
+    ] = None,
+    bind: Annotated[
+        str | None,
+        typer.Option("--bind", help="Host address to listen on (saved). Default 127.0.0.1."),
+    ] = None,
+    build: Annotated[
+        bool, typer.Option("--build", help="Build the image even if present.")
+    ] = False,
+    pull: Annotated[
+        bool, typer.Option("--pull", help="Pull the image from the registries.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds to wait for opencode to be ready.")
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for readiness.")] = False,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the URL in a browser.")
+    ] = False,
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Print the password even if not new.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Confirm exposing the service beyond localhost.")
+    ] = False,
+) -> None:
+    """Start opencode: build or pull the image, create volumes and container, wait until ready.
+
+    On a running service it says so and exits 0. When a setting that shapes the container
+    changed (port, bind address, environment, image), the container is re-created; the
+    volumes, and so your data, are kept.
+
+    Examples: occ start | occ start --port 8080 | occ start --bind 0.0.0.0 --yes
+    """
+    from opencode_cloud.docker.errors import ContainerExited, HealthTimeout
+
+    app_ctx: AppContext = ctx.obj
+    if build and pull:
+        raise typer.BadParameter("use either --build or --pull, not both")
+    if timeout is not None and timeout <= 0:
+        raise typer.BadParameter("must be greater than 0", param_hint="--timeout")
+    with app_ctx.changing("start"):
+        _apply_start_options(app_ctx, port, bind, yes)
+        service = app_ctx.service()
+        try:
+            with app_ctx.spinner("Starting opencode ..."):
+                result = service.start(
+                    build=build,
+                    pull=pull,
+                    wait=not no_wait,
+                    timeout=timeout,
+                    reporter=app_ctx.reporter(),
+                    on_step=app_ctx.out.progress,
+                )
+        except (HealthTimeout, ContainerExited) as error:
+            _show_last_logs(app_ctx, service.last_log_lines(20))
+            error.hint = (
+                error.hint or "See the full logs with `occ logs`, fix the cause, then `occ start`."
+            )
+            raise
+    _render_start(app_ctx, result, show_password)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(result.url)
+
+
+def _show_last_logs(ctx: AppContext, lines: list[str]) -> None:
+    if not lines:
+        return
+    print("Last log lines:", file=ctx.out.stderr)
+    for line in lines:
+        print(f"  {line}", file=ctx.out.stderr)
+
+
+def stop(
+    ctx: typer.Context,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", "-t", help="Seconds to wait before killing (default 10)."),
+    ] = None,
+) -> None:
+    """Stop opencode. Your data stays in its volumes; `occ start` brings it back."""
+    app_ctx: AppContext = ctx.obj
+    with app_ctx.changing("stop"):
+        stopped = app_ctx.service().stop(timeout)
+    message = "Stopped." if stopped else "Already stopped."
+    app_ctx.out.result({"stopped": stopped, "was_running": stopped}, lambda: [message])
+
+
+def restart(
+    ctx: typer.Context,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds to wait for readiness.")
+    ] = None,
+) -> None:
+    """Stop, then start again (applies configuration changes)."""
+    app_ctx: AppContext = ctx.obj
+    with app_ctx.changing("restart"):
+        from opencode_cloud.service import NeverCreated
+
+        service = app_ctx.service()
+        with contextlib.suppress(NeverCreated):  # nothing to stop: then it is just a start
+            service.stop()
+        with app_ctx.spinner("Starting opencode ..."):
+            result = service.start(
+                timeout=timeout, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress
+            )
+    _render_start(app_ctx, result, show_password=False)
+
+
+def register(app: Any) -> None:
+    app.command()(start)
+    app.command()(stop)
+    app.command()(restart)

@@ -1,0 +1,56 @@
+"""`occ status`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from opencode_cloud.cli.output import ExitCode, format_bytes, format_duration
+
+if TYPE_CHECKING:
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.service import StatusResult
+
+
+def _human(result: StatusResult) -> list[str]:
+    health = result.docker_health or "-"
+    if result.http_health:
+        health += f" (HTTP: {result.http_health})"
+    lines = [
+        f"Instance:   {result.instance}",
+        f"State:      {result.state}",
+        f"Health:     {health}",
+        f"URL:        {result.url}",
+        f"Listening:  {result.bind_address}:{result.port}",
+        f"Image:      {result.image or '-'}",
+        f"opencode:   {result.opencode_version or '-'}",
+        f"Uptime:     {format_duration(result.uptime_seconds)}",
+        f"Restarts:   {result.restart_count}",
+        "Volumes:",
+    ]
+    for vol in result.volumes:
+        size = format_bytes(vol.size_bytes) if vol.exists else "missing"
+        lines.append(f"  {vol.name:<36} {vol.mount_point:<40} {size}")
+    return lines
+
+
+def status(ctx: typer.Context) -> None:
+    """Show state, health, URL, image, uptime, restarts and volumes.
+
+    Exit code 0 when running, 3 when not. With --json, everything as one JSON object.
+    """
+    from opencode_cloud import credentials
+
+    app_ctx: AppContext = ctx.obj
+    password = credentials.read_password(app_ctx.paths)
+    result = app_ctx.service().status(password)
+    for warning in result.warnings:
+        app_ctx.out.warn(warning)
+    app_ctx.out.result(result.to_json(), lambda: _human(result))
+    if not result.running:
+        raise typer.Exit(ExitCode.NOT_RUNNING)
+
+
+def register(app: Any) -> None:
+    app.command()(status)

@@ -1,0 +1,93 @@
+"""What every command needs: the instance, the output, and (lazily) config and engine.
+
+Nothing heavy is imported here at module level: `occ --help` must not pay for docker-py
+or pydantic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from opencode_cloud.cli.output import Output
+from opencode_cloud.config.paths import InstancePaths, instance_paths
+from opencode_cloud.instance import Instance
+
+if TYPE_CHECKING:
+    from opencode_cloud.config.schema import Config
+    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.service import Service
+
+# Seconds a changing command waits for another one on the same instance to finish.
+LOCK_WAIT_SECONDS = 10.0
+
+
+@dataclass
+class AppContext:
+    """Per-invocation state, built by the top-level callback from the global options."""
+
+    instance: Instance
+    out: Output
+    _config: Config | None = field(default=None, repr=False)
+    _client: DockerClient | None = field(default=None, repr=False)
+
+    @property
+    def paths(self) -> InstancePaths:
+        return instance_paths(self.instance)
+
+    @property
+    def config(self) -> Config:
+        """The validated configuration; warnings about unknown keys go to stderr once."""
+        if self._config is None:
+            from opencode_cloud.config.store import load_config
+
+            loaded = load_config(self.paths.config_file)
+            for warning in loaded.warnings:
+                self.out.warn(warning)
+            self._config = loaded.config
+        return self._config
+
+    def set_config(self, config: Config) -> None:
+        self._config = config
+
+    @property
+    def client(self) -> DockerClient:
+        if self._client is None:
+            from opencode_cloud.docker.client import DockerClient
+
+            self._client = DockerClient()
+        return self._client
+
+    def service(self) -> Service:
+        from opencode_cloud.service import Service
+
+        return Service(self.client, self.config, self.instance, self.paths)
+
+    def reporter(self) -> ProgressReporter:
+        """Progress bars on a terminal, plain lines otherwise (and nothing with -q)."""
+        from opencode_cloud.docker.progress import reporter_for
+
+        return reporter_for(self.out.stderr, quiet=self.out.verbosity < 0)
+
+    @contextmanager
+    def changing(self, command: str) -> Iterator[None]:
+        """Hold the instance lock while a command changes things."""
+        from opencode_cloud.locking import instance_lock
+
+        with instance_lock(self.paths, command=command, timeout=LOCK_WAIT_SECONDS):
+            yield
+
+    @contextmanager
+    def spinner(self, message: str) -> Iterator[None]:
+        """A spinner on a terminal; one plain line otherwise."""
+        if self.out.verbosity >= 0 and self.out.color and not self.out.json:
+            from rich.console import Console
+
+            with Console(stderr=True).status(message):
+                yield
+        else:
+            self.out.progress(message)
+            yield

@@ -1,0 +1,126 @@
+"""Errors of the configuration layer: each names the file, the key, the value and the rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from opencode_cloud.errors import OpencodeCloudError
+
+RESET_COMMAND = "occ config reset"
+
+
+class ConfigError(OpencodeCloudError):
+    """Something is wrong with the configuration file or with a requested change.
+
+    Attributes:
+        path: The configuration file concerned, when there is one.
+    """
+
+    def __init__(self, message: str, hint: str = "", *, path: Path | None = None) -> None:
+        super().__init__(message, hint)
+        self.path = path
+
+
+class ConfigReadError(ConfigError):
+    """The configuration file exists but cannot be read (permissions, a directory, ...)."""
+
+
+class ConfigWriteError(ConfigError):
+    """The configuration file cannot be written; the old file is left as it was."""
+
+
+class ConfigSyntaxError(ConfigError):
+    """The file is not valid JSON with comments.
+
+    Attributes:
+        line: 1-based line of the problem, when known.
+        column: 1-based column of the problem, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str = "",
+        *,
+        path: Path | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        super().__init__(message, hint, path=path)
+        self.line = line
+        self.column = column
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule: which key, which value, which rule.
+
+    Attributes:
+        key: Dotted key (`port`, `env.NAME`, `registries[0]`).
+        value: The offending value, as JSON text (shortened when long).
+        rule: What the value must be, starting with "must".
+        message: The whole sentence, when the key-value-rule form does not fit.
+    """
+
+    key: str
+    value: str
+    rule: str
+    message: str | None = None
+
+    def describe(self) -> str:
+        """One line: `port is 0, but must be a whole number from 1 to 65535`."""
+        return self.message or f"{self.key} is {self.value}, but {self.rule}"
+
+
+class ConfigValidationError(ConfigError):
+    """Values in the configuration break the schema's rules.
+
+    Attributes:
+        problems: Every broken rule, in document order.
+        document: True when the problems are in the stored document (the file), False
+            when they are in a value just given on the command line.
+    """
+
+    def __init__(
+        self,
+        problems: list[Problem],
+        *,
+        path: Path | None = None,
+        document: bool = True,
+        hint: str | None = None,
+    ) -> None:
+        override = hint
+        self.problems = problems
+        self.document = document
+        details = "; ".join(problem.describe() for problem in problems)
+        if path is not None:
+            message = f"Invalid configuration in {path}: {details}."
+            first = problems[0].key.split(".")[0].split("[")[0] if problems else "KEY"
+            hint = (
+                f"Fix it with `occ config set {first} VALUE`, by editing {path}, "
+                f"or go back to the defaults with `{RESET_COMMAND}`."
+            )
+        elif document:
+            message = f"Invalid configuration: {details}."
+            hint = f"Fix the value, or go back to the defaults with `{RESET_COMMAND}`."
+        else:
+            message = f"Invalid value: {details}."
+            hint = "See the keys and their rules with `occ config --help`."
+        super().__init__(message, hint if override is None else override, path=path)
+
+    def in_file(self, path: Path) -> ConfigValidationError:
+        """The same problems, reported as problems of the file at `path`."""
+        return ConfigValidationError(self.problems, path=path, document=True)
+
+
+class UnknownConfigKey(ConfigError):
+    """A command named a key the configuration does not have.
+
+    Attributes:
+        key: The key as given.
+    """
+
+    def __init__(self, message: str, hint: str = "", *, key: str) -> None:
+        super().__init__(message, hint)
+        self.key = key

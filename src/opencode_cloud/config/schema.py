@@ -1,0 +1,324 @@
+"""The configuration schema: the one source of truth for keys, defaults and rules.
+
+The pydantic model `Config` validates every load; `config.schema.json`, shipped beside this
+module for editors, is generated from it. Regenerate it after changing the model:
+
+    python -m opencode_cloud.config.schema          # writes config.schema.json
+    python -m opencode_cloud.config.schema --check  # exits 1 when the file is stale
+
+Keys are flat, so that `occ config get port` and `occ config set port 8080` name them as
+the file does. Unknown keys are kept (a newer release may know them) and reported as
+warnings, never as errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from opencode_cloud.docker.container import (
+    DEFAULT_BIND_ADDRESS,
+    DEFAULT_PORT,
+    DEFAULT_RESTART_RETRIES,
+    DEFAULT_STOP_TIMEOUT,
+)
+from opencode_cloud.docker.image import DEFAULT_OPENCODE_VERSION
+
+DEFAULT_USERNAME = "opencode"
+DEFAULT_START_TIMEOUT = 120
+
+SCHEMA_FILE = Path(__file__).with_name("config.schema.json")
+# Keys a file may carry without being reported as unknown: editors use `$schema`.
+IGNORED_KEYS = frozenset({"$schema"})
+
+# Environment variables opencode-cloud sets itself. The password must never reach the
+# container's visible environment, and the user name has its own key.
+RESERVED_ENV = {
+    "OPENCODE_SERVER_PASSWORD": (
+        "opencode-cloud sets it from the password file, which never reaches the "
+        "container's visible environment"
+    ),
+    "OPENCODE_SERVER_USERNAME": "opencode-cloud sets it from the `username` key",
+}
+
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::[0-9]{{1,5}})?"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+
+IMAGE_REF_PATTERN = (
+    rf"^(?:{_DOMAIN}/)?{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?$"
+)
+REGISTRY_PATTERN = rf"^{_DOMAIN}(?:/{_NAME_COMPONENT})*$"
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+CA_PATH_PATTERN = r"^[~/]"
+
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
+
+# What each key must be, as the end of the sentence "<key> is <value>, but ...".
+RULES: dict[str, str] = {
+    "port": "must be a whole number from 1 to 65535",
+    "bind_address": "must be an IP address, such as 127.0.0.1, 0.0.0.0 or ::1",
+    "username": (
+        "must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
+    ),
+    "opencode_version": "must be an opencode release version, such as 1.18.33",
+    "image": "must be an image reference, such as registry.example.com/team/sandbox:1.0",
+    "registries": (
+        'must be a list of registry prefixes, such as ["ghcr.io/acme"] '
+        "(host[:port][/path], no scheme, no tag)"
+    ),
+    "ca_certificates": (
+        "must be a list of absolute paths to PEM certificate files, such as "
+        '["/etc/ssl/certs/corp-ca.pem"]'
+    ),
+    "env": (
+        "must be an object of environment variable names to string values, "
+        'such as {"OPENCODE_DISABLE_AUTOUPDATE": "1"}'
+    ),
+    "restart_retries": "must be a whole number, 0 or more",
+    "start_timeout": "must be a whole number of seconds, 1 or more",
+    "stop_timeout": "must be a whole number of seconds, 1 or more",
+}
+# A valid value per key, as typed after `occ config set KEY`.
+EXAMPLES: dict[str, str] = {
+    "port": "8080",
+    "bind_address": "0.0.0.0",
+    "username": "alice",
+    "opencode_version": DEFAULT_OPENCODE_VERSION,
+    "image": "registry.example.com/team/opencode-sandbox:1.0",
+    "registries": "ghcr.io/acme,registry.example.com:5000/mirror",
+    "ca_certificates": "/etc/ssl/certs/corp-ca.pem",
+    "env": '\'{"OPENCODE_DISABLE_AUTOUPDATE": "1"}\'',
+    "restart_retries": "5",
+    "start_timeout": "120",
+    "stop_timeout": "10",
+}
+ENV_NAME_RULE = (
+    f"names must match {ENV_NAME_PATTERN} (letters, digits and '_', not starting with a digit)"
+)
+ENV_VALUE_RULE = "must be a string of UTF-8 text without NUL characters"
+
+RegistryPrefix = Annotated[str, StringConstraints(pattern=REGISTRY_PATTERN)]
+
+
+def is_text(value: str) -> bool:
+    """True for text a file, a label and an environment can hold: UTF-8, no NUL.
+
+    Command-line arguments with undecodable bytes arrive as lone surrogates; they would
+    make the file unwritable, so they are refused with the rest.
+    """
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text_path(value: str) -> str:
+    if not is_text(value):
+        raise ValueError(RULES["ca_certificates"])
+    return value
+
+
+CaPath = Annotated[
+    str,
+    StringConstraints(min_length=2, pattern=CA_PATH_PATTERN),
+    AfterValidator(_text_path),
+]
+
+
+class Config(BaseModel):
+    """The settings of one opencode-cloud instance. Every field has a default.
+
+    The model is immutable: editing functions return a new one. Fields a file sets
+    explicitly are remembered (`model_fields_set`), so saving writes only those, and a
+    default that changes in a later release (`opencode_version`, say) still applies to
+    users who never chose a value.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+        frozen=True,
+        strict=True,
+        title="opencode-cloud configuration",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    port: int = Field(
+        default=DEFAULT_PORT,
+        ge=1,
+        le=65535,
+        description="Host port that serves the opencode web UI.",
+    )
+    bind_address: str = Field(
+        default=DEFAULT_BIND_ADDRESS,
+        description=(
+            "Host IP address the port is published on. 127.0.0.1 keeps the service local; "
+            "0.0.0.0 (or ::) exposes it to the network."
+        ),
+        examples=["127.0.0.1", "0.0.0.0", "::1"],
+        json_schema_extra={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+    )
+    username: str = Field(
+        default=DEFAULT_USERNAME,
+        pattern=USERNAME_PATTERN,
+        description="User name for the web UI's HTTP Basic authentication.",
+    )
+    opencode_version: str = Field(
+        default=DEFAULT_OPENCODE_VERSION,
+        pattern=VERSION_PATTERN,
+        description="opencode release installed in the sandbox image.",
+    )
+    image: str | None = Field(
+        default=None,
+        pattern=IMAGE_REF_PATTERN,
+        description=(
+            "Image reference to run instead of building the sandbox image "
+            "(opencode_version and registries are then not used)."
+        ),
+    )
+    registries: list[RegistryPrefix] = Field(
+        default_factory=list,
+        description=(
+            "Registry prefixes to pull the sandbox image from, tried in order; "
+            "empty means build it locally."
+        ),
+        examples=[["ghcr.io/acme", "registry.example.com:5000/mirror"]],
+    )
+    ca_certificates: list[CaPath] = Field(
+        default_factory=list,
+        description=(
+            "Host paths of extra CA certificates (PEM) the image build trusts, "
+            "for networks behind a TLS-inspecting proxy."
+        ),
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables passed to opencode.",
+        json_schema_extra={"propertyNames": {"pattern": ENV_NAME_PATTERN}},
+    )
+    restart_retries: int = Field(
+        default=DEFAULT_RESTART_RETRIES,
+        ge=0,
+        description="How often Docker restarts the container after a crash before giving up.",
+    )
+    start_timeout: int = Field(
+        default=DEFAULT_START_TIMEOUT,
+        gt=0,
+        description="Seconds to wait for opencode to become healthy on start.",
+    )
+    stop_timeout: int = Field(
+        default=DEFAULT_STOP_TIMEOUT,
+        gt=0,
+        description="Seconds opencode gets to shut down before it is killed.",
+    )
+
+    @field_validator("bind_address")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(RULES["bind_address"]) from None
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _ENV_NAME.match(name):
+                raise PydanticCustomError(
+                    "env_name", "{rule}", {"name": name, "rule": ENV_NAME_RULE}
+                )
+            if name in RESERVED_ENV:
+                raise PydanticCustomError(
+                    "env_name", "{rule}", {"name": name, "rule": RESERVED_ENV[name]}
+                )
+            if not is_text(text):
+                raise PydanticCustomError(
+                    "env_value", "{rule}", {"name": name, "rule": ENV_VALUE_RULE}
+                )
+        return value
+
+    @property
+    def exposed(self) -> bool:
+        """True when the service is reachable from other hosts (not a loopback address)."""
+        return not ipaddress.ip_address(self.bind_address).is_loopback
+
+
+KEYS: tuple[str, ...] = tuple(Config.model_fields)
+
+
+def default_value(key: str) -> Any:
+    """The default of `key`, as JSON-compatible data.
+
+    Raises:
+        KeyError: `key` is not a field of the schema.
+    """
+    return Config().model_dump(mode="json")[key]
+
+
+def generate_schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration file, derived from `Config`."""
+    schema = Config.model_json_schema(mode="validation")
+    schema["description"] = (
+        "Configuration of opencode-cloud (JSON with comments). Unknown keys are kept "
+        "and reported as warnings."
+    )
+    schema["properties"]["$schema"] = {
+        "type": "string",
+        "description": "Schema of this file, for editors.",
+    }
+    return schema
+
+
+def render_schema() -> str:
+    """`generate_schema()` as the exact text of `config.schema.json`."""
+    return json.dumps(generate_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write `config.schema.json` beside this module; with `--check`, only compare.
+
+    Returns:
+        0 when the file is (now) up to date, 1 when `--check` finds it stale.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    text = render_schema()
+    current = SCHEMA_FILE.read_text(encoding="utf-8") if SCHEMA_FILE.exists() else None
+    if "--check" in args:
+        if current != text:
+            print(
+                f"{SCHEMA_FILE} is out of date: run python -m opencode_cloud.config.schema",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    if current != text:
+        SCHEMA_FILE.write_text(text, encoding="utf-8")
+        print(f"wrote {SCHEMA_FILE}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

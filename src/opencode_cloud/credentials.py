@@ -1,0 +1,169 @@
+"""The service password: generated once, kept in a 0600 file, handed to the container as a file.
+
+The password never travels in argv, in the container's configured environment or in logs:
+the host keeps it in `InstancePaths.password_file`, and the tool writes it into the
+container at `PASSWORD_PATH_IN_CONTAINER` through the engine's archive API, where the
+image's entrypoint reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from opencode_cloud.config.paths import InstancePaths
+from opencode_cloud.errors import OpencodeCloudError
+
+DEFAULT_USERNAME = "opencode"
+PASSWORD_PATH_IN_CONTAINER = "/run/opencode-cloud/password"
+# 24 random bytes: 192 bits, 32 URL-safe characters (no quoting trouble anywhere).
+PASSWORD_BYTES = 24
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+class CredentialsError(OpencodeCloudError):
+    """The password file cannot be read or written."""
+
+
+def generate_password() -> str:
+    """A new strong random password."""
+    return secrets.token_urlsafe(PASSWORD_BYTES)
+
+
+def _ensure_private_dir(directory: Path) -> None:
+    created = not directory.exists()
+    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    if created:
+        # mkdir's mode is filtered by the umask; a fresh directory must end up 0700.
+        directory.chmod(DIR_MODE)
+
+
+def _write_private_temp(directory: Path, content: str) -> Path:
+    """Write `content` to a new file in `directory` that is 0600 from its first byte."""
+    for _ in range(100):
+        temp = directory / f".password.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+        return temp
+    raise CredentialsError(f"Cannot create a temporary file in {directory}.")  # pragma: no cover
+
+
+def _read(path: Path) -> str:
+    # A file someone loosened (chmod 644, a restore from backup) is tightened again.
+    if path.stat().st_mode & 0o077:
+        path.chmod(FILE_MODE)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def load_or_create_password(paths: InstancePaths) -> tuple[str, bool]:
+    """The instance's password, generating and storing one on first use.
+
+    The file is written whole under a temporary name and then linked into place, which
+    fails if the file appeared meanwhile: two concurrent first starts agree on one
+    password, and no reader ever sees a partly written file.
+
+    Returns:
+        (password, created): `created` is True when this call generated it.
+
+    Raises:
+        CredentialsError: the file or its directory cannot be read or written.
+    """
+    target = paths.password_file
+    try:
+        if target.exists():
+            password = _read(target)
+            if password:
+                return password, False
+            # An empty file holds no secret; replace it rather than run without one.
+            return rotate_password(paths), True
+        _ensure_private_dir(target.parent)
+        password = generate_password()
+        temp = _write_private_temp(target.parent, password + "\n")
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            return _read(target), False
+        finally:
+            temp.unlink()
+        return password, True
+    except OSError as exc:
+        raise CredentialsError(
+            f"Cannot read or write the password file {target}: {exc.strerror or exc}.",
+            f"Check the permissions of {target.parent}.",
+        ) from exc
+
+
+def read_password(paths: InstancePaths) -> str | None:
+    """The stored password, or None when there is none yet.
+
+    Raises:
+        CredentialsError: the file exists but cannot be read.
+    """
+    try:
+        password = _read(paths.password_file)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CredentialsError(
+            f"Cannot read the password file {paths.password_file}: {exc.strerror or exc}."
+        ) from exc
+    return password or None
+
+
+def rotate_password(paths: InstancePaths) -> str:
+    """Replace the stored password with a new one and return it.
+
+    The new file is complete and 0600 before it atomically replaces the old one. A
+    running container keeps the old password until it is given the new file.
+
+    Raises:
+        CredentialsError: the file cannot be written.
+    """
+    target = paths.password_file
+    try:
+        _ensure_private_dir(target.parent)
+        password = generate_password()
+        temp = _write_private_temp(target.parent, password + "\n")
+        try:
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+    except OSError as exc:
+        raise CredentialsError(
+            f"Cannot write the password file {target}: {exc.strerror or exc}.",
+            f"Check the permissions of {target.parent}.",
+        ) from exc
+    return password
+
+
+def container_files(password: str) -> dict[str, bytes]:
+    """The `files=` mapping for `setup_and_start` that hands the container its password."""
+    return {PASSWORD_PATH_IN_CONTAINER: password.encode("utf-8")}
+
+
+__all__ = [
+    "DEFAULT_USERNAME",
+    "PASSWORD_PATH_IN_CONTAINER",
+    "CredentialsError",
+    "container_files",
+    "generate_password",
+    "load_or_create_password",
+    "read_password",
+    "rotate_password",
+]

@@ -1,0 +1,227 @@
+"""Readiness: poll opencode's health endpoint until it answers, failing fast on a dead container.
+
+Polling uses `http.client` from the standard library: no third-party import, it keeps
+one short connection per probe, and it ignores `HTTP(S)_PROXY` variables, which must not
+route a loopback probe through a corporate proxy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from opencode_cloud.docker.client import DockerClient, translate_errors
+from opencode_cloud.docker.errors import ContainerExited, ContainerNotFound, HealthTimeout
+
+HEALTH_PATH = "/global/health"
+DEFAULT_HEALTH_TIMEOUT = 60.0
+DEFAULT_POLL_INTERVAL = 0.05
+# One probe must not hang: Docker's port proxy accepts connections before opencode
+# listens, and a probe stuck there would blow the whole wait.
+PROBE_TIMEOUT = 1.0
+# Asking the engine about the container costs a few milliseconds; once per this many
+# seconds is enough to notice a crash long before any timeout.
+STATE_CHECK_INTERVAL = 0.25
+LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One answer (or its absence) from the health endpoint."""
+
+    status: int | None
+    body: dict[str, Any] | None
+    error: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == 200 and bool(self.body and self.body.get("healthy"))
+
+    @property
+    def state(self) -> str:
+        """`healthy`, `unauthorized` (401), `unhealthy` (another answer) or `unreachable`."""
+        if self.healthy:
+            return "healthy"
+        if self.status is None:
+            return "unreachable"
+        return "unauthorized" if self.status == 401 else "unhealthy"
+
+    def describe(self) -> str:
+        if self.status is None:
+            return self.error or "no answer"
+        if self.status == 401:
+            return "HTTP 401: the credentials were refused"
+        return f"HTTP {self.status}"
+
+
+def health_url(host: str = "127.0.0.1", port: int = 3000) -> str:
+    """The health endpoint of a service published on `host:port`."""
+    return f"http://{host}:{port}{HEALTH_PATH}"
+
+
+def basic_auth_header(username: str, password: str) -> str:
+    """The value of an `Authorization` header for HTTP Basic auth."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def probe(
+    url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT
+) -> ProbeResult:
+    """Ask the endpoint once; never raises for network trouble, it is reported instead."""
+    # Imported here: http.client pulls in the email package, which commands that never
+    # probe (most of them) should not pay for at start-up.
+    import http.client
+
+    parts = urlsplit(url)
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    headers = {"Accept": "application/json", "Connection": "close"}
+    if password is not None:
+        headers["Authorization"] = basic_auth_header(username or "", password)
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return ProbeResult(None, None, str(exc) or type(exc).__name__)
+    finally:
+        connection.close()
+    body: dict[str, Any] | None = None
+    try:
+        decoded = json.loads(raw)
+        if isinstance(decoded, dict):
+            body = decoded
+    except ValueError:
+        body = None
+    return ProbeResult(response.status, body)
+
+
+def probe_health(
+    url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT
+) -> dict[str, Any] | None:
+    """The endpoint's JSON (`{"healthy": true, "version": ...}`) when healthy, else None."""
+    result = probe(url, username, password, timeout)
+    return result.body if result.healthy else None
+
+
+def _log_tail(client: DockerClient, name: str, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with translate_errors():
+            raw = client.docker.api.logs(name, tail=lines, stdout=True, stderr=True)
+    except Exception:
+        return ""
+    return bytes(raw).decode("utf-8", "replace").rstrip()
+
+
+def _container_state(client: DockerClient, name: str) -> dict[str, Any]:
+    import docker.errors
+
+    with translate_errors():
+        try:
+            attrs = client.docker.api.inspect_container(name)
+        except docker.errors.NotFound:
+            raise ContainerNotFound(
+                f"Container {name} disappeared while waiting for it to become healthy."
+            ) from None
+    state: dict[str, Any] = dict(attrs.get("State") or {})
+    state["RestartCount"] = attrs.get("RestartCount", 0)
+    return state
+
+
+def _exited(client: DockerClient, name: str, state: dict[str, Any]) -> ContainerExited:
+    logs = _log_tail(client, name)
+    code = state.get("ExitCode")
+    what = "keeps restarting" if state.get("Restarting") else "exited"
+    hint = f"See the whole log with `docker logs {name}`."
+    if logs:
+        shown = "\n".join(f"  {line}" for line in logs.splitlines())
+        hint = f"Last log lines:\n{shown}\n{hint}"
+    return ContainerExited(
+        f"Container {name} {what} (exit code {code}) before it was healthy.", hint
+    )
+
+
+def wait_until_healthy(
+    client: DockerClient,
+    name: str,
+    url: str,
+    username: str | None,
+    password: str | None,
+    *,
+    timeout: float = DEFAULT_HEALTH_TIMEOUT,
+    interval: float = DEFAULT_POLL_INTERVAL,
+) -> float:
+    """Poll `url` until opencode answers healthy; return the seconds it took.
+
+    Args:
+        client: a connected engine, to notice a container that died.
+        name: the container serving `url`.
+        url: the health endpoint as published on the host (see `health_url`).
+        username, password: Basic auth credentials (opencode refuses every request
+            without them when a password is set).
+        timeout: seconds to wait in total.
+        interval: seconds between probes.
+
+    Raises:
+        ContainerExited: the container stopped or restarted; the hint holds its last
+            log lines.
+        ContainerNotFound: the container was removed meanwhile.
+        HealthTimeout: no healthy answer within `timeout`.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    baseline = _container_state(client, name)
+    restarts = int(baseline.get("RestartCount") or 0)
+    next_state_check = started + STATE_CHECK_INTERVAL
+    last = ProbeResult(None, None, "not probed yet")
+    while True:
+        now = time.monotonic()
+        last = probe(url, username, password, min(PROBE_TIMEOUT, max(0.05, deadline - now)))
+        if last.healthy:
+            return time.monotonic() - started
+        now = time.monotonic()
+        if now >= next_state_check:
+            state = _container_state(client, name)
+            if (
+                state.get("Status") in ("exited", "dead")
+                or state.get("Restarting")
+                or int(state.get("RestartCount") or 0) > restarts
+            ):
+                raise _exited(client, name, state)
+            next_state_check = now + STATE_CHECK_INTERVAL
+        if now >= deadline:
+            break
+        time.sleep(min(interval, max(0.0, deadline - now)))
+    hint = f"Look at the service's log: `docker logs {name}`."
+    if last.status == 401:
+        hint = (
+            "The service refused the password: the container holds another one than the "
+            "host's password file. Re-create the container to hand it the current one."
+        )
+    raise HealthTimeout(
+        f"{name} did not become healthy within {timeout:g} s (last answer: {last.describe()}).",
+        hint,
+    )
+
+
+__all__ = [
+    "DEFAULT_HEALTH_TIMEOUT",
+    "DEFAULT_POLL_INTERVAL",
+    "HEALTH_PATH",
+    "ProbeResult",
+    "basic_auth_header",
+    "health_url",
+    "probe",
+    "probe_health",
+    "wait_until_healthy",
+]

@@ -1,0 +1,158 @@
+"""The real sandbox image and a running opencode service, for end-to-end tests.
+
+The image is built once per session through the library (`build_image`), trusting the
+host's CA bundle so npm works behind a TLS-inspecting proxy; the engine's cache makes
+every later build take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opencode_cloud.credentials import DEFAULT_USERNAME, container_files
+from opencode_cloud.docker.container import setup_and_start
+from opencode_cloud.docker.health import health_url, wait_until_healthy
+from opencode_cloud.docker.image import DEFAULT_IMAGE, build_image, image_exists
+from opencode_cloud.docker.progress import PlainProgress
+from opencode_cloud.instance import Instance
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_IMAGE = "debian:bookworm-slim"
+HEALTH_TIMEOUT = 60.0
+# Offline, opencode's model-list fetch only produces errors; it does not affect serving.
+TEST_ENV = ["OPENCODE_DISABLE_MODELS_FETCH=1"]
+
+
+def host_ca_files() -> list[Path]:
+    """The host's CA bundle (which trusts a TLS-inspecting proxy, when there is one)."""
+    for candidate in (os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            return [Path(candidate)]
+    return []
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: Any) -> str:
+    """The real opencode sandbox image, built (or found in the cache) by the library."""
+    if not image_exists(docker_client, BASE_IMAGE):
+        subprocess.run(["bash", str(REPO / "scripts" / "base-image.sh"), BASE_IMAGE], check=True)
+    build_image(
+        docker_client,
+        tag=DEFAULT_IMAGE,
+        ca_files=host_ca_files(),
+        reporter=PlainProgress(),
+    )
+    return DEFAULT_IMAGE
+
+
+@dataclass
+class Service:
+    """A running opencode service of one test instance."""
+
+    client: Any
+    instance: Instance
+    port: int
+    password: str
+    username: str = DEFAULT_USERNAME
+
+    @property
+    def name(self) -> str:
+        return self.instance.container_name
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return health_url(port=self.port)
+
+    def start(self, *, files: bool = True) -> float:
+        """Create if needed, start, and wait until healthy; returns the seconds waited."""
+        setup_and_start(
+            self.client,
+            self.port,
+            TEST_ENV,
+            image=DEFAULT_IMAGE,
+            instance=self.instance,
+            files=container_files(self.password) if files else None,
+        )
+        return self.wait()
+
+    def wait(self) -> float:
+        return wait_until_healthy(
+            self.client,
+            self.name,
+            self.health_url,
+            self.username,
+            self.password,
+            timeout=HEALTH_TIMEOUT,
+        )
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, auth: bool = True
+    ) -> tuple[int, Any]:
+        """One API call; returns (status, decoded JSON or text)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if auth:
+            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=10) as answer:
+                status, raw = answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def exec(self, *command: str) -> tuple[int, str]:
+        """Run a command in the container as its runtime user."""
+        container = self.client.docker.containers.get(self.name)
+        code, output = container.exec_run(list(command), user="1000:1000")
+        return int(code), bytes(output).decode(errors="replace")
+
+    def logs(self) -> str:
+        return bytes(self.client.docker.api.logs(self.name)).decode(errors="replace")
+
+
+@pytest.fixture
+def make_service(
+    docker_client: Any, sandbox_image: str, instance: Instance, free_port: int
+) -> Callable[[], Service]:
+    """A not yet started service on a fresh instance and a free port."""
+
+    def make() -> Service:
+        return Service(docker_client, instance, free_port, secrets.token_urlsafe(24))
+
+    return make
+
+
+@pytest.fixture
+def service(make_service: Callable[[], Service]) -> Iterator[Service]:
+    """A healthy opencode service; removed with its volumes after the test."""
+    running = make_service()
+    running.start()
+    yield running
+
+
+@pytest.fixture(scope="session")
+def host_ca() -> list[Path]:
+    """The CA files the session's image was built to trust."""
+    return host_ca_files()

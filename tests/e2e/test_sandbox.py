@@ -1,0 +1,203 @@
+"""The real opencode sandbox: authentication, persistence, isolation, and its contents."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opencode_cloud.docker.container import remove_container, stop_container
+from opencode_cloud.docker.errors import ContainerExited
+from opencode_cloud.docker.health import wait_until_healthy
+from opencode_cloud.docker.image import (
+    DEFAULT_IMAGE,
+    DEFAULT_OPENCODE_VERSION,
+    image_opencode_version,
+    split_certificates,
+)
+
+pytestmark = pytest.mark.e2e
+
+SERVICE = Any  # the e2e conftest's Service; not importable by name across conftests
+
+
+def run_image(docker_client: Any, script: str) -> str:
+    """Run a shell script in a throwaway container of the sandbox image."""
+    output = docker_client.docker.containers.run(
+        DEFAULT_IMAGE, ["-c", script], entrypoint="/bin/sh", remove=True
+    )
+    return bytes(output).decode(errors="replace")
+
+
+def test_health_needs_credentials(service: SERVICE) -> None:
+    status, body = service.request("GET", "/global/health")
+    assert status == 200
+    assert body == {"healthy": True, "version": DEFAULT_OPENCODE_VERSION}
+    assert service.request("GET", "/global/health", auth=False)[0] == 401
+    assert service.request("GET", "/session", auth=False)[0] == 401
+    service.password = "not-the-password"
+    assert service.request("GET", "/global/health")[0] == 401
+
+
+def test_image_labels(docker_client: Any, sandbox_image: str) -> None:
+    assert image_opencode_version(docker_client, sandbox_image) == DEFAULT_OPENCODE_VERSION
+    labels = docker_client.docker.api.inspect_image(sandbox_image)["Config"]["Labels"]
+    from opencode_cloud import __version__
+
+    assert labels["io.opencode-cloud.version"] == __version__
+    assert labels["org.opencontainers.image.version"] == DEFAULT_OPENCODE_VERSION
+    assert labels["org.opencontainers.image.title"] == "opencode-cloud-sandbox"
+
+
+def _titles(service: SERVICE) -> list[str]:
+    status, sessions = service.request("GET", "/session")
+    assert status == 200, sessions
+    return [s.get("title") for s in sessions]
+
+
+def test_sessions_and_files_survive_restart_and_recreation(service: SERVICE) -> None:
+    title = f"persisted {uuid.uuid4().hex[:8]}"
+    status, created = service.request("POST", "/session", {"title": title})
+    assert status == 200, created
+    assert title in _titles(service)
+    assert service.exec("sh", "-c", "echo project > /workspace/keep.txt")[0] == 0
+    assert (
+        service.exec(
+            "sh", "-c", "mkdir -p ~/.config/opencode && echo '{}' > ~/.config/opencode/keep.json"
+        )[0]
+        == 0
+    )
+
+    def assert_kept() -> None:
+        assert title in _titles(service)
+        assert service.exec("cat", "/workspace/keep.txt") == (0, "project\n")
+        assert service.exec("cat", "/home/opencode/.config/opencode/keep.json") == (0, "{}\n")
+
+    stop_container(service.client, service.name)
+    service.start()
+    assert_kept()
+
+    remove_container(service.client, service.name, force=True)
+    service.start()  # a new container on the same volumes
+    assert_kept()
+
+
+def test_runs_unprivileged(service: SERVICE) -> None:
+    attrs = service.client.docker.api.inspect_container(service.name)
+    host = attrs["HostConfig"]
+    assert attrs["Config"]["User"] in ("1000:1000", "1000", "opencode")
+    assert host["Privileged"] is False
+    assert any(opt.startswith("no-new-privileges") for opt in host["SecurityOpt"] or [])
+    assert all("docker.sock" not in (m.get("Source") or "") for m in attrs["Mounts"])
+    assert service.exec("id", "-u") == (0, "1000\n")
+    code, _ = service.exec("sh", "-c", "test -e /var/run/docker.sock || test -e /run/docker.sock")
+    assert code != 0
+    # PID 1 is tini, which reaps the agent's children; opencode runs as uid 1000.
+    top = service.client.docker.api.top(service.name, ps_args="-eo uid,pid,args")
+    rows = [dict(zip(top["Titles"], process, strict=True)) for process in top["Processes"]]
+    assert any("tini" in row["COMMAND"] for row in rows)
+    assert any("opencode web" in row["COMMAND"] for row in rows)
+    assert {row["UID"] for row in rows} == {"1000"}
+
+
+def test_password_is_nowhere_visible(service: SERVICE) -> None:
+    password = service.password
+    attrs = service.client.docker.api.inspect_container(service.name)
+    assert password not in json.dumps(attrs)
+    assert not any("OPENCODE_SERVER_PASSWORD" in entry for entry in attrs["Config"]["Env"])
+    # Wait for the engine's own health check to pass: it authenticates too, and its
+    # processes must not carry the password in their arguments either.
+    deadline = time.monotonic() + 20
+    seen: list[str] = []
+    health = ""
+    while time.monotonic() < deadline:
+        top = service.client.docker.api.top(service.name, ps_args="-eo pid,args")
+        seen.extend(" ".join(map(str, process)) for process in top["Processes"])
+        health = service.client.docker.api.inspect_container(service.name)["State"]["Health"][
+            "Status"
+        ]
+        if health == "healthy":
+            break
+        time.sleep(0.2)
+    assert health == "healthy"
+    assert seen
+    assert not any(password in line for line in seen)
+    _, cmdlines = service.exec("sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert password not in cmdlines
+    assert password not in service.logs()
+    # Requests with the password must not make opencode log it either.
+    service.request("GET", "/session")
+    assert password not in service.logs()
+
+
+def test_refuses_to_start_without_a_password(make_service: Callable[[], SERVICE]) -> None:
+    service = make_service()
+    with pytest.raises(ContainerExited) as info:
+        service.start(files=False)
+    assert "no password file" in info.value.hint
+    assert "refusing to start opencode without authentication" in service.logs()
+    state = service.client.docker.api.inspect_container(service.name)["State"]
+    assert state["ExitCode"] == 78
+
+
+def test_empty_password_file_is_refused(make_service: Callable[[], SERVICE]) -> None:
+    service = make_service()
+    service.password = ""
+    with pytest.raises(ContainerExited) as info:
+        service.start()
+    assert "is empty" in info.value.hint
+
+
+def test_wait_reports_time_to_healthy(make_service: Callable[[], SERVICE]) -> None:
+    service = make_service()
+    took = service.start()
+    assert 0 < took < 30
+    # Already healthy: the next wait returns at once.
+    assert (
+        wait_until_healthy(
+            service.client, service.name, service.health_url, "opencode", service.password,
+            timeout=5,
+        )
+        < 1
+    )  # fmt: skip
+
+
+def test_trusts_the_build_ca_certificates(docker_client: Any, host_ca: list[Path]) -> None:
+    if not host_ca:
+        pytest.skip("no host CA bundle to compare with")
+    wanted = {c.strip() for path in host_ca for c in split_certificates(path.read_bytes())}
+    bundle = run_image(docker_client, "cat /etc/ssl/certs/ca-certificates.crt").encode()
+    present = {c.strip() for c in split_certificates(bundle)}
+    assert wanted <= present
+    count = run_image(docker_client, "ls /usr/local/share/ca-certificates/opencode-cloud | wc -l")
+    assert int(count) == len(wanted)
+
+
+def test_sandbox_contents(docker_client: Any) -> None:
+    script = (
+        "set -e; opencode --version; git --version; rg --version | head -n1; python3 --version;"
+        " node --version; npm --version; gcc --version | head -n1; make --version | head -n1;"
+        " curl --version | head -n1; ssh -V 2>&1; tini --version; less --version | head -n1;"
+        " ps --version; id -un; echo HOME=$HOME;"
+        " test ! -e /usr/local/lib/node_modules/opencode-ai && echo no-npm-tree;"
+        " stat -c '%U %a %n' /run/opencode-cloud /workspace /home/opencode/.config"
+        " /home/opencode/.local/share/opencode /home/opencode/.local/state/opencode"
+    )
+    output = run_image(docker_client, script)
+    assert output.splitlines()[0] == DEFAULT_OPENCODE_VERSION
+    for expected in ("git version", "ripgrep", "Python 3", "GNU Make", "curl", "OpenSSH", "tini"):
+        assert expected in output
+    assert "opencode\nHOME=/home/opencode\nno-npm-tree\n" in output
+    assert "opencode 700 /run/opencode-cloud" in output
+    for mount in (
+        "/workspace",
+        "/home/opencode/.config",
+        "/home/opencode/.local/share/opencode",
+        "/home/opencode/.local/state/opencode",
+    ):
+        assert f"opencode 755 {mount}" in output

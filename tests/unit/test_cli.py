@@ -1,0 +1,287 @@
+"""The CLI in-process: global options, config commands, and every bad-input case.
+
+Each bad input must give a one-line error with a hint, a non-zero exit, and change
+nothing on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from opencode_cloud import __version__
+from opencode_cloud.cli.app import run
+from opencode_cloud.cli.output import ExitCode
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def occ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("OCC_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.delenv("OCC_INSTANCE", raising=False)
+
+    def invoke(*args: str) -> Result:
+        capsys.readouterr()
+        code = run(list(args))
+        captured = capsys.readouterr()
+        return Result(int(code), captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return tmp_path / "cfg" / "config.json"
+
+
+def _assert_one_line_error(result: Result) -> None:
+    assert result.code != 0
+    lines = result.err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("Error:")]
+    hints = [line for line in lines if line.startswith("Hint:")]
+    assert len(errors) == 1, result.err
+    assert len(hints) == 1, result.err
+    assert "Traceback" not in result.err
+
+
+def test_version(occ) -> None:
+    result = occ("--version")
+    assert result.code == 0
+    assert result.out.strip() == f"opencode-cloud {__version__}"
+
+
+def test_help_lists_every_command(occ) -> None:
+    result = occ("--help")
+    assert result.code == 0
+    for command in (
+        "start",
+        "stop",
+        "restart",
+        "status",
+        "logs",
+        "build",
+        "pull",
+        "config",
+        "auth",
+    ):
+        assert f"  {command}" in result.out
+
+
+def test_config_set_get_show_roundtrip(occ, config_file: Path) -> None:
+    assert occ("config", "set", "port", "8080").code == 0
+    assert json.loads(occ("--json", "config", "get", "port").out) == {"port": 8080}
+    shown = json.loads(occ("--json", "config", "show").out)
+    assert shown["port"] == 8080 and shown["bind_address"] == "127.0.0.1"
+    assert config_file.stat().st_mode & 0o777 == 0o600
+    assert occ("config", "unset", "port").code == 0
+    assert json.loads(occ("--json", "config", "get", "port").out) == {"port": 3000}
+
+
+def test_config_path_follows_occ_config_dir(occ, config_file: Path) -> None:
+    assert occ("config", "path").out.strip() == str(config_file)
+
+
+def test_named_instance_has_its_own_config(occ, tmp_path: Path) -> None:
+    assert occ("--instance", "work", "config", "set", "port", "4000").code == 0
+    assert json.loads(occ("--json", "config", "get", "port").out) == {"port": 3000}
+    assert (tmp_path / "cfg" / "instances" / "work" / "config.json").exists()
+
+
+def test_env_set_list_unset(occ) -> None:
+    assert occ("config", "env", "set", "TZ=Europe/Paris").code == 0
+    assert occ("config", "env", "set", "EMPTY=").code == 0
+    assert json.loads(occ("--json", "config", "env", "list").out) == {
+        "TZ": "Europe/Paris",
+        "EMPTY": "",
+    }
+    assert occ("config", "env", "unset", "TZ").code == 0
+    assert json.loads(occ("--json", "config", "env", "list").out) == {"EMPTY": ""}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("config", "set", "port", "0"),
+        ("config", "set", "port", "65536"),
+        ("config", "set", "port", "abc"),
+        ("config", "set", "bind_address", "not-an-ip"),
+        ("config", "set", "bind_address", "300.1.1.1"),
+        ("config", "env", "set", "BAD KEY=1"),
+        ("config", "env", "set", "=value"),
+        ("config", "env", "set", "NOEQUALS"),
+        ("config", "env", "unset", "A=B"),
+        ("config", "set", "no_such_key", "1"),
+    ],
+)
+def test_bad_config_input_changes_nothing(occ, config_file: Path, args: tuple[str, ...]) -> None:
+    assert occ("config", "set", "port", "4321").code == 0
+    before = config_file.read_bytes()
+    result = occ(*args)
+    _assert_one_line_error(result)
+    assert config_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "abc"])
+def test_start_with_bad_port_is_refused_before_docker(occ, config_file: Path, port: str) -> None:
+    result = occ("start", "--port", port)
+    assert result.code != 0
+    assert "Traceback" not in result.err
+    assert not config_file.exists()
+
+
+def test_trailing_comma_and_comments_are_fine(occ, config_file: Path) -> None:
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('{\n  // my port\n  "port": 8080,\n}\n')
+    assert json.loads(occ("--json", "config", "get", "port").out) == {"port": 8080}
+    assert occ("config", "validate").code == 0
+
+
+def test_garbage_config_gives_line_and_column(occ, config_file: Path) -> None:
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('{\n  "port": 8080\n  garbage here\n}\n')
+    before = config_file.read_bytes()
+    result = occ("config", "validate")
+    _assert_one_line_error(result)
+    assert result.code == ExitCode.CONFIG_INVALID
+    assert str(config_file) in result.err
+    assert "line 3" in result.err
+    assert config_file.read_bytes() == before
+
+
+def test_invalid_value_in_file_names_file_key_value_rule(occ, config_file: Path) -> None:
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('{"port": 70000}')
+    result = occ("config", "show")
+    _assert_one_line_error(result)
+    assert str(config_file) in result.err
+    assert "port" in result.err and "70000" in result.err and "65535" in result.err
+
+
+def test_unknown_key_in_file_warns_but_works(occ, config_file: Path) -> None:
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('{"port": 8080, "colour": "blue"}')
+    result = occ("--json", "config", "get", "port")
+    assert result.code == 0
+    assert json.loads(result.out) == {"port": 8080}
+    assert "colour" in result.err and "Warning" in result.err
+
+
+def test_unreadable_config_file(occ, config_file: Path) -> None:
+    # Tests run as root, where chmod 000 does not stop reads: a directory in the file's
+    # place fails the same way an unreadable file does.
+    config_file.mkdir(parents=True)
+    result = occ("config", "show")
+    _assert_one_line_error(result)
+    assert result.code == ExitCode.CONFIG_INVALID
+    assert config_file.is_dir()
+
+
+@pytest.mark.parametrize("name", ["a/b", "has space", "UPPER", "x" * 41, "-lead"])
+def test_bad_instance_names(occ, tmp_path: Path, name: str) -> None:
+    result = occ("--instance", name, "config", "show")
+    _assert_one_line_error(result)
+    assert result.code == ExitCode.USAGE
+    assert not (tmp_path / "cfg").exists()
+
+
+def test_bad_instance_name_from_environment(occ, monkeypatch) -> None:
+    monkeypatch.setenv("OCC_INSTANCE", "Not/Ok")
+    _assert_one_line_error(occ("config", "show"))
+
+
+def test_exposing_needs_yes_when_not_interactive(occ, config_file: Path) -> None:
+    result = occ("config", "set", "bind_address", "0.0.0.0")
+    _assert_one_line_error(result)
+    assert "--yes" in result.err
+    assert not config_file.exists()
+    result = occ("config", "set", "bind_address", "0.0.0.0", "--yes")
+    assert result.code == 0
+    assert "Warning" in result.err
+    assert json.loads(config_file.read_text())["bind_address"] == "0.0.0.0"
+    # A password exists before the service can ever listen on the network.
+    password = config_file.parent / "password"
+    assert password.exists() and password.stat().st_mode & 0o777 == 0o600
+
+
+def test_json_errors_go_to_stdout_as_json(occ) -> None:
+    result = occ("--json", "config", "set", "port", "abc")
+    assert result.code == ExitCode.CONFIG_INVALID
+    data = json.loads(result.out)
+    assert "port" in data["error"] and data["hint"]
+
+
+def test_docker_down_gives_the_command_that_starts_it(occ, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
+    result = occ("status")
+    _assert_one_line_error(result)
+    assert result.code == ExitCode.DOCKER_UNAVAILABLE
+    assert "not running" in result.err
+    assert "start" in result.err.split("Hint:")[1]
+
+
+def test_config_reset_needs_yes_and_keeps_a_backup(occ, config_file: Path) -> None:
+    assert occ("config", "set", "port", "8080").code == 0
+    _assert_one_line_error(occ("config", "reset"))
+    assert json.loads(config_file.read_text())["port"] == 8080
+    assert occ("config", "reset", "--yes").code == 0
+    assert json.loads(occ("--json", "config", "get", "port").out) == {"port": 3000}
+    assert Path(str(config_file) + ".bak").exists()
+
+
+def test_no_colour_when_not_a_terminal(occ) -> None:
+    result = occ("config", "set", "port", "abc")
+    assert "\033[" not in result.err
+
+
+def test_quiet_hides_progress_not_results(occ) -> None:
+    result = occ("-q", "config", "set", "port", "8081")
+    assert result.code == 0
+    assert "port = 8081" in result.out
+    assert result.err == ""
+
+
+def test_subprocess_entry_point(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OCC_CONFIG_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "opencode_cloud", "config", "set", "port", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == ExitCode.CONFIG_INVALID
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("Error:")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (["status", "--json"], ["--json", "status"]),
+        (["stop", "-q", "--instance", "w"], ["-q", "--instance", "w", "stop"]),
+        (["--instance=w", "logs", "-f"], ["--instance=w", "logs", "-f"]),
+        (["config", "env", "set", "A=--json"], ["config", "env", "set", "A=--json"]),
+        (["logs", "--", "--json"], ["logs", "--", "--json"]),
+    ],
+)
+def test_global_options_may_follow_the_command(given: list[str], expected: list[str]) -> None:
+    from opencode_cloud.cli.app import hoist_global_options
+
+    assert hoist_global_options(given) == expected
+
+
+def test_json_flag_after_the_command(occ) -> None:
+    assert occ("config", "set", "port", "8080").code == 0
+    assert json.loads(occ("config", "get", "port", "--json").out) == {"port": 8080}
