@@ -1,0 +1,190 @@
+"""`occ` as a real subprocess against the real engine and the real opencode image,
+used the way a new user would: start, status, logs, restart, stop, start again, and a
+container deleted behind the tool's back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+OCC = [sys.executable, "-m", "opencode_cloud"]
+
+
+@pytest.fixture
+def occ_env(tmp_path: Path, instance, free_port, sandbox_image) -> dict[str, str]:
+    """Environment for one user of one instance: own config dir, own port."""
+    env = {
+        **os.environ,
+        "OCC_CONFIG_DIR": str(tmp_path / "config"),
+        "OCC_INSTANCE": instance.name,
+        "NO_COLOR": "1",
+    }
+    run(env, "config", "set", "port", str(free_port))
+    # Offline machine: don't let opencode spend start-up time on the model list.
+    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+    return env
+
+
+def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*OCC, *args], env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, f"occ {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def api(env: dict[str, str], method: str, path: str, body: dict | None = None) -> object:
+    creds = json.loads(run(env, "--json", "auth", "show").stdout)
+    request = urllib.request.Request(
+        creds["url"] + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={
+            "Authorization": "Basic "
+            + base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode(),
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def session_titles(env: dict[str, str]) -> set[str]:
+    sessions = api(env, "GET", "/session")
+    assert isinstance(sessions, list)
+    return {s["title"] for s in sessions}
+
+
+def test_start_status_logs(occ_env, instance) -> None:
+    started = run(occ_env, "start")
+    assert "opencode is running at http://127.0.0.1:" in started.stdout
+    assert "Password:" in started.stdout  # first start shows it
+
+    status = run(occ_env, "status", "--json")
+    data = json.loads(status.stdout)
+    assert data["running"] is True
+    assert data["http_health"] == "healthy"
+    assert data["opencode_version"] == "1.18.33"
+    assert data["bind_address"] == "127.0.0.1"
+    assert data["exposed"] is False
+    assert {v["name"] for v in data["volumes"]} == {
+        instance.volume_name(k) for k in ("session", "state", "projects", "config")
+    }
+    assert all(v["exists"] for v in data["volumes"])
+
+    logs = run(occ_env, "logs", "-n", "50")
+    # opencode's own start-up banner, as it printed it inside the container.
+    assert "Local access:" in logs.stdout
+    assert "http://localhost:3000" in logs.stdout
+
+    again = run(occ_env, "start")
+    assert "already running" in again.stdout
+    assert "Password:" not in again.stdout.replace("Password: run", "")
+
+
+def test_restart_stop_start_keep_password_and_sessions(occ_env) -> None:
+    run(occ_env, "start")
+    password = json.loads(run(occ_env, "--json", "auth", "show").stdout)["password"]
+    api(occ_env, "POST", "/session", {"title": "kept across restarts"})
+
+    run(occ_env, "restart")
+    assert "kept across restarts" in session_titles(occ_env)
+
+    stopped = run(occ_env, "stop")
+    assert "Stopped." in stopped.stdout
+    assert "Already stopped." in run(occ_env, "stop").stdout
+    status = run(occ_env, "status", "--json", check=False)
+    assert status.returncode == 3
+    assert json.loads(status.stdout)["running"] is False
+
+    run(occ_env, "start")
+    assert json.loads(run(occ_env, "--json", "auth", "show").stdout)["password"] == password
+    assert "kept across restarts" in session_titles(occ_env)
+
+
+def test_container_deleted_behind_the_tools_back(occ_env, instance) -> None:
+    run(occ_env, "start")
+    api(occ_env, "POST", "/session", {"title": "survives deletion"})
+    subprocess.run(["docker", "rm", "-f", instance.container_name], check=True, capture_output=True)
+
+    status = run(occ_env, "status", "--json", check=False)
+    assert status.returncode == 3
+    assert json.loads(status.stdout)["state"] == "missing"
+
+    run(occ_env, "start")
+    assert "survives deletion" in session_titles(occ_env)
+
+
+def test_config_change_recreates_and_keeps_data(occ_env, instance) -> None:
+    run(occ_env, "start")
+    api(occ_env, "POST", "/session", {"title": "before env change"})
+    run(occ_env, "config", "env", "set", "OCC_TEST_MARKER=1")
+    status = json.loads(run(occ_env, "status", "--json").stdout)
+    assert status["pending_restart"] == ["environment"]
+
+    started = run(occ_env, "start")
+    assert "because environment changed" in started.stderr
+    inspect = subprocess.run(
+        ["docker", "inspect", "-f", "{{json .Config.Env}}", instance.container_name],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "OCC_TEST_MARKER=1" in json.loads(inspect.stdout)
+    assert "before env change" in session_titles(occ_env)
+    assert json.loads(run(occ_env, "status", "--json").stdout)["pending_restart"] == []
+
+
+def test_auth_rotate_applies_the_new_password(occ_env) -> None:
+    run(occ_env, "start")
+    old = json.loads(run(occ_env, "--json", "auth", "show").stdout)
+    rotated = json.loads(run(occ_env, "--json", "auth", "rotate").stdout)
+    assert rotated["password"] != old["password"]
+    assert session_titles(occ_env) is not None  # new password works
+    request = urllib.request.Request(
+        old["url"] + "/global/health",
+        headers={
+            "Authorization": "Basic "
+            + base64.b64encode(f"{old['username']}:{old['password']}".encode()).decode()
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 401
+
+
+def test_logs_and_stop_of_a_never_created_instance(occ_env) -> None:
+    for command in ("logs", "stop"):
+        proc = run(occ_env, command, check=False)
+        assert proc.returncode == 3
+        assert proc.stderr.startswith("Error: ")
+        assert "Hint: " in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_password_never_in_argv_inspect_or_logs(occ_env, instance) -> None:
+    run(occ_env, "start")
+    password = json.loads(run(occ_env, "--json", "auth", "show").stdout)["password"]
+    inspect = subprocess.run(
+        ["docker", "inspect", instance.container_name], check=True, capture_output=True, text=True
+    ).stdout
+    assert password not in inspect
+    top = subprocess.run(
+        ["docker", "top", instance.container_name, "-eo", "pid,args"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert password not in top
+    assert password not in run(occ_env, "logs").stdout
+    human_status = run(occ_env, "status").stdout
+    assert password not in human_status
