@@ -66,6 +66,7 @@ def desired_settings(config: Config, image_id: str | None) -> dict[str, Any]:
         "user name": config.username,
         "image": image_id,
         "restart retries": config.restart_retries,
+        "stop timeout": config.stop_timeout,
     }
 
 
@@ -84,6 +85,7 @@ def actual_settings(info: dict[str, Any]) -> dict[str, Any]:
         "user name": username,
         "image": info.get("Image"),
         "restart retries": (host.get("RestartPolicy") or {}).get("MaximumRetryCount"),
+        "stop timeout": (info.get("Config") or {}).get("StopTimeout"),
     }
 
 
@@ -157,14 +159,24 @@ class Service:
     def __init__(
         self,
         client: DockerClient,
-        config: Config,
+        config: Config | Callable[[], Config],
         instance: Instance,
         paths: InstancePaths | None = None,
     ) -> None:
+        """Args:
+        config: the configuration, or a function that loads it: operations that do
+            not need it (stop, logs) then never pay for validating it.
+        """
         self.client = client
-        self.config = config
+        self._config = config
         self.instance = instance
         self.paths = paths or instance_paths(instance)
+
+    @property
+    def config(self) -> Config:
+        if callable(self._config):
+            self._config = self._config()
+        return self._config
 
     @property
     def name(self) -> str:
@@ -213,21 +225,16 @@ class Service:
     # -- lifecycle ------------------------------------------------------------------
 
     def _image_id(self) -> str | None:
-        try:
-            return str(self.client.docker.api.inspect_image(image_for(self.config))["Id"])
-        except Exception:
-            return None
+        info = images.inspect_image(self.client, image_for(self.config))
+        return str(info["Id"]) if info else None
 
     def _inspect(self) -> dict[str, Any] | None:
         try:
             info = containers.inspect_container(self.client, self.name)
         except ContainerNotFound:
             return None
-        try:
-            image_info = self.client.docker.api.inspect_image(info["Image"])
-            info["_image_env"] = (image_info.get("Config") or {}).get("Env") or []
-        except Exception:
-            info["_image_env"] = []
+        image_info = images.inspect_image(self.client, info["Image"]) or {}
+        info["_image_env"] = (image_info.get("Config") or {}).get("Env") or []
         return info
 
     def pending_changes(self, info: dict[str, Any] | None = None) -> list[str]:
@@ -252,6 +259,7 @@ class Service:
             instance=self.instance,
             bind_address=self.config.bind_address,
             restart_retries=self.config.restart_retries,
+            stop_timeout=self.config.stop_timeout,
             labels=container_labels(self.config),
             files=credentials.container_files(password),
         )
@@ -350,9 +358,9 @@ class Service:
         info = self._require()
         if info["State"]["Status"] not in ("running", "restarting", "paused"):
             return False
-        containers.stop_container(
-            self.client, self.name, self.config.stop_timeout if timeout is None else timeout
-        )
+        # Without an explicit timeout the container's own (set from stop_timeout when it
+        # was created) applies, so stopping needs no configuration.
+        containers.stop_container(self.client, self.name, timeout)
         return True
 
     def _require(self) -> dict[str, Any]:

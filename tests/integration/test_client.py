@@ -50,3 +50,52 @@ def test_closed_tcp_port_raises_daemon_not_running(monkeypatch) -> None:
     with pytest.raises(DaemonNotRunning):
         DockerClient(timeout=5)
     assert time.monotonic() - began < 5
+
+
+def test_everyday_calls_do_not_import_docker_py(instance, busybox_image, free_port) -> None:
+    """Create, start, inspect, stop, remove and volume calls speak to the socket directly,
+    so commands such as `occ status` and `occ stop` start fast."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from opencode_cloud.docker import (DockerClient, container_state, remove_all_volumes,
+    remove_container, setup_and_start, stop_container)
+from opencode_cloud.docker.volume import volume_sizes
+from opencode_cloud.instance import Instance
+instance = Instance({instance.name!r}, extra_labels={dict(instance.extra_labels)!r})
+client = DockerClient()
+setup_and_start(client, {free_port}, image={busybox_image!r}, instance=instance,
+                files={{"/tmp/f": b"x"}})
+assert container_state(client, instance.container_name) == "running"
+volume_sizes(client, instance)
+stop_container(client, instance.container_name, timeout=2)
+remove_container(client, instance.container_name)
+remove_all_volumes(client, instance)
+assert "docker" not in sys.modules and "requests" not in sys.modules, "docker-py imported"
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_lifecycle_through_docker_py(instance, busybox_image, free_port) -> None:
+    """The same operations work when docker-py carries every call (remote engines)."""
+    from opencode_cloud.docker import (
+        container_state,
+        ensure_volumes_exist,
+        remove_container,
+        setup_and_start,
+        stop_container,
+    )
+
+    with DockerClient(direct=False) as client:
+        assert client.ping()
+        ensure_volumes_exist(client, instance)
+        setup_and_start(client, free_port, image=busybox_image, instance=instance)
+        assert container_state(client, instance.container_name) == "running"
+        stop_container(client, instance.container_name, timeout=2)
+        assert container_state(client, instance.container_name) == "exited"
+        remove_container(client, instance.container_name)

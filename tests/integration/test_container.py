@@ -69,6 +69,7 @@ def test_create_configures_the_container_as_planned(
     assert host["Privileged"] is False
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
+    assert config["StopTimeout"] == 10
     assert host["Binds"] in (None, [])  # named volumes only, never bind mounts
     mounts = {m["Target"]: m for m in host["Mounts"]}
     assert set(mounts) == {spec.mount_point for spec in VOLUME_SPECS}

@@ -3,6 +3,8 @@ tests/integration/test_client.py)."""
 
 from __future__ import annotations
 
+import json
+
 import docker
 import pytest
 import requests
@@ -66,11 +68,50 @@ class _FakeDocker:
         pass
 
 
-def test_engine_too_old(monkeypatch) -> None:
+def test_engine_too_old_through_docker_py(monkeypatch) -> None:
     monkeypatch.setattr(docker, "from_env", lambda **_kw: _FakeDocker())
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
     with pytest.raises(EngineTooOld) as caught:
-        DockerClient()
+        DockerClient(direct=False)
     assert "1.30" in caught.value.message and "1.40" in caught.value.message
+
+
+@pytest.fixture
+def old_engine(tmp_path):
+    """A unix socket answering like a Docker 1.13 engine (API 1.26)."""
+    import socketserver
+    import threading
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"ApiVersion": "1.26", "Version": "1.13.1"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:
+            pass
+
+        def address_string(self) -> str:
+            return "unix"
+
+    path = str(tmp_path / "old.sock")
+    server = socketserver.UnixStreamServer(path, Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield path
+    server.shutdown()
+    server.server_close()
+
+
+def test_engine_too_old_over_the_socket(old_engine) -> None:
+    with pytest.raises(EngineTooOld) as caught:
+        DockerClient(base_url=f"unix://{old_engine}")
+    assert "1.26" in caught.value.message
+    assert "Upgrade" in caught.value.hint
 
 
 def _api_error(status: int, explanation: str) -> docker.errors.APIError:

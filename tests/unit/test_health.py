@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from opencode_cloud.docker.client import Response
 from opencode_cloud.docker.errors import ContainerExited, HealthTimeout
 from opencode_cloud.docker.health import (
     basic_auth_header,
@@ -81,8 +82,17 @@ class FakeApi:
 
 
 class FakeClient:
+    """Answers the Engine API calls the way `DockerClient.request` does."""
+
+    timeout = 5.0
+
     def __init__(self, api: FakeApi) -> None:
         self.docker = type("Raw", (), {"api": api})()
+        self.api = api
+
+    def request(self, method: str, path: str, *args: Any, **kwargs: Any) -> Response:
+        assert (method, path.rsplit("/", 1)[-1]) == ("GET", "json"), path
+        return Response(200, self.api.inspect_container(path.split("/")[2]))
 
 
 RUNNING = {"Status": "running", "Running": True, "Restarting": False, "ExitCode": 0}

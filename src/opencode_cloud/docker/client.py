@@ -7,12 +7,18 @@ turns docker-py and socket exceptions into errors that say what to run.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from opencode_cloud.docker.errors import (
     START_ENGINE_HINT,
@@ -128,38 +134,122 @@ def translate_errors(port: int | None = None) -> Iterator[None]:
         raise DockerError(f"Docker engine error: {exc}") from exc
 
 
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def _context_in_use() -> bool:
+    """True when the docker CLI would talk to a non-default context (docker-py resolves it)."""
+    if os.environ.get("DOCKER_CONTEXT", "default") != "default":
+        return True
+    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    try:
+        current = json.loads(config.read_text()).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(current) and current != "default"
+
+
+def _local_socket(base_url: str | None) -> str | None:
+    """The unix socket path to use directly, or None when docker-py must resolve the host."""
+    url = base_url or os.environ.get("DOCKER_HOST") or ""
+    if url.startswith("unix://"):
+        return url[len("unix://") :]
+    if url or _context_in_use():
+        return None
+    return DEFAULT_SOCKET
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass(frozen=True)
+class Response:
+    """An engine API answer: HTTP status and decoded JSON body (None when empty)."""
+
+    status: int
+    body: Any
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, dict) and self.body.get("message"):
+            return str(self.body["message"])
+        return str(self.body or f"HTTP {self.status}")
+
+
+def raise_for_status(response: Response, port: int | None = None) -> None:
+    """Turn an engine error answer into a `DockerError` (`PortInUse` for a taken port).
+
+    Raises:
+        PortInUse, DockerError: for any status of 400 and above.
+    """
+    if response.status < 400:
+        return
+    if _PORT_TAKEN.search(response.message):
+        shown = f"Port {port}" if port is not None else "The port"
+        raise PortInUse(
+            f"{shown} is already in use.",
+            "Stop what listens there, or choose another port with --port.",
+        )
+    raise DockerError(f"Docker engine error: {response.message}")
+
+
 class DockerClient:
     """A connected Docker engine.
 
+    Everyday calls (inspect, start, stop, volumes) go through `request`, which speaks the
+    Engine API directly over the local unix socket: a command such as `occ status` then
+    never imports docker-py (and requests), about 140 ms of start-up. Builds, pulls,
+    container creation and log streams use docker-py (`docker`), imported on first use.
+    Remote engines (`DOCKER_HOST=tcp://...`, `ssh://...`, Docker contexts) always go
+    through docker-py, which resolves them the way the docker CLI does.
+
     Attributes:
-        docker: the docker-py client, for the operation modules of this package.
         api_version: the API version negotiated with the engine.
     """
 
-    def __init__(self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        direct: bool = True,
+    ) -> None:
         """Connect and check the engine answers with a recent enough API.
 
         Args:
             base_url: engine address (`unix://...`, `tcp://...`); by default the one the
                 docker CLI would use (DOCKER_HOST, then the current context).
             timeout: seconds to wait for any one API call.
+            direct: speak to a local unix socket directly (False: always docker-py).
 
         Raises:
             DockerNotInstalled, DaemonNotRunning, DockerPermissionDenied, EngineTooOld.
         """
-        import docker as docker_sdk
-
-        try:
-            if base_url:
-                client = docker_sdk.DockerClient(
-                    base_url=base_url, version="auto", timeout=int(timeout)
-                )
-            else:
-                client = docker_sdk.from_env(timeout=int(timeout))
-        except docker_sdk.errors.DockerException as exc:
-            raise connection_error(exc) from exc
-        self.docker: docker.DockerClient = client
-        self.api_version: str = client.api.api_version
+        self.timeout = timeout
+        self._base_url = base_url
+        self._sdk: docker.DockerClient | None = None
+        self._socket = _local_socket(base_url) if direct else None
+        if self._socket is not None:
+            self._api_prefix = ""
+            version = self.request("GET", "/version")
+            raise_for_status(version)
+            self.api_version = str(version.body["ApiVersion"])
+        else:
+            self.api_version = self.docker.api.api_version
+        self._api_prefix = f"/v{self.api_version}"
         if _api_tuple(self.api_version) < _api_tuple(MIN_API_VERSION):
             raise EngineTooOld(
                 f"The Docker engine speaks API {self.api_version}; opencode-cloud needs "
@@ -167,20 +257,112 @@ class DockerClient:
                 "Upgrade Docker Engine (https://docs.docker.com/engine/install/).",
             )
 
+    @property
+    def docker(self) -> docker.DockerClient:
+        """The docker-py client (imported and created on first use)."""
+        if self._sdk is None:
+            import docker as docker_sdk
+
+            try:
+                if self._socket is not None:
+                    self._sdk = docker_sdk.DockerClient(
+                        base_url=f"unix://{self._socket}",
+                        version=self.api_version,
+                        timeout=int(self.timeout),
+                    )
+                elif self._base_url:
+                    self._sdk = docker_sdk.DockerClient(
+                        base_url=self._base_url, version="auto", timeout=int(self.timeout)
+                    )
+                else:
+                    self._sdk = docker_sdk.from_env(timeout=int(self.timeout))
+            except docker_sdk.errors.DockerException as exc:
+                raise connection_error(exc) from exc
+        return self._sdk
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        content_type: str = "application/json",
+    ) -> Response:
+        """One Engine API call; `path` without the version prefix (`/containers/x/json`).
+
+        Args:
+            query: query parameters; dicts and lists are sent as JSON (filters).
+            body: JSON-encodable data, or bytes sent as they are with `content_type`.
+            timeout: seconds for this call (default: the client's timeout).
+
+        Raises:
+            DaemonNotRunning, DockerPermissionDenied: the engine cannot be reached.
+        """
+        params = {
+            key: json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+            for key, value in (query or {}).items()
+            if value is not None
+        }
+        url = self._api_prefix + path + ("?" + urlencode(params) if params else "")
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type} if data is not None else {}
+        if self._socket is None:
+            return self._sdk_request(method, url, data, headers, timeout)
+        connection = _UnixConnection(self._socket, timeout or self.timeout)
+        try:
+            connection.request(method, url, body=data, headers=headers)
+            answer = connection.getresponse()
+            raw = answer.read()
+        except OSError as exc:
+            raise connection_error(exc) from exc
+        finally:
+            connection.close()
+        return Response(answer.status, _decode(raw))
+
+    def _sdk_request(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        timeout: float | None,
+    ) -> Response:
+        api = self.docker.api
+        with translate_errors():
+            answer = api.request(
+                method,
+                api.base_url + url,
+                data=data,
+                headers=headers,
+                timeout=timeout or self.timeout,
+            )
+        return Response(answer.status_code, _decode(answer.content))
+
     def ping(self) -> bool:
         """Return True when the engine answers.
 
         Raises:
             DaemonNotRunning: when it does not.
         """
-        with translate_errors():
-            return bool(self.docker.ping())
+        return self.request("GET", "/_ping").status == 200
 
     def close(self) -> None:
-        self.docker.close()
+        if self._sdk is not None:
+            self._sdk.close()
 
     def __enter__(self) -> DockerClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace").strip()

@@ -12,8 +12,9 @@ import tarfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
-from opencode_cloud.docker.client import DockerClient, translate_errors
+from opencode_cloud.docker.client import DockerClient, Response, raise_for_status, translate_errors
 from opencode_cloud.docker.errors import (
     ContainerAlreadyExists,
     ContainerNotFound,
@@ -44,18 +45,32 @@ def _not_found(name: str) -> ContainerNotFound:
     )
 
 
-def _get(client: DockerClient, name: str) -> Any:
-    import docker.errors
-
-    with translate_errors():
-        try:
-            return client.docker.containers.get(name)
-        except docker.errors.NotFound:
-            raise _not_found(name) from None
+_ACTIVE_STATES = ("running", "restarting", "paused")
 
 
-def _published_port(container: Any) -> int | None:
-    bindings = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
+def _path(name: str) -> str:
+    return f"/containers/{quote(name, safe='')}"
+
+
+def _call(
+    client: DockerClient,
+    method: str,
+    name: str,
+    action: str = "",
+    *,
+    port: int | None = None,
+    **kwargs: Any,
+) -> Response:
+    """One container API call; a 404 means the container does not exist."""
+    response = client.request(method, _path(name) + action, **kwargs)
+    if response.status == 404 and "no such container" in response.message.lower():
+        raise _not_found(name)
+    raise_for_status(response, port)
+    return response
+
+
+def _published_port(info: dict[str, Any]) -> int | None:
+    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
     for binding in bindings.get(f"{CONTAINER_PORT}/tcp") or []:
         if binding.get("HostPort"):
             return int(binding["HostPort"])
@@ -72,6 +87,7 @@ def create_container(
     instance: Instance = DEFAULT,
     bind_address: str = DEFAULT_BIND_ADDRESS,
     restart_retries: int = DEFAULT_RESTART_RETRIES,
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT,
     labels: Mapping[str, str] | None = None,
 ) -> str:
     """Create the service container (it is not started).
@@ -85,6 +101,8 @@ def create_container(
         instance: whose volumes to mount and whose labels to set.
         bind_address: host address the port is published on.
         restart_retries: how often Docker restarts the container after a crash.
+        stop_timeout: seconds a stop waits for a clean exit before killing, when the
+            caller of `stop_container` gives none.
         labels: labels added to the instance's own (a config hash, say).
 
     Returns:
@@ -95,9 +113,6 @@ def create_container(
         ImageNotFound: the image is not in the local engine.
         DockerError: the engine refused for another reason.
     """
-    import docker.errors
-    from docker.types import Mount
-
     name = name or instance.container_name
     image = image or DEFAULT_IMAGE
     host_port = DEFAULT_PORT if host_port is None else host_port
@@ -111,38 +126,45 @@ def create_container(
             f"Image {image} not found.",
             "Build it with `occ build`, or pull it with `occ pull`.",
         )
-    mounts = [
-        Mount(target=spec.mount_point, source=instance.volume_name(spec.kind), type="volume")
-        for spec in VOLUME_SPECS
-    ]
-    with translate_errors(port=host_port):
-        try:
-            container = client.docker.containers.create(
-                image=image,
-                name=name,
-                hostname=HOSTNAME,
-                working_dir=WORKING_DIR,
-                environment=list(env_vars or []),
-                labels={**instance.labels("service"), **(labels or {})},
-                ports={f"{CONTAINER_PORT}/tcp": (bind_address, host_port)},
-                mounts=mounts,
-                auto_remove=False,
-                restart_policy={"Name": "on-failure", "MaximumRetryCount": restart_retries},
-                security_opt=["no-new-privileges:true"],
-                cap_drop=["ALL"],
-                privileged=False,
-                stop_signal="SIGTERM",
-            )
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                raise ContainerAlreadyExists(f"Container {name} already exists.") from exc
-            if exc.status_code == 404:
-                raise ImageNotFound(
-                    f"Image {image} not found.",
-                    "Build it with `occ build`, or pull it with `occ pull`.",
-                ) from exc
-            raise
-    return str(container.id)
+    body = {
+        "Image": image,
+        "Hostname": HOSTNAME,
+        "WorkingDir": WORKING_DIR,
+        "Env": list(env_vars or []),
+        "Labels": {**instance.labels("service"), **(labels or {})},
+        "ExposedPorts": {f"{CONTAINER_PORT}/tcp": {}},
+        "StopSignal": "SIGTERM",
+        "StopTimeout": stop_timeout,
+        "HostConfig": {
+            "PortBindings": {
+                f"{CONTAINER_PORT}/tcp": [{"HostIp": bind_address, "HostPort": str(host_port)}]
+            },
+            # Named volumes only: a bind mount would tie the data to one host path.
+            "Mounts": [
+                {
+                    "Type": "volume",
+                    "Source": instance.volume_name(spec.kind),
+                    "Target": spec.mount_point,
+                    "ReadOnly": False,
+                }
+                for spec in VOLUME_SPECS
+            ],
+            "AutoRemove": False,
+            "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": restart_retries},
+            "SecurityOpt": ["no-new-privileges:true"],
+            "CapDrop": ["ALL"],
+            "Privileged": False,
+        },
+    }
+    response = client.request("POST", "/containers/create", query={"name": name}, body=body)
+    if response.status == 409:
+        raise ContainerAlreadyExists(f"Container {name} already exists.", response.message)
+    if response.status == 404:
+        raise ImageNotFound(
+            f"Image {image} not found.", "Build it with `occ build`, or pull it with `occ pull`."
+        )
+    raise_for_status(response, host_port)
+    return str(response.body["Id"])
 
 
 def start_container(client: DockerClient, name: str) -> None:
@@ -152,11 +174,10 @@ def start_container(client: DockerClient, name: str) -> None:
         ContainerNotFound: it does not exist.
         PortInUse: its host port is taken ("Port N is already in use.").
     """
-    container = _get(client, name)
-    if container.status == "running":
+    info = inspect_container(client, name)
+    if info["State"]["Status"] == "running":
         return
-    with translate_errors(port=_published_port(container)):
-        container.start()
+    _call(client, "POST", name, "/start", port=_published_port(info))
 
 
 def stop_container(
@@ -164,17 +185,23 @@ def stop_container(
 ) -> None:
     """Stop the container: SIGTERM, then SIGKILL after `timeout` seconds.
 
-    Stopping a stopped container does nothing. Data volumes are never touched.
+    With `timeout=None` the container's own stop timeout applies (`stop_timeout` of
+    `create_container`). Stopping a stopped container does nothing. Data volumes are
+    never touched.
 
     Raises:
         ContainerNotFound: it does not exist.
     """
-    container = _get(client, name)
-    if container.status not in ("running", "restarting", "paused"):
+    info = inspect_container(client, name)
+    if info["State"]["Status"] not in _ACTIVE_STATES:
         return
-    grace = DEFAULT_STOP_TIMEOUT if timeout is None else max(0, round(timeout))
-    with translate_errors():
-        container.stop(timeout=grace)
+    own = (info.get("Config") or {}).get("StopTimeout")
+    grace = _grace(own if timeout is None else timeout)
+    _call(client, "POST", name, "/stop", query={"t": grace}, timeout=grace + client.timeout)
+
+
+def _grace(timeout: float | None) -> int:
+    return DEFAULT_STOP_TIMEOUT if timeout is None else max(0, round(timeout))
 
 
 def restart_container(
@@ -185,10 +212,16 @@ def restart_container(
     Raises:
         ContainerNotFound: it does not exist.
     """
-    container = _get(client, name)
-    grace = DEFAULT_STOP_TIMEOUT if timeout is None else max(0, round(timeout))
-    with translate_errors(port=_published_port(container)):
-        container.restart(timeout=grace)
+    grace = _grace(timeout)
+    _call(
+        client,
+        "POST",
+        name,
+        "/restart",
+        port=_published_port(inspect_container(client, name)),
+        query={"t": grace},
+        timeout=grace + client.timeout,
+    )
 
 
 def remove_container(client: DockerClient, name: str, force: bool = False) -> None:
@@ -201,20 +234,18 @@ def remove_container(client: DockerClient, name: str, force: bool = False) -> No
         ContainerNotFound: it does not exist.
         DockerError: it runs and `force` is False.
     """
-    container = _get(client, name)
-    if container.status in ("running", "restarting", "paused") and not force:
+    if container_state(client, name) in _ACTIVE_STATES and not force:
         raise DockerError(
             f"Container {name} is running.",
             "Stop it first (`occ stop`), or remove it anyway with force.",
         )
-    with translate_errors():
-        container.remove(force=force, v=False)
+    _call(client, "DELETE", name, query={"force": str(force).lower(), "v": "false"})
 
 
 def container_exists(client: DockerClient, name: str) -> bool:
     """Return True if a container called `name` exists, in any state."""
     try:
-        _get(client, name)
+        inspect_container(client, name)
     except ContainerNotFound:
         return False
     return True
@@ -226,7 +257,7 @@ def container_state(client: DockerClient, name: str) -> str:
     Raises:
         ContainerNotFound: it does not exist.
     """
-    return str(_get(client, name).status)
+    return str(inspect_container(client, name)["State"]["Status"])
 
 
 def container_is_running(client: DockerClient, name: str) -> bool:
@@ -243,7 +274,10 @@ def inspect_container(client: DockerClient, name: str) -> dict[str, Any]:
     Raises:
         ContainerNotFound: it does not exist.
     """
-    return dict(_get(client, name).attrs)
+    body = _call(client, "GET", name, "/json").body
+    if not isinstance(body, dict):
+        raise DockerError(f"Docker engine error: unexpected answer for container {name}.")
+    return body
 
 
 def container_id(client: DockerClient, name: str) -> str:
@@ -252,7 +286,7 @@ def container_id(client: DockerClient, name: str) -> str:
     Raises:
         ContainerNotFound: it does not exist.
     """
-    return str(_get(client, name).id)
+    return str(inspect_container(client, name)["Id"])
 
 
 def put_file(
@@ -274,10 +308,15 @@ def put_file(
         info.size, info.mode, info.uid, info.gid = len(content), mode, uid, uid
         info.mtime = int(time.time())
         tar.addfile(info, io.BytesIO(content))
-    container = _get(client, name)
-    with translate_errors():
-        if not container.put_archive(directory or "/", buffer.getvalue()):
-            raise DockerError(f"Could not write {path} into container {name}.")
+    _call(
+        client,
+        "PUT",
+        name,
+        "/archive",
+        query={"path": directory or "/"},
+        body=buffer.getvalue(),
+        content_type="application/x-tar",
+    )
 
 
 def container_logs(
@@ -294,16 +333,16 @@ def container_logs(
     Raises:
         ContainerNotFound: it does not exist.
     """
-    container = _get(client, name)
+    inspect_container(client, name)  # a missing container fails here, before streaming
     with translate_errors():
-        stream = container.logs(
+        yield from client.docker.api.logs(
+            name,
             stream=True,
             follow=follow,
             tail="all" if tail is None else tail,
             since=since,
             timestamps=timestamps,
         )
-        yield from stream
 
 
 def setup_and_start(
@@ -315,6 +354,7 @@ def setup_and_start(
     instance: Instance = DEFAULT,
     bind_address: str = DEFAULT_BIND_ADDRESS,
     restart_retries: int = DEFAULT_RESTART_RETRIES,
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT,
     labels: Mapping[str, str] | None = None,
     files: Mapping[str, bytes] | None = None,
 ) -> str:
@@ -345,6 +385,7 @@ def setup_and_start(
             instance=instance,
             bind_address=bind_address,
             restart_retries=restart_retries,
+            stop_timeout=stop_timeout,
             labels=labels,
         )
         for path, content in (files or {}).items():

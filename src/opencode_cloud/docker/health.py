@@ -124,15 +124,14 @@ def _log_tail(client: DockerClient, name: str, lines: int = LOG_TAIL_LINES) -> s
 
 
 def _container_state(client: DockerClient, name: str) -> dict[str, Any]:
-    import docker.errors
+    from opencode_cloud.docker.container import inspect_container
 
-    with translate_errors():
-        try:
-            attrs = client.docker.api.inspect_container(name)
-        except docker.errors.NotFound:
-            raise ContainerNotFound(
-                f"Container {name} disappeared while waiting for it to become healthy."
-            ) from None
+    try:
+        attrs = inspect_container(client, name)
+    except ContainerNotFound:
+        raise ContainerNotFound(
+            f"Container {name} disappeared while waiting for it to become healthy."
+        ) from None
     state: dict[str, Any] = dict(attrs.get("State") or {})
     state["RestartCount"] = attrs.get("RestartCount", 0)
     return state

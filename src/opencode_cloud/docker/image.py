@@ -18,9 +18,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from opencode_cloud import __version__
-from opencode_cloud.docker.client import DockerClient, translate_errors
+from opencode_cloud.docker.client import DockerClient, raise_for_status, translate_errors
 from opencode_cloud.docker.errors import BuildFailed, DockerError, PullFailed
 from opencode_cloud.docker.progress import (
     NullProgress,
@@ -73,18 +75,22 @@ def image_ref(opencode_version: str = DEFAULT_OPENCODE_VERSION) -> str:
     return f"{IMAGE_NAME}:{opencode_version}"
 
 
+def inspect_image(client: DockerClient, image: str) -> dict[str, Any] | None:
+    """The engine's description of `image` (`docker image inspect`), or None if absent.
+
+    Raises:
+        DockerError: the engine failed.
+    """
+    response = client.request("GET", f"/images/{quote(image, safe='')}/json")
+    if response.status == 404:
+        return None
+    raise_for_status(response)
+    return dict(response.body or {})
+
+
 def image_exists(client: DockerClient, image: str) -> bool:
     """Return True if the local engine has `image` (a name:tag or an id)."""
-    import docker.errors
-
-    with translate_errors():
-        try:
-            client.docker.api.inspect_image(image)
-        except docker.errors.ImageNotFound:
-            return False
-        except docker.errors.NotFound:
-            return False
-    return True
+    return inspect_image(client, image) is not None
 
 
 def image_labels(client: DockerClient, image: str) -> dict[str, str] | None:
@@ -93,13 +99,9 @@ def image_labels(client: DockerClient, image: str) -> dict[str, str] | None:
     Raises:
         DockerError: the engine failed.
     """
-    import docker.errors
-
-    with translate_errors():
-        try:
-            attrs = client.docker.api.inspect_image(image)
-        except docker.errors.NotFound:
-            return None
+    attrs = inspect_image(client, image)
+    if attrs is None:
+        return None
     return dict((attrs.get("Config") or {}).get("Labels") or {})
 
 

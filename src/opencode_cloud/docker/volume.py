@@ -8,8 +8,9 @@ reads: a volume there would keep nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
-from opencode_cloud.docker.client import DockerClient, translate_errors
+from opencode_cloud.docker.client import DockerClient, raise_for_status
 from opencode_cloud.docker.errors import DockerError, VolumeInUse
 from opencode_cloud.instance import DEFAULT, Instance
 
@@ -72,31 +73,37 @@ def ensure_volumes_exist(client: DockerClient, instance: Instance = DEFAULT) -> 
         name = instance.volume_name(spec.kind)
         if volume_exists(client, name):
             continue
-        with translate_errors():
-            client.docker.volumes.create(
-                name=name, driver="local", labels=instance.labels(f"volume-{spec.kind}")
+        raise_for_status(
+            client.request(
+                "POST",
+                "/volumes/create",
+                body={
+                    "Name": name,
+                    "Driver": "local",
+                    "Labels": instance.labels(f"volume-{spec.kind}"),
+                },
             )
+        )
         created.append(name)
     return created
 
 
 def volume_exists(client: DockerClient, name: str) -> bool:
     """Return True if a volume called `name` exists."""
-    import docker.errors
-
-    with translate_errors():
-        try:
-            client.docker.volumes.get(name)
-        except docker.errors.NotFound:
-            return False
+    response = client.request("GET", f"/volumes/{quote(name, safe='')}")
+    if response.status == 404:
+        return False
+    raise_for_status(response)
     return True
 
 
 def containers_using(client: DockerClient, name: str) -> list[str]:
     """Names of the containers (running or not) that mount volume `name`."""
-    with translate_errors():
-        found = client.docker.api.containers(all=True, filters={"volume": name})
-    return [c["Names"][0].lstrip("/") for c in found]
+    response = client.request(
+        "GET", "/containers/json", query={"all": "true", "filters": {"volume": [name]}}
+    )
+    raise_for_status(response)
+    return [c["Names"][0].lstrip("/") for c in response.body or []]
 
 
 def remove_volume(client: DockerClient, name: str) -> None:
@@ -105,23 +112,18 @@ def remove_volume(client: DockerClient, name: str) -> None:
     Raises:
         VolumeInUse: a container (named in the message) still mounts it; its data is kept.
     """
-    import docker.errors
-
     users = containers_using(client, name)
     if users:
         raise VolumeInUse(
             f"Volume {name} is in use by container {', '.join(users)}.",
             f"Remove the container first: docker rm -f {users[0]}",
         )
-    with translate_errors():
-        try:
-            client.docker.volumes.get(name).remove()
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                raise VolumeInUse(f"Volume {name} is in use.", str(exc.explanation)) from exc
-            raise
+    response = client.request("DELETE", f"/volumes/{quote(name, safe='')}")
+    if response.status == 404:
+        return
+    if response.status == 409:
+        raise VolumeInUse(f"Volume {name} is in use.", response.message)
+    raise_for_status(response)
 
 
 def remove_all_volumes(client: DockerClient, instance: Instance = DEFAULT) -> list[str]:
@@ -148,8 +150,9 @@ def volume_sizes(client: DockerClient, instance: Instance = DEFAULT) -> dict[str
     Raises:
         DockerError: when the engine refuses.
     """
-    with translate_errors():
-        usage = client.docker.api.df().get("Volumes") or []
+    response = client.request("GET", "/system/df")
+    raise_for_status(response)
+    usage = (response.body or {}).get("Volumes") or []
     wanted = set(volume_names(instance))
     sizes: dict[str, int | None] = dict.fromkeys(wanted)
     for vol in usage:
