@@ -10,14 +10,16 @@ cd "$ROOT"
 
 # busybox-static: the tiny test image; docker-registry: a real registry for pull tests;
 # chromium: the browser test; debootstrap: the base image without a registry.
-ensure_debian_packages busybox-static docker-registry chromium debootstrap curl
+# openssl: a throw-away CA for the certificate build test.
+ensure_debian_packages busybox-static docker-registry chromium debootstrap curl openssl
 ensure_venv
 
 engine=$("$ROOT/scripts/engine.sh" start)
 if [ "$engine" = started ]; then
   trap '"$ROOT/scripts/engine.sh" stop' EXIT
 fi
-"$ROOT/scripts/base-image.sh"
+# The real opencode image for the end-to-end tests (cached after the first build).
+"$ROOT/scripts/sandbox-image.sh"
 
 echo "== ruff" >&2
 "$VENV/bin/ruff" check .

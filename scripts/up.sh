@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 
 "$ROOT/scripts/engine.sh" start >/dev/null
 ensure_venv
-# The image builds FROM debian:bookworm-slim; make it when no registry can serve it.
-"$ROOT/scripts/base-image.sh"
+# The base image (pulled, or made with debootstrap when no registry answers), then the
+# sandbox image, trusting the host's CA bundle so npm works behind TLS-inspecting proxies.
+"$ROOT/scripts/sandbox-image.sh"
 exec "$VENV/bin/occ" start "$@"

@@ -55,6 +55,9 @@ def _sweep(client: object, label: str) -> None:
         container.remove(force=True, v=True)
     for volume in raw.volumes.list(filters={"label": label}):
         volume.remove(force=True)
+    # Volumes an engine made on its own (unlabelled) still carry the session in their name.
+    for volume in raw.volumes.list(filters={"name": f"opencode-cloud-t-{SESSION_ID}-"}):
+        volume.remove(force=True)
 
 
 @pytest.fixture

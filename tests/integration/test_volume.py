@@ -73,6 +73,9 @@ def test_remove_volume_refuses_while_used_and_names_the_container(
 ) -> None:
     create_container(docker_client, image=busybox_image, host_port=0, instance=instance)
     session = instance.volume_name("session")
+    # create_container made the volumes itself, labelled like every other resource.
+    labels = docker_client.docker.volumes.get(session).attrs["Labels"]
+    assert labels["io.opencode-cloud.instance"] == instance.name
     with pytest.raises(VolumeInUse) as caught:
         remove_volume(docker_client, session)
     assert instance.container_name in caught.value.message

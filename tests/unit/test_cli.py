@@ -285,3 +285,35 @@ def test_global_options_may_follow_the_command(given: list[str], expected: list[
 def test_json_flag_after_the_command(occ) -> None:
     assert occ("config", "set", "port", "8080").code == 0
     assert json.loads(occ("config", "get", "port", "--json").out) == {"port": 8080}
+
+
+def test_completion_script_for_bash(occ) -> None:
+    result = occ("completion", "bash")
+    assert result.code == 0
+    assert "_OCC_COMPLETE" in result.out
+    assert "_occ_completion" in result.out
+
+
+def test_completion_needs_a_known_shell(occ, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert occ("completion", "tcsh").code == ExitCode.USAGE
+    monkeypatch.setenv("SHELL", "/bin/zsh")
+    result = occ("completion")
+    assert result.code == 0
+    assert "#compdef occ" in result.out
+
+
+def test_usage_errors_exit_2_with_the_usage_line(occ) -> None:
+    result = occ("logs", "-n", "-1")
+    assert result.code == ExitCode.USAGE
+    assert result.err.startswith("Usage: occ logs")
+    assert "Traceback" not in result.err
+    assert occ("start", "--build", "--pull").code == ExitCode.USAGE
+    assert occ("no-such-command").code == ExitCode.USAGE
+
+
+def test_groups_without_a_command_show_help(occ) -> None:
+    for args in ((), ("config",), ("config", "env"), ("auth",)):
+        result = occ(*args)
+        assert result.code == ExitCode.USAGE
+        assert "Usage: occ" in result.out + result.err
+        assert "Commands:" in result.out + result.err

@@ -94,14 +94,14 @@ def test_package_exports_resolve() -> None:
         config_package.does_not_exist  # noqa: B018
 
 
-def test_config_modules_import_no_docker_rich_or_typer() -> None:
+def test_config_modules_import_no_docker_rich_or_click() -> None:
     code = (
         "import sys\n"
         "import opencode_cloud.config.paths\n"
         "assert 'pydantic' not in sys.modules, 'paths pulls in pydantic'\n"
         "import opencode_cloud.config.store, opencode_cloud.config.edit\n"
         "import opencode_cloud.config.hashing, opencode_cloud.locking\n"
-        "heavy = sorted(m for m in ('docker', 'requests', 'rich', 'typer') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('docker', 'requests', 'rich', 'click') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run(

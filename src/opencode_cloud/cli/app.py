@@ -1,4 +1,4 @@
-"""The typer application: global options, command registration, and the one error boundary.
+"""The click application: global options, command registration, and the one error boundary.
 
 Every failure a user can cause or meet ends here as `Error: ...` / `Hint: ...` on stderr
 and a named exit code; tracebacks only with --debug.
@@ -8,57 +8,56 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
 
-import typer
+import click
 
 from opencode_cloud import __version__
 from opencode_cloud.cli.context import AppContext
+from opencode_cloud.cli.group import OrderedGroup
 from opencode_cloud.cli.output import ExitCode, Output
 from opencode_cloud.errors import OpencodeCloudError
 
-app = typer.Typer(
+_STATE: dict[str, Output] = {}
+
+
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        print(f"opencode-cloud {__version__}")
+        ctx.exit()
+
+
+@click.group(
     name="occ",
+    cls=OrderedGroup,
     help="Run opencode as a persistent, secure service in a Docker container.",
     no_args_is_help=True,
-    rich_markup_mode=None,  # plain help: rich would add ~50 ms to every --help
-    pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"opencode-cloud {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    ctx: typer.Context,
-    instance: Annotated[
-        str,
-        typer.Option(
-            "--instance",
-            envvar="OCC_INSTANCE",
-            help="Which instance to act on (lower case, digits, dashes).",
-        ),
-    ] = "default",
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print results as JSON on stdout.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and results.")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="More detail.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
-    ] = False,
+@click.option(
+    "--instance",
+    envvar="OCC_INSTANCE",
+    default="default",
+    show_default=True,
+    show_envvar=True,
+    help="Which instance to act on (lower case, digits, dashes).",
+)
+@click.option("--json", "json_output", is_flag=True, help="Print results as JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and results.")
+@click.option("-v", "--verbose", is_flag=True, help="More detail.")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the version.",
+)
+@click.pass_context
+def app(
+    ctx: click.Context, instance: str, json_output: bool, quiet: bool, verbose: bool, debug: bool
 ) -> None:
-    """Run opencode as a persistent, secure service in a Docker container.
-
-    Start with `occ start`: it prints the URL, the user name and the password.
-    """
+    """The global options: they build the AppContext every command receives."""
     from opencode_cloud.instance import Instance
 
     out = Output(json=json_output, verbosity=-1 if quiet else (1 if verbose else 0), debug=debug)
@@ -66,16 +65,22 @@ def main_options(
     ctx.obj = AppContext(instance=Instance(instance), out=out)
 
 
-_STATE: dict[str, Output] = {}
-
-
 def _register() -> None:
-    from opencode_cloud.cli.commands import auth, config, image, lifecycle, logs, status
+    from opencode_cloud.cli.commands import (
+        auth,
+        completion,
+        config,
+        image,
+        lifecycle,
+        logs,
+        status,
+    )
 
     for module in (lifecycle, status, logs, image):
         module.register(app)
-    app.add_typer(config.app, name="config")
-    app.add_typer(auth.app, name="auth")
+    app.add_command(config.config_group)
+    app.add_command(auth.auth_group)
+    app.add_command(completion.completion)
 
 
 _register()
@@ -154,11 +159,12 @@ def hoist_global_options(args: list[str]) -> list[str]:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the error boundary)."""
-    from typer.exceptions import TyperException
-
     args = hoist_global_options(sys.argv[1:] if argv is None else argv)
+    _STATE.clear()
     try:
-        result = app(args=args, prog_name="occ", standalone_mode=False)
+        # standalone_mode=False: click returns the code of `ctx.exit()` / `Exit` and
+        # raises everything else, so the handling below is the only one.
+        result = app.main(args=args, prog_name="occ", standalone_mode=False)
         return int(result) if isinstance(result, int) else ExitCode.OK
     except OpencodeCloudError as error:
         out = _STATE.get("out") or Output(json="--json" in args)
@@ -168,15 +174,11 @@ def run(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         out.error(error.message, error.hint)
         return exit_code_for(error)
-    except (typer.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)
         return ExitCode.INTERRUPTED
-    except typer.Exit as done:
+    except click.exceptions.Exit as done:
         return int(done.exit_code)
-    except TyperException as error:  # usage errors: typer prints them with the usage line
-        show = getattr(error, "show", None)
-        if show:
-            show()
-        else:
-            print(f"Error: {error.message}", file=sys.stderr)
+    except click.ClickException as error:  # usage errors: printed with the usage line
+        error.show()
         return int(error.exit_code)

@@ -64,7 +64,8 @@ class AppContext:
     def service(self) -> Service:
         from opencode_cloud.service import Service
 
-        return Service(self.client, self.config, self.instance, self.paths)
+        # The configuration is loaded (and validated) only if the operation needs it.
+        return Service(self.client, lambda: self.config, self.instance, self.paths)
 
     def reporter(self) -> ProgressReporter:
         """Progress bars on a terminal, plain lines otherwise (and nothing with -q)."""

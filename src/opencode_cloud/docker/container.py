@@ -126,6 +126,8 @@ def create_container(
             f"Image {image} not found.",
             "Build it with `occ build`, or pull it with `occ pull`.",
         )
+    # Otherwise the engine would create missing volumes itself, without our labels.
+    ensure_volumes_exist(client, instance)
     body = {
         "Image": image,
         "Hostname": HOSTNAME,

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import typer
+import click
+
+from opencode_cloud.cli.group import OrderedGroup
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
 
-app = typer.Typer(help="The web UI's credentials.", no_args_is_help=True, rich_markup_mode=None)
+
+@click.group("auth", cls=OrderedGroup, no_args_is_help=True)
+def auth_group() -> None:
+    """The web UI's credentials."""
 
 
-@app.command()
-def show(ctx: typer.Context) -> None:
+@auth_group.command()
+@click.pass_obj
+def show(app_ctx: AppContext) -> None:
     """Print the URL, user name and password (creating the password if there is none)."""
     from opencode_cloud import credentials
     from opencode_cloud.service import service_url
 
-    app_ctx: AppContext = ctx.obj
     config = app_ctx.config
     password, _ = credentials.load_or_create_password(app_ctx.paths)
     data = {"url": service_url(config), "username": config.username, "password": password}
@@ -32,10 +37,10 @@ def show(ctx: typer.Context) -> None:
     )
 
 
-@app.command()
-def rotate(ctx: typer.Context) -> None:
+@auth_group.command()
+@click.pass_obj
+def rotate(app_ctx: AppContext) -> None:
     """Set a new random password and apply it (a running service restarts)."""
-    app_ctx: AppContext = ctx.obj
     with app_ctx.changing("auth rotate"):
         service = app_ctx.service()
         password, restarted = service.rotate_password()

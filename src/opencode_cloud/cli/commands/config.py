@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
+
+from opencode_cloud.cli.group import OrderedGroup
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.config.schema import Config
 
-app = typer.Typer(
-    help="View and edit the configuration (port, bind address, environment, ...).",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-env_app = typer.Typer(
-    help="Environment variables passed to opencode (applied on the next start).",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(env_app, name="env")
+
+@click.group("config", cls=OrderedGroup, no_args_is_help=True)
+def config_group() -> None:
+    """View and edit the configuration (port, bind address, environment, ...)."""
 
 
 def confirm_exposure(ctx: AppContext, address: str, yes: bool) -> None:
@@ -38,7 +33,7 @@ def confirm_exposure(ctx: AppContext, address: str, yes: bool) -> None:
         f"Binding to {address} makes the login page reachable from other machines. "
         "Keep the password secret and put TLS in front (a load balancer or reverse proxy)."
     )
-    if not (yes or (ctx.out.interactive and typer.confirm("Expose opencode?", default=False))):
+    if not (yes or (ctx.out.interactive and click.confirm("Expose opencode?", default=False))):
         raise OpencodeCloudError(
             f"Refusing to bind to {address} without confirmation.",
             "Run the command again with --yes to expose the service.",
@@ -72,12 +67,12 @@ def _restart_note(ctx: AppContext) -> None:
     ctx.out.progress("Applies on the next start: run `occ restart` if the service is running.")
 
 
-@app.command()
-def show(ctx: typer.Context) -> None:
+@config_group.command()
+@click.pass_obj
+def show(app_ctx: AppContext) -> None:
     """Print every setting with its current value (defaults included)."""
     from opencode_cloud.config.edit import config_values, is_set
 
-    app_ctx: AppContext = ctx.obj
     config = app_ctx.config
     values = config_values(config)
 
@@ -91,12 +86,13 @@ def show(ctx: typer.Context) -> None:
     app_ctx.out.result(values, human)
 
 
-@app.command()
-def get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Setting name.")]) -> None:
+@config_group.command()
+@click.argument("key", help="Setting name.")
+@click.pass_obj
+def get(app_ctx: AppContext, key: str) -> None:
     """Print one setting, e.g. `occ config get port`."""
     from opencode_cloud.config.edit import get_value
 
-    app_ctx: AppContext = ctx.obj
     value = get_value(app_ctx.config, key)
     app_ctx.out.result(
         {key: value},
@@ -104,31 +100,28 @@ def get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Setting nam
     )
 
 
-@app.command("set")
-def set_(
-    ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="Setting name, e.g. port.")],
-    value: Annotated[str, typer.Argument(help="New value, e.g. 8080.")],
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Confirm exposing the service beyond localhost.")
-    ] = False,
-) -> None:
+@config_group.command("set")
+@click.argument("key", help="Setting name, e.g. port.")
+@click.argument("value", help="New value, e.g. 8080.")
+@click.option("--yes", "-y", is_flag=True, help="Confirm exposing the service beyond localhost.")
+@click.pass_obj
+def set_(app_ctx: AppContext, key: str, value: str, yes: bool) -> None:
     """Change one setting, e.g. `occ config set port 8080`. Lists: JSON or a,b,c."""
     from opencode_cloud.config.edit import get_value, set_value
 
-    app_ctx: AppContext = ctx.obj
     config = save_change(app_ctx, lambda data: set_value(data, key, value), yes=yes)
     new = get_value(config, key)
     app_ctx.out.result({key: new}, lambda: [f"{key} = {json.dumps(new)}"])
     _restart_note(app_ctx)
 
 
-@app.command()
-def unset(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Setting name.")]) -> None:
+@config_group.command()
+@click.argument("key", help="Setting name.")
+@click.pass_obj
+def unset(app_ctx: AppContext, key: str) -> None:
     """Put one setting back to its default."""
     from opencode_cloud.config.edit import get_value, unset_value
 
-    app_ctx: AppContext = ctx.obj
     config = save_change(app_ctx, lambda data: unset_value(data, key))
     try:
         new = get_value(config, key)
@@ -138,18 +131,16 @@ def unset(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Setting n
     _restart_note(app_ctx)
 
 
-@app.command()
-def reset(
-    ctx: typer.Context,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-) -> None:
+@config_group.command()
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def reset(app_ctx: AppContext, yes: bool) -> None:
     """Put every setting back to its default (the old file is kept as config.json.bak)."""
     from opencode_cloud.config.store import reset_config_file
     from opencode_cloud.errors import OpencodeCloudError
 
-    app_ctx: AppContext = ctx.obj
     if not yes and not (
-        app_ctx.out.interactive and typer.confirm("Reset every setting?", default=False)
+        app_ctx.out.interactive and click.confirm("Reset every setting?", default=False)
     ):
         raise OpencodeCloudError("Not reset: confirmation needed.", "Run `occ config reset --yes`.")
     with app_ctx.changing("config reset"):
@@ -163,55 +154,59 @@ def reset(
     )
 
 
-@app.command()
-def path(ctx: typer.Context) -> None:
+@config_group.command()
+@click.pass_obj
+def path(app_ctx: AppContext) -> None:
     """Print the configuration file's path."""
-    app_ctx: AppContext = ctx.obj
     file = app_ctx.paths.config_file
     app_ctx.out.result({"path": str(file), "exists": file.exists()}, lambda: [str(file)])
 
 
-@app.command()
-def validate(ctx: typer.Context) -> None:
+@config_group.command()
+@click.pass_obj
+def validate(app_ctx: AppContext) -> None:
     """Check the configuration file; exit 0 when it is valid."""
-    app_ctx: AppContext = ctx.obj
     _ = app_ctx.config  # loading validates; errors leave through the CLI's error boundary
     file = app_ctx.paths.config_file
     app_ctx.out.result({"valid": True, "path": str(file)}, lambda: [f"{file} is valid."])
 
 
-@env_app.command("set")
-def env_set(
-    ctx: typer.Context,
-    assignment: Annotated[str, typer.Argument(metavar="KEY=VALUE", help="e.g. TZ=Europe/Paris")],
-) -> None:
+@config_group.group("env", no_args_is_help=True)
+def env_group() -> None:
+    """Environment variables passed to opencode (applied on the next start)."""
+
+
+@env_group.command("set")
+@click.argument("assignment", metavar="KEY=VALUE", help="e.g. TZ=Europe/Paris")
+@click.pass_obj
+def env_set(app_ctx: AppContext, assignment: str) -> None:
     """Set an environment variable for opencode."""
     from opencode_cloud.config.edit import env_set as set_env
 
-    app_ctx: AppContext = ctx.obj
     save_change(app_ctx, lambda data: set_env(data, assignment))
     name = assignment.split("=", 1)[0]
     app_ctx.out.result({"set": name}, lambda: [f"{name} set."])
     _restart_note(app_ctx)
 
 
-@env_app.command("unset")
-def env_unset(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="KEY")]) -> None:
+@env_group.command("unset")
+@click.argument("name", metavar="KEY", help="Variable name, e.g. TZ.")
+@click.pass_obj
+def env_unset(app_ctx: AppContext, name: str) -> None:
     """Remove an environment variable."""
     from opencode_cloud.config.edit import env_unset as unset_env
 
-    app_ctx: AppContext = ctx.obj
     save_change(app_ctx, lambda data: unset_env(data, name))
     app_ctx.out.result({"unset": name}, lambda: [f"{name} removed."])
     _restart_note(app_ctx)
 
 
-@env_app.command("list")
-def env_list(ctx: typer.Context) -> None:
+@env_group.command("list")
+@click.pass_obj
+def env_list(app_ctx: AppContext) -> None:
     """List the environment variables passed to opencode."""
     from opencode_cloud.config.edit import env_list as list_env
 
-    app_ctx: AppContext = ctx.obj
     values = list_env(app_ctx.config)
     app_ctx.out.result(
         values,

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
 
 
-def build(
-    ctx: typer.Context,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every step.")] = False,
-    opencode_version: Annotated[
-        str | None,
-        typer.Option("--opencode-version", help="opencode release to install (default: config)."),
-    ] = None,
-) -> None:
+@click.command()
+@click.option("--no-cache", is_flag=True, help="Rebuild every step.")
+@click.option("--opencode-version", help="opencode release to install (default: config).")
+@click.pass_obj
+def build(app_ctx: AppContext, no_cache: bool, opencode_version: str | None) -> None:
     """Build the sandbox image from the embedded Dockerfile, with progress.
 
     Extra CA certificates from the `ca_certificates` setting are trusted during the
@@ -27,7 +24,6 @@ def build(
 
     from opencode_cloud.docker import image as images
 
-    app_ctx: AppContext = ctx.obj
     config = app_ctx.config
     version = opencode_version or config.opencode_version
     tag = config.image or images.image_ref(version)
@@ -46,13 +42,14 @@ def build(
     )
 
 
-def pull(ctx: typer.Context) -> None:
+@click.command()
+@click.pass_obj
+def pull(app_ctx: AppContext) -> None:
     """Pull the sandbox image from the configured registries, in order, with failover."""
     from opencode_cloud.docker import image as images
     from opencode_cloud.docker.errors import PullFailed
     from opencode_cloud.service import image_for
 
-    app_ctx: AppContext = ctx.obj
     config = app_ctx.config
     if not config.registries:
         raise PullFailed(
@@ -67,6 +64,6 @@ def pull(ctx: typer.Context) -> None:
     app_ctx.out.result({"image": tag, "source": source}, lambda: [f"Pulled {source} as {tag}."])
 
 
-def register(app: Any) -> None:
-    app.command()(build)
-    app.command()(pull)
+def register(group: click.Group) -> None:
+    group.add_command(build)
+    group.add_command(pull)

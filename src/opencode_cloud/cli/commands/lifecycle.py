@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
@@ -57,34 +57,28 @@ def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> 
     ctx.out.result(data, human)
 
 
+@click.command()
+@click.option("--port", "-p", type=int, help="Host port to publish on (saved).")
+@click.option("--bind", help="Host address to listen on (saved). Default 127.0.0.1.")
+@click.option("--build", is_flag=True, help="Build the image even if present.")
+@click.option("--pull", is_flag=True, help="Pull the image from the registries.")
+@click.option("--timeout", type=float, help="Seconds to wait for opencode to be ready.")
+@click.option("--no-wait", is_flag=True, help="Do not wait for readiness.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the URL in a browser.")
+@click.option("--show-password", is_flag=True, help="Print the password even if not new.")
+@click.option("--yes", "-y", is_flag=True, help="Confirm exposing the service beyond localhost.")
+@click.pass_obj
 def start(
-    ctx: typer.Context,
-    port: Annotated[
-        int | None, typer.Option("--port", "-p", help="Host port to publish on (saved).")
-    ] = None,
-    bind: Annotated[
-        str | None,
-        typer.Option("--bind", help="Host address to listen on (saved). Default 127.0.0.1."),
-    ] = None,
-    build: Annotated[
-        bool, typer.Option("--build", help="Build the image even if present.")
-    ] = False,
-    pull: Annotated[
-        bool, typer.Option("--pull", help="Pull the image from the registries.")
-    ] = False,
-    timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Seconds to wait for opencode to be ready.")
-    ] = None,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Do not wait for readiness.")] = False,
-    open_browser: Annotated[
-        bool, typer.Option("--open", help="Open the URL in a browser.")
-    ] = False,
-    show_password: Annotated[
-        bool, typer.Option("--show-password", help="Print the password even if not new.")
-    ] = False,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Confirm exposing the service beyond localhost.")
-    ] = False,
+    app_ctx: AppContext,
+    port: int | None,
+    bind: str | None,
+    build: bool,
+    pull: bool,
+    timeout: float | None,
+    no_wait: bool,
+    open_browser: bool,
+    show_password: bool,
+    yes: bool,
 ) -> None:
     """Start opencode: build or pull the image, create volumes and container, wait until ready.
 
@@ -96,11 +90,10 @@ def start(
     """
     from opencode_cloud.docker.errors import ContainerExited, HealthTimeout
 
-    app_ctx: AppContext = ctx.obj
     if build and pull:
-        raise typer.BadParameter("use either --build or --pull, not both")
+        raise click.BadParameter("use either --build or --pull, not both")
     if timeout is not None and timeout <= 0:
-        raise typer.BadParameter("must be greater than 0", param_hint="--timeout")
+        raise click.BadParameter("must be greater than 0", param_hint="--timeout")
     with app_ctx.changing("start"):
         _apply_start_options(app_ctx, port, bind, yes)
         service = app_ctx.service()
@@ -135,29 +128,22 @@ def _show_last_logs(ctx: AppContext, lines: list[str]) -> None:
         print(f"  {line}", file=ctx.out.stderr)
 
 
-def stop(
-    ctx: typer.Context,
-    timeout: Annotated[
-        float | None,
-        typer.Option("--timeout", "-t", help="Seconds to wait before killing (default 10)."),
-    ] = None,
-) -> None:
+@click.command()
+@click.option("--timeout", "-t", type=float, help="Seconds to wait before killing (default 10).")
+@click.pass_obj
+def stop(app_ctx: AppContext, timeout: float | None) -> None:
     """Stop opencode. Your data stays in its volumes; `occ start` brings it back."""
-    app_ctx: AppContext = ctx.obj
     with app_ctx.changing("stop"):
         stopped = app_ctx.service().stop(timeout)
     message = "Stopped." if stopped else "Already stopped."
     app_ctx.out.result({"stopped": stopped, "was_running": stopped}, lambda: [message])
 
 
-def restart(
-    ctx: typer.Context,
-    timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Seconds to wait for readiness.")
-    ] = None,
-) -> None:
+@click.command()
+@click.option("--timeout", type=float, help="Seconds to wait for readiness.")
+@click.pass_obj
+def restart(app_ctx: AppContext, timeout: float | None) -> None:
     """Stop, then start again (applies configuration changes)."""
-    app_ctx: AppContext = ctx.obj
     with app_ctx.changing("restart"):
         from opencode_cloud.service import NeverCreated
 
@@ -171,7 +157,7 @@ def restart(
     _render_start(app_ctx, result, show_password=False)
 
 
-def register(app: Any) -> None:
-    app.command()(start)
-    app.command()(stop)
-    app.command()(restart)
+def register(group: click.Group) -> None:
+    group.add_command(start)
+    group.add_command(stop)
+    group.add_command(restart)

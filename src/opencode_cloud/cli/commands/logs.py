@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
@@ -20,7 +20,7 @@ def parse_since(value: str) -> int:
     """`10m`, `2h`, `1d`, a Unix timestamp, or an ISO date/time -> Unix seconds.
 
     Raises:
-        typer.BadParameter: for anything else.
+        click.BadParameter: for anything else.
     """
     from datetime import datetime
 
@@ -32,29 +32,22 @@ def parse_since(value: str) -> int:
     try:
         return int(datetime.fromisoformat(value).timestamp())
     except ValueError:
-        raise typer.BadParameter(
+        raise click.BadParameter(
             f"{value!r} is not a time: use 10m, 2h, 1d, a Unix timestamp or 2026-01-31T12:00",
             param_hint="--since",
         ) from None
 
 
+@click.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--lines", "-n", type=click.IntRange(min=0), help="Only the last N lines.")
+@click.option("--since", help="Only lines since: 10m, 2h, 1d, or a date.")
+@click.option("--timestamps", "-t", is_flag=True, help="Prefix each line with its time.")
+@click.pass_obj
 def logs(
-    ctx: typer.Context,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
-    ] = False,
-    lines: Annotated[
-        int | None, typer.Option("--lines", "-n", min=0, help="Only the last N lines.")
-    ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Only lines since: 10m, 2h, 1d, or a date.")
-    ] = None,
-    timestamps: Annotated[
-        bool, typer.Option("--timestamps", "-t", help="Prefix each line with its time.")
-    ] = False,
+    app_ctx: AppContext, follow: bool, lines: int | None, since: str | None, timestamps: bool
 ) -> None:
     """Print opencode's output (stdout and stderr of the container). Ctrl-C ends -f."""
-    app_ctx: AppContext = ctx.obj
     since_ts = parse_since(since) if since else None
     stream = app_ctx.service().logs(
         tail=lines, follow=follow, since=since_ts, timestamps=timestamps
@@ -69,5 +62,5 @@ def logs(
         return
 
 
-def register(app: Any) -> None:
-    app.command()(logs)
+def register(group: click.Group) -> None:
+    group.add_command(logs)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
 from opencode_cloud.cli.output import ExitCode, format_bytes, format_duration
 
@@ -35,22 +35,23 @@ def _human(result: StatusResult) -> list[str]:
     return lines
 
 
-def status(ctx: typer.Context) -> None:
+@click.command()
+@click.pass_obj
+def status(app_ctx: AppContext) -> None:
     """Show state, health, URL, image, uptime, restarts and volumes.
 
     Exit code 0 when running, 3 when not. With --json, everything as one JSON object.
     """
     from opencode_cloud import credentials
 
-    app_ctx: AppContext = ctx.obj
     password = credentials.read_password(app_ctx.paths)
     result = app_ctx.service().status(password)
     for warning in result.warnings:
         app_ctx.out.warn(warning)
     app_ctx.out.result(result.to_json(), lambda: _human(result))
     if not result.running:
-        raise typer.Exit(ExitCode.NOT_RUNNING)
+        raise click.exceptions.Exit(ExitCode.NOT_RUNNING)
 
 
-def register(app: Any) -> None:
-    app.command()(status)
+def register(group: click.Group) -> None:
+    group.add_command(status)

@@ -1,0 +1,202 @@
+"""Building images through the library on the real engine: progress, cache, CA files, errors.
+
+The real sandbox image is exercised by the e2e suite; here a tiny Dockerfile on the
+busybox test image goes through the same code path (build context, stream parsing,
+errors) in seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opencode_cloud.docker.errors import BuildFailed
+from opencode_cloud.docker.image import (
+    EXTRA_CA_DIR,
+    InvalidCertificate,
+    build_context,
+    build_from_context,
+    image_exists,
+    image_opencode_version,
+    split_certificates,
+)
+from opencode_cloud.instance import Instance
+
+pytestmark = pytest.mark.integration
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int, str]] = []
+        self.output: list[str] = []
+        self.finished: list[str] = []
+
+    def build_step(self, step: int, total: int, message: str) -> None:
+        self.steps.append((step, total, message))
+
+    def build_output(self, line: str) -> None:
+        self.output.append(line)
+
+    def layer(self, layer_id: str, status: str, current: int | None, total: int | None) -> None:
+        return None
+
+    def status(self, message: str) -> None:
+        return None
+
+    def done(self, message: str = "") -> None:
+        self.finished.append(message)
+
+
+LABELS: dict[str, str] = {}
+
+
+def tiny_dockerfile(base: str, body: str) -> list[tuple[str, bytes, int]]:
+    labels = " ".join(f"{key}={value}" for key, value in LABELS.items())
+    text = f"FROM {base}\nLABEL {labels} io.opencode-cloud.opencode-version=0.0.0-test\n{body}\n"
+    return [("Dockerfile", text.encode(), 0o644)]
+
+
+@pytest.fixture
+def tag(docker_client: Any, instance: Instance) -> Iterator[str]:
+    """A unique image name, removed after the test; builds carry the test-session label."""
+    LABELS.clear()
+    LABELS.update(instance.extra_labels)
+    name = f"opencode-cloud-test/tiny:{instance.name}"
+    yield name
+    if image_exists(docker_client, name):
+        docker_client.docker.images.remove(name, force=True)
+    # A failed build keeps its last good step as an unnamed image; it carries our label.
+    for key, value in instance.extra_labels.items():
+        for image in docker_client.docker.images.list(
+            filters={"dangling": True, "label": f"{key}={value}"}
+        ):
+            docker_client.docker.images.remove(image.id, force=True)
+
+
+@pytest.fixture(scope="module")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh self-signed CA certificate, like a corporate proxy's."""
+    directory = tmp_path_factory.mktemp("ca")
+    cert = directory / "corp-proxy-ca.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=opencode-cloud test proxy CA",
+            "-keyout", str(directory / "key.pem"), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert
+
+
+def run_in(docker_client: Any, image: str, *command: str) -> str:
+    output = docker_client.docker.containers.run(
+        image, list(command), remove=True, labels=dict(LABELS)
+    )
+    return bytes(output).decode()
+
+
+def test_steps_are_reported_and_cache_is_used(
+    docker_client: Any, busybox_image: str, tag: str
+) -> None:
+    files = tiny_dockerfile(
+        busybox_image, 'RUN cat /proc/sys/kernel/random/uuid > /stamp\nCMD ["cat", "/stamp"]'
+    )
+    context = build_context(files=files)
+    first = Recorder()
+    image_id = build_from_context(docker_client, context, tag=tag, reporter=first)
+    assert image_id.startswith("sha256:")
+    assert [(s, t) for s, t, _ in first.steps] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert first.steps[0][2] == f"FROM {busybox_image}"
+    assert first.finished and tag in first.finished[-1]
+    stamp = run_in(docker_client, tag)
+
+    again = Recorder()
+    assert build_from_context(docker_client, context, tag=tag, reporter=again) == image_id
+    assert any("Using cache" in line for line in again.output)
+
+    fresh = Recorder()
+    rebuilt = build_from_context(docker_client, context, tag=tag, no_cache=True, reporter=fresh)
+    assert rebuilt != image_id
+    assert not any("Using cache" in line for line in fresh.output)
+    assert run_in(docker_client, tag) != stamp
+    assert image_opencode_version(docker_client, tag) == "0.0.0-test"
+    # The first build lost its name to the rebuild; drop it rather than leave it dangling.
+    docker_client.docker.images.remove(image_id, force=True)
+
+
+def test_extra_ca_files_are_in_the_context(
+    docker_client: Any, busybox_image: str, tag: str, test_ca: Path, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "bundle.crt"
+    host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    two = split_certificates(host_bundle.read_bytes())[:2] if host_bundle.exists() else []
+    bundle.write_bytes(b"".join(two))
+    ca_files = [test_ca, bundle] if two else [test_ca]
+    files = tiny_dockerfile(busybox_image, f"COPY {EXTRA_CA_DIR}/ /certs/")
+    build_from_context(docker_client, build_context(ca_files, files=files), tag=tag)
+
+    listing = run_in(docker_client, tag, "ls", "/certs").split()
+    # One certificate per file: update-ca-certificates links each file by its hash.
+    expected = ["00-corp-proxy-ca-000.crt"]
+    if two:
+        expected += ["01-bundle-000.crt", "01-bundle-001.crt"]
+    assert listing == expected
+    inside = run_in(docker_client, tag, "cat", "/certs/00-corp-proxy-ca-000.crt")
+    assert inside.strip() == test_ca.read_text().strip()
+
+
+def test_empty_extra_ca_builds(docker_client: Any, busybox_image: str, tag: str) -> None:
+    files = tiny_dockerfile(busybox_image, f"COPY {EXTRA_CA_DIR}/ /certs/")
+    build_from_context(docker_client, build_context(files=files), tag=tag)
+    assert run_in(docker_client, tag, "ls", "-A", "/certs").strip() == ""
+
+
+def test_context_is_deterministic(test_ca: Path) -> None:
+    assert build_context([test_ca]) == build_context([test_ca])
+
+
+def test_failed_step_raises_with_last_lines(
+    docker_client: Any, busybox_image: str, tag: str
+) -> None:
+    files = tiny_dockerfile(busybox_image, "RUN echo marker-before-failure && exit 3")
+    recorder = Recorder()
+    with pytest.raises(BuildFailed) as info:
+        build_from_context(docker_client, build_context(files=files), tag=tag, reporter=recorder)
+    assert "step 3/3" in info.value.message
+    assert "non-zero code: 3" in info.value.message
+    assert "marker-before-failure" in info.value.hint
+    assert recorder.finished == [""]  # the display was released
+
+
+def test_certificate_errors_point_at_ca_files(
+    docker_client: Any, busybox_image: str, tag: str
+) -> None:
+    files = tiny_dockerfile(
+        busybox_image, "RUN echo 'npm error code SELF_SIGNED_CERT_IN_CHAIN' && exit 1"
+    )
+    with pytest.raises(BuildFailed) as info:
+        build_from_context(docker_client, build_context(files=files), tag=tag)
+    assert "CA certificate" in info.value.hint
+
+
+def test_missing_base_image_is_explained(docker_client: Any, tag: str) -> None:
+    files = tiny_dockerfile(f"opencode-cloud-test/absent:{uuid.uuid4().hex}", "")
+    with pytest.raises(BuildFailed) as info:
+        build_from_context(docker_client, build_context(files=files), tag=tag)
+    assert "base-image.sh" in info.value.hint
+
+
+def test_invalid_ca_file(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.der"
+    not_pem.write_bytes(b"\x30\x82\x01\x0a")
+    with pytest.raises(InvalidCertificate, match="no PEM certificate"):
+        build_context([not_pem])
+    with pytest.raises(InvalidCertificate, match="Cannot read"):
+        build_context([tmp_path / "missing.crt"])
