@@ -23,7 +23,9 @@ ensure_venv() {
   if [ ! -x "$VENV/bin/occ" ] || [ "$ROOT/pyproject.toml" -nt "$VENV/.installed" ]; then
     echo "setup: installing opencode-cloud into $VENV" >&2
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test]"
+    # (grep: some pip configurations warn once per package about missing local indexes)
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test]" 2>&1 \
+      | { grep -v "^WARNING: Location" || true; } >&2
     touch "$VENV/.installed"
   fi
 }

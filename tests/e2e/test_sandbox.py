@@ -201,3 +201,26 @@ def test_sandbox_contents(docker_client: Any) -> None:
         "/home/opencode/.local/state/opencode",
     ):
         assert f"opencode 755 {mount}" in output
+
+
+def test_recovers_from_a_crash(service: SERVICE) -> None:
+    """opencode killed inside the container: Docker restarts it, and the data is still there."""
+    import time
+
+    status, created = service.request("POST", "/session", {"title": "before the crash"})
+    assert status == 200, created
+    restarts_before = service.client.docker.api.inspect_container(service.name)["RestartCount"]
+    code, _ = service.exec("sh", "-c", "kill -9 $(pgrep -x opencode)")
+    assert code == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = service.client.docker.api.inspect_container(service.name)
+        if info["RestartCount"] > restarts_before and info["State"]["Running"]:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the container was not restarted after opencode crashed")
+    service.wait()
+    status, sessions = service.request("GET", "/session")
+    assert status == 200
+    assert "before the crash" in {s["title"] for s in sessions}
