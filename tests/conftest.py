@@ -7,6 +7,7 @@ it per test, and a session-end sweep removes whatever a crashed test left behind
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -84,7 +85,17 @@ def _busybox_tar() -> bytes:
     applets = subprocess.run([binary, "--list"], capture_output=True, text=True, check=True)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("bin", "tmp", "workspace", "home", "home/opencode", "etc"):
+        # /run/opencode-cloud: where the tool writes the password file, as in the real image.
+        for directory in (
+            "bin",
+            "tmp",
+            "workspace",
+            "home",
+            "home/opencode",
+            "etc",
+            "run",
+            "run/opencode-cloud",
+        ):
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
             tar.addfile(info)
@@ -101,28 +112,30 @@ def _busybox_tar() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def busybox_image(docker_client: object) -> str:
-    """A tiny image made here with `docker import` (no registry is reachable).
+def import_busybox(docker_client: object):
+    """Make an image from busybox with the given default command (`docker import`)."""
+    raw = docker_client.docker  # type: ignore[attr-defined]
+
+    def make(tag: str, command: str) -> str:
+        repository, version = tag.rsplit(":", 1)
+        raw.api.import_image_from_data(
+            _busybox_tar(),
+            repository=repository,
+            tag=version,
+            changes=["ENV PATH=/bin", f'CMD ["/bin/sh", "-c", {json.dumps(command)}]'],
+        )
+        return tag
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def busybox_image(import_busybox) -> str:
+    """A tiny image made here (no registry is reachable).
 
     Its default command stays up and answers TERM at once, like a real service.
     """
-    raw = docker_client.docker  # type: ignore[attr-defined]
-    try:
-        raw.images.get(BUSYBOX_IMAGE)
-        return BUSYBOX_IMAGE
-    except Exception:
-        pass
-    repository, tag = BUSYBOX_IMAGE.rsplit(":", 1)
-    raw.api.import_image_from_data(
-        _busybox_tar(),
-        repository=repository,
-        tag=tag,
-        changes=[
-            "ENV PATH=/bin",
-            'CMD ["/bin/sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 0.1; done"]',
-        ],
-    )
-    return BUSYBOX_IMAGE
+    return import_busybox(BUSYBOX_IMAGE, "trap 'exit 0' TERM; while true; do sleep 0.1; done")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -188,3 +189,36 @@ def test_password_never_in_argv_inspect_or_logs(occ_env, instance) -> None:
     assert password not in run(occ_env, "logs").stdout
     human_status = run(occ_env, "status").stdout
     assert password not in human_status
+
+
+@pytest.fixture
+def crashing_image(import_busybox) -> str:
+    """An image whose service prints a line and exits at once, like a broken opencode."""
+    return import_busybox("opencode-cloud-test/crashing:latest", "echo crash-marker-42; exit 3")
+
+
+def test_failed_start_shows_last_logs_and_next_command(occ_env, crashing_image) -> None:
+    run(occ_env, "config", "set", "image", crashing_image)
+    proc = run(occ_env, "start", "--timeout", "30", check=False)
+    assert proc.returncode == 7, proc.stderr
+    assert "crash-marker-42" in proc.stderr  # the container's last log lines
+    assert "Error: " in proc.stderr
+    assert re.search(r"Hint: .*`occ( --instance \S+)? logs`", proc.stderr)  # what to run next
+    assert "Traceback" not in proc.stderr
+
+
+def test_logs_follow_ends_cleanly_on_ctrl_c(occ_env) -> None:
+    import signal
+    import time
+
+    run(occ_env, "start")
+    follower = subprocess.Popen(
+        [*OCC, "logs", "-f"], env=occ_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(2)
+    assert follower.poll() is None  # still following
+    follower.send_signal(signal.SIGINT)
+    out, err = follower.communicate(timeout=10)
+    assert follower.returncode in (0, 130)
+    assert b"Traceback" not in err
+    assert b"Local access:" in out

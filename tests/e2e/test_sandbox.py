@@ -34,6 +34,32 @@ def run_image(docker_client: Any, script: str) -> str:
     return bytes(output).decode(errors="replace")
 
 
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def read_image_file(docker_client: Any, path: str) -> bytes:
+    """A file of the sandbox image, copied out of a created (never started) container.
+
+    Reading it through a container's output instead can lose the end of a large file
+    when the container exits before its log is complete.
+    """
+    import io
+    import tarfile
+
+    container = docker_client.docker.containers.create(DEFAULT_IMAGE, entrypoint="/bin/true")
+    try:
+        stream, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.getmembers()[0]
+            if member.issym():  # /etc/ssl/certs entries may be links; follow within the image
+                return read_image_file(docker_client, member.linkname)
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            return extracted.read()
+    finally:
+        container.remove(force=True)
+
+
 def test_health_needs_credentials(service: SERVICE) -> None:
     status, body = service.request("GET", "/global/health")
     assert status == 200
@@ -171,8 +197,7 @@ def test_trusts_the_build_ca_certificates(docker_client: Any, host_ca: list[Path
     if not host_ca:
         pytest.skip("no host CA bundle to compare with")
     wanted = {c.strip() for path in host_ca for c in split_certificates(path.read_bytes())}
-    bundle = run_image(docker_client, "cat /etc/ssl/certs/ca-certificates.crt").encode()
-    present = {c.strip() for c in split_certificates(bundle)}
+    present = {c.strip() for c in split_certificates(read_image_file(docker_client, CA_BUNDLE))}
     assert wanted <= present
     count = run_image(docker_client, "ls /usr/local/share/ca-certificates/opencode-cloud | wc -l")
     assert int(count) == len(wanted)

@@ -59,13 +59,16 @@ def _call(
     action: str = "",
     *,
     port: int | None = None,
+    check: bool = True,
     **kwargs: Any,
 ) -> Response:
-    """One container API call; a 404 means the container does not exist."""
+    """One container API call; a 404 "no such container" raises `ContainerNotFound`, and
+    other errors raise `DockerError` unless `check` is False."""
     response = client.request(method, _path(name) + action, **kwargs)
     if response.status == 404 and "no such container" in response.message.lower():
         raise _not_found(name)
-    raise_for_status(response, port)
+    if check:
+        raise_for_status(response, port)
     return response
 
 
@@ -310,7 +313,7 @@ def put_file(
         info.size, info.mode, info.uid, info.gid = len(content), mode, uid, uid
         info.mtime = int(time.time())
         tar.addfile(info, io.BytesIO(content))
-    _call(
+    response = _call(
         client,
         "PUT",
         name,
@@ -318,7 +321,14 @@ def put_file(
         query={"path": directory or "/"},
         body=buffer.getvalue(),
         content_type="application/x-tar",
+        check=False,
     )
+    if response.status == 404:
+        raise DockerError(
+            f"Cannot write {path} into container {name}: its image has no {directory}.",
+            "Use an image built from opencode-cloud's Dockerfile (`occ build`).",
+        )
+    raise_for_status(response)
 
 
 def container_logs(

@@ -109,8 +109,10 @@ def start(
                 )
         except (HealthTimeout, ContainerExited) as error:
             _show_last_logs(app_ctx, service.last_log_lines(20))
+            # The log lines are shown above; the hint is the next command to run.
+            flag = "" if app_ctx.instance.is_default else f" --instance {app_ctx.instance.name}"
             error.hint = (
-                error.hint or "See the full logs with `occ logs`, fix the cause, then `occ start`."
+                f"See the full logs with `occ{flag} logs`, fix the cause, then start again."
             )
             raise
     _render_start(app_ctx, result, show_password)
