@@ -85,6 +85,16 @@ def main() -> int:
     instance = f"bench-{uuid.uuid4().hex[:6]}"
     config_dir = Path(tempfile.mkdtemp(prefix="occ-bench-"))
     env = {**os.environ, "OCC_CONFIG_DIR": str(config_dir), "OCC_INSTANCE": instance}
+    # Measure the tool as installed: with its bytecode cached, like every other package
+    # (an environment that forbids writing .pyc files would charge it for compiling).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    import opencode_cloud
+
+    subprocess.run(
+        [PYTHON, "-m", "compileall", "-q", str(Path(opencode_cloud.__file__).parent)],
+        check=True,
+        env=env,
+    )
     port = _free_port()
     container = f"opencode-cloud-{instance}"
     rows: list[tuple[str, str, str, str, str]] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
 from opencode_cloud.config.paths import InstancePaths
@@ -30,6 +29,8 @@ class CredentialsError(OpencodeCloudError):
 
 def generate_password() -> str:
     """A new strong random password."""
+    import secrets  # (hmac, hashlib): imported only when a password is written
+
     return secrets.token_urlsafe(PASSWORD_BYTES)
 
 
@@ -43,6 +44,8 @@ def _ensure_private_dir(directory: Path) -> None:
 
 def _write_private_temp(directory: Path, content: str) -> Path:
     """Write `content` to a new file in `directory` that is 0600 from its first byte."""
+    import secrets
+
     for _ in range(100):
         temp = directory / f".password.{secrets.token_hex(6)}.tmp"
         try:

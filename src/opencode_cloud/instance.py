@@ -23,6 +23,8 @@ LABEL_INSTANCE = f"{LABEL_PREFIX}.instance"
 LABEL_VERSION = f"{LABEL_PREFIX}.version"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
 LABEL_CONFIG_HASH = f"{LABEL_PREFIX}.config-hash"
+# Fingerprint of the configuration file the container was created from (see service.py).
+LABEL_CONFIG_FILE = f"{LABEL_PREFIX}.config-file"
 
 # Lower case, digits and dashes; it becomes part of container and volume names and of
 # file names under the config directory, so nothing that could escape a path.

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud import credentials
-from opencode_cloud.config.paths import InstancePaths, instance_paths
+from opencode_cloud.config.paths import InstancePaths, config_fingerprint, instance_paths
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker import volume as volumes
 from opencode_cloud.docker.container import CONTAINER_PORT
 from opencode_cloud.docker.errors import ContainerNotFound, DockerError, ImageNotFound
 from opencode_cloud.errors import OpencodeCloudError
-from opencode_cloud.instance import Instance
+from opencode_cloud.instance import LABEL_CONFIG_FILE, Instance
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -44,12 +44,29 @@ def is_loopback(address: str) -> bool:
 
 def service_url(config: Config) -> str:
     """The URL a browser on this machine (or, when exposed, elsewhere) opens."""
-    host = config.bind_address
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{config.port}"
+    return Endpoint(config.bind_address, config.port, config.username).url
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the service answers, and the user name it expects."""
+
+    bind_address: str
+    port: int
+    username: str
+
+    @property
+    def url(self) -> str:
+        host = self.bind_address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"{self.url}/global/health"
 
 
 def image_for(config: Config) -> str:
@@ -237,14 +254,41 @@ class Service:
         info["_image_env"] = (image_info.get("Config") or {}).get("Env") or []
         return info
 
+    def _unchanged_since_creation(self, info: dict[str, Any]) -> bool:
+        """True when neither the configuration file nor the image changed since the
+        container was created from them.
+
+        Then the container's own settings are the configuration's, and `status` and
+        `start` need not load and validate the file (pydantic costs ~150 ms of start-up):
+        the very same bytes were validated when the container was made.
+        """
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        recorded = labels.get(LABEL_CONFIG_FILE)
+        if not recorded or recorded != config_fingerprint(self.paths.config_file):
+            return False
+        image = images.inspect_image(self.client, (info.get("Config") or {}).get("Image", ""))
+        return image is not None and image.get("Id") == info.get("Image")
+
     def pending_changes(self, info: dict[str, Any] | None = None) -> list[str]:
         """Settings that differ between the configuration and the existing container."""
         info = info if info is not None else self._inspect()
-        if info is None:
+        if info is None or self._unchanged_since_creation(info):
             return []
         return changed_settings(
             desired_settings(self.config, self._image_id()), actual_settings(info)
         )
+
+    def _endpoint(self, info: dict[str, Any] | None) -> Endpoint:
+        """Where the service answers: read from the container when there is one."""
+        if info is not None:
+            actual = actual_settings(info)
+            if actual["port"]:
+                return Endpoint(
+                    actual["bind address"],
+                    actual["port"],
+                    actual["user name"] or credentials.DEFAULT_USERNAME,
+                )
+        return Endpoint(self.config.bind_address, self.config.port, self.config.username)
 
     def _create_and_start(self, password: str) -> str:
         from opencode_cloud.config.hashing import container_labels
@@ -260,7 +304,10 @@ class Service:
             bind_address=self.config.bind_address,
             restart_retries=self.config.restart_retries,
             stop_timeout=self.config.stop_timeout,
-            labels=container_labels(self.config),
+            labels={
+                **container_labels(self.config),
+                LABEL_CONFIG_FILE: config_fingerprint(self.paths.config_file) or "",
+            },
             files=credentials.container_files(password),
         )
 
@@ -281,13 +328,23 @@ class Service:
             HealthTimeout, ContainerExited: it did not come up; the message has the logs.
             PortInUse, ImageNotFound, BuildFailed, PullFailed, DockerError.
         """
+        info = self._inspect()
+        if (
+            info is not None
+            and not (build or pull)
+            and (password := credentials.read_password(self.paths)) is not None
+            and self._unchanged_since_creation(info)
+        ):
+            return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
         image_action = self.ensure_image(build=build, pull=pull, reporter=reporter)
         if image_action != "present":
             on_step(f"Image {image_for(self.config)} {image_action}.")
         password, created = credentials.load_or_create_password(self.paths)
-        info = self._inspect()
         already_running = bool(info and info["State"]["Status"] == "running")
         recreate = self.pending_changes(info) if info else []
+        if info and created and not recreate:
+            # The password file was deleted: the container still has the old password.
+            recreate = ["password"]
         if info and recreate:
             on_step(f"Re-creating the container because {', '.join(recreate)} changed.")
             containers.remove_container(self.client, self.name, force=True)
@@ -308,15 +365,62 @@ class Service:
             image_action=image_action,
             container_id=cid,
         )
-        if wait and not already_running:
+        return self._finish_start(result, password, wait=wait, timeout=timeout, on_step=on_step)
+
+    def _start_existing(
+        self,
+        info: dict[str, Any],
+        password: str,
+        *,
+        wait: bool,
+        timeout: float | None,
+        on_step: Callable[[str], None],
+    ) -> StartResult:
+        """Start a container whose configuration, image and password are unchanged.
+
+        The container is started first; the configuration (for the start timeout) is
+        read only while opencode boots, so a stopped service becomes ready as fast as
+        `docker start` allows.
+        """
+        already_running = info["State"]["Status"] == "running"
+        if not already_running:
+            on_step("Starting the existing container.")
+            containers.start_container(self.client, self.name)
+        endpoint = self._endpoint(info)
+        result = StartResult(
+            url=endpoint.url,
+            username=endpoint.username,
+            password=None,
+            password_created=False,
+            already_running=already_running,
+            image=str((info.get("Config") or {}).get("Image", "")),
+            container_id=str(info["Id"]),
+        )
+        return self._finish_start(
+            result, password, wait=wait, timeout=timeout, on_step=on_step, endpoint=endpoint
+        )
+
+    def _finish_start(
+        self,
+        result: StartResult,
+        password: str,
+        *,
+        wait: bool,
+        timeout: float | None,
+        on_step: Callable[[str], None],
+        endpoint: Endpoint | None = None,
+    ) -> StartResult:
+        if wait and not result.already_running:
             on_step("Waiting for opencode to answer ...")
-            result.seconds_to_healthy = self.wait_healthy(password, timeout)
+            result.seconds_to_healthy = self.wait_healthy(password, timeout, endpoint)
             result.healthy = True
-        elif already_running:
-            result.healthy = self.probe(password)[0] == "healthy"
+        elif result.already_running:
+            result.healthy = self.probe(password, endpoint)[0] == "healthy"
         return result
 
-    def wait_healthy(self, password: str, timeout: float | None = None) -> float:
+    def wait_healthy(
+        self, password: str, timeout: float | None = None, endpoint: Endpoint | None = None
+    ) -> float:
         """Block until opencode answers its health endpoint; return the seconds waited.
 
         Raises:
@@ -324,20 +428,19 @@ class Service:
         """
         from opencode_cloud.docker.health import wait_until_healthy
 
+        endpoint = endpoint or self._endpoint(None)
         return wait_until_healthy(
             self.client,
             self.name,
-            self.health_url,
-            self.config.username,
+            endpoint.health_url,
+            endpoint.username,
             password,
             timeout=timeout or self.config.start_timeout,
         )
 
-    @property
-    def health_url(self) -> str:
-        return f"{service_url(self.config)}/global/health"
-
-    def probe(self, password: str | None) -> tuple[str, str | None]:
+    def probe(
+        self, password: str | None, endpoint: Endpoint | None = None
+    ) -> tuple[str, str | None]:
         """One HTTP request to the health endpoint.
 
         Returns:
@@ -345,7 +448,8 @@ class Service:
         """
         from opencode_cloud.docker.health import probe
 
-        answer = probe(self.health_url, self.config.username, password, timeout=2)
+        endpoint = endpoint or self._endpoint(None)
+        answer = probe(endpoint.health_url, endpoint.username, password, timeout=2)
         version = (answer.body or {}).get("version") if answer.healthy else None
         return answer.state, str(version) if version else None
 
@@ -420,15 +524,18 @@ class Service:
     def status(self, password: str | None) -> StatusResult:
         """Everything `occ status` shows, from one inspect and one HTTP probe."""
         info = self._inspect()
+        # With a container, its own settings say where it listens; the configuration is
+        # then only read when it changed since (to report a pending restart).
+        endpoint = self._endpoint(info)
         result = StatusResult(
             instance=self.instance.name,
             container=self.name,
             state="missing" if info is None else str(info["State"]["Status"]),
             running=bool(info and info["State"]["Status"] == "running"),
-            url=service_url(self.config),
-            bind_address=self.config.bind_address,
-            port=self.config.port,
-            exposed=not is_loopback(self.config.bind_address),
+            url=endpoint.url,
+            bind_address=endpoint.bind_address,
+            port=endpoint.port,
+            exposed=not is_loopback(endpoint.bind_address),
         )
         if info is not None:
             state = info["State"]
@@ -438,15 +545,10 @@ class Service:
             result.opencode_version = labels.get("io.opencode-cloud.opencode-version")
             result.restart_count = int(info.get("RestartCount") or 0)
             result.pending_restart = self.pending_changes(info)
-            actual = actual_settings(info)
-            if actual["port"]:
-                result.port = actual["port"]
-                result.bind_address = actual["bind address"]
-                result.exposed = not is_loopback(result.bind_address)
             if result.running:
                 result.started_at = state.get("StartedAt")
                 result.uptime_seconds = _seconds_since(state.get("StartedAt"))
-                result.http_health, live_version = self.probe(password)
+                result.http_health, live_version = self.probe(password, endpoint)
                 result.opencode_version = live_version or result.opencode_version
         if result.exposed:
             result.warnings.append(

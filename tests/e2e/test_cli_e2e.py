@@ -222,3 +222,50 @@ def test_logs_follow_ends_cleanly_on_ctrl_c(occ_env) -> None:
     assert follower.returncode in (0, 130)
     assert b"Traceback" not in err
     assert b"Local access:" in out
+
+
+STATUS_PROBE = """
+import json, sys
+from opencode_cloud.cli.app import run
+code = run(["--json", "-q", "status"])
+print(json.dumps({"code": int(code), "validated": "pydantic" in sys.modules}), file=sys.stderr)
+"""
+
+
+def _status_in_process(env: dict[str, str]) -> tuple[dict, dict]:
+    proc = subprocess.run(
+        [sys.executable, "-c", STATUS_PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+    return json.loads(proc.stdout), json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def test_unchanged_configuration_is_not_validated_again(occ_env) -> None:
+    """status and start read a container made from the unchanged file without re-validating
+    it; any edit of the file makes them load and validate it again."""
+    run(occ_env, "start")
+    status, probe = _status_in_process(occ_env)
+    assert status["http_health"] == "healthy" and status["pending_restart"] == []
+    assert probe == {"code": 0, "validated": False}
+
+    run(occ_env, "config", "env", "set", "OCC_TEST_EDIT=1")
+    status, probe = _status_in_process(occ_env)
+    assert status["pending_restart"] == ["environment"]
+    assert probe == {"code": 0, "validated": True}
+
+    # A fast start after a stop still waits until healthy and reports the URL.
+    run(occ_env, "restart")
+    run(occ_env, "stop")
+    started = json.loads(run(occ_env, "--json", "start").stdout)
+    assert started["healthy"] is True and started["url"].startswith("http://127.0.0.1:")
+
+
+def test_deleted_password_file_gets_a_new_password_applied(occ_env) -> None:
+    run(occ_env, "start")
+    old = json.loads(run(occ_env, "--json", "auth", "show").stdout)["password"]
+    Path(occ_env["OCC_CONFIG_DIR"], "instances", occ_env["OCC_INSTANCE"], "password").unlink()
+    run(occ_env, "stop")
+    started = run(occ_env, "start")
+    assert "because password changed" in started.stderr
+    new = json.loads(run(occ_env, "--json", "auth", "show").stdout)["password"]
+    assert new != old
+    assert session_titles(occ_env) is not None  # the new password is the one in force

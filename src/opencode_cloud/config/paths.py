@@ -48,3 +48,22 @@ def instance_paths(instance: Instance = DEFAULT) -> InstancePaths:
     """Paths of `instance`'s files under the current config directory."""
     root = config_dir()
     return InstancePaths(root if instance.is_default else root / "instances" / instance.name)
+
+
+def config_fingerprint(path: Path) -> str | None:
+    """A digest of the configuration file's bytes and of the tool's version.
+
+    Equal fingerprints mean the same file read by the same release, so the same
+    settings (defaults included). None when the file cannot be read.
+    """
+    import hashlib
+
+    from opencode_cloud import __version__
+
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        content = b""
+    except OSError:
+        return None
+    return hashlib.sha256(__version__.encode() + b"\0" + content).hexdigest()[:32]

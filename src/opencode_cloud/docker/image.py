@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import io
 import re
-import tarfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,9 @@ from opencode_cloud.docker.progress import (
     handle_pull_chunk,
     shorten,
 )
+
+# tarfile and collections.deque are imported where a build needs them: container
+# creation imports this module, and `occ stop` or `occ status` should not pay for them.
 
 IMAGE_NAME = "opencode-cloud-sandbox"
 # The opencode release the embedded Dockerfile installs unless told otherwise.
@@ -181,6 +182,8 @@ def build_context(
     if files is None:
         files = [(name, _sandbox_file(name), mode) for name, mode in SANDBOX_FILES]
     certificates = _read_ca_files(ca_files)
+    import tarfile
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
 
@@ -242,6 +245,8 @@ def build_from_context(
         BuildFailed: the build stopped; the hint holds its last output lines.
         DockerError: the engine failed otherwise.
     """
+    from collections import deque
+
     out: ProgressReporter = reporter or NullProgress()
     tail: deque[str] = deque(maxlen=BUILD_TAIL_LINES)
     image_id: str | None = None
