@@ -459,22 +459,24 @@ class Service:
         Raises:
             NeverCreated: the instance has no container.
         """
-        info = self._require()
-        if info["State"]["Status"] not in ("running", "restarting", "paused"):
-            return False
-        # Without an explicit timeout the container's own (set from stop_timeout when it
-        # was created) applies, so stopping needs no configuration.
-        containers.stop_container(self.client, self.name, timeout)
-        return True
+        try:
+            # Without an explicit timeout the container's own (set from stop_timeout when
+            # it was created) applies, so stopping needs no configuration.
+            return containers.stop_container(self.client, self.name, timeout)
+        except ContainerNotFound:
+            raise self._never_created() from None
+
+    def _never_created(self) -> NeverCreated:
+        flag = "" if self.instance.is_default else f" --instance {self.instance.name}"
+        return NeverCreated(
+            f"Instance {self.instance.name!r} has no container (it was never started).",
+            f"Start it with `occ{flag} start`.",
+        )
 
     def _require(self) -> dict[str, Any]:
         info = self._inspect()
         if info is None:
-            flag = "" if self.instance.is_default else f" --instance {self.instance.name}"
-            raise NeverCreated(
-                f"Instance {self.instance.name!r} has no container (it was never started).",
-                f"Start it with `occ{flag} start`.",
-            )
+            raise self._never_created()
         return info
 
     def logs(

@@ -4,12 +4,12 @@ tests/integration/test_client.py)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import docker
 import pytest
 import requests
 
-from opencode_cloud.docker import client as client_module
 from opencode_cloud.docker.client import DockerClient, connection_error, translate_errors
 from opencode_cloud.docker.errors import (
     DaemonNotRunning,
@@ -42,7 +42,7 @@ def test_permission_denied_on_socket() -> None:
 
 def test_not_installed_when_no_docker_binaries(monkeypatch) -> None:
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr(client_module.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
     error = connection_error(_wrapped(FileNotFoundError(2, "No such file or directory")))
     assert isinstance(error, DockerNotInstalled)
     assert "install" in error.hint.lower()
@@ -50,7 +50,7 @@ def test_not_installed_when_no_docker_binaries(monkeypatch) -> None:
 
 def test_not_running_when_installed(monkeypatch) -> None:
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr(client_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     error = connection_error(_wrapped(ConnectionRefusedError(111, "Connection refused")))
     assert isinstance(error, DaemonNotRunning)
     assert "/var/run/docker.sock" in error.message
@@ -134,3 +134,45 @@ def test_other_api_errors_keep_the_engine_explanation() -> None:
     with pytest.raises(DockerError) as caught, translate_errors():
         raise _api_error(500, "disk full")
     assert "disk full" in caught.value.message
+
+
+def test_dechunk_joins_chunks_and_ignores_extensions() -> None:
+    from opencode_cloud.docker.client import _dechunk
+
+    payload = b"4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\n\r\n"
+    assert _dechunk(payload) == b"Wikipedia in \r\n\r\nchunks."
+
+
+@pytest.fixture
+def chunked_engine(tmp_path):
+    """A unix socket answering every request with a large chunked JSON body."""
+    import socketserver
+    import threading
+
+    items = [{"Name": f"v{i}", "Size": i} for i in range(2000)]
+    body = json.dumps({"ApiVersion": "1.41", "Volumes": items}).encode()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for start in range(0, len(body), 4096):
+                part = body[start : start + 4096]
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+
+    path = str(tmp_path / "chunked.sock")
+    server = socketserver.UnixStreamServer(path, Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield path, items
+    server.shutdown()
+    server.server_close()
+
+
+def test_large_chunked_answers_are_read_whole(chunked_engine) -> None:
+    path, items = chunked_engine
+    client = DockerClient(base_url=f"unix://{path}")
+    answer = client.request("GET", "/system/df")
+    assert answer.status == 200
+    assert answer.body["Volumes"] == items

@@ -7,11 +7,9 @@ turns docker-py and socket exceptions into errors that say what to run.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,6 +79,8 @@ def connection_error(exc: BaseException) -> DockerError:
             "Add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in "
             "again) or run with sudo.",
         )
+    import shutil
+
     if (
         shutil.which("docker") is None
         and shutil.which("dockerd") is None
@@ -159,20 +159,58 @@ def _local_socket(base_url: str | None) -> str | None:
     return DEFAULT_SOCKET
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+def _unix_http(
+    socket_path: str,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    timeout: float,
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 exchange over a unix socket; returns (status, body).
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    A few lines instead of `http.client`, whose import (with `email` and `ssl`) costs
+    more than the whole exchange. `Connection: close` lets the answer end at EOF; a
+    chunked body is decoded, anything else is taken as it comes.
+    """
+    lines = [f"{method} {url} HTTP/1.1", "Host: docker", "Connection: close"]
+    lines += [f"Content-Length: {len(body or b'')}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(request)
+        received = []
+        while chunk := sock.recv(65536):
+            received.append(chunk)
+    head, _, payload = b"".join(received).partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(status_line.split()[1])
+    except (IndexError, ValueError):
+        raise ConnectionError(f"not an HTTP answer from {socket_path}: {status_line!r}") from None
+    header = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (field.partition(":") for field in fields)
+    }
+    if header.get("transfer-encoding", "").lower() == "chunked":
+        payload = _dechunk(payload)
+    return status, payload
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The body of a `Transfer-Encoding: chunked` payload."""
+    out = bytearray()
+    position = 0
+    while True:
+        line_end = data.index(b"\r\n", position)
+        size = int(data[position:line_end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        start = line_end + 2
+        out += data[start : start + size]
+        position = start + size + 2
 
 
 @dataclass(frozen=True)
@@ -310,16 +348,13 @@ class DockerClient:
         headers = {"Content-Type": content_type} if data is not None else {}
         if self._socket is None:
             return self._sdk_request(method, url, data, headers, timeout)
-        connection = _UnixConnection(self._socket, timeout or self.timeout)
         try:
-            connection.request(method, url, body=data, headers=headers)
-            answer = connection.getresponse()
-            raw = answer.read()
+            status, raw = _unix_http(
+                self._socket, method, url, data, headers, timeout or self.timeout
+            )
         except OSError as exc:
             raise connection_error(exc) from exc
-        finally:
-            connection.close()
-        return Response(answer.status, _decode(raw))
+        return Response(status, _decode(raw))
 
     def _sdk_request(
         self,

@@ -8,7 +8,6 @@ itself: the tool owns its lifecycle, and Docker restarts it after a crash.
 from __future__ import annotations
 
 import io
-import tarfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -21,7 +20,6 @@ from opencode_cloud.docker.errors import (
     DockerError,
     ImageNotFound,
 )
-from opencode_cloud.docker.image import DEFAULT_IMAGE, image_exists
 from opencode_cloud.docker.volume import VOLUME_SPECS, ensure_volumes_exist
 from opencode_cloud.instance import DEFAULT, Instance
 
@@ -117,6 +115,10 @@ def create_container(
         DockerError: the engine refused for another reason.
     """
     name = name or instance.container_name
+    # Imported here: the image module (builds, pulls, progress) is not needed to stop,
+    # inspect or start a container.
+    from opencode_cloud.docker.image import DEFAULT_IMAGE, image_exists
+
     image = image or DEFAULT_IMAGE
     host_port = DEFAULT_PORT if host_port is None else host_port
     if container_exists(client, name):
@@ -187,22 +189,26 @@ def start_container(client: DockerClient, name: str) -> None:
 
 def stop_container(
     client: DockerClient, name: str, timeout: float | None = DEFAULT_STOP_TIMEOUT
-) -> None:
+) -> bool:
     """Stop the container: SIGTERM, then SIGKILL after `timeout` seconds.
 
     With `timeout=None` the container's own stop timeout applies (`stop_timeout` of
     `create_container`). Stopping a stopped container does nothing. Data volumes are
     never touched.
 
+    Returns:
+        True when it was running and is now stopped; False when it was not running.
+
     Raises:
         ContainerNotFound: it does not exist.
     """
     info = inspect_container(client, name)
     if info["State"]["Status"] not in _ACTIVE_STATES:
-        return
+        return False
     own = (info.get("Config") or {}).get("StopTimeout")
     grace = _grace(own if timeout is None else timeout)
     _call(client, "POST", name, "/stop", query={"t": grace}, timeout=grace + client.timeout)
+    return True
 
 
 def _grace(timeout: float | None) -> int:
@@ -306,6 +312,8 @@ def put_file(
         ContainerNotFound: it does not exist.
         DockerError: the parent directory is missing in the container.
     """
+    import tarfile  # only here: most commands never write files into the container
+
     directory, _, filename = path.rpartition("/")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
