@@ -57,8 +57,9 @@ def logs(
         for chunk in stream:
             out.write(chunk)
             out.flush()
-    except KeyboardInterrupt:
-        # Ending a follow is the normal way out of it, not an error.
+    except (KeyboardInterrupt, BrokenPipeError):
+        # Ctrl-C is the normal way out of a follow, and a reader that stops early
+        # (`occ logs | head`) is not an error either.
         return
 
 
