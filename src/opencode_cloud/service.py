@@ -8,7 +8,7 @@ operation returns a plain dataclass the CLI renders as text or JSON.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.progress import ProgressReporter
 
-LOOPBACK_ADDRESSES = ("127.0.0.1", "::1", "localhost")
 USERNAME_ENV = "OPENCODE_SERVER_USERNAME"
 
 
@@ -39,7 +38,12 @@ class NeverCreated(OpencodeCloudError):
 
 def is_loopback(address: str) -> bool:
     """True for addresses only this machine can reach."""
-    return address in LOOPBACK_ADDRESSES or address.startswith("127.")
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def service_url(config: Config) -> str:
@@ -87,12 +91,17 @@ def desired_settings(config: Config, image_id: str | None) -> dict[str, Any]:
     }
 
 
-def actual_settings(info: dict[str, Any]) -> dict[str, Any]:
-    """The same settings, read back from `docker inspect` of the running container."""
+def actual_settings(info: dict[str, Any], image_env: Iterable[str] = ()) -> dict[str, Any]:
+    """The same settings, read back from `docker inspect` of the container.
+
+    Args:
+        image_env: the image's own environment, which the container's `Env` also lists
+            and which is not the user's.
+    """
     host = info.get("HostConfig") or {}
     binding = ((host.get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or [{}])[0]
     env = list((info.get("Config") or {}).get("Env") or [])
-    image_env = set(info.get("_image_env") or [])
+    image_env = set(image_env)
     username = next((e.split("=", 1)[1] for e in env if e.startswith(USERNAME_ENV + "=")), None)
     user_env = sorted(e for e in env if e not in image_env and not e.startswith(USERNAME_ENV + "="))
     return {
@@ -247,12 +256,9 @@ class Service:
 
     def _inspect(self) -> dict[str, Any] | None:
         try:
-            info = containers.inspect_container(self.client, self.name)
+            return containers.inspect_container(self.client, self.name)
         except ContainerNotFound:
             return None
-        image_info = images.inspect_image(self.client, info["Image"]) or {}
-        info["_image_env"] = (image_info.get("Config") or {}).get("Env") or []
-        return info
 
     def _unchanged_since_creation(self, info: dict[str, Any]) -> bool:
         """True when neither the configuration file nor the image changed since the
@@ -274,9 +280,12 @@ class Service:
         info = info if info is not None else self._inspect()
         if info is None or self._unchanged_since_creation(info):
             return []
-        return changed_settings(
-            desired_settings(self.config, self._image_id()), actual_settings(info)
-        )
+        image = images.inspect_image(self.client, info["Image"]) or {}
+        image_env = (image.get("Config") or {}).get("Env") or []
+        desired = desired_settings(self.config, self._image_id())
+        # A variable set to what the image already sets is no change to the container.
+        desired["environment"] = [e for e in desired["environment"] if e not in image_env]
+        return changed_settings(desired, actual_settings(info, image_env))
 
     def _endpoint(self, info: dict[str, Any] | None) -> Endpoint:
         """Where the service answers: read from the container when there is one."""
