@@ -317,3 +317,25 @@ def test_groups_without_a_command_show_help(occ) -> None:
         assert result.code == ExitCode.USAGE
         assert "Usage: occ" in result.out + result.err
         assert "Commands:" in result.out + result.err
+
+
+def test_logs_since_accepts_relative_absolute_and_iso_times() -> None:
+    import time
+
+    import click
+
+    from opencode_cloud.cli.commands.logs import parse_since
+
+    now = int(time.time())
+    assert abs(parse_since("10m") - (now - 600)) <= 2
+    assert abs(parse_since("2h") - (now - 7200)) <= 2
+    assert parse_since("1700000000") == 1700000000
+    assert parse_since("2026-01-31T12:00:00+00:00") == 1769860800
+    with pytest.raises(click.BadParameter):
+        parse_since("yesterday")
+
+
+def test_logs_with_a_bad_since_is_a_usage_error(occ) -> None:
+    result = occ("logs", "--since", "yesterday")
+    assert result.code == ExitCode.USAGE
+    assert "10m" in result.err

@@ -53,15 +53,23 @@ def shorten(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: max(0, width - 3)] + "..."
 
 
+def stream_error(chunk: Mapping[str, Any], operation: str) -> str | None:
+    """The error a build or pull stream object reports, if it reports one."""
+    if "error" not in chunk and "errorDetail" not in chunk:
+        return None
+    detail = chunk.get("errorDetail") or {}
+    return str(chunk.get("error") or detail.get("message") or f"unknown {operation} error")
+
+
 def handle_build_chunk(chunk: Mapping[str, Any], reporter: ProgressReporter) -> str | None:
     """Report one decoded object of `POST /build`'s stream.
 
     Returns:
         The error text when the chunk reports a failed build, else None.
     """
-    if "error" in chunk or "errorDetail" in chunk:
-        detail = chunk.get("errorDetail") or {}
-        return str(chunk.get("error") or detail.get("message") or "unknown build error")
+    error = stream_error(chunk, "build")
+    if error is not None:
+        return error
     stream = chunk.get("stream")
     if isinstance(stream, str):
         for raw in stream.splitlines():
@@ -90,9 +98,9 @@ def handle_pull_chunk(chunk: Mapping[str, Any], reporter: ProgressReporter) -> s
     Returns:
         The error text when the chunk reports a failed pull, else None.
     """
-    if "error" in chunk or "errorDetail" in chunk:
-        detail = chunk.get("errorDetail") or {}
-        return str(chunk.get("error") or detail.get("message") or "unknown pull error")
+    error = stream_error(chunk, "pull")
+    if error is not None:
+        return error
     status = str(chunk.get("status") or "")
     layer_id = chunk.get("id")
     detail = chunk.get("progressDetail") or {}
