@@ -269,3 +269,20 @@ def test_deleted_password_file_gets_a_new_password_applied(occ_env) -> None:
     new = json.loads(run(occ_env, "--json", "auth", "show").stdout)["password"]
     assert new != old
     assert session_titles(occ_env) is not None  # the new password is the one in force
+
+
+def test_upgrade_to_a_newer_opencode_keeps_sessions(occ_env, host_ca) -> None:
+    """1.18.32 -> 1.18.33: a new image, the container re-created, the data kept."""
+    for ca in host_ca:  # the build fetches opencode from npm, through the host's proxy
+        run(occ_env, "config", "set", "ca_certificates", str(ca))
+    run(occ_env, "config", "set", "opencode_version", "1.18.32")
+    run(occ_env, "start")
+    assert json.loads(run(occ_env, "status", "--json").stdout)["opencode_version"] == "1.18.32"
+    api(occ_env, "POST", "/session", {"title": "made with 1.18.32"})
+
+    run(occ_env, "config", "unset", "opencode_version")  # back to the default, 1.18.33
+    assert "image" in json.loads(run(occ_env, "status", "--json").stdout)["pending_restart"]
+    upgraded = run(occ_env, "start")
+    assert "because image changed" in upgraded.stderr
+    assert json.loads(run(occ_env, "status", "--json").stdout)["opencode_version"] == "1.18.33"
+    assert "made with 1.18.32" in session_titles(occ_env)

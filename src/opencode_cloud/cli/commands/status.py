@@ -27,6 +27,11 @@ def _human(result: StatusResult) -> list[str]:
         f"opencode:   {result.opencode_version or '-'}",
         f"Uptime:     {format_duration(result.uptime_seconds)}",
         f"Restarts:   {result.restart_count}",
+        *(
+            [f"Pending:    restart to apply {', '.join(result.pending_restart)}"]
+            if result.pending_restart
+            else []
+        ),
         "Volumes:",
     ]
     for vol in result.volumes:
