@@ -7,7 +7,7 @@ from pathlib import Path
 
 from opencode_cloud.errors import OpencodeCloudError
 
-RESET_COMMAND = "occ config reset"
+RESET_COMMAND = "occ config reset --yes"
 
 
 class ConfigError(OpencodeCloudError):
