@@ -36,12 +36,9 @@ if TYPE_CHECKING:
         UnknownConfigKey,
     )
     from opencode_cloud.config.hashing import (
-        LABEL_CONFIG_SETTINGS,
-        changed_settings,
         container_config_hash,
         container_labels,
         container_settings,
-        describe_changes,
     )
     from opencode_cloud.config.schema import KEYS, Config
     from opencode_cloud.config.store import (
@@ -81,12 +78,9 @@ _EXPORTS = {
         "UnknownConfigKey",
     ),
     "hashing": (
-        "LABEL_CONFIG_SETTINGS",
-        "changed_settings",
         "container_config_hash",
         "container_labels",
         "container_settings",
-        "describe_changes",
     ),
     "schema": ("KEYS", "Config"),
     "store": (
@@ -103,7 +97,6 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 
 __all__ = [
     "KEYS",
-    "LABEL_CONFIG_SETTINGS",
     "Config",
     "ConfigError",
     "ConfigReadError",
@@ -115,12 +108,10 @@ __all__ = [
     "LoadedConfig",
     "Problem",
     "UnknownConfigKey",
-    "changed_settings",
     "config_values",
     "container_config_hash",
     "container_labels",
     "container_settings",
-    "describe_changes",
     "env_list",
     "env_set",
     "env_unset",
