@@ -19,7 +19,7 @@ if [ "$engine" = started ]; then
   trap '"$ROOT/scripts/engine.sh" stop' EXIT
 fi
 # The real opencode image for the end-to-end tests (cached after the first build).
-"$ROOT/scripts/sandbox-image.sh"
+OCC_CONFIG_DIR=$(mktemp -d) "$ROOT/scripts/sandbox-image.sh"
 
 echo "== ruff" >&2
 "$VENV/bin/ruff" check .

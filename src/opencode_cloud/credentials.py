@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 
 from opencode_cloud.config.paths import InstancePaths
+from opencode_cloud.defaults import PASSWORD_PATH_IN_CONTAINER
 from opencode_cloud.errors import OpencodeCloudError
 
-DEFAULT_USERNAME = "opencode"
-PASSWORD_PATH_IN_CONTAINER = "/run/opencode-cloud/password"
 # 24 random bytes: 192 bits, 32 URL-safe characters (no quoting trouble anywhere).
 PASSWORD_BYTES = 24
 FILE_MODE = 0o600
@@ -156,12 +155,11 @@ def rotate_password(paths: InstancePaths) -> str:
 
 
 def container_files(password: str) -> dict[str, bytes]:
-    """The `files=` mapping for `setup_and_start` that hands the container its password."""
+    """The files that hand a container its password, by path (see `setup_and_start`)."""
     return {PASSWORD_PATH_IN_CONTAINER: password.encode("utf-8")}
 
 
 __all__ = [
-    "DEFAULT_USERNAME",
     "PASSWORD_PATH_IN_CONTAINER",
     "CredentialsError",
     "container_files",

@@ -1,26 +1,30 @@
 """Operations on one instance's service: what `occ start`, `stop`, `status`, ... do.
 
-This layer sits between the CLI (which only parses and renders) and the engine core in
-`opencode_cloud.docker` (which knows nothing of configuration files or passwords). Each
-operation returns a plain dataclass the CLI renders as text or JSON.
+This layer sits between the CLI (which parses and renders) and the engine core in
+`opencode_cloud.docker` (which knows nothing of configuration files or passwords). It
+reads the configuration, turns it into a `ContainerSpec`, and compares that with what
+the engine reports. Each operation returns a plain dataclass the CLI renders as text or
+JSON; errors carry data, and the CLI writes their hints.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud import credentials
 from opencode_cloud.config.paths import InstancePaths, config_fingerprint, instance_paths
+from opencode_cloud.defaults import CONTAINER_PORT, RUNTIME_UID
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker import volume as volumes
-from opencode_cloud.docker.container import CONTAINER_PORT
-from opencode_cloud.docker.errors import ContainerNotFound, DockerError, ImageNotFound
+from opencode_cloud.docker.errors import DockerError, ImageNotFound, PullFailed
+from opencode_cloud.docker.models import ContainerInfo, ImageInfo
+from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_CONFIG_FILE, Instance
 
@@ -29,11 +33,13 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.progress import ProgressReporter
 
-USERNAME_ENV = "OPENCODE_SERVER_USERNAME"
-
 
 class NeverCreated(OpencodeCloudError):
     """The instance has no container: it was never started (or was removed)."""
+
+    def __init__(self, instance: Instance) -> None:
+        super().__init__(f"Instance {instance.name!r} has no container (it was never started).")
+        self.instance = instance
 
 
 def is_loopback(address: str) -> bool:
@@ -51,6 +57,11 @@ def service_url(config: Config) -> str:
     return Endpoint(config.bind_address, config.port, config.username).url
 
 
+def image_for(config: Config) -> str:
+    """The image the container runs: the user's override, else the local sandbox tag."""
+    return config.image or images.image_ref(config.opencode_version)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where the service answers, and the user name it expects."""
@@ -58,6 +69,10 @@ class Endpoint:
     bind_address: str
     port: int
     username: str
+
+    @classmethod
+    def of(cls, spec: ContainerSpec) -> Endpoint:
+        return cls(spec.bind_address, spec.port, spec.username)
 
     @property
     def url(self) -> str:
@@ -71,53 +86,6 @@ class Endpoint:
     @property
     def health_url(self) -> str:
         return f"{self.url}/global/health"
-
-
-def image_for(config: Config) -> str:
-    """The image the container runs: the user's override, else the local sandbox tag."""
-    return config.image or images.image_ref(config.opencode_version)
-
-
-def desired_settings(config: Config, image_id: str | None) -> dict[str, Any]:
-    """The settings that shape the container, in a form comparable with `actual_settings`."""
-    return {
-        "port": config.port,
-        "bind address": config.bind_address,
-        "environment": sorted(f"{k}={v}" for k, v in config.env.items()),
-        "user name": config.username,
-        "image": image_id,
-        "restart retries": config.restart_retries,
-        "stop timeout": config.stop_timeout,
-    }
-
-
-def actual_settings(info: dict[str, Any], image_env: Iterable[str] = ()) -> dict[str, Any]:
-    """The same settings, read back from `docker inspect` of the container.
-
-    Args:
-        image_env: the image's own environment, which the container's `Env` also lists
-            and which is not the user's.
-    """
-    host = info.get("HostConfig") or {}
-    binding = ((host.get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or [{}])[0]
-    env = list((info.get("Config") or {}).get("Env") or [])
-    image_env = set(image_env)
-    username = next((e.split("=", 1)[1] for e in env if e.startswith(USERNAME_ENV + "=")), None)
-    user_env = sorted(e for e in env if e not in image_env and not e.startswith(USERNAME_ENV + "="))
-    return {
-        "port": int(binding["HostPort"]) if binding.get("HostPort") else None,
-        "bind address": binding.get("HostIp") or "0.0.0.0",
-        "environment": user_env,
-        "user name": username,
-        "image": info.get("Image"),
-        "restart retries": (host.get("RestartPolicy") or {}).get("MaximumRetryCount"),
-        "stop timeout": (info.get("Config") or {}).get("StopTimeout"),
-    }
-
-
-def changed_settings(desired: dict[str, Any], actual: dict[str, Any]) -> list[str]:
-    """Names of the settings whose desired value differs from the container's."""
-    return [key for key, value in desired.items() if actual.get(key) != value]
 
 
 @dataclass
@@ -144,6 +112,15 @@ class StartResult:
 
 
 @dataclass
+class BuildResult:
+    """What `build` made."""
+
+    image: str
+    id: str
+    opencode_version: str
+
+
+@dataclass
 class VolumeStatus:
     name: str
     mount_point: str
@@ -158,14 +135,15 @@ class StatusResult:
 
     instance: str
     container: str
-    state: str  # missing | created | running | exited | restarting | paused | dead
+    # missing | created | starting | running | exited | restarting | paused | dead
+    state: str
     running: bool
     url: str
     bind_address: str
     port: int
     exposed: bool
     docker_health: str | None = None
-    http_health: str | None = None  # healthy | unauthorized | unreachable
+    http_health: str | None = None  # healthy | unauthorized | unhealthy | unreachable
     opencode_version: str | None = None
     image: str | None = None
     started_at: str | None = None
@@ -191,7 +169,7 @@ class Service:
     ) -> None:
         """Args:
         config: the configuration, or a function that loads it: operations that do
-            not need it (stop, logs) then never pay for validating it.
+            not need it (stop, logs, an unchanged start) then never pay for validating it.
         """
         self.client = client
         self._config = config
@@ -220,105 +198,101 @@ class Service:
 
         Raises:
             ImageNotFound: a configured image override is missing and cannot be pulled.
-            BuildFailed, PullFailed: from the image layer.
+            PullFailed: no registry is configured, or none served the image.
+            BuildFailed.
         """
         ref = image_for(self.config)
-        exists = images.image_exists(self.client, ref)
-        if exists and not (build or pull):
+        if self.client.inspect_image(ref) is not None and not (build or pull):
             return "present"
         if pull or (self.config.registries and not build):
-            if not self.config.registries:
-                raise ImageNotFound(
-                    "No registries are configured to pull from.",
-                    "Add one: occ config set registries REGISTRY/PREFIX, or build with occ build.",
-                )
-            images.pull_image(self.client, self.config.registries, tag=ref, reporter=reporter)
+            self.pull(reporter)
             return "pulled"
         if self.config.image and not build:
-            raise ImageNotFound(
-                f"Image {ref} not found.",
-                "Pull it (occ pull), or unset the override: occ config unset image",
-            )
-        images.build_image(
-            self.client,
-            tag=ref,
-            opencode_version=self.config.opencode_version,
-            ca_files=[Path(p) for p in self.config.ca_certificates],
-            reporter=reporter,
-        )
+            raise ImageNotFound(ref)
+        self.build(reporter=reporter)
         return "built"
 
-    # -- lifecycle ------------------------------------------------------------------
+    def build(
+        self,
+        *,
+        opencode_version: str | None = None,
+        ca_files: Sequence[str | Path] = (),
+        no_cache: bool = False,
+        reporter: ProgressReporter | None = None,
+    ) -> BuildResult:
+        """Build the sandbox image for the configured (or the given) opencode version.
 
-    def _image_id(self) -> str | None:
-        info = images.inspect_image(self.client, image_for(self.config))
-        return str(info["Id"]) if info else None
+        Args:
+            ca_files: certificates to trust besides the configured `ca_certificates`.
 
-    def _inspect(self) -> dict[str, Any] | None:
-        try:
-            return containers.inspect_container(self.client, self.name)
-        except ContainerNotFound:
-            return None
-
-    def _unchanged_since_creation(self, info: dict[str, Any]) -> bool:
-        """True when neither the configuration file nor the image changed since the
-        container was created from them.
-
-        Then the container's own settings are the configuration's, and `status` and
-        `start` need not load and validate the file (pydantic costs ~150 ms of start-up):
-        the very same bytes were validated when the container was made.
+        Raises:
+            BuildFailed, InvalidCertificate.
         """
-        labels = (info.get("Config") or {}).get("Labels") or {}
-        recorded = labels.get(LABEL_CONFIG_FILE)
-        if not recorded or recorded != config_fingerprint(self.paths.config_file):
-            return False
-        image = images.inspect_image(self.client, (info.get("Config") or {}).get("Image", ""))
-        return image is not None and image.get("Id") == info.get("Image")
+        version = opencode_version or self.config.opencode_version
+        tag = self.config.image or images.image_ref(version)
+        image_id = images.build_image(
+            self.client,
+            tag=tag,
+            opencode_version=version,
+            ca_files=[*self.config.ca_certificates, *ca_files],
+            no_cache=no_cache,
+            reporter=reporter,
+        )
+        return BuildResult(tag, image_id, version)
 
-    def pending_changes(self, info: dict[str, Any] | None = None) -> list[str]:
-        """Settings that differ between the configuration and the existing container."""
-        info = info if info is not None else self._inspect()
-        if info is None or self._unchanged_since_creation(info):
-            return []
-        image = images.inspect_image(self.client, info["Image"]) or {}
-        image_env = (image.get("Config") or {}).get("Env") or []
-        desired = desired_settings(self.config, self._image_id())
-        # A variable set to what the image already sets is no change to the container.
-        desired["environment"] = [e for e in desired["environment"] if e not in image_env]
-        return changed_settings(desired, actual_settings(info, image_env))
+    def pull(self, reporter: ProgressReporter | None = None) -> str:
+        """Pull the image from the configured registries; returns where it came from.
 
-    def _endpoint(self, info: dict[str, Any] | None) -> Endpoint:
+        Raises:
+            PullFailed: no registry is configured, or none served the image.
+        """
+        ref = image_for(self.config)
+        if not self.config.registries:
+            raise PullFailed(ref)
+        return images.pull_image(self.client, self.config.registries, tag=ref, reporter=reporter)
+
+    # -- the spec: wanted, actual, and what differs ---------------------------------
+
+    def wanted_spec(self, image: ImageInfo | None) -> ContainerSpec:
+        """The container the configuration asks for, running `image` (None: not there yet)."""
+        return ContainerSpec.from_config(
+            self.config,
+            self.instance,
+            image=image_for(self.config),
+            image_id=image.id if image else None,
+            labels={LABEL_CONFIG_FILE: config_fingerprint(self.paths.config_file) or ""},
+        )
+
+    def _file_unchanged(self, info: ContainerInfo) -> bool:
+        """True when the configuration file (and the tool) are those the container was
+        made from: then its settings are the configuration's, and `status` and `start`
+        need not load and validate the file (pydantic costs ~150 ms of start-up).
+        """
+        recorded = info.labels.get(LABEL_CONFIG_FILE)
+        return bool(recorded) and recorded == config_fingerprint(self.paths.config_file)
+
+    def pending_changes(self, info: ContainerInfo) -> list[str]:
+        """The settings that differ between the configuration and the container, as the
+        user reads them ("port", "environment", ...); empty when none do."""
+        image = self.client.inspect_image(info.image)  # what the container's reference is now
+        inherited = image.env if image else ()
+        actual = ContainerSpec.from_inspect(info, inherited)
+        if self._file_unchanged(info):
+            wanted = replace(actual, image_id=image.id if image else None)
+        else:
+            same_ref = image_for(self.config) == info.image
+            wanted = self.wanted_spec(
+                image if same_ref else self.client.inspect_image(image_for(self.config))
+            )
+        return wanted.without_env(inherited).diff(actual)
+
+    def _endpoint(self, info: ContainerInfo | None) -> Endpoint:
         """Where the service answers: read from the container when there is one."""
-        if info is not None:
-            actual = actual_settings(info)
-            if actual["port"]:
-                return Endpoint(
-                    actual["bind address"],
-                    actual["port"],
-                    actual["user name"] or credentials.DEFAULT_USERNAME,
-                )
+        if info is not None and info.published(CONTAINER_PORT) is not None:
+            return Endpoint.of(ContainerSpec.from_inspect(info))
         return Endpoint(self.config.bind_address, self.config.port, self.config.username)
 
-    def _create_and_start(self, password: str) -> str:
-        from opencode_cloud.config.hashing import container_labels
-
-        env = [f"{USERNAME_ENV}={self.config.username}"]
-        env += [f"{k}={v}" for k, v in sorted(self.config.env.items())]
-        return containers.setup_and_start(
-            self.client,
-            self.config.port,
-            env,
-            image=image_for(self.config),
-            instance=self.instance,
-            bind_address=self.config.bind_address,
-            restart_retries=self.config.restart_retries,
-            stop_timeout=self.config.stop_timeout,
-            labels={
-                **container_labels(self.config),
-                LABEL_CONFIG_FILE: config_fingerprint(self.paths.config_file) or "",
-            },
-            files=credentials.container_files(password),
-        )
+    # -- lifecycle ------------------------------------------------------------------
 
     def start(
         self,
@@ -330,26 +304,26 @@ class Service:
         reporter: ProgressReporter | None = None,
         on_step: Callable[[str], None] = lambda _msg: None,
     ) -> StartResult:
-        """Bring the service up: image, volumes, container (re-created if its settings
+        """Bring the service up: image, volumes, container (re-created when its spec
         changed), started, and (unless `wait` is False) answering healthy.
 
         Raises:
-            HealthTimeout, ContainerExited: it did not come up; the message has the logs.
+            HealthTimeout, ContainerExited: it did not come up (the error has the logs).
             PortInUse, ImageNotFound, BuildFailed, PullFailed, DockerError.
         """
-        info = self._inspect()
+        info = self.client.find_container(self.name)
         if (
             info is not None
             and not (build or pull)
             and (password := credentials.read_password(self.paths)) is not None
-            and self._unchanged_since_creation(info)
+            and self._file_unchanged(info)
+            and not self.pending_changes(info)
         ):
             return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
         image_action = self.ensure_image(build=build, pull=pull, reporter=reporter)
         if image_action != "present":
             on_step(f"Image {image_for(self.config)} {image_action}.")
         password, created = credentials.load_or_create_password(self.paths)
-        already_running = bool(info and info["State"]["Status"] == "running")
         recreate = self.pending_changes(info) if info else []
         if info and created and not recreate:
             # The password file was deleted: the container still has the old password.
@@ -357,42 +331,45 @@ class Service:
         if info and recreate:
             on_step(f"Re-creating the container because {', '.join(recreate)} changed.")
             containers.remove_container(self.client, self.name, force=True)
-            already_running = False
-        elif info and not already_running:
-            on_step("Starting the existing container.")
-        elif not info:
+        elif info:
+            return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
+        else:
             on_step("Creating the container.")
-        cid = self._create_and_start(password)
+        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
+        cid = containers.setup_and_start(
+            self.client, spec, self.instance, files=credentials.container_files(password)
+        )
         result = StartResult(
-            url=service_url(self.config),
-            username=self.config.username,
+            url=Endpoint.of(spec).url,
+            username=spec.username,
             password=password if created else None,
             password_created=created,
-            already_running=already_running,
+            already_running=False,
             recreated_because=recreate,
-            image=image_for(self.config),
+            image=spec.image,
             image_action=image_action,
             container_id=cid,
         )
-        return self._finish_start(result, password, wait=wait, timeout=timeout, on_step=on_step)
+        return self._finish_start(
+            result, password, Endpoint.of(spec), wait=wait, timeout=timeout, on_step=on_step
+        )
 
     def _start_existing(
         self,
-        info: dict[str, Any],
+        info: ContainerInfo,
         password: str,
         *,
         wait: bool,
         timeout: float | None,
         on_step: Callable[[str], None],
     ) -> StartResult:
-        """Start a container whose configuration, image and password are unchanged.
+        """Start a container whose spec and password are unchanged.
 
         The container is started first; the configuration (for the start timeout) is
         read only while opencode boots, so a stopped service becomes ready as fast as
         `docker start` allows.
         """
-        already_running = info["State"]["Status"] == "running"
-        if not already_running:
+        if not info.running:
             on_step("Starting the existing container.")
             containers.start_container(self.client, self.name)
         endpoint = self._endpoint(info)
@@ -401,30 +378,35 @@ class Service:
             username=endpoint.username,
             password=None,
             password_created=False,
-            already_running=already_running,
-            image=str((info.get("Config") or {}).get("Image", "")),
-            container_id=str(info["Id"]),
+            already_running=info.running,
+            image=info.image,
+            container_id=info.id,
         )
         return self._finish_start(
-            result, password, wait=wait, timeout=timeout, on_step=on_step, endpoint=endpoint
+            result, password, endpoint, wait=wait, timeout=timeout, on_step=on_step
         )
 
     def _finish_start(
         self,
         result: StartResult,
         password: str,
+        endpoint: Endpoint,
         *,
         wait: bool,
         timeout: float | None,
         on_step: Callable[[str], None],
-        endpoint: Endpoint | None = None,
     ) -> StartResult:
-        if wait and not result.already_running:
-            on_step("Waiting for opencode to answer ...")
-            result.seconds_to_healthy = self.wait_healthy(password, timeout, endpoint)
-            result.healthy = True
-        elif result.already_running:
+        if result.already_running:
+            # Running is not the same as answering: right after Docker restarted it, or
+            # after an interrupted start, opencode may still be booting.
             result.healthy = self.probe(password, endpoint)[0] == "healthy"
+            if result.healthy or not wait:
+                return result
+        elif not wait:
+            return result
+        on_step("Waiting for opencode to answer ...")
+        result.seconds_to_healthy = self.wait_healthy(password, timeout, endpoint)
+        result.healthy = True
         return result
 
     def wait_healthy(
@@ -437,7 +419,7 @@ class Service:
         """
         from opencode_cloud.docker.health import wait_until_healthy
 
-        endpoint = endpoint or self._endpoint(None)
+        endpoint = endpoint or self._endpoint(self.client.find_container(self.name))
         return wait_until_healthy(
             self.client,
             self.name,
@@ -465,27 +447,24 @@ class Service:
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the container; return False when it was not running.
 
+        Without `timeout` the container's own (its spec's `stop_timeout`) applies, so
+        stopping needs no configuration.
+
         Raises:
             NeverCreated: the instance has no container.
         """
-        try:
-            # Without an explicit timeout the container's own (set from stop_timeout when
-            # it was created) applies, so stopping needs no configuration.
-            return containers.stop_container(self.client, self.name, timeout)
-        except ContainerNotFound:
-            raise self._never_created() from None
-
-    def _never_created(self) -> NeverCreated:
-        flag = "" if self.instance.is_default else f" --instance {self.instance.name}"
-        return NeverCreated(
-            f"Instance {self.instance.name!r} has no container (it was never started).",
-            f"Start it with `occ{flag} start`.",
+        info = self._require()
+        if not info.status.active:
+            return False
+        self.client.stop_container(
+            self.name, containers.grace(info.stop_timeout if timeout is None else timeout)
         )
+        return True
 
-    def _require(self) -> dict[str, Any]:
-        info = self._inspect()
+    def _require(self) -> ContainerInfo:
+        info = self.client.find_container(self.name)
         if info is None:
-            raise self._never_created()
+            raise NeverCreated(self.instance)
         return info
 
     def logs(
@@ -502,16 +481,14 @@ class Service:
             NeverCreated: the instance has no container.
         """
         self._require()
-        return containers.container_logs(
-            self.client, self.name, tail=tail, follow=follow, since=since, timestamps=timestamps
+        return self.client.container_logs(
+            self.name, tail=tail, follow=follow, since=since, timestamps=timestamps
         )
 
     def last_log_lines(self, count: int = 20) -> list[str]:
-        try:
-            text = b"".join(self.logs(tail=count)).decode(errors="replace")
-        except (DockerError, NeverCreated):
-            return []
-        return text.splitlines()[-count:]
+        from opencode_cloud.docker.health import log_tail
+
+        return log_tail(self.client, self.name, count)
 
     def rotate_password(self) -> tuple[str, bool]:
         """Set a new password and hand it to the container; restart it if it runs.
@@ -520,47 +497,36 @@ class Service:
             The new password, and whether the service was restarted to apply it.
         """
         new = credentials.rotate_password(self.paths)
-        info = self._inspect()
+        info = self.client.find_container(self.name)
         if info is None:
             return new, False
         for path, content in credentials.container_files(new).items():
-            containers.put_file(self.client, self.name, path, content, uid=containers.RUNTIME_UID)
-        if info["State"]["Status"] != "running":
+            containers.put_file(self.client, self.name, path, content, uid=RUNTIME_UID)
+        if not info.running:
             return new, False
-        containers.restart_container(self.client, self.name, self.config.stop_timeout)
+        containers.restart_container(self.client, self.name, info.stop_timeout)
         return new, True
 
     # -- status ---------------------------------------------------------------------
 
     def status(self, password: str | None) -> StatusResult:
         """Everything `occ status` shows, from one inspect and one HTTP probe."""
-        info = self._inspect()
+        info = self.client.find_container(self.name)
         # With a container, its own settings say where it listens; the configuration is
         # then only read when it changed since (to report a pending restart).
         endpoint = self._endpoint(info)
         result = StatusResult(
             instance=self.instance.name,
             container=self.name,
-            state="missing" if info is None else str(info["State"]["Status"]),
-            running=bool(info and info["State"]["Status"] == "running"),
+            state="missing" if info is None else info.status.value,
+            running=bool(info and info.running),
             url=endpoint.url,
             bind_address=endpoint.bind_address,
             port=endpoint.port,
             exposed=not is_loopback(endpoint.bind_address),
         )
         if info is not None:
-            state = info["State"]
-            result.docker_health = (state.get("Health") or {}).get("Status")
-            result.image = (info.get("Config") or {}).get("Image")
-            labels = (info.get("Config") or {}).get("Labels") or {}
-            result.opencode_version = labels.get("io.opencode-cloud.opencode-version")
-            result.restart_count = int(info.get("RestartCount") or 0)
-            result.pending_restart = self.pending_changes(info)
-            if result.running:
-                result.started_at = state.get("StartedAt")
-                result.uptime_seconds = _seconds_since(state.get("StartedAt"))
-                result.http_health, live_version = self.probe(password, endpoint)
-                result.opencode_version = live_version or result.opencode_version
+            self._describe_container(result, info, password, endpoint)
         if result.exposed:
             result.warnings.append(
                 f"The service listens on {result.bind_address}: anyone who can reach this "
@@ -572,34 +538,49 @@ class Service:
                 + ", ".join(result.pending_restart)
                 + "): run `occ restart` to apply it."
             )
-        sizes = _safe(lambda: volumes.volume_sizes(self.client, self.instance), {})
-        for spec in volumes.VOLUME_SPECS:
-            vname = self.instance.volume_name(spec.kind)
-            result.volumes.append(
-                VolumeStatus(
-                    name=vname,
-                    mount_point=spec.mount_point,
-                    holds=spec.holds,
-                    exists=vname in sizes or volumes.volume_exists(self.client, vname),
-                    size_bytes=sizes.get(vname),
-                )
-            )
+        result.volumes = self._volume_status()
         return result
+
+    def _describe_container(
+        self, result: StatusResult, info: ContainerInfo, password: str | None, endpoint: Endpoint
+    ) -> None:
+        result.docker_health = info.health
+        result.image = info.image
+        result.opencode_version = info.labels.get(images.LABEL_OPENCODE_VERSION)
+        result.restart_count = info.restart_count
+        result.pending_restart = self.pending_changes(info)
+        if not info.running:
+            return
+        result.started_at = info.started_at
+        result.uptime_seconds = _seconds_since(info.started_at)
+        result.http_health, live_version = self.probe(password, endpoint)
+        result.opencode_version = live_version or result.opencode_version
+        if result.http_health == "unreachable" and info.health != "unhealthy":
+            result.state = "starting"  # the process runs, opencode does not answer yet
+
+    def _volume_status(self) -> list[VolumeStatus]:
+        try:
+            sizes = volumes.volume_sizes(self.client, self.instance)
+        except DockerError:
+            sizes = {}
+        return [
+            VolumeStatus(
+                name=(name := self.instance.volume_name(spec.kind)),
+                mount_point=spec.mount_point,
+                holds=spec.holds,
+                exists=name in sizes or volumes.volume_exists(self.client, name),
+                size_bytes=sizes.get(name),
+            )
+            for spec in volumes.VOLUME_SPECS
+        ]
 
 
 def _seconds_since(timestamp: str | None) -> float | None:
     """Seconds since a Docker timestamp (always UTC, nanoseconds: `...T06:10:00.123456789Z`)."""
-    if not timestamp or timestamp.startswith("0001-"):
+    if not timestamp:
         return None
     try:
         started = datetime.fromisoformat(timestamp.split(".")[0].rstrip("Z"))
     except ValueError:
         return None
     return max(0.0, time.time() - started.replace(tzinfo=UTC).timestamp())
-
-
-def _safe(call: Callable[[], Any], default: Any) -> Any:
-    try:
-        return call()
-    except DockerError:
-        return default

@@ -17,7 +17,7 @@ from opencode_cloud.cli.group import OrderedGroup
 from opencode_cloud.cli.output import ExitCode, Output
 from opencode_cloud.errors import OpencodeCloudError
 
-_STATE: dict[str, Output] = {}
+_STATE: dict[str, AppContext] = {}
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -61,8 +61,7 @@ def app(
     from opencode_cloud.instance import Instance
 
     out = Output(json=json_output, verbosity=-1 if quiet else (1 if verbose else 0), debug=debug)
-    _STATE["out"] = out
-    ctx.obj = AppContext(instance=Instance(instance), out=out)
+    ctx.obj = _STATE["app"] = AppContext(instance=Instance(instance), out=out)
 
 
 def _register() -> None:
@@ -111,6 +110,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 docker_errors.PortInUse,
                 docker_errors.BuildFailed,
                 docker_errors.PullFailed,
+                docker_errors.ImageNotFound,
             ),
             ExitCode.START_FAILED,
         ),
@@ -167,12 +167,16 @@ def run(argv: list[str] | None = None) -> int:
         result = app.main(args=args, prog_name="occ", standalone_mode=False)
         return int(result) if isinstance(result, int) else ExitCode.OK
     except OpencodeCloudError as error:
-        out = _STATE.get("out") or Output(json="--json" in args)
+        from opencode_cloud.cli.hints import hint_for
+        from opencode_cloud.instance import DEFAULT
+
+        app_ctx = _STATE.get("app")
+        out = app_ctx.out if app_ctx else Output(json="--json" in args)
         if out.debug or os.environ.get("OCC_DEBUG"):
             import traceback
 
             traceback.print_exc()
-        out.error(error.message, error.hint)
+        out.error(error.message, hint_for(error, app_ctx.instance if app_ctx else DEFAULT))
         return exit_code_for(error)
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)

@@ -30,16 +30,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from opencode_cloud.docker.container import (
+from opencode_cloud.defaults import (
     DEFAULT_BIND_ADDRESS,
+    DEFAULT_OPENCODE_VERSION,
     DEFAULT_PORT,
     DEFAULT_RESTART_RETRIES,
+    DEFAULT_START_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
+    DEFAULT_USERNAME,
 )
-from opencode_cloud.docker.image import DEFAULT_OPENCODE_VERSION
-
-DEFAULT_USERNAME = "opencode"
-DEFAULT_START_TIMEOUT = 120
 
 SCHEMA_FILE = Path(__file__).with_name("config.schema.json")
 # Keys a file may carry without being reported as unknown: editors use `$schema`.

@@ -1,269 +1,116 @@
-"""Connect to the Docker engine the way the docker CLI does, and translate its failures.
+"""The Docker engine, as typed calls: the one door between the tool and the engine.
 
-docker-py (>= 7.2) already resolves `DOCKER_HOST`, then the current Docker context, then
-the default socket; this module adds a timeout, an API version floor, and one place that
-turns docker-py and socket exceptions into errors that say what to run.
+`DockerClient` finds the engine the way the docker CLI does (DOCKER_HOST, then the
+current Docker context, then the default socket), checks its API version, and offers
+typed methods: inspect, create, start, stop, remove, logs, archive upload, image
+inspect/tag/remove, build and pull streams, and volume calls. Which transport serves a
+call (`transport.py`) stays private to it, and `_check` is the one place that turns the
+engine's error answers into typed errors.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
 
 from opencode_cloud.docker.errors import (
-    START_ENGINE_HINT,
-    DaemonNotRunning,
+    ContainerAlreadyExists,
+    ContainerNotFound,
+    ContainerRunning,
     DockerError,
-    DockerNotInstalled,
-    DockerPermissionDenied,
     EngineTooOld,
+    ImageNotFound,
+    MissingPath,
     PortInUse,
+    VolumeInUse,
 )
-
-if TYPE_CHECKING:
-    import docker
+from opencode_cloud.docker.models import (
+    ContainerInfo,
+    ImageInfo,
+    VolumeInfo,
+    parse_container,
+    parse_image,
+    parse_volume,
+)
+from opencode_cloud.docker.transport import (
+    DockerPyTransport,
+    Refused,
+    Response,
+    SocketTransport,
+    describe_host,
+    local_socket,
+)
 
 DEFAULT_TIMEOUT = 60.0
 # Docker 19.03. Everything the tool asks of the engine (mounts, health checks,
 # no-new-privileges, restart policies) works from here on.
 MIN_API_VERSION = "1.40"
+# The npm step of a build is silent while it downloads about 185 MB; the engine's stream
+# can pause for minutes, so the usual per-call timeout would abort a healthy build.
+BUILD_HTTP_TIMEOUT = 3600
 
 _PORT_TAKEN = re.compile(
     r"port is already allocated|address already in use|bind for .* failed", re.IGNORECASE
 )
+_PORT_IN_MESSAGE = re.compile(r":(\d{1,5})(?: failed|: bind)")
 
 
 def _api_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def _describe_host() -> str:
-    if os.environ.get("DOCKER_HOST"):
-        return os.environ["DOCKER_HOST"]
-    if os.environ.get("DOCKER_CONTEXT"):
-        return f"the Docker context {os.environ['DOCKER_CONTEXT']!r}"
-    return "unix:///var/run/docker.sock"
+def _check(
+    response: Response,
+    *,
+    container: str | None = None,
+    image: str | None = None,
+    volume: str | None = None,
+) -> Response:
+    """The one mapping from engine error answers to typed errors; returns `response` when
+    it is not an error.
 
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack.extend([current.__cause__, current.__context__])
-        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            stack.append(reason)
-
-
-def connection_error(exc: BaseException) -> DockerError:
-    """Turn a failure to reach the engine into the error that names its fix."""
-    host = _describe_host()
-    text = " ".join(str(cause) for cause in _causes(exc))
-    if any(isinstance(c, PermissionError) for c in _causes(exc)) or "Permission denied" in text:
-        return DockerPermissionDenied(
-            f"Permission denied on the Docker socket ({host}).",
-            "Add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in "
-            "again) or run with sudo.",
-        )
-    import shutil
-
-    if (
-        shutil.which("docker") is None
-        and shutil.which("dockerd") is None
-        and not os.environ.get("DOCKER_HOST")
-    ):
-        return DockerNotInstalled(
-            "Docker is not installed.",
-            "Install Docker Engine (https://docs.docker.com/engine/install/), "
-            "or on Debian/Ubuntu run `sudo apt-get install docker.io`.",
-        )
-    return DaemonNotRunning(
-        f"Cannot connect to the Docker daemon at {host}: it is not running.", START_ENGINE_HINT
-    )
-
-
-def _is_connection_failure(exc: BaseException) -> bool:
-    import requests
-
-    return any(
-        isinstance(c, (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError))
-        for c in _causes(exc)
-    )
-
-
-@contextmanager
-def translate_errors(port: int | None = None) -> Iterator[None]:
-    """Re-raise engine failures inside the block as `DockerError` subclasses.
-
-    Errors that need context (which container, which image) are raised by the caller;
-    this catches what can happen on any call: the daemon going away, a taken port.
-    """
-    import docker.errors
-    import requests
-
-    try:
-        yield
-    except DockerError:
-        raise
-    except docker.errors.APIError as exc:
-        explanation = str(exc.explanation or exc)
-        if _PORT_TAKEN.search(explanation):
-            shown = f"Port {port}" if port is not None else "The port"
-            raise PortInUse(
-                f"{shown} is already in use.",
-                "Stop what listens there, or choose another port with --port.",
-            ) from exc
-        raise DockerError(f"Docker engine error: {explanation}") from exc
-    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
-        if _is_connection_failure(exc):
-            raise connection_error(exc) from exc
-        raise DockerError(f"Docker engine error: {exc}") from exc
-
-
-DEFAULT_SOCKET = "/var/run/docker.sock"
-
-
-def _context_in_use() -> bool:
-    """True when the docker CLI would talk to a non-default context (docker-py resolves it)."""
-    if os.environ.get("DOCKER_CONTEXT", "default") != "default":
-        return True
-    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
-    try:
-        current = json.loads(config.read_text()).get("currentContext")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return bool(current) and current != "default"
-
-
-def _local_socket(base_url: str | None) -> str | None:
-    """The unix socket path to use directly, or None when docker-py must resolve the host."""
-    url = base_url or os.environ.get("DOCKER_HOST") or ""
-    if url.startswith("unix://"):
-        return url[len("unix://") :]
-    if url or _context_in_use():
-        return None
-    return DEFAULT_SOCKET
-
-
-def _unix_http(
-    socket_path: str,
-    method: str,
-    url: str,
-    body: bytes | None,
-    headers: dict[str, str],
-    timeout: float,
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 exchange over a unix socket; returns (status, body).
-
-    A few lines instead of `http.client`, whose import (with `email` and `ssl`) costs
-    more than the whole exchange. `Connection: close` lets the answer end at EOF; a
-    chunked body is decoded, anything else is taken as it comes.
-    """
-    lines = [f"{method} {url} HTTP/1.1", "Host: docker", "Connection: close"]
-    lines += [f"Content-Length: {len(body or b'')}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
-        sock.sendall(request)
-        received = []
-        while chunk := sock.recv(65536):
-            received.append(chunk)
-    head, _, payload = b"".join(received).partition(b"\r\n\r\n")
-    status_line, *fields = head.decode("latin-1").split("\r\n")
-    try:
-        status = int(status_line.split()[1])
-    except (IndexError, ValueError):
-        raise ConnectionError(f"not an HTTP answer from {socket_path}: {status_line!r}") from None
-    header = {
-        name.strip().lower(): value.strip()
-        for name, _, value in (field.partition(":") for field in fields)
-    }
-    if header.get("transfer-encoding", "").lower() == "chunked":
-        payload = _dechunk(payload)
-    return status, payload
-
-
-def _dechunk(data: bytes) -> bytes:
-    """The body of a `Transfer-Encoding: chunked` payload."""
-    out = bytearray()
-    position = 0
-    while True:
-        line_end = data.index(b"\r\n", position)
-        size = int(data[position:line_end].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        start = line_end + 2
-        out += data[start : start + size]
-        position = start + size + 2
-
-
-@dataclass(frozen=True)
-class Response:
-    """An engine API answer: HTTP status and decoded JSON body (None when empty)."""
-
-    status: int
-    body: Any
-
-    @property
-    def message(self) -> str:
-        if isinstance(self.body, dict) and self.body.get("message"):
-            return str(self.body["message"])
-        return str(self.body or f"HTTP {self.status}")
-
-
-def raise_for_status(response: Response, port: int | None = None) -> None:
-    """Turn an engine error answer into a `DockerError` (`PortInUse` for a taken port).
+    Args:
+        container, image, volume: what the call was about, for the error's fields.
 
     Raises:
-        PortInUse, DockerError: for any status of 400 and above.
+        ContainerNotFound, ContainerAlreadyExists, ContainerRunning, ImageNotFound,
+        VolumeInUse, PortInUse, DockerError.
     """
     if response.status < 400:
-        return
-    if _PORT_TAKEN.search(response.message):
-        shown = f"Port {port}" if port is not None else "The port"
-        raise PortInUse(
-            f"{shown} is already in use.",
-            "Stop what listens there, or choose another port with --port.",
-        )
-    raise DockerError(f"Docker engine error: {response.message}")
+        return response
+    message = response.message
+    lowered = message.lower()
+    if _PORT_TAKEN.search(message):
+        port = _PORT_IN_MESSAGE.search(message)
+        raise PortInUse(int(port.group(1)) if port else None)
+    if response.status == 404:
+        if container is not None and "no such container" in lowered:
+            raise ContainerNotFound(container)
+        if image is not None or "no such image" in lowered:
+            raise ImageNotFound(image or message)
+    if response.status == 409:
+        if volume is not None:
+            raise VolumeInUse(volume, [])
+        if container is not None and "already in use" in lowered:
+            raise ContainerAlreadyExists(container)
+        if container is not None and "is running" in lowered:
+            raise ContainerRunning(container)
+    raise DockerError(f"Docker engine error: {message}")
 
 
 class DockerClient:
     """A connected Docker engine.
 
-    Everyday calls (inspect, start, stop, volumes) go through `request`, which speaks the
-    Engine API directly over the local unix socket: a command such as `occ status` then
-    never imports docker-py (and requests), about 140 ms of start-up. Builds, pulls,
-    container creation and log streams use docker-py (`docker`), imported on first use.
-    Remote engines (`DOCKER_HOST=tcp://...`, `ssh://...`, Docker contexts) always go
-    through docker-py, which resolves them the way the docker CLI does.
-
     Attributes:
         api_version: the API version negotiated with the engine.
+        host: the engine's address, in words for messages.
     """
 
     def __init__(
-        self,
-        base_url: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        *,
-        direct: bool = True,
+        self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT, *, direct: bool = True
     ) -> None:
         """Connect and check the engine answers with a recent enough API.
 
@@ -277,127 +124,326 @@ class DockerClient:
             DockerNotInstalled, DaemonNotRunning, DockerPermissionDenied, EngineTooOld.
         """
         self.timeout = timeout
-        self._base_url = base_url
-        self._sdk: docker.DockerClient | None = None
-        self._socket = _local_socket(base_url) if direct else None
+        socket_path = local_socket(base_url)
+        self.host = f"unix://{socket_path}" if socket_path else (base_url or describe_host())
+        self._prefix = ""
+        self._socket = SocketTransport(socket_path) if socket_path and direct else None
         if self._socket is not None:
-            self._api_prefix = ""
-            version = self.request("GET", "/version")
-            raise_for_status(version)
+            version = _check(self._request("GET", "/version"))
             self.api_version = str(version.body["ApiVersion"])
-        else:
-            self.api_version = self.docker.api.api_version
-        self._api_prefix = f"/v{self.api_version}"
+        self._sdk = DockerPyTransport(
+            socket_path=socket_path,
+            base_url=base_url,
+            version=self.api_version if self._socket is not None else "auto",
+            timeout=timeout,
+        )
+        if self._socket is None:
+            self.api_version = self._sdk.api_version()
+        self._prefix = f"/v{self.api_version}"
         if _api_tuple(self.api_version) < _api_tuple(MIN_API_VERSION):
-            raise EngineTooOld(
-                f"The Docker engine speaks API {self.api_version}; opencode-cloud needs "
-                f"{MIN_API_VERSION} or newer (Docker 19.03+).",
-                "Upgrade Docker Engine (https://docs.docker.com/engine/install/).",
-            )
+            raise EngineTooOld(self.host, self.api_version, MIN_API_VERSION)
 
-    @property
-    def docker(self) -> docker.DockerClient:
-        """The docker-py client (imported and created on first use)."""
-        if self._sdk is None:
-            import docker as docker_sdk
+    # -- plumbing ---------------------------------------------------------------------
 
-            try:
-                if self._socket is not None:
-                    self._sdk = docker_sdk.DockerClient(
-                        base_url=f"unix://{self._socket}",
-                        version=self.api_version,
-                        timeout=int(self.timeout),
-                    )
-                elif self._base_url:
-                    self._sdk = docker_sdk.DockerClient(
-                        base_url=self._base_url, version="auto", timeout=int(self.timeout)
-                    )
-                else:
-                    self._sdk = docker_sdk.from_env(timeout=int(self.timeout))
-            except docker_sdk.errors.DockerException as exc:
-                raise connection_error(exc) from exc
-        return self._sdk
-
-    def request(
+    def _request(
         self,
         method: str,
         path: str,
-        query: dict[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
         body: Any = None,
         *,
         timeout: float | None = None,
         content_type: str = "application/json",
     ) -> Response:
-        """One Engine API call; `path` without the version prefix (`/containers/x/json`).
-
-        Args:
-            query: query parameters; dicts and lists are sent as JSON (filters).
-            body: JSON-encodable data, or bytes sent as they are with `content_type`.
-            timeout: seconds for this call (default: the client's timeout).
-
-        Raises:
-            DaemonNotRunning, DockerPermissionDenied: the engine cannot be reached.
-        """
         params = {
             key: json.dumps(value) if isinstance(value, (dict, list)) else str(value)
             for key, value in (query or {}).items()
             if value is not None
         }
-        url = self._api_prefix + path + ("?" + urlencode(params) if params else "")
+        url = self._prefix + path + ("?" + urlencode(params) if params else "")
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if data is not None else {}
-        if self._socket is None:
-            return self._sdk_request(method, url, data, headers, timeout)
-        try:
-            status, raw = _unix_http(
-                self._socket, method, url, data, headers, timeout or self.timeout
-            )
-        except OSError as exc:
-            raise connection_error(exc) from exc
-        return Response(status, _decode(raw))
+        transport = self._socket or self._sdk
+        return transport.request(method, url, data, headers, timeout or self.timeout)
 
-    def _sdk_request(
-        self,
-        method: str,
-        url: str,
-        data: bytes | None,
-        headers: dict[str, str],
-        timeout: float | None,
-    ) -> Response:
-        api = self.docker.api
-        with translate_errors():
-            answer = api.request(
-                method,
-                api.base_url + url,
-                data=data,
-                headers=headers,
-                timeout=timeout or self.timeout,
-            )
-        return Response(answer.status_code, _decode(answer.content))
+    def _stream(self, call: Any, **context: str) -> Iterator[Any]:
+        try:
+            yield from self._sdk.stream(call)
+        except Refused as refused:
+            _check(refused.response, **context)
+            raise  # pragma: no cover (_check raises for every error status)
 
     def ping(self) -> bool:
-        """Return True when the engine answers.
+        """True when the engine answers.
 
         Raises:
             DaemonNotRunning: when it does not.
         """
-        return self.request("GET", "/_ping").status == 200
+        return self._request("GET", "/_ping").status == 200
 
     def close(self) -> None:
-        if self._sdk is not None:
-            self._sdk.close()
+        self._sdk.close()
 
     def __enter__(self) -> DockerClient:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- containers -------------------------------------------------------------------
 
-def _decode(raw: bytes) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode(errors="replace").strip()
+    def inspect_container(self, name: str) -> ContainerInfo:
+        """The engine's description of the container.
+
+        Raises:
+            ContainerNotFound: it does not exist.
+        """
+        response = _check(self._request("GET", f"{_c(name)}/json"), container=name)
+        return parse_container(response.body)
+
+    def find_container(self, name: str) -> ContainerInfo | None:
+        """Like `inspect_container`, but None when it does not exist."""
+        try:
+            return self.inspect_container(name)
+        except ContainerNotFound:
+            return None
+
+    def create_container(self, name: str, body: Mapping[str, Any]) -> str:
+        """Create a container from an Engine API create body; returns its id.
+
+        Raises:
+            ContainerAlreadyExists, ImageNotFound, DockerError.
+        """
+        response = self._request("POST", "/containers/create", query={"name": name}, body=body)
+        if response.status == 409:
+            raise ContainerAlreadyExists(name)
+        if response.status == 404:
+            raise ImageNotFound(str(body.get("Image", "")))
+        return str(_check(response, container=name).body["Id"])
+
+    def start_container(self, name: str) -> None:
+        """Start the container; a running one is left alone.
+
+        Raises:
+            ContainerNotFound, PortInUse.
+        """
+        _check(self._request("POST", f"{_c(name)}/start"), container=name)
+
+    def stop_container(self, name: str, timeout: int) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; a stopped one is left alone.
+
+        Raises:
+            ContainerNotFound.
+        """
+        response = self._request(
+            "POST", f"{_c(name)}/stop", query={"t": timeout}, timeout=timeout + self.timeout
+        )
+        _check(response, container=name)
+
+    def restart_container(self, name: str, timeout: int) -> None:
+        """Stop (killing after `timeout` seconds) and start again.
+
+        Raises:
+            ContainerNotFound, PortInUse.
+        """
+        response = self._request(
+            "POST", f"{_c(name)}/restart", query={"t": timeout}, timeout=timeout + self.timeout
+        )
+        _check(response, container=name)
+
+    def remove_container(self, name: str, *, force: bool = False) -> None:
+        """Remove the container; its named volumes stay.
+
+        Raises:
+            ContainerNotFound, ContainerRunning (without `force`).
+        """
+        query = {"force": str(force).lower(), "v": "false"}
+        _check(self._request("DELETE", _c(name), query=query), container=name)
+
+    def list_containers(
+        self, *, labels: Sequence[str] = (), volume: str | None = None
+    ) -> list[str]:
+        """Names of the containers (running or not) with all `labels` (`key=value`), or
+        that mount `volume`."""
+        filters: dict[str, list[str]] = {}
+        if labels:
+            filters["label"] = list(labels)
+        if volume:
+            filters["volume"] = [volume]
+        response = _check(
+            self._request("GET", "/containers/json", query={"all": "true", "filters": filters})
+        )
+        return [c["Names"][0].lstrip("/") for c in response.body or []]
+
+    def put_archive(self, name: str, directory: str, archive: bytes) -> None:
+        """Unpack a tar archive into `directory` of the container (running or not).
+
+        Raises:
+            ContainerNotFound; MissingPath: the directory is not in the container.
+        """
+        response = self._request(
+            "PUT",
+            f"{_c(name)}/archive",
+            query={"path": directory},
+            body=archive,
+            content_type="application/x-tar",
+        )
+        if response.status == 404 and "no such container" not in response.message.lower():
+            raise MissingPath(name, directory, directory)
+        _check(response, container=name)
+
+    def container_logs(
+        self,
+        name: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        since: int | None = None,
+        timestamps: bool = False,
+    ) -> Iterator[bytes]:
+        """The container's stdout and stderr, interleaved, as chunks of bytes.
+
+        Raises:
+            ContainerNotFound (on the first chunk).
+        """
+        return self._stream(
+            lambda api: api.logs(
+                name,
+                stream=True,
+                follow=follow,
+                tail="all" if tail is None else tail,
+                since=since,
+                timestamps=timestamps,
+            ),
+            container=name,
+        )
+
+    # -- images -----------------------------------------------------------------------
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        """The image called `ref` (a name:tag or an id), or None when absent."""
+        response = self._request("GET", f"/images/{quote(ref, safe='')}/json")
+        if response.status == 404:
+            return None
+        return parse_image(_check(response, image=ref).body)
+
+    def list_images(
+        self, *, labels: Sequence[str] = (), dangling: bool | None = None
+    ) -> list[ImageInfo]:
+        """Images with all `labels` (`key=value` or `key`)."""
+        filters: dict[str, list[str]] = {"label": list(labels)} if labels else {}
+        if dangling is not None:
+            filters["dangling"] = [str(dangling).lower()]
+        response = _check(self._request("GET", "/images/json", query={"filters": filters}))
+        return [
+            ImageInfo(
+                id=str(i.get("Id", "")),
+                tags=tuple(t for t in i.get("RepoTags") or [] if t != "<none>:<none>"),
+                labels=dict(i.get("Labels") or {}),
+                size_bytes=int(i.get("Size") or 0),
+            )
+            for i in response.body or []
+        ]
+
+    def tag_image(self, image: str, repository: str, tag: str) -> None:
+        """Give `image` the name `repository:tag` (moving it from any other image).
+
+        Raises:
+            ImageNotFound.
+        """
+        query = {"repo": repository, "tag": tag, "force": "true"}
+        _check(
+            self._request("POST", f"/images/{quote(image, safe='')}/tag", query=query), image=image
+        )
+
+    def remove_image(self, ref: str, *, noprune: bool = False, force: bool = False) -> None:
+        """Remove an image name (and its layers, unless `noprune` or still used).
+
+        Raises:
+            ImageNotFound, DockerError (used by a container).
+        """
+        query = {"noprune": str(noprune).lower(), "force": str(force).lower()}
+        _check(self._request("DELETE", f"/images/{quote(ref, safe='')}", query=query), image=ref)
+
+    def build(
+        self,
+        context: bytes,
+        *,
+        tag: str,
+        buildargs: Mapping[str, str] | None = None,
+        no_cache: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Build an image from a tar context; yields the engine's progress messages.
+
+        The base image is never pulled: a present local base is used as is, which is how
+        machines without a registry build at all.
+        """
+        import io
+
+        return self._stream(
+            lambda api: api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                tag=tag,
+                buildargs=dict(buildargs or {}),
+                nocache=no_cache,
+                pull=False,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                timeout=BUILD_HTTP_TIMEOUT,
+            ),
+            image=tag,
+        )
+
+    def pull(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
+        """Pull `repository:tag`; yields the engine's progress messages."""
+        return self._stream(
+            lambda api: api.pull(repository, tag=tag, stream=True, decode=True),
+            image=f"{repository}:{tag}",
+        )
+
+    # -- volumes ----------------------------------------------------------------------
+
+    def inspect_volume(self, name: str) -> VolumeInfo | None:
+        """The volume called `name`, or None when absent."""
+        response = self._request("GET", f"/volumes/{quote(name, safe='')}")
+        if response.status == 404:
+            return None
+        return parse_volume(_check(response, volume=name).body)
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create a local volume (an existing one with that name is left as it is)."""
+        body = {"Name": name, "Driver": "local", "Labels": dict(labels)}
+        _check(self._request("POST", "/volumes/create", body=body), volume=name)
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; one that does not exist is not an error.
+
+        Raises:
+            VolumeInUse: a container mounts it.
+        """
+        response = self._request("DELETE", f"/volumes/{quote(name, safe='')}")
+        if response.status != 404:
+            _check(response, volume=name)
+
+    def list_volumes(self, *, labels: Sequence[str] = ()) -> list[VolumeInfo]:
+        """Volumes with all `labels`."""
+        filters = {"label": list(labels)} if labels else {}
+        response = _check(self._request("GET", "/volumes", query={"filters": filters}))
+        return [parse_volume(v) for v in (response.body or {}).get("Volumes") or []]
+
+    def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
+        """Bytes used by each of the named volumes that exist (None when the engine does
+        not say); a missing volume has no entry."""
+        usage = _check(self._request("GET", "/system/df")).body or {}
+        sizes: dict[str, int | None] = {}
+        for volume in usage.get("Volumes") or []:
+            if volume.get("Name") in names:
+                size = (volume.get("UsageData") or {}).get("Size")
+                sizes[volume["Name"]] = size if isinstance(size, int) and size >= 0 else None
+        return sizes
+
+
+def _c(name: str) -> str:
+    return f"/containers/{quote(name, safe='')}"

@@ -1,200 +1,81 @@
 """The service container's lifecycle: create, start, stop, remove, and questions about it.
 
-The container publishes opencode's port on one host address only (127.0.0.1 unless the
-caller says otherwise), mounts every data volume as a named volume, and never removes
-itself: the tool owns its lifecycle, and Docker restarts it after a crash.
+Functions of one engine call and a rule each (a stopped container stops without error, a
+running one is not removed without force). What the container looks like is decided by
+its `ContainerSpec`; the tool owns its lifecycle, and Docker restarts it after a crash.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Mapping
 
-from opencode_cloud.docker.client import DockerClient, Response, raise_for_status, translate_errors
+from opencode_cloud.defaults import DEFAULT_PORT, DEFAULT_STOP_TIMEOUT, RUNTIME_UID
+from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.errors import (
     ContainerAlreadyExists,
     ContainerNotFound,
-    DockerError,
+    ContainerRunning,
     ImageNotFound,
 )
-from opencode_cloud.docker.volume import VOLUME_SPECS, ensure_volumes_exist
+from opencode_cloud.docker.models import ContainerStatus
+from opencode_cloud.docker.spec import ContainerSpec
+from opencode_cloud.docker.volume import ensure_volumes_exist
 from opencode_cloud.instance import DEFAULT, Instance
 
 CONTAINER_NAME = DEFAULT.container_name
-DEFAULT_PORT = 3000
-CONTAINER_PORT = 3000
-DEFAULT_BIND_ADDRESS = "127.0.0.1"
-HOSTNAME = "opencode-cloud"
-WORKING_DIR = "/workspace"
-DEFAULT_STOP_TIMEOUT = 10
-# Docker restarts a crashed container this many times (with its own growing delay)
-# before giving up; `occ start` resets the count.
-DEFAULT_RESTART_RETRIES = 5
-# The image's runtime user `opencode`; files written into the container belong to it.
-RUNTIME_UID = 1000
 
-
-def _not_found(name: str) -> ContainerNotFound:
-    return ContainerNotFound(
-        f"Container {name} does not exist.", "Create and start it with `occ start`."
-    )
-
-
-_ACTIVE_STATES = ("running", "restarting", "paused")
-
-
-def _path(name: str) -> str:
-    return f"/containers/{quote(name, safe='')}"
-
-
-def _call(
-    client: DockerClient,
-    method: str,
-    name: str,
-    action: str = "",
-    *,
-    port: int | None = None,
-    check: bool = True,
-    **kwargs: Any,
-) -> Response:
-    """One container API call; a 404 "no such container" raises `ContainerNotFound`, and
-    other errors raise `DockerError` unless `check` is False."""
-    response = client.request(method, _path(name) + action, **kwargs)
-    if response.status == 404 and "no such container" in response.message.lower():
-        raise _not_found(name)
-    if check:
-        raise_for_status(response, port)
-    return response
-
-
-def _published_port(info: dict[str, Any]) -> int | None:
-    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
-    for binding in bindings.get(f"{CONTAINER_PORT}/tcp") or []:
-        if binding.get("HostPort"):
-            return int(binding["HostPort"])
-    return None
+__all__ = [
+    "CONTAINER_NAME",
+    "DEFAULT_PORT",
+    "container_exists",
+    "container_is_running",
+    "container_state",
+    "create_container",
+    "put_file",
+    "remove_container",
+    "restart_container",
+    "setup_and_start",
+    "start_container",
+    "stop_container",
+]
 
 
 def create_container(
-    client: DockerClient,
-    name: str | None = None,
-    image: str | None = None,
-    host_port: int | None = None,
-    env_vars: Sequence[str] | None = None,
-    *,
-    instance: Instance = DEFAULT,
-    bind_address: str = DEFAULT_BIND_ADDRESS,
-    restart_retries: int = DEFAULT_RESTART_RETRIES,
-    stop_timeout: int = DEFAULT_STOP_TIMEOUT,
-    labels: Mapping[str, str] | None = None,
+    client: DockerClient, spec: ContainerSpec, instance: Instance = DEFAULT
 ) -> str:
-    """Create the service container (it is not started).
-
-    Args:
-        client: a connected engine.
-        name: container name; the instance's name by default (`opencode-cloud`).
-        image: image reference; the locally built sandbox image by default.
-        host_port: host port that publishes opencode's port 3000 (default 3000).
-        env_vars: extra `KEY=VALUE` environment entries for opencode.
-        instance: whose volumes to mount and whose labels to set.
-        bind_address: host address the port is published on.
-        restart_retries: how often Docker restarts the container after a crash.
-        stop_timeout: seconds a stop waits for a clean exit before killing, when the
-            caller of `stop_container` gives none.
-        labels: labels added to the instance's own (a config hash, say).
+    """Create the container `spec` describes (it is not started), with `instance`'s volumes.
 
     Returns:
         The new container's id.
 
     Raises:
-        ContainerAlreadyExists: a container with that name exists.
-        ImageNotFound: the image is not in the local engine.
-        DockerError: the engine refused for another reason.
+        ContainerAlreadyExists, ImageNotFound, DockerError.
     """
-    name = name or instance.container_name
-    # Imported here: the image module (builds, pulls, progress) is not needed to stop,
-    # inspect or start a container.
-    from opencode_cloud.docker.image import DEFAULT_IMAGE, image_exists
-
-    image = image or DEFAULT_IMAGE
-    host_port = DEFAULT_PORT if host_port is None else host_port
-    if container_exists(client, name):
-        raise ContainerAlreadyExists(
-            f"Container {name} already exists.",
-            "Start it with `occ start`, or remove it first with `docker rm -f " + name + "`.",
-        )
-    if not image_exists(client, image):
-        raise ImageNotFound(
-            f"Image {image} not found.",
-            "Build it with `occ build`, or pull it with `occ pull`.",
-        )
-    # Otherwise the engine would create missing volumes itself, without our labels.
+    if container_exists(client, spec.name):
+        raise ContainerAlreadyExists(spec.name)
+    if client.inspect_image(spec.image) is None:
+        raise ImageNotFound(spec.image)
+    # Otherwise the engine would create missing volumes itself, without their labels.
     ensure_volumes_exist(client, instance)
-    body = {
-        "Image": image,
-        "Hostname": HOSTNAME,
-        "WorkingDir": WORKING_DIR,
-        "Env": list(env_vars or []),
-        "Labels": {**instance.labels("service"), **(labels or {})},
-        "ExposedPorts": {f"{CONTAINER_PORT}/tcp": {}},
-        "StopSignal": "SIGTERM",
-        "StopTimeout": stop_timeout,
-        "HostConfig": {
-            "PortBindings": {
-                f"{CONTAINER_PORT}/tcp": [{"HostIp": bind_address, "HostPort": str(host_port)}]
-            },
-            # Named volumes only: a bind mount would tie the data to one host path.
-            "Mounts": [
-                {
-                    "Type": "volume",
-                    "Source": instance.volume_name(spec.kind),
-                    "Target": spec.mount_point,
-                    "ReadOnly": False,
-                }
-                for spec in VOLUME_SPECS
-            ],
-            "AutoRemove": False,
-            "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": restart_retries},
-            "SecurityOpt": ["no-new-privileges:true"],
-            "CapDrop": ["ALL"],
-            "Privileged": False,
-        },
-    }
-    response = client.request("POST", "/containers/create", query={"name": name}, body=body)
-    if response.status == 409:
-        raise ContainerAlreadyExists(f"Container {name} already exists.", response.message)
-    if response.status == 404:
-        raise ImageNotFound(
-            f"Image {image} not found.", "Build it with `occ build`, or pull it with `occ pull`."
-        )
-    raise_for_status(response, host_port)
-    return str(response.body["Id"])
+    return client.create_container(spec.name, spec.create_body())
 
 
 def start_container(client: DockerClient, name: str) -> None:
     """Start the container; starting a running container does nothing.
 
     Raises:
-        ContainerNotFound: it does not exist.
-        PortInUse: its host port is taken ("Port N is already in use.").
+        ContainerNotFound, PortInUse ("Port N is already in use.").
     """
-    info = inspect_container(client, name)
-    if info["State"]["Status"] == "running":
-        return
-    _call(client, "POST", name, "/start", port=_published_port(info))
+    client.start_container(name)
 
 
-def stop_container(
-    client: DockerClient, name: str, timeout: float | None = DEFAULT_STOP_TIMEOUT
-) -> bool:
+def stop_container(client: DockerClient, name: str, timeout: float | None = None) -> bool:
     """Stop the container: SIGTERM, then SIGKILL after `timeout` seconds.
 
-    With `timeout=None` the container's own stop timeout applies (`stop_timeout` of
-    `create_container`). Stopping a stopped container does nothing. Data volumes are
-    never touched.
+    With `timeout=None` the container's own stop timeout applies (the spec's
+    `stop_timeout`). Stopping a stopped container does nothing; volumes are never touched.
 
     Returns:
         True when it was running and is now stopped; False when it was not running.
@@ -202,37 +83,24 @@ def stop_container(
     Raises:
         ContainerNotFound: it does not exist.
     """
-    info = inspect_container(client, name)
-    if info["State"]["Status"] not in _ACTIVE_STATES:
+    info = client.inspect_container(name)
+    if not info.status.active:
         return False
-    own = (info.get("Config") or {}).get("StopTimeout")
-    grace = _grace(own if timeout is None else timeout)
-    _call(client, "POST", name, "/stop", query={"t": grace}, timeout=grace + client.timeout)
+    client.stop_container(name, grace(info.stop_timeout if timeout is None else timeout))
     return True
 
 
-def _grace(timeout: float | None) -> int:
+def grace(timeout: float | None) -> int:
     return DEFAULT_STOP_TIMEOUT if timeout is None else max(0, round(timeout))
 
 
-def restart_container(
-    client: DockerClient, name: str, timeout: float | None = DEFAULT_STOP_TIMEOUT
-) -> None:
-    """Stop (gracefully, then kill after `timeout` seconds) and start the container.
+def restart_container(client: DockerClient, name: str, timeout: float | None = None) -> None:
+    """Stop (killing after `timeout` seconds) and start the container.
 
     Raises:
-        ContainerNotFound: it does not exist.
+        ContainerNotFound, PortInUse.
     """
-    grace = _grace(timeout)
-    _call(
-        client,
-        "POST",
-        name,
-        "/restart",
-        port=_published_port(inspect_container(client, name)),
-        query={"t": grace},
-        timeout=grace + client.timeout,
-    )
+    client.restart_container(name, grace(timeout))
 
 
 def remove_container(client: DockerClient, name: str, force: bool = False) -> None:
@@ -243,65 +111,43 @@ def remove_container(client: DockerClient, name: str, force: bool = False) -> No
 
     Raises:
         ContainerNotFound: it does not exist.
-        DockerError: it runs and `force` is False.
+        ContainerRunning: it runs and `force` is False.
     """
-    if container_state(client, name) in _ACTIVE_STATES and not force:
-        raise DockerError(
-            f"Container {name} is running.",
-            "Stop it first (`occ stop`), or remove it anyway with force.",
-        )
-    _call(client, "DELETE", name, query={"force": str(force).lower(), "v": "false"})
+    if not force and container_state(client, name).active:
+        raise ContainerRunning(name)
+    client.remove_container(name, force=force)
 
 
 def container_exists(client: DockerClient, name: str) -> bool:
     """Return True if a container called `name` exists, in any state."""
-    try:
-        inspect_container(client, name)
-    except ContainerNotFound:
-        return False
-    return True
+    return client.find_container(name) is not None
 
 
-def container_state(client: DockerClient, name: str) -> str:
-    """Docker's state word for the container: created, running, exited, restarting, ...
+def container_state(client: DockerClient, name: str) -> ContainerStatus:
+    """The container's state: created, running, exited, restarting, ...
 
     Raises:
         ContainerNotFound: it does not exist.
     """
-    return str(inspect_container(client, name)["State"]["Status"])
+    return client.inspect_container(name).status
 
 
 def container_is_running(client: DockerClient, name: str) -> bool:
     """Return True if the container exists and runs."""
     try:
-        return container_state(client, name) == "running"
+        return container_state(client, name) is ContainerStatus.RUNNING
     except ContainerNotFound:
         return False
 
 
-def inspect_container(client: DockerClient, name: str) -> dict[str, Any]:
-    """The engine's full description of the container (`docker inspect`).
-
-    Raises:
-        ContainerNotFound: it does not exist.
-    """
-    body = _call(client, "GET", name, "/json").body
-    if not isinstance(body, dict):
-        raise DockerError(f"Docker engine error: unexpected answer for container {name}.")
-    return body
-
-
-def container_id(client: DockerClient, name: str) -> str:
-    """The container's id.
-
-    Raises:
-        ContainerNotFound: it does not exist.
-    """
-    return str(inspect_container(client, name)["Id"])
-
-
 def put_file(
-    client: DockerClient, name: str, path: str, content: bytes, *, mode: int = 0o400, uid: int = 0
+    client: DockerClient,
+    name: str,
+    path: str,
+    content: bytes,
+    *,
+    mode: int = 0o400,
+    uid: int = RUNTIME_UID,
 ) -> None:
     """Write one file into a container (created or running) without a process inside.
 
@@ -309,8 +155,7 @@ def put_file(
     arguments, in the container's environment or in `docker inspect`.
 
     Raises:
-        ContainerNotFound: it does not exist.
-        DockerError: the parent directory is missing in the container.
+        ContainerNotFound; MissingPath: the parent directory is not in the container.
     """
     import tarfile  # only here: most commands never write files into the container
 
@@ -321,94 +166,37 @@ def put_file(
         info.size, info.mode, info.uid, info.gid = len(content), mode, uid, uid
         info.mtime = int(time.time())
         tar.addfile(info, io.BytesIO(content))
-    response = _call(
-        client,
-        "PUT",
-        name,
-        "/archive",
-        query={"path": directory or "/"},
-        body=buffer.getvalue(),
-        content_type="application/x-tar",
-        check=False,
-    )
-    if response.status == 404:
-        raise DockerError(
-            f"Cannot write {path} into container {name}: its image has no {directory}.",
-            "Use an image built from opencode-cloud's Dockerfile (`occ build`).",
-        )
-    raise_for_status(response)
-
-
-def container_logs(
-    client: DockerClient,
-    name: str,
-    *,
-    tail: int | None = None,
-    follow: bool = False,
-    since: int | None = None,
-    timestamps: bool = False,
-) -> Iterator[bytes]:
-    """The container's output, stdout and stderr interleaved, as chunks of bytes.
-
-    Raises:
-        ContainerNotFound: it does not exist.
-    """
-    inspect_container(client, name)  # a missing container fails here, before streaming
-    with translate_errors():
-        yield from client.docker.api.logs(
-            name,
-            stream=True,
-            follow=follow,
-            tail="all" if tail is None else tail,
-            since=since,
-            timestamps=timestamps,
-        )
+    client.put_archive(name, directory or "/", buffer.getvalue())
 
 
 def setup_and_start(
     client: DockerClient,
-    host_port: int | None = None,
-    env_vars: Sequence[str] | None = None,
-    *,
-    image: str | None = None,
+    spec: ContainerSpec,
     instance: Instance = DEFAULT,
-    bind_address: str = DEFAULT_BIND_ADDRESS,
-    restart_retries: int = DEFAULT_RESTART_RETRIES,
-    stop_timeout: int = DEFAULT_STOP_TIMEOUT,
-    labels: Mapping[str, str] | None = None,
+    *,
     files: Mapping[str, bytes] | None = None,
 ) -> str:
     """Make the service run: volumes, container, started. Safe to call any number of times.
 
+    An existing container is started as it is (re-creating it is the caller's decision).
+
     Args:
         files: files to write into a newly created container before its first start
-            (the password file, for instance), by absolute path; owned by uid 1000.
-        Others: as for `create_container`.
+            (the password file, for instance), by absolute path; owned by the runtime user.
 
     Returns:
-        The container id (the existing one when it was already there).
+        The container id.
 
     Raises:
-        ImageNotFound, PortInUse, DockerError: see `create_container`, `start_container`.
+        ImageNotFound, PortInUse, DockerError.
     """
-    name = instance.container_name
     ensure_volumes_exist(client, instance)
-    if container_exists(client, name):
-        cid = container_id(client, name)
+    existing = client.find_container(spec.name)
+    if existing is not None:
+        cid = existing.id
     else:
-        cid = create_container(
-            client,
-            name,
-            image,
-            host_port,
-            env_vars,
-            instance=instance,
-            bind_address=bind_address,
-            restart_retries=restart_retries,
-            stop_timeout=stop_timeout,
-            labels=labels,
-        )
+        cid = create_container(client, spec, instance)
         for path, content in (files or {}).items():
-            put_file(client, name, path, content, uid=RUNTIME_UID)
-    start_container(client, name)
+            put_file(client, spec.name, path, content)
+    start_container(client, spec.name)
     return cid

@@ -14,8 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from opencode_cloud.docker.client import DockerClient, translate_errors
-from opencode_cloud.docker.errors import ContainerExited, ContainerNotFound, HealthTimeout
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.errors import (
+    ContainerExited,
+    ContainerNotFound,
+    DockerError,
+    HealthTimeout,
+)
+from opencode_cloud.docker.models import ContainerInfo, ContainerStatus
 
 HEALTH_PATH = "/global/health"
 DEFAULT_HEALTH_TIMEOUT = 60.0
@@ -114,39 +120,29 @@ def probe_health(
     return result.body if result.healthy else None
 
 
-def _log_tail(client: DockerClient, name: str, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(client: DockerClient, name: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+    """The container's last output lines; empty when they cannot be read."""
     try:
-        with translate_errors():
-            raw = client.docker.api.logs(name, tail=lines, stdout=True, stderr=True)
-    except Exception:
-        return ""
-    return bytes(raw).decode("utf-8", "replace").rstrip()
+        text = b"".join(client.container_logs(name, tail=lines)).decode("utf-8", "replace")
+    except DockerError:
+        return []
+    return text.splitlines()[-lines:]
 
 
-def _container_state(client: DockerClient, name: str) -> dict[str, Any]:
-    from opencode_cloud.docker.container import inspect_container
-
+def _inspect(client: DockerClient, name: str) -> ContainerInfo:
     try:
-        attrs = inspect_container(client, name)
+        return client.inspect_container(name)
     except ContainerNotFound:
-        raise ContainerNotFound(
-            f"Container {name} disappeared while waiting for it to become healthy."
-        ) from None
-    state: dict[str, Any] = dict(attrs.get("State") or {})
-    state["RestartCount"] = attrs.get("RestartCount", 0)
-    return state
+        raise ContainerNotFound(name, while_waiting=True) from None
 
 
-def _exited(client: DockerClient, name: str, state: dict[str, Any]) -> ContainerExited:
-    logs = _log_tail(client, name)
-    code = state.get("ExitCode")
-    what = "keeps restarting" if state.get("Restarting") else "exited"
-    hint = f"See the whole log with `docker logs {name}`."
-    if logs:
-        shown = "\n".join(f"  {line}" for line in logs.splitlines())
-        hint = f"Last log lines:\n{shown}\n{hint}"
+def _exited(client: DockerClient, info: ContainerInfo) -> ContainerExited:
     return ContainerExited(
-        f"Container {name} {what} (exit code {code}) before it was healthy.", hint
+        info.name,
+        info.exit_code,
+        restarting=info.restarting,
+        oom_killed=info.oom_killed,
+        log_tail=log_tail(client, info.name),
     )
 
 
@@ -179,8 +175,7 @@ def wait_until_healthy(
     """
     started = time.monotonic()
     deadline = started + timeout
-    baseline = _container_state(client, name)
-    restarts = int(baseline.get("RestartCount") or 0)
+    restarts = _inspect(client, name).restart_count
     next_state_check = started + STATE_CHECK_INTERVAL
     last = ProbeResult(None, None, "not probed yet")
     while True:
@@ -190,26 +185,23 @@ def wait_until_healthy(
             return time.monotonic() - started
         now = time.monotonic()
         if now >= next_state_check:
-            state = _container_state(client, name)
+            info = _inspect(client, name)
             if (
-                state.get("Status") in ("exited", "dead")
-                or state.get("Restarting")
-                or int(state.get("RestartCount") or 0) > restarts
+                info.status in (ContainerStatus.EXITED, ContainerStatus.DEAD)
+                or info.restarting
+                or info.restart_count > restarts
             ):
-                raise _exited(client, name, state)
+                raise _exited(client, info)
             next_state_check = now + STATE_CHECK_INTERVAL
         if now >= deadline:
             break
         time.sleep(min(interval, max(0.0, deadline - now)))
-    hint = f"Look at the service's log: `docker logs {name}`."
-    if last.status == 401:
-        hint = (
-            "The service refused the password: the container holds another one than the "
-            "host's password file. Re-create the container to hand it the current one."
-        )
     raise HealthTimeout(
-        f"{name} did not become healthy within {timeout:g} s (last answer: {last.describe()}).",
-        hint,
+        name,
+        timeout,
+        last.describe(),
+        refused=last.status == 401,
+        log_tail=log_tail(client, name),
     )
 
 

@@ -16,12 +16,18 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 from opencode_cloud import __version__
-from opencode_cloud.docker.client import DockerClient, raise_for_status, translate_errors
-from opencode_cloud.docker.errors import BuildFailed, DockerError, PullFailed
+from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION, IMAGE_NAME
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.errors import (
+    BuildCause,
+    BuildFailed,
+    DockerError,
+    InvalidCertificate,
+    PullFailed,
+)
+from opencode_cloud.docker.models import ImageInfo
 from opencode_cloud.docker.progress import (
     NullProgress,
     ProgressReporter,
@@ -33,9 +39,6 @@ from opencode_cloud.docker.progress import (
 # tarfile and collections.deque are imported where a build needs them: container
 # creation imports this module, and `occ stop` or `occ status` should not pay for them.
 
-IMAGE_NAME = "opencode-cloud-sandbox"
-# The opencode release the embedded Dockerfile installs unless told otherwise.
-DEFAULT_OPENCODE_VERSION = "1.18.33"
 IMAGE_TAG_DEFAULT = DEFAULT_OPENCODE_VERSION
 DEFAULT_IMAGE = f"{IMAGE_NAME}:{IMAGE_TAG_DEFAULT}"
 
@@ -49,9 +52,6 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("healthcheck.sh", 0o755),
 )
 EXTRA_CA_DIR = "extra-ca"
-# The npm step is silent while it downloads about 185 MB; the engine's stream can pause
-# for minutes, so the usual per-call timeout would abort a healthy build.
-BUILD_HTTP_TIMEOUT = 3600
 # Lines of build output kept for the error message of a failed build.
 BUILD_TAIL_LINES = 15
 DEFAULT_PULL_RETRIES = 3
@@ -67,55 +67,25 @@ _PERMANENT_PULL_ERROR = re.compile(
 )
 
 
-class InvalidCertificate(BuildFailed):
-    """A file named as an extra CA certificate holds no PEM certificate."""
-
-
 def image_ref(opencode_version: str = DEFAULT_OPENCODE_VERSION) -> str:
     """Canonical local name of the sandbox image holding `opencode_version`."""
     return f"{IMAGE_NAME}:{opencode_version}"
 
 
-def inspect_image(client: DockerClient, image: str) -> dict[str, Any] | None:
-    """The engine's description of `image` (`docker image inspect`), or None if absent.
-
-    Raises:
-        DockerError: the engine failed.
-    """
-    response = client.request("GET", f"/images/{quote(image, safe='')}/json")
-    if response.status == 404:
-        return None
-    raise_for_status(response)
-    return dict(response.body or {})
+def inspect_image(client: DockerClient, image: str) -> ImageInfo | None:
+    """The engine's description of `image`, or None if absent."""
+    return client.inspect_image(image)
 
 
 def image_exists(client: DockerClient, image: str) -> bool:
     """Return True if the local engine has `image` (a name:tag or an id)."""
-    return inspect_image(client, image) is not None
-
-
-def image_labels(client: DockerClient, image: str) -> dict[str, str] | None:
-    """The image's labels, or None when the engine does not have the image.
-
-    Raises:
-        DockerError: the engine failed.
-    """
-    attrs = inspect_image(client, image)
-    if attrs is None:
-        return None
-    return dict((attrs.get("Config") or {}).get("Labels") or {})
+    return client.inspect_image(image) is not None
 
 
 def image_opencode_version(client: DockerClient, image: str = DEFAULT_IMAGE) -> str | None:
-    """The opencode version baked into `image` (from its label); None if unknown or absent.
-
-    Raises:
-        DockerError: the engine failed.
-    """
-    labels = image_labels(client, image)
-    if not labels:
-        return None
-    return labels.get(LABEL_OPENCODE_VERSION) or None
+    """The opencode version baked into `image` (from its label); None if unknown or absent."""
+    info = client.inspect_image(image)
+    return (info.labels.get(LABEL_OPENCODE_VERSION) or None) if info else None
 
 
 # --------------------------------------------------------------------------- context
@@ -139,15 +109,16 @@ def _read_ca_files(ca_files: Iterable[str | Path]) -> list[tuple[str, bytes]]:
             data = path.read_bytes()
         except OSError as exc:
             raise InvalidCertificate(
+                str(path),
                 f"Cannot read the CA certificate file {path}: {exc.strerror or exc}.",
-                "Name an existing PEM file (for example /etc/ssl/certs/ca-certificates.crt).",
+                unreadable=True,
             ) from exc
         certificates = split_certificates(data)
         if not certificates:
             raise InvalidCertificate(
+                str(path),
                 f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----).",
-                f"Convert a DER certificate first: openssl x509 -inform der -in {path} "
-                f"-out {path.stem}.crt",
+                unreadable=False,
             )
         stem = _SAFE_NAME.sub("_", path.stem) or "ca"
         for number, certificate in enumerate(certificates):
@@ -208,23 +179,16 @@ def build_context(
 # --------------------------------------------------------------------------- build
 
 
-def _build_hint(tail: Sequence[str], error: str, instruction: str) -> str:
-    text = "\n".join([*tail, error])
-    advice = ""
+def _build_cause(tail: Sequence[str], error: str, instruction: str) -> BuildCause | None:
+    """What most likely broke a build, when it is one of the usual suspects."""
     if instruction.upper().startswith("FROM "):
         # The classic builder pulls a missing base image; without a registry that fails
         # with a network error that does not say the image is missing.
-        advice = (
-            f"The base image of `{instruction}` is not in the engine and could not be "
-            "pulled: run scripts/base-image.sh (or `docker pull debian:bookworm-slim`).\n"
-        )
-    elif re.search(r"SELF_SIGNED_CERT|UNABLE_TO_GET_ISSUER|certificate", text, re.IGNORECASE):
-        advice = (
-            "A TLS-inspecting proxy is probably in the way: name its CA certificate for the "
-            "build (for example --ca-file /etc/ssl/certs/ca-certificates.crt).\n"
-        )
-    shown = "\n".join(f"  {line}" for line in tail)
-    return f"{advice}Last build output:\n{shown}" if shown else advice.rstrip()
+        return "base-image"
+    text = "\n".join([*tail, error])
+    if re.search(r"SELF_SIGNED_CERT|UNABLE_TO_GET_ISSUER|certificate", text, re.IGNORECASE):
+        return "certificate"  # a TLS-inspecting proxy is probably in the way
+    return None
 
 
 def build_from_context(
@@ -278,32 +242,25 @@ def build_from_context(
 
     relay = _Tail()
     try:
-        with translate_errors():
-            stream = client.docker.api.build(
-                fileobj=io.BytesIO(context),
-                custom_context=True,
-                tag=tag,
-                buildargs=buildargs or {},
-                nocache=no_cache,
-                pull=False,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                timeout=BUILD_HTTP_TIMEOUT,
-            )
-            for chunk in stream:
-                aux = chunk.get("aux")
-                if isinstance(aux, dict) and aux.get("ID"):
-                    image_id = str(aux["ID"])
-                error = handle_build_chunk(chunk, relay)
-                if error is not None:
-                    where = f" at {current_step}" if current_step else ""
-                    raise BuildFailed(
-                        f"Building {tag} failed{where}: {error.strip()}",
-                        _build_hint(list(tail), error, instruction),
-                    )
-            if image_id is None:
-                image_id = str(client.docker.api.inspect_image(tag)["Id"])
+        for chunk in client.build(context, tag=tag, buildargs=buildargs, no_cache=no_cache):
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                image_id = str(aux["ID"])
+            error = handle_build_chunk(chunk, relay)
+            if error is not None:
+                where = f" at {current_step}" if current_step else ""
+                raise BuildFailed(
+                    f"Building {tag} failed{where}: {error.strip()}",
+                    tag=tag,
+                    output_tail=list(tail),
+                    cause=_build_cause(list(tail), error, instruction),
+                    instruction=instruction,
+                )
+        if image_id is None:
+            built = client.inspect_image(tag)
+            if built is None:
+                raise BuildFailed(f"Building {tag} produced no image.", tag=tag)
+            image_id = built.id
     except BaseException:
         out.done()
         raise
@@ -386,18 +343,12 @@ def registry_ref(registry: str, tag: str = IMAGE_TAG_DEFAULT) -> str:
 
 def _pull_once(client: DockerClient, ref: str, reporter: ProgressReporter) -> str | None:
     """Pull `ref`; return None on success, else the engine's error text."""
-    import docker.errors
-
     repository, tag = ref.rsplit(":", 1)
     try:
-        with translate_errors():
-            try:
-                for chunk in client.docker.api.pull(repository, tag=tag, stream=True, decode=True):
-                    error = handle_pull_chunk(chunk, reporter)
-                    if error is not None:
-                        return error
-            except docker.errors.APIError as exc:
-                return str(exc.explanation or exc)
+        for chunk in client.pull(repository, tag):
+            error = handle_pull_chunk(chunk, reporter)
+            if error is not None:
+                return error
     except DockerError as exc:
         return exc.message
     return None
@@ -441,10 +392,7 @@ def pull_image(
     """
     reporter = reporter or NullProgress()
     if not registries:
-        raise PullFailed(
-            "No registry to pull the sandbox image from.",
-            "Name one (for example --registry ghcr.io/acme), or build the image locally.",
-        )
+        raise PullFailed(local_ref(tag))
     failures: list[str] = []
     for registry in registries:
         ref = registry_ref(registry, tag)
@@ -464,72 +412,19 @@ def pull_image(
         failures.append(f"{registry}: {error}")
         reporter.status(f"Could not pull from {registry}: {error}")
     reporter.done()
-    raise PullFailed(
-        f"Could not pull {local_ref(tag)} from any registry ({'; '.join(failures)}).",
-        "Check the registry addresses and your network, or build the image locally (`occ build`).",
-    )
+    raise PullFailed(local_ref(tag), failures)
 
 
 def _adopt(client: DockerClient, ref: str, tag: str, reporter: ProgressReporter) -> str:
     """Give the pulled image its canonical local name and drop the registry's name."""
     canonical = local_ref(tag)
     repository, version = _split_ref(tag)
-    with translate_errors():
-        image_id = str(client.docker.api.inspect_image(ref)["Id"])
-        client.docker.api.tag(image_id, repository, version, force=True)
-        if ref != canonical:
-            # Only the name goes; the layers stay under the canonical name.
-            client.docker.api.remove_image(ref, noprune=True)
+    pulled = client.inspect_image(ref)
+    if pulled is None:
+        raise PullFailed(canonical, [f"{ref}: pulled, but the engine does not list it"])
+    client.tag_image(pulled.id, repository, version)
+    if ref != canonical:
+        # Only the name goes; the layers stay under the canonical name.
+        client.remove_image(ref, noprune=True)
     reporter.done(f"Pulled {ref} as {canonical}")
     return ref
-
-
-# --------------------------------------------------------------------------- script entry
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -c 'from opencode_cloud.docker.image import main; main()' build ...`.
-
-    A small entry for scripts and CI that must make sure the sandbox image exists
-    before the command-line tool is involved.
-    """
-    import argparse
-    import sys
-
-    from opencode_cloud.docker.progress import reporter_for
-
-    parser = argparse.ArgumentParser(prog="sandbox-image", description=main.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="build the sandbox image (cached)")
-    build.add_argument("--opencode-version", default=DEFAULT_OPENCODE_VERSION)
-    build.add_argument("--tag", default=None)
-    build.add_argument("--ca-file", action="append", default=[], dest="ca_files")
-    build.add_argument("--no-cache", action="store_true")
-    build.add_argument("--verbose", action="store_true", help="show every build step's output")
-    pull = commands.add_parser("pull", help="pull the sandbox image from registries")
-    pull.add_argument("--registry", action="append", required=True, dest="registries")
-    pull.add_argument("--tag", default=IMAGE_TAG_DEFAULT)
-    args = parser.parse_args(argv)
-
-    reporter = reporter_for(sys.stderr, verbose=getattr(args, "verbose", False))
-    try:
-        with DockerClient() as client:
-            if args.command == "build":
-                started = time.monotonic()
-                image_id = build_image(
-                    client,
-                    tag=args.tag,
-                    opencode_version=args.opencode_version,
-                    ca_files=args.ca_files,
-                    no_cache=args.no_cache,
-                    reporter=reporter,
-                )
-                print(f"{image_id} ({time.monotonic() - started:.1f} s)")
-            else:
-                print(pull_image(client, args.registries, tag=args.tag, reporter=reporter))
-    except DockerError as exc:
-        print(f"Error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"Hint: {exc.hint}", file=sys.stderr)
-        return 1
-    return 0

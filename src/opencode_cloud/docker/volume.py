@@ -1,20 +1,18 @@
 """The named volumes that keep a service's data across restarts, re-creation and upgrades.
 
 Each volume is mounted where opencode really keeps that data (XDG directories of the
-runtime user `opencode`), not at the plan's `~/.opencode`, which today's opencode never
-reads: a volume there would keep nothing.
+runtime user `opencode`), not at `~/.opencode`, which today's opencode never reads: a
+volume there would keep nothing (docs/architecture.md, "Data layout").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
-from opencode_cloud.docker.client import DockerClient, raise_for_status
-from opencode_cloud.docker.errors import DockerError, VolumeInUse
+from opencode_cloud.defaults import RUNTIME_HOME, WORKING_DIR
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.errors import VolumeInUse
 from opencode_cloud.instance import DEFAULT, Instance
-
-RUNTIME_HOME = "/home/opencode"
 
 
 @dataclass(frozen=True)
@@ -36,12 +34,12 @@ STATE = VolumeSpec(
     f"{RUNTIME_HOME}/.local/state/opencode",
     "prompt history and recently used models",
 )
-PROJECTS = VolumeSpec("projects", "/workspace", "project files (the working directory)")
+PROJECTS = VolumeSpec("projects", WORKING_DIR, "project files (the working directory)")
 CONFIG = VolumeSpec("config", f"{RUNTIME_HOME}/.config", "opencode's own configuration")
 
 VOLUME_SPECS: tuple[VolumeSpec, ...] = (SESSION, STATE, PROJECTS, CONFIG)
 
-# The plan's names, for the default instance.
+# The default instance's names.
 VOLUME_SESSION = DEFAULT.volume_name(SESSION.kind)
 VOLUME_STATE = DEFAULT.volume_name(STATE.kind)
 VOLUME_PROJECTS = DEFAULT.volume_name(PROJECTS.kind)
@@ -71,59 +69,27 @@ def ensure_volumes_exist(client: DockerClient, instance: Instance = DEFAULT) -> 
     created: list[str] = []
     for spec in VOLUME_SPECS:
         name = instance.volume_name(spec.kind)
-        if volume_exists(client, name):
-            continue
-        raise_for_status(
-            client.request(
-                "POST",
-                "/volumes/create",
-                body={
-                    "Name": name,
-                    "Driver": "local",
-                    "Labels": instance.labels(f"volume-{spec.kind}"),
-                },
-            )
-        )
-        created.append(name)
+        if client.inspect_volume(name) is None:
+            client.create_volume(name, instance.labels(f"volume-{spec.kind}"))
+            created.append(name)
     return created
 
 
 def volume_exists(client: DockerClient, name: str) -> bool:
     """Return True if a volume called `name` exists."""
-    response = client.request("GET", f"/volumes/{quote(name, safe='')}")
-    if response.status == 404:
-        return False
-    raise_for_status(response)
-    return True
-
-
-def containers_using(client: DockerClient, name: str) -> list[str]:
-    """Names of the containers (running or not) that mount volume `name`."""
-    response = client.request(
-        "GET", "/containers/json", query={"all": "true", "filters": {"volume": [name]}}
-    )
-    raise_for_status(response)
-    return [c["Names"][0].lstrip("/") for c in response.body or []]
+    return client.inspect_volume(name) is not None
 
 
 def remove_volume(client: DockerClient, name: str) -> None:
     """Remove volume `name`. A volume that does not exist is not an error.
 
     Raises:
-        VolumeInUse: a container (named in the message) still mounts it; its data is kept.
+        VolumeInUse: a container (named in the error) still mounts it; its data is kept.
     """
-    users = containers_using(client, name)
+    users = client.list_containers(volume=name)
     if users:
-        raise VolumeInUse(
-            f"Volume {name} is in use by container {', '.join(users)}.",
-            f"Remove the container first: docker rm -f {users[0]}",
-        )
-    response = client.request("DELETE", f"/volumes/{quote(name, safe='')}")
-    if response.status == 404:
-        return
-    if response.status == 409:
-        raise VolumeInUse(f"Volume {name} is in use.", response.message)
-    raise_for_status(response)
+        raise VolumeInUse(name, users)
+    client.remove_volume(name)
 
 
 def remove_all_volumes(client: DockerClient, instance: Instance = DEFAULT) -> list[str]:
@@ -137,49 +103,14 @@ def remove_all_volumes(client: DockerClient, instance: Instance = DEFAULT) -> li
     """
     names = [n for n in volume_names(instance) if volume_exists(client, n)]
     for name in names:
-        if containers_using(client, name):
-            remove_volume(client, name)  # raises VolumeInUse naming the container
+        users = client.list_containers(volume=name)
+        if users:
+            raise VolumeInUse(name, users)
     for name in names:
-        remove_volume(client, name)
+        client.remove_volume(name)
     return names
 
 
 def volume_sizes(client: DockerClient, instance: Instance = DEFAULT) -> dict[str, int | None]:
-    """Bytes used by each volume of `instance` (None when the engine does not say).
-
-    Raises:
-        DockerError: when the engine refuses.
-    """
-    response = client.request("GET", "/system/df")
-    raise_for_status(response)
-    usage = (response.body or {}).get("Volumes") or []
-    wanted = set(volume_names(instance))
-    sizes: dict[str, int | None] = dict.fromkeys(wanted)
-    for vol in usage:
-        if vol.get("Name") in wanted:
-            size = (vol.get("UsageData") or {}).get("Size")
-            sizes[vol["Name"]] = size if isinstance(size, int) and size >= 0 else None
-    return sizes
-
-
-__all__ = [
-    "MOUNT_CONFIG",
-    "MOUNT_PROJECTS",
-    "MOUNT_SESSION",
-    "MOUNT_STATE",
-    "VOLUME_CONFIG",
-    "VOLUME_NAMES",
-    "VOLUME_PROJECTS",
-    "VOLUME_SESSION",
-    "VOLUME_SPECS",
-    "VOLUME_STATE",
-    "DockerError",
-    "VolumeSpec",
-    "containers_using",
-    "ensure_volumes_exist",
-    "remove_all_volumes",
-    "remove_volume",
-    "volume_exists",
-    "volume_names",
-    "volume_sizes",
-]
+    """Bytes used by each volume of `instance` (None when the engine does not say)."""
+    return client.volume_sizes(volume_names(instance))

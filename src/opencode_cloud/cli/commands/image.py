@@ -13,32 +13,32 @@ if TYPE_CHECKING:
 @click.command()
 @click.option("--no-cache", is_flag=True, help="Rebuild every step.")
 @click.option("--opencode-version", help="opencode release to install (default: config).")
+@click.option(
+    "--ca-file",
+    "ca_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Extra CA certificate (PEM) to trust, besides `ca_certificates`; repeatable.",
+)
 @click.pass_obj
-def build(app_ctx: AppContext, no_cache: bool, opencode_version: str | None) -> None:
+def build(
+    app_ctx: AppContext, no_cache: bool, opencode_version: str | None, ca_files: tuple[str, ...]
+) -> None:
     """Build the sandbox image from the embedded Dockerfile, with progress.
 
-    Extra CA certificates from the `ca_certificates` setting are trusted during the
-    build and inside the container (needed behind TLS-inspecting proxies).
+    Extra CA certificates (the `ca_certificates` setting and --ca-file) are trusted
+    during the build and inside the container: needed behind TLS-inspecting proxies.
     """
-    from pathlib import Path
-
-    from opencode_cloud.docker import image as images
-
-    config = app_ctx.config
-    version = opencode_version or config.opencode_version
-    tag = config.image or images.image_ref(version)
     with app_ctx.changing("build"):
-        image_id = images.build_image(
-            app_ctx.client,
-            tag=tag,
-            opencode_version=version,
-            ca_files=[Path(p) for p in config.ca_certificates],
+        result = app_ctx.service().build(
+            opencode_version=opencode_version,
+            ca_files=ca_files,
             no_cache=no_cache,
             reporter=app_ctx.reporter(),
         )
     app_ctx.out.result(
-        {"image": tag, "id": image_id, "opencode_version": version},
-        lambda: [f"Built {tag} (opencode {version})."],
+        {"image": result.image, "id": result.id, "opencode_version": result.opencode_version},
+        lambda: [f"Built {result.image} (opencode {result.opencode_version})."],
     )
 
 
@@ -46,21 +46,12 @@ def build(app_ctx: AppContext, no_cache: bool, opencode_version: str | None) -> 
 @click.pass_obj
 def pull(app_ctx: AppContext) -> None:
     """Pull the sandbox image from the configured registries, in order, with failover."""
-    from opencode_cloud.docker import image as images
-    from opencode_cloud.docker.errors import PullFailed
     from opencode_cloud.service import image_for
 
-    config = app_ctx.config
-    if not config.registries:
-        raise PullFailed(
-            "No registries are configured to pull from.",
-            "Add one: occ config set registries ghcr.io/OWNER (or build locally: occ build).",
-        )
-    tag = image_for(config)
     with app_ctx.changing("pull"):
-        source = images.pull_image(
-            app_ctx.client, config.registries, tag=tag, reporter=app_ctx.reporter()
-        )
+        service = app_ctx.service()
+        source = service.pull(app_ctx.reporter())
+    tag = image_for(service.config)
     app_ctx.out.result({"image": tag, "source": source}, lambda: [f"Pulled {source} as {tag}."])
 
 

@@ -40,7 +40,12 @@ def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> 
         data["password"] = password
 
     def human() -> list[str]:
-        head = "opencode is already running" if result.already_running else "opencode is running"
+        waited = result.seconds_to_healthy is not None
+        head = (
+            "opencode is already running"
+            if result.already_running and not waited
+            else "opencode is running"
+        )
         lines = [f"{head} at {result.url}", f"  User:     {result.username}"]
         if password is not None:
             lines.append(f"  Password: {password}")
@@ -88,46 +93,26 @@ def start(
 
     Examples: occ start | occ start --port 8080 | occ start --bind 0.0.0.0 --yes
     """
-    from opencode_cloud.docker.errors import ContainerExited, HealthTimeout
-
     if build and pull:
         raise click.BadParameter("use either --build or --pull, not both")
     if timeout is not None and timeout <= 0:
         raise click.BadParameter("must be greater than 0", param_hint="--timeout")
     with app_ctx.changing("start"):
         _apply_start_options(app_ctx, port, bind, yes)
-        service = app_ctx.service()
-        try:
-            with app_ctx.spinner("Starting opencode ..."):
-                result = service.start(
-                    build=build,
-                    pull=pull,
-                    wait=not no_wait,
-                    timeout=timeout,
-                    reporter=app_ctx.reporter(),
-                    on_step=app_ctx.out.progress,
-                )
-        except (HealthTimeout, ContainerExited) as error:
-            _show_last_logs(app_ctx, service.last_log_lines(20))
-            # The log lines are shown above; the hint is the next command to run.
-            flag = "" if app_ctx.instance.is_default else f" --instance {app_ctx.instance.name}"
-            error.hint = (
-                f"See the full logs with `occ{flag} logs`, fix the cause, then start again."
+        with app_ctx.spinner("Starting opencode ..."):
+            result = app_ctx.service().start(
+                build=build,
+                pull=pull,
+                wait=not no_wait,
+                timeout=timeout,
+                reporter=app_ctx.reporter(),
+                on_step=app_ctx.out.progress,
             )
-            raise
     _render_start(app_ctx, result, show_password)
     if open_browser:
         import webbrowser
 
         webbrowser.open(result.url)
-
-
-def _show_last_logs(ctx: AppContext, lines: list[str]) -> None:
-    if not lines:
-        return
-    print("Last log lines:", file=ctx.out.stderr)
-    for line in lines:
-        print(f"  {line}", file=ctx.out.stderr)
 
 
 @click.command()

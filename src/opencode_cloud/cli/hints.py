@@ -1,0 +1,122 @@
+"""The `Hint:` line for each error: the command that fixes it.
+
+Errors below the command line carry data (which port, image, container, log lines); the
+words that name a command or a flag are written here, in one place, so they always
+match the commands that exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from opencode_cloud.defaults import IMAGE_NAME
+from opencode_cloud.docker import errors as engine
+from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.instance import Instance
+
+START_ENGINE = (
+    "Start the Docker engine: `sudo systemctl start docker` "
+    "(or `scripts/engine.sh start` on machines without systemd)."
+)
+
+
+def hint_for(error: OpencodeCloudError, instance: Instance) -> str:
+    """The hint to print under `error` (its own, when it brought one)."""
+    if error.hint:
+        return error.hint
+    occ = "occ" if instance.is_default else f"occ --instance {instance.name}"
+    if isinstance(error, (engine.ContainerExited, engine.HealthTimeout)):
+        return _with_logs(error, occ)
+    if isinstance(error, engine.BuildFailed):
+        return _build_hint(error)
+    from opencode_cloud.service import NeverCreated
+
+    match error:
+        case NeverCreated():
+            return f"Start it with `{occ} start`."
+        case engine.DockerNotInstalled():
+            return (
+                "Install Docker Engine (https://docs.docker.com/engine/install/), "
+                "or on Debian/Ubuntu run `sudo apt-get install docker.io`."
+            )
+        case engine.DaemonNotRunning(host=host) if not host.startswith("unix://"):
+            return (
+                f"Check that an engine runs at {host}, and that DOCKER_HOST or the Docker "
+                "context names the right one."
+            )
+        case engine.DaemonNotRunning():
+            return START_ENGINE
+        case engine.DockerPermissionDenied():
+            return (
+                "Add yourself to the docker group (`sudo usermod -aG docker $USER`, then log "
+                "in again) or run with sudo."
+            )
+        case engine.EngineTooOld():
+            return "Upgrade Docker Engine (https://docs.docker.com/engine/install/)."
+        case engine.ContainerAlreadyExists(name=name):
+            return f"Start it with `{occ} start`, or remove it first with `docker rm -f {name}`."
+        case engine.ContainerNotFound():
+            return f"Create and start it with `{occ} start`."
+        case engine.ContainerRunning():
+            return f"Stop it first with `{occ} stop`."
+        case engine.ImageNotFound(image=image) if image.startswith(f"{IMAGE_NAME}:"):
+            return f"Build it with `{occ} build`, or pull it with `{occ} pull`."
+        case engine.ImageNotFound():
+            return f"Pull it with `{occ} pull`, or unset the override: `{occ} config unset image`."
+        case engine.PortInUse(port=port):
+            other = f" (for example `{occ} start --port {port + 1}`)" if port else ""
+            return f"Stop what listens there, or choose another port{other}."
+        case engine.VolumeInUse(users=[first, *_]):
+            return f"Remove the container first: `docker rm -f {first}`."
+        case engine.MissingPath():
+            return f"Use an image built from opencode-cloud's Dockerfile (`{occ} build`)."
+        case engine.PullFailed(failures=[]):
+            return (
+                f"Add a registry: `{occ} config set registries ghcr.io/OWNER`, "
+                f"or build the image locally: `{occ} build`."
+            )
+        case engine.PullFailed():
+            return (
+                "Check the registry addresses and your network, or build the image "
+                f"locally (`{occ} build`)."
+            )
+    return ""
+
+
+def _with_logs(error: engine.ContainerExited | engine.HealthTimeout, occ: str) -> str:
+    lines = []
+    if error.log_tail:
+        lines = ["Last log lines:", *(f"  {line}" for line in error.log_tail)]
+    if isinstance(error, engine.HealthTimeout) and error.refused:
+        lines.append(
+            "The service refused the password: the container holds another one than the "
+            f"host's password file. Hand it the current one with `{occ} auth rotate`."
+        )
+    else:
+        lines.append(f"See the full logs with `{occ} logs`, fix the cause, then start again.")
+    return "\n".join(lines)
+
+
+def _build_hint(error: engine.BuildFailed) -> str:
+    if isinstance(error, engine.InvalidCertificate):
+        if error.unreadable:
+            return "Name an existing PEM file (for example /etc/ssl/certs/ca-certificates.crt)."
+        path = Path(error.path)
+        return (
+            f"Convert a DER certificate first: openssl x509 -inform der -in {path} "
+            f"-out {path.stem}.crt"
+        )
+    advice = ""
+    if error.cause == "base-image":
+        advice = (
+            f"The base image of `{error.instruction}` is not in the engine and could not be "
+            "pulled: run scripts/base-image.sh (or `docker pull debian:bookworm-slim`).\n"
+        )
+    elif error.cause == "certificate":
+        advice = (
+            "A TLS-inspecting proxy is probably in the way: trust its CA certificate with "
+            "`occ build --ca-file /etc/ssl/certs/ca-certificates.crt` (or keep it with "
+            "`occ config set ca_certificates FILE`).\n"
+        )
+    shown = "\n".join(f"  {line}" for line in error.output_tail)
+    return f"{advice}Last build output:\n{shown}" if shown else advice.rstrip()

@@ -1,0 +1,252 @@
+"""`ContainerSpec`: everything that shapes the service container, in one frozen value.
+
+The wanted spec comes from the configuration (`from_config`), the actual one from the
+engine (`from_inspect`). Creating the container (`create_body`), deciding whether to
+re-create it (`diff`, which names each changed setting) and the config-hash label
+(`config_hash`) all derive from it, so a new container setting is one field here plus
+its two readers. docs/architecture.md walks through such a change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Protocol
+
+from opencode_cloud.defaults import (
+    CONTAINER_PORT,
+    DEFAULT_BIND_ADDRESS,
+    DEFAULT_PORT,
+    DEFAULT_RESTART_RETRIES,
+    DEFAULT_STOP_TIMEOUT,
+    DEFAULT_USERNAME,
+    HOSTNAME,
+    USERNAME_ENV,
+    WORKING_DIR,
+)
+from opencode_cloud.docker.models import ContainerInfo, Mount
+from opencode_cloud.docker.volume import VOLUME_SPECS
+from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
+
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+
+
+class ContainerSettings(Protocol):
+    """What `from_config` reads from a configuration (`config.schema.Config` has it all).
+
+    The engine layer names the settings it needs instead of importing the configuration.
+    """
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def bind_address(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+    @property
+    def restart_retries(self) -> int: ...
+    @property
+    def stop_timeout(self) -> int: ...
+
+
+def _reason(text: str) -> Any:
+    """Field metadata: how a change of this field reads in "re-created because X changed"."""
+    return field(metadata={"reason": text})
+
+
+def canonical_address(address: str) -> str:
+    """`::1` and `0::1` are one address; anything unparsable is kept as it is."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """The service container as wanted or as found. Fields without a `reason` (its name
+    and labels) do not count as a change."""
+
+    name: str
+    image: str  # the reference the container is created from
+    image_id: str | None = _reason("image")  # what that reference pointed to
+    port: int = _reason("port")
+    bind_address: str = _reason("bind address")
+    username: str = _reason("user name")
+    env: tuple[str, ...] = _reason("environment")  # the user's `KEY=VALUE`, sorted
+    mounts: tuple[Mount, ...] = _reason("mounts")  # sorted by target
+    restart_retries: int = _reason("restart retries")
+    stop_timeout: int = _reason("stop timeout")
+    hostname: str = _reason("hostname")
+    working_dir: str = _reason("working directory")
+    hardening: tuple[str, ...] = _reason("security options")  # `SecurityOpt`, `CapDrop=ALL`
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    # -- the two readers ----------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls,
+        settings: ContainerSettings,
+        instance: Instance,
+        *,
+        image: str,
+        image_id: str | None,
+        labels: Mapping[str, str] | None = None,
+    ) -> ContainerSpec:
+        """The container the configuration asks for.
+
+        Args:
+            image, image_id: the image reference it runs and what that resolves to now.
+            labels: labels added to the instance's own and the config hash.
+        """
+        spec = cls(
+            name=instance.container_name,
+            image=image,
+            image_id=image_id,
+            port=settings.port,
+            bind_address=canonical_address(settings.bind_address),
+            username=settings.username,
+            env=tuple(sorted(f"{k}={v}" for k, v in settings.env.items())),
+            mounts=_volume_mounts(instance),
+            restart_retries=settings.restart_retries,
+            stop_timeout=settings.stop_timeout,
+            hostname=HOSTNAME,
+            working_dir=WORKING_DIR,
+            hardening=(NO_NEW_PRIVILEGES, "drop:ALL"),
+        )
+        all_labels = {**instance.labels("service"), **(labels or {})}
+        return replace(spec, labels={**all_labels, LABEL_CONFIG_HASH: spec.config_hash()})
+
+    @classmethod
+    def from_inspect(cls, info: ContainerInfo, image_env: Iterable[str] = ()) -> ContainerSpec:
+        """The spec an existing container was made with.
+
+        Args:
+            image_env: the image's own environment, which the container's also lists and
+                which is not the user's.
+        """
+        inherited = set(image_env)
+        username = next(
+            (e.split("=", 1)[1] for e in info.env if e.startswith(USERNAME_ENV + "=")),
+            DEFAULT_USERNAME,
+        )
+        binding = info.published(CONTAINER_PORT)
+        return cls(
+            name=info.name,
+            image=info.image,
+            image_id=info.image_id,
+            port=binding.host_port if binding else 0,
+            bind_address=canonical_address(binding.host_ip) if binding else "",
+            username=username,
+            env=tuple(
+                sorted(
+                    e
+                    for e in info.env
+                    if e not in inherited and not e.startswith(USERNAME_ENV + "=")
+                )
+            ),
+            mounts=tuple(sorted(info.mounts, key=lambda m: m.target)),
+            restart_retries=info.restart_retries,
+            stop_timeout=info.stop_timeout
+            if info.stop_timeout is not None
+            else DEFAULT_STOP_TIMEOUT,
+            hostname=info.hostname,
+            working_dir=info.working_dir,
+            hardening=tuple(info.security_opt) + tuple(f"drop:{c}" for c in info.cap_drop),
+            labels=dict(info.labels),
+        )
+
+    # -- what derives from it -------------------------------------------------------------
+
+    def without_env(self, inherited: Iterable[str]) -> ContainerSpec:
+        """The spec without variables the image sets to the same value itself."""
+        inherited = set(inherited)
+        return replace(self, env=tuple(e for e in self.env if e not in inherited))
+
+    def diff(self, actual: ContainerSpec) -> list[str]:
+        """What differs between this (wanted) spec and `actual`, in words for the user."""
+        return [
+            f.metadata["reason"]
+            for f in fields(self)
+            if "reason" in f.metadata and getattr(self, f.name) != getattr(actual, f.name)
+        ]
+
+    def config_hash(self) -> str:
+        """A stable digest (64 hex digits) of every field that counts as a change.
+
+        The container carries it as the label `io.opencode-cloud.config-hash`, so people
+        and scripts can tell containers made from the same settings apart.
+        """
+        data = {
+            f.name: _plain(getattr(self, f.name)) for f in fields(self) if "reason" in f.metadata
+        }
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def create_body(self) -> dict[str, Any]:
+        """The Engine API's `POST /containers/create` body for this spec."""
+        security = [h for h in self.hardening if not h.startswith("drop:")]
+        dropped = [h.removeprefix("drop:") for h in self.hardening if h.startswith("drop:")]
+        return {
+            "Image": self.image,
+            "Hostname": self.hostname,
+            "WorkingDir": self.working_dir,
+            "Env": [f"{USERNAME_ENV}={self.username}", *self.env],
+            "Labels": dict(self.labels),
+            "ExposedPorts": {f"{CONTAINER_PORT}/tcp": {}},
+            "StopSignal": "SIGTERM",
+            "StopTimeout": self.stop_timeout,
+            "HostConfig": {
+                "PortBindings": {
+                    f"{CONTAINER_PORT}/tcp": [
+                        {"HostIp": self.bind_address, "HostPort": str(self.port)}
+                    ]
+                },
+                "Mounts": [
+                    {
+                        "Type": m.type,
+                        "Source": m.source,
+                        "Target": m.target,
+                        "ReadOnly": m.read_only,
+                    }
+                    for m in self.mounts
+                ],
+                "AutoRemove": False,
+                "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": self.restart_retries},
+                "SecurityOpt": security,
+                "CapDrop": dropped,
+                "Privileged": False,
+            },
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return value
+
+
+def _volume_mounts(instance: Instance) -> tuple[Mount, ...]:
+    # Named volumes only: a bind mount would tie opencode's data to one host path.
+    mounts = (Mount("volume", instance.volume_name(v.kind), v.mount_point) for v in VOLUME_SPECS)
+    return tuple(sorted(mounts, key=lambda m: m.target))
+
+
+@dataclass(frozen=True)
+class DefaultSettings:
+    """Every container setting at its default: what a caller without a configuration gets."""
+
+    port: int = DEFAULT_PORT
+    bind_address: str = DEFAULT_BIND_ADDRESS
+    username: str = DEFAULT_USERNAME
+    env: Mapping[str, str] = field(default_factory=dict)
+    restart_retries: int = DEFAULT_RESTART_RETRIES
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT

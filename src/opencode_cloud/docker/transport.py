@@ -1,0 +1,286 @@
+"""How requests reach the engine. Private to `client.py`, the only module that imports it.
+
+Two transports answer the same `request` call:
+
+- `SocketTransport` speaks HTTP/1.1 over the local unix socket in a few lines: a command
+  such as `occ status` then never imports docker-py and requests (about 140 ms).
+- `DockerPyTransport` goes through docker-py, which resolves remote engines
+  (`DOCKER_HOST=tcp://...`, `ssh://...`, Docker contexts) the way the docker CLI does,
+  and decodes the engine's streams (builds, pulls, logs).
+
+Both turn "cannot reach the engine" into the error that names its cause; every answer the
+engine gives, error or not, comes back as a `Response` for the client to judge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opencode_cloud.docker.errors import (
+    DaemonNotRunning,
+    DockerError,
+    DockerNotInstalled,
+    DockerPermissionDenied,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+@dataclass(frozen=True)
+class Response:
+    """An engine API answer: HTTP status and decoded JSON body (None when empty)."""
+
+    status: int
+    body: Any
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, dict) and self.body.get("message"):
+            return str(self.body["message"])
+        return str(self.body or f"HTTP {self.status}")
+
+
+class Refused(Exception):
+    """The engine answered a streaming call with an error status."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.message)
+        self.response = response
+
+
+def describe_host() -> str:
+    """The engine the docker CLI would use, in words for an error message."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    if os.environ.get("DOCKER_CONTEXT"):
+        return f"the Docker context {os.environ['DOCKER_CONTEXT']!r}"
+    return f"unix://{DEFAULT_SOCKET}"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend([current.__cause__, current.__context__])
+        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+
+
+def connection_error(exc: BaseException, host: str | None = None) -> DockerError:
+    """Turn a failure to reach the engine into the error that names its cause."""
+    host = host or describe_host()
+    text = " ".join(str(cause) for cause in _causes(exc))
+    if any(isinstance(c, PermissionError) for c in _causes(exc)) or "Permission denied" in text:
+        return DockerPermissionDenied(host)
+    import shutil
+
+    if (
+        shutil.which("docker") is None
+        and shutil.which("dockerd") is None
+        and not os.environ.get("DOCKER_HOST")
+    ):
+        return DockerNotInstalled(host)
+    return DaemonNotRunning(host)
+
+
+def _context_in_use() -> bool:
+    """True when the docker CLI would talk to a non-default context (docker-py resolves it)."""
+    if os.environ.get("DOCKER_CONTEXT", "default") != "default":
+        return True
+    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    try:
+        current = json.loads(config.read_text()).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(current) and current != "default"
+
+
+def local_socket(base_url: str | None) -> str | None:
+    """The unix socket path to use directly, or None when docker-py must resolve the host."""
+    url = base_url or os.environ.get("DOCKER_HOST") or ""
+    if url.startswith("unix://"):
+        return url[len("unix://") :]
+    if url or _context_in_use():
+        return None
+    return DEFAULT_SOCKET
+
+
+def decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace").strip()
+
+
+class SocketTransport:
+    """HTTP/1.1 over a local unix socket, one connection per request."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def request(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float
+    ) -> Response:
+        try:
+            status, raw = _unix_http(self.path, method, url, data, headers, timeout)
+        except OSError as exc:
+            raise connection_error(exc, f"unix://{self.path}") from exc
+        return Response(status, decode(raw))
+
+
+def _unix_http(
+    socket_path: str,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    timeout: float,
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 exchange over a unix socket; returns (status, body).
+
+    A few lines instead of `http.client`, whose import (with `email` and `ssl`) costs
+    more than the whole exchange. `Connection: close` lets the answer end at EOF; a
+    chunked body is decoded, anything else is taken as it comes.
+    """
+    lines = [f"{method} {url} HTTP/1.1", "Host: docker", "Connection: close"]
+    lines += [f"Content-Length: {len(body or b'')}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(request)
+        received = []
+        while chunk := sock.recv(65536):
+            received.append(chunk)
+    head, _, payload = b"".join(received).partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(status_line.split()[1])
+    except (IndexError, ValueError):
+        raise ConnectionError(f"not an HTTP answer from {socket_path}: {status_line!r}") from None
+    header = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (field.partition(":") for field in fields)
+    }
+    if header.get("transfer-encoding", "").lower() == "chunked":
+        payload = dechunk(payload)
+    return status, payload
+
+
+def dechunk(data: bytes) -> bytes:
+    """The body of a `Transfer-Encoding: chunked` payload."""
+    out = bytearray()
+    position = 0
+    while True:
+        line_end = data.index(b"\r\n", position)
+        size = int(data[position:line_end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        start = line_end + 2
+        out += data[start : start + size]
+        position = start + size + 2
+
+
+class DockerPyTransport:
+    """docker-py's low-level API, created on first use."""
+
+    def __init__(
+        self, *, socket_path: str | None, base_url: str | None, version: str, timeout: float
+    ) -> None:
+        self._socket_path = socket_path
+        self._base_url = base_url
+        self._version = version
+        self._timeout = timeout
+        self._api: docker.APIClient | None = None
+
+    @property
+    def api(self) -> docker.APIClient:
+        if self._api is None:
+            import docker as docker_sdk
+
+            try:
+                if self._socket_path is not None:
+                    url: str | None = f"unix://{self._socket_path}"
+                else:
+                    url = self._base_url
+                if url:
+                    self._api = docker_sdk.APIClient(
+                        base_url=url, version=self._version, timeout=int(self._timeout)
+                    )
+                else:
+                    self._api = docker_sdk.from_env(
+                        version=self._version, timeout=int(self._timeout)
+                    ).api
+            except docker_sdk.errors.DockerException as exc:
+                raise connection_error(exc) from exc
+        return self._api
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """docker-py's exceptions inside the block become `Refused` or connection errors."""
+        import docker.errors
+        import requests
+
+        try:
+            yield
+        except DockerError:
+            raise
+        except docker.errors.APIError as exc:
+            status = exc.status_code or 500
+            raise Refused(Response(status, {"message": str(exc.explanation or exc)})) from exc
+        except (
+            requests.exceptions.RequestException,
+            docker.errors.DockerException,
+            OSError,
+        ) as exc:
+            if any(
+                isinstance(
+                    c, (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)
+                )
+                for c in _causes(exc)
+            ):
+                raise connection_error(exc) from exc
+            raise DockerError(f"Docker engine error: {exc}") from exc
+
+    def request(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float
+    ) -> Response:
+        api = self.api
+        with self.translated():
+            answer = api.request(
+                method, api.base_url + url, data=data, headers=headers, timeout=timeout
+            )
+        return Response(answer.status_code, decode(answer.content))
+
+    def stream(self, call: Callable[[docker.APIClient], Iterator[Any]]) -> Iterator[Any]:
+        """Items of a docker-py streaming call, with its exceptions translated."""
+        with self.translated():
+            yield from call(self.api)
+
+    def api_version(self) -> str:
+        with self.translated():
+            return str(self.api.api_version)
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
