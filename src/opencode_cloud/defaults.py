@@ -28,7 +28,11 @@ CONTAINER_PORT = 3000
 RUNTIME_USER = "opencode"
 RUNTIME_UID = 1000
 RUNTIME_HOME = "/home/opencode"
-WORKING_DIR = "/workspace"
+# The projects volume, inside the home: opencode's "Open project" dialog lists the home.
+WORKING_DIR = "/home/opencode/projects"
 HOSTNAME = "opencode-cloud"
 PASSWORD_PATH_IN_CONTAINER = "/run/opencode-cloud/password"
 USERNAME_ENV = "OPENCODE_SERVER_USERNAME"
+# The entrypoint runs opencode as this uid and gid (the owner of the mounted folders).
+UID_ENV = "OCC_UID"
+GID_ENV = "OCC_GID"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from opencode_cloud import credentials
 from opencode_cloud.config.paths import InstancePaths, config_fingerprint, instance_paths
-from opencode_cloud.defaults import CONTAINER_PORT, RUNTIME_UID
+from opencode_cloud.defaults import CONTAINER_PORT, RUNTIME_UID, RUNTIME_USER, WORKING_DIR
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker import volume as volumes
@@ -39,6 +39,14 @@ class NeverCreated(OpencodeCloudError):
 
     def __init__(self, instance: Instance) -> None:
         super().__init__(f"Instance {instance.name!r} has no container (it was never started).")
+        self.instance = instance
+
+
+class NotRunning(OpencodeCloudError):
+    """The instance's container exists but does not run."""
+
+    def __init__(self, instance: Instance) -> None:
+        super().__init__(f"Instance {instance.name!r} is not running.")
         self.instance = instance
 
 
@@ -506,6 +514,31 @@ class Service:
             return new, False
         containers.restart_container(self.client, self.name, info.stop_timeout)
         return new, True
+
+    def shell_target(self) -> ContainerInfo:
+        """The running container a shell goes into.
+
+        Raises:
+            NeverCreated; NotRunning: it exists but does not run.
+        """
+        info = self._require()
+        if not info.running:
+            raise NotRunning(self.instance)
+        return info
+
+    def run_command(
+        self, command: Sequence[str]
+    ) -> tuple[Iterator[bytes], Callable[[], int | None]]:
+        """Run `command` in the container as the runtime user, in the projects folder.
+
+        Returns:
+            Its output as chunks, and a function giving its exit code once read.
+
+        Raises:
+            NeverCreated, NotRunning.
+        """
+        self.shell_target()
+        return self.client.exec_run(self.name, command, user=RUNTIME_USER, workdir=WORKING_DIR)
 
     # -- status ---------------------------------------------------------------------
 

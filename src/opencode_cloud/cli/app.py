@@ -72,10 +72,11 @@ def _register() -> None:
         image,
         lifecycle,
         logs,
+        shell,
         status,
     )
 
-    for module in (lifecycle, status, logs, image):
+    for module in (lifecycle, status, logs, shell, image):
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(auth.auth_group)
@@ -91,7 +92,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.docker import errors as docker_errors
     from opencode_cloud.instance import InvalidInstanceName
     from opencode_cloud.locking import LockTimeout
-    from opencode_cloud.service import NeverCreated
+    from opencode_cloud.service import NeverCreated, NotRunning
 
     by_kind: list[tuple[tuple[type[OpencodeCloudError], ...], ExitCode]] = [
         (
@@ -114,7 +115,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
             ),
             ExitCode.START_FAILED,
         ),
-        ((NeverCreated, docker_errors.ContainerNotFound), ExitCode.NOT_RUNNING),
+        ((NeverCreated, NotRunning, docker_errors.ContainerNotFound), ExitCode.NOT_RUNNING),
         ((ConfigError,), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName,), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),

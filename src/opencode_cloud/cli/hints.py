@@ -29,10 +29,10 @@ def hint_for(error: OpencodeCloudError, instance: Instance) -> str:
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
         return _build_hint(error)
-    from opencode_cloud.service import NeverCreated
+    from opencode_cloud.service import NeverCreated, NotRunning
 
     match error:
-        case NeverCreated():
+        case NeverCreated() | NotRunning():
             return f"Start it with `{occ} start`."
         case engine.DockerNotInstalled():
             return (

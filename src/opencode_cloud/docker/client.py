@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -317,6 +317,44 @@ class DockerClient:
             ),
             container=name,
         )
+
+    def exec_run(
+        self, name: str, command: Sequence[str], *, user: str, workdir: str
+    ) -> tuple[Iterator[bytes], Callable[[], int | None]]:
+        """Run a command in the running container, without a terminal or input.
+
+        Returns:
+            The command's output (stdout and stderr interleaved) as chunks, and a function
+            that gives its exit code once the output is read.
+
+        Raises:
+            ContainerNotFound, DockerError (the container does not run).
+        """
+        created = _check(
+            self._request(
+                "POST",
+                f"{_c(name)}/exec",
+                body={
+                    "Cmd": list(command),
+                    "User": user,
+                    "WorkingDir": workdir,
+                    "AttachStdout": True,
+                    "AttachStderr": True,
+                },
+            ),
+            container=name,
+        )
+        exec_id = str(created.body["Id"])
+        output = self._stream(
+            lambda api: api.exec_start(exec_id, stream=True, demux=False), container=name
+        )
+
+        def exit_code() -> int | None:
+            answer = _check(self._request("GET", f"/exec/{exec_id}/json"))
+            code = answer.body.get("ExitCode")
+            return code if isinstance(code, int) else None
+
+        return output, exit_code
 
     # -- images -----------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol
 
@@ -23,7 +24,10 @@ from opencode_cloud.defaults import (
     DEFAULT_RESTART_RETRIES,
     DEFAULT_STOP_TIMEOUT,
     DEFAULT_USERNAME,
+    GID_ENV,
     HOSTNAME,
+    RUNTIME_UID,
+    UID_ENV,
     USERNAME_ENV,
     WORKING_DIR,
 )
@@ -32,6 +36,18 @@ from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# What the entrypoint needs as root, before it drops to the runtime user for good: move
+# the user to another uid (SETUID, SETGID) and hand it the tool's volumes (CHOWN, and
+# DAC_OVERRIDE to walk folders only their owner may enter). Every other capability is
+# dropped; after the drop opencode holds none.
+HARDENING = (
+    NO_NEW_PRIVILEGES,
+    "drop:ALL",
+    "add:CHOWN",
+    "add:DAC_OVERRIDE",
+    "add:SETGID",
+    "add:SETUID",
+)
 
 
 class ContainerSettings(Protocol):
@@ -52,6 +68,8 @@ class ContainerSettings(Protocol):
     def restart_retries(self) -> int: ...
     @property
     def stop_timeout(self) -> int: ...
+    @property
+    def mounts(self) -> Sequence[str]: ...
 
 
 def _reason(text: str) -> Any:
@@ -79,12 +97,14 @@ class ContainerSpec:
     bind_address: str = _reason("bind address")
     username: str = _reason("user name")
     env: tuple[str, ...] = _reason("environment")  # the user's `KEY=VALUE`, sorted
-    mounts: tuple[Mount, ...] = _reason("mounts")  # sorted by target
+    mounts: tuple[Mount, ...] = _reason("mounts")  # volumes and host folders, by target
+    runtime_uid: int = _reason("runtime user")  # who opencode runs as: see the entrypoint
+    runtime_gid: int = _reason("runtime group")
     restart_retries: int = _reason("restart retries")
     stop_timeout: int = _reason("stop timeout")
     hostname: str = _reason("hostname")
     working_dir: str = _reason("working directory")
-    hardening: tuple[str, ...] = _reason("security options")  # `SecurityOpt`, `CapDrop=ALL`
+    hardening: tuple[str, ...] = _reason("security options")  # SecurityOpt, drop:/add: caps
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     # -- the two readers ----------------------------------------------------------------
@@ -105,6 +125,10 @@ class ContainerSpec:
             image, image_id: the image reference it runs and what that resolves to now.
             labels: labels added to the instance's own and the config hash.
         """
+        from opencode_cloud.mounts import HostMount
+
+        host_mounts = [HostMount.parse(text) for text in getattr(settings, "mounts", ())]
+        uid, gid = runtime_owner(host_mounts)
         spec = cls(
             name=instance.container_name,
             image=image,
@@ -113,12 +137,22 @@ class ContainerSpec:
             bind_address=canonical_address(settings.bind_address),
             username=settings.username,
             env=tuple(sorted(f"{k}={v}" for k, v in settings.env.items())),
-            mounts=_volume_mounts(instance),
+            mounts=_sorted(
+                [
+                    *(
+                        Mount("volume", instance.volume_name(v.kind), v.mount_point)
+                        for v in VOLUME_SPECS
+                    ),
+                    *(Mount("bind", m.host, m.container, m.read_only) for m in host_mounts),
+                ]
+            ),
+            runtime_uid=uid,
+            runtime_gid=gid,
             restart_retries=settings.restart_retries,
             stop_timeout=settings.stop_timeout,
             hostname=HOSTNAME,
             working_dir=WORKING_DIR,
-            hardening=(NO_NEW_PRIVILEGES, "drop:ALL"),
+            hardening=HARDENING,
         )
         all_labels = {**instance.labels("service"), **(labels or {})}
         return replace(spec, labels={**all_labels, LABEL_CONFIG_HASH: spec.config_hash()})
@@ -132,10 +166,8 @@ class ContainerSpec:
                 which is not the user's.
         """
         inherited = set(image_env)
-        username = next(
-            (e.split("=", 1)[1] for e in info.env if e.startswith(USERNAME_ENV + "=")),
-            DEFAULT_USERNAME,
-        )
+        own = {USERNAME_ENV, UID_ENV, GID_ENV}  # variables the tool sets from other fields
+        values = dict(e.split("=", 1) for e in info.env if "=" in e)
         binding = info.published(CONTAINER_PORT)
         return cls(
             name=info.name,
@@ -143,22 +175,24 @@ class ContainerSpec:
             image_id=info.image_id,
             port=binding.host_port if binding else 0,
             bind_address=canonical_address(binding.host_ip) if binding else "",
-            username=username,
+            username=values.get(USERNAME_ENV, DEFAULT_USERNAME),
             env=tuple(
-                sorted(
-                    e
-                    for e in info.env
-                    if e not in inherited and not e.startswith(USERNAME_ENV + "=")
-                )
+                sorted(e for e in info.env if e not in inherited and e.split("=", 1)[0] not in own)
             ),
-            mounts=tuple(sorted(info.mounts, key=lambda m: m.target)),
+            mounts=_sorted(info.mounts),
+            runtime_uid=_number(values.get(UID_ENV), RUNTIME_UID),
+            runtime_gid=_number(values.get(GID_ENV), RUNTIME_UID),
             restart_retries=info.restart_retries,
             stop_timeout=info.stop_timeout
             if info.stop_timeout is not None
             else DEFAULT_STOP_TIMEOUT,
             hostname=info.hostname,
             working_dir=info.working_dir,
-            hardening=tuple(info.security_opt) + tuple(f"drop:{c}" for c in info.cap_drop),
+            hardening=(
+                *info.security_opt,
+                *(f"drop:{c}" for c in info.cap_drop),
+                *sorted(f"add:{c.removeprefix('CAP_')}" for c in info.cap_add),
+            ),
             labels=dict(info.labels),
         )
 
@@ -191,13 +225,19 @@ class ContainerSpec:
 
     def create_body(self) -> dict[str, Any]:
         """The Engine API's `POST /containers/create` body for this spec."""
-        security = [h for h in self.hardening if not h.startswith("drop:")]
+        security = [h for h in self.hardening if not h.startswith(("drop:", "add:"))]
         dropped = [h.removeprefix("drop:") for h in self.hardening if h.startswith("drop:")]
+        added = [h.removeprefix("add:") for h in self.hardening if h.startswith("add:")]
         return {
             "Image": self.image,
             "Hostname": self.hostname,
             "WorkingDir": self.working_dir,
-            "Env": [f"{USERNAME_ENV}={self.username}", *self.env],
+            "Env": [
+                f"{USERNAME_ENV}={self.username}",
+                f"{UID_ENV}={self.runtime_uid}",
+                f"{GID_ENV}={self.runtime_gid}",
+                *self.env,
+            ],
             "Labels": dict(self.labels),
             "ExposedPorts": {f"{CONTAINER_PORT}/tcp": {}},
             "StopSignal": "SIGTERM",
@@ -221,6 +261,7 @@ class ContainerSpec:
                 "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": self.restart_retries},
                 "SecurityOpt": security,
                 "CapDrop": dropped,
+                "CapAdd": added,
                 "Privileged": False,
             },
         }
@@ -234,10 +275,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _volume_mounts(instance: Instance) -> tuple[Mount, ...]:
-    # Named volumes only: a bind mount would tie opencode's data to one host path.
-    mounts = (Mount("volume", instance.volume_name(v.kind), v.mount_point) for v in VOLUME_SPECS)
+def _sorted(mounts: Iterable[Mount]) -> tuple[Mount, ...]:
     return tuple(sorted(mounts, key=lambda m: m.target))
+
+
+def _number(text: str | None, default: int) -> int:
+    return int(text) if text and text.isdigit() else default
+
+
+def runtime_owner(host_mounts: Sequence[Any]) -> tuple[int, int]:
+    """The uid and gid opencode runs as: the owner of the first mounted host folder, so
+    what the agent writes there belongs to that owner on the host; the image's own user
+    (1000) without mounts, or when the folder belongs to root (the agent never runs as
+    root). Read on this machine: with a remote engine the folder's owner there may differ.
+    """
+    for mount in host_mounts:
+        try:
+            info = os.stat(mount.host)
+        except OSError:
+            continue
+        if info.st_uid != 0:
+            return info.st_uid, info.st_gid
+        break
+    return RUNTIME_UID, RUNTIME_UID
 
 
 @dataclass(frozen=True)
@@ -250,3 +310,4 @@ class DefaultSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     restart_retries: int = DEFAULT_RESTART_RETRIES
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    mounts: Sequence[str] = ()

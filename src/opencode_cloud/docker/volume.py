@@ -24,6 +24,12 @@ class VolumeSpec:
     holds: str
 
 
+HOME = VolumeSpec(
+    "home",
+    RUNTIME_HOME,
+    "the home folder: SSH keys, git config, shell history, caches, tools installed "
+    "with npm -g or pip install --user",
+)
 SESSION = VolumeSpec(
     "session",
     f"{RUNTIME_HOME}/.local/share/opencode",
@@ -37,19 +43,22 @@ STATE = VolumeSpec(
 PROJECTS = VolumeSpec("projects", WORKING_DIR, "project files (the working directory)")
 CONFIG = VolumeSpec("config", f"{RUNTIME_HOME}/.config", "opencode's own configuration")
 
-VOLUME_SPECS: tuple[VolumeSpec, ...] = (SESSION, STATE, PROJECTS, CONFIG)
+# The home holds the others' mount points (Docker mounts a parent before its children).
+VOLUME_SPECS: tuple[VolumeSpec, ...] = (HOME, SESSION, STATE, PROJECTS, CONFIG)
 
 # The default instance's names.
 VOLUME_SESSION = DEFAULT.volume_name(SESSION.kind)
 VOLUME_STATE = DEFAULT.volume_name(STATE.kind)
 VOLUME_PROJECTS = DEFAULT.volume_name(PROJECTS.kind)
 VOLUME_CONFIG = DEFAULT.volume_name(CONFIG.kind)
+VOLUME_HOME = DEFAULT.volume_name(HOME.kind)
 VOLUME_NAMES: tuple[str, ...] = tuple(DEFAULT.volume_name(s.kind) for s in VOLUME_SPECS)
 
 MOUNT_SESSION = SESSION.mount_point
 MOUNT_STATE = STATE.mount_point
 MOUNT_PROJECTS = PROJECTS.mount_point
 MOUNT_CONFIG = CONFIG.mount_point
+MOUNT_HOME = HOME.mount_point
 
 
 def volume_names(instance: Instance = DEFAULT) -> tuple[str, ...]:

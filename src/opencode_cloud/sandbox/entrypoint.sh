@@ -1,5 +1,11 @@
 #!/bin/sh
-# Start opencode's web server with authentication, always.
+# Start opencode's web server with authentication, always, as the runtime user.
+#
+# Started as root (the image has no USER), it first gives the user `opencode` the uid and
+# gid the tool asks for (OCC_UID / OCC_GID: the owner of the user's mounted folders, so
+# files the agent writes there belong to that owner on the host), hands it the tool's
+# own data, then drops to it with setpriv and runs itself again. Nothing else ever runs
+# as root. Started as any other user (`docker run --user`), it skips straight to opencode.
 #
 # The password arrives as a file that the tool writes into the container before its
 # first start (through the engine's archive API). It is handed to opencode in the
@@ -8,13 +14,65 @@
 set -eu
 
 PASSWORD_FILE=/run/opencode-cloud/password
+HOME_DIR=/home/opencode
+# The tool's volumes: their files belong to the runtime user. Anything else mounted
+# under the home (the user's own folders) is never touched.
+DATA_DIRS="$HOME_DIR $HOME_DIR/.local/share/opencode $HOME_DIR/.local/state/opencode $HOME_DIR/.config $HOME_DIR/projects"
 
 fail() {
   echo "opencode-cloud: $*" >&2
-  echo "opencode-cloud: refusing to start opencode without authentication." >&2
+  echo "opencode-cloud: refusing to start opencode." >&2
   # 78 (EX_CONFIG): the container is misconfigured, trying again will not help.
   exit 78
 }
+
+# Mount points below the home that are not the tool's volumes: host folders to leave
+# alone (mountinfo writes a space as \040).
+foreign_mounts() {
+  awk '{print $5}' /proc/self/mountinfo | while read -r point; do
+    point=$(printf '%b' "$point")
+    case "$point" in "$HOME_DIR"/*) ;; *) continue ;; esac
+    case " $DATA_DIRS " in *" $point "*) continue ;; esac
+    printf '%s\n' "$point"
+  done
+}
+
+# Give every file of the tool's volumes to uid:gid, without descending into host folders.
+hand_over_data() {
+  owner="$1:$2" uid=$1 gid=$2
+  set --
+  while IFS= read -r point; do
+    [ -z "$point" ] || set -- "$@" -path "$point" -prune -o
+  done <<MOUNTS
+$(foreign_mounts)
+MOUNTS
+  for dir in $DATA_DIRS; do
+    find "$dir" -xdev "$@" \( ! -user "$uid" -o ! -group "$gid" \) -exec chown -h "$owner" {} +
+  done
+}
+
+become_runtime_user() {
+  uid=${OCC_UID:-1000}
+  gid=${OCC_GID:-1000}
+  case "$uid:$gid" in *[!0-9:]* | :* | *:) fail "OCC_UID and OCC_GID must be numbers (got $uid:$gid)." ;; esac
+  [ "$uid" != 0 ] || fail "the runtime user must not be root (OCC_UID=0)."
+  if [ "$(id -u opencode):$(id -g opencode)" != "$uid:$gid" ]; then
+    # Edited in place rather than with usermod, which would also chown the user's
+    # mounted folders.
+    sed -i "s/^opencode:x:[0-9]*:[0-9]*:/opencode:x:$uid:$gid:/" /etc/passwd
+    sed -i "s/^opencode:x:[0-9]*:/opencode:x:$gid:/" /etc/group
+  fi
+  if [ "$(stat -c %u:%g "$HOME_DIR")" != "$uid:$gid" ]; then
+    echo "opencode-cloud: giving the home and data volumes to uid $uid, gid $gid" >&2
+    hand_over_data "$uid" "$gid"
+  fi
+  [ ! -e "$PASSWORD_FILE" ] || chown "$uid:$gid" "$PASSWORD_FILE"
+  exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all -- "$0" "$@"
+}
+
+if [ "$(id -u)" = 0 ]; then
+  become_runtime_user "$@"
+fi
 
 [ -f "$PASSWORD_FILE" ] || fail "no password file at $PASSWORD_FILE (start the service with occ start)."
 [ -r "$PASSWORD_FILE" ] || fail "the password file $PASSWORD_FILE is not readable by $(id -un)."

@@ -1,0 +1,55 @@
+"""`occ shell`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from opencode_cloud.defaults import RUNTIME_USER, WORKING_DIR
+
+if TYPE_CHECKING:
+    from opencode_cloud.cli.context import AppContext
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def shell(app_ctx: AppContext, command: tuple[str, ...]) -> None:
+    """Open a shell in the container, as the runtime user, in the projects folder.
+
+    With a command after `--`, run it there and exit with its exit code. This is the way
+    to set things up inside: `occ shell -- git config --global user.name "Ada"`,
+    `occ shell -- ssh-keygen -t ed25519`, `occ shell -- gh auth login`. What you set up
+    in the home folder is kept when the container is re-created.
+    """
+    service = app_ctx.service()
+    info = service.shell_target()
+    argv = list(command) or ["bash", "-l"]
+    docker_cli = shutil.which("docker")
+    if docker_cli:
+        # The docker CLI gives a real terminal (and input) to interactive programs; it
+        # talks to the same engine (DOCKER_HOST or the current context).
+        flags = ["-it"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
+        sys.stdout.flush()
+        os.execv(
+            docker_cli,
+            ["docker", "exec", *flags, "-u", RUNTIME_USER, "-w", WORKING_DIR, info.name, *argv],
+        )
+    if not command:
+        raise click.UsageError(
+            "an interactive shell needs the docker command; give a command after `--` instead"
+        )
+    output, exit_code = service.run_command(argv)
+    out = sys.stdout.buffer
+    for chunk in output:
+        out.write(chunk)
+        out.flush()
+    raise click.exceptions.Exit(exit_code() or 0)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(shell)
