@@ -96,7 +96,7 @@ def _check(
             raise VolumeInUse(volume, [])
         if container is not None and "already in use" in lowered:
             raise ContainerAlreadyExists(container)
-        if container is not None and "is running" in lowered:
+        if container is not None and "remove a running container" in lowered:
             raise ContainerRunning(container)
     raise DockerError(f"Docker engine error: {message}")
 

@@ -125,9 +125,7 @@ class ContainerSpec:
             image, image_id: the image reference it runs and what that resolves to now.
             labels: labels added to the instance's own and the config hash.
         """
-        from opencode_cloud.mounts import HostMount
-
-        host_mounts = [HostMount.parse(text) for text in getattr(settings, "mounts", ())]
+        host_mounts = _host_mounts(getattr(settings, "mounts", ()))
         uid, gid = runtime_owner(host_mounts)
         spec = cls(
             name=instance.container_name,
@@ -277,6 +275,14 @@ def _plain(value: Any) -> Any:
 
 def _sorted(mounts: Iterable[Mount]) -> tuple[Mount, ...]:
     return tuple(sorted(mounts, key=lambda m: m.target))
+
+
+def _host_mounts(texts: Sequence[str]) -> list[Any]:
+    if not texts:
+        return []
+    from opencode_cloud.mounts import HostMount
+
+    return [HostMount.parse(text) for text in texts]
 
 
 def _number(text: str | None, default: int) -> int:

@@ -4,8 +4,8 @@
 # Started as root (the image has no USER), it first gives the user `opencode` the uid and
 # gid the tool asks for (OCC_UID / OCC_GID: the owner of the user's mounted folders, so
 # files the agent writes there belong to that owner on the host), hands it the tool's
-# own data, then drops to it with setpriv and runs itself again. Nothing else ever runs
-# as root. Started as any other user (`docker run --user`), it skips straight to opencode.
+# own data, then drops to it with setpriv and runs itself again under tini. Nothing else
+# ever runs as root. Started as any other user (`docker run --user`), it skips straight to opencode.
 #
 # The password arrives as a file that the tool writes into the container before its
 # first start (through the engine's archive API). It is handed to opencode in the
@@ -66,12 +66,17 @@ become_runtime_user() {
     echo "opencode-cloud: giving the home and data volumes to uid $uid, gid $gid" >&2
     hand_over_data "$uid" "$gid"
   fi
+  chown "$uid:$gid" "$(dirname "$PASSWORD_FILE")"
   [ ! -e "$PASSWORD_FILE" ] || chown "$uid:$gid" "$PASSWORD_FILE"
-  exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all -- "$0" "$@"
+  # tini (PID 1: reaps zombies, forwards signals) runs as the runtime user too.
+  exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all \
+    -- /usr/bin/tini -- "$0" "$@"
 }
 
 if [ "$(id -u)" = 0 ]; then
   become_runtime_user "$@"
+elif [ "$$" = 1 ]; then
+  exec /usr/bin/tini -- "$0" "$@"
 fi
 
 [ -f "$PASSWORD_FILE" ] || fail "no password file at $PASSWORD_FILE (start the service with occ start)."
