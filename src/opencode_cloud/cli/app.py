@@ -72,6 +72,7 @@ def _register() -> None:
         image,
         lifecycle,
         logs,
+        mount,
         shell,
         status,
     )
@@ -79,6 +80,7 @@ def _register() -> None:
     for module in (lifecycle, status, logs, shell, image):
         module.register(app)
     app.add_command(config.config_group)
+    app.add_command(mount.mount_group)
     app.add_command(auth.auth_group)
     app.add_command(completion.completion)
 

@@ -38,7 +38,9 @@ from opencode_cloud.defaults import (
     DEFAULT_START_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
     DEFAULT_USERNAME,
+    RUNTIME_HOME,
 )
+from opencode_cloud.mounts import HostMount, MountError
 
 SCHEMA_FILE = Path(__file__).with_name("config.schema.json")
 # Keys a file may carry without being reported as unknown: editors use `$schema`.
@@ -68,6 +70,7 @@ USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CA_PATH_PATTERN = r"^[~/]"
+MOUNT_PATTERN = r"^/[^:]*:/[^:]*(?::(?:ro|rw))?$"
 
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 
@@ -92,6 +95,11 @@ RULES: dict[str, str] = {
         "must be an object of environment variable names to string values, "
         'such as {"OPENCODE_DISABLE_AUTOUPDATE": "1"}'
     ),
+    "mounts": (
+        'must be a list of "HOST_PATH:CONTAINER_PATH" or "HOST_PATH:CONTAINER_PATH:ro", '
+        "both absolute paths without ':', such as "
+        f'["/home/alice/code:{RUNTIME_HOME}/code"]'
+    ),
     "restart_retries": "must be a whole number, 0 or more",
     "start_timeout": "must be a whole number of seconds, 1 or more",
     "stop_timeout": "must be a whole number of seconds, 1 or more",
@@ -106,6 +114,7 @@ EXAMPLES: dict[str, str] = {
     "registries": "ghcr.io/acme,registry.example.com:5000/mirror",
     "ca_certificates": "/etc/ssl/certs/corp-ca.pem",
     "env": '\'{"OPENCODE_DISABLE_AUTOUPDATE": "1"}\'',
+    "mounts": f"/home/alice/code:{RUNTIME_HOME}/code",
     "restart_retries": "5",
     "start_timeout": "120",
     "stop_timeout": "10",
@@ -144,6 +153,21 @@ CaPath = Annotated[
     StringConstraints(min_length=2, pattern=CA_PATH_PATTERN),
     AfterValidator(_text_path),
 ]
+
+
+def _mount_text(value: str) -> str:
+    # Syntax only: whether the folder exists, or hides a volume, is `occ mount add`'s
+    # check (opencode_cloud.mounts), which reads the disk.
+    if not is_text(value):
+        raise ValueError(RULES["mounts"])
+    try:
+        HostMount.parse(value)
+    except MountError:
+        raise ValueError(RULES["mounts"]) from None
+    return value
+
+
+MountText = Annotated[str, StringConstraints(pattern=MOUNT_PATTERN), AfterValidator(_mount_text)]
 
 
 class Config(BaseModel):
@@ -216,6 +240,14 @@ class Config(BaseModel):
         description="Environment variables passed to opencode.",
         json_schema_extra={"propertyNames": {"pattern": ENV_NAME_PATTERN}},
     )
+    mounts: list[MountText] = Field(
+        default_factory=list,
+        description=(
+            "Host folders mounted into the container, as HOST_PATH:CONTAINER_PATH "
+            "(read-write) or HOST_PATH:CONTAINER_PATH:ro (read-only), both absolute."
+        ),
+        examples=[[f"/home/alice/code:{RUNTIME_HOME}/code", "/srv/data:/srv/data:ro"]],
+    )
     restart_retries: int = Field(
         default=DEFAULT_RESTART_RETRIES,
         ge=0,
@@ -257,6 +289,20 @@ class Config(BaseModel):
                 raise PydanticCustomError(
                     "env_value", "{rule}", {"name": name, "rule": ENV_VALUE_RULE}
                 )
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _distinct_mounts(cls, value: list[str]) -> list[str]:
+        hosts: set[str] = set()
+        containers: set[str] = set()
+        for mount in map(HostMount.parse, value):
+            if mount.host in hosts:
+                raise ValueError(f"must not mount the host folder {mount.host} twice")
+            if mount.container in containers:
+                raise ValueError(f"must not mount two folders at {mount.container}")
+            hosts.add(mount.host)
+            containers.add(mount.container)
         return value
 
     @property
