@@ -1,6 +1,6 @@
 """One object that derives every Docker name from an instance name.
 
-The default instance keeps the plan's names (`opencode-cloud`, `opencode-cloud-session`, ...);
+The default instance has the plain names (`opencode-cloud`, `opencode-cloud-session`, ...);
 a named instance `work` gets `opencode-cloud-work`, `opencode-cloud-work-session`, ... so
 several can run side by side and tests never touch a user's real service.
 """
@@ -54,7 +54,7 @@ class Instance:
     """Names and labels of one opencode-cloud service.
 
     Attributes:
-        name: The instance name; `default` maps to the plan's plain names.
+        name: The instance name; `default` maps to the plain names (docs/architecture.md).
         extra_labels: Labels added to every resource (tests tag their session here).
     """
 

@@ -294,6 +294,20 @@ class Service:
             )
         return wanted.without_env(inherited).diff(actual)
 
+    def check_mounts(self) -> None:
+        """Refuse host folders that must not reach the container, however they got into
+        the configuration (`occ mount add` checks them too, `occ config set` and an
+        editor do not): the Docker socket, the volumes, the system folders, a folder
+        that is gone.
+
+        Raises:
+            MountError.
+        """
+        from opencode_cloud.mounts import HostMount, check_mount
+
+        for text in self.config.mounts:
+            check_mount(HostMount.parse(text))
+
     def _endpoint(self, info: ContainerInfo | None) -> Endpoint:
         """Where the service answers: read from the container when there is one."""
         if info is not None and info.published(CONTAINER_PORT) is not None:
@@ -328,6 +342,7 @@ class Service:
             and not self.pending_changes(info)
         ):
             return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
+        self.check_mounts()
         image_action = self.ensure_image(build=build, pull=pull, reporter=reporter)
         if image_action != "present":
             on_step(f"Image {image_for(self.config)} {image_action}.")

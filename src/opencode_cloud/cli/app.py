@@ -94,6 +94,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.docker import errors as docker_errors
     from opencode_cloud.instance import InvalidInstanceName
     from opencode_cloud.locking import LockTimeout
+    from opencode_cloud.mounts import MountError
     from opencode_cloud.service import NeverCreated, NotRunning
 
     by_kind: list[tuple[tuple[type[OpencodeCloudError], ...], ExitCode]] = [
@@ -118,7 +119,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
             ExitCode.START_FAILED,
         ),
         ((NeverCreated, NotRunning, docker_errors.ContainerNotFound), ExitCode.NOT_RUNNING),
-        ((ConfigError,), ExitCode.CONFIG_INVALID),
+        ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName,), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),
     ]

@@ -34,6 +34,7 @@ from opencode_cloud.defaults import (
 from opencode_cloud.docker.models import ContainerInfo, Mount
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
+from opencode_cloud.mounts import HostMount
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 # What the entrypoint needs as root, before it drops to the runtime user for good: move
@@ -125,7 +126,7 @@ class ContainerSpec:
             image, image_id: the image reference it runs and what that resolves to now.
             labels: labels added to the instance's own and the config hash.
         """
-        host_mounts = _host_mounts(getattr(settings, "mounts", ()))
+        host_mounts = [HostMount.parse(text) for text in settings.mounts]
         uid, gid = runtime_owner(host_mounts)
         spec = cls(
             name=instance.container_name,
@@ -277,19 +278,11 @@ def _sorted(mounts: Iterable[Mount]) -> tuple[Mount, ...]:
     return tuple(sorted(mounts, key=lambda m: m.target))
 
 
-def _host_mounts(texts: Sequence[str]) -> list[Any]:
-    if not texts:
-        return []
-    from opencode_cloud.mounts import HostMount
-
-    return [HostMount.parse(text) for text in texts]
-
-
 def _number(text: str | None, default: int) -> int:
     return int(text) if text and text.isdigit() else default
 
 
-def runtime_owner(host_mounts: Sequence[Any]) -> tuple[int, int]:
+def runtime_owner(host_mounts: Sequence[HostMount]) -> tuple[int, int]:
     """The uid and gid opencode runs as: the owner of the first mounted host folder, so
     what the agent writes there belongs to that owner on the host; the image's own user
     (1000) without mounts, or when the folder belongs to root (the agent never runs as
