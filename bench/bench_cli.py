@@ -216,9 +216,16 @@ def main() -> int:
         subprocess.run(
             ["docker", "rm", "-f", container], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        for kind in ("session", "state", "projects", "config"):
+        # Every volume of the instance, whichever kinds the tool makes.
+        volumes = subprocess.run(
+            ["docker", "volume", "ls", "-q", "-f", f"label=io.opencode-cloud.instance={instance}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if volumes:
             subprocess.run(
-                ["docker", "volume", "rm", "-f", f"{container}-{kind}"],
+                ["docker", "volume", "rm", "-f", *volumes],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -30,12 +30,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from opencode_cloud.credentials import DEFAULT_USERNAME, container_files
+from opencode_cloud.credentials import container_files
+from opencode_cloud.defaults import DEFAULT_USERNAME
 from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.container import setup_and_start, start_container, stop_container
 from opencode_cloud.docker.health import health_url, wait_until_healthy
 from opencode_cloud.docker.image import DEFAULT_IMAGE, build_image
 from opencode_cloud.docker.progress import NullProgress
+from opencode_cloud.docker.spec import ContainerSpec, DefaultSettings
 from opencode_cloud.instance import Instance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +91,13 @@ def library_start(client: DockerClient, name: str, url: str, password: str) -> f
     start_container(client, name)
     wait_until_healthy(client, name, url, DEFAULT_USERNAME, password, timeout=60)
     return time.perf_counter() - started
+
+
+def image_size(client: DockerClient, ref: str) -> int:
+    info = client.inspect_image(ref)
+    if info is None:
+        raise SystemExit(f"{ref} is not in the engine (scripts/sandbox-image.sh builds it)")
+    return info.size_bytes
 
 
 def stop(name: str) -> None:
@@ -151,22 +160,25 @@ def main() -> int:
         )
     )
 
-    image_size = int(client.docker.api.inspect_image(DEFAULT_IMAGE)["Size"])
-    base_size = int(client.docker.api.inspect_image(BASE_IMAGE)["Size"])
-    binary = client.docker.containers.run(
-        DEFAULT_IMAGE,
-        ["-c", "stat -c %s /usr/local/bin/opencode"],
-        entrypoint="/bin/sh",
-        remove=True,
+    sandbox_size = image_size(client, DEFAULT_IMAGE)
+    base_size = image_size(client, BASE_IMAGE)
+    binary = subprocess.run(
+        [
+            *("docker", "run", "--rm", "--entrypoint", "/bin/sh", DEFAULT_IMAGE),
+            *("-c", "stat -c %s /usr/local/bin/opencode"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    binary_size = int(bytes(binary).decode().strip())
-    rows.append(("Image size", mb(image_size), ""))
+    binary_size = int(binary.stdout.strip())
+    rows.append(("Image size", mb(sandbox_size), ""))
     rows.append((f"Base image (`{BASE_IMAGE}`)", mb(base_size), ""))
     rows.append(("opencode binary in the image", mb(binary_size), ""))
     rows.append(
         (
             "Toolchain and user set-up",
-            mb(image_size - base_size - binary_size),
+            mb(sandbox_size - base_size - binary_size),
             "git, node/npm, python3, gcc/g++/make, ripgrep, curl, ssh, tini",
         )
     )
@@ -177,14 +189,15 @@ def main() -> int:
     url = health_url(port=port)
     library: list[float] = []
     floor: list[float] = []
+    image = client.inspect_image(DEFAULT_IMAGE)
+    spec = ContainerSpec.from_config(
+        DefaultSettings(port=port, env={"OPENCODE_DISABLE_MODELS_FETCH": "1"}),
+        instance,
+        image=DEFAULT_IMAGE,
+        image_id=image.id if image else None,
+    )
     try:
-        setup_and_start(
-            client,
-            port,
-            ["OPENCODE_DISABLE_MODELS_FETCH=1"],
-            instance=instance,
-            files=container_files(password),
-        )
+        setup_and_start(client, spec, instance, files=container_files(password))
         wait_until_healthy(client, instance.container_name, url, DEFAULT_USERNAME, password)
         stop(instance.container_name)
         for run in range(args.runs):
@@ -240,10 +253,15 @@ def main() -> int:
         )
     )
 
-    engine = client.docker.version()
+    engine = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     machine = (
         f"Measured on {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Docker Engine {engine.get('Version')} (API {engine.get('ApiVersion')}), "
+        f"Docker Engine {engine or 'unknown'} (API {client.api_version}), "
         f"{time.strftime('%Y-%m-%d')}. Reproduce: `.venv/bin/python bench/bench_image.py`."
     )
     lines = ["| Measure | Value | Notes |", "| --- | --- | --- |"]

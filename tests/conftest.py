@@ -6,6 +6,7 @@ it per test, and a session-end sweep removes whatever a crashed test left behind
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +31,7 @@ BUSYBOX_BINARY = "/bin/busybox"
 
 def _engine_available() -> bool:
     try:
-        from opencode_cloud.docker import DockerClient
+        from opencode_cloud.docker.client import DockerClient
 
         DockerClient(timeout=5).close()
         return True
@@ -40,7 +42,7 @@ def _engine_available() -> bool:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[object]:
     """A connected engine. Integration tests fail (not skip) without one: CI starts it."""
-    from opencode_cloud.docker import DockerClient
+    from opencode_cloud.docker.client import DockerClient
 
     if not _engine_available() and os.environ.get("OCC_ALLOW_NO_ENGINE"):
         pytest.skip("no Docker engine (OCC_ALLOW_NO_ENGINE is set)")
@@ -50,8 +52,24 @@ def docker_client() -> Iterator[object]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def docker_sdk(docker_client: object) -> Any:
+    """docker-py, for what tests do around the tool: exec, run, push, kill, clean up.
+
+    The tool itself reaches the engine only through `DockerClient`.
+    """
+    return _sdk()
+
+
+@functools.cache
+def _sdk() -> Any:
+    import docker
+
+    return docker.from_env(timeout=120)
+
+
 def _sweep(client: object, label: str) -> None:
-    raw = client.docker  # type: ignore[attr-defined]
+    raw = _sdk()
     for container in raw.containers.list(all=True, filters={"label": label}):
         container.remove(force=True, v=True)
     for volume in raw.volumes.list(filters={"label": label}):
@@ -67,7 +85,7 @@ def instance(request: pytest.FixtureRequest, docker_client: object) -> Iterator[
     suffix = uuid.uuid4().hex[:6]
     inst = Instance(name=f"t-{SESSION_ID}-{suffix}", extra_labels={TEST_LABEL: SESSION_ID})
     yield inst
-    raw = docker_client.docker  # type: ignore[attr-defined]
+    raw = _sdk()
     for container in raw.containers.list(
         all=True, filters={"label": f"io.opencode-cloud.instance={inst.name}"}
     ):
@@ -114,7 +132,7 @@ def _busybox_tar() -> bytes:
 @pytest.fixture(scope="session")
 def import_busybox(docker_client: object):
     """Make an image from busybox with the given default command (`docker import`)."""
-    raw = docker_client.docker  # type: ignore[attr-defined]
+    raw = _sdk()
 
     def make(tag: str, command: str) -> str:
         repository, version = tag.rsplit(":", 1)

@@ -21,18 +21,20 @@ from typing import Any
 
 import pytest
 
-from opencode_cloud.credentials import DEFAULT_USERNAME, container_files
+from opencode_cloud.credentials import container_files
+from opencode_cloud.defaults import DEFAULT_USERNAME
 from opencode_cloud.docker.container import setup_and_start
 from opencode_cloud.docker.health import health_url, wait_until_healthy
 from opencode_cloud.docker.image import DEFAULT_IMAGE, build_image, image_exists
 from opencode_cloud.docker.progress import PlainProgress
+from opencode_cloud.docker.spec import ContainerSpec, DefaultSettings
 from opencode_cloud.instance import Instance
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "debian:bookworm-slim"
 HEALTH_TIMEOUT = 60.0
 # Offline, opencode's model-list fetch only produces errors; it does not affect serving.
-TEST_ENV = ["OPENCODE_DISABLE_MODELS_FETCH=1"]
+TEST_ENV = {"OPENCODE_DISABLE_MODELS_FETCH": "1"}
 
 
 def host_ca_files() -> list[Path]:
@@ -62,6 +64,7 @@ class Service:
     """A running opencode service of one test instance."""
 
     client: Any
+    sdk: Any  # docker-py, for what the test does around the tool (exec, logs)
     instance: Instance
     port: int
     password: str
@@ -79,14 +82,22 @@ class Service:
     def health_url(self) -> str:
         return health_url(port=self.port)
 
+    def spec(self) -> ContainerSpec:
+        """The container of a default configuration on this port, with `TEST_ENV`."""
+        image = self.client.inspect_image(DEFAULT_IMAGE)
+        return ContainerSpec.from_config(
+            DefaultSettings(port=self.port, username=self.username, env=TEST_ENV),
+            self.instance,
+            image=DEFAULT_IMAGE,
+            image_id=image.id if image else None,
+        )
+
     def start(self, *, files: bool = True) -> float:
         """Create if needed, start, and wait until healthy; returns the seconds waited."""
         setup_and_start(
             self.client,
-            self.port,
-            TEST_ENV,
-            image=DEFAULT_IMAGE,
-            instance=self.instance,
+            self.spec(),
+            self.instance,
             files=container_files(self.password) if files else None,
         )
         return self.wait()
@@ -124,22 +135,22 @@ class Service:
 
     def exec(self, *command: str) -> tuple[int, str]:
         """Run a command in the container as its runtime user."""
-        container = self.client.docker.containers.get(self.name)
+        container = self.sdk.containers.get(self.name)
         code, output = container.exec_run(list(command), user="1000:1000")
         return int(code), bytes(output).decode(errors="replace")
 
     def logs(self) -> str:
-        return bytes(self.client.docker.api.logs(self.name)).decode(errors="replace")
+        return bytes(self.sdk.api.logs(self.name)).decode(errors="replace")
 
 
 @pytest.fixture
 def make_service(
-    docker_client: Any, sandbox_image: str, instance: Instance, free_port: int
+    docker_client: Any, docker_sdk: Any, sandbox_image: str, instance: Instance, free_port: int
 ) -> Callable[[], Service]:
     """A not yet started service on a fresh instance and a free port."""
 
     def make() -> Service:
-        return Service(docker_client, instance, free_port, secrets.token_urlsafe(24))
+        return Service(docker_client, docker_sdk, instance, free_port, secrets.token_urlsafe(24))
 
     return make
 

@@ -78,7 +78,7 @@ def test_start_status_logs(occ_env, instance) -> None:
     assert data["bind_address"] == "127.0.0.1"
     assert data["exposed"] is False
     assert {v["name"] for v in data["volumes"]} == {
-        instance.volume_name(k) for k in ("session", "state", "projects", "config")
+        instance.volume_name(k) for k in ("home", "session", "state", "projects", "config")
     }
     assert all(v["exists"] for v in data["volumes"])
 
@@ -202,9 +202,11 @@ def test_failed_start_shows_last_logs_and_next_command(occ_env, crashing_image) 
     run(occ_env, "config", "set", "image", crashing_image)
     proc = run(occ_env, "start", "--timeout", "30", check=False)
     assert proc.returncode == 7, proc.stderr
-    assert "crash-marker-42" in proc.stderr  # the container's last log lines
     assert "Error: " in proc.stderr
-    assert re.search(r"Hint: .*`occ( --instance \S+)? logs`", proc.stderr)  # what to run next
+    hint = proc.stderr.split("Hint: ", 1)[1]
+    assert "crash-marker-42" in hint  # the container's last log lines
+    # What to run next: the hint's last line, after the log lines.
+    assert re.search(r"`occ( --instance \S+)? logs`", hint.strip().splitlines()[-1])
     assert "Traceback" not in proc.stderr
 
 

@@ -26,9 +26,9 @@ pytestmark = pytest.mark.e2e
 SERVICE = Any  # the e2e conftest's Service; not importable by name across conftests
 
 
-def run_image(docker_client: Any, script: str) -> str:
+def run_image(docker_sdk: Any, script: str) -> str:
     """Run a shell script in a throwaway container of the sandbox image."""
-    output = docker_client.docker.containers.run(
+    output = docker_sdk.containers.run(
         DEFAULT_IMAGE, ["-c", script], entrypoint="/bin/sh", remove=True
     )
     return bytes(output).decode(errors="replace")
@@ -37,7 +37,7 @@ def run_image(docker_client: Any, script: str) -> str:
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def read_image_file(docker_client: Any, path: str) -> bytes:
+def read_image_file(docker_sdk: Any, path: str) -> bytes:
     """A file of the sandbox image, copied out of a created (never started) container.
 
     Reading it through a container's output instead can lose the end of a large file
@@ -46,13 +46,13 @@ def read_image_file(docker_client: Any, path: str) -> bytes:
     import io
     import tarfile
 
-    container = docker_client.docker.containers.create(DEFAULT_IMAGE, entrypoint="/bin/true")
+    container = docker_sdk.containers.create(DEFAULT_IMAGE, entrypoint="/bin/true")
     try:
         stream, _ = container.get_archive(path)
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             member = tar.getmembers()[0]
             if member.issym():  # /etc/ssl/certs entries may be links; follow within the image
-                return read_image_file(docker_client, member.linkname)
+                return read_image_file(docker_sdk, member.linkname)
             extracted = tar.extractfile(member)
             assert extracted is not None
             return extracted.read()
@@ -70,9 +70,11 @@ def test_health_needs_credentials(service: SERVICE) -> None:
     assert service.request("GET", "/global/health")[0] == 401
 
 
-def test_image_labels(docker_client: Any, sandbox_image: str) -> None:
+def test_image_labels(docker_client: Any, docker_sdk: Any, sandbox_image: str) -> None:
     assert image_opencode_version(docker_client, sandbox_image) == DEFAULT_OPENCODE_VERSION
-    labels = docker_client.docker.api.inspect_image(sandbox_image)["Config"]["Labels"]
+    labels = docker_sdk.api.inspect_image(sandbox_image)["Config"]["Labels"]
+    image = docker_client.inspect_image(sandbox_image)
+    assert image is not None and image.labels == labels
     from opencode_cloud import __version__
 
     assert labels["io.opencode-cloud.version"] == __version__
@@ -114,26 +116,40 @@ def test_sessions_and_files_survive_restart_and_recreation(service: SERVICE) -> 
 
 
 def test_runs_unprivileged(service: SERVICE) -> None:
-    attrs = service.client.docker.api.inspect_container(service.name)
+    attrs = service.sdk.api.inspect_container(service.name)
     host = attrs["HostConfig"]
-    assert attrs["Config"]["User"] in ("1000:1000", "1000", "opencode")
+    # The entrypoint starts as root only to pick the runtime uid, then drops to it before
+    # anything else runs (tini included): no process of the service keeps root.
+    assert attrs["Config"]["User"] in ("", "1000:1000", "1000", "opencode")
+    assert {"OCC_UID=1000", "OCC_GID=1000"} <= set(attrs["Config"]["Env"])
     assert host["Privileged"] is False
+    assert host["CapDrop"] == ["ALL"]
     assert any(opt.startswith("no-new-privileges") for opt in host["SecurityOpt"] or [])
     assert all("docker.sock" not in (m.get("Source") or "") for m in attrs["Mounts"])
     assert service.exec("id", "-u") == (0, "1000\n")
     code, _ = service.exec("sh", "-c", "test -e /var/run/docker.sock || test -e /run/docker.sock")
     assert code != 0
     # PID 1 is tini, which reaps the agent's children; opencode runs as uid 1000.
-    top = service.client.docker.api.top(service.name, ps_args="-eo uid,pid,args")
+    top = service.sdk.api.top(service.name, ps_args="-eo uid,pid,args")
     rows = [dict(zip(top["Titles"], process, strict=True)) for process in top["Processes"]]
     assert any("tini" in row["COMMAND"] for row in rows)
     assert any("opencode web" in row["COMMAND"] for row in rows)
     assert {row["UID"] for row in rows} == {"1000"}
+    # And none holds a capability, or could gain one.
+    code, status = service.exec(
+        "sh", "-c", "grep -h -e ^CapEff -e ^CapPrm -e ^NoNewPrivs /proc/[0-9]*/status"
+    )
+    assert code == 0, status
+    fields = [line.split(":", 1) for line in status.splitlines()]
+    assert {value.strip() for key, value in fields if key in ("CapEff", "CapPrm")} == {
+        "0000000000000000"
+    }
+    assert {value.strip() for key, value in fields if key == "NoNewPrivs"} == {"1"}
 
 
 def test_password_is_nowhere_visible(service: SERVICE) -> None:
     password = service.password
-    attrs = service.client.docker.api.inspect_container(service.name)
+    attrs = service.sdk.api.inspect_container(service.name)
     assert password not in json.dumps(attrs)
     assert not any("OPENCODE_SERVER_PASSWORD" in entry for entry in attrs["Config"]["Env"])
     # Wait for the engine's own health check to pass: it authenticates too, and its
@@ -142,11 +158,9 @@ def test_password_is_nowhere_visible(service: SERVICE) -> None:
     seen: list[str] = []
     health = ""
     while time.monotonic() < deadline:
-        top = service.client.docker.api.top(service.name, ps_args="-eo pid,args")
+        top = service.sdk.api.top(service.name, ps_args="-eo pid,args")
         seen.extend(" ".join(map(str, process)) for process in top["Processes"])
-        health = service.client.docker.api.inspect_container(service.name)["State"]["Health"][
-            "Status"
-        ]
+        health = service.sdk.api.inspect_container(service.name)["State"]["Health"]["Status"]
         if health == "healthy":
             break
         time.sleep(0.2)
@@ -165,9 +179,11 @@ def test_refuses_to_start_without_a_password(make_service: Callable[[], SERVICE]
     service = make_service()
     with pytest.raises(ContainerExited) as info:
         service.start(files=False)
-    assert "no password file" in info.value.hint
-    assert "refusing to start opencode without authentication" in service.logs()
-    state = service.client.docker.api.inspect_container(service.name)["State"]
+    # The container's last lines travel with the error (the CLI prints them as its hint).
+    assert any("no password file" in line for line in info.value.log_tail), info.value.log_tail
+    assert (info.value.exit_code, info.value.name) == (78, service.name)
+    assert "opencode-cloud: refusing to start opencode" in service.logs()
+    state = service.sdk.api.inspect_container(service.name)["State"]
     assert state["ExitCode"] == 78
 
 
@@ -176,7 +192,7 @@ def test_empty_password_file_is_refused(make_service: Callable[[], SERVICE]) -> 
     service.password = ""
     with pytest.raises(ContainerExited) as info:
         service.start()
-    assert "is empty" in info.value.hint
+    assert any("is empty" in line for line in info.value.log_tail), info.value.log_tail
 
 
 def test_wait_reports_time_to_healthy(make_service: Callable[[], SERVICE]) -> None:
@@ -193,34 +209,39 @@ def test_wait_reports_time_to_healthy(make_service: Callable[[], SERVICE]) -> No
     )  # fmt: skip
 
 
-def test_trusts_the_build_ca_certificates(docker_client: Any, host_ca: list[Path]) -> None:
+def test_trusts_the_build_ca_certificates(docker_sdk: Any, host_ca: list[Path]) -> None:
     if not host_ca:
         pytest.skip("no host CA bundle to compare with")
     wanted = {c.strip() for path in host_ca for c in split_certificates(path.read_bytes())}
-    present = {c.strip() for c in split_certificates(read_image_file(docker_client, CA_BUNDLE))}
+    present = {c.strip() for c in split_certificates(read_image_file(docker_sdk, CA_BUNDLE))}
     assert wanted <= present
-    count = run_image(docker_client, "ls /usr/local/share/ca-certificates/opencode-cloud | wc -l")
+    count = run_image(docker_sdk, "ls /usr/local/share/ca-certificates/opencode-cloud | wc -l")
     assert int(count) == len(wanted)
 
 
-def test_sandbox_contents(docker_client: Any) -> None:
+def test_sandbox_contents(docker_sdk: Any) -> None:
     script = (
         "set -e; opencode --version; git --version; rg --version | head -n1; python3 --version;"
         " node --version; npm --version; gcc --version | head -n1; make --version | head -n1;"
         " curl --version | head -n1; ssh -V 2>&1; tini --version; less --version | head -n1;"
-        " ps --version; id -un; echo HOME=$HOME;"
+        " ps --version; getent passwd opencode | cut -d: -f1,3,4,6; echo HOME=$HOME;"
         " test ! -e /usr/local/lib/node_modules/opencode-ai && echo no-npm-tree;"
-        " stat -c '%U %a %n' /run/opencode-cloud /workspace /home/opencode/.config"
-        " /home/opencode/.local/share/opencode /home/opencode/.local/state/opencode"
+        " echo workspace=$(readlink /workspace);"
+        " stat -c '%U %a %n' /run/opencode-cloud /home/opencode /home/opencode/projects"
+        " /home/opencode/.config /home/opencode/.local/share/opencode"
+        " /home/opencode/.local/state/opencode"
     )
-    output = run_image(docker_client, script)
+    output = run_image(docker_sdk, script)
     assert output.splitlines()[0] == DEFAULT_OPENCODE_VERSION
     for expected in ("git version", "ripgrep", "Python 3", "GNU Make", "curl", "OpenSSH", "tini"):
         assert expected in output
-    assert "opencode\nHOME=/home/opencode\nno-npm-tree\n" in output
+    # The runtime user (uid 1000 unless the tool asks the entrypoint for another).
+    assert "opencode:1000:1000:/home/opencode\nHOME=/home/opencode\nno-npm-tree\n" in output
+    assert "workspace=/home/opencode/projects\n" in output  # the old path still leads there
     assert "opencode 700 /run/opencode-cloud" in output
     for mount in (
-        "/workspace",
+        "/home/opencode",
+        "/home/opencode/projects",
         "/home/opencode/.config",
         "/home/opencode/.local/share/opencode",
         "/home/opencode/.local/state/opencode",
@@ -234,12 +255,12 @@ def test_recovers_from_a_crash(service: SERVICE) -> None:
 
     status, created = service.request("POST", "/session", {"title": "before the crash"})
     assert status == 200, created
-    restarts_before = service.client.docker.api.inspect_container(service.name)["RestartCount"]
+    restarts_before = service.sdk.api.inspect_container(service.name)["RestartCount"]
     code, _ = service.exec("sh", "-c", "kill -9 $(pgrep -x opencode)")
     assert code == 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        info = service.client.docker.api.inspect_container(service.name)
+        info = service.sdk.api.inspect_container(service.name)
         if info["RestartCount"] > restarts_before and info["State"]["Running"]:
             break
         time.sleep(0.2)

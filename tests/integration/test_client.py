@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from opencode_cloud.docker import DaemonNotRunning, DockerClient
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.errors import DaemonNotRunning
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,8 @@ def test_dead_socket_raises_daemon_not_running_quickly(monkeypatch, tmp_path: Pa
     assert time.monotonic() - began < 5
     assert "nothing-here.sock" in caught.value.message
     assert "not running" in caught.value.message
-    assert "start" in caught.value.hint
+    # A local socket: the CLI's hint then says how to start the engine.
+    assert caught.value.host == f"unix://{tmp_path}/nothing-here.sock"
 
 
 def test_socket_nobody_listens_on_raises_daemon_not_running(monkeypatch, tmp_path: Path) -> None:
@@ -47,9 +49,11 @@ def test_closed_tcp_port_raises_daemon_not_running(monkeypatch) -> None:
         port = probe.getsockname()[1]
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
     began = time.monotonic()
-    with pytest.raises(DaemonNotRunning):
+    with pytest.raises(DaemonNotRunning) as caught:
         DockerClient(timeout=5)
     assert time.monotonic() - began < 5
+    # A remote engine: the CLI's hint then names the address to check.
+    assert caught.value.host == f"tcp://127.0.0.1:{port}"
 
 
 def test_everyday_calls_do_not_import_docker_py(instance, busybox_image, free_port) -> None:
@@ -61,14 +65,18 @@ def test_everyday_calls_do_not_import_docker_py(instance, busybox_image, free_po
 
     script = f"""
 import sys
-from opencode_cloud.docker import (DockerClient, container_state, remove_all_volumes,
-    remove_container, setup_and_start, stop_container)
-from opencode_cloud.docker.volume import volume_sizes
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.container import (container_state, remove_container,
+    setup_and_start, stop_container)
+from opencode_cloud.docker.spec import ContainerSpec, DefaultSettings
+from opencode_cloud.docker.volume import remove_all_volumes, volume_sizes
 from opencode_cloud.instance import Instance
 instance = Instance({instance.name!r}, extra_labels={dict(instance.extra_labels)!r})
 client = DockerClient()
-setup_and_start(client, {free_port}, image={busybox_image!r}, instance=instance,
-                files={{"/tmp/f": b"x"}})
+image = client.inspect_image({busybox_image!r})
+spec = ContainerSpec.from_config(DefaultSettings(port={free_port}), instance,
+                                 image={busybox_image!r}, image_id=image.id)
+setup_and_start(client, spec, instance, files={{"/tmp/f": b"x"}})
 assert container_state(client, instance.container_name) == "running"
 volume_sizes(client, instance)
 stop_container(client, instance.container_name, timeout=2)
@@ -81,20 +89,23 @@ assert "docker" not in sys.modules and "requests" not in sys.modules, "docker-py
     assert proc.returncode == 0, proc.stderr
 
 
-def test_lifecycle_through_docker_py(instance, busybox_image, free_port) -> None:
+def test_lifecycle_through_docker_py(instance, busybox_image, free_port, make_spec) -> None:
     """The same operations work when docker-py carries every call (remote engines)."""
-    from opencode_cloud.docker import (
+    from opencode_cloud.docker.container import (
         container_state,
-        ensure_volumes_exist,
         remove_container,
         setup_and_start,
         stop_container,
     )
+    from opencode_cloud.docker.volume import ensure_volumes_exist
 
     with DockerClient(direct=False) as client:
         assert client.ping()
         ensure_volumes_exist(client, instance)
-        setup_and_start(client, free_port, image=busybox_image, instance=instance)
+        spec = make_spec(free_port)
+        image = client.inspect_image(busybox_image)
+        assert image is not None and image.id == spec.image_id
+        setup_and_start(client, spec, instance)
         assert container_state(client, instance.container_name) == "running"
         stop_container(client, instance.container_name, timeout=2)
         assert container_state(client, instance.container_name) == "exited"

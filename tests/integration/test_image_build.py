@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from opencode_cloud.docker.errors import BuildFailed
+from opencode_cloud.docker.errors import BuildFailed, InvalidCertificate
 from opencode_cloud.docker.image import (
     EXTRA_CA_DIR,
-    InvalidCertificate,
     build_context,
     build_from_context,
     image_exists,
@@ -62,20 +61,18 @@ def tiny_dockerfile(base: str, body: str) -> list[tuple[str, bytes, int]]:
 
 
 @pytest.fixture
-def tag(docker_client: Any, instance: Instance) -> Iterator[str]:
+def tag(docker_client: Any, docker_sdk: Any, instance: Instance) -> Iterator[str]:
     """A unique image name, removed after the test; builds carry the test-session label."""
     LABELS.clear()
     LABELS.update(instance.extra_labels)
     name = f"opencode-cloud-test/tiny:{instance.name}"
     yield name
     if image_exists(docker_client, name):
-        docker_client.docker.images.remove(name, force=True)
+        docker_sdk.images.remove(name, force=True)
     # A failed build keeps its last good step as an unnamed image; it carries our label.
     for key, value in instance.extra_labels.items():
-        for image in docker_client.docker.images.list(
-            filters={"dangling": True, "label": f"{key}={value}"}
-        ):
-            docker_client.docker.images.remove(image.id, force=True)
+        for image in docker_sdk.images.list(filters={"dangling": True, "label": f"{key}={value}"}):
+            docker_sdk.images.remove(image.id, force=True)
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +92,13 @@ def test_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cert
 
 
-def run_in(docker_client: Any, image: str, *command: str) -> str:
-    output = docker_client.docker.containers.run(
-        image, list(command), remove=True, labels=dict(LABELS)
-    )
+def run_in(docker_sdk: Any, image: str, *command: str) -> str:
+    output = docker_sdk.containers.run(image, list(command), remove=True, labels=dict(LABELS))
     return bytes(output).decode()
 
 
 def test_steps_are_reported_and_cache_is_used(
-    docker_client: Any, busybox_image: str, tag: str
+    docker_client: Any, docker_sdk: Any, busybox_image: str, tag: str
 ) -> None:
     files = tiny_dockerfile(
         busybox_image, 'RUN cat /proc/sys/kernel/random/uuid > /stamp\nCMD ["cat", "/stamp"]'
@@ -115,7 +110,7 @@ def test_steps_are_reported_and_cache_is_used(
     assert [(s, t) for s, t, _ in first.steps] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert first.steps[0][2] == f"FROM {busybox_image}"
     assert first.finished and tag in first.finished[-1]
-    stamp = run_in(docker_client, tag)
+    stamp = run_in(docker_sdk, tag)
 
     again = Recorder()
     assert build_from_context(docker_client, context, tag=tag, reporter=again) == image_id
@@ -125,14 +120,19 @@ def test_steps_are_reported_and_cache_is_used(
     rebuilt = build_from_context(docker_client, context, tag=tag, no_cache=True, reporter=fresh)
     assert rebuilt != image_id
     assert not any("Using cache" in line for line in fresh.output)
-    assert run_in(docker_client, tag) != stamp
+    assert run_in(docker_sdk, tag) != stamp
     assert image_opencode_version(docker_client, tag) == "0.0.0-test"
     # The first build lost its name to the rebuild; drop it rather than leave it dangling.
-    docker_client.docker.images.remove(image_id, force=True)
+    docker_sdk.images.remove(image_id, force=True)
 
 
 def test_extra_ca_files_are_in_the_context(
-    docker_client: Any, busybox_image: str, tag: str, test_ca: Path, tmp_path: Path
+    docker_client: Any,
+    docker_sdk: Any,
+    busybox_image: str,
+    tag: str,
+    test_ca: Path,
+    tmp_path: Path,
 ) -> None:
     bundle = tmp_path / "bundle.crt"
     host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -142,20 +142,22 @@ def test_extra_ca_files_are_in_the_context(
     files = tiny_dockerfile(busybox_image, f"COPY {EXTRA_CA_DIR}/ /certs/")
     build_from_context(docker_client, build_context(ca_files, files=files), tag=tag)
 
-    listing = run_in(docker_client, tag, "ls", "/certs").split()
+    listing = run_in(docker_sdk, tag, "ls", "/certs").split()
     # One certificate per file: update-ca-certificates links each file by its hash.
     expected = ["00-corp-proxy-ca-000.crt"]
     if two:
         expected += ["01-bundle-000.crt", "01-bundle-001.crt"]
     assert listing == expected
-    inside = run_in(docker_client, tag, "cat", "/certs/00-corp-proxy-ca-000.crt")
+    inside = run_in(docker_sdk, tag, "cat", "/certs/00-corp-proxy-ca-000.crt")
     assert inside.strip() == test_ca.read_text().strip()
 
 
-def test_empty_extra_ca_builds(docker_client: Any, busybox_image: str, tag: str) -> None:
+def test_empty_extra_ca_builds(
+    docker_client: Any, docker_sdk: Any, busybox_image: str, tag: str
+) -> None:
     files = tiny_dockerfile(busybox_image, f"COPY {EXTRA_CA_DIR}/ /certs/")
     build_from_context(docker_client, build_context(files=files), tag=tag)
-    assert run_in(docker_client, tag, "ls", "-A", "/certs").strip() == ""
+    assert run_in(docker_sdk, tag, "ls", "-A", "/certs").strip() == ""
 
 
 def test_context_is_deterministic(test_ca: Path) -> None:
@@ -171,7 +173,11 @@ def test_failed_step_raises_with_last_lines(
         build_from_context(docker_client, build_context(files=files), tag=tag, reporter=recorder)
     assert "step 3/3" in info.value.message
     assert "non-zero code: 3" in info.value.message
-    assert "marker-before-failure" in info.value.hint
+    # The last output lines travel with the error (the CLI prints them under it).
+    assert "marker-before-failure" in info.value.output_tail
+    assert info.value.output_tail[0].startswith("Step 1/3 : FROM ")
+    assert info.value.tag == tag
+    assert info.value.cause is None
     assert recorder.finished == [""]  # the display was released
 
 
@@ -183,20 +189,27 @@ def test_certificate_errors_point_at_ca_files(
     )
     with pytest.raises(BuildFailed) as info:
         build_from_context(docker_client, build_context(files=files), tag=tag)
-    assert "CA certificate" in info.value.hint
+    # A TLS-inspecting proxy is the likely cause: the CLI then names `--ca-file`.
+    assert info.value.cause == "certificate"
+    assert any("SELF_SIGNED_CERT_IN_CHAIN" in line for line in info.value.output_tail)
 
 
 def test_missing_base_image_is_explained(docker_client: Any, tag: str) -> None:
-    files = tiny_dockerfile(f"opencode-cloud-test/absent:{uuid.uuid4().hex}", "")
+    base = f"opencode-cloud-test/absent:{uuid.uuid4().hex}"
+    files = tiny_dockerfile(base, "")
     with pytest.raises(BuildFailed) as info:
         build_from_context(docker_client, build_context(files=files), tag=tag)
-    assert "base-image.sh" in info.value.hint
+    # The base image is missing: the CLI then points at scripts/base-image.sh.
+    assert info.value.cause == "base-image"
+    assert info.value.instruction == f"FROM {base}"
 
 
 def test_invalid_ca_file(tmp_path: Path) -> None:
     not_pem = tmp_path / "ca.der"
     not_pem.write_bytes(b"\x30\x82\x01\x0a")
-    with pytest.raises(InvalidCertificate, match="no PEM certificate"):
+    with pytest.raises(InvalidCertificate, match="no PEM certificate") as info:
         build_context([not_pem])
-    with pytest.raises(InvalidCertificate, match="Cannot read"):
+    assert (info.value.path, info.value.unreadable) == (str(not_pem), False)
+    with pytest.raises(InvalidCertificate, match="Cannot read") as info:
         build_context([tmp_path / "missing.crt"])
+    assert (info.value.path, info.value.unreadable) == (str(tmp_path / "missing.crt"), True)

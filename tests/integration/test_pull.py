@@ -82,13 +82,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def pushed(
-    docker_client: Any, busybox_image: str, registry: str, instance: Instance
+    docker_client: Any, docker_sdk: Any, busybox_image: str, registry: str, instance: Instance
 ) -> Iterator[str]:
     """A unique image in the registry and nowhere in the engine; yields its tag.
 
     Its top layer is 1.5 MB of random bytes, so the pull really transfers a layer.
     """
-    raw = docker_client.docker
+    raw = docker_sdk
     tag = instance.name
     remote = registry_ref(registry, tag)
     labels = " ".join(f"{key}={value}" for key, value in instance.extra_labels.items())
@@ -177,6 +177,8 @@ def test_all_registries_dead(docker_client: Any) -> None:
     assert dead_one in info.value.message
     assert dead_two in info.value.message
     assert "refused" in info.value.message
+    assert [f.split(": ", 1)[0] for f in info.value.failures] == [dead_one, dead_two]
+    assert info.value.image == f"{IMAGE_NAME}:absent"
     assert waits == [0.01, 0.01]
 
 
@@ -193,5 +195,7 @@ def test_unknown_tag_is_not_retried(docker_client: Any, registry: str) -> None:
 
 
 def test_no_registries(docker_client: Any) -> None:
-    with pytest.raises(PullFailed, match="No registry"):
+    with pytest.raises(PullFailed, match="No registry") as info:
         pull_image(docker_client, [])
+    # No failures to report: the CLI then says how to add a registry.
+    assert info.value.failures == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
-import opencode_cloud.config as config_package
+from opencode_cloud import defaults
 from opencode_cloud.config import schema
 from opencode_cloud.config.schema import (
     KEYS,
@@ -22,8 +23,8 @@ from opencode_cloud.config.schema import (
     render_schema,
 )
 from opencode_cloud.config.store import parse_config_text, validate_config
-from opencode_cloud.docker import container, image
-from opencode_cloud.docker.image import DEFAULT_OPENCODE_VERSION
+from opencode_cloud.docker import image
+from opencode_cloud.docker.spec import DefaultSettings
 
 
 def test_schema_file_is_in_sync_with_the_model() -> None:
@@ -43,13 +44,30 @@ def test_schema_is_a_valid_json_schema_with_every_key() -> None:
     assert set(RULES) == set(KEYS)
 
 
-def test_defaults_come_from_the_docker_layer() -> None:
+def test_defaults_are_the_shared_ones() -> None:
     config = Config()
-    assert config.port == container.DEFAULT_PORT
-    assert config.bind_address == container.DEFAULT_BIND_ADDRESS
-    assert config.restart_retries == container.DEFAULT_RESTART_RETRIES
-    assert config.stop_timeout == container.DEFAULT_STOP_TIMEOUT
-    assert config.opencode_version == image.DEFAULT_OPENCODE_VERSION == DEFAULT_OPENCODE_VERSION
+    assert config.port == defaults.DEFAULT_PORT
+    assert config.bind_address == defaults.DEFAULT_BIND_ADDRESS
+    assert config.username == defaults.DEFAULT_USERNAME
+    assert config.restart_retries == defaults.DEFAULT_RESTART_RETRIES
+    assert config.stop_timeout == defaults.DEFAULT_STOP_TIMEOUT
+    assert config.start_timeout == defaults.DEFAULT_START_TIMEOUT
+    assert config.opencode_version == defaults.DEFAULT_OPENCODE_VERSION
+    assert image.image_ref(defaults.DEFAULT_OPENCODE_VERSION) == image.DEFAULT_IMAGE
+    assert image.image_ref("1.2.3") == f"{defaults.IMAGE_NAME}:1.2.3"
+
+
+def test_engine_defaults_match_a_default_configuration() -> None:
+    """A caller without a configuration (`DefaultSettings`) gets the container a default
+    configuration file asks for."""
+    config, default = Config(), DefaultSettings()
+
+    def plain(value: object) -> object:
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    for name in DefaultSettings.__dataclass_fields__:
+        # The engine reads a setting the configuration lacks as empty (`getattr(..., ())`).
+        assert plain(getattr(config, name, ())) == plain(getattr(default, name)), name
 
 
 @pytest.mark.parametrize(
@@ -87,11 +105,14 @@ def test_invalid_documents_fail_both(document: dict[str, object]) -> None:
         Config.model_validate(document)
 
 
-def test_package_exports_resolve() -> None:
-    for name in config_package.__all__:
-        assert getattr(config_package, name) is not None
-    with pytest.raises(AttributeError):
-        config_package.does_not_exist  # noqa: B018
+@pytest.mark.parametrize("package", ["config", "docker"])
+def test_packages_re_export_nothing(package: str) -> None:
+    """Names are imported from the module that defines them: a package `__init__` holds
+    its docstring and nothing else, so importing one module loads no other."""
+    init = Path(schema.__file__).parents[1] / package / "__init__.py"
+    body = ast.parse(init.read_text(encoding="utf-8")).body
+    assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init} holds more than a docstring"
+    assert isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)
 
 
 def test_config_modules_import_no_docker_rich_or_click() -> None:
@@ -100,7 +121,7 @@ def test_config_modules_import_no_docker_rich_or_click() -> None:
         "import opencode_cloud.config.paths\n"
         "assert 'pydantic' not in sys.modules, 'paths pulls in pydantic'\n"
         "import opencode_cloud.config.store, opencode_cloud.config.edit\n"
-        "import opencode_cloud.config.hashing, opencode_cloud.locking\n"
+        "import opencode_cloud.locking\n"
         "heavy = sorted(m for m in ('docker', 'requests', 'rich', 'click') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

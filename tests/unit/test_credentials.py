@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from opencode_cloud import credentials
+from opencode_cloud import credentials, defaults
 from opencode_cloud.config.paths import InstancePaths
 
 
@@ -122,4 +122,5 @@ def test_container_files() -> None:
     files = credentials.container_files("s3cret")
     assert files == {"/run/opencode-cloud/password": b"s3cret"}
     assert credentials.PASSWORD_PATH_IN_CONTAINER == "/run/opencode-cloud/password"
-    assert credentials.DEFAULT_USERNAME == "opencode"
+    assert defaults.DEFAULT_USERNAME == "opencode"
+    assert defaults.PASSWORD_PATH_IN_CONTAINER == credentials.PASSWORD_PATH_IN_CONTAINER

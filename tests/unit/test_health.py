@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from opencode_cloud.docker.client import Response
 from opencode_cloud.docker.errors import ContainerExited, HealthTimeout
 from opencode_cloud.docker.health import (
     basic_auth_header,
@@ -20,6 +19,7 @@ from opencode_cloud.docker.health import (
     probe_health,
     wait_until_healthy,
 )
+from opencode_cloud.docker.models import ContainerInfo, parse_container
 
 USER, PASSWORD = "opencode", "pa:ss w/ord"
 
@@ -65,34 +65,38 @@ def server() -> Iterator[str]:
 
 
 class FakeApi:
-    """The two engine calls health polling makes, with a scripted container state."""
+    """The two engine calls health polling makes, with a scripted container state (the
+    engine's own inspect JSON)."""
 
     def __init__(self, states: list[dict[str, Any]], logs: bytes = b"") -> None:
         self.states = states
         self.logs_data = logs
         self.inspections = 0
+        self.log_calls: list[tuple[str, int | None]] = []
 
     def inspect_container(self, name: str) -> dict[str, Any]:
         state = self.states[min(self.inspections, len(self.states) - 1)]
         self.inspections += 1
-        return {"State": state, "RestartCount": state.get("_restarts", 0)}
+        return {"Name": f"/{name}", "State": state, "RestartCount": state.get("_restarts", 0)}
 
-    def logs(self, name: str, **kwargs: Any) -> bytes:
-        return self.logs_data
+    def logs(self, name: str, tail: int | None) -> Iterator[bytes]:
+        self.log_calls.append((name, tail))
+        yield self.logs_data
 
 
 class FakeClient:
-    """Answers the Engine API calls the way `DockerClient.request` does."""
+    """The `DockerClient` calls health polling makes, answered from a `FakeApi`."""
 
     timeout = 5.0
 
     def __init__(self, api: FakeApi) -> None:
-        self.docker = type("Raw", (), {"api": api})()
         self.api = api
 
-    def request(self, method: str, path: str, *args: Any, **kwargs: Any) -> Response:
-        assert (method, path.rsplit("/", 1)[-1]) == ("GET", "json"), path
-        return Response(200, self.api.inspect_container(path.split("/")[2]))
+    def inspect_container(self, name: str) -> ContainerInfo:
+        return parse_container(self.api.inspect_container(name))
+
+    def container_logs(self, name: str, *, tail: int | None = None, **_: Any) -> Iterator[bytes]:
+        return self.api.logs(name, tail)
 
 
 RUNNING = {"Status": "running", "Running": True, "Restarting": False, "ExitCode": 0}
@@ -136,7 +140,9 @@ def test_wait_times_out_and_names_the_refused_password(server: str) -> None:
         wait_until_healthy(client, "c", server, USER, "wrong", timeout=0.5, interval=0.02)  # type: ignore[arg-type]
     assert time.monotonic() - started < 2.0
     assert "401" in info.value.message
-    assert "password" in info.value.hint
+    # The service holds another password: the CLI's hint then says `occ auth rotate`.
+    assert info.value.refused is True
+    assert info.value.name == "c"
 
 
 def test_wait_fails_fast_when_the_container_exits(free_port: int) -> None:
@@ -148,7 +154,10 @@ def test_wait_fails_fast_when_the_container_exits(free_port: int) -> None:
         wait_until_healthy(FakeClient(api), "c", url, USER, PASSWORD, timeout=30)  # type: ignore[arg-type]
     assert time.monotonic() - started < 2.0
     assert "exit code 78" in info.value.message
-    assert "no password file" in info.value.hint
+    # The container's last output lines travel with the error (the CLI prints them).
+    assert info.value.log_tail == ["opencode-cloud: no password file"]
+    assert (info.value.exit_code, info.value.restarting) == (78, False)
+    assert api.log_calls and api.log_calls[0][0] == "c"
 
 
 def test_wait_fails_fast_on_a_restart(free_port: int) -> None:
@@ -157,4 +166,4 @@ def test_wait_fails_fast_on_a_restart(free_port: int) -> None:
     api = FakeApi([RUNNING, restarted], logs=b"EACCES: permission denied\n")
     with pytest.raises(ContainerExited) as info:
         wait_until_healthy(FakeClient(api), "c", url, USER, PASSWORD, timeout=30)  # type: ignore[arg-type]
-    assert "EACCES" in info.value.hint
+    assert info.value.log_tail == ["EACCES: permission denied"]

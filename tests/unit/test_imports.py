@@ -1,0 +1,152 @@
+"""What the everyday commands import: start-up time is most of what a user waits for.
+
+Each check runs in a fresh interpreter, so modules other tests loaded do not count.
+docker-py and requests cost ~140 ms, pydantic ~150 ms and rich ~50 ms of start-up; the
+engine layer reaches docker-py only through `docker/transport.py`, and only for remote
+engines and streams.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import opencode_cloud
+
+PACKAGE = Path(opencode_cloud.__file__).resolve().parent
+TRANSPORT = PACKAGE / "docker" / "transport.py"
+# Third-party packages only the transport may import.
+TRANSPORT_ONLY = ("docker", "requests")
+
+
+def imported_by_command(*argv: str) -> set[str]:
+    """Every module `occ ARGV...` imports, as the console script runs it.
+
+    `python -X importtime` lists each import as it happens: the command ends with
+    `os._exit`, so asking `sys.modules` at exit is not an option.
+    """
+    code = (
+        "import sys\n"
+        f"sys.argv = ['occ', *{list(argv)!r}]\n"
+        "from opencode_cloud.cli import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert "opencode_cloud" in modules, proc.stderr[-2000:]  # the listing was read
+    return modules
+
+
+def imported_by(code: str) -> set[str]:
+    """`sys.modules` after running `code` in a fresh interpreter."""
+    script = f"{code}\nimport sys\nprint('\\n'.join(sorted(sys.modules)))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+def tops(modules: set[str], *names: str) -> list[str]:
+    """The packages among `names` that `modules` holds (or any submodule of)."""
+    return sorted({m.split(".")[0] for m in modules} & set(names))
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"]])
+def test_version_and_help_import_nothing_heavy(argv: list[str]) -> None:
+    modules = imported_by_command(*argv)
+    assert tops(modules, "docker", "requests", "pydantic", "rich") == []
+
+
+def test_status_and_stop_paths_do_not_import_docker_py() -> None:
+    """`occ status` and `occ stop` load the service and the engine client; speaking to a
+    local engine needs neither docker-py nor requests."""
+    modules = imported_by("import opencode_cloud.service, opencode_cloud.docker.client")
+    assert {"opencode_cloud.service", "opencode_cloud.docker.client"} <= modules
+    assert tops(modules, *TRANSPORT_ONLY) == []
+
+
+def test_loading_the_configuration_imports_no_engine_code() -> None:
+    modules = imported_by("import opencode_cloud.config.store")
+    assert "opencode_cloud.config.store" in modules
+    engine = sorted(
+        m for m in modules if m == "opencode_cloud.docker" or m.startswith("opencode_cloud.docker.")
+    )
+    assert engine == []
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in `path`, wherever they are in the file
+    (module level, inside functions, under TYPE_CHECKING), and of `import_module("x")`
+    and `__import__("x")` calls with a literal name."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif (
+            isinstance(node, ast.Call)
+            and (
+                (isinstance(node.func, ast.Name) and node.func.id == "__import__")
+                or (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+            )
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            names.add(node.args[0].value.split(".")[0])
+    return names
+
+
+def test_only_the_transport_imports_docker_py_or_requests() -> None:
+    sources = sorted(PACKAGE.rglob("*.py"))
+    assert TRANSPORT in sources
+    offenders = {
+        str(path.relative_to(PACKAGE)): sorted(_third_party_imports(path) & set(TRANSPORT_ONLY))
+        for path in sources
+        if path != TRANSPORT
+    }
+    assert {path: found for path, found in offenders.items() if found} == {}
+    # The scan does see such imports: the transport has both.
+    assert _third_party_imports(TRANSPORT) >= set(TRANSPORT_ONLY)
+
+
+def test_the_scan_sees_every_form_of_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from __future__ import annotations\n"
+        "import os.path\n"
+        "from typing import TYPE_CHECKING\n"
+        "from . import sibling\n"
+        "if TYPE_CHECKING:\n"
+        "    from docker.errors import APIError\n"
+        "def f():\n"
+        "    import requests.adapters as adapters\n"
+        "    importlib.import_module('yaml')\n"
+        "    return __import__('json5')\n"
+    )
+    assert _third_party_imports(sample) == {
+        "__future__",
+        "os",
+        "typing",
+        "docker",
+        "requests",
+        "yaml",
+        "json5",
+    }
