@@ -187,12 +187,12 @@ def resolve_host_path(path: str) -> str:
 
 
 def default_container_path(host: str) -> str:
-    """Where a host folder goes unless told otherwise: `/home/opencode/<its name>`.
+    """Where a host folder goes unless told otherwise: `/home/opencode/projects/<its name>`.
 
-    In the runtime user's home, the web UI's "Open project" dialog lists it, so it is
-    found without typing a path.
+    Beside the projects in the projects volume, where the web UI's "Open project"
+    dialog starts: it is listed there, and found by its name in the dialog's search.
     """
-    return posixpath.join(RUNTIME_HOME, posixpath.basename(_clean(host)))
+    return posixpath.join(WORKING_DIR, posixpath.basename(_clean(host)))
 
 
 def parse_argument(text: str, *, read_only: bool = False) -> HostMount:
@@ -272,10 +272,10 @@ def docker_socket_paths(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def _suggestion(mount: HostMount) -> str:
     name = posixpath.basename(mount.host) or "code"
-    for container in (default_container_path(mount.host), f"{RUNTIME_HOME}/host-{name}"):
+    for container in (default_container_path(mount.host), f"{WORKING_DIR}/host-{name}"):
         if container != mount.container and _container_problem(container) is None:
             return f"{mount.host}:{container}"
-    return f"{mount.host}:{RUNTIME_HOME}/code"
+    return f"{mount.host}:{WORKING_DIR}/code"
 
 
 def _container_problem(container: str) -> tuple[str, str] | None:

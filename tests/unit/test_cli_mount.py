@@ -73,21 +73,21 @@ def test_add_list_remove(occ, config_file: Path, code: Path, tmp_path: Path) -> 
 
     added = occ("mount", "add", str(code))
     assert added.code == 0, added.err
-    assert added.out.strip() == f"{code} -> /home/opencode/code (read-write) added."
+    assert added.out.strip() == f"{code} -> /home/opencode/projects/code (read-write) added."
     assert RESTART_NOTE in added.err
     assert occ("mount", "add", "data:/srv/data:ro").code == 0
-    assert _stored(config_file) == [f"{code}:/home/opencode/code", f"{data}:/srv/data:ro"]
+    assert _stored(config_file) == [f"{code}:/home/opencode/projects/code", f"{data}:/srv/data:ro"]
     assert config_file.stat().st_mode & 0o777 == 0o600
 
     listed = occ("mount", "list")
     assert listed.code == 0
     lines = listed.out.splitlines()
     assert lines[0].split() == ["HOST", "CONTAINER", "MODE"]
-    assert lines[1].split() == [str(code), "/home/opencode/code", "read-write"]
+    assert lines[1].split() == [str(code), "/home/opencode/projects/code", "read-write"]
     assert lines[2].split() == [str(data), "/srv/data", "read-only"]
 
     assert json.loads(occ("mount", "list", "--json").out) == [
-        {"host": str(code), "container": "/home/opencode/code", "read_only": False},
+        {"host": str(code), "container": "/home/opencode/projects/code", "read_only": False},
         {"host": str(data), "container": "/srv/data", "read_only": True},
     ]
 
@@ -95,7 +95,7 @@ def test_add_list_remove(occ, config_file: Path, code: Path, tmp_path: Path) -> 
     assert removed.code == 0
     assert removed.out.strip() == f"{data}:/srv/data:ro removed."
     assert RESTART_NOTE in removed.err
-    assert _stored(config_file) == [f"{code}:/home/opencode/code"]
+    assert _stored(config_file) == [f"{code}:/home/opencode/projects/code"]
 
     assert occ("mount", "remove", str(code)).code == 0
     # The last mount removed takes the key with it: the file says only what was set.
@@ -112,7 +112,7 @@ def test_add_keeps_the_rest_of_the_file(occ, config_file: Path, code: Path) -> N
     assert json.loads(config_file.read_text()) == {
         "port": 8080,
         "colour": "blue",
-        "mounts": [f"{code}:/home/opencode/code"],
+        "mounts": [f"{code}:/home/opencode/projects/code"],
     }
 
 
@@ -135,7 +135,7 @@ def test_add_resolves_home_and_links(
     (home / "work").symlink_to(code)
     monkeypatch.setenv("HOME", str(home))
     assert occ("mount", "add", "~/work").code == 0
-    assert _stored(config_file) == [f"{code}:/home/opencode/code"]
+    assert _stored(config_file) == [f"{code}:/home/opencode/projects/code"]
 
 
 def test_remove_by_relative_host_path(occ, config_file: Path, code: Path) -> None:
@@ -227,7 +227,7 @@ BAD_ADDS = [
     ("code:rw", "--read-only"),
     ("code\x00",),
     ("other",),  # the same folder again, through a link
-    ("data:/home/opencode/code",),  # the same container path again
+    ("data:/home/opencode/projects/code",),  # the same container path again
 ]
 
 
@@ -258,7 +258,7 @@ def test_remove_unknown_changes_nothing(occ, config_file: Path, code: Path, targ
     before = config_file.read_bytes()
     result = occ("mount", "remove", target)
     _assert_one_line_error(result)
-    assert f"{code}:/home/opencode/code" in result.err  # the hint lists what there is
+    assert f"{code}:/home/opencode/projects/code" in result.err  # the hint lists what there is
     assert "occ mount list" in result.err
     assert config_file.read_bytes() == before
 

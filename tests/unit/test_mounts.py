@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from opencode_cloud.config.edit import parse_value
 from opencode_cloud.config.errors import ConfigValidationError
 from opencode_cloud.config.schema import EXAMPLES, RULES, Config, generate_schema
-from opencode_cloud.defaults import RUNTIME_HOME
+from opencode_cloud.defaults import WORKING_DIR
 from opencode_cloud.mounts import (
     PROTECTED_CONTAINER_PATHS,
     SYSTEM_CONTAINER_PATHS,
@@ -116,31 +116,31 @@ def test_mode_property() -> None:
 @pytest.mark.parametrize(
     ("host", "container"),
     [
-        ("/home/alice/code", "/home/opencode/code"),
-        ("/home/alice/code/", "/home/opencode/code"),
-        ("/srv/My Project", "/home/opencode/My Project"),
+        ("/home/alice/code", "/home/opencode/projects/code"),
+        ("/home/alice/code/", "/home/opencode/projects/code"),
+        ("/srv/My Project", "/home/opencode/projects/My Project"),
     ],
 )
-def test_default_container_path_is_in_the_runtime_home(host: str, container: str) -> None:
+def test_default_container_path_is_beside_the_projects(host: str, container: str) -> None:
     assert default_container_path(host) == container
-    assert posixpath.dirname(default_container_path(host)) == RUNTIME_HOME
+    assert posixpath.dirname(default_container_path(host)) == WORKING_DIR
 
 
 # --- the command-line form ------------------------------------------------------------
 
 
 def test_argument_host_only_goes_to_the_home(code: Path) -> None:
-    assert parse_argument(str(code)) == HostMount(str(code), "/home/opencode/code", False)
+    assert parse_argument(str(code)) == HostMount(str(code), "/home/opencode/projects/code", False)
 
 
 @pytest.mark.parametrize(
     ("suffix", "read_only", "container", "expected_ro"),
     [
-        ("", False, "/home/opencode/code", False),
-        (":ro", False, "/home/opencode/code", True),
-        (":rw", False, "/home/opencode/code", False),
-        ("", True, "/home/opencode/code", True),
-        (":ro", True, "/home/opencode/code", True),
+        ("", False, "/home/opencode/projects/code", False),
+        (":ro", False, "/home/opencode/projects/code", True),
+        (":rw", False, "/home/opencode/projects/code", False),
+        ("", True, "/home/opencode/projects/code", True),
+        (":ro", True, "/home/opencode/projects/code", True),
         (":/srv/src", False, "/srv/src", False),
         (":/srv/src/:ro", False, "/srv/src", True),
         (":/srv/src:rw", False, "/srv/src", False),
@@ -161,7 +161,9 @@ def test_argument_expands_the_home_and_relative_paths(
     (_home / "src").mkdir()
     assert parse_argument("~/src").host == str(_home / "src")
     monkeypatch.chdir(_home)
-    assert parse_argument("src:ro") == HostMount(str(_home / "src"), "/home/opencode/src", True)
+    assert parse_argument("src:ro") == HostMount(
+        str(_home / "src"), "/home/opencode/projects/src", True
+    )
     assert parse_argument("./src/../src").host == str(_home / "src")
 
 
@@ -171,7 +173,7 @@ def test_argument_resolves_symbolic_links(tmp_path: Path, code: Path) -> None:
     mount = parse_argument(str(link))
     assert mount.host == str(code)
     # The default container path follows the real folder's name, not the link's.
-    assert mount.container == "/home/opencode/code"
+    assert mount.container == "/home/opencode/projects/code"
     assert resolve_host_path(str(link) + "/") == str(code)
 
 
@@ -242,7 +244,7 @@ def test_duplicate_container_path(tmp_path: Path, code: Path) -> None:
     assert error.reason == "duplicate-container"
     assert error.path == "/home/opencode/code"
     # The suggestion is a free place, not the taken one.
-    assert error.hint.endswith(f"{other}:/home/opencode/host-code")
+    assert error.hint.endswith(f"{other}:/home/opencode/projects/code")
 
 
 def test_protected_paths_are_the_ones_of_the_brief() -> None:

@@ -15,9 +15,10 @@ set -eu
 
 PASSWORD_FILE=/run/opencode-cloud/password
 HOME_DIR=/home/opencode
+PROJECTS_DIR=$HOME_DIR/projects
 # The tool's volumes: their files belong to the runtime user. Anything else mounted
 # under the home (the user's own folders) is never touched.
-DATA_DIRS="$HOME_DIR $HOME_DIR/.local/share/opencode $HOME_DIR/.local/state/opencode $HOME_DIR/.config $HOME_DIR/projects"
+DATA_DIRS="$HOME_DIR $HOME_DIR/.local/share/opencode $HOME_DIR/.local/state/opencode $HOME_DIR/.config $PROJECTS_DIR"
 
 fail() {
   echo "opencode-cloud: $*" >&2
@@ -51,6 +52,19 @@ MOUNTS
   done
 }
 
+# Docker makes a root-owned folder in the home or projects volume for each host folder
+# mounted there; once that mount is gone, the empty folder would linger in the project
+# list. (A folder still mounted, or not empty, is never removed: rmdir refuses.)
+remove_stale_mount_points() {
+  mounted=$(awk '{print $5}' /proc/self/mountinfo)
+  for dir in "$HOME_DIR"/*/ "$PROJECTS_DIR"/*/; do
+    dir=${dir%/}
+    [ -d "$dir" ] && [ "$(stat -c %u "$dir")" = 0 ] || continue
+    printf '%s\n' "$mounted" | grep -qxF "$dir" && continue
+    rmdir "$dir" 2>/dev/null || true
+  done
+}
+
 become_runtime_user() {
   uid=${OCC_UID:-1000}
   gid=${OCC_GID:-1000}
@@ -68,6 +82,7 @@ become_runtime_user() {
   fi
   chown "$uid:$gid" "$(dirname "$PASSWORD_FILE")"
   [ ! -e "$PASSWORD_FILE" ] || chown "$uid:$gid" "$PASSWORD_FILE"
+  remove_stale_mount_points
   # tini (PID 1: reaps zombies, forwards signals) runs as the runtime user too.
   exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all \
     -- /usr/bin/tini -- "$0" "$@"
@@ -85,5 +100,10 @@ OPENCODE_SERVER_PASSWORD=$(cat "$PASSWORD_FILE")
 [ -n "$OPENCODE_SERVER_PASSWORD" ] || fail "the password file $PASSWORD_FILE is empty."
 export OPENCODE_SERVER_PASSWORD
 export OPENCODE_SERVER_USERNAME="${OPENCODE_SERVER_USERNAME:-opencode}"
+# The web UI's "Open project" dialog starts in what opencode takes for the home, and its
+# folder search refuses to index the real home ($HOME). Pointing opencode's home at the
+# projects folder makes the dialog list the projects and mounted folders, and find them
+# by name; $HOME stays /home/opencode for git, ssh and every other tool.
+export OPENCODE_TEST_HOME="$PROJECTS_DIR"
 
 exec opencode web --hostname 0.0.0.0 --port 3000 "$@"
