@@ -1,0 +1,435 @@
+"""An in-memory Docker engine with `DockerClient`'s typed methods, for unit tests.
+
+Containers are kept as the engine's own inspect JSON, built from the create body the way
+the engine builds it (the image's environment and labels merged in), and read back
+through the real parser: what the tool writes and what it reads meet in the engine's
+format, as with a real engine. Errors are the typed errors the real client raises.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import itertools
+import json
+import tarfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from opencode_cloud.docker.errors import (
+    ContainerAlreadyExists,
+    ContainerNotFound,
+    ContainerRunning,
+    DockerError,
+    ImageNotFound,
+    PortInUse,
+    VolumeInUse,
+)
+from opencode_cloud.docker.models import (
+    ContainerInfo,
+    ImageInfo,
+    VolumeInfo,
+    parse_container,
+    parse_image,
+    parse_volume,
+)
+
+ZERO_TIME = "0001-01-01T00:00:00Z"  # the engine's "never"
+# What the sandbox Dockerfile sets (`ENV`), so built and pulled images carry it too.
+SANDBOX_ENV = (
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "OPENCODE_DISABLE_AUTOUPDATE=1",
+    "OPENCODE_SERVER_USERNAME=opencode",
+    "HOME=/home/opencode",
+    "LANG=C.UTF-8",
+)
+VOLUME_BYTES = 4096  # what `volume_sizes` says of every volume
+_ACTIVE = ("running", "restarting", "paused")
+_ANY_ADDRESS = ("", "0.0.0.0", "::")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _full_ref(ref: str) -> str:
+    """`name` means `name:latest`, as for the engine."""
+    return ref if ref.startswith("sha256:") or ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
+
+
+def _merge_env(own: Sequence[str], image: Sequence[str]) -> list[str]:
+    """The engine's merge: the container's variables, then the image's it does not set."""
+    names = {entry.split("=", 1)[0] for entry in own}
+    return [*own, *(entry for entry in image if entry.split("=", 1)[0] not in names)]
+
+
+def _has_labels(labels: Mapping[str, str], wanted: Iterable[str]) -> bool:
+    for item in wanted:
+        key, has_value, value = item.partition("=")
+        if key not in labels or (has_value and labels[key] != value):
+            return False
+    return True
+
+
+def _container_json(
+    name: str, cid: str, body: Mapping[str, Any], image: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What the engine's inspect shows of a container it made from a create `body`."""
+    image_config = image["Config"]
+    config: dict[str, Any] = {
+        "Hostname": body.get("Hostname") or cid[:12],
+        "User": body.get("User", ""),
+        "Env": _merge_env(body.get("Env") or [], image_config.get("Env") or []),
+        "Image": body["Image"],
+        "WorkingDir": body.get("WorkingDir", ""),
+        "Labels": {**(image_config.get("Labels") or {}), **(body.get("Labels") or {})},
+        "ExposedPorts": copy.deepcopy(body.get("ExposedPorts")),
+    }
+    if "StopTimeout" in body:
+        config["StopTimeout"] = body["StopTimeout"]
+    state = {"Status": "created", "Running": False, "OOMKilled": False, "ExitCode": 0}
+    return {
+        "Id": cid,
+        "Created": _now(),
+        "Name": f"/{name}",
+        "RestartCount": 0,
+        "Image": image["Id"],
+        "State": {**state, "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME},
+        "Config": config,
+        "HostConfig": copy.deepcopy(dict(body.get("HostConfig") or {})),
+    }
+
+
+def _bindings(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    ports = raw["HostConfig"].get("PortBindings") or {}
+    return [(b.get("HostIp", ""), b["HostPort"]) for bs in ports.values() for b in bs or []]
+
+
+def _clash(raw: Mapping[str, Any], other: Mapping[str, Any]) -> int | None:
+    """The host port both containers publish on a common address, if any."""
+    for ip, port in _bindings(raw):
+        for other_ip, other_port in _bindings(other):
+            if port == other_port and (ip == other_ip or {ip, other_ip} & set(_ANY_ADDRESS)):
+                return int(port)
+    return None
+
+
+class FakeEngine:
+    """`DockerClient` over dicts. Scripting: `add_image`, `publish`, `crash_on_start`,
+    `vanish`, `set_health`; inspection: `calls`, `files`, `file_modes`, `stop_timeouts`.
+
+    Attributes:
+        calls: (method, name) of every call that changes the engine, in order.
+        files: what `put_archive` wrote, by container, then by absolute path.
+        registry: images a pull can fetch, `registry/repo:tag` -> (env, labels, id).
+    """
+
+    def __init__(self, api_version: str = "1.41", timeout: float = 60.0) -> None:
+        self.api_version = api_version
+        self.timeout = timeout
+        self.host = "unix:///fake/docker.sock"
+        self.containers: dict[str, dict[str, Any]] = {}  # name -> inspect JSON
+        self.images: dict[str, dict[str, Any]] = {}  # id -> inspect JSON
+        self.volumes: dict[str, dict[str, Any]] = {}  # name -> inspect JSON
+        self.registry: dict[str, tuple[Sequence[str], Mapping[str, str], str]] = {}
+        self.files: dict[str, dict[str, bytes]] = {}
+        self.file_modes: dict[str, dict[str, tuple[int, int]]] = {}  # (mode, uid)
+        self.logs: dict[str, list[str]] = {}
+        self.crashes: dict[str, tuple[int, list[str]]] = {}
+        self.stop_timeouts: dict[str, int] = {}
+        self.execs: list[tuple[str, tuple[str, ...], str, str]] = []  # name, command, user, dir
+        self.exec_result: tuple[bytes, int] = (b"", 0)  # what every exec prints and exits with
+        self.builds: list[dict[str, str]] = []  # build args of each build
+        self.calls: list[tuple[str, str]] = []
+        self.closed = False
+        self._serial = itertools.count(1)
+
+    # -- scripting --------------------------------------------------------------------
+
+    def add_image(
+        self,
+        ref: str,
+        *,
+        env: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        image_id: str | None = None,
+    ) -> str:
+        """An image called `ref` (taking the name from any image that had it); its id.
+
+        A new id unless `image_id` names the image (the same content) to tag.
+        """
+        image_id = image_id or _digest(f"image-{next(self._serial)}")
+        config = {"Env": list(env), "Labels": dict(labels or {}) or None}
+        self.images.setdefault(image_id, {"Id": image_id, "RepoTags": [], "Config": config})
+        self._move_tag(image_id, _full_ref(ref))
+        return image_id
+
+    def publish(
+        self, ref: str, *, env: Sequence[str] = SANDBOX_ENV, labels: Mapping[str, str] | None = None
+    ) -> str:
+        """Make `registry/repository:tag` available to `pull`; the id it will have.
+
+        The id follows the content: publishing the same again changes nothing.
+        """
+        image_id = _digest(json.dumps([ref, list(env), dict(labels or {})], sort_keys=True))
+        self.registry[ref] = (env, dict(labels or {}), image_id)
+        return image_id
+
+    def crash_on_start(self, name: str, exit_code: int = 1, logs: Sequence[str] = ()) -> None:
+        """Every start of `name` from now on ends at once with `exit_code`, printing `logs`."""
+        self.crashes[name] = (exit_code, list(logs))
+
+    def vanish(self, name: str) -> None:
+        """Remove the container behind the tool's back (no call is recorded)."""
+        del self.containers[name]
+        self.files.pop(name, None)
+        self.file_modes.pop(name, None)
+
+    def set_health(self, name: str, status: str) -> None:
+        self._raw(name)["State"]["Health"] = {"Status": status, "FailingStreak": 0, "Log": []}
+
+    def called(self, method: str) -> list[str]:
+        """Names passed to `method`, in order."""
+        return [name for done, name in self.calls if done == method]
+
+    # -- engine -----------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    # -- containers -------------------------------------------------------------------
+
+    def _raw(self, name: str) -> dict[str, Any]:
+        if name not in self.containers:
+            raise ContainerNotFound(name)
+        return self.containers[name]
+
+    def inspect_container(self, name: str) -> ContainerInfo:
+        return parse_container(copy.deepcopy(self._raw(name)))
+
+    def find_container(self, name: str) -> ContainerInfo | None:
+        return self.inspect_container(name) if name in self.containers else None
+
+    def create_container(self, name: str, body: Mapping[str, Any]) -> str:
+        self.calls.append(("create_container", name))
+        if name in self.containers:
+            raise ContainerAlreadyExists(name)
+        image = self._image(str(body.get("Image", "")))
+        if image is None:
+            raise ImageNotFound(str(body.get("Image", "")))
+        for mount in (body.get("HostConfig") or {}).get("Mounts") or []:
+            if mount.get("Type") == "volume" and mount["Source"] not in self.volumes:
+                self._add_volume(mount["Source"], {})  # the engine makes it, unlabelled
+        cid = _digest(f"container-{next(self._serial)}").removeprefix("sha256:")
+        self.containers[name] = _container_json(name, cid, body, image)
+        return cid
+
+    def _start(self, name: str) -> None:
+        raw = self._raw(name)
+        state = raw["State"]
+        if state["Status"] == "running":
+            return
+        running = [r for n, r in self.containers.items() if n != name and r["State"]["Running"]]
+        taken = next(filter(None, (_clash(raw, other) for other in running)), None)
+        if taken is not None:
+            raise PortInUse(taken)
+        state.update(Status="running", Running=True, ExitCode=0, StartedAt=_now())
+        if name in self.crashes:
+            exit_code, lines = self.crashes[name]
+            self.logs.setdefault(name, []).extend(lines)
+            state.update(Status="exited", Running=False, ExitCode=exit_code, FinishedAt=_now())
+
+    def _stop(self, name: str, timeout: int) -> None:
+        state = self._raw(name)["State"]
+        self.stop_timeouts[name] = timeout
+        if state["Status"] in _ACTIVE:
+            state.update(Status="exited", Running=False, ExitCode=0, FinishedAt=_now())
+
+    def start_container(self, name: str) -> None:
+        self.calls.append(("start_container", name))
+        self._start(name)
+
+    def stop_container(self, name: str, timeout: int) -> None:
+        self.calls.append(("stop_container", name))
+        self._stop(name, timeout)
+
+    def restart_container(self, name: str, timeout: int) -> None:
+        self.calls.append(("restart_container", name))
+        self._stop(name, timeout)
+        self._start(name)
+
+    def remove_container(self, name: str, *, force: bool = False) -> None:
+        self.calls.append(("remove_container", name))
+        if self._raw(name)["State"]["Status"] in _ACTIVE and not force:
+            raise ContainerRunning(name)
+        self.vanish(name)
+
+    def list_containers(
+        self, *, labels: Sequence[str] = (), volume: str | None = None
+    ) -> list[str]:
+        return [
+            name
+            for name, raw in self.containers.items()
+            if _has_labels(raw["Config"]["Labels"], labels)
+            and (
+                volume is None
+                or volume in (m["Source"] for m in raw["HostConfig"].get("Mounts") or [])
+            )
+        ]
+
+    def put_archive(self, name: str, directory: str, archive: bytes) -> None:
+        self.calls.append(("put_archive", name))
+        self._raw(name)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            for member in tar.getmembers():
+                path = f"{directory.rstrip('/')}/{member.name}"
+                content = tar.extractfile(member)
+                self.files.setdefault(name, {})[path] = content.read() if content else b""
+                self.file_modes.setdefault(name, {})[path] = (member.mode, member.uid)
+
+    def container_logs(
+        self,
+        name: str,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        since: int | None = None,
+        timestamps: bool = False,
+    ) -> Iterator[bytes]:
+        self._raw(name)  # like the real stream, this fails on the first chunk
+        lines = self.logs.get(name, [])
+        lines = lines[-tail:] if tail else lines
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
+
+    def exec_run(
+        self, name: str, command: Sequence[str], *, user: str, workdir: str
+    ) -> tuple[Iterator[bytes], Callable[[], int | None]]:
+        self.calls.append(("exec_run", name))
+        raw = self._raw(name)
+        if raw["State"]["Status"] != "running":
+            raise DockerError(f"Docker engine error: Container {raw['Id']} is not running")
+        self.execs.append((name, tuple(command), user, workdir))
+        output, code = self.exec_result
+        return iter([output] if output else []), lambda: code
+
+    # -- images -----------------------------------------------------------------------
+
+    def _image(self, ref: str) -> dict[str, Any] | None:
+        ref = _full_ref(ref)
+        if ref in self.images:
+            return self.images[ref]
+        return next((i for i in self.images.values() if ref in i["RepoTags"]), None)
+
+    def _move_tag(self, image_id: str, ref: str) -> None:
+        for image in self.images.values():
+            if ref in image["RepoTags"]:
+                image["RepoTags"].remove(ref)
+        self.images[image_id]["RepoTags"].append(ref)
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        image = self._image(ref)
+        return parse_image(copy.deepcopy(image)) if image else None
+
+    def list_images(
+        self, *, labels: Sequence[str] = (), dangling: bool | None = None
+    ) -> list[ImageInfo]:
+        return [
+            parse_image(copy.deepcopy(image))
+            for image in self.images.values()
+            if _has_labels(image["Config"]["Labels"] or {}, labels)
+            and (dangling is None or dangling == (not image["RepoTags"]))
+        ]
+
+    def tag_image(self, image: str, repository: str, tag: str) -> None:
+        self.calls.append(("tag_image", image))
+        found = self._image(image)
+        if found is None:
+            raise ImageNotFound(image)
+        self._move_tag(found["Id"], f"{repository}:{tag}")
+
+    def remove_image(self, ref: str, *, noprune: bool = False, force: bool = False) -> None:
+        self.calls.append(("remove_image", ref))
+        image = self._image(ref)
+        if image is None:
+            raise ImageNotFound(ref)
+        if _full_ref(ref) in image["RepoTags"]:
+            image["RepoTags"].remove(_full_ref(ref))
+        used = any(raw["Image"] == image["Id"] for raw in self.containers.values())
+        if used and ref == image["Id"] and not force:
+            raise DockerError(f"Docker engine error: image {ref} is being used")
+        if not image["RepoTags"] and not used:
+            del self.images[image["Id"]]
+
+    def build(
+        self,
+        context: bytes,
+        *,
+        tag: str,
+        buildargs: Mapping[str, str] | None = None,
+        no_cache: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        self.calls.append(("build", tag))
+        with tarfile.open(fileobj=io.BytesIO(context)) as tar:
+            if "Dockerfile" not in tar.getnames():
+                yield {"error": "Cannot locate specified Dockerfile: Dockerfile"}
+                return
+        self.builds.append(dict(buildargs or {}))
+        version = (buildargs or {}).get("OPENCODE_VERSION", "")
+        labels = {"io.opencode-cloud.opencode-version": version}
+        # The layer cache: the same context and arguments make the same image.
+        inputs = hashlib.sha256(context).hexdigest() + json.dumps(buildargs, sort_keys=True)
+        image_id = _digest(inputs + (f"-{next(self._serial)}" if no_cache else ""))
+        yield {"stream": "Step 1/1 : FROM debian:bookworm-slim\n"}
+        self.add_image(tag, env=SANDBOX_ENV, labels=labels, image_id=image_id)
+        yield {"aux": {"ID": image_id}}
+        yield {"stream": f"Successfully tagged {tag}\n"}
+
+    def pull(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
+        ref = f"{repository}:{tag}"
+        self.calls.append(("pull", ref))
+        if ref not in self.registry:
+            raise ImageNotFound(ref)  # what the client makes of "manifest unknown" (404)
+        yield {"status": f"Pulling from {repository}", "id": tag}
+        env, labels, image_id = self.registry[ref]
+        self.add_image(ref, env=env, labels=labels, image_id=image_id)
+        yield {"status": f"Status: Downloaded newer image for {ref}"}
+
+    # -- volumes ----------------------------------------------------------------------
+
+    def _add_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.volumes[name] = {"Name": name, "Driver": "local", "Labels": dict(labels) or None}
+
+    def inspect_volume(self, name: str) -> VolumeInfo | None:
+        return parse_volume(copy.deepcopy(self.volumes[name])) if name in self.volumes else None
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.calls.append(("create_volume", name))
+        if name not in self.volumes:
+            self._add_volume(name, labels)
+
+    def remove_volume(self, name: str) -> None:
+        self.calls.append(("remove_volume", name))
+        if name in self.volumes:
+            if self.list_containers(volume=name):
+                raise VolumeInUse(name, [])  # the engine names container ids, not names
+            del self.volumes[name]
+
+    def list_volumes(self, *, labels: Sequence[str] = ()) -> list[VolumeInfo]:
+        return [
+            parse_volume(copy.deepcopy(raw))
+            for raw in self.volumes.values()
+            if _has_labels(raw["Labels"] or {}, labels)
+        ]
+
+    def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
+        return {name: VOLUME_BYTES for name in names if name in self.volumes}

@@ -1,0 +1,842 @@
+"""Every branch of `Service` on the in-memory engine, with opencode's health endpoint served
+for real: the wait loop polls a local HTTP server that answers for the fake container
+publishing its port, with the password the tool wrote into that container."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes import SANDBOX_ENV, VOLUME_BYTES, FakeEngine
+from opencode_cloud import credentials
+from opencode_cloud.config.paths import InstancePaths
+from opencode_cloud.config.schema import Config
+from opencode_cloud.config.store import save_config
+from opencode_cloud.defaults import (
+    CONTAINER_PORT,
+    DEFAULT_OPENCODE_VERSION,
+    PASSWORD_PATH_IN_CONTAINER,
+    RUNTIME_HOME,
+    RUNTIME_UID,
+    RUNTIME_USER,
+    USERNAME_ENV,
+    WORKING_DIR,
+)
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.errors import (
+    ContainerExited,
+    HealthTimeout,
+    ImageNotFound,
+    PortInUse,
+    PullFailed,
+)
+from opencode_cloud.docker.health import basic_auth_header
+from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
+from opencode_cloud.docker.models import Mount
+from opencode_cloud.docker.spec import ContainerSpec
+from opencode_cloud.docker.volume import VOLUME_SPECS, volume_names
+from opencode_cloud.instance import LABEL_CONFIG_FILE, LABEL_CONFIG_HASH, LABEL_INSTANCE, Instance
+from opencode_cloud.mounts import MountError
+from opencode_cloud.service import Endpoint, NeverCreated, NotRunning, Service, is_loopback
+
+INSTANCE = Instance("unit")
+NAME = INSTANCE.container_name
+REF = image_ref(DEFAULT_OPENCODE_VERSION)
+LIVE_VERSION = "1.18.33-live"  # what the served endpoint reports, unlike the image label
+REGISTRY = "registry.example.com:5000/mirror"
+
+
+# --------------------------------------------------------------------------- opencode
+
+
+class FakeOpencode(ThreadingHTTPServer):
+    """opencode's health endpoint on a host port, as Docker publishes it.
+
+    It answers only while a fake container publishing this port runs (and `answering`
+    is True), and checks Basic auth against that container's user name and the password
+    file the tool wrote into it. Otherwise the connection closes unanswered, as it does
+    while opencode boots behind Docker's port proxy.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, engine: FakeEngine) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.engine = engine
+        self.answering = True
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def serving(self) -> str | None:
+        """The running container that publishes this port."""
+        for name in list(self.engine.containers):
+            info = self.engine.find_container(name)
+            binding = info.published(CONTAINER_PORT) if info else None
+            if info and info.running and binding and binding.host_port == self.port:
+                return name
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeOpencode
+
+    def do_GET(self) -> None:
+        name = self.server.serving()
+        if name is None or not self.server.answering:
+            return  # closed without an answer
+        info = self.server.engine.inspect_container(name)
+        username = next(e.split("=", 1)[1] for e in info.env if e.startswith(USERNAME_ENV + "="))
+        password = self.server.engine.files.get(name, {}).get(PASSWORD_PATH_IN_CONTAINER)
+        expected = basic_auth_header(username, password.decode()) if password else None
+        if self.headers.get("Authorization") != expected:
+            self._send(401, b"Unauthorized")
+        elif self.path != "/global/health":
+            self._send(404, b"Not Found")
+        else:
+            self._send(200, json.dumps({"healthy": True, "version": LIVE_VERSION}).encode())
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def fake() -> FakeEngine:
+    engine = FakeEngine()
+    engine.add_image(
+        REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION}
+    )
+    return engine
+
+
+@pytest.fixture
+def serve(fake: FakeEngine) -> Iterator[Callable[[], FakeOpencode]]:
+    servers: list[FakeOpencode] = []
+
+    def start() -> FakeOpencode:
+        server = FakeOpencode(fake)
+        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def opencode(serve: Callable[[], FakeOpencode]) -> FakeOpencode:
+    return serve()
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> InstancePaths:
+    return InstancePaths(tmp_path / "unit")
+
+
+Make = Callable[..., Service]
+
+
+@pytest.fixture
+def make(fake: FakeEngine, opencode: FakeOpencode, paths: InstancePaths) -> Make:
+    """A Service over a configuration file written with `settings`: one `occ` run."""
+
+    def service(**settings: Any) -> Service:
+        config = Config(**{"port": opencode.port, "start_timeout": 5, **settings})
+        save_config(paths.config_file, config)
+        return Service(_client(fake), config, INSTANCE, paths)
+
+    return service
+
+
+def _client(fake: FakeEngine) -> DockerClient:
+    return fake  # type: ignore[return-value]  # the same typed methods
+
+
+def _never_loaded() -> Config:
+    raise AssertionError("the configuration was loaded")
+
+
+def _actual(fake: FakeEngine) -> ContainerSpec:
+    return ContainerSpec.from_inspect(fake.inspect_container(NAME), SANDBOX_ENV)
+
+
+def test_the_fake_engine_has_the_clients_methods() -> None:
+    public = [n for n, _ in inspect.getmembers(DockerClient, inspect.isfunction)]
+    for name in (n for n in public if not n.startswith("_")):
+        wanted = inspect.signature(getattr(DockerClient, name))
+        got = inspect.signature(getattr(FakeEngine, name))
+        assert list(got.parameters.values()) == list(wanted.parameters.values()), name
+
+
+# --------------------------------------------------------------------------- start
+
+
+def test_first_start_creates_volumes_container_and_password(
+    make: Make, fake: FakeEngine, paths: InstancePaths, opencode: FakeOpencode
+) -> None:
+    steps: list[str] = []
+    result = make().start(on_step=steps.append)
+
+    password = paths.password_file.read_text().strip()
+    assert stat.S_IMODE(paths.password_file.stat().st_mode) == 0o600
+    assert (result.password, result.password_created) == (password, True)
+    assert fake.files[NAME] == {PASSWORD_PATH_IN_CONTAINER: password.encode()}
+    assert fake.file_modes[NAME][PASSWORD_PATH_IN_CONTAINER] == (0o400, RUNTIME_UID)
+    assert sorted(fake.volumes) == sorted(volume_names(INSTANCE))
+    for spec in VOLUME_SPECS:
+        labels = fake.volumes[INSTANCE.volume_name(spec.kind)]["Labels"]
+        assert labels[LABEL_INSTANCE] == "unit"
+        assert labels["io.opencode-cloud.role"] == f"volume-{spec.kind}"
+    # Volumes first, the password before the first start.
+    assert [m for m, _ in fake.calls] == [
+        *["create_volume"] * len(VOLUME_SPECS),
+        "create_container",
+        "put_archive",
+        "start_container",
+    ]
+    info = fake.inspect_container(NAME)
+    assert info.running and result.container_id == info.id
+    assert info.labels[LABEL_CONFIG_HASH] == _actual(fake).config_hash()
+    assert info.labels[LABEL_CONFIG_FILE]
+    assert result.url == f"http://127.0.0.1:{opencode.port}"
+    assert (result.username, result.image, result.image_action) == ("opencode", REF, "present")
+    assert (result.already_running, result.recreated_because) == (False, [])
+    assert result.healthy is True and result.seconds_to_healthy is not None
+    assert steps == ["Creating the container.", "Waiting for opencode to answer ..."]
+
+
+def test_start_without_waiting_returns_before_any_probe(make: Make) -> None:
+    result = make().start(wait=False)
+    assert result.healthy is None and result.seconds_to_healthy is None
+
+
+def test_unchanged_stopped_service_takes_the_fast_path(make: Make, fake: FakeEngine) -> None:
+    make().start()
+    make().stop()
+    fake.calls.clear()
+    steps: list[str] = []
+    result = make().start(on_step=steps.append)
+    assert fake.calls == [("start_container", NAME)]
+    assert (result.password, result.password_created, result.already_running) == (
+        None,
+        False,
+        False,
+    )
+    assert result.healthy is True
+    assert steps == ["Starting the existing container.", "Waiting for opencode to answer ..."]
+
+
+def test_fast_path_without_waiting_never_loads_the_configuration(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    make().start()
+    make().stop()
+    fake.calls.clear()
+    Service(_client(fake), _never_loaded, INSTANCE, paths).start(wait=False)
+    assert fake.calls == [("start_container", NAME)]
+
+
+def test_start_on_a_running_healthy_service_says_already_running(
+    make: Make, fake: FakeEngine
+) -> None:
+    make().start()
+    fake.calls.clear()
+    steps: list[str] = []
+    result = make().start(on_step=steps.append)
+    assert (result.already_running, result.healthy, result.seconds_to_healthy) == (
+        True,
+        True,
+        None,
+    )
+    assert fake.calls == [] and steps == []
+
+
+def test_start_on_a_running_service_that_does_not_answer_yet_waits_for_it(
+    make: Make, fake: FakeEngine, opencode: FakeOpencode
+) -> None:
+    make().start()
+    opencode.answering = False  # Docker restarted it; opencode still boots
+    timer = threading.Timer(0.3, lambda: setattr(opencode, "answering", True))
+    timer.start()
+    try:
+        result = make().start()
+    finally:
+        timer.cancel()
+    assert result.already_running is True
+    assert result.healthy is True
+    assert result.seconds_to_healthy is not None and result.seconds_to_healthy >= 0.2
+    assert fake.calls.count(("start_container", NAME)) == 1  # only the first start's
+
+
+def test_start_without_waiting_on_a_running_service_reports_it_not_healthy(
+    make: Make, opencode: FakeOpencode
+) -> None:
+    make().start()
+    opencode.answering = False
+    result = make().start(wait=False)
+    assert (result.already_running, result.healthy, result.seconds_to_healthy) == (
+        True,
+        False,
+        None,
+    )
+
+
+def test_a_container_holding_another_password_times_out_as_refused(
+    make: Make, paths: InstancePaths
+) -> None:
+    make().start()
+    paths.password_file.write_text("edited-by-hand\n")
+    with pytest.raises(HealthTimeout) as caught:
+        make().start(timeout=0.4)
+    assert caught.value.refused is True
+    assert caught.value.name == NAME
+
+
+# --------------------------------------------------------------------------- re-creation
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "field", "value"),
+    [
+        ({"bind_address": "0.0.0.0"}, "bind address", "bind_address", "0.0.0.0"),
+        ({"env": {"TZ": "Europe/Paris"}}, "environment", "env", ("TZ=Europe/Paris",)),
+        (  # the image sets 1; another value is the user's
+            {"env": {"TZ": "UTC", "OPENCODE_DISABLE_AUTOUPDATE": "0"}},
+            "environment",
+            "env",
+            ("OPENCODE_DISABLE_AUTOUPDATE=0", "TZ=UTC"),
+        ),
+        ({"username": "alice"}, "user name", "username", "alice"),
+        ({"restart_retries": 1}, "restart retries", "restart_retries", 1),
+        ({"stop_timeout": 30}, "stop timeout", "stop_timeout", 30),
+    ],
+)
+def test_a_changed_setting_recreates_the_container_and_names_it(
+    make: Make,
+    fake: FakeEngine,
+    paths: InstancePaths,
+    change: dict[str, Any],
+    reason: str,
+    field: str,
+    value: object,
+) -> None:
+    make(env={"TZ": "UTC"}).start()
+    password = paths.password_file.read_text().strip()
+    old_id = fake.inspect_container(NAME).id
+    fake.calls.clear()
+    steps: list[str] = []
+
+    result = make(**{"env": {"TZ": "UTC"}, **change}).start(on_step=steps.append)
+
+    assert result.recreated_because == [reason]
+    assert f"Re-creating the container because {reason} changed." in steps
+    assert fake.called("remove_container") == [NAME]
+    assert fake.called("create_container") == [NAME]
+    assert getattr(_actual(fake), field) == value
+    assert fake.inspect_container(NAME).id != old_id
+    # The new container got the (unchanged) password, and answers with it.
+    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == password.encode()
+    assert (result.password_created, result.healthy) == (False, True)
+
+
+def test_a_mounted_folder_recreates_the_container_running_as_its_owner(
+    make: Make, fake: FakeEngine, tmp_path: Path
+) -> None:
+    folder = tmp_path / "code"
+    folder.mkdir()
+    try:
+        os.chown(folder, 4321, 4322)
+    except PermissionError:
+        pytest.skip("only root can give the folder another owner")
+    make().start()
+    fake.calls.clear()
+    result = make(mounts=[f"{folder}:{RUNTIME_HOME}/code:ro"]).start()
+    assert result.recreated_because == ["mounts", "runtime user", "runtime group"]
+    actual = _actual(fake)
+    assert Mount("bind", str(folder), f"{RUNTIME_HOME}/code", True) in actual.mounts
+    assert (actual.runtime_uid, actual.runtime_gid) == (4321, 4322)
+    assert result.healthy is True
+
+
+@pytest.mark.parametrize(
+    ("host", "container", "reason"),
+    [
+        ("{tmp}/gone", f"{RUNTIME_HOME}/code", "missing"),
+        ("/var/run", f"{RUNTIME_HOME}/run", "docker-socket"),
+        ("{tmp}", RUNTIME_HOME, "protected"),  # it would hide the home volume
+    ],
+)
+def test_a_refused_mount_stops_start_before_anything_changes(
+    make: Make, fake: FakeEngine, tmp_path: Path, host: str, container: str, reason: str
+) -> None:
+    mount = f"{host.format(tmp=tmp_path)}:{container}"
+    with pytest.raises(MountError) as caught:
+        make(mounts=[mount]).start()
+    assert caught.value.reason == reason
+    assert fake.calls == []
+
+
+def test_a_changed_port_recreates_the_container_on_the_new_port(
+    make: Make, fake: FakeEngine, serve: Callable[[], FakeOpencode]
+) -> None:
+    make().start()
+    other = serve()
+    result = make(port=other.port).start()
+    assert result.recreated_because == ["port"]
+    assert result.url == f"http://127.0.0.1:{other.port}"
+    assert _actual(fake).port == other.port
+    assert result.healthy is True
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [({}, {"OPENCODE_DISABLE_AUTOUPDATE": "1"}), ({"OPENCODE_DISABLE_AUTOUPDATE": "1"}, {})],
+)
+def test_a_variable_equal_to_the_images_is_no_change(
+    make: Make, fake: FakeEngine, before: dict[str, str], after: dict[str, str]
+) -> None:
+    make(env=before).start()
+    fake.calls.clear()
+    service = make(env=after)
+    assert service.status(None).pending_restart == []
+    result = service.start()
+    assert result.recreated_because == []
+    assert fake.called("remove_container") == [] and fake.called("create_container") == []
+
+
+def test_a_rebuilt_image_tag_recreates_the_container(make: Make, fake: FakeEngine) -> None:
+    make().start()
+    new_id = fake.add_image(REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: "1.18.33"})
+    assert make().status(None).pending_restart == ["image"]
+    fake.calls.clear()
+    result = make().start()
+    assert result.recreated_because == ["image"]
+    assert fake.called("create_container") == [NAME]
+    assert fake.inspect_container(NAME).image_id == new_id
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Service.pending_changes reads the image environment through the container's "
+    "image reference only; once that name is gone (docker rmi -f), the image's own variables "
+    "count as the user's and 'environment' is reported changed",
+)
+def test_an_untagged_image_does_not_make_the_environment_look_changed(
+    make: Make, fake: FakeEngine
+) -> None:
+    make().start()
+    image_id = fake.inspect_container(NAME).image_id
+    fake.remove_image(REF, force=True)  # the name goes; the container keeps the image
+    assert fake.inspect_image(image_id) is not None
+    pending = make(restart_retries=2).status(None).pending_restart
+    assert "restart retries" in pending
+    assert "environment" not in pending
+
+
+def test_a_deleted_password_file_recreates_the_container_with_a_new_password(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    old = make().start().password
+    paths.password_file.unlink()
+    result = make().start()
+    assert result.recreated_because == ["password"]
+    assert result.password_created is True
+    assert result.password is not None and result.password != old
+    assert paths.password_file.read_text().strip() == result.password
+    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == result.password.encode()
+    assert result.healthy is True  # the service answers with the new one
+
+
+def test_a_container_deleted_behind_the_tools_back(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    make().start()
+    fake.vanish(NAME)
+    with pytest.raises(NeverCreated) as caught:
+        make().stop()
+    assert caught.value.instance == INSTANCE
+    with pytest.raises(NeverCreated):
+        make().logs()
+    fake.calls.clear()
+    result = make().start()
+    assert fake.called("create_container") == [NAME]
+    assert (result.recreated_because, result.password_created) == ([], False)
+    password = paths.password_file.read_text().strip()
+    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == password.encode()
+    assert result.healthy is True
+
+
+def test_a_port_held_by_another_instance(
+    make: Make, fake: FakeEngine, opencode: FakeOpencode, tmp_path: Path
+) -> None:
+    make().start()
+    other = Instance("other")
+    other_paths = InstancePaths(tmp_path / "other")
+    config = Config(port=opencode.port)
+    save_config(other_paths.config_file, config)
+    with pytest.raises(PortInUse) as caught:
+        Service(_client(fake), config, other, other_paths).start(wait=False)
+    assert caught.value.port == opencode.port
+    assert fake.inspect_container(other.container_name).status.value == "created"
+
+
+# --------------------------------------------------------------------------- image
+
+
+def test_a_missing_image_is_built(make: Make, fake: FakeEngine) -> None:
+    fake.images.clear()
+    steps: list[str] = []
+    result = make().start(on_step=steps.append)
+    assert result.image_action == "built"
+    assert fake.called("build") == [REF]
+    assert fake.builds[0]["OPENCODE_VERSION"] == DEFAULT_OPENCODE_VERSION
+    assert f"Image {REF} built." in steps
+    assert fake.inspect_container(NAME).image_id == fake.inspect_image(REF).id  # type: ignore[union-attr]
+    assert result.healthy is True
+
+
+def test_start_with_build_rebuilds_and_recreates(make: Make, fake: FakeEngine) -> None:
+    make().start()
+    fake.calls.clear()
+    result = make().start(build=True)
+    assert (result.image_action, result.recreated_because) == ("built", ["image"])
+    assert fake.called("build") == [REF]
+
+
+def test_a_missing_image_override_is_not_built(make: Make, fake: FakeEngine) -> None:
+    override = "registry.example.com/team/sandbox:1.0"
+    with pytest.raises(ImageNotFound) as caught:
+        make(image=override).start()
+    assert caught.value.image == override
+    assert fake.called("build") == [] and fake.containers == {}
+
+
+def test_a_present_image_override_runs(make: Make, fake: FakeEngine) -> None:
+    override = "registry.example.com/team/sandbox:1.0"
+    image_id = fake.add_image(override, env=SANDBOX_ENV)
+    result = make(image=override).start()
+    info = fake.inspect_container(NAME)
+    assert (info.image, info.image_id, result.image) == (override, image_id, override)
+
+
+def test_a_missing_image_is_pulled_from_the_registries(make: Make, fake: FakeEngine) -> None:
+    fake.images.clear()
+    remote = f"{REGISTRY}/{REF}"
+    fake.publish(remote, labels={LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION})
+    result = make(registries=[REGISTRY]).start()
+    assert result.image_action == "pulled"
+    assert fake.called("pull") == [remote]
+    assert fake.called("remove_image") == [remote]
+    assert fake.inspect_image(remote) is None  # only the local name is left
+    assert fake.inspect_container(NAME).image == REF
+    assert result.healthy is True
+
+
+def test_start_with_pull_recreates_on_a_newer_image(make: Make, fake: FakeEngine) -> None:
+    fake.images.clear()
+    remote = f"{REGISTRY}/{REF}"
+    first = fake.publish(remote, labels={LABEL_OPENCODE_VERSION: "1.18.33"})
+    make(registries=[REGISTRY]).start()
+    assert fake.inspect_container(NAME).image_id == first
+    newer = fake.publish(remote, labels={LABEL_OPENCODE_VERSION: "1.18.33", "rebuilt": "1"})
+    result = make(registries=[REGISTRY]).start(pull=True)
+    assert (result.image_action, result.recreated_because) == ("pulled", ["image"])
+    assert fake.inspect_container(NAME).image_id == newer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Service.start hands an unchanged container to _start_existing, whose StartResult "
+    "keeps image_action='present' although the image was just pulled or built",
+)
+@pytest.mark.parametrize("flag", ["pull", "build"])
+def test_start_that_fetched_an_identical_image_says_so(
+    make: Make, fake: FakeEngine, flag: str
+) -> None:
+    fake.images.clear()
+    fake.publish(f"{REGISTRY}/{REF}", labels={LABEL_OPENCODE_VERSION: "1.18.33"})
+    make(registries=[REGISTRY]).start(**{flag: True})
+    fake.calls.clear()
+    result = make(registries=[REGISTRY]).start(**{flag: True})  # the same image again
+    assert fake.called(flag) != []
+    assert result.recreated_because == []
+    assert result.image_action == ("pulled" if flag == "pull" else "built")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Service.ensure_image pulls an `image` override from the configured registries "
+    "(as <registry>/<name>:<tag>); docs/configuration.md says registries are then not used",
+)
+def test_an_image_override_is_not_pulled_from_the_registries(make: Make, fake: FakeEngine) -> None:
+    override = "registry.example.com/team/sandbox:1.0"
+    fake.publish(f"{REGISTRY}/sandbox:1.0")
+    with pytest.raises((ImageNotFound, PullFailed)):  # it is nowhere to be had
+        make(image=override, registries=[REGISTRY]).start(wait=False)
+    assert not any(ref.startswith(REGISTRY) for ref in fake.called("pull"))
+
+
+def test_pull_without_registries_fails_naming_none(make: Make, fake: FakeEngine) -> None:
+    with pytest.raises(PullFailed) as caught:
+        make().start(pull=True)
+    assert (caught.value.image, caught.value.failures) == (REF, [])
+    assert fake.called("pull") == []
+
+
+def test_pull_from_registries_without_the_image_fails_at_once(make: Make, fake: FakeEngine) -> None:
+    fake.images.clear()
+    with pytest.raises(PullFailed) as caught:
+        make(registries=[REGISTRY]).start()
+    [failure] = caught.value.failures
+    assert failure.startswith(f"{REGISTRY}: ") and "not found" in failure
+    assert fake.called("pull") == [f"{REGISTRY}/{REF}"]  # not found: no second attempt
+    assert fake.containers == {}
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_a_crash_while_waiting_reports_exit_code_and_logs(make: Make, fake: FakeEngine) -> None:
+    fake.crash_on_start(NAME, exit_code=3, logs=["Error: bad provider key", "opencode exited"])
+    with pytest.raises(ContainerExited) as caught:
+        make().start()
+    error = caught.value
+    assert (error.name, error.exit_code, error.restarting) == (NAME, 3, False)
+    assert error.log_tail == ["Error: bad provider key", "opencode exited"]
+
+
+# --------------------------------------------------------------------------- stop, logs
+
+
+def test_stop_uses_the_containers_own_stop_timeout(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    make(stop_timeout=25).start()
+    save_config(paths.config_file, Config(stop_timeout=3))  # not applied yet
+    service = Service(_client(fake), _never_loaded, INSTANCE, paths)
+    assert service.stop() is True
+    assert fake.stop_timeouts[NAME] == 25
+    assert fake.inspect_container(NAME).status.value == "exited"
+    assert service.stop() is False
+    assert fake.called("stop_container") == [NAME]
+
+
+def test_stop_with_a_timeout_rounds_it(make: Make, fake: FakeEngine) -> None:
+    make().start()
+    assert make().stop(timeout=3.6) is True
+    assert fake.stop_timeouts[NAME] == 4
+
+
+def test_logs_and_their_tail(make: Make, fake: FakeEngine) -> None:
+    make().start()
+    fake.logs[NAME] = ["one", "two", "three"]
+    assert b"".join(make().logs(tail=2)) == b"two\nthree\n"
+    assert make().last_log_lines(5) == ["one", "two", "three"]
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_of_a_service_never_started(make: Make, opencode: FakeOpencode) -> None:
+    result = make().status(None)
+    assert (result.state, result.running, result.exposed) == ("missing", False, False)
+    assert result.url == f"http://127.0.0.1:{opencode.port}"
+    assert (result.http_health, result.pending_restart, result.warnings) == (None, [], [])
+    assert [(v.name, v.exists, v.size_bytes) for v in result.volumes] == [
+        (name, False, None) for name in volume_names(INSTANCE)
+    ]
+
+
+def test_status_tells_existing_volumes_from_missing_ones(make: Make, fake: FakeEngine) -> None:
+    session = INSTANCE.volume_name("session")
+    fake.create_volume(session, {})
+    volumes = {v.name: (v.exists, v.size_bytes) for v in make().status(None).volumes}
+    assert volumes.pop(session) == (True, VOLUME_BYTES)
+    assert set(volumes.values()) == {(False, None)}
+
+
+def test_status_of_a_running_service_reads_no_configuration(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    make().start()
+    password = credentials.read_password(paths)
+    result = Service(_client(fake), _never_loaded, INSTANCE, paths).status(password)
+    assert (result.state, result.running, result.http_health) == ("running", True, "healthy")
+    assert result.opencode_version == LIVE_VERSION
+    assert (result.image, result.restart_count, result.pending_restart) == (REF, 0, [])
+    assert result.started_at is not None
+    assert result.uptime_seconds is not None and 0 <= result.uptime_seconds < 60
+    assert all(v.exists and v.size_bytes == VOLUME_BYTES for v in result.volumes)
+
+
+def test_status_of_a_running_service_that_does_not_answer_is_starting(
+    make: Make, paths: InstancePaths, opencode: FakeOpencode
+) -> None:
+    make().start()
+    opencode.answering = False
+    result = make().status(credentials.read_password(paths))
+    assert (result.state, result.running, result.http_health) == ("starting", True, "unreachable")
+    assert result.opencode_version == DEFAULT_OPENCODE_VERSION  # the image's label
+
+
+def test_status_keeps_running_when_docker_says_unhealthy(
+    make: Make, fake: FakeEngine, paths: InstancePaths, opencode: FakeOpencode
+) -> None:
+    make().start()
+    opencode.answering = False
+    fake.set_health(NAME, "unhealthy")
+    result = make().status(credentials.read_password(paths))
+    assert (result.state, result.docker_health, result.http_health) == (
+        "running",
+        "unhealthy",
+        "unreachable",
+    )
+
+
+def test_status_with_a_wrong_password_is_unauthorized(make: Make) -> None:
+    make().start()
+    result = make().status("not-the-password")
+    assert (result.state, result.http_health) == ("running", "unauthorized")
+
+
+def test_status_of_a_stopped_service(make: Make) -> None:
+    make().start()
+    make().stop()
+    result = make().status(None)
+    assert (result.state, result.running, result.http_health) == ("exited", False, None)
+
+
+def test_status_lists_settings_pending_a_restart(make: Make) -> None:
+    make().start()
+    result = make(port=1, username="alice").status(None)
+    assert result.pending_restart == ["port", "user name"]
+    assert any("port, user name" in w for w in result.warnings)
+
+
+def test_status_warns_when_exposed(make: Make) -> None:
+    make(bind_address="0.0.0.0").start()
+    result = make(bind_address="0.0.0.0").status(None)
+    assert result.exposed is True
+    assert any("0.0.0.0" in w for w in result.warnings)
+
+
+def test_shell_needs_a_running_container(make: Make, fake: FakeEngine) -> None:
+    with pytest.raises(NeverCreated):
+        make().shell_target()
+    make().start()
+    assert make().shell_target().id == fake.inspect_container(NAME).id
+    make().stop()
+    with pytest.raises(NotRunning) as caught:
+        make().run_command(["ls"])
+    assert caught.value.instance == INSTANCE
+    assert fake.execs == []
+
+
+def test_run_command_runs_as_the_runtime_user_in_the_projects_folder(
+    make: Make, fake: FakeEngine
+) -> None:
+    make().start()
+    fake.exec_result = (b"hello\n", 7)
+    output, exit_code = make().run_command(["echo", "hello"])
+    assert b"".join(output) == b"hello\n"
+    assert exit_code() == 7
+    assert fake.execs == [(NAME, ("echo", "hello"), RUNTIME_USER, WORKING_DIR)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service.status writes `occ restart` into its warning for every instance; for a "
+    "named instance that command restarts the default one",
+)
+def test_pending_restart_warning_names_the_instance(make: Make) -> None:
+    make().start()
+    result = make(port=1).status(None)
+    commands = [c for w in result.warnings for c in re.findall(r"`(occ [^`]*)`", w)]
+    assert commands, result.warnings
+    assert all("--instance unit" in c for c in commands), commands
+
+
+# --------------------------------------------------------------------------- password
+
+
+def test_rotate_password_restarts_a_running_service(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    old = make().start().password
+    fake.calls.clear()
+    new, restarted = make().rotate_password()
+    assert restarted is True and new != old
+    assert paths.password_file.read_text().strip() == new
+    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == new.encode()
+    assert fake.calls == [("put_archive", NAME), ("restart_container", NAME)]
+    assert make().status(new).http_health == "healthy"
+
+
+def test_rotate_password_of_a_stopped_service_only_writes_the_file(
+    make: Make, fake: FakeEngine
+) -> None:
+    make().start()
+    make().stop()
+    fake.calls.clear()
+    new, restarted = make().rotate_password()
+    assert restarted is False
+    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == new.encode()
+    assert fake.calls == [("put_archive", NAME)]
+
+
+def test_rotate_password_without_a_container(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    new, restarted = make().rotate_password()
+    assert restarted is False
+    assert paths.password_file.read_text().strip() == new
+    assert fake.calls == []
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.1", True),
+        ("::1", True),
+        ("0::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+    ],
+)
+def test_is_loopback(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+def test_endpoint_urls() -> None:
+    assert Endpoint("0.0.0.0", 3000, "u").url == "http://127.0.0.1:3000"
+    assert Endpoint("::", 3000, "u").url == "http://127.0.0.1:3000"
+    assert Endpoint("::1", 8080, "u").health_url == "http://[::1]:8080/global/health"
+    assert Endpoint("10.1.2.3", 80, "u").url == "http://10.1.2.3:80"
