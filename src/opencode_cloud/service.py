@@ -22,7 +22,7 @@ from opencode_cloud.defaults import CONTAINER_PORT, RUNTIME_UID, RUNTIME_USER, W
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker import volume as volumes
-from opencode_cloud.docker.errors import DockerError, ImageNotFound, PullFailed
+from opencode_cloud.docker.errors import DockerError, PullFailed
 from opencode_cloud.docker.models import ContainerInfo, ImageInfo
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.errors import OpencodeCloudError
@@ -159,7 +159,7 @@ class StatusResult:
     restart_count: int = 0
     pending_restart: list[str] = field(default_factory=list)
     volumes: list[VolumeStatus] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # written by the command line
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -212,11 +212,9 @@ class Service:
         ref = image_for(self.config)
         if self.client.inspect_image(ref) is not None and not (build or pull):
             return "present"
-        if pull or (self.config.registries and not build):
+        if pull or (not build and (self.config.registries or self.config.image)):
             self.pull(reporter)
             return "pulled"
-        if self.config.image and not build:
-            raise ImageNotFound(ref)
         self.build(reporter=reporter)
         return "built"
 
@@ -249,12 +247,15 @@ class Service:
         return BuildResult(tag, image_id, version)
 
     def pull(self, reporter: ProgressReporter | None = None) -> str:
-        """Pull the image from the configured registries; returns where it came from.
+        """Pull the image; returns where it came from. An `image` override comes from the
+        registry its reference names; the sandbox image from the configured registries.
 
         Raises:
             PullFailed: no registry is configured, or none served the image.
         """
         ref = image_for(self.config)
+        if self.config.image:
+            return images.pull_reference(self.client, ref, reporter=reporter)
         if not self.config.registries:
             raise PullFailed(ref)
         return images.pull_image(self.client, self.config.registries, tag=ref, reporter=reporter)
@@ -283,7 +284,13 @@ class Service:
         """The settings that differ between the configuration and the container, as the
         user reads them ("port", "environment", ...); empty when none do."""
         image = self.client.inspect_image(info.image)  # what the container's reference is now
-        inherited = image.env if image else ()
+        # The image the container runs, for its own environment, even once its name moved.
+        running = (
+            image
+            if image and image.id == info.image_id
+            else self.client.inspect_image(info.image_id)
+        )
+        inherited = running.env if running else (image.env if image else ())
         actual = ContainerSpec.from_inspect(info, inherited)
         if self._file_unchanged(info):
             wanted = replace(actual, image_id=image.id if image else None)
@@ -355,7 +362,11 @@ class Service:
             on_step(f"Re-creating the container because {', '.join(recreate)} changed.")
             containers.remove_container(self.client, self.name, force=True)
         elif info:
-            return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
+            result = self._start_existing(
+                info, password, wait=wait, timeout=timeout, on_step=on_step
+            )
+            result.image_action = image_action
+            return result
         else:
             on_step("Creating the container.")
         spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
@@ -575,17 +586,6 @@ class Service:
         )
         if info is not None:
             self._describe_container(result, info, password, endpoint)
-        if result.exposed:
-            result.warnings.append(
-                f"The service listens on {result.bind_address}: anyone who can reach this "
-                "machine can reach the login page."
-            )
-        if result.pending_restart:
-            result.warnings.append(
-                "Configuration changed since the container was created ("
-                + ", ".join(result.pending_restart)
-                + "): run `occ restart` to apply it."
-            )
         result.volumes = self._volume_status()
         return result
 

@@ -112,11 +112,6 @@ def test_a_named_instance_is_named_in_every_command(error: OpencodeCloudError) -
     assert all(c.startswith("occ --instance work ") for c in commands), commands
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hints._build_hint writes `occ build --ca-file ...` and `occ config set "
-    "ca_certificates FILE` without --instance: the default instance gets the fix",
-)
 def test_the_certificate_hint_names_a_named_instance() -> None:
     hint = hint_for(engine.BuildFailed("b", cause="certificate"), WORK)
     assert _commands(hint)

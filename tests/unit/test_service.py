@@ -437,12 +437,6 @@ def test_a_rebuilt_image_tag_recreates_the_container(make: Make, fake: FakeEngin
     assert fake.inspect_container(NAME).image_id == new_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Service.pending_changes reads the image environment through the container's "
-    "image reference only; once that name is gone (docker rmi -f), the image's own variables "
-    "count as the user's and 'environment' is reported changed",
-)
 def test_an_untagged_image_does_not_make_the_environment_look_changed(
     make: Make, fake: FakeEngine
 ) -> None:
@@ -525,12 +519,17 @@ def test_start_with_build_rebuilds_and_recreates(make: Make, fake: FakeEngine) -
     assert fake.called("build") == [REF]
 
 
-def test_a_missing_image_override_is_not_built(make: Make, fake: FakeEngine) -> None:
+def test_a_missing_image_override_is_pulled_from_its_own_registry_not_built(
+    make: Make, fake: FakeEngine
+) -> None:
     override = "registry.example.com/team/sandbox:1.0"
-    with pytest.raises(ImageNotFound) as caught:
+    with pytest.raises(PullFailed) as caught:
         make(image=override).start()
     assert caught.value.image == override
+    assert fake.called("pull") == [override]  # tried where the reference points, once
     assert fake.called("build") == [] and fake.containers == {}
+    fake.publish(override, env=SANDBOX_ENV)
+    assert make(image=override).start().image_action == "pulled"
 
 
 def test_a_present_image_override_runs(make: Make, fake: FakeEngine) -> None:
@@ -566,11 +565,6 @@ def test_start_with_pull_recreates_on_a_newer_image(make: Make, fake: FakeEngine
     assert fake.inspect_container(NAME).image_id == newer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Service.start hands an unchanged container to _start_existing, whose StartResult "
-    "keeps image_action='present' although the image was just pulled or built",
-)
 @pytest.mark.parametrize("flag", ["pull", "build"])
 def test_start_that_fetched_an_identical_image_says_so(
     make: Make, fake: FakeEngine, flag: str
@@ -585,11 +579,6 @@ def test_start_that_fetched_an_identical_image_says_so(
     assert result.image_action == ("pulled" if flag == "pull" else "built")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Service.ensure_image pulls an `image` override from the configured registries "
-    "(as <registry>/<name>:<tag>); docs/configuration.md says registries are then not used",
-)
 def test_an_image_override_is_not_pulled_from_the_registries(make: Make, fake: FakeEngine) -> None:
     override = "registry.example.com/team/sandbox:1.0"
     fake.publish(f"{REGISTRY}/sandbox:1.0")
@@ -730,16 +719,22 @@ def test_status_of_a_stopped_service(make: Make) -> None:
 
 def test_status_lists_settings_pending_a_restart(make: Make) -> None:
     make().start()
-    result = make(port=1, username="alice").status(None)
+    from opencode_cloud.cli.commands.status import status_warnings
+
+    service = make(port=1, username="alice")
+    result = service.status(None)
     assert result.pending_restart == ["port", "user name"]
-    assert any("port, user name" in w for w in result.warnings)
+    assert any("port, user name" in w for w in status_warnings(result, service.instance))
 
 
 def test_status_warns_when_exposed(make: Make) -> None:
     make(bind_address="0.0.0.0").start()
-    result = make(bind_address="0.0.0.0").status(None)
+    from opencode_cloud.cli.commands.status import status_warnings
+
+    service = make(bind_address="0.0.0.0")
+    result = service.status(None)
     assert result.exposed is True
-    assert any("0.0.0.0" in w for w in result.warnings)
+    assert any("0.0.0.0" in w for w in status_warnings(result, service.instance))
 
 
 def test_shell_needs_a_running_container(make: Make, fake: FakeEngine) -> None:
@@ -765,16 +760,15 @@ def test_run_command_runs_as_the_runtime_user_in_the_projects_folder(
     assert fake.execs == [(NAME, ("echo", "hello"), RUNTIME_USER, WORKING_DIR)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.status writes `occ restart` into its warning for every instance; for a "
-    "named instance that command restarts the default one",
-)
 def test_pending_restart_warning_names_the_instance(make: Make) -> None:
+    from opencode_cloud.cli.commands.status import status_warnings
+
     make().start()
-    result = make(port=1).status(None)
-    commands = [c for w in result.warnings for c in re.findall(r"`(occ [^`]*)`", w)]
-    assert commands, result.warnings
+    service = make(port=1)
+    result = service.status(None)
+    warnings = status_warnings(result, service.instance)
+    commands = [c for w in warnings for c in re.findall(r"`(occ [^`]*)`", w)]
+    assert commands, warnings
     assert all("--instance unit" in c for c in commands), commands
 
 

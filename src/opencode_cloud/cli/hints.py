@@ -28,7 +28,7 @@ def hint_for(error: OpencodeCloudError, instance: Instance) -> str:
     if isinstance(error, (engine.ContainerExited, engine.HealthTimeout)):
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
-        return _build_hint(error)
+        return _build_hint(error, occ)
     from opencode_cloud.service import NeverCreated, NotRunning
 
     match error:
@@ -97,7 +97,7 @@ def _with_logs(error: engine.ContainerExited | engine.HealthTimeout, occ: str) -
     return "\n".join(lines)
 
 
-def _build_hint(error: engine.BuildFailed) -> str:
+def _build_hint(error: engine.BuildFailed, occ: str) -> str:
     if isinstance(error, engine.InvalidCertificate):
         if error.unreadable:
             return "Name an existing PEM file (for example /etc/ssl/certs/ca-certificates.crt)."
@@ -115,8 +115,8 @@ def _build_hint(error: engine.BuildFailed) -> str:
     elif error.cause == "certificate":
         advice = (
             "A TLS-inspecting proxy is probably in the way: trust its CA certificate with "
-            "`occ build --ca-file /etc/ssl/certs/ca-certificates.crt` (or keep it with "
-            "`occ config set ca_certificates FILE`).\n"
+            f"`{occ} build --ca-file /etc/ssl/certs/ca-certificates.crt` (or keep it with "
+            f"`{occ} config set ca_certificates FILE`).\n"
         )
     shown = "\n".join(f"  {line}" for line in error.output_tail)
     return f"{advice}Last build output:\n{shown}" if shown else advice.rstrip()

@@ -396,23 +396,62 @@ def pull_image(
     failures: list[str] = []
     for registry in registries:
         ref = registry_ref(registry, tag)
-        error = "not tried"
-        for attempt in range(max(1, retries)):
-            if attempt:
-                delay = backoff * 2 ** (attempt - 1)
-                reporter.status(f"Retrying {ref} in {delay:g} s ({error})")
-                sleep(delay)
-            reporter.status(f"Pulling {ref}")
-            result = _pull_once(client, ref, reporter)
-            if result is None:
-                return _adopt(client, ref, tag, reporter)
-            error = " ".join(result.split())
-            if _PERMANENT_PULL_ERROR.search(error):
-                break
+        error = _pull_with_retries(client, ref, retries, backoff, reporter, sleep)
+        if error is None:
+            return _adopt(client, ref, tag, reporter)
         failures.append(f"{registry}: {error}")
         reporter.status(f"Could not pull from {registry}: {error}")
     reporter.done()
     raise PullFailed(local_ref(tag), failures)
+
+
+def pull_reference(
+    client: DockerClient,
+    ref: str,
+    *,
+    retries: int = DEFAULT_PULL_RETRIES,
+    backoff: float = DEFAULT_PULL_BACKOFF,
+    reporter: ProgressReporter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Pull an image by its full reference (`registry.example.com/team/sandbox:1.0`), from
+    the registry it names, with the same retries as `pull_image`; returns `ref`.
+
+    Raises:
+        PullFailed: the registry did not serve it.
+    """
+    reporter = reporter or NullProgress()
+    repository, tag = _split_ref(ref)
+    error = _pull_with_retries(client, f"{repository}:{tag}", retries, backoff, reporter, sleep)
+    reporter.done("" if error else f"Pulled {ref}")
+    if error is not None:
+        raise PullFailed(ref, [error])
+    return ref
+
+
+def _pull_with_retries(
+    client: DockerClient,
+    ref: str,
+    retries: int,
+    backoff: float,
+    reporter: ProgressReporter,
+    sleep: Callable[[float], None],
+) -> str | None:
+    """Pull `ref`, trying again after a passing failure; None on success, else the error."""
+    error = "not tried"
+    for attempt in range(max(1, retries)):
+        if attempt:
+            delay = backoff * 2 ** (attempt - 1)
+            reporter.status(f"Retrying {ref} in {delay:g} s ({error})")
+            sleep(delay)
+        reporter.status(f"Pulling {ref}")
+        result = _pull_once(client, ref, reporter)
+        if result is None:
+            return None
+        error = " ".join(result.split())
+        if _PERMANENT_PULL_ERROR.search(error):
+            break
+    return error
 
 
 def _adopt(client: DockerClient, ref: str, tag: str, reporter: ProgressReporter) -> str:

@@ -10,6 +10,7 @@ from opencode_cloud.cli.output import ExitCode, format_bytes, format_duration
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.instance import Instance
     from opencode_cloud.service import StatusResult
 
 
@@ -40,6 +41,24 @@ def _human(result: StatusResult) -> list[str]:
     return lines
 
 
+def status_warnings(result: StatusResult, instance: Instance) -> list[str]:
+    """What `occ status` warns about: exposure, and settings waiting for a restart."""
+    warnings = []
+    if result.exposed:
+        warnings.append(
+            f"The service listens on {result.bind_address}: anyone who can reach this "
+            "machine can reach the login page."
+        )
+    if result.pending_restart:
+        occ = "occ" if instance.is_default else f"occ --instance {instance.name}"
+        warnings.append(
+            "Configuration changed since the container was created ("
+            + ", ".join(result.pending_restart)
+            + f"): run `{occ} restart` to apply it."
+        )
+    return warnings
+
+
 @click.command()
 @click.pass_obj
 def status(app_ctx: AppContext) -> None:
@@ -51,6 +70,7 @@ def status(app_ctx: AppContext) -> None:
 
     password = credentials.read_password(app_ctx.paths)
     result = app_ctx.service().status(password)
+    result.warnings = status_warnings(result, app_ctx.instance)
     for warning in result.warnings:
         app_ctx.out.warn(warning)
     app_ctx.out.result(result.to_json(), lambda: _human(result))
