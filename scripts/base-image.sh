@@ -7,6 +7,7 @@
 # with debootstrap and imported under the same tag, so `docker build` uses it as is.
 # The engine keeps the image, so later runs on the same machine cost nothing.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 IMAGE=${1:-debian:bookworm-slim}
 SUITE=bookworm
@@ -26,8 +27,7 @@ fi
 
 say "no registry answered; building $IMAGE from $MIRROR with debootstrap (about 30 s)"
 if ! command -v debootstrap >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  apt_install debootstrap
 fi
 root=$(mktemp -d /var/tmp/occ-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT

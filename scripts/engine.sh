@@ -9,6 +9,7 @@
 # Machines without systemd (containers, CI runners) are the reason this exists: there the
 # daemon has to be started by hand, and a killed daemon leaves a stale pid file behind.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PIDFILE=/var/run/docker.pid
 OURS=/var/run/opencode-cloud-dockerd.started
@@ -18,10 +19,6 @@ say() { echo "engine: $*" >&2; }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
 install_engine() {
   if command -v dockerd >/dev/null 2>&1; then return; fi
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -30,8 +27,7 @@ install_engine() {
     exit 1
   fi
   say "installing Debian's docker.io (dockerd, containerd, runc)"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq docker.io >/dev/null
+  apt_install docker.io
 }
 
 start_engine() {

@@ -4,6 +4,33 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${OCC_VENV:-$ROOT/.venv}
 
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# apt-get, non-interactive and quiet. Its chatter (debconf's "delaying package
+# configuration", needrestart's "readline() on closed filehandle" where there is no init
+# environment, service notes from maintainer scripts) is kept aside and shown only when
+# apt-get fails. `env` carries the settings through sudo, which drops the caller's.
+apt_quiet() {
+  local log status=0
+  log=$(mktemp "${TMPDIR:-/tmp}/occ-apt.XXXXXX")
+  as_root env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes \
+    NEEDRESTART_SUSPEND=1 NEEDRESTART_MODE=a \
+    apt-get -q -y "$@" >"$log" 2>&1 || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "setup: apt-get $1 failed (exit $status); its last lines:" >&2
+    tail -n 25 "$log" >&2
+  fi
+  rm -f "$log"
+  return "$status"
+}
+
+# Update the package lists, then install: apt_install [apt-get install options] PACKAGE...
+apt_install() {
+  apt_quiet update && apt_quiet install "$@"
+}
+
 # Install the Debian packages that are not installed yet (one apt run for all of them).
 ensure_debian_packages() {
   local missing=()
@@ -12,10 +39,7 @@ ensure_debian_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "setup: installing ${missing[*]}" >&2
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_install --no-install-recommends "${missing[@]}"
 }
 
 # Create the virtualenv with the package (editable) and its test tools, once.

@@ -11,5 +11,5 @@ source "$(dirname "$0")/lib.sh"
 ensure_venv
 # The base image (pulled, or made with debootstrap when no registry answers), then the
 # sandbox image, trusting the host's CA bundle so npm works behind TLS-inspecting proxies.
-"$ROOT/scripts/sandbox-image.sh"
+"$ROOT/scripts/sandbox-image.sh" >/dev/null  # (its stdout repeats the last progress line)
 exec "$VENV/bin/occ" start "$@"

@@ -1,7 +1,10 @@
 """Shared fixtures: a real engine, a unique instance per test, and cleanup by label.
 
 Everything a test creates carries `io.opencode-cloud.test-session=<id>`; finalizers remove
-it per test, and a session-end sweep removes whatever a crashed test left behind.
+it per test, and a session-end sweep removes whatever a crashed test left behind: this
+session's containers, volumes and images, and images of sessions that died hours ago.
+The only images a run keeps are the default sandbox image (with its build cache) and the
+base image.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +29,10 @@ from opencode_cloud.instance import Instance
 
 TEST_LABEL = "io.opencode-cloud.test-session"
 SESSION_ID = uuid.uuid4().hex[:8]
-BUSYBOX_IMAGE = "opencode-cloud-test/busybox:latest"
+# Per session, so a concurrent session's sweep never removes an image still in use here.
+BUSYBOX_IMAGE = f"opencode-cloud-test/busybox:{SESSION_ID}"
+# Test images older than this come from a session that died before its sweep.
+STALE_TEST_IMAGE_SECONDS = 3 * 3600
 BUSYBOX_BINARY = "/bin/busybox"
 
 
@@ -77,6 +84,34 @@ def _sweep(client: object, label: str) -> None:
     # Volumes an engine made on its own (unlabelled) still carry the session in their name.
     for volume in raw.volumes.list(filters={"name": f"opencode-cloud-t-{SESSION_ID}-"}):
         volume.remove(force=True)
+    _sweep_images(label)
+
+
+def _sweep_images(label: str) -> None:
+    """Remove the images carrying `label`, and test images left by dead sessions.
+
+    Removing an image also drops its unnamed parents (the intermediate images of its
+    build) unless another image still builds on them.
+    """
+    from docker.errors import APIError
+
+    api = _sdk().api
+    session = label.partition("=")[2]
+    stale = time.time() - STALE_TEST_IMAGE_SECONDS
+    for _ in range(3):  # a parent becomes removable once its children are gone
+        doomed = [
+            image["Id"]
+            for image in api.images(all=True, filters={"label": TEST_LABEL})
+            if (image.get("Labels") or {}).get(TEST_LABEL) == session
+            or int(image.get("Created") or 0) < stale
+        ]
+        if not doomed:
+            break
+        for image_id in doomed:
+            try:
+                api.remove_image(image_id, force=True)
+            except APIError:
+                continue  # already gone with a child, or still a parent: next round
 
 
 @pytest.fixture
@@ -131,7 +166,10 @@ def _busybox_tar() -> bytes:
 
 @pytest.fixture(scope="session")
 def import_busybox(docker_client: object):
-    """Make an image from busybox with the given default command (`docker import`)."""
+    """Make an image from busybox with the given default command (`docker import`).
+
+    It carries the session label, so the session-end sweep removes it.
+    """
     raw = _sdk()
 
     def make(tag: str, command: str) -> str:
@@ -140,7 +178,11 @@ def import_busybox(docker_client: object):
             _busybox_tar(),
             repository=repository,
             tag=version,
-            changes=["ENV PATH=/bin", f'CMD ["/bin/sh", "-c", {json.dumps(command)}]'],
+            changes=[
+                "ENV PATH=/bin",
+                f'CMD ["/bin/sh", "-c", {json.dumps(command)}]',
+                f"LABEL {TEST_LABEL}={SESSION_ID}",
+            ],
         )
         return tag
 

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,20 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 OCC = [sys.executable, "-m", "opencode_cloud"]
+# The release the upgrade test starts from; the default (1.18.33) is the one it ends on.
+OLDER_OPENCODE = "1.18.32"
+
+
+def docker(*args: str) -> str:
+    """The docker CLI: test cleanup stays independent of the library's names."""
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def remove_images(*images: str) -> None:
+    """Remove images (with their unshared layers), quietly skipping absent ones."""
+    if images:
+        docker("rmi", *images)
 
 
 @pytest.fixture
@@ -193,9 +208,35 @@ def test_password_never_in_argv_inspect_or_logs(occ_env, instance) -> None:
 
 
 @pytest.fixture
-def crashing_image(import_busybox) -> str:
+def crashing_image(import_busybox, instance) -> Iterator[str]:
     """An image whose service prints a line and exits at once, like a broken opencode."""
-    return import_busybox("opencode-cloud-test/crashing:latest", "echo crash-marker-42; exit 3")
+    tag = f"opencode-cloud-test/crashing:{instance.name}"
+    yield import_busybox(tag, "echo crash-marker-42; exit 3")
+    remove_containers(instance)  # they hold the image; the instance fixture comes later
+    remove_images(tag)
+
+
+def remove_containers(instance) -> None:
+    label = f"label=io.opencode-cloud.instance={instance.name}"
+    containers = docker("ps", "-aq", "--filter", label).split()
+    if containers:
+        docker("rm", "-f", "-v", *containers)
+
+
+@pytest.fixture
+def older_release(instance) -> Iterator[str]:
+    """An older opencode release to upgrade from. Its image, and the unnamed build stage
+    the engine keeps as its cache, are removed afterwards: a run keeps only the default
+    image."""
+    yield OLDER_OPENCODE
+    remove_containers(instance)  # a failed upgrade may leave the old release running
+    remove_images(f"opencode-cloud-sandbox:{OLDER_OPENCODE}")
+    stages = docker(
+        "images", "-q", "--filter", "dangling=true",
+        "--filter", "label=io.opencode-cloud.stage=build",
+        "--filter", f"label=io.opencode-cloud.opencode-version={OLDER_OPENCODE}",
+    ).split()  # fmt: skip
+    remove_images(*stages)
 
 
 def test_failed_start_shows_last_logs_and_next_command(occ_env, crashing_image) -> None:
@@ -275,11 +316,11 @@ def test_deleted_password_file_gets_a_new_password_applied(occ_env) -> None:
     assert isinstance(api(occ_env, "GET", "/session"), list)
 
 
-def test_upgrade_to_a_newer_opencode_keeps_sessions(occ_env, host_ca) -> None:
+def test_upgrade_to_a_newer_opencode_keeps_sessions(occ_env, host_ca, older_release) -> None:
     """1.18.32 -> 1.18.33: a new image, the container re-created, the data kept."""
     for ca in host_ca:  # the build fetches opencode from npm, through the host's proxy
         run(occ_env, "config", "set", "ca_certificates", str(ca))
-    run(occ_env, "config", "set", "opencode_version", "1.18.32")
+    run(occ_env, "config", "set", "opencode_version", older_release)
     run(occ_env, "start")
     assert json.loads(run(occ_env, "status", "--json").stdout)["opencode_version"] == "1.18.32"
     api(occ_env, "POST", "/session", {"title": "made with 1.18.32"})

@@ -126,6 +126,56 @@ def test_steps_are_reported_and_cache_is_used(
     docker_sdk.images.remove(image_id, force=True)
 
 
+def test_build_keeps_its_cache_and_removes_what_it_replaced(
+    docker_client: Any,
+    docker_sdk: Any,
+    busybox_image: str,
+    tag: str,
+    instance: Instance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The unnamed build stage stays as the cache; a no-cache build removes the image and
+    the build stage it replaced."""
+    from opencode_cloud.docker import image as images
+
+    labels = " ".join(f"{key}={value}" for key, value in instance.extra_labels.items())
+    two_stages = (
+        f"FROM {busybox_image} AS build\n"
+        "ARG OPENCODE_VERSION\n"
+        "RUN cat /proc/sys/kernel/random/uuid > /stamp\n"
+        f"LABEL {labels} io.opencode-cloud.stage=build"
+        " io.opencode-cloud.opencode-version=${OPENCODE_VERSION}\n"
+        f"FROM {busybox_image}\n"
+        "ARG OCC_VERSION\n"
+        f"LABEL {labels}\n"
+        "COPY --from=build /stamp /stamp\n"
+    ).encode()
+    embedded = images._sandbox_file
+    monkeypatch.setattr(
+        images, "_sandbox_file", lambda name: two_stages if name == "Dockerfile" else embedded(name)
+    )
+    version = f"0.0.0-{instance.name}"  # this test's build stages alone carry it
+
+    def stages() -> list[str]:
+        return [
+            image.id
+            for image in docker_sdk.images.list(
+                filters={"dangling": True, "label": f"io.opencode-cloud.opencode-version={version}"}
+            )
+        ]
+
+    first = images.build_image(docker_client, tag=tag, opencode_version=version)
+    cache = stages()
+    assert len(cache) == 1
+    assert images.build_image(docker_client, tag=tag, opencode_version=version) == first
+    assert stages() == cache
+
+    fresh = images.build_image(docker_client, tag=tag, opencode_version=version, no_cache=True)
+    assert fresh != first
+    assert not image_exists(docker_client, first)
+    assert len(stages()) == 1 and stages() != cache
+
+
 def test_extra_ca_files_are_in_the_context(
     docker_client: Any,
     docker_sdk: Any,

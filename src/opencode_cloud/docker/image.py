@@ -44,6 +44,10 @@ DEFAULT_IMAGE = f"{IMAGE_NAME}:{IMAGE_TAG_DEFAULT}"
 
 LABEL_OPENCODE_VERSION = "io.opencode-cloud.opencode-version"
 LABEL_TOOL_VERSION = "io.opencode-cloud.version"
+# On the build stage's last image (with the opencode version): the engine leaves it without
+# a name, but it is the layer cache of the next build of that version.
+LABEL_STAGE = "io.opencode-cloud.stage"
+BUILD_STAGE = "build"
 
 # Files of the embedded build context (package data next to this package).
 SANDBOX_FILES: tuple[tuple[str, int], ...] = (
@@ -281,6 +285,10 @@ def build_image(
 
     The engine's layer cache makes a rebuild with the same inputs take a fraction of a
     second; `no_cache` forces every step to run again (to pick up Debian updates, say).
+    The build stage's last image stays, unnamed and labelled `io.opencode-cloud.stage=build`:
+    it is that cache. What the build leaves without use is removed unless a container
+    still uses it: the image that held `tag` before, and after a no-cache build the build
+    stages of this version it replaced.
 
     Args:
         client: a connected engine.
@@ -300,14 +308,42 @@ def build_image(
         DockerError: the engine failed otherwise.
     """
     context = build_context(ca_files)
-    return build_from_context(
+    tag = tag or image_ref(opencode_version)
+    previous = inspect_image(client, tag)
+    stale_stages = _build_stages(client, opencode_version) if no_cache else []
+    image_id = build_from_context(
         client,
         context,
-        tag=tag or image_ref(opencode_version),
+        tag=tag,
         buildargs={"OPENCODE_VERSION": opencode_version, "OCC_VERSION": __version__},
         no_cache=no_cache,
         reporter=reporter,
     )
+    # What the build left without use: the image that lost its name to the new one, and
+    # after a no-cache build the build stages it replaced (the engine's cache takes the
+    # newest match). The build stage a cached build used stays: it is that cache.
+    unused = [previous.id] if previous and previous.id != image_id else []
+    _remove_quietly(client, [*unused, *stale_stages])
+    return image_id
+
+
+def _build_stages(client: DockerClient, opencode_version: str) -> list[str]:
+    """Ids of the unnamed build-stage images of `opencode_version` the engine holds."""
+    labels = [f"{LABEL_STAGE}={BUILD_STAGE}", f"{LABEL_OPENCODE_VERSION}={opencode_version}"]
+    try:
+        return [image.id for image in client.list_images(labels=labels, dangling=True)]
+    except DockerError:
+        return []
+
+
+def _remove_quietly(client: DockerClient, image_ids: Iterable[str]) -> None:
+    """Remove images no name refers to, with their unshared layers; leave any that a
+    container still uses or that gained a name (the engine refuses without force)."""
+    for image_id in image_ids:
+        try:
+            client.remove_image(image_id)
+        except DockerError:
+            continue
 
 
 # --------------------------------------------------------------------------- pull
