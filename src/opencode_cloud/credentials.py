@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from opencode_cloud.config.paths import InstancePaths
@@ -71,6 +72,20 @@ def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+def _install_new_password(target: Path, put: Callable[[Path, Path], None]) -> str:
+    """Generate a password, write it whole to a private temporary file, and `put` that
+    in place (`os.link`: only if `target` does not exist yet; `os.replace`: over it)."""
+    _ensure_private_dir(target.parent)
+    password = generate_password()
+    temp = _write_private_temp(target.parent, password + "\n")
+    try:
+        put(temp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):  # gone once replaced
+            temp.unlink()
+    return password
+
+
 def load_or_create_password(paths: InstancePaths) -> tuple[str, bool]:
     """The instance's password, generating and storing one on first use.
 
@@ -92,16 +107,10 @@ def load_or_create_password(paths: InstancePaths) -> tuple[str, bool]:
                 return password, False
             # An empty file holds no secret; replace it rather than run without one.
             return rotate_password(paths), True
-        _ensure_private_dir(target.parent)
-        password = generate_password()
-        temp = _write_private_temp(target.parent, password + "\n")
         try:
-            os.link(temp, target)
-        except FileExistsError:
+            return _install_new_password(target, os.link), True
+        except FileExistsError:  # another first start was quicker: use its password
             return _read(target), False
-        finally:
-            temp.unlink()
-        return password, True
     except OSError as exc:
         raise CredentialsError(
             f"Cannot read or write the password file {target}: {exc.strerror or exc}.",
@@ -137,15 +146,7 @@ def rotate_password(paths: InstancePaths) -> str:
     """
     target = paths.password_file
     try:
-        _ensure_private_dir(target.parent)
-        password = generate_password()
-        temp = _write_private_temp(target.parent, password + "\n")
-        try:
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
+        password = _install_new_password(target, os.replace)
     except OSError as exc:
         raise CredentialsError(
             f"Cannot write the password file {target}: {exc.strerror or exc}.",

@@ -125,19 +125,13 @@ class HostMount:
             raise MountError(
                 f"Invalid mount {text!r}: expected HOST_PATH:CONTAINER_PATH, optionally "
                 "followed by :ro (paths cannot contain ':').",
-                f"For example: /home/alice/code:{RUNTIME_HOME}/code:ro",
+                f"For example: /home/alice/code:{WORKING_DIR}/code:ro",
                 reason="syntax",
                 path=text,
             )
         host, container = parts
-        for which, path in (("host", host), ("container", container)):
-            if not path.startswith("/"):
-                raise MountError(
-                    f"Invalid mount {text!r}: the {which} path {path!r} is not absolute.",
-                    f"For example: /home/alice/code:{RUNTIME_HOME}/code",
-                    reason="syntax",
-                    path=text,
-                )
+        _require_absolute(text, "host", host, f"/home/alice/code:{WORKING_DIR}/code")
+        _require_absolute(text, "container", container, f"/home/alice/code:{WORKING_DIR}/code")
         return cls(_clean(host), _clean(container), mode == READ_ONLY)
 
     @property
@@ -149,6 +143,16 @@ class HostMount:
         """The stored form: `HOST:CONTAINER`, with `:ro` when read-only."""
         suffix = f":{READ_ONLY}" if self.read_only else ""
         return f"{self.host}:{self.container}{suffix}"
+
+
+def _require_absolute(text: str, which: str, path: str, example: str) -> None:
+    if not path.startswith("/"):
+        raise MountError(
+            f"Invalid mount {text!r}: the {which} path {path!r} is not absolute.",
+            f"For example: {example}",
+            reason="syntax",
+            path=text,
+        )
 
 
 def _clean(path: str) -> str:
@@ -231,13 +235,8 @@ def parse_argument(text: str, *, read_only: bool = False) -> HostMount:
     host = resolve_host_path(parts[0])
     if len(parts) == 2:
         container = parts[1]
-        if not container.startswith("/"):
-            raise MountError(
-                f"Invalid mount {text!r}: the container path {container!r} is not absolute.",
-                f"For example: {parts[0]}:{RUNTIME_HOME}/{container.strip('/') or 'code'}",
-                reason="syntax",
-                path=text,
-            )
+        example = f"{parts[0]}:{WORKING_DIR}/{container.strip('/') or 'code'}"
+        _require_absolute(text, "container", container, example)
         container = _clean(container)
     else:
         container = default_container_path(host)
