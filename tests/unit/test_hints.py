@@ -12,7 +12,7 @@ import click
 import pytest
 
 from opencode_cloud.cli.app import app
-from opencode_cloud.cli.hints import START_ENGINE, hint_for
+from opencode_cloud.cli.hints import START_ENGINE, details_for, hint_for
 from opencode_cloud.docker import errors as engine
 from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import DEFAULT, Instance
@@ -53,7 +53,7 @@ CASES: list[tuple[OpencodeCloudError, str]] = [
     (engine.MissingPath("opencode-cloud", "/run/x/password", "/run/x"), "(`occ build`)"),
     (engine.PullFailed(SANDBOX), "`occ config set registries ghcr.io/OWNER`"),
     (engine.PullFailed(SANDBOX, ["ghcr.io/acme: denied"]), "Check the registry addresses"),
-    (_exited(["boom"]), "Last log lines:\n  boom\nSee the full logs with `occ logs`"),
+    (_exited(["boom"]), "See the full logs with `occ logs`, fix the cause, then start again."),
     (_timeout(refused=True), "`occ auth rotate`"),
     (_timeout(refused=False), "See the full logs with `occ logs`"),
     (
@@ -61,7 +61,7 @@ CASES: list[tuple[OpencodeCloudError, str]] = [
         "The base image of `FROM debian:bookworm-slim`",
     ),
     (engine.BuildFailed("b", cause="certificate"), "--ca-file"),
-    (engine.BuildFailed("b", output_tail=["E: x", "E: y"]), "Last build output:\n  E: x\n  E: y"),
+    (engine.BuildFailed("b", output_tail=["E: x", "E: y"]), "run `occ build` again"),
     (engine.InvalidCertificate("/tmp/a", "p", unreadable=True), "Name an existing PEM file"),
     (engine.InvalidCertificate("/tmp/c.der", "p", unreadable=False), "-out c.crt"),
 ]
@@ -81,6 +81,15 @@ def test_no_logs_no_log_lines() -> None:
     assert hint_for(_exited([]), DEFAULT) == (
         "See the full logs with `occ logs`, fix the cause, then start again."
     )
+    assert details_for(_exited([])) == []
+
+
+def test_log_and_build_lines_are_details_shown_above_the_error() -> None:
+    assert details_for(_exited(["boom", "bang"])) == ["Last log lines:", "  boom", "  bang"]
+    assert details_for(_timeout(refused=False)) == ["Last log lines:", "  x"]
+    build = engine.BuildFailed("b", output_tail=["E: x", "E: y"])
+    assert details_for(build) == ["Last build output:", "  E: x", "  E: y"]
+    assert details_for(engine.PortInUse(3000)) == []
 
 
 def test_an_error_that_brings_its_hint_keeps_it() -> None:

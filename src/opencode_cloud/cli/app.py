@@ -171,7 +171,7 @@ def run(argv: list[str] | None = None) -> int:
         result = app.main(args=args, prog_name="occ", standalone_mode=False)
         return int(result) if isinstance(result, int) else ExitCode.OK
     except OpencodeCloudError as error:
-        from opencode_cloud.cli.hints import hint_for
+        from opencode_cloud.cli.hints import details_for, hint_for
         from opencode_cloud.instance import DEFAULT
 
         app_ctx = _STATE.get("app")
@@ -180,7 +180,8 @@ def run(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        out.error(error.message, hint_for(error, app_ctx.instance if app_ctx else DEFAULT))
+        instance = app_ctx.instance if app_ctx else DEFAULT
+        out.error(error.message, hint_for(error, instance), details_for(error))
         return exit_code_for(error)
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)

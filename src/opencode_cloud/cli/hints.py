@@ -83,18 +83,23 @@ def hint_for(error: OpencodeCloudError, instance: Instance) -> str:
     return ""
 
 
+def details_for(error: OpencodeCloudError) -> list[str]:
+    """Lines that explain `error`, shown above it: the service's last log lines, or the
+    build's last output."""
+    if isinstance(error, (engine.ContainerExited, engine.HealthTimeout)) and error.log_tail:
+        return ["Last log lines:", *(f"  {line}" for line in error.log_tail)]
+    if isinstance(error, engine.BuildFailed) and error.output_tail:
+        return ["Last build output:", *(f"  {line}" for line in error.output_tail)]
+    return []
+
+
 def _with_logs(error: engine.ContainerExited | engine.HealthTimeout, occ: str) -> str:
-    lines = []
-    if error.log_tail:
-        lines = ["Last log lines:", *(f"  {line}" for line in error.log_tail)]
     if isinstance(error, engine.HealthTimeout) and error.refused:
-        lines.append(
+        return (
             "The service refused the password: the container holds another one than the "
             f"host's password file. Hand it the current one with `{occ} auth rotate`."
         )
-    else:
-        lines.append(f"See the full logs with `{occ} logs`, fix the cause, then start again.")
-    return "\n".join(lines)
+    return f"See the full logs with `{occ} logs`, fix the cause, then start again."
 
 
 def _build_hint(error: engine.BuildFailed, occ: str) -> str:
@@ -106,17 +111,15 @@ def _build_hint(error: engine.BuildFailed, occ: str) -> str:
             f"Convert a DER certificate first: openssl x509 -inform der -in {path} "
             f"-out {path.stem}.crt"
         )
-    advice = ""
     if error.cause == "base-image":
-        advice = (
+        return (
             f"The base image of `{error.instruction}` is not in the engine and could not be "
-            "pulled: run scripts/base-image.sh (or `docker pull debian:bookworm-slim`).\n"
+            "pulled: run scripts/base-image.sh (or `docker pull debian:bookworm-slim`)."
         )
-    elif error.cause == "certificate":
-        advice = (
+    if error.cause == "certificate":
+        return (
             "A TLS-inspecting proxy is probably in the way: trust its CA certificate with "
             f"`{occ} build --ca-file /etc/ssl/certs/ca-certificates.crt` (or keep it with "
-            f"`{occ} config set ca_certificates FILE`).\n"
+            f"`{occ} config set ca_certificates FILE`)."
         )
-    shown = "\n".join(f"  {line}" for line in error.output_tail)
-    return f"{advice}Last build output:\n{shown}" if shown else advice.rstrip()
+    return f"Fix the step that failed, then run `{occ} build` again."

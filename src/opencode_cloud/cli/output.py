@@ -70,13 +70,17 @@ class Output:
         prefix = "\033[33mWarning:\033[0m" if self.color else "Warning:"
         print(f"{prefix} {message}", file=self.stderr, flush=True)
 
-    def error(self, message: str, hint: str = "") -> None:
+    def error(self, message: str, hint: str = "", details: list[str] | None = None) -> None:
+        """An error: `details` (log lines, say) first, then the one-line error and its hint,
+        so the last lines a user reads say what went wrong and what to run."""
+        for line in details or []:
+            print(line, file=self.stderr, flush=True)
         prefix = "\033[31mError:\033[0m" if self.color else "Error:"
         print(f"{prefix} {message}", file=self.stderr, flush=True)
         if hint:
             print(f"Hint: {hint}", file=self.stderr, flush=True)
         if self.json:
-            self.emit_json({"error": message, "hint": hint})
+            self.emit_json({"error": message, "hint": hint, "details": details or []})
 
     def emit_json(self, data: Any) -> None:
         print(json.dumps(data, indent=2, default=str), file=self.stdout, flush=True)

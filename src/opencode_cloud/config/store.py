@@ -125,7 +125,9 @@ def parse_config_text(text: str, path: Path | None = None) -> dict[str, Any]:
                 line=line,
                 column=column,
             ) from None
-        detail = detail.rstrip(".") or type(exc).__name__
+        # One line, whatever character the parser quotes (a newline, say).
+        detail = " ".join(detail.replace('"\n"', "a line break").split()).rstrip(".")
+        detail = detail or type(exc).__name__
         raise ConfigSyntaxError(f"Invalid JSON in {where}: {detail}.", hint, path=path) from None
     if not isinstance(data, dict):
         raise ConfigSyntaxError(
