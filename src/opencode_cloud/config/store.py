@@ -126,7 +126,7 @@ def parse_config_text(text: str, path: Path | None = None) -> dict[str, Any]:
                 column=column,
             ) from None
         # One line, whatever character the parser quotes (a newline, say).
-        detail = " ".join(detail.replace('"\n"', "a line break").split()).rstrip(".")
+        detail = " ".join(detail.replace('"\n"', "line break").split()).rstrip(".")
         detail = detail or type(exc).__name__
         raise ConfigSyntaxError(f"Invalid JSON in {where}: {detail}.", hint, path=path) from None
     if not isinstance(data, dict):
