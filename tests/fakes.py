@@ -29,6 +29,7 @@ from opencode_cloud.docker.errors import (
 )
 from opencode_cloud.docker.models import (
     ContainerInfo,
+    EngineInfo,
     ImageInfo,
     VolumeInfo,
     parse_container,
@@ -202,6 +203,11 @@ class FakeEngine:
 
     def ping(self) -> bool:
         return True
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(
+            "20.10.24", self.api_version, 2, 8 << 30, "/var/lib/docker", False, "fake"
+        )
 
     def close(self) -> None:
         self.closed = True

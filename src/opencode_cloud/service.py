@@ -22,7 +22,12 @@ from opencode_cloud.defaults import CONTAINER_PORT, RUNTIME_UID, RUNTIME_USER, W
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker import volume as volumes
-from opencode_cloud.docker.errors import DockerError, PullFailed
+from opencode_cloud.docker.errors import (
+    ContainerExited,
+    DockerError,
+    PullFailed,
+    SessionsFailing,
+)
 from opencode_cloud.docker.models import ContainerInfo, ImageInfo
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.errors import OpencodeCloudError
@@ -32,6 +37,11 @@ if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.progress import ProgressReporter
+
+
+# A restarted container that has not run this long since is still crash-looping.
+CRASH_LOOP_WINDOW = 30.0
+STATUS_LOG_LINES = 10
 
 
 class NeverCreated(OpencodeCloudError):
@@ -152,11 +162,17 @@ class StatusResult:
     exposed: bool
     docker_health: str | None = None
     http_health: str | None = None  # healthy | unauthorized | unhealthy | unreachable
+    session_api: str | None = None  # ok, or what fails when opencode cannot read its data
     opencode_version: str | None = None
     image: str | None = None
     started_at: str | None = None
     uptime_seconds: float | None = None
     restart_count: int = 0
+    last_exit_code: int | None = None
+    # Why the last run ended, in words: "killed: out of memory", "exit code 1", ...
+    last_exit: str | None = None
+    # The service's last output lines, when it is not healthy (crash loop, exited, ...).
+    log_tail: list[str] = field(default_factory=list)
     pending_restart: list[str] = field(default_factory=list)
     volumes: list[VolumeStatus] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # written by the command line
@@ -430,18 +446,49 @@ class Service:
         timeout: float | None,
         on_step: Callable[[str], None],
     ) -> StartResult:
+        """Wait until opencode answers, and check that it can read its sessions.
+
+        Raises:
+            HealthTimeout, ContainerExited: it did not come up; a crash-looping container
+                is stopped, so it does not restart forever.
+            SessionsFailing: it answers, but its session API fails.
+        """
         if result.already_running:
             # Running is not the same as answering: right after Docker restarted it, or
             # after an interrupted start, opencode may still be booting.
-            result.healthy = self.probe(password, endpoint)[0] == "healthy"
-            if result.healthy or not wait:
-                return result
-        elif not wait:
+            if self.probe(password, endpoint)[0] != "healthy":
+                if not wait:
+                    result.healthy = False
+                    return result
+                on_step("Waiting for opencode to answer ...")
+                result.seconds_to_healthy = self._wait_or_stop(password, timeout, endpoint)
+        elif wait:
+            on_step("Waiting for opencode to answer ...")
+            result.seconds_to_healthy = self._wait_or_stop(password, timeout, endpoint)
+        else:
             return result
-        on_step("Waiting for opencode to answer ...")
-        result.seconds_to_healthy = self.wait_healthy(password, timeout, endpoint)
+        problem = self.session_problem(password, endpoint)
+        if problem is not None:
+            raise SessionsFailing(self.name, problem, self.probe(password, endpoint)[1])
         result.healthy = True
         return result
+
+    def _wait_or_stop(self, password: str, timeout: float | None, endpoint: Endpoint) -> float:
+        """`wait_healthy`, but a container that crashed meanwhile is stopped: Docker would
+        otherwise restart it forever, and the user is told why it failed instead."""
+        try:
+            return self.wait_healthy(password, timeout, endpoint)
+        except ContainerExited:
+            containers.stop_container(self.client, self.name, 0)
+            raise
+
+    def session_problem(self, password: str | None, endpoint: Endpoint | None = None) -> str | None:
+        """What is wrong with opencode's session API (a call that reads its database), or
+        None when it works."""
+        from opencode_cloud.docker.health import probe_sessions
+
+        endpoint = endpoint or self._endpoint(None)
+        return probe_sessions(endpoint.url, endpoint.username, password)
 
     def wait_healthy(
         self, password: str, timeout: float | None = None, endpoint: Endpoint | None = None
@@ -597,14 +644,27 @@ class Service:
         result.opencode_version = info.labels.get(images.LABEL_OPENCODE_VERSION)
         result.restart_count = info.restart_count
         result.pending_restart = self.pending_changes(info)
-        if not info.running:
-            return
-        result.started_at = info.started_at
-        result.uptime_seconds = _seconds_since(info.started_at)
-        result.http_health, live_version = self.probe(password, endpoint)
-        result.opencode_version = live_version or result.opencode_version
-        if result.http_health == "unreachable" and info.health != "unhealthy":
-            result.state = "starting"  # the process runs, opencode does not answer yet
+        if info.finished_at is not None:  # it has ended at least once
+            result.last_exit_code = info.exit_code
+            result.last_exit = describe_exit(info)
+        if info.running:
+            result.started_at = info.started_at
+            result.uptime_seconds = _seconds_since(info.started_at)
+            result.http_health, live_version = self.probe(password, endpoint)
+            result.opencode_version = live_version or result.opencode_version
+            if result.http_health == "healthy":
+                problem = self.session_problem(password, endpoint)
+                result.session_api = problem or "ok"
+                if problem:
+                    result.http_health = "unhealthy"
+            elif result.http_health == "unreachable" and info.health != "unhealthy":
+                result.state = "starting"  # the process runs, opencode does not answer yet
+        if crash_looping(info):
+            result.state = "crash-looping"
+        if result.http_health != "healthy" and (info.restart_count or info.finished_at):
+            from opencode_cloud.docker.health import log_tail
+
+            result.log_tail = log_tail(self.client, self.name, STATUS_LOG_LINES)
 
     def _volume_status(self) -> list[VolumeStatus]:
         try:
@@ -621,6 +681,26 @@ class Service:
             )
             for spec in volumes.VOLUME_SPECS
         ]
+
+
+def crash_looping(info: ContainerInfo) -> bool:
+    """Docker keeps restarting it: between two runs, or up again after crashing within
+    moments of its last start."""
+    if info.restarting:
+        return True
+    if not info.running or info.restart_count == 0:
+        return False
+    uptime = _seconds_since(info.started_at)
+    return uptime is not None and uptime < CRASH_LOOP_WINDOW
+
+
+def describe_exit(info: ContainerInfo) -> str:
+    """How the container's last run ended, in words."""
+    if info.oom_killed:
+        return "killed: out of memory"
+    if info.exit_code in (137, 143):
+        return f"stopped (exit code {info.exit_code})"
+    return f"exit code {info.exit_code}"
 
 
 def _seconds_since(timestamp: str | None) -> float | None:

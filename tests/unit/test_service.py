@@ -74,6 +74,8 @@ class FakeOpencode(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.engine = engine
         self.answering = True
+        # What GET /session answers: opencode's error when its database does not fit.
+        self.sessions_broken = False
 
     @property
     def port(self) -> int:
@@ -102,6 +104,11 @@ class _Handler(BaseHTTPRequestHandler):
         expected = basic_auth_header(username, password.decode()) if password else None
         if self.headers.get("Authorization") != expected:
             self._send(401, b"Unauthorized")
+        elif self.path == "/session" and self.server.sessions_broken:
+            error = {"name": "UnknownError", "data": {"message": "no such column: x"}}
+            self._send(500, json.dumps(error).encode())
+        elif self.path == "/session":
+            self._send(200, json.dumps([{"id": "ses_1", "title": "kept"}]).encode())
         elif self.path != "/global/health":
             self._send(404, b"Not Found")
         else:

@@ -29,9 +29,11 @@ from opencode_cloud.docker.errors import (
 )
 from opencode_cloud.docker.models import (
     ContainerInfo,
+    EngineInfo,
     ImageInfo,
     VolumeInfo,
     parse_container,
+    parse_engine,
     parse_image,
     parse_volume,
 )
@@ -172,6 +174,12 @@ class DockerClient:
         except Refused as refused:
             _check(refused.response, **context)
             raise  # pragma: no cover (_check raises for every error status)
+
+    def info(self) -> EngineInfo:
+        """The engine's version and the machine it runs on (CPUs, memory, data folder)."""
+        info = _check(self._request("GET", "/info")).body or {}
+        version = _check(self._request("GET", "/version")).body or {}
+        return parse_engine(info, version)
 
     def ping(self) -> bool:
         """True when the engine answers.

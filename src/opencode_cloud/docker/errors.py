@@ -161,6 +161,19 @@ class ContainerExited(DockerError):
         self.log_tail = list(log_tail)
 
 
+class SessionsFailing(DockerError):
+    """opencode answers its health check, but cannot read its sessions (its database)."""
+
+    def __init__(self, name: str, detail: str, version: str | None = None) -> None:
+        running = f"opencode {version}" if version else "opencode"
+        super().__init__(
+            f"{running} in {name} answers its health check, but its session API fails ({detail})."
+        )
+        self.name = name
+        self.detail = detail
+        self.version = version
+
+
 BuildCause = Literal["base-image", "certificate"]
 
 

@@ -24,6 +24,7 @@ from opencode_cloud.docker.errors import (
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus
 
 HEALTH_PATH = "/global/health"
+SESSIONS_PATH = "/session"
 DEFAULT_HEALTH_TIMEOUT = 60.0
 DEFAULT_POLL_INTERVAL = 0.05
 # One probe must not hang: Docker's port proxy accepts connections before opencode
@@ -79,6 +80,38 @@ def probe(
     url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT
 ) -> ProbeResult:
     """Ask the endpoint once; never raises for network trouble, it is reported instead."""
+    status, decoded, error = _get(url, username, password, timeout)
+    return ProbeResult(status, decoded if isinstance(decoded, dict) else None, error)
+
+
+def probe_sessions(
+    base_url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT * 5
+) -> str | None:
+    """Ask opencode for its sessions, a call that reads its database: a health check that
+    passes while the data cannot be read (after a version change opencode's schema does
+    not match, say) is not a working service.
+
+    Returns:
+        None when the sessions are listed, else what went wrong, in words.
+    """
+    status, decoded, error = _get(base_url + SESSIONS_PATH, username, password, timeout)
+    if status == 200 and isinstance(decoded, list):
+        return None
+    if status is None:
+        return error or "no answer"
+    if isinstance(decoded, dict):
+        data = decoded.get("data")
+        message = data.get("message") if isinstance(data, dict) else None
+        name = decoded.get("name")
+        if message or name:
+            return f"HTTP {status}: {' '.join(str(p) for p in (name, message) if p)}"
+    return f"HTTP {status}"
+
+
+def _get(
+    url: str, username: str | None, password: str | None, timeout: float
+) -> tuple[int | None, Any, str]:
+    """One GET with Basic auth: (status or None, decoded JSON or None, error text)."""
     # Imported here: http.client pulls in the email package, which commands that never
     # probe (most of them) should not pay for at start-up.
     import http.client
@@ -99,17 +132,13 @@ def probe(
         response = connection.getresponse()
         raw = response.read()
     except (OSError, http.client.HTTPException) as exc:
-        return ProbeResult(None, None, str(exc) or type(exc).__name__)
+        return None, None, str(exc) or type(exc).__name__
     finally:
         connection.close()
-    body: dict[str, Any] | None = None
     try:
-        decoded = json.loads(raw)
-        if isinstance(decoded, dict):
-            body = decoded
+        return response.status, json.loads(raw), ""
     except ValueError:
-        body = None
-    return ProbeResult(response.status, body)
+        return response.status, None, ""
 
 
 def probe_health(
@@ -203,16 +232,3 @@ def wait_until_healthy(
         refused=last.status == 401,
         log_tail=log_tail(client, name),
     )
-
-
-__all__ = [
-    "DEFAULT_HEALTH_TIMEOUT",
-    "DEFAULT_POLL_INTERVAL",
-    "HEALTH_PATH",
-    "ProbeResult",
-    "basic_auth_header",
-    "health_url",
-    "probe",
-    "probe_health",
-    "wait_until_healthy",
-]

@@ -108,6 +108,19 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """The engine and the machine it runs on (`docker info`)."""
+
+    version: str
+    api_version: str
+    cpus: int
+    memory_bytes: int
+    root_dir: str  # where images and volumes live (`DockerRootDir`)
+    rootless: bool
+    operating_system: str
+
+
+@dataclass(frozen=True)
 class VolumeInfo:
     """One named volume."""
 
@@ -219,4 +232,18 @@ def parse_volume(raw: Mapping[str, Any]) -> VolumeInfo:
         name=str(raw.get("Name", "")),
         labels=dict(_dict(raw.get("Labels"))),
         driver=str(raw.get("Driver") or "local"),
+    )
+
+
+def parse_engine(info: Mapping[str, Any], version: Mapping[str, Any]) -> EngineInfo:
+    """`GET /info` and `GET /version` answers as an `EngineInfo`."""
+    security = [str(option) for option in info.get("SecurityOptions") or []]
+    return EngineInfo(
+        version=str(version.get("Version", "")),
+        api_version=str(version.get("ApiVersion", "")),
+        cpus=int(info.get("NCPU") or 0),
+        memory_bytes=int(info.get("MemTotal") or 0),
+        root_dir=str(info.get("DockerRootDir") or ""),
+        rootless=any("rootless" in option for option in security),
+        operating_system=str(info.get("OperatingSystem") or ""),
     )

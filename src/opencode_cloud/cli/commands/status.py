@@ -27,7 +27,9 @@ def _human(result: StatusResult) -> list[str]:
         f"Image:      {result.image or '-'}",
         f"opencode:   {result.opencode_version or '-'}",
         f"Uptime:     {format_duration(result.uptime_seconds)}",
-        f"Restarts:   {result.restart_count}",
+        f"Restarts:   {result.restart_count}"
+        + (f" (last run ended: {result.last_exit})" if result.last_exit else ""),
+        *([f"Sessions:   failing: {result.session_api}"] if _failing(result) else []),
         *(
             [f"Pending:    restart to apply {', '.join(result.pending_restart)}"]
             if result.pending_restart
@@ -38,7 +40,13 @@ def _human(result: StatusResult) -> list[str]:
     for vol in result.volumes:
         size = format_bytes(vol.size_bytes) if vol.exists else "missing"
         lines.append(f"  {vol.name:<36} {vol.mount_point:<40} {size}")
+    if result.log_tail:
+        lines += ["Last log lines:", *(f"  {line}" for line in result.log_tail)]
     return lines
+
+
+def _failing(result: StatusResult) -> bool:
+    return result.session_api is not None and result.session_api != "ok"
 
 
 def status_warnings(result: StatusResult, instance: Instance) -> list[str]:
@@ -49,8 +57,19 @@ def status_warnings(result: StatusResult, instance: Instance) -> list[str]:
             f"The service listens on {result.bind_address}: anyone who can reach this "
             "machine can reach the login page."
         )
+    occ = "occ" if instance.is_default else f"occ --instance {instance.name}"
+    if result.state == "crash-looping":
+        warnings.append(
+            f"The service keeps crashing ({result.restart_count} restarts, last run ended: "
+            f"{result.last_exit}); its last log lines are below. Stop it with `{occ} stop`."
+        )
+    if _failing(result):
+        warnings.append(
+            "opencode answers, but cannot read its sessions: see `"
+            + occ
+            + " logs`. If this began with a version change, go back to the version that worked."
+        )
     if result.pending_restart:
-        occ = "occ" if instance.is_default else f"occ --instance {instance.name}"
         warnings.append(
             "Configuration changed since the container was created ("
             + ", ".join(result.pending_restart)
