@@ -15,9 +15,18 @@ DEFAULT_USERNAME = "opencode"
 DEFAULT_START_TIMEOUT = 120
 # Seconds a stop waits for a clean exit before the engine kills the container.
 DEFAULT_STOP_TIMEOUT = 10
-# Docker restarts a crashed container this many times (with its own growing delay)
-# before giving up; `occ start` resets the count.
+# The retired `restart_retries` key's default; the service now restarts after any crash
+# unless it was stopped (docs/operations.md).
 DEFAULT_RESTART_RETRIES = 5
+# Resource limits of the container (the `limits` key). Memory covers opencode and what
+# the agent builds and runs; processes stop a fork bomb long before the host suffers.
+DEFAULT_MEMORY_LIMIT = "4g"
+DEFAULT_MEMORY_BYTES = 4 << 30
+DEFAULT_PIDS_LIMIT = 4096
+MIN_MEMORY_BYTES = 256 << 20  # below this opencode itself does not start
+# Container logs rotate at this size, keeping this many files: months of output stay small.
+LOG_MAX_SIZE = "10m"
+LOG_MAX_FILES = 3
 
 # The opencode release the embedded Dockerfile installs unless told otherwise.
 DEFAULT_OPENCODE_VERSION = "1.18.33"

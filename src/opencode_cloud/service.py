@@ -286,6 +286,8 @@ class Service:
             image=image_for(self.config),
             image_id=image.id if image else None,
             labels={LABEL_CONFIG_FILE: config_fingerprint(self.paths.config_file) or ""},
+            # "All CPUs" is a number the engine knows; ask only when it is needed.
+            engine_cpus=self.client.info().cpus if self.config.limits.cpus is None else 0,
         )
 
     def _file_unchanged(self, info: ContainerInfo) -> bool:

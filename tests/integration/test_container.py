@@ -79,7 +79,13 @@ def test_create_configures_the_container_as_planned(
         "SETGID",
         "SETUID",
     ]
-    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
+    # Back after a crash or an engine restart, unless stopped; bounded; logs rotated.
+    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert (host["Memory"], host["PidsLimit"]) == (4 << 30, 4096)
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "10m", "max-file": "3"},
+    }
     assert config["StopTimeout"] == 10
     assert host["Binds"] in (None, [])  # named volumes only, never bind mounts
     mounts = {m["Target"]: m for m in host["Mounts"]}
@@ -100,7 +106,8 @@ def test_create_configures_the_container_as_planned(
     typed = docker_client.inspect_container(name)
     assert (typed.id, typed.name, typed.status) == (cid, name, ContainerStatus.CREATED)
     assert typed.published(3000) == PortBinding("127.0.0.1", free_port)
-    assert typed.stop_timeout == 10 and typed.restart_retries == 5
+    assert typed.stop_timeout == 10 and typed.restart_policy == "unless-stopped"
+    assert (typed.memory_bytes, typed.pids_limit) == (4 << 30, 4096)
     assert (
         Mount("volume", instance.volume_name("projects"), "/home/opencode/projects") in typed.mounts
     )

@@ -21,6 +21,7 @@ from opencode_cloud.config.schema import (
     Config,
     generate_schema,
     render_schema,
+    size_in_bytes,
 )
 from opencode_cloud.config.store import parse_config_text, validate_config
 from opencode_cloud.docker import image
@@ -63,11 +64,13 @@ def test_engine_defaults_match_a_default_configuration() -> None:
     config, default = Config(), DefaultSettings()
 
     def plain(value: object) -> object:
+        if hasattr(value, "pids"):  # the limits, compared by what the engine reads
+            return (value.memory_bytes, value.cpus, value.pids)  # type: ignore[attr-defined]
         return tuple(value) if isinstance(value, (list, tuple)) else value
 
     for name in DefaultSettings.__dataclass_fields__:
-        # The engine reads a setting the configuration lacks as empty (`getattr(..., ())`).
-        assert plain(getattr(config, name, ())) == plain(getattr(default, name)), name
+        assert plain(getattr(config, name)) == plain(getattr(default, name)), name
+    assert size_in_bytes(defaults.DEFAULT_MEMORY_LIMIT) == defaults.DEFAULT_MEMORY_BYTES
 
 
 @pytest.mark.parametrize(

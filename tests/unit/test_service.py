@@ -336,7 +336,9 @@ def test_a_container_holding_another_password_times_out_as_refused(
             ("OPENCODE_DISABLE_AUTOUPDATE=0", "TZ=UTC"),
         ),
         ({"username": "alice"}, "user name", "username", "alice"),
-        ({"restart_retries": 1}, "restart retries", "restart_retries", 1),
+        ({"limits": {"memory": "8g"}}, "memory limit", "memory_bytes", 8 << 30),
+        ({"limits": {"cpus": 1.5}}, "CPU limit", "nano_cpus", 1_500_000_000),
+        ({"limits": {"pids": 100}}, "process limit", "pids_limit", 100),
         ({"stop_timeout": 30}, "stop timeout", "stop_timeout", 30),
     ],
 )
@@ -451,8 +453,8 @@ def test_an_untagged_image_does_not_make_the_environment_look_changed(
     image_id = fake.inspect_container(NAME).image_id
     fake.remove_image(REF, force=True)  # the name goes; the container keeps the image
     assert fake.inspect_image(image_id) is not None
-    pending = make(restart_retries=2).status(None).pending_restart
-    assert "restart retries" in pending
+    pending = make(stop_timeout=20).status(None).pending_restart
+    assert "stop timeout" in pending
     assert "environment" not in pending
 
 

@@ -73,7 +73,7 @@ def test_non_default_settings_round_trip(tmp_path: Path) -> None:
         username="alice",
         env={"TZ": "UTC", "A_LIST": "x=1,y=2", "OPENCODE_DISABLE_AUTOUPDATE": "0"},
         mounts=[f"{tmp_path}:{RUNTIME_HOME}/code:ro"],
-        restart_retries=0,
+        limits={"memory": "1.5g", "cpus": 0.5, "pids": 128},
         stop_timeout=30,
     )
     spec = wanted(config)
@@ -82,7 +82,12 @@ def test_non_default_settings_round_trip(tmp_path: Path) -> None:
     assert actual.bind_address == "::1"  # 0::1 and ::1 are one address
     assert actual.env == ("A_LIST=x=1,y=2", "OPENCODE_DISABLE_AUTOUPDATE=0", "TZ=UTC")
     assert Mount("bind", str(tmp_path), f"{RUNTIME_HOME}/code", True) in actual.mounts
-    assert (actual.restart_retries, actual.stop_timeout) == (0, 30)
+    assert (actual.memory_bytes, actual.nano_cpus, actual.pids_limit) == (
+        int(1.5 * (1 << 30)),
+        500_000_000,
+        128,
+    )
+    assert actual.stop_timeout == 30
     assert actual.config_hash() == spec.config_hash()
 
 
@@ -127,7 +132,10 @@ def test_without_env_drops_only_values_the_image_sets_the_same() -> None:
         ({"bind_address": "0.0.0.0"}, ["bind address"]),
         ({"env": {"TZ": "Europe/Paris"}}, ["environment"]),
         ({"username": "alice"}, ["user name"]),
-        ({"restart_retries": 1}, ["restart retries"]),
+        ({"limits": {"memory": "512m"}}, ["memory limit"]),
+        ({"limits": {"cpus": 1}}, ["CPU limit"]),
+        ({"limits": {"pids": 64}}, ["process limit"]),
+        ({"restart_retries": 1}, []),  # retired: no longer shapes the container
         ({"stop_timeout": 30}, ["stop timeout"]),
         ({"port": 9000, "username": "alice"}, ["port", "user name"]),
     ],
@@ -204,12 +212,17 @@ def test_labels_carry_the_instance_and_the_hash() -> None:
 
 
 def test_create_body_shape() -> None:
-    body = wanted(Config(port=8080, bind_address="127.0.0.1", restart_retries=3)).create_body()
+    body = wanted(Config(port=8080, bind_address="127.0.0.1")).create_body()
     host = body["HostConfig"]
     assert body["Image"] == IMAGE
     assert body["ExposedPorts"] == {"3000/tcp": {}}
     assert host["PortBindings"] == {"3000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}
-    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert host["RestartPolicy"] == {"Name": "unless-stopped"}
+    assert (host["Memory"], host["PidsLimit"]) == (4 << 30, 4096)
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "10m", "max-file": "3"},
+    }
     assert host["SecurityOpt"] == ["no-new-privileges:true"]
     assert host["CapDrop"] == ["ALL"]
     assert sorted(host["CapAdd"]) == ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"]

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from opencode_cloud.config.errors import (
     ConfigError,
@@ -70,6 +70,8 @@ def _kind(key: str) -> str:
         return "list"
     if origin is dict:
         return "mapping"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
     if origin in (Union, types.UnionType) and set(get_args(annotation)) == {str, type(None)}:
         return "optional string"
     raise TypeError(f"no parser for the type of {key}: {annotation}")  # pragma: no cover

@@ -32,12 +32,15 @@ from pydantic_core import PydanticCustomError
 
 from opencode_cloud.defaults import (
     DEFAULT_BIND_ADDRESS,
+    DEFAULT_MEMORY_LIMIT,
     DEFAULT_OPENCODE_VERSION,
+    DEFAULT_PIDS_LIMIT,
     DEFAULT_PORT,
     DEFAULT_RESTART_RETRIES,
     DEFAULT_START_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
     DEFAULT_USERNAME,
+    MIN_MEMORY_BYTES,
     RUNTIME_HOME,
 )
 from opencode_cloud.mounts import HostMount, MountError
@@ -100,6 +103,11 @@ RULES: dict[str, str] = {
         "both absolute paths without ':', such as "
         f'["/home/alice/code:{RUNTIME_HOME}/code"]'
     ),
+    "limits": (
+        'must be an object such as {"memory": "8g", "cpus": 2, "pids": 4096}: memory a '
+        "size with b, k, m or g (256m or more), cpus a number above 0 (or null for all), "
+        "pids a whole number, 64 or more"
+    ),
     "restart_retries": "must be a whole number, 0 or more",
     "start_timeout": "must be a whole number of seconds, 1 or more",
     "stop_timeout": "must be a whole number of seconds, 1 or more",
@@ -115,6 +123,7 @@ EXAMPLES: dict[str, str] = {
     "ca_certificates": "/etc/ssl/certs/corp-ca.pem",
     "env": '\'{"OPENCODE_DISABLE_AUTOUPDATE": "1"}\'',
     "mounts": f"/home/alice/code:{RUNTIME_HOME}/code",
+    "limits": '\'{"memory": "8g", "cpus": 2, "pids": 4096}\'',
     "restart_retries": "5",
     "start_timeout": "120",
     "stop_timeout": "10",
@@ -168,6 +177,60 @@ def _mount_text(value: str) -> str:
 
 
 MountText = Annotated[str, StringConstraints(pattern=MOUNT_PATTERN), AfterValidator(_mount_text)]
+
+
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([bkmg]?)$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size_in_bytes(text: str) -> int:
+    """`512m`, `4g`, `1.5g` or a number of bytes, as bytes (Docker's units: powers of 1024).
+
+    Raises:
+        ValueError: not a size.
+    """
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a size such as 512m or 4g")
+    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+
+
+class Limits(BaseModel):
+    """What the container may use of the machine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    memory: str = Field(
+        default=DEFAULT_MEMORY_LIMIT,
+        description="Memory for opencode and everything the agent runs: 512m, 4g, ...",
+    )
+    cpus: float | None = Field(
+        default=None,
+        gt=0,
+        description="CPUs it may use, such as 2 or 1.5; null: all of the engine's CPUs.",
+    )
+    pids: int = Field(
+        default=DEFAULT_PIDS_LIMIT,
+        ge=64,
+        description="Processes and threads it may run at once.",
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if size_in_bytes(value) < MIN_MEMORY_BYTES:
+            raise ValueError(f"memory {value!r} is below 256m, too little for opencode")
+        return value
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _whole_cpus(cls, value: Any) -> Any:
+        # `"cpus": 2` is as good as 2.0 (strict mode would refuse the integer).
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @property
+    def memory_bytes(self) -> int:
+        return size_in_bytes(self.memory)
 
 
 class Config(BaseModel):
@@ -248,10 +311,19 @@ class Config(BaseModel):
         ),
         examples=[[f"/home/alice/code:{RUNTIME_HOME}/code", "/srv/data:/srv/data:ro"]],
     )
+    limits: Limits = Field(
+        default_factory=Limits,
+        description=(
+            "Memory, CPU and process limits of the container. Keys left out keep their defaults."
+        ),
+    )
     restart_retries: int = Field(
         default=DEFAULT_RESTART_RETRIES,
         ge=0,
-        description="How often Docker restarts the container after a crash before giving up.",
+        description=(
+            "No longer used: the service restarts after any crash unless you stopped it. "
+            "Kept so that files that set it stay valid."
+        ),
     )
     start_timeout: int = Field(
         default=DEFAULT_START_TIMEOUT,

@@ -53,7 +53,6 @@ BUILD_STAGE = "build"
 SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("Dockerfile", 0o644),
     ("entrypoint.sh", 0o755),
-    ("healthcheck.sh", 0o755),
 )
 EXTRA_CA_DIR = "extra-ca"
 # Lines of build output kept for the error message of a failed build.

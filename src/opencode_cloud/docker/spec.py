@@ -20,12 +20,15 @@ from typing import Any, Protocol
 from opencode_cloud.defaults import (
     CONTAINER_PORT,
     DEFAULT_BIND_ADDRESS,
+    DEFAULT_MEMORY_BYTES,
+    DEFAULT_PIDS_LIMIT,
     DEFAULT_PORT,
-    DEFAULT_RESTART_RETRIES,
     DEFAULT_STOP_TIMEOUT,
     DEFAULT_USERNAME,
     GID_ENV,
     HOSTNAME,
+    LOG_MAX_FILES,
+    LOG_MAX_SIZE,
     RUNTIME_UID,
     UID_ENV,
     USERNAME_ENV,
@@ -37,6 +40,9 @@ from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
 from opencode_cloud.mounts import HostMount
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# Back after a crash and after the engine restarts (a reboot), but not once stopped.
+RESTART_POLICY = "unless-stopped"
+LOG_ROTATION = ("json-file", LOG_MAX_SIZE, str(LOG_MAX_FILES))
 # What the entrypoint needs as root, before it drops to the runtime user for good: move
 # the user to another uid (SETUID, SETGID) and hand it the tool's volumes (CHOWN, and
 # DAC_OVERRIDE to walk folders only their owner may enter). Every other capability is
@@ -66,11 +72,22 @@ class ContainerSettings(Protocol):
     @property
     def env(self) -> Mapping[str, str]: ...
     @property
-    def restart_retries(self) -> int: ...
-    @property
     def stop_timeout(self) -> int: ...
     @property
     def mounts(self) -> Sequence[str]: ...
+    @property
+    def limits(self) -> ResourceLimits: ...
+
+
+class ResourceLimits(Protocol):
+    """The `limits` setting: memory in bytes, CPUs (None: all of the engine's), processes."""
+
+    @property
+    def memory_bytes(self) -> int: ...
+    @property
+    def cpus(self) -> float | None: ...
+    @property
+    def pids(self) -> int: ...
 
 
 def _reason(text: str) -> Any:
@@ -101,8 +118,14 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = _reason("mounts")  # volumes and host folders, by target
     runtime_uid: int = _reason("runtime user")  # who opencode runs as: see the entrypoint
     runtime_gid: int = _reason("runtime group")
-    restart_retries: int = _reason("restart retries")
+    # Docker brings it back after a crash or an engine restart, unless it was stopped:
+    # docs/operations.md says why this policy and not on-failure.
+    restart_policy: str = _reason("restart policy")
     stop_timeout: int = _reason("stop timeout")
+    memory_bytes: int = _reason("memory limit")
+    nano_cpus: int = _reason("CPU limit")  # billionths of a CPU, as the engine counts
+    pids_limit: int = _reason("process limit")
+    log_rotation: tuple[str, str, str] = _reason("log rotation")  # driver, max size, files
     hostname: str = _reason("hostname")
     working_dir: str = _reason("working directory")
     hardening: tuple[str, ...] = _reason("security options")  # SecurityOpt, drop:/add: caps
@@ -119,10 +142,13 @@ class ContainerSpec:
         image: str,
         image_id: str | None,
         labels: Mapping[str, str] | None = None,
+        engine_cpus: int = 0,
     ) -> ContainerSpec:
         """The container the configuration asks for.
 
         Args:
+            engine_cpus: the engine's CPU count, the CPU limit when the setting says "all"
+                (0: unknown, no limit).
             image, image_id: the image reference it runs and what that resolves to now.
             labels: labels added to the instance's own and the config hash.
         """
@@ -147,8 +173,12 @@ class ContainerSpec:
             ),
             runtime_uid=uid,
             runtime_gid=gid,
-            restart_retries=settings.restart_retries,
+            restart_policy=RESTART_POLICY,
             stop_timeout=settings.stop_timeout,
+            memory_bytes=settings.limits.memory_bytes,
+            nano_cpus=round((settings.limits.cpus or engine_cpus) * 1e9),
+            pids_limit=settings.limits.pids,
+            log_rotation=LOG_ROTATION,
             hostname=HOSTNAME,
             working_dir=WORKING_DIR,
             hardening=HARDENING,
@@ -181,10 +211,18 @@ class ContainerSpec:
             mounts=_sorted(info.mounts),
             runtime_uid=_number(values.get(UID_ENV), RUNTIME_UID),
             runtime_gid=_number(values.get(GID_ENV), RUNTIME_UID),
-            restart_retries=info.restart_retries,
+            restart_policy=info.restart_policy,
             stop_timeout=info.stop_timeout
             if info.stop_timeout is not None
             else DEFAULT_STOP_TIMEOUT,
+            memory_bytes=info.memory_bytes,
+            nano_cpus=info.nano_cpus,
+            pids_limit=info.pids_limit or 0,
+            log_rotation=(
+                str(info.log_config.get("Type", "")),
+                str((info.log_config.get("Config") or {}).get("max-size", "")),
+                str((info.log_config.get("Config") or {}).get("max-file", "")),
+            ),
             hostname=info.hostname,
             working_dir=info.working_dir,
             hardening=(
@@ -257,7 +295,17 @@ class ContainerSpec:
                     for m in self.mounts
                 ],
                 "AutoRemove": False,
-                "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": self.restart_retries},
+                "RestartPolicy": {"Name": self.restart_policy},
+                "Memory": self.memory_bytes,
+                "NanoCpus": self.nano_cpus,
+                "PidsLimit": self.pids_limit,
+                "LogConfig": {
+                    "Type": self.log_rotation[0],
+                    "Config": {
+                        "max-size": self.log_rotation[1],
+                        "max-file": self.log_rotation[2],
+                    },
+                },
                 "SecurityOpt": security,
                 "CapDrop": dropped,
                 "CapAdd": added,
@@ -300,6 +348,15 @@ def runtime_owner(host_mounts: Sequence[HostMount]) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class DefaultLimits:
+    """The `limits` setting at its defaults."""
+
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    cpus: float | None = None
+    pids: int = DEFAULT_PIDS_LIMIT
+
+
+@dataclass(frozen=True)
 class DefaultSettings:
     """Every container setting at its default: what a caller without a configuration gets."""
 
@@ -307,6 +364,6 @@ class DefaultSettings:
     bind_address: str = DEFAULT_BIND_ADDRESS
     username: str = DEFAULT_USERNAME
     env: Mapping[str, str] = field(default_factory=dict)
-    restart_retries: int = DEFAULT_RESTART_RETRIES
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     mounts: Sequence[str] = ()
+    limits: DefaultLimits = field(default_factory=DefaultLimits)

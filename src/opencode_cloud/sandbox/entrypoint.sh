@@ -100,6 +100,15 @@ OPENCODE_SERVER_PASSWORD=$(cat "$PASSWORD_FILE")
 [ -n "$OPENCODE_SERVER_PASSWORD" ] || fail "the password file $PASSWORD_FILE is empty."
 export OPENCODE_SERVER_PASSWORD
 export OPENCODE_SERVER_USERNAME="${OPENCODE_SERVER_USERNAME:-opencode}"
+
+# Docker's health check (see the Dockerfile) gives these credentials to curl as a config
+# file. curl's syntax: inside double quotes, backslash and double quote are escaped.
+quote() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
+(
+  umask 077
+  printf 'user = "%s:%s"\n' "$(quote "$OPENCODE_SERVER_USERNAME")" "$(quote "$OPENCODE_SERVER_PASSWORD")" \
+    >"$(dirname "$PASSWORD_FILE")/curlrc"
+)
 # The web UI's "Open project" dialog starts in what opencode takes for the home, and its
 # folder search refuses to index the real home ($HOME). Pointing opencode's home at the
 # projects folder makes the dialog list the projects and mounted folders, and find them

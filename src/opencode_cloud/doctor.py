@@ -1,0 +1,964 @@
+"""`occ doctor`: the checks that answer "why doesn't it work?".
+
+Each check is a function that returns a `Finding`: ok, warn, fail or skip, what it saw,
+and what to run to fix it. `run_checks` runs them in order, each on its own: an error in
+one check becomes that check's failing finding and the next check still runs. What one
+check learns (the engine, the configuration, the container) the later ones use, so a
+dead engine turns the checks that need it into "skip" with the reason.
+
+The checks change nothing: the password file is read without tightening its mode, a
+port is bound only for a moment to see whether it is free, and the service is only
+asked over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from opencode_cloud.config.errors import ConfigError
+from opencode_cloud.config.paths import InstancePaths
+from opencode_cloud.defaults import CONTAINER_PORT, DEFAULT_START_TIMEOUT
+from opencode_cloud.docker.errors import (
+    ContainerNotFound,
+    DaemonNotRunning,
+    DockerError,
+    DockerPermissionDenied,
+    HealthTimeout,
+    ImageNotFound,
+    InvalidCertificate,
+)
+from opencode_cloud.docker.models import ContainerInfo, ContainerStatus, EngineInfo
+from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.instance import LABEL_INSTANCE, Instance
+
+if TYPE_CHECKING:
+    from opencode_cloud.config.schema import Config
+    from opencode_cloud.config.store import LoadedConfig
+    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.service import Endpoint, Service
+
+Status = Literal["ok", "warn", "fail", "skip"]
+ClientFactory = Callable[[], "DockerClient"]
+ConfigLoader = Callable[[Path], "LoadedConfig"]
+Hint = Callable[[OpencodeCloudError], str]
+
+# Seconds any one engine call may take: a hung engine must not hang the diagnosis.
+ENGINE_TIMEOUT = 10.0
+# Free space where the engine keeps images and volumes.
+DISK_WARN_BYTES = 5 << 30
+DISK_FAIL_BYTES = 1 << 30
+# How far `check_port` looks for a free port to suggest.
+PORT_SEARCH = 20
+PROBE_TIMEOUT = 2.0
+PROC = Path("/proc")
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
+_WILDCARDS = ("", "0.0.0.0", "::")
+_COMMAND_CHARS = 120
+
+# The names of the checks, in the order they run.
+ENGINE = "engine"
+DISK = "disk space"
+CONFIGURATION = "configuration"
+PASSWORD_FILE = "password file"
+CA_CERTIFICATES = "CA certificates"
+PORT = "port"
+IMAGE = "image"
+CONTAINER = "container"
+HTTP_API = "HTTP API"
+SESSION_API = "session API"
+PENDING = "pending changes"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one check found.
+
+    Attributes:
+        name: the check, as the table's first column shows it.
+        status: `ok`, `warn` (works, but worth a look), `fail` (this is why it does not
+            work) or `skip` (could not be checked; `detail` says why).
+        detail: what the check saw, in one sentence.
+        fix: a command or an action that fixes it; empty when there is nothing to do.
+    """
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def all_ok(findings: list[Finding]) -> bool:
+    """True when no check failed (warnings and skipped checks are fine)."""
+    return not any(finding.status == "fail" for finding in findings)
+
+
+def report(findings: list[Finding]) -> dict[str, Any]:
+    """What `occ doctor --json` prints."""
+    return {"ok": all_ok(findings), "findings": [finding.to_json() for finding in findings]}
+
+
+class Skip(Exception):
+    """Raised inside a check that cannot run: it becomes a `skip` finding with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Context:
+    """What the checks share: their inputs, and what earlier checks learned."""
+
+    instance: Instance
+    paths: InstancePaths
+    client_factory: ClientFactory
+    config_loader: ConfigLoader
+    hint: Hint
+    env: Mapping[str, str]
+    client: DockerClient | None = None
+    engine: EngineInfo | None = None
+    # Why the checks that need the engine (or the configuration) cannot run.
+    engine_problem: str = "the engine was not checked"
+    config: Config | None = None
+    config_problem: str = "the configuration was not checked"
+    container: ContainerInfo | None = None
+    container_problem: str = "the container was not checked"
+    password: str | None = None
+    endpoint: Endpoint | None = None  # where opencode answered healthy
+    health_problem: str = "the HTTP API was not checked"
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def occ(self) -> str:
+        """The command as a user types it for this instance."""
+        return "occ" if self.instance.is_default else f"occ --instance {self.instance.name}"
+
+    def need_client(self) -> DockerClient:
+        if self.client is None:
+            raise Skip(f"skipped: {self.engine_problem}")
+        return self.client
+
+    def need_config(self) -> Config:
+        if self.config is None:
+            raise Skip(f"skipped: {self.config_problem}")
+        return self.config
+
+    def service(self) -> Service:
+        from opencode_cloud.service import Service
+
+        return Service(self.need_client(), self.need_config, self.instance, self.paths)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def engine_source(env: Mapping[str, str]) -> str:
+    """Which setting chose the engine, the way the docker CLI resolves it."""
+    if env.get("DOCKER_HOST"):
+        return "set by DOCKER_HOST"
+    if env.get("DOCKER_CONTEXT", "default") != "default":
+        return f"Docker context {env['DOCKER_CONTEXT']!r}, set by DOCKER_CONTEXT"
+    docker_config = Path(env.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    try:
+        current = json.loads(docker_config.read_text(encoding="utf-8")).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        current = None
+    if current and current != "default":
+        return f"Docker context {current!r}, set by `docker context use`"
+    return "the default socket"
+
+
+def _is_local(host: str) -> bool:
+    return host.startswith("unix://")
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _socket_facts(host: str, denied: bool) -> tuple[list[str], str]:
+    """What the engine's unix socket looks like: facts for the detail, and a better fix
+    when this login session lacks a group the user was added to."""
+    if not _is_local(host):
+        return [], ""
+    path = host.removeprefix("unix://")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return [f"{path} does not exist"], ""
+    except OSError as exc:
+        return [f"{path}: {exc.strerror or exc}"], ""
+    if not stat.S_ISSOCK(st.st_mode):
+        return [f"{path} is not a socket"], ""
+    group = _group(st.st_gid)
+    facts = [f"{path} is {stat.filemode(st.st_mode)} {_user(st.st_uid)}:{group}"]
+    if not denied:
+        return facts, ""
+    if st.st_gid in os.getgroups() or st.st_gid == os.getegid():
+        facts.append(f"you are in group {group}")
+        return facts, ""
+    import grp
+
+    try:
+        members = grp.getgrgid(st.st_gid).gr_mem
+    except KeyError:
+        members = []
+    if _user(os.geteuid()) in members:
+        facts.append(f"you were added to group {group}, but this login session predates it")
+        return facts, f"Log in again (or run `newgrp {group}`), so this shell has the group."
+    facts.append(f"you are not in group {group}")
+    return facts, ""
+
+
+def check_engine(ctx: Context) -> Finding:
+    """The engine answers: where it is (and which setting chose it), its version and API,
+    whether this user may use its socket, and whether it runs rootless."""
+    source = engine_source(ctx.env)
+    try:
+        client = ctx.client_factory()
+    except DockerError as error:
+        host = getattr(error, "host", "")
+        facts, better_fix = _socket_facts(host, isinstance(error, DockerPermissionDenied))
+        ctx.engine_problem = "the Docker engine is unreachable"
+        if isinstance(error, DockerPermissionDenied):
+            ctx.engine_problem = "this user may not use the Docker engine"
+        fix = better_fix or ctx.hint(error)
+        if isinstance(error, DaemonNotRunning) and ctx.env.get("DOCKER_HOST"):
+            fix = (
+                f"Point DOCKER_HOST at a running engine, or `unset DOCKER_HOST` to use the "
+                f"default one. {fix}"
+            ).strip()
+        detail = f"{error.message.rstrip('.')} ({'; '.join([source, *facts])})."
+        return Finding(ENGINE, "fail", detail, fix)
+    ctx.client = client
+    ctx.cleanup.append(client.close)
+    where = f"at {client.host} ({source})"
+    try:
+        info = client.info()
+    except DockerError as error:
+        return Finding(
+            ENGINE,
+            "warn",
+            f"The engine {where} answers (API {client.api_version}), but not about itself: "
+            f"{error.message}",
+            "Check the engine's own log (`journalctl -u docker`).",
+        )
+    ctx.engine = info
+    mode = "rootless" if info.rootless else "not rootless (the daemon runs as root)"
+    return Finding(
+        ENGINE, "ok", f"Docker {info.version} (API {info.api_version}) {where}; {mode}."
+    )
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB"
+
+
+def check_disk(ctx: Context) -> Finding:
+    """Free space on the file system where the engine keeps images and volumes."""
+    client = ctx.need_client()
+    if ctx.engine is None or not ctx.engine.root_dir:
+        raise Skip("skipped: the engine did not say where it keeps its data")
+    root = ctx.engine.root_dir
+    if not _is_local(client.host):
+        raise Skip(
+            f"skipped: the engine at {client.host} is on another machine; free space in "
+            f"{root} can't be measured from here"
+        )
+    try:
+        usage = shutil.disk_usage(root)
+    except FileNotFoundError:
+        raise Skip(
+            f"skipped: {root} is not on this machine (the engine runs in a VM or "
+            "elsewhere); its free space can't be measured from here"
+        ) from None
+    except OSError as exc:
+        return Finding(DISK, "warn", f"Cannot measure free space in {root}: {exc.strerror}.")
+    detail = f"{_gib(usage.free)} free of {_gib(usage.total)} in {root}"
+    fix = (
+        "Free space on that disk: `docker image prune` and `docker builder prune` remove "
+        "unused images and build cache (`docker system df` shows what takes room)."
+    )
+    if usage.free < DISK_FAIL_BYTES:
+        return Finding(
+            DISK, "fail", f"Only {detail}: builds, pulls and opencode's own writes fail.", fix
+        )
+    if usage.free < DISK_WARN_BYTES:
+        return Finding(DISK, "warn", f"Only {detail}: a build or an upgrade may not fit.", fix)
+    return Finding(DISK, "ok", f"{detail}.")
+
+
+# --------------------------------------------------------------------------- the files
+
+
+def check_configuration(ctx: Context) -> Finding:
+    """The configuration file reads and validates."""
+    path = ctx.paths.config_file
+    try:
+        loaded = ctx.config_loader(path)
+    except ConfigError as error:
+        ctx.config_problem = "the configuration is invalid"
+        return Finding(CONFIGURATION, "fail", error.message, ctx.hint(error))
+    ctx.config = loaded.config
+    if loaded.warnings:
+        return Finding(
+            CONFIGURATION,
+            "warn",
+            " ".join(loaded.warnings),
+            f"Correct the key's name in {path}, or remove it with `{ctx.occ} config unset KEY`.",
+        )
+    if not loaded.exists:
+        return Finding(CONFIGURATION, "ok", f"No file at {path}: every setting is a default.")
+    return Finding(CONFIGURATION, "ok", f"{path} is valid.")
+
+
+def check_password_file(ctx: Context) -> Finding:
+    """The password file: readable, not empty, and private (no access for group or others)."""
+    path = ctx.paths.password_file
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return Finding(
+            PASSWORD_FILE, "ok", f"No password yet: the first `{ctx.occ} start` writes {path}."
+        )
+    except OSError as exc:
+        return Finding(
+            PASSWORD_FILE,
+            "fail",
+            f"Cannot read {path}: {exc.strerror or exc}.",
+            f"Check the permissions of {path.parent}.",
+        )
+    if not stat.S_ISREG(st.st_mode):
+        return Finding(
+            PASSWORD_FILE,
+            "fail",
+            f"{path} is not a file.",
+            f"Move it away, then `{ctx.occ} auth rotate` writes a new password.",
+        )
+    try:
+        # Read directly: the tool's own reader tightens a loose mode, and the doctor
+        # reports rather than repairs.
+        ctx.password = path.read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        return Finding(
+            PASSWORD_FILE,
+            "fail",
+            f"Cannot read {path}: {reason}.",
+            f"Make it yours and readable: `chmod 600 {path}` (check the owner with "
+            f"`ls -l {path}`), or write a new one with `{ctx.occ} auth rotate`.",
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return Finding(
+            PASSWORD_FILE,
+            "warn",
+            f"{path} has mode {mode:04o}: other users of this machine can read the password.",
+            f"`chmod 600 {path}`",
+        )
+    if ctx.password is None:
+        return Finding(
+            PASSWORD_FILE,
+            "warn",
+            f"{path} is empty: the service cannot check the password.",
+            f"Write a new password with `{ctx.occ} auth rotate`.",
+        )
+    return Finding(PASSWORD_FILE, "ok", f"{path} has mode {mode:04o}.")
+
+
+def check_ca_certificates(ctx: Context) -> Finding:
+    """Each file named in `ca_certificates` exists and holds PEM certificates."""
+    from opencode_cloud.docker.image import split_certificates
+
+    files = ctx.need_config().ca_certificates
+    if not files:
+        return Finding(CA_CERTIFICATES, "ok", "None configured (only needed behind a TLS proxy).")
+    problems: list[InvalidCertificate] = []
+    counts: list[str] = []
+    for name in files:
+        path = Path(name).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            problems.append(
+                InvalidCertificate(
+                    str(path),
+                    f"Cannot read the CA certificate file {path}: {exc.strerror or exc}.",
+                    unreadable=True,
+                )
+            )
+            continue
+        certificates = split_certificates(data)
+        if not certificates:
+            problems.append(
+                InvalidCertificate(
+                    str(path),
+                    f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----).",
+                    unreadable=False,
+                )
+            )
+            continue
+        counts.append(f"{path} ({len(certificates)})")
+    if problems:
+        detail = " ".join(problem.message for problem in problems)
+        return Finding(
+            CA_CERTIFICATES,
+            "fail",
+            f"{detail} The next image build fails.",
+            ctx.hint(problems[0]),
+        )
+    return Finding(CA_CERTIFICATES, "ok", f"PEM certificates in {', '.join(counts)}.")
+
+
+# --------------------------------------------------------------------------- the port
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    """A program listening on a port: its pid and command line when they can be read."""
+
+    uid: int
+    pid: int | None = None
+    command: str = ""
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return f"another program (of user {_user(self.uid)})"
+        return f"pid {self.pid} ({self.command or '?'})"
+
+
+def _overlaps(one: str, other: str) -> bool:
+    """Two listening addresses conflict: the same, or either listens on every address."""
+    return one == other or one in _WILDCARDS or other in _WILDCARDS
+
+
+def _decode_address(text: str) -> str:
+    """An address of /proc/net/tcp (hex, each 32-bit word in host byte order) in words."""
+    import ipaddress
+
+    raw = b"".join(
+        int(text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(text), 8)
+    )
+    address = ipaddress.ip_address(raw)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _listeners(port: int, address: str, proc: Path) -> dict[int, int]:
+    """The sockets listening on `port` at an address that conflicts with `address`, as
+    socket inode -> owner uid."""
+    found: dict[int, int] = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _LISTEN:
+                continue
+            hex_address, _, hex_port = fields[1].partition(":")
+            try:
+                if int(hex_port, 16) != port:
+                    continue
+                listening = _decode_address(hex_address)
+                if listening in ("::", "0.0.0.0") or _overlaps(listening, address):
+                    found[int(fields[9])] = int(fields[7])
+            except ValueError:
+                continue
+    return found
+
+
+def _command_line(pid_dir: Path) -> str:
+    try:
+        raw = (pid_dir / "cmdline").read_bytes()
+    except OSError:
+        return ""
+    text = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    return text if len(text) <= _COMMAND_CHARS else text[: _COMMAND_CHARS - 3] + "..."
+
+
+def port_holders(port: int, address: str, proc: Path = PROC) -> list[PortHolder]:
+    """Who listens on `port` (at an address conflicting with `address`), from /proc: the
+    pid and command line of each process holding the socket when this user may look
+    (root, or the same user), else only the socket's owner."""
+    sockets = _listeners(port, address, proc)
+    if not sockets:
+        return []
+    wanted = {f"socket:[{inode}]": inode for inode in sockets}
+    holders: dict[int, list[PortHolder]] = {}
+    with contextlib.suppress(OSError):
+        for pid_dir in proc.iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                descriptors = list((pid_dir / "fd").iterdir())
+            except OSError:
+                continue  # another user's process, or it ended
+            for descriptor in descriptors:
+                try:
+                    target = os.readlink(descriptor)
+                except OSError:
+                    continue
+                inode = wanted.get(target)
+                if inode is not None:
+                    holder = PortHolder(sockets[inode], int(pid_dir.name), _command_line(pid_dir))
+                    if holder not in holders.setdefault(inode, []):
+                        holders[inode].append(holder)
+    result: list[PortHolder] = []
+    for inode, uid in sockets.items():
+        for holder in holders.get(inode) or [PortHolder(uid)]:
+            if holder not in result:
+                result.append(holder)
+    return result
+
+
+def _try_bind(address: str, port: int) -> OSError | None:
+    """Bind `address:port` for a moment, as the engine's port proxy would; the error
+    when that fails."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As Docker's proxy does: connections of an earlier listener that linger in
+            # TIME_WAIT do not hold the port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address or "0.0.0.0", port))
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _free_port_near(address: str, port: int) -> int | None:
+    for candidate in range(port + 1, min(port + PORT_SEARCH, 65535) + 1):
+        if _try_bind(address, candidate) is None:
+            return candidate
+    return None
+
+
+def _publishers(
+    client: DockerClient, port: int, address: str
+) -> Iterator[tuple[ContainerInfo, str]]:
+    """The running containers that publish `port` on an address conflicting with
+    `address`, with the address each publishes it on."""
+    for name in client.list_containers():
+        try:
+            info = client.inspect_container(name)
+        except ContainerNotFound:
+            continue  # removed meanwhile
+        if not info.status.active:
+            continue
+        for bindings in info.ports.values():
+            for binding in bindings:
+                if binding.host_port == port and _overlaps(binding.host_ip, address):
+                    yield info, binding.host_ip
+                    break
+
+
+def check_port(ctx: Context) -> Finding:
+    """The configured port is free, or published by this instance's own container: not
+    by another container, not by another program."""
+    config = ctx.need_config()
+    port, address = config.port, config.bind_address
+    where = f"{address}:{port}"
+
+    def another_port() -> str:
+        free = _free_port_near(address, port) if local else None
+        return f"`{ctx.occ} config set port {free or port + 1}`"
+
+    host = ctx.client.host if ctx.client else ctx.env.get("DOCKER_HOST", "unix://")
+    local = _is_local(host)
+    unchecked = ""
+    if ctx.client is not None:
+        for info, _ in _publishers(ctx.client, port, address):
+            if info.name == ctx.instance.container_name:
+                return Finding(PORT, "ok", f"{where} is published by this instance's container.")
+            instance = info.labels.get(LABEL_INSTANCE)
+            if instance:
+                owner = f"the container of opencode-cloud instance {instance!r} ({info.name})"
+                stop = f"`occ --instance {instance} stop`"
+            else:
+                owner = f"Docker container {info.name}"
+                stop = f"`docker stop {info.name}`"
+            return Finding(
+                PORT,
+                "fail",
+                f"{where} is published by {owner}: this instance cannot start there.",
+                f"Stop it ({stop}), or choose another port: {another_port()}.",
+            )
+    else:
+        unchecked = f" (Docker containers not checked: {ctx.engine_problem})"
+    if not local:
+        return Finding(
+            PORT,
+            "ok" if ctx.client else "skip",
+            f"No container publishes {where}; the engine at {host} is on another machine, "
+            "so whether another program holds the port there can't be tested from here."
+            if ctx.client
+            else f"skipped: the engine at {host} is on another machine, and {ctx.engine_problem}",
+        )
+    problem = _try_bind(address, port)
+    if problem is None:
+        return Finding(PORT, "ok", f"{where} is free{unchecked}.")
+    if problem.errno == errno.EADDRNOTAVAIL:
+        return Finding(
+            PORT,
+            "fail",
+            f"{address} (bind_address) is not an address of this machine.",
+            f"Listen locally with `{ctx.occ} config set bind_address 127.0.0.1`, or name one "
+            "of this machine's addresses (`ip -brief address`).",
+        )
+    holders = port_holders(port, address)
+    if problem.errno == errno.EACCES and not holders:
+        if ctx.engine is not None and ctx.engine.rootless:
+            return Finding(
+                PORT,
+                "fail",
+                f"Port {port} is below 1024: a rootless engine cannot publish it.",
+                f"Choose another port: `{ctx.occ} config set port 8080`.",
+            )
+        return Finding(
+            PORT,
+            "ok",
+            f"Nothing listens on {where} (a port below 1024: only the engine, running as "
+            f"root, may bind it){unchecked}.",
+        )
+    if problem.errno not in (errno.EADDRINUSE, errno.EACCES):
+        return Finding(
+            PORT, "warn", f"Cannot test {where}: {problem.strerror or problem}{unchecked}."
+        )
+    who = ", ".join(holder.describe() for holder in holders) or "another program"
+    return Finding(
+        PORT,
+        "fail",
+        f"{where} is taken by {who}{unchecked}.",
+        f"Stop that program, or choose another port: {another_port()}.",
+    )
+
+
+# --------------------------------------------------------------------------- the image
+
+
+def check_image(ctx: Context) -> Finding:
+    """The image the service runs is in the engine, holding the configured opencode."""
+    from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
+    from opencode_cloud.service import image_for
+
+    client = ctx.need_client()
+    config = ctx.need_config()
+    ref = image_for(config)
+    image = client.inspect_image(ref)
+    if image is None:
+        how = "pulls it" if (config.registries or config.image) else "builds it (minutes)"
+        return Finding(
+            IMAGE,
+            "warn",
+            f"{ref} is not in the engine yet: the next `{ctx.occ} start` {how}.",
+            ctx.hint(ImageNotFound(ref)),
+        )
+    version = image.labels.get(LABEL_OPENCODE_VERSION) or None
+    if config.image:
+        holds = f"opencode {version}" if version else "an opencode version it does not label"
+        return Finding(IMAGE, "ok", f"{ref} (the configured image) holds {holds}.")
+    if version != config.opencode_version:
+        return Finding(
+            IMAGE,
+            "warn",
+            f"{ref} holds opencode {version or 'of an unknown version'}, but the "
+            f"configuration asks for {config.opencode_version}.",
+            f"Build it again: `{ctx.occ} build`.",
+        )
+    return Finding(IMAGE, "ok", f"{ref} holds opencode {version}, as configured.")
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def _age(timestamp: str | None) -> float | None:
+    """Seconds since a Docker timestamp (UTC, with nanoseconds)."""
+    if not timestamp:
+        return None
+    try:
+        then = datetime.fromisoformat(timestamp.split(".")[0].rstrip("Z")).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return max(0.0, time.time() - then.timestamp())
+
+
+def _since(timestamp: str | None) -> str:
+    return f" since {timestamp[:16].replace('T', ' ')} UTC" if timestamp else ""
+
+
+def _last_line(ctx: Context) -> str:
+    lines = [line for line in ctx.service().last_log_lines(5) if line.strip()]
+    return f"; its last log line: {lines[-1].strip()}" if lines else ""
+
+
+def check_container(ctx: Context) -> Finding:
+    """The instance's container: missing, running, stopped, crashed, crash-looping."""
+    from opencode_cloud.service import NeverCreated, NotRunning, crash_looping, describe_exit
+
+    client = ctx.need_client()
+    name = ctx.instance.container_name
+    info = client.find_container(name)
+    ctx.container = info
+    if info is None:
+        ctx.container_problem = "the service has no container"
+        return Finding(
+            CONTAINER,
+            "warn",
+            f"No container {name}: the service was never started (or was removed).",
+            ctx.hint(NeverCreated(ctx.instance)),
+        )
+    ctx.container_problem = f"the service is {info.status.value}"
+    logs = f"See why with `{ctx.occ} logs`, fix the cause, then"
+    if crash_looping(info):
+        ctx.container_problem = "the service keeps crashing"
+        return Finding(
+            CONTAINER,
+            "fail",
+            f"{name} keeps crashing: {info.restart_count} restarts, the last run ended with "
+            f"{describe_exit(info)}{_last_line(ctx)}.",
+            f"{logs} `{ctx.occ} restart` (`{ctx.occ} stop` ends the loop).",
+        )
+    restarts = f", after {info.restart_count} restarts" if info.restart_count else ""
+    match info.status:
+        case ContainerStatus.RUNNING:
+            return Finding(CONTAINER, "ok", f"{name} is running{_since(info.started_at)}{restarts}.")
+        case ContainerStatus.EXITED if info.oom_killed or info.exit_code not in (0, 137, 143):
+            return Finding(
+                CONTAINER,
+                "fail",
+                f"{name} stopped: {describe_exit(info)}{_last_line(ctx)}.",
+                f"{logs} `{ctx.occ} start`.",
+            )
+        case ContainerStatus.EXITED | ContainerStatus.CREATED:
+            done = "was stopped" if info.status is ContainerStatus.EXITED else "never started"
+            return Finding(
+                CONTAINER, "warn", f"{name} {done}.", ctx.hint(NotRunning(ctx.instance))
+            )
+        case ContainerStatus.PAUSED:
+            return Finding(CONTAINER, "warn", f"{name} is paused.", f"`docker unpause {name}`")
+    return Finding(
+        CONTAINER,
+        "fail",
+        f"{name} is {info.status.value}: the engine cannot run it.",
+        f"Remove it with `docker rm -f {name}` (the volumes stay), then `{ctx.occ} start`.",
+    )
+
+
+def _running(ctx: Context) -> ContainerInfo:
+    info = ctx.container
+    if info is None or not info.running:
+        raise Skip(f"skipped: {ctx.container_problem}")
+    return info
+
+
+def check_http_api(ctx: Context) -> Finding:
+    """opencode answers its health endpoint, with the host's password."""
+    from opencode_cloud.docker.health import probe
+    from opencode_cloud.docker.spec import ContainerSpec
+    from opencode_cloud.service import Endpoint
+
+    info = _running(ctx)
+    if info.published(CONTAINER_PORT) is None:
+        ctx.health_problem = "the container publishes no port"
+        return Finding(
+            HTTP_API,
+            "fail",
+            f"{info.name} does not publish port {CONTAINER_PORT}: nothing can reach opencode.",
+            f"Re-create it: `docker rm -f {info.name}`, then `{ctx.occ} start` (the volumes "
+            "stay).",
+        )
+    endpoint = Endpoint.of(ContainerSpec.from_inspect(info))
+    answer = probe(endpoint.health_url, endpoint.username, ctx.password, timeout=PROBE_TIMEOUT)
+    ctx.health_problem = f"the HTTP API is {answer.state}"
+    logs = f"See `{ctx.occ} logs`; `{ctx.occ} restart` starts it afresh."
+    if answer.healthy:
+        ctx.endpoint = endpoint
+        version = (answer.body or {}).get("version")
+        running = f"opencode {version}" if version else "opencode"
+        return Finding(HTTP_API, "ok", f"{running} answers healthy at {endpoint.url}.")
+    if answer.state == "unauthorized":
+        problem = (
+            f"there is no password file ({ctx.paths.password_file})"
+            if ctx.password is None
+            else "the container holds another password than the host's password file"
+        )
+        return Finding(
+            HTTP_API,
+            "fail",
+            f"{endpoint.url} refused the credentials: {problem}.",
+            ctx.hint(HealthTimeout(info.name, 0, answer.describe(), refused=True)),
+        )
+    if answer.state == "unreachable":
+        age = _age(info.started_at)
+        grace = ctx.config.start_timeout if ctx.config else DEFAULT_START_TIMEOUT
+        if info.health == "starting" or (age is not None and age < grace):
+            return Finding(
+                HTTP_API,
+                "warn",
+                f"opencode does not answer at {endpoint.url} yet ({answer.describe()}): it "
+                "is still starting.",
+                f"Wait a moment and run `{ctx.occ} doctor` again; `{ctx.occ} logs -f` shows "
+                "its progress.",
+            )
+        return Finding(
+            HTTP_API,
+            "fail",
+            f"opencode does not answer at {endpoint.url}: {answer.describe()}.",
+            logs,
+        )
+    return Finding(
+        HTTP_API, "fail", f"{endpoint.health_url} answers {answer.describe()}, not healthy.", logs
+    )
+
+
+def check_session_api(ctx: Context) -> Finding:
+    """opencode lists its sessions: a call that reads its database, which fails while the
+    health check passes when the data does not fit the running version."""
+    if ctx.endpoint is None:
+        raise Skip(f"skipped: {ctx.health_problem}")
+    problem = ctx.service().session_problem(ctx.password, ctx.endpoint)
+    if problem is None:
+        return Finding(SESSION_API, "ok", "opencode lists its sessions.")
+    return Finding(
+        SESSION_API,
+        "fail",
+        f"opencode answers its health check, but its session API fails ({problem}).",
+        f"See `{ctx.occ} logs`. If this began with a version change, go back to the version "
+        f"that worked: `{ctx.occ} config set opencode_version VERSION`, then "
+        f"`{ctx.occ} restart`.",
+    )
+
+
+def check_pending_changes(ctx: Context) -> Finding:
+    """The container was made from the current configuration (else a restart applies it)."""
+    info = ctx.container
+    if info is None:
+        raise Skip(f"skipped: {ctx.container_problem}")
+    ctx.need_config()
+    changed = ctx.service().pending_changes(info)
+    if changed:
+        return Finding(
+            PENDING,
+            "warn",
+            f"The configuration changed since the container was made ({', '.join(changed)}).",
+            f"Apply it with `{ctx.occ} restart`.",
+        )
+    return Finding(PENDING, "ok", "The container matches the configuration.")
+
+
+# --------------------------------------------------------------------------- running them
+
+
+Check = Callable[[Context], Finding]
+
+CHECKS: tuple[tuple[str, Check], ...] = (
+    (ENGINE, check_engine),
+    (DISK, check_disk),
+    (CONFIGURATION, check_configuration),
+    (PASSWORD_FILE, check_password_file),
+    (CA_CERTIFICATES, check_ca_certificates),
+    (PORT, check_port),
+    (IMAGE, check_image),
+    (CONTAINER, check_container),
+    (HTTP_API, check_http_api),
+    (SESSION_API, check_session_api),
+    (PENDING, check_pending_changes),
+)
+
+
+def _default_loader(path: Path) -> LoadedConfig:
+    from opencode_cloud.config.store import load_config
+
+    return load_config(path)
+
+
+def _default_client() -> DockerClient:
+    from opencode_cloud.docker.client import DockerClient
+
+    return DockerClient(timeout=ENGINE_TIMEOUT)
+
+
+def run_checks(
+    *,
+    instance: Instance,
+    paths: InstancePaths,
+    client_factory: ClientFactory = _default_client,
+    config_loader: ConfigLoader = _default_loader,
+    hint: Hint = lambda error: error.hint,
+    env: Mapping[str, str] | None = None,
+    checks: tuple[tuple[str, Check], ...] = CHECKS,
+) -> list[Finding]:
+    """Run every check, each on its own; return their findings in order.
+
+    Args:
+        client_factory: connects to the engine (raises `EngineUnavailable` when it cannot).
+        config_loader: reads and validates the configuration file at a path.
+        hint: the fix for an error (the command line's `hint_for`).
+        env: the environment that chose the engine (`os.environ` by default).
+    """
+    ctx = Context(
+        instance=instance,
+        paths=paths,
+        client_factory=client_factory,
+        config_loader=config_loader,
+        hint=hint,
+        env=os.environ if env is None else env,
+    )
+    findings: list[Finding] = []
+    try:
+        for name, check in checks:
+            findings.append(_run_one(ctx, name, check))
+    finally:
+        for close in ctx.cleanup:
+            with contextlib.suppress(Exception):
+                close()
+    return findings
+
+
+def _run_one(ctx: Context, name: str, check: Check) -> Finding:
+    try:
+        return check(ctx)
+    except Skip as skip:
+        return Finding(name, "skip", skip.reason)
+    except OpencodeCloudError as error:
+        return Finding(name, "fail", error.message, ctx.hint(error))
+    except Exception as exc:  # one broken check must not hide what the others find
+        return Finding(
+            name,
+            "fail",
+            f"The check itself failed: {type(exc).__name__}: {exc}",
+            "Please report this, with the output of `occ doctor --json`.",
+        )
