@@ -24,6 +24,8 @@ DEFAULT_MEMORY_LIMIT = "4g"
 DEFAULT_MEMORY_BYTES = 4 << 30
 DEFAULT_PIDS_LIMIT = 4096
 MIN_MEMORY_BYTES = 256 << 20  # below this opencode itself does not start
+# Snapshots of opencode's data kept from the last updates (the `keep_snapshots` key).
+DEFAULT_KEEP_SNAPSHOTS = 3
 # Container logs rotate at this size, keeping this many files: months of output stay small.
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = 3

@@ -151,12 +151,12 @@ class Context:
 
     def need_client(self) -> DockerClient:
         if self.client is None:
-            raise Skip(f"skipped: {self.engine_problem}")
+            raise Skip(self.engine_problem)
         return self.client
 
     def need_config(self) -> Config:
         if self.config is None:
-            raise Skip(f"skipped: {self.config_problem}")
+            raise Skip(self.config_problem)
         return self.config
 
     def service(self) -> Service:
@@ -252,12 +252,12 @@ def check_engine(ctx: Context) -> Finding:
         ctx.engine_problem = "the Docker engine is unreachable"
         if isinstance(error, DockerPermissionDenied):
             ctx.engine_problem = "this user may not use the Docker engine"
+        ctx.container_problem = ctx.engine_problem
         fix = better_fix or ctx.hint(error)
         if isinstance(error, DaemonNotRunning) and ctx.env.get("DOCKER_HOST"):
             fix = (
-                f"Point DOCKER_HOST at a running engine, or `unset DOCKER_HOST` to use the "
-                f"default one. {fix}"
-            ).strip()
+                "Point DOCKER_HOST at a running engine, or `unset DOCKER_HOST` to use the default."
+            )
         detail = f"{error.message.rstrip('.')} ({'; '.join([source, *facts])})."
         return Finding(ENGINE, "fail", detail, fix)
     ctx.client = client
@@ -275,9 +275,7 @@ def check_engine(ctx: Context) -> Finding:
         )
     ctx.engine = info
     mode = "rootless" if info.rootless else "not rootless (the daemon runs as root)"
-    return Finding(
-        ENGINE, "ok", f"Docker {info.version} (API {info.api_version}) {where}; {mode}."
-    )
+    return Finding(ENGINE, "ok", f"Docker {info.version} (API {info.api_version}) {where}; {mode}.")
 
 
 def _gib(size: int) -> str:
@@ -288,18 +286,18 @@ def check_disk(ctx: Context) -> Finding:
     """Free space on the file system where the engine keeps images and volumes."""
     client = ctx.need_client()
     if ctx.engine is None or not ctx.engine.root_dir:
-        raise Skip("skipped: the engine did not say where it keeps its data")
+        raise Skip("the engine did not say where it keeps its data")
     root = ctx.engine.root_dir
     if not _is_local(client.host):
         raise Skip(
-            f"skipped: the engine at {client.host} is on another machine; free space in "
+            f"the engine at {client.host} is on another machine; free space in "
             f"{root} can't be measured from here"
         )
     try:
         usage = shutil.disk_usage(root)
     except FileNotFoundError:
         raise Skip(
-            f"skipped: {root} is not on this machine (the engine runs in a VM or "
+            f"{root} is not on this machine (the engine runs in a VM or "
             "elsewhere); its free space can't be measured from here"
         ) from None
     except OSError as exc:
@@ -493,7 +491,7 @@ def _listeners(port: int, address: str, proc: Path) -> dict[int, int]:
                 if int(hex_port, 16) != port:
                     continue
                 listening = _decode_address(hex_address)
-                if listening in ("::", "0.0.0.0") or _overlaps(listening, address):
+                if _overlaps(listening, address):
                     found[int(fields[9])] = int(fields[7])
             except ValueError:
                 continue
@@ -566,11 +564,9 @@ def _free_port_near(address: str, port: int) -> int | None:
     return None
 
 
-def _publishers(
-    client: DockerClient, port: int, address: str
-) -> Iterator[tuple[ContainerInfo, str]]:
+def _publishers(client: DockerClient, port: int, address: str) -> Iterator[ContainerInfo]:
     """The running containers that publish `port` on an address conflicting with
-    `address`, with the address each publishes it on."""
+    `address`."""
     for name in client.list_containers():
         try:
             info = client.inspect_container(name)
@@ -581,7 +577,7 @@ def _publishers(
         for bindings in info.ports.values():
             for binding in bindings:
                 if binding.host_port == port and _overlaps(binding.host_ip, address):
-                    yield info, binding.host_ip
+                    yield info
                     break
 
 
@@ -591,16 +587,20 @@ def check_port(ctx: Context) -> Finding:
     config = ctx.need_config()
     port, address = config.port, config.bind_address
     where = f"{address}:{port}"
+    host = ctx.client.host if ctx.client else ctx.env.get("DOCKER_HOST") or "unix://"
+    local = _is_local(host)
 
     def another_port() -> str:
         free = _free_port_near(address, port) if local else None
         return f"`{ctx.occ} config set port {free or port + 1}`"
 
-    host = ctx.client.host if ctx.client else ctx.env.get("DOCKER_HOST", "unix://")
-    local = _is_local(host)
+    if ctx.client is None and not local:
+        raise Skip(f"{ctx.engine_problem}, and it is on another machine ({host})")
     unchecked = ""
-    if ctx.client is not None:
-        for info, _ in _publishers(ctx.client, port, address):
+    if ctx.client is None:
+        unchecked = f" (Docker containers not checked: {ctx.engine_problem})"
+    else:
+        for info in _publishers(ctx.client, port, address):
             if info.name == ctx.instance.container_name:
                 return Finding(PORT, "ok", f"{where} is published by this instance's container.")
             instance = info.labels.get(LABEL_INSTANCE)
@@ -616,17 +616,13 @@ def check_port(ctx: Context) -> Finding:
                 f"{where} is published by {owner}: this instance cannot start there.",
                 f"Stop it ({stop}), or choose another port: {another_port()}.",
             )
-    else:
-        unchecked = f" (Docker containers not checked: {ctx.engine_problem})"
-    if not local:
-        return Finding(
-            PORT,
-            "ok" if ctx.client else "skip",
-            f"No container publishes {where}; the engine at {host} is on another machine, "
-            "so whether another program holds the port there can't be tested from here."
-            if ctx.client
-            else f"skipped: the engine at {host} is on another machine, and {ctx.engine_problem}",
-        )
+        if not local:
+            return Finding(
+                PORT,
+                "ok",
+                f"No container publishes {where}; the engine at {host} is on another machine, "
+                "so whether another program holds the port there can't be tested from here.",
+            )
     problem = _try_bind(address, port)
     if problem is None:
         return Finding(PORT, "ok", f"{where} is free{unchecked}.")
@@ -650,8 +646,8 @@ def check_port(ctx: Context) -> Finding:
         return Finding(
             PORT,
             "ok",
-            f"Nothing listens on {where} (a port below 1024: only the engine, running as "
-            f"root, may bind it){unchecked}.",
+            f"Nothing listens on {where} (below 1024, only the engine, running as root, "
+            f"may bind it){unchecked}.",
         )
     if problem.errno not in (errno.EADDRINUSE, errno.EACCES):
         return Finding(
@@ -740,7 +736,7 @@ def check_container(ctx: Context) -> Finding:
             f"No container {name}: the service was never started (or was removed).",
             ctx.hint(NeverCreated(ctx.instance)),
         )
-    ctx.container_problem = f"the service is {info.status.value}"
+    ctx.container_problem = f"the service is not running ({info.status.value})"
     logs = f"See why with `{ctx.occ} logs`, fix the cause, then"
     if crash_looping(info):
         ctx.container_problem = "the service keeps crashing"
@@ -751,10 +747,16 @@ def check_container(ctx: Context) -> Finding:
             f"{describe_exit(info)}{_last_line(ctx)}.",
             f"{logs} `{ctx.occ} restart` (`{ctx.occ} stop` ends the loop).",
         )
-    restarts = f", after {info.restart_count} restarts" if info.restart_count else ""
+    restarts = (
+        f", after {info.restart_count} restarts (the last run ended with {describe_exit(info)})"
+        if info.restart_count
+        else ""
+    )
     match info.status:
         case ContainerStatus.RUNNING:
-            return Finding(CONTAINER, "ok", f"{name} is running{_since(info.started_at)}{restarts}.")
+            return Finding(
+                CONTAINER, "ok", f"{name} has been running{_since(info.started_at)}{restarts}."
+            )
         case ContainerStatus.EXITED if info.oom_killed or info.exit_code not in (0, 137, 143):
             return Finding(
                 CONTAINER,
@@ -764,9 +766,7 @@ def check_container(ctx: Context) -> Finding:
             )
         case ContainerStatus.EXITED | ContainerStatus.CREATED:
             done = "was stopped" if info.status is ContainerStatus.EXITED else "never started"
-            return Finding(
-                CONTAINER, "warn", f"{name} {done}.", ctx.hint(NotRunning(ctx.instance))
-            )
+            return Finding(CONTAINER, "warn", f"{name} {done}.", ctx.hint(NotRunning(ctx.instance)))
         case ContainerStatus.PAUSED:
             return Finding(CONTAINER, "warn", f"{name} is paused.", f"`docker unpause {name}`")
     return Finding(
@@ -780,7 +780,8 @@ def check_container(ctx: Context) -> Finding:
 def _running(ctx: Context) -> ContainerInfo:
     info = ctx.container
     if info is None or not info.running:
-        raise Skip(f"skipped: {ctx.container_problem}")
+        ctx.health_problem = ctx.container_problem
+        raise Skip(ctx.container_problem)
     return info
 
 
@@ -797,12 +798,14 @@ def check_http_api(ctx: Context) -> Finding:
             HTTP_API,
             "fail",
             f"{info.name} does not publish port {CONTAINER_PORT}: nothing can reach opencode.",
-            f"Re-create it: `docker rm -f {info.name}`, then `{ctx.occ} start` (the volumes "
-            "stay).",
+            f"Re-create it: `docker rm -f {info.name}`, then `{ctx.occ} start` (the volumes stay).",
         )
     endpoint = Endpoint.of(ContainerSpec.from_inspect(info))
     answer = probe(endpoint.health_url, endpoint.username, ctx.password, timeout=PROBE_TIMEOUT)
-    ctx.health_problem = f"the HTTP API is {answer.state}"
+    ctx.health_problem = {
+        "unauthorized": "opencode refused the credentials",
+        "unreachable": "opencode does not answer",
+    }.get(answer.state, "opencode is not healthy")
     logs = f"See `{ctx.occ} logs`; `{ctx.occ} restart` starts it afresh."
     if answer.healthy:
         ctx.endpoint = endpoint
@@ -848,7 +851,7 @@ def check_session_api(ctx: Context) -> Finding:
     """opencode lists its sessions: a call that reads its database, which fails while the
     health check passes when the data does not fit the running version."""
     if ctx.endpoint is None:
-        raise Skip(f"skipped: {ctx.health_problem}")
+        raise Skip(ctx.health_problem)
     problem = ctx.service().session_problem(ctx.password, ctx.endpoint)
     if problem is None:
         return Finding(SESSION_API, "ok", "opencode lists its sessions.")
@@ -866,7 +869,7 @@ def check_pending_changes(ctx: Context) -> Finding:
     """The container was made from the current configuration (else a restart applies it)."""
     info = ctx.container
     if info is None:
-        raise Skip(f"skipped: {ctx.container_problem}")
+        raise Skip(ctx.container_problem)
     ctx.need_config()
     changed = ctx.service().pending_changes(info)
     if changed:
@@ -952,7 +955,7 @@ def _run_one(ctx: Context, name: str, check: Check) -> Finding:
     try:
         return check(ctx)
     except Skip as skip:
-        return Finding(name, "skip", skip.reason)
+        return Finding(name, "skip", f"Not checked: {skip.reason}.")
     except OpencodeCloudError as error:
         return Finding(name, "fail", error.message, ctx.hint(error))
     except Exception as exc:  # one broken check must not hide what the others find

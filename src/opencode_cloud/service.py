@@ -52,6 +52,19 @@ class NeverCreated(OpencodeCloudError):
         self.instance = instance
 
 
+class VersionChange(OpencodeCloudError):
+    """The configuration names another opencode version (or image) than the container runs."""
+
+    def __init__(self, instance: Instance, current: str, wanted: str) -> None:
+        super().__init__(
+            f"The configuration asks for {wanted}, but instance {instance.name!r} runs "
+            f"{current}: a version change goes through `update`."
+        )
+        self.instance = instance
+        self.current = current
+        self.wanted = wanted
+
+
 class NotRunning(OpencodeCloudError):
     """The instance's container exists but does not run."""
 
@@ -175,6 +188,8 @@ class StatusResult:
     log_tail: list[str] = field(default_factory=list)
     pending_restart: list[str] = field(default_factory=list)
     volumes: list[VolumeStatus] = field(default_factory=list)
+    # Kept from the last updates, for `occ rollback`: id, image, created, size_bytes.
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # written by the command line
 
     def to_json(self) -> dict[str, Any]:
@@ -333,6 +348,10 @@ class Service:
         for text in self.config.mounts:
             check_mount(HostMount.parse(text))
 
+    def endpoint(self) -> Endpoint:
+        """Where the service answers now (its container's settings, else the configuration's)."""
+        return self._endpoint(self.client.find_container(self.name))
+
     def _endpoint(self, info: ContainerInfo | None) -> Endpoint:
         """Where the service answers: read from the container when there is one."""
         if info is not None and info.published(CONTAINER_PORT) is not None:
@@ -350,9 +369,15 @@ class Service:
         timeout: float | None = None,
         reporter: ProgressReporter | None = None,
         on_step: Callable[[str], None] = lambda _msg: None,
+        allow_version_change: bool = False,
     ) -> StartResult:
         """Bring the service up: image, volumes, container (re-created when its spec
         changed), started, and (unless `wait` is False) answering healthy.
+
+        A different opencode version (or image) than the container's is refused: that
+        change goes through `versions.Versions.update`, which keeps a snapshot and goes
+        back when the new version cannot read the data (`allow_version_change` is how
+        it starts the new one).
 
         Raises:
             HealthTimeout, ContainerExited: it did not come up (the error has the logs).
@@ -368,6 +393,8 @@ class Service:
         ):
             return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
         self.check_mounts()
+        if info is not None and info.image != image_for(self.config) and not allow_version_change:
+            raise VersionChange(self.instance, info.image, image_for(self.config))
         image_action = self.ensure_image(build=build, pull=pull, reporter=reporter)
         if image_action != "present":
             on_step(f"Image {image_for(self.config)} {image_action}.")
@@ -636,6 +663,12 @@ class Service:
         if info is not None:
             self._describe_container(result, info, password, endpoint)
         result.volumes = self._volume_status()
+        from opencode_cloud.versions import list_snapshots
+
+        try:
+            result.snapshots = [s.to_json() for s in list_snapshots(self.client, self.instance)]
+        except DockerError:
+            result.snapshots = []
         return result
 
     def _describe_container(

@@ -69,15 +69,17 @@ def _register() -> None:
         auth,
         completion,
         config,
+        doctor,
         image,
         lifecycle,
         logs,
         mount,
         shell,
         status,
+        update,
     )
 
-    for module in (lifecycle, status, logs, shell, image):
+    for module in (lifecycle, status, doctor, logs, shell, update, image):
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(mount.mount_group)
@@ -95,7 +97,8 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.instance import InvalidInstanceName
     from opencode_cloud.locking import LockTimeout
     from opencode_cloud.mounts import MountError
-    from opencode_cloud.service import NeverCreated, NotRunning
+    from opencode_cloud.service import NeverCreated, NotRunning, VersionChange
+    from opencode_cloud.versions import NothingToRollBack, NotUpdatable, UpdateFailed
 
     by_kind: list[tuple[tuple[type[OpencodeCloudError], ...], ExitCode]] = [
         (
@@ -115,10 +118,16 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 docker_errors.BuildFailed,
                 docker_errors.PullFailed,
                 docker_errors.ImageNotFound,
+                docker_errors.SessionsFailing,
+                UpdateFailed,
             ),
             ExitCode.START_FAILED,
         ),
-        ((NeverCreated, NotRunning, docker_errors.ContainerNotFound), ExitCode.NOT_RUNNING),
+        (
+            (NeverCreated, NotRunning, NotUpdatable, docker_errors.ContainerNotFound),
+            ExitCode.NOT_RUNNING,
+        ),
+        ((VersionChange, NothingToRollBack), ExitCode.USAGE),
         ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName,), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),

@@ -29,9 +29,30 @@ def hint_for(error: OpencodeCloudError, instance: Instance) -> str:
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
         return _build_hint(error, occ)
-    from opencode_cloud.service import NeverCreated, NotRunning
+    from opencode_cloud.service import NeverCreated, NotRunning, VersionChange
+    from opencode_cloud.versions import NothingToRollBack, NotUpdatable, UpdateFailed
 
     match error:
+        case VersionChange():
+            return (
+                f"Run `{occ} update` to switch safely: the data is snapshotted first, and "
+                "restored if the new version cannot read it."
+            )
+        case UpdateFailed(rolled_back=True):
+            return (
+                f"The running version is unchanged. See `{occ} logs` for why the new one "
+                "failed; its release may not read this data."
+            )
+        case UpdateFailed():
+            return f"See `{occ} status` and `{occ} logs`; `{occ} rollback` restores the snapshot."
+        case NothingToRollBack():
+            return f"`{occ} update` keeps a snapshot of each update to go back to."
+        case NotUpdatable():
+            return f"Start it first with `{occ} start`."
+        case engine.SessionsFailing():
+            return (
+                f"See `{occ} logs`. If this began with a version change, go back: `{occ} rollback`."
+            )
         case NeverCreated() | NotRunning():
             return f"Start it with `{occ} start`."
         case engine.DockerNotInstalled():

@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from opencode_cloud.defaults import (
     DEFAULT_BIND_ADDRESS,
+    DEFAULT_KEEP_SNAPSHOTS,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_OPENCODE_VERSION,
     DEFAULT_PIDS_LIMIT,
@@ -108,6 +109,7 @@ RULES: dict[str, str] = {
         "size with b, k, m or g (256m or more), cpus a number above 0 (or null for all), "
         "pids a whole number, 64 or more"
     ),
+    "keep_snapshots": "must be a whole number, 1 or more",
     "restart_retries": "must be a whole number, 0 or more",
     "start_timeout": "must be a whole number of seconds, 1 or more",
     "stop_timeout": "must be a whole number of seconds, 1 or more",
@@ -124,6 +126,7 @@ EXAMPLES: dict[str, str] = {
     "env": '\'{"OPENCODE_DISABLE_AUTOUPDATE": "1"}\'',
     "mounts": f"/home/alice/code:{RUNTIME_HOME}/code",
     "limits": '\'{"memory": "8g", "cpus": 2, "pids": 4096}\'',
+    "keep_snapshots": "3",
     "restart_retries": "5",
     "start_timeout": "120",
     "stop_timeout": "10",
@@ -315,6 +318,13 @@ class Config(BaseModel):
         default_factory=Limits,
         description=(
             "Memory, CPU and process limits of the container. Keys left out keep their defaults."
+        ),
+    )
+    keep_snapshots: int = Field(
+        default=DEFAULT_KEEP_SNAPSHOTS,
+        ge=1,
+        description=(
+            "Snapshots of opencode's data kept from the last updates, for `occ rollback`."
         ),
     )
     restart_retries: int = Field(

@@ -268,6 +268,17 @@ class DockerClient:
         query = {"force": str(force).lower(), "v": "false"}
         _check(self._request("DELETE", _c(name), query=query), container=name)
 
+    def wait_container(self, name: str, timeout: float) -> int:
+        """Block until the container exits (at most `timeout` seconds); its exit code.
+
+        Raises:
+            ContainerNotFound.
+        """
+        response = self._request("POST", f"{_c(name)}/wait", timeout=timeout)
+        body = _check(response, container=name).body or {}
+        code = body.get("StatusCode")
+        return code if isinstance(code, int) else -1
+
     def list_containers(
         self, *, labels: Sequence[str] = (), volume: str | None = None
     ) -> list[str]:

@@ -94,9 +94,36 @@ def probe_sessions(
     Returns:
         None when the sessions are listed, else what went wrong, in words.
     """
+    return list_sessions(base_url, username, password, timeout)[1]
+
+
+def list_sessions(
+    base_url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT * 5
+) -> tuple[list[dict[str, Any]], str | None]:
+    """opencode's sessions (newest first, as it lists them), or what went wrong."""
     status, decoded, error = _get(base_url + SESSIONS_PATH, username, password, timeout)
     if status == 200 and isinstance(decoded, list):
-        return None
+        return [s for s in decoded if isinstance(s, dict)], None
+    return [], _problem(status, decoded, error)
+
+
+def read_session(
+    base_url: str,
+    session_id: str,
+    username: str | None,
+    password: str | None,
+    timeout: float = PROBE_TIMEOUT * 5,
+) -> str | None:
+    """Read one session and its messages; None when both answer, else what went wrong."""
+    for path in (f"{SESSIONS_PATH}/{session_id}", f"{SESSIONS_PATH}/{session_id}/message"):
+        status, decoded, error = _get(base_url + path, username, password, timeout)
+        if status != 200:
+            return _problem(status, decoded, error)
+    return None
+
+
+def _problem(status: int | None, decoded: Any, error: str) -> str:
+    """An answer that is not the one wanted, in words."""
     if status is None:
         return error or "no answer"
     if isinstance(decoded, dict):

@@ -40,6 +40,14 @@ def _human(result: StatusResult) -> list[str]:
     for vol in result.volumes:
         size = format_bytes(vol.size_bytes) if vol.exists else "missing"
         lines.append(f"  {vol.name:<36} {vol.mount_point:<40} {size}")
+    if result.snapshots:
+        total = sum(s["size_bytes"] or 0 for s in result.snapshots)
+        lines.append(
+            f"Snapshots:  {len(result.snapshots)} ({format_bytes(total)}), for `occ rollback`"
+        )
+        for snap in result.snapshots:
+            size = format_bytes(snap["size_bytes"]) if snap["size_bytes"] is not None else "-"
+            lines.append(f"  {snap['created'][:19]}  {snap['image']:<40} {size}")
     if result.log_tail:
         lines += ["Last log lines:", *(f"  {line}" for line in result.log_tail)]
     return lines
