@@ -55,7 +55,7 @@ class UpdateFailed(OpencodeCloudError):
 
     def __init__(self, target: str, problem: str, *, rolled_back: bool, previous: str) -> None:
         back = f"; {previous} and its data are back" if rolled_back else ""
-        super().__init__(f"Updating to {target} failed: {problem}{back}.")
+        super().__init__(f"Updating to {target} failed: {problem.rstrip('.')}{back}.")
         self.target = target
         self.problem = problem
         self.rolled_back = rolled_back
@@ -107,6 +107,11 @@ class UpdateResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _now_id() -> str:
+    """A snapshot's id: when it was taken, to the second, in UTC (sorts by time)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def list_snapshots(client: DockerClient, instance: Instance) -> list[Snapshot]:
@@ -168,14 +173,14 @@ class Versions:
     def _take_snapshot(self, info: ContainerInfo, target: str) -> Snapshot:
         """Copy opencode's data volumes into new snapshot volumes (the container is stopped)."""
         snap = Snapshot(
-            id=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+            id=_now_id(),
             image=info.image,
             opencode_version=info.labels.get(images.LABEL_OPENCODE_VERSION),
             target=target,
         )
         while any(s.id == snap.id for s in self.snapshots()):  # two updates in a second
             time.sleep(1)
-            snap.id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            snap.id = _now_id()
         for kind in SNAPSHOT_KINDS:
             name = f"{self.instance.prefix}-snap-{snap.id}-{kind}".lower()
             labels = {
@@ -261,8 +266,9 @@ class Versions:
         except DockerError as error:
             unavailable, problem = None, error.message
         if problem is not None:
-            self._step(f"The new version does not work ({problem}); going back ...")
+            self._step(f"The new version does not work ({problem.rstrip('.')}); going back ...")
             self._go_back(snap, old_config)
+            self._drop(snap)  # its data is the live data again
             raise UpdateFailed(target_ref, problem, rolled_back=True, previous=describe(info))
         result = UpdateResult(
             describe(info),

@@ -336,8 +336,11 @@ def test_deleted_password_file_gets_a_new_password_applied(occ_env) -> None:
     assert isinstance(api(occ_env, "GET", "/session"), list)
 
 
-def test_upgrade_to_a_newer_opencode_keeps_sessions(occ_env, host_ca, older_release) -> None:
-    """1.18.32 -> 1.18.33: a new image, the container re-created, the data kept."""
+def test_update_to_a_newer_opencode_keeps_sessions_and_rollback_returns(
+    occ_env, host_ca, older_release
+) -> None:
+    """1.18.32 -> 1.18.33 with `occ update`: a new image, the data kept; `occ rollback`
+    goes back to 1.18.32 and the data as it was."""
     for ca in host_ca:  # the build fetches opencode from npm, through the host's proxy
         run(occ_env, "config", "set", "ca_certificates", str(ca))
     run(occ_env, "config", "set", "opencode_version", older_release)
@@ -345,9 +348,26 @@ def test_upgrade_to_a_newer_opencode_keeps_sessions(occ_env, host_ca, older_rele
     assert json.loads(run(occ_env, "status", "--json").stdout)["opencode_version"] == "1.18.32"
     api(occ_env, "POST", "/session", {"title": "made with 1.18.32"})
 
+    # A version change through start is refused, with the way to do it.
     run(occ_env, "config", "unset", "opencode_version")  # back to the default, 1.18.33
-    assert "image" in json.loads(run(occ_env, "status", "--json").stdout)["pending_restart"]
-    upgraded = run(occ_env, "start")
-    assert "because image changed" in upgraded.stderr
-    assert json.loads(run(occ_env, "status", "--json").stdout)["opencode_version"] == "1.18.33"
+    refused = run(occ_env, "start", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert "occ" in refused.stderr and " update`" in refused.stderr
+
+    updated = run(occ_env, "--json", "update")
+    result = json.loads(updated.stdout)
+    assert (result["previous"], result["current"]) == ("opencode 1.18.32", "opencode 1.18.33")
+    status = json.loads(run(occ_env, "status", "--json").stdout)
+    assert status["opencode_version"] == "1.18.33" and status["session_api"] == "ok"
     assert "made with 1.18.32" in session_titles(occ_env)
+    [snapshot] = status["snapshots"]
+    assert snapshot["id"] == result["snapshot"] and snapshot["size_bytes"] > 0
+
+    api(occ_env, "POST", "/session", {"title": "made with 1.18.33"})
+    rolled = run(occ_env, "rollback", "--yes")
+    assert "1.18.32" in rolled.stdout
+    status = json.loads(run(occ_env, "status", "--json").stdout)
+    assert status["opencode_version"] == "1.18.32" and status["snapshots"] == []
+    titles = session_titles(occ_env)
+    assert "made with 1.18.32" in titles and "made with 1.18.33" not in titles
+    assert run(occ_env, "config", "get", "opencode_version").stdout.strip() == "1.18.32"

@@ -74,8 +74,10 @@ class FakeOpencode(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.engine = engine
         self.answering = True
-        # What GET /session answers: opencode's error when its database does not fit.
+        # What GET /session answers: opencode's error when its database does not fit,
+        # always, or only for containers of these images (a release that cannot read it).
         self.sessions_broken = False
+        self.broken_images: set[str] = set()
 
     @property
     def port(self) -> int:
@@ -104,11 +106,17 @@ class _Handler(BaseHTTPRequestHandler):
         expected = basic_auth_header(username, password.decode()) if password else None
         if self.headers.get("Authorization") != expected:
             self._send(401, b"Unauthorized")
-        elif self.path == "/session" and self.server.sessions_broken:
+        elif self.path.startswith("/session") and (
+            self.server.sessions_broken or info.image in self.server.broken_images
+        ):
             error = {"name": "UnknownError", "data": {"message": "no such column: x"}}
             self._send(500, json.dumps(error).encode())
         elif self.path == "/session":
             self._send(200, json.dumps([{"id": "ses_1", "title": "kept"}]).encode())
+        elif self.path in ("/session/ses_1", "/session/ses_1/message"):
+            self._send(
+                200, json.dumps({"id": "ses_1"} if "message" not in self.path else []).encode()
+            )
         elif self.path != "/global/health":
             self._send(404, b"Not Found")
         else:

@@ -2,18 +2,18 @@
 
 `DockerClient` finds the engine the way the docker CLI does (DOCKER_HOST, then the
 current Docker context, then the default socket), checks its API version, and offers
-typed methods: inspect, create, start, stop, remove, logs, archive upload, image
-inspect/tag/remove, build and pull streams, and volume calls. Which transport serves a
-call (`transport.py`) stays private to it, and `_check` is the one place that turns the
-engine's error answers into typed errors.
+typed methods: inspect, create, start, stop, pause, remove, logs, archive upload and
+download (streamed both ways), image inspect/tag/remove, build and pull streams, and
+volume calls. Which transport serves a call (`transport.py`) stays private to it, and
+`_check` is the one place that turns the engine's error answers into typed errors.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from opencode_cloud.docker.errors import (
@@ -53,6 +53,8 @@ MIN_API_VERSION = "1.40"
 # The npm step of a build is silent while it downloads about 185 MB; the engine's stream
 # can pause for minutes, so the usual per-call timeout would abort a healthy build.
 BUILD_HTTP_TIMEOUT = 3600
+# Archive streams (backups) arrive and leave in pieces of at most this many bytes.
+ARCHIVE_CHUNK_BYTES = 1 << 20
 
 _PORT_TAKEN = re.compile(
     r"port is already allocated|address already in use|bind for .* failed", re.IGNORECASE
@@ -101,6 +103,14 @@ def _check(
         if container is not None and "remove a running container" in lowered:
             raise ContainerRunning(container)
     raise DockerError(f"Docker engine error: {message}")
+
+
+def _check_archive(response: Response, name: str, path: str) -> Response:
+    """`_check` for the archive calls: a 404 that is not about the container is about the
+    path inside it."""
+    if response.status == 404 and "no such container" not in response.message.lower():
+        raise MissingPath(name, path, path)
+    return _check(response, container=name)
 
 
 class DockerClient:
@@ -310,6 +320,64 @@ class DockerClient:
         if response.status == 404 and "no such container" not in response.message.lower():
             raise MissingPath(name, directory, directory)
         _check(response, container=name)
+
+    def pause_container(self, name: str) -> None:
+        """Freeze every process of the running container (the cgroup freezer): nothing in
+        it runs, and nothing it writes changes, until `unpause_container`.
+
+        Raises:
+            ContainerNotFound; DockerError: it does not run, or is paused already.
+        """
+        _check(self._request("POST", f"{_c(name)}/pause"), container=name)
+
+    def unpause_container(self, name: str) -> None:
+        """Let a paused container's processes run again.
+
+        Raises:
+            ContainerNotFound; DockerError: it is not paused.
+        """
+        _check(self._request("POST", f"{_c(name)}/unpause"), container=name)
+
+    def get_archive(
+        self, name: str, path: str, *, chunk_size: int = ARCHIVE_CHUNK_BYTES
+    ) -> Iterator[bytes]:
+        """`path` in the container (created, running or paused; its volumes included) as an
+        uncompressed tar stream, in chunks of at most `chunk_size` bytes. The tar's one
+        top-level entry is `path`'s last component. Nothing is held in memory but a chunk.
+
+        Raises (on the first chunk):
+            ContainerNotFound; MissingPath: `path` is not in the container.
+        """
+
+        def chunks(api: Any) -> Iterator[bytes]:
+            stream, _stat = api.get_archive(name, path, chunk_size=chunk_size)
+            return cast(Iterator[bytes], stream)
+
+        try:
+            yield from self._sdk.stream(chunks)
+        except Refused as refused:
+            _check_archive(refused.response, name, path)
+            raise  # pragma: no cover (_check_archive raises for every error status)
+
+    def put_archive_stream(self, name: str, directory: str, chunks: Iterable[bytes]) -> None:
+        """Unpack a tar stream into `directory` of the container (created or running),
+        sending it as it comes (chunked), so it is never whole in memory. Files keep the
+        owners, modes and times their tar entries give them.
+
+        Raises:
+            ContainerNotFound; MissingPath: the directory is not in the container;
+            whatever iterating `chunks` raises (the upload is then abandoned).
+        """
+
+        def upload(api: Any) -> Iterator[bool]:
+            yield bool(api.put_archive(name, directory, data=iter(chunks)))
+
+        try:
+            for _done in self._sdk.stream(upload):
+                pass
+        except Refused as refused:
+            _check_archive(refused.response, name, directory)
+            raise  # pragma: no cover (_check_archive raises for every error status)
 
     def container_logs(
         self,

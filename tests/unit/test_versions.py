@@ -1,0 +1,167 @@
+"""Version changes on the in-memory engine: update, its automatic way back, rollback,
+snapshots and what is pruned. opencode answers through the real local HTTP server of the
+Service tests, so the deep check (sessions listed, an old session read) runs for real."""
+
+# ruff: noqa: F811  (the fixtures of the Service tests, used here by name)
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_service import (  # noqa: F401
+    NAME,
+    REF,
+    FakeOpencode,
+    Make,
+    fake,
+    make,
+    opencode,
+    paths,
+    serve,
+)
+
+from fakes import SANDBOX_ENV, FakeEngine
+from opencode_cloud.config.paths import InstancePaths
+from opencode_cloud.config.schema import Config
+from opencode_cloud.config.store import load_config, save_config
+from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
+from opencode_cloud.service import VersionChange
+from opencode_cloud.versions import (
+    LABEL_SNAPSHOT,
+    SNAPSHOT_KINDS,
+    NothingToRollBack,
+    NotUpdatable,
+    UpdateFailed,
+    Versions,
+)
+
+OLD = "1.18.32"
+OLD_REF = image_ref(OLD)
+NEW_REF = REF  # the default release's image
+
+
+@pytest.fixture
+def versions(make: Make, fake: FakeEngine, paths: InstancePaths):
+    """`Versions` of the instance, saving versions into its configuration file."""
+    fake.add_image(OLD_REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: OLD})
+
+    def build(**settings: Any) -> Versions:
+        service = make(**settings)
+
+        def save(config: Config) -> Config:
+            save_config(paths.config_file, config)
+            return load_config(paths.config_file).config
+
+        return Versions(service, save)
+
+    return build
+
+
+def _on(make: Make, version: str) -> None:
+    make(opencode_version=version).start()
+
+
+def test_update_keeps_a_snapshot_and_moves_to_the_new_version(
+    make: Make, versions, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    _on(make, OLD)
+    updater = versions(opencode_version=OLD)
+    target = updater.service.config.model_copy(update={"opencode_version": "1.18.33"})
+    result = updater.update(target)
+    assert (result.previous, result.current, result.changed) == (
+        f"opencode {OLD}",
+        "opencode 1.18.33",
+        True,
+    )
+    assert fake.inspect_container(NAME).image == NEW_REF
+    [snapshot] = updater.snapshots()
+    assert snapshot.id == result.snapshot and snapshot.image == OLD_REF
+    assert set(snapshot.volumes) == set(SNAPSHOT_KINDS)
+    for name in snapshot.volumes.values():
+        labels = fake.inspect_volume(name).labels
+        assert (
+            labels[LABEL_SNAPSHOT] == snapshot.id and labels["io.opencode-cloud.instance"] == "unit"
+        )
+    # The data was copied while the old container was stopped, before the new one ran.
+    order = [c for c, _ in fake.calls]
+    assert order.index("stop_container") < order.index("wait_container")
+    assert load_config(paths.config_file).config.opencode_version == "1.18.33"
+    assert not any(n.startswith("opencode-cloud-unit-copy") for n in fake.containers)
+
+
+def test_an_update_that_cannot_read_the_data_goes_back_by_itself(
+    make: Make, versions, fake: FakeEngine, opencode: FakeOpencode, paths: InstancePaths
+) -> None:
+    _on(make, OLD)
+    opencode.broken_images.add(NEW_REF)  # the new release answers health, not sessions
+    updater = versions(opencode_version=OLD)
+    target = updater.service.config.model_copy(update={"opencode_version": "1.18.33"})
+    with pytest.raises(UpdateFailed) as caught:
+        updater.update(target)
+    assert caught.value.rolled_back and "no such column" in caught.value.problem
+    assert fake.inspect_container(NAME).image == OLD_REF
+    assert load_config(paths.config_file).config.opencode_version == OLD
+    assert updater.snapshots() == []  # restored, so no longer needed
+    copies = [n for c, n in fake.calls if c == "wait_container"]
+    assert len(copies) == 2  # the snapshot, then its way back
+
+
+def test_an_unchanged_version_is_no_update(make: Make, versions, fake: FakeEngine) -> None:
+    make().start()
+    updater = versions()
+    fake.calls.clear()
+    result = updater.update(updater.service.config)
+    assert result.changed is False and result.previous == result.current
+    assert fake.called("stop_container") == [] and updater.snapshots() == []
+
+
+def test_rollback_returns_to_the_snapshot_and_drops_it(
+    make: Make, versions, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    _on(make, OLD)
+    updater = versions(opencode_version=OLD)
+    updater.update(updater.service.config.model_copy(update={"opencode_version": "1.18.33"}))
+    result = versions(opencode_version="1.18.33").rollback()
+    assert (result.previous, result.current) == ("opencode 1.18.33", f"opencode {OLD}")
+    assert fake.inspect_container(NAME).image == OLD_REF
+    assert load_config(paths.config_file).config.opencode_version == OLD
+    assert versions(opencode_version=OLD).snapshots() == []
+
+
+def test_nothing_to_roll_back_and_nothing_to_update(versions) -> None:
+    with pytest.raises(NothingToRollBack):
+        versions().rollback()
+    updater = versions()
+    with pytest.raises(NotUpdatable):
+        updater.update(updater.service.config)
+
+
+def test_only_the_last_snapshots_and_the_images_they_need_are_kept(
+    make: Make, versions, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import opencode_cloud.versions as module
+
+    ids = iter(["20261101T000000Z", "20261102T000000Z", "20261103T000000Z"])
+    monkeypatch.setattr(module, "_now_id", lambda: next(ids))
+    stale = image_ref("1.17.0")
+    fake.add_image(stale, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: "1.17.0"})
+    _on(make, OLD)
+    for version in ("1.18.33", OLD, "1.18.33"):
+        updater = versions(
+            opencode_version=OLD if version == "1.18.33" else "1.18.33", keep_snapshots=2
+        )
+        result = updater.update(
+            updater.service.config.model_copy(update={"opencode_version": version})
+        )
+    assert [s.id for s in updater.snapshots()] == ["20261103T000000Z", "20261102T000000Z"]
+    assert result.removed_snapshots == ["20261101T000000Z"]
+    assert fake.inspect_image(stale) is None  # nothing needs it: gone after the first update
+    assert fake.inspect_image(OLD_REF) is not None  # a kept snapshot needs it
+    assert fake.inspect_image(NEW_REF) is not None  # the container runs it
+
+
+def test_start_refuses_a_version_change(make: Make) -> None:
+    _on(make, OLD)
+    with pytest.raises(VersionChange) as caught:
+        make(opencode_version="1.18.33").start()
+    assert (caught.value.current, caught.value.wanted) == (OLD_REF, NEW_REF)
