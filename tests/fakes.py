@@ -121,6 +121,12 @@ def _clash(raw: Mapping[str, Any], other: Mapping[str, Any]) -> int | None:
     return None
 
 
+def _dir_info(name: str, *, uid: int = 1000) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, 0o755, uid, uid, 0
+    return info
+
+
 class FakeEngine:
     """`DockerClient` over dicts. Scripting: `add_image`, `publish`, `crash_on_start`,
     `vanish`, `set_health`; inspection: `calls`, `files`, `file_modes`, `stop_timeouts`.
@@ -148,6 +154,8 @@ class FakeEngine:
         self.exec_result: tuple[bytes, int] = (b"", 0)  # what every exec prints and exits with
         self.builds: list[dict[str, str]] = []  # build args of each build
         self.calls: list[tuple[str, str]] = []
+        self.volume_files: dict[str, dict[str, tuple[tarfile.TarInfo, bytes]]] = {}
+        self.archive_failure: Exception | None = None  # what `get_archive` raises, if set
         self.closed = False
         self._serial = itertools.count(1)
 
@@ -273,6 +281,25 @@ class FakeEngine:
         self._stop(name, timeout)
         self._start(name)
 
+    def rename_container(self, name: str, new_name: str) -> None:
+        self.calls.append(("rename_container", name))
+        if new_name in self.containers:
+            raise ContainerAlreadyExists(new_name)
+        old = self._raw(name)["Name"].lstrip("/")
+        raw = self.containers.pop(old)
+        raw["Name"] = "/" + new_name
+        self.containers[new_name] = raw
+        for store in (self.files, self.file_modes):  # what was written into it goes along
+            if old in store:
+                store[new_name] = store.pop(old)
+
+    def wait_container(self, name: str, timeout: float) -> int:
+        """A task container (`copy_volumes`) has done its work at once: exit code 0."""
+        self.calls.append(("wait_container", name))
+        state = self._raw(name)["State"]
+        state.update(Status="exited", Running=False)
+        return int(state.get("ExitCode") or 0)
+
     def remove_container(self, name: str, *, force: bool = False) -> None:
         self.calls.append(("remove_container", name))
         if self._raw(name)["State"]["Status"] in _ACTIVE and not force:
@@ -301,6 +328,109 @@ class FakeEngine:
                 content = tar.extractfile(member)
                 self.files.setdefault(name, {})[path] = content.read() if content else b""
                 self.file_modes.setdefault(name, {})[path] = (member.mode, member.uid)
+
+    # -- pause and archive streams (backups) ---------------------------------------------
+    # Volume contents live in `volume_files`: volume name -> path inside the volume ->
+    # (TarInfo without its name, content). Archive calls read and write them through the
+    # container's volume mounts, as the engine does.
+
+    def pause_container(self, name: str) -> None:
+        self.calls.append(("pause_container", name))
+        state = self._raw(name)["State"]
+        if state["Status"] != "running":
+            raise DockerError(f"Docker engine error: Container {name} is not running")
+        state.update(Status="paused", Paused=True)
+
+    def unpause_container(self, name: str) -> None:
+        self.calls.append(("unpause_container", name))
+        state = self._raw(name)["State"]
+        if state["Status"] != "paused":
+            raise DockerError(f"Docker engine error: Container {name} is not paused")
+        state.update(Status="running", Paused=False)
+
+    def _volume_mounts(self, name: str) -> dict[str, str]:
+        """Mount target -> volume name, of the container's volume mounts."""
+        mounts = self._raw(name)["HostConfig"].get("Mounts") or []
+        return {m["Target"].rstrip("/"): m["Source"] for m in mounts if m["Type"] == "volume"}
+
+    def get_archive(self, name: str, path: str, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        from opencode_cloud.docker.errors import MissingPath
+
+        self.calls.append(("get_archive", name))
+        path = path.rstrip("/")
+        mounts = self._volume_mounts(name)
+        inside = {t: v for t, v in mounts.items() if t == path or t.startswith(path + "/")}
+        if not inside:
+            raise MissingPath(name, path, path)
+        if self.archive_failure is not None:
+            raise self.archive_failure
+        root = path.rsplit("/", 1)[-1]
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            if path not in mounts:
+                tar.addfile(_dir_info(root))
+            for target, volume in sorted(inside.items()):
+                prefix = root + target[len(path) :]
+                for rel, (info, content) in sorted(self.volume_files.get(volume, {}).items()):
+                    entry = copy.copy(info)
+                    entry.name = prefix if rel == "" else f"{prefix}/{rel}"
+                    if entry.islnk():
+                        entry.linkname = f"{prefix}/{info.linkname}"
+                    tar.addfile(entry, io.BytesIO(content) if entry.isreg() else None)
+        data = buffer.getvalue()
+        for start in range(0, len(data), chunk_size):
+            yield data[start : start + chunk_size]
+
+    def put_archive_stream(self, name: str, directory: str, chunks: Iterable[bytes]) -> None:
+        self.calls.append(("put_archive_stream", name))
+        mounts = self._volume_mounts(name)
+        data = b"".join(chunks)  # raises what the stream raises, as the upload does
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                full = f"{directory.rstrip('/')}/{member.name}"
+                target = max(
+                    (t for t in mounts if full == t or full.startswith(t + "/")),
+                    key=len,
+                    default=None,
+                )
+                if target is None:
+                    continue  # the container's own file system: not kept
+                rel = full[len(target) :].lstrip("/")
+                info = copy.copy(member)
+                if member.islnk():
+                    info.linkname = f"{directory.rstrip('/')}/{member.linkname}"[len(target) + 1 :]
+                content = tar.extractfile(member) if member.isreg() else None
+                self.volume_files.setdefault(mounts[target], {})[rel] = (
+                    info,
+                    content.read() if content else b"",
+                )
+
+    def write_volume_file(
+        self,
+        volume: str,
+        path: str,
+        content: bytes | None = None,
+        *,
+        mode: int = 0o644,
+        uid: int = 1000,
+        link: str | None = None,
+    ) -> None:
+        """Put a file (a folder when `content` is None, a symbolic link with `link`) into
+        a volume, as the service would have written it; its parent folders too."""
+        files = self.volume_files.setdefault(volume, {})
+        files.setdefault("", (_dir_info("", uid=uid), b""))
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            files.setdefault("/".join(parts[:depth]), (_dir_info("", uid=uid), b""))
+        info = tarfile.TarInfo("")
+        info.mode, info.uid, info.gid, info.mtime = mode, uid, uid, 1_700_000_000
+        if link is not None:
+            info.type, info.linkname = tarfile.SYMTYPE, link
+        elif content is None:
+            info.type = tarfile.DIRTYPE
+        else:
+            info.size = len(content)
+        files[path] = (info, content or b"")
 
     def container_logs(
         self,
@@ -429,6 +559,7 @@ class FakeEngine:
             if self.list_containers(volume=name):
                 raise VolumeInUse(name, [])  # the engine names container ids, not names
             del self.volumes[name]
+            self.volume_files.pop(name, None)
 
     def list_volumes(self, *, labels: Sequence[str] = ()) -> list[VolumeInfo]:
         return [

@@ -433,6 +433,20 @@ class Service:
             result, password, Endpoint.of(spec), wait=wait, timeout=timeout, on_step=on_step
         )
 
+    def create(self) -> str:
+        """Create the container the configuration asks for, with its password file, and
+        leave it stopped; its image must exist. An update prepares the new version this
+        way while the old one still serves.
+
+        Raises:
+            ContainerAlreadyExists, ImageNotFound, DockerError.
+        """
+        password, _ = credentials.load_or_create_password(self.paths)
+        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
+        return containers.create_with_files(
+            self.client, spec, self.instance, credentials.container_files(password)
+        )
+
     def _start_existing(
         self,
         info: ContainerInfo,

@@ -253,32 +253,58 @@ class Versions:
             return UpdateResult(describe(info), describe(info), changed=False)
         password = self._password()
         before, _ = self._sessions(service, password)
-        down = time.monotonic()
-        containers.stop_container(self.client, service.name)
-        self._step("Taking a snapshot of opencode's data ...")
-        snap = self._take_snapshot(info, target_ref)
-        self._save(target_config)
-        self._step(f"Starting {target_ref} ...")
+        # The new container is made, under the service's name, while the old one still
+        # serves under another: the switch is then a stop, a copy and a start.
+        previous = f"{service.name}-previous"
+        if self.client.find_container(previous) is not None:
+            containers.remove_container(self.client, previous, force=True)
+        self.client.rename_container(service.name, previous)
+        snap: Snapshot | None = None
+        unavailable: float | None = None
         try:
+            new = Service(self.client, self._save(target_config), self.instance, service.paths)
+            new.create()
+            down = time.monotonic()
+            containers.stop_container(self.client, previous)
+            self._step("Taking a snapshot of opencode's data ...")
+            snap = self._take_snapshot(info, target_ref)
+            self._step(f"Starting {target_ref} ...")
             new.start(allow_version_change=True, timeout=timeout)
             unavailable = time.monotonic() - down
             problem = self._deep_check(new, password, before)
         except DockerError as error:
-            unavailable, problem = None, error.message
+            problem = error.message
+        except BaseException:
+            self._recover(previous, snap, old_config)
+            raise
         if problem is not None:
             self._step(f"The new version does not work ({problem.rstrip('.')}); going back ...")
-            self._go_back(snap, old_config)
-            self._drop(snap)  # its data is the live data again
+            self._recover(previous, snap, old_config)
             raise UpdateFailed(target_ref, problem, rolled_back=True, previous=describe(info))
+        containers.remove_container(self.client, previous, force=True)
         result = UpdateResult(
             describe(info),
             describe(self.client.inspect_container(service.name)),
             changed=True,
-            snapshot=snap.id,
+            snapshot=snap.id if snap else None,
             seconds_unavailable=unavailable,
         )
         self._prune(result)
         return result
+
+    def _recover(self, previous: str, snap: Snapshot | None, config: Config) -> None:
+        """Undo a failed update: the new container goes, the snapshot's data comes back
+        into the live volumes, and the old container, untouched, starts again."""
+        from opencode_cloud.service import Service
+
+        if self.client.find_container(self.service.name) is not None:
+            containers.remove_container(self.client, self.service.name, force=True)
+        saved = self._save(config)
+        if snap is not None:
+            self._restore(snap, snap.image)
+            self._drop(snap)  # its data is the live data again
+        self.client.rename_container(previous, self.service.name)
+        Service(self.client, saved, self.instance, self.service.paths).start()
 
     def rollback(self, *, timeout: float | None = None) -> UpdateResult:
         """Return to the version before the last update, with its snapshot's data. What

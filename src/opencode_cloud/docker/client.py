@@ -278,6 +278,17 @@ class DockerClient:
         query = {"force": str(force).lower(), "v": "false"}
         _check(self._request("DELETE", _c(name), query=query), container=name)
 
+    def rename_container(self, name: str, new_name: str) -> None:
+        """Give the container another name.
+
+        Raises:
+            ContainerNotFound, ContainerAlreadyExists (`new_name` is taken).
+        """
+        response = self._request("POST", f"{_c(name)}/rename", query={"name": new_name})
+        if response.status == 409:
+            raise ContainerAlreadyExists(new_name)
+        _check(response, container=name)
+
     def wait_container(self, name: str, timeout: float) -> int:
         """Block until the container exits (at most `timeout` seconds); its exit code.
 

@@ -33,6 +33,7 @@ __all__ = [
     "container_is_running",
     "container_state",
     "create_container",
+    "create_with_files",
     "put_file",
     "remove_container",
     "restart_container",
@@ -192,11 +193,23 @@ def setup_and_start(
     """
     ensure_volumes_exist(client, instance)
     existing = client.find_container(spec.name)
-    if existing is not None:
-        cid = existing.id
-    else:
-        cid = create_container(client, spec, instance)
-        for path, content in (files or {}).items():
-            put_file(client, spec.name, path, content)
+    cid = existing.id if existing is not None else create_with_files(client, spec, instance, files)
     start_container(client, spec.name)
+    return cid
+
+
+def create_with_files(
+    client: DockerClient,
+    spec: ContainerSpec,
+    instance: Instance = DEFAULT,
+    files: Mapping[str, bytes] | None = None,
+) -> str:
+    """`create_container`, then write `files` (by absolute path) into the new container.
+
+    Raises:
+        ContainerAlreadyExists, ImageNotFound, MissingPath, DockerError.
+    """
+    cid = create_container(client, spec, instance)
+    for path, content in (files or {}).items():
+        put_file(client, spec.name, path, content)
     return cid
