@@ -67,6 +67,7 @@ def app(
 def _register() -> None:
     from opencode_cloud.cli.commands import (
         auth,
+        backup,
         completion,
         config,
         doctor,
@@ -79,7 +80,7 @@ def _register() -> None:
         update,
     )
 
-    for module in (lifecycle, status, doctor, logs, shell, update, image):
+    for module in (lifecycle, status, doctor, logs, shell, update, image, backup):
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(mount.mount_group)

@@ -29,6 +29,10 @@ def hint_for(error: OpencodeCloudError, instance: Instance) -> str:
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
         return _build_hint(error, occ)
+    from opencode_cloud.backup import BackupError
+
+    if isinstance(error, BackupError):
+        return _backup_hint(error, occ)
     from opencode_cloud.service import NeverCreated, NotRunning, VersionChange
     from opencode_cloud.versions import NothingToRollBack, NotUpdatable, UpdateFailed
 
@@ -144,3 +148,32 @@ def _build_hint(error: engine.BuildFailed, occ: str) -> str:
             f"`{occ} config set ca_certificates FILE`)."
         )
     return f"Fix the step that failed, then run `{occ} build` again."
+
+
+def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
+    from opencode_cloud import backup
+
+    match error:
+        case backup.BackupExists(path=path):
+            return f"Name another file, or replace it: `{occ} backup {path} --force`."
+        case backup.BackupWriteFailed(path=path):
+            return f"Check that {path.parent} exists, is yours and has room, or name another file."
+        case backup.InvalidBackup(kind="version"):
+            return (
+                "Nothing was changed. Restore it with the opencode-cloud release that made it "
+                "(or a newer one): `pip install --upgrade opencode-cloud`."
+            )
+        case backup.InvalidBackup():
+            return "Nothing was changed. Use another backup file."
+        case backup.ConfirmationNeeded(command=command):
+            return f"Run `{occ} {command} --yes` to go ahead."
+        case backup.NoHelperImage():
+            return f"Build it with `{occ} build`, or pull it with `{occ} pull`."
+        case backup.RestoreFailed(safety_backup=Path() as kept):
+            return (
+                f"Fix the cause, then restore again; to go back instead: "
+                f"`{occ} restore {kept} --yes`."
+            )
+        case backup.RestoreFailed():
+            return "Fix the cause, then run the restore again."
+    return ""

@@ -1,0 +1,389 @@
+"""`occ backup`, `occ restore`, `occ uninstall`."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from opencode_cloud.cli.output import format_bytes
+
+if TYPE_CHECKING:
+    from opencode_cloud.backup import BackupResult, RestoreResult
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.docker.models import ContainerInfo
+    from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.instance import Instance
+    from opencode_cloud.uninstall import UninstallResult
+
+
+def _occ(instance: Instance) -> str:
+    return "occ" if instance.is_default else f"occ --instance {instance.name}"
+
+
+def _bytes_reporter(app_ctx: AppContext) -> ProgressReporter | None:
+    """Progress in bytes on a terminal; nothing at all otherwise (or with -q, --json)."""
+    out = app_ctx.out
+    if out.json or out.verbosity < 0 or not out.stderr.isatty():
+        return None
+    return app_ctx.reporter()
+
+
+def _configured_image(app_ctx: AppContext) -> str | None:
+    """The image the instance's configuration names; None when it cannot be read (a
+    backup must work with a broken configuration file too)."""
+    from opencode_cloud.errors import OpencodeCloudError
+    from opencode_cloud.service import image_for
+
+    with contextlib.suppress(OpencodeCloudError):
+        return image_for(app_ctx.config)
+    return None
+
+
+def _helper_image(app_ctx: AppContext, container: ContainerInfo | None) -> str:
+    """A sandbox image for the helper container: the service's own, the configured one,
+    any local one; built or pulled (as `occ start` would) when there is none."""
+    from opencode_cloud.backup import find_helper_image
+    from opencode_cloud.service import image_for
+
+    preferred = [container.image_id] if container else []
+    configured = _configured_image(app_ctx)
+    found = find_helper_image(app_ctx.client, [*preferred, *([configured] if configured else [])])
+    if found:
+        return found
+    app_ctx.out.progress("No sandbox image here yet: making it first ...")
+    app_ctx.service().ensure_image(reporter=app_ctx.reporter())
+    return image_for(app_ctx.config)
+
+
+def _confirm(app_ctx: AppContext, question: str, yes: bool) -> bool:
+    return yes or (app_ctx.out.interactive and click.confirm(question, default=False))
+
+
+# -- backup -------------------------------------------------------------------------------
+
+
+def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
+    def human() -> list[str]:
+        lines = [
+            f"Backup written to {result.path} ({format_bytes(result.size_bytes)}: "
+            f"{len(result.volumes)} volumes, {result.entries} entries).",
+        ]
+        if result.paused_seconds is not None:
+            lines.append(
+                f"The service was paused for {result.paused_seconds:.2f} s while its volumes "
+                "were read (unavailable for that long)."
+            )
+        elif result.consistency == "paused":
+            lines.append("The service was paused already; it was left paused.")
+        else:
+            lines.append("The service was not running: nothing was paused.")
+        if result.include_password:
+            lines.append("It holds the service password: keep it private (the file is 0600).")
+        return lines
+
+    app_ctx.out.result(result.to_json(), human)
+
+
+@click.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--include-password", is_flag=True, help="Put the service password in it too.")
+@click.option("--force", is_flag=True, help="Replace FILE when it exists.")
+@click.pass_obj
+def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force: bool) -> None:
+    """Back up the instance: all its volumes and its configuration in one tar file.
+
+    FILE defaults to opencode-cloud-<instance>-<UTC time>.tar in the current folder (a
+    folder given as FILE gets that name inside). The file is private (mode 0600) and is
+    never overwritten without --force. A running service is paused while its volumes
+    are read (a second or so; the time is printed), so the copy of its databases is
+    consistent. Host folders added with `occ mount` are not in it.
+
+    Examples: occ backup | occ backup ~/backups/ | occ backup work.tar --include-password
+    """
+    from opencode_cloud.backup import create_backup, default_backup_name
+
+    target = file if file is not None else Path.cwd()
+    if target.is_dir():
+        target = target / default_backup_name(app_ctx.instance)
+    with app_ctx.changing("backup"):
+        client = app_ctx.client
+        container = client.find_container(app_ctx.instance.container_name)
+        volumes_exist = any(
+            client.inspect_volume(app_ctx.instance.volume_name(kind)) is not None
+            for kind in ("home", "session", "state", "projects", "config")
+        )
+        image = _helper_image(app_ctx, container) if volumes_exist else None
+        reporter = _bytes_reporter(app_ctx)
+        result = create_backup(
+            client,
+            app_ctx.instance,
+            app_ctx.paths,
+            target,
+            helper_image=image,
+            include_password=include_password,
+            force=force,
+            reporter=reporter,
+            estimate=reporter is not None,
+        )
+    _render_backup(app_ctx, result)
+
+
+# -- restore ------------------------------------------------------------------------------
+
+
+def _target_context(app_ctx: AppContext, archive_instance: str) -> AppContext:
+    """The instance to restore onto: `--instance` (or OCC_INSTANCE) when given, else the
+    one the backup was made from."""
+    from click.core import ParameterSource
+
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.instance import Instance
+
+    root = click.get_current_context().find_root()
+    source = root.get_parameter_source("instance")
+    if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        return app_ctx
+    return AppContext(instance=Instance(archive_instance), out=app_ctx.out)
+
+
+def _port_clash(app_ctx: AppContext) -> str | None:
+    """Another instance's container that publishes the port this one is configured
+    for, in words; None when there is none (or the configuration cannot be read)."""
+    from opencode_cloud.errors import OpencodeCloudError
+    from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED
+
+    try:
+        port = app_ctx.config.port
+    except OpencodeCloudError:
+        return None
+    client = app_ctx.client
+    for name in client.list_containers(labels=[f"{LABEL_MANAGED}=true"]):
+        if name == app_ctx.instance.container_name:
+            continue
+        info = client.find_container(name)
+        if info is None or not info.running:
+            continue
+        if any(b.host_port == port for bindings in info.ports.values() for b in bindings):
+            return f"{name} (instance {info.labels.get(LABEL_INSTANCE, '?')}) publishes port {port}"
+    return None
+
+
+def _restore_lines(app_ctx: AppContext, result: RestoreResult) -> list[str]:
+    came_from = (
+        f" (backed up from instance {result.source_instance})"
+        if result.source_instance != result.instance
+        else ""
+    )
+    settings = "configuration" + (" and password" if result.password_restored else "")
+    lines = [
+        f"Restored instance {result.instance}{came_from}: {len(result.volumes)} volumes, "
+        f"{result.entries} entries ({format_bytes(result.data_bytes)}), and its "
+        f"{settings}, in {result.seconds:.1f} s; every checksum matched.",
+    ]
+    if result.safety_backup is not None:
+        lines.append(
+            f"What it replaced is saved in {result.safety_backup.path} "
+            f"({format_bytes(result.safety_backup.size_bytes)})."
+        )
+    return lines
+
+
+def _after_restore_lines(
+    app_ctx: AppContext, started_url: str | None, clash: str | None
+) -> list[str]:
+    occ = _occ(app_ctx.instance)
+    if started_url:
+        return [f"opencode is running again at {started_url}"]
+    lines = []
+    if clash:
+        lines.append(f"Note: {clash}; choose another before starting: `{occ} config set port N`.")
+    lines.append(f"Start it with `{occ} start`.")
+    return lines
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--yes", "-y", is_flag=True, help="Replace an instance that has data (it is backed up first)."
+)
+@click.pass_obj
+def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
+    """Restore a backup onto an instance: its own (by default), or any other with --instance.
+
+    The whole file is checked first (manifest and every checksum): a truncated, damaged
+    or foreign file is refused before anything changes. An instance that has data is
+    replaced only with --yes (or when you confirm on a terminal), and is backed up
+    first (the command says where). A service that was running is started again; a new
+    or stopped one is left stopped. Works across machines and engines (DOCKER_HOST).
+
+    Examples: occ restore backup.tar | occ restore backup.tar --instance copy
+    """
+    from opencode_cloud.backup import (
+        ConfirmationNeeded,
+        inspect_target,
+        restore_backup,
+        verify_archive,
+    )
+    from opencode_cloud.cli.context import AppContext
+
+    with verify_archive(file.absolute(), _bytes_reporter(app_ctx)) as verified:
+        manifest = verified.manifest
+        app_ctx.out.progress(
+            f"Checked {verified.path}: {verified.entries} entries "
+            f"({format_bytes(verified.data_bytes)}) of instance {manifest.instance}, made "
+            f"{manifest.created} (opencode {manifest.opencode_version or 'unknown'})."
+        )
+        target = _target_context(app_ctx, manifest.instance)
+        with target.changing("restore"):
+            state = inspect_target(target.client, target.instance, target.paths)
+            if state.has_data and not _confirm(
+                target,
+                f"Replace the data of instance {target.instance.name!r} "
+                f"({', '.join(state.volumes_with_data)})? It is backed up first.",
+                yes,
+            ):
+                raise ConfirmationNeeded(
+                    f"Instance {target.instance.name!r} has data "
+                    f"({', '.join(state.volumes_with_data)}); restoring replaces it.",
+                    target.instance,
+                    f"restore {verified.path}",
+                )
+            image = _helper_image(target, state.container)
+            result = restore_backup(
+                target.client,
+                target.instance,
+                target.paths,
+                verified,
+                helper_image=image,
+                confirmed=True,
+                reporter=_bytes_reporter(target),
+                on_step=target.out.progress,
+            )
+            started_url = None
+            clash = None
+            # What was done is said before the start, which may fail on its own.
+            for line in _restore_lines(target, result):
+                target.out.line(line)
+            # The configuration is the restored one now: read it afresh.
+            fresh = AppContext(instance=target.instance, out=target.out)
+            started_url = clash = None
+            if result.was_running:
+                with fresh.spinner("Starting opencode ..."):
+                    started = fresh.service().start(
+                        reporter=fresh.reporter(), on_step=fresh.out.progress
+                    )
+                started_url = started.url
+            else:
+                clash = _port_clash(fresh)
+    data = result.to_json() | {"started": started_url is not None, "url": started_url}
+    target.out.result(data, lambda: _after_restore_lines(target, started_url, clash))
+
+
+# -- uninstall ----------------------------------------------------------------------------
+
+
+def _render_uninstall(app_ctx: AppContext, result: UninstallResult) -> None:
+    occ = _occ(app_ctx.instance)
+
+    def human() -> list[str]:
+        lines = []
+        if result.backup is not None:
+            lines.append(
+                f"Final backup: {result.backup['path']} "
+                f"({format_bytes(result.backup['size_bytes'])}); "
+                f"`{occ} restore` brings it back."
+            )
+        lines += [f"Removed container {name}." for name in result.containers]
+        lines += [f"Removed image {name}." for name in result.images]
+        lines += [f"Kept image {k.image}: {k.reason}." for k in result.kept_images]
+        lines += [f"Removed volume {name}." for name in result.volumes]
+        if result.kept_volumes:
+            lines.append(
+                f"Kept volumes (your data): {', '.join(result.kept_volumes)}; "
+                f"`{occ} uninstall --volumes` removes them."
+            )
+        lines += [
+            f"Kept volume {name}: it is not labelled as this instance's."
+            for name in result.foreign_volumes
+        ]
+        lines += [f"Removed file {path}." for path in result.files]
+        if len(lines) == (1 if result.backup else 0):
+            lines.append(f"Nothing to remove: instance {result.instance} has nothing here.")
+        return lines
+
+    app_ctx.out.result(result.to_json(), human)
+
+
+@click.command()
+@click.option(
+    "--volumes", is_flag=True, help="Remove the volumes too (sessions, projects, home, ...)."
+)
+@click.option("--no-backup", is_flag=True, help="With --volumes: no final backup first.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) -> None:
+    """Remove the instance: its container, the sandbox images no other container uses,
+    and its files in the configuration folder (config.json, password, lock).
+
+    The volumes (your sessions, projects and home) are kept unless --volumes; then a
+    final backup is written first (into the configuration folder's backups/, unless
+    --no-backup) and its path printed. Only what carries the tool's labels for this
+    instance is removed: other instances and anything else are never touched. Asks on a
+    terminal; elsewhere it needs --yes.
+
+    Examples: occ uninstall | occ uninstall --volumes --yes | occ --instance work uninstall
+    """
+    from opencode_cloud.backup import (
+        ConfirmationNeeded,
+        automatic_backup_path,
+        create_backup,
+    )
+    from opencode_cloud.uninstall import plan_uninstall
+    from opencode_cloud.uninstall import uninstall as remove_all
+
+    instance = app_ctx.instance
+    flags = " --volumes" if volumes else ""
+    flags += " --no-backup" if no_backup else ""
+    with app_ctx.changing("uninstall"):
+        client = app_ctx.client
+        plan = plan_uninstall(
+            client,
+            instance,
+            app_ctx.paths,
+            volumes=volumes,
+            configured_image=_configured_image(app_ctx),
+        )
+        if not plan.empty:
+            app_ctx.out.progress(f"Uninstalling instance {instance.name} removes:")
+            for line in plan.lines():
+                app_ctx.out.progress(f"  {line}")
+            if not _confirm(app_ctx, "Remove these?", yes):
+                raise ConfirmationNeeded(
+                    f"Not uninstalled: instance {instance.name!r} would lose what is listed above.",
+                    instance,
+                    f"uninstall{flags}",
+                )
+        final = None
+        if plan.volumes and not no_backup:
+            container = client.find_container(instance.container_name)
+            app_ctx.out.progress("Writing a final backup of the volumes first ...")
+            final = create_backup(
+                client,
+                instance,
+                app_ctx.paths,
+                automatic_backup_path(instance, "uninstall"),
+                helper_image=_helper_image(app_ctx, container),
+                reporter=_bytes_reporter(app_ctx),
+            )
+        result = remove_all(client, instance, app_ctx.paths, plan)
+        result.backup = final.to_json() if final else None
+    _render_uninstall(app_ctx, result)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(backup)
+    group.add_command(restore)
+    group.add_command(uninstall)
