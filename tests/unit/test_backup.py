@@ -433,3 +433,29 @@ def test_uninstall_with_volumes_removes_the_last_users_image(
     assert sorted(result.volumes) == sorted(SOURCE.volume_name(s.kind) for s in VOLUME_SPECS)
     assert engine.inspect_volume("opencode-cloud-unit-a-home-copy") is not None
     assert engine.containers == {}
+
+
+# -- hints ---------------------------------------------------------------------------------
+
+
+def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
+    from opencode_cloud.backup import BackupWriteFailed, NoHelperImage, RestoreFailed
+    from opencode_cloud.cli.hints import hint_for
+
+    work = Instance("work")
+    kept = tmp_path / "kept.tar"
+    expected = {
+        BackupExists(kept): f"occ --instance work backup {kept} --force",
+        BackupWriteFailed(kept, "no space left on device"): "has room",
+        InvalidBackup(kept, "it is truncated", "truncated"): "Nothing was changed",
+        InvalidBackup(kept, "format 2", "version"): "release that made it",
+        ConfirmationNeeded("has data", work, "uninstall --volumes"): (
+            "occ --instance work uninstall --volumes --yes"
+        ),
+        NoHelperImage(): "occ --instance work build",
+        RestoreFailed(work, "disk full", kept): f"occ --instance work restore {kept} --yes",
+        RestoreFailed(work, "disk full", None): "run the restore again",
+    }
+    for error, words in expected.items():
+        assert words in hint_for(error, work), error
+        assert "\n" not in error.message
