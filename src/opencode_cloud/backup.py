@@ -151,6 +151,16 @@ class ConfirmationNeeded(BackupError):
         self.command = command
 
 
+class NothingToBackUp(BackupError):
+    """The instance has no volumes and no configuration file."""
+
+    def __init__(self, instance: Instance) -> None:
+        super().__init__(
+            f"Instance {instance.name!r} has nothing to back up: no volumes, no configuration."
+        )
+        self.instance = instance
+
+
 class NoHelperImage(BackupError):
     """No sandbox image is present to make a helper container from."""
 
@@ -755,6 +765,8 @@ def create_backup(
     if present and helper_image is None:
         raise NoHelperImage()
     config_bytes = _read_optional(paths.config_file)
+    if not present and config_bytes is None:
+        raise NothingToBackUp(instance)
     password_bytes = _read_optional(paths.password_file) if include_password else None
     running = info is not None and info.status is ContainerStatus.RUNNING
     paused_already = info is not None and info.status is ContainerStatus.PAUSED

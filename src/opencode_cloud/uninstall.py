@@ -49,7 +49,9 @@ class UninstallPlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.containers or self.images or self.volumes or self.files)
+        """Nothing to remove but the lock file (which the command itself holds)."""
+        files = [f for f in self.files if f.name != ".lock"]
+        return not (self.containers or self.images or self.volumes or files)
 
     def lines(self) -> list[str]:
         """What will go, in words, one thing a line."""

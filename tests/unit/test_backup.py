@@ -453,9 +453,30 @@ def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
             "occ --instance work uninstall --volumes --yes"
         ),
         NoHelperImage(): "occ --instance work build",
+        backup.NothingToBackUp(work): "occ --instance NAME backup",
         RestoreFailed(work, "disk full", kept): f"occ --instance work restore {kept} --yes",
         RestoreFailed(work, "disk full", None): "run the restore again",
     }
     for error, words in expected.items():
         assert words in hint_for(error, work), error
         assert "\n" not in error.message
+
+
+def test_an_instance_without_anything_is_not_backed_up(engine: FakeEngine, tmp_path: Path) -> None:
+    with pytest.raises(backup.NothingToBackUp):
+        create_backup(
+            engine,
+            SOURCE,
+            paths_of(SOURCE, tmp_path / "config"),
+            tmp_path / "x.tar",
+            helper_image=None,
+        )
+    assert list(tmp_path.glob("*.tar")) == [] and engine.calls == []
+
+
+def test_uninstall_of_an_unknown_instance_has_nothing_to_do(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    paths = paths_of(SOURCE, tmp_path / "config")
+    paths.lock_file.write_text("")  # the command's own lock
+    assert plan_uninstall(engine, SOURCE, paths, volumes=True).empty

@@ -167,6 +167,8 @@ def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
             return "Nothing was changed. Use another backup file."
         case backup.ConfirmationNeeded(command=command):
             return f"Run `{occ} {command} --yes` to go ahead."
+        case backup.NothingToBackUp():
+            return "Name the instance to back up: `occ --instance NAME backup`."
         case backup.NoHelperImage():
             return f"Build it with `{occ} build`, or pull it with `{occ} pull`."
         case backup.RestoreFailed(safety_backup=Path() as kept):
