@@ -293,6 +293,11 @@ class FakeEngine:
             if old in store:
                 store[new_name] = store.pop(old)
 
+    def last_exit_code(self, name: str, since: float) -> int | None:
+        state = self._raw(name)["State"]
+        code = state.get("ExitCode")
+        return int(code) if state.get("FinishedAt", ZERO_TIME) != ZERO_TIME else None
+
     def wait_container(self, name: str, timeout: float) -> int:
         """A task container (`copy_volumes`) has done its work at once: exit code 0."""
         self.calls.append(("wait_container", name))

@@ -73,6 +73,7 @@ class FakeApi:
         self.logs_data = logs
         self.inspections = 0
         self.log_calls: list[tuple[str, int | None]] = []
+        self.died_with: int | None = None
 
     def inspect_container(self, name: str) -> dict[str, Any]:
         state = self.states[min(self.inspections, len(self.states) - 1)]
@@ -97,6 +98,10 @@ class FakeClient:
 
     def container_logs(self, name: str, *, tail: int | None = None, **_: Any) -> Iterator[bytes]:
         return self.api.logs(name, tail)
+
+    def last_exit_code(self, name: str, since: float) -> int | None:
+        """The engine's record of the last exit (its "die" event): the scripted one."""
+        return self.api.died_with
 
 
 RUNNING = {"Status": "running", "Running": True, "Restarting": False, "ExitCode": 0}
@@ -164,6 +169,8 @@ def test_wait_fails_fast_on_a_restart(free_port: int) -> None:
     url = f"http://127.0.0.1:{free_port}/global/health"
     restarted = {**RUNNING, "_restarts": 1}
     api = FakeApi([RUNNING, restarted], logs=b"EACCES: permission denied\n")
+    api.died_with = 1  # running again, so only the engine's events know the exit code
     with pytest.raises(ContainerExited) as info:
         wait_until_healthy(FakeClient(api), "c", url, USER, PASSWORD, timeout=30)  # type: ignore[arg-type]
     assert info.value.log_tail == ["EACCES: permission denied"]
+    assert info.value.exit_code == 1 and info.value.restarting

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import quote, urlencode
@@ -288,6 +289,26 @@ class DockerClient:
         if response.status == 409:
             raise ContainerAlreadyExists(new_name)
         _check(response, container=name)
+
+    def last_exit_code(self, name: str, since: float) -> int | None:
+        """The exit code of the container's last exit since `since` (Unix time), from the
+        engine's events; None when it has not exited since."""
+        query = {
+            "since": int(since) - 1,
+            "until": int(time.time()) + 1,
+            "filters": {"container": [name], "event": ["die"]},
+        }
+        body = _check(self._request("GET", "/events", query=query)).body
+        lines = body.splitlines() if isinstance(body, str) else [json.dumps(body)] if body else []
+        codes = []
+        for line in lines:
+            try:
+                attributes = json.loads(line).get("Actor", {}).get("Attributes", {})
+            except (ValueError, AttributeError):
+                continue
+            if str(attributes.get("exitCode", "")).lstrip("-").isdigit():
+                codes.append(int(attributes["exitCode"]))
+        return codes[-1] if codes else None
 
     def wait_container(self, name: str, timeout: float) -> int:
         """Block until the container exits (at most `timeout` seconds); its exit code.

@@ -192,11 +192,16 @@ def _inspect(client: DockerClient, name: str) -> ContainerInfo:
         raise ContainerNotFound(name, while_waiting=True) from None
 
 
-def _exited(client: DockerClient, info: ContainerInfo) -> ContainerExited:
+def _exited(client: DockerClient, info: ContainerInfo, since: float) -> ContainerExited:
+    # Docker clears the exit code when it restarts the container: the engine's record of
+    # the last exit ("die" event) keeps it.
+    code = info.exit_code if info.status is ContainerStatus.EXITED else None
+    if code is None:
+        code = client.last_exit_code(info.name, since)
     return ContainerExited(
         info.name,
-        info.exit_code,
-        restarting=info.restarting,
+        code,
+        restarting=info.restarting or info.running,
         oom_killed=info.oom_killed,
         log_tail=log_tail(client, info.name),
     )
@@ -230,6 +235,7 @@ def wait_until_healthy(
         HealthTimeout: no healthy answer within `timeout`.
     """
     started = time.monotonic()
+    started_at = time.time()
     deadline = started + timeout
     restarts = _inspect(client, name).restart_count
     next_state_check = started + STATE_CHECK_INTERVAL
@@ -247,7 +253,7 @@ def wait_until_healthy(
                 or info.restarting
                 or info.restart_count > restarts
             ):
-                raise _exited(client, info)
+                raise _exited(client, info, started_at)
             next_state_check = now + STATE_CHECK_INTERVAL
         if now >= deadline:
             break
