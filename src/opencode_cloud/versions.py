@@ -131,7 +131,10 @@ def list_snapshots(client: DockerClient, instance: Instance) -> list[Snapshot]:
         snap.volumes[labels.get(LABEL_SNAPSHOT_KIND, "")] = volume.name
     snapshots = sorted(found.values(), key=lambda s: s.id, reverse=True)
     names = [name for snap in snapshots for name in snap.volumes.values()]
-    sizes = client.volume_sizes(names) if names else {}
+    try:
+        sizes = client.volume_sizes(names) if names else {}
+    except DockerError:  # the engine runs one disk-usage count at a time: sizes unknown
+        sizes = {}
     for snap in snapshots:
         known = [sizes.get(n) for n in snap.volumes.values()]
         snap.size_bytes = sum(k for k in known if k is not None) if known else None

@@ -177,14 +177,23 @@ def test_password_is_nowhere_visible(service: SERVICE) -> None:
 
 def test_refuses_to_start_without_a_password(make_service: Callable[[], SERVICE]) -> None:
     service = make_service()
+    began = int(time.time()) - 1
     with pytest.raises(ContainerExited) as info:
         service.start(files=False)
     # The container's last lines travel with the error (the CLI prints them as its hint).
     assert any("no password file" in line for line in info.value.log_tail), info.value.log_tail
     assert (info.value.exit_code, info.value.name) == (78, service.name)
     assert "opencode-cloud: refusing to start opencode" in service.logs()
-    state = service.sdk.api.inspect_container(service.name)["State"]
-    assert state["ExitCode"] == 78
+    # Docker restarts it (the restart policy), so its state shows the latest run: the
+    # engine's events show how every run ended.
+    deaths = service.sdk.api.events(
+        since=began,
+        until=int(time.time()) + 1,
+        filters={"container": service.name, "event": "die"},
+        decode=True,
+    )
+    codes = {event["Actor"]["Attributes"]["exitCode"] for event in deaths}
+    assert codes == {"78"}
 
 
 def test_empty_password_file_is_refused(make_service: Callable[[], SERVICE]) -> None:

@@ -54,6 +54,8 @@ MIN_API_VERSION = "1.40"
 # The npm step of a build is silent while it downloads about 185 MB; the engine's stream
 # can pause for minutes, so the usual per-call timeout would abort a healthy build.
 BUILD_HTTP_TIMEOUT = 3600
+# Times a refused disk-usage count is asked again, a quarter second apart.
+DISK_USAGE_RETRIES = 20
 # Archive streams (backups) arrive and leave in pieces of at most this many bytes.
 ARCHIVE_CHUNK_BYTES = 1 << 20
 
@@ -593,7 +595,14 @@ class DockerClient:
     def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
         """Bytes used by each of the named volumes that exist (None when the engine does
         not say); a missing volume has no entry."""
-        usage = _check(self._request("GET", "/system/df")).body or {}
+        response = self._request("GET", "/system/df")
+        for _ in range(DISK_USAGE_RETRIES):
+            # The engine counts disk usage for one caller at a time and refuses the others.
+            if response.status < 400 or "already running" not in response.message:
+                break
+            time.sleep(0.25)
+            response = self._request("GET", "/system/df")
+        usage = _check(response).body or {}
         sizes: dict[str, int | None] = {}
         for volume in usage.get("Volumes") or []:
             if volume.get("Name") in names:
