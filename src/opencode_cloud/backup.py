@@ -1074,17 +1074,23 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return data
 
 
-def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, progress: _Throttle) -> str:
+def _member_chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    """A regular member's bytes, in chunks; EOFError when the archive ends too early."""
     source = tar.extractfile(member)
     assert source is not None
-    sha = hashlib.sha256()
     remaining = member.size
     while remaining:
         chunk = source.read(min(CHUNK, remaining))
         if not chunk:
             raise EOFError
-        sha.update(chunk)
         remaining -= len(chunk)
+        yield chunk
+
+
+def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, progress: _Throttle) -> str:
+    sha = hashlib.sha256()
+    for chunk in _member_chunks(tar, member):
+        sha.update(chunk)
         progress.add(len(chunk))
     return sha.hexdigest()
 
@@ -1327,16 +1333,9 @@ class _RestoreFeed:
                 yield _header(renamed)
                 digest = None
                 if member.isreg():
-                    source = tar.extractfile(member)
-                    assert source is not None
                     sha = hashlib.sha256()
-                    remaining = member.size
-                    while remaining:
-                        chunk = source.read(min(CHUNK, remaining))
-                        if not chunk:
-                            raise EOFError
+                    for chunk in _member_chunks(tar, member):
                         sha.update(chunk)
-                        remaining -= len(chunk)
                         self.progress.add(len(chunk), member.name.split("/")[1])
                         yield chunk
                     digest = sha.hexdigest()

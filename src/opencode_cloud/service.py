@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from opencode_cloud import credentials
 from opencode_cloud.config.paths import InstancePaths, config_fingerprint, instance_paths
@@ -35,7 +35,7 @@ from opencode_cloud.instance import LABEL_CONFIG_FILE, Instance
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
-    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.docker.client import DockerClient, LogOptions
     from opencode_cloud.docker.progress import ProgressReporter
 
 
@@ -591,23 +591,14 @@ class Service:
             raise NeverCreated(self.instance)
         return info
 
-    def logs(
-        self,
-        *,
-        tail: int | None = None,
-        follow: bool = False,
-        since: int | None = None,
-        timestamps: bool = False,
-    ) -> Iterator[bytes]:
-        """The container's output.
+    def logs(self, **options: Unpack[LogOptions]) -> Iterator[bytes]:
+        """The container's output (`options` as for `DockerClient.container_logs`).
 
         Raises:
             NeverCreated: the instance has no container.
         """
         self._require()
-        return self.client.container_logs(
-            self.name, tail=tail, follow=follow, since=since, timestamps=timestamps
-        )
+        return self.client.container_logs(self.name, **options)
 
     def last_log_lines(self, count: int = 20) -> list[str]:
         from opencode_cloud.docker.health import log_tail
