@@ -526,7 +526,7 @@ class FakeEngine:
                 return
         self.builds.append(dict(buildargs or {}))
         version = (buildargs or {}).get("OPENCODE_VERSION", "")
-        labels = {"io.opencode-cloud.opencode-version": version}
+        labels = {"io.opencode-cloud.opencode-version": version, "io.opencode-cloud.edge": "1"}
         # The layer cache: the same context and arguments make the same image.
         inputs = hashlib.sha256(context).hexdigest() + json.dumps(buildargs, sort_keys=True)
         image_id = _digest(inputs + (f"-{next(self._serial)}" if no_cache else ""))

@@ -1,9 +1,10 @@
 """The service password: generated once, kept in a 0600 file, handed to the container as a file.
 
-The password never travels in argv, in the container's configured environment or in logs:
-the host keeps it in `InstancePaths.password_file`, and the tool writes it into the
-container at `PASSWORD_PATH_IN_CONTAINER` through the engine's archive API, where the
-image's entrypoint reads it.
+The password never travels in argv, in the container's configured environment or in logs,
+and never enters the container at all: the host keeps it in `InstancePaths.password_file`,
+and the tool writes only its bcrypt hash into the container at
+`PASSWORD_PATH_IN_CONTAINER` through the engine's archive API, where the edge checks
+logins against it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from opencode_cloud.errors import OpencodeCloudError
 # 24 random bytes: 192 bits, 32 URL-safe characters (no quoting trouble anywhere).
 PASSWORD_BYTES = 24
 FILE_MODE = 0o600
+# bcrypt's cost: about 60 ms a check here. The password is 192 random bits, so the
+# hash's cost guards user-chosen passwords, if any, rather than the generated ones; the
+# edge checks a given credential once and remembers it was right.
+BCRYPT_ROUNDS = 10
 DIR_MODE = 0o700
 
 
@@ -155,9 +160,46 @@ def rotate_password(paths: InstancePaths) -> str:
     return password
 
 
-def container_files(password: str) -> dict[str, bytes]:
-    """The files that hand a container its password, by path (see `setup_and_start`)."""
-    return {PASSWORD_PATH_IN_CONTAINER: password.encode("utf-8")}
+def password_hash(paths: InstancePaths, password: str) -> bytes:
+    """The bcrypt hash of `password`, the only form of it the container gets.
+
+    Made once per password and kept beside it (`password.bcrypt`, 0600, with a SHA-256
+    of the password it belongs to): the edge ties its login sessions to the hash, so the
+    same password must give the same hash whenever a container is made again (a new
+    salt would sign everyone out). A rotation makes a new one.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(password.encode("utf-8")).hexdigest()
+    cache = paths.password_file.with_name("password.bcrypt")
+    try:
+        recorded, _, stored = cache.read_text(encoding="utf-8").partition("\n")
+        if recorded == digest and stored.strip().startswith("$2"):
+            return stored.strip().encode("ascii")
+    except (OSError, UnicodeDecodeError):
+        pass
+    import bcrypt
+
+    hashed = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(BCRYPT_ROUNDS))
+    try:
+        _ensure_private_dir(cache.parent)
+        temp = _write_private_temp(cache.parent, f"{digest}\n{hashed.decode('ascii')}\n")
+        os.replace(temp, cache)
+    except OSError:
+        pass  # only a cache: the next container gets a hash made afresh
+    return hashed
+
+
+def container_files(password: str, paths: InstancePaths | None = None) -> dict[str, bytes]:
+    """The files that hand a container its password, by path (see `setup_and_start`):
+    its bcrypt hash, which the edge checks logins against."""
+    if paths is None:
+        import bcrypt
+
+        hashed = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(BCRYPT_ROUNDS))
+    else:
+        hashed = password_hash(paths, password)
+    return {PASSWORD_PATH_IN_CONTAINER: hashed + b"\n"}
 
 
 __all__ = [
@@ -166,6 +208,7 @@ __all__ = [
     "container_files",
     "generate_password",
     "load_or_create_password",
+    "password_hash",
     "read_password",
     "rotate_password",
 ]

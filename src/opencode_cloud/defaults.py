@@ -42,7 +42,14 @@ RUNTIME_HOME = "/home/opencode"
 # The projects volume, inside the home: opencode's "Open project" dialog lists the home.
 WORKING_DIR = "/home/opencode/projects"
 HOSTNAME = "opencode-cloud"
-PASSWORD_PATH_IN_CONTAINER = "/run/opencode-cloud/password"
+# The edge's copy of the password: its bcrypt hash only (the plaintext stays on the host).
+PASSWORD_PATH_IN_CONTAINER = "/run/opencode-cloud/password.bcrypt"
+# Inside the container the edge (Caddy) answers on CONTAINER_PORT, the only port
+# published; opencode listens on 127.0.0.1:OPENCODE_INTERNAL_PORT only.
+OPENCODE_INTERNAL_PORT = 4096
+# What the edge serves (`off`, `self-signed`, `custom`) and which certificate.
+TLS_ENV = "OCC_TLS"
+TLS_CERT_ENV = "OCC_TLS_CERT_SHA256"
 USERNAME_ENV = "OPENCODE_SERVER_USERNAME"
 # The entrypoint runs opencode as this uid and gid (the owner of the mounted folders).
 UID_ENV = "OCC_UID"

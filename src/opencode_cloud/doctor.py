@@ -800,8 +800,14 @@ def check_http_api(ctx: Context) -> Finding:
             f"{info.name} does not publish port {CONTAINER_PORT}: nothing can reach opencode.",
             f"Re-create it: `docker rm -f {info.name}`, then `{ctx.occ} start` (the volumes stay).",
         )
-    endpoint = Endpoint.of(ContainerSpec.from_inspect(info))
-    answer = probe(endpoint.health_url, endpoint.username, ctx.password, timeout=PROBE_TIMEOUT)
+    endpoint = Endpoint.of(ContainerSpec.from_inspect(info), ctx.paths)
+    answer = probe(
+        endpoint.health_url,
+        endpoint.username,
+        ctx.password,
+        timeout=PROBE_TIMEOUT,
+        context=endpoint.context,
+    )
     ctx.health_problem = {
         "unauthorized": "opencode refused the credentials",
         "unreachable": "opencode does not answer",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from opencode_cloud import credentials
 from opencode_cloud.config.paths import InstancePaths, config_fingerprint, instance_paths
-from opencode_cloud.defaults import CONTAINER_PORT, RUNTIME_UID, RUNTIME_USER, WORKING_DIR
+from opencode_cloud.defaults import CONTAINER_PORT, RUNTIME_USER, WORKING_DIR
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker import volume as volumes
@@ -34,9 +34,12 @@ from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_CONFIG_FILE, Instance
 
 if TYPE_CHECKING:
+    import ssl
+
     from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.client import DockerClient, LogOptions
     from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.tls import TlsMaterial
 
 
 # A restarted container that has not run this long since is still crash-looping.
@@ -85,7 +88,7 @@ def is_loopback(address: str) -> bool:
 
 def service_url(config: Config) -> str:
     """The URL a browser on this machine (or, when exposed, elsewhere) opens."""
-    return Endpoint(config.bind_address, config.port, config.username).url
+    return Endpoint(config.bind_address, config.port, config.username, config.tls_mode).url
 
 
 def image_for(config: Config) -> str:
@@ -100,10 +103,25 @@ class Endpoint:
     bind_address: str
     port: int
     username: str
+    tls: str = "off"  # what the edge serves: off | self-signed | custom
+    # What the tool's probes trust: the instance's CA, or the certificate it handed over.
+    context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, spec: ContainerSpec) -> Endpoint:
-        return cls(spec.bind_address, spec.port, spec.username)
+    def of(cls, spec: ContainerSpec, paths: InstancePaths | None = None) -> Endpoint:
+        return cls(spec.bind_address, spec.port, spec.username, spec.tls).trusting(paths)
+
+    def trusting(self, paths: InstancePaths | None) -> Endpoint:
+        """This endpoint with the TLS trust of the instance whose files are at `paths`."""
+        if self.tls == "off" or paths is None:
+            return self
+        from opencode_cloud.tls import ssl_context
+
+        return replace(self, context=ssl_context(paths, self.tls))
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls == "off" else "https"
 
     @property
     def url(self) -> str:
@@ -112,7 +130,7 @@ class Endpoint:
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def health_url(self) -> str:
@@ -241,7 +259,8 @@ class Service:
             BuildFailed.
         """
         ref = image_for(self.config)
-        if self.client.inspect_image(ref) is not None and not (build or pull):
+        found = self.client.inspect_image(ref)
+        if found is not None and not (build or pull) and not _without_edge(found):
             return "present"
         if pull or (not build and (self.config.registries or self.config.image)):
             self.pull(reporter)
@@ -293,8 +312,35 @@ class Service:
 
     # -- the spec: wanted, actual, and what differs ---------------------------------
 
-    def wanted_spec(self, image: ImageInfo | None) -> ContainerSpec:
-        """The container the configuration asks for, running `image` (None: not there yet)."""
+    def tls_material(self) -> TlsMaterial | None:
+        """The certificate the configuration asks the edge to serve (made or renewed as
+        needed in self-signed mode); None when TLS is off.
+
+        Raises:
+            TlsError.
+        """
+        from opencode_cloud import tls
+
+        mode = self.config.tls_mode
+        if mode == "off":
+            return None
+        if mode == "custom":
+            return tls.custom(self.config.tls_cert, self.config.tls_key)
+        names = tls.server_names(self.config.bind_address, self.config.host_names)
+        return tls.self_signed(self.paths, names, self.instance.name)
+
+    def container_files(self, password: str, material: TlsMaterial | None) -> dict[str, bytes]:
+        """What a new container is handed: the password's hash and the certificate."""
+        files = credentials.container_files(password, self.paths)
+        if material is not None:
+            files.update(material.container_files())
+        return files
+
+    def wanted_spec(
+        self, image: ImageInfo | None, material: TlsMaterial | None = None
+    ) -> ContainerSpec:
+        """The container the configuration asks for, running `image` (None: not there yet)
+        and serving `material` (see `tls_material`)."""
         return ContainerSpec.from_config(
             self.config,
             self.instance,
@@ -303,6 +349,7 @@ class Service:
             labels={LABEL_CONFIG_FILE: config_fingerprint(self.paths.config_file) or ""},
             # "All CPUs" is a number the engine knows; ask only when it is needed.
             engine_cpus=self.client.info().cpus if self.config.limits.cpus is None else 0,
+            tls_certificate=material.fingerprint if material else "",
         )
 
     def _file_unchanged(self, info: ContainerInfo) -> bool:
@@ -330,7 +377,8 @@ class Service:
         else:
             same_ref = image_for(self.config) == info.image
             wanted = self.wanted_spec(
-                image if same_ref else self.client.inspect_image(image_for(self.config))
+                image if same_ref else self.client.inspect_image(image_for(self.config)),
+                self.tls_material(),
             )
         return wanted.without_env(inherited).diff(actual)
 
@@ -355,8 +403,11 @@ class Service:
     def _endpoint(self, info: ContainerInfo | None) -> Endpoint:
         """Where the service answers: read from the container when there is one."""
         if info is not None and info.published(CONTAINER_PORT) is not None:
-            return Endpoint.of(ContainerSpec.from_inspect(info))
-        return Endpoint(self.config.bind_address, self.config.port, self.config.username)
+            return Endpoint.of(ContainerSpec.from_inspect(info), self.paths)
+        config = self.config
+        return Endpoint(
+            config.bind_address, config.port, config.username, config.tls_mode
+        ).trusting(self.paths)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -414,12 +465,15 @@ class Service:
             return result
         else:
             on_step("Creating the container.")
-        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
+        material = self.tls_material()
+        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)), material)
         cid = containers.setup_and_start(
-            self.client, spec, self.instance, files=credentials.container_files(password)
+            self.client, spec, self.instance, files=self.container_files(password, material)
         )
+        self._remember_served(material)
+        endpoint = Endpoint.of(spec, self.paths)
         result = StartResult(
-            url=Endpoint.of(spec).url,
+            url=endpoint.url,
             username=spec.username,
             password=password if created else None,
             password_created=created,
@@ -430,8 +484,14 @@ class Service:
             container_id=cid,
         )
         return self._finish_start(
-            result, password, Endpoint.of(spec), wait=wait, timeout=timeout, on_step=on_step
+            result, password, endpoint, wait=wait, timeout=timeout, on_step=on_step
         )
+
+    def _remember_served(self, material: TlsMaterial | None) -> None:
+        if material is not None:
+            from opencode_cloud.tls import remember_served
+
+            remember_served(self.paths, material)
 
     def create(self) -> str:
         """Create the container the configuration asks for, with its password file, and
@@ -442,10 +502,13 @@ class Service:
             ContainerAlreadyExists, ImageNotFound, DockerError.
         """
         password, _ = credentials.load_or_create_password(self.paths)
-        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
-        return containers.create_with_files(
-            self.client, spec, self.instance, credentials.container_files(password)
+        material = self.tls_material()
+        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)), material)
+        cid = containers.create_with_files(
+            self.client, spec, self.instance, self.container_files(password, material)
         )
+        self._remember_served(material)
+        return cid
 
     def _start_existing(
         self,
@@ -531,7 +594,7 @@ class Service:
         from opencode_cloud.docker.health import probe_sessions
 
         endpoint = endpoint or self._endpoint(None)
-        return probe_sessions(endpoint.url, endpoint.username, password)
+        return probe_sessions(endpoint.url, endpoint.username, password, context=endpoint.context)
 
     def wait_healthy(
         self, password: str, timeout: float | None = None, endpoint: Endpoint | None = None
@@ -551,6 +614,7 @@ class Service:
             endpoint.username,
             password,
             timeout=timeout or self.config.start_timeout,
+            context=endpoint.context,
         )
 
     def probe(
@@ -564,7 +628,9 @@ class Service:
         from opencode_cloud.docker.health import probe
 
         endpoint = endpoint or self._endpoint(None)
-        answer = probe(endpoint.health_url, endpoint.username, password, timeout=2)
+        answer = probe(
+            endpoint.health_url, endpoint.username, password, timeout=2, context=endpoint.context
+        )
         version = (answer.body or {}).get("version") if answer.healthy else None
         return answer.state, str(version) if version else None
 
@@ -606,20 +672,23 @@ class Service:
         return log_tail(self.client, self.name, count)
 
     def rotate_password(self) -> tuple[str, bool]:
-        """Set a new password and hand it to the container; restart it if it runs.
+        """Set a new password and hand its hash to the container's edge.
+
+        The edge reads the new hash on its next request: the old password and every
+        session cookie made under it stop working at once, without a restart (opencode's
+        own password is internal to the container and does not change).
 
         Returns:
-            The new password, and whether the service was restarted to apply it.
+            The new password, and whether a container took it (False: none exists; the
+            next start hands it over).
         """
         new = credentials.rotate_password(self.paths)
         info = self.client.find_container(self.name)
         if info is None:
             return new, False
-        for path, content in credentials.container_files(new).items():
-            containers.put_file(self.client, self.name, path, content, uid=RUNTIME_UID)
-        if not info.running:
-            return new, False
-        containers.restart_container(self.client, self.name, info.stop_timeout)
+        uid = ContainerSpec.from_inspect(info).runtime_uid
+        for path, content in credentials.container_files(new, self.paths).items():
+            containers.put_file(self.client, self.name, path, content, uid=uid)
         return new, True
 
     def shell_target(self) -> ContainerInfo:
@@ -721,6 +790,13 @@ class Service:
             )
             for spec in volumes.VOLUME_SPECS
         ]
+
+
+def _without_edge(image: ImageInfo) -> bool:
+    """A sandbox image built by an earlier release, before the edge: its entrypoint would
+    serve opencode directly and take the password's hash for the password."""
+    labels = image.labels
+    return bool(labels.get(images.LABEL_OPENCODE_VERSION)) and not labels.get(images.LABEL_EDGE)
 
 
 def crash_looping(info: ContainerInfo) -> bool:

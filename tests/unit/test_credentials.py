@@ -7,6 +7,7 @@ import stat
 import threading
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from opencode_cloud import credentials, defaults
@@ -118,9 +119,27 @@ def test_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
     assert "password file" in info.value.message
 
 
-def test_container_files() -> None:
+def test_container_files_hold_only_the_bcrypt_hash() -> None:
     files = credentials.container_files("s3cret")
-    assert files == {"/run/opencode-cloud/password": b"s3cret"}
-    assert credentials.PASSWORD_PATH_IN_CONTAINER == "/run/opencode-cloud/password"
+    assert list(files) == ["/run/opencode-cloud/password.bcrypt"]
+    hashed = files["/run/opencode-cloud/password.bcrypt"].strip()
+    assert hashed.startswith(b"$2b$") and b"s3cret" not in hashed
+    assert bcrypt.checkpw(b"s3cret", hashed)
+    assert credentials.PASSWORD_PATH_IN_CONTAINER == "/run/opencode-cloud/password.bcrypt"
     assert defaults.DEFAULT_USERNAME == "opencode"
     assert defaults.PASSWORD_PATH_IN_CONTAINER == credentials.PASSWORD_PATH_IN_CONTAINER
+
+
+def test_the_hash_is_kept_for_its_password_and_made_anew_on_rotation(
+    paths: InstancePaths,
+) -> None:
+    """Sessions are tied to the hash: a re-created container must get the same one."""
+    password, _ = credentials.load_or_create_password(paths)
+    first = credentials.container_files(password, paths)
+    assert credentials.container_files(password, paths) == first
+    cache = paths.password_file.with_name("password.bcrypt")
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    new = credentials.rotate_password(paths)
+    second = credentials.container_files(new, paths)
+    assert second != first
+    assert bcrypt.checkpw(new.encode(), second[credentials.PASSWORD_PATH_IN_CONTAINER].strip())

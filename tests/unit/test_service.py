@@ -10,11 +10,13 @@ import os
 import re
 import stat
 import threading
+from base64 import b64decode as _b64decode
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 
 from fakes import SANDBOX_ENV, VOLUME_BYTES, FakeEngine
@@ -41,7 +43,7 @@ from opencode_cloud.docker.errors import (
     PullFailed,
 )
 from opencode_cloud.docker.health import basic_auth_header
-from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
+from opencode_cloud.docker.image import LABEL_EDGE, LABEL_OPENCODE_VERSION, image_ref
 from opencode_cloud.docker.models import Mount
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.docker.volume import VOLUME_SPECS, volume_names
@@ -93,6 +95,27 @@ class FakeOpencode(ThreadingHTTPServer):
         return None
 
 
+_PROVEN: set[tuple[str, bytes]] = set()
+
+
+def _authorized(header: str | None, username: str, hashed: bytes | None) -> bool:
+    """Basic credentials checked against the hash, as the edge does (and remembers)."""
+    if not header or not hashed:
+        return False
+    if (header, hashed) in _PROVEN:
+        return True
+    user, _, password = _b64decode(header.removeprefix("Basic ")).decode().partition(":")
+    if user != username or not holds(hashed, password):
+        return False
+    _PROVEN.add((header, hashed))
+    return True
+
+
+def holds(hashed: bytes, password: str) -> bool:
+    """True when `hashed`, a file handed to the container, is the hash of `password`."""
+    return bcrypt.checkpw(password.encode(), hashed.strip())
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: FakeOpencode
 
@@ -102,9 +125,9 @@ class _Handler(BaseHTTPRequestHandler):
             return  # closed without an answer
         info = self.server.engine.inspect_container(name)
         username = next(e.split("=", 1)[1] for e in info.env if e.startswith(USERNAME_ENV + "="))
-        password = self.server.engine.files.get(name, {}).get(PASSWORD_PATH_IN_CONTAINER)
-        expected = basic_auth_header(username, password.decode()) if password else None
-        if self.headers.get("Authorization") != expected:
+        # The edge's view: the container holds the password's bcrypt hash only.
+        hashed = self.server.engine.files.get(name, {}).get(PASSWORD_PATH_IN_CONTAINER)
+        if not _authorized(self.headers.get("Authorization"), username, hashed):
             self._send(401, b"Unauthorized")
         elif self.path.startswith("/session") and (
             self.server.sessions_broken or info.image in self.server.broken_images
@@ -139,7 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
 def fake() -> FakeEngine:
     engine = FakeEngine()
     engine.add_image(
-        REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION}
+        REF,
+        env=SANDBOX_ENV,
+        labels={LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION, LABEL_EDGE: "1"},
     )
     return engine
 
@@ -217,7 +242,9 @@ def test_first_start_creates_volumes_container_and_password(
     password = paths.password_file.read_text().strip()
     assert stat.S_IMODE(paths.password_file.stat().st_mode) == 0o600
     assert (result.password, result.password_created) == (password, True)
-    assert fake.files[NAME] == {PASSWORD_PATH_IN_CONTAINER: password.encode()}
+    assert list(fake.files[NAME]) == [PASSWORD_PATH_IN_CONTAINER]
+    assert holds(fake.files[NAME][PASSWORD_PATH_IN_CONTAINER], password)
+    assert password.encode() not in fake.files[NAME][PASSWORD_PATH_IN_CONTAINER]
     assert fake.file_modes[NAME][PASSWORD_PATH_IN_CONTAINER] == (0o400, RUNTIME_UID)
     assert sorted(fake.volumes) == sorted(volume_names(INSTANCE))
     for spec in VOLUME_SPECS:
@@ -335,7 +362,7 @@ def test_a_container_holding_another_password_times_out_as_refused(
 @pytest.mark.parametrize(
     ("change", "reason", "field", "value"),
     [
-        ({"bind_address": "0.0.0.0"}, "bind address", "bind_address", "0.0.0.0"),
+        ({"bind_address": "0.0.0.0", "tls": "off"}, "bind address", "bind_address", "0.0.0.0"),
         ({"env": {"TZ": "Europe/Paris"}}, "environment", "env", ("TZ=Europe/Paris",)),
         (  # the image sets 1; another value is the user's
             {"env": {"TZ": "UTC", "OPENCODE_DISABLE_AUTOUPDATE": "0"}},
@@ -374,7 +401,7 @@ def test_a_changed_setting_recreates_the_container_and_names_it(
     assert getattr(_actual(fake), field) == value
     assert fake.inspect_container(NAME).id != old_id
     # The new container got the (unchanged) password, and answers with it.
-    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == password.encode()
+    assert holds(fake.files[NAME][PASSWORD_PATH_IN_CONTAINER], password)
     assert (result.password_created, result.healthy) == (False, True)
 
 
@@ -445,7 +472,9 @@ def test_a_variable_equal_to_the_images_is_no_change(
 
 def test_a_rebuilt_image_tag_recreates_the_container(make: Make, fake: FakeEngine) -> None:
     make().start()
-    new_id = fake.add_image(REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: "1.18.33"})
+    new_id = fake.add_image(
+        REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: "1.18.33", LABEL_EDGE: "1"}
+    )
     assert make().status(None).pending_restart == ["image"]
     fake.calls.clear()
     result = make().start()
@@ -476,7 +505,7 @@ def test_a_deleted_password_file_recreates_the_container_with_a_new_password(
     assert result.password_created is True
     assert result.password is not None and result.password != old
     assert paths.password_file.read_text().strip() == result.password
-    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == result.password.encode()
+    assert holds(fake.files[NAME][PASSWORD_PATH_IN_CONTAINER], result.password)
     assert result.healthy is True  # the service answers with the new one
 
 
@@ -495,7 +524,7 @@ def test_a_container_deleted_behind_the_tools_back(
     assert fake.called("create_container") == [NAME]
     assert (result.recreated_because, result.password_created) == ([], False)
     password = paths.password_file.read_text().strip()
-    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == password.encode()
+    assert holds(fake.files[NAME][PASSWORD_PATH_IN_CONTAINER], password)
     assert result.healthy is True
 
 
@@ -744,14 +773,49 @@ def test_status_lists_settings_pending_a_restart(make: Make) -> None:
     assert any("port, user name" in w for w in status_warnings(result, service.instance))
 
 
-def test_status_warns_when_exposed(make: Make) -> None:
-    make(bind_address="0.0.0.0").start()
+def test_status_warns_in_plain_words_when_exposed_over_plain_http(make: Make) -> None:
+    make(bind_address="0.0.0.0", tls="off").start()
     from opencode_cloud.cli.commands.status import status_warnings
 
-    service = make(bind_address="0.0.0.0")
+    service = make(bind_address="0.0.0.0", tls="off")
     result = service.status(None)
     assert result.exposed is True
-    assert any("0.0.0.0" in w for w in status_warnings(result, service.instance))
+    (warning,) = status_warnings(result, service.instance)
+    assert "0.0.0.0" in warning and "travel in clear" in warning
+
+
+def test_exposing_the_service_turns_https_on_by_default(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    """tls=auto: HTTPS with the instance's own CA as soon as the service leaves loopback."""
+    with pytest.raises(HealthTimeout):  # the fake opencode speaks plain HTTP
+        make(bind_address="0.0.0.0").start(timeout=0.3)
+    spec = ContainerSpec.from_inspect(fake.inspect_container(NAME))
+    assert spec.tls == "self-signed" and len(spec.tls_certificate) == 16
+    files = fake.files[NAME]
+    assert set(files) == {
+        PASSWORD_PATH_IN_CONTAINER,
+        "/run/opencode-cloud/tls/cert.pem",
+        "/run/opencode-cloud/tls/key.pem",
+    }
+    ca = (paths.root / "tls" / "ca.pem").read_bytes()
+    assert files["/run/opencode-cloud/tls/cert.pem"].endswith(ca)  # leaf, then the CA
+    assert b"PRIVATE KEY" in files["/run/opencode-cloud/tls/key.pem"]
+    assert b"PRIVATE KEY" not in (paths.root / "tls" / "served.pem").read_bytes()
+    endpoint = make(bind_address="0.0.0.0").endpoint()
+    assert endpoint.url.startswith("https://127.0.0.1:") and endpoint.context is not None
+    # The same settings keep the same certificate: nothing to re-create.
+    assert make(bind_address="0.0.0.0").status(None).pending_restart == []
+    # A new host name is a new certificate (same CA).
+    assert make(bind_address="0.0.0.0", host_names=["box.lan"]).status(
+        None
+    ).pending_restart == ["TLS certificate"]
+    assert (paths.root / "tls" / "ca.pem").read_bytes() == ca
+    # Off again: plain HTTP, no certificate.
+    assert make(bind_address="0.0.0.0", tls="off").status(None).pending_restart == [
+        "TLS",
+        "TLS certificate",
+    ]
 
 
 def test_shell_needs_a_running_container(make: Make, fake: FakeEngine) -> None:
@@ -792,17 +856,18 @@ def test_pending_restart_warning_names_the_instance(make: Make) -> None:
 # --------------------------------------------------------------------------- password
 
 
-def test_rotate_password_restarts_a_running_service(
+def test_rotate_password_hands_the_new_hash_to_a_running_service_without_a_restart(
     make: Make, fake: FakeEngine, paths: InstancePaths
 ) -> None:
     old = make().start().password
     fake.calls.clear()
-    new, restarted = make().rotate_password()
-    assert restarted is True and new != old
+    new, applied = make().rotate_password()
+    assert applied is True and new != old
     assert paths.password_file.read_text().strip() == new
-    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == new.encode()
-    assert fake.calls == [("put_archive", NAME), ("restart_container", NAME)]
+    assert holds(fake.files[NAME][PASSWORD_PATH_IN_CONTAINER], new)
+    assert fake.calls == [("put_archive", NAME)]  # the edge reads it on its next request
     assert make().status(new).http_health == "healthy"
+    assert make().status(old).http_health == "unauthorized"
 
 
 def test_rotate_password_of_a_stopped_service_only_writes_the_file(
@@ -811,9 +876,9 @@ def test_rotate_password_of_a_stopped_service_only_writes_the_file(
     make().start()
     make().stop()
     fake.calls.clear()
-    new, restarted = make().rotate_password()
-    assert restarted is False
-    assert fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] == new.encode()
+    new, applied = make().rotate_password()
+    assert applied is True
+    assert holds(fake.files[NAME][PASSWORD_PATH_IN_CONTAINER], new)
     assert fake.calls == [("put_archive", NAME)]
 
 

@@ -95,7 +95,33 @@ def test_an_ipv6_address_written_another_way_is_no_change() -> None:
     container = created(wanted(Config(bind_address="::1")))
     assert wanted(Config(bind_address="0::1")).diff(container) == []
     assert wanted(Config(bind_address="0:0::1")).bind_address == "::1"
-    assert wanted(Config(bind_address="::2")).diff(container) == ["bind address"]
+    assert wanted(Config(bind_address="::2", tls="off")).diff(container) == ["bind address"]
+
+
+def test_tls_and_its_certificate_round_trip_and_stay_out_of_the_users_environment() -> None:
+    spec = ContainerSpec.from_config(
+        Config(tls="self-signed"),
+        INSTANCE,
+        image=IMAGE,
+        image_id="sha256:aaa",
+        tls_certificate="0123456789abcdef",
+    )
+    assert (spec.tls, spec.tls_certificate) == ("self-signed", "0123456789abcdef")
+    actual = created(spec)
+    assert (actual.tls, actual.tls_certificate, actual.env) == (
+        "self-signed",
+        "0123456789abcdef",
+        (),
+    )
+    assert spec.diff(actual) == []
+    renewed = replace(spec, tls_certificate="fedcba9876543210")
+    assert renewed.diff(actual) == ["TLS certificate"]
+    # TLS off: no certificate, whatever was made before.
+    off = ContainerSpec.from_config(
+        Config(), INSTANCE, image=IMAGE, image_id="sha256:aaa", tls_certificate="0123456789abcdef"
+    )
+    assert (off.tls, off.tls_certificate) == ("off", "")
+    assert "OCC_TLS=off" in off.create_body()["Env"]
 
 
 def test_the_images_environment_is_not_taken_for_the_users() -> None:
@@ -129,7 +155,9 @@ def test_without_env_drops_only_values_the_image_sets_the_same() -> None:
     ("change", "named"),
     [
         ({"port": 9000}, ["port"]),
-        ({"bind_address": "0.0.0.0"}, ["bind address"]),
+        ({"bind_address": "0.0.0.0", "tls": "off"}, ["bind address"]),
+        ({"bind_address": "0.0.0.0"}, ["bind address", "TLS"]),  # tls=auto: HTTPS when exposed
+        ({"tls": "self-signed"}, ["TLS"]),
         ({"env": {"TZ": "Europe/Paris"}}, ["environment"]),
         ({"username": "alice"}, ["user name"]),
         ({"limits": {"memory": "512m"}}, ["memory limit"]),

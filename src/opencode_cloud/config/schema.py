@@ -75,6 +75,10 @@ VERSION_PATTERN = r"^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CA_PATH_PATTERN = r"^[~/]"
 MOUNT_PATTERN = r"^/[^:]*:/[^:]*(?::(?:ro|rw))?$"
+TLS_PATH_PATTERN = r"^[~/]"
+_HOST_NAME = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*\.?"
+HOST_NAME_PATTERN = rf"^(?:{_HOST_NAME}|[0-9A-Fa-f:.]+)$"
+TLS_MODES = ("auto", "self-signed", "off")
 
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 
@@ -109,6 +113,15 @@ RULES: dict[str, str] = {
         "size with b, k, m or g (256m or more), cpus a number above 0 (or null for all), "
         "pids a whole number, 64 or more"
     ),
+    "tls": (
+        "must be auto (HTTPS when the service is exposed beyond localhost or a certificate "
+        "is set), self-signed (always HTTPS) or off (plain HTTP)"
+    ),
+    "tls_cert": "must be the absolute path of a PEM certificate file (with its chain)",
+    "tls_key": "must be the absolute path of the PEM private key file of tls_cert",
+    "host_names": (
+        'must be a list of host names or IP addresses, such as ["opencode.example.lan"]'
+    ),
     "keep_snapshots": "must be a whole number, 1 or more",
     "restart_retries": "must be a whole number, 0 or more",
     "start_timeout": "must be a whole number of seconds, 1 or more",
@@ -126,6 +139,10 @@ EXAMPLES: dict[str, str] = {
     "env": '\'{"OPENCODE_DISABLE_AUTOUPDATE": "1"}\'',
     "mounts": f"/home/alice/code:{RUNTIME_HOME}/code",
     "limits": '\'{"memory": "8g", "cpus": 2, "pids": 4096}\'',
+    "tls": "self-signed",
+    "tls_cert": "/etc/ssl/private/opencode.example.com.pem",
+    "tls_key": "/etc/ssl/private/opencode.example.com.key",
+    "host_names": "opencode.example.lan,192.168.1.20",
     "keep_snapshots": "3",
     "restart_retries": "5",
     "start_timeout": "120",
@@ -320,6 +337,39 @@ class Config(BaseModel):
             "Memory, CPU and process limits of the container. Keys left out keep their defaults."
         ),
     )
+    tls: str = Field(
+        default="auto",
+        description=(
+            "HTTPS on the published port: auto (HTTPS when the service is exposed beyond "
+            "localhost or tls_cert is set, plain HTTP on loopback), self-signed (always "
+            "HTTPS, with the tool's own CA unless tls_cert is set) or off (plain HTTP: "
+            "the password travels in clear)."
+        ),
+        json_schema_extra={"enum": list(TLS_MODES)},
+    )
+    tls_cert: str | None = Field(
+        default=None,
+        min_length=2,
+        pattern=TLS_PATH_PATTERN,
+        description=(
+            "Your own certificate (PEM, leaf first, then its chain) instead of the "
+            "self-signed one; set tls_key with it."
+        ),
+    )
+    tls_key: str | None = Field(
+        default=None,
+        min_length=2,
+        pattern=TLS_PATH_PATTERN,
+        description="The private key (PEM) of tls_cert.",
+    )
+    host_names: list[Annotated[str, StringConstraints(pattern=HOST_NAME_PATTERN)]] = Field(
+        default_factory=list,
+        description=(
+            "Names and addresses other machines use to reach the service; the self-signed "
+            "certificate covers them besides localhost, 127.0.0.1 and the bind address."
+        ),
+        examples=[["opencode.example.lan", "192.168.1.20"]],
+    )
     keep_snapshots: int = Field(
         default=DEFAULT_KEEP_SNAPSHOTS,
         ge=1,
@@ -353,6 +403,13 @@ class Config(BaseModel):
             ipaddress.ip_address(value)
         except ValueError:
             raise ValueError(RULES["bind_address"]) from None
+        return value
+
+    @field_validator("tls")
+    @classmethod
+    def _tls_mode(cls, value: str) -> str:
+        if value not in TLS_MODES:
+            raise ValueError(RULES["tls"])
         return value
 
     @field_validator("env")
@@ -391,6 +448,17 @@ class Config(BaseModel):
     def exposed(self) -> bool:
         """True when the service is reachable from other hosts (not a loopback address)."""
         return not ipaddress.ip_address(self.bind_address).is_loopback
+
+    @property
+    def tls_mode(self) -> str:
+        """What the edge serves: `off`, `self-signed` (the tool's CA) or `custom` (tls_cert)."""
+        if self.tls == "off":
+            return "off"
+        if self.tls_cert or self.tls_key:
+            return "custom"  # both are needed: the tool says so when it reads them
+        if self.tls == "self-signed" or self.exposed:
+            return "self-signed"
+        return "off"
 
 
 KEYS: tuple[str, ...] = tuple(Config.model_fields)

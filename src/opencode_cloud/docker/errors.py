@@ -135,7 +135,8 @@ class HealthTimeout(DockerError):
         )
         self.name = name
         self.timeout = timeout
-        self.refused = refused  # the service answered 401: it holds another password
+        # The edge answered 401 (it holds another password's hash) or 429 (locked out).
+        self.refused = refused
         self.log_tail = list(log_tail)
 
 

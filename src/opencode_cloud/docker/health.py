@@ -11,7 +11,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opencode_cloud.docker.client import DockerClient
@@ -22,6 +22,9 @@ from opencode_cloud.docker.errors import (
     HealthTimeout,
 )
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus
+
+if TYPE_CHECKING:
+    import ssl
 
 HEALTH_PATH = "/global/health"
 SESSIONS_PATH = "/session"
@@ -50,18 +53,26 @@ class ProbeResult:
 
     @property
     def state(self) -> str:
-        """`healthy`, `unauthorized` (401), `unhealthy` (another answer) or `unreachable`."""
+        """`healthy`, `unauthorized` (401, 429), `unhealthy` (another answer) or `unreachable`."""
         if self.healthy:
             return "healthy"
         if self.status is None:
             return "unreachable"
-        return "unauthorized" if self.status == 401 else "unhealthy"
+        return "unauthorized" if self.refused else "unhealthy"
+
+    @property
+    def refused(self) -> bool:
+        """The edge refused the credentials (401), or refuses every attempt for a while
+        after too many wrong ones (429)."""
+        return self.status in (401, 429)
 
     def describe(self) -> str:
         if self.status is None:
             return self.error or "no answer"
         if self.status == 401:
             return "HTTP 401: the credentials were refused"
+        if self.status == 429:
+            return "HTTP 429: too many wrong passwords from this address; locked for a minute"
         return f"HTTP {self.status}"
 
 
@@ -77,15 +88,28 @@ def basic_auth_header(username: str, password: str) -> str:
 
 
 def probe(
-    url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT
+    url: str,
+    username: str | None,
+    password: str | None,
+    timeout: float = PROBE_TIMEOUT,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> ProbeResult:
-    """Ask the endpoint once; never raises for network trouble, it is reported instead."""
-    status, decoded, error = _get(url, username, password, timeout)
+    """Ask the endpoint once; never raises for network trouble, it is reported instead.
+
+    `context`: what an https URL's certificate must be signed by (see `tls.ssl_context`).
+    """
+    status, decoded, error = _get(url, username, password, timeout, context)
     return ProbeResult(status, decoded if isinstance(decoded, dict) else None, error)
 
 
 def probe_sessions(
-    base_url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT * 5
+    base_url: str,
+    username: str | None,
+    password: str | None,
+    timeout: float = PROBE_TIMEOUT * 5,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> str | None:
     """Ask opencode for its sessions, a call that reads its database: a health check that
     passes while the data cannot be read (after a version change opencode's schema does
@@ -94,14 +118,19 @@ def probe_sessions(
     Returns:
         None when the sessions are listed, else what went wrong, in words.
     """
-    return list_sessions(base_url, username, password, timeout)[1]
+    return list_sessions(base_url, username, password, timeout, context=context)[1]
 
 
 def list_sessions(
-    base_url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT * 5
+    base_url: str,
+    username: str | None,
+    password: str | None,
+    timeout: float = PROBE_TIMEOUT * 5,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """opencode's sessions (newest first, as it lists them), or what went wrong."""
-    status, decoded, error = _get(base_url + SESSIONS_PATH, username, password, timeout)
+    status, decoded, error = _get(base_url + SESSIONS_PATH, username, password, timeout, context)
     if status == 200 and isinstance(decoded, list):
         return [s for s in decoded if isinstance(s, dict)], None
     return [], _problem(status, decoded, error)
@@ -113,10 +142,12 @@ def read_session(
     username: str | None,
     password: str | None,
     timeout: float = PROBE_TIMEOUT * 5,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> str | None:
     """Read one session and its messages; None when both answer, else what went wrong."""
     for path in (f"{SESSIONS_PATH}/{session_id}", f"{SESSIONS_PATH}/{session_id}/message"):
-        status, decoded, error = _get(base_url + path, username, password, timeout)
+        status, decoded, error = _get(base_url + path, username, password, timeout, context)
         if status != 200:
             return _problem(status, decoded, error)
     return None
@@ -136,7 +167,11 @@ def _problem(status: int | None, decoded: Any, error: str) -> str:
 
 
 def _get(
-    url: str, username: str | None, password: str | None, timeout: float
+    url: str,
+    username: str | None,
+    password: str | None,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int | None, Any, str]:
     """One GET with Basic auth: (status or None, decoded JSON or None, error text)."""
     # Imported here: http.client pulls in the email package, which commands that never
@@ -144,10 +179,15 @@ def _get(
     import http.client
 
     parts = urlsplit(url)
-    connection_class = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
-    connection = connection_class(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            parts.hostname or "127.0.0.1", parts.port, timeout=timeout, context=context
+        )
+    else:
+        connection = http.client.HTTPConnection(
+            parts.hostname or "127.0.0.1", parts.port, timeout=timeout
+        )
     headers = {"Accept": "application/json", "Connection": "close"}
     if password is not None:
         headers["Authorization"] = basic_auth_header(username or "", password)
@@ -169,10 +209,15 @@ def _get(
 
 
 def probe_health(
-    url: str, username: str | None, password: str | None, timeout: float = PROBE_TIMEOUT
+    url: str,
+    username: str | None,
+    password: str | None,
+    timeout: float = PROBE_TIMEOUT,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> dict[str, Any] | None:
     """The endpoint's JSON (`{"healthy": true, "version": ...}`) when healthy, else None."""
-    result = probe(url, username, password, timeout)
+    result = probe(url, username, password, timeout, context=context)
     return result.body if result.healthy else None
 
 
@@ -216,6 +261,7 @@ def wait_until_healthy(
     *,
     timeout: float = DEFAULT_HEALTH_TIMEOUT,
     interval: float = DEFAULT_POLL_INTERVAL,
+    context: ssl.SSLContext | None = None,
 ) -> float:
     """Poll `url` until opencode answers healthy; return the seconds it took.
 
@@ -227,6 +273,7 @@ def wait_until_healthy(
             without them when a password is set).
         timeout: seconds to wait in total.
         interval: seconds between probes.
+        context: the TLS trust of an https URL.
 
     Raises:
         ContainerExited: the container stopped or restarted; the hint holds its last
@@ -242,10 +289,20 @@ def wait_until_healthy(
     last = ProbeResult(None, None, "not probed yet")
     while True:
         now = time.monotonic()
-        last = probe(url, username, password, min(PROBE_TIMEOUT, max(0.05, deadline - now)))
+        last = probe(
+            url,
+            username,
+            password,
+            min(PROBE_TIMEOUT, max(0.05, deadline - now)),
+            context=context,
+        )
         if last.healthy:
             return time.monotonic() - started
         now = time.monotonic()
+        if last.refused:
+            # The edge holds the password's hash from the very start: a refusal will not
+            # turn into a welcome, and asking again counts as guessing.
+            break
         if now >= next_state_check:
             info = _inspect(client, name)
             if (
@@ -260,8 +317,8 @@ def wait_until_healthy(
         time.sleep(min(interval, max(0.0, deadline - now)))
     raise HealthTimeout(
         name,
-        timeout,
+        round(time.monotonic() - started, 1) if last.refused else timeout,
         last.describe(),
-        refused=last.status == 401,
+        refused=last.refused,
         log_tail=log_tail(client, name),
     )

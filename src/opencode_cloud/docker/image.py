@@ -44,6 +44,9 @@ DEFAULT_IMAGE = f"{IMAGE_NAME}:{IMAGE_TAG_DEFAULT}"
 
 LABEL_OPENCODE_VERSION = "io.opencode-cloud.opencode-version"
 LABEL_TOOL_VERSION = "io.opencode-cloud.version"
+# Set by the Dockerfile on images whose entrypoint runs the edge (TLS, login page):
+# an image without it, from an earlier release, is built again.
+LABEL_EDGE = "io.opencode-cloud.edge"
 # On the build stage's last image (with the opencode version): the engine leaves it without
 # a name, but it is the layer cache of the next build of that version.
 LABEL_STAGE = "io.opencode-cloud.stage"
@@ -53,6 +56,7 @@ BUILD_STAGE = "build"
 SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("Dockerfile", 0o644),
     ("entrypoint.sh", 0o755),
+    ("edge.py", 0o644),
 )
 EXTRA_CA_DIR = "extra-ca"
 # Lines of build output kept for the error message of a failed build.

@@ -30,6 +30,8 @@ from opencode_cloud.defaults import (
     LOG_MAX_FILES,
     LOG_MAX_SIZE,
     RUNTIME_UID,
+    TLS_CERT_ENV,
+    TLS_ENV,
     UID_ENV,
     USERNAME_ENV,
     WORKING_DIR,
@@ -77,6 +79,8 @@ class ContainerSettings(Protocol):
     def mounts(self) -> Sequence[str]: ...
     @property
     def limits(self) -> ResourceLimits: ...
+    @property
+    def tls_mode(self) -> str: ...
 
 
 class ResourceLimits(Protocol):
@@ -129,6 +133,10 @@ class ContainerSpec:
     hostname: str = _reason("hostname")
     working_dir: str = _reason("working directory")
     hardening: tuple[str, ...] = _reason("security options")  # SecurityOpt, drop:/add: caps
+    # What the edge serves on the published port: `off` (HTTP), `self-signed` or `custom`
+    # (HTTPS), and a digest of the certificate chain it was handed (empty when off).
+    tls: str = _reason("TLS")
+    tls_certificate: str = _reason("TLS certificate")
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     # -- the two readers ----------------------------------------------------------------
@@ -143,6 +151,7 @@ class ContainerSpec:
         image_id: str | None,
         labels: Mapping[str, str] | None = None,
         engine_cpus: int = 0,
+        tls_certificate: str = "",
     ) -> ContainerSpec:
         """The container the configuration asks for.
 
@@ -151,6 +160,7 @@ class ContainerSpec:
                 (0: unknown, no limit).
             image, image_id: the image reference it runs and what that resolves to now.
             labels: labels added to the instance's own and the config hash.
+            tls_certificate: the digest of the certificate the edge gets (TLS on).
         """
         host_mounts = [HostMount.parse(text) for text in settings.mounts]
         uid, gid = runtime_owner(host_mounts)
@@ -182,6 +192,8 @@ class ContainerSpec:
             hostname=HOSTNAME,
             working_dir=WORKING_DIR,
             hardening=HARDENING,
+            tls=settings.tls_mode,
+            tls_certificate=tls_certificate if settings.tls_mode != "off" else "",
         )
         all_labels = {**instance.labels("service"), **(labels or {})}
         return replace(spec, labels={**all_labels, LABEL_CONFIG_HASH: spec.config_hash()})
@@ -195,7 +207,8 @@ class ContainerSpec:
                 which is not the user's.
         """
         inherited = set(image_env)
-        own = {USERNAME_ENV, UID_ENV, GID_ENV}  # variables the tool sets from other fields
+        # Variables the tool sets from other fields.
+        own = {USERNAME_ENV, UID_ENV, GID_ENV, TLS_ENV, TLS_CERT_ENV}
         values = dict(e.split("=", 1) for e in info.env if "=" in e)
         binding = info.published(CONTAINER_PORT)
         return cls(
@@ -230,6 +243,8 @@ class ContainerSpec:
                 *(f"drop:{c}" for c in info.cap_drop),
                 *sorted(f"add:{c.removeprefix('CAP_')}" for c in info.cap_add),
             ),
+            tls=values.get(TLS_ENV, "off"),
+            tls_certificate=values.get(TLS_CERT_ENV, ""),
             labels=dict(info.labels),
         )
 
@@ -273,6 +288,8 @@ class ContainerSpec:
                 f"{USERNAME_ENV}={self.username}",
                 f"{UID_ENV}={self.runtime_uid}",
                 f"{GID_ENV}={self.runtime_gid}",
+                f"{TLS_ENV}={self.tls}",
+                *([f"{TLS_CERT_ENV}={self.tls_certificate}"] if self.tls_certificate else []),
                 *self.env,
             ],
             "Labels": dict(self.labels),
@@ -367,3 +384,4 @@ class DefaultSettings:
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     mounts: Sequence[str] = ()
     limits: DefaultLimits = field(default_factory=DefaultLimits)
+    tls_mode: str = "off"

@@ -1,5 +1,6 @@
-#!/bin/sh
-# Start opencode's web server with authentication, always, as the runtime user.
+#!/bin/bash
+# Start opencode's web server behind the edge (TLS, login, guessing limits), always with
+# authentication, as the runtime user.
 #
 # Started as root (the image has no USER), it first gives the user `opencode` the uid and
 # gid the tool asks for (OCC_UID / OCC_GID: the owner of the user's mounted folders, so
@@ -7,13 +8,26 @@
 # own data, then drops to it with setpriv and runs itself again under tini. Nothing else
 # ever runs as root. Started as any other user (`docker run --user`), it skips straight to opencode.
 #
-# The password arrives as a file that the tool writes into the container before its
-# first start (through the engine's archive API). It is handed to opencode in the
-# environment of this process only: never in argv (visible to every user in `ps`) and
-# never in the container's configured environment (visible in `docker inspect`).
+# The user's password never enters the container: the tool writes only its bcrypt hash
+# there (through the engine's archive API) before the first start, and again on
+# `occ auth rotate`. Three processes run side by side under tini, and the container ends
+# when any of them does (Docker then restarts it):
+#   - Caddy, the edge: the only port published (3000), HTTPS unless OCC_TLS=off, with
+#     the certificate the tool wrote to $TLS_DIR; it asks edge.py about every request
+#     and proxies the allowed ones to opencode;
+#   - edge.py on 127.0.0.1:4097: the login page, session cookies, HTTP Basic checks
+#     against the hash, and the limit on failed attempts;
+#   - opencode on 127.0.0.1:4096, with an internal password made afresh at every start
+#     that only Caddy knows: handed to opencode in its environment only, never in argv
+#     (visible in `ps`) nor the container's configuration (visible in `docker inspect`).
 set -eu
 
-PASSWORD_FILE=/run/opencode-cloud/password
+PASSWORD_FILE=/run/opencode-cloud/password.bcrypt
+RUN_DIR=/run/opencode-cloud
+TLS_DIR=$RUN_DIR/tls
+EDGE_PORT=3000
+OPENCODE_PORT=4096
+AUTH_PORT=4097
 HOME_DIR=/home/opencode
 PROJECTS_DIR=$HOME_DIR/projects
 # The tool's volumes: their files belong to the runtime user. Anything else mounted
@@ -80,8 +94,9 @@ become_runtime_user() {
     echo "opencode-cloud: giving the home and data volumes to uid $uid, gid $gid" >&2
     hand_over_data "$uid" "$gid"
   fi
-  chown "$uid:$gid" "$(dirname "$PASSWORD_FILE")"
+  chown "$uid:$gid" "$RUN_DIR"
   [ ! -e "$PASSWORD_FILE" ] || chown "$uid:$gid" "$PASSWORD_FILE"
+  [ ! -d "$TLS_DIR" ] || chown -R "$uid:$gid" "$TLS_DIR"
   remove_stale_mount_points
   # tini (PID 1: reaps zombies, forwards signals) runs as the runtime user too.
   exec setpriv --reuid="$uid" --regid="$gid" --init-groups --inh-caps=-all \
@@ -94,20 +109,60 @@ elif [ "$$" = 1 ]; then
   exec /usr/bin/tini -- "$0" "$@"
 fi
 
-[ -f "$PASSWORD_FILE" ] || fail "no password file at $PASSWORD_FILE (start the service with occ start)."
-[ -r "$PASSWORD_FILE" ] || fail "the password file $PASSWORD_FILE is not readable by $(id -un)."
-OPENCODE_SERVER_PASSWORD=$(cat "$PASSWORD_FILE")
-[ -n "$OPENCODE_SERVER_PASSWORD" ] || fail "the password file $PASSWORD_FILE is empty."
-export OPENCODE_SERVER_PASSWORD
+[ -f "$PASSWORD_FILE" ] || fail "no password hash at $PASSWORD_FILE (start the service with occ start)."
+[ -r "$PASSWORD_FILE" ] || fail "the password hash $PASSWORD_FILE is not readable by $(id -un)."
+[ -s "$PASSWORD_FILE" ] || fail "the password hash $PASSWORD_FILE is empty."
 export OPENCODE_SERVER_USERNAME="${OPENCODE_SERVER_USERNAME:-opencode}"
+TLS_MODE=${OCC_TLS:-off}
+if [ "$TLS_MODE" != off ]; then
+  [ -r "$TLS_DIR/cert.pem" ] && [ -r "$TLS_DIR/key.pem" ] \
+    || fail "TLS is on ($TLS_MODE) but $TLS_DIR holds no certificate and key (start the service with occ start)."
+fi
 
-# Docker's health check (see the Dockerfile) gives these credentials to curl as a config
-# file. curl's syntax: inside double quotes, backslash and double quote are escaped.
+# opencode's own password: internal, new at every start, known to Caddy and to Docker's
+# health check only.
+INTERNAL_PASSWORD=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+# curl's config syntax: inside double quotes, backslash and double quote are escaped.
 quote() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
 (
   umask 077
-  printf 'user = "%s:%s"\n' "$(quote "$OPENCODE_SERVER_USERNAME")" "$(quote "$OPENCODE_SERVER_PASSWORD")" \
-    >"$(dirname "$PASSWORD_FILE")/curlrc"
+  printf 'user = "%s:%s"\n' "$(quote "$OPENCODE_SERVER_USERNAME")" "$INTERNAL_PASSWORD" >"$RUN_DIR/curlrc"
+  if [ "$TLS_MODE" = off ]; then
+    site="http://:$EDGE_PORT"
+    tls=""
+  else
+    site="https://:$EDGE_PORT"
+    tls="tls $TLS_DIR/cert.pem $TLS_DIR/key.pem"
+  fi
+  # Caddy's placeholders {$NAME} are read from its environment when it loads this file.
+  cat >"$RUN_DIR/Caddyfile" <<CADDY
+{
+	admin off
+	auto_https off
+	default_sni localhost
+	grace_period 2s
+	storage file_system $RUN_DIR/caddy
+	log {
+		output stderr
+		level WARN
+	}
+}
+$site {
+	$tls
+	handle /__occ/* {
+		reverse_proxy 127.0.0.1:$AUTH_PORT
+	}
+	handle {
+		forward_auth 127.0.0.1:$AUTH_PORT {
+			uri /__occ/verify
+		}
+		reverse_proxy 127.0.0.1:$OPENCODE_PORT {
+			header_up Authorization "Basic {\$OCC_UPSTREAM_AUTH}"
+			flush_interval -1
+		}
+	}
+}
+CADDY
 )
 # The web UI's "Open project" dialog starts in what opencode takes for the home, and its
 # folder search refuses to index the real home ($HOME). Pointing opencode's home at the
@@ -115,4 +170,29 @@ quote() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
 # by name; $HOME stays /home/opencode for git, ssh and every other tool.
 export OPENCODE_TEST_HOME="$PROJECTS_DIR"
 
-exec opencode web --hostname 0.0.0.0 --port 3000 "$@"
+children=""
+stop_children() {
+  # shellcheck disable=SC2086
+  [ -z "$children" ] || kill -TERM $children 2>/dev/null || true
+}
+trap stop_children TERM INT HUP
+
+OPENCODE_SERVER_PASSWORD="$INTERNAL_PASSWORD" \
+  opencode web --hostname 127.0.0.1 --port "$OPENCODE_PORT" "$@" &
+children="$children $!"
+OCC_EDGE_LISTEN="127.0.0.1:$AUTH_PORT" OCC_EDGE_HASH_FILE="$PASSWORD_FILE" \
+  OCC_EDGE_STATE_DIR="$HOME_DIR/.local/state/opencode-cloud-edge" \
+  python3 /usr/local/lib/opencode-cloud/edge.py &
+children="$children $!"
+OCC_UPSTREAM_AUTH=$(printf '%s:%s' "$OPENCODE_SERVER_USERNAME" "$INTERNAL_PASSWORD" | base64 -w0) \
+  XDG_DATA_HOME="$RUN_DIR/caddy" XDG_CONFIG_HOME="$RUN_DIR/caddy" \
+  caddy run --config "$RUN_DIR/Caddyfile" --adapter caddyfile &
+children="$children $!"
+
+# The first of the three to end ends the container (with its exit code); the others are
+# stopped cleanly. A stop (SIGTERM from Docker, through tini) reaches all three.
+code=0
+wait -n || code=$?
+stop_children
+wait || true
+exit "$code"

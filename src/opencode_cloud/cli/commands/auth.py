@@ -20,34 +20,50 @@ def auth_group() -> None:
 @auth_group.command()
 @click.pass_obj
 def show(app_ctx: AppContext) -> None:
-    """Print the URL, user name and password (creating the password if there is none)."""
+    """Print the URL, user name and password (creating the password if there is none),
+    and the CA certificate to trust when the service uses the self-signed certificate."""
     from opencode_cloud import credentials
     from opencode_cloud.service import service_url
 
     config = app_ctx.config
     password, _ = credentials.load_or_create_password(app_ctx.paths)
-    data = {"url": service_url(config), "username": config.username, "password": password}
-    app_ctx.out.result(
-        data,
-        lambda: [
+    data: dict[str, str | None] = {
+        "url": service_url(config),
+        "username": config.username,
+        "password": password,
+        "tls": config.tls_mode,
+        "ca_file": None,
+    }
+    if config.tls_mode == "self-signed":
+        from opencode_cloud.tls import ensure_ca
+
+        data["ca_file"] = str(ensure_ca(app_ctx.paths, app_ctx.instance.name))
+
+    def lines() -> list[str]:
+        text = [
             f"URL:      {data['url']}",
             f"User:     {data['username']}",
             f"Password: {password}",
-        ],
-    )
+        ]
+        if data["ca_file"]:
+            text.append(f"CA:       {data['ca_file']} (trust it in your browser or client)")
+        return text
+
+    app_ctx.out.result(data, lines)
 
 
 @auth_group.command()
 @click.pass_obj
 def rotate(app_ctx: AppContext) -> None:
-    """Set a new random password and apply it (a running service restarts)."""
+    """Set a new random password and apply it at once: the old one and every signed-in
+    browser session stop working (the service keeps running)."""
     with app_ctx.changing("auth rotate"):
         service = app_ctx.service()
-        password, restarted = service.rotate_password()
-        if restarted:
-            with app_ctx.spinner("Restarting opencode with the new password ..."):
-                service.wait_healthy(password)
+        password, _applied = service.rotate_password()
     app_ctx.out.result(
         {"username": app_ctx.config.username, "password": password},
-        lambda: [f"New password: {password}", "The old one no longer works."],
+        lambda: [
+            f"New password: {password}",
+            "The old one no longer works, and every browser is signed out.",
+        ],
     )

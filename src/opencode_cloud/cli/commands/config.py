@@ -20,7 +20,7 @@ def config_group() -> None:
     """View and edit the configuration (port, bind address, environment, ...)."""
 
 
-def confirm_exposure(ctx: AppContext, address: str, yes: bool) -> None:
+def confirm_exposure(ctx: AppContext, address: str, yes: bool, tls_mode: str = "off") -> None:
     """Publishing beyond this machine needs an explicit yes (flag or prompt) and a password.
 
     Raises:
@@ -29,10 +29,18 @@ def confirm_exposure(ctx: AppContext, address: str, yes: bool) -> None:
     from opencode_cloud import credentials
     from opencode_cloud.errors import OpencodeCloudError
 
-    ctx.out.warn(
-        f"Binding to {address} makes the login page reachable from other machines. "
-        "Keep the password secret and put TLS in front (a load balancer or reverse proxy)."
-    )
+    if tls_mode == "off":
+        ctx.out.warn(
+            f"Binding to {address} makes the login page reachable from other machines over "
+            "plain HTTP (tls is off): the password and session cookies travel in clear. "
+            "Turn HTTPS on with `occ config set tls auto`."
+        )
+    else:
+        ctx.out.warn(
+            f"Binding to {address} makes the login page reachable from other machines, "
+            f"over HTTPS ({tls_mode} certificate; see `occ auth show` for the CA to trust). "
+            "Keep the password secret."
+        )
     if not (yes or (ctx.out.interactive and click.confirm("Expose opencode?", default=False))):
         raise OpencodeCloudError(
             f"Refusing to bind to {address} without confirmation.",
@@ -52,7 +60,7 @@ def save_change(ctx: AppContext, change: Callable[[Any], Config], *, yes: bool =
     def guarded(data: Any) -> Config:
         config = change(data)
         if config.exposed and config.bind_address != data.get("bind_address"):
-            confirm_exposure(ctx, config.bind_address, yes)
+            confirm_exposure(ctx, config.bind_address, yes, config.tls_mode)
         return config
 
     with ctx.changing("config"):

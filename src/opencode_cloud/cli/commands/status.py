@@ -60,10 +60,16 @@ def _failing(result: StatusResult) -> bool:
 def status_warnings(result: StatusResult, instance: Instance) -> list[str]:
     """What `occ status` warns about: exposure, and settings waiting for a restart."""
     warnings = []
-    if result.exposed:
+    if result.exposed and result.url.startswith("http://"):
+        warnings.append(
+            f"The service listens on {result.bind_address} over plain HTTP: the password "
+            "and session cookies travel in clear to anyone on the network. Turn HTTPS on: "
+            "`occ config set tls auto` (or self-signed), then `occ restart`."
+        )
+    elif result.exposed:
         warnings.append(
             f"The service listens on {result.bind_address}: anyone who can reach this "
-            "machine can reach the login page."
+            "machine can reach the login page (HTTPS, limited guessing)."
         )
     occ = "occ" if instance.is_default else f"occ --instance {instance.name}"
     if result.state == "crash-looping":
