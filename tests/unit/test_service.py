@@ -42,7 +42,6 @@ from opencode_cloud.docker.errors import (
     PortInUse,
     PullFailed,
 )
-from opencode_cloud.docker.health import basic_auth_header
 from opencode_cloud.docker.image import LABEL_EDGE, LABEL_OPENCODE_VERSION, image_ref
 from opencode_cloud.docker.models import Mount
 from opencode_cloud.docker.spec import ContainerSpec

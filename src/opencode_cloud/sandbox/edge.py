@@ -34,6 +34,7 @@ import threading
 import time
 from base64 import b64decode
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ class Guard:
         max_failures: int = MAX_FAILURES,
         window: float = WINDOW,
         session_seconds: int = SESSION_SECONDS,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.hash_file = hash_file
         self.username = username
