@@ -1,4 +1,5 @@
-"""The web UI in a real browser: Debian's Chromium driven by Playwright, with Basic auth."""
+"""The web UI in a real browser: Debian's Chromium driven by Playwright, through the edge's
+login page."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +40,12 @@ def browser() -> Any:
 
 
 def test_web_ui_renders_behind_auth(browser: Any, service: Any) -> None:
-    context = browser.new_context(
-        http_credentials={"username": service.username, "password": service.password},
-        viewport={"width": 1280, "height": 800},
-    )
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()
         # The app keeps an event stream open, so "networkidle" never comes: wait for
         # the page's own elements instead.
-        response = page.goto(service.url + "/", wait_until="load", timeout=30_000)
+        response = sign_in(page, service.url, service.username, service.password)
         assert response is not None and response.status == 200
         assert page.title() == "OpenCode"
         # The home screen of the OpenCode web app: the project list and session search.
@@ -65,14 +64,13 @@ def test_web_ui_refuses_without_credentials(browser: Any, service: Any) -> None:
     context = browser.new_context()
     try:
         page = context.new_page()
-        # Headless Chromium answers a Basic challenge it cannot satisfy with a failed
-        # navigation; a browser with a prompt would show it. Either way: no app.
-        try:
-            response = page.goto(service.url + "/", wait_until="load", timeout=30_000)
-        except Exception as error:
-            assert "ERR_INVALID_AUTH_CREDENTIALS" in str(error)
-        else:
-            assert response is not None and response.status == 401
+        # The edge sends a browser to its login page; a wrong password keeps it there.
+        page.goto(service.url + "/", wait_until="load", timeout=30_000)
+        assert "/__occ/login" in page.url
+        page.fill("#username", service.username)
+        page.fill("#password", "not-the-password")
+        page.click("button[type=submit]")
+        page.get_by_text("Wrong user name or password.").wait_for(timeout=30_000)
         assert page.get_by_placeholder("Search sessions").count() == 0
     finally:
         context.close()

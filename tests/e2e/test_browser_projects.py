@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import test_browser  # Chromium's launch, shared with the other browser tests
 import test_cli_e2e as cli  # the `occ` helpers and fixtures of the CLI tests
+from browser_helpers import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -91,10 +92,7 @@ def test_open_a_project_and_start_a_session_in_it(browser: Any, occ_env, started
     # opencode has not opened it yet (asking for its sessions would open it).
     assert project_of(occ_env, directory) is None
 
-    context = browser.new_context(
-        http_credentials={"username": started["username"], "password": started["password"]},
-        viewport={"width": 1280, "height": 800},
-    )
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
     prompts: list[str] = []
 
     def no_model_call(route: Any) -> None:
@@ -109,7 +107,7 @@ def test_open_a_project_and_start_a_session_in_it(browser: Any, occ_env, started
         page.set_default_timeout(TIMEOUT_MS)
         # The app keeps an event stream open, so "networkidle" never comes: wait for
         # elements instead.
-        page.goto(started["url"] + "/", wait_until="load")
+        sign_in(page, started["url"], started["username"], started["password"])
         page.get_by_text("Add project", exact=True).click()
         dialog = page.get_by_role("dialog", name="Open project")
         search = dialog.get_by_placeholder("Search folders")

@@ -806,9 +806,9 @@ def test_exposing_the_service_turns_https_on_by_default(
     # The same settings keep the same certificate: nothing to re-create.
     assert make(bind_address="0.0.0.0").status(None).pending_restart == []
     # A new host name is a new certificate (same CA).
-    assert make(bind_address="0.0.0.0", host_names=["box.lan"]).status(
-        None
-    ).pending_restart == ["TLS certificate"]
+    assert make(bind_address="0.0.0.0", host_names=["box.lan"]).status(None).pending_restart == [
+        "TLS certificate"
+    ]
     assert (paths.root / "tls" / "ca.pem").read_bytes() == ca
     # Off again: plain HTTP, no certificate.
     assert make(bind_address="0.0.0.0", tls="off").status(None).pending_restart == [

@@ -14,9 +14,9 @@ the home volume, so they survive restarts and a re-created container (TLS switch
 off) until they expire, the user logs out, or the password changes.
 
 After `MAX_FAILURES` failed logins (form or Basic) from one address within `WINDOW`
-seconds, every further attempt from it gets 429 until the oldest failure leaves the
-window; a valid session cookie, and Basic credentials already proven right, keep
-working meanwhile. Only Python's standard library and Debian's `python3-bcrypt`.
+seconds, every further attempt from it, right or wrong, gets 429 until the oldest
+failure leaves the window; a valid session cookie (256 random bits, nothing to guess)
+keeps working meanwhile. Only Python's standard library and Debian's `python3-bcrypt`.
 """
 
 from __future__ import annotations
@@ -136,14 +136,19 @@ class Guard:
             self._failures.setdefault(address, deque()).append(self.clock())
 
     def attempt(self, address: str, username: str, password: str) -> str:
-        """One login attempt: `ok`, `wrong` or `locked` (too many recent failures)."""
+        """One login attempt: `ok`, `wrong` or `locked` (too many recent failures).
+
+        A locked address gets `locked` whatever it sends, the right password included:
+        answering from the memory of proven credentials would let a guesser test them
+        there at full speed.
+        """
+        if self.retry_after(address):
+            return "locked"
         with self._lock:
             self._current_hash()
             proven = _digest(f"{self.generation}\0{username}\0{password}") in self._proven
         if proven:
             return "ok"
-        if self.retry_after(address):
-            return "locked"
         if self._check(username, password):
             with self._lock:
                 if len(self._proven) > 1000:

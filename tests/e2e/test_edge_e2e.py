@@ -1,0 +1,380 @@
+"""The edge in front of opencode, end to end: `occ` as a subprocess, the real image (Caddy
+and the login service in it), real opencode, Chromium and opencode's own client.
+
+HTTPS with the tool's CA (and nothing without it, and no API over plain HTTP on the
+port), the login page in a browser down to the terminal's websocket, `opencode run
+--attach` with Basic credentials, the limit on guessing and its end, rotation signing
+everyone out, and sessions kept while TLS is switched off and on.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+OCC = [sys.executable, "-m", "opencode_cloud"]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*OCC, *args], env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, f"occ {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+@pytest.fixture
+def occ_env(tmp_path: Path, instance: Any, free_port: int, sandbox_image: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "OCC_CONFIG_DIR": str(tmp_path / "config"),
+        "OCC_INSTANCE": instance.name,
+        "NO_COLOR": "1",
+    }
+    run(env, "config", "set", "port", str(free_port))
+    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+    return env
+
+
+def creds(env: dict[str, str]) -> dict[str, Any]:
+    return dict(json.loads(run(env, "--json", "auth", "show").stdout))
+
+
+def request(
+    url: str,
+    method: str = "GET",
+    path: str = "/global/health",
+    *,
+    auth: tuple[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request, with no proxy in the way; (status, decoded JSON or text)."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    connection: http.client.HTTPConnection
+    if url.startswith("https://"):
+        connection = http.client.HTTPSConnection(host, int(port), timeout=15, context=context)
+    else:
+        connection = http.client.HTTPConnection(host, int(port), timeout=15)
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        all_headers["Authorization"] = f"Basic {token}"
+    data = None if body is None else json.dumps(body)
+    try:
+        connection.request(method, path, body=data, headers=all_headers)
+        answer = connection.getresponse()
+        raw = answer.read()
+    finally:
+        connection.close()
+    try:
+        return answer.status, json.loads(raw)
+    except ValueError:
+        return answer.status, raw.decode(errors="replace")
+
+
+def trusting(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def titles(info: dict[str, Any], context: ssl.SSLContext | None = None) -> set[str]:
+    status, sessions = request(
+        info["url"], path="/session", auth=(info["username"], info["password"]), context=context
+    )
+    assert status == 200, sessions
+    return {s["title"] for s in sessions}
+
+
+# --------------------------------------------------------------------------- HTTPS
+
+
+def test_https_with_the_tools_ca_and_sessions_survive_switching_tls(
+    occ_env: dict[str, str], free_port: int
+) -> None:
+    run(occ_env, "config", "set", "tls", "self-signed")
+    started = json.loads(run(occ_env, "--json", "start").stdout)
+    assert started["url"] == f"https://127.0.0.1:{free_port}" and started["healthy"] is True
+    info = creds(occ_env)
+    assert info["url"] == started["url"] and info["tls"] == "self-signed"
+    ca = Path(info["ca_file"])
+    assert b"BEGIN CERTIFICATE" in ca.read_bytes()
+    user = (info["username"], info["password"])
+
+    # With the CA trusted: healthy; a session to follow through the switches.
+    status, body = request(info["url"], auth=user, context=trusting(str(ca)))
+    assert (status, body["healthy"]) == (200, True)
+    status, made = request(
+        info["url"],
+        "POST",
+        "/session",
+        auth=user,
+        context=trusting(str(ca)),
+        body={"title": "kept"},
+    )
+    assert status == 200, made
+    # Without it the connection itself fails.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        request(info["url"], auth=user, context=ssl.create_default_context())
+    # Plain HTTP on the same port: no API, whatever the credentials.
+    plain = info["url"].replace("https://", "http://")
+    status, body = request(plain, auth=user)
+    assert status == 400 and "healthy" not in str(body)
+    # The tool's own probes go through the edge with the CA.
+    state = json.loads(run(occ_env, "--json", "status").stdout)
+    assert (state["http_health"], state["session_api"]) == ("healthy", "ok")
+    assert state["url"].startswith("https://")
+
+    # TLS off: plain HTTP, the same data.
+    run(occ_env, "config", "set", "tls", "off")
+    restarted = run(occ_env, "restart")
+    assert "TLS" in restarted.stdout + restarted.stderr
+    info_off = creds(occ_env)
+    assert info_off["url"] == plain and info_off["ca_file"] is None
+    assert "kept" in titles(info_off)
+    # And on again: the same CA as before (clients that trust it keep trusting it).
+    run(occ_env, "config", "set", "tls", "self-signed")
+    run(occ_env, "restart")
+    again = creds(occ_env)
+    assert Path(again["ca_file"]).read_bytes() == ca.read_bytes()
+    assert "kept" in titles(again, trusting(again["ca_file"]))
+
+
+def test_the_edge_is_the_only_port_and_holds_no_plaintext_password(
+    occ_env: dict[str, str], instance: Any, docker_sdk: Any
+) -> None:
+    run(occ_env, "start")
+    info = creds(occ_env)
+    container = docker_sdk.containers.get(instance.container_name)
+    ports = container.attrs["NetworkSettings"]["Ports"]
+    assert list(ports) == ["3000/tcp"]
+    _code, listening = container.exec_run(["sh", "-c", "cat /proc/net/tcp"], user="1000:1000")
+    # opencode (4096 = 0x1000) and the login service (4097) on 127.0.0.1 only.
+    lines = bytes(listening).decode().splitlines()[1:]
+    local = {line.split()[1] for line in lines if line.split()[3] == "0A"}  # LISTEN
+    assert "0100007F:1000" in local and "0100007F:1001" in local
+    assert not any(addr.endswith(":1000") and addr != "0100007F:1000" for addr in local)
+    _code, found = container.exec_run(
+        ["grep", "-rlsF", info["password"], "/run", "/home/opencode"],
+        user="0:0",
+    )
+    assert bytes(found).strip() == b"", bytes(found)
+
+
+# --------------------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is missing: apt-get install chromium")
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
+        )
+        yield instance
+        instance.close()
+
+
+TERMINAL_JS = """async () => {
+  const made = await fetch('/pty', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                    body: JSON.stringify({title: 'edge test'})});
+  if (!made.ok) return 'create: ' + made.status;
+  const pty = await made.json();
+  const token = await fetch(`/pty/${pty.id}/connect-token`, {method: 'POST'});
+  let query = '';
+  if (token.ok) {
+    const body = await token.json();
+    const ticket = body.ticket || body.token;
+    if (ticket) query = '?ticket=' + encodeURIComponent(ticket);
+  }
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  return await new Promise((resolve) => {
+    const socket = new WebSocket(`${scheme}://${location.host}/pty/${pty.id}/connect${query}`);
+    let seen = '';
+    const done = (what) => { try { socket.close(); } catch (e) {} resolve(what); };
+    socket.onopen = () => socket.send('echo edge-$((6*7))\\r');
+    socket.onmessage = async (event) => {
+      seen += typeof event.data === 'string' ? event.data : await event.data.text();
+      if (seen.includes('edge-42')) done('ok');
+    };
+    socket.onerror = () => done('error: ' + seen);
+    socket.onclose = (e) => done('closed ' + e.code + ': ' + seen);
+    setTimeout(() => done('timeout: ' + seen), 20000);
+  });
+}"""
+
+
+def test_login_page_ui_terminal_and_logout_in_chromium(
+    browser: Any, occ_env: dict[str, str]
+) -> None:
+    run(occ_env, "config", "set", "tls", "self-signed")
+    run(occ_env, "start")
+    info = creds(occ_env)
+    # The certificate itself is checked above; this browser has no way to trust a CA.
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(info["url"] + "/", wait_until="load", timeout=30_000)
+        assert "/__occ/login" in page.url
+        page.fill("#username", info["username"])
+        page.fill("#password", info["password"])
+        page.click("button[type=submit]")
+        page.get_by_text("Projects", exact=True).wait_for(timeout=30_000)
+        assert page.title() == "OpenCode"
+        (cookie,) = [c for c in context.cookies() if c["name"].startswith("occ_session_")]
+        assert (cookie["httpOnly"], cookie["secure"], cookie["sameSite"]) == (True, True, "Lax")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "edge-after-login.png"))
+        # The event stream (SSE) through the edge, with the cookie.
+        events = page.evaluate(
+            """async () => new Promise((resolve) => {
+                 const source = new EventSource('/event');
+                 source.onmessage = (e) => { source.close(); resolve(e.data); };
+                 setTimeout(() => resolve('timeout'), 15000);
+               })"""
+        )
+        assert "server.connected" in events
+        # The terminal: a pty and its websocket through the edge.
+        assert page.evaluate(TERMINAL_JS) == "ok"
+        # Log out: the cookie is gone, and the same cookie copied elsewhere is refused.
+        page.goto(info["url"] + "/__occ/logout", wait_until="load")
+        assert "/__occ/login" in page.url
+        page.goto(info["url"] + "/", wait_until="load")
+        assert "/__occ/login" in page.url
+        status, _ = request(
+            info["url"],
+            path="/session",
+            context=trusting(info["ca_file"]),
+            headers={"Cookie": f"{cookie['name']}={cookie['value']}"},
+        )
+        assert status == 401
+    finally:
+        context.close()
+
+
+# --------------------------------------------------------------------------- API clients
+
+
+def opencode_client() -> str:
+    found = os.environ.get("OCC_TEST_OPENCODE") or shutil.which("opencode")
+    if not found:
+        pytest.fail("opencode's client is missing: scripts/test.sh installs it (npm opencode-ai)")
+    return found
+
+
+def test_opencode_run_attach_with_basic_credentials(occ_env: dict[str, str]) -> None:
+    run(occ_env, "start")
+    info = creds(occ_env)
+    before = titles(info)
+    home = Path(occ_env["OCC_CONFIG_DIR"]).parent / "client-home"
+    home.mkdir()
+    client_env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_STATE_HOME": str(home / "state"),
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    }
+    # It makes a session, then waits for a model that this offline machine lacks.
+    process = subprocess.Popen(
+        [
+            opencode_client(), "run", "--attach", info["url"],
+            "-u", info["username"], "-p", info["password"], "hello from the edge test",
+        ],
+        env=client_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        new: set[str] = set()
+        while time.monotonic() < deadline and not new:
+            time.sleep(0.5)
+            new = titles(info) - before
+            if process.poll() is not None:
+                break
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        output = process.communicate(timeout=10)[0].decode(errors="replace")
+    assert new, f"no session appeared; opencode said: {output[-2000:]}"
+
+
+# --------------------------------------------------------------------------- guessing
+
+
+def test_thirty_wrong_passwords_get_429s_and_the_right_one_works_within_a_minute(
+    occ_env: dict[str, str],
+) -> None:
+    run(occ_env, "start")
+    info = creds(occ_env)
+    answers = [request(info["url"], auth=(info["username"], f"guess-{n}"))[0] for n in range(30)]
+    assert answers[:10] == [401] * 10 and set(answers[10:]) == {429}, answers
+    assert request(info["url"], auth=(info["username"], info["password"]))[0] == 429
+    # The tool's own check says what is going on, rather than "unhealthy".
+    state = json.loads(run(occ_env, "--json", "status").stdout)
+    assert state["http_health"] == "unauthorized"
+    started = time.monotonic()
+    while request(info["url"], auth=(info["username"], info["password"]))[0] != 200:
+        assert time.monotonic() - started < 65, "still locked out after a minute"
+        time.sleep(2)
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+def test_rotation_signs_everyone_out_at_once(occ_env: dict[str, str]) -> None:
+    run(occ_env, "start")
+    info = creds(occ_env)
+    from urllib.parse import urlencode
+
+    host, port = info["url"].split("://", 1)[1].rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=15)
+    form = urlencode({"username": info["username"], "password": info["password"], "next": "/"})
+    connection.request(
+        "POST", "/__occ/login", form, {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    answer = connection.getresponse()
+    answer.read()
+    assert answer.status == 303
+    cookie = answer.getheader("Set-Cookie", "").split(";")[0]
+    connection.close()
+    assert request(info["url"], path="/session", headers={"Cookie": cookie})[0] == 200
+
+    rotated = json.loads(run(occ_env, "--json", "auth", "rotate").stdout)
+    assert rotated["password"] != info["password"]
+    assert request(info["url"], path="/session", headers={"Cookie": cookie})[0] == 401
+    assert request(info["url"], auth=(info["username"], info["password"]))[0] == 401
+    assert request(info["url"], auth=(info["username"], rotated["password"]))[0] == 200
+    state = json.loads(run(occ_env, "--json", "status").stdout)
+    assert state["http_health"] == "healthy"
