@@ -11,8 +11,17 @@ cd "$ROOT"
 # busybox-static: the tiny test image; docker-registry: a real registry for pull tests;
 # chromium: the browser test; debootstrap: the base image without a registry.
 # openssl: a throw-away CA for the certificate build test.
-ensure_debian_packages busybox-static docker-registry chromium debootstrap curl openssl
+# npm: opencode's own client (opencode-ai), a real API client of the edge in the tests.
+ensure_debian_packages busybox-static docker-registry chromium debootstrap curl openssl npm
 ensure_venv
+OPENCODE_CLIENT_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/opencode-cloud-test/opencode-client"
+if [ ! -x "$OPENCODE_CLIENT_DIR/node_modules/.bin/opencode" ]; then
+  echo "setup: installing opencode's client (npm opencode-ai) for the tests" >&2
+  NODE_EXTRA_CA_CERTS="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
+    npm install --prefix "$OPENCODE_CLIENT_DIR" --no-audit --no-fund --loglevel=error \
+    opencode-ai@"$("$VENV/bin/python" -c 'from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION as v; print(v)')" >&2
+fi
+export OCC_TEST_OPENCODE="$OPENCODE_CLIENT_DIR/node_modules/.bin/opencode"
 
 engine=$("$ROOT/scripts/engine.sh" start)
 if [ "$engine" = started ]; then
