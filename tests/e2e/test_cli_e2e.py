@@ -98,9 +98,10 @@ def test_start_status_logs(occ_env, instance) -> None:
     assert all(v["exists"] for v in data["volumes"])
 
     logs = run(occ_env, "logs", "-n", "50")
-    # opencode's own start-up banner, as it printed it inside the container.
-    assert "Local access:" in logs.stdout
-    assert "http://localhost:3000" in logs.stdout
+    # opencode's own start-up banner, as it printed it inside the container: it listens
+    # on the container's loopback only, behind the edge.
+    assert "Web interface:" in logs.stdout
+    assert "http://127.0.0.1:4096" in logs.stdout
 
     again = run(occ_env, "start")
     assert "already running" in again.stdout
@@ -285,7 +286,7 @@ def test_logs_follow_ends_cleanly_on_ctrl_c(occ_env) -> None:
     out, err = follower.communicate(timeout=10)
     assert follower.returncode in (0, 130)
     assert b"Traceback" not in err
-    assert b"Local access:" in out
+    assert b"Web interface:" in out
 
 
 STATUS_PROBE = """

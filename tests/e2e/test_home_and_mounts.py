@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import test_cli_e2e as cli  # the `occ` helpers and fixtures of the CLI tests
 
-from opencode_cloud.credentials import PASSWORD_PATH_IN_CONTAINER
+from opencode_cloud.credentials import PASSWORD_PATH_IN_CONTAINER, container_files
 from opencode_cloud.docker.container import put_file
 from opencode_cloud.docker.health import health_url, wait_until_healthy
 from opencode_cloud.docker.image import DEFAULT_IMAGE
@@ -277,7 +277,8 @@ def create_old_layout_container(
         stop_timeout=10,
         host_config=host_config,
     )
-    put_file(client, instance.container_name, PASSWORD_PATH_IN_CONTAINER, password.encode())
+    hashed = container_files(password)[PASSWORD_PATH_IN_CONTAINER]
+    put_file(client, instance.container_name, PASSWORD_PATH_IN_CONTAINER, hashed)
     sdk.api.start(instance.container_name)
     wait_until_healthy(
         client,

@@ -197,10 +197,15 @@ def test_refuses_to_start_without_a_password(make_service: Callable[[], SERVICE]
 
 
 def test_empty_password_file_is_refused(make_service: Callable[[], SERVICE]) -> None:
+    from opencode_cloud.defaults import PASSWORD_PATH_IN_CONTAINER
+    from opencode_cloud.docker.container import setup_and_start
+
     service = make_service()
-    service.password = ""
+    setup_and_start(
+        service.client, service.spec(), service.instance, files={PASSWORD_PATH_IN_CONTAINER: b""}
+    )
     with pytest.raises(ContainerExited) as info:
-        service.start()
+        service.wait()
     assert any("is empty" in line for line in info.value.log_tail), info.value.log_tail
 
 

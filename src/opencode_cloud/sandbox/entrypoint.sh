@@ -109,9 +109,9 @@ elif [ "$$" = 1 ]; then
   exec /usr/bin/tini -- "$0" "$@"
 fi
 
-[ -f "$PASSWORD_FILE" ] || fail "no password hash at $PASSWORD_FILE (start the service with occ start)."
-[ -r "$PASSWORD_FILE" ] || fail "the password hash $PASSWORD_FILE is not readable by $(id -un)."
-[ -s "$PASSWORD_FILE" ] || fail "the password hash $PASSWORD_FILE is empty."
+[ -f "$PASSWORD_FILE" ] || fail "no password file (the password's hash) at $PASSWORD_FILE (start the service with occ start)."
+[ -r "$PASSWORD_FILE" ] || fail "the password file $PASSWORD_FILE is not readable by $(id -un)."
+[ -s "$PASSWORD_FILE" ] || fail "the password file $PASSWORD_FILE is empty."
 export OPENCODE_SERVER_USERNAME="${OPENCODE_SERVER_USERNAME:-opencode}"
 TLS_MODE=${OCC_TLS:-off}
 if [ "$TLS_MODE" != off ]; then
