@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from opencode_cloud.defaults import IMAGE_NAME
+
 pytestmark = pytest.mark.e2e
 
 OCC = [sys.executable, "-m", "opencode_cloud"]
@@ -231,7 +233,7 @@ def older_release(instance) -> Iterator[str]:
     image."""
     yield OLDER_OPENCODE
     remove_containers(instance)  # a failed upgrade may leave the old release running
-    remove_images(f"opencode-cloud-sandbox:{OLDER_OPENCODE}")
+    remove_images(f"{IMAGE_NAME}:{OLDER_OPENCODE}")
     stages = docker(
         "images", "-q", "--filter", "dangling=true",
         "--filter", "label=io.opencode-cloud.stage=build",

@@ -16,6 +16,8 @@ import test_cli_e2e as cli
 from test_cli_e2e import occ_env as occ_env  # the fixture
 from test_cli_e2e import run
 
+from opencode_cloud.defaults import IMAGE_NAME
+
 pytestmark = pytest.mark.e2e
 
 BREAKING_OPENCODE = "1.15.13"
@@ -27,7 +29,7 @@ def breaking_release(instance) -> Iterator[str]:
     default image)."""
     yield BREAKING_OPENCODE
     cli.remove_containers(instance)
-    cli.remove_images(f"opencode-cloud-sandbox:{BREAKING_OPENCODE}")
+    cli.remove_images(f"{IMAGE_NAME}:{BREAKING_OPENCODE}")
     stages = cli.docker(
         "images", "-q", "--filter", "dangling=true",
         "--filter", "label=io.opencode-cloud.stage=build",
