@@ -32,7 +32,7 @@ LOG_MAX_FILES = 3
 
 # The opencode release the embedded Dockerfile installs unless told otherwise.
 DEFAULT_OPENCODE_VERSION = "1.18.33"
-IMAGE_NAME = "opencode-cloud-sandbox-edge"
+IMAGE_NAME = "opencode-cloud-sandbox"
 
 # Facts of the sandbox image (src/opencode_cloud/sandbox/Dockerfile).
 CONTAINER_PORT = 3000
