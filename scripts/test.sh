@@ -11,17 +11,28 @@ cd "$ROOT"
 # busybox-static: the tiny test image; docker-registry: a real registry for pull tests;
 # chromium: the browser test; debootstrap: the base image without a registry.
 # openssl: a throw-away CA for the certificate build test.
-# npm: opencode's own client (opencode-ai), a real API client of the edge in the tests.
-ensure_debian_packages busybox-static docker-registry chromium debootstrap curl openssl npm
+# npm: opencode's own client, a real API client of the edge in the tests (only when no
+# npm is installed: a Node.js from elsewhere brings its own and conflicts with Debian's).
+packages=(busybox-static docker-registry chromium debootstrap curl openssl)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+ensure_debian_packages "${packages[@]}"
 ensure_venv
+# The client is opencode's prebuilt binary package, installed directly (the opencode-ai
+# launcher's optional platform variants are not all published for every release).
 OPENCODE_CLIENT_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/opencode-cloud-test/opencode-client"
-if [ ! -x "$OPENCODE_CLIENT_DIR/node_modules/.bin/opencode" ]; then
-  echo "setup: installing opencode's client (npm opencode-ai) for the tests" >&2
-  NODE_EXTRA_CA_CERTS="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
-    npm install --prefix "$OPENCODE_CLIENT_DIR" --no-audit --no-fund --loglevel=error \
-    opencode-ai@"$("$VENV/bin/python" -c 'from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION as v; print(v)')" >&2
-fi
-export OCC_TEST_OPENCODE="$OPENCODE_CLIENT_DIR/node_modules/.bin/opencode"
+version=$("$VENV/bin/python" -c 'from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION as v; print(v)')
+client=""
+for pkg in opencode-linux-x64 opencode-linux-x64-baseline; do
+  bin="$OPENCODE_CLIENT_DIR/node_modules/$pkg/bin/opencode"
+  if [ ! -x "$bin" ]; then
+    echo "setup: installing opencode's client ($pkg@$version) for the tests" >&2
+    NODE_EXTRA_CA_CERTS="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
+      npm install --prefix "$OPENCODE_CLIENT_DIR" --no-save --no-audit --no-fund \
+      --loglevel=error "$pkg@$version" >&2 || continue
+  fi
+  if "$bin" --version >/dev/null 2>&1; then client=$bin; break; fi
+done
+export OCC_TEST_OPENCODE="$client"
 
 engine=$("$ROOT/scripts/engine.sh" start)
 if [ "$engine" = started ]; then
