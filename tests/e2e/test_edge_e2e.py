@@ -284,7 +284,7 @@ def test_login_page_ui_terminal_and_logout_in_chromium(
 def opencode_client() -> str:
     found = os.environ.get("OCC_TEST_OPENCODE") or shutil.which("opencode")
     if not found:
-        pytest.fail("opencode's client is missing: scripts/test.sh installs it (npm opencode-linux-x64)")
+        pytest.fail("opencode's client is missing: scripts/test.sh installs it (from npm)")
     return found
 
 
