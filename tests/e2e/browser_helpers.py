@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Playwright's own browser download cannot work offline; Debian's Chromium with these
+# flags runs headless as root in a container or VM.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def sign_in(page: Any, url: str, username: str, password: str) -> Any:

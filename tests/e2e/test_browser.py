@@ -3,27 +3,12 @@ login page."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import sign_in
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, sign_in
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = Path("/usr/bin/chromium")
-# Playwright's own browser download cannot work offline; Debian's Chromium with these
-# flags runs headless as root in a container or VM.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 @pytest.fixture(scope="module")
