@@ -35,6 +35,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from report import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 OCC = str(Path(sys.executable).parent / "occ")
 IMAGE = "opencode-cloud-sandbox:1.18.33"
@@ -269,19 +271,8 @@ def table(
 
 
 def write_markdown(path: Path, body: str) -> None:
-    text = path.read_text()
-    heading = "## Backup and restore"
-    begin, end = "<!-- backup -->", "<!-- /backup -->"
-    if begin not in text:
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{begin}\n{end}\n"
-    start = text.index(begin) + len(begin)
-    stop = text.index(end)
-    stamp = time.strftime("%Y-%m-%d")
-    block = (
-        f"\nMeasured with `.venv/bin/python bench/bench_backup.py` on {os.cpu_count()} CPUs, "
-        f"{stamp}.\n\n{body}\n"
-    )
-    path.write_text(text[:start] + block + text[stop:])
+    how = f"`.venv/bin/python bench/bench_backup.py` on {os.cpu_count()} CPUs"
+    replace_section(path, "backup", how, body, heading="## Backup and restore")
 
 
 def main() -> int:

@@ -30,6 +30,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from report import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 OCC = str(Path(sys.executable).parent / "occ")
 IMAGE = "opencode-cloud-sandbox:1.18.33"
@@ -146,15 +148,11 @@ def main() -> int:
     print(table)
     print(f"\n{args.seconds:g} s windows, {args.warmup:g} s warm-up, {os.cpu_count()} CPUs.")
     if args.out:
-        text = args.out.read_text()
-        start = text.index("<!-- idle -->") + len("<!-- idle -->")
-        end = text.index("<!-- /idle -->")
-        stamp = time.strftime("%Y-%m-%d")
-        block = (
-            f"\nMeasured with `.venv/bin/python bench/bench_idle.py` "
-            f"({args.seconds:g} s windows) on {os.cpu_count()} CPUs, {stamp}.\n\n{table}\n"
+        how = (
+            f"`.venv/bin/python bench/bench_idle.py --seconds {args.seconds:g}` "
+            f"on {os.cpu_count()} CPUs"
         )
-        args.out.write_text(text[:start] + block + text[end:])
+        replace_section(args.out, "idle", how, table)
     return 0
 
 

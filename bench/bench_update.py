@@ -30,6 +30,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from report import replace_section
+
 OCC = str(Path(sys.executable).parent / "occ")
 VERSIONS = ("1.18.32", "1.18.33")
 
@@ -171,15 +173,11 @@ def main() -> int:
     )
     print(table)
     if args.out:
-        text = args.out.read_text()
-        start = text.index("<!-- update -->") + len("<!-- update -->")
-        end = text.index("<!-- /update -->")
-        stamp = time.strftime("%Y-%m-%d")
-        block = (
-            f"\nMeasured with `.venv/bin/python bench/bench_update.py --runs {args.runs}` "
-            f"({VERSIONS[0]} and {VERSIONS[1]} in turn), {stamp}.\n\n{table}\n"
+        how = (
+            f"`.venv/bin/python bench/bench_update.py --runs {args.runs}` "
+            f"({VERSIONS[0]} and {VERSIONS[1]} in turn)"
         )
-        args.out.write_text(text[:start] + block + text[end:])
+        replace_section(args.out, "update", how, table)
     return 0
 
 

@@ -9,6 +9,7 @@ JSON; errors carry data, and the CLI writes their hints.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -243,6 +244,12 @@ class Service:
     def name(self) -> str:
         return self.instance.container_name
 
+    @functools.cached_property
+    def _engine_cpus(self) -> int:
+        """The engine's CPU count ("all CPUs" in `limits`), asked once per operation:
+        a start compares the spec and then creates from it."""
+        return self.client.info().cpus
+
     # -- image ----------------------------------------------------------------------
 
     def ensure_image(
@@ -348,7 +355,7 @@ class Service:
             image_id=image.id if image else None,
             labels={LABEL_CONFIG_FILE: config_fingerprint(self.paths.config_file) or ""},
             # "All CPUs" is a number the engine knows; ask only when it is needed.
-            engine_cpus=self.client.info().cpus if self.config.limits.cpus is None else 0,
+            engine_cpus=self._engine_cpus if self.config.limits.cpus is None else 0,
             tls_certificate=material.fingerprint if material else "",
         )
 

@@ -167,3 +167,20 @@ def service(make_service: Callable[[], Service]) -> Iterator[Service]:
 def host_ca() -> list[Path]:
     """The CA files the session's image was built to trust."""
     return host_ca_files()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    """Debian's Chromium, headless, driven by Playwright (its own download cannot work
+    offline): one per test module."""
+    from browser_helpers import CHROMIUM, CHROMIUM_ARGS
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is missing: apt-get install chromium")
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
+        )
+        yield instance
+        instance.close()

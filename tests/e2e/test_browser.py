@@ -6,22 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, sign_in
+from browser_helpers import ARTIFACTS, sign_in
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is missing: apt-get install chromium")
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
-        )
-        yield instance
-        instance.close()
 
 
 def test_web_ui_renders_behind_auth(browser: Any, service: Any) -> None:

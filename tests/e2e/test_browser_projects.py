@@ -27,7 +27,6 @@ pytestmark = pytest.mark.e2e
 
 run, api = cli.run, cli.api
 occ_env = cli.occ_env
-browser = test_browser.browser
 ARTIFACTS = test_browser.ARTIFACTS
 
 PROJECTS = "/home/opencode/projects"

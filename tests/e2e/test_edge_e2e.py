@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from browser_helpers import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
 
@@ -176,19 +176,6 @@ def test_the_edge_is_the_only_port_and_holds_no_plaintext_password(
 
 
 # --------------------------------------------------------------------------- browser
-
-
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is missing: apt-get install chromium")
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
-        )
-        yield instance
-        instance.close()
 
 
 TERMINAL_JS = """async () => {
