@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from opencode_cloud.docker.client import loopback_for
 from opencode_cloud.docker.errors import (
     ContainerAlreadyExists,
     ContainerNotFound,
@@ -141,6 +142,9 @@ class FakeEngine:
         self.api_version = api_version
         self.timeout = timeout
         self.host = "unix:///fake/docker.sock"
+        self.tunnel = None
+        self.remote = None
+        self.forwards: dict[tuple[str, int], int] = {}  # what `reach` maps, like a tunnel
         self.containers: dict[str, dict[str, Any]] = {}  # name -> inspect JSON
         self.images: dict[str, dict[str, Any]] = {}  # id -> inspect JSON
         self.volumes: dict[str, dict[str, Any]] = {}  # name -> inspect JSON
@@ -160,6 +164,15 @@ class FakeEngine:
         self._serial = itertools.count(1)
 
     # -- scripting --------------------------------------------------------------------
+
+    def check_connection(self) -> None:
+        """A local engine's connection never drops."""
+
+    def reach(self, address: str, port: int) -> tuple[str, int]:
+        """`forwards` stands in for an SSH tunnel: (address, port) -> local port."""
+        if (address, port) in self.forwards:
+            return "127.0.0.1", self.forwards[(address, port)]
+        return loopback_for(address), port
 
     def add_image(
         self,

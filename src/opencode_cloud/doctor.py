@@ -42,7 +42,7 @@ from opencode_cloud.docker.errors import (
 )
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus, EngineInfo
 from opencode_cloud.errors import OpencodeCloudError
-from opencode_cloud.instance import LABEL_INSTANCE, Instance
+from opencode_cloud.instance import LABEL_INSTANCE, Instance, command_prefix
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -143,11 +143,12 @@ class Context:
     endpoint: Endpoint | None = None  # where opencode answered healthy
     health_problem: str = "the HTTP API was not checked"
     cleanup: list[Callable[[], None]] = field(default_factory=list)
+    host_name: str | None = None  # the remote host (`--host`) the instance runs on
 
     @property
     def occ(self) -> str:
         """The command as a user types it for this instance."""
-        return "occ" if self.instance.is_default else f"occ --instance {self.instance.name}"
+        return command_prefix(self.instance, self.host_name)
 
     def need_client(self) -> DockerClient:
         if self.client is None:
@@ -606,7 +607,7 @@ def check_port(ctx: Context) -> Finding:
             instance = info.labels.get(LABEL_INSTANCE)
             if instance:
                 owner = f"the container of opencode-cloud instance {instance!r} ({info.name})"
-                stop = f"`occ --instance {instance} stop`"
+                stop = f"`{command_prefix(Instance(instance), ctx.host_name)} stop`"
             else:
                 owner = f"Docker container {info.name}"
                 stop = f"`docker stop {info.name}`"
@@ -929,6 +930,7 @@ def run_checks(
     hint: Hint = lambda error: error.hint,
     env: Mapping[str, str] | None = None,
     checks: tuple[tuple[str, Check], ...] = CHECKS,
+    host_name: str | None = None,
 ) -> list[Finding]:
     """Run every check, each on its own; return their findings in order.
 
@@ -937,6 +939,7 @@ def run_checks(
         config_loader: reads and validates the configuration file at a path.
         hint: the fix for an error (the command line's `hint_for`).
         env: the environment that chose the engine (`os.environ` by default).
+        host_name: the remote host the instance runs on, for the commands in fixes.
     """
     ctx = Context(
         instance=instance,
@@ -945,6 +948,7 @@ def run_checks(
         config_loader=config_loader,
         hint=hint,
         env=os.environ if env is None else env,
+        host_name=host_name,
     )
     findings: list[Finding] = []
     try:

@@ -96,3 +96,13 @@ class Instance:
 
 
 DEFAULT = Instance()
+
+
+def command_prefix(instance: Instance, host: str | None = None) -> str:
+    """The command line that acts on `instance` (of `host`), for messages and hints."""
+    words = ["occ"]
+    if host:
+        words.append(f"--host {host}")
+    if not instance.is_default:
+        words.append(f"--instance {instance.name}")
+    return " ".join(words)

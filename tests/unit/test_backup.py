@@ -441,6 +441,7 @@ def test_uninstall_with_volumes_removes_the_last_users_image(
 def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
     from opencode_cloud.backup import BackupWriteFailed, NoHelperImage, RestoreFailed
     from opencode_cloud.cli.hints import hint_for
+    from opencode_cloud.instance import command_prefix
 
     work = Instance("work")
     kept = tmp_path / "kept.tar"
@@ -458,7 +459,7 @@ def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
         RestoreFailed(work, "disk full", None): "run the restore again",
     }
     for error, words in expected.items():
-        assert words in hint_for(error, work), error
+        assert words in hint_for(error, command_prefix(work)), error
         assert "\n" not in error.message
 
 

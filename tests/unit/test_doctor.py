@@ -32,7 +32,7 @@ from opencode_cloud.docker.errors import DaemonNotRunning, DockerError, DockerPe
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
 from opencode_cloud.docker.models import EngineInfo
 from opencode_cloud.doctor import CHECKS, Finding, PortHolder, port_holders, run_checks
-from opencode_cloud.instance import LABEL_INSTANCE, Instance
+from opencode_cloud.instance import LABEL_INSTANCE, Instance, command_prefix
 from opencode_cloud.service import Service
 
 INSTANCE = Instance("doc")
@@ -166,7 +166,7 @@ def diagnose(fake: FakeEngine, paths: InstancePaths, env: dict[str, str]) -> Doc
             paths=paths,
             client_factory=factory or (lambda: fake),
             config_loader=load_config,
-            hint=lambda error: hint_for(error, INSTANCE),
+            hint=lambda error: hint_for(error, command_prefix(INSTANCE)),
             **{"env": env, **kwargs},
         )
         assert [f.name for f in findings] == [name for name, _ in CHECKS]
@@ -885,7 +885,7 @@ def test_the_command_runs_the_real_checks(
     real = doctor.run_checks
 
     def on_fake(**kwargs: Any) -> list[Finding]:
-        return real(**kwargs, client_factory=lambda: fake, env=env)
+        return real(**{**kwargs, "client_factory": lambda: fake}, env=env)
 
     monkeypatch.setattr(doctor, "run_checks", on_fake)
     code, out, _ = occ("--instance", "doc", "doctor", "--json")

@@ -15,7 +15,7 @@ from opencode_cloud.cli.app import app
 from opencode_cloud.cli.hints import START_ENGINE, details_for, hint_for
 from opencode_cloud.docker import errors as engine
 from opencode_cloud.errors import OpencodeCloudError
-from opencode_cloud.instance import DEFAULT, Instance
+from opencode_cloud.instance import DEFAULT, Instance, command_prefix
 from opencode_cloud.service import NeverCreated, NotRunning
 
 WORK = Instance("work")
@@ -69,16 +69,16 @@ CASES: list[tuple[OpencodeCloudError, str]] = [
 
 @pytest.mark.parametrize(("error", "expected"), CASES, ids=lambda v: type(v).__name__)
 def test_each_error_gets_its_hint(error: OpencodeCloudError, expected: str) -> None:
-    assert expected in hint_for(error, DEFAULT)
+    assert expected in hint_for(error, "occ")
 
 
 def test_a_port_of_unknown_number_suggests_no_other() -> None:
-    hint = hint_for(engine.PortInUse(None), DEFAULT)
+    hint = hint_for(engine.PortInUse(None), "occ")
     assert hint == "Stop what listens there, or choose another port."
 
 
 def test_no_logs_no_log_lines() -> None:
-    assert hint_for(_exited([]), DEFAULT) == (
+    assert hint_for(_exited([]), "occ") == (
         "See the full logs with `occ logs`, fix the cause, then start again."
     )
     assert details_for(_exited([])) == []
@@ -95,11 +95,11 @@ def test_log_and_build_lines_are_details_shown_above_the_error() -> None:
 def test_an_error_that_brings_its_hint_keeps_it() -> None:
     error = engine.PortInUse(3000)
     error.hint = "Use the other one."
-    assert hint_for(error, DEFAULT) == "Use the other one."
+    assert hint_for(error, "occ") == "Use the other one."
 
 
 def test_an_error_without_advice_gets_no_hint() -> None:
-    assert hint_for(engine.DockerError("Docker engine error: disk full"), DEFAULT) == ""
+    assert hint_for(engine.DockerError("Docker engine error: disk full"), "occ") == ""
 
 
 def _commands(hint: str) -> list[str]:
@@ -112,17 +112,17 @@ def _certificate_cause(error: OpencodeCloudError) -> bool:
 
 @pytest.mark.parametrize(
     "error",
-    [e for e, _ in CASES if _commands(hint_for(e, DEFAULT)) and not _certificate_cause(e)],
+    [e for e, _ in CASES if _commands(hint_for(e, "occ")) and not _certificate_cause(e)],
     ids=lambda v: type(v).__name__,
 )
 def test_a_named_instance_is_named_in_every_command(error: OpencodeCloudError) -> None:
-    commands = _commands(hint_for(error, WORK))
+    commands = _commands(hint_for(error, command_prefix(WORK)))
     assert commands
     assert all(c.startswith("occ --instance work ") for c in commands), commands
 
 
 def test_the_certificate_hint_names_a_named_instance() -> None:
-    hint = hint_for(engine.BuildFailed("b", cause="certificate"), WORK)
+    hint = hint_for(engine.BuildFailed("b", cause="certificate"), command_prefix(WORK))
     assert _commands(hint)
     assert all(c.startswith("occ --instance work ") for c in _commands(hint))
 
@@ -136,7 +136,7 @@ def _resolve(command: str) -> None:
         word = words.pop(0)
         if word.startswith("-"):
             assert word.split("=", 1)[0] in params, f"{command}: no option {word}"
-            if word == "--instance":
+            if word in ("--instance", "--host"):
                 words.pop(0)
         elif isinstance(current, click.Group):
             sub = current.get_command(click.Context(current), word)
@@ -145,9 +145,13 @@ def _resolve(command: str) -> None:
             params = {o for p in sub.params for o in p.opts}
 
 
-@pytest.mark.parametrize("instance", [DEFAULT, WORK], ids=["default", "work"])
-def test_every_command_in_a_hint_exists(instance: Instance) -> None:
-    commands = [c for error, _ in CASES for c in _commands(hint_for(error, instance))]
+@pytest.mark.parametrize(
+    "occ",
+    [command_prefix(DEFAULT), command_prefix(WORK), command_prefix(WORK, "cloud")],
+    ids=["default", "work", "remote"],
+)
+def test_every_command_in_a_hint_exists(occ: str) -> None:
+    commands = [c for error, _ in CASES for c in _commands(hint_for(error, occ))]
     assert len(commands) > 10
     for command in commands:
         _resolve(command)

@@ -46,7 +46,13 @@ from opencode_cloud.docker.image import LABEL_EDGE, LABEL_OPENCODE_VERSION, imag
 from opencode_cloud.docker.models import Mount
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.docker.volume import VOLUME_SPECS, volume_names
-from opencode_cloud.instance import LABEL_CONFIG_FILE, LABEL_CONFIG_HASH, LABEL_INSTANCE, Instance
+from opencode_cloud.instance import (
+    LABEL_CONFIG_FILE,
+    LABEL_CONFIG_HASH,
+    LABEL_INSTANCE,
+    Instance,
+    command_prefix,
+)
 from opencode_cloud.mounts import MountError
 from opencode_cloud.service import Endpoint, NeverCreated, NotRunning, Service, is_loopback
 
@@ -769,7 +775,8 @@ def test_status_lists_settings_pending_a_restart(make: Make) -> None:
     service = make(port=1, username="alice")
     result = service.status(None)
     assert result.pending_restart == ["port", "user name"]
-    assert any("port, user name" in w for w in status_warnings(result, service.instance))
+    warnings = status_warnings(result, command_prefix(service.instance))
+    assert any("port, user name" in w for w in warnings)
 
 
 def test_status_warns_in_plain_words_when_exposed_over_plain_http(make: Make) -> None:
@@ -779,7 +786,7 @@ def test_status_warns_in_plain_words_when_exposed_over_plain_http(make: Make) ->
     service = make(bind_address="0.0.0.0", tls="off")
     result = service.status(None)
     assert result.exposed is True
-    (warning,) = status_warnings(result, service.instance)
+    (warning,) = status_warnings(result, command_prefix(service.instance))
     assert "0.0.0.0" in warning and "travel in clear" in warning
 
 
@@ -846,7 +853,7 @@ def test_pending_restart_warning_names_the_instance(make: Make) -> None:
     make().start()
     service = make(port=1)
     result = service.status(None)
-    warnings = status_warnings(result, service.instance)
+    warnings = status_warnings(result, command_prefix(service.instance))
     commands = [c for w in warnings for c in re.findall(r"`(occ [^`]*)`", w)]
     assert commands, warnings
     assert all("--instance unit" in c for c in commands), commands

@@ -41,6 +41,13 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     show_envvar=True,
     help="Which instance to act on (lower case, digits, dashes).",
 )
+@click.option(
+    "--host",
+    "host_name",
+    envvar="OCC_HOST",
+    show_envvar=True,
+    help="Act on a remote host added with `occ host add` (`local`: this machine).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print results as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and results.")
 @click.option("-v", "--verbose", is_flag=True, help="More detail.")
@@ -55,13 +62,21 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 )
 @click.pass_context
 def app(
-    ctx: click.Context, instance: str, json_output: bool, quiet: bool, verbose: bool, debug: bool
+    ctx: click.Context,
+    instance: str,
+    host_name: str | None,
+    json_output: bool,
+    quiet: bool,
+    verbose: bool,
+    debug: bool,
 ) -> None:
     """The global options: they build the AppContext every command receives."""
     from opencode_cloud.instance import Instance
 
     out = Output(json=json_output, verbosity=-1 if quiet else (1 if verbose else 0), debug=debug)
-    ctx.obj = _STATE["app"] = AppContext(instance=Instance(instance), out=out)
+    ctx.obj = _STATE["app"] = AppContext(
+        instance=Instance(instance), out=out, host_name=host_name or None
+    )
 
 
 def _register() -> None:
@@ -141,7 +156,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
 
 # Global flags may also follow the command (`occ status --json`, `occ stop -q`).
 _GLOBAL_FLAGS = frozenset({"--json", "-q", "--quiet", "-v", "--verbose", "--debug"})
-_GLOBAL_WITH_VALUE = frozenset({"--instance"})
+_GLOBAL_WITH_VALUE = frozenset({"--instance", "--host"})
 
 
 def hoist_global_options(args: list[str]) -> list[str]:
@@ -182,7 +197,7 @@ def run(argv: list[str] | None = None) -> int:
         return int(result) if isinstance(result, int) else ExitCode.OK
     except OpencodeCloudError as error:
         from opencode_cloud.cli.hints import details_for, hint_for
-        from opencode_cloud.instance import DEFAULT
+        from opencode_cloud.instance import DEFAULT, command_prefix
 
         app_ctx = _STATE.get("app")
         out = app_ctx.out if app_ctx else Output(json="--json" in args)
@@ -190,8 +205,8 @@ def run(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        instance = app_ctx.instance if app_ctx else DEFAULT
-        out.error(error.message, hint_for(error, instance), details_for(error))
+        occ = app_ctx.occ if app_ctx else command_prefix(DEFAULT)
+        out.error(error.message, hint_for(error, occ), details_for(error))
         return exit_code_for(error)
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("Interrupted.", file=sys.stderr)
@@ -201,3 +216,6 @@ def run(argv: list[str] | None = None) -> int:
     except click.ClickException as error:  # usage errors: printed with the usage line
         error.show()
         return int(error.exit_code)
+    finally:
+        if "app" in _STATE:
+            _STATE["app"].close()

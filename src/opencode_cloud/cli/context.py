@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from opencode_cloud.cli.output import Output
 from opencode_cloud.config.paths import InstancePaths, instance_paths
-from opencode_cloud.instance import Instance
+from opencode_cloud.hosts import Host
+from opencode_cloud.instance import Instance, command_prefix
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -31,12 +32,38 @@ class AppContext:
 
     instance: Instance
     out: Output
+    host_name: str | None = None  # --host / OCC_HOST, as given
     _config: Config | None = field(default=None, repr=False)
     _client: DockerClient | None = field(default=None, repr=False)
+    _host: Host | bool | None = field(default=False, repr=False)  # False: not resolved yet
+
+    @property
+    def host(self) -> Host | None:
+        """The remote host commands act on (`--host`, OCC_HOST, the saved default), or
+        None for this machine's engine."""
+        if self._host is False:
+            from opencode_cloud.hosts import chosen_host
+
+            self._host = chosen_host(self.host_name)
+        return self._host if isinstance(self._host, Host) else None
+
+    @property
+    def occ(self) -> str:
+        """The command line that acts on this instance, for hints: `occ --host cloud`."""
+        from opencode_cloud.errors import OpencodeCloudError
+
+        try:
+            host = self.host.name if self.host else None
+        except OpencodeCloudError:  # an unknown --host: say it as it was given
+            host = self.host_name
+        return command_prefix(self.instance, host)
 
     @property
     def paths(self) -> InstancePaths:
-        return instance_paths(self.instance)
+        from opencode_cloud.hosts import host_root
+
+        host = self.host
+        return instance_paths(self.instance, host_root(host.name) if host else None)
 
     @property
     def config(self) -> Config:
@@ -56,10 +83,20 @@ class AppContext:
     @property
     def client(self) -> DockerClient:
         if self._client is None:
-            from opencode_cloud.docker.client import DockerClient
-
-            self._client = DockerClient()
+            self._client = self.connect()
         return self._client
+
+    def connect(self, timeout: float | None = None) -> DockerClient:
+        """A new client of the engine this command acts on (over SSH for a remote host)."""
+        from opencode_cloud.hosts import connect
+
+        return connect(self.host, timeout)
+
+    def close(self) -> None:
+        """End the engine connection (and an SSH connection under it)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def service(self) -> Service:
         from opencode_cloud.service import Service

@@ -12,7 +12,6 @@ from pathlib import Path
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import errors as engine
 from opencode_cloud.errors import OpencodeCloudError
-from opencode_cloud.instance import Instance
 
 START_ENGINE = (
     "Start the Docker engine: `sudo systemctl start docker` "
@@ -20,11 +19,11 @@ START_ENGINE = (
 )
 
 
-def hint_for(error: OpencodeCloudError, instance: Instance) -> str:
-    """The hint to print under `error` (its own, when it brought one)."""
+def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
+    """The hint to print under `error` (its own, when it brought one); `occ` is the
+    command line of the instance acted on (`instance.command_prefix`)."""
     if error.hint:
         return error.hint
-    occ = "occ" if instance.is_default else f"occ --instance {instance.name}"
     if isinstance(error, (engine.ContainerExited, engine.HealthTimeout)):
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):

@@ -2,7 +2,8 @@
 
 Config directory: `$OCC_CONFIG_DIR`, else `$XDG_CONFIG_HOME/opencode-cloud`, else
 `~/.config/opencode-cloud`. Files of a named instance live in `instances/<name>/` below it;
-the default instance uses the directory itself.
+the default instance uses the directory itself. Instances of a remote host `H` follow the
+same layout below `hosts/H/`.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ class InstancePaths:
         return self.root / ".lock"
 
 
-def instance_paths(instance: Instance = DEFAULT) -> InstancePaths:
-    """Paths of `instance`'s files under the current config directory."""
-    root = config_dir()
+def instance_paths(instance: Instance = DEFAULT, base: Path | None = None) -> InstancePaths:
+    """Paths of `instance`'s files under `base`: the config directory, or the folder of
+    a remote host's instances (`hosts.host_root`)."""
+    root = base or config_dir()
     return InstancePaths(root if instance.is_default else root / "instances" / instance.name)
 
 

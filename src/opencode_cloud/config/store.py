@@ -289,7 +289,7 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _write_atomically(target: Path, content: bytes, default_mode: int = FILE_MODE) -> None:
+def write_atomically(target: Path, content: bytes, default_mode: int = FILE_MODE) -> None:
     """Replace `target` with `content`: temp file in the same directory, fsync, rename.
 
     An existing file keeps its mode (and owner, when run as root); a new one gets
@@ -351,7 +351,7 @@ def save_config(path: Path, config: Config) -> None:
     content = render_config(config).encode("utf-8")
     target = Path(os.path.realpath(path))
     try:
-        _write_atomically(target, content)
+        write_atomically(target, content)
     except OSError as exc:
         raise _write_error(path, exc) from None
 
@@ -404,9 +404,9 @@ def reset_config_file(path: Path, *, backup: bool = True) -> Path | None:
     try:
         if old is not None:
             backup_path = target.with_name(target.name + BACKUP_SUFFIX)
-            _write_atomically(backup_path, old)
+            write_atomically(backup_path, old)
             os.chmod(backup_path, FILE_MODE)
-        _write_atomically(target, b"{}\n")
+        write_atomically(target, b"{}\n")
     except OSError as exc:
         raise _write_error(path, exc) from None
     return backup_path

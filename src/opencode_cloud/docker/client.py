@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import quote, urlencode
 
 from opencode_cloud.docker.errors import (
@@ -46,6 +46,9 @@ from opencode_cloud.docker.transport import (
     describe_host,
     local_socket,
 )
+
+if TYPE_CHECKING:
+    from opencode_cloud.docker.ssh import SshTarget, SshTunnel
 
 DEFAULT_TIMEOUT = 60.0
 # Docker 19.03. Everything the tool asks of the engine (mounts, health checks,
@@ -125,6 +128,21 @@ def _check_archive(response: Response, name: str, path: str) -> Response:
     return _check(response, container=name)
 
 
+def loopback_for(address: str) -> str:
+    """The address a client on the same machine uses for a service bound to `address`:
+    a wildcard is reached on loopback."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(address, address)
+
+
+def _tunnel_failure(tunnel: SshTunnel) -> Callable[[BaseException], DockerError]:
+    """How a failed request through `tunnel` is explained: by what ssh knows."""
+
+    def explain(_exc: BaseException) -> DockerError:
+        return tunnel.failure()
+
+    return explain
+
+
 class DockerClient:
     """A connected Docker engine.
 
@@ -134,7 +152,12 @@ class DockerClient:
     """
 
     def __init__(
-        self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT, *, direct: bool = True
+        self,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        direct: bool = True,
+        tunnel: SshTunnel | None = None,
     ) -> None:
         """Connect and check the engine answers with a recent enough API.
 
@@ -143,15 +166,26 @@ class DockerClient:
                 docker CLI would use (DOCKER_HOST, then the current context).
             timeout: seconds to wait for any one API call.
             direct: speak to a local unix socket directly (False: always docker-py).
+            tunnel: an SSH connection to a remote engine (`ssh.py`); the client uses its
+                socket, reaches the service's ports through it, and closes it.
 
         Raises:
-            DockerNotInstalled, DaemonNotRunning, DockerPermissionDenied, EngineTooOld.
+            DockerNotInstalled, DaemonNotRunning, DockerPermissionDenied, EngineTooOld,
+            and for a tunnel the `ssh.SshError` that names why the remote engine is
+            unusable.
         """
         self.timeout = timeout
+        self.tunnel = tunnel
+        explain: Callable[[BaseException], DockerError] | None = None
+        if tunnel is not None:
+            base_url = f"unix://{tunnel.engine_socket}"
+            explain = _tunnel_failure(tunnel)
         socket_path = local_socket(base_url)
         self.host = f"unix://{socket_path}" if socket_path else (base_url or describe_host())
+        if tunnel is not None:
+            self.host = tunnel.target.url
         self._prefix = ""
-        self._socket = SocketTransport(socket_path) if socket_path and direct else None
+        self._socket = SocketTransport(socket_path, explain) if socket_path and direct else None
         if self._socket is not None:
             version = _check(self._request("GET", "/version"))
             self.api_version = str(version.body["ApiVersion"])
@@ -160,6 +194,7 @@ class DockerClient:
             base_url=base_url,
             version=self.api_version if self._socket is not None else "auto",
             timeout=timeout,
+            explain=explain,
         )
         if self._socket is None:
             self.api_version = self._sdk.api_version()
@@ -196,6 +231,38 @@ class DockerClient:
         except Refused as refused:
             _check(refused.response, **context)
             raise  # pragma: no cover (_check raises for every error status)
+        except DockerError:
+            self.check_connection()
+            raise
+        self.check_connection()
+
+    def check_connection(self) -> None:
+        """Raise if the connection to a remote engine has ended: a stream that stops
+        because the link dropped looks, to the transport, like one that was done.
+
+        Raises:
+            ssh.ConnectionDropped: the SSH connection is gone.
+        """
+        if self.tunnel is not None and not self.tunnel.alive:
+            raise self.tunnel.failure()
+
+    def reach(self, address: str, port: int) -> tuple[str, int]:
+        """Where this machine reaches `address:port` of the engine's host: the address
+        itself for a local engine (a wildcard becomes loopback), a forwarded local port
+        for a remote one, so a probe never lands on this machine's loopback by mistake.
+
+        Raises:
+            ssh.ForwardFailed, ssh.ConnectionDropped: for a remote engine.
+        """
+        address = loopback_for(address)
+        if self.tunnel is None:
+            return address, port
+        return "127.0.0.1", self.tunnel.forward(address, port)
+
+    @property
+    def remote(self) -> SshTarget | None:
+        """The SSH address of a remote engine; None for one reached otherwise."""
+        return self.tunnel.target if self.tunnel is not None else None
 
     def info(self) -> EngineInfo:
         """The engine's version and the machine it runs on (CPUs, memory, data folder)."""
@@ -213,6 +280,8 @@ class DockerClient:
 
     def close(self) -> None:
         self._sdk.close()
+        if self.tunnel is not None:
+            self.tunnel.close()
 
     def __enter__(self) -> DockerClient:
         return self

@@ -131,11 +131,16 @@ def decode(raw: bytes) -> Any:
         return raw.decode(errors="replace").strip()
 
 
+# Names why the engine cannot be reached, from the exception a request met.
+Explain = Callable[[BaseException], DockerError]
+
+
 class SocketTransport:
     """HTTP/1.1 over a local unix socket, one connection per request."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, explain: Explain | None = None) -> None:
         self.path = path
+        self._explain = explain or (lambda exc: connection_error(exc, f"unix://{path}"))
 
     def request(
         self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float
@@ -143,7 +148,7 @@ class SocketTransport:
         try:
             status, raw = _unix_http(self.path, method, url, data, headers, timeout)
         except OSError as exc:
-            raise connection_error(exc, f"unix://{self.path}") from exc
+            raise self._explain(exc) from exc
         return Response(status, decode(raw))
 
 
@@ -205,12 +210,19 @@ class DockerPyTransport:
     """docker-py's low-level API, created on first use."""
 
     def __init__(
-        self, *, socket_path: str | None, base_url: str | None, version: str, timeout: float
+        self,
+        *,
+        socket_path: str | None,
+        base_url: str | None,
+        version: str,
+        timeout: float,
+        explain: Explain | None = None,
     ) -> None:
         self._socket_path = socket_path
         self._base_url = base_url
         self._version = version
         self._timeout = timeout
+        self._explain = explain or connection_error
         self._api: docker.APIClient | None = None
 
     @property
@@ -232,7 +244,7 @@ class DockerPyTransport:
                         version=self._version, timeout=int(self._timeout)
                     ).api
             except docker_sdk.errors.DockerException as exc:
-                raise connection_error(exc) from exc
+                raise self._explain(exc) from exc
         return self._api
 
     @contextmanager
@@ -259,7 +271,7 @@ class DockerPyTransport:
                 )
                 for c in _causes(exc)
             ):
-                raise connection_error(exc) from exc
+                raise self._explain(exc) from exc
             raise DockerError(f"Docker engine error: {exc}") from exc
 
     def request(

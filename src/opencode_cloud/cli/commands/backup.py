@@ -15,12 +15,7 @@ if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.docker.models import ContainerInfo
     from opencode_cloud.docker.progress import ProgressReporter
-    from opencode_cloud.instance import Instance
     from opencode_cloud.uninstall import UninstallResult
-
-
-def _occ(instance: Instance) -> str:
-    return "occ" if instance.is_default else f"occ --instance {instance.name}"
 
 
 def _bytes_reporter(app_ctx: AppContext) -> ProgressReporter | None:
@@ -194,7 +189,7 @@ def _restore_lines(app_ctx: AppContext, result: RestoreResult) -> list[str]:
 def _after_restore_lines(
     app_ctx: AppContext, started_url: str | None, clash: str | None
 ) -> list[str]:
-    occ = _occ(app_ctx.instance)
+    occ = app_ctx.occ
     if started_url:
         return [f"opencode is running again at {started_url}"]
     lines = []
@@ -286,7 +281,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
 
 
 def _render_uninstall(app_ctx: AppContext, result: UninstallResult) -> None:
-    occ = _occ(app_ctx.instance)
+    occ = app_ctx.occ
 
     def human() -> list[str]:
         lines = []

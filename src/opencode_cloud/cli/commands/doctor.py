@@ -101,13 +101,15 @@ def doctor(app_ctx: AppContext) -> None:
     object with `ok` and the list of `findings`.
     """
     from opencode_cloud.cli.hints import hint_for
-    from opencode_cloud.doctor import all_ok, report, run_checks
+    from opencode_cloud.doctor import ENGINE_TIMEOUT, all_ok, report, run_checks
 
     with app_ctx.spinner("Checking ..."):
         findings = run_checks(
             instance=app_ctx.instance,
             paths=app_ctx.paths,
-            hint=lambda error: hint_for(error, app_ctx.instance),
+            client_factory=lambda: app_ctx.connect(timeout=ENGINE_TIMEOUT),
+            hint=lambda error: hint_for(error, app_ctx.occ),
+            host_name=app_ctx.host.name if app_ctx.host else None,
         )
     out = app_ctx.out
     color = _isatty(out.stdout) and not os.environ.get("NO_COLOR")

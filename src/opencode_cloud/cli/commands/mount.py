@@ -22,11 +22,6 @@ def mount_group() -> None:
     """Host folders (your code) mounted into the container (applied on the next start)."""
 
 
-def _occ(app_ctx: AppContext) -> str:
-    instance = app_ctx.instance
-    return "occ" if instance.is_default else f"occ --instance {instance.name}"
-
-
 def _stored(data: Any) -> list[Any]:
     """The `mounts` list of a file's raw data, as it is (validation judges it later)."""
     value = data.get("mounts", [])
@@ -106,7 +101,7 @@ def add(app_ctx: AppContext, spec: str, read_only: bool) -> None:
         try:
             check_new_mount(mount, _parsed(stored))
         except MountError as error:
-            remove = f"`{_occ(app_ctx)} mount remove {error.path}`"
+            remove = f"`{app_ctx.occ} mount remove {error.path}`"
             if error.reason == "duplicate-host":
                 error.hint = f"To mount it differently, remove that mount first: {remove}."
             elif error.reason == "duplicate-container":
@@ -133,7 +128,7 @@ def list_(app_ctx: AppContext) -> None:
 
     def table() -> list[str]:
         if not mounts:
-            return [f"(no host folders mounted; add one with `{_occ(app_ctx)} mount add ~/code`)"]
+            return [f"(no host folders mounted; add one with `{app_ctx.occ} mount add ~/code`)"]
         rows = [("HOST", "CONTAINER", "MODE")]
         rows += [(m.host, m.container, _mode(m)) for m in mounts]
         host_width = max(len(row[0]) for row in rows)
@@ -160,7 +155,7 @@ def remove(app_ctx: AppContext, target: str) -> None:
             index = find_mount(stored, target)
         except MountError as error:
             if error.reason == "unknown":
-                error.hint = f"{error.hint} See them with `{_occ(app_ctx)} mount list`."
+                error.hint = f"{error.hint} See them with `{app_ctx.occ} mount list`."
             raise
         removed.append(stored[index])
         return [text for i, text in enumerate(stored) if i != index]

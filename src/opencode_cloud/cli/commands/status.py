@@ -10,7 +10,6 @@ from opencode_cloud.cli.output import ExitCode, format_bytes, format_duration
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
-    from opencode_cloud.instance import Instance
     from opencode_cloud.service import StatusResult
 
 
@@ -57,7 +56,7 @@ def _failing(result: StatusResult) -> bool:
     return result.session_api is not None and result.session_api != "ok"
 
 
-def status_warnings(result: StatusResult, instance: Instance) -> list[str]:
+def status_warnings(result: StatusResult, occ: str) -> list[str]:
     """What `occ status` warns about: exposure, and settings waiting for a restart."""
     warnings = []
     if result.exposed and result.url.startswith("http://"):
@@ -71,7 +70,6 @@ def status_warnings(result: StatusResult, instance: Instance) -> list[str]:
             f"The service listens on {result.bind_address}: anyone who can reach this "
             "machine can reach the login page (HTTPS, limited guessing)."
         )
-    occ = "occ" if instance.is_default else f"occ --instance {instance.name}"
     if result.state == "crash-looping":
         warnings.append(
             f"The service keeps crashing ({result.restart_count} restarts, last run ended: "
@@ -103,7 +101,7 @@ def status(app_ctx: AppContext) -> None:
 
     password = credentials.read_password(app_ctx.paths)
     result = app_ctx.service().status(password)
-    result.warnings = status_warnings(result, app_ctx.instance)
+    result.warnings = status_warnings(result, app_ctx.occ)
     for warning in result.warnings:
         app_ctx.out.warn(warning)
     app_ctx.out.result(result.to_json(), lambda: _human(result))

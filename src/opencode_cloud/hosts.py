@@ -1,0 +1,227 @@
+"""Remote hosts by name: `occ host add|list|remove|test|default` and `--host NAME`.
+
+A host is an SSH address (`ssh://[user@]host[:port]`) or a Docker context whose endpoint
+is one, plus the path of the engine's socket there. The list lives in `hosts.json` in the
+config directory; each host's instances keep their files under `hosts/<name>/`, so the
+same instance name on two hosts is two services. Without a host, the engine is the one
+the docker CLI would use (DOCKER_HOST, the current context, the local socket), and an
+`ssh://` DOCKER_HOST is reached the same way as a named host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opencode_cloud.config.paths import config_dir
+from opencode_cloud.errors import OpencodeCloudError
+
+if TYPE_CHECKING:
+    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.docker.ssh import SshTarget
+
+HOSTS_FILE = "hosts.json"
+# The name that means "this machine's engine" wherever a host name is asked for.
+LOCAL = "local"
+_NAME_RULE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+
+
+class HostError(OpencodeCloudError):
+    """A host name or address that cannot be used."""
+
+
+def hosts_file() -> Path:
+    return config_dir() / HOSTS_FILE
+
+
+def host_root(name: str) -> Path:
+    """The folder of the files of `name`'s instances (its default instance's config)."""
+    return config_dir() / "hosts" / name
+
+
+@dataclass(frozen=True)
+class Host:
+    """A remote engine by name: an ssh address or a Docker context, and its socket."""
+
+    name: str
+    address: str  # ssh://[user@]host[:port], or a Docker context's name
+    socket_path: str | None = None  # None: the default socket there
+
+    @property
+    def is_context(self) -> bool:
+        return not self.address.startswith("ssh://")
+
+    def target(self) -> SshTarget:
+        """The ssh address behind this host (a context's endpoint, read now).
+
+        Raises:
+            HostError: the context is missing or does not point to an ssh:// endpoint.
+        """
+        from opencode_cloud.docker.ssh import SshTarget
+
+        url = context_endpoint(self.address) if self.is_context else self.address
+        try:
+            return SshTarget.parse(url, self.socket_path)
+        except ValueError as exc:
+            raise HostError(
+                f"Host {self.name!r}: {exc}.",
+                "A host is reached over SSH: `occ host add NAME ssh://user@host`.",
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"address": self.address}
+        if self.socket_path:
+            data["socket"] = self.socket_path
+        return data
+
+
+def context_endpoint(context: str) -> str:
+    """The engine address of the Docker context named `context` (as `docker context ls`).
+
+    Raises:
+        HostError: no such context.
+    """
+    base = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    digest = hashlib.sha256(context.encode()).hexdigest()
+    meta = base / "contexts" / "meta" / digest / "meta.json"
+    try:
+        data = json.loads(meta.read_text())
+        return str(data["Endpoints"]["docker"]["Host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HostError(
+            f"{context!r} is neither an ssh:// address nor a Docker context.",
+            "Give ssh://[user@]host[:port], or a name from `docker context ls`.",
+        ) from None
+
+
+def validate_host_name(name: str) -> str:
+    if name == LOCAL or not _NAME_RULE.match(name):
+        raise HostError(
+            f"Invalid host name {name!r}: use lower-case letters, digits, dots and dashes"
+            + (f"; {LOCAL!r} means this machine." if name == LOCAL else "."),
+            "For example: occ host add cloud ssh://me@vm.example.com",
+        )
+    return name
+
+
+@dataclass
+class HostList:
+    """The contents of hosts.json: the hosts, and which one commands use by default."""
+
+    hosts: dict[str, Host]
+    default: str | None = None
+
+    @classmethod
+    def load(cls) -> HostList:
+        """The saved list (empty when there is none).
+
+        Raises:
+            HostError: the file exists but is not a valid list.
+        """
+        path = hosts_file()
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls({})
+        except (OSError, ValueError) as exc:
+            raise HostError(
+                f"Cannot read {path}: {exc}.", f"Fix or remove {path}; it lists the hosts."
+            ) from None
+        try:
+            hosts = {
+                name: Host(name, str(entry["address"]), entry.get("socket"))
+                for name, entry in data.get("hosts", {}).items()
+            }
+            default = data.get("default")
+        except (AttributeError, KeyError, TypeError):
+            raise HostError(
+                f"{path} is not a list of hosts.", f"Fix or remove {path}; it lists the hosts."
+            ) from None
+        return cls(hosts, default if default in hosts else None)
+
+    def save(self) -> None:
+        from opencode_cloud.config.store import write_atomically
+
+        data = {
+            "default": self.default,
+            "hosts": {name: host.to_json() for name, host in sorted(self.hosts.items())},
+        }
+        write_atomically(hosts_file(), (json.dumps(data, indent=2) + "\n").encode())
+
+    def get(self, name: str) -> Host:
+        """The host called `name`.
+
+        Raises:
+            HostError: there is none.
+        """
+        try:
+            return self.hosts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts)) or "none yet"
+            raise HostError(
+                f"No host named {name!r} (known: {known}).",
+                f"Add it with `occ host add {name} ssh://user@host`.",
+            ) from None
+
+
+def chosen_host(name: str | None) -> Host | None:
+    """The host a command acts on: `--host`/OCC_HOST, else the saved default, else None
+    (this machine, or whatever DOCKER_HOST names)."""
+    if name == LOCAL:
+        return None
+    hosts = HostList.load() if name or hosts_file().exists() else HostList({})
+    if name:
+        return hosts.get(name)
+    return hosts.hosts.get(hosts.default) if hosts.default else None
+
+
+def environment_target() -> SshTarget | None:
+    """An ssh:// engine named by DOCKER_HOST (or the current Docker context)."""
+    url = os.environ.get("DOCKER_HOST", "")
+    if not url:
+        from opencode_cloud.docker.transport import _context_in_use
+
+        if _context_in_use():
+            name = os.environ.get("DOCKER_CONTEXT") or _current_context()
+            try:
+                url = context_endpoint(name) if name else ""
+            except HostError:
+                url = ""
+    if not url.startswith("ssh://"):
+        return None
+    from opencode_cloud.docker.ssh import SshTarget
+
+    try:
+        return SshTarget.parse(url)
+    except ValueError as exc:
+        raise HostError(f"DOCKER_HOST: {exc}.", "Use ssh://[user@]host[:port].") from None
+
+
+def _current_context() -> str:
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    try:
+        return str(json.loads(config.read_text()).get("currentContext") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def connect(host: Host | None, timeout: float | None = None) -> DockerClient:
+    """A client of `host`'s engine, or of the one the environment names."""
+    from opencode_cloud.docker.client import DEFAULT_TIMEOUT, DockerClient
+
+    target = host.target() if host is not None else environment_target()
+    if target is None:
+        return DockerClient(timeout=timeout or DEFAULT_TIMEOUT)
+    from opencode_cloud.docker.ssh import SshTunnel
+
+    tunnel = SshTunnel(target)
+    try:
+        return DockerClient(timeout=timeout or DEFAULT_TIMEOUT, tunnel=tunnel)
+    except BaseException:
+        tunnel.close()
+        raise
