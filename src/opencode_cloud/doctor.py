@@ -801,7 +801,9 @@ def check_http_api(ctx: Context) -> Finding:
             f"{info.name} does not publish port {CONTAINER_PORT}: nothing can reach opencode.",
             f"Re-create it: `docker rm -f {info.name}`, then `{ctx.occ} start` (the volumes stay).",
         )
-    endpoint = Endpoint.of(ContainerSpec.from_inspect(info), ctx.paths)
+    endpoint = Endpoint.of(ContainerSpec.from_inspect(info), ctx.paths).reached_through(
+        ctx.need_client()
+    )
     answer = probe(
         endpoint.health_url,
         endpoint.username,

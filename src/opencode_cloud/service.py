@@ -107,6 +107,11 @@ class Endpoint:
     tls: str = "off"  # what the edge serves: off | self-signed | custom
     # What the tool's probes trust: the instance's CA, or the certificate it handed over.
     context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    # Where this machine reaches the service (`DockerClient.reach`): a forwarded local
+    # port when it runs on a remote host; None: where it is published.
+    probe_at: tuple[str, int] | None = None
+    # The remote host it runs on, by the name a browser there would use (`ssh -G`).
+    remote_host: str | None = None
 
     @classmethod
     def of(cls, spec: ContainerSpec, paths: InstancePaths | None = None) -> Endpoint:
@@ -126,16 +131,47 @@ class Endpoint:
 
     @property
     def url(self) -> str:
+        """The URL a browser opens: on this machine, or on the remote host it runs on
+        (by that host's name when it listens on every address there)."""
         host = self.bind_address
         if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{self.scheme}://{host}:{self.port}"
+            host = self.remote_host or "127.0.0.1"
+        return _http_url(self.scheme, host, self.port)
+
+    @property
+    def base_url(self) -> str:
+        """Where the tool's own requests go: `url`, or the port that reaches it from here."""
+        if self.probe_at is None:
+            return self.url
+        return _http_url(self.scheme, *self.probe_at)
 
     @property
     def health_url(self) -> str:
-        return f"{self.url}/global/health"
+        return f"{self.base_url}/global/health"
+
+    @property
+    def only_on_remote(self) -> bool:
+        """Runs on a remote host and listens on its loopback only: a tunnel reaches it."""
+        return self.remote_host is not None and is_loopback(self.bind_address)
+
+    def reached_through(self, client: DockerClient) -> Endpoint:
+        """This endpoint as `client`'s machine reaches it: through the engine's SSH
+        connection for a remote host, never this machine's loopback by mistake."""
+        remote = client.remote
+        if remote is None:
+            return self
+        remote_host = remote.settings().get("hostname") or remote.host
+        return replace(
+            self,
+            probe_at=client.reach(self.bind_address, self.port),
+            remote_host=remote_host,
+        )
+
+
+def _http_url(scheme: str, host: str, port: int) -> str:
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
 
 
 @dataclass
@@ -153,6 +189,9 @@ class StartResult:
     healthy: bool | None = None
     seconds_to_healthy: float | None = None
     container_id: str = ""
+    host: str | None = None  # the remote host it runs on (ssh address); None: this machine
+    # It listens on the remote host's loopback: `occ tunnel` reaches it from here.
+    needs_tunnel: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -209,6 +248,8 @@ class StatusResult:
     volumes: list[VolumeStatus] = field(default_factory=list)
     # Kept from the last updates, for `occ rollback`: id, image, created, size_bytes.
     snapshots: list[dict[str, Any]] = field(default_factory=list)
+    host: str | None = None  # the remote host it runs on (ssh address); None: this machine
+    needs_tunnel: bool = False  # it listens on the remote host's loopback only
     warnings: list[str] = field(default_factory=list)  # written by the command line
 
     def to_json(self) -> dict[str, Any]:
@@ -410,11 +451,15 @@ class Service:
     def _endpoint(self, info: ContainerInfo | None) -> Endpoint:
         """Where the service answers: read from the container when there is one."""
         if info is not None and info.published(CONTAINER_PORT) is not None:
-            return Endpoint.of(ContainerSpec.from_inspect(info), self.paths)
+            return Endpoint.of(ContainerSpec.from_inspect(info), self.paths).reached_through(
+                self.client
+            )
         config = self.config
-        return Endpoint(
-            config.bind_address, config.port, config.username, config.tls_mode
-        ).trusting(self.paths)
+        return (
+            Endpoint(config.bind_address, config.port, config.username, config.tls_mode)
+            .trusting(self.paths)
+            .reached_through(self.client)
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -478,7 +523,7 @@ class Service:
             self.client, spec, self.instance, files=self.container_files(password, material)
         )
         self._remember_served(material)
-        endpoint = Endpoint.of(spec, self.paths)
+        endpoint = Endpoint.of(spec, self.paths).reached_through(self.client)
         result = StartResult(
             url=endpoint.url,
             username=spec.username,
@@ -566,6 +611,8 @@ class Service:
                 is stopped, so it does not restart forever.
             SessionsFailing: it answers, but its session API fails.
         """
+        result.host = self.client.remote.url if self.client.remote else None
+        result.needs_tunnel = endpoint.only_on_remote
         if result.already_running:
             # Running is not the same as answering: right after Docker restarted it, or
             # after an interrupted start, opencode may still be booting.
@@ -601,7 +648,9 @@ class Service:
         from opencode_cloud.docker.health import probe_sessions
 
         endpoint = endpoint or self._endpoint(None)
-        return probe_sessions(endpoint.url, endpoint.username, password, context=endpoint.context)
+        return probe_sessions(
+            endpoint.base_url, endpoint.username, password, context=endpoint.context
+        )
 
     def wait_healthy(
         self, password: str, timeout: float | None = None, endpoint: Endpoint | None = None
@@ -740,6 +789,8 @@ class Service:
             bind_address=endpoint.bind_address,
             port=endpoint.port,
             exposed=not is_loopback(endpoint.bind_address),
+            host=self.client.remote.url if self.client.remote else None,
+            needs_tunnel=endpoint.only_on_remote,
         )
         if info is not None:
             self._describe_container(result, info, password, endpoint)

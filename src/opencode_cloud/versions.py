@@ -365,7 +365,9 @@ class Versions:
         from opencode_cloud.docker.health import list_sessions
 
         endpoint = service.endpoint()
-        return list_sessions(endpoint.url, endpoint.username, password, context=endpoint.context)
+        return list_sessions(
+            endpoint.base_url, endpoint.username, password, context=endpoint.context
+        )
 
     def _deep_check(
         self, service: Service, password: str | None, before: list[dict[str, Any]]
@@ -383,7 +385,7 @@ class Versions:
                 return f"session {wanted}, made before the update, is missing"
             endpoint = service.endpoint()
             problem = read_session(
-                endpoint.url, wanted, endpoint.username, password, context=endpoint.context
+                endpoint.base_url, wanted, endpoint.username, password, context=endpoint.context
             )
             if problem is not None:
                 return f"reading session {wanted} failed ({problem})"

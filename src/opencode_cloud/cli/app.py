@@ -86,6 +86,7 @@ def _register() -> None:
         completion,
         config,
         doctor,
+        host,
         image,
         lifecycle,
         logs,
@@ -95,7 +96,7 @@ def _register() -> None:
         update,
     )
 
-    for module in (lifecycle, status, doctor, logs, shell, update, image, backup):
+    for module in (lifecycle, status, doctor, logs, shell, update, image, backup, host):
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(mount.mount_group)
@@ -110,6 +111,8 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     """The exit code scripts see for each kind of failure."""
     from opencode_cloud.config.errors import ConfigError
     from opencode_cloud.docker import errors as docker_errors
+    from opencode_cloud.docker import ssh
+    from opencode_cloud.hosts import HostError
     from opencode_cloud.instance import InvalidInstanceName
     from opencode_cloud.locking import LockTimeout
     from opencode_cloud.mounts import MountError
@@ -123,6 +126,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 docker_errors.DaemonNotRunning,
                 docker_errors.DockerPermissionDenied,
                 docker_errors.EngineTooOld,
+                ssh.SshError,
             ),
             ExitCode.DOCKER_UNAVAILABLE,
         ),
@@ -145,7 +149,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
         ),
         ((VersionChange, NothingToRollBack), ExitCode.USAGE),
         ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
-        ((InvalidInstanceName,), ExitCode.USAGE),
+        ((InvalidInstanceName, HostError, ssh.ForwardFailed), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),
     ]
     for kinds, code in by_kind:

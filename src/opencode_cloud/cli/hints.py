@@ -11,6 +11,7 @@ from pathlib import Path
 
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import errors as engine
+from opencode_cloud.docker import ssh
 from opencode_cloud.errors import OpencodeCloudError
 
 START_ENGINE = (
@@ -104,7 +105,58 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
                 "Check the registry addresses and your network, or build the image "
                 f"locally (`{occ} build`)."
             )
+    if isinstance(error, (ssh.SshError, ssh.ForwardFailed)):
+        return _ssh_hint(error, occ)
     return ""
+
+
+def ssh_login(url: str) -> str:
+    """The `ssh` command line that logs in where `url` (ssh://[user@]host[:port]) points."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = f"-p {parts.port} " if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"ssh {port}{user}{parts.hostname or url}"
+
+
+def _ssh_hint(error: ssh.SshError | ssh.ForwardFailed, occ: str) -> str:
+    if isinstance(error, ssh.ForwardFailed):
+        return f"Choose another local port: `{occ} tunnel --port 8080`."
+    login = ssh_login(error.host)
+    host = login.rsplit(" ", 1)[-1].rpartition("@")[2]
+    match error:
+        case ssh.HostKeyChanged():
+            return (
+                "If that host was re-installed, check its new key's fingerprint, then forget "
+                f"the old one with `ssh-keygen -R {host}`. Otherwise do not connect."
+            )
+        case ssh.HostKeyUnknown():
+            return f"Log in once with `{login}` to check and accept its key."
+        case ssh.AuthenticationRefused():
+            return (
+                f"Make `{login} true` work without a prompt: load the key into the agent "
+                "(`ssh-add`) or name it with IdentityFile in ~/.ssh/config."
+            )
+        case ssh.NoRemoteEngine(socket_path=path):
+            return (
+                "Install Docker there (docs/remote.md), or give the engine's socket: "
+                f"`occ host add NAME ADDRESS --socket PATH` (tried {path})."
+            )
+        case ssh.RemoteSocketDenied(user=user):
+            who = user or "$USER"
+            return (
+                f"On that host: `sudo usermod -aG docker {who}`, then log in again; or log in "
+                "as a user that may use Docker."
+            )
+        case ssh.ConnectionDropped():
+            return (
+                f"Run the command again once `{login} true` works; `{occ} status` shows "
+                "where things stand."
+            )
+        case ssh.SshNotInstalled():
+            return "Install the OpenSSH client: `sudo apt-get install openssh-client`."
+    return f"Check that `{login} true` works from this machine."
 
 
 def details_for(error: OpencodeCloudError) -> list[str]:

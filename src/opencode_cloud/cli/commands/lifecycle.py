@@ -46,15 +46,21 @@ def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> 
             if result.already_running and not waited
             else "opencode is running"
         )
-        lines = [f"{head} at {result.url}", f"  User:     {result.username}"]
+        where = f" on {result.host}" if result.host else ""
+        lines = [f"{head}{where} at {result.url}", f"  User:     {result.username}"]
         if password is not None:
             lines.append(f"  Password: {password}")
         if result.password_created:
             lines.append(
-                f"  (saved in {ctx.paths.password_file}; show it again with `occ auth show`)"
+                f"  (saved in {ctx.paths.password_file}; show it again with `{ctx.occ} auth show`)"
             )
         elif password is None:
-            lines.append("  Password: run `occ auth show` to see it")
+            lines.append(f"  Password: run `{ctx.occ} auth show` to see it")
+        if result.needs_tunnel:
+            lines.append(
+                f"  It listens on that host's loopback only: `{ctx.occ} tunnel` reaches it "
+                "from here."
+            )
         if result.seconds_to_healthy is not None:
             lines.append(f"  Ready in {result.seconds_to_healthy:.1f} s.")
         return lines
@@ -69,7 +75,12 @@ def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> 
 @click.option("--pull", is_flag=True, help="Pull the image from the registries.")
 @click.option("--timeout", type=float, help="Seconds to wait for opencode to be ready.")
 @click.option("--no-wait", is_flag=True, help="Do not wait for readiness.")
-@click.option("--open", "open_browser", is_flag=True, help="Open the URL in a browser.")
+@click.option(
+    "--open",
+    "open_browser",
+    is_flag=True,
+    help="Open the URL in a browser (through a tunnel, for a remote host's loopback).",
+)
 @click.option("--show-password", is_flag=True, help="Print the password even if not new.")
 @click.option("--yes", "-y", is_flag=True, help="Confirm exposing the service beyond localhost.")
 @click.pass_obj
@@ -109,7 +120,11 @@ def start(
                 on_step=app_ctx.out.progress,
             )
     _render_start(app_ctx, result, show_password)
-    if open_browser:
+    if open_browser and result.needs_tunnel:
+        from opencode_cloud.cli.commands.host import run_tunnel
+
+        run_tunnel(app_ctx, None, open_browser=True)
+    elif open_browser:
         import webbrowser
 
         webbrowser.open(result.url)

@@ -19,9 +19,11 @@ def _human(result: StatusResult) -> list[str]:
         health += f" (HTTP: {result.http_health})"
     lines = [
         f"Instance:   {result.instance}",
+        *([f"Host:       {result.host}"] if result.host else []),
         f"State:      {result.state}",
         f"Health:     {health}",
-        f"URL:        {result.url}",
+        f"URL:        {result.url}"
+        + (" (on that host; `tunnel` reaches it)" if result.needs_tunnel else ""),
         f"Listening:  {result.bind_address}:{result.port}",
         f"Image:      {result.image or '-'}",
         f"opencode:   {result.opencode_version or '-'}",

@@ -1,0 +1,279 @@
+"""`occ host add|list|remove|test|default` (remote hosts) and `occ tunnel`."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from opencode_cloud.cli.group import OrderedGroup
+
+if TYPE_CHECKING:
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.hosts import Host
+
+
+@click.group("host", cls=OrderedGroup, no_args_is_help=True)
+def host_group() -> None:
+    """Remote hosts that run instances, reached over SSH (`--host NAME` picks one)."""
+
+
+def _engine_summary(client: DockerClient) -> dict[str, Any]:
+    """What `host add` and `host test` report about the engine they reached."""
+    from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE
+
+    engine = client.info()
+    managed = client.list_containers(labels=[f"{LABEL_MANAGED}=true", f"{LABEL_ROLE}=service"])
+    instances = sorted(
+        {client.inspect_container(name).labels.get(LABEL_INSTANCE, "?") for name in managed}
+    )
+    return {
+        "engine": engine.version,
+        "os": engine.operating_system,
+        "cpus": engine.cpus,
+        "instances": instances,
+    }
+
+
+def _test(host: Host) -> dict[str, Any]:
+    """Connect to `host` and describe its engine (raises the SSH error that says why not)."""
+    from opencode_cloud.hosts import connect
+
+    started = time.monotonic()
+    with connect(host) as client:
+        connected = time.monotonic() - started
+        summary = _engine_summary(client)
+    return {"host": host.name, "address": host.address, "connect_seconds": connected, **summary}
+
+
+def _describe_test(data: dict[str, Any]) -> list[str]:
+    instances = ", ".join(data["instances"]) or "none yet"
+    return [
+        f"{data['host']} ({data['address']}): Docker {data['engine']} on {data['os']}, "
+        f"{data['cpus']} CPUs; connected in {data['connect_seconds']:.2f} s.",
+        f"  Instances there: {instances}",
+    ]
+
+
+@host_group.command("add")
+@click.argument("name")
+@click.argument("address")
+@click.option("--socket", "socket_path", help="The engine's socket there (/var/run/docker.sock).")
+@click.option("--default", "make_default", is_flag=True, help="Use it when --host is not given.")
+@click.option("--no-test", is_flag=True, help="Save it without connecting first.")
+@click.pass_obj
+def add(
+    app_ctx: AppContext,
+    name: str,
+    address: str,
+    socket_path: str | None,
+    make_default: bool,
+    no_test: bool,
+) -> None:
+    """Add a host: `ssh://[user@]host[:port]` or a Docker context with an ssh endpoint.
+
+    It connects first (the system `ssh`, so ~/.ssh/config, agents and known_hosts apply)
+    and is saved only when its Docker engine answers.
+
+    Examples: occ host add cloud ssh://me@vm.example.com | occ host add box myalias --default
+    """
+    from opencode_cloud.hosts import Host, HostError, HostList, validate_host_name
+
+    validate_host_name(name)
+    hosts = HostList.load()
+    if name in hosts.hosts:
+        raise HostError(
+            f"A host named {name!r} exists already ({hosts.hosts[name].address}).",
+            f"Remove it first with `occ host remove {name}`, or choose another name.",
+        )
+    if socket_path is not None and not socket_path.startswith("/"):
+        raise click.BadParameter("must be an absolute path", param_hint="--socket")
+    if not address.startswith("ssh://") and "://" in address:
+        raise HostError(
+            f"{address!r}: a host is reached over SSH.",
+            "Give ssh://[user@]host[:port], or the name of a Docker context.",
+        )
+    host = Host(name, address, socket_path)
+    host.target()  # a bad address or an unknown context fails here, before any saving
+    tested = None if no_test else _test(host)
+    hosts.hosts[name] = host
+    if make_default:
+        hosts.default = name
+    hosts.save()
+    data: dict[str, Any] = {"added": name, **host.to_json(), "default": hosts.default == name}
+    if tested:
+        data["test"] = tested
+
+    def human() -> list[str]:
+        lines = [f"Added host {name} ({address})."]
+        lines += _describe_test(tested) if tested else []
+        if hosts.default == name:
+            lines.append("Commands use it by default now (`occ host default local` undoes it).")
+        else:
+            lines.append(f"Use it with `occ --host {name} start`.")
+        return lines
+
+    app_ctx.out.result(data, human)
+
+
+@host_group.command("list")
+@click.pass_obj
+def list_hosts(app_ctx: AppContext) -> None:
+    """The saved hosts; `*` marks the default."""
+    from opencode_cloud.hosts import LOCAL, HostList
+
+    hosts = HostList.load()
+    entries = [
+        {"name": name, **host.to_json(), "default": name == hosts.default}
+        for name, host in sorted(hosts.hosts.items())
+    ]
+    data = {"default": hosts.default or LOCAL, "hosts": entries}
+
+    def human() -> list[str]:
+        lines = [f"{'*' if hosts.default is None else ' '} {LOCAL:<16} this machine"]
+        for entry in entries:
+            mark = "*" if entry["default"] else " "
+            socket = f"  (socket {entry['socket']})" if entry.get("socket") else ""
+            lines.append(f"{mark} {entry['name']:<16} {entry['address']}{socket}")
+        return lines
+
+    app_ctx.out.result(data, human)
+
+
+@host_group.command("remove")
+@click.argument("name")
+@click.pass_obj
+def remove(app_ctx: AppContext, name: str) -> None:
+    """Forget a host. Its services keep running there, and the files of its instances
+    (configuration, password) stay on this machine, so adding it again finds them."""
+    from opencode_cloud.hosts import HostList, host_root
+
+    hosts = HostList.load()
+    hosts.get(name)
+    del hosts.hosts[name]
+    if hosts.default == name:
+        hosts.default = None
+    hosts.save()
+    files = host_root(name)
+    kept = f" Its instances' files stay in {files}." if files.exists() else ""
+    app_ctx.out.result(
+        {"removed": name, "files": str(files) if kept else None},
+        lambda: [f"Removed host {name}.{kept}"],
+    )
+
+
+@host_group.command("test")
+@click.argument("name", required=False)
+@click.pass_obj
+def test(app_ctx: AppContext, name: str | None) -> None:
+    """Connect to a host (default: the one commands use) and describe its engine."""
+    from opencode_cloud.hosts import HostList
+
+    host = HostList.load().get(name) if name else app_ctx.host
+    if host is None:
+        raise click.UsageError("name a host: `occ host test NAME` (see `occ host list`)")
+    data = _test(host)
+    app_ctx.out.result(data, lambda: _describe_test(data))
+
+
+@host_group.command("default")
+@click.argument("name", required=False)
+@click.pass_obj
+def default(app_ctx: AppContext, name: str | None) -> None:
+    """Show or set the host commands use without --host (`local`: this machine)."""
+    from opencode_cloud.hosts import LOCAL, HostList
+
+    hosts = HostList.load()
+    if name is not None:
+        if name != LOCAL:
+            hosts.get(name)
+        hosts.default = None if name == LOCAL else name
+        hosts.save()
+    current = hosts.default or LOCAL
+    verb = "is now" if name is not None else "is"
+    app_ctx.out.result({"default": current}, lambda: [f"The default host {verb} {current}."])
+
+
+# ------------------------------------------------------------------------------ tunnel
+
+
+@click.command()
+@click.option("--port", "-p", "local_port", type=int, help="Local port (default: the same).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the URL in a browser.")
+@click.pass_obj
+def tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) -> None:
+    """Reach a service on a remote host from this machine, over SSH, until Ctrl-C.
+
+    The service keeps listening on the remote host's loopback only: nothing is opened
+    to the network there. The local end listens on this machine's 127.0.0.1.
+
+    Examples: occ --host cloud tunnel | occ --host cloud tunnel --port 8080 --open
+    """
+    if local_port is not None and not 1 <= local_port <= 65535:
+        raise click.BadParameter("must be from 1 to 65535", param_hint="--port")
+    run_tunnel(app_ctx, local_port, open_browser)
+
+
+def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) -> None:
+    """Forward a local port to the instance's service and hold it until Ctrl-C or until
+    the connection drops (then the error says so)."""
+    from opencode_cloud.docker.ssh import free_local_port
+    from opencode_cloud.service import NotRunning
+
+    service = app_ctx.service()
+    info = service.client.find_container(service.name)
+    tunnel_ = service.client.tunnel
+    endpoint = service.endpoint()
+    if tunnel_ is None:
+        app_ctx.out.result(
+            {"url": endpoint.url, "tunnel": False},
+            lambda: [f"{service.name} runs on this machine: open {endpoint.url}"],
+        )
+        return
+    if info is None or not info.running:
+        raise NotRunning(service.instance)
+    wanted = local_port or (endpoint.port if _port_free(endpoint.port) else free_local_port())
+    from opencode_cloud.docker.client import loopback_for
+
+    port = tunnel_.forward(loopback_for(endpoint.bind_address), endpoint.port, wanted)
+    url = f"{endpoint.scheme}://127.0.0.1:{port}"
+    from opencode_cloud.credentials import read_password
+
+    state, _version = service.probe(read_password(service.paths), endpoint)
+    app_ctx.out.result(
+        {"url": url, "tunnel": True, "host": tunnel_.target.url, "service": state},
+        lambda: [
+            f"{url} reaches {service.name} on {tunnel_.target.url} ({state}).",
+            f"  User: {endpoint.username}; password: `{app_ctx.occ} auth show`.",
+            "  Press Ctrl-C to close the tunnel.",
+        ],
+    )
+    app_ctx.out.stdout.flush()
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        tunnel_.wait()
+    except KeyboardInterrupt:
+        app_ctx.out.progress("Tunnel closed.")
+        return
+    raise tunnel_.failure()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def register(group: click.Group) -> None:
+    group.add_command(host_group)
+    group.add_command(tunnel)
