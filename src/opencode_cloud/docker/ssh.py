@@ -14,6 +14,7 @@ a prompt; a refusal becomes one of the errors below, named from what `ssh` said.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -323,6 +324,8 @@ class SshTunnel:
         while self.alive and "open failed" not in output and time.monotonic() < deadline:
             time.sleep(0.02)
             output = self.output
+        if self.alive and ("open failed" in output or "connect failed" in output):
+            return self._socket_problem(output)
         if "open failed" in output or "connect failed" in output:
             return classify(output, self.target)
         if self.alive:
@@ -330,6 +333,26 @@ class SshTunnel:
         if self._was_ready:
             return ConnectionDropped(self.target.url, output)
         return classify(output, self.target)
+
+    def _socket_problem(self, output: str) -> SshError:
+        """ssh says only that the socket could not be opened; a look on the host itself
+        (over the same connection) tells a missing engine from a refused user."""
+        quoted = shlex.quote(self.target.socket_path)
+        check = f"test -S {quoted} || exit 3; id -un; test -r {quoted} -a -w {quoted} || exit 4"
+        try:
+            proc = subprocess.run(
+                [*self.target.command("-S", self._control), "--", self.target.host, check],
+                capture_output=True,
+                text=True,
+                timeout=CONNECT_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return NoRemoteEngine(self.target.url, self.target.socket_path, output)
+        if proc.returncode == 4:
+            user = proc.stdout.strip() or self.target.user or ""
+            return RemoteSocketDenied(self.target.url, self.target.socket_path, user, output)
+        return NoRemoteEngine(self.target.url, self.target.socket_path, output)
 
     def forward(self, address: str, port: int, local_port: int | None = None) -> int:
         """A local loopback port that reaches `address:port` as seen from the remote host.

@@ -34,10 +34,17 @@ def shell(app_ctx: AppContext, command: tuple[str, ...]) -> None:
         # The docker CLI gives a real terminal (and input) to interactive programs; it
         # talks to the same engine (DOCKER_HOST or the current context).
         flags = ["-it"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
+        exec_argv = [*flags, "-u", RUNTIME_USER, "-w", WORKING_DIR, info.name, *argv]
         sys.stdout.flush()
-        os.execv(
-            docker_cli,
-            ["docker", "exec", *flags, "-u", RUNTIME_USER, "-w", WORKING_DIR, info.name, *argv],
+        tunnel = service.client.tunnel
+        if tunnel is None:
+            os.execv(docker_cli, ["docker", "exec", *exec_argv])
+        # A remote host: the docker CLI goes through this command's SSH connection,
+        # which must outlive it.
+        raise click.exceptions.Exit(
+            _run_ignoring_interrupts(
+                [docker_cli, "-H", f"unix://{tunnel.engine_socket}", "exec", *exec_argv]
+            )
         )
     if not command:
         raise click.UsageError(
@@ -49,6 +56,18 @@ def shell(app_ctx: AppContext, command: tuple[str, ...]) -> None:
         out.write(chunk)
         out.flush()
     raise click.exceptions.Exit(exit_code() or 0)
+
+
+def _run_ignoring_interrupts(argv: list[str]) -> int:
+    """Run `argv` in the foreground; Ctrl-C is the program's to handle, not this one's."""
+    import signal
+    import subprocess
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.call(argv, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def register(group: click.Group) -> None:
