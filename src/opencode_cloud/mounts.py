@@ -80,8 +80,8 @@ class MountError(OpencodeCloudError):
 
     Attributes:
         reason: `syntax`, `not-text`, `missing`, `not-a-folder`, `docker-socket`,
-            `protected`, `system`, `duplicate-host`, `duplicate-container`, `unknown`
-            or `ambiguous`.
+            `protected`, `system`, `duplicate-host`, `duplicate-container`, `unknown`,
+            `ambiguous` or `remote`.
         path: The path concerned (host or container), or the text given; for a
             duplicate, the side of the existing mount that is the same.
     """
@@ -90,6 +90,18 @@ class MountError(OpencodeCloudError):
         super().__init__(message, hint)
         self.reason = reason
         self.path = path
+
+
+def remote_mounts_refused(host: str) -> MountError:
+    """Host folders are checked (and their owner read) on this machine; a remote host's
+    folders cannot be, so they are refused rather than mounted unchecked."""
+    return MountError(
+        f"Host folders cannot be mounted on a remote host ({host}): they are checked on "
+        "this machine.",
+        "Keep the code in the projects volume there (`git clone` in `occ shell`), or "
+        "remove the `mounts` entries.",
+        reason="remote",
+    )
 
 
 @dataclass(frozen=True)

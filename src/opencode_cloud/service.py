@@ -437,10 +437,12 @@ class Service:
         that is gone.
 
         Raises:
-            MountError.
+            MountError: also for any folder when the engine is on a remote host.
         """
-        from opencode_cloud.mounts import HostMount, check_mount
+        from opencode_cloud.mounts import HostMount, check_mount, remote_mounts_refused
 
+        if self.config.mounts and self.client.remote is not None:
+            raise remote_mounts_refused(self.client.remote.url)
         for text in self.config.mounts:
             check_mount(HostMount.parse(text))
 

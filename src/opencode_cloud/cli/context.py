@@ -48,6 +48,17 @@ class AppContext:
         return self._host if isinstance(self._host, Host) else None
 
     @property
+    def remote_address(self) -> str | None:
+        """The ssh address of the engine when it is on another machine (a host, or an
+        `ssh://` DOCKER_HOST), without connecting; None for this machine's."""
+        if self.host is not None:
+            return self.host.address
+        from opencode_cloud.hosts import environment_target
+
+        target = environment_target()
+        return target.url if target else None
+
+    @property
     def occ(self) -> str:
         """The command line that acts on this instance, for hints: `occ --host cloud`."""
         from opencode_cloud.errors import OpencodeCloudError

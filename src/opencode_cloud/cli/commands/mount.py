@@ -93,8 +93,15 @@ def add(app_ctx: AppContext, spec: str, read_only: bool) -> None:
     Without CONTAINER_PATH the folder appears as /home/opencode/<its name>, where the web
     UI's "Open project" dialog lists it.
     """
-    from opencode_cloud.mounts import MountError, check_new_mount, parse_argument
+    from opencode_cloud.mounts import (
+        MountError,
+        check_new_mount,
+        parse_argument,
+        remote_mounts_refused,
+    )
 
+    if app_ctx.remote_address is not None:
+        raise remote_mounts_refused(app_ctx.remote_address)
     mount = parse_argument(spec, read_only=read_only)
 
     def change(stored: list[Any]) -> list[Any]:

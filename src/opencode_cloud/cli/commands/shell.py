@@ -65,7 +65,9 @@ def _run_ignoring_interrupts(argv: list[str]) -> int:
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.call(argv, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return subprocess.call(
+            argv, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
 
