@@ -1,0 +1,252 @@
+"""The service on a remote host, through `occ --host`: a real sshd and a real second Docker
+engine in network namespaces (tests/remote/conftest.py), and the real opencode.
+
+The remote host's loopback is not this machine's: the service there listens on its own
+127.0.0.1, and everything the tool asks of it goes over SSH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from remote_helpers import RemoteHost
+
+pytestmark = pytest.mark.remote
+
+OCC = str(Path(sys.executable).parent / "occ")
+HOST = "far"
+INSTANCE = "remote-e2e"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(scope="module")
+def env(remote_host: RemoteHost, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    config = tmp_path_factory.mktemp("occ-remote-config")
+    environ = {
+        **os.environ,
+        "OCC_CONFIG_DIR": str(config),
+        "OCC_SSH_CONFIG": str(remote_host.ssh_config),
+        "OCC_INSTANCE": INSTANCE,
+    }
+    environ.pop("DOCKER_HOST", None)
+    environ.pop("OCC_HOST", None)
+    return environ
+
+
+def occ(env: dict[str, str], *args: str, timeout: float = 600) -> Run:
+    proc = subprocess.run(
+        [OCC, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _one_line_error(run: Run) -> str:
+    lines = run.err.strip().splitlines()
+    assert lines and lines[-1].startswith("Hint: "), run.err
+    assert lines[-2].startswith("Error: "), run.err
+    assert "Traceback" not in run.err
+    return lines[-2]
+
+
+def _ca_file() -> list[str]:
+    """This machine's CA bundle, for a build behind a TLS-inspecting proxy (as
+    scripts/sandbox-image.sh does for the local engine)."""
+    for bundle in (os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if bundle and Path(bundle).is_file():
+            return ["--ca-file", bundle]
+    return []
+
+
+def _give_base_image(remote_host: RemoteHost) -> None:
+    """The build's base image, which the remote engine would pull from a registry: these
+    machines reach none, so it comes from this machine's engine (scripts/base-image.sh)."""
+    base = "debian:bookworm-slim"
+    if remote_host.remote_docker("image", "inspect", base, check=False).returncode == 0:
+        return
+    saved = subprocess.run(["docker", "save", base], capture_output=True, check=True)
+    remote_host.remote_docker("load", input=saved.stdout)
+
+
+@pytest.fixture(scope="module")
+def far(env: dict[str, str], remote_host: RemoteHost) -> Iterator[str]:
+    """The remote host saved as `far` (the default host of these tests)."""
+    _give_base_image(remote_host)
+    added = occ(env, "host", "add", HOST, f"ssh://{remote_host.alias}", "--default")
+    assert added.code == 0, added.err
+    yield HOST
+    occ(env, "--host", HOST, "uninstall", "--volumes", "--no-backup", "--yes", timeout=300)
+
+
+def test_the_image_is_built_on_the_remote_engine(
+    env: dict[str, str], far: str, remote_host: RemoteHost
+) -> None:
+    from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
+
+    image = f"opencode-cloud-sandbox:{DEFAULT_OPENCODE_VERSION}"
+    built = occ(env, "--host", far, "--json", "build", *_ca_file(), timeout=1800)
+    assert built.code == 0, built.err[-3000:]
+    assert json.loads(built.out)["image"] == image
+    there = remote_host.remote_docker("image", "inspect", image, check=False)
+    assert there.returncode == 0, "the image is not in the remote engine"
+
+
+@pytest.fixture(scope="module")
+def started(env: dict[str, str], far: str) -> dict:
+    # (after the build test, which makes the image there)
+    run = occ(env, "--json", "start", timeout=900)
+    assert run.code == 0, run.err[-3000:]
+    return json.loads(run.out)
+
+
+def test_start_status_and_a_session_through_the_tunnel_survive_stop_start(
+    env: dict[str, str], started: dict, remote_host: RemoteHost
+) -> None:
+    assert started["host"] == f"ssh://{remote_host.alias}"
+    assert started["needs_tunnel"] is True
+    assert started["url"].startswith("http://127.0.0.1:")
+    # Published on the remote host's loopback: nothing answers on this machine's.
+    port = int(started["url"].rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/global/health", timeout=2)
+
+    status = occ(env, "--json", "status")
+    assert status.code == 0, status.err
+    data = json.loads(status.out)
+    assert (data["http_health"], data["session_api"]) == ("healthy", "ok")
+
+    password = occ(env, "--json", "auth", "show")
+    creds = json.loads(password.out)
+    with _tunnel(env) as url:
+        session = _api(url, "POST", "/session", creds, {"title": "made through the tunnel"})
+    assert occ(env, "stop").code == 0
+    assert occ(env, "start").code == 0
+    with _tunnel(env) as url:
+        listed = _api(url, "GET", "/session", creds)
+    assert session["id"] in [s["id"] for s in listed]
+
+
+class _tunnel:
+    """`occ tunnel` in the background, for as long as the block runs; gives its URL."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __enter__(self) -> str:
+        self.process = subprocess.Popen(
+            [OCC, "--json", "tunnel", "--port", str(_free_port())],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        lines = []
+        while not lines or lines[-1] != "}":  # one indented JSON object
+            line = self.process.stdout.readline()
+            assert line, self.process.stderr.read() if self.process.stderr else ""
+            lines.append(line.rstrip("\n"))
+        data = json.loads("\n".join(lines))
+        assert data["tunnel"] is True and data["service"] == "healthy", data
+        return str(data["url"])
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.send_signal(signal.SIGINT)
+        assert self.process.wait(timeout=15) == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _api(url: str, method: str, path: str, creds: dict, body: dict | None = None) -> object:
+    import base64
+
+    token = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
+    request = urllib.request.Request(
+        url + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def test_a_backup_made_there_restores_here(
+    env: dict[str, str], started: dict, tmp_path: Path
+) -> None:
+    archive = tmp_path / "far.tar"
+    made = occ(env, "backup", str(archive), timeout=600)
+    assert made.code == 0, made.err
+    assert archive.exists() and (archive.stat().st_mode & 0o777) == 0o600
+    local = {**env, "OCC_HOST": "local", "OCC_INSTANCE": "from-remote"}
+    try:
+        restored = occ(local, "--json", "restore", str(archive), timeout=600)
+        assert restored.code == 0, restored.err
+        status = json.loads(occ(local, "--json", "status").out)
+        remote = json.loads(occ(env, "--json", "status").out)
+        sizes = {v["name"].rsplit("-", 1)[1]: v["size_bytes"] for v in status["volumes"]}
+        remote_sizes = {v["name"].rsplit("-", 1)[1]: v["size_bytes"] for v in remote["volumes"]}
+        assert sizes["session"] == remote_sizes["session"]
+    finally:
+        occ(local, "uninstall", "--volumes", "--no-backup", "--yes", timeout=300)
+
+
+def test_logs_follow_ends_cleanly_when_the_connection_drops(
+    env: dict[str, str], started: dict, remote_host: RemoteHost
+) -> None:
+    follow = subprocess.Popen(
+        [OCC, "logs", "-f"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(3)
+    assert follow.poll() is None, follow.stderr.read() if follow.stderr else ""
+    remote_host.drop_connections()
+    code = follow.wait(timeout=30)
+    err = follow.stderr.read() if follow.stderr else ""
+    assert code == 4, err
+    assert "The SSH connection to" in _one_line_error(Run(code, "", err))
+
+
+@pytest.mark.parametrize(
+    ("alias", "words"),
+    [
+        ("alias_down", "Cannot reach"),
+        ("alias_refused", "Cannot reach"),
+        ("alias_badauth", "refused the SSH login"),
+        ("alias_changedkey", "has changed"),
+        ("alias_unknownkey", "is not known yet"),
+        ("alias_no_docker", "No Docker engine answers"),
+        ("alias_nodock", "Permission denied on the Docker socket"),
+    ],
+)
+def test_each_connection_problem_is_one_line_with_a_hint(
+    env: dict[str, str], remote_host: RemoteHost, alias: str, words: str
+) -> None:
+    name = getattr(remote_host, alias)
+    started = time.monotonic()
+    run = occ(env, "--host", "local", "host", "add", f"x-{name}", f"ssh://{name}")
+    assert run.code == 4, run.err
+    assert words in _one_line_error(run)
+    assert time.monotonic() - started < 20
+    listed = json.loads(occ(env, "--json", "host", "list").out)
+    assert f"x-{name}" not in [h["name"] for h in listed["hosts"]]
