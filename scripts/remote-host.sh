@@ -2,7 +2,12 @@
 # A "remote host" on this machine for the tests of remote instances: network namespaces
 # reached over SSH, one with its own Docker engine. Needs root.
 #
-#   scripts/remote-host.sh up             build it (nothing happens when it is already up)
+#   scripts/remote-host.sh up [--holder PID]
+#                                         build it (nothing happens when it is already up);
+#                                         PID (a test session) is recorded as using it
+#   scripts/remote-host.sh release PID [--down]
+#                                         PID no longer uses it; --down: stop it unless
+#                                         another live process still does
 #   scripts/remote-host.sh down [--purge] stop it all; --purge also deletes the remote
 #                                         engine's data (its images), the keys and the user
 #   scripts/remote-host.sh status         print whether it is up (exit 0 only when it is)
@@ -78,10 +83,18 @@ write_resolv_conf() {
   grep -vE '^nameserver[[:space:]]+(127\.|::1)' "$src" >"/etc/netns/$ns/resolv.conf"
 }
 
+# The MTU of this machine's way out (the default route's device): the namespaces and
+# the remote engine's containers use it too, so their packets fit.
+uplink_mtu() {
+  local dev
+  dev=$(ip -o route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
+  if [ -n "$dev" ] && [ -r "/sys/class/net/$dev/mtu" ]; then cat "/sys/class/net/$dev/mtu"; else echo 1500; fi
+}
+
 setup_netns() { # setup_netns NAME VETH HOST_ADDR NS_ADDR
   local ns=$1 veth=$2 haddr=$3 naddr=$4 peer="$2p"
   ip netns add "$ns"
-  ip link add "$veth" type veth peer name "$peer"
+  ip link add "$veth" mtu "$MTU" type veth peer name "$peer" mtu "$MTU"
   ip link set "$peer" netns "$ns"
   ip addr add "$haddr/24" dev "$veth"
   ip link set "$veth" up
@@ -161,7 +174,9 @@ start_engine() {
   "group": "root",
   "containerd-namespace": "occ-remote",
   "containerd-plugins-namespace": "occ-remote-plugins",
-  "cgroup-parent": "/$CGROUP_PARENT"
+  "exec-opts": ["native.cgroupdriver=cgroupfs"],
+  "cgroup-parent": "/$CGROUP_PARENT",
+  "mtu": $MTU
 }
 EOF
   # No --containerd: /run here is the namespace's own, so dockerd finds no system
@@ -285,14 +300,19 @@ EOF
 
 # --- state ------------------------------------------------------------------------------
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive PIDFILE [COMM]: the process runs (and is COMM: pids are reused after a reboot)
+pid_alive() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) && kill -0 "$pid" 2>/dev/null &&
+    { [ -z "${2:-}" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; }
+}
 
 # One line per piece; exit 0 when all are up.
 check() {
   local ok=0 ns
   for ns in occ-remote occ-remote2; do
     if ip netns list 2>/dev/null | awk -v ns="$ns" '$1 == ns {f = 1} END {exit !f}'; then echo "netns $ns: up"; else echo "netns $ns: down"; ok=1; fi
-    if pid_alive "$STATE/sshd-$ns/sshd.pid"; then echo "sshd $ns: up"; else echo "sshd $ns: down"; ok=1; fi
+    if pid_alive "$STATE/sshd-$ns/sshd.pid" sshd; then echo "sshd $ns: up"; else echo "sshd $ns: down"; ok=1; fi
   done
   if curl -sf --max-time 5 --unix-socket "$STATE/docker.sock" http://d/_ping >/dev/null 2>&1; then
     echo "engine unix://$STATE/docker.sock: up"
@@ -355,7 +375,7 @@ do_down() {
     # shellcheck disable=SC2086
     [ -z "$ids" ] || docker -H "unix://$STATE/docker.sock" kill $ids >/dev/null 2>&1 || true
   fi
-  if pid_alive "$STATE/dockerd.pid"; then kill_and_wait 20 "$(cat "$STATE/dockerd.pid")"; fi
+  if pid_alive "$STATE/dockerd.pid" dockerd; then kill_and_wait 20 "$(cat "$STATE/dockerd.pid")"; fi
   # shellcheck disable=SC2046
   kill_and_wait 5 $(pids_in_cgroup)
   for ns in occ-remote occ-remote2; do
@@ -389,9 +409,10 @@ do_up() {
   if check >/dev/null; then say "already up ($STATE)"; return 0; fi
   if anything_left; then say "cleaning up a partial remote host first"; do_down 0; fi
   ensure_debian_packages openssh-server openssh-client iproute2 iptables util-linux curl
-  command -v dockerd >/dev/null || die "dockerd is missing: scripts/engine.sh start installs it"
+  command -v dockerd >/dev/null || ensure_debian_packages docker.io
   [ -e /sys/fs/cgroup ] || die "no /sys/fs/cgroup"
   local started=$SECONDS
+  MTU=$(uplink_mtu)
   mkdir -p "$STATE" "$KEYS" "$NS_DIR" "$DATA"
   chmod 0755 "$STATE"
   # The handles of the mount namespaces need a mount that does not propagate.
@@ -432,6 +453,29 @@ descendants() { # descendants PID: every process below PID
 
 # Kill every process the listening sshd forked (sessions and what they run): the
 # clients see their connections close, as when a link drops; new ones are accepted.
+# Test sessions using the host: one file per pid, so concurrent sessions on one machine do
+# not take it down under each other.
+live_holders() {
+  local f
+  for f in "$STATE"/holders/*; do
+    [ -e "$f" ] || continue
+    if kill -0 "${f##*/}" 2>/dev/null; then echo "${f##*/}"; else rm -f "$f"; fi
+  done
+}
+
+release() { # release PID [--down]
+  local pid=${1:?release needs a pid} others
+  rm -f "$STATE/holders/$pid"
+  [ "${2:-}" = --down ] || return 0
+  others=$(live_holders)
+  if [ -n "$others" ]; then
+    say "still used by pid $(echo "$others" | paste -sd,); leaving it up"
+  else
+    do_down 0
+    say "down"
+  fi
+}
+
 drop_connections() { # drop_connections NAME
   local ns=${1:-occ-remote} listener doomed
   listener=$(cat "$STATE/sshd-$ns/sshd.pid" 2>/dev/null) || die "sshd of $ns is not running"
@@ -450,6 +494,16 @@ main() {
       exec 9>"$LOCK"
       flock 9
       do_up
+      if [ "${1:-}" = --holder ]; then
+        mkdir -p "$STATE/holders"
+        : >"$STATE/holders/${2:?--holder needs a pid}"
+      fi
+      ;;
+    release)
+      need_root
+      exec 9>"$LOCK"
+      flock 9
+      release "$@"
       ;;
     down)
       need_root
@@ -469,7 +523,8 @@ main() {
       drop_connections "$@"
       ;;
     *)
-      echo "usage: $0 up|down [--purge]|status|drop-connections [occ-remote|occ-remote2]" >&2
+      echo "usage: $0 up [--holder PID]|release PID [--down]|down [--purge]|status" >&2
+      echo "       $0 drop-connections [occ-remote|occ-remote2]" >&2
       exit 2
       ;;
   esac

@@ -2,8 +2,8 @@
 
 `scripts/remote-host.sh up` builds it on this machine (root only) out of network
 namespaces; docs/architecture.md ("The remote test host") describes it. The `remote_host`
-fixture starts it once per session and stops it afterwards, unless it was already up
-(start it by hand to keep it between runs).
+fixture starts it once per session and stops it afterwards, unless it was already up or
+another session still uses it (start it by hand to keep it between runs).
 
 Every client goes through `ssh -F <state>/ssh_config ALIAS`; the aliases:
 
@@ -54,22 +54,28 @@ def _skip_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def remote_host() -> Iterator[RemoteHost]:
-    """The remote test host, up for the session (`scripts/remote-host.sh up`)."""
+    """The remote test host, up for the session (`scripts/remote-host.sh up`).
+
+    Stopped at the end only if this session started it and no other session on this
+    machine still uses it.
+    """
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
     was_up = _status()
-    if not was_up:
-        started = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=600)
-        if started.returncode != 0:
-            pytest.fail(
-                f"scripts/remote-host.sh up failed (exit {started.returncode}):\n"
-                f"{started.stdout}{started.stderr}",
-                pytrace=False,
-            )
+    holder = str(os.getpid())
+    started = subprocess.run(
+        [str(SCRIPT), "up", "--holder", holder], capture_output=True, text=True, timeout=600
+    )
+    if started.returncode != 0:
+        pytest.fail(
+            f"scripts/remote-host.sh up failed (exit {started.returncode}):\n"
+            f"{started.stdout}{started.stderr}",
+            pytrace=False,
+        )
     yield RemoteHost(state_dir=STATE_DIR)
-    if not was_up:
-        subprocess.run([str(SCRIPT), "down"], capture_output=True, timeout=300)
+    release = [str(SCRIPT), "release", holder] + ([] if was_up else ["--down"])
+    subprocess.run(release, capture_output=True, timeout=300)
 
 
 @pytest.fixture(scope="session")
