@@ -303,7 +303,7 @@ EOF
 # pid_alive PIDFILE [COMM]: the process runs (and is COMM: pids are reused after a reboot)
 pid_alive() {
   local pid
-  pid=$(cat "$1" 2>/dev/null) && kill -0 "$pid" 2>/dev/null &&
+  pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && [ -e "/proc/$pid" ] &&
     { [ -z "${2:-}" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; }
 }
 
@@ -316,6 +316,8 @@ check() {
   done
   if curl -sf --max-time 5 --unix-socket "$STATE/docker.sock" http://d/_ping >/dev/null 2>&1; then
     echo "engine unix://$STATE/docker.sock: up"
+  elif [ "$(id -u)" -ne 0 ] && pid_alive "$STATE/dockerd.pid" dockerd; then
+    echo "engine unix://$STATE/docker.sock: running (only root may use its socket)"
   else
     echo "engine unix://$STATE/docker.sock: down"
     ok=1
