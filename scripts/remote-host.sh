@@ -37,7 +37,10 @@ RULE_TAG="occ-remote-host" # the comment on every iptables rule this script adds
 CGROUP_PARENT=occ-remote-host
 
 # name, host-side veth, host address, namespace address, sshd port, has its own engine
-HOSTS=("occ-remote occ-rh0 10.203.0.1 10.203.0.2 2222 1" "occ-remote2 occ-rh2 10.203.1.1 10.203.1.2 22 0")
+HOSTS=(
+  "occ-remote occ-rh0 10.203.0.1 10.203.0.2 2222 1"
+  "occ-remote2 occ-rh2 10.203.1.1 10.203.1.2 22 0"
+)
 DOWN_ADDR=10.203.0.9      # in occ-remote's subnet, nobody there
 DOWN_MAC=02:00:0a:cb:00:09 # a static neighbour entry: packets go out and vanish (a timeout)
 
@@ -87,8 +90,13 @@ write_resolv_conf() {
 # the remote engine's containers use it too, so their packets fit.
 uplink_mtu() {
   local dev
-  dev=$(ip -o route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
-  if [ -n "$dev" ] && [ -r "/sys/class/net/$dev/mtu" ]; then cat "/sys/class/net/$dev/mtu"; else echo 1500; fi
+  dev=$(ip -o route show default 2>/dev/null |
+    awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
+  if [ -n "$dev" ] && [ -r "/sys/class/net/$dev/mtu" ]; then
+    cat "/sys/class/net/$dev/mtu"
+  else
+    echo 1500
+  fi
 }
 
 setup_netns() { # setup_netns NAME VETH HOST_ADDR NS_ADDR
@@ -146,10 +154,11 @@ setup_mountns() { # setup_mountns NAME WITH_ENGINE
   unshare --mount="$handle" --propagation private true
   mkdir -p "$DATA/stash"
   nsenter --mount="$handle" --net="/run/netns/$ns" -- env STATE="$STATE" DATA="$DATA" \
-    bash -euo pipefail -c "$(declare -f prepare_mountns); prepare_mountns $ns $2 $(readlink -f /etc/resolv.conf)"
+    bash -euo pipefail -c "$(declare -f prepare_mountns)
+      prepare_mountns $ns $2 $(readlink -f /etc/resolv.conf)"
 }
 
-in_ns() { # in_ns NAME CMD...: run in the host's mount and network namespaces
+in_ns() { # in_ns NAME CMD...: run on the remote host NAME (its mount and network namespaces)
   local ns=$1
   shift
   nsenter --mount="$NS_DIR/$ns.mnt" --net="/run/netns/$ns" -- "$@"
@@ -311,8 +320,18 @@ pid_alive() {
 check() {
   local ok=0 ns
   for ns in occ-remote occ-remote2; do
-    if ip netns list 2>/dev/null | awk -v ns="$ns" '$1 == ns {f = 1} END {exit !f}'; then echo "netns $ns: up"; else echo "netns $ns: down"; ok=1; fi
-    if pid_alive "$STATE/sshd-$ns/sshd.pid" sshd; then echo "sshd $ns: up"; else echo "sshd $ns: down"; ok=1; fi
+    if ip netns list 2>/dev/null | awk -v ns="$ns" '$1 == ns {f = 1} END {exit !f}'; then
+      echo "netns $ns: up"
+    else
+      echo "netns $ns: down"
+      ok=1
+    fi
+    if pid_alive "$STATE/sshd-$ns/sshd.pid" sshd; then
+      echo "sshd $ns: up"
+    else
+      echo "sshd $ns: down"
+      ok=1
+    fi
   done
   if curl -sf --max-time 5 --unix-socket "$STATE/docker.sock" http://d/_ping >/dev/null 2>&1; then
     echo "engine unix://$STATE/docker.sock: up"
@@ -395,7 +414,9 @@ do_down() {
   remove_rules
   # The engine's cgroups (empty now); rmdir leaves anything still in use.
   find /sys/fs/cgroup -maxdepth 2 -type d -name "$CGROUP_PARENT" -print0 2>/dev/null |
-    while IFS= read -r -d '' d; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
+    while IFS= read -r -d '' d; do
+      find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
   if [ -d "$STATE" ]; then
     find "$STATE" -mindepth 1 -maxdepth 1 ! -name keys -exec rm -rf {} +
   fi
@@ -442,7 +463,8 @@ do_up() {
     start_sshd "$name" "$naddr" "$port"
   done
   write_client_files
-  say "up in $((SECONDS - started)) s: ssh -F $STATE/ssh_config occ-remote; engine unix://$STATE/docker.sock"
+  say "up in $((SECONDS - started)) s: ssh -F $STATE/ssh_config occ-remote;" \
+    "engine unix://$STATE/docker.sock"
 }
 
 descendants() { # descendants PID: every process below PID
@@ -453,8 +475,6 @@ descendants() { # descendants PID: every process below PID
   done
 }
 
-# Kill every process the listening sshd forked (sessions and what they run): the
-# clients see their connections close, as when a link drops; new ones are accepted.
 # Test sessions using the host: one file per pid, so concurrent sessions on one machine do
 # not take it down under each other.
 live_holders() {
@@ -478,6 +498,8 @@ release() { # release PID [--down]
   fi
 }
 
+# Kill every process the listening sshd forked (sessions and what they run): the
+# clients see their connections close, as when a link drops; new ones are accepted.
 drop_connections() { # drop_connections NAME
   local ns=${1:-occ-remote} listener doomed
   listener=$(cat "$STATE/sshd-$ns/sshd.pid" 2>/dev/null) || die "sshd of $ns is not running"
@@ -514,7 +536,6 @@ main() {
       exec 9>"$LOCK"
       flock 9
       do_down "$purge"
-      [ "$purge" = 1 ] && rm -f "$LOCK"
       say "down${1:+ ($1)}"
       ;;
     status)
