@@ -11,9 +11,12 @@ cd "$ROOT"
 # busybox-static: the tiny test image; docker-registry: a real registry for pull tests;
 # chromium: the browser test; debootstrap: the base image without a registry.
 # openssl: a throw-away CA for the certificate build test.
+# openssh-server, iproute2, iptables: the remote test host (scripts/remote-host.sh, started
+# by the tests' `remote_host` fixture).
 # npm: opencode's own client, a real API client of the edge in the tests (only when no
 # npm is installed: a Node.js from elsewhere brings its own and conflicts with Debian's).
-packages=(busybox-static docker-registry chromium debootstrap curl openssl)
+packages=(busybox-static docker-registry chromium debootstrap curl openssl
+  openssh-server iproute2 iptables)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 ensure_debian_packages "${packages[@]}"
 ensure_venv
