@@ -8,21 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from cli_runner import Result, runner
 from opencode_cloud import __version__
-from opencode_cloud.cli.app import run
 from opencode_cloud.cli.output import ExitCode
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture
@@ -30,13 +22,7 @@ def occ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     monkeypatch.setenv("OCC_CONFIG_DIR", str(tmp_path / "cfg"))
     monkeypatch.delenv("OCC_INSTANCE", raising=False)
 
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        captured = capsys.readouterr()
-        return Result(int(code), captured.out, captured.err)
-
-    return invoke
+    return runner(capsys)
 
 
 @pytest.fixture

@@ -9,22 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from opencode_cloud.cli.app import run
+from cli_runner import Result, runner
 from opencode_cloud.cli.output import ExitCode
 
 RESTART_NOTE = "Applies on the next start: run `occ restart` if the service is running."
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture
@@ -34,13 +26,7 @@ def occ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     monkeypatch.chdir(tmp_path)
 
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        captured = capsys.readouterr()
-        return Result(int(code), captured.out, captured.err)
-
-    return invoke
+    return runner(capsys)
 
 
 @pytest.fixture

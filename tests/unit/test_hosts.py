@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from cli_runner import Result, runner
 from opencode_cloud.cli.app import run
 from opencode_cloud.cli.context import AppContext
 from opencode_cloud.cli.hints import hint_for, ssh_login
@@ -17,13 +17,6 @@ from opencode_cloud.cli.output import ExitCode, Output
 from opencode_cloud.docker import ssh
 from opencode_cloud.hosts import Host, HostError, HostList, chosen_host, hosts_file
 from opencode_cloud.instance import Instance
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture
@@ -37,13 +30,7 @@ def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def occ(cfg: Path, capsys: pytest.CaptureFixture[str]):
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        captured = capsys.readouterr()
-        return Result(int(code), captured.out, captured.err)
-
-    return invoke
+    return runner(capsys)
 
 
 def _one_line_error(result: Result) -> tuple[str, str]:
