@@ -212,6 +212,49 @@ def test_a_backup_made_there_restores_here(
         occ(local, "uninstall", "--volumes", "--no-backup", "--yes", timeout=300)
 
 
+def test_a_backup_restores_onto_the_remote_host_too(
+    env: dict[str, str], started: dict, tmp_path: Path
+) -> None:
+    archive = tmp_path / "far.tar"
+    assert occ(env, "backup", str(archive), timeout=600).code == 0
+    copy = {**env, "OCC_INSTANCE": "remote-copy"}
+    try:
+        restored = occ(copy, "--json", "restore", str(archive), timeout=600)
+        assert restored.code == 0, restored.err
+        original = json.loads(occ(env, "--json", "status").out)
+        # The copy's configuration has the original's port, which the original holds
+        # there: the engine of that host says so.
+        taken = occ(copy, "start")
+        assert taken.code == 7 and "Port 3000 is already in use" in _one_line_error(taken)
+        assert occ(copy, "config", "set", "port", "3101").code == 0
+        status = json.loads(occ(copy, "--json", "start").out)
+        assert status["host"] == original["host"]
+        assert _session_ids(copy) == _session_ids(env) != set()
+    finally:
+        occ(copy, "uninstall", "--volumes", "--no-backup", "--yes", timeout=300)
+
+
+def _session_ids(env: dict[str, str]) -> set[str]:
+    """The sessions opencode lists, asked through a tunnel."""
+    creds = json.loads(occ(env, "--json", "auth", "show").out)
+    with _tunnel(env) as url:
+        listed = _api(url, "GET", "/session", creds)
+    assert isinstance(listed, list)
+    return {s["id"] for s in listed}
+
+
+def test_shell_and_doctor_work_there(env: dict[str, str], started: dict) -> None:
+    shell = occ(env, "shell", "--", "sh", "-c", "hostname; exit 3")
+    assert shell.code == 3, shell.err
+    assert shell.out.strip() == "opencode-cloud"
+    doctor = occ(env, "--json", "doctor", timeout=120)
+    findings = {f["name"]: f for f in json.loads(doctor.out)["findings"]}
+    assert findings["HTTP API"]["status"] == "ok", findings["HTTP API"]
+    assert findings["session API"]["status"] == "ok", findings["session API"]
+    assert findings["disk space"]["status"] == "skip"
+    assert doctor.code == 0, doctor.out
+
+
 def test_logs_follow_ends_cleanly_when_the_connection_drops(
     env: dict[str, str], started: dict, remote_host: RemoteHost
 ) -> None:

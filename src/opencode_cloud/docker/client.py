@@ -243,7 +243,11 @@ class DockerClient:
         Raises:
             ssh.ConnectionDropped: the SSH connection is gone.
         """
-        if self.tunnel is not None and not self.tunnel.alive:
+        if self.tunnel is None:
+            return
+        if self.tunnel.alive:
+            self.ping()  # a link that has just dropped fails here (`_tunnel_failure`)
+        if not self.tunnel.alive:
             raise self.tunnel.failure()
 
     def reach(self, address: str, port: int) -> tuple[str, int]:

@@ -34,8 +34,8 @@ DEFAULT_REMOTE_SOCKET = "/var/run/docker.sock"
 CONNECT_TIMEOUT = 10
 # A dead link is noticed after this many seconds of silence (3 keep-alives, 5 s apart).
 KEEPALIVE = ("ServerAliveInterval=5", "ServerAliveCountMax=3")
-# Lines of ssh's own output kept in an error's details.
-DETAIL_LINES = 3
+# Seconds ssh gets, after a request through it failed, to say why or to exit.
+FAILURE_SETTLE_SECONDS = 1.0
 
 
 class SshError(EngineUnavailable):
@@ -319,8 +319,9 @@ class SshTunnel:
         """Why requests through the tunnel fail: ssh could not reach the engine's socket
         on the far side, the connection ended, or it never came up."""
         output = self.output
-        # ssh closes the forwarded connection first and logs why just after.
-        deadline = time.monotonic() + 0.5
+        # ssh closes the forwarded connection first and logs why (or exits, when the
+        # link itself went) just after.
+        deadline = time.monotonic() + FAILURE_SETTLE_SECONDS
         while self.alive and "open failed" not in output and time.monotonic() < deadline:
             time.sleep(0.02)
             output = self.output
