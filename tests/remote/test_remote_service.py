@@ -26,6 +26,7 @@ pytestmark = pytest.mark.remote
 OCC = str(Path(sys.executable).parent / "occ")
 HOST = "far"
 INSTANCE = "remote-e2e"
+PORT = 3187  # on the remote host; any other service there keeps its own
 
 
 @dataclass
@@ -109,7 +110,7 @@ def test_the_image_is_built_on_the_remote_engine(
 @pytest.fixture(scope="module")
 def started(env: dict[str, str], far: str) -> dict:
     # (after the build test, which makes the image there)
-    run = occ(env, "--json", "start", timeout=900)
+    run = occ(env, "--json", "start", "--port", str(PORT), timeout=900)
     assert run.code == 0, run.err[-3000:]
     return json.loads(run.out)
 
@@ -225,8 +226,8 @@ def test_a_backup_restores_onto_the_remote_host_too(
         # The copy's configuration has the original's port, which the original holds
         # there: the engine of that host says so.
         taken = occ(copy, "start")
-        assert taken.code == 7 and "Port 3000 is already in use" in _one_line_error(taken)
-        assert occ(copy, "config", "set", "port", "3101").code == 0
+        assert taken.code == 7 and f"Port {PORT} is already in use" in _one_line_error(taken)
+        assert occ(copy, "config", "set", "port", str(PORT + 1)).code == 0
         status = json.loads(occ(copy, "--json", "start").out)
         assert status["host"] == original["host"]
         assert _session_ids(copy) == _session_ids(env) != set()
