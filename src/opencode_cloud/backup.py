@@ -50,13 +50,23 @@ import signal
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from opencode_cloud import __version__
+from opencode_cloud.archive_program import entry_line
+from opencode_cloud.backup_local import (
+    ARCHIVE_MOUNT,
+    LINES_MOUNT,
+    NotOnThisMachine,
+    ProgramRun,
+    create_helper,
+    engine_is_local,
+    program_body,
+)
 from opencode_cloud.config.paths import InstancePaths, config_dir
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, LABEL_STAGE
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus
@@ -95,7 +105,6 @@ _DERIVED_PAX = frozenset(
     {"path", "linkpath", "size", "uid", "gid", "mtime", "uname", "gname", "atime", "ctime"}
 )
 _PROGRESS_EVERY = 8 << 20  # bytes between two progress reports
-_LINE_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -276,44 +285,6 @@ class Manifest:
 
 
 # -- entries and their checksum lines ----------------------------------------------------
-
-
-def _kind_of(info: tarfile.TarInfo) -> str:
-    if info.isreg():
-        return "file"
-    if info.isdir():
-        return "dir"
-    if info.issym():
-        return "symlink"
-    if info.islnk():
-        return "hardlink"
-    if info.ischr():
-        return "char"
-    if info.isblk():
-        return "block"
-    if info.isfifo():
-        return "fifo"
-    return "other"
-
-
-def entry_line(info: tarfile.TarInfo, sha256: str | None) -> str:
-    """The checksum line of one archive entry: everything a restore gives the file."""
-    entry: dict[str, Any] = {
-        "path": info.name,
-        "type": _kind_of(info),
-        "mode": info.mode & 0o7777,
-        "uid": info.uid,
-        "gid": info.gid,
-        "mtime": int(info.mtime),
-    }
-    if info.isreg():
-        entry["size"] = info.size
-        entry["sha256"] = sha256
-    if info.issym() or info.islnk():
-        entry["link"] = info.linkname
-    if info.ischr() or info.isblk():
-        entry["device"] = [info.devmajor, info.devminor]
-    return _LINE_ENCODER.encode(entry)
 
 
 def _describe_line(line: str) -> str:
@@ -531,16 +502,11 @@ def remove_stale_helpers(client: DockerClient, instance: Instance) -> list[str]:
 
 
 @contextlib.contextmanager
-def _helper(
-    client: DockerClient,
-    instance: Instance,
-    image: str,
-    volumes: Sequence[tuple[str, str]],
-    *,
-    read_only: bool,
-) -> Iterator[str]:
+def _helper(client: DockerClient, instance: Instance, body: Mapping[str, Any]) -> Iterator[str]:
+    """A helper container made from `body` for the block, removed after (whatever happens;
+    a running one is killed)."""
     name = f"{instance.prefix}-{HELPER_ROLE}-{secrets.token_hex(3)}"
-    client.create_container(name, helper_body(instance, image, volumes, read_only=read_only))
+    create_helper(client, name, body)
     try:
         yield name
     finally:
@@ -628,6 +594,26 @@ class _Output:
             raise BackupWriteFailed(self.target, (exc.strerror or str(exc)).lower()) from exc
         self.size += len(data)
 
+    def flush(self) -> None:
+        """Everything written so far, in the file (for another writer to append to)."""
+        try:
+            self.file.flush()
+        except OSError as exc:
+            raise BackupWriteFailed(self.target, (exc.strerror or str(exc)).lower()) from exc
+
+    def appended_elsewhere(self) -> None:
+        """Another writer (a helper container) appended to the file: go on after it."""
+        self.size = self.file.seek(0, io.SEEK_END)
+
+    def sidecar(self, suffix: str) -> Path:
+        """An empty private file beside the temporary one, for a helper to write into."""
+        path = self.temp.with_suffix(f".{suffix}")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except OSError as exc:
+            raise BackupWriteFailed(self.target, (exc.strerror or str(exc)).lower()) from exc
+        return path
+
     def commit(self) -> None:
         """Flush, fsync, and give the file its name (refusing to replace one, unless
         `force`)."""
@@ -698,6 +684,14 @@ class _TarWriter:
             digest = sha.hexdigest()
             self.data_bytes += info.size
         self._index(info, digest)
+
+    def add_lines(self, source: Path, entries: int, data_bytes: int) -> None:
+        """Checksum lines of entries another writer appended to the file."""
+        with open(source, "rb") as lines:
+            while chunk := lines.read(CHUNK):
+                self.lines.write(chunk)
+        self.entries += entries
+        self.data_bytes += data_bytes
 
     def _index(self, info: tarfile.TarInfo, digest: str | None) -> None:
         self.lines.write(entry_line(info, digest).encode() + b"\n")
@@ -771,16 +765,6 @@ def create_backup(
     running = info is not None and info.status is ContainerStatus.RUNNING
     paused_already = info is not None and info.status is ContainerStatus.PAUSED
     opencode_version = _opencode_version(client, info, helper_image)
-    manifest = Manifest(
-        instance=instance.name,
-        created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        tool_version=__version__,
-        opencode_version=opencode_version,
-        volumes=tuple(present),
-        config_file=config_bytes is not None,
-        password=password_bytes is not None,
-        consistency="paused" if running or paused_already else "stopped",
-    )
     total = None
     if estimate and present:
         sizes = client.volume_sizes([v.name for v in present])
@@ -788,23 +772,59 @@ def create_backup(
     progress = _Throttle(reporter, "Backup", total)
     remove_stale_helpers(client, instance)
     out = _Output(target, force=force)
+    lines_file: Path | None = None
     try:
-        writer = _TarWriter(out)
-        manifest_bytes = manifest.to_bytes()
-        writer.add_bytes(_member_info(MANIFEST_NAME, manifest_bytes), manifest_bytes, indexed=False)
-        if config_bytes is not None:
-            writer.add_bytes(_member_info(CONFIG_MEMBER, config_bytes), config_bytes)
-        if password_bytes is not None:
-            writer.add_bytes(_member_info(PASSWORD_MEMBER, password_bytes), password_bytes)
-        pause = _PauseClock()
-        if present:
-            assert helper_image is not None
-            mounts = [(v.kind, v.name) for v in present]
-            with (
-                _helper(client, instance, helper_image, mounts, read_only=True) as helper,
-                frozen(client, info) as pause,
-            ):
-                _copy_volumes(client, helper, present, writer, progress)
+        with contextlib.ExitStack() as helpers:
+            helper, local = None, False
+            if present:
+                assert helper_image is not None
+                mounts = [(v.kind, v.name) for v in present]
+                base = helper_body(instance, helper_image, mounts, read_only=True)
+                if engine_is_local(client):
+                    lines_file = out.sidecar("lines")
+                    files = [(out.temp, ARCHIVE_MOUNT), (lines_file, LINES_MOUNT)]
+                    body = program_body(
+                        base,
+                        [(str(path), mount, False) for path, mount in files],
+                        "write",
+                        {"root": HELPER_ROOT, "kinds": [v.kind for v in present]}
+                        | {"archive": ARCHIVE_MOUNT, "lines": LINES_MOUNT},
+                    )
+                    with contextlib.suppress(NotOnThisMachine):
+                        helper = helpers.enter_context(_helper(client, instance, body))
+                        local = True
+                if helper is None:
+                    helper = helpers.enter_context(_helper(client, instance, base))
+            if not (running or paused_already):
+                consistency = "stopped"
+            else:
+                consistency = "databases-paused" if local else "paused"
+            manifest = Manifest(
+                instance=instance.name,
+                created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                tool_version=__version__,
+                opencode_version=opencode_version,
+                volumes=tuple(present),
+                config_file=config_bytes is not None,
+                password=password_bytes is not None,
+                consistency=consistency,
+            )
+            writer = _TarWriter(out)
+            manifest_bytes = manifest.to_bytes()
+            writer.add_bytes(
+                _member_info(MANIFEST_NAME, manifest_bytes), manifest_bytes, indexed=False
+            )
+            if config_bytes is not None:
+                writer.add_bytes(_member_info(CONFIG_MEMBER, config_bytes), config_bytes)
+            if password_bytes is not None:
+                writer.add_bytes(_member_info(PASSWORD_MEMBER, password_bytes), password_bytes)
+            pause = _PauseClock()
+            if helper is not None and local:
+                assert lines_file is not None
+                pause = _copy_volumes_locally(client, helper, info, writer, lines_file, progress)
+            elif helper is not None:
+                with frozen(client, info) as pause:
+                    _copy_volumes(client, helper, present, writer, progress)
         writer.finish(hashlib.sha256(manifest_bytes).hexdigest())
         progress.finish()
         out.commit()
@@ -812,6 +832,8 @@ def create_backup(
         out.discard()
         raise
     finally:
+        if lines_file is not None:
+            lines_file.unlink(missing_ok=True)
         if reporter is not None:
             reporter.done()
     return BackupResult(
@@ -822,7 +844,7 @@ def create_backup(
         entries=writer.entries,
         data_bytes=writer.data_bytes,
         paused_seconds=pause.seconds,
-        consistency=manifest.consistency,
+        consistency=consistency,
         include_password=password_bytes is not None,
         opencode_version=opencode_version,
         seconds=time.monotonic() - began,
@@ -877,6 +899,40 @@ def _copy_volumes(
             data = source.extractfile(member) if member.isreg() else None
             progress.status = kind
             writer.add_stream(renamed, data, progress)
+
+
+def _copy_volumes_locally(
+    client: DockerClient,
+    helper: str,
+    info: ContainerInfo | None,
+    writer: _TarWriter,
+    lines_file: Path,
+    progress: _Throttle,
+) -> _PauseClock:
+    """Let the helper's program append every volume's entries to the archive file. The
+    service is paused only while it copies the SQLite databases (their folders are found
+    beforehand, while the service runs), then runs on while the rest is copied."""
+    writer.out.flush()
+    client.start_container(helper)
+    run = ProgramRun(client, helper, "write", _progress_of(progress))
+    run.until("@ready")
+    with frozen(client, info) as pause:
+        client.kill_container(helper, "SIGUSR1")
+        run.until("@databases")
+    report = run.result()
+    writer.out.appended_elsewhere()
+    writer.add_lines(lines_file, int(report["entries"]), int(report["bytes"]))
+    return pause
+
+
+def _progress_of(progress: _Throttle) -> Callable[[int], None]:
+    """A callback for the bytes a helper's program has copied so far."""
+    start = progress.done
+
+    def report(done: int) -> None:
+        progress.add(start + done - progress.done)
+
+    return report
 
 
 # -- checking a backup --------------------------------------------------------------------
@@ -1263,10 +1319,23 @@ def restore_backup(
         mounts = [(kind, instance.volume_name(kind)) for kind in kinds]
         progress = _Throttle(reporter, "Restore", verified.data_bytes or None)
         if mounts:
-            with _helper(client, instance, helper_image, mounts, read_only=False) as helper:
-                feed = _RestoreFeed(verified, progress)
-                client.put_archive_stream(helper, HELPER_ROOT, feed.chunks())
-                feed.check_complete()
+            base = helper_body(instance, helper_image, mounts, read_only=False)
+            restored = False
+            if engine_is_local(client):
+                body = program_body(
+                    base,
+                    [(str(verified.path), ARCHIVE_MOUNT, True)],
+                    "read",
+                    {"root": HELPER_ROOT, "kinds": kinds, "archive": ARCHIVE_MOUNT},
+                )
+                with contextlib.suppress(NotOnThisMachine):
+                    _restore_volumes_locally(client, instance, body, verified, progress)
+                    restored = True
+            if not restored:
+                with _helper(client, instance, base) as helper:
+                    feed = _RestoreFeed(verified, progress)
+                    client.put_archive_stream(helper, HELPER_ROOT, feed.chunks())
+                    feed.check_complete()
         progress.finish()
         _restore_files(paths, verified)
     except (OpencodeCloudError, OSError, tarfile.TarError, EOFError) as exc:
@@ -1288,6 +1357,33 @@ def restore_backup(
         was_running=was_running,
         seconds=time.monotonic() - began,
     )
+
+
+def _restore_volumes_locally(
+    client: DockerClient,
+    instance: Instance,
+    body: Mapping[str, Any],
+    verified: VerifiedBackup,
+    progress: _Throttle,
+) -> None:
+    """Let the helper's program unpack the archive file into the volumes, computing every
+    entry's checksum line again on the way; they must be the lines the first reading
+    verified, or the file changed in between.
+
+    Raises:
+        NotOnThisMachine: before anything is written. InvalidBackup: the file changed.
+    """
+    with _helper(client, instance, body) as helper:
+        client.start_container(helper)
+        report = ProgramRun(client, helper, "read", _progress_of(progress)).result()
+    verified.lines.seek(0)
+    expected = hashlib.sha256()
+    while chunk := verified.lines.read(CHUNK):
+        expected.update(chunk)
+    if report.get("entries") != verified.entries or report.get("lines_sha256") != (
+        expected.hexdigest()
+    ):
+        raise InvalidBackup(verified.path, "it changed while it was restored", "corrupted")
 
 
 class _RestoreFeed:

@@ -131,10 +131,18 @@ class DockerClient:
     Attributes:
         api_version: the API version negotiated with the engine.
         host: the engine's address, in words for messages.
+        is_local: the engine runs on this machine: a bind mount of a path here mounts
+            this very file (backups then read and write the volumes without streaming
+            them through the API).
     """
 
     def __init__(
-        self, base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT, *, direct: bool = True
+        self,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        direct: bool = True,
+        local: bool | None = None,
     ) -> None:
         """Connect and check the engine answers with a recent enough API.
 
@@ -143,6 +151,9 @@ class DockerClient:
                 docker CLI would use (DOCKER_HOST, then the current context).
             timeout: seconds to wait for any one API call.
             direct: speak to a local unix socket directly (False: always docker-py).
+            local: whether the engine runs on this machine (`is_local`); by default, when
+                it is reached through a unix socket. A caller that forwards a remote
+                engine's socket to a local path passes False.
 
         Raises:
             DockerNotInstalled, DaemonNotRunning, DockerPermissionDenied, EngineTooOld.
@@ -151,6 +162,7 @@ class DockerClient:
         socket_path = local_socket(base_url)
         self.host = f"unix://{socket_path}" if socket_path else (base_url or describe_host())
         self._prefix = ""
+        self.is_local = (socket_path is not None) if local is None else local
         self._socket = SocketTransport(socket_path) if socket_path and direct else None
         if self._socket is not None:
             version = _check(self._request("GET", "/version"))
@@ -363,6 +375,14 @@ class DockerClient:
         if response.status == 404 and "no such container" not in response.message.lower():
             raise MissingPath(name, directory, directory)
         _check(response, container=name)
+
+    def kill_container(self, name: str, signal: str) -> None:
+        """Send `signal` (`SIGUSR1`, ...) to the running container's main process.
+
+        Raises:
+            ContainerNotFound; DockerError: it does not run.
+        """
+        _check(self._request("POST", f"{_c(name)}/kill", query={"signal": signal}), container=name)
 
     def pause_container(self, name: str) -> None:
         """Freeze every process of the running container (the cgroup freezer): nothing in
