@@ -464,6 +464,9 @@ class FakeEngine:
         if lines:
             yield ("\n".join(lines) + "\n").encode()
 
+    def follow_output(self, name: str) -> Iterator[bytes]:
+        return self.container_logs(name, follow=True)
+
     def exec_run(
         self, name: str, command: Sequence[str], *, user: str, workdir: str
     ) -> tuple[Iterator[bytes], Callable[[], int | None]]:

@@ -11,31 +11,39 @@ What `occ backup` and `occ restore` do (docs/backup.md tells users the same):
       checksums.jsonl        last: one line per entry above (type, mode, owner, time,
                              size and sha256 of each file), and the manifest's sha256
 
-  The checksums come last because they are computed while the data streams through: a
+  The checksums come last because they are computed while the data goes through: a
   backup never holds a volume, or even a file, in memory. `verify_archive` reads the
-  whole file once and compares every entry with its line before anything is changed.
+  whole file once (hashing its files on every CPU) and compares every entry with its
+  line before anything is changed.
 
-- **Reading the volumes** goes through the engine only: a helper container, created from
-  the sandbox image and never started, mounts each volume at its own folder
-  (`/occ-volumes/<kind>`), and `GET /containers/{id}/archive` streams each folder. The
-  service's own mount points nest the volumes inside the home, and host folders added
-  with `occ mount` sit among them; the helper mounts neither, so no volume is read
-  twice and no host folder is ever read.
+- **Two ways to the volumes.** A helper container, made from the sandbox image, mounts
+  each volume at its own folder (`/occ-volumes/<kind>`), side by side: the service's own
+  mount points nest the volumes inside the home, with host folders added by `occ mount`
+  among them; the helper mounts neither, so no volume is read twice and no host folder
+  is ever read.
+  - *Local* (the engine runs on this machine, `backup_local.engine_is_local`): the
+    helper also mounts the archive file itself and runs `archive_program`, which copies
+    between the volumes and the file directly, hashing on a second CPU (restores unpack
+    with GNU tar). No byte goes through the API.
+  - *Remote* (any other engine: `tcp://`, `ssh://`, contexts): the helper is never
+    started; `GET`/`PUT /containers/{id}/archive` stream the volumes through this
+    process.
 
 - **Consistency**: opencode keeps SQLite databases in write-ahead-log mode in the session
-  volume. While the volumes are read, the service container is paused (the kernel's
-  cgroup freezer): none of its processes runs, so no file changes between the first byte
-  read and the last. What is read is exactly what the processes had written when they
-  were frozen, as after a power cut that loses nothing: a transaction half appended to
+  volume. The service container is paused (the kernel's cgroup freezer) while they are
+  copied: none of its processes runs, so what is read is exactly what they had written
+  when frozen, as after a power cut that loses nothing: a transaction half appended to
   the WAL has no commit frame yet, and SQLite's WAL recovery, when the copy is opened,
-  replays the committed transactions and drops the rest. The pause ends as soon as the
-  last volume is read (always: on errors, Ctrl-C and SIGTERM too), and its length is
-  measured and reported.
+  replays the committed transactions and drops the rest. On the local path only the
+  SQLite files (`*.db`, `*.sqlite`, `*.sqlite3` and their `-wal`, `-shm`, `-journal`) are
+  copied while paused, first, and the rest while the service runs (manifest consistency
+  `databases-paused`); on the remote path the pause lasts the whole copy (`paused`). The
+  pause always ends (on errors, Ctrl-C and SIGTERM too), and its length is reported.
 
 - **Writing the volumes** (restore): the instance's volumes are emptied by re-creating
-  them, and a helper container (created, never started) mounts them; `PUT
-  /containers/{id}/archive` unpacks the volumes' entries, with their owners, modes and
-  times, while their checksums are computed again and compared.
+  them, and a helper container mounts them; the archive's volume entries are unpacked
+  with their owners, modes and times, while their checksum lines are computed again and
+  compared with the ones the check verified.
 """
 
 from __future__ import annotations

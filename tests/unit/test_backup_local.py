@@ -106,10 +106,7 @@ class MachineEngine(FakeEngine):
                 files[rel] = (info, content)
         self.volume_files[volume] = files
 
-    def container_logs(self, name: str, **options: Any) -> Iterator[bytes]:
-        if name not in self.programs:
-            yield from super().container_logs(name, **options)
-            return
+    def follow_output(self, name: str) -> Iterator[bytes]:
         stdout = self.programs[name].stdout
         assert stdout is not None
         for line in stdout:
@@ -120,22 +117,18 @@ class MachineEngine(FakeEngine):
         super().kill_container(name, signal_name)
         self.programs[name].send_signal(getattr(signal, signal_name))
 
-    def wait_container(self, name: str, timeout: float) -> int:
-        if name not in self.programs:
-            return super().wait_container(name, timeout)
-        code = self.programs[name].wait(timeout)
-        for mount in self._mounts(name):
-            if mount["Type"] == "volume" and not mount["ReadOnly"]:
-                folder = self.disk / name / mount["Target"].rsplit("/", 1)[-1]
-                self._from_folder(mount["Source"], folder)
-        self._raw(name)["State"].update(Status="exited", Running=False, ExitCode=code)
-        return code
-
     def remove_container(self, name: str, *, force: bool = False) -> None:
         program = self.programs.pop(name, None)
         if program is not None:
-            program.kill()
-            program.wait()
+            try:
+                program.wait(timeout=10)  # its last word said, it ends by itself
+            except subprocess.TimeoutExpired:
+                program.kill()
+                program.wait()
+            for mount in self._mounts(name):
+                if mount["Type"] == "volume" and not mount["ReadOnly"]:
+                    folder = self.disk / name / mount["Target"].rsplit("/", 1)[-1]
+                    self._from_folder(mount["Source"], folder)
         super().remove_container(name, force=True)
 
 

@@ -48,9 +48,10 @@ def _helper_image(app_ctx: AppContext, container: ContainerInfo | None) -> str:
     from opencode_cloud.backup import find_helper_image
     from opencode_cloud.service import image_for
 
-    preferred = [container.image_id] if container else []
+    if container is not None and app_ctx.client.inspect_image(container.image_id) is not None:
+        return container.image_id  # without loading the configuration (pydantic: ~0.1 s)
     configured = _configured_image(app_ctx)
-    found = find_helper_image(app_ctx.client, [*preferred, *([configured] if configured else [])])
+    found = find_helper_image(app_ctx.client, [configured] if configured else [])
     if found:
         return found
     app_ctx.out.progress("No sandbox image here yet: making it first ...")
@@ -72,11 +73,16 @@ def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
             f"{len(result.volumes)} volumes, {result.entries} entries).",
         ]
         if result.paused_seconds is not None:
-            lines.append(
-                f"The service was paused for {result.paused_seconds:.2f} s while its volumes "
-                "were read (unavailable for that long)."
+            what = (
+                "its databases were copied"
+                if result.consistency == "databases-paused"
+                else "its volumes were read"
             )
-        elif result.consistency == "paused":
+            lines.append(
+                f"The service was paused for {result.paused_seconds:.2f} s while {what} "
+                "(unavailable for that long)."
+            )
+        elif result.consistency in ("paused", "databases-paused"):
             lines.append("The service was paused already; it was left paused.")
         else:
             lines.append("The service was not running: nothing was paused.")
@@ -97,9 +103,10 @@ def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force
 
     FILE defaults to opencode-cloud-<instance>-<UTC time>.tar in the current folder (a
     folder given as FILE gets that name inside). The file is private (mode 0600) and is
-    never overwritten without --force. A running service is paused while its volumes
-    are read (a second or so; the time is printed), so the copy of its databases is
-    consistent. Host folders added with `occ mount` are not in it.
+    never overwritten without --force. A running service is paused while its databases
+    are copied, so their copy is consistent: a fraction of a second on a local engine,
+    the whole copy on a remote one (the time is printed). Host folders added with `occ
+    mount` are not in it.
 
     Examples: occ backup | occ backup ~/backups/ | occ backup work.tar --include-password
     """
