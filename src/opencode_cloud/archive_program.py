@@ -12,7 +12,8 @@ lines `verify_archive` computes.
            in a phase of their own between `@ready` and `@databases`, while the host
            holds the service paused
     read   unpack the volumes' entries of the archive mounted at `archive` into the
-           volumes (GNU tar), while computing every entry's checksum line again
+           volumes (GNU tar), while computing every entry's checksum line again, into
+           the file mounted at `lines`
 
 Both take one JSON argument and speak to the host in lines on stdout: `@ready`,
 `@databases`, `@progress BYTES`, `@done JSON` and `@error MESSAGE`.
@@ -380,21 +381,21 @@ def read(args: dict[str, Any]) -> dict[str, Any]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     progress = Progress()
-    lines = hashlib.sha256()
     entries = 0
     buffer = bytearray(CHUNK)
     fd = os.open(archive, os.O_RDONLY)
     try:
-        for index, member in enumerate(_entries(archive)):
-            if index == 0 and member.name == MANIFEST_NAME:
-                continue
-            if member.name == CHECKSUMS_NAME:
-                break
-            digest = None
-            if member.isreg():
-                digest = _hash_range(fd, member.offset_data, member.size, buffer, progress)
-            lines.update((entry_line(member, digest) + "\n").encode("utf-8", "surrogateescape"))
-            entries += 1
+        with open(args["lines"], "w", encoding="utf-8", errors="surrogateescape") as lines:
+            for index, member in enumerate(_entries(archive)):
+                if index == 0 and member.name == MANIFEST_NAME:
+                    continue
+                if member.name == CHECKSUMS_NAME:
+                    break
+                digest = None
+                if member.isreg():
+                    digest = _hash_range(fd, member.offset_data, member.size, buffer, progress)
+                lines.write(entry_line(member, digest) + "\n")
+                entries += 1
     finally:
         os.close(fd)
         _, errors = unpack.communicate()
@@ -403,7 +404,7 @@ def read(args: dict[str, Any]) -> dict[str, Any]:
     # The restored files are on disk before the host reports them restored (syncfs).
     volumes = [os.path.join(root, kind) for kind in args["kinds"]]
     subprocess.run(["sync", "-f", *volumes], check=False)
-    return {"entries": entries, "lines_sha256": lines.hexdigest(), "bytes": progress.done}
+    return {"entries": entries, "bytes": progress.done}
 
 
 def main(argv: list[str]) -> int:

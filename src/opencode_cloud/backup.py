@@ -54,6 +54,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import signal
 import tarfile
@@ -116,6 +117,9 @@ _DERIVED_PAX = frozenset(
     {"path", "linkpath", "size", "uid", "gid", "mtime", "uname", "gname", "atime", "ctime"}
 )
 _PROGRESS_EVERY = 8 << 20  # bytes between two progress reports
+# A file's digest in a checksum line, as `verify_archive(contents=False)` sets it aside.
+_LISTED_DIGEST = re.compile(rb'"sha256":"[0-9a-f]*"')
+_UNREAD_DIGEST = b'"sha256":null'
 # Files a check hashes ahead of the entry whose line it writes (bounds the memory).
 _HASHES_AHEAD = 64
 
@@ -967,6 +971,9 @@ class VerifiedBackup:
     password_bytes: bytes | None
     lines: IO[bytes]
     volume_bytes: dict[str, int] = field(default_factory=dict)
+    # False: only the layout, names, owners, sizes and the checksum list were checked, and
+    # `lines` are the archive's own; the files' contents are checked while unpacked.
+    contents_checked: bool = True
 
     def close(self) -> None:
         self.lines.close()
@@ -1003,9 +1010,15 @@ def _check_name(path: Path, info: tarfile.TarInfo, kinds: Sequence[str]) -> str 
     raise InvalidBackup(path, f"it holds an unexpected entry {name!r}", "corrupted")
 
 
-def verify_archive(path: Path, reporter: ProgressReporter | None = None) -> VerifiedBackup:
+def verify_archive(
+    path: Path, reporter: ProgressReporter | None = None, *, contents: bool = True
+) -> VerifiedBackup:
     """Read the whole archive once and check it: the manifest first, every entry against
     its checksum line, the checksum list last and whole. Nothing else is touched.
+
+    With `contents=False` the files' contents are not read (their sha256 is taken from the
+    list as it is): for a restore that computes them while it unpacks, into volumes it
+    made itself and removes again when one does not match.
 
     Raises:
         InvalidBackup: `foreign`, `version`, `truncated` or `corrupted`; the message
@@ -1023,7 +1036,7 @@ def verify_archive(path: Path, reporter: ProgressReporter | None = None) -> Veri
     lines = _spool()
     try:
         with handle:
-            result = _verify(path, handle, lines, progress)
+            result = _verify(path, handle, lines, progress, contents=contents)
         progress.finish()
         lines.seek(0)
         return result
@@ -1035,7 +1048,9 @@ def verify_archive(path: Path, reporter: ProgressReporter | None = None) -> Veri
             reporter.done()
 
 
-def _verify(path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle) -> VerifiedBackup:
+def _verify(
+    path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle, *, contents: bool
+) -> VerifiedBackup:
     if os.fstat(handle.fileno()).st_size == 0:
         raise InvalidBackup(path, "the file is empty", "truncated")
     last = current = "its start"
@@ -1088,7 +1103,9 @@ def _verify(path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle
                     )
                 if member.name == CHECKSUMS_NAME and member.isreg():
                     write_lines(0)
-                    _compare_checksums(path, tar, member, lines, manifest_bytes, entries)
+                    _compare_checksums(
+                        path, tar, member, lines, manifest_bytes, entries, contents=contents
+                    )
                     checked = True
                     continue
                 current = member.name
@@ -1103,7 +1120,8 @@ def _verify(path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle
                         else:
                             password_bytes = content
                     else:
-                        digest = hasher.submit(member.offset_data, member.size)
+                        if contents:
+                            digest = hasher.submit(member.offset_data, member.size)
                         volume_bytes[kind] += member.size
                     data_bytes += member.size
                 waiting.append((member, digest))
@@ -1133,6 +1151,7 @@ def _verify(path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle
         password_bytes=password_bytes,
         lines=lines,
         volume_bytes=volume_bytes,
+        contents_checked=contents,
     )
 
 
@@ -1225,8 +1244,12 @@ def _compare_checksums(
     lines: IO[bytes],
     manifest_bytes: bytes,
     entries: int,
+    *,
+    contents: bool,
 ) -> None:
-    """The archive's checksum list against the lines computed from its entries."""
+    """The archive's checksum list against the lines computed from its entries. Without
+    `contents`, the files' lines were computed without a digest: theirs is taken from the
+    list, which then replaces the computed lines."""
     listed = tar.extractfile(member)
     assert listed is not None
     try:
@@ -1238,12 +1261,25 @@ def _compare_checksums(
     if head.get("manifest_sha256") != hashlib.sha256(manifest_bytes).hexdigest():
         raise InvalidBackup(path, "manifest.json does not match its checksum", "corrupted")
     lines.seek(0)
+    adopted = None if contents else _spool()
     for computed in lines:
         expected = listed.readline()
-        if computed != expected:
-            raise InvalidBackup(path, _mismatch(computed, expected), "corrupted")
+        compared = expected
+        if adopted is not None:
+            adopted.write(expected)
+            if _UNREAD_DIGEST in computed:
+                compared = _LISTED_DIGEST.sub(_UNREAD_DIGEST, expected)
+        if computed != compared:
+            raise InvalidBackup(path, _mismatch(computed, compared), "corrupted")
     if listed.readline() or head.get("entries") != entries:
         raise InvalidBackup(path, "its checksum list does not match its entries", "corrupted")
+    if adopted is not None:
+        adopted.seek(0)
+        lines.seek(0)
+        lines.truncate()
+        while chunk := adopted.read(CHUNK):
+            lines.write(chunk)
+        adopted.close()
     lines.seek(0, io.SEEK_END)
 
 
@@ -1300,6 +1336,14 @@ class TargetState:
         """Its volumes exist and are not empty: replacing them needs confirmation."""
         return bool(self.volumes_with_data)
 
+    @property
+    def is_empty(self) -> bool:
+        """Nothing of it exists: a restore that fails can leave it as it found it by
+        removing what it made (so it may check the files' contents while unpacking)."""
+        return not (
+            self.container or self.volumes_present or self.config_file or self.password_file
+        )
+
 
 def inspect_target(client: DockerClient, instance: Instance, paths: InstancePaths) -> TargetState:
     """The target instance's container, its volumes (and which hold data), its files."""
@@ -1337,9 +1381,15 @@ def restore_backup(
     and filled. Nothing is started here: the caller starts the service again when it
     was running (`RestoreResult.was_running`).
 
+    A backup whose contents were not checked yet (`verify_archive(contents=False)`) goes
+    only onto an empty instance: its files are checked while they are unpacked, and when
+    one does not match, what the restore made is removed again.
+
     Raises:
         ConfirmationNeeded: the instance has data and `confirmed` is False.
         VolumeInUse: a container other than the service mounts one of its volumes.
+        InvalidBackup: (contents not checked before) a file does not match its checksum;
+            nothing is left of the restore.
         RestoreFailed: writing failed part-way (the safety backup is named).
         DockerError.
     """
@@ -1347,6 +1397,8 @@ def restore_backup(
 
     began = time.monotonic()
     state = inspect_target(client, instance, paths)
+    if not verified.contents_checked and not state.is_empty:
+        raise ValueError("a backup whose contents are unchecked goes onto an empty instance only")
     if state.has_data and not confirmed:
         raise ConfirmationNeeded(
             f"Instance {instance.name!r} has data ({', '.join(state.volumes_with_data)}); "
@@ -1389,14 +1441,8 @@ def restore_backup(
             base = helper_body(instance, helper_image, mounts, read_only=False)
             restored = False
             if engine_is_local(client):
-                body = program_body(
-                    base,
-                    [(str(verified.path), ARCHIVE_MOUNT, True)],
-                    "read",
-                    {"root": HELPER_ROOT, "kinds": kinds, "archive": ARCHIVE_MOUNT},
-                )
                 with contextlib.suppress(NotOnThisMachine):
-                    _restore_volumes_locally(client, instance, body, verified, progress)
+                    _restore_volumes_locally(client, instance, base, verified, progress)
                     restored = True
             if not restored:
                 with _helper(client, instance, base) as helper:
@@ -1405,7 +1451,15 @@ def restore_backup(
                     feed.check_complete()
         progress.finish()
         _restore_files(paths, verified)
-    except (OpencodeCloudError, OSError, tarfile.TarError, EOFError) as exc:
+    except BaseException as exc:
+        if state.is_empty:  # it had nothing: it is left with nothing
+            for spec in VOLUME_SPECS:
+                with contextlib.suppress(OpencodeCloudError):
+                    client.remove_volume(instance.volume_name(spec.kind))
+        if isinstance(exc, InvalidBackup) and not verified.contents_checked:
+            raise
+        if not isinstance(exc, OpencodeCloudError | OSError | tarfile.TarError | EOFError):
+            raise
         raise RestoreFailed(
             instance, str(exc).rstrip("."), safety.path if safety else None
         ) from exc
@@ -1429,28 +1483,43 @@ def restore_backup(
 def _restore_volumes_locally(
     client: DockerClient,
     instance: Instance,
-    body: Mapping[str, Any],
+    base: Mapping[str, Any],
     verified: VerifiedBackup,
     progress: _Throttle,
 ) -> None:
     """Let the helper's program unpack the archive file into the volumes, computing every
-    entry's checksum line again on the way; they must be the lines the first reading
-    verified, or the file changed in between.
+    entry's checksum line again on the way; they must be the archive's lines.
 
     Raises:
-        NotOnThisMachine: before anything is written. InvalidBackup: the file changed.
+        NotOnThisMachine: before anything is written. InvalidBackup: a line differs.
     """
-    with _helper(client, instance, body) as helper:
-        client.start_container(helper)
-        report = ProgramRun(client, helper, "read", _progress_of(progress)).result()
-    verified.lines.seek(0)
-    expected = hashlib.sha256()
-    while chunk := verified.lines.read(CHUNK):
-        expected.update(chunk)
-    if report.get("entries") != verified.entries or report.get("lines_sha256") != (
-        expected.hexdigest()
-    ):
-        raise InvalidBackup(verified.path, "it changed while it was restored", "corrupted")
+    fd, name = tempfile.mkstemp(prefix="occ-restore-", suffix=".lines")
+    os.close(fd)
+    lines_file = Path(name)
+    try:
+        files = [(str(verified.path), ARCHIVE_MOUNT, True), (name, LINES_MOUNT, False)]
+        args = {"root": HELPER_ROOT, "kinds": [v.kind for v in verified.manifest.volumes]}
+        body = program_body(
+            base, files, "read", args | {"archive": ARCHIVE_MOUNT, "lines": LINES_MOUNT}
+        )
+        with _helper(client, instance, body) as helper:
+            client.start_container(helper)
+            report = ProgramRun(client, helper, "read", _progress_of(progress)).result()
+        verified.lines.seek(0)
+        with open(lines_file, "rb") as computed_lines:
+            for computed in computed_lines:
+                _expect_line(verified, computed, verified.lines.readline())
+        if report.get("entries") != verified.entries or verified.lines.readline():
+            raise InvalidBackup(verified.path, "it changed while it was restored", "corrupted")
+    finally:
+        lines_file.unlink(missing_ok=True)
+
+
+def _expect_line(verified: VerifiedBackup, computed: bytes, expected: bytes) -> None:
+    """A checksum line computed while restoring, against the line the check gave."""
+    if computed != expected:
+        late = " (the file changed while it was restored)" if verified.contents_checked else ""
+        raise InvalidBackup(verified.path, _mismatch(computed, expected) + late, "corrupted")
 
 
 class _RestoreFeed:
@@ -1466,14 +1535,8 @@ class _RestoreFeed:
         self.finished = False
 
     def _expect(self, info: tarfile.TarInfo, digest: str | None) -> None:
-        expected = self.verified.lines.readline()
         computed = (entry_line(info, digest) + "\n").encode()
-        if computed != expected:
-            raise InvalidBackup(
-                self.verified.path,
-                _mismatch(computed, expected) + " (the file changed while it was restored)",
-                "corrupted",
-            )
+        _expect_line(self.verified, computed, self.verified.lines.readline())
         self.compared += 1
 
     def chunks(self) -> Iterator[bytes]:

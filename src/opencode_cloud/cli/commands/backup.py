@@ -228,63 +228,84 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
 
     Examples: occ restore backup.tar | occ restore backup.tar --instance copy
     """
+    import shutil
+
     from opencode_cloud.backup import (
         ConfirmationNeeded,
+        InvalidBackup,
         inspect_target,
         restore_backup,
         verify_archive,
     )
     from opencode_cloud.cli.context import AppContext
 
-    with verify_archive(file.absolute(), _bytes_reporter(app_ctx)) as verified:
-        manifest = verified.manifest
-        app_ctx.out.progress(
-            f"Checked {verified.path}: {verified.entries} entries "
-            f"({format_bytes(verified.data_bytes)}) of instance {manifest.instance}, made "
-            f"{manifest.created} (opencode {manifest.opencode_version or 'unknown'})."
+    path = file.absolute()
+    # The layout first, without the files' contents: enough to know the target, and all
+    # an empty target needs, since its restore checks the contents while unpacking them
+    # and leaves nothing behind when one does not match.
+    with contextlib.ExitStack() as archives:
+        index = archives.enter_context(
+            verify_archive(path, _bytes_reporter(app_ctx), contents=False)
         )
+        manifest = index.manifest
         target = _target_context(app_ctx, manifest.instance)
-        with target.changing("restore"):
-            state = inspect_target(target.client, target.instance, target.paths)
-            if state.has_data and not _confirm(
-                target,
-                f"Replace the data of instance {target.instance.name!r} "
-                f"({', '.join(state.volumes_with_data)})? It is backed up first.",
-                yes,
-            ):
-                raise ConfirmationNeeded(
-                    f"Instance {target.instance.name!r} has data "
-                    f"({', '.join(state.volumes_with_data)}); restoring replaces it.",
-                    target.instance,
-                    f"restore {verified.path}",
-                )
-            image = _helper_image(target, state.container)
-            result = restore_backup(
-                target.client,
-                target.instance,
-                target.paths,
-                verified,
-                helper_image=image,
-                confirmed=True,
-                reporter=_bytes_reporter(target),
-                on_step=target.out.progress,
-            )
-            started_url = None
-            clash = None
-            # What was done is said before the start, which may fail on its own.
-            for line in _restore_lines(target, result):
-                target.out.line(line)
-            # The configuration is the restored one now: read it afresh.
-            fresh = AppContext(instance=target.instance, out=target.out)
-            started_url = clash = None
-            if result.was_running:
-                with fresh.spinner("Starting opencode ..."):
-                    started = fresh.service().start(
-                        reporter=fresh.reporter(), on_step=fresh.out.progress
+        had_folder = target.paths.root.exists()
+        try:
+            with target.changing("restore"):
+                state = inspect_target(target.client, target.instance, target.paths)
+                verified = index
+                if not state.is_empty:  # checked whole before anything of it changes
+                    verified = archives.enter_context(
+                        verify_archive(path, _bytes_reporter(app_ctx))
                     )
-                started_url = started.url
-            else:
-                clash = _port_clash(fresh)
+                later = "" if verified.contents_checked else "; its files are checked as unpacked"
+                app_ctx.out.progress(
+                    f"Checked {verified.path}: {verified.entries} entries "
+                    f"({format_bytes(verified.data_bytes)}) of instance {manifest.instance}, "
+                    f"made {manifest.created} (opencode {manifest.opencode_version or 'unknown'})"
+                    f"{later}."
+                )
+                if state.has_data and not _confirm(
+                    target,
+                    f"Replace the data of instance {target.instance.name!r} "
+                    f"({', '.join(state.volumes_with_data)})? It is backed up first.",
+                    yes,
+                ):
+                    raise ConfirmationNeeded(
+                        f"Instance {target.instance.name!r} has data "
+                        f"({', '.join(state.volumes_with_data)}); restoring replaces it.",
+                        target.instance,
+                        f"restore {verified.path}",
+                    )
+                image = _helper_image(target, state.container)
+                result = restore_backup(
+                    target.client,
+                    target.instance,
+                    target.paths,
+                    verified,
+                    helper_image=image,
+                    confirmed=True,
+                    reporter=_bytes_reporter(target),
+                    on_step=target.out.progress,
+                )
+                # What was done is said before the start, which may fail on its own.
+                for line in _restore_lines(target, result):
+                    target.out.line(line)
+                # The configuration is the restored one now: read it afresh.
+                fresh = AppContext(instance=target.instance, out=target.out)
+                started_url = clash = None
+                if result.was_running:
+                    with fresh.spinner("Starting opencode ..."):
+                        started = fresh.service().start(
+                            reporter=fresh.reporter(), on_step=fresh.out.progress
+                        )
+                    started_url = started.url
+                else:
+                    clash = _port_clash(fresh)
+        except InvalidBackup:
+            if not had_folder:  # the lock's folder: nothing else was made there
+                shutil.rmtree(target.paths.root, ignore_errors=True)
+            raise
     data = result.to_json() | {"started": started_url is not None, "url": started_url}
     target.out.result(data, lambda: _after_restore_lines(target, started_url, clash))
 
