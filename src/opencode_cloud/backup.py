@@ -43,7 +43,10 @@ What `occ backup` and `occ restore` do (docs/backup.md tells users the same):
 - **Writing the volumes** (restore): the instance's volumes are emptied by re-creating
   them, and a helper container mounts them; the archive's volume entries are unpacked
   with their owners, modes and times, while their checksum lines are computed again and
-  compared with the ones the check verified.
+  compared with the archive's. An instance that has anything is restored only after
+  `verify_archive` read the whole file; onto an empty one the contents are checked in
+  that same unpacking pass (`verify_archive(contents=False)` checks the rest first),
+  and a file that does not match makes the restore remove all it made.
 """
 
 from __future__ import annotations

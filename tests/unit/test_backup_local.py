@@ -303,3 +303,40 @@ def test_an_engine_elsewhere_falls_back_to_the_api(
     assert "get_archive" in [call for call, _ in engine.calls]
     with verify_archive(archive) as verified:
         assert verified.manifest.consistency == "paused"
+
+
+@needs_root
+def test_an_empty_instance_is_restored_in_one_pass_or_left_empty(
+    engine: MachineEngine, tmp_path: Path
+) -> None:
+    make_instance(engine, SOURCE)
+    archive = backed_up(engine, tmp_path)
+    target_paths = paths_of(TARGET, tmp_path / "config")
+    with verify_archive(archive, contents=False) as layout:
+        restore_backup(engine, TARGET, target_paths, layout, helper_image=IMAGE, confirmed=True)
+    assert (
+        volume_contents(engine, TARGET)["projects"] == volume_contents(engine, SOURCE)["projects"]
+    )
+
+    damaged = tmp_path / "damaged.tar"
+    data = bytearray(archive.read_bytes())
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("volumes/session/opencode.db")
+    data[member.offset_data + 7] ^= 0x10
+    damaged.write_bytes(data)
+    other = Instance("unit-c")
+    with (
+        verify_archive(damaged, contents=False) as layout,
+        pytest.raises(InvalidBackup) as refused,
+    ):
+        restore_backup(
+            engine,
+            other,
+            paths_of(other, tmp_path / "config"),
+            layout,
+            helper_image=IMAGE,
+            confirmed=True,
+        )
+    assert "volumes/session/opencode.db does not match its checksum" in refused.value.message
+    assert engine.list_volumes(labels=[f"io.opencode-cloud.instance={other.name}"]) == []
+    assert not [name for name in engine.containers if name.startswith(other.prefix)]
