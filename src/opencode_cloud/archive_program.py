@@ -247,11 +247,14 @@ class VolumeWalker:
             if st.st_nlink > 1 and key in self.inodes:
                 info.type, info.linkname = tarfile.LNKTYPE, self.inodes[key]
             else:
-                try:
-                    source = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-                except FileNotFoundError:  # removed since it was listed
+                try:  # not blocking: it may have become a pipe since it was listed
+                    source = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                except OSError:  # removed, or replaced by a link, since it was listed
                     return
                 st = os.fstat(source)
+                if not stat.S_ISREG(st.st_mode):
+                    os.close(source)
+                    return
                 info.size = st.st_size
                 if st.st_nlink > 1:
                     self.inodes[key] = name

@@ -9,10 +9,11 @@ local path is taken and shapes the archive around it.
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud import archive_program
@@ -28,8 +29,9 @@ LINES_MOUNT = "/occ-lines"
 # Root reads every file whatever its owner and gives restored files their owners; nothing
 # else: no network, no new privileges, only these capabilities.
 _CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD"]
-# The engine's words when a bind mount's source is not on its machine.
-_NO_SOURCE = "bind source path does not exist"
+# The engine's words when a bind mount's source is not on its machine (Docker Desktop:
+# not among the folders it shares).
+_NOT_HERE = ("bind source path does not exist", "mounts denied")
 
 
 def engine_is_local(client: DockerClient) -> bool:
@@ -76,9 +78,14 @@ def program_body(
     host["SecurityOpt"] = ["no-new-privileges"]
     body["HostConfig"] = host
     body["User"] = "0:0"
-    body["Entrypoint"] = ["python3", "-c", inspect.getsource(archive_program)]
+    body["Entrypoint"] = ["python3", "-c", _program_source()]
     body["Cmd"] = [action, json.dumps(dict(args))]
     return body
+
+
+@cache
+def _program_source() -> str:
+    return Path(archive_program.__file__).read_text(encoding="utf-8")
 
 
 def create_helper(client: DockerClient, name: str, body: Mapping[str, Any]) -> None:
@@ -90,7 +97,7 @@ def create_helper(client: DockerClient, name: str, body: Mapping[str, Any]) -> N
     try:
         client.create_container(name, body)
     except DockerError as exc:
-        if _NO_SOURCE in str(exc):
+        if any(words in str(exc) for words in _NOT_HERE):
             raise NotOnThisMachine(str(exc)) from exc
         raise
 
