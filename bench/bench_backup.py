@@ -214,8 +214,7 @@ class Bench:
         from opencode_cloud.backup import restore_backup, verify_archive
         from opencode_cloud.config.paths import InstancePaths
 
-        for kind in KINDS:
-            docker("volume", "rm", "-f", self.volume(self.target, kind), check=False)
+        self.new_target()
         paths = InstancePaths(self.work / "config" / "instances" / self.target)
         began = time.monotonic()
         with verify_archive(self.work / "api.tar", contents=False) as verified:
@@ -237,9 +236,14 @@ class Bench:
         ]
         subprocess.run(["sh", "-c", " && ".join(script) + " && sync"], check=True)
 
-    def occ_restore(self, results: dict[str, list[float]]) -> float:
-        for kind in KINDS:  # a new instance each time: nothing to back up first
+    def new_target(self) -> None:
+        """The restore's target made new again: no volumes, no files."""
+        for kind in KINDS:
             docker("volume", "rm", "-f", self.volume(self.target, kind), check=False)
+        shutil.rmtree(self.work / "config" / "instances" / self.target, ignore_errors=True)
+
+    def occ_restore(self, results: dict[str, list[float]]) -> float:
+        self.new_target()  # each time: nothing to back up first
         began = time.monotonic()
         _out, _seconds, rss = self.occ(
             "restore", str(self.work / "occ.tar"), "--instance", self.target, "--yes"
