@@ -795,30 +795,18 @@ def create_backup(
     lines_file: Path | None = None
     try:
         with contextlib.ExitStack() as helpers:
-            helper, local = None, False
+            helper = None
             if present:
                 assert helper_image is not None
-                mounts = [(v.kind, v.name) for v in present]
-                base = helper_body(instance, helper_image, mounts, read_only=True)
-                if engine_is_local(client):
-                    lines_file = out.sidecar("lines")
-                    files = [(out.temp, ARCHIVE_MOUNT), (lines_file, LINES_MOUNT)]
-                    body = program_body(
-                        base,
-                        [(str(path), mount, False) for path, mount in files],
-                        "write",
-                        {"root": HELPER_ROOT, "kinds": [v.kind for v in present]}
-                        | {"archive": ARCHIVE_MOUNT, "lines": LINES_MOUNT},
-                    )
-                    with contextlib.suppress(NotOnThisMachine):
-                        helper = helpers.enter_context(_helper(client, instance, body))
-                        local = True
-                if helper is None:
-                    helper = helpers.enter_context(_helper(client, instance, base))
+                helper, lines_file = _reading_helper(
+                    client, instance, helper_image, present, out, helpers
+                )
             if not (running or paused_already):
                 consistency = "stopped"
+            elif lines_file is not None:  # the local path pauses for the databases only
+                consistency = "databases-paused"
             else:
-                consistency = "databases-paused" if local else "paused"
+                consistency = "paused"
             manifest = Manifest(
                 instance=instance.name,
                 created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -839,8 +827,7 @@ def create_backup(
             if password_bytes is not None:
                 writer.add_bytes(_member_info(PASSWORD_MEMBER, password_bytes), password_bytes)
             pause = _PauseClock()
-            if helper is not None and local:
-                assert lines_file is not None
+            if helper is not None and lines_file is not None:
                 pause = _copy_volumes_locally(client, helper, info, writer, lines_file, progress)
             elif helper is not None:
                 with frozen(client, info) as pause:
@@ -919,6 +906,36 @@ def _copy_volumes(
             data = source.extractfile(member) if member.isreg() else None
             progress.status = kind
             writer.add_stream(renamed, data, progress)
+
+
+def _reading_helper(
+    client: DockerClient,
+    instance: Instance,
+    image: str,
+    volumes: Sequence[VolumeEntry],
+    out: _Output,
+    stack: contextlib.ExitStack,
+) -> tuple[str, Path | None]:
+    """A helper container that mounts `volumes` read-only, for the rest of `stack`: on a
+    local engine one that will run the archive program with the archive file and a
+    checksum lines file (returned) mounted too; else one the Engine API streams through
+    (None for the lines file)."""
+    base = helper_body(instance, image, [(v.kind, v.name) for v in volumes], read_only=True)
+    if engine_is_local(client):
+        lines_file = out.sidecar("lines")
+        files = [(out.temp, ARCHIVE_MOUNT), (lines_file, LINES_MOUNT)]
+        args = {"root": HELPER_ROOT, "kinds": [v.kind for v in volumes]}
+        body = program_body(
+            base,
+            [(str(path), mount, False) for path, mount in files],
+            "write",
+            args | {"archive": ARCHIVE_MOUNT, "lines": LINES_MOUNT},
+        )
+        try:
+            return stack.enter_context(_helper(client, instance, body)), lines_file
+        except NotOnThisMachine:
+            lines_file.unlink(missing_ok=True)
+    return stack.enter_context(_helper(client, instance, base)), None
 
 
 def _copy_volumes_locally(
