@@ -499,6 +499,7 @@ def test_uninstall_with_volumes_removes_the_last_users_image(
 
 def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
     from opencode_cloud.backup import BackupWriteFailed, NoHelperImage, RestoreFailed
+    from opencode_cloud.backup_local import ProgramFailed
     from opencode_cloud.cli.hints import hint_for
 
     work = Instance("work")
@@ -515,6 +516,7 @@ def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
         backup.NothingToBackUp(work): "occ --instance NAME backup",
         RestoreFailed(work, "disk full", kept): f"occ --instance work restore {kept} --yes",
         RestoreFailed(work, "disk full", None): "run the restore again",
+        ProgramFailed("write", "OSError: no space left"): "`occ --instance work backup`",
     }
     for error, words in expected.items():
         assert words in hint_for(error, work), error
