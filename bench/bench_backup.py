@@ -9,14 +9,18 @@ one run, on one instance with a running service:
 
 1. 1 GB of random data (and a thousand small files) is written into the projects volume
    by a throw-away container;
-2. backup: `occ backup` against `tar -cf` of the five volume folders (each then fsynced);
-   and the engine's archive endpoint alone (`GET /containers/{id}/archive` of a helper
-   container, bytes discarded), the floor of any client of the Engine API;
+2. backup: `occ backup` (the local path: a helper container copies the volumes into the
+   file) against `tar -cf` of the five volume folders (each then fsynced); then what a
+   remote engine gets, in this process with `DockerClient(local=False)`: the Engine API
+   path, and the engine's archive endpoint alone (`GET /containers/{id}/archive` of a
+   helper container, bytes discarded), the floor of any client of the API;
 3. restore: `occ restore` into a new instance against `tar -xf` of the raw archive into
-   five empty volumes (then `sync`).
+   five empty volumes, both followed by `sync` (timed); and the Engine API path.
 
-Throughput is the bytes of the volumes' files over the median wall time. Everything the
-benchmark makes carries its label and is removed at the end, on errors too.
+Each run measures the raw `tar` and `occ` one right after the other, so that the load of
+a shared machine weighs on both alike. Throughput is the bytes of the volumes' files over
+the median wall time. Everything the benchmark makes carries its label and is removed at
+the end, on errors too.
 """
 
 from __future__ import annotations
@@ -34,10 +38,16 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from report import replace_section
 
+if TYPE_CHECKING:
+    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.instance import Instance
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
 OCC = str(Path(sys.executable).parent / "occ")
 IMAGE = "opencode-cloud-sandbox:1.18.33"
 VOLUMES_DIR = Path("/var/lib/docker/volumes")
@@ -139,15 +149,6 @@ class Bench:
 
     # -- measurements -------------------------------------------------------------------
 
-    def timed(self, action: Callable[[], float | None]) -> list[float]:
-        """`action` `runs` times; each returns its own seconds or None to be timed here."""
-        times = []
-        for _ in range(self.runs):
-            began = time.monotonic()
-            own = action()
-            times.append(own if own is not None else time.monotonic() - began)
-        return times
-
     def raw_backup(self) -> None:
         out = self.work / "raw.tar"
         out.unlink(missing_ok=True)
@@ -167,13 +168,10 @@ class Bench:
 
     def engine_floor(self) -> float:
         """GET archive of a helper container holding the five volumes, bytes discarded."""
-        sys.path.insert(0, str(ROOT / "src"))
         from opencode_cloud.backup import HELPER_ROOT, helper_body
-        from opencode_cloud.docker.client import DockerClient
-        from opencode_cloud.instance import Instance
 
-        client = DockerClient()
-        instance = Instance(self.source, extra_labels={BENCH_LABEL: self.tag})
+        client = self.client()
+        instance = self.instance(self.source)
         name = f"bench-floor-{self.tag}"
         mounts = [(kind, self.volume(self.source, kind)) for kind in KINDS]
         client.create_container(name, helper_body(instance, IMAGE, mounts, read_only=True))
@@ -184,6 +182,46 @@ class Bench:
             return time.monotonic() - began
         finally:
             client.remove_container(name, force=True)
+
+    def client(self) -> DockerClient:
+        """A client that streams backups through the Engine API, as for a remote engine."""
+        from opencode_cloud.docker.client import DockerClient
+
+        return DockerClient(local=False)
+
+    def instance(self, name: str) -> Instance:
+        from opencode_cloud.instance import Instance
+
+        return Instance(name, extra_labels={BENCH_LABEL: self.tag})
+
+    def api_backup(self, results: dict[str, list[float]]) -> float:
+        """`create_backup` through the Engine API, in this process."""
+        from opencode_cloud.backup import create_backup
+        from opencode_cloud.config.paths import InstancePaths
+
+        out = self.work / "api.tar"
+        out.unlink(missing_ok=True)
+        paths = InstancePaths(self.work / "config" / "instances" / self.source)
+        began = time.monotonic()
+        report = create_backup(self.client(), self.instance(self.source), paths, out,
+                               helper_image=IMAGE)  # fmt: skip
+        results.setdefault("api_paused", []).append(report.paused_seconds or 0.0)
+        return time.monotonic() - began
+
+    def api_restore(self) -> float:
+        """`restore_backup` through the Engine API onto a new instance, as `occ restore`
+        does it there (the layout checked first, the contents while streamed), then sync."""
+        from opencode_cloud.backup import restore_backup, verify_archive
+        from opencode_cloud.config.paths import InstancePaths
+
+        self.new_target()
+        paths = InstancePaths(self.work / "config" / "instances" / self.target)
+        began = time.monotonic()
+        with verify_archive(self.work / "api.tar", contents=False) as verified:
+            restore_backup(self.client(), self.instance(self.target), paths, verified,
+                           helper_image=IMAGE, confirmed=True)  # fmt: skip
+        subprocess.run(["sync"], check=True)
+        return time.monotonic() - began
 
     def raw_restore(self) -> None:
         """`tar -xf` of the raw archive into five empty volumes, then sync."""
@@ -198,51 +236,69 @@ class Bench:
         ]
         subprocess.run(["sh", "-c", " && ".join(script) + " && sync"], check=True)
 
-    def occ_restore(self, results: dict[str, list[float]]) -> float:
-        for kind in KINDS:  # a new instance each time: nothing to back up first
+    def new_target(self) -> None:
+        """The restore's target made new again: no volumes, no files."""
+        for kind in KINDS:
             docker("volume", "rm", "-f", self.volume(self.target, kind), check=False)
-        _out, seconds, rss = self.occ(
+        shutil.rmtree(self.work / "config" / "instances" / self.target, ignore_errors=True)
+
+    def occ_restore(self, results: dict[str, list[float]]) -> float:
+        self.new_target()  # each time: nothing to back up first
+        began = time.monotonic()
+        _out, _seconds, rss = self.occ(
             "restore", str(self.work / "occ.tar"), "--instance", self.target, "--yes"
         )
-        subprocess.run(["sync"], check=True)
+        subprocess.run(["sync"], check=True)  # as for the raw `tar -xf`: timed
         results.setdefault("restore_rss", []).append(rss / 1024)
-        return seconds
+        return time.monotonic() - began
 
     def run(self) -> tuple[str, dict[str, float]]:
         data = self.prepare()
         extra: dict[str, list[float]] = {}
-        raw_b = statistics.median(self.timed(lambda: self.raw_backup() or None))
-        occ_b = statistics.median(self.timed(lambda: self.occ_backup(extra)))
-        floor = statistics.median(self.timed(self.engine_floor))
-        raw_r = statistics.median(self.timed(lambda: self.raw_restore() or None))
-        occ_r = statistics.median(self.timed(lambda: self.occ_restore(extra)))
+        times: dict[str, list[float]] = {}
+
+        def timed(key: str, action: Callable[[], float | None]) -> None:
+            """`action` once; it returns its own seconds, or None to be timed here."""
+            began = time.monotonic()
+            own = action()
+            times.setdefault(key, []).append(own if own is not None else time.monotonic() - began)
+
+        for _ in range(self.runs):
+            timed("raw_backup", self.raw_backup)
+            timed("occ_backup", lambda: self.occ_backup(extra))
+        for _ in range(self.runs):
+            timed("raw_restore", self.raw_restore)
+            timed("occ_restore", lambda: self.occ_restore(extra))
+        for _ in range(self.runs):
+            timed("floor", self.engine_floor)
+            timed("api_backup", lambda: self.api_backup(extra))
+            timed("api_restore", self.api_restore)
         mb = data / 1e6
+        seconds = {key: statistics.median(values) for key, values in times.items()}
         numbers = {
             "data_mb": mb,
             "gib": self.gib,
             "runs": self.runs,
-            "raw_backup": mb / raw_b,
-            "occ_backup": mb / occ_b,
-            "floor": mb / floor,
-            "raw_restore": mb / raw_r,
-            "occ_restore": mb / occ_r,
+            **{key: mb / value for key, value in seconds.items()},
             "paused": statistics.median(extra["paused"]),
             "paused_max": max(extra["paused"]),
+            "api_paused": statistics.median(extra["api_paused"]),
             "backup_rss": max(extra["backup_rss"]),
             "restore_rss": max(extra["restore_rss"]),
         }
-        return table(numbers, raw_b, occ_b, floor, raw_r, occ_r), numbers
+        return table(numbers, seconds), numbers
 
 
-def table(
-    n: dict[str, float], raw_b: float, occ_b: float, floor: float, raw_r: float, occ_r: float
-) -> str:
+def table(n: dict[str, float], seconds: dict[str, float]) -> str:
     def verdict(ratio: float) -> str:
         return "met" if ratio >= 0.8 else "not met"
 
-    backup_ratio = n["occ_backup"] / n["raw_backup"]
-    restore_ratio = n["occ_restore"] / n["raw_restore"]
-    floor_ratio = n["floor"] / n["raw_backup"]
+    def row(what: str, key: str, raw: str, target: str = "") -> str:
+        ratio = n[key] / n[raw]
+        shown = f"**{ratio:.2f}x**" if target else f"{ratio:.2f}x"
+        verdict_text = f"{target}: {verdict(ratio)}" if target else ""
+        return f"| {what} | {seconds[key]:.2f} s | {n[key]:.0f} MB/s | {shown} | {verdict_text} |"
+
     return "\n".join(
         [
             f"{n['data_mb']:.0f} MB of files in the five volumes ({n['gib']:g} GiB of it in the "
@@ -250,24 +306,29 @@ def table(
             "",
             "| What | Time | Throughput | vs raw `tar` | Target |",
             "|---|---|---|---|---|",
-            f"| raw `tar -cf` of the volume folders, on the host (root) | {raw_b:.2f} s | "
-            f"{n['raw_backup']:.0f} MB/s | 1.00x | |",
-            f"| Engine API alone: `GET /containers/{{id}}/archive`, bytes discarded | "
-            f"{floor:.2f} s | {n['floor']:.0f} MB/s | {floor_ratio:.2f}x | (the floor) |",
-            f"| `occ backup` (service paused, sha256 of every file, fsync) | {occ_b:.2f} s | "
-            f"{n['occ_backup']:.0f} MB/s | **{backup_ratio:.2f}x** | >= 0.8x: "
-            f"{verdict(backup_ratio)} |",
-            f"| raw `tar -xf` into empty volume folders, on the host (root) | {raw_r:.2f} s | "
-            f"{n['raw_restore']:.0f} MB/s | 1.00x | |",
-            f"| `occ restore` (whole-file check first, then written through the engine, "
-            f"checked again) | {occ_r:.2f} s | {n['occ_restore']:.0f} MB/s | "
-            f"**{restore_ratio:.2f}x** | >= 0.8x: {verdict(restore_ratio)} |",
-            f"| Service paused during `occ backup` | {n['paused']:.2f} s "
-            f"(max {n['paused_max']:.2f} s) | | | |",
+            row("raw `tar -cf` of the volume folders, on the host (root)", "raw_backup",
+                "raw_backup"),
+            row("`occ backup`, local engine (helper copies the volumes into the file; sha256 of "
+                "every file; fsync)", "occ_backup", "raw_backup", ">= 0.8x"),
+            row("Engine API path (remote engines; in-process, service paused throughout)",
+                "api_backup", "raw_backup"),
+            row("Engine API alone: `GET /containers/{id}/archive`, bytes discarded", "floor",
+                "raw_backup"),
+            row("raw `tar -xf` into empty volume folders, on the host (root), then `sync`",
+                "raw_restore", "raw_restore"),
+            row("`occ restore` onto a new instance, local engine (layout checked first, every "
+                "file's sha256 while GNU tar unpacks in a helper), then `sync`", "occ_restore",
+                "raw_restore", ">= 0.8x"),
+            row("Engine API path (remote engines; in-process), then `sync`", "api_restore",
+                "raw_restore"),
+            f"| Service paused during `occ backup` (local: SQLite files only) | "
+            f"{n['paused']:.2f} s (max {n['paused_max']:.2f} s) | | | |",
+            f"| Service paused during a backup through the Engine API (whole copy) | "
+            f"{n['api_paused']:.2f} s | | | |",
             f"| Peak memory (RSS) of `occ backup` / `occ restore` | {n['backup_rss']:.0f} MiB / "
             f"{n['restore_rss']:.0f} MiB | | | does not grow with the data |",
         ]
-    )
+    )  # fmt: skip
 
 
 def write_markdown(path: Path, body: str) -> None:

@@ -93,6 +93,9 @@ def _container_json(
         "Labels": {**(image_config.get("Labels") or {}), **(body.get("Labels") or {})},
         "ExposedPorts": copy.deepcopy(body.get("ExposedPorts")),
     }
+    for key in ("Entrypoint", "Cmd"):
+        if key in body:
+            config[key] = list(body[key])
     if "StopTimeout" in body:
         config["StopTimeout"] = body["StopTimeout"]
     state = {"Status": "created", "Running": False, "OOMKilled": False, "ExitCode": 0}
@@ -160,6 +163,9 @@ class FakeEngine:
         self.calls: list[tuple[str, str]] = []
         self.volume_files: dict[str, dict[str, tuple[tarfile.TarInfo, bytes]]] = {}
         self.archive_failure: Exception | None = None  # what `get_archive` raises, if set
+        self.signals: list[tuple[str, str]] = []  # (container, signal) of `kill_container`
+        # Backups stream through the API: the engine is not on the machine of its caller.
+        self.is_local = False
         self.closed = False
         self._serial = itertools.count(1)
 
@@ -352,6 +358,12 @@ class FakeEngine:
     # (TarInfo without its name, content). Archive calls read and write them through the
     # container's volume mounts, as the engine does.
 
+    def kill_container(self, name: str, signal: str) -> None:
+        self.calls.append(("kill_container", name))
+        if self._raw(name)["State"]["Status"] != "running":
+            raise DockerError(f"Docker engine error: Container {name} is not running")
+        self.signals.append((name, signal))
+
     def pause_container(self, name: str) -> None:
         self.calls.append(("pause_container", name))
         state = self._raw(name)["State"]
@@ -464,6 +476,9 @@ class FakeEngine:
         lines = lines[-tail:] if tail else lines
         if lines:
             yield ("\n".join(lines) + "\n").encode()
+
+    def follow_output(self, name: str) -> Iterator[bytes]:
+        return self.container_logs(name, follow=True)
 
     def exec_run(
         self, name: str, command: Sequence[str], *, user: str, workdir: str

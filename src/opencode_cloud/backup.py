@@ -11,52 +11,77 @@ What `occ backup` and `occ restore` do (docs/backup.md tells users the same):
       checksums.jsonl        last: one line per entry above (type, mode, owner, time,
                              size and sha256 of each file), and the manifest's sha256
 
-  The checksums come last because they are computed while the data streams through: a
+  The checksums come last because they are computed while the data goes through: a
   backup never holds a volume, or even a file, in memory. `verify_archive` reads the
-  whole file once and compares every entry with its line before anything is changed.
+  whole file once (hashing its files on every CPU) and compares every entry with its
+  line before anything is changed.
 
-- **Reading the volumes** goes through the engine only: a helper container, created from
-  the sandbox image and never started, mounts each volume at its own folder
-  (`/occ-volumes/<kind>`), and `GET /containers/{id}/archive` streams each folder. The
-  service's own mount points nest the volumes inside the home, and host folders added
-  with `occ mount` sit among them; the helper mounts neither, so no volume is read
-  twice and no host folder is ever read.
+- **Two ways to the volumes.** A helper container, made from the sandbox image, mounts
+  each volume at its own folder (`/occ-volumes/<kind>`), side by side: the service's own
+  mount points nest the volumes inside the home, with host folders added by `occ mount`
+  among them; the helper mounts neither, so no volume is read twice and no host folder
+  is ever read.
+  - *Local* (the engine runs on this machine, `backup_local.engine_is_local`): the
+    helper also mounts the archive file itself and runs `archive_program`, which copies
+    between the volumes and the file directly, hashing on a second CPU (restores unpack
+    with GNU tar). No byte goes through the API.
+  - *Remote* (any other engine: `tcp://`, `ssh://`, contexts): the helper is never
+    started; `GET`/`PUT /containers/{id}/archive` stream the volumes through this
+    process.
 
 - **Consistency**: opencode keeps SQLite databases in write-ahead-log mode in the session
-  volume. While the volumes are read, the service container is paused (the kernel's
-  cgroup freezer): none of its processes runs, so no file changes between the first byte
-  read and the last. What is read is exactly what the processes had written when they
-  were frozen, as after a power cut that loses nothing: a transaction half appended to
+  volume. The service container is paused (the kernel's cgroup freezer) while they are
+  copied: none of its processes runs, so what is read is exactly what they had written
+  when frozen, as after a power cut that loses nothing: a transaction half appended to
   the WAL has no commit frame yet, and SQLite's WAL recovery, when the copy is opened,
-  replays the committed transactions and drops the rest. The pause ends as soon as the
-  last volume is read (always: on errors, Ctrl-C and SIGTERM too), and its length is
-  measured and reported.
+  replays the committed transactions and drops the rest. On the local path only the
+  SQLite files (`*.db`, `*.sqlite`, `*.sqlite3` and their `-wal`, `-shm`, `-journal`) are
+  copied while paused, first, and the rest while the service runs (manifest consistency
+  `databases-paused`); on the remote path the pause lasts the whole copy (`paused`). The
+  pause always ends (on errors, Ctrl-C and SIGTERM too), and its length is reported.
 
 - **Writing the volumes** (restore): the instance's volumes are emptied by re-creating
-  them, and a helper container (created, never started) mounts them; `PUT
-  /containers/{id}/archive` unpacks the volumes' entries, with their owners, modes and
-  times, while their checksums are computed again and compared.
+  them, and a helper container mounts them; the archive's volume entries are unpacked
+  with their owners, modes and times, while their checksum lines are computed again and
+  compared with the archive's. An instance that has anything is restored only after
+  `verify_archive` read the whole file; onto an empty one the contents are checked in
+  that same unpacking pass (`verify_archive(contents=False)` checks the rest first),
+  and a file that does not match makes the restore remove all it made.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import signal
 import tarfile
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from opencode_cloud import __version__
+from opencode_cloud.archive_program import entry_line
+from opencode_cloud.backup_local import (
+    ARCHIVE_MOUNT,
+    LINES_MOUNT,
+    NotOnThisMachine,
+    ProgramRun,
+    create_helper,
+    engine_is_local,
+    program_body,
+)
 from opencode_cloud.config.paths import InstancePaths, config_dir
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, LABEL_STAGE
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus
@@ -95,7 +120,11 @@ _DERIVED_PAX = frozenset(
     {"path", "linkpath", "size", "uid", "gid", "mtime", "uname", "gname", "atime", "ctime"}
 )
 _PROGRESS_EVERY = 8 << 20  # bytes between two progress reports
-_LINE_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+# A file's digest in a checksum line, as `verify_archive(contents=False)` sets it aside.
+_LISTED_DIGEST = re.compile(rb'"sha256":"[0-9a-f]*"')
+_UNREAD_DIGEST = b'"sha256":null'
+# Files a check hashes ahead of the entry whose line it writes (bounds the memory).
+_HASHES_AHEAD = 64
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -276,44 +305,6 @@ class Manifest:
 
 
 # -- entries and their checksum lines ----------------------------------------------------
-
-
-def _kind_of(info: tarfile.TarInfo) -> str:
-    if info.isreg():
-        return "file"
-    if info.isdir():
-        return "dir"
-    if info.issym():
-        return "symlink"
-    if info.islnk():
-        return "hardlink"
-    if info.ischr():
-        return "char"
-    if info.isblk():
-        return "block"
-    if info.isfifo():
-        return "fifo"
-    return "other"
-
-
-def entry_line(info: tarfile.TarInfo, sha256: str | None) -> str:
-    """The checksum line of one archive entry: everything a restore gives the file."""
-    entry: dict[str, Any] = {
-        "path": info.name,
-        "type": _kind_of(info),
-        "mode": info.mode & 0o7777,
-        "uid": info.uid,
-        "gid": info.gid,
-        "mtime": int(info.mtime),
-    }
-    if info.isreg():
-        entry["size"] = info.size
-        entry["sha256"] = sha256
-    if info.issym() or info.islnk():
-        entry["link"] = info.linkname
-    if info.ischr() or info.isblk():
-        entry["device"] = [info.devmajor, info.devminor]
-    return _LINE_ENCODER.encode(entry)
 
 
 def _describe_line(line: str) -> str:
@@ -531,16 +522,11 @@ def remove_stale_helpers(client: DockerClient, instance: Instance) -> list[str]:
 
 
 @contextlib.contextmanager
-def _helper(
-    client: DockerClient,
-    instance: Instance,
-    image: str,
-    volumes: Sequence[tuple[str, str]],
-    *,
-    read_only: bool,
-) -> Iterator[str]:
+def _helper(client: DockerClient, instance: Instance, body: Mapping[str, Any]) -> Iterator[str]:
+    """A helper container made from `body` for the block, removed after (whatever happens;
+    a running one is killed)."""
     name = f"{instance.prefix}-{HELPER_ROLE}-{secrets.token_hex(3)}"
-    client.create_container(name, helper_body(instance, image, volumes, read_only=read_only))
+    create_helper(client, name, body)
     try:
         yield name
     finally:
@@ -628,6 +614,26 @@ class _Output:
             raise BackupWriteFailed(self.target, (exc.strerror or str(exc)).lower()) from exc
         self.size += len(data)
 
+    def flush(self) -> None:
+        """Everything written so far, in the file (for another writer to append to)."""
+        try:
+            self.file.flush()
+        except OSError as exc:
+            raise BackupWriteFailed(self.target, (exc.strerror or str(exc)).lower()) from exc
+
+    def appended_elsewhere(self) -> None:
+        """Another writer (a helper container) appended to the file: go on after it."""
+        self.size = self.file.seek(0, io.SEEK_END)
+
+    def sidecar(self, suffix: str) -> Path:
+        """An empty private file beside the temporary one, for a helper to write into."""
+        path = self.temp.with_suffix(f".{suffix}")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except OSError as exc:
+            raise BackupWriteFailed(self.target, (exc.strerror or str(exc)).lower()) from exc
+        return path
+
     def commit(self) -> None:
         """Flush, fsync, and give the file its name (refusing to replace one, unless
         `force`)."""
@@ -698,6 +704,14 @@ class _TarWriter:
             digest = sha.hexdigest()
             self.data_bytes += info.size
         self._index(info, digest)
+
+    def add_lines(self, source: Path, entries: int, data_bytes: int) -> None:
+        """Checksum lines of entries another writer appended to the file."""
+        with open(source, "rb") as lines:
+            while chunk := lines.read(CHUNK):
+                self.lines.write(chunk)
+        self.entries += entries
+        self.data_bytes += data_bytes
 
     def _index(self, info: tarfile.TarInfo, digest: str | None) -> None:
         self.lines.write(entry_line(info, digest).encode() + b"\n")
@@ -771,16 +785,6 @@ def create_backup(
     running = info is not None and info.status is ContainerStatus.RUNNING
     paused_already = info is not None and info.status is ContainerStatus.PAUSED
     opencode_version = _opencode_version(client, info, helper_image)
-    manifest = Manifest(
-        instance=instance.name,
-        created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        tool_version=__version__,
-        opencode_version=opencode_version,
-        volumes=tuple(present),
-        config_file=config_bytes is not None,
-        password=password_bytes is not None,
-        consistency="paused" if running or paused_already else "stopped",
-    )
     total = None
     if estimate and present:
         sizes = client.volume_sizes([v.name for v in present])
@@ -788,23 +792,46 @@ def create_backup(
     progress = _Throttle(reporter, "Backup", total)
     remove_stale_helpers(client, instance)
     out = _Output(target, force=force)
+    lines_file: Path | None = None
     try:
-        writer = _TarWriter(out)
-        manifest_bytes = manifest.to_bytes()
-        writer.add_bytes(_member_info(MANIFEST_NAME, manifest_bytes), manifest_bytes, indexed=False)
-        if config_bytes is not None:
-            writer.add_bytes(_member_info(CONFIG_MEMBER, config_bytes), config_bytes)
-        if password_bytes is not None:
-            writer.add_bytes(_member_info(PASSWORD_MEMBER, password_bytes), password_bytes)
-        pause = _PauseClock()
-        if present:
-            assert helper_image is not None
-            mounts = [(v.kind, v.name) for v in present]
-            with (
-                _helper(client, instance, helper_image, mounts, read_only=True) as helper,
-                frozen(client, info) as pause,
-            ):
-                _copy_volumes(client, helper, present, writer, progress)
+        with contextlib.ExitStack() as helpers:
+            helper = None
+            if present:
+                assert helper_image is not None
+                helper, lines_file = _reading_helper(
+                    client, instance, helper_image, present, out, helpers
+                )
+            if not (running or paused_already):
+                consistency = "stopped"
+            elif lines_file is not None:  # the local path pauses for the databases only
+                consistency = "databases-paused"
+            else:
+                consistency = "paused"
+            manifest = Manifest(
+                instance=instance.name,
+                created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                tool_version=__version__,
+                opencode_version=opencode_version,
+                volumes=tuple(present),
+                config_file=config_bytes is not None,
+                password=password_bytes is not None,
+                consistency=consistency,
+            )
+            writer = _TarWriter(out)
+            manifest_bytes = manifest.to_bytes()
+            writer.add_bytes(
+                _member_info(MANIFEST_NAME, manifest_bytes), manifest_bytes, indexed=False
+            )
+            if config_bytes is not None:
+                writer.add_bytes(_member_info(CONFIG_MEMBER, config_bytes), config_bytes)
+            if password_bytes is not None:
+                writer.add_bytes(_member_info(PASSWORD_MEMBER, password_bytes), password_bytes)
+            pause = _PauseClock()
+            if helper is not None and lines_file is not None:
+                pause = _copy_volumes_locally(client, helper, info, writer, lines_file, progress)
+            elif helper is not None:
+                with frozen(client, info) as pause:
+                    _copy_volumes(client, helper, present, writer, progress)
         writer.finish(hashlib.sha256(manifest_bytes).hexdigest())
         progress.finish()
         out.commit()
@@ -812,6 +839,8 @@ def create_backup(
         out.discard()
         raise
     finally:
+        if lines_file is not None:
+            lines_file.unlink(missing_ok=True)
         if reporter is not None:
             reporter.done()
     return BackupResult(
@@ -822,7 +851,7 @@ def create_backup(
         entries=writer.entries,
         data_bytes=writer.data_bytes,
         paused_seconds=pause.seconds,
-        consistency=manifest.consistency,
+        consistency=consistency,
         include_password=password_bytes is not None,
         opencode_version=opencode_version,
         seconds=time.monotonic() - began,
@@ -879,6 +908,70 @@ def _copy_volumes(
             writer.add_stream(renamed, data, progress)
 
 
+def _reading_helper(
+    client: DockerClient,
+    instance: Instance,
+    image: str,
+    volumes: Sequence[VolumeEntry],
+    out: _Output,
+    stack: contextlib.ExitStack,
+) -> tuple[str, Path | None]:
+    """A helper container that mounts `volumes` read-only, for the rest of `stack`: on a
+    local engine one that will run the archive program with the archive file and a
+    checksum lines file (returned) mounted too; else one the Engine API streams through
+    (None for the lines file)."""
+    base = helper_body(instance, image, [(v.kind, v.name) for v in volumes], read_only=True)
+    if engine_is_local(client):
+        lines_file = out.sidecar("lines")
+        files = [(out.temp, ARCHIVE_MOUNT), (lines_file, LINES_MOUNT)]
+        args = {"root": HELPER_ROOT, "kinds": [v.kind for v in volumes]}
+        body = program_body(
+            base,
+            [(str(path), mount, False) for path, mount in files],
+            "write",
+            args | {"archive": ARCHIVE_MOUNT, "lines": LINES_MOUNT},
+        )
+        try:
+            return stack.enter_context(_helper(client, instance, body)), lines_file
+        except NotOnThisMachine:
+            lines_file.unlink(missing_ok=True)
+    return stack.enter_context(_helper(client, instance, base)), None
+
+
+def _copy_volumes_locally(
+    client: DockerClient,
+    helper: str,
+    info: ContainerInfo | None,
+    writer: _TarWriter,
+    lines_file: Path,
+    progress: _Throttle,
+) -> _PauseClock:
+    """Let the helper's program append every volume's entries to the archive file. The
+    service is paused only while it copies the SQLite databases (their folders are found
+    beforehand, while the service runs), then runs on while the rest is copied."""
+    writer.out.flush()
+    client.start_container(helper)
+    run = ProgramRun(client, helper, "write", _progress_of(progress))
+    run.until("@ready")
+    with frozen(client, info) as pause:
+        client.kill_container(helper, "SIGUSR1")
+        run.until("@databases")
+    report = run.result()
+    writer.out.appended_elsewhere()
+    writer.add_lines(lines_file, int(report["entries"]), int(report["bytes"]))
+    return pause
+
+
+def _progress_of(progress: _Throttle) -> Callable[[int], None]:
+    """A callback for the bytes a helper's program has copied so far."""
+    start = progress.done
+
+    def report(done: int) -> None:
+        progress.add(start + done - progress.done)
+
+    return report
+
+
 # -- checking a backup --------------------------------------------------------------------
 
 
@@ -898,6 +991,9 @@ class VerifiedBackup:
     password_bytes: bytes | None
     lines: IO[bytes]
     volume_bytes: dict[str, int] = field(default_factory=dict)
+    # False: only the layout, names, owners, sizes and the checksum list were checked, and
+    # `lines` are the archive's own; the files' contents are checked while unpacked.
+    contents_checked: bool = True
 
     def close(self) -> None:
         self.lines.close()
@@ -934,9 +1030,15 @@ def _check_name(path: Path, info: tarfile.TarInfo, kinds: Sequence[str]) -> str 
     raise InvalidBackup(path, f"it holds an unexpected entry {name!r}", "corrupted")
 
 
-def verify_archive(path: Path, reporter: ProgressReporter | None = None) -> VerifiedBackup:
+def verify_archive(
+    path: Path, reporter: ProgressReporter | None = None, *, contents: bool = True
+) -> VerifiedBackup:
     """Read the whole archive once and check it: the manifest first, every entry against
     its checksum line, the checksum list last and whole. Nothing else is touched.
+
+    With `contents=False` the files' contents are not read (their sha256 is taken from the
+    list as it is): for a restore that computes them while it unpacks, into volumes it
+    made itself and removes again when one does not match.
 
     Raises:
         InvalidBackup: `foreign`, `version`, `truncated` or `corrupted`; the message
@@ -954,7 +1056,7 @@ def verify_archive(path: Path, reporter: ProgressReporter | None = None) -> Veri
     lines = _spool()
     try:
         with handle:
-            result = _verify(path, handle, lines, progress)
+            result = _verify(path, handle, lines, progress, contents=contents)
         progress.finish()
         lines.seek(0)
         return result
@@ -966,18 +1068,24 @@ def verify_archive(path: Path, reporter: ProgressReporter | None = None) -> Veri
             reporter.done()
 
 
-def _verify(path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle) -> VerifiedBackup:
+def _verify(
+    path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle, *, contents: bool
+) -> VerifiedBackup:
     if os.fstat(handle.fileno()).st_size == 0:
         raise InvalidBackup(path, "the file is empty", "truncated")
     last = current = "its start"
     try:
         try:
-            tar = _open_stream(handle)
+            # Seekable: headers are read one after the other while the files' contents are
+            # hashed on other threads, straight from the file.
+            tar = tarfile.open(  # noqa: SIM115 (closed below)
+                fileobj=handle, mode="r:", encoding=_ENCODING, errors=_ERRORS
+            )
         except tarfile.ReadError:
             raise InvalidBackup(
                 path, "it is not an opencode-cloud backup (not a tar archive)", "foreign"
             ) from None
-        with tar:
+        with tar, _FileHasher(handle.fileno()) as hasher:
             first = tar.next()
             if first is None or first.name != MANIFEST_NAME or not first.isreg():
                 raise InvalidBackup(
@@ -994,18 +1102,35 @@ def _verify(path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle
             config_bytes = password_bytes = None
             volume_bytes: dict[str, int] = dict.fromkeys(kinds, 0)
             checked = False
+            # Entries whose line waits for its digest, in archive order.
+            waiting: collections.deque[tuple[tarfile.TarInfo, Future[str] | str | None]]
+            waiting = collections.deque()
+
+            def write_lines(keep: int) -> None:
+                nonlocal current
+                while len(waiting) > keep:
+                    member, digest = waiting.popleft()
+                    if isinstance(digest, Future):
+                        current = member.name  # where an early end shows up
+                        digest = digest.result()
+                        progress.add(member.size)
+                    lines.write(entry_line(member, digest).encode() + b"\n")
+
             for member in _members(tar):
                 if checked:
                     raise InvalidBackup(
                         path, f"it holds {member.name!r} after its checksum list", "corrupted"
                     )
                 if member.name == CHECKSUMS_NAME and member.isreg():
-                    _compare_checksums(path, tar, member, lines, manifest_bytes, entries)
+                    write_lines(0)
+                    _compare_checksums(
+                        path, tar, member, lines, manifest_bytes, entries, contents=contents
+                    )
                     checked = True
                     continue
                 current = member.name
                 kind = _check_name(path, member, kinds)
-                digest = None
+                digest: Future[str] | str | None = None
                 if member.isreg():
                     if kind is None:
                         content = _read_member(tar, member)
@@ -1015,10 +1140,12 @@ def _verify(path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle
                         else:
                             password_bytes = content
                     else:
-                        digest = _hash_member(tar, member, progress)
+                        if contents:
+                            digest = hasher.submit(member.offset_data, member.size)
                         volume_bytes[kind] += member.size
                     data_bytes += member.size
-                lines.write(entry_line(member, digest).encode() + b"\n")
+                waiting.append((member, digest))
+                write_lines(_HASHES_AHEAD)
                 entries += 1
                 last = member.name
             if not checked:
@@ -1044,6 +1171,7 @@ def _verify(path: Path, handle: IO[bytes], lines: IO[bytes], progress: _Throttle
         password_bytes=password_bytes,
         lines=lines,
         volume_bytes=volume_bytes,
+        contents_checked=contents,
     )
 
 
@@ -1087,12 +1215,46 @@ def _member_chunks(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[by
         yield chunk
 
 
-def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo, progress: _Throttle) -> str:
-    sha = hashlib.sha256()
-    for chunk in _member_chunks(tar, member):
-        sha.update(chunk)
-        progress.add(len(chunk))
-    return sha.hexdigest()
+class _FileHasher:
+    """sha256 of byte ranges of one open file, on worker threads (reads and hashlib let
+    go of the GIL), so a check runs at the speed of every CPU rather than one. Small
+    ranges are hashed at once: handing them over would cost more than hashing them.
+
+    Raises (from a range's result): EOFError when the file ends before the range does.
+    """
+
+    SMALL = 1 << 18
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pool = ThreadPoolExecutor(max(2, min(4, os.cpu_count() or 2)))
+        self.buffers = threading.local()
+
+    def submit(self, offset: int, size: int) -> Future[str] | str:
+        if size <= self.SMALL:
+            return self._hash(offset, size)
+        return self.pool.submit(self._hash, offset, size)
+
+    def _hash(self, offset: int, size: int) -> str:
+        buffer = getattr(self.buffers, "buffer", None)
+        if buffer is None:
+            buffer = self.buffers.buffer = bytearray(CHUNK)
+        sha = hashlib.sha256()
+        while size:
+            view = memoryview(buffer)[: min(CHUNK, size)]
+            count = os.preadv(self.fd, [view], offset)
+            if count == 0:
+                raise EOFError
+            sha.update(view[:count])
+            offset += count
+            size -= count
+        return sha.hexdigest()
+
+    def __enter__(self) -> _FileHasher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(cancel_futures=True)
 
 
 def _compare_checksums(
@@ -1102,8 +1264,12 @@ def _compare_checksums(
     lines: IO[bytes],
     manifest_bytes: bytes,
     entries: int,
+    *,
+    contents: bool,
 ) -> None:
-    """The archive's checksum list against the lines computed from its entries."""
+    """The archive's checksum list against the lines computed from its entries. Without
+    `contents`, the files' lines were computed without a digest: theirs is taken from the
+    list, which then replaces the computed lines."""
     listed = tar.extractfile(member)
     assert listed is not None
     try:
@@ -1115,12 +1281,25 @@ def _compare_checksums(
     if head.get("manifest_sha256") != hashlib.sha256(manifest_bytes).hexdigest():
         raise InvalidBackup(path, "manifest.json does not match its checksum", "corrupted")
     lines.seek(0)
+    adopted = None if contents else _spool()
     for computed in lines:
         expected = listed.readline()
-        if computed != expected:
-            raise InvalidBackup(path, _mismatch(computed, expected), "corrupted")
+        compared = expected
+        if adopted is not None:
+            adopted.write(expected)
+            if _UNREAD_DIGEST in computed:
+                compared = _LISTED_DIGEST.sub(_UNREAD_DIGEST, expected)
+        if computed != compared:
+            raise InvalidBackup(path, _mismatch(computed, compared), "corrupted")
     if listed.readline() or head.get("entries") != entries:
         raise InvalidBackup(path, "its checksum list does not match its entries", "corrupted")
+    if adopted is not None:
+        adopted.seek(0)
+        lines.seek(0)
+        lines.truncate()
+        while chunk := adopted.read(CHUNK):
+            lines.write(chunk)
+        adopted.close()
     lines.seek(0, io.SEEK_END)
 
 
@@ -1177,6 +1356,14 @@ class TargetState:
         """Its volumes exist and are not empty: replacing them needs confirmation."""
         return bool(self.volumes_with_data)
 
+    @property
+    def is_empty(self) -> bool:
+        """Nothing of it exists: a restore that fails can leave it as it found it by
+        removing what it made (so it may check the files' contents while unpacking)."""
+        return not (
+            self.container or self.volumes_present or self.config_file or self.password_file
+        )
+
 
 def inspect_target(client: DockerClient, instance: Instance, paths: InstancePaths) -> TargetState:
     """The target instance's container, its volumes (and which hold data), its files."""
@@ -1214,9 +1401,15 @@ def restore_backup(
     and filled. Nothing is started here: the caller starts the service again when it
     was running (`RestoreResult.was_running`).
 
+    A backup whose contents were not checked yet (`verify_archive(contents=False)`) goes
+    only onto an empty instance: its files are checked while they are unpacked, and when
+    one does not match, what the restore made is removed again.
+
     Raises:
         ConfirmationNeeded: the instance has data and `confirmed` is False.
         VolumeInUse: a container other than the service mounts one of its volumes.
+        InvalidBackup: (contents not checked before) a file does not match its checksum;
+            nothing is left of the restore.
         RestoreFailed: writing failed part-way (the safety backup is named).
         DockerError.
     """
@@ -1224,6 +1417,8 @@ def restore_backup(
 
     began = time.monotonic()
     state = inspect_target(client, instance, paths)
+    if not verified.contents_checked and not state.is_empty:
+        raise ValueError("a backup whose contents are unchecked goes onto an empty instance only")
     if state.has_data and not confirmed:
         raise ConfirmationNeeded(
             f"Instance {instance.name!r} has data ({', '.join(state.volumes_with_data)}); "
@@ -1263,13 +1458,28 @@ def restore_backup(
         mounts = [(kind, instance.volume_name(kind)) for kind in kinds]
         progress = _Throttle(reporter, "Restore", verified.data_bytes or None)
         if mounts:
-            with _helper(client, instance, helper_image, mounts, read_only=False) as helper:
-                feed = _RestoreFeed(verified, progress)
-                client.put_archive_stream(helper, HELPER_ROOT, feed.chunks())
-                feed.check_complete()
+            base = helper_body(instance, helper_image, mounts, read_only=False)
+            restored = False
+            if engine_is_local(client):
+                with contextlib.suppress(NotOnThisMachine):
+                    _restore_volumes_locally(client, instance, base, verified, progress)
+                    restored = True
+            if not restored:
+                with _helper(client, instance, base) as helper:
+                    feed = _RestoreFeed(verified, progress)
+                    client.put_archive_stream(helper, HELPER_ROOT, feed.chunks())
+                    feed.check_complete()
         progress.finish()
         _restore_files(paths, verified)
-    except (OpencodeCloudError, OSError, tarfile.TarError, EOFError) as exc:
+    except BaseException as exc:
+        if state.is_empty:  # it had nothing: it is left with nothing
+            for spec in VOLUME_SPECS:
+                with contextlib.suppress(OpencodeCloudError):
+                    client.remove_volume(instance.volume_name(spec.kind))
+        if isinstance(exc, InvalidBackup) and not verified.contents_checked:
+            raise
+        if not isinstance(exc, OpencodeCloudError | OSError | tarfile.TarError | EOFError):
+            raise
         raise RestoreFailed(
             instance, str(exc).rstrip("."), safety.path if safety else None
         ) from exc
@@ -1290,6 +1500,48 @@ def restore_backup(
     )
 
 
+def _restore_volumes_locally(
+    client: DockerClient,
+    instance: Instance,
+    base: Mapping[str, Any],
+    verified: VerifiedBackup,
+    progress: _Throttle,
+) -> None:
+    """Let the helper's program unpack the archive file into the volumes, computing every
+    entry's checksum line again on the way; they must be the archive's lines.
+
+    Raises:
+        NotOnThisMachine: before anything is written. InvalidBackup: a line differs.
+    """
+    fd, name = tempfile.mkstemp(prefix="occ-restore-", suffix=".lines")
+    os.close(fd)
+    lines_file = Path(name)
+    try:
+        files = [(str(verified.path), ARCHIVE_MOUNT, True), (name, LINES_MOUNT, False)]
+        args = {"root": HELPER_ROOT, "kinds": [v.kind for v in verified.manifest.volumes]}
+        body = program_body(
+            base, files, "read", args | {"archive": ARCHIVE_MOUNT, "lines": LINES_MOUNT}
+        )
+        with _helper(client, instance, body) as helper:
+            client.start_container(helper)
+            report = ProgramRun(client, helper, "read", _progress_of(progress)).result()
+        verified.lines.seek(0)
+        with open(lines_file, "rb") as computed_lines:
+            for computed in computed_lines:
+                _expect_line(verified, computed, verified.lines.readline())
+        if report.get("entries") != verified.entries or verified.lines.readline():
+            raise InvalidBackup(verified.path, "it changed while it was restored", "corrupted")
+    finally:
+        lines_file.unlink(missing_ok=True)
+
+
+def _expect_line(verified: VerifiedBackup, computed: bytes, expected: bytes) -> None:
+    """A checksum line computed while restoring, against the line the check gave."""
+    if computed != expected:
+        late = " (the file changed while it was restored)" if verified.contents_checked else ""
+        raise InvalidBackup(verified.path, _mismatch(computed, expected) + late, "corrupted")
+
+
 class _RestoreFeed:
     """The volumes' entries of a verified archive, read again, as the tar stream the
     engine unpacks into the helper's folders (`volumes/<kind>/x` becomes `<kind>/x`).
@@ -1303,14 +1555,8 @@ class _RestoreFeed:
         self.finished = False
 
     def _expect(self, info: tarfile.TarInfo, digest: str | None) -> None:
-        expected = self.verified.lines.readline()
         computed = (entry_line(info, digest) + "\n").encode()
-        if computed != expected:
-            raise InvalidBackup(
-                self.verified.path,
-                _mismatch(computed, expected) + " (the file changed while it was restored)",
-                "corrupted",
-            )
+        _expect_line(self.verified, computed, self.verified.lines.readline())
         self.compared += 1
 
     def chunks(self) -> Iterator[bytes]:

@@ -272,6 +272,65 @@ def test_restore_over_data_needs_confirmation_and_keeps_a_backup(
     assert "volumes/projects/only-in-b.txt" in names
 
 
+def flip_content_byte(archive: Path, member_name: str) -> None:
+    data = bytearray(archive.read_bytes())
+    with tarfile.open(archive) as tar:
+        member = tar.getmember(member_name)
+    data[member.offset_data + 10] ^= 0x40
+    archive.write_bytes(data)
+
+
+def test_an_empty_instance_is_left_empty_when_a_file_differs(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Its restore checks the contents while unpacking: the layout alone is checked
+    first, and what the restore made is removed again when a file does not match."""
+    archive, _ = make_backup(engine, tmp_path)
+    flip_content_byte(archive, "volumes/projects/big.bin")
+    target_paths = paths_of(TARGET, tmp_path / "config")
+    with verify_archive(archive, contents=False) as layout:
+        assert layout.contents_checked is False
+        with pytest.raises(InvalidBackup) as refused:
+            restore_backup(engine, TARGET, target_paths, layout, helper_image=IMAGE, confirmed=True)
+    assert refused.value.kind == "corrupted"
+    assert "volumes/projects/big.bin does not match its checksum" in refused.value.message
+    assert "changed while" not in refused.value.message
+    assert all(engine.inspect_volume(TARGET.volume_name(s.kind)) is None for s in VOLUME_SPECS)
+    assert set(engine.containers) == {SOURCE.container_name}
+    assert not target_paths.config_file.exists()
+
+
+def test_an_unchecked_archive_never_goes_onto_data(engine: FakeEngine, tmp_path: Path) -> None:
+    archive, _ = make_backup(engine, tmp_path)
+    make_instance(engine, TARGET)
+    with verify_archive(archive, contents=False) as layout, pytest.raises(ValueError):
+        restore_backup(
+            engine,
+            TARGET,
+            paths_of(TARGET, tmp_path / "config"),
+            layout,
+            helper_image=IMAGE,
+            confirmed=True,
+        )
+    assert "remove_volume" not in [call for call, _ in engine.calls]
+
+
+def test_the_layout_check_refuses_what_the_full_check_refuses_but_contents(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    archive, _ = make_backup(engine, tmp_path)
+    with verify_archive(archive) as full, verify_archive(archive, contents=False) as layout:
+        assert fingerprint(layout) == fingerprint(full)  # the archive's own lines
+    data = archive.read_bytes()
+    with tarfile.open(archive) as tar:
+        db = tar.getmember("volumes/session/opencode.db")
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: db.offset_data + 100])
+    with pytest.raises(InvalidBackup) as refused:
+        verify_archive(cut, contents=False)
+    assert refused.value.kind == "truncated"
+
+
 # -- refusing bad archives -----------------------------------------------------------------
 
 
@@ -440,6 +499,7 @@ def test_uninstall_with_volumes_removes_the_last_users_image(
 
 def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
     from opencode_cloud.backup import BackupWriteFailed, NoHelperImage, RestoreFailed
+    from opencode_cloud.backup_local import ProgramFailed
     from opencode_cloud.cli.hints import hint_for
     from opencode_cloud.instance import command_prefix
 
@@ -457,6 +517,7 @@ def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
         backup.NothingToBackUp(work): "occ --instance NAME backup",
         RestoreFailed(work, "disk full", kept): f"occ --instance work restore {kept} --yes",
         RestoreFailed(work, "disk full", None): "run the restore again",
+        ProgramFailed("write", "OSError: no space left"): "`occ --instance work backup`",
     }
     for error, words in expected.items():
         assert words in hint_for(error, command_prefix(work)), error

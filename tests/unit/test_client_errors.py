@@ -421,3 +421,31 @@ def test_large_chunked_answers_are_read_whole(serve_engine) -> None:
     listed = DockerClient(base_url=f"unix://{path}").list_volumes()
     assert [v.name for v in listed] == [f"v{i}" for i in range(2000)]
     assert listed[1999].labels == {"n": "1999"}
+
+
+def test_a_followed_answer_is_dechunked_whatever_its_pieces() -> None:
+    from opencode_cloud.docker.transport import _dechunked
+
+    payload = b"4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\n\r\n"
+    for size in (1, 2, 3, 7, len(payload)):
+        pieces = (payload[i : i + size] for i in range(0, len(payload), size))
+        assert b"".join(_dechunked(pieces)) == b"Wikipedia in \r\n\r\nchunks."
+
+
+def test_a_containers_output_frames_are_unwrapped_whatever_their_pieces() -> None:
+    from opencode_cloud.docker.client import _frames
+
+    def frame(stream: int, data: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+    raw = frame(1, b"@ready\n") + frame(2, b"oops\n") + frame(1, b"@done {}\n")
+    for size in (1, 5, 8, 9, len(raw)):
+        pieces = (raw[i : i + size] for i in range(0, len(raw), size))
+        assert b"".join(_frames(pieces)) == b"@ready\noops\n@done {}\n"
+
+
+def test_an_engine_on_a_unix_socket_is_local_unless_said_otherwise(serve_engine) -> None:
+    path, _ = serve_engine({})
+    assert DockerClient(base_url=f"unix://{path}").is_local is True
+    # A socket forwarded from another machine looks just the same: its caller says so.
+    assert DockerClient(base_url=f"unix://{path}", local=False).is_local is False

@@ -33,6 +33,10 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
 
     if isinstance(error, BackupError):
         return _backup_hint(error, occ)
+    from opencode_cloud.backup_local import ProgramFailed
+
+    if isinstance(error, ProgramFailed):  # a restore's is inside its RestoreFailed
+        return f"No file was kept and the service runs on. Fix the cause, then `{occ} backup`."
     from opencode_cloud.service import NeverCreated, NotRunning, VersionChange
     from opencode_cloud.versions import NothingToRollBack, NotUpdatable, UpdateFailed
 

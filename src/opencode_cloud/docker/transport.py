@@ -151,6 +151,81 @@ class SocketTransport:
             raise self._explain(exc) from exc
         return Response(status, decode(raw))
 
+    def stream(
+        self, method: str, url: str, headers: dict[str, str], timeout: float
+    ) -> Iterator[bytes]:
+        """The body of one answer in pieces as they arrive (chunked transfer decoded), for
+        calls whose answer goes on for as long as something happens (a container's
+        output followed until it ends).
+
+        Raises:
+            Refused: the engine answered with an error status.
+        """
+        lines = [f"{method} {url} HTTP/1.1", "Host: docker", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(self.path)
+                sock.sendall(request)
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise ConnectionError(f"no answer from {self.path}")
+                    received += chunk
+                head, _, body = received.partition(b"\r\n\r\n")
+                status, header = _parse_head(head, self.path)
+                pieces = _read_all(sock, body)
+                if header.get("transfer-encoding", "").lower() == "chunked":
+                    pieces = _dechunked(pieces)
+                if status >= 400:
+                    raise Refused(Response(status, decode(b"".join(pieces))))
+                yield from pieces
+        except OSError as exc:
+            raise self._explain(exc) from exc
+
+
+def _read_all(sock: socket.socket, first: bytes) -> Iterator[bytes]:
+    if first:
+        yield first
+    while chunk := sock.recv(65536):
+        yield chunk
+
+
+def _dechunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """The payload of a `Transfer-Encoding: chunked` body that arrives in pieces."""
+    pending = b""
+    for piece in pieces:
+        pending += piece
+        while True:
+            line_end = pending.find(b"\r\n")
+            if line_end < 0:
+                break
+            size = int(pending[:line_end].split(b";")[0] or b"0", 16)
+            if size == 0:
+                return
+            end = line_end + 2 + size
+            if len(pending) < end + 2:
+                break
+            yield pending[line_end + 2 : end]
+            pending = pending[end + 2 :]
+
+
+def _parse_head(head: bytes, socket_path: str) -> tuple[int, dict[str, str]]:
+    """The status and the header fields (lower-case names) of an HTTP answer's head."""
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(status_line.split()[1])
+    except (IndexError, ValueError):
+        raise ConnectionError(f"not an HTTP answer from {socket_path}: {status_line!r}") from None
+    header = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (field.partition(":") for field in fields)
+    }
+    return status, header
+
 
 def _unix_http(
     socket_path: str,
@@ -178,15 +253,7 @@ def _unix_http(
         while chunk := sock.recv(65536):
             received.append(chunk)
     head, _, payload = b"".join(received).partition(b"\r\n\r\n")
-    status_line, *fields = head.decode("latin-1").split("\r\n")
-    try:
-        status = int(status_line.split()[1])
-    except (IndexError, ValueError):
-        raise ConnectionError(f"not an HTTP answer from {socket_path}: {status_line!r}") from None
-    header = {
-        name.strip().lower(): value.strip()
-        for name, _, value in (field.partition(":") for field in fields)
-    }
+    status, header = _parse_head(head, socket_path)
     if header.get("transfer-encoding", "").lower() == "chunked":
         payload = dechunk(payload)
     return status, payload

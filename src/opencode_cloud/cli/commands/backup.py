@@ -43,9 +43,10 @@ def _helper_image(app_ctx: AppContext, container: ContainerInfo | None) -> str:
     from opencode_cloud.backup import find_helper_image
     from opencode_cloud.service import image_for
 
-    preferred = [container.image_id] if container else []
+    if container is not None and app_ctx.client.inspect_image(container.image_id) is not None:
+        return container.image_id  # without loading the configuration (pydantic: ~0.1 s)
     configured = _configured_image(app_ctx)
-    found = find_helper_image(app_ctx.client, [*preferred, *([configured] if configured else [])])
+    found = find_helper_image(app_ctx.client, [configured] if configured else [])
     if found:
         return found
     app_ctx.out.progress("No sandbox image here yet: making it first ...")
@@ -67,11 +68,16 @@ def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
             f"{len(result.volumes)} volumes, {result.entries} entries).",
         ]
         if result.paused_seconds is not None:
-            lines.append(
-                f"The service was paused for {result.paused_seconds:.2f} s while its volumes "
-                "were read (unavailable for that long)."
+            what = (
+                "its databases were copied"
+                if result.consistency == "databases-paused"
+                else "its volumes were read"
             )
-        elif result.consistency == "paused":
+            lines.append(
+                f"The service was paused for {result.paused_seconds:.2f} s while {what} "
+                "(unavailable for that long)."
+            )
+        elif result.consistency in ("paused", "databases-paused"):
             lines.append("The service was paused already; it was left paused.")
         else:
             lines.append("The service was not running: nothing was paused.")
@@ -92,9 +98,10 @@ def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force
 
     FILE defaults to opencode-cloud-<instance>-<UTC time>.tar in the current folder (a
     folder given as FILE gets that name inside). The file is private (mode 0600) and is
-    never overwritten without --force. A running service is paused while its volumes
-    are read (a second or so; the time is printed), so the copy of its databases is
-    consistent. Host folders added with `occ mount` are not in it.
+    never overwritten without --force. A running service is paused while its databases
+    are copied, so their copy is consistent: a fraction of a second on a local engine,
+    the whole copy on a remote one (the time is printed). Host folders added with `occ
+    mount` are not in it.
 
     Examples: occ backup | occ backup ~/backups/ | occ backup work.tar --include-password
     """
@@ -216,63 +223,84 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
 
     Examples: occ restore backup.tar | occ restore backup.tar --instance copy
     """
+    import shutil
+
     from opencode_cloud.backup import (
         ConfirmationNeeded,
+        InvalidBackup,
         inspect_target,
         restore_backup,
         verify_archive,
     )
     from opencode_cloud.cli.context import AppContext
 
-    with verify_archive(file.absolute(), _bytes_reporter(app_ctx)) as verified:
-        manifest = verified.manifest
-        app_ctx.out.progress(
-            f"Checked {verified.path}: {verified.entries} entries "
-            f"({format_bytes(verified.data_bytes)}) of instance {manifest.instance}, made "
-            f"{manifest.created} (opencode {manifest.opencode_version or 'unknown'})."
+    path = file.absolute()
+    # The layout first, without the files' contents: enough to know the target, and all
+    # an empty target needs, since its restore checks the contents while unpacking them
+    # and leaves nothing behind when one does not match.
+    with contextlib.ExitStack() as archives:
+        index = archives.enter_context(
+            verify_archive(path, _bytes_reporter(app_ctx), contents=False)
         )
+        manifest = index.manifest
         target = _target_context(app_ctx, manifest.instance)
-        with target.changing("restore"):
-            state = inspect_target(target.client, target.instance, target.paths)
-            if state.has_data and not _confirm(
-                target,
-                f"Replace the data of instance {target.instance.name!r} "
-                f"({', '.join(state.volumes_with_data)})? It is backed up first.",
-                yes,
-            ):
-                raise ConfirmationNeeded(
-                    f"Instance {target.instance.name!r} has data "
-                    f"({', '.join(state.volumes_with_data)}); restoring replaces it.",
-                    target.instance,
-                    f"restore {verified.path}",
-                )
-            image = _helper_image(target, state.container)
-            result = restore_backup(
-                target.client,
-                target.instance,
-                target.paths,
-                verified,
-                helper_image=image,
-                confirmed=True,
-                reporter=_bytes_reporter(target),
-                on_step=target.out.progress,
-            )
-            started_url = None
-            clash = None
-            # What was done is said before the start, which may fail on its own.
-            for line in _restore_lines(target, result):
-                target.out.line(line)
-            # The configuration is the restored one now: read it afresh.
-            fresh = AppContext(instance=target.instance, out=target.out)
-            started_url = clash = None
-            if result.was_running:
-                with fresh.spinner("Starting opencode ..."):
-                    started = fresh.service().start(
-                        reporter=fresh.reporter(), on_step=fresh.out.progress
+        had_folder = target.paths.root.exists()
+        try:
+            with target.changing("restore"):
+                state = inspect_target(target.client, target.instance, target.paths)
+                verified = index
+                if not state.is_empty:  # checked whole before anything of it changes
+                    verified = archives.enter_context(
+                        verify_archive(path, _bytes_reporter(app_ctx))
                     )
-                started_url = started.url
-            else:
-                clash = _port_clash(fresh)
+                later = "" if verified.contents_checked else "; its files are checked as unpacked"
+                app_ctx.out.progress(
+                    f"Checked {verified.path}: {verified.entries} entries "
+                    f"({format_bytes(verified.data_bytes)}) of instance {manifest.instance}, "
+                    f"made {manifest.created} (opencode {manifest.opencode_version or 'unknown'})"
+                    f"{later}."
+                )
+                if state.has_data and not _confirm(
+                    target,
+                    f"Replace the data of instance {target.instance.name!r} "
+                    f"({', '.join(state.volumes_with_data)})? It is backed up first.",
+                    yes,
+                ):
+                    raise ConfirmationNeeded(
+                        f"Instance {target.instance.name!r} has data "
+                        f"({', '.join(state.volumes_with_data)}); restoring replaces it.",
+                        target.instance,
+                        f"restore {verified.path}",
+                    )
+                image = _helper_image(target, state.container)
+                result = restore_backup(
+                    target.client,
+                    target.instance,
+                    target.paths,
+                    verified,
+                    helper_image=image,
+                    confirmed=True,
+                    reporter=_bytes_reporter(target),
+                    on_step=target.out.progress,
+                )
+                # What was done is said before the start, which may fail on its own.
+                for line in _restore_lines(target, result):
+                    target.out.line(line)
+                # The configuration is the restored one now: read it afresh.
+                fresh = AppContext(instance=target.instance, out=target.out)
+                started_url = clash = None
+                if result.was_running:
+                    with fresh.spinner("Starting opencode ..."):
+                        started = fresh.service().start(
+                            reporter=fresh.reporter(), on_step=fresh.out.progress
+                        )
+                    started_url = started.url
+                else:
+                    clash = _port_clash(fresh)
+        except InvalidBackup:
+            if not had_folder:  # the lock's folder: nothing else was made there
+                shutil.rmtree(target.paths.root, ignore_errors=True)
+            raise
     data = result.to_json() | {"started": started_url is not None, "url": started_url}
     target.out.result(data, lambda: _after_restore_lines(target, started_url, clash))
 
