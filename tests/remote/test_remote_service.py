@@ -90,6 +90,8 @@ def far(env: dict[str, str], remote_host: RemoteHost) -> Iterator[str]:
     _give_base_image(remote_host)
     added = occ(env, "host", "add", HOST, f"ssh://{remote_host.alias}", "--default")
     assert added.code == 0, added.err
+    if _ca_file():  # every build of this instance (and of its restored copies) trusts it
+        assert occ(env, "config", "set", "ca_certificates", _ca_file()[1]).code == 0
     yield HOST
     occ(env, "--host", HOST, "uninstall", "--volumes", "--no-backup", "--yes", timeout=300)
 
