@@ -169,14 +169,16 @@ CADDY
 # projects folder makes the dialog list the projects and mounted folders, and find them
 # by name; $HOME stays /home/opencode for git, ssh and every other tool.
 export OPENCODE_TEST_HOME="$PROJECTS_DIR"
-# opencode runs on Bun, whose own garbage-collection timer (on top of the engine's
-# collections when memory grows) runs every second while the heap size keeps changing,
-# and every 30 s once it stays put. Idle, a collection itself changes the heap size, so
-# the one-second mode can go on for many minutes, at about four times the CPU opencode
-# otherwise uses idle. Every 30 s in both modes keeps the periodic collection and drops
-# that cost (docs/operations.md, "What it costs while idle"). A value set with
-# `occ config env set` wins.
-export BUN_GC_TIMER_INTERVAL="${BUN_GC_TIMER_INTERVAL:-30000}"
+# opencode runs on Bun, which adds garbage collections of its own to those of its
+# JavaScript engine: whenever the heap size changed since its last one, it collects again
+# 16 ms later. Idle, each collection changes the heap size itself, so that can go on for
+# many minutes at about four times the CPU opencode otherwise uses idle. Without Bun's
+# extra collections the engine still collects as memory is allocated (docs/operations.md,
+# "What it costs while idle"). Setting BUN_GC_TIMER_INTERVAL in the service's environment
+# keeps Bun's collections, at that interval.
+if [ -z "${BUN_GC_TIMER_INTERVAL:-}" ]; then
+  export BUN_GC_TIMER_DISABLE=1
+fi
 
 children=""
 stop_children() {
