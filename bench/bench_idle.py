@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from report import replace_section
 
@@ -180,15 +181,9 @@ def health_check(image: str) -> tuple[list[str], float]:
     return command, check["Interval"] / 1e9
 
 
-def run_health_check(container: Container, command: list[str]) -> None:
+def run_health_check(engine: Any, container: Container, command: list[str]) -> None:
     """Run the check the way Docker's monitor does: an exec through the engine."""
-    import docker as docker_sdk  # the engine's exec API, without a docker CLI process
-
-    client = docker_sdk.from_env()
-    try:
-        client.containers.get(container.id).exec_run(command)
-    finally:
-        client.close()
+    engine.containers.get(container.id).exec_run(command)
 
 
 class Window:
@@ -211,9 +206,9 @@ def measure(
     busy, elapsed = cpu_busy_ticks() - start_busy, time.monotonic() - began
     per_process: dict[str, float] = {}
     for container in containers:
-        first = start_procs[container.name]
+        before = start_procs[container.name]
         for pid, (name, ticks) in container.process_ticks().items():
-            used = ticks - first[pid][1] if pid in first else 0
+            used = ticks - before[pid][1] if pid in before else 0
             per_process[name] = per_process.get(name, 0.0) + used
     scale = 100.0 / CLOCK_TICKS / elapsed
     return Window(busy * scale, {k: v * scale for k, v in per_process.items()})
@@ -234,6 +229,9 @@ SIDES = ("baseline", "bare", "managed", "check")
 
 def run_rounds(args: argparse.Namespace, command: list[str]) -> list[dict[str, Window]]:
     """Measure the rounds; each is one window of every side, in turn."""
+    import docker as docker_sdk  # the engine's exec API, without a docker CLI process
+
+    engine = docker_sdk.from_env()
     rounds: list[dict[str, Window]] = []
     with bare_opencode(args.image) as bare, managed_service(args.image) as managed:
         time.sleep(args.warmup)
@@ -250,7 +248,8 @@ def run_rounds(args: argparse.Namespace, command: list[str]) -> list[dict[str, W
                 if running is not None:
                     running.unpause()
                 time.sleep(args.settle)
-                first = partial(run_health_check, managed, command) if side == "check" else None
+                check = partial(run_health_check, engine, managed, command)
+                first = check if side == "check" else None
                 measured[side] = measure(args.interval, [bare, managed], first)
                 if running is not None:
                     running.pause()
@@ -259,6 +258,7 @@ def run_rounds(args: argparse.Namespace, command: list[str]) -> list[dict[str, W
             print(f"round {number}/{args.rounds}: {line}", flush=True)
         managed.unpause()
         bare.unpause()
+    engine.close()
     return rounds
 
 
