@@ -147,6 +147,14 @@ def test_runs_unprivileged(service: SERVICE) -> None:
     assert {value.strip() for key, value in fields if key == "NoNewPrivs"} == {"1"}
 
 
+def test_opencode_runs_without_buns_extra_garbage_collections(service: SERVICE) -> None:
+    # Bun's extra collections can keep an idle opencode at about four times its CPU for
+    # minutes (docs/operations.md, "What it costs while idle").
+    code, environ = service.exec("sh", "-c", "tr '\\0' '\\n' < /proc/$(pgrep -xo opencode)/environ")
+    assert code == 0, environ
+    assert "BUN_GC_TIMER_DISABLE=1" in environ.splitlines()
+
+
 def test_password_is_nowhere_visible(service: SERVICE) -> None:
     password = service.password
     attrs = service.sdk.api.inspect_container(service.name)

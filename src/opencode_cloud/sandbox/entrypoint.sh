@@ -169,6 +169,16 @@ CADDY
 # projects folder makes the dialog list the projects and mounted folders, and find them
 # by name; $HOME stays /home/opencode for git, ssh and every other tool.
 export OPENCODE_TEST_HOME="$PROJECTS_DIR"
+# opencode runs on Bun, which adds garbage collections of its own to those of its
+# JavaScript engine: whenever the heap size changed since its last one, it collects again
+# 16 ms later. Idle, each collection changes the heap size itself, so that can go on for
+# many minutes at about four times the CPU opencode otherwise uses idle. Without Bun's
+# extra collections the engine still collects as memory is allocated (docs/operations.md,
+# "What it costs while idle"). Setting BUN_GC_TIMER_INTERVAL in the service's environment
+# keeps Bun's collections, at that interval.
+if [ -z "${BUN_GC_TIMER_INTERVAL:-}" ]; then
+  export BUN_GC_TIMER_DISABLE=1
+fi
 
 children=""
 stop_children() {
