@@ -30,15 +30,21 @@ install_engine() {
   apt_install docker.io
 }
 
+# The local daemon is the one in its pid file: other dockerd processes (the remote test
+# host's, in a network namespace) are not it.
+local_daemon_runs() {
+  [ -f "$PIDFILE" ] && [ "$(cat "/proc/$(cat "$PIDFILE")/comm" 2>/dev/null)" = dockerd ]
+}
+
 start_engine() {
   if engine_answers; then echo running; return; fi
   # A client may point elsewhere (DOCKER_HOST, a context); only the local daemon is ours to start.
   install_engine
-  if [ -f "$PIDFILE" ] && ! pgrep -x dockerd >/dev/null 2>&1; then
+  if [ -f "$PIDFILE" ] && ! local_daemon_runs; then
     say "removing stale $PIDFILE left by a daemon that no longer runs"
     as_root rm -f "$PIDFILE"
   fi
-  if ! pgrep -x dockerd >/dev/null 2>&1; then
+  if ! local_daemon_runs; then
     say "starting dockerd (log: $LOG)"
     as_root bash -c "nohup dockerd >>'$LOG' 2>&1 </dev/null & echo \$! >'$OURS'"
   fi

@@ -28,10 +28,17 @@ ENGINE_SCRIPT = ROOT / "scripts" / "engine.sh"
 STARTED_BY_SCRIPT = Path("/var/run/opencode-cloud-dockerd.started")
 
 
+# The local daemon's pid; another dockerd (the remote test host's) may run beside it.
+DAEMON_PID_FILE = Path("/var/run/docker.pid")
+
+
 def _daemon_pid() -> int | None:
-    proc = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True)
-    pids = proc.stdout.split()
-    return int(pids[0]) if pids else None
+    try:
+        pid = int(DAEMON_PID_FILE.read_text())
+        running = Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+    except (OSError, ValueError):
+        return None
+    return pid if running else None
 
 
 def restart_engine() -> None:
