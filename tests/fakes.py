@@ -174,7 +174,7 @@ class FakeEngine:
     def check_connection(self) -> None:
         """A local engine's connection never drops."""
 
-    def reach(self, address: str, port: int) -> tuple[str, int]:
+    def reach(self, address: str, port: int, local_port: int | None = None) -> tuple[str, int]:
         """`forwards` stands in for an SSH tunnel: (address, port) -> local port."""
         if (address, port) in self.forwards:
             return "127.0.0.1", self.forwards[(address, port)]

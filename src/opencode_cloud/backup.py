@@ -83,6 +83,7 @@ from opencode_cloud.backup_local import (
     program_body,
 )
 from opencode_cloud.config.paths import InstancePaths, config_dir
+from opencode_cloud.config.store import write_atomically
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, LABEL_STAGE
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus
 from opencode_cloud.docker.volume import VOLUME_SPECS
@@ -1602,25 +1603,9 @@ def _restore_files(paths: InstancePaths, verified: VerifiedBackup) -> None:
     root = paths.config_file.parent
     root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     if verified.config_bytes is not None:
-        _write_private(paths.config_file, verified.config_bytes)
+        write_atomically(paths.config_file, verified.config_bytes, FILE_MODE, keep_mode=False)
     else:
         with contextlib.suppress(FileNotFoundError):
             paths.config_file.unlink()
     if verified.password_bytes is not None:
-        _write_private(paths.password_file, verified.password_bytes)
-
-
-def _write_private(target: Path, content: bytes) -> None:
-    """Replace `target` with `content`, 0600 from the first byte, atomically."""
-    temp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
+        write_atomically(paths.password_file, verified.password_bytes, FILE_MODE, keep_mode=False)

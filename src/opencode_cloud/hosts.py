@@ -10,7 +10,6 @@ the docker CLI would use (DOCKER_HOST, the current context, the local socket), a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -86,9 +85,12 @@ def context_endpoint(context: str) -> str:
     Raises:
         HostError: no such context.
     """
-    base = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    import hashlib
+
+    from opencode_cloud.docker.transport import docker_config_dir
+
     digest = hashlib.sha256(context.encode()).hexdigest()
-    meta = base / "contexts" / "meta" / digest / "meta.json"
+    meta = docker_config_dir() / "contexts" / "meta" / digest / "meta.json"
     try:
         data = json.loads(meta.read_text())
         return str(data["Endpoints"]["docker"]["Host"])
@@ -184,14 +186,13 @@ def environment_target() -> SshTarget | None:
     """An ssh:// engine named by DOCKER_HOST (or the current Docker context)."""
     url = os.environ.get("DOCKER_HOST", "")
     if not url:
-        from opencode_cloud.docker.transport import _context_in_use
+        from opencode_cloud.docker.transport import current_context
 
-        if _context_in_use():
-            name = os.environ.get("DOCKER_CONTEXT") or _current_context()
-            try:
-                url = context_endpoint(name) if name else ""
-            except HostError:
-                url = ""
+        name = current_context()
+        try:
+            url = context_endpoint(name) if name else ""
+        except HostError:
+            url = ""
     if not url.startswith("ssh://"):
         return None
     from opencode_cloud.docker.ssh import SshTarget
@@ -200,14 +201,6 @@ def environment_target() -> SshTarget | None:
         return SshTarget.parse(url)
     except ValueError as exc:
         raise HostError(f"DOCKER_HOST: {exc}.", "Use ssh://[user@]host[:port].") from None
-
-
-def _current_context() -> str:
-    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
-    try:
-        return str(json.loads(config.read_text()).get("currentContext") or "")
-    except (OSError, ValueError, AttributeError):
-        return ""
 
 
 def connect(host: Host | None, timeout: float | None = None) -> DockerClient:

@@ -134,11 +134,10 @@ def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
 
 
 def _write_private(path: Path, content: bytes, mode: int = 0o600) -> None:
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-    os.replace(temp, path)
+    """Replace `path` with `content`, with `mode` from its first byte."""
+    from opencode_cloud.config.store import write_atomically
+
+    write_atomically(path, content, mode, keep_mode=False)
 
 
 def _private_dir(paths: InstancePaths) -> Path:

@@ -182,8 +182,6 @@ TARGET = ssh.SshTarget.parse("ssh://ada@vm:2222")
             "No ED25519 host key is known for [vm]:2222\nHost key verification failed.",
             ssh.HostKeyUnknown,
         ),
-        ("channel 2: open failed: connect failed: open failed", ssh.NoRemoteEngine),
-        ("channel 2: open failed: connect failed: Permission denied", ssh.RemoteSocketDenied),
     ],
 )
 def test_what_ssh_says_becomes_the_error_that_names_it(said: str, kind: type) -> None:

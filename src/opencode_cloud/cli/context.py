@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from opencode_cloud.cli.output import Output
 from opencode_cloud.config.paths import InstancePaths, instance_paths
-from opencode_cloud.hosts import Host
 from opencode_cloud.instance import Instance, command_prefix
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.hosts import Host
     from opencode_cloud.service import Service
 
 # Seconds a changing command waits for another one on the same instance to finish.
@@ -35,17 +35,19 @@ class AppContext:
     host_name: str | None = None  # --host / OCC_HOST, as given
     _config: Config | None = field(default=None, repr=False)
     _client: DockerClient | None = field(default=None, repr=False)
-    _host: Host | bool | None = field(default=False, repr=False)  # False: not resolved yet
+    _host: Host | None = field(default=None, repr=False)
+    _host_resolved: bool = field(default=False, repr=False)
 
     @property
     def host(self) -> Host | None:
         """The remote host commands act on (`--host`, OCC_HOST, the saved default), or
         None for this machine's engine."""
-        if self._host is False:
+        if not self._host_resolved:
             from opencode_cloud.hosts import chosen_host
 
             self._host = chosen_host(self.host_name)
-        return self._host if isinstance(self._host, Host) else None
+            self._host_resolved = True
+        return self._host
 
     @property
     def remote_address(self) -> str | None:

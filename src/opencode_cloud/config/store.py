@@ -289,11 +289,14 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def write_atomically(target: Path, content: bytes, default_mode: int = FILE_MODE) -> None:
+def write_atomically(
+    target: Path, content: bytes, default_mode: int = FILE_MODE, *, keep_mode: bool = True
+) -> None:
     """Replace `target` with `content`: temp file in the same directory, fsync, rename.
 
-    An existing file keeps its mode (and owner, when run as root); a new one gets
-    `default_mode`.
+    An existing file keeps its mode (and owner, when run as root) unless `keep_mode` is
+    False; a new one, or one not kept, gets `default_mode`. The temporary file is 0600
+    from its first byte (mkstemp), so secrets are never readable on the way.
     """
     directory = target.parent
     directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
@@ -303,7 +306,7 @@ def write_atomically(target: Path, content: bytes, default_mode: int = FILE_MODE
         existing = None
     fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        if existing is not None:
+        if existing is not None and keep_mode:
             os.fchmod(fd, existing.st_mode & 0o7777)
             if hasattr(os, "geteuid") and os.geteuid() == 0:
                 with contextlib.suppress(OSError):

@@ -261,10 +261,11 @@ class DockerClient:
         if not self.tunnel.alive:
             raise self.tunnel.failure()
 
-    def reach(self, address: str, port: int) -> tuple[str, int]:
+    def reach(self, address: str, port: int, local_port: int | None = None) -> tuple[str, int]:
         """Where this machine reaches `address:port` of the engine's host: the address
         itself for a local engine (a wildcard becomes loopback), a forwarded local port
-        for a remote one, so a probe never lands on this machine's loopback by mistake.
+        (`local_port`, else a free one) for a remote one, so a probe never lands on this
+        machine's loopback by mistake.
 
         Raises:
             ssh.ForwardFailed, ssh.ConnectionDropped: for a remote engine.
@@ -272,7 +273,7 @@ class DockerClient:
         address = loopback_for(address)
         if self.tunnel is None:
             return address, port
-        return "127.0.0.1", self.tunnel.forward(address, port)
+        return "127.0.0.1", self.tunnel.forward(address, port, local_port)
 
     @property
     def remote(self) -> SshTarget | None:

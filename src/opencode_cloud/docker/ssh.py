@@ -13,6 +13,7 @@ a prompt; a refusal becomes one of the errors below, named from what `ssh` said.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -183,26 +184,32 @@ class SshTarget:
 
     def settings(self) -> dict[str, str]:
         """What ssh resolves for this host from its configuration (`ssh -G`): hostname,
-        user, port, ... (empty when ssh is missing)."""
-        try:
-            proc = subprocess.run(
-                [*self.command("-G"), "--", self.host],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return {}
-        resolved: dict[str, str] = {}
-        for line in proc.stdout.splitlines():
-            key, _, value = line.partition(" ")
-            resolved.setdefault(key, value)
-        return resolved
+        user, port, ... (empty when ssh is missing). Asked once per process."""
+        return _resolved_settings(self)
+
+
+@functools.cache
+def _resolved_settings(target: SshTarget) -> dict[str, str]:
+    try:
+        proc = subprocess.run(
+            [*target.command("-G"), "--", target.host],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    resolved: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        resolved.setdefault(key, value)
+    return resolved
 
 
 def classify(output: str, target: SshTarget) -> SshError:
-    """The error that names why ssh gave up, from what it printed."""
+    """The error that names why ssh could not log in, from what it printed. (What fails
+    after the login, a socket or the link, `SshTunnel.failure` tells.)"""
     host = target.url
     lowered = output.lower()
     if "remote host identification has changed" in lowered:
@@ -211,21 +218,6 @@ def classify(output: str, target: SshTarget) -> SshError:
         return HostKeyUnknown(host, output)
     if "permission denied (" in lowered or "too many authentication failures" in lowered:
         return AuthenticationRefused(host, output)
-    if "connect failed: permission denied" in lowered:
-        return RemoteSocketDenied(host, target.socket_path, target.user or "", output)
-    if "open failed" in lowered or "connect failed" in lowered:
-        return NoRemoteEngine(host, target.socket_path, output)
-    if any(
-        cause in lowered
-        for cause in (
-            "timeout",
-            "timed out",
-            "broken pipe",
-            "connection reset",
-            "closed by remote host",
-        )
-    ) and ("connection to" in lowered or "client_loop" in lowered):
-        return ConnectionDropped(host, output)
     return HostUnreachable(host, output)
 
 
@@ -325,12 +317,9 @@ class SshTunnel:
         while self.alive and "open failed" not in output and time.monotonic() < deadline:
             time.sleep(0.02)
             output = self.output
-        if self.alive and ("open failed" in output or "connect failed" in output):
-            return self._socket_problem(output)
-        if "open failed" in output or "connect failed" in output:
-            return classify(output, self.target)
         if self.alive:
-            return NoRemoteEngine(self.target.url, self.target.socket_path, output)
+            # ssh says only "open failed"; a look on the host tells why.
+            return self._socket_problem(output)
         if self._was_ready:
             return ConnectionDropped(self.target.url, output)
         return classify(output, self.target)

@@ -100,16 +100,22 @@ def connection_error(exc: BaseException, host: str | None = None) -> DockerError
     return DaemonNotRunning(host)
 
 
-def _context_in_use() -> bool:
-    """True when the docker CLI would talk to a non-default context (docker-py resolves it)."""
-    if os.environ.get("DOCKER_CONTEXT", "default") != "default":
-        return True
-    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
-    try:
-        current = json.loads(config.read_text()).get("currentContext")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return bool(current) and current != "default"
+def docker_config_dir() -> Path:
+    """The docker CLI's own folder (`DOCKER_CONFIG`, else ~/.docker): contexts live there."""
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def current_context() -> str | None:
+    """The Docker context the docker CLI would use, when it is not the default one."""
+    name = os.environ.get("DOCKER_CONTEXT")
+    if not name:
+        try:
+            name = json.loads((docker_config_dir() / "config.json").read_text()).get(
+                "currentContext"
+            )
+        except (OSError, ValueError, AttributeError):
+            return None
+    return str(name) if name and name != "default" else None
 
 
 def local_socket(base_url: str | None) -> str | None:
@@ -117,7 +123,7 @@ def local_socket(base_url: str | None) -> str | None:
     url = base_url or os.environ.get("DOCKER_HOST") or ""
     if url.startswith("unix://"):
         return url[len("unix://") :]
-    if url or _context_in_use():
+    if url or current_context():
         return None
     return DEFAULT_SOCKET
 

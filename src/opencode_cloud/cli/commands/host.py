@@ -220,24 +220,20 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
     """Forward a local port to the instance's service and hold it until Ctrl-C or until
     the connection drops (then the error says so)."""
     from opencode_cloud.docker.ssh import free_local_port
-    from opencode_cloud.service import NotRunning
 
     service = app_ctx.service()
-    info = service.client.find_container(service.name)
     tunnel_ = service.client.tunnel
-    endpoint = service.endpoint()
     if tunnel_ is None:
+        endpoint = service.endpoint()
         app_ctx.out.result(
             {"url": endpoint.url, "tunnel": False},
             lambda: [f"{service.name} runs on this machine: open {endpoint.url}"],
         )
         return
-    if info is None or not info.running:
-        raise NotRunning(service.instance)
+    service.shell_target()  # raises unless it runs
+    endpoint = service.endpoint()
     wanted = local_port or (endpoint.port if _port_free(endpoint.port) else free_local_port())
-    from opencode_cloud.docker.client import loopback_for
-
-    port = tunnel_.forward(loopback_for(endpoint.bind_address), endpoint.port, wanted)
+    _, port = service.client.reach(endpoint.bind_address, endpoint.port, wanted)
     url = f"{endpoint.scheme}://127.0.0.1:{port}"
     from opencode_cloud.credentials import read_password
 
