@@ -7,11 +7,16 @@ The remote host's loopback is not this machine's: the service there listens on i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -296,3 +301,36 @@ def test_each_connection_problem_is_one_line_with_a_hint(
     assert time.monotonic() - started < 20
     listed = json.loads(occ(env, "--json", "host", "list").out)
     assert f"x-{name}" not in [h["name"] for h in listed["hosts"]]
+
+
+def test_an_engine_socket_that_gives_no_answer_is_not_called_missing(
+    env: dict[str, str], remote_host: RemoteHost
+) -> None:
+    """Something listens at the socket (the remote host shares this machine's /tmp) but
+    hangs up without an answer, as a stuck or restarting engine may: that is not "no
+    engine there", and the error says what happened."""
+    folder = Path(tempfile.mkdtemp(prefix="occ-silent-", dir="/tmp"))
+    folder.chmod(0o755)
+    path = folder / "docker.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    path.chmod(0o777)
+    listener.listen()
+
+    def hang_up() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        add = ["host", "add", "x-silent", f"ssh://{remote_host.alias}", "--socket", str(path)]
+        run = occ(env, "--host", "local", *add, timeout=60)
+    finally:
+        listener.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert run.code == 4, run.err
+    line = _one_line_error(run)
+    assert "did not answer: the engine closed the connection without an answer" in line, line
+    assert "x-silent" not in occ(env, "--json", "host", "list").out

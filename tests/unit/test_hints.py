@@ -211,3 +211,18 @@ def test_the_scan_finds_a_command_in_a_message() -> None:
     assert _names_the_cli("Run `occ start` on ", flags)
     assert _names_the_cli("retry with --port 3001", flags)
     assert not _names_the_cli("tools installed with pip install --user", flags)
+
+
+@pytest.mark.parametrize(
+    ("occ", "expected"),
+    [
+        (command_prefix(DEFAULT), "`occ --instance NAME backup`"),
+        (command_prefix(WORK, "cloud"), "`occ --host cloud --instance NAME backup`"),
+    ],
+)
+def test_nothing_to_back_up_points_at_another_instance_of_the_same_host(
+    occ: str, expected: str
+) -> None:
+    from opencode_cloud.backup import NothingToBackUp
+
+    assert expected in hint_for(NothingToBackUp(WORK), occ)

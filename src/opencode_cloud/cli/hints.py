@@ -147,6 +147,11 @@ def _ssh_hint(error: ssh.SshError | ssh.ForwardFailed, occ: str) -> str:
                 "Install Docker there (docs/remote.md), or give the engine's socket: "
                 f"`occ host add NAME ADDRESS --socket PATH` (tried {path})."
             )
+        case ssh.RemoteEngineSilent():
+            return (
+                f"Run the command again; if it keeps failing, `{login} docker info` (or "
+                "`systemctl status docker` there) shows whether the engine is stuck."
+            )
         case ssh.RemoteSocketDenied(user=user):
             who = user or "$USER"
             return (
@@ -223,7 +228,8 @@ def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
         case backup.ConfirmationNeeded(command=command):
             return f"Run `{occ} {command} --yes` to go ahead."
         case backup.NothingToBackUp():
-            return "Name the instance to back up: `occ --instance NAME backup`."
+            on_host = occ.split(" --instance ", 1)[0]  # the same host, another instance
+            return f"Name the instance to back up: `{on_host} --instance NAME backup`."
         case backup.NoHelperImage():
             return f"Build it with `{occ} build`, or pull it with `{occ} pull`."
         case backup.RestoreFailed(safety_backup=Path() as kept):

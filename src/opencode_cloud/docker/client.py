@@ -139,8 +139,8 @@ def loopback_for(address: str) -> str:
 def _tunnel_failure(tunnel: SshTunnel) -> Callable[[BaseException], DockerError]:
     """How a failed request through `tunnel` is explained: by what ssh knows."""
 
-    def explain(_exc: BaseException) -> DockerError:
-        return tunnel.failure()
+    def explain(exc: BaseException) -> DockerError:
+        return tunnel.failure(exc)
 
     return explain
 

@@ -102,6 +102,15 @@ class RemoteSocketDenied(SshError):
         self.user = user
 
 
+class RemoteEngineSilent(SshError):
+    """The engine's socket is there and may be used, but a request through it failed:
+    the engine is busy, restarting, or took longer than the command waits."""
+
+    def __init__(self, host: str, cause: str, detail: str = "") -> None:
+        super().__init__(f"The Docker engine on {host} did not answer: {cause}.", host, detail)
+        self.cause = cause
+
+
 class ConnectionDropped(SshError):
     """The SSH connection ended in the middle of a command."""
 
@@ -118,6 +127,21 @@ class SshNotInstalled(SshError):
 
 class ForwardFailed(DockerError):
     """ssh would not forward a local port to the service."""
+
+
+def _timed_out(cause: BaseException | None) -> bool:
+    return cause is not None and (
+        isinstance(cause, TimeoutError) or "timed out" in str(cause).lower()
+    )
+
+
+def _describe(cause: BaseException | None) -> str:
+    """A request's failure in a few words, for one line of error."""
+    if cause is None:
+        return "its socket is there, but the request failed"
+    if _timed_out(cause):
+        return "no answer in time (busy or restarting?)"
+    return _last_line(str(cause))[:120] or type(cause).__name__
 
 
 def _last_line(text: str) -> str:
@@ -307,26 +331,30 @@ class SshTunnel:
     def alive(self) -> bool:
         return self._process.poll() is None
 
-    def failure(self) -> SshError:
-        """Why requests through the tunnel fail: ssh could not reach the engine's socket
-        on the far side, the connection ended, or it never came up."""
+    def failure(self, cause: BaseException | None = None) -> SshError:
+        """Why requests through the tunnel fail (`cause`, when a request did): ssh could
+        not reach the engine's socket on the far side, the engine there did not answer,
+        the connection ended, or it never came up."""
         output = self.output
         # ssh closes the forwarded connection first and logs why (or exits, when the
-        # link itself went) just after.
-        deadline = time.monotonic() + FAILURE_SETTLE_SECONDS
+        # link itself went) just after. A request that timed out was connected: nothing
+        # more will come.
+        deadline = time.monotonic() + (0 if _timed_out(cause) else FAILURE_SETTLE_SECONDS)
         while self.alive and "open failed" not in output and time.monotonic() < deadline:
             time.sleep(0.02)
             output = self.output
         if self.alive:
-            # ssh says only "open failed"; a look on the host tells why.
-            return self._socket_problem(output)
+            # ssh says only "open failed" (and that line may be about a port forward to
+            # the service); a look on the host tells why.
+            return self._socket_problem(output, cause)
         if self._was_ready:
             return ConnectionDropped(self.target.url, output)
         return classify(output, self.target)
 
-    def _socket_problem(self, output: str) -> SshError:
-        """ssh says only that the socket could not be opened; a look on the host itself
-        (over the same connection) tells a missing engine from a refused user."""
+    def _socket_problem(self, output: str, cause: BaseException | None) -> SshError:
+        """A look at the engine's socket on the host itself (over the same connection):
+        missing, refused to this user, or there and usable, when the engine itself did
+        not answer."""
         quoted = shlex.quote(self.target.socket_path)
         check = f"test -S {quoted} || exit 3; id -un; test -r {quoted} -a -w {quoted} || exit 4"
         try:
@@ -338,11 +366,15 @@ class SshTunnel:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired):
+            return RemoteEngineSilent(self.target.url, "the host did not answer either", output)
+        if proc.returncode == 3:
             return NoRemoteEngine(self.target.url, self.target.socket_path, output)
         if proc.returncode == 4:
             user = proc.stdout.strip() or self.target.user or ""
             return RemoteSocketDenied(self.target.url, self.target.socket_path, user, output)
-        return NoRemoteEngine(self.target.url, self.target.socket_path, output)
+        if proc.returncode != 0:
+            return ConnectionDropped(self.target.url, output + proc.stderr)
+        return RemoteEngineSilent(self.target.url, _describe(cause), output)
 
     def forward(self, address: str, port: int, local_port: int | None = None) -> int:
         """A local loopback port that reaches `address:port` as seen from the remote host.

@@ -221,6 +221,8 @@ def _dechunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
 
 def _parse_head(head: bytes, socket_path: str) -> tuple[int, dict[str, str]]:
     """The status and the header fields (lower-case names) of an HTTP answer's head."""
+    if not head:
+        raise ConnectionError("the engine closed the connection without an answer")
     status_line, *fields = head.decode("latin-1").split("\r\n")
     try:
         status = int(status_line.split()[1])
