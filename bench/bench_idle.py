@@ -2,17 +2,30 @@
 
     .venv/bin/python bench/bench_idle.py [--rounds 30] [--interval 8] [--out docs/benchmarks.md]
 
-Both run side by side for the whole run, from the same image: bare opencode (`opencode
-web` started with `docker run`, no health check, as a hand-written line would) and the
-managed service (`occ start`). The machine is shared, so instead of one long window each
-the run alternates many short windows, the other side paused (`docker pause`) during
-each: load from other work falls on both sides alike. One round is four windows, every
-other round in reverse order:
+Three containers run side by side for the whole run, from the same image:
 
-1. baseline: both paused;
+- bare opencode: `opencode web` started with `docker run`, no health check, as a
+  hand-written line would (Bun's defaults);
+- the same with `BUN_GC_TIMER_DISABLE=1`, the one setting the service changes in
+  opencode itself (docs/operations.md): the difference to it is what the service adds;
+- the managed service (`occ start`).
+
+Both bare containers are opened once as `occ start` opens the service (the health
+endpoint, then the list of sessions, as the web UI does too): opencode's heap grows by
+about 70 MB when a project is first opened, and every later collection walks it, so a
+bare opencode never opened would be a baseline no user runs. The first minutes after a
+start are left out (`--warmup`): until the engine's first full collection the heap still
+holds what starting made.
+
+The machine is shared, so instead of one long window each the run alternates many short
+windows, the others paused (`docker pause`) during each: load from other work falls on
+every side alike. One round is five windows, every other round in reverse order:
+
+1. baseline: all paused;
 2. bare opencode alone;
-3. the managed service alone;
-4. the managed service alone, with one run of its health check at the window's start.
+3. bare opencode with Bun's extra collections off, alone;
+4. the managed service alone;
+5. the managed service alone, with one run of its health check at the window's start.
 
 Each window measures busy ticks of all CPUs (/proc/stat: the engine, containerd-shim and
 runc count too; this is the headline) and of each process of both containers
@@ -23,7 +36,7 @@ one core.
 Docker suspends a paused container's health check and, after `docker unpause`, starts
 its interval afresh, so within short windows Docker itself never runs it. The bench runs
 the image's own health check command through the engine's exec API (as Docker does) in
-the fourth window; the difference to the third is its cost per check, counted in the
+the fifth window; the difference to the fourth is its cost per check, counted in the
 managed figure at the image's interval.
 """
 
@@ -79,16 +92,24 @@ def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
-def wait_until_answering(url: str, password: str, timeout: float = 120) -> None:
+def open_once(url: str, password: str, timeout: float = 120) -> None:
+    """Wait until opencode answers, then list its sessions: what `occ start` asks of the
+    service, and what the web UI asks first."""
     token = base64.b64encode(f"opencode:{password}".encode()).decode()
+
+    def get(path: str) -> int:
+        request = urllib.request.Request(url + path)
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            answer.read()
+            return int(answer.status)
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        request = urllib.request.Request(url + "/global/health")
-        request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=2) as answer:
-                if answer.status == 200:
-                    return
+            if get("/global/health") == 200:
+                get("/session")
+                return
         except OSError:
             pass
         time.sleep(0.2)
@@ -127,16 +148,20 @@ class Container:
 
 
 @contextmanager
-def bare_opencode(image: str) -> Iterator[Container]:
+def bare_opencode(image: str, *environment: str) -> Iterator[Container]:
+    """opencode alone, as a hand-written `docker run` line starts it (plus `environment`,
+    `NAME=value` each), opened once."""
     name, port, password = f"occ-bench-bare-{uuid.uuid4().hex[:6]}", free_port(), "bench"
+    settings = [word for pair in environment for word in ("-e", pair)]
     docker(
         "run", "-d", "--name", name, "--label", OWNER_LABEL, "--no-healthcheck",
         "--user", "1000:1000", "-p", f"127.0.0.1:{port}:3000", "-w", "/home/opencode/projects",
         "-e", f"OPENCODE_SERVER_PASSWORD={password}", "-e", "OPENCODE_DISABLE_MODELS_FETCH=1",
+        *settings,
         "--entrypoint", "opencode", image, "web", "--hostname", "0.0.0.0", "--port", "3000",
     )  # fmt: skip
     try:
-        wait_until_answering(f"http://127.0.0.1:{port}", password)
+        open_once(f"http://127.0.0.1:{port}", password)
         yield Container(name)
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
@@ -224,7 +249,9 @@ def process_summary(windows: list[Window]) -> str:
     return ", ".join(p for p in parts if not p.endswith(" 0.00%")) or "-"
 
 
-SIDES = ("baseline", "bare", "managed", "check")
+SIDES = ("baseline", "bare", "bare-gc-off", "managed", "check")
+# The one setting the service changes in opencode itself (sandbox/entrypoint.sh).
+GC_OFF = "BUN_GC_TIMER_DISABLE=1"
 
 
 def run_rounds(args: argparse.Namespace, command: list[str]) -> list[dict[str, Window]]:
@@ -233,11 +260,22 @@ def run_rounds(args: argparse.Namespace, command: list[str]) -> list[dict[str, W
 
     engine = docker_sdk.from_env()
     rounds: list[dict[str, Window]] = []
-    with bare_opencode(args.image) as bare, managed_service(args.image) as managed:
+    with (
+        bare_opencode(args.image) as bare,
+        bare_opencode(args.image, GC_OFF) as bare_gc_off,
+        managed_service(args.image) as managed,
+    ):
+        everyone = [bare, bare_gc_off, managed]
         time.sleep(args.warmup)
-        bare.pause()
-        managed.pause()
-        running_in = {"baseline": None, "bare": bare, "managed": managed, "check": managed}
+        for container in everyone:
+            container.pause()
+        running_in = {
+            "baseline": None,
+            "bare": bare,
+            "bare-gc-off": bare_gc_off,
+            "managed": managed,
+            "check": managed,
+        }
         for number in range(1, args.rounds + 1):
             # Every other round backwards, so a drift of the machine's load over a round
             # falls on no side in particular.
@@ -250,24 +288,29 @@ def run_rounds(args: argparse.Namespace, command: list[str]) -> list[dict[str, W
                 time.sleep(args.settle)
                 check = partial(run_health_check, engine, managed, command)
                 first = check if side == "check" else None
-                measured[side] = measure(args.interval, [bare, managed], first)
+                measured[side] = measure(args.interval, everyone, first)
                 if running is not None:
                     running.pause()
             rounds.append(measured)
             line = ", ".join(f"{side} {measured[side].host_percent:.2f}%" for side in SIDES)
             print(f"round {number}/{args.rounds}: {line}", flush=True)
-        managed.unpause()
-        bare.unpause()
+        for container in everyone:
+            container.unpause()
     engine.close()
     return rounds
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=30, help="rounds of four windows")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds of five windows")
     parser.add_argument("--interval", type=float, default=8.0, help="seconds of each window")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after a switch")
-    parser.add_argument("--warmup", type=float, default=30.0, help="seconds before round 1")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=600.0,
+        help="seconds before round 1: the heap a start leaves waits for a full collection",
+    )
     parser.add_argument(
         "--quiet",
         type=float,
@@ -295,29 +338,36 @@ def main() -> int:
         return median([r[side].host_percent - r[minus].host_percent for r in counted])
 
     baseline = median([r["baseline"].host_percent for r in counted])
-    bare_net, managed_idle = max(net("bare"), 0.01), net("managed")
+    bare_net, bare_gc_off_net = max(net("bare"), 0.01), max(net("bare-gc-off"), 0.01)
+    managed_idle = net("managed")
     per_check_cpu_s = net("check", minus="managed") * args.interval / 100.0
     check_share = 100.0 * max(per_check_cpu_s, 0.0) / check_interval
     managed_net = managed_idle + check_share
-    ratio = managed_net / bare_net
+    ratio, own_ratio = managed_net / bare_net, managed_net / bare_gc_off_net
 
     def processes(side: str) -> str:
         return process_summary([r[side] for r in rounds])
+
+    def verdict(value: float) -> str:
+        return f"**{value:.2f}x** (target <= 1.10x: {'met' if value <= 1.10 else 'not met'})"
 
     table = "\n".join(
         [
             "| What | Host CPU, minus baseline | Per process (median, all rounds) |",
             "|---|---|---|",
-            f"| baseline (both paused), host-wide | {baseline:.2f}% of a core | |",
+            f"| baseline (all paused), host-wide | {baseline:.2f}% of a core | |",
             f"| bare opencode (`docker run`, no health check) | {bare_net:.2f}% "
             f"| {processes('bare')} |",
+            f"| bare opencode, `{GC_OFF}` as in the service | {bare_gc_off_net:.2f}% "
+            f"| {processes('bare-gc-off')} |",
             f"| managed service (`occ start`), between health checks | {managed_idle:.2f}% "
             f"| {processes('managed')} |",
             f"| its health check: {per_check_cpu_s:.2f} s of CPU every {check_interval:g} s "
             f"| {check_share:.2f}% | |",
             f"| managed service, health check included | {managed_net:.2f}% | |",
-            f"| managed / bare, host-wide | **{ratio:.2f}x** (target <= 1.10x: "
-            f"{'met' if ratio <= 1.10 else 'not met'}) | |",
+            f"| managed / bare opencode, host-wide | {verdict(ratio)} | |",
+            f"| managed / bare opencode with the same Bun setting: what the service adds "
+            f"| {verdict(own_ratio)} | |",
         ]
     )
     summary = (
