@@ -171,11 +171,39 @@ class _tunnel:
             lines.append(line.rstrip("\n"))
         data = json.loads("\n".join(lines))
         assert data["tunnel"] is True and data["service"] == "healthy", data
+        # One local port, the one printed: the port the health probe used is given up.
+        port = int(str(data["url"]).rsplit(":", 1)[1])
+        assert _ports_listened_on_by_children_of(self.process.pid) == {port}
         return str(data["url"])
 
     def __exit__(self, *exc: object) -> None:
         self.process.send_signal(signal.SIGINT)
         assert self.process.wait(timeout=15) == 0
+
+
+def _ports_listened_on_by_children_of(pid: int) -> set[int]:
+    """The TCP ports that child processes of `pid` (its ssh) listen on."""
+    children = {
+        entry.name
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _parent_of(entry) == pid
+    }
+    listening = subprocess.run(
+        ["ss", "-Hltnp"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    return {
+        int(line.split()[3].rsplit(":", 1)[1])
+        for line in listening
+        if any(f"pid={child}," in line for child in children)
+    }
+
+
+def _parent_of(process: Path) -> int:
+    try:
+        stat = (process / "stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
 def _free_port() -> int:

@@ -384,25 +384,13 @@ class SshTunnel:
             ConnectionDropped: the connection is gone.
         """
         key = (address, port)
-        if key in self._forwards and local_port in (None, self._forwards[key]):
-            return self._forwards[key]
+        previous = self._forwards.get(key)
+        if previous is not None and local_port in (None, previous):
+            return previous
         if not self.alive:
             raise self.failure()
         chosen = local_port or free_local_port()
-        target = f"[{address}]" if ":" in address else address
-        proc = subprocess.run(
-            [
-                *self.target.command("-S", self._control, "-O", "forward"),
-                "-L",
-                f"127.0.0.1:{chosen}:{target}:{port}",
-                "--",
-                self.target.host,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=CONNECT_TIMEOUT,
-            check=False,
-        )
+        proc = self._control_forward("forward", chosen, address, port)
         if proc.returncode != 0:
             if not self.alive:
                 raise self.failure()
@@ -411,7 +399,29 @@ class SshTunnel:
                 f"{self.target.url}: {_last_line(proc.stderr) or 'refused'}."
             )
         self._forwards[key] = chosen
+        if previous is not None:  # one local port per service: the one asked for now
+            self._control_forward("cancel", previous, address, port)
         return chosen
+
+    def _control_forward(
+        self, operation: str, local_port: int, address: str, port: int
+    ) -> subprocess.CompletedProcess[str]:
+        """Ask the connection's control master to add (`forward`) or drop (`cancel`)
+        a forward from local `local_port` to `address:port` on the host."""
+        target = f"[{address}]" if ":" in address else address
+        return subprocess.run(
+            [
+                *self.target.command("-S", self._control, "-O", operation),
+                "-L",
+                f"127.0.0.1:{local_port}:{target}:{port}",
+                "--",
+                self.target.host,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=CONNECT_TIMEOUT,
+            check=False,
+        )
 
     def wait(self) -> None:
         """Block until the connection ends."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -234,6 +235,8 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
     endpoint = service.endpoint()
     wanted = local_port or (endpoint.port if _port_free(endpoint.port) else free_local_port())
     _, port = service.client.reach(endpoint.bind_address, endpoint.port, wanted)
+    # The port the endpoint's own probe used is given up for this one.
+    endpoint = replace(endpoint, probe_at=("127.0.0.1", port))
     url = f"{endpoint.scheme}://127.0.0.1:{port}"
     from opencode_cloud.credentials import read_password
 
