@@ -154,16 +154,17 @@ class Endpoint:
         """Runs on a remote host and listens on its loopback only: a tunnel reaches it."""
         return self.remote_host is not None and is_loopback(self.bind_address)
 
-    def reached_through(self, client: DockerClient) -> Endpoint:
+    def reached_through(self, client: DockerClient, local_port: int | None = None) -> Endpoint:
         """This endpoint as `client`'s machine reaches it: through the engine's SSH
-        connection for a remote host, never this machine's loopback by mistake."""
+        connection for a remote host (at `local_port` here, else a free one), never this
+        machine's loopback by mistake."""
         remote = client.remote
         if remote is None:
             return self
         remote_host = remote.settings().get("hostname") or remote.host
         return replace(
             self,
-            probe_at=client.reach(self.bind_address, self.port),
+            probe_at=client.reach(self.bind_address, self.port, local_port),
             remote_host=remote_host,
         )
 
@@ -450,18 +451,32 @@ class Service:
         """Where the service answers now (its container's settings, else the configuration's)."""
         return self._endpoint(self.client.find_container(self.name))
 
-    def _endpoint(self, info: ContainerInfo | None) -> Endpoint:
-        """Where the service answers: read from the container when there is one."""
+    def tunnel_endpoint(self, local_port: int | None = None) -> Endpoint:
+        """The running service on a remote host as this machine reaches it, through the
+        engine's SSH connection: at `local_port`, else at the service's own port number
+        when that is free here, else at a free one.
+
+        Raises:
+            NeverCreated; NotRunning: it exists but does not run.
+        """
+        from opencode_cloud.docker.ssh import local_port_free
+
+        found = self._endpoint(self.shell_target(), reach=False)
+        if local_port is None and local_port_free(found.port):
+            local_port = found.port
+        return found.reached_through(self.client, local_port)
+
+    def _endpoint(self, info: ContainerInfo | None, *, reach: bool = True) -> Endpoint:
+        """Where the service answers: read from the container when there is one; as this
+        machine reaches it, unless not `reach`."""
         if info is not None and info.published(CONTAINER_PORT) is not None:
-            return Endpoint.of(ContainerSpec.from_inspect(info), self.paths).reached_through(
-                self.client
-            )
-        config = self.config
-        return (
-            Endpoint(config.bind_address, config.port, config.username, config.tls_mode)
-            .trusting(self.paths)
-            .reached_through(self.client)
-        )
+            found = Endpoint.of(ContainerSpec.from_inspect(info), self.paths)
+        else:
+            config = self.config
+            found = Endpoint(
+                config.bind_address, config.port, config.username, config.tls_mode
+            ).trusting(self.paths)
+        return found.reached_through(self.client) if reach else found
 
     # -- lifecycle ------------------------------------------------------------------
 

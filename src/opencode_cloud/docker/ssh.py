@@ -255,6 +255,16 @@ def _die_with_parent() -> None:  # pragma: no cover (runs in the child)
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def local_port_free(port: int) -> bool:
+    """Whether nothing listens on `port` of this machine's loopback right now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_local_port() -> int:
     """A TCP port on this machine's loopback that nothing listens on right now."""
     with socket.socket() as probe:
@@ -384,36 +394,17 @@ class SshTunnel:
             ConnectionDropped: the connection is gone.
         """
         key = (address, port)
-        previous = self._forwards.get(key)
-        if previous is not None and local_port in (None, previous):
-            return previous
+        if key in self._forwards and local_port in (None, self._forwards[key]):
+            return self._forwards[key]
         if not self.alive:
             raise self.failure()
         chosen = local_port or free_local_port()
-        proc = self._control_forward("forward", chosen, address, port)
-        if proc.returncode != 0:
-            if not self.alive:
-                raise self.failure()
-            raise ForwardFailed(
-                f"Could not forward 127.0.0.1:{chosen} to {address}:{port} on "
-                f"{self.target.url}: {_last_line(proc.stderr) or 'refused'}."
-            )
-        self._forwards[key] = chosen
-        if previous is not None:  # one local port per service: the one asked for now
-            self._control_forward("cancel", previous, address, port)
-        return chosen
-
-    def _control_forward(
-        self, operation: str, local_port: int, address: str, port: int
-    ) -> subprocess.CompletedProcess[str]:
-        """Ask the connection's control master to add (`forward`) or drop (`cancel`)
-        a forward from local `local_port` to `address:port` on the host."""
         target = f"[{address}]" if ":" in address else address
-        return subprocess.run(
+        proc = subprocess.run(
             [
-                *self.target.command("-S", self._control, "-O", operation),
+                *self.target.command("-S", self._control, "-O", "forward"),
                 "-L",
-                f"127.0.0.1:{local_port}:{target}:{port}",
+                f"127.0.0.1:{chosen}:{target}:{port}",
                 "--",
                 self.target.host,
             ],
@@ -422,6 +413,15 @@ class SshTunnel:
             timeout=CONNECT_TIMEOUT,
             check=False,
         )
+        if proc.returncode != 0:
+            if not self.alive:
+                raise self.failure()
+            raise ForwardFailed(
+                f"Could not forward 127.0.0.1:{chosen} to {address}:{port} on "
+                f"{self.target.url}: {_last_line(proc.stderr) or 'refused'}."
+            )
+        self._forwards[key] = chosen
+        return chosen
 
     def wait(self) -> None:
         """Block until the connection ends."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -220,8 +219,6 @@ def tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) -> N
 def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) -> None:
     """Forward a local port to the instance's service and hold it until Ctrl-C or until
     the connection drops (then the error says so)."""
-    from opencode_cloud.docker.ssh import free_local_port
-
     service = app_ctx.service()
     tunnel_ = service.client.tunnel
     if tunnel_ is None:
@@ -231,13 +228,8 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
             lambda: [f"{service.name} runs on this machine: open {endpoint.url}"],
         )
         return
-    service.shell_target()  # raises unless it runs
-    endpoint = service.endpoint()
-    wanted = local_port or (endpoint.port if _port_free(endpoint.port) else free_local_port())
-    _, port = service.client.reach(endpoint.bind_address, endpoint.port, wanted)
-    # The port the endpoint's own probe used is given up for this one.
-    endpoint = replace(endpoint, probe_at=("127.0.0.1", port))
-    url = f"{endpoint.scheme}://127.0.0.1:{port}"
+    endpoint = service.tunnel_endpoint(local_port)
+    url = endpoint.base_url  # the forwarded local port
     from opencode_cloud.credentials import read_password
 
     state, _version = service.probe(read_password(service.paths), endpoint)
@@ -260,17 +252,6 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
         app_ctx.out.progress("Tunnel closed.")
         return
     raise tunnel_.failure()
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def register(group: click.Group) -> None:
