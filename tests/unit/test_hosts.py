@@ -134,6 +134,27 @@ def test_each_host_keeps_its_own_instance_files(cfg: Path) -> None:
     assert remote.occ == "occ --host cloud --instance work"
 
 
+def test_a_context_for_another_instance_stays_on_the_same_host(
+    cfg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`occ --host cloud restore FILE` restores onto the archive's instance on cloud (not
+    the default host), and starts it there, through the same connection."""
+    hosts = {"cloud": Host("cloud", "ssh://c"), "other": Host("other", "ssh://o")}
+    HostList(hosts, "other").save()  # the default: not where this command acts
+    connections: list[str | None] = []
+
+    def connect(host: Host | None, timeout: float | None = None) -> object:
+        connections.append(host.name if host else None)
+        return object()
+
+    monkeypatch.setattr("opencode_cloud.hosts.connect", connect)
+    given = AppContext(instance=Instance("work"), out=Output(), host_name="cloud")
+    derived = given.for_instance(Instance("copy"))
+    assert derived.paths.root == cfg / "hosts" / "cloud" / "instances" / "copy"
+    assert derived.client is given.client
+    assert connections == ["cloud"]
+
+
 def test_a_broken_hosts_file_is_an_error_with_a_hint(cfg: Path) -> None:
     cfg.mkdir(parents=True)
     hosts_file().write_text("{not json")

@@ -111,6 +111,20 @@ class AppContext:
             self._client.close()
             self._client = None
 
+    def for_instance(self, instance: Instance) -> AppContext:
+        """This command's context for `instance` on the same host, its configuration read
+        afresh (the same instance after a restore replaced it, or another one); the
+        engine connection is shared, and closed with this context's."""
+        client = self.client  # connects first: the host is resolved by then
+        return AppContext(
+            instance=instance,
+            out=self.out,
+            host_name=self.host_name,
+            _client=client,
+            _host=self._host,
+            _host_resolved=self._host_resolved,
+        )
+
     def service(self) -> Service:
         from opencode_cloud.service import Service
 

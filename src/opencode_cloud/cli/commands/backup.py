@@ -141,14 +141,13 @@ def _target_context(app_ctx: AppContext, archive_instance: str) -> AppContext:
     one the backup was made from."""
     from click.core import ParameterSource
 
-    from opencode_cloud.cli.context import AppContext
     from opencode_cloud.instance import Instance
 
     root = click.get_current_context().find_root()
     source = root.get_parameter_source("instance")
     if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
         return app_ctx
-    return AppContext(instance=Instance(archive_instance), out=app_ctx.out)
+    return app_ctx.for_instance(Instance(archive_instance))
 
 
 def _port_clash(app_ctx: AppContext) -> str | None:
@@ -232,7 +231,6 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
         restore_backup,
         verify_archive,
     )
-    from opencode_cloud.cli.context import AppContext
 
     path = file.absolute()
     # The layout first, without the files' contents: enough to know the target, and all
@@ -287,7 +285,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
                 for line in _restore_lines(target, result):
                     target.out.line(line)
                 # The configuration is the restored one now: read it afresh.
-                fresh = AppContext(instance=target.instance, out=target.out)
+                fresh = target.for_instance(target.instance)
                 started_url = clash = None
                 if result.was_running:
                     with fresh.spinner("Starting opencode ..."):
