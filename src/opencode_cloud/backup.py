@@ -21,7 +21,7 @@ What `occ backup` and `occ restore` do (docs/backup.md tells users the same):
   mount points nest the volumes inside the home, with host folders added by `occ mount`
   among them; the helper mounts neither, so no volume is read twice and no host folder
   is ever read.
-  - *Local* (the engine runs on this machine, `backup_local.engine_is_local`): the
+  - *Local* (the engine runs on this machine, `DockerClient.is_local`): the
     helper also mounts the archive file itself and runs `archive_program`, which copies
     between the volumes and the file directly, hashing on a second CPU (restores unpack
     with GNU tar). No byte goes through the API.
@@ -79,7 +79,6 @@ from opencode_cloud.backup_local import (
     NotOnThisMachine,
     ProgramRun,
     create_helper,
-    engine_is_local,
     program_body,
 )
 from opencode_cloud.config.paths import InstancePaths, config_dir
@@ -922,7 +921,7 @@ def _reading_helper(
     checksum lines file (returned) mounted too; else one the Engine API streams through
     (None for the lines file)."""
     base = helper_body(instance, image, [(v.kind, v.name) for v in volumes], read_only=True)
-    if engine_is_local(client):
+    if client.is_local:
         lines_file = out.sidecar("lines")
         files = [(out.temp, ARCHIVE_MOUNT), (lines_file, LINES_MOUNT)]
         args = {"root": HELPER_ROOT, "kinds": [v.kind for v in volumes]}
@@ -1461,7 +1460,7 @@ def restore_backup(
         if mounts:
             base = helper_body(instance, helper_image, mounts, read_only=False)
             restored = False
-            if engine_is_local(client):
+            if client.is_local:
                 with contextlib.suppress(NotOnThisMachine):
                     _restore_volumes_locally(client, instance, base, verified, progress)
                     restored = True

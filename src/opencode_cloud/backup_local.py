@@ -34,13 +34,6 @@ _CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD"]
 _NOT_HERE = ("bind source path does not exist", "mounts denied")
 
 
-def engine_is_local(client: DockerClient) -> bool:
-    """Whether the engine sees this machine's files (so bind mounts of them work): the one
-    decision between the local path and the Engine API stream. It is the client's
-    `is_local`; a remote engine behind a local socket sets that to False."""
-    return client.is_local
-
-
 class NotOnThisMachine(Exception):
     """The engine cannot mount the archive file: it does not run on this machine after
     all. Nothing was written; the Engine API stream is the way."""

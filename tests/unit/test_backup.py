@@ -362,13 +362,18 @@ def test_a_flipped_byte_is_refused_or_changes_nothing(engine: FakeEngine, tmp_pa
     assert refused > 100
 
 
-def test_a_flipped_byte_in_a_file_names_the_file(engine: FakeEngine, tmp_path: Path) -> None:
-    archive, _ = make_backup(engine, tmp_path)
+def flip_bit(archive: Path, name: str, offset: int, mask: int) -> None:
+    """Corrupt one byte of the archive member `name`, in place: what a bad disk does."""
     data = bytearray(archive.read_bytes())
     with tarfile.open(archive) as tar:
-        member = tar.getmember("volumes/session/opencode.db")
-    data[member.offset_data + 10] ^= 0x40
+        member = tar.getmember(name)
+    data[member.offset_data + offset] ^= mask
     archive.write_bytes(data)
+
+
+def test_a_flipped_byte_in_a_file_names_the_file(engine: FakeEngine, tmp_path: Path) -> None:
+    archive, _ = make_backup(engine, tmp_path)
+    flip_bit(archive, "volumes/session/opencode.db", 10, 0x40)
     with pytest.raises(InvalidBackup) as refused:
         verify_archive(archive)
     assert refused.value.kind == "corrupted"

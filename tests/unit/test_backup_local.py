@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_backup import IMAGE, SOURCE, TARGET, make_instance, paths_of, volume_contents
+from test_backup import (
+    IMAGE,
+    SOURCE,
+    TARGET,
+    flip_bit,
+    make_instance,
+    paths_of,
+    volume_contents,
+)
 
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.backup import (
@@ -262,11 +270,7 @@ def test_an_archive_changed_after_its_check_is_refused(
     make_instance(engine, SOURCE)
     archive = backed_up(engine, tmp_path)
     with verify_archive(archive) as verified:
-        data = bytearray(archive.read_bytes())
-        with tarfile.open(archive) as tar:
-            member = tar.getmember("volumes/projects/big.bin")
-        data[member.offset_data + 5] ^= 0x01
-        archive.write_bytes(data)
+        flip_bit(archive, "volumes/projects/big.bin", 5, 0x01)
         with pytest.raises(RestoreFailed) as failed:
             restore_backup(
                 engine,

@@ -167,9 +167,7 @@ class SocketTransport:
         Raises:
             Refused: the engine answered with an error status.
         """
-        lines = [f"{method} {url} HTTP/1.1", "Host: docker", "Connection: close"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        request = _request_bytes(method, url, headers, None)
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(timeout)
@@ -249,10 +247,7 @@ def _unix_http(
     more than the whole exchange. `Connection: close` lets the answer end at EOF; a
     chunked body is decoded, anything else is taken as it comes.
     """
-    lines = [f"{method} {url} HTTP/1.1", "Host: docker", "Connection: close"]
-    lines += [f"Content-Length: {len(body or b'')}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+    request = _request_bytes(method, url, headers, body)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(socket_path)
@@ -267,18 +262,17 @@ def _unix_http(
     return status, payload
 
 
+def _request_bytes(method: str, url: str, headers: dict[str, str], body: bytes | None) -> bytes:
+    """One HTTP/1.1 request; `Connection: close` lets the answer end at EOF."""
+    lines = [f"{method} {url} HTTP/1.1", "Host: docker", "Connection: close"]
+    lines += [f"Content-Length: {len(body or b'')}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
 def dechunk(data: bytes) -> bytes:
-    """The body of a `Transfer-Encoding: chunked` payload."""
-    out = bytearray()
-    position = 0
-    while True:
-        line_end = data.index(b"\r\n", position)
-        size = int(data[position:line_end].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        start = line_end + 2
-        out += data[start : start + size]
-        position = start + size + 2
+    """The body of a whole `Transfer-Encoding: chunked` payload."""
+    return b"".join(_dechunked(iter((data,))))
 
 
 class DockerPyTransport:
