@@ -40,6 +40,7 @@ from opencode_cloud.docker.transport import (
     DockerPyTransport,
     Refused,
     Response,
+    SocketTransport,
     connection_error,
     dechunk,
 )
@@ -242,6 +243,40 @@ def test_a_missing_socket_is_daemon_not_running(monkeypatch, short_dir: Path) ->
     with pytest.raises(DaemonNotRunning) as caught:
         DockerClient(base_url=f"unix://{short_dir}/missing.sock")
     assert caught.value.host == f"unix://{short_dir}/missing.sock"
+
+
+@pytest.mark.parametrize("sent", [b"", b"HTTP/1.1 200 OK\r\nContent-Type: text"])
+def test_an_engine_that_hangs_up_is_said_to_have_given_no_answer(
+    short_dir: Path, sent: bytes
+) -> None:
+    """Both ways of asking (one answer, a followed stream) word a connection closed before
+    an answer's head ended the same way: the remote errors quote it."""
+    path = str(short_dir / "hangs-up.sock")
+
+    class HangUp(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            self.wfile.write(sent)
+
+    server = socketserver.ThreadingUnixStreamServer(path, HangUp)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    causes: list[BaseException] = []
+
+    def explain(exc: BaseException) -> DockerError:
+        causes.append(exc)
+        return DaemonNotRunning(path)
+
+    transport = SocketTransport(path, explain)
+    try:
+        with pytest.raises(DaemonNotRunning):
+            transport.request("GET", "/version", None, {}, 5)
+        with pytest.raises(DaemonNotRunning):
+            b"".join(transport.stream("GET", "/containers/x/logs", {}, 5))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [str(c) for c in causes] == ["the engine closed the connection without an answer"] * 2
 
 
 # --------------------------------------------------------------------------- a fake engine

@@ -177,10 +177,10 @@ class SocketTransport:
                 while b"\r\n\r\n" not in received:
                     chunk = sock.recv(65536)
                     if not chunk:
-                        raise ConnectionError(f"no answer from {self.path}")
+                        break
                     received += chunk
-                head, _, body = received.partition(b"\r\n\r\n")
-                status, header = _parse_head(head, self.path)
+                head, ended, body = received.partition(b"\r\n\r\n")
+                status, header = _parse_head(head if ended else b"", self.path)
                 pieces = _read_all(sock, body)
                 if header.get("transfer-encoding", "").lower() == "chunked":
                     pieces = _dechunked(pieces)
@@ -218,7 +218,8 @@ def _dechunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _parse_head(head: bytes, socket_path: str) -> tuple[int, dict[str, str]]:
-    """The status and the header fields (lower-case names) of an HTTP answer's head."""
+    """The status and the header fields (lower-case names) of an HTTP answer's head
+    (empty when the connection closed before the head ended)."""
     if not head:
         raise ConnectionError("the engine closed the connection without an answer")
     status_line, *fields = head.decode("latin-1").split("\r\n")
@@ -255,8 +256,8 @@ def _unix_http(
         received = []
         while chunk := sock.recv(65536):
             received.append(chunk)
-    head, _, payload = b"".join(received).partition(b"\r\n\r\n")
-    status, header = _parse_head(head, socket_path)
+    head, ended, payload = b"".join(received).partition(b"\r\n\r\n")
+    status, header = _parse_head(head if ended else b"", socket_path)
     if header.get("transfer-encoding", "").lower() == "chunked":
         payload = dechunk(payload)
     return status, payload
