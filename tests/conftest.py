@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -34,6 +35,13 @@ BUSYBOX_IMAGE = f"opencode-cloud-test/busybox:{SESSION_ID}"
 # Test images older than this come from a session that died before its sweep.
 STALE_TEST_IMAGE_SECONDS = 3 * 3600
 BUSYBOX_BINARY = "/bin/busybox"
+
+
+# Tests stop commands with Ctrl-C (SIGINT), as a user does in a terminal. A suite started
+# in the background by a shell runs with SIGINT ignored, and commands it starts would
+# inherit that: the handler set here is reset to the default in them instead.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _engine_available() -> bool:

@@ -59,7 +59,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import tarfile
 import tempfile
 import threading
@@ -71,7 +70,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from opencode_cloud import __version__
+from opencode_cloud import __version__, interrupts
 from opencode_cloud.archive_program import entry_line
 from opencode_cloud.backup_local import (
     ARCHIVE_MOUNT,
@@ -530,27 +529,8 @@ def _helper(client: DockerClient, instance: Instance, body: Mapping[str, Any]) -
     try:
         yield name
     finally:
-        with _signals_held():
+        with interrupts.held():
             client.remove_container(name, force=True)
-
-
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block is done (then they act as usual)."""
-    watched = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-    except (AttributeError, ValueError, OSError):  # pragma: no cover (not POSIX)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @dataclass
@@ -569,25 +549,20 @@ def frozen(client: DockerClient, info: ContainerInfo | None) -> Iterator[_PauseC
     if info is None or info.status is not ContainerStatus.RUNNING:
         yield clock
         return
-    handlers: dict[signal.Signals, Any] = {}
-    with contextlib.suppress(ValueError):  # only the main thread may set handlers
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            handlers[sig] = signal.signal(sig, _raise_interrupt)
     began = time.monotonic()
-    try:
-        with _signals_held():
-            client.pause_container(info.name)
-            clock.paused = True
-        yield clock
-    finally:
+    with interrupts.terminations_interrupt():
         try:
-            if clock.paused:
-                with _signals_held():
-                    client.unpause_container(info.name)
+            with interrupts.held():
+                client.pause_container(info.name)
+                clock.paused = True
+            yield clock
         finally:
-            clock.seconds = time.monotonic() - began if clock.paused else None
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+            try:
+                if clock.paused:
+                    with interrupts.held():
+                        client.unpause_container(info.name)
+            finally:
+                clock.seconds = time.monotonic() - began if clock.paused else None
 
 
 class _Output:

@@ -274,21 +274,22 @@ def test_failed_start_shows_last_logs_and_next_command(occ_env, crashing_image, 
     assert any("crash-marker-42" in line for line in status["log_tail"])
 
 
-def test_logs_follow_ends_cleanly_on_ctrl_c(occ_env) -> None:
+def test_logs_follow_ends_cleanly_on_ctrl_c_and_kill(occ_env) -> None:
     import signal
     import time
 
     run(occ_env, "start")
-    follower = subprocess.Popen(
-        [*OCC, "logs", "-f"], env=occ_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    time.sleep(2)
-    assert follower.poll() is None  # still following
-    follower.send_signal(signal.SIGINT)
-    out, err = follower.communicate(timeout=10)
-    assert follower.returncode in (0, 130)
-    assert b"Traceback" not in err
-    assert b"Web interface:" in out
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        follower = subprocess.Popen(
+            [*OCC, "logs", "-f"], env=occ_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        time.sleep(2)
+        assert follower.poll() is None  # still following
+        follower.send_signal(stop)
+        out, err = follower.communicate(timeout=10)
+        assert follower.returncode == 0, (stop, err)
+        assert b"Traceback" not in err
+        assert b"Web interface:" in out
 
 
 STATUS_PROBE = """

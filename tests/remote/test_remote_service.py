@@ -153,8 +153,9 @@ def test_start_status_and_a_session_through_the_tunnel_survive_stop_start(
 class _tunnel:
     """`occ tunnel` in the background, for as long as the block runs; gives its URL."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], stop: signal.Signals = signal.SIGINT) -> None:
         self.env = env
+        self.stop = stop  # Ctrl-C, or `kill`
 
     def __enter__(self) -> str:
         self.process = subprocess.Popen(
@@ -175,11 +176,16 @@ class _tunnel:
         # One local port, the one printed: the port the health probe used is given up.
         port = int(str(data["url"]).rsplit(":", 1)[1])
         assert _ports_listened_on_by_children_of(self.process.pid) == {port}
+        self.port = port
         return str(data["url"])
 
     def __exit__(self, *exc: object) -> None:
-        self.process.send_signal(signal.SIGINT)
-        assert self.process.wait(timeout=15) == 0
+        self.process.send_signal(self.stop)
+        _, err = self.process.communicate(timeout=15)
+        assert self.process.returncode == 0, err
+        assert err.strip().endswith("Tunnel closed."), err
+        with socket.socket() as probe:  # its ssh has gone with it
+            assert probe.connect_ex(("127.0.0.1", self.port)) != 0
 
 
 def _ports_listened_on_by_children_of(pid: int) -> set[int]:
@@ -208,8 +214,6 @@ def _parent_of(process: Path) -> int:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -296,6 +300,52 @@ def _session_ids(env: dict[str, str]) -> set[str]:
         listed = _api(url, "GET", "/session", creds)
     assert isinstance(listed, list)
     return {s["id"] for s in listed}
+
+
+def test_update_and_rollback_there_keep_the_sessions(
+    env: dict[str, str], started: dict, remote_host: RemoteHost
+) -> None:
+    """`occ update` and `occ rollback` on the remote host: the snapshot is taken by that
+    engine and the deep check of the new version goes through the tunnel. The new version
+    is an image of the user's own, made there from the running one (no second build)."""
+    from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
+
+    default = f"opencode-cloud-sandbox:{DEFAULT_OPENCODE_VERSION}"
+    variant = "occ-remote-variant:1"
+    made = remote_host.remote_docker(
+        "build", "-q", "-t", variant, "-",
+        input=f"FROM {default}\nLABEL io.opencode-cloud.test-variant=1\n".encode(),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    creds = json.loads(occ(env, "--json", "auth", "show").out)
+    with _tunnel(env) as url:
+        kept = _api(url, "POST", "/session", creds, {"title": "made before the update"})
+    try:
+        assert occ(env, "config", "set", "image", variant).code == 0
+        updated = occ(env, "--json", "update", timeout=600)
+        assert updated.code == 0, updated.err
+        result = json.loads(updated.out)
+        assert result["changed"] is True and result["snapshot"], result
+        status = json.loads(occ(env, "--json", "status").out)
+        assert (status["image"], status["session_api"]) == (variant, "ok")
+        assert [s["id"] for s in status["snapshots"]] == [result["snapshot"]]
+        with _tunnel(env, stop=signal.SIGTERM) as url:
+            _api(url, "POST", "/session", creds, {"title": "made after the update"})
+
+        rolled = occ(env, "--json", "rollback", "--yes", timeout=600)
+        assert rolled.code == 0, rolled.err
+        status = json.loads(occ(env, "--json", "status").out)
+        assert (status["image"], status["session_api"]) == (default, "ok")
+        assert status["snapshots"] == []
+        with _tunnel(env) as url:
+            titles = {s["title"] for s in _api(url, "GET", "/session", creds)}
+        assert kept["title"] in titles and "made after the update" not in titles
+        assert occ(env, "config", "get", "image").out.strip() == "null"  # the default again
+    finally:
+        occ(env, "config", "unset", "image")
+        if json.loads(occ(env, "--json", "status").out)["image"] != default:
+            occ(env, "rollback", "--yes", timeout=600)
+        remote_host.remote_docker("rmi", variant, check=False)
 
 
 def test_shell_and_doctor_work_there(env: dict[str, str], started: dict) -> None:

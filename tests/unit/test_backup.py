@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import signal
 import stat
 import tarfile
 from pathlib import Path
@@ -190,6 +191,34 @@ def test_the_pause_always_ends_and_no_file_is_left(
     assert engine.inspect_container(SOURCE.container_name).running
     assert list(tmp_path.glob("*.tar")) == [] and list(tmp_path.glob(".*partial")) == []
     assert set(engine.containers) == {SOURCE.container_name}  # the helper is removed
+
+
+def test_a_kill_during_the_pause_ends_it_too(
+    engine: FakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kill` (SIGTERM) while the service is paused acts as Ctrl-C: the pause ends, and
+    afterwards SIGTERM is handled as it was before the backup."""
+    make_instance(engine, SOURCE)
+    reading = engine.get_archive
+
+    def killed_while_reading(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return reading(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "get_archive", killed_while_reading)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        create_backup(
+            engine,
+            SOURCE,
+            paths_of(SOURCE, tmp_path / "config"),
+            tmp_path / "a.tar",
+            helper_image=IMAGE,
+        )
+    assert engine.called("unpause_container") == [SOURCE.container_name]
+    assert engine.inspect_container(SOURCE.container_name).running
+    assert list(tmp_path.glob("*.tar")) == [] and list(tmp_path.glob(".*partial")) == []
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_an_existing_file_is_kept_unless_forced(engine: FakeEngine, tmp_path: Path) -> None:

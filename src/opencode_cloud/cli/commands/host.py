@@ -246,8 +246,11 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
         import webbrowser
 
         webbrowser.open(url)
+    from opencode_cloud import interrupts
+
     try:
-        tunnel_.wait()
+        with interrupts.terminations_interrupt():  # `kill` closes it as Ctrl-C does
+            tunnel_.wait()
     except KeyboardInterrupt:
         app_ctx.out.progress("Tunnel closed.")
         return

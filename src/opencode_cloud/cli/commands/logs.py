@@ -52,14 +52,17 @@ def logs(
     stream = app_ctx.service().logs(
         tail=lines, follow=follow, since=since_ts, timestamps=timestamps
     )
+    from opencode_cloud import interrupts
+
     out = sys.stdout.buffer
     try:
-        for chunk in stream:
-            out.write(chunk)
-            out.flush()
+        with interrupts.terminations_interrupt():
+            for chunk in stream:
+                out.write(chunk)
+                out.flush()
     except (KeyboardInterrupt, BrokenPipeError):
-        # Ctrl-C is the normal way out of a follow, and a reader that stops early
-        # (`occ logs | head`) is not an error either.
+        # Ctrl-C (or `kill`) is the normal way out of a follow, and a reader that stops
+        # early (`occ logs | head`) is not an error either.
         return
 
 
