@@ -173,13 +173,36 @@ def test_a_stopped_service_is_not_paused(engine: FakeEngine, tmp_path: Path) -> 
         assert json.loads(tar.extractfile(MANIFEST_NAME).read())["consistency"] == "stopped"
 
 
-@pytest.mark.parametrize("failure", [DockerError("engine went away"), KeyboardInterrupt()])
+def _killed_while_reading(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill` (SIGTERM) of this process while the engine sends the volumes."""
+    reading = engine.get_archive
+
+    def killed(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return reading(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "get_archive", killed)
+
+
+@pytest.mark.parametrize(
+    "failure", [DockerError("engine went away"), KeyboardInterrupt(), signal.SIGTERM]
+)
 def test_the_pause_always_ends_and_no_file_is_left(
-    engine: FakeEngine, tmp_path: Path, failure: BaseException
+    engine: FakeEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: BaseException | signal.Signals,
 ) -> None:
+    """An engine error, Ctrl-C, or `kill` (which acts as Ctrl-C) during the copy: the
+    pause ends, and SIGTERM is handled afterwards as it was before."""
     make_instance(engine, SOURCE)
-    engine.archive_failure = failure
-    with pytest.raises(type(failure)):
+    if isinstance(failure, BaseException):
+        engine.archive_failure = failure
+    else:
+        _killed_while_reading(engine, monkeypatch)
+    expected = type(failure) if isinstance(failure, BaseException) else KeyboardInterrupt
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(expected):
         create_backup(
             engine,
             SOURCE,
@@ -191,33 +214,6 @@ def test_the_pause_always_ends_and_no_file_is_left(
     assert engine.inspect_container(SOURCE.container_name).running
     assert list(tmp_path.glob("*.tar")) == [] and list(tmp_path.glob(".*partial")) == []
     assert set(engine.containers) == {SOURCE.container_name}  # the helper is removed
-
-
-def test_a_kill_during_the_pause_ends_it_too(
-    engine: FakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`kill` (SIGTERM) while the service is paused acts as Ctrl-C: the pause ends, and
-    afterwards SIGTERM is handled as it was before the backup."""
-    make_instance(engine, SOURCE)
-    reading = engine.get_archive
-
-    def killed_while_reading(*args: object, **kwargs: object) -> object:
-        os.kill(os.getpid(), signal.SIGTERM)
-        return reading(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "get_archive", killed_while_reading)
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
-        create_backup(
-            engine,
-            SOURCE,
-            paths_of(SOURCE, tmp_path / "config"),
-            tmp_path / "a.tar",
-            helper_image=IMAGE,
-        )
-    assert engine.called("unpause_container") == [SOURCE.container_name]
-    assert engine.inspect_container(SOURCE.container_name).running
-    assert list(tmp_path.glob("*.tar")) == [] and list(tmp_path.glob(".*partial")) == []
     assert signal.getsignal(signal.SIGTERM) is before
 
 
