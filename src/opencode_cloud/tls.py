@@ -133,11 +133,13 @@ def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
     return done.stdout
 
 
-def _write_private(path: Path, content: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `content`, with `mode` from its first byte."""
+def _write_certificate(path: Path, content: bytes) -> None:
+    """Replace `path` with a certificate (public: 0644) in one step. The configuration
+    store is imported here only: the probes that read this module's other parts run
+    without it."""
     from opencode_cloud.config.store import write_atomically
 
-    write_atomically(path, content, mode, keep_mode=False)
+    write_atomically(path, content, 0o644, keep_mode=False)
 
 
 def _private_dir(paths: InstancePaths) -> Path:
@@ -217,7 +219,7 @@ def self_signed(
             extensions.unlink(missing_ok=True)
         (directory / ".server.key.tmp").chmod(0o600)
         os.replace(directory / ".server.key.tmp", key)
-        _write_private(directory / "server.pem", cert, 0o644)
+        _write_certificate(directory / "server.pem", cert)
         (directory / "names").write_text("\n".join(names) + "\n")
     chain = (directory / "server.pem").read_bytes() + ca.read_bytes()
     return TlsMaterial("self-signed", chain, (directory / "server.key").read_bytes(), ca)
@@ -258,7 +260,7 @@ def custom(cert_file: str | None, key_file: str | None) -> TlsMaterial:
 def remember_served(paths: InstancePaths, material: TlsMaterial) -> None:
     """Keep the chain the container now serves, for the tool's own probes."""
     _private_dir(paths)
-    _write_private(served_file(paths), material.cert, 0o644)
+    _write_certificate(served_file(paths), material.cert)
 
 
 def ssl_context(paths: InstancePaths, mode: str) -> ssl.SSLContext:

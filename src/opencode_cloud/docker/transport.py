@@ -179,8 +179,7 @@ class SocketTransport:
                     if not chunk:
                         break
                     received += chunk
-                head, ended, body = received.partition(b"\r\n\r\n")
-                status, header = _parse_head(head if ended else b"", self.path)
+                status, header, body = _split_answer(received, self.path)
                 pieces = _read_all(sock, body)
                 if header.get("transfer-encoding", "").lower() == "chunked":
                     pieces = _dechunked(pieces)
@@ -217,10 +216,11 @@ def _dechunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
             pending = pending[end + 2 :]
 
 
-def _parse_head(head: bytes, socket_path: str) -> tuple[int, dict[str, str]]:
-    """The status and the header fields (lower-case names) of an HTTP answer's head
-    (empty when the connection closed before the head ended)."""
-    if not head:
+def _split_answer(received: bytes, socket_path: str) -> tuple[int, dict[str, str], bytes]:
+    """The status, the header fields (lower-case names) and what came of the body, of an
+    HTTP answer as received so far: a connection closed before the head ended gave none."""
+    head, ended, body = received.partition(b"\r\n\r\n")
+    if not ended:
         raise ConnectionError("the engine closed the connection without an answer")
     status_line, *fields = head.decode("latin-1").split("\r\n")
     try:
@@ -231,7 +231,7 @@ def _parse_head(head: bytes, socket_path: str) -> tuple[int, dict[str, str]]:
         name.strip().lower(): value.strip()
         for name, _, value in (field.partition(":") for field in fields)
     }
-    return status, header
+    return status, header, body
 
 
 def _unix_http(
@@ -256,8 +256,7 @@ def _unix_http(
         received = []
         while chunk := sock.recv(65536):
             received.append(chunk)
-    head, ended, payload = b"".join(received).partition(b"\r\n\r\n")
-    status, header = _parse_head(head if ended else b"", socket_path)
+    status, header, payload = _split_answer(b"".join(received), socket_path)
     if header.get("transfer-encoding", "").lower() == "chunked":
         payload = dechunk(payload)
     return status, payload
