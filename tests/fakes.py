@@ -481,7 +481,13 @@ class FakeEngine:
         return self.container_logs(name, follow=True)
 
     def exec_run(
-        self, name: str, command: Sequence[str], *, user: str, workdir: str
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        user: str,
+        workdir: str,
+        env: Sequence[str] = (),
     ) -> tuple[Iterator[bytes], Callable[[], int | None]]:
         self.calls.append(("exec_run", name))
         raw = self._raw(name)

@@ -39,6 +39,16 @@ CONTAINER_PORT = 3000
 RUNTIME_USER = "opencode"
 RUNTIME_UID = 1000
 RUNTIME_HOME = "/home/opencode"
+# What the runtime user's programs find first: the tools it installed (npm -g, pip --user).
+# Given to opencode by the entrypoint and to `occ shell`; never in the image's environment,
+# which root's processes share.
+RUNTIME_PATH = (
+    "/home/opencode/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+# The edge (Caddy and the login service) runs as a user of its own, which owns the files
+# the tool writes into the container (the password's hash, the TLS key). The runtime user
+# may never have this uid or gid.
+EDGE_UID = 61000
 # The projects volume, inside the home: opencode's "Open project" dialog lists the home.
 WORKING_DIR = "/home/opencode/projects"
 HOSTNAME = "opencode-cloud"

@@ -81,7 +81,7 @@ class MountError(OpencodeCloudError):
     Attributes:
         reason: `syntax`, `not-text`, `missing`, `not-a-folder`, `docker-socket`,
             `protected`, `system`, `duplicate-host`, `duplicate-container`, `unknown`,
-            `ambiguous` or `remote`.
+            `ambiguous`, `remote` or `owner`.
         path: The path concerned (host or container), or the text given; for a
             duplicate, the side of the existing mount that is the same.
     """
@@ -368,6 +368,43 @@ def check_mount(mount: HostMount, environ: Mapping[str, str] | None = None) -> N
         )
 
 
+def folder_owner(host: str) -> tuple[int, int] | None:
+    """The uid and gid the agent runs as when `host` is the first mounted folder: its
+    owner's, so that what the agent writes there is theirs; None for a folder of root's
+    (the agent then keeps the image's own user) or one that cannot be read.
+
+    Raises:
+        MountError: the folder belongs to a person but to root's group (the agent would
+            run in group 0), or to the edge's own uid or gid (`reason` "owner").
+    """
+    from opencode_cloud.defaults import EDGE_UID
+
+    try:
+        info = os.stat(host)
+    except OSError:
+        return None
+    if info.st_uid == 0:
+        return None
+    if info.st_gid == 0:
+        raise MountError(
+            f"Refusing to run the agent as the owner of {host}: its group is root's (gid 0), "
+            "and the agent would run in that group.",
+            f'Give the folder your own group (chgrp "$(id -g)" {host}), or mount '
+            "another folder first.",
+            reason="owner",
+            path=host,
+        )
+    if EDGE_UID in (info.st_uid, info.st_gid):
+        raise MountError(
+            f"Refusing to run the agent as the owner of {host}: uid or gid {EDGE_UID} is "
+            "the sandbox's edge user.",
+            "Give the folder another owner, or mount another folder first.",
+            reason="owner",
+            path=host,
+        )
+    return info.st_uid, info.st_gid
+
+
 def check_new_mount(
     mount: HostMount,
     existing: Sequence[HostMount],
@@ -382,6 +419,8 @@ def check_new_mount(
     """
     check_mount(mount, environ)
     host = resolve_host_path(mount.host)
+    if not existing:
+        folder_owner(host)  # the first folder gives the agent its owner
     container = _clean(mount.container)
     for other in existing:
         if host in (other.host, resolve_host_path(other.host)):

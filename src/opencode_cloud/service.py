@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from opencode_cloud import credentials
 from opencode_cloud.config.paths import InstancePaths, config_fingerprint, instance_paths
-from opencode_cloud.defaults import CONTAINER_PORT, RUNTIME_USER, WORKING_DIR
+from opencode_cloud.defaults import (
+    CONTAINER_PORT,
+    EDGE_UID,
+    RUNTIME_PATH,
+    RUNTIME_USER,
+    WORKING_DIR,
+)
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker import volume as volumes
@@ -759,7 +765,9 @@ class Service:
         info = self.client.find_container(self.name)
         if info is None:
             return new, False
-        uid = ContainerSpec.from_inspect(info).runtime_uid
+        # Images before the edge had a user of its own read the hash as the runtime user.
+        separate_edge = info.labels.get(images.LABEL_EDGE, "1") >= "2"
+        uid = EDGE_UID if separate_edge else ContainerSpec.from_inspect(info).runtime_uid
         for path, content in credentials.container_files(new, self.paths).items():
             containers.put_file(self.client, self.name, path, content, uid=uid)
         return new, True
@@ -787,7 +795,9 @@ class Service:
             NeverCreated, NotRunning.
         """
         self.shell_target()
-        return self.client.exec_run(self.name, command, user=RUNTIME_USER, workdir=WORKING_DIR)
+        return self.client.exec_run(
+            self.name, command, user=RUNTIME_USER, workdir=WORKING_DIR, env=[f"PATH={RUNTIME_PATH}"]
+        )
 
     # -- status ---------------------------------------------------------------------
 

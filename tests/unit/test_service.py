@@ -27,9 +27,9 @@ from opencode_cloud.config.store import save_config
 from opencode_cloud.defaults import (
     CONTAINER_PORT,
     DEFAULT_OPENCODE_VERSION,
+    EDGE_UID,
     PASSWORD_PATH_IN_CONTAINER,
     RUNTIME_HOME,
-    RUNTIME_UID,
     RUNTIME_USER,
     USERNAME_ENV,
     WORKING_DIR,
@@ -250,7 +250,11 @@ def test_first_start_creates_volumes_container_and_password(
     assert list(fake.files[NAME]) == [PASSWORD_PATH_IN_CONTAINER]
     assert holds(fake.files[NAME][PASSWORD_PATH_IN_CONTAINER], password)
     assert password.encode() not in fake.files[NAME][PASSWORD_PATH_IN_CONTAINER]
-    assert fake.file_modes[NAME][PASSWORD_PATH_IN_CONTAINER] == (0o400, RUNTIME_UID)
+    # The hash is the edge's, closed to the agent.
+    assert fake.file_modes[NAME][PASSWORD_PATH_IN_CONTAINER] == (
+        0o600,
+        EDGE_UID,
+    )  # the edge's, closed to the agent
     assert sorted(fake.volumes) == sorted(volume_names(INSTANCE))
     for spec in VOLUME_SPECS:
         labels = fake.volumes[INSTANCE.volume_name(spec.kind)]["Labels"]

@@ -253,7 +253,7 @@ def test_create_body_shape() -> None:
     }
     assert host["SecurityOpt"] == ["no-new-privileges:true"]
     assert host["CapDrop"] == ["ALL"]
-    assert sorted(host["CapAdd"]) == ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"]
+    assert sorted(host["CapAdd"]) == ["CHOWN", "DAC_OVERRIDE", "KILL", "SETGID", "SETUID"]
     assert host["Privileged"] is False and host["AutoRemove"] is False
     assert body["Env"][:3] == [f"{USERNAME_ENV}=opencode", f"{UID_ENV}=1000", f"{GID_ENV}=1000"]
     assert body["StopTimeout"] == DEFAULT_STOP_TIMEOUT

@@ -561,7 +561,13 @@ class DockerClient:
             raise  # pragma: no cover (_check raises for every error status)
 
     def exec_run(
-        self, name: str, command: Sequence[str], *, user: str, workdir: str
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        user: str,
+        workdir: str,
+        env: Sequence[str] = (),
     ) -> tuple[Iterator[bytes], Callable[[], int | None]]:
         """Run a command in the running container, without a terminal or input.
 
@@ -580,6 +586,7 @@ class DockerClient:
                     "Cmd": list(command),
                     "User": user,
                     "WorkingDir": workdir,
+                    "Env": list(env),
                     "AttachStdout": True,
                     "AttachStderr": True,
                 },

@@ -11,7 +11,7 @@ import io
 import time
 from collections.abc import Mapping
 
-from opencode_cloud.defaults import DEFAULT_PORT, DEFAULT_STOP_TIMEOUT, RUNTIME_UID
+from opencode_cloud.defaults import DEFAULT_PORT, DEFAULT_STOP_TIMEOUT, EDGE_UID
 from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.errors import (
     ContainerAlreadyExists,
@@ -147,10 +147,13 @@ def put_file(
     path: str,
     content: bytes,
     *,
-    mode: int = 0o400,
-    uid: int = RUNTIME_UID,
+    mode: int = 0o600,
+    uid: int = EDGE_UID,
 ) -> None:
     """Write one file into a container (created or running) without a process inside.
+
+    By default the file is the edge's (its user owns what the tool hands the container:
+    the password's hash, the TLS key), closed to the agent.
 
     The bytes travel in the API request body, so they never show in any process's
     arguments, in the container's environment or in `docker inspect`.

@@ -57,6 +57,7 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("Dockerfile", 0o644),
     ("entrypoint.sh", 0o755),
     ("edge.py", 0o644),
+    ("supervise.py", 0o644),
 )
 EXTRA_CA_DIR = "extra-ca"
 # Lines of build output kept for the error message of a failed build.

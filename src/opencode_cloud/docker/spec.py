@@ -39,21 +39,24 @@ from opencode_cloud.defaults import (
 from opencode_cloud.docker.models import ContainerInfo, Mount
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
-from opencode_cloud.mounts import HostMount
+from opencode_cloud.mounts import HostMount, folder_owner
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 # Back after a crash and after the engine restarts (a reboot), but not once stopped.
 RESTART_POLICY = "unless-stopped"
 LOG_ROTATION = ("json-file", LOG_MAX_SIZE, str(LOG_MAX_FILES))
-# What the entrypoint needs as root, before it drops to the runtime user for good: move
-# the user to another uid (SETUID, SETGID) and hand it the tool's volumes (CHOWN, and
-# DAC_OVERRIDE to walk folders only their owner may enter). Every other capability is
-# dropped; after the drop opencode holds none.
+# What the entrypoint needs as root, before it drops to its three users for good: move
+# the runtime user to another uid and drop to the users (SETUID, SETGID), hand the tool's
+# volumes and the edge's files to their users (CHOWN, and DAC_OVERRIDE to walk folders
+# only their owner may enter); KILL stays with the supervisor (PID 1, the edge's user) to
+# pass a stop on to opencode. Every other capability is dropped; after the drop opencode
+# and the edge hold none.
 HARDENING = (
     NO_NEW_PRIVILEGES,
     "drop:ALL",
     "add:CHOWN",
     "add:DAC_OVERRIDE",
+    "add:KILL",
     "add:SETGID",
     "add:SETUID",
 )
@@ -352,15 +355,13 @@ def runtime_owner(host_mounts: Sequence[HostMount]) -> tuple[int, int]:
     what the agent writes there belongs to that owner on the host; the image's own user
     (1000) without mounts, or when the folder belongs to root (the agent never runs as
     root). Read on this machine: with a remote engine the folder's owner there may differ.
+
+    Raises:
+        MountError: the first folder's group is root's, or its owner is the edge's uid.
     """
     for mount in host_mounts:
-        try:
-            info = os.stat(mount.host)
-        except OSError:
-            continue
-        if info.st_uid != 0:
-            return info.st_uid, info.st_gid
-        break
+        if os.path.exists(mount.host):
+            return folder_owner(mount.host) or (RUNTIME_UID, RUNTIME_UID)
     return RUNTIME_UID, RUNTIME_UID
 
 

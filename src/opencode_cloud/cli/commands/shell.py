@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from opencode_cloud.defaults import RUNTIME_USER, WORKING_DIR
+from opencode_cloud.defaults import RUNTIME_PATH, RUNTIME_USER, WORKING_DIR
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
@@ -34,7 +34,10 @@ def shell(app_ctx: AppContext, command: tuple[str, ...]) -> None:
         # The docker CLI gives a real terminal (and input) to interactive programs; it
         # talks to the same engine (DOCKER_HOST or the current context).
         flags = ["-it"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
-        exec_argv = [*flags, "-u", RUNTIME_USER, "-w", WORKING_DIR, info.name, *argv]
+        exec_argv = [
+            *flags, "-u", RUNTIME_USER, "-w", WORKING_DIR, "-e", f"PATH={RUNTIME_PATH}",
+            info.name, *argv,
+        ]  # fmt: skip
         sys.stdout.flush()
         tunnel = service.client.tunnel
         if tunnel is None:
