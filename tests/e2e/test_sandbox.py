@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from opencode_cloud.defaults import EDGE_UID
 from opencode_cloud.docker.container import remove_container, stop_container
 from opencode_cloud.docker.errors import ContainerExited
 from opencode_cloud.docker.health import wait_until_healthy
@@ -118,8 +119,8 @@ def test_sessions_and_files_survive_restart_and_recreation(service: SERVICE) -> 
 def test_runs_unprivileged(service: SERVICE) -> None:
     attrs = service.sdk.api.inspect_container(service.name)
     host = attrs["HostConfig"]
-    # The entrypoint starts as root only to pick the runtime uid, then drops to it before
-    # anything else runs (tini included): no process of the service keeps root.
+    # The entrypoint starts as root only to pick the runtime uid and prepare the edge, then
+    # drops to its three users before anything else runs: no process keeps root.
     assert attrs["Config"]["User"] in ("", "1000:1000", "1000", "opencode")
     assert {"OCC_UID=1000", "OCC_GID=1000"} <= set(attrs["Config"]["Env"])
     assert host["Privileged"] is False
@@ -129,22 +130,37 @@ def test_runs_unprivileged(service: SERVICE) -> None:
     assert service.exec("id", "-u") == (0, "1000\n")
     code, _ = service.exec("sh", "-c", "test -e /var/run/docker.sock || test -e /run/docker.sock")
     assert code != 0
-    # PID 1 is tini, which reaps the agent's children; opencode runs as uid 1000.
+    # PID 1 is the supervisor, as the edge's user; opencode runs as uid 1000, Caddy and the
+    # login service as the edge's user.
     top = service.sdk.api.top(service.name, ps_args="-eo uid,pid,args")
     rows = [dict(zip(top["Titles"], process, strict=True)) for process in top["Processes"]]
-    assert any("tini" in row["COMMAND"] for row in rows)
+    by_program = {row["COMMAND"].split()[0]: row["UID"] for row in rows}
+    assert any("supervise.py" in row["COMMAND"] for row in rows)
     assert any("opencode web" in row["COMMAND"] for row in rows)
-    assert {row["UID"] for row in rows} == {"1000"}
-    # And none holds a capability, or could gain one.
+    assert by_program["/usr/local/bin/opencode"] == "1000"
+    assert by_program["/usr/bin/caddy"] == str(EDGE_UID)
+    assert {row["UID"] for row in rows} == {"1000", str(EDGE_UID)}
+    # None holds a capability, or could gain one; the supervisor keeps CAP_KILL alone (to
+    # pass a stop on to opencode).
     code, status = service.exec(
-        "sh", "-c", "grep -h -e ^CapEff -e ^CapPrm -e ^NoNewPrivs /proc/[0-9]*/status"
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do [ \"$p\" = /proc/$$ ] || "
+        "grep -h -e ^Pid -e ^CapEff -e ^CapPrm -e ^CapAmb -e ^NoNewPrivs $p/status; done",
     )
     assert code == 0, status
-    fields = [line.split(":", 1) for line in status.splitlines()]
-    assert {value.strip() for key, value in fields if key in ("CapEff", "CapPrm")} == {
-        "0000000000000000"
-    }
-    assert {value.strip() for key, value in fields if key == "NoNewPrivs"} == {"1"}
+    processes: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in status.splitlines():
+        key, value = (part.strip() for part in line.split(":", 1))
+        if key == "Pid":
+            current = processes.setdefault(value, {})
+        current[key] = value
+    kill_only = f"{1 << 5:016x}"
+    for pid, fields in processes.items():
+        allowed = {"0000000000000000", kill_only} if pid == "1" else {"0000000000000000"}
+        assert {fields["CapEff"], fields["CapPrm"], fields["CapAmb"]} <= allowed, (pid, fields)
+        assert fields["NoNewPrivs"] == "1", (pid, fields)
 
 
 def test_opencode_runs_without_buns_extra_garbage_collections(service: SERVICE) -> None:
@@ -247,10 +263,12 @@ def test_sandbox_contents(docker_sdk: Any) -> None:
         "set -e; opencode --version; git --version; rg --version | head -n1; python3 --version;"
         " node --version; npm --version; gcc --version | head -n1; make --version | head -n1;"
         " curl --version | head -n1; ssh -V 2>&1; tini --version; less --version | head -n1;"
-        " ps --version; getent passwd opencode | cut -d: -f1,3,4,6; echo HOME=$HOME;"
+        " ps --version; getent passwd opencode | cut -d: -f1,3,4,6; echo HOME=${HOME:-unset};"
+        " getent passwd occ-edge | cut -d: -f1,3,4,7;"
         " test ! -e /usr/local/lib/node_modules/opencode-ai && echo no-npm-tree;"
         " echo workspace=$(readlink /workspace);"
-        " stat -c '%U %a %n' /run/opencode-cloud /home/opencode /home/opencode/projects"
+        " stat -c '%U %a %n' /run/opencode-cloud /run/opencode-cloud/tls"
+        " /var/lib/opencode-cloud-edge /home/opencode /home/opencode/projects"
         " /home/opencode/.config /home/opencode/.local/share/opencode"
         " /home/opencode/.local/state/opencode"
     )
@@ -258,10 +276,15 @@ def test_sandbox_contents(docker_sdk: Any) -> None:
     assert output.splitlines()[0] == DEFAULT_OPENCODE_VERSION
     for expected in ("git version", "ripgrep", "Python 3", "GNU Make", "curl", "OpenSSH", "tini"):
         assert expected in output
-    # The runtime user (uid 1000 unless the tool asks the entrypoint for another).
-    assert "opencode:1000:1000:/home/opencode\nHOME=/home/opencode\nno-npm-tree\n" in output
+    # The runtime user (uid 1000 unless the tool asks the entrypoint for another), and the
+    # edge's own user. The image's environment gives root no home of the agent's.
+    assert "opencode:1000:1000:/home/opencode\nHOME=/root\n" in output
+    assert f"occ-edge:{EDGE_UID}:{EDGE_UID}:/usr/sbin/nologin\nno-npm-tree\n" in output
     assert "workspace=/home/opencode/projects\n" in output  # the old path still leads there
-    assert "opencode 700 /run/opencode-cloud" in output
+    # The tool's files in the container: root's folder, the edge's own inside it.
+    assert "root 755 /run/opencode-cloud\n" in output
+    assert "occ-edge 700 /run/opencode-cloud/tls\n" in output
+    assert "occ-edge 700 /var/lib/opencode-cloud-edge\n" in output
     for mount in (
         "/home/opencode",
         "/home/opencode/projects",

@@ -81,7 +81,8 @@ MOUNTS
 
 # Docker makes a root-owned folder in the home or projects volume for each host folder
 # mounted there; once that mount is gone, the empty folder would linger in the project
-# list. (A folder still mounted, or not empty, or a link, is never removed.)
+# list. (A folder still mounted, or not empty, or a link, is never removed.) Run as the
+# runtime user.
 remove_stale_mount_points() {
   mounted=$(/usr/bin/awk '{print $5}' /proc/self/mountinfo)
   for dir in "$HOME_DIR"/*/ "$PROJECTS_DIR"/*/; do
@@ -108,7 +109,9 @@ prepare_runtime_user() {
     echo "opencode-cloud: giving the home and data volumes to uid $uid, gid $gid" >&2
     hand_over_data "$uid" "$gid"
   fi
-  remove_stale_mount_points
+  # Listing the home is reading it: done as its owner (who may remove an empty folder
+  # there, root's or not).
+  (run_as "$uid" "$gid" /bin/bash "$0" --remove-stale-mount-points)
 }
 
 # A file the tool wrote into the container, made the edge's with `mode` (root may change
@@ -239,6 +242,11 @@ keep_only() {
     case " $* " in *" $name "*) ;; *) unset "$name" ;; esac
   done
 }
+
+if [ "${1:-}" = --remove-stale-mount-points ]; then
+  remove_stale_mount_points
+  exit 0
+fi
 
 TLS_MODE=${OCC_TLS:-off}
 export OPENCODE_SERVER_USERNAME="${OPENCODE_SERVER_USERNAME:-opencode}"
