@@ -766,7 +766,7 @@ class Service:
         if info is None:
             return new, False
         # Images before the edge had a user of its own read the hash as the runtime user.
-        separate_edge = info.labels.get(images.LABEL_EDGE, "1") >= "2"
+        separate_edge = info.labels.get(images.LABEL_EDGE, "1") >= images.EDGE_LABEL
         uid = EDGE_UID if separate_edge else ContainerSpec.from_inspect(info).runtime_uid
         for path, content in credentials.container_files(new, self.paths).items():
             containers.put_file(self.client, self.name, path, content, uid=uid)
@@ -878,10 +878,13 @@ class Service:
 
 
 def _without_edge(image: ImageInfo) -> bool:
-    """A sandbox image built by an earlier release, before the edge: its entrypoint would
-    serve opencode directly and take the password's hash for the password."""
+    """A sandbox image built by an earlier release: before the edge (its entrypoint would
+    serve opencode directly and take the password's hash for the password), or with the
+    edge running as the agent's own user (edge label 1)."""
     labels = image.labels
-    return bool(labels.get(images.LABEL_OPENCODE_VERSION)) and not labels.get(images.LABEL_EDGE)
+    edge = labels.get(images.LABEL_EDGE, "")
+    built_here = bool(labels.get(images.LABEL_OPENCODE_VERSION))
+    return built_here and (not edge or edge < images.EDGE_LABEL)
 
 
 def crash_looping(info: ContainerInfo) -> bool:

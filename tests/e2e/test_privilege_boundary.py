@@ -204,8 +204,8 @@ def traced(
     password = secrets.token_urlsafe(24)
     container = docker_sdk.containers.create(
         strace_image,
-        entrypoint=["/usr/bin/strace", "-f", "-qq", "-y", "-o", "/run/trace", "-e", f"trace={TRACED}",
-                    "--", "/usr/local/bin/occ-entrypoint"],
+        entrypoint=["/usr/bin/strace", "-f", "-qq", "-y", "-o", "/run/trace",
+                    "-e", f"trace={TRACED}", "--", "/usr/local/bin/occ-entrypoint"],
         name=instance.container_name,
         environment={"OCC_UID": "1000", "OCC_GID": "1000", "OPENCODE_DISABLE_MODELS_FETCH": "1"},
         labels=instance.labels("service"),

@@ -145,7 +145,7 @@ def test_runs_unprivileged(service: SERVICE) -> None:
     code, status = service.exec(
         "sh",
         "-c",
-        "for p in /proc/[0-9]*; do [ \"$p\" = /proc/$$ ] || "
+        'for p in /proc/[0-9]*; do [ "$p" = /proc/$$ ] || '
         "grep -h -e ^Pid -e ^CapEff -e ^CapPrm -e ^CapAmb -e ^NoNewPrivs $p/status; done",
     )
     assert code == 0, status

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from opencode_cloud.defaults import DEFAULT_PORT
+from opencode_cloud.defaults import DEFAULT_PORT, EDGE_UID
 from opencode_cloud.docker.container import (
     CONTAINER_NAME,
     container_exists,
@@ -72,10 +72,12 @@ def test_create_configures_the_container_as_planned(
     assert host["Privileged"] is False
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["CapDrop"] == ["ALL"]
-    # Only what the entrypoint needs as root before it drops to the runtime user for good.
+    # Only what the entrypoint needs as root before it drops to its users for good, and
+    # the supervisor's KILL.
     assert sorted(c.removeprefix("CAP_") for c in host["CapAdd"]) == [
         "CHOWN",
         "DAC_OVERRIDE",
+        "KILL",
         "SETGID",
         "SETUID",
     ]
@@ -230,12 +232,11 @@ def test_setup_and_start_writes_files_before_first_start(
 ) -> None:
     setup_and_start(docker_client, make_spec(free_port), instance, files={"/tmp/secret": b"s3cret"})
     name = instance.container_name
-    # Only its owner can read it. (Root keeps DAC_OVERRIDE for the entrypoint, which hands
-    # the file to the runtime user before it drops to that user.)
-    assert _exec(docker_sdk, name, "cat /tmp/secret", user="1000") == "s3cret"
+    # Only its owner, the edge's user, can read it; the agent cannot.
+    assert _exec(docker_sdk, name, "cat /tmp/secret", user=str(EDGE_UID)) == "s3cret"
     with pytest.raises(AssertionError, match="Permission denied"):
-        _exec(docker_sdk, name, "cat /tmp/secret", user="2000")
-    assert _exec(docker_sdk, name, "stat -c '%u %a' /tmp/secret") == "1000 400"
+        _exec(docker_sdk, name, "cat /tmp/secret", user="1000")
+    assert _exec(docker_sdk, name, "stat -c '%u %a' /tmp/secret") == f"{EDGE_UID} 600"
     put_file(docker_client, name, "/tmp/other", b"x", mode=0o600, uid=0)
     assert _exec(docker_sdk, name, "stat -c '%u %a' /tmp/other") == "0 600"
 

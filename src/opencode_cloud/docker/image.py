@@ -47,6 +47,9 @@ LABEL_TOOL_VERSION = "io.opencode-cloud.version"
 # Set by the Dockerfile on images whose entrypoint runs the edge (TLS, login page):
 # an image without it, from an earlier release, is built again.
 LABEL_EDGE = "io.opencode-cloud.edge"
+# The edge's generation in images built from today's Dockerfile: 2 runs it as a user of
+# its own (older images ran it as the agent's user, or had none).
+EDGE_LABEL = "2"
 # On the build stage's last image (with the opencode version): the engine leaves it without
 # a name, but it is the layer cache of the next build of that version.
 LABEL_STAGE = "io.opencode-cloud.stage"
