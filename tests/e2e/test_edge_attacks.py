@@ -1,0 +1,306 @@
+"""Attacks on the edge through a running instance's published port, with raw sockets.
+
+Caddy keeps its connections to the login service open and reuses them for other
+clients: a login service that leaves a body unread on such a connection turns its bytes
+into the next request, and its answer into someone else's answer. Each attack here was
+seen to work on an earlier release; HTTP client libraries would normalise most of them
+away, so requests are written byte by byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import threading
+import time
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+Service = Any  # the e2e conftest's Service; not importable by name across conftests
+SESSION_COOKIE = re.compile(rb"(?im)^set-cookie:\s*occ_session_[^=]*=([^;\s]+)")
+
+
+def exchange(port: int, data: bytes, *, timeout: float = 10.0, answers: int = 1) -> bytes:
+    """Write raw bytes to the port and read until `answers` responses have ended (by
+    their Content-Length) or the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _complete(received) >= answers:
+                break
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def _complete(data: bytes) -> int:
+    """How many whole responses `data` holds (each with a Content-Length)."""
+    count = 0
+    while True:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0:
+            return count
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", data[:head_end])
+        end = head_end + 4 + (int(length.group(1)) if length else 0)
+        if len(data) < end:
+            return count
+        count += 1
+        data = data[end:]
+
+
+def statuses(data: bytes) -> list[int]:
+    return [int(code) for code in re.findall(rb"(?m)^HTTP/1\.[01] (\d{3})", data)]
+
+
+def form_fields(page: bytes) -> dict[str, str]:
+    """The hidden inputs of the login form."""
+    fields = {}
+    for tag in re.findall(rb"<input[^>]*>", page):
+        if b'type="hidden"' in tag:
+            name = re.search(rb'name="([^"]*)"', tag)
+            value = re.search(rb'value="([^"]*)"', tag)
+            if name:
+                fields[name.group(1).decode()] = value.group(1).decode() if value else ""
+    return fields
+
+
+def cookies(data: bytes) -> str:
+    pairs = re.findall(rb"(?im)^set-cookie:\s*([^=;\s]+=[^;\s]*)", data)
+    return "; ".join(pair.decode() for pair in pairs if not pair.endswith(b"="))
+
+
+def sign_in(port: int, username: str, password: str, next_path: str = "/") -> bytes:
+    """A browser's sign-in: the login page (its cookies and hidden fields), then the form."""
+    host = f"127.0.0.1:{port}"
+    page = exchange(
+        port,
+        f"GET /__occ/login HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    fields = {**form_fields(page), "username": username, "password": password, "next": next_path}
+    body = urlencode(fields).encode()
+    jar = cookies(page)
+    return exchange(
+        port,
+        f"POST /__occ/login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n{f'Cookie: {jar}' + chr(13) + chr(10) if jar else ''}"
+        "Connection: close\r\n\r\n".encode()
+        + body,
+    )
+
+
+def session_cookie(answer: bytes) -> str:
+    found = SESSION_COOKIE.search(answer)
+    assert found, answer[:600]
+    return found.group(1).decode()
+
+
+def authorized(port: int, cookie_pair: str) -> int:
+    answer = exchange(
+        port,
+        f"GET /global/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie_pair}\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    return statuses(answer)[0]
+
+
+def test_a_body_smuggled_into_the_login_service_never_hands_out_a_session(
+    service: Service,
+) -> None:
+    """The attacker hides a second request in a GET's body, over and over, while a user
+    signs in: on the earlier edge the user's Set-Cookie came back to the attacker."""
+    port, host = service.port, f"127.0.0.1:{service.port}"
+    inner = f"GET /__occ/login HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\n\r\n".encode()
+    smuggle = (
+        f"GET /__occ/login HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(inner)}\r\n"
+        "Accept: text/html\r\n\r\n".encode()
+        + inner
+    )
+    stop = time.monotonic() + 15
+    stolen: list[bytes] = []
+    signed_in: list[bytes] = []
+
+    def attacker() -> None:
+        while time.monotonic() < stop:
+            answer = exchange(port, smuggle + smuggle, answers=2, timeout=3)
+            if SESSION_COOKIE.search(answer):
+                stolen.append(answer)
+
+    def user() -> None:
+        while time.monotonic() < stop:
+            signed_in.append(sign_in(port, service.username, service.password))
+
+    threads = [threading.Thread(target=attacker) for _ in range(4)]
+    threads.append(threading.Thread(target=user))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stolen == [], stolen[0][:800]
+    # The user signed in all along (the attack could have found cookies to steal).
+    assert len(signed_in) > 10
+    assert all(statuses(answer)[:1] == [303] for answer in signed_in), signed_in[0][:400]
+    assert authorized(port, f"occ_session_{port}={session_cookie(signed_in[-1])}") == 200
+
+
+def test_pipelined_requests_each_get_their_own_answer(service: Service) -> None:
+    host = f"127.0.0.1:{service.port}"
+    cases = [
+        # a GET with a body, a 404 with a body, a logout with a body, then a plain GET
+        f"GET /__occ/login HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nhello",
+        f"POST /__occ/nothing HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc",
+        f"GET /__occ/login HTTP/1.1\r\nHost: {host}\r\n\r\n",
+    ]
+    answer = exchange(service.port, "".join(cases).encode(), answers=3)
+    codes = statuses(answer)
+    assert len(codes) == 3 and codes[1] == 404, answer[:1200]
+    assert b"501" not in answer and b"Unsupported method" not in answer
+
+
+def test_a_large_or_chunked_login_body_harms_no_one_else(service: Service) -> None:
+    host = f"127.0.0.1:{service.port}"
+    big = b"username=x&password=" + b"a" * 20_000
+    answer = exchange(
+        service.port,
+        f"POST /__occ/login HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(big)}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n".encode()
+        + big,
+    )
+    assert statuses(answer)[0] == 413, answer[:300]
+    chunked = exchange(
+        service.port,
+        f"POST /__occ/login HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+        "5\r\nPOST \r\n0\r\n\r\n".encode(),
+    )
+    assert statuses(chunked)[0] in (400, 411), chunked[:300]
+    # Whoever comes next gets their own answer, many times over (every pooled connection).
+    for _ in range(20):
+        page = exchange(
+            service.port,
+            f"GET /__occ/login HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode(),
+        )
+        assert statuses(page) == [200], page[:300]
+        assert b"<form" in page
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/%0d%0aSet-Cookie:%20planted=1",
+        "/%0aSet-Cookie:%20planted=1",
+        "/%09/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "/%5cevil.example",
+        "https://evil.example/",
+        "/%E2%80%A8/evil.example",
+    ],
+)
+def test_next_goes_nowhere_but_this_site(service: Service, target: str) -> None:
+    answer = sign_in(service.port, service.username, service.password, next_path="")
+    assert statuses(answer) == [303]
+    # The target as a browser would send it in the form (already decoded once).
+    from urllib.parse import unquote
+
+    answer = sign_in(service.port, service.username, service.password, unquote(target))
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    assert b"planted" not in head, head
+    location = re.search(rb"(?im)^location:\s*(.*)$", head)
+    assert location, head
+    value = location.group(1).rstrip(b"\r")
+    assert value.startswith(b"/") and not value.startswith((b"//", b"/\\")), value
+    assert not re.search(rb"[\x00-\x20\x7f]", value), value
+    # And the login page's GET form of it.
+    page = exchange(
+        service.port,
+        f"GET /__occ/login?next={quote(unquote(target), safe='')} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{service.port}\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert b"planted" not in page.split(b"\r\n\r\n", 1)[0]
+
+
+def test_logout_from_another_site_does_nothing(service: Service) -> None:
+    port, host = service.port, f"127.0.0.1:{service.port}"
+    pair = f"occ_session_{port}={session_cookie(sign_in(port, service.username, service.password))}"
+    # A link or an image on another site (GET), and a form posted from there.
+    exchange(
+        port,
+        f"GET /__occ/logout HTTP/1.1\r\nHost: {host}\r\nCookie: {pair}\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    exchange(
+        port,
+        f"POST /__occ/logout HTTP/1.1\r\nHost: {host}\r\nCookie: {pair}\r\n"
+        "Origin: https://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert authorized(port, pair) == 200
+    # A login posted from another site is refused, even with the right password.
+    body = urlencode({"username": service.username, "password": service.password}).encode()
+    answer = exchange(
+        port,
+        f"POST /__occ/login HTTP/1.1\r\nHost: {host}\r\nOrigin: https://evil.example\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body,
+    )
+    assert statuses(answer)[0] == 403 and not SESSION_COOKIE.search(answer), answer[:400]
+
+
+def test_concurrent_guesses_count_every_one(service: Service) -> None:
+    """200 wrong passwords at once: at most the limit of them are even checked."""
+    host = f"127.0.0.1:{service.port}"
+    wrong = base64.b64encode(f"{service.username}:wrong".encode()).decode()
+    request = (
+        f"GET /global/health HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {wrong}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    results: list[int] = []
+    barrier = threading.Barrier(200)
+
+    def guess() -> None:
+        barrier.wait()
+        answer = exchange(service.port, request, timeout=30)
+        results.extend(statuses(answer)[:1])
+
+    threads = [threading.Thread(target=guess) for _ in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 200
+    assert results.count(200) == 0
+    assert results.count(401) <= 10, sorted(results)
+
+
+def test_slow_bodies_do_not_starve_the_login(service: Service) -> None:
+    host = f"127.0.0.1:{service.port}"
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=5)
+            sock.sendall(
+                f"POST /__occ/login HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n\r\nuser".encode()
+            )
+            slow.append(sock)
+        began = time.monotonic()
+        answer = sign_in(service.port, service.username, service.password)
+        assert statuses(answer) == [303], answer[:300]
+        assert time.monotonic() - began < 5
+    finally:
+        for sock in slow:
+            sock.close()
