@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from opencode_cloud.config.edit import parse_value
 from opencode_cloud.config.errors import ConfigValidationError
 from opencode_cloud.config.schema import EXAMPLES, RULES, Config, generate_schema
-from opencode_cloud.defaults import WORKING_DIR
+from opencode_cloud.defaults import EDGE_UID, WORKING_DIR
+from opencode_cloud.docker.spec import runtime_owner
 from opencode_cloud.mounts import (
     PROTECTED_CONTAINER_PATHS,
     SYSTEM_CONTAINER_PATHS,
@@ -27,6 +28,7 @@ from opencode_cloud.mounts import (
     default_container_path,
     docker_socket_paths,
     find_mount,
+    folder_owner,
     parse_argument,
     resolve_host_path,
 )
@@ -571,3 +573,44 @@ def test_mounts_module_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+# --- the first folder's owner becomes the agent's uid and gid ----------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder away needs root")
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("uid", "gid", "refused"),
+    [(1234, 0, True), (EDGE_UID, 1234, True), (1234, EDGE_UID, True), (1234, 1234, False)],
+)
+def test_the_first_folder_may_not_put_the_agent_in_roots_group_or_the_edges(
+    code: Path, uid: int, gid: int, refused: bool
+) -> None:
+    os.chown(code, uid, gid)
+    mount = HostMount(str(code), "/home/opencode/code")
+    if not refused:
+        check_new_mount(mount, [], NO_ENV)
+        assert folder_owner(str(code)) == runtime_owner([mount]) == (uid, gid)
+        return
+    error = _refusal(mount)
+    assert error.reason == "owner" and error.path == str(code)
+    with pytest.raises(MountError):
+        runtime_owner([mount])  # a file edited by hand is refused at start too
+
+
+@needs_root
+def test_roots_own_folder_leaves_the_image_user_and_a_second_folder_is_not_asked(
+    code: Path, tmp_path: Path
+) -> None:
+    os.chown(code, 0, 0)
+    assert folder_owner(str(code)) is None
+    assert runtime_owner([HostMount(str(code), "/home/opencode/code")]) == (1000, 1000)
+    other = tmp_path / "other"
+    other.mkdir()
+    os.chown(other, 1234, 0)
+    # Only the first folder gives the agent its owner: a second one in root's group is fine.
+    check_new_mount(
+        HostMount(str(other), "/home/opencode/other"), [HostMount(str(code), "/x")], NO_ENV
+    )
