@@ -24,6 +24,7 @@ import pytest
 import test_cli_e2e as cli  # the `occ` helpers and fixtures of the CLI tests
 
 from opencode_cloud.credentials import PASSWORD_PATH_IN_CONTAINER, container_files
+from opencode_cloud.defaults import EDGE_UID
 from opencode_cloud.docker.container import put_file
 from opencode_cloud.docker.health import health_url, wait_until_healthy
 from opencode_cloud.docker.image import DEFAULT_IMAGE
@@ -94,11 +95,15 @@ def test_files_written_in_a_mounted_folder_keep_its_owner(occ_env, instance, own
     assert (owned_folder.stat().st_uid, owned_folder.stat().st_gid) == (OWNER, OWNER)
     assert (foreign.stat().st_uid, foreign.stat().st_gid) == (4321, 4321)
     assert shell(occ_env, "sh", "-c", "exit 7", check=False).returncode == 7
-    # opencode itself runs as that user too, not as root.
+    # opencode itself runs as that user too, not as root; the edge as its own user.
     top = cli.docker("top", instance.container_name, "-eo", "uid,pid,args")
     assert top, "docker top gave nothing"
     for line in top.splitlines()[1:]:
-        assert line.split()[0] == str(OWNER), line
+        uid, _pid, program = line.split()[:3]
+        expected = OWNER if program == "/usr/local/bin/opencode" else EDGE_UID
+        assert uid in (str(OWNER), str(EDGE_UID)) and (
+            uid == str(expected) or program not in ("/usr/local/bin/opencode", "/usr/bin/caddy")
+        ), line
 
 
 def test_opencode_lists_and_finds_the_mounted_folder(occ_env, owned_folder) -> None:
@@ -278,7 +283,8 @@ def create_old_layout_container(
         host_config=host_config,
     )
     hashed = container_files(password)[PASSWORD_PATH_IN_CONTAINER]
-    put_file(client, instance.container_name, PASSWORD_PATH_IN_CONTAINER, hashed)
+    # As that release wrote it: readable by the runtime user the container starts as.
+    put_file(client, instance.container_name, PASSWORD_PATH_IN_CONTAINER, hashed, uid=1000)
     sdk.api.start(instance.container_name)
     wait_until_healthy(
         client,

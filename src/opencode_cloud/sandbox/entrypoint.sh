@@ -222,7 +222,7 @@ $site {
 }
 CADDY
   )
-  /usr/bin/chown -R "$EDGE_UID:$EDGE_UID" "$EDGE_DIR"
+  [ "$(/usr/bin/id -u)" != 0 ] || /usr/bin/chown -R "$EDGE_UID:$EDGE_UID" "$EDGE_DIR"
 }
 
 # Run a program with only the environment named (the rest of this script's, which holds
@@ -263,10 +263,10 @@ else
   # version of the tool): everything runs as that user, without the edge's separation.
   echo "opencode-cloud: started as uid $(/usr/bin/id -u), not root: the edge runs as the same user as opencode." >&2
   uid=$(/usr/bin/id -u) gid=$(/usr/bin/id -g) edge_uid=$uid
-  EDGE_DIR=$RUN_DIR/edge-$uid EDGE_STATE_DIR=$HOME_DIR/.local/state/opencode-cloud-edge
+  EDGE_STATE_DIR=$HOME_DIR/.local/state/opencode-cloud-edge
   [ -r "$PASSWORD_FILE" ] && [ -s "$PASSWORD_FILE" ] \
     || fail "no readable password file (the password's hash) at $PASSWORD_FILE."
-  /usr/bin/rm -rf "$EDGE_DIR"
+  EDGE_DIR=$(/usr/bin/mktemp -d /tmp/opencode-cloud-edge.XXXXXX)
   /usr/bin/mkdir -p -m 0700 "$EDGE_DIR/caddy" "$EDGE_STATE_DIR"
   run_as() { shift 2; exec "$@"; }
 fi
