@@ -165,8 +165,8 @@ write_edge_config() {
     # Timeouts: a client gets 10 s for its request head and 2 min for a body; an idle
     # keep-alive connection ends after 5 min. No write timeout: the event stream and the
     # terminal stay open as long as the page does. The login service's pages take small
-    # bodies only (16 KiB, with a length: a form): anything larger, or chunked, is
-    # answered here and never reaches the service.
+    # bodies only (16 KiB, with a length: a form): anything larger, or a POST without a
+    # length (chunked), is answered here and never reaches the service.
     /usr/bin/cat >"$EDGE_DIR/Caddyfile" <<CADDY
 {
 	admin unix/$EDGE_DIR/admin.sock
@@ -194,8 +194,8 @@ $site {
 	handle /__occ/* {
 		@too_large expression \`{http.request.header.Content-Length}.size() > 5 || int("0" + {http.request.header.Content-Length}) > 16384\`
 		respond @too_large 413
-		@chunked header Transfer-Encoding *
-		respond @chunked 411
+		@no_length expression \`{method} == "POST" && {http.request.header.Content-Length} == ""\`
+		respond @no_length 411
 		request_body {
 			max_size 16KB
 		}
