@@ -15,7 +15,7 @@ from opencode_cloud import __version__
 from opencode_cloud.cli.context import AppContext
 from opencode_cloud.cli.group import OrderedGroup
 from opencode_cloud.cli.output import ExitCode, Output
-from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
 
 _STATE: dict[str, AppContext] = {}
 
@@ -147,7 +147,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
             (NeverCreated, NotRunning, NotUpdatable, docker_errors.ContainerNotFound),
             ExitCode.NOT_RUNNING,
         ),
-        ((VersionChange, NothingToRollBack), ExitCode.USAGE),
+        ((VersionChange, NothingToRollBack, NotConfirmed), ExitCode.USAGE),
         ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName, HostError, ssh.ForwardFailed), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),

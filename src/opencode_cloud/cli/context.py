@@ -137,6 +137,18 @@ class AppContext:
 
         return reporter_for(self.out.stderr, quiet=self.out.verbosity < 0)
 
+    def confirmed(self, question: str, yes: bool) -> bool:
+        """True with `--yes`, or when the person at the terminal answers yes; nobody is
+        asked when nobody is there to answer. A no is the caller's to refuse with
+        `NotConfirmed` (exit code 2)."""
+        if yes:
+            return True
+        if not self.out.interactive:
+            return False
+        import click
+
+        return click.confirm(question, default=False, err=True)
+
     @contextmanager
     def changing(self, command: str) -> Iterator[None]:
         """Hold the instance lock while a command changes things."""

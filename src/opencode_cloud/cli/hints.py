@@ -12,7 +12,7 @@ from pathlib import Path
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import errors as engine
 from opencode_cloud.docker import ssh
-from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
 
 START_ENGINE = (
     "Start the Docker engine: `sudo systemctl start docker` "
@@ -25,6 +25,10 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
     command line of the instance acted on (`instance.command_prefix`)."""
     if error.hint:
         return error.hint
+    if isinstance(error, NotConfirmed):
+        if error.command:
+            return f"Run `{occ} {error.command} --yes` to go ahead."
+        return "Run the command again with --yes to go ahead."
     if isinstance(error, (engine.ContainerExited, engine.HealthTimeout)):
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
@@ -225,8 +229,6 @@ def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
             )
         case backup.InvalidBackup():
             return "Nothing was changed. Use another backup file."
-        case backup.ConfirmationNeeded(command=command):
-            return f"Run `{occ} {command} --yes` to go ahead."
         case backup.NothingToBackUp():
             on_host = occ.split(" --instance ", 1)[0]  # the same host, another instance
             return f"Name the instance to back up: `{on_host} --instance NAME backup`."

@@ -24,10 +24,10 @@ def confirm_exposure(ctx: AppContext, address: str, yes: bool, tls_mode: str = "
     """Publishing beyond this machine needs an explicit yes (flag or prompt) and a password.
 
     Raises:
-        OpencodeCloudError: not confirmed; nothing is changed.
+        NotConfirmed: not confirmed; nothing is changed.
     """
     from opencode_cloud import credentials
-    from opencode_cloud.errors import OpencodeCloudError
+    from opencode_cloud.errors import NotConfirmed
 
     if tls_mode == "off":
         ctx.out.warn(
@@ -41,11 +41,8 @@ def confirm_exposure(ctx: AppContext, address: str, yes: bool, tls_mode: str = "
             f"over HTTPS ({tls_mode} certificate; see `occ auth show` for the CA to trust). "
             "Keep the password secret."
         )
-    if not (yes or (ctx.out.interactive and click.confirm("Expose opencode?", default=False))):
-        raise OpencodeCloudError(
-            f"Refusing to bind to {address} without confirmation.",
-            "Run the command again with --yes to expose the service.",
-        )
+    if not ctx.confirmed("Expose opencode?", yes):
+        raise NotConfirmed(f"Refusing to bind to {address} without confirmation.")
     # Never an open server on the network: make sure the password exists before it is used.
     credentials.load_or_create_password(ctx.paths)
 
@@ -145,12 +142,10 @@ def unset(app_ctx: AppContext, key: str) -> None:
 def reset(app_ctx: AppContext, yes: bool) -> None:
     """Put every setting back to its default (the old file is kept as config.json.bak)."""
     from opencode_cloud.config.store import reset_config_file
-    from opencode_cloud.errors import OpencodeCloudError
+    from opencode_cloud.errors import NotConfirmed
 
-    if not yes and not (
-        app_ctx.out.interactive and click.confirm("Reset every setting?", default=False)
-    ):
-        raise OpencodeCloudError("Not reset: confirmation needed.", "Run `occ config reset --yes`.")
+    if not app_ctx.confirmed("Reset every setting?", yes):
+        raise NotConfirmed("Not reset: confirmation needed.", "config reset")
     with app_ctx.changing("config reset"):
         backup = reset_config_file(app_ctx.paths.config_file)
     app_ctx.out.result(

@@ -102,9 +102,12 @@ def _confirm_going_back(app_ctx: AppContext, versions: Versions, target: Config,
     if yes:
         app_ctx.out.warn(message)
         return
-    if not app_ctx.out.interactive:
-        raise click.UsageError(f"{message} Confirm with --yes.")
-    click.confirm(f"{message} Continue?", abort=True, err=True)
+    if not app_ctx.confirmed(f"{message} Continue?", yes):
+        from opencode_cloud.errors import NotConfirmed
+
+        raise NotConfirmed(
+            f"Not updated: {message}", f"update --opencode-version {target.opencode_version}"
+        )
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -128,9 +131,10 @@ def rollback(app_ctx: AppContext, yes: bool) -> None:
                 f"Going back to {snapshots[0].image} replaces opencode's data with the "
                 f"snapshot of {snapshots[0].created}."
             )
-            if not app_ctx.out.interactive:
-                raise click.UsageError(f"{message} Confirm with --yes.")
-            click.confirm(f"{message} Continue?", abort=True, err=True)
+            if not app_ctx.confirmed(f"{message} Continue?", yes):
+                from opencode_cloud.errors import NotConfirmed
+
+                raise NotConfirmed(f"Not rolled back: {message}", "rollback")
         with app_ctx.spinner("Rolling back ..."):
             result = versions.rollback()
     _render(app_ctx, result, "Rolled back")

@@ -1,0 +1,135 @@
+"""The command line's edges: confirmations, global options, help texts, JSON errors,
+retired keys and option names, each as a user meets it in-process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli_runner import Result, runner
+from fakes import FakeEngine
+from opencode_cloud.cli.output import ExitCode
+
+
+@pytest.fixture
+def occ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("OCC_CONFIG_DIR", str(tmp_path / "cfg"))
+    for name in ("OCC_INSTANCE", "OCC_HOST", "DOCKER_HOST", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.chdir(tmp_path)
+    return runner(capsys)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return tmp_path / "cfg" / "config.json"
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
+    """Every command's engine is this fake one."""
+    from opencode_cloud.cli.context import AppContext
+
+    fake = FakeEngine()
+    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
+    yield fake
+
+
+def _one_error(result: Result) -> str:
+    """The `Error:` line of a failed command, checking it has one error and one hint."""
+    lines = result.err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1, result.err
+    assert len([line for line in lines if line.startswith("Hint:")]) == 1, result.err
+    assert "Traceback" not in result.err
+    return errors[0]
+
+
+def _hint(result: Result) -> str:
+    return result.err.split("Hint:", 1)[1].strip()
+
+
+# --------------------------------------------------------------------------- confirmations
+
+
+def test_a_refused_config_reset_exits_2(occ, config_file: Path) -> None:
+    assert occ("config", "set", "port", "8080").code == 0
+    result = occ("config", "reset")
+    _one_error(result)
+    assert result.code == ExitCode.USAGE
+    assert "`occ config reset --yes`" in _hint(result)
+    assert json.loads(config_file.read_text()) == {"port": 8080}
+
+
+def test_a_refused_exposure_exits_2(occ, config_file: Path) -> None:
+    result = occ("config", "set", "bind_address", "0.0.0.0")
+    _one_error(result)
+    assert result.code == ExitCode.USAGE
+    assert "--yes" in _hint(result)
+    assert not config_file.exists()
+
+
+def test_a_refused_uninstall_exits_2(occ, engine: FakeEngine, config_file: Path) -> None:
+    assert occ("config", "set", "port", "8080").code == 0
+    result = occ("uninstall")
+    _one_error(result)
+    assert result.code == ExitCode.USAGE
+    assert "`occ uninstall --yes`" in _hint(result)
+    assert config_file.exists()
+
+
+def test_a_restore_not_confirmed_is_a_usage_exit() -> None:
+    from opencode_cloud.backup import ConfirmationNeeded
+    from opencode_cloud.cli.app import exit_code_for
+    from opencode_cloud.instance import DEFAULT
+
+    assert exit_code_for(ConfirmationNeeded("has data", DEFAULT, "restore x.tar")) == 2
+
+
+def test_a_refused_update_to_an_older_release_exits_2(
+    occ, engine: FakeEngine, config_file: Path
+) -> None:
+    _running_release(engine, "9.9.9")
+    result = occ("update", "--opencode-version", "1.0.0")
+    _one_error(result)
+    assert result.code == ExitCode.USAGE
+    assert "`occ update --opencode-version 1.0.0 --yes`" in _hint(result)
+    assert not engine.called("stop_container")
+
+
+def _running_release(engine: FakeEngine, version: str) -> None:
+    from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
+
+    labels = {LABEL_OPENCODE_VERSION: version}
+    image = engine.add_image(f"opencode-cloud-sandbox:{version}", labels=labels)
+    engine.create_container("opencode-cloud", {"Image": image, "Labels": labels})
+
+
+def test_no_at_the_prompt_exits_2_like_a_missing_yes(
+    occ, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person who answers no has refused as surely as a script without --yes: exit 2,
+    not 1 for some commands and 130 (interrupted) for others."""
+    import click
+
+    from opencode_cloud.cli.output import Output
+
+    monkeypatch.setattr(Output, "interactive", property(lambda self: True))
+    asked: list[str] = []
+    monkeypatch.setattr(click, "confirm", lambda text, **_: asked.append(text) or False)
+    _running_release(engine, "9.9.9")
+    assert occ("config", "set", "port", "8080").code == 0
+    for args in (
+        ("config", "reset"),
+        ("config", "set", "bind_address", "0.0.0.0"),
+        ("update", "--opencode-version", "1.0.0"),
+        ("uninstall",),
+    ):
+        result = occ(*args)
+        _one_error(result)
+        assert result.code == ExitCode.USAGE, args
+    assert len(asked) == 4
