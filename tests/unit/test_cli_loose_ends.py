@@ -133,3 +133,41 @@ def test_no_at_the_prompt_exits_2_like_a_missing_yes(
         _one_error(result)
         assert result.code == ExitCode.USAGE, args
     assert len(asked) == 4
+
+
+# --------------------------------------------------------------------------- global options
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (["shell", "grep", "-v", "x"], ["shell", "grep", "-v", "x"]),
+        (["shell", "ls", "--json"], ["shell", "ls", "--json"]),
+        (["-q", "shell", "--", "env", "-v"], ["-q", "shell", "--", "env", "-v"]),
+        (["--instance", "w", "shell", "-v"], ["--instance", "w", "shell", "-v"]),
+        (["shell", "--instance", "w"], ["shell", "--instance", "w"]),
+        (["status", "-v", "--instance", "w"], ["-v", "--instance", "w", "status"]),
+        (["config", "env", "list", "--json"], ["--json", "config", "env", "list"]),
+    ],
+)
+def test_global_options_are_not_taken_from_a_passed_through_command(
+    given: list[str], expected: list[str]
+) -> None:
+    from opencode_cloud.cli.app import hoist_global_options
+
+    assert hoist_global_options(given) == expected
+
+
+def test_shell_runs_the_command_as_given(
+    occ, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opencode_cloud.cli import app
+    from opencode_cloud.cli.commands import shell
+
+    monkeypatch.setattr(shell.shutil, "which", lambda name: None)  # the API path, no exec
+    _running_release(engine, "9.9.9")
+    engine.start_container("opencode-cloud")
+    result = occ("shell", "grep", "-v", "x")
+    assert result.code == 0, result.err
+    assert [command for _, command, _, _ in engine.execs] == [("grep", "-v", "x")]
+    assert app._STATE["app"].out.verbosity == 0

@@ -163,12 +163,23 @@ _GLOBAL_FLAGS = frozenset({"--json", "-q", "--quiet", "-v", "--verbose", "--debu
 _GLOBAL_WITH_VALUE = frozenset({"--instance", "--host"})
 
 
-def hoist_global_options(args: list[str]) -> list[str]:
+def _passes_arguments_through(command: click.Command) -> bool:
+    """A command that hands the rest of its line to another program (`occ shell grep -v
+    x`): nothing after its name is an option of `occ`."""
+    return any(
+        isinstance(param, click.Argument) and param.type is click.UNPROCESSED
+        for param in command.params
+    )
+
+
+def hoist_global_options(args: list[str], group: click.Group | None = None) -> list[str]:
     """Move global options found after the command to the front, where click expects them.
 
-    Nothing after `--` moves, and option values (`occ config set KEY --json`) are
-    not options of their own, so only a flag in an option position is hoisted.
+    Nothing after `--` moves, nor anything after the name of a command that passes its
+    arguments through (`shell`); option values (`occ config set KEY --json`) are not
+    options of their own, so only a flag in an option position is hoisted.
     """
+    command: click.Command | None = app if group is None else group
     front: list[str] = []
     rest: list[str] = []
     index = 0
@@ -186,6 +197,11 @@ def hoist_global_options(args: list[str]) -> list[str]:
             front.append(arg)
         else:
             rest.append(arg)
+            if isinstance(command, click.Group) and not arg.startswith("-"):
+                command = command.commands.get(arg)
+                if command is not None and _passes_arguments_through(command):
+                    rest.extend(args[index + 1 :])
+                    break
         index += 1
     return front + rest
 
