@@ -171,3 +171,35 @@ def test_shell_runs_the_command_as_given(
     assert result.code == 0, result.err
     assert [command for _, command, _, _ in engine.execs] == [("grep", "-v", "x")]
     assert app._STATE["app"].out.verbosity == 0
+
+
+# --------------------------------------------------------------------------- help texts
+
+
+def _commands(group, path=("occ",)):
+    import click
+
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def test_no_short_help_is_cut_at_an_abbreviation() -> None:
+    """click's short help ends at the first word ending in a period: `e.g.` cut
+    `occ config --help`'s lines to "Print one setting, e.g."."""
+    import re
+
+    from opencode_cloud.cli.app import app
+
+    for path, command in _commands(app):
+        short = command.get_short_help_str(limit=200)
+        assert not re.search(r"\b(e\.g|i\.e|etc|cf|vs)\.$", short), (path, short)
+
+
+@pytest.mark.parametrize("group", ["config", "mount"])
+def test_group_help_lists_whole_first_sentences(occ, group: str) -> None:
+    result = occ(group, "--help")
+    assert result.code == 0
+    commands = result.out.split("Commands:", 1)[1]
+    assert "e.g." not in commands

@@ -95,7 +95,7 @@ def show(app_ctx: AppContext) -> None:
 @click.argument("key", help="Setting name.")
 @click.pass_obj
 def get(app_ctx: AppContext, key: str) -> None:
-    """Print one setting, e.g. `occ config get port`."""
+    """Print one setting: `occ config get port`."""
     from opencode_cloud.config.edit import get_value
 
     value = get_value(app_ctx.config, key)
@@ -111,7 +111,7 @@ def get(app_ctx: AppContext, key: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Confirm exposing the service beyond localhost.")
 @click.pass_obj
 def set_(app_ctx: AppContext, key: str, value: str, yes: bool) -> None:
-    """Change one setting, e.g. `occ config set port 8080`. Lists: JSON or a,b,c."""
+    """Change one setting: `occ config set port 8080`. Lists take JSON or a,b,c."""
     from opencode_cloud.config.edit import get_value, set_value
 
     config = save_change(app_ctx, lambda data: set_value(data, key, value), yes=yes)

@@ -88,7 +88,7 @@ def _warn_if_it_holds_the_configuration(app_ctx: AppContext, mount: HostMount) -
 @click.option("--read-only", "read_only", is_flag=True, help="The agent can read, not change.")
 @click.pass_obj
 def add(app_ctx: AppContext, spec: str, read_only: bool) -> None:
-    """Mount a host folder into the container, e.g. `occ mount add ~/code`.
+    """Mount a host folder into the container: `occ mount add ~/code`.
 
     Without CONTAINER_PATH the folder appears as /home/opencode/<its name>, where the web
     UI's "Open project" dialog lists it.
