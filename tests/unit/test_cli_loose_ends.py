@@ -203,3 +203,19 @@ def test_group_help_lists_whole_first_sentences(occ, group: str) -> None:
     assert result.code == 0
     commands = result.out.split("Commands:", 1)[1]
     assert "e.g." not in commands
+
+
+def test_mount_add_help_names_where_the_folder_goes(occ) -> None:
+    from opencode_cloud.mounts import default_container_path
+
+    where = default_container_path("/home/alice/app").replace("/app", "/<its name>")
+    result = occ("mount", "add", "--help")
+    assert where in " ".join(result.out.split())
+
+
+def test_the_docs_do_not_say_the_agent_can_use_apt() -> None:
+    """The service runs as a user without root: `apt` is not the agent's to use."""
+    import re
+
+    operations = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    assert not re.search(r"installs[^|.]*`apt`", operations)

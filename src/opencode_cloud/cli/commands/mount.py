@@ -90,8 +90,8 @@ def _warn_if_it_holds_the_configuration(app_ctx: AppContext, mount: HostMount) -
 def add(app_ctx: AppContext, spec: str, read_only: bool) -> None:
     """Mount a host folder into the container: `occ mount add ~/code`.
 
-    Without CONTAINER_PATH the folder appears as /home/opencode/<its name>, where the web
-    UI's "Open project" dialog lists it.
+    Without CONTAINER_PATH the folder appears as /home/opencode/projects/<its name>, where
+    the web UI's "Open project" dialog lists it.
     """
     from opencode_cloud.mounts import (
         MountError,
