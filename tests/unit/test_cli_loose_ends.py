@@ -219,3 +219,62 @@ def test_the_docs_do_not_say_the_agent_can_use_apt() -> None:
 
     operations = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
     assert not re.search(r"installs[^|.]*`apt`", operations)
+
+
+# --------------------------------------------------------------------------- timeouts
+
+
+def test_stop_takes_a_stop_timeout(occ, engine: FakeEngine) -> None:
+    _running_release(engine, "9.9.9")
+    engine.start_container("opencode-cloud")
+    result = occ("stop", "--stop-timeout", "7")
+    assert result.code == 0, result.err
+    assert engine.stop_timeouts["opencode-cloud"] == 7
+    assert result.err == ""
+
+
+def test_the_old_timeout_spelling_still_works_with_a_warning(occ, engine: FakeEngine) -> None:
+    _running_release(engine, "9.9.9")
+    engine.start_container("opencode-cloud")
+    result = occ("stop", "--timeout", "3")
+    assert result.code == 0, result.err
+    assert engine.stop_timeouts["opencode-cloud"] == 3
+    assert "--stop-timeout" in result.err and "Warning" in result.err
+
+
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [("start", "--wait-timeout"), ("restart", "--wait-timeout"), ("update", "--wait-timeout")],
+)
+def test_the_readiness_timeouts_say_what_they_wait_for(occ, command: str, name: str) -> None:
+    shown = occ(command, "--help").out
+    assert name in shown
+    assert "--timeout" not in shown.replace(name, "")
+    result = occ(command, name, "0")
+    assert result.code == ExitCode.USAGE
+    assert name in result.err
+
+
+def test_stop_and_restart_name_the_grace_before_the_kill(occ) -> None:
+    for command in ("stop", "restart"):
+        shown = occ(command, "--help").out
+        assert "--stop-timeout" in shown
+        assert "--timeout" not in shown.replace("--stop-timeout", "").replace("--wait-timeout", "")
+
+
+def test_restart_passes_each_timeout_to_its_step(
+    occ, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opencode_cloud.service import Service
+
+    seen: dict[str, float | None] = {}
+    monkeypatch.setattr(Service, "stop", lambda self, timeout=None: seen.update(stop=timeout))
+
+    def start(self, **kwargs):
+        seen["start"] = kwargs.get("timeout")
+        raise RuntimeError("enough")
+
+    monkeypatch.setattr(Service, "start", start)
+    with pytest.raises(RuntimeError):
+        occ("restart", "--stop-timeout", "4", "--wait-timeout", "30")
+    assert seen == {"stop": 4, "start": 30}

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from opencode_cloud.cli.commands.lifecycle import old_timeout_option, timeout_from
+
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.config.schema import Config
@@ -58,11 +60,18 @@ def _render(app_ctx: AppContext, result: UpdateResult, verb: str) -> None:
 
 @click.command()
 @click.option("--opencode-version", help="The opencode release to move to (default: config).")
-@click.option("--timeout", type=float, help="Seconds to wait for the new version to answer.")
+@click.option(
+    "--wait-timeout", type=float, help="Seconds to wait for the new version to answer healthy."
+)
+@old_timeout_option("--wait-timeout")
 @click.option("--yes", "-y", is_flag=True, help="Go to an older release without asking.")
 @click.pass_obj
 def update(
-    app_ctx: AppContext, opencode_version: str | None, timeout: float | None, yes: bool
+    app_ctx: AppContext,
+    opencode_version: str | None,
+    wait_timeout: float | None,
+    old_timeout: float | None,
+    yes: bool,
 ) -> None:
     """Change opencode's version safely: prepare the new image while the old one serves,
     snapshot opencode's data, switch, check that sessions still read, and go back to the
@@ -75,6 +84,7 @@ def update(
     """
     from opencode_cloud.config.edit import parse_value
 
+    timeout = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
     with app_ctx.changing("update"):
         config = app_ctx.config
         if opencode_version is not None:
