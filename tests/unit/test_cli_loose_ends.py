@@ -278,3 +278,62 @@ def test_restart_passes_each_timeout_to_its_step(
     with pytest.raises(RuntimeError):
         occ("restart", "--stop-timeout", "4", "--wait-timeout", "30")
     assert seen == {"stop": 4, "start": 30}
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--json", "logs", "-n", "-1"),
+        ("logs", "--since", "yesterday", "--json"),
+        ("--json", "no-such-command"),
+        ("--json", "start", "--build", "--pull"),
+        ("--json", "config"),
+        ("--json", "config", "set", "port"),
+    ],
+)
+def test_usage_errors_with_json_give_an_error_object(occ, args: tuple[str, ...]) -> None:
+    result = occ(*args)
+    assert result.code == ExitCode.USAGE
+    data = json.loads(result.out)
+    assert set(data) == {"error", "hint", "details"}
+    assert data["error"] and "\n" not in data["error"]
+    assert "--help" in data["hint"]
+    # What people read stays on stderr: the error line, or a group's help when its
+    # command is missing.
+    assert "Error:" in result.err or "Commands:" in result.err
+
+
+def test_usage_errors_without_json_print_nothing_on_stdout(occ) -> None:
+    result = occ("logs", "-n", "-1")
+    assert result.code == ExitCode.USAGE
+    assert result.out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "wanted"),
+    [
+        (["--json", "status"], True),
+        (["--instance", "w", "--json", "status"], True),
+        (["--host=h", "-q", "--json", "status"], True),
+        (["shell", "--json"], False),
+        (["config", "set", "env.X", "--", "--json"], False),
+    ],
+)
+def test_json_is_asked_for_by_a_global_option_only(args: list[str], wanted: bool) -> None:
+    from opencode_cloud.cli.app import _json_requested, hoist_global_options
+
+    assert _json_requested(hoist_global_options(args)) is wanted
+
+
+def test_mount_list_json_is_an_object_like_the_others(occ, tmp_path: Path) -> None:
+    assert json.loads(occ("--json", "mount", "list").out) == {"mounts": []}
+    folder = tmp_path / "app"
+    folder.mkdir()
+    assert occ("mount", "add", str(folder)).code == 0
+    listed = json.loads(occ("--json", "mount", "list").out)
+    assert [m["host"] for m in listed["mounts"]] == [str(folder)]
+    # as `host list` gives its hosts and `doctor` its findings: a named list in an object
+    assert set(json.loads(occ("--json", "host", "list").out)) == {"default", "hosts"}

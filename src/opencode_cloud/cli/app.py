@@ -206,6 +206,44 @@ def hoist_global_options(args: list[str], group: click.Group | None = None) -> l
     return front + rest
 
 
+def _json_requested(args: list[str]) -> bool:
+    """Whether `--json` is among the global options at the front of hoisted `args`."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--json":
+            return True
+        if arg in _GLOBAL_WITH_VALUE:
+            index += 2
+        elif arg in _GLOBAL_FLAGS or arg.split("=", 1)[0] in _GLOBAL_WITH_VALUE:
+            index += 1
+        else:
+            return False
+    return False
+
+
+def _usage_error(error: click.ClickException, json_output: bool) -> int:
+    """A bad command line: click's usage line and error on stderr, and with --json the
+    same error as an object on stdout, as every other error gives."""
+    error.show()
+    if json_output:
+        from opencode_cloud.cli.hints import usage_hint
+
+        ctx = getattr(error, "ctx", None)
+        if isinstance(error, click.exceptions.NoArgsIsHelpError):
+            message = "Missing command."
+        else:
+            message = error.format_message()
+        Output(json=True).emit_json(
+            {
+                "error": message,
+                "hint": usage_hint(ctx.command_path if ctx else "occ"),
+                "details": [],
+            }
+        )
+    return int(error.exit_code)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the error boundary)."""
     args = hoist_global_options(sys.argv[1:] if argv is None else argv)
@@ -220,7 +258,7 @@ def run(argv: list[str] | None = None) -> int:
         from opencode_cloud.instance import DEFAULT, command_prefix
 
         app_ctx = _STATE.get("app")
-        out = app_ctx.out if app_ctx else Output(json="--json" in args)
+        out = app_ctx.out if app_ctx else Output(json=_json_requested(args))
         if out.debug or os.environ.get("OCC_DEBUG"):
             import traceback
 
@@ -234,8 +272,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as done:
         return int(done.exit_code)
     except click.ClickException as error:  # usage errors: printed with the usage line
-        error.show()
-        return int(error.exit_code)
+        return _usage_error(error, _json_requested(args))
     finally:
         if "app" in _STATE:
             _STATE["app"].close()

@@ -118,6 +118,12 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
     return ""
 
 
+def usage_hint(command_path: str) -> str:
+    """The hint of a bad command line; `command_path` is the command as typed so far
+    (`occ logs`, `occ config set`)."""
+    return f"See `{command_path} --help` for what it takes."
+
+
 def ssh_login(url: str) -> str:
     """The `ssh` command line that logs in where `url` (ssh://[user@]host[:port]) points."""
     from urllib.parse import urlsplit

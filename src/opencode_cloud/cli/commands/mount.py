@@ -145,7 +145,7 @@ def list_(app_ctx: AppContext) -> None:
             for host, container, mode in rows
         ]
 
-    app_ctx.out.result([_describe(m) for m in mounts], table)
+    app_ctx.out.result({"mounts": [_describe(m) for m in mounts]}, table)
 
 
 @mount_group.command("remove")
