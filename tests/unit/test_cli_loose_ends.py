@@ -337,3 +337,37 @@ def test_mount_list_json_is_an_object_like_the_others(occ, tmp_path: Path) -> No
     assert [m["host"] for m in listed["mounts"]] == [str(folder)]
     # as `host list` gives its hosts and `doctor` its findings: a named list in an object
     assert set(json.loads(occ("--json", "host", "list").out)) == {"default", "hosts"}
+
+
+# --------------------------------------------------------------------------- retired keys
+
+
+def test_a_retired_key_cannot_be_set(occ, config_file: Path) -> None:
+    assert occ("config", "set", "port", "8080").code == 0
+    before = config_file.read_bytes()
+    result = occ("config", "set", "restart_retries", "5")
+    assert "restart_retries" in _one_error(result)
+    assert result.code == ExitCode.CONFIG_INVALID
+    assert "`occ config unset restart_retries`" in _hint(result)
+    assert config_file.read_bytes() == before
+
+
+def test_a_file_with_a_retired_key_still_reads_and_can_drop_it(occ, config_file: Path) -> None:
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text('{"port": 8080, "restart_retries": 3}')
+    assert occ("config", "validate").code == 0
+    shown = json.loads(occ("--json", "config", "show").out)
+    assert shown["restart_retries"] == 3  # what the file holds is shown, not hidden
+    assert occ("config", "set", "port", "8081").code == 0  # the rest can still change
+    assert occ("config", "unset", "restart_retries").code == 0
+    assert json.loads(config_file.read_text()) == {"port": 8081}
+    assert "restart_retries" not in json.loads(occ("--json", "config", "show").out)
+
+
+def test_the_readme_does_not_offer_retired_keys() -> None:
+    from opencode_cloud.config.schema import RETIRED_KEYS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for key in RETIRED_KEYS:
+        assert key not in readme
+        assert key.replace("_", " ") not in readme

@@ -33,6 +33,10 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
         return _build_hint(error, occ)
+    from opencode_cloud.config.errors import RetiredConfigKey
+
+    if isinstance(error, RetiredConfigKey):
+        return f"Leave it out; `{occ} config unset {error.key}` removes it from the file."
     from opencode_cloud.backup import BackupError
 
     if isinstance(error, BackupError):

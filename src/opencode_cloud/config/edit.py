@@ -28,9 +28,17 @@ from opencode_cloud.config.errors import (
     ConfigError,
     ConfigValidationError,
     Problem,
+    RetiredConfigKey,
     UnknownConfigKey,
 )
-from opencode_cloud.config.schema import EXAMPLES, KEYS, RULES, Config, default_value
+from opencode_cloud.config.schema import (
+    EXAMPLES,
+    KEYS,
+    RETIRED_KEYS,
+    RULES,
+    Config,
+    default_value,
+)
 from opencode_cloud.config.store import config_data, problems_of, show_value, validate_config
 
 ConfigSource = Config | Mapping[str, Any]
@@ -162,9 +170,12 @@ def parse_value(key: str, raw: str) -> Any:
 
     Raises:
         UnknownConfigKey: `key` is not a configuration key.
+        RetiredConfigKey: `key` is no longer used (`RETIRED_KEYS`).
         ConfigValidationError: the value breaks the key's rule (`document` is False).
     """
     _check_key(key)
+    if key in RETIRED_KEYS:
+        raise RetiredConfigKey(key, RETIRED_KEYS[key])
     kind = _kind(key)
     value: Any
     if kind == "integer":
@@ -215,8 +226,10 @@ def get_value(config: Config, key: str) -> Any:
 
 
 def config_values(config: Config) -> dict[str, Any]:
-    """Every key with its value, defaults included, as JSON data (unknown keys left out)."""
-    return config.model_dump(mode="json", include=set(KEYS))
+    """Every key with its value, defaults included, as JSON data (unknown keys left out,
+    and retired ones unless the file still sets them)."""
+    shown = {key for key in KEYS if key not in RETIRED_KEYS or is_set(config, key)}
+    return config.model_dump(mode="json", include=shown)
 
 
 def is_set(config: Config, key: str) -> bool:
@@ -229,6 +242,7 @@ def set_value(source: ConfigSource, key: str, raw: str) -> Config:
 
     Raises:
         UnknownConfigKey: `key` is not a configuration key.
+        RetiredConfigKey: `key` is no longer used.
         ConfigValidationError: `raw` breaks the key's rule (`document` False), or the
             rest of the configuration is invalid (`document` True).
     """

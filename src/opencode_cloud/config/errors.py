@@ -124,3 +124,17 @@ class UnknownConfigKey(ConfigError):
     def __init__(self, message: str, hint: str = "", *, key: str) -> None:
         super().__init__(message, hint)
         self.key = key
+
+
+class RetiredConfigKey(ConfigError):
+    """A command tried to set a key that earlier releases used and this one ignores.
+
+    Attributes:
+        key: The key as given.
+        reason: Why it is no longer used.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key} can no longer be set: it is not used any more ({reason}).")
+        self.key = key
+        self.reason = reason
