@@ -254,11 +254,10 @@ def check_engine(ctx: Context) -> Finding:
         if isinstance(error, DockerPermissionDenied):
             ctx.engine_problem = "this user may not use the Docker engine"
         ctx.container_problem = ctx.engine_problem
+        named = ctx.env.get("DOCKER_HOST")  # in the environment the checks were given
+        if isinstance(error, DaemonNotRunning) and error.chosen_by is None and named:
+            error = DaemonNotRunning(error.host, chosen_by="DOCKER_HOST")
         fix = better_fix or ctx.hint(error)
-        if isinstance(error, DaemonNotRunning) and ctx.env.get("DOCKER_HOST"):
-            fix = (
-                "Point DOCKER_HOST at a running engine, or `unset DOCKER_HOST` to use the default."
-            )
         detail = f"{error.message.rstrip('.')} ({'; '.join([source, *facts])})."
         return Finding(ENGINE, "fail", detail, fix)
     ctx.client = client

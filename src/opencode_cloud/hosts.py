@@ -11,7 +11,6 @@ the docker CLI would use (DOCKER_HOST, the current context, the local socket), a
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,20 +84,15 @@ def context_endpoint(context: str) -> str:
     Raises:
         HostError: no such context.
     """
-    import hashlib
+    from opencode_cloud.docker.transport import context_endpoint as endpoint
 
-    from opencode_cloud.docker.transport import docker_config_dir
-
-    digest = hashlib.sha256(context.encode()).hexdigest()
-    meta = docker_config_dir() / "contexts" / "meta" / digest / "meta.json"
-    try:
-        data = json.loads(meta.read_text())
-        return str(data["Endpoints"]["docker"]["Host"])
-    except (OSError, ValueError, KeyError, TypeError):
+    url = endpoint(context)
+    if url is None:
         raise HostError(
             f"{context!r} is neither an ssh:// address nor a Docker context.",
             "Give ssh://[user@]host[:port], or a name from `docker context ls`.",
-        ) from None
+        )
+    return url
 
 
 def validate_host_name(name: str) -> str:
@@ -184,15 +178,13 @@ def chosen_host(name: str | None) -> Host | None:
 
 def environment_target() -> SshTarget | None:
     """An ssh:// engine named by DOCKER_HOST (or the current Docker context)."""
-    url = os.environ.get("DOCKER_HOST", "")
-    if not url:
-        from opencode_cloud.docker.transport import current_context
+    from opencode_cloud.docker.errors import UnknownContext
+    from opencode_cloud.docker.transport import engine_address
 
-        name = current_context()
-        try:
-            url = context_endpoint(name) if name else ""
-        except HostError:
-            url = ""
+    try:
+        url = engine_address().url
+    except UnknownContext:
+        return None  # connecting says so
     if not url.startswith("ssh://"):
         return None
     from opencode_cloud.docker.ssh import SshTarget

@@ -126,6 +126,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 docker_errors.DaemonNotRunning,
                 docker_errors.DockerPermissionDenied,
                 docker_errors.EngineTooOld,
+                docker_errors.UnknownContext,
                 ssh.SshError,
             ),
             ExitCode.DOCKER_UNAVAILABLE,

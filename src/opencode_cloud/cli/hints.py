@@ -76,6 +76,21 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
                 "Install Docker Engine (https://docs.docker.com/engine/install/), "
                 "or on Debian/Ubuntu run `sudo apt-get install docker.io`."
             )
+        case engine.DaemonNotRunning(host=host, chosen_by="DOCKER_HOST"):
+            return (
+                f"DOCKER_HOST names {host}, where no engine answers: start the engine that "
+                "listens there, or `unset DOCKER_HOST` to use the default one."
+            )
+        case engine.DaemonNotRunning(host=host, chosen_by="DOCKER_CONTEXT", context=context):
+            return (
+                f"DOCKER_CONTEXT names the context {context!r}, whose engine is {host}: "
+                "start that engine, or `unset DOCKER_CONTEXT` to use the default one."
+            )
+        case engine.DaemonNotRunning(host=host, context=str(context)):
+            return (
+                f"The current Docker context {context!r} names {host}: start that engine, "
+                "or go back to the default one with `docker context use default`."
+            )
         case engine.DaemonNotRunning(host=host) if not host.startswith("unix://"):
             return (
                 f"Check that an engine runs at {host}, and that DOCKER_HOST or the Docker "
@@ -83,6 +98,16 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
             )
         case engine.DaemonNotRunning():
             return START_ENGINE
+        case engine.UnknownContext(chosen_by="DOCKER_CONTEXT"):
+            return (
+                "Set DOCKER_CONTEXT to one of `docker context ls`, or `unset DOCKER_CONTEXT` "
+                "to use the default engine."
+            )
+        case engine.UnknownContext():
+            return (
+                "Choose one of `docker context ls` with `docker context use NAME`, or go back "
+                "to the default engine with `docker context use default`."
+            )
         case engine.DockerPermissionDenied():
             return (
                 "Add yourself to the docker group (`sudo usermod -aG docker $USER`, then log "
