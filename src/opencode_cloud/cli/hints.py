@@ -113,6 +113,11 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
                 "Add yourself to the docker group (`sudo usermod -aG docker $USER`, then log "
                 "in again) or run with sudo."
             )
+        case engine.IncompleteAnswer():
+            return (
+                "Run the command again; if it keeps happening, the engine's log says why it "
+                "drops connections (`journalctl -u docker`)."
+            )
         case engine.EngineTooOld():
             return "Upgrade Docker Engine (https://docs.docker.com/engine/install/)."
         case engine.ContainerAlreadyExists(name=name):

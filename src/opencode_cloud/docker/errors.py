@@ -84,6 +84,17 @@ class EngineTooOld(EngineUnavailable):
         self.minimum = minimum
 
 
+class IncompleteAnswer(DockerError):
+    """The engine's connection closed in the middle of an answer: what came is not all of
+    it, and is not used."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"The Docker engine at {host} closed the connection before the end of its answer."
+        )
+        self.host = host
+
+
 class ContainerAlreadyExists(DockerError):
     """A container with the requested name already exists."""
 

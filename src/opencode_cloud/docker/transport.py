@@ -28,6 +28,7 @@ from opencode_cloud.docker.errors import (
     DockerError,
     DockerNotInstalled,
     DockerPermissionDenied,
+    IncompleteAnswer,
     UnknownContext,
 )
 
@@ -49,6 +50,11 @@ class Response:
         if isinstance(self.body, dict) and self.body.get("message"):
             return str(self.body["message"])
         return str(self.body or f"HTTP {self.status}")
+
+
+class AnswerCut(ConnectionError):
+    """The connection closed before the end of a chunked answer (its zero-size chunk):
+    what came is not all of it."""
 
 
 class Refused(Exception):
@@ -93,6 +99,8 @@ def connection_error(
     text = " ".join(str(cause) for cause in _causes(exc))
     if any(isinstance(c, PermissionError) for c in _causes(exc)) or "Permission denied" in text:
         return DockerPermissionDenied(host)
+    if any(isinstance(c, AnswerCut) for c in _causes(exc)):
+        return IncompleteAnswer(host)
     import shutil
 
     if (
@@ -253,7 +261,11 @@ def _read_all(sock: socket.socket, first: bytes) -> Iterator[bytes]:
 
 
 def _dechunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """The payload of a `Transfer-Encoding: chunked` body that arrives in pieces."""
+    """The payload of a `Transfer-Encoding: chunked` body that arrives in pieces.
+
+    Raises:
+        AnswerCut: the pieces ended before the zero-size chunk that ends the body.
+    """
     pending = b""
     for piece in pieces:
         pending += piece
@@ -269,6 +281,7 @@ def _dechunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
                 break
             yield pending[line_end + 2 : end]
             pending = pending[end + 2 :]
+    raise AnswerCut("the engine's answer ended before its last chunk")
 
 
 def _split_answer(received: bytes, socket_path: str) -> tuple[int, dict[str, str], bytes]:
