@@ -111,7 +111,12 @@ def get(app_ctx: AppContext, key: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Confirm exposing the service beyond localhost.")
 @click.pass_obj
 def set_(app_ctx: AppContext, key: str, value: str, yes: bool) -> None:
-    """Change one setting: `occ config set port 8080`. Lists take JSON or a,b,c."""
+    """Change one setting: `occ config set port 8080`. Lists take JSON or a,b,c.
+
+    Only the text of the setting changes: the file's comments and layout are kept. When
+    that cannot be done (a comment inside a list that changes), the file is written
+    anew, the old one is kept as config.json.bak, and a warning says so.
+    """
     from opencode_cloud.config.edit import get_value, set_value
 
     config = save_change(app_ctx, lambda data: set_value(data, key, value), yes=yes)
