@@ -371,3 +371,31 @@ def test_the_readme_does_not_offer_retired_keys() -> None:
     for key in RETIRED_KEYS:
         assert key not in readme
         assert key.replace("_", " ") not in readme
+
+
+# --------------------------------------------------------------------------- uninstall
+
+
+@pytest.mark.parametrize("instance", ["default", "work"])
+def test_uninstall_leaves_no_file_of_the_instance_behind(
+    occ, engine: FakeEngine, tmp_path: Path, instance: str
+) -> None:
+    """The password's hash (`password.bcrypt`) and the configuration's backup go with
+    the password and the configuration."""
+    from opencode_cloud import credentials
+    from opencode_cloud.config.paths import instance_paths
+    from opencode_cloud.instance import Instance
+
+    paths = instance_paths(Instance(instance))
+    flags = ["--instance", instance]
+    assert occ(*flags, "config", "set", "port", "8080").code == 0
+    assert occ(*flags, "config", "reset", "--yes").code == 0  # leaves config.json.bak
+    assert occ(*flags, "config", "set", "port", "8081").code == 0
+    password, _ = credentials.load_or_create_password(paths)
+    credentials.password_hash(paths, password)
+    assert paths.password_hash_file.exists() and paths.config_backup_file.exists()
+    result = occ(*flags, "uninstall", "--volumes", "--no-backup", "--yes")
+    assert result.code == 0, result.err
+    assert str(paths.password_hash_file) in result.out
+    left = sorted(p.name for p in paths.root.iterdir()) if paths.root.exists() else []
+    assert left == []

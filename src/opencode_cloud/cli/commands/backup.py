@@ -342,7 +342,8 @@ def _render_uninstall(app_ctx: AppContext, result: UninstallResult) -> None:
 @click.pass_obj
 def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) -> None:
     """Remove the instance: its container, the sandbox images no other container uses,
-    and its files in the configuration folder (config.json, password, lock).
+    and its files in the configuration folder (config.json and its .bak, the password
+    and its hash, the lock).
 
     The volumes (your sessions, projects and home) are kept unless --volumes; then a
     final backup is written first (into the configuration folder's backups/, unless
