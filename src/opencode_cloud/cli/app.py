@@ -12,6 +12,7 @@ import sys
 import click
 
 from opencode_cloud import __version__
+from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.context import AppContext
 from opencode_cloud.cli.group import OrderedGroup
 from opencode_cloud.cli.output import ExitCode, Output
@@ -39,6 +40,7 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     default="default",
     show_default=True,
     show_envvar=True,
+    shell_complete=complete.instance_names,
     help="Which instance to act on (lower case, digits, dashes).",
 )
 @click.option(
@@ -46,6 +48,7 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     "host_name",
     envvar="OCC_HOST",
     show_envvar=True,
+    shell_complete=complete.host_names,
     help="Act on a remote host added with `occ host add` (`local`: this machine).",
 )
 @click.option("--json", "json_output", is_flag=True, help="Print results as JSON on stdout.")

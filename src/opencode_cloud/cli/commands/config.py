@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.group import OrderedGroup
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def show(app_ctx: AppContext) -> None:
 
 
 @config_group.command()
-@click.argument("key", help="Setting name.")
+@click.argument("key", help="Setting name.", shell_complete=complete.config_keys)
 @click.pass_obj
 def get(app_ctx: AppContext, key: str) -> None:
     """Print one setting: `occ config get port`."""
@@ -106,7 +107,7 @@ def get(app_ctx: AppContext, key: str) -> None:
 
 
 @config_group.command("set")
-@click.argument("key", help="Setting name, e.g. port.")
+@click.argument("key", help="Setting name, e.g. port.", shell_complete=complete.config_keys)
 @click.argument("value", help="New value, e.g. 8080.")
 @click.option("--yes", "-y", is_flag=True, help="Confirm exposing the service beyond localhost.")
 @click.pass_obj
@@ -126,7 +127,7 @@ def set_(app_ctx: AppContext, key: str, value: str, yes: bool) -> None:
 
 
 @config_group.command()
-@click.argument("key", help="Setting name.")
+@click.argument("key", help="Setting name.", shell_complete=complete.config_keys_set)
 @click.pass_obj
 def unset(app_ctx: AppContext, key: str) -> None:
     """Put one setting back to its default."""
@@ -198,7 +199,9 @@ def env_set(app_ctx: AppContext, assignment: str) -> None:
 
 
 @env_group.command("unset")
-@click.argument("name", metavar="KEY", help="Variable name, e.g. TZ.")
+@click.argument(
+    "name", metavar="KEY", help="Variable name, e.g. TZ.", shell_complete=complete.env_names
+)
 @click.pass_obj
 def env_unset(app_ctx: AppContext, name: str) -> None:
     """Remove an environment variable."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.commands.config import _restart_note, save_change
 from opencode_cloud.cli.group import OrderedGroup
 
@@ -149,7 +150,12 @@ def list_(app_ctx: AppContext) -> None:
 
 
 @mount_group.command("remove")
-@click.argument("target", metavar="HOST_PATH|CONTAINER_PATH", help="Either side of the mount.")
+@click.argument(
+    "target",
+    metavar="HOST_PATH|CONTAINER_PATH",
+    help="Either side of the mount.",
+    shell_complete=complete.mount_paths,
+)
 @click.pass_obj
 def remove(app_ctx: AppContext, target: str) -> None:
     """Stop mounting a host folder (the folder itself is not touched)."""
