@@ -30,7 +30,19 @@ _NAME_RULE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 
 
 class HostError(OpencodeCloudError):
-    """A host name or address that cannot be used."""
+    """A host name or address that cannot be used.
+
+    Attributes:
+        reason: `not-ssh` (a saved host that is not reached over SSH), `invalid-name`,
+            `unknown` (no saved host of that name), or empty; the command line words the
+            hint of the first three.
+        name: The host name concerned.
+    """
+
+    def __init__(self, message: str, hint: str = "", *, reason: str = "", name: str = "") -> None:
+        super().__init__(message, hint)
+        self.reason = reason
+        self.name = name
 
 
 def hosts_file() -> Path:
@@ -67,8 +79,7 @@ class Host:
             return SshTarget.parse(url, self.socket_path)
         except ValueError as exc:
             raise HostError(
-                f"Host {self.name!r}: {exc}.",
-                "A host is reached over SSH: `occ host add NAME ssh://user@host`.",
+                f"Host {self.name!r}: {exc}.", reason="not-ssh", name=self.name
             ) from None
 
     def to_json(self) -> dict[str, Any]:
@@ -100,7 +111,8 @@ def validate_host_name(name: str) -> str:
         raise HostError(
             f"Invalid host name {name!r}: use lower-case letters, digits, dots and dashes"
             + (f"; {LOCAL!r} means this machine." if name == LOCAL else "."),
-            "For example: occ host add cloud ssh://me@vm.example.com",
+            reason="invalid-name",
+            name=name,
         )
     return name
 
@@ -160,8 +172,7 @@ class HostList:
         except KeyError:
             known = ", ".join(sorted(self.hosts)) or "none yet"
             raise HostError(
-                f"No host named {name!r} (known: {known}).",
-                f"Add it with `occ host add {name} ssh://user@host`.",
+                f"No host named {name!r} (known: {known}).", reason="unknown", name=name
             ) from None
 
 

@@ -399,3 +399,67 @@ def test_uninstall_leaves_no_file_of_the_instance_behind(
     assert str(paths.password_hash_file) in result.out
     left = sorted(p.name for p in paths.root.iterdir()) if paths.root.exists() else []
     assert left == []
+
+
+# --------------------------------------------------------------------------- hints
+
+
+def test_config_hints_name_the_instance(occ, tmp_path: Path) -> None:
+    result = occ("--instance", "work", "config", "set", "port", "abc")
+    assert _hint(result) == "For example: occ --instance work config set port 8080"
+    result = occ("--instance", "work", "config", "set", "prot", "1")
+    assert "`occ --instance work config env set NAME=VALUE`" in _hint(result)
+    folder = tmp_path / "cfg" / "instances" / "work"
+    (folder / "config.json").write_text('{"port": 0}')
+    result = occ("--instance", "work", "config", "show")
+    assert "`occ --instance work config set port VALUE`" in _hint(result)
+    assert "`occ --instance work config reset --yes`" in _hint(result)
+    (folder / "config.json").write_text("{ nope")
+    assert "`occ --instance work config reset --yes`" in _hint(occ("--instance", "work", "status"))
+
+
+def test_a_command_waiting_for_the_lock_is_named_as_typed(
+    occ, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextlib import contextmanager
+
+    from opencode_cloud import locking
+
+    taken: list[str] = []
+
+    @contextmanager
+    def lock(paths, command, timeout=None, **_):
+        taken.append(command)
+        yield
+
+    monkeypatch.setattr(locking, "instance_lock", lock)
+    assert occ("--instance", "work", "config", "set", "port", "8080").code == 0
+    assert taken == ["occ --instance work config"]
+
+
+def test_hints_below_the_command_line_are_worded_for_the_instance_and_host() -> None:
+    from opencode_cloud.cli.hints import hint_for
+    from opencode_cloud.doctor import Remedy
+    from opencode_cloud.hosts import HostList
+    from opencode_cloud.locking import LockHolder, LockTimeout
+    from opencode_cloud.mounts import remote_mounts_refused
+
+    occ = "occ --host cloud --instance work"
+    taken = Remedy("port-taken-by-instance", {"port": 3001, "instance": "other"})
+    assert hint_for(taken, occ) == (
+        "Stop it (`occ --host cloud --instance other stop`), or choose another port: "
+        "`occ --host cloud --instance work config set port 3001`."
+    )
+    default = Remedy("port-taken-by-instance", {"port": 3001, "instance": "default"})
+    assert "(`occ --host cloud stop`)" in hint_for(default, occ)
+    assert "`occ --host cloud --instance work shell`" in hint_for(
+        remote_mounts_refused("ssh://me@vm"), occ
+    )
+    holder = LockHolder(42, "occ --host cloud start", [], "")
+    waited = LockTimeout("locked", path=Path("/x"), holder=holder, command=f"{occ} stop")
+    assert hint_for(waited, occ) == (
+        f"Wait for it to finish and run `{occ} stop` again, or stop it (`kill 42`) if it hangs."
+    )
+    with pytest.raises(Exception) as unknown:
+        HostList({}).get("lab")
+    assert "`occ host add lab ssh://user@host`" in hint_for(unknown.value, occ)

@@ -151,10 +151,13 @@ class AppContext:
 
     @contextmanager
     def changing(self, command: str) -> Iterator[None]:
-        """Hold the instance lock while a command changes things."""
+        """Hold the instance lock while a command (`start`, `config`) changes things; a
+        command that waits for it names this one as it is typed (`occ --instance w
+        start`)."""
         from opencode_cloud.locking import instance_lock
 
-        with instance_lock(self.paths, command=command, timeout=LOCK_WAIT_SECONDS):
+        line = f"{self.occ} {command}"
+        with instance_lock(self.paths, command=line, timeout=LOCK_WAIT_SECONDS):
             yield
 
     @contextmanager

@@ -32,7 +32,6 @@ from opencode_cloud.config.errors import (
     UnknownConfigKey,
 )
 from opencode_cloud.config.schema import (
-    EXAMPLES,
     KEYS,
     RETIRED_KEYS,
     RULES,
@@ -102,7 +101,6 @@ def list_keys() -> list[KeyInfo]:
 
 
 def _unknown_key(key: str) -> UnknownConfigKey:
-    valid = ", ".join(KEYS)
     if key.lower() in ("password", "auth.password", "server_password"):
         return UnknownConfigKey(
             f"Unknown configuration key {key!r}: the password is not kept in the configuration.",
@@ -111,11 +109,7 @@ def _unknown_key(key: str) -> UnknownConfigKey:
         )
     close = difflib.get_close_matches(key, KEYS, n=1)
     suggestion = f" Did you mean {close[0]!r}?" if close else ""
-    return UnknownConfigKey(
-        f"Unknown configuration key {key!r}.{suggestion}",
-        f"Valid keys: {valid}. Environment variables: `occ config env set NAME=VALUE`.",
-        key=key,
-    )
+    return UnknownConfigKey(f"Unknown configuration key {key!r}.{suggestion}", key=key)
 
 
 def _check_key(key: str) -> None:
@@ -129,15 +123,9 @@ def _data(source: ConfigSource) -> dict[str, Any]:
     return copy.deepcopy(dict(source))
 
 
-def _example_hint(key: str) -> str:
-    if key == "env":
-        return "For example: occ config env set OPENCODE_DISABLE_AUTOUPDATE=1"
-    return f"For example: occ config set {key} {EXAMPLES[key]}"
-
-
 def _bad_value(key: str, value: Any) -> ConfigValidationError:
     return ConfigValidationError(
-        [Problem(key, show_value(value), RULES[key])], document=False, hint=_example_hint(key)
+        [Problem(key, show_value(value), RULES[key])], document=False, example=key
     )
 
 
@@ -198,9 +186,7 @@ def parse_value(key: str, raw: str) -> Any:
     try:
         Config.model_validate({key: value})
     except ValidationError as exc:
-        raise ConfigValidationError(
-            problems_of(exc), document=False, hint=_example_hint(key)
-        ) from None
+        raise ConfigValidationError(problems_of(exc), document=False, example=key) from None
     return value
 
 
@@ -216,9 +202,7 @@ def get_value(config: Config, key: str) -> Any:
         name = key.removeprefix("env.")
         if name not in config.env:
             raise UnknownConfigKey(
-                f"Environment variable {name} is not set in the configuration.",
-                "List the variables with `occ config env list`.",
-                key=key,
+                f"Environment variable {name} is not set in the configuration.", key=key
             )
         return config.env[name]
     _check_key(key)
@@ -296,7 +280,7 @@ def env_set(source: ConfigSource, assignment: str) -> Config:
         raise ConfigValidationError(
             [Problem("env assignment", show_value(assignment), "must have the form NAME=VALUE")],
             document=False,
-            hint=_example_hint("env"),
+            example="env",
         )
     data = _data(source)
     env = _env_of(data)
@@ -304,9 +288,7 @@ def env_set(source: ConfigSource, assignment: str) -> Config:
     try:
         Config.model_validate({"env": {name: value}})
     except ValidationError as exc:
-        raise ConfigValidationError(
-            problems_of(exc), document=False, hint=_example_hint("env")
-        ) from None
+        raise ConfigValidationError(problems_of(exc), document=False, example="env") from None
     data["env"] = env
     return validate_config(data)
 

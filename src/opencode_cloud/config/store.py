@@ -26,7 +26,6 @@ import json5
 from pydantic import ValidationError
 
 from opencode_cloud.config.errors import (
-    RESET_COMMAND,
     ConfigReadError,
     ConfigSyntaxError,
     ConfigValidationError,
@@ -107,10 +106,6 @@ def parse_config_text(text: str, path: Path | None = None) -> dict[str, Any]:
         ConfigSyntaxError: not JSON5, a duplicate key, or not an object at the top.
     """
     where = str(path) if path is not None else "the configuration"
-    hint = (
-        "Fix the file (comments and trailing commas are fine), or go back to the "
-        f"defaults with `{RESET_COMMAND}`."
-    )
     if not text.strip():
         return {}
     try:
@@ -123,7 +118,6 @@ def parse_config_text(text: str, path: Path | None = None) -> dict[str, Any]:
             what = match["what"][:1].lower() + match["what"][1:]
             raise ConfigSyntaxError(
                 f"Invalid JSON in {where} at line {line}, column {column}: {what}.",
-                hint,
                 path=path,
                 line=line,
                 column=column,
@@ -131,12 +125,11 @@ def parse_config_text(text: str, path: Path | None = None) -> dict[str, Any]:
         # One line, whatever character the parser quotes (a newline, say).
         detail = " ".join(detail.replace('"\n"', "line break").split()).rstrip(".")
         detail = detail or type(exc).__name__
-        raise ConfigSyntaxError(f"Invalid JSON in {where}: {detail}.", hint, path=path) from None
+        raise ConfigSyntaxError(f"Invalid JSON in {where}: {detail}.", path=path) from None
     if not isinstance(data, dict):
         raise ConfigSyntaxError(
             f"Invalid configuration in {where}: the top level must be an object "
             f"({{ ... }}), not {_json_type(data)}.",
-            hint,
             path=path,
         )
     return data
@@ -157,8 +150,8 @@ def read_config_text(path: Path) -> str | None:
     except UnicodeDecodeError as exc:
         raise ConfigSyntaxError(
             f"Invalid configuration in {path}: not UTF-8 text (byte {exc.start}).",
-            f"Save the file as UTF-8, or go back to the defaults with `{RESET_COMMAND}`.",
             path=path,
+            encoding=True,
         ) from None
 
 

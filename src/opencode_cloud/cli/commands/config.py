@@ -34,12 +34,13 @@ def confirm_exposure(ctx: AppContext, address: str, yes: bool, tls_mode: str = "
         ctx.out.warn(
             f"Binding to {address} makes the login page reachable from other machines over "
             "plain HTTP (tls is off): the password and session cookies travel in clear. "
-            "Turn HTTPS on with `occ config set tls auto`."
+            f"Turn HTTPS on with `{ctx.occ} config set tls auto`."
         )
     else:
         ctx.out.warn(
             f"Binding to {address} makes the login page reachable from other machines, "
-            f"over HTTPS ({tls_mode} certificate; see `occ auth show` for the CA to trust). "
+            f"over HTTPS ({tls_mode} certificate; see `{ctx.occ} auth show` for the CA to "
+            "trust). "
             "Keep the password secret."
         )
     if not ctx.confirmed("Expose opencode?", yes):
@@ -70,7 +71,9 @@ def save_change(ctx: AppContext, change: Callable[[Any], Config], *, yes: bool =
 
 
 def _restart_note(ctx: AppContext) -> None:
-    ctx.out.progress("Applies on the next start: run `occ restart` if the service is running.")
+    ctx.out.progress(
+        f"Applies on the next start: run `{ctx.occ} restart` if the service is running."
+    )
 
 
 @config_group.command()

@@ -48,7 +48,9 @@ def _render(app_ctx: AppContext, result: UpdateResult, verb: str) -> None:
         if result.seconds_unavailable is not None:
             lines.append(f"  Unavailable for {result.seconds_unavailable:.1f} s.")
         if result.snapshot and verb == "Updated":
-            lines.append(f"  Snapshot {result.snapshot} kept: `occ rollback` goes back to it.")
+            lines.append(
+                f"  Snapshot {result.snapshot} kept: `{app_ctx.occ} rollback` goes back to it."
+            )
         if result.removed_snapshots:
             lines.append(f"  Older snapshots removed: {', '.join(result.removed_snapshots)}.")
         if result.removed_images:
