@@ -85,7 +85,7 @@ from opencode_cloud.config.store import write_atomically
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, LABEL_STAGE
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus
 from opencode_cloud.docker.volume import VOLUME_SPECS
-from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE, Instance
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class InvalidBackup(BackupError):
         self.kind = kind
 
 
-class ConfirmationNeeded(BackupError):
+class ConfirmationNeeded(BackupError, NotConfirmed):
     """A command would replace or delete data and was not confirmed.
 
     Attributes:
@@ -174,9 +174,8 @@ class ConfirmationNeeded(BackupError):
     """
 
     def __init__(self, message: str, instance: Instance, command: str) -> None:
-        super().__init__(message)
+        NotConfirmed.__init__(self, message, command)
         self.instance = instance
-        self.command = command
 
 
 class NothingToBackUp(BackupError):

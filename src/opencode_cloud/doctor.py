@@ -9,6 +9,10 @@ dead engine turns the checks that need it into "skip" with the reason.
 The checks change nothing: the password file is read without tightening its mode, a
 port is bound only for a moment to see whether it is free, and the service is only
 asked over HTTP.
+
+A fix that runs an `occ` command is asked of the `hint` function as a `Remedy` (what to
+fix, with its data): the command line words it with the instance's own `occ --instance
+... --host ...`, as it words the hints of errors.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from opencode_cloud.docker.errors import (
 )
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus, EngineInfo
 from opencode_cloud.errors import OpencodeCloudError
-from opencode_cloud.instance import LABEL_INSTANCE, Instance, command_prefix
+from opencode_cloud.instance import LABEL_INSTANCE, Instance
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -53,7 +57,32 @@ if TYPE_CHECKING:
 Status = Literal["ok", "warn", "fail", "skip"]
 ClientFactory = Callable[[], "DockerClient"]
 ConfigLoader = Callable[[Path], "LoadedConfig"]
-Hint = Callable[[OpencodeCloudError], str]
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """A fix that runs an `occ` command, as data: which one (`kind`) and its values
+    (a port, a container, another instance). `cli/hints.py` words it.
+
+    Kinds: `unknown-keys` (path), `password-not-a-file`, `password-unreadable` (path),
+    `password-empty`, `port-taken` (port), `port-taken-by-container` (port, container),
+    `port-taken-by-instance` (port, instance), `bind-address-foreign`, `low-port`,
+    `rebuild-image`, `crash-loop`, `crashed`, `recreate` (container), `unhealthy`,
+    `still-starting`, `sessions-failing`, `pending-restart`, `check-failed`.
+    """
+
+    kind: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+Hint = Callable[[OpencodeCloudError | Remedy], str]
+
+
+def _no_hint(item: OpencodeCloudError | Remedy) -> str:
+    """Without a command line to word them, errors keep their own hints, and fixes that
+    run a command are left out."""
+    return item.hint if isinstance(item, OpencodeCloudError) else ""
+
 
 # Seconds any one engine call may take: a hung engine must not hang the diagnosis.
 ENGINE_TIMEOUT = 10.0
@@ -143,12 +172,10 @@ class Context:
     endpoint: Endpoint | None = None  # where opencode answered healthy
     health_problem: str = "the HTTP API was not checked"
     cleanup: list[Callable[[], None]] = field(default_factory=list)
-    host_name: str | None = None  # the remote host (`--host`) the instance runs on
 
-    @property
-    def occ(self) -> str:
-        """The command as a user types it for this instance."""
-        return command_prefix(self.instance, self.host_name)
+    def fix(self, kind: str, **data: Any) -> str:
+        """The words of a fix that runs a command (see `Remedy`)."""
+        return self.hint(Remedy(kind, data))
 
     def need_client(self) -> DockerClient:
         if self.client is None:
@@ -254,11 +281,10 @@ def check_engine(ctx: Context) -> Finding:
         if isinstance(error, DockerPermissionDenied):
             ctx.engine_problem = "this user may not use the Docker engine"
         ctx.container_problem = ctx.engine_problem
+        named = ctx.env.get("DOCKER_HOST")  # in the environment the checks were given
+        if isinstance(error, DaemonNotRunning) and error.chosen_by is None and named:
+            error = DaemonNotRunning(error.host, chosen_by="DOCKER_HOST")
         fix = better_fix or ctx.hint(error)
-        if isinstance(error, DaemonNotRunning) and ctx.env.get("DOCKER_HOST"):
-            fix = (
-                "Point DOCKER_HOST at a running engine, or `unset DOCKER_HOST` to use the default."
-            )
         detail = f"{error.message.rstrip('.')} ({'; '.join([source, *facts])})."
         return Finding(ENGINE, "fail", detail, fix)
     ctx.client = client
@@ -334,7 +360,7 @@ def check_configuration(ctx: Context) -> Finding:
             CONFIGURATION,
             "warn",
             " ".join(loaded.warnings),
-            f"Correct the key's name in {path}, or remove it with `{ctx.occ} config unset KEY`.",
+            ctx.fix("unknown-keys", path=path),
         )
     if not loaded.exists:
         return Finding(CONFIGURATION, "ok", f"No file at {path}: every setting is a default.")
@@ -347,9 +373,7 @@ def check_password_file(ctx: Context) -> Finding:
     try:
         st = path.stat()
     except FileNotFoundError:
-        return Finding(
-            PASSWORD_FILE, "ok", f"No password yet: the first `{ctx.occ} start` writes {path}."
-        )
+        return Finding(PASSWORD_FILE, "ok", f"No password yet: the first start writes {path}.")
     except OSError as exc:
         return Finding(
             PASSWORD_FILE,
@@ -362,7 +386,7 @@ def check_password_file(ctx: Context) -> Finding:
             PASSWORD_FILE,
             "fail",
             f"{path} is not a file.",
-            f"Move it away, then `{ctx.occ} auth rotate` writes a new password.",
+            ctx.fix("password-not-a-file"),
         )
     try:
         # Read directly: the tool's own reader tightens a loose mode, and the doctor
@@ -374,8 +398,7 @@ def check_password_file(ctx: Context) -> Finding:
             PASSWORD_FILE,
             "fail",
             f"Cannot read {path}: {reason}.",
-            f"Make it yours and readable: `chmod 600 {path}` (check the owner with "
-            f"`ls -l {path}`), or write a new one with `{ctx.occ} auth rotate`.",
+            ctx.fix("password-unreadable", path=path),
         )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
@@ -390,7 +413,7 @@ def check_password_file(ctx: Context) -> Finding:
             PASSWORD_FILE,
             "warn",
             f"{path} is empty: the service cannot check the password.",
-            f"Write a new password with `{ctx.occ} auth rotate`.",
+            ctx.fix("password-empty"),
         )
     return Finding(PASSWORD_FILE, "ok", f"{path} has mode {mode:04o}.")
 
@@ -591,9 +614,9 @@ def check_port(ctx: Context) -> Finding:
     host = ctx.client.host if ctx.client else ctx.env.get("DOCKER_HOST") or "unix://"
     local = _is_local(host)
 
-    def another_port() -> str:
+    def another_port() -> int:
         free = _free_port_near(address, port) if local else None
-        return f"`{ctx.occ} config set port {free or port + 1}`"
+        return free or port + 1
 
     if ctx.client is None and not local:
         raise Skip(f"{ctx.engine_problem}, and it is on another machine ({host})")
@@ -607,15 +630,15 @@ def check_port(ctx: Context) -> Finding:
             instance = info.labels.get(LABEL_INSTANCE)
             if instance:
                 owner = f"the container of opencode-cloud instance {instance!r} ({info.name})"
-                stop = f"`{command_prefix(Instance(instance), ctx.host_name)} stop`"
+                fix = ctx.fix("port-taken-by-instance", port=another_port(), instance=instance)
             else:
                 owner = f"Docker container {info.name}"
-                stop = f"`docker stop {info.name}`"
+                fix = ctx.fix("port-taken-by-container", port=another_port(), container=info.name)
             return Finding(
                 PORT,
                 "fail",
                 f"{where} is published by {owner}: this instance cannot start there.",
-                f"Stop it ({stop}), or choose another port: {another_port()}.",
+                fix,
             )
         if not local:
             return Finding(
@@ -632,8 +655,7 @@ def check_port(ctx: Context) -> Finding:
             PORT,
             "fail",
             f"{address} (bind_address) is not an address of this machine.",
-            f"Listen locally with `{ctx.occ} config set bind_address 127.0.0.1`, or name one "
-            "of this machine's addresses (`ip -brief address`).",
+            ctx.fix("bind-address-foreign"),
         )
     holders = port_holders(port, address)
     if problem.errno == errno.EACCES and not holders:
@@ -642,7 +664,7 @@ def check_port(ctx: Context) -> Finding:
                 PORT,
                 "fail",
                 f"Port {port} is below 1024: a rootless engine cannot publish it.",
-                f"Choose another port: `{ctx.occ} config set port 8080`.",
+                ctx.fix("low-port"),
             )
         return Finding(
             PORT,
@@ -659,7 +681,7 @@ def check_port(ctx: Context) -> Finding:
         PORT,
         "fail",
         f"{where} is taken by {who}{unchecked}.",
-        f"Stop that program, or choose another port: {another_port()}.",
+        ctx.fix("port-taken", port=another_port()),
     )
 
 
@@ -680,7 +702,7 @@ def check_image(ctx: Context) -> Finding:
         return Finding(
             IMAGE,
             "warn",
-            f"{ref} is not in the engine yet: the next `{ctx.occ} start` {how}.",
+            f"{ref} is not in the engine yet: the next start {how}.",
             ctx.hint(ImageNotFound(ref)),
         )
     version = image.labels.get(LABEL_OPENCODE_VERSION) or None
@@ -693,7 +715,7 @@ def check_image(ctx: Context) -> Finding:
             "warn",
             f"{ref} holds opencode {version or 'of an unknown version'}, but the "
             f"configuration asks for {config.opencode_version}.",
-            f"Build it again: `{ctx.occ} build`.",
+            ctx.fix("rebuild-image"),
         )
     return Finding(IMAGE, "ok", f"{ref} holds opencode {version}, as configured.")
 
@@ -738,7 +760,6 @@ def check_container(ctx: Context) -> Finding:
             ctx.hint(NeverCreated(ctx.instance)),
         )
     ctx.container_problem = f"the service is not running ({info.status.value})"
-    logs = f"See why with `{ctx.occ} logs`, fix the cause, then"
     if crash_looping(info):
         ctx.container_problem = "the service keeps crashing"
         return Finding(
@@ -746,7 +767,7 @@ def check_container(ctx: Context) -> Finding:
             "fail",
             f"{name} keeps crashing: {info.restart_count} restarts, the last run ended with "
             f"{describe_exit(info)}{_last_line(ctx)}.",
-            f"{logs} `{ctx.occ} restart` (`{ctx.occ} stop` ends the loop).",
+            ctx.fix("crash-loop"),
         )
     restarts = (
         f", after {info.restart_count} restarts (the last run ended with {describe_exit(info)})"
@@ -763,7 +784,7 @@ def check_container(ctx: Context) -> Finding:
                 CONTAINER,
                 "fail",
                 f"{name} stopped: {describe_exit(info)}{_last_line(ctx)}.",
-                f"{logs} `{ctx.occ} start`.",
+                ctx.fix("crashed"),
             )
         case ContainerStatus.EXITED | ContainerStatus.CREATED:
             done = "was stopped" if info.status is ContainerStatus.EXITED else "never started"
@@ -774,7 +795,7 @@ def check_container(ctx: Context) -> Finding:
         CONTAINER,
         "fail",
         f"{name} is {info.status.value}: the engine cannot run it.",
-        f"Remove it with `docker rm -f {name}` (the volumes stay), then `{ctx.occ} start`.",
+        ctx.fix("recreate", container=name),
     )
 
 
@@ -799,7 +820,7 @@ def check_http_api(ctx: Context) -> Finding:
             HTTP_API,
             "fail",
             f"{info.name} does not publish port {CONTAINER_PORT}: nothing can reach opencode.",
-            f"Re-create it: `docker rm -f {info.name}`, then `{ctx.occ} start` (the volumes stay).",
+            ctx.fix("recreate", container=info.name),
         )
     endpoint = Endpoint.of(ContainerSpec.from_inspect(info), ctx.paths).reached_through(
         ctx.need_client()
@@ -815,7 +836,7 @@ def check_http_api(ctx: Context) -> Finding:
         "unauthorized": "opencode refused the credentials",
         "unreachable": "opencode does not answer",
     }.get(answer.state, "opencode is not healthy")
-    logs = f"See `{ctx.occ} logs`; `{ctx.occ} restart` starts it afresh."
+    logs = ctx.fix("unhealthy")
     if answer.healthy:
         ctx.endpoint = endpoint
         version = (answer.body or {}).get("version")
@@ -842,8 +863,7 @@ def check_http_api(ctx: Context) -> Finding:
                 "warn",
                 f"opencode does not answer at {endpoint.url} yet ({answer.describe()}): it "
                 "is still starting.",
-                f"Wait a moment and run `{ctx.occ} doctor` again; `{ctx.occ} logs -f` shows "
-                "its progress.",
+                ctx.fix("still-starting"),
             )
         return Finding(
             HTTP_API,
@@ -868,9 +888,7 @@ def check_session_api(ctx: Context) -> Finding:
         SESSION_API,
         "fail",
         f"opencode answers its health check, but its session API fails ({problem}).",
-        f"See `{ctx.occ} logs`. If this began with a version change, go back to the version "
-        f"that worked: `{ctx.occ} config set opencode_version VERSION`, then "
-        f"`{ctx.occ} restart`.",
+        ctx.fix("sessions-failing"),
     )
 
 
@@ -886,7 +904,7 @@ def check_pending_changes(ctx: Context) -> Finding:
             PENDING,
             "warn",
             f"The configuration changed since the container was made ({', '.join(changed)}).",
-            f"Apply it with `{ctx.occ} restart`.",
+            ctx.fix("pending-restart"),
         )
     return Finding(PENDING, "ok", "The container matches the configuration.")
 
@@ -929,19 +947,18 @@ def run_checks(
     paths: InstancePaths,
     client_factory: ClientFactory = _default_client,
     config_loader: ConfigLoader = _default_loader,
-    hint: Hint = lambda error: error.hint,
+    hint: Hint = _no_hint,
     env: Mapping[str, str] | None = None,
     checks: tuple[tuple[str, Check], ...] = CHECKS,
-    host_name: str | None = None,
 ) -> list[Finding]:
     """Run every check, each on its own; return their findings in order.
 
     Args:
         client_factory: connects to the engine (raises `EngineUnavailable` when it cannot).
         config_loader: reads and validates the configuration file at a path.
-        hint: the fix for an error (the command line's `hint_for`).
+        hint: the fix for an error, or the words of a `Remedy` (the command line's
+            `hint_for`, which names the instance and its host in the commands).
         env: the environment that chose the engine (`os.environ` by default).
-        host_name: the remote host the instance runs on, for the commands in fixes.
     """
     ctx = Context(
         instance=instance,
@@ -950,7 +967,6 @@ def run_checks(
         config_loader=config_loader,
         hint=hint,
         env=os.environ if env is None else env,
-        host_name=host_name,
     )
     findings: list[Finding] = []
     try:
@@ -975,5 +991,5 @@ def _run_one(ctx: Context, name: str, check: Check) -> Finding:
             name,
             "fail",
             f"The check itself failed: {type(exc).__name__}: {exc}",
-            "Please report this, with the output of `occ doctor --json`.",
+            ctx.fix("check-failed"),
         )

@@ -18,3 +18,17 @@ class OpencodeCloudError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class NotConfirmed(OpencodeCloudError):
+    """A change that needs a yes (`--yes`, or an answer at the prompt) did not get one;
+    nothing was changed.
+
+    Attributes:
+        command: The command to run again with `--yes` (`config reset`, `uninstall
+            --volumes`), without the program name; empty when only the caller knows it.
+    """
+
+    def __init__(self, message: str, command: str = "") -> None:
+        super().__init__(message)
+        self.command = command

@@ -11,7 +11,6 @@ the docker CLI would use (DOCKER_HOST, the current context, the local socket), a
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,19 @@ _NAME_RULE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 
 
 class HostError(OpencodeCloudError):
-    """A host name or address that cannot be used."""
+    """A host name or address that cannot be used.
+
+    Attributes:
+        reason: `not-ssh` (a saved host that is not reached over SSH), `invalid-name`,
+            `unknown` (no saved host of that name), or empty; the command line words the
+            hint of the first three.
+        name: The host name concerned.
+    """
+
+    def __init__(self, message: str, hint: str = "", *, reason: str = "", name: str = "") -> None:
+        super().__init__(message, hint)
+        self.reason = reason
+        self.name = name
 
 
 def hosts_file() -> Path:
@@ -68,8 +79,7 @@ class Host:
             return SshTarget.parse(url, self.socket_path)
         except ValueError as exc:
             raise HostError(
-                f"Host {self.name!r}: {exc}.",
-                "A host is reached over SSH: `occ host add NAME ssh://user@host`.",
+                f"Host {self.name!r}: {exc}.", reason="not-ssh", name=self.name
             ) from None
 
     def to_json(self) -> dict[str, Any]:
@@ -85,20 +95,15 @@ def context_endpoint(context: str) -> str:
     Raises:
         HostError: no such context.
     """
-    import hashlib
+    from opencode_cloud.docker.transport import context_endpoint as endpoint
 
-    from opencode_cloud.docker.transport import docker_config_dir
-
-    digest = hashlib.sha256(context.encode()).hexdigest()
-    meta = docker_config_dir() / "contexts" / "meta" / digest / "meta.json"
-    try:
-        data = json.loads(meta.read_text())
-        return str(data["Endpoints"]["docker"]["Host"])
-    except (OSError, ValueError, KeyError, TypeError):
+    url = endpoint(context)
+    if url is None:
         raise HostError(
             f"{context!r} is neither an ssh:// address nor a Docker context.",
             "Give ssh://[user@]host[:port], or a name from `docker context ls`.",
-        ) from None
+        )
+    return url
 
 
 def validate_host_name(name: str) -> str:
@@ -106,7 +111,8 @@ def validate_host_name(name: str) -> str:
         raise HostError(
             f"Invalid host name {name!r}: use lower-case letters, digits, dots and dashes"
             + (f"; {LOCAL!r} means this machine." if name == LOCAL else "."),
-            "For example: occ host add cloud ssh://me@vm.example.com",
+            reason="invalid-name",
+            name=name,
         )
     return name
 
@@ -166,8 +172,7 @@ class HostList:
         except KeyError:
             known = ", ".join(sorted(self.hosts)) or "none yet"
             raise HostError(
-                f"No host named {name!r} (known: {known}).",
-                f"Add it with `occ host add {name} ssh://user@host`.",
+                f"No host named {name!r} (known: {known}).", reason="unknown", name=name
             ) from None
 
 
@@ -184,15 +189,13 @@ def chosen_host(name: str | None) -> Host | None:
 
 def environment_target() -> SshTarget | None:
     """An ssh:// engine named by DOCKER_HOST (or the current Docker context)."""
-    url = os.environ.get("DOCKER_HOST", "")
-    if not url:
-        from opencode_cloud.docker.transport import current_context
+    from opencode_cloud.docker.errors import UnknownContext
+    from opencode_cloud.docker.transport import engine_address
 
-        name = current_context()
-        try:
-            url = context_endpoint(name) if name else ""
-        except HostError:
-            url = ""
+    try:
+        url = engine_address().url
+    except UnknownContext:
+        return None  # connecting says so
     if not url.startswith("ssh://"):
         return None
     from opencode_cloud.docker.ssh import SshTarget

@@ -45,14 +45,17 @@ class LockTimeout(OpencodeCloudError):
     Attributes:
         holder: What the lock file says about the holder, when it says anything.
         path: The lock file.
+        command: What this process wanted to do (the `command` it locked for), to be
+            run again once the holder is done.
     """
 
     def __init__(
-        self, message: str, hint: str = "", *, path: Path, holder: LockHolder | None
+        self, message: str, *, path: Path, holder: LockHolder | None, command: str
     ) -> None:
-        super().__init__(message, hint)
+        super().__init__(message)
         self.path = path
         self.holder = holder
+        self.command = command
 
 
 class LockError(OpencodeCloudError):
@@ -153,20 +156,14 @@ def _write_holder(fd: int, command: str) -> None:
 
 def _timeout_error(path: Path, command: str, waited: float) -> LockTimeout:
     holder = read_holder(path)
+    who = "another opencode-cloud command holds it"
     if holder is not None:
-        who = f"another opencode-cloud command holds it: {holder.describe()}"
-        hint = (
-            f"Wait for it to finish and run `{command}` again, or stop it "
-            f"(`kill {holder.pid}`) if it hangs."
-        )
-    else:
-        who = "another opencode-cloud command holds it"
-        hint = f"Wait for it to finish and run `{command}` again."
+        who += f": {holder.describe()}"
     return LockTimeout(
         f"Could not start `{command}` after waiting {waited:g} s: {who}.",
-        hint,
         path=path,
         holder=holder,
+        command=command,
     )
 
 
@@ -184,7 +181,8 @@ def lock_file(
     Args:
         path: The lock file; it and its directory are created (0600 and 0700) if needed,
             and never removed (removing a lock file races with the next locker).
-        command: What this process is doing, shown to anyone who has to wait.
+        command: What this process is doing, as its command line (`occ start`), shown
+            to anyone who has to wait.
         timeout: Seconds to wait for another holder; 0 tries once; None waits forever.
         on_wait: Called once, with the holder's note, when the lock is taken by another
             process, before waiting (to print "waiting for `occ start` ...").

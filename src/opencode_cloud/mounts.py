@@ -98,9 +98,7 @@ def remote_mounts_refused(host: str) -> MountError:
     return MountError(
         f"Host folders cannot be mounted on a remote host ({host}): they are checked on "
         "this machine.",
-        "Keep the code in the projects volume there (`git clone` in `occ shell`), or "
-        "remove the `mounts` entries.",
-        reason="remote",
+        reason="remote",  # the command line words the hint
     )
 
 

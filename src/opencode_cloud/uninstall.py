@@ -3,7 +3,8 @@
 What goes: the instance's containers (the service and any helper a killed backup left),
 the sandbox images its container and configuration use when no other container uses
 them (with the build stage kept as their cache), its volumes only when asked, and its
-files in the configuration directory (config.json, password, lock). Every container,
+files in the configuration directory (config.json and its .bak, the password and its
+hash, the lock). Every container,
 image and volume is checked for the tool's labels (`io.opencode-cloud.*`) before it is
 touched: anything else is never removed, whatever its name.
 """
@@ -130,9 +131,14 @@ def plan_uninstall(
         if volumes and info.labels.get(LABEL_SNAPSHOT_IMAGE):
             wanted.append(info.labels[LABEL_SNAPSHOT_IMAGE])
     _plan_images(client, plan, wanted, set(plan.containers))
-    plan.files = [
-        p for p in (paths.config_file, paths.password_file, paths.lock_file) if p.exists()
-    ]
+    files = (
+        paths.config_file,
+        paths.config_backup_file,
+        paths.password_file,
+        paths.password_hash_file,
+        paths.lock_file,
+    )
+    plan.files = [path for path in files if path.exists()]
     return plan
 
 

@@ -227,7 +227,7 @@ def test_restore_over_data_needs_yes_and_keeps_what_it_replaces(
     api(occ_env, "POST", "/session", {"title": "made after the backup"})
 
     refused = run(occ_env, "restore", str(archive), check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # a confirmation not given
     assert "has data" in refused.stderr and "--yes" in refused.stderr
     titles = {s["title"] for s in api(occ_env, "GET", "/session")}
     assert "made after the backup" in titles
@@ -261,7 +261,7 @@ def test_uninstall_leaves_another_instance_alone(
     }
 
     refused = run(occ_env, "uninstall", check=False)  # not a terminal, no --yes
-    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert refused.returncode == 2 and "--yes" in refused.stderr
     assert labelled("ps", instance.name)
 
     done = run(occ_env, "uninstall", "--yes")

@@ -247,7 +247,7 @@ def test_failed_start_shows_last_logs_and_next_command(occ_env, crashing_image, 
 
     run(occ_env, "config", "set", "image", crashing_image)
     started = time.monotonic()
-    proc = run(occ_env, "start", "--timeout", "60", check=False)
+    proc = run(occ_env, "start", "--wait-timeout", "60", check=False)
     # It gives up as soon as the crash is clear, not at the timeout.
     assert time.monotonic() - started < 20
     assert proc.returncode == 7, proc.stderr

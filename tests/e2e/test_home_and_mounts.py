@@ -364,7 +364,7 @@ def test_dangerous_mounts_are_refused_and_leave_the_file_alone(occ_env, instance
         assert proc.stderr.startswith("Error: "), (case, proc.stderr)
         assert "Traceback" not in proc.stderr
         assert config_file.read_bytes() == original, case
-    assert json.loads(run(occ_env, "--json", "mount", "list").stdout) == []
+    assert json.loads(run(occ_env, "--json", "mount", "list").stdout) == {"mounts": []}
 
     # `config set` checks only the form; `occ start` checks the folder and refuses.
     run(occ_env, "config", "set", "mounts", '["/var/run:/home/opencode/projects/x"]')

@@ -27,8 +27,9 @@ def test_dead_socket_raises_daemon_not_running_quickly(monkeypatch, tmp_path: Pa
     assert time.monotonic() - began < 5
     assert "nothing-here.sock" in caught.value.message
     assert "not running" in caught.value.message
-    # A local socket: the CLI's hint then says how to start the engine.
+    # Named by DOCKER_HOST: the CLI's hint then names it, and how to start or unset it.
     assert caught.value.host == f"unix://{tmp_path}/nothing-here.sock"
+    assert caught.value.chosen_by == "DOCKER_HOST"
 
 
 def test_socket_nobody_listens_on_raises_daemon_not_running(monkeypatch, tmp_path: Path) -> None:

@@ -72,10 +72,12 @@ def test_add_list_remove(occ, config_file: Path, code: Path, tmp_path: Path) -> 
     assert lines[1].split() == [str(code), "/home/opencode/projects/code", "read-write"]
     assert lines[2].split() == [str(data), "/srv/data", "read-only"]
 
-    assert json.loads(occ("mount", "list", "--json").out) == [
-        {"host": str(code), "container": "/home/opencode/projects/code", "read_only": False},
-        {"host": str(data), "container": "/srv/data", "read_only": True},
-    ]
+    assert json.loads(occ("mount", "list", "--json").out) == {
+        "mounts": [
+            {"host": str(code), "container": "/home/opencode/projects/code", "read_only": False},
+            {"host": str(data), "container": "/srv/data", "read_only": True},
+        ]
+    }
 
     removed = occ("mount", "remove", "/srv/data")
     assert removed.code == 0

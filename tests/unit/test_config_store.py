@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from opencode_cloud.cli.hints import hint_for
 from opencode_cloud.config import paths, store
 from opencode_cloud.config.edit import env_set, set_value, unset_value
 from opencode_cloud.config.errors import (
@@ -128,7 +129,7 @@ def test_syntax_error_gives_line_and_column(
     assert f"line {line}, column {column}" in error.message
     assert str(config_file) in error.message
     assert "\n" not in error.message
-    assert error.hint
+    assert hint_for(error)
 
 
 def test_top_level_must_be_an_object(config_file: Path) -> None:
@@ -194,7 +195,7 @@ def test_invalid_value_names_file_key_value_and_rule_in_one_line(
     assert shown in error.message
     assert rule in error.message
     assert "\n" not in error.message
-    assert error.hint
+    assert hint_for(error)
     assert error.problems and error.problems[0].key == key
 
 
@@ -429,7 +430,7 @@ def test_invalid_value_error_does_not_blame_the_file(config_file: Path) -> None:
         update_config(config_file, lambda data: set_value(data, "port", "abc"))
     assert str(config_file) not in info.value.message
     assert 'port is "abc"' in info.value.message
-    assert "occ config set port 8080" in info.value.hint
+    assert "occ config set port 8080" in hint_for(info.value)
 
 
 def test_reset_replaces_even_garbage_and_keeps_a_backup(config_file: Path) -> None:

@@ -364,7 +364,7 @@ def test_an_invalid_configuration_fails_with_its_message_and_hint(
     config = found["configuration"]
     assert config.status == "fail"
     assert "port is 0, but must be" in config.detail
-    assert "occ config set port VALUE" in config.fix
+    assert "occ --instance doc config set port VALUE" in config.fix
     for name in ("CA certificates", "port", "image"):
         assert found[name].detail == "Not checked: the configuration is invalid.", name
     assert found["engine"].status == "ok"
@@ -377,7 +377,7 @@ def test_a_configuration_that_is_not_json_fails(diagnose: Doctor, paths: Instanc
     config = diagnose()["configuration"]
     assert config.status == "fail"
     assert config.detail.startswith("Invalid JSON in")
-    assert "occ config reset --yes" in config.fix
+    assert "occ --instance doc config reset --yes" in config.fix
 
 
 def test_unknown_keys_are_a_warning(diagnose: Doctor, paths: InstancePaths, free_port: int) -> None:
@@ -613,9 +613,7 @@ def test_a_missing_image_is_a_warning_with_how_to_get_it(
     fake.remove_image(REF)
     image = diagnose()["image"]
     assert image.status == "warn"
-    assert image.detail == (
-        f"{REF} is not in the engine yet: the next `occ --instance doc start` builds it (minutes)."
-    )
+    assert image.detail == (f"{REF} is not in the engine yet: the next start builds it (minutes).")
     assert (
         image.fix
         == "Build it with `occ --instance doc build`, or pull it with `occ --instance doc pull`."

@@ -112,7 +112,10 @@ def test_second_process_times_out_naming_the_holder(
     assert "TOKEN=***" in error.message
     assert "\n" not in error.message
     assert error.holder is not None and error.holder.pid == holder.pid
-    assert str(holder.pid) in error.hint
+    from opencode_cloud.cli.hints import hint_for
+
+    assert str(holder.pid) in hint_for(error)
+    assert "`occ stop` again" in hint_for(error)  # what the waiter wanted to run
 
 
 def test_proceeds_after_the_holder_releases(instance_paths: InstancePaths, holder: Holder) -> None:

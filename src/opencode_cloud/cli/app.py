@@ -12,10 +12,11 @@ import sys
 import click
 
 from opencode_cloud import __version__
+from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.context import AppContext
 from opencode_cloud.cli.group import OrderedGroup
 from opencode_cloud.cli.output import ExitCode, Output
-from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
 
 _STATE: dict[str, AppContext] = {}
 
@@ -39,6 +40,7 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     default="default",
     show_default=True,
     show_envvar=True,
+    shell_complete=complete.instance_names,
     help="Which instance to act on (lower case, digits, dashes).",
 )
 @click.option(
@@ -46,6 +48,7 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     "host_name",
     envvar="OCC_HOST",
     show_envvar=True,
+    shell_complete=complete.host_names,
     help="Act on a remote host added with `occ host add` (`local`: this machine).",
 )
 @click.option("--json", "json_output", is_flag=True, help="Print results as JSON on stdout.")
@@ -126,6 +129,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 docker_errors.DaemonNotRunning,
                 docker_errors.DockerPermissionDenied,
                 docker_errors.EngineTooOld,
+                docker_errors.UnknownContext,
                 ssh.SshError,
             ),
             ExitCode.DOCKER_UNAVAILABLE,
@@ -147,7 +151,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
             (NeverCreated, NotRunning, NotUpdatable, docker_errors.ContainerNotFound),
             ExitCode.NOT_RUNNING,
         ),
-        ((VersionChange, NothingToRollBack), ExitCode.USAGE),
+        ((VersionChange, NothingToRollBack, NotConfirmed), ExitCode.USAGE),
         ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName, HostError, ssh.ForwardFailed), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),
@@ -163,12 +167,23 @@ _GLOBAL_FLAGS = frozenset({"--json", "-q", "--quiet", "-v", "--verbose", "--debu
 _GLOBAL_WITH_VALUE = frozenset({"--instance", "--host"})
 
 
-def hoist_global_options(args: list[str]) -> list[str]:
+def _passes_arguments_through(command: click.Command) -> bool:
+    """A command that hands the rest of its line to another program (`occ shell grep -v
+    x`): nothing after its name is an option of `occ`."""
+    return any(
+        isinstance(param, click.Argument) and param.type is click.UNPROCESSED
+        for param in command.params
+    )
+
+
+def hoist_global_options(args: list[str], group: click.Group | None = None) -> list[str]:
     """Move global options found after the command to the front, where click expects them.
 
-    Nothing after `--` moves, and option values (`occ config set KEY --json`) are
-    not options of their own, so only a flag in an option position is hoisted.
+    Nothing after `--` moves, nor anything after the name of a command that passes its
+    arguments through (`shell`); option values (`occ config set KEY --json`) are not
+    options of their own, so only a flag in an option position is hoisted.
     """
+    command: click.Command | None = app if group is None else group
     front: list[str] = []
     rest: list[str] = []
     index = 0
@@ -186,8 +201,51 @@ def hoist_global_options(args: list[str]) -> list[str]:
             front.append(arg)
         else:
             rest.append(arg)
+            if isinstance(command, click.Group) and not arg.startswith("-"):
+                command = command.commands.get(arg)
+                if command is not None and _passes_arguments_through(command):
+                    rest.extend(args[index + 1 :])
+                    break
         index += 1
     return front + rest
+
+
+def _json_requested(args: list[str]) -> bool:
+    """Whether `--json` is among the global options at the front of hoisted `args`."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--json":
+            return True
+        if arg in _GLOBAL_WITH_VALUE:
+            index += 2
+        elif arg in _GLOBAL_FLAGS or arg.split("=", 1)[0] in _GLOBAL_WITH_VALUE:
+            index += 1
+        else:
+            return False
+    return False
+
+
+def _usage_error(error: click.ClickException, json_output: bool) -> int:
+    """A bad command line: click's usage line and error on stderr, and with --json the
+    same error as an object on stdout, as every other error gives."""
+    error.show()
+    if json_output:
+        from opencode_cloud.cli.hints import usage_hint
+
+        ctx = getattr(error, "ctx", None)
+        if isinstance(error, click.exceptions.NoArgsIsHelpError):
+            message = "Missing command."
+        else:
+            message = error.format_message()
+        Output(json=True).emit_json(
+            {
+                "error": message,
+                "hint": usage_hint(ctx.command_path if ctx else "occ"),
+                "details": [],
+            }
+        )
+    return int(error.exit_code)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -204,7 +262,7 @@ def run(argv: list[str] | None = None) -> int:
         from opencode_cloud.instance import DEFAULT, command_prefix
 
         app_ctx = _STATE.get("app")
-        out = app_ctx.out if app_ctx else Output(json="--json" in args)
+        out = app_ctx.out if app_ctx else Output(json=_json_requested(args))
         if out.debug or os.environ.get("OCC_DEBUG"):
             import traceback
 
@@ -218,8 +276,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as done:
         return int(done.exit_code)
     except click.ClickException as error:  # usage errors: printed with the usage line
-        error.show()
-        return int(error.exit_code)
+        return _usage_error(error, _json_requested(args))
     finally:
         if "app" in _STATE:
             _STATE["app"].close()

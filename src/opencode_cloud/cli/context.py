@@ -137,12 +137,27 @@ class AppContext:
 
         return reporter_for(self.out.stderr, quiet=self.out.verbosity < 0)
 
+    def confirmed(self, question: str, yes: bool) -> bool:
+        """True with `--yes`, or when the person at the terminal answers yes; nobody is
+        asked when nobody is there to answer. A no is the caller's to refuse with
+        `NotConfirmed` (exit code 2)."""
+        if yes:
+            return True
+        if not self.out.interactive:
+            return False
+        import click
+
+        return click.confirm(question, default=False, err=True)
+
     @contextmanager
     def changing(self, command: str) -> Iterator[None]:
-        """Hold the instance lock while a command changes things."""
+        """Hold the instance lock while a command (`start`, `config`) changes things; a
+        command that waits for it names this one as it is typed (`occ --instance w
+        start`)."""
         from opencode_cloud.locking import instance_lock
 
-        with instance_lock(self.paths, command=command, timeout=LOCK_WAIT_SECONDS):
+        line = f"{self.occ} {command}"
+        with instance_lock(self.paths, command=line, timeout=LOCK_WAIT_SECONDS):
             yield
 
     @contextmanager

@@ -2,17 +2,22 @@
 
 Errors below the command line carry data (which port, image, container, log lines); the
 words that name a command or a flag are written here, in one place, so they always
-match the commands that exist.
+match the commands that exist, and name the instance and host acted on (`occ`, from
+`instance.command_prefix`). The fixes `occ doctor` shows come from here too (`Remedy`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import errors as engine
 from opencode_cloud.docker import ssh
-from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
+
+if TYPE_CHECKING:
+    from opencode_cloud.doctor import Remedy
 
 START_ENGINE = (
     "Start the Docker engine: `sudo systemctl start docker` "
@@ -20,15 +25,26 @@ START_ENGINE = (
 )
 
 
-def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
-    """The hint to print under `error` (its own, when it brought one); `occ` is the
-    command line of the instance acted on (`instance.command_prefix`)."""
+def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
+    """The hint to print under `error` (its own, when it brought one), or the words of a
+    doctor's `Remedy`; `occ` is the command line of the instance acted on
+    (`instance.command_prefix`)."""
+    if not isinstance(error, OpencodeCloudError):
+        return _remedy(error, occ)
     if error.hint:
         return error.hint
+    if isinstance(error, NotConfirmed):
+        if error.command:
+            return f"Run `{occ} {error.command} --yes` to go ahead."
+        return "Run the command again with --yes to go ahead."
     if isinstance(error, (engine.ContainerExited, engine.HealthTimeout)):
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
         return _build_hint(error, occ)
+    from opencode_cloud.config.errors import ConfigError
+
+    if isinstance(error, ConfigError):
+        return _config_hint(error, occ)
     from opencode_cloud.backup import BackupError
 
     if isinstance(error, BackupError):
@@ -68,6 +84,21 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
                 "Install Docker Engine (https://docs.docker.com/engine/install/), "
                 "or on Debian/Ubuntu run `sudo apt-get install docker.io`."
             )
+        case engine.DaemonNotRunning(host=host, chosen_by="DOCKER_HOST"):
+            return (
+                f"DOCKER_HOST names {host}, where no engine answers: start the engine that "
+                "listens there, or `unset DOCKER_HOST` to use the default one."
+            )
+        case engine.DaemonNotRunning(host=host, chosen_by="DOCKER_CONTEXT", context=context):
+            return (
+                f"DOCKER_CONTEXT names the context {context!r}, whose engine is {host}: "
+                "start that engine, or `unset DOCKER_CONTEXT` to use the default one."
+            )
+        case engine.DaemonNotRunning(host=host, context=str(context)):
+            return (
+                f"The current Docker context {context!r} names {host}: start that engine, "
+                "or go back to the default one with `docker context use default`."
+            )
         case engine.DaemonNotRunning(host=host) if not host.startswith("unix://"):
             return (
                 f"Check that an engine runs at {host}, and that DOCKER_HOST or the Docker "
@@ -75,10 +106,25 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
             )
         case engine.DaemonNotRunning():
             return START_ENGINE
+        case engine.UnknownContext(chosen_by="DOCKER_CONTEXT"):
+            return (
+                "Set DOCKER_CONTEXT to one of `docker context ls`, or `unset DOCKER_CONTEXT` "
+                "to use the default engine."
+            )
+        case engine.UnknownContext():
+            return (
+                "Choose one of `docker context ls` with `docker context use NAME`, or go back "
+                "to the default engine with `docker context use default`."
+            )
         case engine.DockerPermissionDenied():
             return (
                 "Add yourself to the docker group (`sudo usermod -aG docker $USER`, then log "
                 "in again) or run with sudo."
+            )
+        case engine.IncompleteAnswer():
+            return (
+                "Run the command again; if it keeps happening, the engine's log says why it "
+                "drops connections (`journalctl -u docker`)."
             )
         case engine.EngineTooOld():
             return "Upgrade Docker Engine (https://docs.docker.com/engine/install/)."
@@ -111,7 +157,79 @@ def hint_for(error: OpencodeCloudError, occ: str = "occ") -> str:
             )
     if isinstance(error, (ssh.SshError, ssh.ForwardFailed)):
         return _ssh_hint(error, occ)
+    return _other_hint(error, occ)
+
+
+def _other_hint(error: OpencodeCloudError, occ: str) -> str:
+    """Hints of the errors of hosts, locks and mounts."""
+    from opencode_cloud.hosts import HostError
+    from opencode_cloud.locking import LockTimeout
+    from opencode_cloud.mounts import MountError
+
+    match error:
+        case HostError(reason="not-ssh"):
+            return "A host is reached over SSH: `occ host add NAME ssh://user@host`."
+        case HostError(reason="invalid-name"):
+            return "For example: occ host add cloud ssh://me@vm.example.com"
+        case HostError(reason="unknown", name=name):
+            return (
+                f"Add it with `occ host add {name} ssh://user@host` (`occ host list` lists them)."
+            )
+        case LockTimeout(command=command, holder=None):
+            return f"Wait for it to finish and run `{command}` again."
+        case LockTimeout(command=command, holder=holder) if holder is not None:
+            return (
+                f"Wait for it to finish and run `{command}` again, or stop it "
+                f"(`kill {holder.pid}`) if it hangs."
+            )
+        case MountError(reason="remote"):
+            return (
+                f"Keep the code in the projects volume there (`git clone` in `{occ} shell`), "
+                "or remove the `mounts` entries."
+            )
     return ""
+
+
+def _config_hint(error: OpencodeCloudError, occ: str) -> str:
+    from opencode_cloud.config import errors as config
+
+    reset = f"go back to the defaults with `{occ} config reset --yes`"
+    match error:
+        case config.RetiredConfigKey(key=key):
+            return f"Leave it out; `{occ} config unset {key}` removes it from the file."
+        case config.UnknownConfigKey(key=key) if key.startswith("env."):
+            return f"List the variables with `{occ} config env list`."
+        case config.UnknownConfigKey():
+            from opencode_cloud.config.schema import KEYS, RETIRED_KEYS
+
+            valid = ", ".join(key for key in KEYS if key not in RETIRED_KEYS)
+            return f"Valid keys: {valid}. Environment variables: `{occ} config env set NAME=VALUE`."
+        case config.ConfigSyntaxError(encoding=True):
+            return f"Save the file as UTF-8, or {reset}."
+        case config.ConfigSyntaxError():
+            return f"Fix the file (comments and trailing commas are fine), or {reset}."
+        case config.ConfigValidationError(path=Path() as path):
+            return (
+                f"Fix it with `{occ} config set {error.first_key} VALUE`, by editing {path}, "
+                f"or {reset}."
+            )
+        case config.ConfigValidationError(document=True):
+            return f"Fix the value, or {reset}."
+        case config.ConfigValidationError(example="env"):
+            return f"For example: {occ} config env set OPENCODE_DISABLE_AUTOUPDATE=1"
+        case config.ConfigValidationError(example=str(key)):
+            from opencode_cloud.config.schema import EXAMPLES
+
+            return f"For example: {occ} config set {key} {EXAMPLES[key]}"
+        case config.ConfigValidationError():
+            return f"See the keys and their rules with `{occ} config --help`."
+    return ""
+
+
+def usage_hint(command_path: str) -> str:
+    """The hint of a bad command line; `command_path` is the command as typed so far
+    (`occ logs`, `occ config set`)."""
+    return f"See `{command_path} --help` for what it takes."
 
 
 def ssh_login(url: str) -> str:
@@ -225,11 +343,8 @@ def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
             )
         case backup.InvalidBackup():
             return "Nothing was changed. Use another backup file."
-        case backup.ConfirmationNeeded(command=command):
-            return f"Run `{occ} {command} --yes` to go ahead."
         case backup.NothingToBackUp():
-            on_host = occ.split(" --instance ", 1)[0]  # the same host, another instance
-            return f"Name the instance to back up: `{on_host} --instance NAME backup`."
+            return f"Name the instance to back up: `{_for_instance(occ, 'NAME')} backup`."
         case backup.NoHelperImage():
             return f"Build it with `{occ} build`, or pull it with `{occ} pull`."
         case backup.RestoreFailed(safety_backup=Path() as kept):
@@ -239,4 +354,74 @@ def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
             )
         case backup.RestoreFailed():
             return "Fix the cause, then run the restore again."
+    return ""
+
+
+def _for_instance(occ: str, name: str) -> str:
+    """The command line of instance `name` on the host `occ` acts on."""
+    from opencode_cloud.instance import DEFAULT_INSTANCE
+
+    on_host = occ.split(" --instance ", 1)[0]
+    return on_host if name == DEFAULT_INSTANCE else f"{on_host} --instance {name}"
+
+
+def _remedy(remedy: Remedy, occ: str) -> str:
+    """The words of a fix `occ doctor` shows (`doctor.Remedy`)."""
+    data = remedy.data
+    another_port = f"choose another port: `{occ} config set port {data.get('port')}`"
+    logs = f"See why with `{occ} logs`, fix the cause, then"
+    match remedy.kind:
+        case "unknown-keys":
+            path = data["path"]
+            return f"Correct the key's name in {path}, or remove it with `{occ} config unset KEY`."
+        case "password-not-a-file":
+            return f"Move it away, then `{occ} auth rotate` writes a new password."
+        case "password-unreadable":
+            path = data["path"]
+            return (
+                f"Make it yours and readable: `chmod 600 {path}` (check the owner with "
+                f"`ls -l {path}`), or write a new one with `{occ} auth rotate`."
+            )
+        case "password-empty":
+            return f"Write a new password with `{occ} auth rotate`."
+        case "port-taken":
+            return f"Stop that program, or {another_port}."
+        case "port-taken-by-container":
+            return f"Stop it (`docker stop {data['container']}`), or {another_port}."
+        case "port-taken-by-instance":
+            other = _for_instance(occ, str(data["instance"]))
+            return f"Stop it (`{other} stop`), or {another_port}."
+        case "bind-address-foreign":
+            return (
+                f"Listen locally with `{occ} config set bind_address 127.0.0.1`, or name one "
+                "of this machine's addresses (`ip -brief address`)."
+            )
+        case "low-port":
+            return f"Choose another port: `{occ} config set port 8080`."
+        case "rebuild-image":
+            return f"Build it again: `{occ} build`."
+        case "crash-loop":
+            return f"{logs} `{occ} restart` (`{occ} stop` ends the loop)."
+        case "crashed":
+            return f"{logs} `{occ} start`."
+        case "recreate":
+            return (
+                f"Remove it with `docker rm -f {data['container']}` (the volumes stay), then "
+                f"`{occ} start`."
+            )
+        case "unhealthy":
+            return f"See `{occ} logs`; `{occ} restart` starts it afresh."
+        case "still-starting":
+            return (
+                f"Wait a moment and run `{occ} doctor` again; `{occ} logs -f` shows its progress."
+            )
+        case "sessions-failing":
+            return (
+                f"See `{occ} logs`. If this began with a version change, go back to the version "
+                f"that worked: `{occ} config set opencode_version VERSION`, then `{occ} restart`."
+            )
+        case "pending-restart":
+            return f"Apply it with `{occ} restart`."
+        case "check-failed":
+            return f"Please report this, with the output of `{occ} doctor --json`."
     return ""

@@ -28,9 +28,16 @@ from opencode_cloud.config.errors import (
     ConfigError,
     ConfigValidationError,
     Problem,
+    RetiredConfigKey,
     UnknownConfigKey,
 )
-from opencode_cloud.config.schema import EXAMPLES, KEYS, RULES, Config, default_value
+from opencode_cloud.config.schema import (
+    KEYS,
+    RETIRED_KEYS,
+    RULES,
+    Config,
+    default_value,
+)
 from opencode_cloud.config.store import config_data, problems_of, show_value, validate_config
 
 ConfigSource = Config | Mapping[str, Any]
@@ -94,7 +101,6 @@ def list_keys() -> list[KeyInfo]:
 
 
 def _unknown_key(key: str) -> UnknownConfigKey:
-    valid = ", ".join(KEYS)
     if key.lower() in ("password", "auth.password", "server_password"):
         return UnknownConfigKey(
             f"Unknown configuration key {key!r}: the password is not kept in the configuration.",
@@ -103,11 +109,7 @@ def _unknown_key(key: str) -> UnknownConfigKey:
         )
     close = difflib.get_close_matches(key, KEYS, n=1)
     suggestion = f" Did you mean {close[0]!r}?" if close else ""
-    return UnknownConfigKey(
-        f"Unknown configuration key {key!r}.{suggestion}",
-        f"Valid keys: {valid}. Environment variables: `occ config env set NAME=VALUE`.",
-        key=key,
-    )
+    return UnknownConfigKey(f"Unknown configuration key {key!r}.{suggestion}", key=key)
 
 
 def _check_key(key: str) -> None:
@@ -121,15 +123,9 @@ def _data(source: ConfigSource) -> dict[str, Any]:
     return copy.deepcopy(dict(source))
 
 
-def _example_hint(key: str) -> str:
-    if key == "env":
-        return "For example: occ config env set OPENCODE_DISABLE_AUTOUPDATE=1"
-    return f"For example: occ config set {key} {EXAMPLES[key]}"
-
-
 def _bad_value(key: str, value: Any) -> ConfigValidationError:
     return ConfigValidationError(
-        [Problem(key, show_value(value), RULES[key])], document=False, hint=_example_hint(key)
+        [Problem(key, show_value(value), RULES[key])], document=False, example=key
     )
 
 
@@ -162,9 +158,12 @@ def parse_value(key: str, raw: str) -> Any:
 
     Raises:
         UnknownConfigKey: `key` is not a configuration key.
+        RetiredConfigKey: `key` is no longer used (`RETIRED_KEYS`).
         ConfigValidationError: the value breaks the key's rule (`document` is False).
     """
     _check_key(key)
+    if key in RETIRED_KEYS:
+        raise RetiredConfigKey(key, RETIRED_KEYS[key])
     kind = _kind(key)
     value: Any
     if kind == "integer":
@@ -187,9 +186,7 @@ def parse_value(key: str, raw: str) -> Any:
     try:
         Config.model_validate({key: value})
     except ValidationError as exc:
-        raise ConfigValidationError(
-            problems_of(exc), document=False, hint=_example_hint(key)
-        ) from None
+        raise ConfigValidationError(problems_of(exc), document=False, example=key) from None
     return value
 
 
@@ -205,9 +202,7 @@ def get_value(config: Config, key: str) -> Any:
         name = key.removeprefix("env.")
         if name not in config.env:
             raise UnknownConfigKey(
-                f"Environment variable {name} is not set in the configuration.",
-                "List the variables with `occ config env list`.",
-                key=key,
+                f"Environment variable {name} is not set in the configuration.", key=key
             )
         return config.env[name]
     _check_key(key)
@@ -215,8 +210,10 @@ def get_value(config: Config, key: str) -> Any:
 
 
 def config_values(config: Config) -> dict[str, Any]:
-    """Every key with its value, defaults included, as JSON data (unknown keys left out)."""
-    return config.model_dump(mode="json", include=set(KEYS))
+    """Every key with its value, defaults included, as JSON data (unknown keys left out,
+    and retired ones unless the file still sets them)."""
+    shown = {key for key in KEYS if key not in RETIRED_KEYS or is_set(config, key)}
+    return config.model_dump(mode="json", include=shown)
 
 
 def is_set(config: Config, key: str) -> bool:
@@ -229,6 +226,7 @@ def set_value(source: ConfigSource, key: str, raw: str) -> Config:
 
     Raises:
         UnknownConfigKey: `key` is not a configuration key.
+        RetiredConfigKey: `key` is no longer used.
         ConfigValidationError: `raw` breaks the key's rule (`document` False), or the
             rest of the configuration is invalid (`document` True).
     """
@@ -282,7 +280,7 @@ def env_set(source: ConfigSource, assignment: str) -> Config:
         raise ConfigValidationError(
             [Problem("env assignment", show_value(assignment), "must have the form NAME=VALUE")],
             document=False,
-            hint=_example_hint("env"),
+            example="env",
         )
     data = _data(source)
     env = _env_of(data)
@@ -290,9 +288,7 @@ def env_set(source: ConfigSource, assignment: str) -> Config:
     try:
         Config.model_validate({"env": {name: value}})
     except ValidationError as exc:
-        raise ConfigValidationError(
-            problems_of(exc), document=False, hint=_example_hint("env")
-        ) from None
+        raise ConfigValidationError(problems_of(exc), document=False, example="env") from None
     data["env"] = env
     return validate_config(data)
 

@@ -1,4 +1,9 @@
-"""Errors of the configuration layer: each names the file, the key, the value and the rule."""
+"""Errors of the configuration layer: each names the file, the key, the value and the rule.
+
+They carry data (the file, the problems, the key whose example fits); the command line
+words the commands of their hints (`cli/hints.py`). A hint that names no command (fix a
+file's permissions, say) is given here.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opencode_cloud.errors import OpencodeCloudError
-
-RESET_COMMAND = "occ config reset --yes"
 
 
 class ConfigError(OpencodeCloudError):
@@ -36,20 +39,22 @@ class ConfigSyntaxError(ConfigError):
     Attributes:
         line: 1-based line of the problem, when known.
         column: 1-based column of the problem, when known.
+        encoding: True when the file is not UTF-8 text at all.
     """
 
     def __init__(
         self,
         message: str,
-        hint: str = "",
         *,
         path: Path | None = None,
         line: int | None = None,
         column: int | None = None,
+        encoding: bool = False,
     ) -> None:
-        super().__init__(message, hint, path=path)
+        super().__init__(message, path=path)
         self.line = line
         self.column = column
+        self.encoding = encoding
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class ConfigValidationError(ConfigError):
         problems: Every broken rule, in document order.
         document: True when the problems are in the stored document (the file), False
             when they are in a value just given on the command line.
+        example: The key whose example value the hint shows (a value given on the
+            command line for that key); None for none.
     """
 
     def __init__(
@@ -88,26 +95,24 @@ class ConfigValidationError(ConfigError):
         *,
         path: Path | None = None,
         document: bool = True,
-        hint: str | None = None,
+        example: str | None = None,
     ) -> None:
-        override = hint
         self.problems = problems
         self.document = document
+        self.example = example
         details = "; ".join(problem.describe() for problem in problems)
         if path is not None:
             message = f"Invalid configuration in {path}: {details}."
-            first = problems[0].key.split(".")[0].split("[")[0] if problems else "KEY"
-            hint = (
-                f"Fix it with `occ config set {first} VALUE`, by editing {path}, "
-                f"or go back to the defaults with `{RESET_COMMAND}`."
-            )
         elif document:
             message = f"Invalid configuration: {details}."
-            hint = f"Fix the value, or go back to the defaults with `{RESET_COMMAND}`."
         else:
             message = f"Invalid value: {details}."
-            hint = "See the keys and their rules with `occ config --help`."
-        super().__init__(message, hint if override is None else override, path=path)
+        super().__init__(message, path=path)
+
+    @property
+    def first_key(self) -> str:
+        """The top-level key of the first problem (`env` for `env.NAME`), or `KEY`."""
+        return self.problems[0].key.split(".")[0].split("[")[0] if self.problems else "KEY"
 
     def in_file(self, path: Path) -> ConfigValidationError:
         """The same problems, reported as problems of the file at `path`."""
@@ -115,7 +120,8 @@ class ConfigValidationError(ConfigError):
 
 
 class UnknownConfigKey(ConfigError):
-    """A command named a key the configuration does not have.
+    """A command named a key the configuration does not have (or, as `env.NAME`, an
+    environment variable it does not set).
 
     Attributes:
         key: The key as given.
@@ -124,3 +130,17 @@ class UnknownConfigKey(ConfigError):
     def __init__(self, message: str, hint: str = "", *, key: str) -> None:
         super().__init__(message, hint)
         self.key = key
+
+
+class RetiredConfigKey(ConfigError):
+    """A command tried to set a key that earlier releases used and this one ignores.
+
+    Attributes:
+        key: The key as given.
+        reason: Why it is no longer used.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key} can no longer be set: it is not used any more ({reason}).")
+        self.key = key
+        self.reason = reason

@@ -41,6 +41,17 @@ class InstancePaths:
         return self.root / "password"
 
     @property
+    def password_hash_file(self) -> Path:
+        """The bcrypt hash of the password, made once per password (`credentials.py`)."""
+        return self.root / "password.bcrypt"
+
+    @property
+    def config_backup_file(self) -> Path:
+        """The configuration as it was before `occ config reset` (or a change that could
+        not keep its comments) replaced it."""
+        return self.root / "config.json.bak"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
 

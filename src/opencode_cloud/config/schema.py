@@ -127,6 +127,14 @@ RULES: dict[str, str] = {
     "start_timeout": "must be a whole number of seconds, 1 or more",
     "stop_timeout": "must be a whole number of seconds, 1 or more",
 }
+# Keys of earlier releases that no longer do anything, with why. A file that holds one
+# stays valid (the value is read, and ignored), but none can be set any more.
+RETIRED_KEYS: dict[str, str] = {
+    "restart_retries": (
+        "the service restarts after any crash unless you stopped it, and Docker cannot "
+        "combine that with a retry count"
+    ),
+}
 # A valid value per key, as typed after `occ config set KEY`.
 EXAMPLES: dict[str, str] = {
     "port": "8080",

@@ -1,15 +1,17 @@
 """Read, validate and atomically write the configuration file (JSON with comments).
 
 A missing file means every default. Reading accepts comments, trailing commas and the
-rest of JSON5; writing produces plain JSON, so comments in a file that the tool rewrites
-(`occ config set ...`) are lost. Unknown keys survive a rewrite. A write never happens
-unless the whole new configuration is valid, and it replaces the file in one step, so
-the file is either the old one or the new one, never half of each.
+rest of JSON5. A change (`occ config set ...`) to a file with comments edits only the
+text of what changed (`config/jsonc.py`), so the comments and the layout stay; a file
+without comments is written anew as plain JSON. Unknown keys survive either way. A write
+never happens unless the whole new configuration is valid, and it replaces the file in
+one step, so the file is either the old one or the new one, never half of each.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import json
 import os
@@ -24,13 +26,13 @@ import json5
 from pydantic import ValidationError
 
 from opencode_cloud.config.errors import (
-    RESET_COMMAND,
     ConfigReadError,
     ConfigSyntaxError,
     ConfigValidationError,
     ConfigWriteError,
     Problem,
 )
+from opencode_cloud.config.jsonc import comments_of, edit_text
 from opencode_cloud.config.schema import (
     ENV_NAME_RULE,
     ENV_VALUE_RULE,
@@ -104,10 +106,6 @@ def parse_config_text(text: str, path: Path | None = None) -> dict[str, Any]:
         ConfigSyntaxError: not JSON5, a duplicate key, or not an object at the top.
     """
     where = str(path) if path is not None else "the configuration"
-    hint = (
-        "Fix the file (comments and trailing commas are fine), or go back to the "
-        f"defaults with `{RESET_COMMAND}`."
-    )
     if not text.strip():
         return {}
     try:
@@ -120,7 +118,6 @@ def parse_config_text(text: str, path: Path | None = None) -> dict[str, Any]:
             what = match["what"][:1].lower() + match["what"][1:]
             raise ConfigSyntaxError(
                 f"Invalid JSON in {where} at line {line}, column {column}: {what}.",
-                hint,
                 path=path,
                 line=line,
                 column=column,
@@ -128,15 +125,34 @@ def parse_config_text(text: str, path: Path | None = None) -> dict[str, Any]:
         # One line, whatever character the parser quotes (a newline, say).
         detail = " ".join(detail.replace('"\n"', "line break").split()).rstrip(".")
         detail = detail or type(exc).__name__
-        raise ConfigSyntaxError(f"Invalid JSON in {where}: {detail}.", hint, path=path) from None
+        raise ConfigSyntaxError(f"Invalid JSON in {where}: {detail}.", path=path) from None
     if not isinstance(data, dict):
         raise ConfigSyntaxError(
             f"Invalid configuration in {where}: the top level must be an object "
             f"({{ ... }}), not {_json_type(data)}.",
-            hint,
             path=path,
         )
     return data
+
+
+def read_config_text(path: Path) -> str | None:
+    """The text of the file at `path` (None when there is no file).
+
+    Raises:
+        ConfigReadError: the file exists but cannot be read.
+        ConfigSyntaxError: the file is not UTF-8 text.
+    """
+    raw = _read_bytes(path)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigSyntaxError(
+            f"Invalid configuration in {path}: not UTF-8 text (byte {exc.start}).",
+            path=path,
+            encoding=True,
+        ) from None
 
 
 def read_config_data(path: Path) -> dict[str, Any]:
@@ -153,17 +169,9 @@ def read_config_data(path: Path) -> dict[str, Any]:
 
 
 def _read_data(path: Path) -> tuple[dict[str, Any], bool]:
-    raw = _read_bytes(path)
-    if raw is None:
+    text = read_config_text(path)
+    if text is None:
         return {}, False
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigSyntaxError(
-            f"Invalid configuration in {path}: not UTF-8 text (byte {exc.start}).",
-            f"Save the file as UTF-8, or go back to the defaults with `{RESET_COMMAND}`.",
-            path=path,
-        ) from None
     return parse_config_text(text, path), True
 
 
@@ -351,10 +359,13 @@ def save_config(path: Path, config: Config) -> None:
         ConfigWriteError: the file or its directory cannot be written.
     """
     validate_config(config_data(config))
-    content = render_config(config).encode("utf-8")
+    _write_text(path, render_config(config))
+
+
+def _write_text(path: Path, text: str) -> None:
     target = Path(os.path.realpath(path))
     try:
-        write_atomically(target, content)
+        write_atomically(target, text.encode("utf-8"))
     except OSError as exc:
         raise _write_error(path, exc) from None
 
@@ -364,9 +375,11 @@ def update_config(path: Path, change: Callable[[dict[str, Any]], Config]) -> Loa
 
     `change` receives the file's data even when its values are invalid, so a command
     such as `occ config set port 8080` can repair the file. On any error nothing is
-    written. Hold the instance lock (`opencode_cloud.locking.instance_lock`) around the
-    call, so that two commands do not both read the old file and each drop the other's
-    change.
+    written. The comments of the file are kept (only the text of what changed is
+    edited); should that edit be impossible, the file is written anew, the old one is
+    kept as `<path>.bak`, and a warning says so. Hold the instance lock
+    (`opencode_cloud.locking.instance_lock`) around the call, so that two commands do
+    not both read the old file and each drop the other's change.
 
     Example:
         update_config(path, lambda data: set_value(data, "port", "8080"))
@@ -377,15 +390,43 @@ def update_config(path: Path, change: Callable[[dict[str, Any]], Config]) -> Loa
         UnknownConfigKey: `change` named a key the schema does not have.
         ConfigWriteError: the file cannot be written.
     """
-    data = read_config_data(path)
+    text = read_config_text(path)
+    data = parse_config_text(text, path) if text is not None else {}
+    before = copy.deepcopy(data)
     try:
         config = change(data)
     except ConfigValidationError as exc:
         if exc.document and exc.path is None:
             raise exc.in_file(path) from None
         raise
-    save_config(path, config)
-    return LoadedConfig(config, unknown_key_warnings(config, path), path, True)
+    warnings = unknown_key_warnings(config, path)
+    comments = comments_of(text) if text else []
+    if not comments:
+        save_config(path, config)
+        return LoadedConfig(config, warnings, path, True)
+    new = config_data(config)
+    validate_config(new)
+    edited = edit_text(text or "", before, new)
+    if edited is None:
+        kept = _keep_backup(path)
+        warnings.append(
+            f"{path} was written anew, without its comments ({len(comments)}): the change "
+            f"could not be made in its text. The old file, comments included, is {kept}."
+        )
+        edited = render_config(config)
+    _write_text(path, edited)
+    return LoadedConfig(config, warnings, path, True)
+
+
+def _keep_backup(path: Path) -> Path:
+    """Copy the file to `<path>.bak` (0600) before it is replaced; the copy's path."""
+    target = Path(os.path.realpath(path))
+    backup = target.with_name(target.name + BACKUP_SUFFIX)
+    try:
+        write_atomically(backup, target.read_bytes(), keep_mode=False)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    return backup
 
 
 def reset_config_file(path: Path, *, backup: bool = True) -> Path | None:

@@ -43,8 +43,9 @@ from opencode_cloud.docker.transport import (
     Refused,
     Response,
     SocketTransport,
+    connection_error,
     describe_host,
-    local_socket,
+    engine_address,
 )
 
 if TYPE_CHECKING:
@@ -169,29 +170,39 @@ class DockerClient:
 
         Args:
             base_url: engine address (`unix://...`, `tcp://...`); by default the one the
-                docker CLI would use (DOCKER_HOST, then the current context).
+                docker CLI would use (DOCKER_HOST, then the current context, then the
+                default socket).
             timeout: seconds to wait for any one API call.
             direct: speak to a local unix socket directly (False: always docker-py).
             tunnel: an SSH connection to a remote engine (`ssh.py`); the client uses its
                 socket, reaches the service's ports through it, and closes it.
             local: whether the engine runs on this machine (`is_local`); by default, when
-                it is reached through a unix socket that is not an SSH tunnel's.
+                it is reached through a unix socket that is not an SSH tunnel's (the
+                default one, DOCKER_HOST's, or a Docker context's: rootless Docker,
+                Docker Desktop and colima give one).
 
         Raises:
             DockerNotInstalled, DaemonNotRunning, DockerPermissionDenied, EngineTooOld,
-            and for a tunnel the `ssh.SshError` that names why the remote engine is
-            unusable.
+            UnknownContext (the current Docker context does not exist), and for a tunnel
+            the `ssh.SshError` that names why the remote engine is unusable.
         """
         self.timeout = timeout
         self.tunnel = tunnel
-        explain: Callable[[BaseException], DockerError] | None = None
         if tunnel is not None:
             base_url = f"unix://{tunnel.engine_socket}"
-            explain = _tunnel_failure(tunnel)
-        socket_path = local_socket(base_url)
-        self.host = f"unix://{socket_path}" if socket_path else (base_url or describe_host())
+        address = engine_address(base_url)
+        socket_path = address.socket_path
+        self.host = f"unix://{socket_path}" if socket_path else (address.url or describe_host())
+        explain: Callable[[BaseException], DockerError]
         if tunnel is not None:
             self.host = tunnel.target.url
+            explain = _tunnel_failure(tunnel)
+        else:
+            host = self.host
+
+            def explain(exc: BaseException) -> DockerError:
+                return connection_error(exc, host, address)
+
         self._prefix = ""
         if local is None:
             local = socket_path is not None and tunnel is None

@@ -30,10 +30,38 @@ class DockerNotInstalled(EngineUnavailable):
 
 
 class DaemonNotRunning(EngineUnavailable):
-    """The engine's socket is missing or nothing answers on it."""
+    """The engine's socket is missing or nothing answers on it.
 
-    def __init__(self, host: str) -> None:
+    Attributes:
+        chosen_by: The setting that named this engine: `DOCKER_HOST`, `DOCKER_CONTEXT`,
+            `docker context use`; None for the default socket (or one given in code).
+        context: The Docker context that named it, if one did.
+    """
+
+    def __init__(
+        self, host: str, *, chosen_by: str | None = None, context: str | None = None
+    ) -> None:
         super().__init__(f"Cannot connect to the Docker daemon at {host}: it is not running.", host)
+        self.chosen_by = chosen_by
+        self.context = context
+
+
+class UnknownContext(EngineUnavailable):
+    """The Docker context to use does not exist (the docker CLI refuses it too).
+
+    Attributes:
+        name: The context's name.
+        chosen_by: What named it: `DOCKER_CONTEXT`, or `docker context use` (the
+            docker CLI's configuration file).
+    """
+
+    def __init__(self, name: str, chosen_by: str) -> None:
+        super().__init__(
+            f"There is no Docker context {name!r} (named by {chosen_by}).",
+            f"the Docker context {name!r}",
+        )
+        self.name = name
+        self.chosen_by = chosen_by
 
 
 class DockerPermissionDenied(EngineUnavailable):
@@ -54,6 +82,17 @@ class EngineTooOld(EngineUnavailable):
         )
         self.api_version = api_version
         self.minimum = minimum
+
+
+class IncompleteAnswer(DockerError):
+    """The engine's connection closed in the middle of an answer: what came is not all of
+    it, and is not used."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            f"The Docker engine at {host} closed the connection before the end of its answer."
+        )
+        self.host = host
 
 
 class ContainerAlreadyExists(DockerError):

@@ -276,7 +276,7 @@ def wait_until_healthy(
         context: the TLS trust of an https URL.
 
     Raises:
-        ContainerExited: the container stopped or restarted; the hint holds its last
+        ContainerExited: the container stopped or restarted; `log_tail` holds its last
             log lines.
         ContainerNotFound: the container was removed meanwhile.
         HealthTimeout: no healthy answer within `timeout`.

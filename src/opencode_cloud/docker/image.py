@@ -217,7 +217,7 @@ def build_from_context(
     which is how machines without a registry build at all.
 
     Raises:
-        BuildFailed: the build stopped; the hint holds its last output lines.
+        BuildFailed: the build stopped; `output_tail` holds its last output lines.
         DockerError: the engine failed otherwise.
     """
     from collections import deque
@@ -311,7 +311,7 @@ def build_image(
 
     Raises:
         InvalidCertificate: a CA file cannot be read or holds no certificate.
-        BuildFailed: a build step failed; the hint holds the last output lines.
+        BuildFailed: a build step failed; `output_tail` holds the last output lines.
         DockerError: the engine failed otherwise.
     """
     context = build_context(ca_files)

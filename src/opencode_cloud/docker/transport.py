@@ -28,6 +28,8 @@ from opencode_cloud.docker.errors import (
     DockerError,
     DockerNotInstalled,
     DockerPermissionDenied,
+    IncompleteAnswer,
+    UnknownContext,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +50,11 @@ class Response:
         if isinstance(self.body, dict) and self.body.get("message"):
             return str(self.body["message"])
         return str(self.body or f"HTTP {self.status}")
+
+
+class AnswerCut(ConnectionError):
+    """The connection closed before the end of a chunked answer (its zero-size chunk):
+    what came is not all of it."""
 
 
 class Refused(Exception):
@@ -83,12 +90,17 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             stack.append(reason)
 
 
-def connection_error(exc: BaseException, host: str | None = None) -> DockerError:
-    """Turn a failure to reach the engine into the error that names its cause."""
+def connection_error(
+    exc: BaseException, host: str | None = None, address: EngineAddress | None = None
+) -> DockerError:
+    """Turn a failure to reach the engine into the error that names its cause; `address`
+    says which setting chose the engine, for the hint."""
     host = host or describe_host()
     text = " ".join(str(cause) for cause in _causes(exc))
     if any(isinstance(c, PermissionError) for c in _causes(exc)) or "Permission denied" in text:
         return DockerPermissionDenied(host)
+    if any(isinstance(c, AnswerCut) for c in _causes(exc)):
+        return IncompleteAnswer(host)
     import shutil
 
     if (
@@ -97,7 +109,8 @@ def connection_error(exc: BaseException, host: str | None = None) -> DockerError
         and not os.environ.get("DOCKER_HOST")
     ):
         return DockerNotInstalled(host)
-    return DaemonNotRunning(host)
+    address = address or EngineAddress()
+    return DaemonNotRunning(host, chosen_by=address.chosen_by, context=address.context)
 
 
 def docker_config_dir() -> Path:
@@ -118,14 +131,64 @@ def current_context() -> str | None:
     return str(name) if name and name != "default" else None
 
 
-def local_socket(base_url: str | None) -> str | None:
-    """The unix socket path to use directly, or None when docker-py must resolve the host."""
-    url = base_url or os.environ.get("DOCKER_HOST") or ""
-    if url.startswith("unix://"):
-        return url[len("unix://") :]
-    if url or current_context():
+def context_endpoint(name: str) -> str | None:
+    """The engine address of the Docker context `name` (`docker context inspect`'s
+    Endpoints.docker.Host), or None when there is no such context."""
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    meta = docker_config_dir() / "contexts" / "meta" / digest / "meta.json"
+    try:
+        data = json.loads(meta.read_text())
+        return str(data["Endpoints"]["docker"]["Host"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return DEFAULT_SOCKET
+
+
+@dataclass(frozen=True)
+class EngineAddress:
+    """Where the engine is, and which setting said so.
+
+    Attributes:
+        url: `unix://...`, `tcp://...`, `ssh://...`; empty for the default socket.
+        chosen_by: `DOCKER_HOST`, `DOCKER_CONTEXT` or `docker context use` (the docker
+            CLI's own configuration); None when given by the caller, or the default.
+        context: The Docker context it comes from, if any.
+    """
+
+    url: str = ""
+    chosen_by: str | None = None
+    context: str | None = None
+
+    @property
+    def socket_path(self) -> str | None:
+        """The unix socket to speak to directly, or None when docker-py must resolve the
+        address (`tcp://`, `ssh://`)."""
+        if self.url.startswith("unix://"):
+            return self.url[len("unix://") :]
+        return None if self.url else DEFAULT_SOCKET
+
+
+def engine_address(base_url: str | None = None) -> EngineAddress:
+    """The engine to use, as the docker CLI resolves it: `base_url`, else DOCKER_HOST,
+    else the current Docker context's endpoint, else the default socket.
+
+    Raises:
+        UnknownContext: the current context (DOCKER_CONTEXT, or `docker context use`)
+            does not exist; the docker CLI refuses it too, rather than guess an engine.
+    """
+    if base_url:
+        return EngineAddress(base_url)
+    if os.environ.get("DOCKER_HOST"):
+        return EngineAddress(os.environ["DOCKER_HOST"], "DOCKER_HOST")
+    name = current_context()
+    if name is None:
+        return EngineAddress()
+    chosen_by = "DOCKER_CONTEXT" if os.environ.get("DOCKER_CONTEXT") else "docker context use"
+    url = context_endpoint(name)
+    if url is None:
+        raise UnknownContext(name, chosen_by)
+    return EngineAddress(url, chosen_by, name)
 
 
 def decode(raw: bytes) -> Any:
@@ -198,7 +261,11 @@ def _read_all(sock: socket.socket, first: bytes) -> Iterator[bytes]:
 
 
 def _dechunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """The payload of a `Transfer-Encoding: chunked` body that arrives in pieces."""
+    """The payload of a `Transfer-Encoding: chunked` body that arrives in pieces.
+
+    Raises:
+        AnswerCut: the pieces ended before the zero-size chunk that ends the body.
+    """
     pending = b""
     for piece in pieces:
         pending += piece
@@ -214,6 +281,7 @@ def _dechunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
                 break
             yield pending[line_end + 2 : end]
             pending = pending[end + 2 :]
+    raise AnswerCut("the engine's answer ended before its last chunk")
 
 
 def _split_answer(received: bytes, socket_path: str) -> tuple[int, dict[str, str], bytes]:

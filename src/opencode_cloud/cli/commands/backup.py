@@ -54,10 +54,6 @@ def _helper_image(app_ctx: AppContext, container: ContainerInfo | None) -> str:
     return image_for(app_ctx.config)
 
 
-def _confirm(app_ctx: AppContext, question: str, yes: bool) -> bool:
-    return yes or (app_ctx.out.interactive and click.confirm(question, default=False))
-
-
 # -- backup -------------------------------------------------------------------------------
 
 
@@ -258,8 +254,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
                     f"made {manifest.created} (opencode {manifest.opencode_version or 'unknown'})"
                     f"{later}."
                 )
-                if state.has_data and not _confirm(
-                    target,
+                if state.has_data and not target.confirmed(
                     f"Replace the data of instance {target.instance.name!r} "
                     f"({', '.join(state.volumes_with_data)})? It is backed up first.",
                     yes,
@@ -347,7 +342,8 @@ def _render_uninstall(app_ctx: AppContext, result: UninstallResult) -> None:
 @click.pass_obj
 def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) -> None:
     """Remove the instance: its container, the sandbox images no other container uses,
-    and its files in the configuration folder (config.json, password, lock).
+    and its files in the configuration folder (config.json and its .bak, the password
+    and its hash, the lock).
 
     The volumes (your sessions, projects and home) are kept unless --volumes; then a
     final backup is written first (into the configuration folder's backups/, unless
@@ -381,7 +377,7 @@ def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) ->
             app_ctx.out.progress(f"Uninstalling instance {instance.name} removes:")
             for line in plan.lines():
                 app_ctx.out.progress(f"  {line}")
-            if not _confirm(app_ctx, "Remove these?", yes):
+            if not app_ctx.confirmed("Remove these?", yes):
                 raise ConfirmationNeeded(
                     f"Not uninstalled: instance {instance.name!r} would lose what is listed above.",
                     instance,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.group import OrderedGroup
 
 if TYPE_CHECKING:
@@ -24,28 +25,26 @@ def confirm_exposure(ctx: AppContext, address: str, yes: bool, tls_mode: str = "
     """Publishing beyond this machine needs an explicit yes (flag or prompt) and a password.
 
     Raises:
-        OpencodeCloudError: not confirmed; nothing is changed.
+        NotConfirmed: not confirmed; nothing is changed.
     """
     from opencode_cloud import credentials
-    from opencode_cloud.errors import OpencodeCloudError
+    from opencode_cloud.errors import NotConfirmed
 
     if tls_mode == "off":
         ctx.out.warn(
             f"Binding to {address} makes the login page reachable from other machines over "
             "plain HTTP (tls is off): the password and session cookies travel in clear. "
-            "Turn HTTPS on with `occ config set tls auto`."
+            f"Turn HTTPS on with `{ctx.occ} config set tls auto`."
         )
     else:
         ctx.out.warn(
             f"Binding to {address} makes the login page reachable from other machines, "
-            f"over HTTPS ({tls_mode} certificate; see `occ auth show` for the CA to trust). "
+            f"over HTTPS ({tls_mode} certificate; see `{ctx.occ} auth show` for the CA to "
+            "trust). "
             "Keep the password secret."
         )
-    if not (yes or (ctx.out.interactive and click.confirm("Expose opencode?", default=False))):
-        raise OpencodeCloudError(
-            f"Refusing to bind to {address} without confirmation.",
-            "Run the command again with --yes to expose the service.",
-        )
+    if not ctx.confirmed("Expose opencode?", yes):
+        raise NotConfirmed(f"Refusing to bind to {address} without confirmation.")
     # Never an open server on the network: make sure the password exists before it is used.
     credentials.load_or_create_password(ctx.paths)
 
@@ -72,7 +71,9 @@ def save_change(ctx: AppContext, change: Callable[[Any], Config], *, yes: bool =
 
 
 def _restart_note(ctx: AppContext) -> None:
-    ctx.out.progress("Applies on the next start: run `occ restart` if the service is running.")
+    ctx.out.progress(
+        f"Applies on the next start: run `{ctx.occ} restart` if the service is running."
+    )
 
 
 @config_group.command()
@@ -95,10 +96,10 @@ def show(app_ctx: AppContext) -> None:
 
 
 @config_group.command()
-@click.argument("key", help="Setting name.")
+@click.argument("key", help="Setting name.", shell_complete=complete.config_keys)
 @click.pass_obj
 def get(app_ctx: AppContext, key: str) -> None:
-    """Print one setting, e.g. `occ config get port`."""
+    """Print one setting: `occ config get port`."""
     from opencode_cloud.config.edit import get_value
 
     value = get_value(app_ctx.config, key)
@@ -109,12 +110,17 @@ def get(app_ctx: AppContext, key: str) -> None:
 
 
 @config_group.command("set")
-@click.argument("key", help="Setting name, e.g. port.")
+@click.argument("key", help="Setting name, e.g. port.", shell_complete=complete.config_keys)
 @click.argument("value", help="New value, e.g. 8080.")
 @click.option("--yes", "-y", is_flag=True, help="Confirm exposing the service beyond localhost.")
 @click.pass_obj
 def set_(app_ctx: AppContext, key: str, value: str, yes: bool) -> None:
-    """Change one setting, e.g. `occ config set port 8080`. Lists: JSON or a,b,c."""
+    """Change one setting: `occ config set port 8080`. Lists take JSON or a,b,c.
+
+    Only the text of the setting changes: the file's comments and layout are kept. When
+    that cannot be done (a comment inside a list that changes), the file is written
+    anew, the old one is kept as config.json.bak, and a warning says so.
+    """
     from opencode_cloud.config.edit import get_value, set_value
 
     config = save_change(app_ctx, lambda data: set_value(data, key, value), yes=yes)
@@ -124,7 +130,7 @@ def set_(app_ctx: AppContext, key: str, value: str, yes: bool) -> None:
 
 
 @config_group.command()
-@click.argument("key", help="Setting name.")
+@click.argument("key", help="Setting name.", shell_complete=complete.config_keys_set)
 @click.pass_obj
 def unset(app_ctx: AppContext, key: str) -> None:
     """Put one setting back to its default."""
@@ -145,12 +151,10 @@ def unset(app_ctx: AppContext, key: str) -> None:
 def reset(app_ctx: AppContext, yes: bool) -> None:
     """Put every setting back to its default (the old file is kept as config.json.bak)."""
     from opencode_cloud.config.store import reset_config_file
-    from opencode_cloud.errors import OpencodeCloudError
+    from opencode_cloud.errors import NotConfirmed
 
-    if not yes and not (
-        app_ctx.out.interactive and click.confirm("Reset every setting?", default=False)
-    ):
-        raise OpencodeCloudError("Not reset: confirmation needed.", "Run `occ config reset --yes`.")
+    if not app_ctx.confirmed("Reset every setting?", yes):
+        raise NotConfirmed("Not reset: confirmation needed.", "config reset")
     with app_ctx.changing("config reset"):
         backup = reset_config_file(app_ctx.paths.config_file)
     app_ctx.out.result(
@@ -198,7 +202,9 @@ def env_set(app_ctx: AppContext, assignment: str) -> None:
 
 
 @env_group.command("unset")
-@click.argument("name", metavar="KEY", help="Variable name, e.g. TZ.")
+@click.argument(
+    "name", metavar="KEY", help="Variable name, e.g. TZ.", shell_complete=complete.env_names
+)
 @click.pass_obj
 def env_unset(app_ctx: AppContext, name: str) -> None:
     """Remove an environment variable."""

@@ -109,7 +109,6 @@ def doctor(app_ctx: AppContext) -> None:
             paths=app_ctx.paths,
             client_factory=lambda: app_ctx.connect(timeout=ENGINE_TIMEOUT),
             hint=lambda error: hint_for(error, app_ctx.occ),
-            host_name=app_ctx.host.name if app_ctx.host else None,
         )
     out = app_ctx.out
     color = _isatty(out.stdout) and not os.environ.get("NO_COLOR")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.group import OrderedGroup
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def list_hosts(app_ctx: AppContext) -> None:
 
 
 @host_group.command("remove")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.host_names)
 @click.pass_obj
 def remove(app_ctx: AppContext, name: str) -> None:
     """Forget a host. Its services keep running there, and the files of its instances
@@ -165,7 +166,7 @@ def remove(app_ctx: AppContext, name: str) -> None:
 
 
 @host_group.command("test")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete.host_names)
 @click.pass_obj
 def test(app_ctx: AppContext, name: str | None) -> None:
     """Connect to a host (default: the one commands use) and describe its engine."""
@@ -179,7 +180,7 @@ def test(app_ctx: AppContext, name: str | None) -> None:
 
 
 @host_group.command("default")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete.host_names)
 @click.pass_obj
 def default(app_ctx: AppContext, name: str | None) -> None:
     """Show or set the host commands use without --host (`local`: this machine)."""

@@ -3,13 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.service import StartResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+WAIT_TIMEOUT_HELP = "Seconds to wait for opencode to answer healthy (default: start_timeout)."
+STOP_TIMEOUT_HELP = "Seconds opencode gets to shut down before the kill (default: stop_timeout)."
+
+
+def old_timeout_option(new: str) -> Callable[[F], F]:
+    """`--timeout`, the old name of `new` (`--wait-timeout` or `--stop-timeout`): still
+    accepted, with a warning, and hidden from the help."""
+    return click.option(
+        "--timeout", "old_timeout", type=float, hidden=True, help=f"Old name of {new}."
+    )
+
+
+def timeout_from(
+    app_ctx: AppContext, value: float | None, old: float | None, name: str
+) -> float | None:
+    """The timeout given as `name` or by its old name `--timeout`; a positive number."""
+    if old is not None:
+        if value is not None:
+            raise click.UsageError(f"{name} and --timeout are the same option: give it once")
+        app_ctx.out.warn(f"--timeout is the old name of {name}: use {name}.")
+        value = old
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be greater than 0", param_hint=name)
+    return value
 
 
 def _apply_start_options(ctx: AppContext, port: int | None, bind: str | None, yes: bool) -> None:
@@ -73,7 +101,8 @@ def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> 
 @click.option("--bind", help="Host address to listen on (saved). Default 127.0.0.1.")
 @click.option("--build", is_flag=True, help="Build the image even if present.")
 @click.option("--pull", is_flag=True, help="Pull the image from the registries.")
-@click.option("--timeout", type=float, help="Seconds to wait for opencode to be ready.")
+@click.option("--wait-timeout", type=float, help=WAIT_TIMEOUT_HELP)
+@old_timeout_option("--wait-timeout")
 @click.option("--no-wait", is_flag=True, help="Do not wait for readiness.")
 @click.option(
     "--open",
@@ -90,7 +119,8 @@ def start(
     bind: str | None,
     build: bool,
     pull: bool,
-    timeout: float | None,
+    wait_timeout: float | None,
+    old_timeout: float | None,
     no_wait: bool,
     open_browser: bool,
     show_password: bool,
@@ -106,8 +136,7 @@ def start(
     """
     if build and pull:
         raise click.BadParameter("use either --build or --pull, not both")
-    if timeout is not None and timeout <= 0:
-        raise click.BadParameter("must be greater than 0", param_hint="--timeout")
+    timeout = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
     with app_ctx.changing("start"):
         _apply_start_options(app_ctx, port, bind, yes)
         with app_ctx.spinner("Starting opencode ..."):
@@ -131,10 +160,12 @@ def start(
 
 
 @click.command()
-@click.option("--timeout", "-t", type=float, help="Seconds to wait before killing (default 10).")
+@click.option("--stop-timeout", "-t", type=float, help=STOP_TIMEOUT_HELP)
+@old_timeout_option("--stop-timeout")
 @click.pass_obj
-def stop(app_ctx: AppContext, timeout: float | None) -> None:
+def stop(app_ctx: AppContext, stop_timeout: float | None, old_timeout: float | None) -> None:
     """Stop opencode. Your data stays in its volumes; `occ start` brings it back."""
+    timeout = timeout_from(app_ctx, stop_timeout, old_timeout, "--stop-timeout")
     with app_ctx.changing("stop"):
         stopped = app_ctx.service().stop(timeout)
     message = "Stopped." if stopped else "Already stopped."
@@ -142,19 +173,28 @@ def stop(app_ctx: AppContext, timeout: float | None) -> None:
 
 
 @click.command()
-@click.option("--timeout", type=float, help="Seconds to wait for readiness.")
+@click.option("--stop-timeout", type=float, help=STOP_TIMEOUT_HELP)
+@click.option("--wait-timeout", type=float, help=WAIT_TIMEOUT_HELP)
+@old_timeout_option("--wait-timeout")
 @click.pass_obj
-def restart(app_ctx: AppContext, timeout: float | None) -> None:
+def restart(
+    app_ctx: AppContext,
+    stop_timeout: float | None,
+    wait_timeout: float | None,
+    old_timeout: float | None,
+) -> None:
     """Stop, then start again (applies configuration changes)."""
+    stop_after = timeout_from(app_ctx, stop_timeout, None, "--stop-timeout")
+    wait_for = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
     with app_ctx.changing("restart"):
         from opencode_cloud.service import NeverCreated
 
         service = app_ctx.service()
         with contextlib.suppress(NeverCreated):  # nothing to stop: then it is just a start
-            service.stop()
+            service.stop(stop_after)
         with app_ctx.spinner("Starting opencode ..."):
             result = service.start(
-                timeout=timeout, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress
+                timeout=wait_for, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress
             )
     _render_start(app_ctx, result, show_password=False)
 

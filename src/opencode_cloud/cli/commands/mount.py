@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.commands.config import _restart_note, save_change
 from opencode_cloud.cli.group import OrderedGroup
 
@@ -88,10 +89,10 @@ def _warn_if_it_holds_the_configuration(app_ctx: AppContext, mount: HostMount) -
 @click.option("--read-only", "read_only", is_flag=True, help="The agent can read, not change.")
 @click.pass_obj
 def add(app_ctx: AppContext, spec: str, read_only: bool) -> None:
-    """Mount a host folder into the container, e.g. `occ mount add ~/code`.
+    """Mount a host folder into the container: `occ mount add ~/code`.
 
-    Without CONTAINER_PATH the folder appears as /home/opencode/<its name>, where the web
-    UI's "Open project" dialog lists it.
+    Without CONTAINER_PATH the folder appears as /home/opencode/projects/<its name>, where
+    the web UI's "Open project" dialog lists it.
     """
     from opencode_cloud.mounts import (
         MountError,
@@ -145,11 +146,16 @@ def list_(app_ctx: AppContext) -> None:
             for host, container, mode in rows
         ]
 
-    app_ctx.out.result([_describe(m) for m in mounts], table)
+    app_ctx.out.result({"mounts": [_describe(m) for m in mounts]}, table)
 
 
 @mount_group.command("remove")
-@click.argument("target", metavar="HOST_PATH|CONTAINER_PATH", help="Either side of the mount.")
+@click.argument(
+    "target",
+    metavar="HOST_PATH|CONTAINER_PATH",
+    help="Either side of the mount.",
+    shell_complete=complete.mount_paths,
+)
 @click.pass_obj
 def remove(app_ctx: AppContext, target: str) -> None:
     """Stop mounting a host folder (the folder itself is not touched)."""

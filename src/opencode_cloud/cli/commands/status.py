@@ -65,7 +65,7 @@ def status_warnings(result: StatusResult, occ: str) -> list[str]:
         warnings.append(
             f"The service listens on {result.bind_address} over plain HTTP: the password "
             "and session cookies travel in clear to anyone on the network. Turn HTTPS on: "
-            "`occ config set tls auto` (or self-signed), then `occ restart`."
+            f"`{occ} config set tls auto` (or self-signed), then `{occ} restart`."
         )
     elif result.exposed:
         warnings.append(

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from opencode_cloud.cli.commands.lifecycle import old_timeout_option, timeout_from
+
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.config.schema import Config
@@ -46,7 +48,9 @@ def _render(app_ctx: AppContext, result: UpdateResult, verb: str) -> None:
         if result.seconds_unavailable is not None:
             lines.append(f"  Unavailable for {result.seconds_unavailable:.1f} s.")
         if result.snapshot and verb == "Updated":
-            lines.append(f"  Snapshot {result.snapshot} kept: `occ rollback` goes back to it.")
+            lines.append(
+                f"  Snapshot {result.snapshot} kept: `{app_ctx.occ} rollback` goes back to it."
+            )
         if result.removed_snapshots:
             lines.append(f"  Older snapshots removed: {', '.join(result.removed_snapshots)}.")
         if result.removed_images:
@@ -58,11 +62,18 @@ def _render(app_ctx: AppContext, result: UpdateResult, verb: str) -> None:
 
 @click.command()
 @click.option("--opencode-version", help="The opencode release to move to (default: config).")
-@click.option("--timeout", type=float, help="Seconds to wait for the new version to answer.")
+@click.option(
+    "--wait-timeout", type=float, help="Seconds to wait for the new version to answer healthy."
+)
+@old_timeout_option("--wait-timeout")
 @click.option("--yes", "-y", is_flag=True, help="Go to an older release without asking.")
 @click.pass_obj
 def update(
-    app_ctx: AppContext, opencode_version: str | None, timeout: float | None, yes: bool
+    app_ctx: AppContext,
+    opencode_version: str | None,
+    wait_timeout: float | None,
+    old_timeout: float | None,
+    yes: bool,
 ) -> None:
     """Change opencode's version safely: prepare the new image while the old one serves,
     snapshot opencode's data, switch, check that sessions still read, and go back to the
@@ -75,6 +86,7 @@ def update(
     """
     from opencode_cloud.config.edit import parse_value
 
+    timeout = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
     with app_ctx.changing("update"):
         config = app_ctx.config
         if opencode_version is not None:
@@ -102,9 +114,12 @@ def _confirm_going_back(app_ctx: AppContext, versions: Versions, target: Config,
     if yes:
         app_ctx.out.warn(message)
         return
-    if not app_ctx.out.interactive:
-        raise click.UsageError(f"{message} Confirm with --yes.")
-    click.confirm(f"{message} Continue?", abort=True, err=True)
+    if not app_ctx.confirmed(f"{message} Continue?", yes):
+        from opencode_cloud.errors import NotConfirmed
+
+        raise NotConfirmed(
+            f"Not updated: {message}", f"update --opencode-version {target.opencode_version}"
+        )
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -128,9 +143,10 @@ def rollback(app_ctx: AppContext, yes: bool) -> None:
                 f"Going back to {snapshots[0].image} replaces opencode's data with the "
                 f"snapshot of {snapshots[0].created}."
             )
-            if not app_ctx.out.interactive:
-                raise click.UsageError(f"{message} Confirm with --yes.")
-            click.confirm(f"{message} Continue?", abort=True, err=True)
+            if not app_ctx.confirmed(f"{message} Continue?", yes):
+                from opencode_cloud.errors import NotConfirmed
+
+                raise NotConfirmed(f"Not rolled back: {message}", "rollback")
         with app_ctx.spinner("Rolling back ..."):
             result = versions.rollback()
     _render(app_ctx, result, "Rolled back")
