@@ -614,16 +614,17 @@ def test_concurrent_guesses_cannot_overtake_the_count(tmp_path: Path) -> None:
     connections = [connect(running.port) for _ in range(200)]
     ready = threading.Barrier(len(connections))
 
-    def guess(connection: tuple[socket.socket, BinaryIO]) -> int | None:
-        sock, stream = connection
+    def guess(number: int) -> int | None:
+        sock, stream = connections[number]
         ready.wait()
-        sock.sendall(raw("GET", "/__occ/verify", {"Authorization": basic_header("x")}))
+        authorization = basic_header(f"guess {number}")
+        sock.sendall(raw("GET", "/__occ/verify", {"Authorization": authorization}))
         answer = read_answer(stream)
         return answer.status if answer else None
 
     try:
         with ThreadPoolExecutor(len(connections)) as pool:
-            statuses = list(pool.map(guess, connections))
+            statuses = list(pool.map(guess, range(len(connections))))
     finally:
         for sock, stream in connections:
             stream.close()
@@ -711,7 +712,7 @@ def test_guesses_from_many_addresses_are_capped_together(tmp_path: Path) -> None
         running.stop()
 
 
-def test_with_no_place_among_the_checks_the_memory_of_proven_passwords_tells_nothing(
+def test_an_attempt_finding_no_place_among_the_checks_counts_as_a_failure(
     tmp_path: Path,
 ) -> None:
     hash_file = tmp_path / "password.bcrypt"
@@ -733,13 +734,51 @@ def test_with_no_place_among_the_checks_the_memory_of_proven_passwords_tells_not
     )
     worker.start()
     assert entered.wait(5)
-    # Right and wrong get the same answer, and neither counts.
-    assert guard.attempt("192.0.2.3", "opencode", PASSWORD) == "busy"
-    assert guard.attempt("192.0.2.3", "opencode", "guess") == "busy"
+    # The only place is taken: a new guess is not checked, and costs like a wrong one
+    # (else it would learn for free that it is not the remembered password).
+    for number in range(3):
+        assert guard.attempt("192.0.2.3", "opencode", f"guess {number}") == "busy"
+    assert guard.attempt("192.0.2.3", "opencode", PASSWORD) == "ok"  # no bcrypt needed
     release.set()
     worker.join()
     assert outcomes == ["wrong"]
-    assert guard.limiter.wait([("address 192.0.2.3", 1)]) == 0
+    assert guard.limiter.wait([("address 192.0.2.3", 3)]) > 0
+
+
+def burst(port: int, authorization: str, count: int = 30) -> list[int | None]:
+    """`count` requests with the same credentials, sent at the same moment."""
+    connections = [connect(port) for _ in range(count)]
+    ready = threading.Barrier(count)
+
+    def send(number: int) -> int | None:
+        sock, stream = connections[number]
+        ready.wait()
+        sock.sendall(raw("GET", "/__occ/verify", {"Authorization": authorization}))
+        answer = read_answer(stream)
+        return answer.status if answer else None
+
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            return list(pool.map(send, range(count)))
+    finally:
+        for sock, stream in connections:
+            stream.close()
+            sock.close()
+
+
+def test_a_clients_first_burst_of_requests_shares_one_check(tmp_path: Path) -> None:
+    running = Edge(tmp_path, Clock(), rounds=10, max_connections=256)
+    checks: list[str] = []
+    check = running.guard._check
+    running.guard._check = lambda u, p: checks.append(p) or check(u, p)
+    try:
+        # opencode's client starting: many requests at once, none refused.
+        assert burst(running.port, basic_header(PASSWORD)) == [200] * 30
+        assert len(checks) < 5
+        # The same wrong password many times at once is one guess, not thirty.
+        assert burst(running.port, basic_header("one guess")) == [401] * 30
+    finally:
+        running.stop()
 
 
 # --------------------------------------------------------------------------- connections

@@ -28,10 +28,10 @@ password being looked at: right and wrong get the same answer. Behind Docker's p
 every client has the same address, so a guesser fills that bucket for everyone; browsers
 that signed in before keep their own buckets and can still sign in. An attempt counts as
 a failure from before its check until it proves right, so concurrent guesses cannot slip
-past a count that has not caught up with them. At most `BCRYPT_WORKERS` checks run at
-once and `BCRYPT_QUEUE` more wait; an attempt finding no place gets 503 at once, and the
-memory of proven credentials is asked only by attempts that have their place, so it
-tells nothing that a check would not.
+past a count that has not caught up with them; identical attempts at the same time share
+one check. At most `BCRYPT_WORKERS` checks run at once and `BCRYPT_QUEUE` more wait; an
+attempt finding no place gets 503 at once and counts as a failure, so that the memory of
+proven credentials answers nothing for free.
 
 Forms. Signing in and out are POSTs that must come from this site: an `Origin` (or
 `Referer`, or `Sec-Fetch-Site`) naming another one gets 403, and the forms carry a token
@@ -283,6 +283,14 @@ class Limiter:
 # --------------------------------------------------------------------------- the guard
 
 
+class _Check:
+    """A bcrypt check under way, and its outcome once `done`."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.outcome = "busy"
+
+
 class Guard:
     """What the edge decides, without HTTP: credentials, sessions, devices, failure counts."""
 
@@ -316,6 +324,7 @@ class Guard:
         # (never the passwords themselves).
         self._proof_key = secrets.token_bytes(32)
         self._proven: set[bytes] = set()
+        self._checks: dict[bytes, _Check] = {}  # checks under way, by proof
         self._places = threading.BoundedSemaphore(bcrypt_workers + bcrypt_queue)
         self._workers = threading.BoundedSemaphore(bcrypt_workers)
         self._device_key = self._load_device_key()
@@ -356,32 +365,17 @@ class Guard:
         return name_ok and password_ok
 
     def _proof(self, username: str, password: str) -> bytes:
+        """What the memory of proven credentials keeps of them. Called with the lock held."""
         text = f"{self.generation}\0{username}\0{password}".encode("utf-8", "surrogatepass")
         return hmac.digest(self._proof_key, text, "sha256")
 
-    def _verify(self, username: str, password: str) -> str:
-        """`ok`, `wrong`, or `busy` when there is no place among the checks (then the
-        credentials were not looked at, not even in the memory of proven ones)."""
+    def _run_check(self, username: str, password: str) -> str:
+        """`ok` or `wrong` from bcrypt, or `busy` when there is no place among the checks."""
         if not self._places.acquire(blocking=False):
             return "busy"
         try:
-            with self._lock:
-                self._current_hash()
-                if self._proof(username, password) in self._proven:
-                    return "ok"
-            # From here on the attempt gets its answer: a place guarantees a turn soon
-            # (a "busy" now would tell the guesser that the memory did not know it).
-            self._workers.acquire()
-            try:
-                right = self._check(username, password)
-            finally:
-                self._workers.release()
-            if right:
-                with self._lock:
-                    if len(self._proven) > 1000:
-                        self._proven.clear()
-                    self._proven.add(self._proof(username, password))
-            return "ok" if right else "wrong"
+            with self._workers:
+                return "ok" if self._check(username, password) else "wrong"
         finally:
             self._places.release()
 
@@ -407,18 +401,40 @@ class Guard:
         (too many checks under way).
 
         A locked client gets `locked` whatever it sends, the right password included:
-        answering from the memory of proven credentials would let a guesser test them
-        there at full speed.
+        neither bcrypt nor the memory of proven credentials is asked. An attempt the
+        limits admit counts as a failure while it is checked, and stays one unless it
+        proves right; one that finds no place among the checks (`busy`) stays one too,
+        or it would be a free question to the memory. Identical attempts under way at
+        the same time share one check (a client's first burst of requests).
         """
         limits = self._limits(address, device)
-        if self.limiter.reserve(limits):
-            return "locked"
-        outcome = "busy"
+        with self._lock:
+            self._current_hash()
+            proof = self._proof(username, password)
+            if self.limiter.wait(limits):
+                return "locked"
+            if proof in self._proven:
+                return "ok"
+            check = self._checks.get(proof)
+            mine = check is None
+            if check is None:
+                check = self._checks[proof] = _Check()
+                self.limiter.reserve(limits)  # admitted just above, under the same lock
+        if not mine:
+            check.done.wait()
+            return check.outcome
         try:
-            outcome = self._verify(username, password)
+            check.outcome = self._run_check(username, password)
         finally:
-            self.limiter.settle([key for key, _ in limits], failed=outcome == "wrong")
-        return outcome
+            with self._lock:
+                del self._checks[proof]
+                if check.outcome == "ok":
+                    if len(self._proven) > 1000:
+                        self._proven.clear()
+                    self._proven.add(proof)
+                self.limiter.settle([key for key, _ in limits], failed=check.outcome != "ok")
+            check.done.set()
+        return check.outcome
 
     # -- devices ------------------------------------------------------------------------
 
