@@ -34,9 +34,12 @@ attempt finding no place gets 503 at once and counts as a failure, so that the m
 proven credentials answers nothing for free.
 
 Forms. Signing in and out are POSTs that must come from this site: an `Origin` (or
-`Referer`, or `Sec-Fetch-Site`) naming another one gets 403, and the forms carry a token
-that must equal the one in a cookie sent with the form (double submit). `GET
-/__occ/logout` shows a button.
+`Referer`, or `Sec-Fetch-Site`) naming another one gets 403. The login form also carries
+a token that must equal the one in a cookie sent with the page (double submit); so does
+the sign-out button, where the token stands in for a missing Origin and Referer. `GET
+/__occ/logout` shows that button. Cookies, one set per port (instances):
+`occ_session_PORT` (Path=/, SameSite=Lax), `occ_device_PORT` and `occ_csrf_PORT`
+(Path=/__occ/, SameSite=Strict), all HttpOnly.
 
 Connections. Caddy keeps its connections to this service open and sends request after
 request on them, whoever they come from, so a request must end exactly where Caddy thinks
@@ -51,7 +54,8 @@ it does:
 - at most `MAX_CONNECTIONS` connections (a thread each): a new one beyond that closes the
   one that has been waiting longest for its request, or gets 503 when none is waiting.
 
-Only Python's standard library and Debian's `python3-bcrypt`.
+The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
+and Debian's `python3-bcrypt`.
 """
 
 from __future__ import annotations
@@ -87,13 +91,15 @@ WINDOW = float(os.environ.get("OCC_EDGE_WINDOW", "60"))
 SESSION_SECONDS = int(os.environ.get("OCC_EDGE_SESSION_SECONDS", str(7 * 24 * 3600)))
 DEVICE_SECONDS = 400 * 24 * 3600  # the longest browsers keep a cookie
 CSRF_SECONDS = 24 * 3600
+# Between requests. Best longer than the proxy keeps its idle connections (Caddy's
+# `keepalive`): a request it sends just as the edge closes one would be lost.
 IDLE_TIMEOUT = float(os.environ.get("OCC_EDGE_IDLE_TIMEOUT", "15"))
 HEADER_TIMEOUT = float(os.environ.get("OCC_EDGE_HEADER_TIMEOUT", "5"))
 BODY_TIMEOUT = float(os.environ.get("OCC_EDGE_BODY_TIMEOUT", "5"))
 MAX_CONNECTIONS = int(os.environ.get("OCC_EDGE_MAX_CONNECTIONS", "128"))
 BCRYPT_WORKERS = 2  # bcrypt checks at once (each ~60 ms of a core)
 BCRYPT_QUEUE = 8  # checks waiting for one of them
-LINGER_SECONDS = 1.0
+LINGER_SECONDS = 1.0  # reading what a refused request still sends, before closing
 PREFIX = "/__occ"
 LOGIN_PATH = f"{PREFIX}/login"
 LOGOUT_PATH = f"{PREFIX}/logout"
