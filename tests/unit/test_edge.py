@@ -240,8 +240,8 @@ def read_answer(stream: BinaryIO) -> Answer | None:
     return Answer(status, headers, body)
 
 
-def connect(port: int) -> tuple[socket.socket, BinaryIO]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+def connect(port: int, timeout: float = 5) -> tuple[socket.socket, BinaryIO]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     return sock, sock.makefile("rb")
 
 
@@ -611,7 +611,8 @@ def test_a_session_keeps_working_during_a_lockout(served: Edge) -> None:
 
 def test_concurrent_guesses_cannot_overtake_the_count(tmp_path: Path) -> None:
     running = Edge(tmp_path, Clock(), rounds=10, max_connections=256)
-    connections = [connect(running.port) for _ in range(200)]
+    # (time enough for 200 bcrypt checks, when each guess is checked)
+    connections = [connect(running.port, timeout=60) for _ in range(200)]
     ready = threading.Barrier(len(connections))
 
     def guess(number: int) -> int | None:
