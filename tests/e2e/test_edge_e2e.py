@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from browser_helpers import ARTIFACTS
+from raw_http import session_cookie, sign_in, statuses
 
 pytestmark = pytest.mark.e2e
 
@@ -239,8 +240,12 @@ def test_login_page_ui_terminal_and_logout_in_chromium(
         assert "server.connected" in events
         # The terminal: a pty and its websocket through the edge.
         assert page.evaluate(TERMINAL_JS) == "ok"
-        # Log out: the cookie is gone, and the same cookie copied elsewhere is refused.
+        # Log out (a form posted from the edge's own page): the cookie is gone, and the
+        # same cookie copied elsewhere is refused.
         page.goto(info["url"] + "/__occ/logout", wait_until="load")
+        assert "/__occ/login" not in page.url  # a page that asks first: no GET signs out
+        page.click("button[type=submit]")
+        page.wait_for_url("**/__occ/login**")
         assert "/__occ/login" in page.url
         page.goto(info["url"] + "/", wait_until="load")
         assert "/__occ/login" in page.url
@@ -333,19 +338,11 @@ def test_thirty_wrong_passwords_get_429s_and_the_right_one_works_within_a_minute
 def test_rotation_signs_everyone_out_at_once(occ_env: dict[str, str]) -> None:
     run(occ_env, "start")
     info = creds(occ_env)
-    from urllib.parse import urlencode
-
-    host, port = info["url"].split("://", 1)[1].rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=15)
-    form = urlencode({"username": info["username"], "password": info["password"], "next": "/"})
-    connection.request(
-        "POST", "/__occ/login", form, {"Content-Type": "application/x-www-form-urlencoded"}
-    )
-    answer = connection.getresponse()
-    answer.read()
-    assert answer.status == 303
-    cookie = answer.getheader("Set-Cookie", "").split(";")[0]
-    connection.close()
+    port = int(info["url"].rsplit(":", 1)[1])
+    # A browser's sign-in: the login page, then its form (with the page's token).
+    answer = sign_in(port, info["username"], info["password"])
+    assert statuses(answer) == [303]
+    cookie = f"occ_session_{port}={session_cookie(answer)}"
     assert request(info["url"], path="/session", headers={"Cookie": cookie})[0] == 200
 
     rotated = json.loads(run(occ_env, "--json", "auth", "rotate").stdout)

@@ -166,7 +166,9 @@ write_edge_config() {
     # keep-alive connection ends after 5 min. No write timeout: the event stream and the
     # terminal stay open as long as the page does. The login service's pages take small
     # bodies only (16 KiB, with a length: a form): anything larger, or a POST without a
-    # length (chunked), is answered here and never reaches the service.
+    # length (chunked), is answered here and never reaches the service. Caddy lets its
+    # idle connections to the service go after 10 s, before the service's own 15 s, so
+    # that it never sends a request on a connection the service is closing.
     /usr/bin/cat >"$EDGE_DIR/Caddyfile" <<CADDY
 {
 	admin unix/$EDGE_DIR/admin.sock
@@ -189,7 +191,7 @@ write_edge_config() {
 $site {
 	$tls
 	$hsts
-	header X-Frame-Options SAMEORIGIN
+	header ?X-Frame-Options SAMEORIGIN
 	header +Content-Security-Policy "frame-ancestors 'self'"
 	handle /__occ/* {
 		@too_large expression \`{http.request.header.Content-Length}.size() > 5 || int("0" + {http.request.header.Content-Length}) > 16384\`
@@ -203,6 +205,7 @@ $site {
 			transport http {
 				dial_timeout 2s
 				response_header_timeout 10s
+				keepalive 10s
 			}
 		}
 	}
@@ -212,6 +215,7 @@ $site {
 			transport http {
 				dial_timeout 2s
 				response_header_timeout 10s
+				keepalive 10s
 			}
 		}
 		reverse_proxy 127.0.0.1:$OPENCODE_PORT {
