@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_backup import (
+
+from backup_helpers import (
     IMAGE,
     SOURCE,
     TARGET,
@@ -29,7 +30,6 @@ from test_backup import (
     paths_of,
     volume_contents,
 )
-
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.backup import (
     CHECKSUMS_NAME,

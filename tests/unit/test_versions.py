@@ -1,25 +1,14 @@
 """Version changes on the in-memory engine: update, its automatic way back, rollback,
-snapshots and what is pruned. opencode answers through the real local HTTP server of the
-Service tests, so the deep check (sessions listed, an old session read) runs for real."""
+snapshots and what is pruned. opencode answers through the local HTTP server of
+`fake_opencode.py`, so the deep check (sessions listed, an old session read) runs for real."""
 
-# ruff: noqa: F811  (the fixtures of the Service tests, used here by name)
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from test_service import (  # noqa: F401
-    NAME,
-    REF,
-    FakeOpencode,
-    Make,
-    fake,
-    make,
-    opencode,
-    paths,
-    serve,
-)
 
+from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
@@ -34,6 +23,7 @@ from opencode_cloud.versions import (
     UpdateFailed,
     Versions,
 )
+from service_helpers import NAME, REF, Make
 
 OLD = "1.18.32"
 OLD_REF = image_ref(OLD)
