@@ -49,7 +49,10 @@ def make_instance(engine: FakeEngine, instance: Instance, *, running: bool = Tru
         engine.start_container(instance.container_name)
 
 
-def volume_contents(engine: FakeEngine, instance: Instance) -> dict[str, dict[str, tuple]]:
+VolumeEntry = tuple[bytes, int, int, bytes, str]  # type, mode, uid, content, link
+
+
+def volume_contents(engine: FakeEngine, instance: Instance) -> dict[str, dict[str, VolumeEntry]]:
     """Each volume's files as (type, mode, uid, content, link), by kind."""
     return {
         spec.kind: {
@@ -69,3 +72,10 @@ def flip_bit(archive: Path, name: str, offset: int, mask: int) -> None:
         member = tar.getmember(name)
     data[member.offset_data + offset] ^= mask
     archive.write_bytes(data)
+
+
+def read_member(tar: tarfile.TarFile, name: str | tarfile.TarInfo) -> bytes:
+    """The content of a regular file of an archive."""
+    found = tar.extractfile(name)
+    assert found is not None, f"{name} is not a regular file of the archive"
+    return found.read()

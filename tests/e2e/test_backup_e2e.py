@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from backup_helpers import read_member
 from occ_helpers import api, docker, run
 from opencode_cloud.instance import Instance
 
@@ -121,7 +122,7 @@ def volume_files(volume: str) -> dict[str, tuple[str, str]]:
 def archive_files(archive: Path, kind: str) -> dict[str, tuple[str, str]]:
     """The same, from the archive's checksum list."""
     with tarfile.open(archive) as tar:
-        lines = tar.extractfile("checksums.jsonl").read().decode().splitlines()  # type: ignore[union-attr]
+        lines = read_member(tar, "checksums.jsonl").decode().splitlines()
     prefix = f"volumes/{kind}/"
     out = {}
     for line in lines[1:]:
@@ -154,7 +155,7 @@ def test_backup_then_restore_into_a_new_instance(
         for member in tar.getmembers():
             if member.name.startswith("volumes/session/opencode.db"):
                 target = extracted / Path(member.name).name
-                target.write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+                target.write_bytes(read_member(tar, member))
     with sqlite3.connect(extracted / "opencode.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}

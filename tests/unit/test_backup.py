@@ -12,7 +12,9 @@ import random
 import signal
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,7 @@ from backup_helpers import (
     flip_bit,
     make_instance,
     paths_of,
+    read_member,
     volume_contents,
 )
 from fakes import SANDBOX_ENV, FakeEngine
@@ -85,7 +88,7 @@ def test_archive_layout_manifest_and_privacy(engine: FakeEngine, tmp_path: Path)
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-        manifest = json.loads(tar.extractfile(MANIFEST_NAME).read())
+        manifest = json.loads(read_member(tar, MANIFEST_NAME))
     assert names[0] == MANIFEST_NAME
     assert names[-1] == CHECKSUMS_NAME
     assert "config/config.json" in names
@@ -107,9 +110,9 @@ def test_archive_layout_manifest_and_privacy(engine: FakeEngine, tmp_path: Path)
 def test_every_entry_has_a_checksum_line(engine: FakeEngine, tmp_path: Path) -> None:
     archive, _ = make_backup(engine, tmp_path)
     with tarfile.open(archive) as tar:
-        lines = tar.extractfile(CHECKSUMS_NAME).read().decode().splitlines()
+        lines = read_member(tar, CHECKSUMS_NAME).decode().splitlines()
         listed = {json.loads(line)["path"]: json.loads(line) for line in lines[1:]}
-        key = tar.extractfile("volumes/home/.ssh/id_ed25519").read()
+        key = read_member(tar, "volumes/home/.ssh/id_ed25519")
         members = [m.name for m in tar.getmembers()][1:-1]
     assert list(listed) == members
     entry = listed["volumes/home/.ssh/id_ed25519"]
@@ -130,14 +133,14 @@ def test_a_stopped_service_is_not_paused(engine: FakeEngine, tmp_path: Path) -> 
     archive, _ = make_backup(engine, tmp_path, running=False)
     assert "pause_container" not in engine.called("pause_container") + [c for c, _ in engine.calls]
     with tarfile.open(archive) as tar:
-        assert json.loads(tar.extractfile(MANIFEST_NAME).read())["consistency"] == "stopped"
+        assert json.loads(read_member(tar, MANIFEST_NAME))["consistency"] == "stopped"
 
 
 def _killed_while_reading(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """`kill` (SIGTERM) of this process while the engine sends the volumes."""
     reading = engine.get_archive
 
-    def killed(*args: object, **kwargs: object) -> object:
+    def killed(*args: Any, **kwargs: Any) -> Iterator[bytes]:
         os.kill(os.getpid(), signal.SIGTERM)
         return reading(*args, **kwargs)
 
@@ -191,7 +194,7 @@ def test_an_existing_file_is_kept_unless_forced(engine: FakeEngine, tmp_path: Pa
 def test_password_only_on_request(engine: FakeEngine, tmp_path: Path) -> None:
     archive, _ = make_backup(engine, tmp_path, include_password=True)
     with tarfile.open(archive) as tar:
-        assert tar.extractfile("config/password").read() == b"pw-of-a\n"
+        assert read_member(tar, "config/password") == b"pw-of-a\n"
 
 
 # -- restore -------------------------------------------------------------------------------
@@ -215,11 +218,8 @@ def test_restore_into_a_new_instance_is_identical(engine: FakeEngine, tmp_path: 
     assert target_paths.config_file.read_text() == '{"port": 3001}\n'
     assert target_paths.password_file.read_text() == "pw-of-a\n"
     assert stat.S_IMODE(target_paths.password_file.stat().st_mode) == 0o600
-    assert all(
-        engine.inspect_volume(TARGET.volume_name(s.kind)).labels["io.opencode-cloud.instance"]
-        == TARGET.name
-        for s in VOLUME_SPECS
-    )
+    volumes = [engine.inspect_volume(TARGET.volume_name(s.kind)) for s in VOLUME_SPECS]
+    assert all(v and v.labels["io.opencode-cloud.instance"] == TARGET.name for v in volumes)
     assert set(engine.containers) == {SOURCE.container_name}
 
 
@@ -253,7 +253,7 @@ def test_restore_over_data_needs_confirmation_and_keeps_a_backup(
     # The safety backup holds what was replaced, the password included.
     with tarfile.open(result.safety_backup.path) as tar:
         names = tar.getnames()
-        assert tar.extractfile("config/config.json").read() == b'{"port": 3002}\n'
+        assert read_member(tar, "config/config.json") == b'{"port": 3002}\n'
     assert "volumes/projects/only-in-b.txt" in names
 
 
@@ -407,7 +407,7 @@ def test_entries_outside_the_layout_are_refused(engine: FakeEngine, tmp_path: Pa
     """A well-formed archive (right checksums) that names a path outside its volumes."""
     archive, _ = make_backup(engine, tmp_path)
     with tarfile.open(archive) as tar:
-        manifest = tar.extractfile(MANIFEST_NAME).read()
+        manifest = read_member(tar, MANIFEST_NAME)
     for name in ("volumes/home/../../etc/passwd", "/etc/passwd", "volumes/elsewhere/x"):
         evil = tmp_path / "evil.tar"
         with tarfile.open(evil, "w") as tar:

@@ -399,7 +399,8 @@ def test_a_missing_image_is_built(make: Make, fake: FakeEngine) -> None:
     assert fake.called("build") == [REF]
     assert fake.builds[0]["OPENCODE_VERSION"] == DEFAULT_OPENCODE_VERSION
     assert f"Image {REF} built." in steps
-    assert fake.inspect_container(NAME).image_id == fake.inspect_image(REF).id  # type: ignore[union-attr]
+    image = fake.inspect_image(REF)
+    assert image is not None and fake.inspect_container(NAME).image_id == image.id
     assert result.healthy is True
 
 
@@ -463,9 +464,10 @@ def test_start_that_fetched_an_identical_image_says_so(
 ) -> None:
     fake.images.clear()
     fake.publish(f"{REGISTRY}/{REF}", labels={LABEL_OPENCODE_VERSION: "1.18.33"})
-    make(registries=[REGISTRY]).start(**{flag: True})
+    pull, build = flag == "pull", flag == "build"
+    make(registries=[REGISTRY]).start(pull=pull, build=build)
     fake.calls.clear()
-    result = make(registries=[REGISTRY]).start(**{flag: True})  # the same image again
+    result = make(registries=[REGISTRY]).start(pull=pull, build=build)  # the same image again
     assert fake.called(flag) != []
     assert result.recreated_because == []
     assert result.image_action == ("pulled" if flag == "pull" else "built")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud.config.schema import Config
+from opencode_cloud.config.schema import Config, Limits
 from opencode_cloud.defaults import (
     DEFAULT_STOP_TIMEOUT,
     DEFAULT_USERNAME,
@@ -73,7 +73,7 @@ def test_non_default_settings_round_trip(tmp_path: Path) -> None:
         username="alice",
         env={"TZ": "UTC", "A_LIST": "x=1,y=2", "OPENCODE_DISABLE_AUTOUPDATE": "0"},
         mounts=[f"{tmp_path}:{RUNTIME_HOME}/code:ro"],
-        limits={"memory": "1.5g", "cpus": 0.5, "pids": 128},
+        limits=Limits(memory="1.5g", cpus=0.5, pids=128),
         stop_timeout=30,
     )
     spec = wanted(config)

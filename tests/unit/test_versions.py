@@ -68,7 +68,9 @@ def test_update_keeps_a_snapshot_and_moves_to_the_new_version(
     assert snapshot.id == result.snapshot and snapshot.image == OLD_REF
     assert set(snapshot.volumes) == set(SNAPSHOT_KINDS)
     for name in snapshot.volumes.values():
-        labels = fake.inspect_volume(name).labels
+        volume = fake.inspect_volume(name)
+        assert volume is not None
+        labels = volume.labels
         assert (
             labels[LABEL_SNAPSHOT] == snapshot.id and labels["io.opencode-cloud.instance"] == "unit"
         )
