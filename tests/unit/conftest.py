@@ -1,6 +1,7 @@
-"""What the unit tests of the service, its version changes and `occ doctor` share: the
-in-memory engine holding the default image, opencode served for real on a local port,
-and a Service over a configuration file, as one `occ` run makes it."""
+"""What the unit tests share: cheap password hashes, and for the tests of the service, its
+version changes and `occ doctor` the in-memory engine holding the default image, opencode
+served for real on a local port, and a Service over a configuration file, as one `occ`
+run makes it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
+from opencode_cloud import credentials
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config
@@ -19,6 +21,13 @@ from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
 from opencode_cloud.docker.image import LABEL_EDGE, LABEL_OPENCODE_VERSION
 from opencode_cloud.service import Service
 from service_helpers import INSTANCE, REF, Make
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bcrypt at its lowest cost (4, not 10): its slowness is against guessing, which no
+    unit test measures, and at the real cost hashing is most of the unit tests' time."""
+    monkeypatch.setattr(credentials, "BCRYPT_ROUNDS", 4)
 
 
 @pytest.fixture
