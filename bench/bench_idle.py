@@ -1,6 +1,7 @@
 """What an idle service costs: host-wide CPU of bare opencode against the managed service.
 
     .venv/bin/python bench/bench_idle.py [--rounds 30] [--interval 8] [--out docs/benchmarks.md]
+    .venv/bin/python bench/bench_idle.py --smoke   (one round of 1 s windows, no warm-up)
 
 Three containers run side by side for the whole run, from the same image:
 
@@ -320,7 +321,14 @@ def main() -> int:
     )
     parser.add_argument("--image", default=IMAGE, help="image of both sides")
     parser.add_argument("--out", type=Path, help="replace the idle table in this markdown file")
+    parser.add_argument(
+        "--smoke", action="store_true", help="one round of 1 s windows, no warm-up, no table kept"
+    )
     args = parser.parse_args()
+    if args.smoke and args.out:
+        parser.error("--smoke measures nothing worth keeping: it writes no table")
+    if args.smoke:
+        args.rounds, args.interval, args.settle, args.warmup = 1, 1.0, 0.5, 0.0
 
     # Stopped with `kill`, it still removes what it made (the `with` blocks run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

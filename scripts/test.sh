@@ -35,8 +35,9 @@ fi
 # by the tests' `remote_host` fixture).
 # npm: opencode's own client, a real API client of the edge in the tests (only when no
 # npm is installed: a Node.js from elsewhere brings its own and conflicts with Debian's).
+# time: GNU time, the peak memory of `occ backup` in the backup benchmark's smoke test.
 packages=(busybox-static docker-registry chromium debootstrap curl openssl
-  openssh-server iproute2 iptables)
+  openssh-server iproute2 iptables time)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 ensure_debian_packages "${packages[@]}"
 ensure_venv
