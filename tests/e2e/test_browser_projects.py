@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import ARTIFACTS, sign_in
 
+from browser_helpers import ARTIFACTS, sign_in
 from occ_helpers import api, run
 
 pytestmark = pytest.mark.e2e

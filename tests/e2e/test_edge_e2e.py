@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from browser_helpers import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
