@@ -101,7 +101,13 @@ class Engine(Protocol):
     def follow_output(self, name: str) -> Iterator[bytes]: ...
 
     def exec_run(
-        self, name: str, command: Sequence[str], *, user: str, workdir: str
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        user: str,
+        workdir: str,
+        env: Sequence[str] = (),
     ) -> tuple[Iterator[bytes], Callable[[], int | None]]: ...
 
     # -- images ---------------------------------------------------------------------------
