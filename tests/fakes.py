@@ -30,6 +30,7 @@ from opencode_cloud.docker.errors import (
     PortInUse,
     VolumeInUse,
 )
+from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
 from opencode_cloud.docker.models import (
     ContainerInfo,
     EngineInfo,
@@ -564,7 +565,7 @@ class FakeEngine:
                 return
         self.builds.append(dict(buildargs or {}))
         version = (buildargs or {}).get("OPENCODE_VERSION", "")
-        labels = {"io.opencode-cloud.opencode-version": version, "io.opencode-cloud.edge": "1"}
+        labels = {LABEL_OPENCODE_VERSION: version, LABEL_EDGE: EDGE_LABEL}  # the Dockerfile's
         # The layer cache: the same context and arguments make the same image.
         inputs = hashlib.sha256(context).hexdigest() + json.dumps(buildargs, sort_keys=True)
         image_id = _digest(inputs + (f"-{next(self._serial)}" if no_cache else ""))

@@ -18,7 +18,7 @@ from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config
 from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
-from opencode_cloud.docker.image import LABEL_EDGE, LABEL_OPENCODE_VERSION
+from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
 from opencode_cloud.service import Service
 from service_helpers import INSTANCE, REF, Make
 
@@ -37,7 +37,7 @@ def fake() -> FakeEngine:
     engine.add_image(
         REF,
         env=SANDBOX_ENV,
-        labels={LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION, LABEL_EDGE: "1"},
+        labels={LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION, LABEL_EDGE: EDGE_LABEL},
     )
     return engine
 

@@ -37,7 +37,7 @@ from opencode_cloud.docker.errors import (
     PortInUse,
     PullFailed,
 )
-from opencode_cloud.docker.image import LABEL_EDGE, LABEL_OPENCODE_VERSION
+from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
 from opencode_cloud.docker.models import Mount
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.docker.volume import VOLUME_SPECS, volume_names
@@ -319,7 +319,7 @@ def test_a_variable_equal_to_the_images_is_no_change(
 def test_a_rebuilt_image_tag_recreates_the_container(make: Make, fake: FakeEngine) -> None:
     make().start()
     new_id = fake.add_image(
-        REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: "1.18.33", LABEL_EDGE: "1"}
+        REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: "1.18.33", LABEL_EDGE: EDGE_LABEL}
     )
     assert make().status(None).pending_restart == ["image"]
     fake.calls.clear()
