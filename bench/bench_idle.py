@@ -94,9 +94,9 @@ def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
-def open_once(url: str, password: str, timeout: float = 120) -> None:
+def open_once(url: str, password: str, container: str, timeout: float = 120) -> None:
     """Wait until opencode answers, then list its sessions: what `occ start` asks of the
-    service, and what the web UI asks first."""
+    service, and what the web UI asks first. A container that stopped fails at once."""
     token = base64.b64encode(f"opencode:{password}".encode()).decode()
 
     def get(path: str) -> int:
@@ -114,8 +114,12 @@ def open_once(url: str, password: str, timeout: float = 120) -> None:
                 return
         except OSError:
             pass
+        if docker("inspect", "-f", "{{.State.Running}}", container).strip() != "true":
+            logs = subprocess.run(["docker", "logs", "--tail", "20", container],
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            raise SystemExit(f"{container} stopped:\n{logs.stdout}{logs.stderr}")
         time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:g} s")
+    raise SystemExit(f"{url} ({container}) did not answer within {timeout:g} s")
 
 
 class Container:
@@ -163,7 +167,7 @@ def bare_opencode(image: str, *environment: str) -> Iterator[Container]:
         "--entrypoint", "opencode", image, "web", "--hostname", "0.0.0.0", "--port", "3000",
     )  # fmt: skip
     try:
-        open_once(f"http://127.0.0.1:{port}", password)
+        open_once(f"http://127.0.0.1:{port}", password, name)
         yield Container(name)
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
