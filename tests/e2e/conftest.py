@@ -1,4 +1,6 @@
-"""The real sandbox image and a running opencode service, for end-to-end tests.
+"""The real sandbox image, a running opencode service, and the environment of a user who
+runs `occ` as a subprocess (`occ_env`), for end-to-end tests; and the session's order:
+tests marked `last` run after all others.
 
 The image is built once per session through the library (`build_image`), trusting the
 host's CA bundle so npm works behind a TLS-inspecting proxy; the engine's cache makes
