@@ -2,6 +2,7 @@
 volume folders read directly on the host.
 
     sudo .venv/bin/python bench/bench_backup.py [--gib 1] [--runs 3] [--out docs/benchmarks.md]
+    sudo .venv/bin/python bench/bench_backup.py --smoke   (4 MiB and 100 small files, once)
 
 Needs root and a local engine: the raw `tar` reads and writes the volumes' folders under
 `/var/lib/docker/volumes/<name>/_data` itself, which is the floor any copy must pay. In
@@ -68,10 +69,11 @@ def free_port() -> int:
 
 
 class Bench:
-    def __init__(self, gib: float, runs: int) -> None:
+    def __init__(self, gib: float, runs: int, small_dirs: int = 10) -> None:
         tag = uuid.uuid4().hex[:6]
         self.gib = gib
         self.runs = runs
+        self.small_dirs = small_dirs  # of a hundred 16 KiB files each
         self.source = f"bench-bk-{tag}"
         self.target = f"bench-rs-{tag}"
         self.tag = tag
@@ -127,7 +129,7 @@ class Bench:
         script = (
             "cd /p && mkdir -p data small && "
             f"for i in $(seq 1 {big}); do head -c 4194304 /dev/urandom > data/f$i.bin; done && "
-            "for d in $(seq 1 10); do mkdir -p small/$d; for i in $(seq 1 100); do "
+            f"for d in $(seq 1 {self.small_dirs}); do mkdir -p small/$d; for i in $(seq 1 100); do "
             "head -c 16384 /dev/urandom > small/$d/s$i.txt; done; done"
         )
         docker(
@@ -341,10 +343,15 @@ def main() -> int:
     parser.add_argument("--gib", type=float, default=1.0, help="GiB of project data")
     parser.add_argument("--runs", type=int, default=3, help="runs of each measurement")
     parser.add_argument("--out", type=Path, help="replace the backup table in this markdown file")
+    parser.add_argument(
+        "--smoke", action="store_true", help="4 MiB and 100 small files, each measurement once"
+    )
     args = parser.parse_args()
+    if args.smoke and args.out:
+        parser.error("--smoke measures nothing worth keeping: it writes no table")
     if os.geteuid() != 0 or not VOLUMES_DIR.is_dir():
         raise SystemExit("run as root on the engine's host: the raw tar reads its volumes")
-    bench = Bench(args.gib, args.runs)
+    bench = Bench(4 / 1024, 1, small_dirs=1) if args.smoke else Bench(args.gib, args.runs)
     try:
         body, _numbers = bench.run()
     finally:

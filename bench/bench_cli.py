@@ -1,6 +1,7 @@
 """Benchmark the CLI against floors measured in the same run; prints a markdown table.
 
     .venv/bin/python bench/bench_cli.py [--runs N] [--out docs/benchmarks.md]
+    .venv/bin/python bench/bench_cli.py --smoke   (one run of each: the bench still works)
 
 Needs a running engine and the sandbox image (scripts/up.sh or scripts/test.sh make both).
 Everything runs under a throw-away instance and config directory, removed at the end.
@@ -83,7 +84,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--smoke", action="store_true", help="one run of each, nothing written")
     args = parser.parse_args()
+    if args.smoke and args.out:
+        parser.error("--smoke measures nothing worth keeping: it writes no table")
+    if args.smoke:
+        args.runs = 1
 
     instance = f"bench-{uuid.uuid4().hex[:6]}"
     config_dir = Path(tempfile.mkdtemp(prefix="occ-bench-"))
@@ -160,9 +166,9 @@ def main() -> int:
             )
         )
 
-        start_runs = max(3, args.runs // 2)
+        start_runs = 1 if args.smoke else max(3, args.runs // 2)
         floor_start, occ_start, floor_stop, occ_stop = [], [], [], []
-        for _ in range(start_runs):
+        for run in range(start_runs):
             subprocess.run(["docker", "stop", container], check=True, stdout=subprocess.DEVNULL)
             began = time.perf_counter()
             subprocess.run(["docker", "start", container], check=True, stdout=subprocess.DEVNULL)
@@ -183,8 +189,11 @@ def main() -> int:
             assert code == 0, "occ stop failed"
             occ_stop.append(seconds)
             peak_kib["stop"] = max(peak_kib.get("stop", 0), rss)
-            subprocess.run(["docker", "start", container], check=True, stdout=subprocess.DEVNULL)
-            poll_until_healthy(url, auth)
+            if run + 1 < start_runs:
+                subprocess.run(
+                    ["docker", "start", container], check=True, stdout=subprocess.DEVNULL
+                )
+                poll_until_healthy(url, auth)
 
         fs, os_, fst, ost = (median_ms(s) for s in (floor_start, occ_start, floor_stop, occ_stop))
         rows.append(

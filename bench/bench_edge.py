@@ -1,6 +1,7 @@
 """Start-to-healthy with the edge against the floor of bare opencode, in the same run.
 
     .venv/bin/python bench/bench_edge.py [--runs N]
+    .venv/bin/python bench/bench_edge.py --smoke   (one run of each: the bench still works)
 
 Floor: a container of the same image running only `opencode web` (no edge, published
 directly), `docker start` plus polling its health endpoint every 50 ms. Measured:
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -41,20 +43,32 @@ def healthy(url: str, auth: str) -> bool:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=1) as answer:
-            return answer.status == 200
+            return bool(answer.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
 
+def wait_until_healthy(url: str, auth: str, timeout: float = 120) -> None:
+    """Poll every 50 ms until `url` answers healthy."""
+    deadline = time.monotonic() + timeout
+    while not healthy(url, auth):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer healthy within {timeout:g} s")
+        time.sleep(0.05)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="one run of each")
     args = parser.parse_args()
+    count = 1 if args.smoke else args.runs
     from opencode_cloud.docker.image import DEFAULT_IMAGE
 
     tag = uuid.uuid4().hex[:6]
     bare, port_bare = f"occ-bench-bare-{tag}", free_port()
-    env = {**os.environ, "OCC_CONFIG_DIR": tempfile.mkdtemp(), "OCC_INSTANCE": f"bench-{tag}"}
+    config_dir = tempfile.mkdtemp(prefix="occ-bench-edge-")
+    env = {**os.environ, "OCC_CONFIG_DIR": config_dir, "OCC_INSTANCE": f"bench-{tag}"}
     port = free_port()
     subprocess.run(
         [OCC, "config", "set", "port", str(port)], env=env, check=True, capture_output=True
@@ -74,11 +88,10 @@ def main() -> int:
     try:
         subprocess.run([OCC, "-q", "start"], env=env, check=True, capture_output=True)
         subprocess.run([OCC, "-q", "stop"], env=env, check=True, capture_output=True)
-        for _ in range(args.runs):
+        for _ in range(count):
             began = time.perf_counter()
             subprocess.run(["docker", "start", bare], check=True, capture_output=True)
-            while not healthy(f"http://127.0.0.1:{port_bare}", "opencode:bench"):
-                time.sleep(0.05)
+            wait_until_healthy(f"http://127.0.0.1:{port_bare}", "opencode:bench")
             floor.append(time.perf_counter() - began)
             subprocess.run(["docker", "stop", bare], check=True, capture_output=True)
 
@@ -91,6 +104,7 @@ def main() -> int:
         subprocess.run(
             [OCC, "uninstall", "--volumes", "--no-backup", "--yes"], env=env, capture_output=True
         )
+        shutil.rmtree(config_dir, ignore_errors=True)
     f, m = statistics.median(floor), statistics.median(measured)
 
     def runs(samples: list[float]) -> str:

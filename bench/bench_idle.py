@@ -1,6 +1,7 @@
 """What an idle service costs: host-wide CPU of bare opencode against the managed service.
 
     .venv/bin/python bench/bench_idle.py [--rounds 30] [--interval 8] [--out docs/benchmarks.md]
+    .venv/bin/python bench/bench_idle.py --smoke   (one round of short windows, no warm-up)
 
 Three containers run side by side for the whole run, from the same image:
 
@@ -93,9 +94,9 @@ def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
-def open_once(url: str, password: str, timeout: float = 120) -> None:
+def open_once(url: str, password: str, container: str, timeout: float = 120) -> None:
     """Wait until opencode answers, then list its sessions: what `occ start` asks of the
-    service, and what the web UI asks first."""
+    service, and what the web UI asks first. A container that stopped fails at once."""
     token = base64.b64encode(f"opencode:{password}".encode()).decode()
 
     def get(path: str) -> int:
@@ -113,8 +114,12 @@ def open_once(url: str, password: str, timeout: float = 120) -> None:
                 return
         except OSError:
             pass
+        if docker("inspect", "-f", "{{.State.Running}}", container).strip() != "true":
+            logs = subprocess.run(["docker", "logs", "--tail", "20", container],
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            raise SystemExit(f"{container} stopped:\n{logs.stdout}{logs.stderr}")
         time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:g} s")
+    raise SystemExit(f"{url} ({container}) did not answer within {timeout:g} s")
 
 
 class Container:
@@ -149,9 +154,9 @@ class Container:
 
 
 @contextmanager
-def bare_opencode(image: str, *environment: str) -> Iterator[Container]:
+def bare_opencode(image: str, *environment: str) -> Iterator[tuple[Container, Callable[[], None]]]:
     """opencode alone, as a hand-written `docker run` line starts it (plus `environment`,
-    `NAME=value` each), opened once."""
+    `NAME=value` each), and what opens it once: it boots meanwhile."""
     name, port, password = f"occ-bench-bare-{uuid.uuid4().hex[:6]}", free_port(), "bench"
     settings = [word for pair in environment for word in ("-e", pair)]
     docker(
@@ -162,8 +167,7 @@ def bare_opencode(image: str, *environment: str) -> Iterator[Container]:
         "--entrypoint", "opencode", image, "web", "--hostname", "0.0.0.0", "--port", "3000",
     )  # fmt: skip
     try:
-        open_once(f"http://127.0.0.1:{port}", password)
-        yield Container(name)
+        yield Container(name), partial(open_once, f"http://127.0.0.1:{port}", password, name)
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
 
@@ -262,10 +266,13 @@ def run_rounds(args: argparse.Namespace, command: list[str]) -> list[dict[str, W
     engine = docker_sdk.from_env()
     rounds: list[dict[str, Window]] = []
     with (
-        bare_opencode(args.image) as bare,
-        bare_opencode(args.image, GC_OFF) as bare_gc_off,
+        bare_opencode(args.image) as (bare, open_bare),
+        bare_opencode(args.image, GC_OFF) as (bare_gc_off, open_bare_gc_off),
         managed_service(args.image) as managed,
     ):
+        # Both bare sides boot while the service starts; then each is opened once.
+        open_bare()
+        open_bare_gc_off()
         everyone = [bare, bare_gc_off, managed]
         time.sleep(args.warmup)
         for container in everyone:
@@ -320,7 +327,14 @@ def main() -> int:
     )
     parser.add_argument("--image", default=IMAGE, help="image of both sides")
     parser.add_argument("--out", type=Path, help="replace the idle table in this markdown file")
+    parser.add_argument(
+        "--smoke", action="store_true", help="one round of short windows, no warm-up, no table kept"
+    )
     args = parser.parse_args()
+    if args.smoke and args.out:
+        parser.error("--smoke measures nothing worth keeping: it writes no table")
+    if args.smoke:
+        args.rounds, args.interval, args.settle, args.warmup = 1, 0.5, 0.2, 0.0
 
     # Stopped with `kill`, it still removes what it made (the `with` blocks run).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

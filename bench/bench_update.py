@@ -1,6 +1,7 @@
 """How long a version change leaves users without the service: `occ update` against its floor.
 
     .venv/bin/python bench/bench_update.py [--runs 3] [--out docs/benchmarks.md]
+    .venv/bin/python bench/bench_update.py --smoke
 
 A poller asks the health endpoint every 20 ms; the downtime is the time from the old
 version's last answer to the new version's first. The floor does the least any version
@@ -10,6 +11,10 @@ data and checks the sessions; the target is at most 1.2x the floor.
 
 Needs the sandbox images of the default opencode version and of 1.18.32 (built when
 missing, about a minute). Everything runs under throw-away instances, removed at the end.
+
+--smoke: one update and one floor, between the default image and a copy of it made here
+(`FROM` it with one more label: another image, the same opencode), so that it needs no
+build from npm; the table is printed and nothing is written. The test suite runs it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,10 +36,22 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from opencode_cloud.credentials import container_files
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.container import put_file
+from opencode_cloud.docker.image import DEFAULT_IMAGE, image_ref
 from report import replace_section
 
 OCC = str(Path(sys.executable).parent / "occ")
 VERSIONS = ("1.18.32", "1.18.33")
+# Everything the bench makes besides the instance (the copy of the image) carries it.
+BENCH_LABEL = "io.opencode-cloud.bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Poller(threading.Thread):
@@ -47,11 +65,12 @@ class Poller(threading.Thread):
         self.running = True
 
     def run(self) -> None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while self.running:
             request = urllib.request.Request(self.url)
             request.add_header("Authorization", f"Basic {self.token}")
             try:
-                with urllib.request.urlopen(request, timeout=0.5) as answer:
+                with opener.open(request, timeout=0.5) as answer:
                     if answer.status == 200:
                         self.answers.append(time.monotonic())
             except OSError:
@@ -82,54 +101,82 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, help="replace the update table in this markdown file")
+    parser.add_argument(
+        "--smoke", action="store_true", help="one quick run between two copies of one image"
+    )
     args = parser.parse_args()
+    if args.smoke and args.out:
+        parser.error("--smoke measures nothing worth keeping: it writes no table")
+    runs = 1 if args.smoke else args.runs
 
-    instance = f"bench-update-{uuid.uuid4().hex[:6]}"
+    tag = uuid.uuid4().hex[:6]
+    instance = f"bench-update-{tag}"
     config_dir = tempfile.mkdtemp(prefix="occ-bench-update-")
     env = {**os.environ, "OCC_CONFIG_DIR": config_dir, "OCC_INSTANCE": instance}
+    port = free_port()
+    copy = f"opencode-cloud-bench/update:{tag}"  # --smoke's second image
 
     def occ(*argv: str) -> str:
         return subprocess.run(
             [OCC, *argv], env=env, capture_output=True, text=True, check=True
         ).stdout
 
-    def docker(*argv: str) -> str:
-        return subprocess.run(["docker", *argv], capture_output=True, text=True, check=True).stdout
+    def docker(*argv: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            ["docker", *argv], input=stdin, capture_output=True, text=True, check=True
+        ).stdout
 
+    if args.smoke:
+        images = [DEFAULT_IMAGE, copy]
+
+        def switch_to(index: int) -> Callable[[], object]:
+            if index == 0:
+                occ("config", "unset", "image")
+            else:
+                occ("config", "set", "image", images[index])
+            return lambda: occ("update")
+
+    else:
+        images = [image_ref(version) for version in VERSIONS]
+
+        def switch_to(index: int) -> Callable[[], object]:
+            return lambda: occ("update", "--opencode-version", VERSIONS[index], "--yes")
+
+    client = DockerClient()
     updates: list[float] = []
     floors: list[float] = []
     try:
-        for version in VERSIONS:  # both images, built once when missing
-            occ(
-                "build",
-                "--opencode-version",
-                version,
-                "--ca-file",
-                "/etc/ssl/certs/ca-certificates.crt",
-            )
-        occ("config", "set", "port", "39871")
+        if args.smoke:
+            dockerfile = f"FROM {DEFAULT_IMAGE}\nLABEL {BENCH_LABEL}={tag}\n"
+            docker("build", "-q", "-t", copy, "-", stdin=dockerfile)
+        else:
+            for version in VERSIONS:  # both images, built once when missing
+                occ(
+                    "build",
+                    "--opencode-version",
+                    version,
+                    "--ca-file",
+                    "/etc/ssl/certs/ca-certificates.crt",
+                )
+            occ("config", "set", "opencode_version", VERSIONS[0])
+        occ("config", "set", "port", str(port))
         occ("config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
-        occ("config", "set", "opencode_version", VERSIONS[0])
         occ("start")
         password = json.loads(occ("--json", "auth", "show"))["password"]
-        url = "http://127.0.0.1:39871"
+        url = f"http://127.0.0.1:{port}"
         name = f"opencode-cloud-{instance}"
-        for run in range(args.runs):
-            target = VERSIONS[(run + 1) % 2]
-            updates.append(
-                measure(
-                    lambda t=target: occ("update", "--opencode-version", t, "--yes"), url, password
-                )
-            )
-            # The floor: the same container's twin on the other image, made beforehand.
-            other = VERSIONS[run % 2]
+        for run in range(runs):
+            updates.append(measure(switch_to((run + 1) % 2), url, password))
+            # The floor: the same container's twin on the image it came from, made
+            # beforehand, holding the password's hash as the tool hands it over.
+            other = images[run % 2]
             twin = f"{name}-twin"
             inspect = docker("inspect", "-f", "{{json .Config.Env}}", name)
-            docker("create", "--name", twin, "-p", "127.0.0.1:39871:3000",
+            docker("create", "--name", twin, "-p", f"127.0.0.1:{port}:3000",
                    "--volumes-from", name, *[a for e in json.loads(inspect) for a in ("-e", e)],
-                   f"opencode-cloud-sandbox:{other}")  # fmt: skip
-            docker("cp", f"{name}:/run/opencode-cloud/password", f"{config_dir}/pw")
-            docker("cp", f"{config_dir}/pw", f"{twin}:/run/opencode-cloud/password")
+                   other)  # fmt: skip
+            for path, content in container_files(password).items():
+                put_file(client, twin, path, content)
 
             def swap(old: str = name, new: str = twin) -> None:
                 docker("stop", old)
@@ -137,8 +184,9 @@ def main() -> int:
 
             floors.append(measure(swap, url, password))
             docker("rm", "-f", twin)
-            docker("start", name)
-            time.sleep(5)
+            if run + 1 < runs:
+                docker("start", name)
+                time.sleep(5)
     finally:
         label = f"label=io.opencode-cloud.instance={instance}"
         containers = subprocess.run(
@@ -153,7 +201,10 @@ def main() -> int:
         ).stdout.split()
         if volumes:
             subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True)
+        if args.smoke:
+            subprocess.run(["docker", "rmi", copy], capture_output=True)
         shutil.rmtree(config_dir, ignore_errors=True)
+        client.close()
 
     update, floor = statistics.median(updates), statistics.median(floors)
     ratio = update / floor
@@ -174,7 +225,7 @@ def main() -> int:
     print(table)
     if args.out:
         how = (
-            f"`.venv/bin/python bench/bench_update.py --runs {args.runs}` "
+            f"`.venv/bin/python bench/bench_update.py --runs {runs}` "
             f"({VERSIONS[0]} and {VERSIONS[1]} in turn)"
         )
         replace_section(args.out, "update", how, table)

@@ -4,9 +4,29 @@
 # Docker engine afterwards if this script was the one that started it.
 #
 #   scripts/test.sh [pytest args...]
+#   scripts/test.sh --unit [pytest args...]
+#
+# --unit: lint, types and the unit tests only, with nothing installed but the virtualenv
+# (no Debian packages, no engine, no image): under a minute.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
+
+lint_and_types() {
+  echo "== ruff" >&2
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check .
+  echo "== mypy" >&2
+  "$VENV/bin/mypy"
+}
+
+if [ "${1:-}" = "--unit" ]; then
+  shift
+  ensure_venv
+  lint_and_types
+  echo "== pytest" >&2
+  exec "$VENV/bin/pytest" tests/unit "$@"
+fi
 
 # busybox-static: the tiny test image; docker-registry: a real registry for pull tests;
 # chromium: the browser test; debootstrap: the base image without a registry.
@@ -15,8 +35,9 @@ cd "$ROOT"
 # by the tests' `remote_host` fixture).
 # npm: opencode's own client, a real API client of the edge in the tests (only when no
 # npm is installed: a Node.js from elsewhere brings its own and conflicts with Debian's).
+# time: GNU time, the peak memory of `occ backup` in the backup benchmark's smoke test.
 packages=(busybox-static docker-registry chromium debootstrap curl openssl
-  openssh-server iproute2 iptables)
+  openssh-server iproute2 iptables time)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 ensure_debian_packages "${packages[@]}"
 ensure_venv
@@ -44,10 +65,6 @@ fi
 # The real opencode image for the end-to-end tests (cached after the first build).
 OCC_CONFIG_DIR=$(mktemp -d) "$ROOT/scripts/sandbox-image.sh"
 
-echo "== ruff" >&2
-"$VENV/bin/ruff" check .
-"$VENV/bin/ruff" format --check .
-echo "== mypy" >&2
-"$VENV/bin/mypy"
+lint_and_types
 echo "== pytest" >&2
 "$VENV/bin/pytest" "$@"

@@ -20,13 +20,16 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from opencode_cloud.instance import Instance
+
+if TYPE_CHECKING:
+    from opencode_cloud.docker.client import DockerClient
 
 TEST_LABEL = "io.opencode-cloud.test-session"
 SESSION_ID = uuid.uuid4().hex[:8]
@@ -35,6 +38,8 @@ BUSYBOX_IMAGE = f"opencode-cloud-test/busybox:{SESSION_ID}"
 # Test images older than this come from a session that died before its sweep.
 STALE_TEST_IMAGE_SECONDS = 3 * 3600
 BUSYBOX_BINARY = "/bin/busybox"
+# `import_busybox(tag, command)`: an image of busybox with that default command; its tag.
+ImportBusybox = Callable[[str, str], str]
 
 
 # Tests stop commands with Ctrl-C (SIGINT), as a user does in a terminal. A suite started
@@ -55,7 +60,7 @@ def _engine_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[object]:
+def docker_client() -> Iterator[DockerClient]:
     """A connected engine. Integration tests fail (not skip) without one: CI starts it."""
     from opencode_cloud.docker.client import DockerClient
 
@@ -68,7 +73,7 @@ def docker_client() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def docker_sdk(docker_client: object) -> Any:
+def docker_sdk(docker_client: DockerClient) -> Any:
     """docker-py, for what tests do around the tool: exec, run, push, kill, clean up.
 
     The tool itself reaches the engine only through `DockerClient`.
@@ -123,7 +128,7 @@ def _sweep_images(label: str) -> None:
 
 
 @pytest.fixture
-def instance(request: pytest.FixtureRequest, docker_client: object) -> Iterator[Instance]:
+def instance(request: pytest.FixtureRequest, docker_client: DockerClient) -> Iterator[Instance]:
     """A fresh instance name for one test; its container and volumes are removed after."""
     suffix = uuid.uuid4().hex[:6]
     inst = Instance(name=f"t-{SESSION_ID}-{suffix}", extra_labels={TEST_LABEL: SESSION_ID})
@@ -173,7 +178,7 @@ def _busybox_tar() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def import_busybox(docker_client: object):
+def import_busybox(docker_client: DockerClient) -> ImportBusybox:
     """Make an image from busybox with the given default command (`docker import`).
 
     It carries the session label, so the session-end sweep removes it.
@@ -198,7 +203,7 @@ def import_busybox(docker_client: object):
 
 
 @pytest.fixture(scope="session")
-def busybox_image(import_busybox) -> str:
+def busybox_image(import_busybox: ImportBusybox) -> str:
     """A tiny image made here (no registry is reachable).
 
     Its default command stays up and answers TERM at once, like a real service.

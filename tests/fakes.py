@@ -1,4 +1,5 @@
-"""An in-memory Docker engine with `DockerClient`'s typed methods, for unit tests.
+"""An in-memory Docker engine for the unit tests: an `Engine` (`docker/engine.py`) like
+`DockerClient`, held to that interface by mypy.
 
 Containers are kept as the engine's own inspect JSON, built from the create body the way
 the engine builds it (the image's environment and labels merged in), and read back
@@ -16,9 +17,10 @@ import json
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.docker.client import loopback_for
+from opencode_cloud.docker.engine import Engine
 from opencode_cloud.docker.errors import (
     ContainerAlreadyExists,
     ContainerNotFound,
@@ -28,7 +30,7 @@ from opencode_cloud.docker.errors import (
     PortInUse,
     VolumeInUse,
 )
-from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE
+from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
 from opencode_cloud.docker.models import (
     ContainerInfo,
     EngineInfo,
@@ -163,7 +165,7 @@ class FakeEngine:
         self.builds: list[dict[str, str]] = []  # build args of each build
         self.calls: list[tuple[str, str]] = []
         self.volume_files: dict[str, dict[str, tuple[tarfile.TarInfo, bytes]]] = {}
-        self.archive_failure: Exception | None = None  # what `get_archive` raises, if set
+        self.archive_failure: BaseException | None = None  # what `get_archive` raises, if set
         self.signals: list[tuple[str, str]] = []  # (container, signal) of `kill_container`
         # Backups stream through the API: the engine is not on the machine of its caller.
         self.is_local = False
@@ -309,9 +311,11 @@ class FakeEngine:
         raw = self.containers.pop(old)
         raw["Name"] = "/" + new_name
         self.containers[new_name] = raw
-        for store in (self.files, self.file_modes):  # what was written into it goes along
-            if old in store:
-                store[new_name] = store.pop(old)
+        # What was written into it goes along.
+        if old in self.files:
+            self.files[new_name] = self.files.pop(old)
+        if old in self.file_modes:
+            self.file_modes[new_name] = self.file_modes.pop(old)
 
     def last_exit_code(self, name: str, since: float) -> int | None:
         state = self._raw(name)["State"]
@@ -561,7 +565,7 @@ class FakeEngine:
                 return
         self.builds.append(dict(buildargs or {}))
         version = (buildargs or {}).get("OPENCODE_VERSION", "")
-        labels = {"io.opencode-cloud.opencode-version": version, LABEL_EDGE: EDGE_LABEL}
+        labels = {LABEL_OPENCODE_VERSION: version, LABEL_EDGE: EDGE_LABEL}  # the Dockerfile's
         # The layer cache: the same context and arguments make the same image.
         inputs = hashlib.sha256(context).hexdigest() + json.dumps(buildargs, sort_keys=True)
         image_id = _digest(inputs + (f"-{next(self._serial)}" if no_cache else ""))
@@ -610,3 +614,8 @@ class FakeEngine:
 
     def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
         return {name: VOLUME_BYTES for name in names if name in self.volumes}
+
+
+if TYPE_CHECKING:
+    # mypy holds the fake to the engine's interface, the one the tool is written against.
+    _: Engine = FakeEngine()

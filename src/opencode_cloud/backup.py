@@ -89,7 +89,7 @@ from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE, Instance
 
 if TYPE_CHECKING:
-    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.docker.engine import Engine
     from opencode_cloud.docker.progress import ProgressReporter
 
 FORMAT = "opencode-cloud-backup"
@@ -492,7 +492,7 @@ def helper_body(
     }
 
 
-def find_helper_image(client: DockerClient, preferred: Sequence[str] = ()) -> str | None:
+def find_helper_image(client: Engine, preferred: Sequence[str] = ()) -> str | None:
     """An image a helper container can be made from: the first of `preferred` that is
     present, else any local sandbox image (never the build stage). None when none is."""
     for ref in preferred:
@@ -504,7 +504,7 @@ def find_helper_image(client: DockerClient, preferred: Sequence[str] = ()) -> st
     return None
 
 
-def remove_stale_helpers(client: DockerClient, instance: Instance) -> list[str]:
+def remove_stale_helpers(client: Engine, instance: Instance) -> list[str]:
     """Remove helper containers a killed backup or restore of `instance` left behind."""
     names = client.list_containers(
         labels=[
@@ -520,7 +520,7 @@ def remove_stale_helpers(client: DockerClient, instance: Instance) -> list[str]:
 
 
 @contextlib.contextmanager
-def _helper(client: DockerClient, instance: Instance, body: Mapping[str, Any]) -> Iterator[str]:
+def _helper(client: Engine, instance: Instance, body: Mapping[str, Any]) -> Iterator[str]:
     """A helper container made from `body` for the block, removed after (whatever happens;
     a running one is killed)."""
     name = f"{instance.prefix}-{HELPER_ROLE}-{secrets.token_hex(3)}"
@@ -539,7 +539,7 @@ class _PauseClock:
 
 
 @contextlib.contextmanager
-def frozen(client: DockerClient, info: ContainerInfo | None) -> Iterator[_PauseClock]:
+def frozen(client: Engine, info: ContainerInfo | None) -> Iterator[_PauseClock]:
     """Pause the running service container for the block, and always unpause it after:
     on errors, on Ctrl-C, and on SIGTERM or SIGHUP (made to raise for the block's length).
     A container that does not run (or is paused already) is left as it is.
@@ -715,7 +715,7 @@ class _TarWriter:
 
 
 def create_backup(
-    client: DockerClient,
+    client: Engine,
     instance: Instance,
     paths: InstancePaths,
     target: Path,
@@ -842,7 +842,7 @@ def _read_optional(path: Path) -> bytes | None:
 
 
 def _opencode_version(
-    client: DockerClient, info: ContainerInfo | None, helper_image: str | None
+    client: Engine, info: ContainerInfo | None, helper_image: str | None
 ) -> str | None:
     for ref in (info.image_id if info else None, helper_image):
         if ref:
@@ -853,7 +853,7 @@ def _opencode_version(
 
 
 def _copy_volumes(
-    client: DockerClient,
+    client: Engine,
     helper: str,
     volumes: Sequence[VolumeEntry],
     writer: _TarWriter,
@@ -883,7 +883,7 @@ def _copy_volumes(
 
 
 def _reading_helper(
-    client: DockerClient,
+    client: Engine,
     instance: Instance,
     image: str,
     volumes: Sequence[VolumeEntry],
@@ -913,7 +913,7 @@ def _reading_helper(
 
 
 def _copy_volumes_locally(
-    client: DockerClient,
+    client: Engine,
     helper: str,
     info: ContainerInfo | None,
     writer: _TarWriter,
@@ -1339,7 +1339,7 @@ class TargetState:
         )
 
 
-def inspect_target(client: DockerClient, instance: Instance, paths: InstancePaths) -> TargetState:
+def inspect_target(client: Engine, instance: Instance, paths: InstancePaths) -> TargetState:
     """The target instance's container, its volumes (and which hold data), its files."""
     names = [instance.volume_name(spec.kind) for spec in VOLUME_SPECS]
     present = [n for n in names if client.inspect_volume(n) is not None]
@@ -1356,7 +1356,7 @@ def inspect_target(client: DockerClient, instance: Instance, paths: InstancePath
 
 
 def restore_backup(
-    client: DockerClient,
+    client: Engine,
     instance: Instance,
     paths: InstancePaths,
     verified: VerifiedBackup,
@@ -1475,7 +1475,7 @@ def restore_backup(
 
 
 def _restore_volumes_locally(
-    client: DockerClient,
+    client: Engine,
     instance: Instance,
     base: Mapping[str, Any],
     verified: VerifiedBackup,

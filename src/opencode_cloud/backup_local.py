@@ -21,7 +21,7 @@ from opencode_cloud.docker.errors import DockerError
 from opencode_cloud.errors import OpencodeCloudError
 
 if TYPE_CHECKING:
-    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.docker.engine import Engine
 
 # Where the program finds the archive and the checksum lines file in its container.
 ARCHIVE_MOUNT = "/occ-archive"
@@ -81,7 +81,7 @@ def _program_source() -> str:
     return Path(archive_program.__file__).read_text(encoding="utf-8")
 
 
-def create_helper(client: DockerClient, name: str, body: Mapping[str, Any]) -> None:
+def create_helper(client: Engine, name: str, body: Mapping[str, Any]) -> None:
     """Create a helper container.
 
     Raises:
@@ -99,7 +99,7 @@ def create_helper(client: DockerClient, name: str, body: Mapping[str, Any]) -> N
 class ProgramRun:
     """A started helper container's program, read line by line from its output."""
 
-    client: DockerClient
+    client: Engine
     name: str
     action: str
     on_progress: Callable[[int], None]

@@ -52,10 +52,11 @@ if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
     from opencode_cloud.config.store import LoadedConfig
     from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.docker.engine import Engine
     from opencode_cloud.service import Endpoint, Service
 
 Status = Literal["ok", "warn", "fail", "skip"]
-ClientFactory = Callable[[], "DockerClient"]
+ClientFactory = Callable[[], "Engine"]
 ConfigLoader = Callable[[Path], "LoadedConfig"]
 
 
@@ -160,7 +161,7 @@ class Context:
     config_loader: ConfigLoader
     hint: Hint
     env: Mapping[str, str]
-    client: DockerClient | None = None
+    client: Engine | None = None
     engine: EngineInfo | None = None
     # Why the checks that need the engine (or the configuration) cannot run.
     engine_problem: str = "the engine was not checked"
@@ -177,7 +178,7 @@ class Context:
         """The words of a fix that runs a command (see `Remedy`)."""
         return self.hint(Remedy(kind, data))
 
-    def need_client(self) -> DockerClient:
+    def need_client(self) -> Engine:
         if self.client is None:
             raise Skip(self.engine_problem)
         return self.client
@@ -588,7 +589,7 @@ def _free_port_near(address: str, port: int) -> int | None:
     return None
 
 
-def _publishers(client: DockerClient, port: int, address: str) -> Iterator[ContainerInfo]:
+def _publishers(client: Engine, port: int, address: str) -> Iterator[ContainerInfo]:
     """The running containers that publish `port` on an address conflicting with
     `address`."""
     for name in client.list_containers():

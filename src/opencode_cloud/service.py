@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     import ssl
 
     from opencode_cloud.config.schema import Config
-    from opencode_cloud.docker.client import DockerClient, LogOptions
+    from opencode_cloud.docker.client import LogOptions
+    from opencode_cloud.docker.engine import Engine
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.tls import TlsMaterial
 
@@ -160,7 +161,7 @@ class Endpoint:
         """Runs on a remote host and listens on its loopback only: a tunnel reaches it."""
         return self.remote_host is not None and is_loopback(self.bind_address)
 
-    def reached_through(self, client: DockerClient, local_port: int | None = None) -> Endpoint:
+    def reached_through(self, client: Engine, local_port: int | None = None) -> Endpoint:
         """This endpoint as `client`'s machine reaches it: through the engine's SSH
         connection for a remote host (at `local_port` here, else a free one), never this
         machine's loopback by mistake."""
@@ -268,7 +269,7 @@ class Service:
 
     def __init__(
         self,
-        client: DockerClient,
+        client: Engine,
         config: Config | Callable[[], Config],
         instance: Instance,
         paths: InstancePaths | None = None,

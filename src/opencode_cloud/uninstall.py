@@ -25,7 +25,7 @@ from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance
 from opencode_cloud.versions import LABEL_SNAPSHOT_IMAGE
 
 if TYPE_CHECKING:
-    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.docker.engine import Engine
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _is_tools(labels: dict[str, str] | Any, instance: Instance | None = None) ->
 
 
 def plan_uninstall(
-    client: DockerClient,
+    client: Engine,
     instance: Instance,
     paths: InstancePaths,
     *,
@@ -142,9 +142,7 @@ def plan_uninstall(
     return plan
 
 
-def _plan_images(
-    client: DockerClient, plan: UninstallPlan, wanted: list[str], own: set[str]
-) -> None:
+def _plan_images(client: Engine, plan: UninstallPlan, wanted: list[str], own: set[str]) -> None:
     """The tool's sandbox images among `wanted` that no other container uses, and the
     build stage of each opencode version that no image left behind still has."""
     used_by: dict[str, str] = {}
@@ -185,7 +183,7 @@ def _plan_images(
 
 
 def uninstall(
-    client: DockerClient, instance: Instance, paths: InstancePaths, plan: UninstallPlan
+    client: Engine, instance: Instance, paths: InstancePaths, plan: UninstallPlan
 ) -> UninstallResult:
     """Remove what `plan` names. An image the engine refuses to remove (a container
     started meanwhile uses it) is kept and said so; nothing else is touched.
@@ -240,7 +238,7 @@ def uninstall(
     )
 
 
-def _remove_image(client: DockerClient, image: ImageInfo) -> None:
+def _remove_image(client: Engine, image: ImageInfo) -> None:
     """Remove an image by each of its names (the last one removes the image), or by id
     when it has none. Never forced: the engine refuses while a container uses it."""
     if not image.tags:

@@ -34,7 +34,7 @@ from opencode_cloud.instance import LABEL_MANAGED, LABEL_PREFIX
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
-    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.docker.engine import Engine
     from opencode_cloud.docker.models import ContainerInfo
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.instance import Instance
@@ -114,7 +114,7 @@ def _now_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def list_snapshots(client: DockerClient, instance: Instance) -> list[Snapshot]:
+def list_snapshots(client: Engine, instance: Instance) -> list[Snapshot]:
     """The snapshots of `instance`, newest first, with their sizes."""
     found: dict[str, Snapshot] = {}
     for volume in client.list_volumes(labels=[*instance.label_filter(), LABEL_SNAPSHOT]):

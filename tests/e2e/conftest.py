@@ -1,4 +1,6 @@
-"""The real sandbox image and a running opencode service, for end-to-end tests.
+"""The real sandbox image, a running opencode service, and the environment of a user who
+runs `occ` as a subprocess (`occ_env`), for end-to-end tests; and the session's order:
+tests marked `last` run after all others.
 
 The image is built once per session through the library (`build_image`), trusting the
 host's CA bundle so npm works behind a TLS-inspecting proxy; the engine's cache makes
@@ -21,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from occ_helpers import OLDER_OPENCODE, remove_release, run
 from opencode_cloud.credentials import container_files
 from opencode_cloud.defaults import DEFAULT_USERNAME
 from opencode_cloud.docker.container import setup_and_start
@@ -29,12 +32,20 @@ from opencode_cloud.docker.image import DEFAULT_IMAGE, build_image, image_exists
 from opencode_cloud.docker.progress import PlainProgress
 from opencode_cloud.docker.spec import ContainerSpec, DefaultSettings
 from opencode_cloud.instance import Instance
+from run_last import run_last
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "debian:bookworm-slim"
 HEALTH_TIMEOUT = 60.0
 # Offline, opencode's model-list fetch only produces errors; it does not affect serving.
 TEST_ENV = {"OPENCODE_DISABLE_MODELS_FETCH": "1"}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` (the Docker daemon's restart) run after every other test of
+    the session, end-to-end or not."""
+    items[:] = run_last(items)
 
 
 def host_ca_files() -> list[Path]:
@@ -161,6 +172,32 @@ def service(make_service: Callable[[], Service]) -> Iterator[Service]:
     running = make_service()
     running.start()
     yield running
+
+
+@pytest.fixture
+def occ_env(
+    tmp_path: Path, instance: Instance, free_port: int, sandbox_image: str
+) -> dict[str, str]:
+    """The environment of one user of one instance, for `occ` as a subprocess
+    (`occ_helpers.run`): their own configuration folder and a free port."""
+    env = {
+        **os.environ,
+        "OCC_CONFIG_DIR": str(tmp_path / "config"),
+        "OCC_INSTANCE": instance.name,
+        "NO_COLOR": "1",
+    }
+    run(env, "config", "set", "port", str(free_port))
+    # Offline machine: don't let opencode spend start-up time on the model list.
+    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+    return env
+
+
+@pytest.fixture
+def older_release(instance: Instance) -> Iterator[str]:
+    """An older opencode release to upgrade from, built on first use. Its image and build
+    stage are removed afterwards: a run keeps only the default image."""
+    yield OLDER_OPENCODE
+    remove_release(instance, OLDER_OPENCODE)  # a failed upgrade may leave it running
 
 
 @pytest.fixture(scope="session")

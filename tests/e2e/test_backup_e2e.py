@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_cli_e2e as cli  # the `occ` helpers and fixtures of the CLI tests
 
+from backup_helpers import read_member
+from occ_helpers import api, docker, run
 from opencode_cloud.instance import Instance
 
 pytestmark = pytest.mark.e2e
 
-run, api = cli.run, cli.api
-occ_env = cli.occ_env
 IMAGE = "opencode-cloud-sandbox:1.18.33"
 KINDS = ("home", "session", "state", "projects", "config")
 
@@ -39,17 +38,17 @@ def labelled(kind: str, instance_name: str) -> list[str]:
     """Containers (`ps`) or volumes (`volume`) labelled as `instance_name`'s."""
     label = f"label=io.opencode-cloud.instance={instance_name}"
     if kind == "ps":
-        return cli.docker("ps", "-aq", "--filter", label).split()
-    return cli.docker("volume", "ls", "-q", "--filter", label).split()
+        return docker("ps", "-aq", "--filter", label).split()
+    return docker("volume", "ls", "-q", "--filter", label).split()
 
 
 def remove_instance(name: str) -> None:
     containers = labelled("ps", name)
     if containers:
-        cli.docker("rm", "-f", "-v", *containers)
+        docker("rm", "-f", "-v", *containers)
     volumes = labelled("volume", name)
     if volumes:
-        cli.docker("volume", "rm", "-f", *volumes)
+        docker("volume", "rm", "-f", *volumes)
 
 
 @pytest.fixture
@@ -123,7 +122,7 @@ def volume_files(volume: str) -> dict[str, tuple[str, str]]:
 def archive_files(archive: Path, kind: str) -> dict[str, tuple[str, str]]:
     """The same, from the archive's checksum list."""
     with tarfile.open(archive) as tar:
-        lines = tar.extractfile("checksums.jsonl").read().decode().splitlines()  # type: ignore[union-attr]
+        lines = read_member(tar, "checksums.jsonl").decode().splitlines()
     prefix = f"volumes/{kind}/"
     out = {}
     for line in lines[1:]:
@@ -156,7 +155,7 @@ def test_backup_then_restore_into_a_new_instance(
         for member in tar.getmembers():
             if member.name.startswith("volumes/session/opencode.db"):
                 target = extracted / Path(member.name).name
-                target.write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+                target.write_bytes(read_member(tar, member))
     with sqlite3.connect(extracted / "opencode.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
@@ -257,7 +256,7 @@ def test_uninstall_leaves_another_instance_alone(
     before = {
         "containers": labelled("ps", other["OCC_INSTANCE"]),
         "volumes": sorted(labelled("volume", other["OCC_INSTANCE"])),
-        "image": cli.docker("image", "inspect", "-f", "{{.Id}}", IMAGE).strip(),
+        "image": docker("image", "inspect", "-f", "{{.Id}}", IMAGE).strip(),
     }
 
     refused = run(occ_env, "uninstall", check=False)  # not a terminal, no --yes
@@ -285,7 +284,7 @@ def test_uninstall_leaves_another_instance_alone(
     after = {
         "containers": labelled("ps", other["OCC_INSTANCE"]),
         "volumes": sorted(labelled("volume", other["OCC_INSTANCE"])),
-        "image": cli.docker("image", "inspect", "-f", "{{.Id}}", IMAGE).strip(),
+        "image": docker("image", "inspect", "-f", "{{.Id}}", IMAGE).strip(),
     }
     assert after == before
     assert json.loads(run(other, "status", "--json").stdout)["http_health"] == "healthy"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from browser_helpers import ARTIFACTS, sign_in
 
 pytestmark = pytest.mark.e2e

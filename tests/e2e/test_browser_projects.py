@@ -19,15 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_browser  # Chromium's launch, shared with the other browser tests
-import test_cli_e2e as cli  # the `occ` helpers and fixtures of the CLI tests
-from browser_helpers import sign_in
+
+from browser_helpers import ARTIFACTS, sign_in
+from occ_helpers import api, run
 
 pytestmark = pytest.mark.e2e
-
-run, api = cli.run, cli.api
-occ_env = cli.occ_env
-ARTIFACTS = test_browser.ARTIFACTS
 
 PROJECTS = "/home/opencode/projects"
 PROJECT = "webapp"

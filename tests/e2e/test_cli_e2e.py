@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,69 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from opencode_cloud.defaults import IMAGE_NAME
+from occ_helpers import OCC, api, docker, remove_containers, remove_images, run, session_titles
 
 pytestmark = pytest.mark.e2e
-
-OCC = [sys.executable, "-m", "opencode_cloud"]
-# The release the upgrade test starts from; the default (1.18.33) is the one it ends on.
-OLDER_OPENCODE = "1.18.32"
-
-
-def docker(*args: str) -> str:
-    """The docker CLI: test cleanup stays independent of the library's names."""
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
-    return proc.stdout if proc.returncode == 0 else ""
-
-
-def remove_images(*images: str) -> None:
-    """Remove images (with their unshared layers), quietly skipping absent ones."""
-    if images:
-        docker("rmi", *images)
-
-
-@pytest.fixture
-def occ_env(tmp_path: Path, instance, free_port, sandbox_image) -> dict[str, str]:
-    """Environment for one user of one instance: own config dir, own port."""
-    env = {
-        **os.environ,
-        "OCC_CONFIG_DIR": str(tmp_path / "config"),
-        "OCC_INSTANCE": instance.name,
-        "NO_COLOR": "1",
-    }
-    run(env, "config", "set", "port", str(free_port))
-    # Offline machine: don't let opencode spend start-up time on the model list.
-    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
-    return env
-
-
-def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*OCC, *args], env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, f"occ {' '.join(args)}: {proc.stderr}"
-    return proc
-
-
-def api(env: dict[str, str], method: str, path: str, body: dict | None = None) -> object:
-    creds = json.loads(run(env, "--json", "auth", "show").stdout)
-    request = urllib.request.Request(
-        creds["url"] + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": "Basic "
-            + base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode(),
-            "Content-Type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def session_titles(env: dict[str, str]) -> set[str]:
-    sessions = api(env, "GET", "/session")
-    assert isinstance(sessions, list)
-    return {s["title"] for s in sessions}
 
 
 def test_start_status_logs(occ_env, instance) -> None:
@@ -217,29 +156,6 @@ def crashing_image(import_busybox, instance) -> Iterator[str]:
     yield import_busybox(tag, "echo crash-marker-42; exit 3")
     remove_containers(instance)  # they hold the image; the instance fixture comes later
     remove_images(tag)
-
-
-def remove_containers(instance) -> None:
-    label = f"label=io.opencode-cloud.instance={instance.name}"
-    containers = docker("ps", "-aq", "--filter", label).split()
-    if containers:
-        docker("rm", "-f", "-v", *containers)
-
-
-@pytest.fixture
-def older_release(instance) -> Iterator[str]:
-    """An older opencode release to upgrade from. Its image, and the unnamed build stage
-    the engine keeps as its cache, are removed afterwards: a run keeps only the default
-    image."""
-    yield OLDER_OPENCODE
-    remove_containers(instance)  # a failed upgrade may leave the old release running
-    remove_images(f"{IMAGE_NAME}:{OLDER_OPENCODE}")
-    stages = docker(
-        "images", "-q", "--filter", "dangling=true",
-        "--filter", "label=io.opencode-cloud.stage=build",
-        "--filter", f"label=io.opencode-cloud.opencode-version={OLDER_OPENCODE}",
-    ).split()  # fmt: skip
-    remove_images(*stages)
 
 
 def test_failed_start_shows_last_logs_and_next_command(occ_env, crashing_image, instance) -> None:

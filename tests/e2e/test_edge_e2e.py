@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from browser_helpers import ARTIFACTS
 from raw_http import session_cookie, sign_in, statuses
 

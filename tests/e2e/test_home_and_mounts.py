@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_cli_e2e as cli  # the `occ` helpers and fixtures of the CLI tests
 
+from occ_helpers import api, docker, run, session_titles
 from opencode_cloud.credentials import PASSWORD_PATH_IN_CONTAINER, container_files
 from opencode_cloud.defaults import EDGE_UID
 from opencode_cloud.docker.container import put_file
@@ -31,12 +31,6 @@ from opencode_cloud.docker.image import DEFAULT_IMAGE
 from opencode_cloud.instance import LABEL_CONFIG_HASH
 
 pytestmark = pytest.mark.e2e
-
-run, api, session_titles = cli.run, cli.api, cli.session_titles
-# Fixtures shared with the CLI tests: one config dir and port per test, and the older
-# opencode release (built on first use, removed with its build stage afterwards).
-occ_env = cli.occ_env
-older_release = cli.older_release
 
 PROJECTS = "/home/opencode/projects"
 OWNER = 1234  # a uid/gid that is neither root nor the image's own user (1000)
@@ -48,13 +42,13 @@ def shell(env: dict[str, str], *command: str, check: bool = True) -> subprocess.
 
 
 def instance_containers(instance: Any) -> list[str]:
-    return cli.docker(
+    return docker(
         "ps", "-aq", "--filter", f"label=io.opencode-cloud.instance={instance.name}"
     ).split()
 
 
 def instance_volumes(instance: Any) -> list[str]:
-    return cli.docker(
+    return docker(
         "volume", "ls", "-q", "--filter", f"label=io.opencode-cloud.instance={instance.name}"
     ).split()
 
@@ -96,7 +90,7 @@ def test_files_written_in_a_mounted_folder_keep_its_owner(occ_env, instance, own
     assert (foreign.stat().st_uid, foreign.stat().st_gid) == (4321, 4321)
     assert shell(occ_env, "sh", "-c", "exit 7", check=False).returncode == 7
     # opencode itself runs as that user too, not as root; the edge as its own user.
-    top = cli.docker("top", instance.container_name, "-eo", "uid,pid,args")
+    top = docker("top", instance.container_name, "-eo", "uid,pid,args")
     assert top, "docker top gave nothing"
     for line in top.splitlines()[1:]:
         uid, _pid, program = line.split()[:3]
@@ -330,7 +324,7 @@ def test_instance_of_the_previous_layout_moves_to_the_home_volume(
     mounted = {v["name"]: v for v in status["volumes"]}
     assert mounted[instance.volume_name("home")]["exists"] is True
     assert status["pending_restart"] == []
-    inspect = json.loads(cli.docker("inspect", instance.container_name))[0]
+    inspect = json.loads(docker("inspect", instance.container_name))[0]
     targets = {m["Destination"]: m.get("Name") for m in inspect["Mounts"]}
     assert targets["/home/opencode"] == instance.volume_name("home")
     assert targets[PROJECTS] == instance.volume_name("projects")

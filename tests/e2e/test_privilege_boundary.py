@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import ARTIFACTS
 
+from browser_helpers import ARTIFACTS
 from opencode_cloud.credentials import container_files
 from opencode_cloud.defaults import EDGE_UID, PASSWORD_PATH_IN_CONTAINER
 from opencode_cloud.docker.container import put_file

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 
-from opencode_cloud.defaults import EDGE_UID
+from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION, EDGE_UID
 from opencode_cloud.docker.container import remove_container, stop_container
 from opencode_cloud.docker.errors import ContainerExited
 from opencode_cloud.docker.health import wait_until_healthy
 from opencode_cloud.docker.image import (
     DEFAULT_IMAGE,
-    DEFAULT_OPENCODE_VERSION,
     image_opencode_version,
     split_certificates,
 )

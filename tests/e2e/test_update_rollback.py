@@ -12,11 +12,8 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-import test_cli_e2e as cli
-from test_cli_e2e import occ_env as occ_env  # the fixture
-from test_cli_e2e import run
 
-from opencode_cloud.defaults import IMAGE_NAME
+from occ_helpers import api, remove_release, run, session_titles
 
 pytestmark = pytest.mark.e2e
 
@@ -28,21 +25,14 @@ def breaking_release(instance) -> Iterator[str]:
     """The older release, removed afterwards with its build stage (a run keeps only the
     default image)."""
     yield BREAKING_OPENCODE
-    cli.remove_containers(instance)
-    cli.remove_images(f"{IMAGE_NAME}:{BREAKING_OPENCODE}")
-    stages = cli.docker(
-        "images", "-q", "--filter", "dangling=true",
-        "--filter", "label=io.opencode-cloud.stage=build",
-        "--filter", f"label=io.opencode-cloud.opencode-version={BREAKING_OPENCODE}",
-    ).split()  # fmt: skip
-    cli.remove_images(*stages)
+    remove_release(instance, BREAKING_OPENCODE)
 
 
 def test_an_update_the_data_breaks_is_rolled_back(occ_env, host_ca, breaking_release) -> None:
     for ca in host_ca:  # the build fetches opencode from npm, through the host's proxy
         run(occ_env, "config", "set", "ca_certificates", str(ca))
     run(occ_env, "start")
-    made = cli.api(occ_env, "POST", "/session", {"title": "made with 1.18.33"})
+    made = api(occ_env, "POST", "/session", {"title": "made with 1.18.33"})
     assert isinstance(made, dict)
     config_before = run(occ_env, "config", "show", "--json").stdout
 
@@ -56,8 +46,8 @@ def test_an_update_the_data_breaks_is_rolled_back(occ_env, host_ca, breaking_rel
     assert status["opencode_version"] == "1.18.33"
     assert (status["http_health"], status["session_api"]) == ("healthy", "ok")
     assert status["snapshots"] == []  # the snapshot's data is the live data again
-    assert "made with 1.18.33" in cli.session_titles(occ_env)
-    read = cli.api(occ_env, "GET", f"/session/{made['id']}")
+    assert "made with 1.18.33" in session_titles(occ_env)
+    read = api(occ_env, "GET", f"/session/{made['id']}")
     assert isinstance(read, dict) and read["id"] == made["id"]
     assert run(occ_env, "config", "show", "--json").stdout == config_before
 

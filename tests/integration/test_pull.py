@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker.errors import PullFailed
 from opencode_cloud.docker.image import (
-    IMAGE_NAME,
     build_context,
     build_from_context,
     image_exists,

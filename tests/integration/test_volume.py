@@ -103,7 +103,18 @@ def test_remove_volume_refuses_while_used_and_names_the_container(
 
 
 def test_remove_volume_of_missing_volume_is_quiet(docker_client, instance) -> None:
-    remove_volume(docker_client, instance.volume_name("session"))
+    """Removing a volume that is gone (never made, or removed by an earlier try) is no
+    error, and touches no other volume."""
+    ensure_volumes_exist(docker_client, instance)
+    session = instance.volume_name("session")
+    remove_volume(docker_client, session)
+    assert not volume_exists(docker_client, session)
+    remove_volume(docker_client, session)  # again: nothing there
+    remove_volume(docker_client, instance.volume_name("nothing"))  # never made
+    assert not volume_exists(docker_client, session)
+    assert not volume_exists(docker_client, instance.volume_name("nothing"))
+    others = [name for name in volume_names(instance) if name != session]
+    assert others and all(volume_exists(docker_client, name) for name in others)
 
 
 def test_remove_all_volumes_removes_them_all(docker_client, instance) -> None:

@@ -34,6 +34,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+
 from remote_helpers import REMOTE_BUSYBOX_IMAGE, SCRIPT, STATE_DIR, RemoteHost, busybox_tar
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from remote_helpers import RemoteHost
 
 pytestmark = pytest.mark.remote
@@ -189,10 +190,12 @@ def test_dropped_connections_end_the_command_and_the_host_takes_new_ones(
     try:
         assert command.stdout is not None
         started = threading.Event()
-        threading.Thread(
-            target=lambda: command.stdout and command.stdout.readline() and started.set(),
-            daemon=True,
-        ).start()
+
+        def read_first_line() -> None:
+            if command.stdout and command.stdout.readline():
+                started.set()
+
+        threading.Thread(target=read_first_line, daemon=True).start()
         assert started.wait(20), "the remote command did not start"
         remote_host.drop_connections()
         _, err = command.communicate(timeout=10)

@@ -23,8 +23,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
 from remote_helpers import RemoteHost
 
 pytestmark = pytest.mark.remote
@@ -166,7 +168,7 @@ class _tunnel:
             text=True,
         )
         assert self.process.stdout is not None
-        lines = []
+        lines: list[str] = []
         while not lines or lines[-1] != "}":  # one indented JSON object
             line = self.process.stdout.readline()
             assert line, self.process.stderr.read() if self.process.stderr else ""
@@ -219,7 +221,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _api(url: str, method: str, path: str, creds: dict, body: dict | None = None) -> object:
+def _api(url: str, method: str, path: str, creds: dict, body: dict | None = None) -> Any:
     import base64
 
     token = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()

@@ -12,10 +12,22 @@ import random
 import signal
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from backup_helpers import (
+    IMAGE,
+    SOURCE,
+    TARGET,
+    flip_bit,
+    make_instance,
+    paths_of,
+    read_member,
+    volume_contents,
+)
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud import backup
 from opencode_cloud.backup import (
@@ -35,10 +47,6 @@ from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import Instance
 from opencode_cloud.uninstall import plan_uninstall, uninstall
 
-IMAGE = "opencode-cloud-sandbox:1.18.33"
-SOURCE = Instance("unit-a")
-TARGET = Instance("unit-b")
-
 
 @pytest.fixture
 def engine() -> FakeEngine:
@@ -51,51 +59,6 @@ def engine() -> FakeEngine:
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("OCC_CONFIG_DIR", str(tmp_path / "config"))
     return tmp_path / "config"
-
-
-def paths_of(instance: Instance, root: Path) -> InstancePaths:
-    paths = InstancePaths(root / "instances" / instance.name)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    return paths
-
-
-def make_instance(engine: FakeEngine, instance: Instance, *, running: bool = True) -> None:
-    """Volumes with files of each kind, and the service container mounting them."""
-    for spec in VOLUME_SPECS:
-        engine.create_volume(instance.volume_name(spec.kind), instance.labels("volume"))
-    home, session = instance.volume_name("home"), instance.volume_name("session")
-    engine.write_volume_file(home, ".gitconfig", b"[user]\n\tname = Ada\n")
-    engine.write_volume_file(home, ".ssh", None, mode=0o700)
-    engine.write_volume_file(home, ".ssh/id_ed25519", b"secret key", mode=0o600)
-    engine.write_volume_file(home, "latest", link=".gitconfig")
-    engine.write_volume_file(session, "opencode.db", os.urandom(3000))
-    engine.write_volume_file(session, "opencode.db-wal", os.urandom(5000))
-    engine.write_volume_file(session, "auth.json", b'{"anthropic": "sk-..."}', mode=0o600)
-    engine.write_volume_file(instance.volume_name("projects"), "app/main.py", b"print(1)\n")
-    engine.write_volume_file(instance.volume_name("projects"), "big.bin", os.urandom(300_000))
-    mounts = [
-        {"Type": "volume", "Source": instance.volume_name(s.kind), "Target": s.mount_point}
-        for s in VOLUME_SPECS
-    ]
-    engine.create_container(
-        instance.container_name,
-        {"Image": IMAGE, "Labels": instance.labels("service"), "HostConfig": {"Mounts": mounts}},
-    )
-    if running:
-        engine.start_container(instance.container_name)
-
-
-def volume_contents(engine: FakeEngine, instance: Instance) -> dict[str, dict[str, tuple]]:
-    """Each volume's files as (type, mode, uid, content, link), by kind."""
-    return {
-        spec.kind: {
-            path: (info.type, info.mode & 0o7777, info.uid, content, info.linkname)
-            for path, (info, content) in engine.volume_files.get(
-                instance.volume_name(spec.kind), {}
-            ).items()
-        }
-        for spec in VOLUME_SPECS
-    }
 
 
 def make_backup(
@@ -125,7 +88,7 @@ def test_archive_layout_manifest_and_privacy(engine: FakeEngine, tmp_path: Path)
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-        manifest = json.loads(tar.extractfile(MANIFEST_NAME).read())
+        manifest = json.loads(read_member(tar, MANIFEST_NAME))
     assert names[0] == MANIFEST_NAME
     assert names[-1] == CHECKSUMS_NAME
     assert "config/config.json" in names
@@ -147,9 +110,9 @@ def test_archive_layout_manifest_and_privacy(engine: FakeEngine, tmp_path: Path)
 def test_every_entry_has_a_checksum_line(engine: FakeEngine, tmp_path: Path) -> None:
     archive, _ = make_backup(engine, tmp_path)
     with tarfile.open(archive) as tar:
-        lines = tar.extractfile(CHECKSUMS_NAME).read().decode().splitlines()
+        lines = read_member(tar, CHECKSUMS_NAME).decode().splitlines()
         listed = {json.loads(line)["path"]: json.loads(line) for line in lines[1:]}
-        key = tar.extractfile("volumes/home/.ssh/id_ed25519").read()
+        key = read_member(tar, "volumes/home/.ssh/id_ed25519")
         members = [m.name for m in tar.getmembers()][1:-1]
     assert list(listed) == members
     entry = listed["volumes/home/.ssh/id_ed25519"]
@@ -170,14 +133,14 @@ def test_a_stopped_service_is_not_paused(engine: FakeEngine, tmp_path: Path) -> 
     archive, _ = make_backup(engine, tmp_path, running=False)
     assert "pause_container" not in engine.called("pause_container") + [c for c, _ in engine.calls]
     with tarfile.open(archive) as tar:
-        assert json.loads(tar.extractfile(MANIFEST_NAME).read())["consistency"] == "stopped"
+        assert json.loads(read_member(tar, MANIFEST_NAME))["consistency"] == "stopped"
 
 
 def _killed_while_reading(engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """`kill` (SIGTERM) of this process while the engine sends the volumes."""
     reading = engine.get_archive
 
-    def killed(*args: object, **kwargs: object) -> object:
+    def killed(*args: Any, **kwargs: Any) -> Iterator[bytes]:
         os.kill(os.getpid(), signal.SIGTERM)
         return reading(*args, **kwargs)
 
@@ -231,7 +194,7 @@ def test_an_existing_file_is_kept_unless_forced(engine: FakeEngine, tmp_path: Pa
 def test_password_only_on_request(engine: FakeEngine, tmp_path: Path) -> None:
     archive, _ = make_backup(engine, tmp_path, include_password=True)
     with tarfile.open(archive) as tar:
-        assert tar.extractfile("config/password").read() == b"pw-of-a\n"
+        assert read_member(tar, "config/password") == b"pw-of-a\n"
 
 
 # -- restore -------------------------------------------------------------------------------
@@ -255,11 +218,8 @@ def test_restore_into_a_new_instance_is_identical(engine: FakeEngine, tmp_path: 
     assert target_paths.config_file.read_text() == '{"port": 3001}\n'
     assert target_paths.password_file.read_text() == "pw-of-a\n"
     assert stat.S_IMODE(target_paths.password_file.stat().st_mode) == 0o600
-    assert all(
-        engine.inspect_volume(TARGET.volume_name(s.kind)).labels["io.opencode-cloud.instance"]
-        == TARGET.name
-        for s in VOLUME_SPECS
-    )
+    volumes = [engine.inspect_volume(TARGET.volume_name(s.kind)) for s in VOLUME_SPECS]
+    assert all(v and v.labels["io.opencode-cloud.instance"] == TARGET.name for v in volumes)
     assert set(engine.containers) == {SOURCE.container_name}
 
 
@@ -293,7 +253,7 @@ def test_restore_over_data_needs_confirmation_and_keeps_a_backup(
     # The safety backup holds what was replaced, the password included.
     with tarfile.open(result.safety_backup.path) as tar:
         names = tar.getnames()
-        assert tar.extractfile("config/config.json").read() == b'{"port": 3002}\n'
+        assert read_member(tar, "config/config.json") == b'{"port": 3002}\n'
     assert "volumes/projects/only-in-b.txt" in names
 
 
@@ -387,15 +347,6 @@ def test_a_flipped_byte_is_refused_or_changes_nothing(engine: FakeEngine, tmp_pa
     assert refused > 100
 
 
-def flip_bit(archive: Path, name: str, offset: int, mask: int) -> None:
-    """Corrupt one byte of the archive member `name`, in place: what a bad disk does."""
-    data = bytearray(archive.read_bytes())
-    with tarfile.open(archive) as tar:
-        member = tar.getmember(name)
-    data[member.offset_data + offset] ^= mask
-    archive.write_bytes(data)
-
-
 def test_a_flipped_byte_in_a_file_names_the_file(engine: FakeEngine, tmp_path: Path) -> None:
     archive, _ = make_backup(engine, tmp_path)
     flip_bit(archive, "volumes/session/opencode.db", 10, 0x40)
@@ -456,7 +407,7 @@ def test_entries_outside_the_layout_are_refused(engine: FakeEngine, tmp_path: Pa
     """A well-formed archive (right checksums) that names a path outside its volumes."""
     archive, _ = make_backup(engine, tmp_path)
     with tarfile.open(archive) as tar:
-        manifest = tar.extractfile(MANIFEST_NAME).read()
+        manifest = read_member(tar, MANIFEST_NAME)
     for name in ("volumes/home/../../etc/passwd", "/etc/passwd", "volumes/elsewhere/x"):
         evil = tmp_path / "evil.tar"
         with tarfile.open(evil, "w") as tar:

@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_backup import (
+
+from backup_helpers import (
     IMAGE,
     SOURCE,
     TARGET,
     flip_bit,
     make_instance,
     paths_of,
+    read_member,
     volume_contents,
 )
-
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.backup import (
     CHECKSUMS_NAME,
@@ -175,7 +176,7 @@ def test_the_archive_verifies_and_lists_what_the_api_path_lists(
         assert verified.entries == len(checksum_lines(local))
     with tarfile.open(local) as tar:
         names = tar.getnames()
-        manifest = json.loads(tar.extractfile(MANIFEST_NAME).read())  # type: ignore[union-attr]
+        manifest = json.loads(read_member(tar, MANIFEST_NAME))
     assert names[0] == MANIFEST_NAME and names[-1] == CHECKSUMS_NAME
     assert manifest["consistency"] == "databases-paused"
     assert (local.stat().st_mode & 0o777) == 0o600

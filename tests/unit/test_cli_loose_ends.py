@@ -7,11 +7,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from cli_runner import Result, runner
 from fakes import FakeEngine
 from opencode_cloud.cli.output import ExitCode
+from opencode_cloud.errors import OpencodeCloudError
 
 
 @pytest.fixture
@@ -120,7 +122,12 @@ def test_no_at_the_prompt_exits_2_like_a_missing_yes(
 
     monkeypatch.setattr(Output, "interactive", property(lambda self: True))
     asked: list[str] = []
-    monkeypatch.setattr(click, "confirm", lambda text, **_: asked.append(text) or False)
+
+    def refuse(text: str, **_: object) -> bool:
+        asked.append(text)
+        return False
+
+    monkeypatch.setattr(click, "confirm", refuse)
     _running_release(engine, "9.9.9")
     assert occ("config", "set", "port", "8080").code == 0
     for args in (
@@ -162,9 +169,8 @@ def test_shell_runs_the_command_as_given(
     occ, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from opencode_cloud.cli import app
-    from opencode_cloud.cli.commands import shell
 
-    monkeypatch.setattr(shell.shutil, "which", lambda name: None)  # the API path, no exec
+    monkeypatch.setattr("shutil.which", lambda name: None)  # the API path, no exec
     _running_release(engine, "9.9.9")
     engine.start_container("opencode-cloud")
     result = occ("shell", "grep", "-v", "x")
@@ -176,7 +182,9 @@ def test_shell_runs_the_command_as_given(
 # --------------------------------------------------------------------------- help texts
 
 
-def _commands(group, path=("occ",)):
+def _commands(
+    group: click.Group, path: tuple[str, ...] = ("occ",)
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     import click
 
     for name, command in group.commands.items():
@@ -460,6 +468,6 @@ def test_hints_below_the_command_line_are_worded_for_the_instance_and_host() -> 
     assert hint_for(waited, occ) == (
         f"Wait for it to finish and run `{occ} stop` again, or stop it (`kill 42`) if it hangs."
     )
-    with pytest.raises(Exception) as unknown:
+    with pytest.raises(OpencodeCloudError) as unknown:
         HostList({}).get("lab")
     assert "`occ host add lab ssh://user@host`" in hint_for(unknown.value, occ)

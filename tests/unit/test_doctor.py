@@ -4,19 +4,18 @@ check not stopping the others, the exit code, the JSON shape and the table."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import bcrypt
 import pytest
 
+from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud import doctor
 from opencode_cloud.cli.app import run
@@ -26,8 +25,7 @@ from opencode_cloud.cli.output import ExitCode
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import load_config, save_config
-from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
-from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION, PASSWORD_PATH_IN_CONTAINER
 from opencode_cloud.docker.errors import DaemonNotRunning, DockerError, DockerPermissionDenied
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
 from opencode_cloud.docker.models import EngineInfo
@@ -40,56 +38,6 @@ NAME = INSTANCE.container_name
 REF = image_ref(DEFAULT_OPENCODE_VERSION)
 PEM = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ\n-----END CERTIFICATE-----\n"
 ENGINE_DEPENDENT = ("disk space", "image", "container", "HTTP API", "session API")
-
-
-# --------------------------------------------------------------------------- opencode
-
-
-class FakeOpencode(ThreadingHTTPServer):
-    """opencode's health and session endpoints, checking the password in the host's
-    password file (the one the tool handed the container)."""
-
-    daemon_threads = True
-
-    def __init__(self, password_file: Path) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.password_file = password_file
-        self.answering = True
-        self.sessions_broken = False
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeOpencode
-
-    def do_GET(self) -> None:
-        if not self.server.answering:
-            return  # closed without an answer, as while opencode boots
-        password = self.server.password_file.read_text().strip()
-        token = base64.b64encode(f"opencode:{password}".encode()).decode()
-        if self.headers.get("Authorization") != f"Basic {token}":
-            self._send(401, b"Unauthorized")
-        elif self.path == "/session" and self.server.sessions_broken:
-            self._send(500, json.dumps({"name": "UnknownError", "data": {"message": "x"}}))
-        elif self.path == "/session":
-            self._send(200, "[]")
-        elif self.path == "/global/health":
-            self._send(200, json.dumps({"healthy": True, "version": DEFAULT_OPENCODE_VERSION}))
-        else:
-            self._send(404, "Not Found")
-
-    def _send(self, code: int, body: str | bytes) -> None:
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        return None
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -124,15 +72,6 @@ def fake() -> FakeEngine:
 @pytest.fixture
 def paths(tmp_path: Path) -> InstancePaths:
     return InstancePaths(tmp_path / "doc")
-
-
-@pytest.fixture
-def opencode(paths: InstancePaths) -> Iterator[FakeOpencode]:
-    server = FakeOpencode(paths.password_file)
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -177,13 +116,9 @@ def diagnose(fake: FakeEngine, paths: InstancePaths, env: dict[str, str]) -> Doc
 
 def started(fake: FakeEngine, paths: InstancePaths, config: Config) -> Service:
     """The service started the way `occ start` does (without waiting for it)."""
-    service = Service(_client(fake), config, INSTANCE, paths)
+    service = Service(fake, config, INSTANCE, paths)
     service.start(wait=False)
     return service
-
-
-def _client(fake: FakeEngine) -> DockerClient:
-    return fake  # type: ignore[return-value]  # the same typed methods
 
 
 def dead(error: DockerError) -> Callable[[], Any]:
@@ -711,9 +646,9 @@ def test_a_refused_password_fails_with_rotate(
     diagnose: Doctor, fake: FakeEngine, paths: InstancePaths, configure, opencode: FakeOpencode
 ) -> None:
     started(fake, paths, configure(port=opencode.port))
-    original = opencode.password_file
-    opencode.password_file = paths.root / "another-password"
-    opencode.password_file.write_text("not the host's\n")
+    # The container holds the hash of a password other than the host's.
+    other = bcrypt.hashpw(b"not the host's", bcrypt.gensalt(4))
+    fake.files[NAME][PASSWORD_PATH_IN_CONTAINER] = other + b"\n"
     found = diagnose()
     assert found["HTTP API"].status == "fail"
     assert "refused the credentials: the container holds another password" in (
@@ -721,7 +656,7 @@ def test_a_refused_password_fails_with_rotate(
     )
     assert "occ --instance doc auth rotate" in found["HTTP API"].fix
     assert found["session API"].detail == "Not checked: opencode refused the credentials."
-    assert original.exists()
+    assert paths.password_file.exists()
 
 
 def test_a_service_that_does_not_answer_fails_once_it_had_time(
@@ -752,7 +687,8 @@ def test_a_failing_session_api_fails_although_health_passes(
     sessions = found["session API"]
     assert sessions.status == "fail"
     assert sessions.detail == (
-        "opencode answers its health check, but its session API fails (HTTP 500: UnknownError x)."
+        "opencode answers its health check, but its session API fails (HTTP 500: UnknownError "
+        "no such column: x)."
     )
     assert "occ --instance doc config set opencode_version VERSION" in sessions.fix
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -144,10 +145,19 @@ def test_waiter_gets_the_lock_when_it_is_released_in_time(
 def test_killed_holder_does_not_leave_a_stale_lock(
     instance_paths: InstancePaths, holder: Holder
 ) -> None:
+    with pytest.raises(LockTimeout):
+        take(instance_paths, timeout=0)  # held while the holder lives
     holder.process.kill()
     holder.process.wait(timeout=10)
-    with instance_lock(instance_paths, command="occ start", timeout=2):
-        pass
+    # Its note stays in the file (killed, it could not clear it), but the kernel dropped
+    # its lock: the next command takes it at the first try, without waiting.
+    stale = read_holder(instance_paths.lock_file)
+    assert stale is not None and stale.pid == holder.pid
+    waited: list[LockHolder | None] = []
+    with instance_lock(instance_paths, command="occ stop", timeout=0, on_wait=waited.append):
+        note = read_holder(instance_paths.lock_file)
+        assert note is not None and (note.pid, note.command) == (os.getpid(), "occ stop")
+    assert waited == []
 
 
 def test_lock_is_reentrant_within_a_process(instance_paths: InstancePaths) -> None:

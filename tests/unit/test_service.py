@@ -5,33 +5,28 @@ publishing its port, with the password the tool wrote into that container."""
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import re
 import stat
 import threading
-from base64 import b64decode as _b64decode
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
 
+from fake_opencode import FakeOpencode, holds
 from fakes import SANDBOX_ENV, VOLUME_BYTES, FakeEngine
 from opencode_cloud import credentials
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config
 from opencode_cloud.defaults import (
-    CONTAINER_PORT,
     DEFAULT_OPENCODE_VERSION,
     EDGE_UID,
     PASSWORD_PATH_IN_CONTAINER,
     RUNTIME_HOME,
     RUNTIME_USER,
-    USERNAME_ENV,
     WORKING_DIR,
 )
 from opencode_cloud.docker.client import DockerClient
@@ -42,7 +37,7 @@ from opencode_cloud.docker.errors import (
     PortInUse,
     PullFailed,
 )
-from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION, image_ref
+from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
 from opencode_cloud.docker.models import Mount
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.docker.volume import VOLUME_SPECS, volume_names
@@ -55,168 +50,10 @@ from opencode_cloud.instance import (
 )
 from opencode_cloud.mounts import MountError
 from opencode_cloud.service import Endpoint, NeverCreated, NotRunning, Service, is_loopback
+from service_helpers import INSTANCE, NAME, REF, Make
 
-INSTANCE = Instance("unit")
-NAME = INSTANCE.container_name
-REF = image_ref(DEFAULT_OPENCODE_VERSION)
 LIVE_VERSION = "1.18.33-live"  # what the served endpoint reports, unlike the image label
 REGISTRY = "registry.example.com:5000/mirror"
-
-
-# --------------------------------------------------------------------------- opencode
-
-
-class FakeOpencode(ThreadingHTTPServer):
-    """opencode's health endpoint on a host port, as Docker publishes it.
-
-    It answers only while a fake container publishing this port runs (and `answering`
-    is True), and checks Basic auth against that container's user name and the password
-    file the tool wrote into it. Otherwise the connection closes unanswered, as it does
-    while opencode boots behind Docker's port proxy.
-    """
-
-    daemon_threads = True
-
-    def __init__(self, engine: FakeEngine) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.engine = engine
-        self.answering = True
-        # What GET /session answers: opencode's error when its database does not fit,
-        # always, or only for containers of these images (a release that cannot read it).
-        self.sessions_broken = False
-        self.broken_images: set[str] = set()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def serving(self) -> str | None:
-        """The running container that publishes this port."""
-        for name in list(self.engine.containers):
-            info = self.engine.find_container(name)
-            binding = info.published(CONTAINER_PORT) if info else None
-            if info and info.running and binding and binding.host_port == self.port:
-                return name
-        return None
-
-
-_PROVEN: set[tuple[str, bytes]] = set()
-
-
-def _authorized(header: str | None, username: str, hashed: bytes | None) -> bool:
-    """Basic credentials checked against the hash, as the edge does (and remembers)."""
-    if not header or not hashed:
-        return False
-    if (header, hashed) in _PROVEN:
-        return True
-    user, _, password = _b64decode(header.removeprefix("Basic ")).decode().partition(":")
-    if user != username or not holds(hashed, password):
-        return False
-    _PROVEN.add((header, hashed))
-    return True
-
-
-def holds(hashed: bytes, password: str) -> bool:
-    """True when `hashed`, a file handed to the container, is the hash of `password`."""
-    return bcrypt.checkpw(password.encode(), hashed.strip())
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeOpencode
-
-    def do_GET(self) -> None:
-        name = self.server.serving()
-        if name is None or not self.server.answering:
-            return  # closed without an answer
-        info = self.server.engine.inspect_container(name)
-        username = next(e.split("=", 1)[1] for e in info.env if e.startswith(USERNAME_ENV + "="))
-        # The edge's view: the container holds the password's bcrypt hash only.
-        hashed = self.server.engine.files.get(name, {}).get(PASSWORD_PATH_IN_CONTAINER)
-        if not _authorized(self.headers.get("Authorization"), username, hashed):
-            self._send(401, b"Unauthorized")
-        elif self.path.startswith("/session") and (
-            self.server.sessions_broken or info.image in self.server.broken_images
-        ):
-            error = {"name": "UnknownError", "data": {"message": "no such column: x"}}
-            self._send(500, json.dumps(error).encode())
-        elif self.path == "/session":
-            self._send(200, json.dumps([{"id": "ses_1", "title": "kept"}]).encode())
-        elif self.path in ("/session/ses_1", "/session/ses_1/message"):
-            self._send(
-                200, json.dumps({"id": "ses_1"} if "message" not in self.path else []).encode()
-            )
-        elif self.path != "/global/health":
-            self._send(404, b"Not Found")
-        else:
-            self._send(200, json.dumps({"healthy": True, "version": LIVE_VERSION}).encode())
-
-    def _send(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def fake() -> FakeEngine:
-    engine = FakeEngine()
-    engine.add_image(
-        REF,
-        env=SANDBOX_ENV,
-        labels={LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION, LABEL_EDGE: EDGE_LABEL},
-    )
-    return engine
-
-
-@pytest.fixture
-def serve(fake: FakeEngine) -> Iterator[Callable[[], FakeOpencode]]:
-    servers: list[FakeOpencode] = []
-
-    def start() -> FakeOpencode:
-        server = FakeOpencode(fake)
-        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.fixture
-def opencode(serve: Callable[[], FakeOpencode]) -> FakeOpencode:
-    return serve()
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> InstancePaths:
-    return InstancePaths(tmp_path / "unit")
-
-
-Make = Callable[..., Service]
-
-
-@pytest.fixture
-def make(fake: FakeEngine, opencode: FakeOpencode, paths: InstancePaths) -> Make:
-    """A Service over a configuration file written with `settings`: one `occ` run."""
-
-    def service(**settings: Any) -> Service:
-        config = Config(**{"port": opencode.port, "start_timeout": 5, **settings})
-        save_config(paths.config_file, config)
-        return Service(_client(fake), config, INSTANCE, paths)
-
-    return service
-
-
-def _client(fake: FakeEngine) -> DockerClient:
-    return fake  # type: ignore[return-value]  # the same typed methods
 
 
 def _never_loaded() -> Config:
@@ -305,7 +142,7 @@ def test_fast_path_without_waiting_never_loads_the_configuration(
     make().start()
     make().stop()
     fake.calls.clear()
-    Service(_client(fake), _never_loaded, INSTANCE, paths).start(wait=False)
+    Service(fake, _never_loaded, INSTANCE, paths).start(wait=False)
     assert fake.calls == [("start_container", NAME)]
 
 
@@ -546,7 +383,7 @@ def test_a_port_held_by_another_instance(
     config = Config(port=opencode.port)
     save_config(other_paths.config_file, config)
     with pytest.raises(PortInUse) as caught:
-        Service(_client(fake), config, other, other_paths).start(wait=False)
+        Service(fake, config, other, other_paths).start(wait=False)
     assert caught.value.port == opencode.port
     assert fake.inspect_container(other.container_name).status.value == "created"
 
@@ -562,7 +399,8 @@ def test_a_missing_image_is_built(make: Make, fake: FakeEngine) -> None:
     assert fake.called("build") == [REF]
     assert fake.builds[0]["OPENCODE_VERSION"] == DEFAULT_OPENCODE_VERSION
     assert f"Image {REF} built." in steps
-    assert fake.inspect_container(NAME).image_id == fake.inspect_image(REF).id  # type: ignore[union-attr]
+    image = fake.inspect_image(REF)
+    assert image is not None and fake.inspect_container(NAME).image_id == image.id
     assert result.healthy is True
 
 
@@ -626,9 +464,10 @@ def test_start_that_fetched_an_identical_image_says_so(
 ) -> None:
     fake.images.clear()
     fake.publish(f"{REGISTRY}/{REF}", labels={LABEL_OPENCODE_VERSION: "1.18.33"})
-    make(registries=[REGISTRY]).start(**{flag: True})
+    pull, build = flag == "pull", flag == "build"
+    make(registries=[REGISTRY]).start(pull=pull, build=build)
     fake.calls.clear()
-    result = make(registries=[REGISTRY]).start(**{flag: True})  # the same image again
+    result = make(registries=[REGISTRY]).start(pull=pull, build=build)  # the same image again
     assert fake.called(flag) != []
     assert result.recreated_because == []
     assert result.image_action == ("pulled" if flag == "pull" else "built")
@@ -679,7 +518,7 @@ def test_stop_uses_the_containers_own_stop_timeout(
 ) -> None:
     make(stop_timeout=25).start()
     save_config(paths.config_file, Config(stop_timeout=3))  # not applied yet
-    service = Service(_client(fake), _never_loaded, INSTANCE, paths)
+    service = Service(fake, _never_loaded, INSTANCE, paths)
     assert service.stop() is True
     assert fake.stop_timeouts[NAME] == 25
     assert fake.inspect_container(NAME).status.value == "exited"
@@ -722,11 +561,12 @@ def test_status_tells_existing_volumes_from_missing_ones(make: Make, fake: FakeE
 
 
 def test_status_of_a_running_service_reads_no_configuration(
-    make: Make, fake: FakeEngine, paths: InstancePaths
+    make: Make, fake: FakeEngine, paths: InstancePaths, opencode: FakeOpencode
 ) -> None:
+    opencode.version = LIVE_VERSION
     make().start()
     password = credentials.read_password(paths)
-    result = Service(_client(fake), _never_loaded, INSTANCE, paths).status(password)
+    result = Service(fake, _never_loaded, INSTANCE, paths).status(password)
     assert (result.state, result.running, result.http_health) == ("running", True, "healthy")
     assert result.opencode_version == LIVE_VERSION
     assert (result.image, result.restart_count, result.pending_restart) == (REF, 0, [])

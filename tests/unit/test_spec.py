@@ -6,6 +6,9 @@ body the way the engine does (the image's environment merged in)."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud.config.schema import Config
+from opencode_cloud.config.schema import Config, Limits
 from opencode_cloud.defaults import (
     DEFAULT_STOP_TIMEOUT,
     DEFAULT_USERNAME,
@@ -73,7 +76,7 @@ def test_non_default_settings_round_trip(tmp_path: Path) -> None:
         username="alice",
         env={"TZ": "UTC", "A_LIST": "x=1,y=2", "OPENCODE_DISABLE_AUTOUPDATE": "0"},
         mounts=[f"{tmp_path}:{RUNTIME_HOME}/code:ro"],
-        limits={"memory": "1.5g", "cpus": 0.5, "pids": 128},
+        limits=Limits(memory="1.5g", cpus=0.5, pids=128),
         stop_timeout=30,
     )
     spec = wanted(config)
@@ -209,8 +212,36 @@ def test_config_hash_is_stable_across_dict_order() -> None:
     one = wanted(Config(env={"A": "1", "B": "2"}))
     two = wanted(Config(env={"B": "2", "A": "1"}))
     assert one.config_hash() == two.config_hash()
-    assert len(one.config_hash()) == 64 and int(one.config_hash(), 16) >= 0
+    assert re.fullmatch("[0-9a-f]{64}", one.config_hash())  # a sha256, as a label value
     assert replace(one, labels={"z": "1", "a": "2"}).config_hash() == one.config_hash()
+
+
+HASH_IN_ANOTHER_RUN = """
+from opencode_cloud.config.schema import Config
+from opencode_cloud.docker.spec import ContainerSpec
+from opencode_cloud.instance import Instance
+
+config = Config(env={"B": "2", "A": "1", "C": "3"}, port=3001, username="ada")
+spec = ContainerSpec.from_config(config, Instance("spec"), image="x:1", image_id="sha256:a")
+print(spec.config_hash())
+"""
+
+
+def test_config_hash_is_the_same_in_another_run() -> None:
+    """The label one `occ` run writes is compared with the hash a later run computes:
+    nothing that differs between processes (string hashing, set order) may enter it."""
+    config = Config(env={"A": "1", "C": "3", "B": "2"}, port=3001, username="ada")
+    spec = ContainerSpec.from_config(config, Instance("spec"), image="x:1", image_id="sha256:a")
+    for seed in ("1", "2"):
+        other = subprocess.run(
+            [sys.executable, "-c", HASH_IN_ANOTHER_RUN],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert other.stdout.strip() == spec.config_hash()
 
 
 @pytest.mark.parametrize(

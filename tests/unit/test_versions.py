@@ -1,25 +1,14 @@
 """Version changes on the in-memory engine: update, its automatic way back, rollback,
-snapshots and what is pruned. opencode answers through the real local HTTP server of the
-Service tests, so the deep check (sessions listed, an old session read) runs for real."""
+snapshots and what is pruned. opencode answers through the local HTTP server of
+`fake_opencode.py`, so the deep check (sessions listed, an old session read) runs for real."""
 
-# ruff: noqa: F811  (the fixtures of the Service tests, used here by name)
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from test_service import (  # noqa: F401
-    NAME,
-    REF,
-    FakeOpencode,
-    Make,
-    fake,
-    make,
-    opencode,
-    paths,
-    serve,
-)
 
+from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
@@ -34,6 +23,7 @@ from opencode_cloud.versions import (
     UpdateFailed,
     Versions,
 )
+from service_helpers import NAME, REF, Make
 
 OLD = "1.18.32"
 OLD_REF = image_ref(OLD)
@@ -78,7 +68,9 @@ def test_update_keeps_a_snapshot_and_moves_to_the_new_version(
     assert snapshot.id == result.snapshot and snapshot.image == OLD_REF
     assert set(snapshot.volumes) == set(SNAPSHOT_KINDS)
     for name in snapshot.volumes.values():
-        labels = fake.inspect_volume(name).labels
+        volume = fake.inspect_volume(name)
+        assert volume is not None
+        labels = volume.labels
         assert (
             labels[LABEL_SNAPSHOT] == snapshot.id and labels["io.opencode-cloud.instance"] == "unit"
         )

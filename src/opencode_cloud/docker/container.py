@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 
 from opencode_cloud.defaults import DEFAULT_PORT, DEFAULT_STOP_TIMEOUT, EDGE_UID
-from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.engine import Engine
 from opencode_cloud.docker.errors import (
     ContainerAlreadyExists,
     ContainerNotFound,
@@ -43,9 +43,7 @@ __all__ = [
 ]
 
 
-def create_container(
-    client: DockerClient, spec: ContainerSpec, instance: Instance = DEFAULT
-) -> str:
+def create_container(client: Engine, spec: ContainerSpec, instance: Instance = DEFAULT) -> str:
     """Create the container `spec` describes (it is not started), with `instance`'s volumes.
 
     Returns:
@@ -63,7 +61,7 @@ def create_container(
     return client.create_container(spec.name, spec.create_body())
 
 
-def start_container(client: DockerClient, name: str) -> None:
+def start_container(client: Engine, name: str) -> None:
     """Start the container; starting a running container does nothing.
 
     Raises:
@@ -72,7 +70,7 @@ def start_container(client: DockerClient, name: str) -> None:
     client.start_container(name)
 
 
-def stop_container(client: DockerClient, name: str, timeout: float | None = None) -> bool:
+def stop_container(client: Engine, name: str, timeout: float | None = None) -> bool:
     """Stop the container: SIGTERM, then SIGKILL after `timeout` seconds.
 
     With `timeout=None` the container's own stop timeout applies (the spec's
@@ -95,7 +93,7 @@ def grace(timeout: float | None) -> int:
     return DEFAULT_STOP_TIMEOUT if timeout is None else max(0, round(timeout))
 
 
-def restart_container(client: DockerClient, name: str, timeout: float | None = None) -> None:
+def restart_container(client: Engine, name: str, timeout: float | None = None) -> None:
     """Stop (killing after `timeout` seconds) and start the container.
 
     Raises:
@@ -104,7 +102,7 @@ def restart_container(client: DockerClient, name: str, timeout: float | None = N
     client.restart_container(name, grace(timeout))
 
 
-def remove_container(client: DockerClient, name: str, force: bool = False) -> None:
+def remove_container(client: Engine, name: str, force: bool = False) -> None:
     """Remove the container. Its named volumes, and so the user's data, stay.
 
     Args:
@@ -119,12 +117,12 @@ def remove_container(client: DockerClient, name: str, force: bool = False) -> No
     client.remove_container(name, force=force)
 
 
-def container_exists(client: DockerClient, name: str) -> bool:
+def container_exists(client: Engine, name: str) -> bool:
     """Return True if a container called `name` exists, in any state."""
     return client.find_container(name) is not None
 
 
-def container_state(client: DockerClient, name: str) -> ContainerStatus:
+def container_state(client: Engine, name: str) -> ContainerStatus:
     """The container's state: created, running, exited, restarting, ...
 
     Raises:
@@ -133,7 +131,7 @@ def container_state(client: DockerClient, name: str) -> ContainerStatus:
     return client.inspect_container(name).status
 
 
-def container_is_running(client: DockerClient, name: str) -> bool:
+def container_is_running(client: Engine, name: str) -> bool:
     """Return True if the container exists and runs."""
     try:
         return container_state(client, name) is ContainerStatus.RUNNING
@@ -142,7 +140,7 @@ def container_is_running(client: DockerClient, name: str) -> bool:
 
 
 def put_file(
-    client: DockerClient,
+    client: Engine,
     name: str,
     path: str,
     content: bytes,
@@ -174,7 +172,7 @@ def put_file(
 
 
 def setup_and_start(
-    client: DockerClient,
+    client: Engine,
     spec: ContainerSpec,
     instance: Instance = DEFAULT,
     *,
@@ -202,7 +200,7 @@ def setup_and_start(
 
 
 def create_with_files(
-    client: DockerClient,
+    client: Engine,
     spec: ContainerSpec,
     instance: Instance = DEFAULT,
     files: Mapping[str, bytes] | None = None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.engine import Engine
 from opencode_cloud.docker.errors import (
     ContainerExited,
     ContainerNotFound,
@@ -221,7 +221,7 @@ def probe_health(
     return result.body if result.healthy else None
 
 
-def log_tail(client: DockerClient, name: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+def log_tail(client: Engine, name: str, lines: int = LOG_TAIL_LINES) -> list[str]:
     """The container's last output lines; empty when they cannot be read."""
     try:
         text = b"".join(client.container_logs(name, tail=lines)).decode("utf-8", "replace")
@@ -230,14 +230,14 @@ def log_tail(client: DockerClient, name: str, lines: int = LOG_TAIL_LINES) -> li
     return text.splitlines()[-lines:]
 
 
-def _inspect(client: DockerClient, name: str) -> ContainerInfo:
+def _inspect(client: Engine, name: str) -> ContainerInfo:
     try:
         return client.inspect_container(name)
     except ContainerNotFound:
         raise ContainerNotFound(name, while_waiting=True) from None
 
 
-def _exited(client: DockerClient, info: ContainerInfo, since: float) -> ContainerExited:
+def _exited(client: Engine, info: ContainerInfo, since: float) -> ContainerExited:
     # Docker clears the exit code when it restarts the container: the engine's record of
     # the last exit ("die" event) keeps it.
     code = info.exit_code if info.status is ContainerStatus.EXITED else None
@@ -253,7 +253,7 @@ def _exited(client: DockerClient, info: ContainerInfo, since: float) -> Containe
 
 
 def wait_until_healthy(
-    client: DockerClient,
+    client: Engine,
     name: str,
     url: str,
     username: str | None,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from opencode_cloud import __version__
 from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION, IMAGE_NAME
-from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.engine import Engine
 from opencode_cloud.docker.errors import (
     BuildCause,
     BuildFailed,
@@ -83,17 +83,17 @@ def image_ref(opencode_version: str = DEFAULT_OPENCODE_VERSION) -> str:
     return f"{IMAGE_NAME}:{opencode_version}"
 
 
-def inspect_image(client: DockerClient, image: str) -> ImageInfo | None:
+def inspect_image(client: Engine, image: str) -> ImageInfo | None:
     """The engine's description of `image`, or None if absent."""
     return client.inspect_image(image)
 
 
-def image_exists(client: DockerClient, image: str) -> bool:
+def image_exists(client: Engine, image: str) -> bool:
     """Return True if the local engine has `image` (a name:tag or an id)."""
     return client.inspect_image(image) is not None
 
 
-def image_opencode_version(client: DockerClient, image: str = DEFAULT_IMAGE) -> str | None:
+def image_opencode_version(client: Engine, image: str = DEFAULT_IMAGE) -> str | None:
     """The opencode version baked into `image` (from its label); None if unknown or absent."""
     info = client.inspect_image(image)
     return (info.labels.get(LABEL_OPENCODE_VERSION) or None) if info else None
@@ -203,7 +203,7 @@ def _build_cause(tail: Sequence[str], error: str, instruction: str) -> BuildCaus
 
 
 def build_from_context(
-    client: DockerClient,
+    client: Engine,
     context: bytes,
     *,
     tag: str,
@@ -280,7 +280,7 @@ def build_from_context(
 
 
 def build_image(
-    client: DockerClient,
+    client: Engine,
     *,
     tag: str | None = None,
     opencode_version: str = DEFAULT_OPENCODE_VERSION,
@@ -334,7 +334,7 @@ def build_image(
     return image_id
 
 
-def _build_stages(client: DockerClient, opencode_version: str) -> list[str]:
+def _build_stages(client: Engine, opencode_version: str) -> list[str]:
     """Ids of the unnamed build-stage images of `opencode_version` the engine holds."""
     labels = [f"{LABEL_STAGE}={BUILD_STAGE}", f"{LABEL_OPENCODE_VERSION}={opencode_version}"]
     try:
@@ -343,7 +343,7 @@ def _build_stages(client: DockerClient, opencode_version: str) -> list[str]:
         return []
 
 
-def _remove_quietly(client: DockerClient, image_ids: Iterable[str]) -> None:
+def _remove_quietly(client: Engine, image_ids: Iterable[str]) -> None:
     """Remove images no name refers to, with their unshared layers; leave any that a
     container still uses or that gained a name (the engine refuses without force)."""
     for image_id in image_ids:
@@ -384,7 +384,7 @@ def registry_ref(registry: str, tag: str = IMAGE_TAG_DEFAULT) -> str:
     return f"{registry.strip().rstrip('/')}/{repository.rsplit('/', 1)[-1]}:{version}"
 
 
-def _pull_once(client: DockerClient, ref: str, reporter: ProgressReporter) -> str | None:
+def _pull_once(client: Engine, ref: str, reporter: ProgressReporter) -> str | None:
     """Pull `ref`; return None on success, else the engine's error text."""
     repository, tag = ref.rsplit(":", 1)
     try:
@@ -398,7 +398,7 @@ def _pull_once(client: DockerClient, ref: str, reporter: ProgressReporter) -> st
 
 
 def pull_image(
-    client: DockerClient,
+    client: Engine,
     registries: Sequence[str],
     *,
     tag: str = IMAGE_TAG_DEFAULT,
@@ -449,7 +449,7 @@ def pull_image(
 
 
 def pull_reference(
-    client: DockerClient,
+    client: Engine,
     ref: str,
     *,
     retries: int = DEFAULT_PULL_RETRIES,
@@ -473,7 +473,7 @@ def pull_reference(
 
 
 def _pull_with_retries(
-    client: DockerClient,
+    client: Engine,
     ref: str,
     retries: int,
     backoff: float,
@@ -497,7 +497,7 @@ def _pull_with_retries(
     return error
 
 
-def _adopt(client: DockerClient, ref: str, tag: str, reporter: ProgressReporter) -> str:
+def _adopt(client: Engine, ref: str, tag: str, reporter: ProgressReporter) -> str:
     """Give the pulled image its canonical local name and drop the registry's name."""
     canonical = local_ref(tag)
     repository, version = _split_ref(tag)

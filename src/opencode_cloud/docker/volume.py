@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from opencode_cloud.defaults import RUNTIME_HOME, WORKING_DIR
-from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.engine import Engine
 from opencode_cloud.docker.errors import DockerError, VolumeInUse
 from opencode_cloud.instance import DEFAULT, Instance
 
@@ -68,7 +68,7 @@ def volume_names(instance: Instance = DEFAULT) -> tuple[str, ...]:
     return tuple(instance.volume_name(s.kind) for s in VOLUME_SPECS)
 
 
-def ensure_volumes_exist(client: DockerClient, instance: Instance = DEFAULT) -> list[str]:
+def ensure_volumes_exist(client: Engine, instance: Instance = DEFAULT) -> list[str]:
     """Create every volume of `instance` that is missing; idempotent.
 
     Returns:
@@ -86,12 +86,12 @@ def ensure_volumes_exist(client: DockerClient, instance: Instance = DEFAULT) -> 
     return created
 
 
-def volume_exists(client: DockerClient, name: str) -> bool:
+def volume_exists(client: Engine, name: str) -> bool:
     """Return True if a volume called `name` exists."""
     return client.inspect_volume(name) is not None
 
 
-def remove_volume(client: DockerClient, name: str) -> None:
+def remove_volume(client: Engine, name: str) -> None:
     """Remove volume `name`. A volume that does not exist is not an error.
 
     Raises:
@@ -103,7 +103,7 @@ def remove_volume(client: DockerClient, name: str) -> None:
     client.remove_volume(name)
 
 
-def remove_all_volumes(client: DockerClient, instance: Instance = DEFAULT) -> list[str]:
+def remove_all_volumes(client: Engine, instance: Instance = DEFAULT) -> list[str]:
     """Remove every volume of `instance`. Checks all before removing any.
 
     Returns:
@@ -122,7 +122,7 @@ def remove_all_volumes(client: DockerClient, instance: Instance = DEFAULT) -> li
     return names
 
 
-def volume_sizes(client: DockerClient, instance: Instance = DEFAULT) -> dict[str, int | None]:
+def volume_sizes(client: Engine, instance: Instance = DEFAULT) -> dict[str, int | None]:
     """Bytes used by each volume of `instance` (None when the engine does not say)."""
     return client.volume_sizes(volume_names(instance))
 
@@ -132,7 +132,7 @@ COPY_TIMEOUT = 600
 
 
 def copy_volumes(
-    client: DockerClient,
+    client: Engine,
     pairs: Sequence[tuple[str, str]],
     *,
     image: str,

@@ -1,4 +1,4 @@
-"""The remote test host as the tests see it (the fixtures are in conftest.py)."""
+"""The remote test host as the tests see it (the fixtures are in `tests/remote/conftest.py`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "remote-host.sh"
 STATE_DIR = Path(os.environ.get("OCC_REMOTE_HOST_DIR", "/run/occ-remote-host"))
 DATA_DIR = Path(os.environ.get("OCC_REMOTE_HOST_DATA", "/var/lib/occ-remote-host"))

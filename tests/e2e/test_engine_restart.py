@@ -2,9 +2,9 @@
 
 A service that was running comes back by itself; one the user stopped with `occ stop`
 stays stopped. The daemon is restarted for real, so this runs only where the test run
-started it (`scripts/engine.sh`, as CI and `scripts/test.sh` do) and last among the
-end-to-end tests (the file name), because every container on the engine goes through
-the restart.
+started it (`scripts/engine.sh`, as CI and `scripts/test.sh` do), and after every other
+test of the session (the `last` marker, `tests/run_last.py`), because every container on
+the engine goes through the restart.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli_e2e import occ_env as occ_env  # the fixture
-from test_cli_e2e import run
 
-pytestmark = pytest.mark.e2e
+from occ_helpers import run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.last]
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_SCRIPT = ROOT / "scripts" / "engine.sh"

@@ -1,0 +1,82 @@
+"""`occ` run as a subprocess, the way a user runs it, and the docker CLI for what the
+end-to-end tests do around it (their fixtures are in `tests/e2e/conftest.py`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+from opencode_cloud.defaults import IMAGE_NAME
+
+OCC = [sys.executable, "-m", "opencode_cloud"]
+# The release the upgrade tests start from; the default (1.18.33) is the one they end on.
+OLDER_OPENCODE = "1.18.32"
+
+
+def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`occ ARGS...` with the environment of one user (`occ_env`)."""
+    proc = subprocess.run([*OCC, *args], env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, f"occ {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def api(env: dict[str, str], method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One call of opencode's API through the service, with the credentials `occ` shows."""
+    creds = json.loads(run(env, "--json", "auth", "show").stdout)
+    request = urllib.request.Request(
+        creds["url"] + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={
+            "Authorization": "Basic "
+            + base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode(),
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def session_titles(env: dict[str, str]) -> set[str]:
+    sessions = api(env, "GET", "/session")
+    assert isinstance(sessions, list)
+    return {s["title"] for s in sessions}
+
+
+def docker(*args: str) -> str:
+    """The docker CLI: test cleanup stays independent of the library's names."""
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def remove_images(*images: str) -> None:
+    """Remove images (with their unshared layers), quietly skipping absent ones."""
+    if images:
+        docker("rmi", *images)
+
+
+def remove_containers(instance: Any) -> None:
+    """Every container of `instance` (an `Instance`), with its anonymous volumes."""
+    label = f"label=io.opencode-cloud.instance={instance.name}"
+    containers = docker("ps", "-aq", "--filter", label).split()
+    if containers:
+        docker("rm", "-f", "-v", *containers)
+
+
+def remove_release(instance: Any, version: str) -> None:
+    """The image of an opencode release a test built, and the unnamed build stage the
+    engine keeps as its cache: a run keeps only the default image. The instance's
+    containers go first (they hold the image)."""
+    remove_containers(instance)
+    remove_images(f"{IMAGE_NAME}:{version}")
+    stages = docker(
+        "images", "-q", "--filter", "dangling=true",
+        "--filter", "label=io.opencode-cloud.stage=build",
+        "--filter", f"label=io.opencode-cloud.opencode-version={version}",
+    ).split()  # fmt: skip
+    remove_images(*stages)

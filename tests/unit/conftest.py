@@ -1,0 +1,78 @@
+"""What the unit tests share: cheap password hashes, and for the tests of the service, its
+version changes and `occ doctor` the in-memory engine holding the default image, opencode
+served for real on a local port, and a Service over a configuration file, as one `occ`
+run makes it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fake_opencode import FakeOpencode
+from fakes import SANDBOX_ENV, FakeEngine
+from opencode_cloud import credentials
+from opencode_cloud.config.paths import InstancePaths
+from opencode_cloud.config.schema import Config
+from opencode_cloud.config.store import save_config
+from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
+from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
+from opencode_cloud.service import Service
+from service_helpers import INSTANCE, REF, Make
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bcrypt at its lowest cost (4, not 10): its slowness is against guessing, which no
+    unit test measures, and at the real cost hashing is most of the unit tests' time."""
+    monkeypatch.setattr(credentials, "BCRYPT_ROUNDS", 4)
+
+
+@pytest.fixture
+def fake() -> FakeEngine:
+    """An engine holding the default release's image."""
+    engine = FakeEngine()
+    engine.add_image(
+        REF,
+        env=SANDBOX_ENV,
+        labels={LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION, LABEL_EDGE: EDGE_LABEL},
+    )
+    return engine
+
+
+@pytest.fixture
+def serve(fake: FakeEngine) -> Iterator[Callable[[], FakeOpencode]]:
+    """Start one more opencode, answering for `fake`'s container that publishes its port."""
+    servers: list[FakeOpencode] = []
+
+    def start() -> FakeOpencode:
+        servers.append(FakeOpencode(fake).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def opencode(serve: Callable[[], FakeOpencode]) -> FakeOpencode:
+    return serve()
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> InstancePaths:
+    return InstancePaths(tmp_path / INSTANCE.name)
+
+
+@pytest.fixture
+def make(fake: FakeEngine, opencode: FakeOpencode, paths: InstancePaths) -> Make:
+    """A Service over a configuration file written with `settings`: one `occ` run."""
+
+    def service(**settings: Any) -> Service:
+        config = Config(**{"port": opencode.port, "start_timeout": 5, **settings})
+        save_config(paths.config_file, config)
+        return Service(fake, config, INSTANCE, paths)
+
+    return service
