@@ -39,6 +39,9 @@ CONTAINER_PORT = 3000
 RUNTIME_USER = "opencode"
 RUNTIME_UID = 1000
 RUNTIME_HOME = "/home/opencode"
+# The edge's own user (Caddy and the login service): it owns the certificate files the
+# tool writes into the container, and is no user the agent's processes run as.
+EDGE_UID = 61000
 # The projects volume, inside the home: opencode's "Open project" dialog lists the home.
 WORKING_DIR = "/home/opencode/projects"
 HOSTNAME = "opencode-cloud"
@@ -49,6 +52,7 @@ PASSWORD_PATH_IN_CONTAINER = "/run/opencode-cloud/password.bcrypt"
 OPENCODE_INTERNAL_PORT = 4096
 # What the edge serves (`off`, `self-signed`, `custom`) and which certificate.
 TLS_ENV = "OCC_TLS"
+# A digest of the certificate, set by earlier releases: never the user's environment.
 TLS_CERT_ENV = "OCC_TLS_CERT_SHA256"
 USERNAME_ENV = "OPENCODE_SERVER_USERNAME"
 # The entrypoint runs opencode as this uid and gid (the owner of the mounted folders).

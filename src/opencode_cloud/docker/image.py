@@ -47,6 +47,10 @@ LABEL_TOOL_VERSION = "io.opencode-cloud.version"
 # Set by the Dockerfile on images whose entrypoint runs the edge (TLS, login page):
 # an image without it, from an earlier release, is built again.
 LABEL_EDGE = "io.opencode-cloud.edge"
+# Its value from which the container's first process reloads the edge's certificate on
+# SIGHUP (earlier ones stop on it): a new certificate then reaches a running service
+# without a restart.
+EDGE_RELOADS_ON_HUP = 2
 # On the build stage's last image (with the opencode version): the engine leaves it without
 # a name, but it is the layer cache of the next build of that version.
 LABEL_STAGE = "io.opencode-cloud.stage"
@@ -93,6 +97,12 @@ def image_opencode_version(client: DockerClient, image: str = DEFAULT_IMAGE) -> 
     """The opencode version baked into `image` (from its label); None if unknown or absent."""
     info = client.inspect_image(image)
     return (info.labels.get(LABEL_OPENCODE_VERSION) or None) if info else None
+
+
+def edge_generation(info: ImageInfo | None) -> int:
+    """The image's `io.opencode-cloud.edge` label as a number (0: none, or not a number)."""
+    text = info.labels.get(LABEL_EDGE, "") if info else ""
+    return int(text) if text.isdigit() else 0
 
 
 # --------------------------------------------------------------------------- context
