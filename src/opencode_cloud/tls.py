@@ -32,8 +32,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import secrets
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -359,6 +357,8 @@ def _subject_alt_names(names: list[str]) -> str:
 
 
 def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
+    import subprocess  # here only, as `secrets`: a start that makes nothing needs neither
+
     try:
         done = subprocess.run(
             ["openssl", *args], input=stdin, capture_output=True, check=False, timeout=60
@@ -449,6 +449,8 @@ def _ensure_ca(
             return False, None
     elif cert.exists():
         reason = "unreadable"  # its key is gone: it cannot sign anything any more
+    import secrets
+
     token = secrets.token_hex(4)
     temp_key, temp_cert = directory / f".ca.key.{token}", directory / f".ca.pem.{token}"
     try:
@@ -503,6 +505,8 @@ def self_signed(
     ca = ca_file(paths)
     directory = tls_dir(paths)
     if ca_made or not _server_current(directory, names, now):
+        import secrets
+
         ca_facts = _read_file(ca)
         ca_days = int(ca_facts.days_left(now)) if ca_facts else SERVER_DAYS
         temp_key = directory / f".server.key.{secrets.token_hex(4)}"
