@@ -246,9 +246,10 @@ def test_a_certificate_made_to_expire_in_5_days_is_renewed_at_start_of_a_stopped
 
     started = json.loads(run(occ_env, "--json", "start").stdout)
 
-    assert started["healthy"] is True and started["certificate_renewed"] == "written"
+    assert started["healthy"] is True
     assert served_days_left(info["url"], info["ca_file"]) > 365
     assert docker_sdk.containers.get(instance.container_name).id == cid  # not re-created
+    assert started.get("certificate_renewed") == "written"
 
 
 def test_a_certificate_made_to_expire_in_5_days_is_renewed_at_start_of_a_running_service(
@@ -277,11 +278,12 @@ def test_a_certificate_made_to_expire_in_5_days_is_renewed_at_start_of_a_running
 
     started = json.loads(run(occ_env, "--json", "start").stdout)
 
-    assert started["already_running"] is True and started["certificate_renewed"] == "reloaded"
+    assert started["already_running"] is True
     deadline = time.monotonic() + 15
     while served_days_left(info["url"], info["ca_file"]) < 365:
         assert time.monotonic() < deadline, "the running edge still serves the old certificate"
         time.sleep(0.5)
+    assert started.get("certificate_renewed") == "reloaded"
     container = docker_sdk.containers.get(instance.container_name)
     assert (container.id, container.attrs["State"]["StartedAt"]) == (cid, began)
     assert container.attrs["RestartCount"] == 0 and container.status == "running"
