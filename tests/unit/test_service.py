@@ -807,10 +807,9 @@ def test_exposing_the_service_turns_https_on_by_default(
     assert files[CERT].endswith(ca)  # leaf, then the CA
     assert b"PRIVATE KEY" in files[KEY]
     assert b"PRIVATE KEY" not in (paths.root / "tls" / "served.pem").read_bytes()
-    # The edge's own user reads them; the password stays the runtime user's.
+    # The edge's own user reads them.
     assert fake.file_modes[NAME][CERT] == (0o644, EDGE_UID)
     assert fake.file_modes[NAME][KEY] == (0o600, EDGE_UID)
-    assert fake.file_modes[NAME][PASSWORD_PATH_IN_CONTAINER] == (0o400, RUNTIME_UID)
     endpoint = make(bind_address="0.0.0.0").endpoint()
     assert endpoint.url.startswith("https://127.0.0.1:") and endpoint.context is not None
     # The same settings: nothing to re-create. A new host name is no reason either (the
