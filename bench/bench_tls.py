@@ -145,9 +145,10 @@ def start_rows(other: Path, runs: int) -> list[tuple[str, str, str]]:
     import socket
 
     instance = f"bench-tls-{os.getpid()}"
-    with tempfile.TemporaryDirectory() as config, socket.socket() as probe:
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as config:
         base = {**os.environ, "OCC_CONFIG_DIR": config, "OCC_INSTANCE": instance}
 
         def occ(*command: str) -> list[str]:
