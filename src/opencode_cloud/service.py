@@ -284,6 +284,8 @@ class Service:
         self._config = config
         self.instance = instance
         self.paths = paths or instance_paths(instance)
+        # The instance's CA made anew by `tls_material` (`tls.NewCa.to_json()`), if it was.
+        self.new_ca: dict[str, Any] | None = None
 
     @property
     def config(self) -> Config:
@@ -385,7 +387,10 @@ class Service:
         if mode == "custom":
             return tls.custom(self.config.tls_cert, self.config.tls_key)
         names = tls.server_names(self.config.bind_address, self.config.host_names)
-        return tls.self_signed(self.paths, names, self.instance.name)
+        material = tls.self_signed(self.paths, names, self.instance.name)
+        if material.new_ca is not None:
+            self.new_ca = material.new_ca.to_json()
+        return material
 
     def container_files(
         self, password: str, material: TlsMaterial | None
@@ -533,7 +538,7 @@ class Service:
             # The password file was deleted: the container still has the old password.
             recreate = ["password"]
         material = self.tls_material()
-        renewed = info is not None and not recreate and self._serves_another(material)
+        renewed = info is not None and not recreate and self._serves_another(info, material)
         if info and renewed and info.running and not self._reloads_certificate(info):
             # An edge from an earlier image stops on SIGHUP: it reads the files at start.
             recreate = ["TLS certificate"]
@@ -554,7 +559,7 @@ class Service:
         cid = containers.setup_and_start(
             self.client, spec, self.instance, files=self.container_files(password, material)
         )
-        self._remember_served(material)
+        self._remember_served(material, cid)
         endpoint = Endpoint.of(spec, self.paths).reached_through(self.client)
         result = StartResult(
             url=endpoint.url,
@@ -572,11 +577,11 @@ class Service:
             result, password, endpoint, wait=wait, timeout=timeout, on_step=on_step
         )
 
-    def _remember_served(self, material: TlsMaterial | None) -> None:
+    def _remember_served(self, material: TlsMaterial | None, container_id: str) -> None:
         if material is not None:
             from opencode_cloud.tls import remember_served
 
-            remember_served(self.paths, material)
+            remember_served(self.paths, material, container_id)
 
     def _certificate_due(self, info: ContainerInfo) -> bool:
         """Whether the container should get another certificate: a cheap look at the
@@ -587,18 +592,15 @@ class Service:
             return False
         from opencode_cloud.tls import handover_due
 
-        return handover_due(self.paths, mode)
+        return handover_due(self.paths, mode, info.id)
 
-    def _serves_another(self, material: TlsMaterial | None) -> bool:
+    def _serves_another(self, info: ContainerInfo, material: TlsMaterial | None) -> bool:
         """Whether `material` is not the chain the container was last handed."""
         if material is None:
             return False
-        from opencode_cloud.tls import served_file
+        from opencode_cloud.tls import serves
 
-        try:
-            return served_file(self.paths).read_bytes() != material.cert
-        except OSError:
-            return True
+        return not serves(self.paths, info.id, material.cert)
 
     def _reloads_certificate(self, info: ContainerInfo) -> bool:
         """Whether the container's edge takes a new certificate on SIGHUP (its image's
@@ -623,7 +625,7 @@ class Service:
                 now = self.client.find_container(self.name)
                 if now is not None and now.running:
                     raise
-        self._remember_served(material)
+        self._remember_served(material, info.id)
         return how
 
     def create(self) -> str:
@@ -640,7 +642,7 @@ class Service:
         cid = containers.create_with_files(
             self.client, spec, self.instance, self.container_files(password, material)
         )
-        self._remember_served(material)
+        self._remember_served(material, cid)
         return cid
 
     def _start_existing(

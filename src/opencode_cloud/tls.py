@@ -576,20 +576,34 @@ def custom(cert_file: str | None, key_file: str | None) -> TlsMaterial:
     return TlsMaterial("custom", contents[0], contents[1], None, source=source)
 
 
-def remember_served(paths: InstancePaths, material: TlsMaterial) -> None:
-    """Keep the chain the container now serves, for the tool's own probes, and where a
-    user's certificate came from, for `handover_due`."""
+def remember_served(paths: InstancePaths, material: TlsMaterial, container_id: str) -> None:
+    """Keep the chain the container `container_id` now serves, for the tool's own probes,
+    which container that is, and where a user's certificate came from (`handover_due`)."""
     directory = _private_dir(paths)
     _write_certificate(served_file(paths), material.cert)
+    (directory / "served-to").write_text(f"{container_id}\n")
     if material.source is not None:
         (directory / "served-from").write_text(f"{material.source}\n")
     else:
         (directory / "served-from").unlink(missing_ok=True)
 
 
-def handover_due(paths: InstancePaths, mode: str, *, now: datetime | None = None) -> bool:
-    """Whether the container should get another certificate than the one it serves (for
-    a start that otherwise finds nothing to do, and so reads no configuration): in
+def serves(paths: InstancePaths, container_id: str, chain: bytes) -> bool:
+    """Whether the container `container_id` was last handed `chain` (an update's
+    container that was given back its place after a failure was not)."""
+    try:
+        recorded = (tls_dir(paths) / "served-to").read_text().strip()
+        return recorded == container_id and served_file(paths).read_bytes() == chain
+    except OSError:
+        return False
+
+
+def handover_due(
+    paths: InstancePaths, mode: str, container_id: str, *, now: datetime | None = None
+) -> bool:
+    """Whether the container `container_id` should get another certificate than the one
+    it serves (for a start that otherwise finds nothing to do, and so reads no
+    configuration): when it is not the container the tool last handed one; in
     self-signed mode, when the tool's certificate or CA changed, or either is due for
     renewal, or the CA has no name constraints; in custom mode, when the user's file
     holds another chain (renewed in place). Reads a few small files and no process.
@@ -597,6 +611,8 @@ def handover_due(paths: InstancePaths, mode: str, *, now: datetime | None = None
     directory = tls_dir(paths)
     try:
         served = served_file(paths).read_bytes()
+        if (directory / "served-to").read_text().strip() != container_id:
+            return True
         if mode == "custom":
             source = Path((directory / "served-from").read_text().strip())
     except OSError:

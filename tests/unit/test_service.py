@@ -939,6 +939,22 @@ def test_a_new_host_name_reaches_the_running_service_with_a_new_ca_said_plainly(
     assert f"must now trust {ca_file}" in lines and "without a restart" in lines
 
 
+def test_a_container_the_chain_was_not_handed_to_gets_it_at_start(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    """After a failed update the old container is given its place back: the tool handed
+    the chain (perhaps renewed) to the update's container, not to it."""
+    _edge(fake, "2")
+    make(tls="self-signed").start(wait=False)
+    (paths.root / "tls" / "served-to").write_text("the-updates-container\n")
+    fake.calls.clear()
+    result = make(tls="self-signed").start(wait=False)
+    assert result.certificate_renewed == "reloaded"
+    assert fake.calls == [("put_archive", NAME), ("kill_container", NAME)]
+    served_to = (paths.root / "tls" / "served-to").read_text().strip()
+    assert served_to == fake.inspect_container(NAME).id
+
+
 def test_a_users_certificate_renewed_in_place_reaches_the_service_at_start(
     make: Make, fake: FakeEngine, paths: InstancePaths, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ from tls_helpers import (
 )
 
 NAMES = ["localhost", "127.0.0.1", "::1", "box.lan", "192.168.1.20"]
+CID = "c0ffee"  # the container the chain was handed to
 APPLE_PRIVATE_CA_LIMIT = 825  # days a server certificate from a user-trusted CA may last
 
 
@@ -181,39 +182,49 @@ def test_files_and_modes(paths: InstancePaths) -> None:
 def test_handover_is_due_when_the_served_chain_is_not_the_one_to_serve(
     paths: InstancePaths,
 ) -> None:
-    assert tls.handover_due(paths, "self-signed")  # nothing served yet
+    assert tls.handover_due(paths, "self-signed", CID)  # nothing served yet
     material = tls.self_signed(paths, NAMES)
-    tls.remember_served(paths, material)
-    assert not tls.handover_due(paths, "self-signed")
+    tls.remember_served(paths, material, CID)
+    assert not tls.handover_due(paths, "self-signed", CID)
     # Time passes: the served certificate nears its end.
-    tls.remember_served(
-        paths, tls.TlsMaterial("self-signed", shorten_certificate(tls_dir(paths), 5), b"", None)
-    )
-    assert tls.handover_due(paths, "self-signed")
+    short = shorten_certificate(tls_dir(paths), 5)
+    tls.remember_served(paths, tls.TlsMaterial("self-signed", short, b"", None), CID)
+    assert tls.handover_due(paths, "self-signed", CID)
     # The tool made a new one (another start, `occ update`) the container did not get.
-    tls.remember_served(paths, tls.self_signed(paths, NAMES))
-    assert not tls.handover_due(paths, "self-signed")
+    tls.remember_served(paths, tls.self_signed(paths, NAMES), CID)
+    assert not tls.handover_due(paths, "self-signed", CID)
     tls.self_signed(paths, [*NAMES, "more.example"])
-    assert tls.handover_due(paths, "self-signed")
+    assert tls.handover_due(paths, "self-signed", CID)
+
+
+def test_handover_is_due_for_another_container(paths: InstancePaths) -> None:
+    """An update's new container got the chain; the old one, given its place back after a
+    failed update, did not."""
+    material = tls.self_signed(paths, NAMES)
+    tls.remember_served(paths, material, CID)
+    assert tls.serves(paths, CID, material.cert)
+    assert not tls.handover_due(paths, "self-signed", CID)
+    assert tls.handover_due(paths, "self-signed", "another")
+    assert not tls.serves(paths, "another", material.cert)
 
 
 def test_handover_is_due_within_the_window_by_the_served_dates(paths: InstancePaths) -> None:
-    tls.remember_served(paths, tls.self_signed(paths, NAMES))
+    tls.remember_served(paths, tls.self_signed(paths, NAMES), CID)
     later = datetime.now(UTC) + timedelta(days=tls.SERVER_DAYS - tls.RENEW_WITHIN_DAYS + 1)
-    assert tls.handover_due(paths, "self-signed", now=later)
-    assert not tls.handover_due(paths, "self-signed", now=later - timedelta(days=2))
+    assert tls.handover_due(paths, "self-signed", CID, now=later)
+    assert not tls.handover_due(paths, "self-signed", CID, now=later - timedelta(days=2))
 
 
 def test_a_users_certificate_renewed_in_place_is_due(paths: InstancePaths, tmp_path: Path) -> None:
     cert, key = self_signed_pair(tmp_path / "mine", "box.example")
     material = tls.custom(str(cert), str(key))
     assert material.source == cert
-    tls.remember_served(paths, material)
-    assert not tls.handover_due(paths, "custom")
+    tls.remember_served(paths, material, CID)
+    assert not tls.handover_due(paths, "custom", CID)
     self_signed_pair(tmp_path / "mine", "box.example")  # renewed at the same paths
-    assert tls.handover_due(paths, "custom")
+    assert tls.handover_due(paths, "custom", CID)
     cert.unlink()  # gone: the container keeps serving what it has
-    assert not tls.handover_due(paths, "custom")
+    assert not tls.handover_due(paths, "custom", CID)
 
 
 def test_container_files_belong_to_the_edges_user(paths: InstancePaths) -> None:

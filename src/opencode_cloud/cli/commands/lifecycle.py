@@ -89,17 +89,21 @@ def certificate_lines(result: StartResult, occ: str) -> list[str]:
         )
     elif result.certificate_renewed == "written":
         lines.append(f"  New TLS certificate (valid until {until}).")
-    new_ca = result.new_ca
-    if new_ca:
-        why = NEW_CA_REASONS.get(new_ca["reason"], new_ca["reason"]).format(
-            names=", ".join(new_ca["names"])
-        )
-        lines += [
-            f"  A new CA was made for this instance, because {why}.",
-            f"  Browsers and clients that trusted the old one must now trust {new_ca['ca_file']} "
-            f"(valid until {new_ca['not_after'][:10]}; `{occ} auth show` names it).",
-        ]
-    return lines
+    return lines + new_ca_lines(result.new_ca, occ)
+
+
+def new_ca_lines(new_ca: dict[str, Any] | None, occ: str) -> list[str]:
+    """What to do about a CA made anew (`tls.NewCa.to_json()`), for people."""
+    if not new_ca:
+        return []
+    why = NEW_CA_REASONS.get(new_ca["reason"], new_ca["reason"]).format(
+        names=", ".join(new_ca["names"])
+    )
+    return [
+        f"  A new CA was made for this instance, because {why}.",
+        f"  Browsers and clients that trusted the old one must now trust {new_ca['ca_file']} "
+        f"(valid until {new_ca['not_after'][:10]}; `{occ} auth show` names it).",
+    ]
 
 
 @click.command()
