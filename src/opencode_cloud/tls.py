@@ -588,12 +588,22 @@ def remember_served(paths: InstancePaths, material: TlsMaterial, container_id: s
         (directory / "served-from").unlink(missing_ok=True)
 
 
-def serves(paths: InstancePaths, container_id: str, chain: bytes) -> bool:
-    """Whether the container `container_id` was last handed `chain` (an update's
-    container that was given back its place after a failure was not)."""
+def _served_to(paths: InstancePaths, container_id: str) -> bool:
+    """Whether `container_id` is the container the tool last handed a chain: one an
+    update gave its place back after a failure is not. Releases before this record
+    handed a new chain only to a new container, so without the record it is."""
     try:
-        recorded = (tls_dir(paths) / "served-to").read_text().strip()
-        return recorded == container_id and served_file(paths).read_bytes() == chain
+        return (tls_dir(paths) / "served-to").read_text().strip() == container_id
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def serves(paths: InstancePaths, container_id: str, chain: bytes) -> bool:
+    """Whether the container `container_id` was last handed `chain`."""
+    try:
+        return _served_to(paths, container_id) and served_file(paths).read_bytes() == chain
     except OSError:
         return False
 
@@ -611,7 +621,7 @@ def handover_due(
     directory = tls_dir(paths)
     try:
         served = served_file(paths).read_bytes()
-        if (directory / "served-to").read_text().strip() != container_id:
+        if not _served_to(paths, container_id):
             return True
         if mode == "custom":
             source = Path((directory / "served-from").read_text().strip())

@@ -206,6 +206,10 @@ def test_handover_is_due_for_another_container(paths: InstancePaths) -> None:
     assert not tls.handover_due(paths, "self-signed", CID)
     assert tls.handover_due(paths, "self-signed", "another")
     assert not tls.serves(paths, "another", material.cert)
+    # Recorded by a release before the record: the container it has is the one.
+    (tls_dir(paths) / "served-to").unlink()
+    assert tls.serves(paths, "another", material.cert)
+    assert not tls.handover_due(paths, "self-signed", "another")
 
 
 def test_handover_is_due_within_the_window_by_the_served_dates(paths: InstancePaths) -> None:
