@@ -6,16 +6,25 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
 from urllib.parse import urlencode
 
 SESSION_COOKIE = re.compile(rb"(?im)^set-cookie:\s*occ_session_[^=]*=([^;\s]+)")
 
 
-def exchange(port: int, data: bytes, *, timeout: float = 10.0, answers: int = 1) -> bytes:
-    """Write raw bytes to the port and read until `answers` responses have ended (by
-    their Content-Length) or the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+def exchange(
+    port: int,
+    data: bytes,
+    *,
+    timeout: float = 10.0,
+    answers: int = 1,
+    context: ssl.SSLContext | None = None,
+) -> bytes:
+    """Write raw bytes to the port (over TLS with `context`) and read until `answers`
+    responses have ended (by their Content-Length) or the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as plain:
+        sock = context.wrap_socket(plain, server_hostname="127.0.0.1") if context else plain
         sock.sendall(data)
         received = b""
         deadline = time.monotonic() + timeout
@@ -68,24 +77,35 @@ def cookies(data: bytes) -> str:
     return "; ".join(pair.decode() for pair in pairs if not pair.endswith(b"="))
 
 
-def sign_in(port: int, username: str, password: str, next_path: str = "/") -> bytes:
-    """A browser's sign-in: the login page (its cookies and hidden fields), then the form."""
+def sign_in(
+    port: int,
+    username: str,
+    password: str,
+    next_path: str = "/",
+    *,
+    context: ssl.SSLContext | None = None,
+) -> bytes:
+    """A browser's sign-in: the login page (its cookies and hidden fields), then the form
+    (over TLS with `context`)."""
     host = f"127.0.0.1:{port}"
+    scheme = "https" if context else "http"
     page = exchange(
         port,
         f"GET /__occ/login HTTP/1.1\r\nHost: {host}\r\nAccept: text/html\r\n"
         "Connection: close\r\n\r\n".encode(),
+        context=context,
     )
     fields = {**form_fields(page), "username": username, "password": password, "next": next_path}
     body = urlencode(fields).encode()
     jar = cookies(page)
+    cookie_line = f"Cookie: {jar}\r\n" if jar else ""
     return exchange(
         port,
-        f"POST /__occ/login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+        f"POST /__occ/login HTTP/1.1\r\nHost: {host}\r\nOrigin: {scheme}://{host}\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\n"
-        f"Content-Length: {len(body)}\r\n{f'Cookie: {jar}' + chr(13) + chr(10) if jar else ''}"
-        "Connection: close\r\n\r\n".encode()
+        f"Content-Length: {len(body)}\r\n{cookie_line}Connection: close\r\n\r\n".encode()
         + body,
+        context=context,
     )
 
 

@@ -59,6 +59,7 @@ PASSWORD_PATH_IN_CONTAINER = "/run/opencode-cloud/password.bcrypt"
 OPENCODE_INTERNAL_PORT = 4096
 # What the edge serves (`off`, `self-signed`, `custom`) and which certificate.
 TLS_ENV = "OCC_TLS"
+# A digest of the certificate, set by earlier releases: never the user's environment.
 TLS_CERT_ENV = "OCC_TLS_CERT_SHA256"
 USERNAME_ENV = "OPENCODE_SERVER_USERNAME"
 # The entrypoint runs opencode as this uid and gid (the owner of the mounted folders).

@@ -69,7 +69,9 @@ class Remedy:
     `password-empty`, `port-taken` (port), `port-taken-by-container` (port, container),
     `port-taken-by-instance` (port, instance), `bind-address-foreign`, `low-port`,
     `rebuild-image`, `crash-loop`, `crashed`, `recreate` (container), `unhealthy`,
-    `still-starting`, `sessions-failing`, `pending-restart`, `check-failed`.
+    `still-starting`, `sessions-failing`, `pending-restart`, `check-failed`,
+    `certificate-make`, `certificate-hand-over`, `certificate-renew`,
+    `certificate-renew-own`.
     """
 
     kind: str
@@ -90,6 +92,8 @@ ENGINE_TIMEOUT = 10.0
 # Free space where the engine keeps images and volumes.
 DISK_WARN_BYTES = 5 << 30
 DISK_FAIL_BYTES = 1 << 30
+# A served certificate (or the instance's CA) with fewer days left is a warning.
+CERTIFICATE_WARN_DAYS = 30
 # How far `check_port` looks for a free port to suggest.
 PORT_SEARCH = 20
 PROBE_TIMEOUT = 2.0
@@ -104,6 +108,7 @@ DISK = "disk space"
 CONFIGURATION = "configuration"
 PASSWORD_FILE = "password file"
 CA_CERTIFICATES = "CA certificates"
+CERTIFICATE = "TLS certificate"
 PORT = "port"
 IMAGE = "image"
 CONTAINER = "container"
@@ -461,6 +466,74 @@ def check_ca_certificates(ctx: Context) -> Finding:
             ctx.hint(problems[0]),
         )
     return Finding(CA_CERTIFICATES, "ok", f"PEM certificates in {', '.join(counts)}.")
+
+
+def check_certificate(ctx: Context) -> Finding:
+    """The certificate the service serves over HTTPS, and the instance's CA: how many
+    days each has left (the files only: what the tool last handed the container)."""
+    from opencode_cloud import tls
+
+    config = ctx.need_config()
+    mode = config.tls_mode
+    if mode == "off":
+        return Finding(CERTIFICATE, "ok", "None: the service speaks plain HTTP (`tls` is off).")
+    served = tls.served_file(ctx.paths)
+    own = Path(config.tls_cert).expanduser() if mode == "custom" and config.tls_cert else None
+    source = served if served.exists() else own or tls.tls_dir(ctx.paths) / "server.pem"
+    try:
+        chain = tls.read_pem(source.read_bytes())
+    except FileNotFoundError:
+        return Finding(
+            CERTIFICATE, "ok", "Not made yet: the next start makes it.", ctx.fix("certificate-make")
+        )
+    except (OSError, tls.TlsError) as exc:
+        chain, problem = [], str(getattr(exc, "strerror", None) or exc)
+    else:
+        problem = "it holds no PEM certificate"
+    if not chain:
+        return Finding(
+            CERTIFICATE,
+            "fail",
+            f"Cannot read the certificate in {source}: {problem}.",
+            "Point tls_cert at a PEM certificate chain (leaf first)."
+            if own is not None and source == own
+            else ctx.fix("certificate-hand-over"),
+        )
+    now = datetime.now(UTC)
+    left = [("The served certificate", chain[0].days_left(now), chain[0].not_after)]
+    if mode == "self-signed":
+        ca = tls.ca_file(ctx.paths)
+        try:
+            ca_facts = tls.read_pem(ca.read_bytes())
+        except (OSError, tls.TlsError):
+            ca_facts = []
+        if ca_facts:
+            left.append(("the instance's CA", ca_facts[0].days_left(now), ca_facts[0].not_after))
+    detail = "; ".join(
+        f"{what} ended {_days(days)} ago ({end:%Y-%m-%d})"
+        if days < 0
+        else f"{what} has {_days(days)} left (until {end:%Y-%m-%d})"
+        for what, days, end in left
+    )
+    if own is not None and served.exists():
+        try:
+            waiting = own.read_bytes() != served.read_bytes()
+        except OSError:
+            waiting = False
+        if waiting:
+            detail += f"; tls_cert ({own}) holds another one, for the next start"
+    worst = min(days for _what, days, _end in left)
+    if worst >= CERTIFICATE_WARN_DAYS:
+        return Finding(CERTIFICATE, "ok", detail + ".")
+    fix = ctx.fix("certificate-renew" if mode == "self-signed" else "certificate-renew-own")
+    if worst < 0:
+        return Finding(CERTIFICATE, "fail", f"{detail}: browsers refuse the service.", fix)
+    return Finding(CERTIFICATE, "warn", detail + ".", fix)
+
+
+def _days(days: float) -> str:
+    whole = int(abs(days))
+    return "1 day" if whole == 1 else f"{whole} days"
 
 
 # --------------------------------------------------------------------------- the port
@@ -921,6 +994,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     (CONFIGURATION, check_configuration),
     (PASSWORD_FILE, check_password_file),
     (CA_CERTIFICATES, check_ca_certificates),
+    (CERTIFICATE, check_certificate),
     (PORT, check_port),
     (IMAGE, check_image),
     (CONTAINER, check_container),

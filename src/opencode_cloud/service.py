@@ -24,6 +24,7 @@ from opencode_cloud.defaults import (
     EDGE_UID,
     RUNTIME_PATH,
     RUNTIME_USER,
+    TLS_ENV,
     WORKING_DIR,
 )
 from opencode_cloud.docker import container as containers
@@ -35,7 +36,7 @@ from opencode_cloud.docker.errors import (
     PullFailed,
     SessionsFailing,
 )
-from opencode_cloud.docker.models import ContainerInfo, ImageInfo
+from opencode_cloud.docker.models import ContainerFile, ContainerInfo, ImageInfo
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_CONFIG_FILE, Instance
@@ -200,6 +201,15 @@ class StartResult:
     host: str | None = None  # the remote host it runs on (ssh address); None: this machine
     # It listens on the remote host's loopback: `occ tunnel` reaches it from here.
     needs_tunnel: bool = False
+    # The existing container got a new certificate at this start (a renewal, a new name,
+    # the user's renewed file): `reloaded` by the running edge, without a restart, or
+    # `written` before the container started; None when it kept the one it had.
+    certificate_renewed: str | None = None
+    # When the served certificate ends (ISO 8601), when this start read it.
+    certificate_not_after: str | None = None
+    # The instance's CA was made anew (`tls.NewCa.to_json()`): clients that trusted the
+    # old one must be told to trust this one.
+    new_ca: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -282,6 +292,8 @@ class Service:
         self._config = config
         self.instance = instance
         self.paths = paths or instance_paths(instance)
+        # The instance's CA made anew by `tls_material` (`tls.NewCa.to_json()`), if it was.
+        self.new_ca: dict[str, Any] | None = None
 
     @property
     def config(self) -> Config:
@@ -383,20 +395,24 @@ class Service:
         if mode == "custom":
             return tls.custom(self.config.tls_cert, self.config.tls_key)
         names = tls.server_names(self.config.bind_address, self.config.host_names)
-        return tls.self_signed(self.paths, names, self.instance.name)
+        material = tls.self_signed(self.paths, names, self.instance.name)
+        if material.new_ca is not None:
+            self.new_ca = material.new_ca.to_json()
+        return material
 
-    def container_files(self, password: str, material: TlsMaterial | None) -> dict[str, bytes]:
+    def container_files(
+        self, password: str, material: TlsMaterial | None
+    ) -> dict[str, bytes | ContainerFile]:
         """What a new container is handed: the password's hash and the certificate."""
-        files = credentials.container_files(password, self.paths)
+        files: dict[str, bytes | ContainerFile] = {
+            **credentials.container_files(password, self.paths)
+        }
         if material is not None:
             files.update(material.container_files())
         return files
 
-    def wanted_spec(
-        self, image: ImageInfo | None, material: TlsMaterial | None = None
-    ) -> ContainerSpec:
-        """The container the configuration asks for, running `image` (None: not there yet)
-        and serving `material` (see `tls_material`)."""
+    def wanted_spec(self, image: ImageInfo | None) -> ContainerSpec:
+        """The container the configuration asks for, running `image` (None: not there yet)."""
         return ContainerSpec.from_config(
             self.config,
             self.instance,
@@ -405,7 +421,6 @@ class Service:
             labels={LABEL_CONFIG_FILE: config_fingerprint(self.paths.config_file) or ""},
             # "All CPUs" is a number the engine knows; ask only when it is needed.
             engine_cpus=self._engine_cpus if self.config.limits.cpus is None else 0,
-            tls_certificate=material.fingerprint if material else "",
         )
 
     def _file_unchanged(self, info: ContainerInfo) -> bool:
@@ -433,8 +448,7 @@ class Service:
         else:
             same_ref = image_for(self.config) == info.image
             wanted = self.wanted_spec(
-                image if same_ref else self.client.inspect_image(image_for(self.config)),
-                self.tls_material(),
+                image if same_ref else self.client.inspect_image(image_for(self.config))
             )
         return wanted.without_env(inherited).diff(actual)
 
@@ -517,6 +531,7 @@ class Service:
             and (password := credentials.read_password(self.paths)) is not None
             and self._file_unchanged(info)
             and not self.pending_changes(info)
+            and not self._certificate_due(info)
         ):
             return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
         self.check_mounts()
@@ -530,23 +545,29 @@ class Service:
         if info and created and not recreate:
             # The password file was deleted: the container still has the old password.
             recreate = ["password"]
+        material = self.tls_material()
+        renewed = info is not None and not recreate and self._serves_another(info, material)
+        if info and renewed and info.running and not self._reloads_certificate(info):
+            # An edge from an earlier image stops on SIGHUP: it reads the files at start.
+            recreate = ["TLS certificate"]
         if info and recreate:
             on_step(f"Re-creating the container because {', '.join(recreate)} changed.")
             containers.remove_container(self.client, self.name, force=True)
         elif info:
+            handed = self._hand_over(info, material) if renewed and material else None
             result = self._start_existing(
-                info, password, wait=wait, timeout=timeout, on_step=on_step
+                info, password, wait=wait, timeout=timeout, on_step=on_step, material=material
             )
             result.image_action = image_action
+            result.certificate_renewed = handed
             return result
         else:
             on_step("Creating the container.")
-        material = self.tls_material()
-        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)), material)
+        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
         cid = containers.setup_and_start(
             self.client, spec, self.instance, files=self.container_files(password, material)
         )
-        self._remember_served(material)
+        self._remember_served(material, cid)
         endpoint = Endpoint.of(spec, self.paths).reached_through(self.client)
         result = StartResult(
             url=endpoint.url,
@@ -559,15 +580,61 @@ class Service:
             image_action=image_action,
             container_id=cid,
         )
+        _note_certificate(result, material)
         return self._finish_start(
             result, password, endpoint, wait=wait, timeout=timeout, on_step=on_step
         )
 
-    def _remember_served(self, material: TlsMaterial | None) -> None:
+    def _remember_served(self, material: TlsMaterial | None, container_id: str) -> None:
         if material is not None:
             from opencode_cloud.tls import remember_served
 
-            remember_served(self.paths, material)
+            remember_served(self.paths, material, container_id)
+
+    def _certificate_due(self, info: ContainerInfo) -> bool:
+        """Whether the container should get another certificate: a cheap look at the
+        instance's files (`tls.handover_due`), for a start that reads no configuration."""
+        values = dict(e.split("=", 1) for e in info.env if e.startswith(f"{TLS_ENV}="))
+        mode = values.get(TLS_ENV, "off")
+        if mode == "off":
+            return False
+        from opencode_cloud.tls import handover_due
+
+        return handover_due(self.paths, mode, info.id)
+
+    def _serves_another(self, info: ContainerInfo, material: TlsMaterial | None) -> bool:
+        """Whether `material` is not the chain the container was last handed."""
+        if material is None:
+            return False
+        from opencode_cloud.tls import serves
+
+        return not serves(self.paths, info.id, material.cert)
+
+    def _reloads_certificate(self, info: ContainerInfo) -> bool:
+        """Whether the container's edge takes a new certificate on SIGHUP (its image's
+        `io.opencode-cloud.edge` label)."""
+        generation = images.edge_generation(self.client.inspect_image(info.image_id))
+        return generation >= images.EDGE_RELOADS_ON_HUP
+
+    def _hand_over(self, info: ContainerInfo, material: TlsMaterial) -> str:
+        """Write `material` into the existing container, as into a new one; a running one
+        reloads it (SIGHUP: its edge keeps serving, nobody is signed out).
+
+        Returns:
+            `reloaded` (it runs) or `written` (it reads the files when it starts).
+        """
+        containers.put_files(self.client, self.name, material.container_files())
+        how = "written"
+        if info.running:
+            try:
+                self.client.kill_container(self.name, "HUP")
+                how = "reloaded"
+            except DockerError:
+                now = self.client.find_container(self.name)
+                if now is not None and now.running:
+                    raise
+        self._remember_served(material, info.id)
+        return how
 
     def create(self) -> str:
         """Create the container the configuration asks for, with its password file, and
@@ -579,11 +646,11 @@ class Service:
         """
         password, _ = credentials.load_or_create_password(self.paths)
         material = self.tls_material()
-        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)), material)
+        spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
         cid = containers.create_with_files(
             self.client, spec, self.instance, self.container_files(password, material)
         )
-        self._remember_served(material)
+        self._remember_served(material, cid)
         return cid
 
     def _start_existing(
@@ -594,6 +661,7 @@ class Service:
         wait: bool,
         timeout: float | None,
         on_step: Callable[[str], None],
+        material: TlsMaterial | None = None,
     ) -> StartResult:
         """Start a container whose spec and password are unchanged.
 
@@ -614,6 +682,7 @@ class Service:
             image=info.image,
             container_id=info.id,
         )
+        _note_certificate(result, material)
         return self._finish_start(
             result, password, endpoint, wait=wait, timeout=timeout, on_step=on_step
         )
@@ -876,6 +945,16 @@ class Service:
             )
             for spec in volumes.VOLUME_SPECS
         ]
+
+
+def _note_certificate(result: StartResult, material: TlsMaterial | None) -> None:
+    """Put a CA made anew, and the certificate's end, into `result`."""
+    if material is None:
+        return
+    not_after = material.not_after
+    result.certificate_not_after = not_after.isoformat() if not_after else None
+    if material.new_ca is not None:
+        result.new_ca = material.new_ca.to_json()
 
 
 def _without_edge(image: ImageInfo) -> bool:

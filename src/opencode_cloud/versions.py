@@ -104,6 +104,8 @@ class UpdateResult:
     seconds_unavailable: float | None = None
     removed_snapshots: list[str] = field(default_factory=list)
     removed_images: list[str] = field(default_factory=list)
+    # The instance's CA was made anew for the new container (`tls.NewCa.to_json()`).
+    new_ca: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -291,6 +293,7 @@ class Versions:
             changed=True,
             snapshot=snap.id if snap else None,
             seconds_unavailable=unavailable,
+            new_ca=new.new_ca,
         )
         self._prune(result)
         return result

@@ -4,20 +4,24 @@ and the login service in it), real opencode, Chromium and opencode's own client.
 HTTPS with the tool's CA (and nothing without it, and no API over plain HTTP on the
 port), the login page in a browser down to the terminal's websocket, `opencode run
 --attach` with Basic credentials, the limit on guessing and its end, rotation signing
-everyone out, and sessions kept while TLS is switched off and on.
+everyone out, sessions kept while TLS is switched off and on, and a certificate near its
+end renewed by `occ start` (a running service taking it without a restart).
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ import pytest
 
 from browser_helpers import ARTIFACTS
 from raw_http import session_cookie, sign_in, statuses
+from tls_helpers import shorten_certificate
 
 pytestmark = pytest.mark.e2e
 
@@ -175,6 +180,126 @@ def test_the_edge_is_the_only_port_and_holds_no_plaintext_password(
         user="0:0",
     )
     assert bytes(found).strip() == b"", bytes(found)
+
+
+# --------------------------------------------------------------------------- renewal
+
+EDGE_LABEL = "io.opencode-cloud.edge"
+
+
+def served_certificate(url: str, ca_file: str) -> dict[str, Any]:
+    """The certificate the edge presents in a real handshake, verified against the
+    instance's CA (its name constraints included) and the host name."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    context = trusting(ca_file)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as connection,
+    ):
+        found = connection.getpeercert()
+    assert found
+    return dict(found)
+
+
+def served_days_left(url: str, ca_file: str) -> float:
+    end = served_certificate(url, ca_file)["notAfter"]
+    return (ssl.cert_time_to_seconds(str(end)) - time.time()) / 86400
+
+
+def serve_a_certificate_near_its_end(
+    env: dict[str, str], instance: Any, docker_sdk: Any, days: int = 5
+) -> None:
+    """The stopped instance as it is long after its certificate was made: the container
+    holds one that ends in `days` days, and so does the tool's copy of what it serves."""
+    tls_dir = Path(creds(env)["ca_file"]).parent
+    chain = shorten_certificate(tls_dir, days)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        member = tarfile.TarInfo("cert.pem")
+        member.size, member.mode, member.uid, member.gid = len(chain), 0o644, 61000, 61000
+        tar.addfile(member, io.BytesIO(chain))
+    container = docker_sdk.containers.get(instance.container_name)
+    assert container.put_archive("/run/opencode-cloud/tls", buffer.getvalue())
+    (tls_dir / "served.pem").write_bytes(chain)
+
+
+def wait_answering(info: dict[str, Any]) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if request(info["url"], context=trusting(info["ca_file"]))[0] in (200, 401):
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the service did not answer within 90 s"
+        time.sleep(0.5)
+
+
+def test_a_certificate_made_to_expire_in_5_days_is_renewed_at_start_of_a_stopped_service(
+    occ_env: dict[str, str], instance: Any, docker_sdk: Any
+) -> None:
+    run(occ_env, "config", "set", "tls", "self-signed")
+    run(occ_env, "start")
+    info = creds(occ_env)
+    cid = docker_sdk.containers.get(instance.container_name).id
+    run(occ_env, "stop")
+    serve_a_certificate_near_its_end(occ_env, instance, docker_sdk)
+
+    started = json.loads(run(occ_env, "--json", "start").stdout)
+
+    assert started["healthy"] is True
+    assert served_days_left(info["url"], info["ca_file"]) > 365
+    assert docker_sdk.containers.get(instance.container_name).id == cid  # not re-created
+    assert started.get("certificate_renewed") == "written"
+
+
+def test_a_certificate_made_to_expire_in_5_days_is_renewed_at_start_of_a_running_service(
+    occ_env: dict[str, str], instance: Any, docker_sdk: Any, sandbox_image: str
+) -> None:
+    """Without a restart: the same container, started at the same moment, and a browser
+    signed in before is still signed in after."""
+    edge = docker_sdk.images.get(sandbox_image).labels.get(EDGE_LABEL, "")
+    assert edge.isdigit() and int(edge) >= 2, (
+        f"{sandbox_image} has {EDGE_LABEL}={edge!r}: renewing the certificate of a running "
+        "service needs an image whose edge reloads it on SIGHUP (label 2 or more); with "
+        "this one the tool re-creates the container instead"
+    )
+    run(occ_env, "config", "set", "tls", "self-signed")
+    run(occ_env, "start")
+    info = creds(occ_env)
+    run(occ_env, "stop")
+    serve_a_certificate_near_its_end(occ_env, instance, docker_sdk)
+    container = docker_sdk.containers.get(instance.container_name)
+    container.start()  # as it was: running, serving the old certificate
+    wait_answering(info)
+    assert served_days_left(info["url"], info["ca_file"]) < 6
+    cookie = browser_cookie(info)
+    container.reload()
+    cid, began = container.id, container.attrs["State"]["StartedAt"]
+
+    started = json.loads(run(occ_env, "--json", "start").stdout)
+
+    assert started["already_running"] is True
+    deadline = time.monotonic() + 15
+    while served_days_left(info["url"], info["ca_file"]) < 365:
+        assert time.monotonic() < deadline, "the running edge still serves the old certificate"
+        time.sleep(0.5)
+    assert started.get("certificate_renewed") == "reloaded"
+    container = docker_sdk.containers.get(instance.container_name)
+    assert (container.id, container.attrs["State"]["StartedAt"]) == (cid, began)
+    assert container.attrs["RestartCount"] == 0 and container.status == "running"
+    status, _sessions = request(
+        info["url"], path="/session", context=trusting(info["ca_file"]), headers={"Cookie": cookie}
+    )
+    assert status == 200, "the browser was signed out"
+
+
+def browser_cookie(info: dict[str, Any]) -> str:
+    """A browser's sign-in over HTTPS; its session cookie (name=value)."""
+    port = int(info["url"].rsplit(":", 1)[1])
+    answer = sign_in(port, info["username"], info["password"], context=trusting(info["ca_file"]))
+    assert statuses(answer) == [303], answer[:400]
+    return f"occ_session_{port}={session_cookie(answer)}"
 
 
 # --------------------------------------------------------------------------- browser

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,7 +18,7 @@ import pytest
 
 from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud import doctor
+from opencode_cloud import doctor, tls
 from opencode_cloud.cli.app import run
 from opencode_cloud.cli.commands.doctor import render_table, summary
 from opencode_cloud.cli.hints import hint_for
@@ -32,6 +33,7 @@ from opencode_cloud.docker.models import EngineInfo
 from opencode_cloud.doctor import CHECKS, Finding, PortHolder, port_holders, run_checks
 from opencode_cloud.instance import LABEL_INSTANCE, Instance, command_prefix
 from opencode_cloud.service import Service
+from tls_helpers import self_signed_pair, shorten_certificate
 
 INSTANCE = Instance("doc")
 NAME = INSTANCE.container_name
@@ -392,6 +394,83 @@ def test_ca_certificates(diagnose: Doctor, configure, tmp_path: Path) -> None:
 def test_no_ca_certificates_is_fine(diagnose: Doctor, configure) -> None:
     configure()
     assert diagnose()["CA certificates"].status == "ok"
+
+
+# --------------------------------------------------------------------------- the certificate
+
+
+def test_the_served_certificate_and_the_ca_with_their_days_left(
+    diagnose: Doctor, configure, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    started(fake, paths, configure(tls="self-signed"))
+    found = diagnose()["TLS certificate"]
+    served = tls.read_pem(tls.served_file(paths).read_bytes())[0]
+    ca = tls.read_pem(tls.ca_file(paths).read_bytes())[0]
+    assert found.status == "ok"
+    assert found.detail == (
+        f"The served certificate has {int(served.days_left())} days left "
+        f"(until {served.not_after:%Y-%m-%d}); the instance's CA has "
+        f"{int(ca.days_left())} days left (until {ca.not_after:%Y-%m-%d})."
+    )
+
+
+def test_a_served_certificate_within_30_days_of_its_end_is_a_warning(
+    diagnose: Doctor, configure, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    started(fake, paths, configure(tls="self-signed"))
+    tls.served_file(paths).write_bytes(shorten_certificate(paths.root / "tls", 5))
+    found = diagnose()["TLS certificate"]
+    assert found.status == "warn"
+    assert found.detail.startswith("The served certificate has 4 days left")
+    assert "`occ --instance doc start` makes new ones" in found.fix
+
+
+def test_certificates_that_ended_fail(
+    diagnose: Doctor, configure, fake: FakeEngine, paths: InstancePaths, monkeypatch
+) -> None:
+    """Seen from later dates: the one a service left running for years still serves."""
+    started(fake, paths, configure(tls="self-signed"))
+    served = tls.read_pem(tls.served_file(paths).read_bytes())[0]
+    ca = tls.read_pem(tls.ca_file(paths).read_bytes())[0]
+
+    def at(moment: datetime) -> None:
+        class Clock(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> Any:
+                return moment
+
+        monkeypatch.setattr(doctor, "datetime", Clock)
+
+    at(served.not_after - timedelta(days=10))
+    found = diagnose()["TLS certificate"]
+    assert found.status == "warn" and "The served certificate has 10 days left" in found.detail
+    at(ca.not_after + timedelta(days=2))
+    found = diagnose()["TLS certificate"]
+    assert found.status == "fail" and "the instance's CA ended 2 days ago" in found.detail
+    assert found.detail.startswith("The served certificate ended ")
+    assert found.detail.endswith("browsers refuse the service.")
+
+
+def test_a_users_certificate_its_days_left_and_a_renewal_not_yet_served(
+    diagnose: Doctor, configure, fake: FakeEngine, paths: InstancePaths, tmp_path: Path
+) -> None:
+    cert, key = self_signed_pair(tmp_path / "mine", "box.example", days=20)
+    config = configure(tls_cert=str(cert), tls_key=str(key))
+    found = diagnose()["TLS certificate"]  # not started yet: the file itself
+    assert found.status == "warn" and "has 19 days left" in found.detail
+    assert "Renew your certificate (tls_cert, tls_key)" in found.fix
+    started(fake, paths, config)
+    self_signed_pair(tmp_path / "mine", "box.example", days=90)  # renewed in place
+    found = diagnose()["TLS certificate"]
+    assert found.status == "warn" and "has 19 days left" in found.detail
+    assert f"tls_cert ({cert}) holds another one, for the next start" in found.detail
+    assert "`occ --instance doc start` hands it over" in found.fix
+
+
+def test_plain_http_has_no_certificate(diagnose: Doctor, configure) -> None:
+    configure()
+    found = diagnose()["TLS certificate"]
+    assert found.status == "ok" and "plain HTTP" in found.detail
 
 
 # --------------------------------------------------------------------------- the port

@@ -5,6 +5,7 @@ publishing its port, with the password the tool wrote into that container."""
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import stat
@@ -51,9 +52,11 @@ from opencode_cloud.instance import (
 from opencode_cloud.mounts import MountError
 from opencode_cloud.service import Endpoint, NeverCreated, NotRunning, Service, is_loopback
 from service_helpers import INSTANCE, NAME, REF, Make
+from tls_helpers import days_left, self_signed_pair, shorten_certificate, text
 
 LIVE_VERSION = "1.18.33-live"  # what the served endpoint reports, unlike the image label
 REGISTRY = "registry.example.com:5000/mirror"
+CERT, KEY = "/run/opencode-cloud/tls/cert.pem", "/run/opencode-cloud/tls/key.pem"
 
 
 def _never_loaded() -> Config:
@@ -641,31 +644,191 @@ def test_exposing_the_service_turns_https_on_by_default(
     with pytest.raises(HealthTimeout):  # the fake opencode speaks plain HTTP
         make(bind_address="0.0.0.0").start(timeout=0.3)
     spec = ContainerSpec.from_inspect(fake.inspect_container(NAME))
-    assert spec.tls == "self-signed" and len(spec.tls_certificate) == 16
+    assert spec.tls == "self-signed"
     files = fake.files[NAME]
-    assert set(files) == {
-        PASSWORD_PATH_IN_CONTAINER,
-        "/run/opencode-cloud/tls/cert.pem",
-        "/run/opencode-cloud/tls/key.pem",
-    }
+    assert set(files) == {PASSWORD_PATH_IN_CONTAINER, CERT, KEY}
     ca = (paths.root / "tls" / "ca.pem").read_bytes()
-    assert files["/run/opencode-cloud/tls/cert.pem"].endswith(ca)  # leaf, then the CA
-    assert b"PRIVATE KEY" in files["/run/opencode-cloud/tls/key.pem"]
+    assert files[CERT].endswith(ca)  # leaf, then the CA
+    assert b"PRIVATE KEY" in files[KEY]
     assert b"PRIVATE KEY" not in (paths.root / "tls" / "served.pem").read_bytes()
+    # The edge's own user reads them.
+    assert fake.file_modes[NAME][CERT] == (0o644, EDGE_UID)
+    assert fake.file_modes[NAME][KEY] == (0o600, EDGE_UID)
     endpoint = make(bind_address="0.0.0.0").endpoint()
     assert endpoint.url.startswith("https://127.0.0.1:") and endpoint.context is not None
-    # The same settings keep the same certificate: nothing to re-create.
+    # The same settings: nothing to re-create. A new host name is no reason either (the
+    # start hands the container a new certificate). Off again: plain HTTP.
     assert make(bind_address="0.0.0.0").status(None).pending_restart == []
-    # A new host name is a new certificate (same CA).
-    assert make(bind_address="0.0.0.0", host_names=["box.lan"]).status(None).pending_restart == [
-        "TLS certificate"
-    ]
-    assert (paths.root / "tls" / "ca.pem").read_bytes() == ca
-    # Off again: plain HTTP, no certificate.
-    assert make(bind_address="0.0.0.0", tls="off").status(None).pending_restart == [
-        "TLS",
-        "TLS certificate",
-    ]
+    assert make(bind_address="0.0.0.0", host_names=["box.lan"]).status(None).pending_restart == []
+    assert make(bind_address="0.0.0.0", tls="off").status(None).pending_restart == ["TLS"]
+    assert (paths.root / "tls" / "ca.pem").read_bytes() == ca  # a status makes nothing
+
+
+# --------------------------------------------------------------------------- renewal
+
+
+def _edge(fake: FakeEngine, generation: str) -> None:
+    """The sandbox image with this `io.opencode-cloud.edge` label."""
+    labels = {LABEL_OPENCODE_VERSION: DEFAULT_OPENCODE_VERSION, LABEL_EDGE: generation}
+    fake.add_image(REF, env=SANDBOX_ENV, labels=labels)
+
+
+def _serving_a_certificate_near_its_end(fake: FakeEngine, paths: InstancePaths) -> bytes:
+    """The instance as it is 815 days after its certificate was made: the container
+    serves one that ends in 5 days. Returns that chain."""
+    chain = shorten_certificate(paths.root / "tls", 5)
+    (paths.root / "tls" / "served.pem").write_bytes(chain)
+    fake.files[NAME][CERT] = chain
+    return chain
+
+
+def _served_days_left(fake: FakeEngine) -> float:
+    return days_left(fake.files[NAME][CERT])
+
+
+def test_a_stopped_service_gets_a_new_certificate_at_a_start_that_changes_nothing_else(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    """The fast path (same configuration, nothing to re-create) renews too: the new files
+    reach the container before it starts, and it is not re-created."""
+    make(tls="self-signed").start(wait=False)
+    make(tls="self-signed").stop()
+    cid = fake.inspect_container(NAME).id
+    _serving_a_certificate_near_its_end(fake, paths)
+    fake.calls.clear()
+
+    result = make(tls="self-signed").start(wait=False)
+
+    assert _served_days_left(fake) > 365
+    assert fake.files[NAME][CERT] == (paths.root / "tls" / "served.pem").read_bytes()
+    assert [m for m, _ in fake.calls] == ["put_archive", "start_container"]
+    assert fake.inspect_container(NAME).id == cid and fake.signals == []
+    assert fake.file_modes[NAME][CERT] == (0o644, EDGE_UID)
+    assert fake.file_modes[NAME][KEY] == (0o600, EDGE_UID)
+    assert (result.certificate_renewed, result.recreated_because) == ("written", [])
+    assert result.certificate_not_after and result.new_ca is None
+
+
+def test_a_certificate_near_its_end_is_renewed_when_the_configuration_changed_too(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    make(tls="self-signed").start(wait=False)
+    make(tls="self-signed").stop()
+    _serving_a_certificate_near_its_end(fake, paths)
+    result = make(tls="self-signed", start_timeout=7).start(wait=False)
+    assert _served_days_left(fake) > 365 and result.certificate_renewed == "written"
+
+
+def test_a_running_service_reloads_a_new_certificate_without_a_restart(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    _edge(fake, "2")
+    make(tls="self-signed").start(wait=False)
+    cid = fake.inspect_container(NAME).id
+    _serving_a_certificate_near_its_end(fake, paths)
+    fake.calls.clear()
+
+    result = make(tls="self-signed").start(wait=False)
+
+    assert _served_days_left(fake) > 365
+    assert fake.calls == [("put_archive", NAME), ("kill_container", NAME)]
+    assert fake.signals == [(NAME, "HUP")]
+    info = fake.inspect_container(NAME)
+    assert info.id == cid and info.running
+    assert (result.already_running, result.certificate_renewed) == (True, "reloaded")
+    # And then there is nothing more to do.
+    fake.calls.clear()
+    assert make(tls="self-signed").start(wait=False).certificate_renewed is None
+    assert fake.calls == []
+
+
+def test_a_running_service_of_an_earlier_image_is_re_created_for_a_new_certificate(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    """Its edge stops on SIGHUP: it is never sent one. The image of an earlier edge is
+    built again, and the new container gets the renewed certificate."""
+    make(tls="self-signed").start(wait=False)
+    info = fake.inspect_container(NAME)
+    fake.images[info.image_id]["Config"]["Labels"][LABEL_EDGE] = "1"  # an earlier edge
+    _serving_a_certificate_near_its_end(fake, paths)
+
+    result = make(tls="self-signed").start(wait=False)
+
+    assert fake.signals == []
+    assert "image" in result.recreated_because
+    assert fake.inspect_container(NAME).id != info.id
+    assert _served_days_left(fake) > 365
+
+
+def test_a_new_host_name_reaches_the_running_service_with_a_new_ca_said_plainly(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    _edge(fake, "2")
+    make(bind_address="0.0.0.0").start(wait=False)
+    cid = fake.inspect_container(NAME).id
+    old_ca = (paths.root / "tls" / "ca.pem").read_bytes()
+
+    result = make(bind_address="0.0.0.0", host_names=["box.lan"]).start(wait=False)
+
+    assert fake.inspect_container(NAME).id == cid and fake.signals == [(NAME, "HUP")]
+    assert "DNS:box.lan" in text(fake.files[NAME][CERT])
+    ca_file = paths.root / "tls" / "ca.pem"
+    assert ca_file.read_bytes() != old_ca and fake.files[NAME][CERT].endswith(ca_file.read_bytes())
+    assert result.new_ca is not None
+    assert (result.new_ca["reason"], result.new_ca["names"]) == ("names", ["box.lan"])
+    assert result.new_ca["ca_file"] == str(ca_file)
+    assert json.loads(json.dumps(result.to_json()))["new_ca"]["reason"] == "names"
+    from opencode_cloud.cli.commands.lifecycle import certificate_lines
+
+    lines = "\n".join(certificate_lines(result, "occ"))
+    assert "A new CA was made for this instance" in lines
+    assert "box.lan, which the old CA was not allowed to sign for" in lines
+    assert f"must now trust {ca_file}" in lines and "without a restart" in lines
+
+
+def test_a_container_the_chain_was_not_handed_to_gets_it_at_start(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    """After a failed update the old container is given its place back: the tool handed
+    the chain (perhaps renewed) to the update's container, not to it."""
+    _edge(fake, "2")
+    make(tls="self-signed").start(wait=False)
+    (paths.root / "tls" / "served-to").write_text("the-updates-container\n")
+    fake.calls.clear()
+    result = make(tls="self-signed").start(wait=False)
+    assert result.certificate_renewed == "reloaded"
+    assert fake.calls == [("put_archive", NAME), ("kill_container", NAME)]
+    served_to = (paths.root / "tls" / "served-to").read_text().strip()
+    assert served_to == fake.inspect_container(NAME).id
+
+
+def test_a_users_certificate_renewed_in_place_reaches_the_service_at_start(
+    make: Make, fake: FakeEngine, paths: InstancePaths, tmp_path: Path
+) -> None:
+    """`occ start` after a certbot renewal: the configuration is the same, the file not."""
+    _edge(fake, "2")
+    cert, key = self_signed_pair(tmp_path / "mine", "box.example")
+    make(tls_cert=str(cert), tls_key=str(key)).start(wait=False)
+    assert fake.files[NAME][CERT] == cert.read_bytes()
+    self_signed_pair(tmp_path / "mine", "box.example", days=200)
+    fake.calls.clear()
+
+    result = make(tls_cert=str(cert), tls_key=str(key)).start(wait=False)
+
+    assert fake.files[NAME][CERT] == cert.read_bytes()
+    assert fake.files[NAME][KEY] == key.read_bytes()
+    assert result.certificate_renewed == "reloaded" and fake.signals == [(NAME, "HUP")]
+    assert "create_container" not in [m for m, _ in fake.calls]
+
+
+def test_the_fast_path_with_tls_reads_no_configuration_and_writes_nothing(
+    make: Make, fake: FakeEngine, paths: InstancePaths
+) -> None:
+    make(tls="self-signed").start(wait=False)
+    make(tls="self-signed").stop()
+    fake.calls.clear()
+    Service(fake, _never_loaded, INSTANCE, paths).start(wait=False)
+    assert fake.calls == [("start_container", NAME)]
 
 
 def test_shell_needs_a_running_container(make: Make, fake: FakeEngine) -> None:

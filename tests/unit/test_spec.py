@@ -101,30 +101,25 @@ def test_an_ipv6_address_written_another_way_is_no_change() -> None:
     assert wanted(Config(bind_address="::2", tls="off")).diff(container) == ["bind address"]
 
 
-def test_tls_and_its_certificate_round_trip_and_stay_out_of_the_users_environment() -> None:
-    spec = ContainerSpec.from_config(
-        Config(tls="self-signed"),
-        INSTANCE,
-        image=IMAGE,
-        image_id="sha256:aaa",
-        tls_certificate="0123456789abcdef",
-    )
-    assert (spec.tls, spec.tls_certificate) == ("self-signed", "0123456789abcdef")
+def test_tls_round_trips_and_the_certificate_is_no_part_of_the_spec() -> None:
+    """A new certificate reaches the container as files (`Service.start`): it never
+    re-creates it. The digest earlier releases put into the environment is neither the
+    user's environment nor a change."""
+    spec = wanted(Config(tls="self-signed"))
+    assert "tls_certificate" not in {f.name for f in fields(spec)}
+    assert not any(e.startswith("OCC_TLS_CERT_SHA256=") for e in spec.create_body()["Env"])
     actual = created(spec)
-    assert (actual.tls, actual.tls_certificate, actual.env) == (
-        "self-signed",
-        "0123456789abcdef",
-        (),
-    )
+    assert (actual.tls, actual.env) == ("self-signed", ())
     assert spec.diff(actual) == []
-    renewed = replace(spec, tls_certificate="fedcba9876543210")
-    assert renewed.diff(actual) == ["TLS certificate"]
-    # TLS off: no certificate, whatever was made before.
-    off = ContainerSpec.from_config(
-        Config(), INSTANCE, image=IMAGE, image_id="sha256:aaa", tls_certificate="0123456789abcdef"
-    )
-    assert (off.tls, off.tls_certificate) == ("off", "")
-    assert "OCC_TLS=off" in off.create_body()["Env"]
+    body = spec.create_body()
+    body["Env"] = [*body["Env"], "OCC_TLS_CERT_SHA256=0123456789abcdef"]
+    engine = FakeEngine()
+    engine.add_image(IMAGE, env=SANDBOX_ENV)
+    engine.create_container(spec.name, body)
+    earlier = ContainerSpec.from_inspect(engine.inspect_container(spec.name), SANDBOX_ENV)
+    assert earlier.env == () and spec.diff(replace(earlier, image_id=spec.image_id)) == []
+    off = wanted(Config())
+    assert off.tls == "off" and "OCC_TLS=off" in off.create_body()["Env"]
 
 
 def test_the_images_environment_is_not_taken_for_the_users() -> None:

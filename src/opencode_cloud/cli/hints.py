@@ -424,4 +424,15 @@ def _remedy(remedy: Remedy, occ: str) -> str:
             return f"Apply it with `{occ} restart`."
         case "check-failed":
             return f"Please report this, with the output of `{occ} doctor --json`."
+        case "certificate-make":
+            return f"`{occ} start` makes it."
+        case "certificate-hand-over":
+            return f"`{occ} start` hands the container the certificate again."
+        case "certificate-renew":
+            return (
+                f"`{occ} start` makes new ones (a running service takes them without a "
+                "restart; a new CA must be trusted again where you connect from)."
+            )
+        case "certificate-renew-own":
+            return f"Renew your certificate (tls_cert, tls_key), then `{occ} start` hands it over."
     return ""

@@ -19,7 +19,7 @@ from opencode_cloud.docker.errors import (
     ContainerRunning,
     ImageNotFound,
 )
-from opencode_cloud.docker.models import ContainerStatus
+from opencode_cloud.docker.models import ContainerFile, ContainerStatus
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.docker.volume import ensure_volumes_exist
 from opencode_cloud.instance import DEFAULT, Instance
@@ -35,6 +35,7 @@ __all__ = [
     "create_container",
     "create_with_files",
     "put_file",
+    "put_files",
     "remove_container",
     "restart_container",
     "setup_and_start",
@@ -159,16 +160,38 @@ def put_file(
     Raises:
         ContainerNotFound; MissingPath: the parent directory is not in the container.
     """
+    put_files(client, name, {path: ContainerFile(content, mode, uid)})
+
+
+def put_files(client: Engine, name: str, files: Mapping[str, ContainerFile]) -> None:
+    """Write files (by absolute path) into a container, as `put_file` does: one archive
+    per directory, so the files of one directory (a certificate and its key) change
+    together.
+
+    Raises:
+        ContainerNotFound, MissingPath.
+    """
     import tarfile  # only here: most commands never write files into the container
 
-    directory, _, filename = path.rpartition("/")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo(filename)
-        info.size, info.mode, info.uid, info.gid = len(content), mode, uid, uid
-        info.mtime = int(time.time())
-        tar.addfile(info, io.BytesIO(content))
-    client.put_archive(name, directory or "/", buffer.getvalue())
+    by_directory: dict[str, dict[str, ContainerFile]] = {}
+    for path, file in files.items():
+        directory, _, filename = path.rpartition("/")
+        by_directory.setdefault(directory or "/", {})[filename] = file
+    for directory, members in by_directory.items():
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for filename, file in members.items():
+                info = tarfile.TarInfo(filename)
+                info.size, info.mode = len(file.content), file.mode
+                info.uid = info.gid = file.owner
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(file.content))
+        client.put_archive(name, directory, buffer.getvalue())
+
+
+def _file(file: bytes | ContainerFile) -> ContainerFile:
+    """Bare bytes are a file only the edge's user reads (see `put_file`)."""
+    return file if isinstance(file, ContainerFile) else ContainerFile(file, 0o600, EDGE_UID)
 
 
 def setup_and_start(
@@ -176,7 +199,7 @@ def setup_and_start(
     spec: ContainerSpec,
     instance: Instance = DEFAULT,
     *,
-    files: Mapping[str, bytes] | None = None,
+    files: Mapping[str, bytes | ContainerFile] | None = None,
 ) -> str:
     """Make the service run: volumes, container, started. Safe to call any number of times.
 
@@ -184,7 +207,8 @@ def setup_and_start(
 
     Args:
         files: files to write into a newly created container before its first start
-            (the password file, for instance), by absolute path; owned by the runtime user.
+            (the password file, for instance), by absolute path; bytes alone are owned by
+            the runtime user, mode 0400.
 
     Returns:
         The container id.
@@ -203,7 +227,7 @@ def create_with_files(
     client: Engine,
     spec: ContainerSpec,
     instance: Instance = DEFAULT,
-    files: Mapping[str, bytes] | None = None,
+    files: Mapping[str, bytes | ContainerFile] | None = None,
 ) -> str:
     """`create_container`, then write `files` (by absolute path) into the new container.
 
@@ -211,6 +235,6 @@ def create_with_files(
         ContainerAlreadyExists, ImageNotFound, MissingPath, DockerError.
     """
     cid = create_container(client, spec, instance)
-    for path, content in (files or {}).items():
-        put_file(client, spec.name, path, content)
+    if files:
+        put_files(client, spec.name, {path: _file(file) for path, file in files.items()})
     return cid

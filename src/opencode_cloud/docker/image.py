@@ -50,6 +50,10 @@ LABEL_EDGE = "io.opencode-cloud.edge"
 # The edge's generation in images built from today's Dockerfile: 2 runs it as a user of
 # its own (older images ran it as the agent's user, or had none).
 EDGE_LABEL = "2"
+# Its value from which the container's first process reloads the edge's certificate on
+# SIGHUP (earlier ones stop on it): a new certificate then reaches a running service
+# without a restart.
+EDGE_RELOADS_ON_HUP = 2
 # On the build stage's last image (with the opencode version): the engine leaves it without
 # a name, but it is the layer cache of the next build of that version.
 LABEL_STAGE = "io.opencode-cloud.stage"
@@ -97,6 +101,12 @@ def image_opencode_version(client: Engine, image: str = DEFAULT_IMAGE) -> str | 
     """The opencode version baked into `image` (from its label); None if unknown or absent."""
     info = client.inspect_image(image)
     return (info.labels.get(LABEL_OPENCODE_VERSION) or None) if info else None
+
+
+def edge_generation(info: ImageInfo | None) -> int:
+    """The image's `io.opencode-cloud.edge` label as a number (0: none, or not a number)."""
+    text = info.labels.get(LABEL_EDGE, "") if info else ""
+    return int(text) if text.isdigit() else 0
 
 
 # --------------------------------------------------------------------------- context

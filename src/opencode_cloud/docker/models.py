@@ -50,6 +50,16 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class ContainerFile:
+    """A file the tool writes into a container (`container.put_files`): its bytes, mode
+    and owner (uid and gid alike)."""
+
+    content: bytes
+    mode: int
+    owner: int
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     """One container, as the engine describes it."""
 

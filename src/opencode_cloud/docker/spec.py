@@ -137,9 +137,9 @@ class ContainerSpec:
     working_dir: str = _reason("working directory")
     hardening: tuple[str, ...] = _reason("security options")  # SecurityOpt, drop:/add: caps
     # What the edge serves on the published port: `off` (HTTP), `self-signed` or `custom`
-    # (HTTPS), and a digest of the certificate chain it was handed (empty when off).
+    # (HTTPS). Which certificate is not part of it: a new one is handed to the container
+    # as it is (`Service.start`), without re-creating it.
     tls: str = _reason("TLS")
-    tls_certificate: str = _reason("TLS certificate")
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     # -- the two readers ----------------------------------------------------------------
@@ -154,7 +154,6 @@ class ContainerSpec:
         image_id: str | None,
         labels: Mapping[str, str] | None = None,
         engine_cpus: int = 0,
-        tls_certificate: str = "",
     ) -> ContainerSpec:
         """The container the configuration asks for.
 
@@ -163,7 +162,6 @@ class ContainerSpec:
                 (0: unknown, no limit).
             image, image_id: the image reference it runs and what that resolves to now.
             labels: labels added to the instance's own and the config hash.
-            tls_certificate: the digest of the certificate the edge gets (TLS on).
         """
         host_mounts = [HostMount.parse(text) for text in settings.mounts]
         uid, gid = runtime_owner(host_mounts)
@@ -196,7 +194,6 @@ class ContainerSpec:
             working_dir=WORKING_DIR,
             hardening=HARDENING,
             tls=settings.tls_mode,
-            tls_certificate=tls_certificate if settings.tls_mode != "off" else "",
         )
         all_labels = {**instance.labels("service"), **(labels or {})}
         return replace(spec, labels={**all_labels, LABEL_CONFIG_HASH: spec.config_hash()})
@@ -210,7 +207,7 @@ class ContainerSpec:
                 which is not the user's.
         """
         inherited = set(image_env)
-        # Variables the tool sets from other fields.
+        # Variables the tool sets from other fields (or set in earlier releases).
         own = {USERNAME_ENV, UID_ENV, GID_ENV, TLS_ENV, TLS_CERT_ENV}
         values = dict(e.split("=", 1) for e in info.env if "=" in e)
         binding = info.published(CONTAINER_PORT)
@@ -247,7 +244,6 @@ class ContainerSpec:
                 *sorted(f"add:{c.removeprefix('CAP_')}" for c in info.cap_add),
             ),
             tls=values.get(TLS_ENV, "off"),
-            tls_certificate=values.get(TLS_CERT_ENV, ""),
             labels=dict(info.labels),
         )
 
@@ -292,7 +288,6 @@ class ContainerSpec:
                 f"{UID_ENV}={self.runtime_uid}",
                 f"{GID_ENV}={self.runtime_gid}",
                 f"{TLS_ENV}={self.tls}",
-                *([f"{TLS_CERT_ENV}={self.tls_certificate}"] if self.tls_certificate else []),
                 *self.env,
             ],
             "Labels": dict(self.labels),

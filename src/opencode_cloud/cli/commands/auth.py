@@ -35,9 +35,12 @@ def show(app_ctx: AppContext) -> None:
         "ca_file": None,
     }
     if config.tls_mode == "self-signed":
-        from opencode_cloud.tls import ensure_ca
+        from opencode_cloud import tls
 
-        data["ca_file"] = str(ensure_ca(app_ctx.paths, app_ctx.instance.name))
+        # The one the service's certificate comes from: a start replaces it when it must.
+        names = tls.server_names(config.bind_address, config.host_names)
+        ca, _ = tls.ensure_ca(app_ctx.paths, names, app_ctx.instance.name, replace=False)
+        data["ca_file"] = str(ca)
 
     def lines() -> list[str]:
         text = [

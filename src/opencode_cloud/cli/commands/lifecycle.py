@@ -89,11 +89,49 @@ def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> 
                 f"  It listens on that host's loopback only: `{ctx.occ} tunnel` reaches it "
                 "from here."
             )
+        lines.extend(certificate_lines(result, ctx.occ))
         if result.seconds_to_healthy is not None:
             lines.append(f"  Ready in {result.seconds_to_healthy:.1f} s.")
         return lines
 
     ctx.out.result(data, human)
+
+
+# Why the instance's CA was made anew (`tls.NewCa.reason`), in words.
+NEW_CA_REASONS = {
+    "names": "the certificate now serves {names}, which the old CA was not allowed to sign for",
+    "expiring": "the old one was close to its end",
+    "unconstrained": "the old one, made by an earlier release, could sign for any name",
+    "unreadable": "the old one could not be read, or its key was gone",
+}
+
+
+def certificate_lines(result: StartResult, occ: str) -> list[str]:
+    """What a start did to the certificate and the CA, for people."""
+    lines = []
+    until = (result.certificate_not_after or "")[:10]
+    if result.certificate_renewed == "reloaded":
+        lines.append(
+            f"  New TLS certificate (valid until {until}), taken by the running service "
+            "without a restart."
+        )
+    elif result.certificate_renewed == "written":
+        lines.append(f"  New TLS certificate (valid until {until}).")
+    return lines + new_ca_lines(result.new_ca, occ)
+
+
+def new_ca_lines(new_ca: dict[str, Any] | None, occ: str) -> list[str]:
+    """What to do about a CA made anew (`tls.NewCa.to_json()`), for people."""
+    if not new_ca:
+        return []
+    why = NEW_CA_REASONS.get(new_ca["reason"], new_ca["reason"]).format(
+        names=", ".join(new_ca["names"])
+    )
+    return [
+        f"  A new CA was made for this instance, because {why}.",
+        f"  Browsers and clients that trusted the old one must now trust {new_ca['ca_file']} "
+        f"(valid until {new_ca['not_after'][:10]}; `{occ} auth show` names it).",
+    ]
 
 
 @click.command()

@@ -55,7 +55,9 @@ def _render(app_ctx: AppContext, result: UpdateResult, verb: str) -> None:
             lines.append(f"  Older snapshots removed: {', '.join(result.removed_snapshots)}.")
         if result.removed_images:
             lines.append(f"  Images no rollback needs removed: {', '.join(result.removed_images)}.")
-        return lines
+        from opencode_cloud.cli.commands.lifecycle import new_ca_lines
+
+        return lines + new_ca_lines(result.new_ca, app_ctx.occ)
 
     app_ctx.out.result(result.to_json(), human)
 
