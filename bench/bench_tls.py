@@ -203,7 +203,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--out", type=Path, help="put the table into this markdown file")
     parser.add_argument("--start-against", type=Path, help="another tree's src folder")
+    parser.add_argument(
+        "--smoke", action="store_true", help="one short run to check that it works; writes nothing"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.runs, args.out = 1, None
     sys.path.insert(0, ENV_PATH)
     from opencode_cloud import tls
     from opencode_cloud.config.paths import InstancePaths
@@ -242,8 +247,9 @@ def main() -> int:
             "-enddate", "-in", served])  # fmt: skip
         row("import `opencode_cloud.tls`", [PYTHON, "-c", "import opencode_cloud.tls"])
         namespace = {"tls": tls, "pem": Path(served).read_bytes(), "instance": instance}
-        reader = in_process_ms("tls.read_pem(pem)", namespace)
-        due = in_process_ms("tls.handover_due(instance, 'self-signed', 'bench')", namespace)
+        calls = 10 if args.smoke else 2000
+        reader = in_process_ms("tls.read_pem(pem)", namespace, calls)
+        due = in_process_ms("tls.handover_due(instance, 'self-signed', 'bench')", namespace, calls)
         rows.append(("the DER reader, a chain of 2, in the process", f"{reader:.2f} ms", ""))
         rows.append(("`tls.handover_due`, in the process", f"{due:.2f} ms", ""))
     if args.start_against:

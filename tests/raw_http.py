@@ -41,23 +41,35 @@ def exchange(
         return received
 
 
-def _complete(data: bytes) -> int:
-    """How many whole responses `data` holds (each with a Content-Length)."""
-    count = 0
+def responses(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The whole responses `data` holds, in order, as (head, body), each framed by its
+    Content-Length: a body need not end with a line break before the next answer."""
+    found = []
     while True:
         head_end = data.find(b"\r\n\r\n")
         if head_end < 0:
-            return count
-        length = re.search(rb"(?im)^content-length:\s*(\d+)", data[:head_end])
+            return found
+        head = data[:head_end]
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
         end = head_end + 4 + (int(length.group(1)) if length else 0)
         if len(data) < end:
-            return count
-        count += 1
+            return found
+        found.append((head, data[head_end + 4 : end]))
         data = data[end:]
 
 
+def _complete(data: bytes) -> int:
+    return len(responses(data))
+
+
 def statuses(data: bytes) -> list[int]:
-    return [int(code) for code in re.findall(rb"(?m)^HTTP/1\.[01] (\d{3})", data)]
+    """The status code of each whole response in `data`, in order."""
+    codes = []
+    for head, _body in responses(data):
+        status = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+        assert status, head[:200]
+        codes.append(int(status.group(1)))
+    return codes
 
 
 def form_fields(page: bytes) -> dict[str, str]:
