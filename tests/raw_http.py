@@ -44,7 +44,7 @@ def exchange(
 def responses(data: bytes) -> list[tuple[bytes, bytes]]:
     """The whole responses `data` holds, in order, as (head, body), each framed by its
     Content-Length: a body need not end with a line break before the next answer."""
-    found = []
+    found: list[tuple[bytes, bytes]] = []
     while True:
         head_end = data.find(b"\r\n\r\n")
         if head_end < 0:
