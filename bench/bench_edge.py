@@ -27,6 +27,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from instances import remove_instance  # bench/, the script's own folder
+
 BIN = Path(sys.executable).parent
 OCC = str(BIN / "occ")
 
@@ -101,9 +103,7 @@ def main() -> int:
             subprocess.run([OCC, "-q", "stop"], env=env, check=True, capture_output=True)
     finally:
         subprocess.run(["docker", "rm", "-f", bare], capture_output=True)
-        subprocess.run(
-            [OCC, "uninstall", "--volumes", "--no-backup", "--yes"], env=env, capture_output=True
-        )
+        remove_instance(env["OCC_INSTANCE"])
         shutil.rmtree(config_dir, ignore_errors=True)
     f, m = statistics.median(floor), statistics.median(measured)
 

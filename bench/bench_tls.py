@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from instances import remove_instance  # bench/, the script's own folder
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 ENV_PATH = str(ROOT / "src")
@@ -167,12 +169,7 @@ def start_rows(other: Path, runs: int) -> list[tuple[str, str, str]]:
             )
             assert json.loads(done.stdout)["already_running"] is True
         finally:
-            subprocess.run(
-                occ("uninstall", "--volumes", "--no-backup", "--yes"),
-                env=env(mine),
-                capture_output=True,
-                check=False,
-            )
+            remove_instance(instance)
     rows = []
     for tree, label in ((mine, "this tree"), (str(other), "the other tree")):
         wall = statistics.median(w for w, _ in timed[tree]) * 1000
