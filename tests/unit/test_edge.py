@@ -370,6 +370,77 @@ def test_a_new_hash_voids_every_session_and_the_old_password(served: Edge) -> No
     assert served.basic("new password") == 200
 
 
+def test_a_sign_in_checked_against_a_replaced_password_gets_no_session(
+    served: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempt = served.guard.attempt
+
+    def then_rotated(*args: Any, **kwargs: Any) -> Any:
+        outcome = attempt(*args, **kwargs)
+        write_hash(served.hash_file, "new password")  # `occ auth rotate` lands here
+        return outcome
+
+    monkeypatch.setattr(served.guard, "attempt", then_rotated)
+    status, headers, page = served.login(PASSWORD)
+    cookie = cookie_of(headers)
+    assert not cookie or served.verify(Cookie=cookie)[0] == 401, "a session for the old password"
+    assert status == 401 and "Wrong user name or password" in page
+    assert not cookie_of(headers, "device")
+
+
+def test_a_password_replaced_while_it_is_checked_is_wrong(
+    served: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = served.guard._check
+    rotations: list[str] = []
+
+    def rotated_meanwhile(*args: Any) -> bool:
+        right = bool(check(*args))
+        if not rotations:  # `occ auth rotate` lands during the first check only
+            rotations.append("new password")
+            write_hash(served.hash_file, "new password")
+        return right
+
+    monkeypatch.setattr(served.guard, "_check", rotated_meanwhile)
+    status, headers, _ = served.login(PASSWORD)
+    cookie = cookie_of(headers)
+    assert not cookie or served.verify(Cookie=cookie)[0] == 401, "a session for the old password"
+    assert status == 401
+    assert served.login("new password")[0] == 303
+
+
+def test_basic_credentials_checked_against_a_replaced_password_are_refused_and_forgotten(
+    served: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = served.guard._check
+    rotations: list[str] = []
+
+    def rotated_meanwhile(*args: Any) -> bool:
+        right = bool(check(*args))
+        if not rotations:
+            rotations.append("new password")
+            write_hash(served.hash_file, "new password")
+        return right
+
+    monkeypatch.setattr(served.guard, "_check", rotated_meanwhile)
+    assert served.basic(PASSWORD) == 401
+    assert served.basic(PASSWORD) == 401
+    assert served.basic("new password") == 200
+
+
+def test_sessions_are_made_for_the_password_an_attempt_was_checked_against(
+    tmp_path: Path,
+) -> None:
+    hash_file = tmp_path / "password.bcrypt"
+    write_hash(hash_file, PASSWORD)
+    guard = edge.Guard(hash_file, "opencode", None)
+    outcome, generation = guard.attempt("192.0.2.1", "opencode", PASSWORD)
+    assert outcome == "ok" and guard.new_session(generation)
+    write_hash(hash_file, "new password")
+    assert guard.new_session(generation) is None and guard.sign_in(generation) is None
+    assert guard.attempt("192.0.2.1", "opencode", PASSWORD)[0] == "wrong"
+
+
 def test_sessions_survive_a_restart_of_the_edge(served: Edge) -> None:
     cookie = cookie_of(served.login(PASSWORD)[1])
     served.stop()
@@ -644,9 +715,9 @@ def test_a_locked_client_gets_429_without_its_password_being_checked(
     checked: list[str] = []
     check = served.guard._check
 
-    def counted(username: str, password: str) -> bool:
+    def counted(username: str, password: str, *rest: Any) -> bool:
         checked.append(password)
-        return bool(check(username, password))
+        return bool(check(username, password, *rest))
 
     monkeypatch.setattr(served.guard, "_check", counted)
     right = served.verify(Authorization=basic_header(PASSWORD))
@@ -724,27 +795,27 @@ def test_an_attempt_finding_no_place_among_the_checks_counts_as_a_failure(
     hash_file = tmp_path / "password.bcrypt"
     write_hash(hash_file, PASSWORD)
     guard = edge.Guard(hash_file, "opencode", None, bcrypt_workers=1, bcrypt_queue=0)
-    assert guard.attempt("192.0.2.1", "opencode", PASSWORD) == "ok"  # remembered now
+    assert guard.attempt("192.0.2.1", "opencode", PASSWORD)[0] == "ok"  # remembered now
     entered, release = threading.Event(), threading.Event()
     check = guard._check
 
-    def slow(username: str, password: str) -> bool:
+    def slow(*args: Any) -> bool:
         entered.set()
         release.wait(5)
-        return bool(check(username, password))
+        return bool(check(*args))
 
     guard._check = slow
     outcomes: list[str] = []
     worker = threading.Thread(
-        target=lambda: outcomes.append(guard.attempt("192.0.2.2", "opencode", "guess"))
+        target=lambda: outcomes.append(guard.attempt("192.0.2.2", "opencode", "guess")[0])
     )
     worker.start()
     assert entered.wait(5)
     # The only place is taken: a new guess is not checked, and costs like a wrong one
     # (else it would learn for free that it is not the remembered password).
     for number in range(3):
-        assert guard.attempt("192.0.2.3", "opencode", f"guess {number}") == "busy"
-    assert guard.attempt("192.0.2.3", "opencode", PASSWORD) == "ok"  # no bcrypt needed
+        assert guard.attempt("192.0.2.3", "opencode", f"guess {number}")[0] == "busy"
+    assert guard.attempt("192.0.2.3", "opencode", PASSWORD)[0] == "ok"  # no bcrypt needed
     release.set()
     worker.join()
     assert outcomes == ["wrong"]
@@ -777,9 +848,9 @@ def test_a_clients_first_burst_of_requests_shares_one_check(tmp_path: Path) -> N
     checks: list[str] = []
     check = running.guard._check
 
-    def counted(username: str, password: str) -> bool:
+    def counted(username: str, password: str, *rest: Any) -> bool:
         checks.append(password)
-        return bool(check(username, password))
+        return bool(check(username, password, *rest))
 
     running.guard._check = counted
     try:
@@ -872,7 +943,7 @@ def test_when_every_connection_is_being_answered_a_new_one_gets_503_at_once(
     running = Edge(tmp_path, Clock(), max_connections=2)
     release = threading.Event()
     check = running.guard._check
-    running.guard._check = lambda u, p: release.wait(10) and check(u, p)
+    running.guard._check = lambda *args: release.wait(10) and check(*args)
     busy = [connect(running.port) for _ in range(2)]
     try:
         for sock, _ in busy:

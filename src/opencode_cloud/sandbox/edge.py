@@ -356,11 +356,11 @@ class Guard:
             self._current_hash()
             return self.generation
 
-    def _check(self, username: str, password: str) -> bool:
+    def _check(self, username: str, password: str, stored: bytes) -> bool:
+        """Whether the credentials are right for `stored`, the hash read when the attempt
+        began (not the file's content now: the attempt belongs to that password)."""
         import bcrypt  # Debian's python3-bcrypt
 
-        with self._lock:
-            stored = self._current_hash()
         if not stored:
             return False
         name_ok = hmac.compare_digest(username.encode(), self.username.encode())
@@ -375,13 +375,13 @@ class Guard:
         text = f"{self.generation}\0{username}\0{password}".encode("utf-8", "surrogatepass")
         return hmac.digest(self._proof_key, text, "sha256")
 
-    def _run_check(self, username: str, password: str) -> str:
+    def _run_check(self, username: str, password: str, stored: bytes) -> str:
         """`ok` or `wrong` from bcrypt, or `busy` when there is no place among the checks."""
         if not self._places.acquire(blocking=False):
             return "busy"
         try:
             with self._workers:
-                return "ok" if self._check(username, password) else "wrong"
+                return "ok" if self._check(username, password, stored) else "wrong"
         finally:
             self._places.release()
 
@@ -402,45 +402,55 @@ class Guard:
         """Seconds until `address` (or the device) may try again; 0 when it may now."""
         return self.limiter.wait(self._limits(address, device))
 
-    def attempt(self, address: str, username: str, password: str, device: str | None = None) -> str:
-        """One login attempt: `ok`, `wrong`, `locked` (too many recent failures) or `busy`
-        (too many checks under way).
+    def attempt(
+        self, address: str, username: str, password: str, device: str | None = None
+    ) -> tuple[str, str]:
+        """One login attempt: its outcome, `ok`, `wrong`, `locked` (too many recent
+        failures) or `busy` (too many checks under way), and the generation of the
+        password it was checked against (a session is made for that one only:
+        `new_session`).
 
         A locked client gets `locked` whatever it sends, the right password included:
         neither bcrypt nor the memory of proven credentials is asked. An attempt the
         limits admit counts as a failure while it is checked, and stays one unless it
         proves right; one that finds no place among the checks (`busy`) stays one too,
         or it would be a free question to the memory. Identical attempts under way at
-        the same time share one check (a client's first burst of requests).
+        the same time share one check (a client's first burst of requests). A password
+        replaced while it was being checked is no longer right: such an attempt is
+        `wrong`, and not remembered.
         """
         limits = self._limits(address, device)
         with self._lock:
-            self._current_hash()
+            stored = self._current_hash()
+            generation = self.generation
             proof = self._proof(username, password)
             if self.limiter.wait(limits):
-                return "locked"
+                return "locked", generation
             if proof in self._proven:
-                return "ok"
+                return "ok", generation
             check = self._checks.get(proof)
             mine = check is None
             if check is None:
                 check = self._checks[proof] = _Check()
                 self.limiter.reserve(limits)  # admitted just above, under the same lock
-        if not mine:
+        if not mine:  # the same proof: the same credentials and the same generation
             check.done.wait()
-            return check.outcome
+            return check.outcome, generation
         try:
-            check.outcome = self._run_check(username, password)
+            check.outcome = self._run_check(username, password, stored)
         finally:
             with self._lock:
                 del self._checks[proof]
+                self._current_hash()
+                if check.outcome == "ok" and self.generation != generation:
+                    check.outcome = "wrong"  # rotated meanwhile: the old password is void
                 if check.outcome == "ok":
                     if len(self._proven) > 1000:
                         self._proven.clear()
                     self._proven.add(proof)
                 self.limiter.settle([key for key, _ in limits], failed=check.outcome != "ok")
             check.done.set()
-        return check.outcome
+        return check.outcome, generation
 
     # -- devices ------------------------------------------------------------------------
 
@@ -466,8 +476,11 @@ class Guard:
 
     def new_device(self) -> str:
         """A device cookie's value for the current password: a name and its signature."""
+        return self._device_token(self._current_generation())
+
+    def _device_token(self, generation: str) -> str:
         nonce = secrets.token_urlsafe(18)
-        return f"{nonce}.{self._device_mac(self._current_generation(), nonce)}"
+        return f"{nonce}.{self._device_mac(generation, nonce)}"
 
     def device_id(self, token: str) -> str | None:
         """The name of the device, when `token` is one of our device cookies for the
@@ -513,24 +526,39 @@ class Guard:
         except OSError as exc:  # sessions then last until the next restart only
             print(f"edge: cannot save sessions: {exc}", file=sys.stderr)
 
-    def new_session(self) -> str:
-        """A new session token (the cookie's value) for the current password."""
-        token = secrets.token_urlsafe(32)
+    def new_session(self, generation: str) -> str | None:
+        """A new session token (the cookie's value) for a sign-in checked against the
+        password of `generation`; None when that password has been replaced since."""
         with self._lock:
-            self._current_hash()
-            now = self.clock()
-            live = [
-                (key, entry)
-                for key, entry in self._sessions.items()
-                if entry["expires"] > now and entry["generation"] == self.generation
-            ]
-            live.sort(key=lambda item: item[1]["expires"])
-            self._sessions = dict(live[-(MAX_SESSIONS - 1) :])
-            self._sessions[_digest(token)] = {
-                "expires": now + self.session_seconds,
-                "generation": self.generation,
-            }
-            self._save_sessions()
+            return self._new_session(generation)
+
+    def sign_in(self, generation: str) -> tuple[str, str] | None:
+        """A session and a device cookie for a sign-in checked against the password of
+        `generation`, made together; None when that password has been replaced since."""
+        with self._lock:
+            session = self._new_session(generation)
+            return None if session is None else (session, self._device_token(generation))
+
+    def _new_session(self, generation: str) -> str | None:
+        """Called with the lock held: the hash read here and the session stamped with it
+        cannot be told apart by a rotation."""
+        self._current_hash()
+        if not generation or generation != self.generation:
+            return None
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        live = [
+            (key, entry)
+            for key, entry in self._sessions.items()
+            if entry["expires"] > now and entry["generation"] == self.generation
+        ]
+        live.sort(key=lambda item: item[1]["expires"])
+        self._sessions = dict(live[-(MAX_SESSIONS - 1) :])
+        self._sessions[_digest(token)] = {
+            "expires": now + self.session_seconds,
+            "generation": self.generation,
+        }
+        self._save_sessions()
         return token
 
     def session_valid(self, token: str) -> bool:
@@ -1011,7 +1039,7 @@ class Handler:
         credentials = self._basic()
         if credentials is not None:
             device = self._cookie("device")
-            outcome = self.guard.attempt(self._address(), *credentials, device=device)
+            outcome, _ = self.guard.attempt(self._address(), *credentials, device=device)
             if outcome == "ok":
                 return Response(200)
             status, message, headers = self._refused(outcome, device)
@@ -1044,17 +1072,19 @@ class Handler:
             message = "This form was out of date. Please sign in again."
             return self._page(403, message, target, username)
         device = self._cookie("device")
-        outcome = self.guard.attempt(self._address(), username, password, device)
-        if outcome != "ok":
-            status, message, headers = self._refused(outcome, device)
+        outcome, generation = self.guard.attempt(self._address(), username, password, device)
+        # Checked against a password replaced since: wrong now, as for any other attempt.
+        made = self.guard.sign_in(generation) if outcome == "ok" else None
+        if made is None:
+            status, message, headers = self._refused(
+                "wrong" if outcome == "ok" else outcome, device
+            )
             return self._page(status, message, target, username, headers)
-        session = self.guard.new_session()
+        session, new_device = made
         headers = [
             ("Location", target),
             self._set_cookie("session", session, self.guard.session_seconds),
-            self._set_cookie(
-                "device", self.guard.new_device(), DEVICE_SECONDS, f"{PREFIX}/", "Strict"
-            ),
+            self._set_cookie("device", new_device, DEVICE_SECONDS, f"{PREFIX}/", "Strict"),
         ]
         return Response(303, headers=headers)
 
