@@ -825,7 +825,9 @@ class Service:
 
         The edge reads the new hash on its next request: the old password and every
         session cookie made under it stop working at once, without a restart (opencode's
-        own password is internal to the container and does not change).
+        own password is internal to the container and does not change). Connections
+        opened before (a terminal, the event stream) are closed too: the container's
+        supervisor starts Caddy afresh on SIGUSR1, while opencode and its work go on.
 
         Returns:
             The new password, and whether a container took it (False: none exists; the
@@ -840,6 +842,8 @@ class Service:
         uid = EDGE_UID if separate_edge else ContainerSpec.from_inspect(info).runtime_uid
         for path, content in credentials.container_files(new, self.paths).items():
             containers.put_file(self.client, self.name, path, content, uid=uid)
+        if separate_edge and info.running:
+            self.client.kill_container(self.name, "USR1")
         return new, True
 
     def shell_target(self) -> ContainerInfo:

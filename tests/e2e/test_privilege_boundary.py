@@ -53,6 +53,10 @@ for file in .bashrc .profile .bash_profile .bash_login; do
 done
 printf 'import os\\nopen("{MARKS}", "a").write(f"{{os.getuid()}} usercustomize\\\\n")\\n' \
   > ~/.local/lib/python3.11/site-packages/usercustomize.py
+for module in json readline; do
+  printf 'import os\\nopen("{MARKS}", "a").write(f"{{os.getuid()}} projects/%s.py\\\\n")\\n' \
+    "$module" > ~/projects/"$module".py
+done
 """
 
 
@@ -82,6 +86,8 @@ def test_planted_programs_never_run_as_root_or_edge(service: Service) -> None:
     # The bait works: the agent's own shell runs it.
     assert _exec(service, ["bash", "-c", "PATH=~/.local/bin:$PATH id -u"])[0] == 0
     assert ("1000", "id") in _marks(service)
+    _exec(service, ["sh", "-c", "cd ~/projects && python3 -c 'import json'"])
+    assert ("1000", "projects/json.py") in _marks(service)
 
     service.sdk.api.restart(service.name, timeout=10)  # the root phase runs again
     service.wait()
@@ -91,7 +97,8 @@ def test_planted_programs_never_run_as_root_or_edge(service: Service) -> None:
     # An operator's root shell in the container, interactive and login.
     for flags in ("-ic", "-lc"):
         _exec(service, ["bash", flags, "true"], user="root")
-    _exec(service, ["python3", "-c", "pass"], user="root")
+    # ... where `docker exec` starts: a root `python3` imports from its folder first.
+    _exec(service, ["python3", "-c", "import json, readline"], user="root")
     assert service.request("GET", "/global/health")[0] == 200
 
     marks = _marks(service)

@@ -60,7 +60,7 @@ def test_create_configures_the_container_as_planned(
     assert info["State"]["Status"] == "created"  # create does not start
     config, host = info["Config"], info["HostConfig"]
     assert config["Hostname"] == "opencode-cloud"
-    assert config["WorkingDir"] == "/home/opencode/projects"
+    assert config["WorkingDir"] == "/"  # root's `docker exec` starts outside the agent's folders
     assert "3000/tcp" in config["ExposedPorts"]
     assert "FOO=bar" in config["Env"]
     # The entrypoint runs opencode as this uid and gid: the image's user without mounts.

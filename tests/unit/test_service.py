@@ -878,7 +878,9 @@ def test_rotate_password_hands_the_new_hash_to_a_running_service_without_a_resta
     assert applied is True and new != old
     assert paths.password_file.read_text().strip() == new
     assert holds(fake.files[NAME][PASSWORD_PATH_IN_CONTAINER], new)
-    assert fake.calls == [("put_archive", NAME)]  # the edge reads it on its next request
+    # The edge reads it on its next request; Caddy starts afresh, closing what is open.
+    assert fake.calls == [("put_archive", NAME), ("kill_container", NAME)]
+    assert fake.signals == [(NAME, "USR1")]
     assert make().status(new).http_health == "healthy"
     assert make().status(old).http_health == "unauthorized"
 

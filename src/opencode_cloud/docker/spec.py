@@ -34,7 +34,6 @@ from opencode_cloud.defaults import (
     TLS_ENV,
     UID_ENV,
     USERNAME_ENV,
-    WORKING_DIR,
 )
 from opencode_cloud.docker.models import ContainerInfo, Mount
 from opencode_cloud.docker.volume import VOLUME_SPECS
@@ -42,6 +41,10 @@ from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
 from opencode_cloud.mounts import HostMount, folder_owner
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# Where `docker exec` starts unless told otherwise: outside the agent's folders, so that a
+# root shell (or `python3`, which imports from where it starts) reads nothing of the
+# agent's. opencode and `occ shell` start in the projects folder (WORKING_DIR).
+CONTAINER_WORKDIR = "/"
 # Back after a crash and after the engine restarts (a reboot), but not once stopped.
 RESTART_POLICY = "unless-stopped"
 LOG_ROTATION = ("json-file", LOG_MAX_SIZE, str(LOG_MAX_FILES))
@@ -191,7 +194,7 @@ class ContainerSpec:
             pids_limit=settings.limits.pids,
             log_rotation=LOG_ROTATION,
             hostname=HOSTNAME,
-            working_dir=WORKING_DIR,
+            working_dir=CONTAINER_WORKDIR,
             hardening=HARDENING,
             tls=settings.tls_mode,
         )

@@ -26,6 +26,7 @@ set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 umask 022
+cd /
 
 RUN_DIR=/run/opencode-cloud
 PASSWORD_FILE=$RUN_DIR/password.bcrypt
@@ -177,6 +178,10 @@ write_edge_config() {
 	grace_period 2s
 	storage file_system $EDGE_DIR/caddy
 	servers {
+		# HTTP/1.1 only: the Caddy of Debian bookworm is built with a Go whose HTTP/2
+		# has no defence against streams opened and reset at once (a flood that grows
+		# Caddy until the kernel kills it), and HTTP/3 is served by the same build.
+		protocols h1
 		timeouts {
 			read_header 10s
 			read_body 2m
@@ -220,6 +225,9 @@ $site {
 		}
 		reverse_proxy 127.0.0.1:$OPENCODE_PORT {
 			header_up Authorization "Basic $upstream_auth"
+			# The browser's cookies are the edge's (the session): opencode, and so the
+			# agent, never sees them.
+			header_up -Cookie
 			flush_interval -1
 		}
 	}
@@ -315,11 +323,17 @@ login_pid=$!
 caddy_pid=$!
 
 # This script becomes PID 1's supervisor, as the edge's user with CAP_KILL only (to pass a
-# stop on to opencode), and stays the parent of the three.
+# stop on to opencode), and stays the parent of the three. Its plan names them, how to
+# reload Caddy (SIGHUP: a new certificate) and how to start it afresh (SIGUSR1: a new
+# password, every open connection closed).
 edge_env
 unset INTERNAL_PASSWORD upstream_auth
-reload="/usr/bin/caddy reload --config $EDGE_DIR/Caddyfile --adapter caddyfile --address unix/$EDGE_DIR/admin.sock --force"
-supervise=(/usr/bin/python3 -I "$LIB_DIR/supervise.py" "opencode=$opencode_pid" "login=$login_pid" "caddy=$caddy_pid" -- $reload)
+caddy_run="\"/usr/bin/caddy\", \"run\", \"--config\", \"$EDGE_DIR/Caddyfile\", \"--adapter\", \"caddyfile\""
+plan=$(printf '{"services": {"opencode": %d, "login": %d, "caddy": %d}, "reload": [%s], "restart": {"caddy": [%s]}}' \
+  "$opencode_pid" "$login_pid" "$caddy_pid" \
+  "\"/usr/bin/caddy\", \"reload\", \"--config\", \"$EDGE_DIR/Caddyfile\", \"--adapter\", \"caddyfile\", \"--address\", \"unix/$EDGE_DIR/admin.sock\", \"--force\"" \
+  "$caddy_run")
+supervise=(/usr/bin/python3 -I "$LIB_DIR/supervise.py" "$plan")
 if [ "$(/usr/bin/id -u)" = 0 ]; then
   exec /usr/bin/setpriv --reuid="$EDGE_UID" --regid="$EDGE_UID" --clear-groups \
     --inh-caps=-all,+kill --ambient-caps=-all,+kill -- "${supervise[@]}"
