@@ -8,17 +8,22 @@ pages under `/__occ/` (login, logout) are served here directly.
 
 Credentials. What it knows of the password is its bcrypt hash, in a file the tool writes
 into the container (`occ start`, `occ auth rotate`); the plaintext stays on the host. A
-new hash (a rotation) is noticed on the next request: every session and device cookie
-made under the old one is void from then on. Sessions are random tokens, kept as SHA-256
-digests in a 0600 file of the state directory, so they survive restarts until they
-expire, the user signs out, or the password changes. Basic credentials proven right are
-remembered in memory (as digests keyed with a secret of this process), so API clients
-do not pay for bcrypt on every request.
+new hash (a rotation) is noticed on the next request: every session made under the old
+one is void from then on, and so is an attempt checked against the old one that had not
+yet got its session (a session is made, under one lock, only for the hash its password
+was checked against). Sessions are random tokens, kept as SHA-256 digests in a 0600 file
+of the state directory, so they survive restarts until they expire, the user signs out,
+or the password changes. Basic credentials proven right are remembered in memory (as
+digests keyed with a secret of this process, and with the hash they were proven
+against), so API clients do not pay for bcrypt on every request.
 
 Guessing limits, with device cookies (OWASP's "Slow down online guessing attacks with
 device cookies"). A browser that signs in also gets a device cookie: a random name signed
-with a key of the state directory, valid for the current password only. Each attempt
-(form or Basic) is counted in buckets, failures within `WINDOW` seconds:
+with a key of the state directory. It proves only that this browser signed in here
+before, and lets nobody in: it outlives a rotation (so that the owner, who rotates
+because something guesses, can still sign in while the guesser keeps the shared buckets
+full) and is void when that key is lost. Each attempt (form or Basic) is counted in
+buckets, failures within `WINDOW` seconds:
 - with a valid device cookie, in that device's own bucket only (`MAX_FAILURES`);
 - without one, in the bucket of its address (the last X-Forwarded-For entry, set by
   Caddy; `MAX_FAILURES`) and in one bucket shared by every such attempt
@@ -351,11 +356,6 @@ class Guard:
             self._proven.clear()
         return self._hash
 
-    def _current_generation(self) -> str:
-        with self._lock:
-            self._current_hash()
-            return self.generation
-
     def _check(self, username: str, password: str, stored: bytes) -> bool:
         """Whether the credentials are right for `stored`, the hash read when the attempt
         began (not the file's content now: the attempt belongs to that password)."""
@@ -470,26 +470,25 @@ class Guard:
             print(f"edge: cannot save the device key: {exc}", file=sys.stderr)
         return key
 
-    def _device_mac(self, generation: str, nonce: str) -> str:
-        text = f"device\0{generation}\0{nonce}".encode()
+    def _device_mac(self, nonce: str) -> str:
+        text = f"device\0{nonce}".encode()
         return hmac.new(self._device_key, text, "sha256").hexdigest()[:32]
 
     def new_device(self) -> str:
-        """A device cookie's value for the current password: a name and its signature."""
-        return self._device_token(self._current_generation())
-
-    def _device_token(self, generation: str) -> str:
+        """A device cookie's value: a random name and its signature. It says that this
+        browser signed in here before, and gives it a bucket of its own; it lets nobody
+        in. So it outlives a new password (the owner, after `occ auth rotate`, still has
+        a bucket no guesser fills), and is void only with the key that signed it."""
         nonce = secrets.token_urlsafe(18)
-        return f"{nonce}.{self._device_mac(generation, nonce)}"
+        return f"{nonce}.{self._device_mac(nonce)}"
 
     def device_id(self, token: str) -> str | None:
-        """The name of the device, when `token` is one of our device cookies for the
-        current password; else None."""
+        """The name of the device, when `token` is one of our device cookies; else None."""
         nonce, _, mac = token.partition(".")
         if not _RANDOM.fullmatch(nonce):
             return None
-        generation = self._current_generation()
-        if generation and hmac.compare_digest(mac, self._device_mac(generation, nonce)):
+        # As bytes: a cookie may hold any Latin-1 character, compare_digest takes ASCII.
+        if hmac.compare_digest(mac.encode("latin-1", "replace"), self._device_mac(nonce).encode()):
             return nonce
         return None
 
@@ -537,7 +536,7 @@ class Guard:
         `generation`, made together; None when that password has been replaced since."""
         with self._lock:
             session = self._new_session(generation)
-            return None if session is None else (session, self._device_token(generation))
+            return None if session is None else (session, self.new_device())
 
     def _new_session(self, generation: str) -> str | None:
         """Called with the lock held: the hash read here and the session stamped with it
@@ -961,7 +960,9 @@ class Handler:
     def _csrf_ok(self, form: dict[str, str]) -> bool:
         cookie = self._cookie("csrf") or ""
         sent = form.get("csrf", "")
-        return bool(_RANDOM.fullmatch(cookie)) and hmac.compare_digest(cookie, sent)
+        return bool(_RANDOM.fullmatch(cookie)) and hmac.compare_digest(
+            cookie.encode(), sent.encode("utf-8", "surrogatepass")
+        )
 
     # -- answers ------------------------------------------------------------------------
 
