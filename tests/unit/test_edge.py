@@ -1045,6 +1045,80 @@ def test_the_login_form_must_come_from_this_site_with_its_token(served: Edge) ->
     assert served.basic(PASSWORD) == 200
 
 
+WEBSOCKET = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Key": "x" * 24}
+OTHER_SITES: list[dict[str, str]] = [
+    {"Origin": "http://127.0.0.1:3001"},  # another port of this host: the same site
+    {"Origin": "http://localhost:3000"},
+    {"Origin": "null"},
+    {"Origin": "https://evil.example"},
+    {"Sec-Fetch-Site": "same-site"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": ORIGIN, "Sec-Fetch-Site": "same-site"},
+    {"Referer": "http://127.0.0.1:3001/page"},
+]
+
+
+def ask(served: Edge, cookie: str, method: str, sent: dict[str, str]) -> int:
+    """Caddy's question about a request with the session cookie."""
+    headers = {"X-Forwarded-Method": method, "X-Forwarded-Uri": "/session", "Cookie": cookie}
+    return served.request("GET", "/__occ/verify", {**headers, **sent})[0]
+
+
+def test_changes_with_the_session_cookie_come_from_this_site_only(served: Edge) -> None:
+    cookie = cookie_of(served.login(PASSWORD)[1])
+    for method in ("POST", "PUT", "PATCH", "DELETE", "post"):
+        for sent in OTHER_SITES:
+            assert ask(served, cookie, method, sent) == 403, (method, sent)
+    # A sibling name of the same site.
+    sibling = {"Host": "box.lan:3000", "Origin": "http://evil.box.lan:3000"}
+    assert ask(served, cookie, "POST", sibling) == 403
+    assert ask(served, cookie, "POST", {**sibling, "Origin": "http://box.lan:3000"}) == 200
+    # Reading is not changing: links and images from elsewhere keep working.
+    for method in ("GET", "HEAD", "OPTIONS"):
+        for sent in OTHER_SITES:
+            assert ask(served, cookie, method, sent) == 200, (method, sent)
+
+
+def test_the_web_uis_own_changes_pass(served: Edge) -> None:
+    cookie = cookie_of(served.login(PASSWORD)[1])
+    for sent in (
+        {"Origin": ORIGIN},
+        {"Origin": ORIGIN, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"},
+        {"Sec-Fetch-Site": "same-origin"},  # no Origin
+        {"Sec-Fetch-Site": "none"},  # typed by the user
+        {"Referer": f"{ORIGIN}/session/1"},
+        {},  # no browser's word either way: an old client, a script
+    ):
+        assert ask(served, cookie, "POST", sent) == 200, sent
+    # Over plain HTTP the scheme is not compared (behind a TLS proxy of the user's own,
+    # the browser says https); over HTTPS it is.
+    assert ask(served, cookie, "POST", {"Origin": "https://127.0.0.1:3000"}) == 200
+    https = {"X-Forwarded-Proto": "https", "Origin": "https://127.0.0.1:3000"}
+    assert ask(served, cookie, "POST", https) == 200
+    assert ask(served, cookie, "POST", {**https, "Origin": ORIGIN}) == 403
+
+
+def test_websockets_with_the_session_cookie_open_from_this_site_only(served: Edge) -> None:
+    cookie = cookie_of(served.login(PASSWORD)[1])
+    for sent in OTHER_SITES:
+        assert ask(served, cookie, "GET", {**WEBSOCKET, **sent}) == 403, sent
+    # Any sign of an upgrade is one.
+    for name, value in (*WEBSOCKET.items(), ("Sec-Fetch-Mode", "websocket")):
+        foreign = {name: value, "Origin": "http://127.0.0.1:3001"}
+        assert ask(served, cookie, "GET", foreign) == 403, name
+    # The terminal of the web UI.
+    assert ask(served, cookie, "GET", {**WEBSOCKET, "Origin": ORIGIN}) == 200
+    own = {**WEBSOCKET, "Sec-Fetch-Mode": "websocket", "Sec-Fetch-Site": "same-origin"}
+    assert ask(served, cookie, "GET", {**own, "Origin": ORIGIN}) == 200
+
+
+def test_basic_credentials_are_not_held_to_an_origin(served: Edge) -> None:
+    """A script's credentials are its own, never sent along by a browser on its own."""
+    for sent in ({"Origin": "http://127.0.0.1:3001"}, {"Sec-Fetch-Site": "same-site"}):
+        assert served.basic(PASSWORD, X_Forwarded_Method="POST", **sent) == 200
+        assert served.basic(PASSWORD, **WEBSOCKET, **sent) == 200
+
+
 def test_the_edges_pages_carry_security_headers(served: Edge) -> None:
     answers = [
         served.request("GET", "/__occ/login"),

@@ -46,6 +46,19 @@ the sign-out button, where the token stands in for a missing Origin and Referer.
 `occ_session_PORT` (Path=/, SameSite=Lax), `occ_device_PORT` and `occ_csrf_PORT`
 (Path=/__occ/, SameSite=Strict), all HttpOnly.
 
+Changes and websockets. SameSite=Lax keeps the session cookie from requests of other
+sites, not from those of the same site (another port of this host, a sibling name), and
+opencode takes bodiless `text/plain` POSTs and opens its terminal's websocket whatever
+the Origin. So a request let through by the session cookie whose method is not GET, HEAD
+or OPTIONS, or that is an upgrade (Upgrade, Connection: upgrade, Sec-WebSocket-Key,
+Sec-Fetch-Mode: websocket), gets 403 when the browser says it comes from elsewhere:
+`Sec-Fetch-Site` same-site or cross-site, or else an `Origin` (or, without one, a
+`Referer`) that is not this host and port (and scheme, over HTTPS; over plain HTTP a TLS
+proxy of the user's own may stand in front). With none of those headers it passes: old
+browsers and scripts send none, and every current browser sends Origin on such requests.
+Basic credentials are not held to this: they are a script's, and a current browser never
+gets the challenge that would make it remember them (`_challenge`).
+
 Connections. Caddy keeps its connections to this service open and sends request after
 request on them, whoever they come from, so a request must end exactly where Caddy thinks
 it does:
@@ -916,6 +929,25 @@ class Handler:
         method = self.request.header("x-forwarded-method") or self.request.method
         return method in ("GET", "HEAD") and "text/html" in self.request.header("accept")
 
+    def _acts(self) -> bool:
+        """Whether the request Caddy asks about may change something or opens a
+        websocket: any method but GET, HEAD and OPTIONS, or an upgrade.
+
+        The session cookie goes along with such a request from another site of the same
+        site (another port of this host, a sibling name), where SameSite=Lax does not
+        hold it back; opencode takes bodiless `text/plain` POSTs and opens its terminal
+        for any Origin. forward_auth passes the original headers on (Upgrade and
+        Connection included, for an upgrade), the method in X-Forwarded-Method."""
+        method = self.request.header("x-forwarded-method") or self.request.method
+        connection = {t.strip().lower() for t in self.request.header("connection").split(",")}
+        return (
+            method not in ("GET", "HEAD", "OPTIONS")
+            or bool(self.request.header("upgrade"))
+            or "upgrade" in connection
+            or bool(self.request.header("sec-websocket-key"))
+            or self.request.header("sec-fetch-mode") == "websocket"
+        )
+
     def _of_this_site(self, url: str) -> bool:
         """Whether `url` (an Origin or Referer) is on the host the request was sent to.
 
@@ -936,8 +968,9 @@ class Handler:
 
     def _origin(self) -> str:
         """`same` (the browser says the request comes from this site), `foreign`, or
-        `unknown` (no browser's word either way: a script, or a browser told to hide
-        the Referer)."""
+        `unknown` (no browser's word either way: a script, an old browser, or one told
+        to hide the Referer). Sec-Fetch-Site naming another site is foreign whatever
+        else is sent; otherwise Origin decides, or without it the Referer."""
         if self.request.header("sec-fetch-site") in ("cross-site", "same-site"):
             return "foreign"
         source = self.request.header("origin") or self.request.header("referer")
@@ -1036,6 +1069,8 @@ class Handler:
         """Caddy's question about one request: 200 lets it through."""
         token = self._cookie("session")
         if token and self.guard.session_valid(token):
+            if self._acts() and self._origin() == "foreign":
+                return self._json(403, "changes and websockets only from this site's own pages")
             return Response(200)
         credentials = self._basic()
         if credentials is not None:
