@@ -9,6 +9,7 @@ hand on raw sockets: HTTP client libraries would tidy the attacks away.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import importlib.util
@@ -19,6 +20,7 @@ import select
 import socket
 import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -187,12 +189,15 @@ def raw(
     headers: dict[str, str] | None = None,
     body: bytes | str = b"",
     cookies: tuple[str, ...] = (),
-    address: str = ADDRESS,
+    address: str | None = ADDRESS,
 ) -> bytes:
-    """One request's bytes, as Caddy would send them on its connection to the edge."""
+    """One request's bytes, as Caddy would send them on its connection to the edge
+    (without X-Forwarded-For when `address` is None)."""
     data = body.encode() if isinstance(body, str) else body
     headers = headers or {}
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", f"X-Forwarded-For: {address}"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}"]
+    if address is not None:
+        lines.append(f"X-Forwarded-For: {address}")
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if cookies:
         lines.append("Cookie: " + "; ".join(cookies))
@@ -201,7 +206,7 @@ def raw(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
 
 
-def raw_login(password: str, next_raw: str = "/", address: str = ADDRESS) -> bytes:
+def raw_login(password: str, next_raw: str = "/", address: str | None = ADDRESS) -> bytes:
     """A complete, valid sign-in (form token, cookie and Origin), `next` as it is sent."""
     form = f"username=opencode&password={quote(password)}&next={next_raw}&csrf={TOKEN}"
     headers = {"Origin": ORIGIN, "Content-Type": "application/x-www-form-urlencoded"}
@@ -987,6 +992,116 @@ def test_when_every_connection_is_being_answered_a_new_one_gets_503_at_once(
             stream.close()
             sock.close()
         running.stop()
+
+
+# --------------------------------------------------------------------------- unix socket
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short temporary directory: a unix socket's path holds at most 107 bytes."""
+    with tempfile.TemporaryDirectory(prefix="occ-edge-") as name:
+        yield Path(name)
+
+
+def exchange_unix(path: Path, data: bytes) -> Answer | None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        with sock.makefile("rb") as stream:
+            sock.sendall(data)
+            return read_answer(stream)
+
+
+@contextlib.contextmanager
+def serving_unix(tmp: Path, path: Path) -> Iterator[Any]:
+    write_hash(tmp / "password.bcrypt", PASSWORD)
+    guard = edge.Guard(tmp / "password.bcrypt", "opencode", tmp / "state", clock=Clock())
+    server = edge.serve_unix(guard, str(path))
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_edge_serves_on_a_unix_socket_of_its_user_only(
+    tmp_path: Path, socket_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = socket_dir / "run" / "edge.sock"
+    with serving_unix(tmp_path, path) as server:
+        assert stat.S_ISSOCK(path.lstat().st_mode)
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.lstat().st_mode) == 0o700
+        answer = exchange_unix(path, raw_login(PASSWORD))
+        assert answer and answer.status == 303
+        session = next(c for c in answer.all("set-cookie") if c.startswith("occ_session_"))
+        cookie = session.split(";")[0]
+        answer = exchange_unix(path, raw("GET", "/__occ/verify", cookies=(cookie,)))
+        assert answer and answer.status == 200
+        # Caddy names the client in X-Forwarded-For; a request that names none is
+        # counted under one fixed name (a unix socket's peer has no address).
+        for _ in range(10):
+            answer = exchange_unix(path, raw_login("guess", address=None))
+            assert answer and answer.status == 401
+        assert server.guard.retry_after(edge.UNIX_PEER) > 0
+        assert server.guard.retry_after(ADDRESS) == 0
+        assert f"failed login from {edge.UNIX_PEER}" in capsys.readouterr().err
+    assert not path.exists()  # removed when the server closes
+
+
+def test_a_stale_socket_is_replaced_and_nothing_else_is_touched(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    path = socket_dir / "edge.sock"
+    socket_dir.chmod(0o700)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(path))  # left behind by an edge that was killed
+    with serving_unix(tmp_path, path):
+        answer = exchange_unix(path, raw("GET", "/__occ/verify"))
+        assert answer and answer.status == 401
+    target = tmp_path / "target"
+    target.write_text("keep")
+    target.chmod(0o644)
+    path.symlink_to(target)
+    with pytest.raises(OSError, match="not a socket"):
+        edge.serve_unix(edge.Guard(target, "opencode"), str(path))
+    assert path.is_symlink() and target.read_text() == "keep"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    path.unlink()
+    path.write_text("a file")
+    with pytest.raises(OSError, match="not a socket"):
+        edge.serve_unix(edge.Guard(target, "opencode"), str(path))
+    assert path.read_text() == "a file"
+
+
+def test_a_unix_socket_is_not_made_in_a_directory_others_can_enter(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    guard = edge.Guard(tmp_path / "password.bcrypt", "opencode")
+    shared = socket_dir / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(OSError, match="0700"):
+        edge.serve_unix(guard, str(shared / "edge.sock"))
+    private = socket_dir / "private"
+    private.mkdir(mode=0o700)
+    (socket_dir / "link").symlink_to(private)
+    with pytest.raises(OSError, match="0700"):
+        edge.serve_unix(guard, str(socket_dir / "link" / "edge.sock"))
+    assert list(shared.iterdir()) == [] and list(private.iterdir()) == []
+
+
+def test_where_the_edge_listens() -> None:
+    assert edge.listen_address("unix:/run/opencode-cloud/edge/login.sock") == (
+        "/run/opencode-cloud/edge/login.sock"
+    )
+    assert edge.listen_address("127.0.0.1:4097") == ("127.0.0.1", 4097)
+    with pytest.raises(ValueError):
+        edge.listen_address("unix:relative.sock")
 
 
 # --------------------------------------------------------------------------- forms

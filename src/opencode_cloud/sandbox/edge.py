@@ -6,6 +6,14 @@ listens on 127.0.0.1 only). Caddy asks `/__occ/verify` about every request
 answer (a redirect to the login page, 401, 429) goes back to the client as it is. The
 pages under `/__occ/` (login, logout) are served here directly.
 
+Where it listens: `OCC_EDGE_LISTEN`, `unix:/absolute/path` for a unix socket (what the
+container uses), or `host:port`. The agent shares the container's network: on a loopback
+port it could reach this service directly, name any X-Forwarded-For (forging the
+addresses in the log, spending the shared allowance of failures to lock others out) and
+ask about requests Caddy never saw. The socket is a 0600 file of the edge's user in a
+directory of that user only, so Caddy (the same user) is the only client. A stale socket
+there is replaced at start; any other file, or a symbolic link, is refused.
+
 Credentials. What it knows of the password is its bcrypt hash, in a file the tool writes
 into the container (`occ start`, `occ auth rotate`); the plaintext stays on the host. A
 new hash (a rotation) is noticed on the next request: every session made under the old
@@ -26,7 +34,8 @@ full) and is void when that key is lost. Each attempt (form or Basic) is counted
 buckets, failures within `WINDOW` seconds:
 - with a valid device cookie, in that device's own bucket only (`MAX_FAILURES`);
 - without one, in the bucket of its address (the last X-Forwarded-For entry, set by
-  Caddy; `MAX_FAILURES`) and in one bucket shared by every such attempt
+  Caddy; without one, the TCP peer, or `UNIX_PEER` on a unix socket; `MAX_FAILURES`)
+  and in one bucket shared by every such attempt
   (`MAX_UNTRUSTED_FAILURES`), so many addresses do not buy many guesses.
 A full bucket answers 429 until its oldest failure leaves the window, without the
 password being looked at: right and wrong get the same answer. Behind Docker's port proxy
@@ -128,6 +137,9 @@ MAX_HEADERS = 200
 MAX_STATE_BYTES = 1 << 20  # a sessions file larger than this was not written here
 MAX_SESSIONS = 1000
 MAX_BUCKETS = 10000
+# The client's address when the edge listens on a unix socket and the request names none
+# in X-Forwarded-For (Caddy always does): such a connection has no address of its own.
+UNIX_PEER = "local"
 _LOOPBACK_HOST = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$", re.IGNORECASE)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) (HTTP/\d\.\d)")
@@ -1158,7 +1170,8 @@ class Connection(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock = self.request
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = Reader(sock)
         timeouts = self.server.timeouts
         while self.server.waiting(sock):
@@ -1189,7 +1202,9 @@ class Connection(socketserver.BaseRequestHandler):
 
     def _answer(self, request: Request) -> Response:
         try:
-            return Handler(self.server.guard, request, self.client_address[0]).respond()
+            peer = self.client_address
+            address = peer[0] if isinstance(peer, tuple) and peer else UNIX_PEER
+            return Handler(self.server.guard, request, address).respond()
         except Exception as exc:
             print(f"edge: error answering {request.path}: {exc!r}", file=sys.stderr, flush=True)
             return Response(500)
@@ -1224,12 +1239,40 @@ _BUSY = (
 )
 
 
+def _prepare_socket_path(path: Path) -> None:
+    """Make `path` ready for a unix socket of this user only: its directory this user's
+    own and closed to everyone else (made, 0700, when missing), and nothing at `path`
+    but, perhaps, the socket of an earlier run, which is removed. A symbolic link there,
+    or any other file, is refused: neither followed nor removed."""
+    directory = path.parent
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    info = os.lstat(directory)
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or stat.S_IMODE(info.st_mode) & 0o077
+    ):
+        raise OSError(f"{directory} is not a directory of this user's only (0700, not a link)")
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise OSError(f"{path} exists and is not a socket: left alone")
+    os.unlink(path)
+
+
 class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """A thread per connection, at most `max_connections` of them.
 
     A connection beyond that closes the one that has waited longest for its next
     request (an idle or slow one: its thread is then free), or, when every one is being
     answered, gets 503 at once.
+
+    It listens on TCP (`(host, port)`) or on a unix socket (a path): a socket file of
+    mode 0600 in a directory of the edge's user only, so that no other user of the
+    container (the agent) can reach it, nor name its own X-Forwarded-For.
     """
 
     daemon_threads = True
@@ -1239,7 +1282,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def __init__(
         self,
-        address: tuple[str, int],
+        address: tuple[str, int] | str,
         guard: Guard,
         timeouts: Timeouts,
         max_connections: int,
@@ -1251,7 +1294,33 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         # Open connections, with the time since when each waits for a request's bytes
         # (None while its request is being answered).
         self._open: dict[socket.socket, float | None] = {}
-        super().__init__(address, Connection)
+        self._socket_file: tuple[Path, int] | None = None  # a unix socket's path and inode
+        if isinstance(address, str):
+            self.address_family = socket.AF_UNIX
+        super().__init__(address, Connection)  # type: ignore[arg-type]  # a path, for AF_UNIX
+
+    def server_bind(self) -> None:
+        if self.address_family != socket.AF_UNIX:
+            super().server_bind()
+            return
+        path = Path(self.server_address)  # type: ignore[arg-type]
+        _prepare_socket_path(path)
+        self.socket.bind(str(path))
+        # The directory is this user's only: nobody else can have put a link there since.
+        info = os.lstat(path)
+        if not stat.S_ISSOCK(info.st_mode):
+            raise OSError(f"{path} is not the socket just made")
+        os.chmod(path, 0o600)
+        self._socket_file = (path, info.st_ino)
+        self.server_address = self.socket.getsockname()
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self._socket_file is not None:
+            path, inode = self._socket_file
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_ino == inode:
+                    path.unlink()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._admit(request):
@@ -1319,22 +1388,52 @@ def serve(
     return Server((host, port), guard, timeouts, max_connections)
 
 
+def serve_unix(
+    guard: Guard,
+    path: str,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout: float = IDLE_TIMEOUT,
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+) -> Server:
+    """A server for `guard` on a unix socket at `path` (not yet serving)."""
+    timeouts = Timeouts(idle_timeout, header_timeout, body_timeout)
+    return Server(path, guard, timeouts, max_connections)
+
+
+def listen_address(value: str) -> tuple[str, int] | str:
+    """Where `OCC_EDGE_LISTEN` says to listen: `unix:/absolute/path` for a unix socket
+    (a path), or `host:port` for TCP."""
+    if value.startswith("unix:"):
+        path = value.removeprefix("unix:")
+        if not path.startswith("/"):
+            raise ValueError(f"OCC_EDGE_LISTEN: not an absolute path: {path!r}")
+        return path
+    host, _, port = value.rpartition(":")
+    return host, int(port)
+
+
 def main() -> None:
-    host, _, port = os.environ.get("OCC_EDGE_LISTEN", "127.0.0.1:4097").rpartition(":")
+    address = listen_address(os.environ.get("OCC_EDGE_LISTEN", "127.0.0.1:4097"))
     state = os.environ.get("OCC_EDGE_STATE_DIR")
     guard = Guard(
         Path(os.environ.get("OCC_EDGE_HASH_FILE", "/run/opencode-cloud/password.bcrypt")),
         os.environ.get("OPENCODE_SERVER_USERNAME", "opencode"),
         Path(state) if state else None,
     )
-    server = serve(guard, host, int(port))
+    os.umask(0o077)  # whatever the edge makes is its own
+    server = serve_unix(guard, address) if isinstance(address, str) else serve(guard, *address)
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Wait for connections without waking: the default half-second poll (which only
     # serves `shutdown()`, unused here; SIGTERM ends the wait at once) costs an idle
     # service measurable CPU over months.
-    server.serve_forever(poll_interval=3600)
+    try:
+        server.serve_forever(poll_interval=3600)
+    finally:
+        server.server_close()  # a unix socket's file goes with it
 
 
 if __name__ == "__main__":
