@@ -168,6 +168,13 @@ def test_agent_cannot_read_or_write_the_edges_files(service: Service) -> None:
     ):
         code, output = _exec(service, ["sh", "-c", f"cat {path}"])
         assert code != 0 and "Permission denied" in output, (path, output)
+    # Nor reach the login service, which would let it choose the address it is counted as.
+    code, output = _exec(
+        service,
+        ["python3", "-c", "import socket; socket.socket(socket.AF_UNIX)"
+         ".connect('/run/opencode-cloud/edge/login.sock')"],
+    )  # fmt: skip
+    assert code != 0 and "PermissionError" in output, output
     for folder in (
         "/run/opencode-cloud",
         "/run/opencode-cloud/tls",

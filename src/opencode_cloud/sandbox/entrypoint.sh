@@ -13,7 +13,8 @@
 #   - `opencode` (the runtime user, no capabilities): opencode and everything the agent
 #     runs, on 127.0.0.1:4096 inside the container only.
 #   - `occ-edge` (uid 61000, no capabilities): Caddy, the only port published (3000),
-#     HTTPS unless OCC_TLS=off; and edge.py on 127.0.0.1:4097, the login page, sessions,
+#     HTTPS unless OCC_TLS=off; and edge.py on a unix socket only the edge's user can
+#     reach (not even the agent, in the same network namespace), the login page, sessions,
 #     HTTP Basic checks against the password's hash and the guessing limits. Its files
 #     (the hash, the TLS key, Caddy's configuration holding opencode's internal password,
 #     the sign-in sessions) are its own and closed to the agent.
@@ -36,7 +37,6 @@ EDGE_STATE_DIR=/var/lib/opencode-cloud-edge
 EDGE_UID=61000
 EDGE_PORT=3000
 OPENCODE_PORT=4096
-AUTH_PORT=4097
 HOME_DIR=/home/opencode
 PROJECTS_DIR=$HOME_DIR/projects
 LIB_DIR=/usr/local/lib/opencode-cloud
@@ -206,7 +206,7 @@ $site {
 		request_body {
 			max_size 16KB
 		}
-		reverse_proxy 127.0.0.1:$AUTH_PORT {
+		reverse_proxy unix/$LOGIN_SOCKET {
 			transport http {
 				dial_timeout 2s
 				response_header_timeout 10s
@@ -215,7 +215,7 @@ $site {
 		}
 	}
 	handle {
-		forward_auth 127.0.0.1:$AUTH_PORT {
+		forward_auth unix/$LOGIN_SOCKET {
 			uri /__occ/verify
 			transport http {
 				dial_timeout 2s
@@ -283,6 +283,8 @@ else
   run_as() { shift 2; exec "$@"; }
 fi
 
+# The login service listens in the edge's own folder: nothing else in the container reaches it.
+LOGIN_SOCKET=$EDGE_DIR/login.sock
 INTERNAL_PASSWORD=$(/usr/bin/od -An -N24 -tx1 /dev/urandom | /usr/bin/tr -d ' \n')
 write_edge_config
 
@@ -309,7 +311,7 @@ edge_env() {
 }
 (
   edge_env
-  export OCC_EDGE_LISTEN="127.0.0.1:$AUTH_PORT" OCC_EDGE_HASH_FILE="$PASSWORD_FILE" \
+  export OCC_EDGE_LISTEN="unix:$LOGIN_SOCKET" OCC_EDGE_HASH_FILE="$PASSWORD_FILE" \
     OCC_EDGE_STATE_DIR="$EDGE_STATE_DIR" OPENCODE_SERVER_USERNAME="$USERNAME"
   cd "$EDGE_STATE_DIR"
   run_as "$edge_uid" "$edge_uid" /usr/bin/python3 -I "$LIB_DIR/edge.py"
