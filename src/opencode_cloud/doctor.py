@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from opencode_cloud.config.store import LoadedConfig
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.engine import Engine
-    from opencode_cloud.service import Endpoint, Service
+    from opencode_cloud.service.service import Endpoint, Service
 
 Status = Literal["ok", "warn", "fail", "skip"]
 ClientFactory = Callable[[], "Engine"]
@@ -194,7 +194,7 @@ class Context:
         return self.config
 
     def service(self) -> Service:
-        from opencode_cloud.service import Service
+        from opencode_cloud.service.service import Service
 
         return Service(self.need_client(), self.need_config, self.instance, self.paths)
 
@@ -765,7 +765,7 @@ def check_port(ctx: Context) -> Finding:
 def check_image(ctx: Context) -> Finding:
     """The image the service runs is in the engine, holding the configured opencode."""
     from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
-    from opencode_cloud.service import image_for
+    from opencode_cloud.service.service import image_for
 
     client = ctx.need_client()
     config = ctx.need_config()
@@ -819,7 +819,12 @@ def _last_line(ctx: Context) -> str:
 
 def check_container(ctx: Context) -> Finding:
     """The instance's container: missing, running, stopped, crashed, crash-looping."""
-    from opencode_cloud.service import NeverCreated, NotRunning, crash_looping, describe_exit
+    from opencode_cloud.service.service import (
+        NeverCreated,
+        NotRunning,
+        crash_looping,
+        describe_exit,
+    )
 
     client = ctx.need_client()
     name = ctx.instance.container_name
@@ -885,7 +890,7 @@ def check_http_api(ctx: Context) -> Finding:
     """opencode answers its health endpoint, with the host's password."""
     from opencode_cloud.docker.health import probe
     from opencode_cloud.docker.spec import ContainerSpec
-    from opencode_cloud.service import Endpoint
+    from opencode_cloud.service.service import Endpoint
 
     info = _running(ctx)
     if info.published(CONTAINER_PORT) is None:

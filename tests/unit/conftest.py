@@ -19,7 +19,7 @@ from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config
 from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
 from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
-from opencode_cloud.service import Service
+from opencode_cloud.service.service import Service
 from service_helpers import INSTANCE, REF, Make
 
 

@@ -45,7 +45,7 @@ from opencode_cloud.docker.errors import DockerError
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import Instance
-from opencode_cloud.uninstall import plan_uninstall, uninstall
+from opencode_cloud.service.uninstall import plan_uninstall, uninstall
 
 
 @pytest.fixture

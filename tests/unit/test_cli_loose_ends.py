@@ -273,7 +273,7 @@ def test_stop_and_restart_name_the_grace_before_the_kill(occ) -> None:
 def test_restart_passes_each_timeout_to_its_step(
     occ, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opencode_cloud.service import Service
+    from opencode_cloud.service.service import Service
 
     seen: dict[str, float | None] = {}
     monkeypatch.setattr(Service, "stop", lambda self, timeout=None: seen.update(stop=timeout))

@@ -32,7 +32,7 @@ from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
 from opencode_cloud.docker.models import EngineInfo
 from opencode_cloud.doctor import CHECKS, Finding, PortHolder, port_holders, run_checks
 from opencode_cloud.instance import LABEL_INSTANCE, Instance, command_prefix
-from opencode_cloud.service import Service
+from opencode_cloud.service.service import Service
 from tls_helpers import self_signed_pair, shorten_certificate
 
 INSTANCE = Instance("doc")

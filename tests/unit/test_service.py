@@ -50,7 +50,7 @@ from opencode_cloud.instance import (
     command_prefix,
 )
 from opencode_cloud.mounts import MountError
-from opencode_cloud.service import Endpoint, NeverCreated, NotRunning, Service, is_loopback
+from opencode_cloud.service.service import Endpoint, NeverCreated, NotRunning, Service, is_loopback
 from service_helpers import INSTANCE, NAME, REF, Make
 from tls_helpers import days_left, self_signed_pair, shorten_certificate, text
 

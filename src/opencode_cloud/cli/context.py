@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.hosts import Host
-    from opencode_cloud.service import Service
+    from opencode_cloud.service.service import Service
 
 # Seconds a changing command waits for another one on the same instance to finish.
 LOCK_WAIT_SECONDS = 10.0
@@ -126,7 +126,7 @@ class AppContext:
         )
 
     def service(self) -> Service:
-        from opencode_cloud.service import Service
+        from opencode_cloud.service.service import Service
 
         # The configuration is loaded (and validated) only if the operation needs it.
         return Service(self.client, lambda: self.config, self.instance, self.paths)

@@ -8,7 +8,7 @@ volume there would keep nothing (docs/architecture.md, "Data layout").
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opencode_cloud.defaults import RUNTIME_HOME, WORKING_DIR
@@ -133,10 +133,10 @@ COPY_TIMEOUT = 600
 
 def copy_volumes(
     client: Engine,
+    instance: Instance,
     pairs: Sequence[tuple[str, str]],
     *,
     image: str,
-    labels: Mapping[str, str],
     replace: bool = False,
 ) -> None:
     """Copy the files of each source volume into its destination volume, owners, modes
@@ -160,14 +160,12 @@ def copy_volumes(
         if replace:
             steps.append(f"find /to/{index} -mindepth 1 -delete")
         steps.append(f"cp -a /from/{index}/. /to/{index}/")
-    name = (
-        f"{labels.get('io.opencode-cloud.instance', 'opencode-cloud')}-copy-{secrets.token_hex(3)}"
-    )
+    name = f"{instance.prefix}-copy-{secrets.token_hex(3)}"
     body = {
         "Image": image,
         "Entrypoint": ["sh", "-c", " && ".join(steps)],
         "User": "0:0",
-        "Labels": dict(labels),
+        "Labels": instance.labels("task"),
         "NetworkDisabled": True,
         "HostConfig": {
             "Mounts": mounts,

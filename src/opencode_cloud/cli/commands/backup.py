@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.docker.models import ContainerInfo
     from opencode_cloud.docker.progress import ProgressReporter
-    from opencode_cloud.uninstall import UninstallResult
+    from opencode_cloud.service.uninstall import UninstallResult
 
 
 def _bytes_reporter(app_ctx: AppContext) -> ProgressReporter | None:
@@ -30,7 +30,7 @@ def _configured_image(app_ctx: AppContext) -> str | None:
     """The image the instance's configuration names; None when it cannot be read (a
     backup must work with a broken configuration file too)."""
     from opencode_cloud.errors import OpencodeCloudError
-    from opencode_cloud.service import image_for
+    from opencode_cloud.service.service import image_for
 
     with contextlib.suppress(OpencodeCloudError):
         return image_for(app_ctx.config)
@@ -41,7 +41,7 @@ def _helper_image(app_ctx: AppContext, container: ContainerInfo | None) -> str:
     """A sandbox image for the helper container: the service's own, the configured one,
     any local one; built or pulled (as `occ start` would) when there is none."""
     from opencode_cloud.backup import find_helper_image
-    from opencode_cloud.service import image_for
+    from opencode_cloud.service.service import image_for
 
     if container is not None and app_ctx.client.inspect_image(container.image_id) is not None:
         return container.image_id  # without loading the configuration (pydantic: ~0.1 s)
@@ -358,8 +358,8 @@ def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) ->
         automatic_backup_path,
         create_backup,
     )
-    from opencode_cloud.uninstall import plan_uninstall
-    from opencode_cloud.uninstall import uninstall as remove_all
+    from opencode_cloud.service.uninstall import plan_uninstall
+    from opencode_cloud.service.uninstall import uninstall as remove_all
 
     instance = app_ctx.instance
     flags = " --volumes" if volumes else ""

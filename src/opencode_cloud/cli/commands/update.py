@@ -11,13 +11,13 @@ from opencode_cloud.cli.commands.lifecycle import old_timeout_option, timeout_fr
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.config.schema import Config
-    from opencode_cloud.versions import UpdateResult, Versions
+    from opencode_cloud.service.versions import UpdateResult, Versions
 
 
 def _versions(app_ctx: AppContext) -> Versions:
     from opencode_cloud.config.edit import get_value
     from opencode_cloud.config.store import update_config, validate_config
-    from opencode_cloud.versions import Versions
+    from opencode_cloud.service.versions import Versions
 
     def save_version(config: Config) -> Config:
         """Write the version keys that differ from what the file gives now."""

@@ -892,7 +892,7 @@ class Service:
         if info is not None:
             self._describe_container(result, info, password, endpoint)
         result.volumes = self._volume_status()
-        from opencode_cloud.versions import list_snapshots
+        from opencode_cloud.service.snapshots import list_snapshots
 
         try:
             result.snapshots = [s.to_json() for s in list_snapshots(self.client, self.instance)]
