@@ -888,7 +888,6 @@ def _running(ctx: Context) -> ContainerInfo:
 
 def check_http_api(ctx: Context) -> Finding:
     """opencode answers its health endpoint, with the host's password."""
-    from opencode_cloud.docker.health import probe
     from opencode_cloud.docker.spec import ContainerSpec
     from opencode_cloud.service.service import Endpoint
 
@@ -904,13 +903,8 @@ def check_http_api(ctx: Context) -> Finding:
     endpoint = Endpoint.of(ContainerSpec.from_inspect(info), ctx.paths).reached_through(
         ctx.need_client()
     )
-    answer = probe(
-        endpoint.health_url,
-        endpoint.username,
-        ctx.password,
-        timeout=PROBE_TIMEOUT,
-        context=endpoint.context,
-    )
+    server = endpoint.server(ctx.password)
+    answer = server.health(PROBE_TIMEOUT)
     ctx.health_problem = {
         "unauthorized": "opencode refused the credentials",
         "unreachable": "opencode does not answer",
@@ -918,8 +912,7 @@ def check_http_api(ctx: Context) -> Finding:
     logs = ctx.fix("unhealthy")
     if answer.healthy:
         ctx.endpoint = endpoint
-        version = (answer.body or {}).get("version")
-        running = f"opencode {version}" if version else "opencode"
+        running = f"opencode {answer.version}" if answer.version else "opencode"
         return Finding(HTTP_API, "ok", f"{running} answers healthy at {endpoint.url}.")
     if answer.state == "unauthorized":
         problem = (
@@ -951,7 +944,7 @@ def check_http_api(ctx: Context) -> Finding:
             logs,
         )
     return Finding(
-        HTTP_API, "fail", f"{endpoint.health_url} answers {answer.describe()}, not healthy.", logs
+        HTTP_API, "fail", f"{server.health_url} answers {answer.describe()}, not healthy.", logs
     )
 
 

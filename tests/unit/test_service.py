@@ -927,5 +927,5 @@ def test_is_loopback(address: str, loopback: bool) -> None:
 def test_endpoint_urls() -> None:
     assert Endpoint("0.0.0.0", 3000, "u").url == "http://127.0.0.1:3000"
     assert Endpoint("::", 3000, "u").url == "http://127.0.0.1:3000"
-    assert Endpoint("::1", 8080, "u").health_url == "http://[::1]:8080/global/health"
+    assert Endpoint("::1", 8080, "u").server(None).health_url == "http://[::1]:8080/global/health"
     assert Endpoint("10.1.2.3", 80, "u").url == "http://10.1.2.3:80"

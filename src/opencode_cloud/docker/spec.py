@@ -33,13 +33,13 @@ from opencode_cloud.defaults import (
     TLS_CERT_ENV,
     TLS_ENV,
     UID_ENV,
-    USERNAME_ENV,
     WORKING_DIR,
 )
 from opencode_cloud.docker.models import ContainerInfo, Mount
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
 from opencode_cloud.mounts import HostMount, folder_owner
+from opencode_cloud.opencode import USERNAME_ENV
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 # Back after a crash and after the engine restarts (a reboot), but not once stopped.

@@ -1,8 +1,8 @@
 """The named volumes that keep a service's data across restarts, re-creation and upgrades.
 
-Each volume is mounted where opencode really keeps that data (XDG directories of the
-runtime user `opencode`), not at `~/.opencode`, which today's opencode never reads: a
-volume there would keep nothing (docs/architecture.md, "Data layout").
+Three are mounted where opencode keeps its data (`opencode.DATA_DIR`, `STATE_DIR`,
+`CONFIG_DIR`: XDG folders of the runtime user), the two others hold the home and the
+projects: nothing the agent or the user sets up is lost when the container is made again.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from opencode_cloud.defaults import RUNTIME_HOME, WORKING_DIR
 from opencode_cloud.docker.engine import Engine
 from opencode_cloud.docker.errors import DockerError, VolumeInUse
 from opencode_cloud.instance import DEFAULT, Instance
+from opencode_cloud.opencode import CONFIG_DIR, DATA_DIR, STATE_DIR
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,16 @@ HOME = VolumeSpec(
 )
 SESSION = VolumeSpec(
     "session",
-    f"{RUNTIME_HOME}/.local/share/opencode",
+    DATA_DIR,
     "session history, provider credentials (auth.json), snapshots, logs",
 )
 STATE = VolumeSpec(
     "state",
-    f"{RUNTIME_HOME}/.local/state/opencode",
+    STATE_DIR,
     "prompt history and recently used models",
 )
 PROJECTS = VolumeSpec("projects", WORKING_DIR, "project files (the working directory)")
-CONFIG = VolumeSpec("config", f"{RUNTIME_HOME}/.config", "opencode's own configuration")
+CONFIG = VolumeSpec("config", CONFIG_DIR, "opencode's own configuration")
 
 # The home holds the others' mount points (Docker mounts a parent before its children).
 VOLUME_SPECS: tuple[VolumeSpec, ...] = (HOME, SESSION, STATE, PROJECTS, CONFIG)

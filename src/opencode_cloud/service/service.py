@@ -40,6 +40,7 @@ from opencode_cloud.docker.models import ContainerFile, ContainerInfo, ImageInfo
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_CONFIG_FILE, Instance
+from opencode_cloud.opencode import Server
 
 if TYPE_CHECKING:
     import ssl
@@ -153,9 +154,9 @@ class Endpoint:
             return self.url
         return _http_url(self.scheme, *self.probe_at)
 
-    @property
-    def health_url(self) -> str:
-        return f"{self.base_url}/global/health"
+    def server(self, password: str | None) -> Server:
+        """opencode's API here, asked with `password` (and this endpoint's TLS trust)."""
+        return Server(self.base_url, self.username, password, self.context)
 
     @property
     def only_on_remote(self) -> bool:
@@ -738,12 +739,8 @@ class Service:
     def session_problem(self, password: str | None, endpoint: Endpoint | None = None) -> str | None:
         """What is wrong with opencode's session API (a call that reads its database), or
         None when it works."""
-        from opencode_cloud.docker.health import probe_sessions
-
         endpoint = endpoint or self._endpoint(None)
-        return probe_sessions(
-            endpoint.base_url, endpoint.username, password, context=endpoint.context
-        )
+        return endpoint.server(password).session_problem()
 
     def wait_healthy(
         self, password: str, timeout: float | None = None, endpoint: Endpoint | None = None
@@ -756,14 +753,15 @@ class Service:
         from opencode_cloud.docker.health import wait_until_healthy
 
         endpoint = endpoint or self._endpoint(self.client.find_container(self.name))
+        server = endpoint.server(password)
         return wait_until_healthy(
             self.client,
             self.name,
-            endpoint.health_url,
-            endpoint.username,
-            password,
+            server.health_url,
+            server.username,
+            server.password,
             timeout=timeout or self.config.start_timeout,
-            context=endpoint.context,
+            context=server.context,
         )
 
     def probe(
@@ -774,14 +772,9 @@ class Service:
         Returns:
             (`healthy` | `unauthorized` | `unhealthy` | `unreachable`, opencode's version).
         """
-        from opencode_cloud.docker.health import probe
-
         endpoint = endpoint or self._endpoint(None)
-        answer = probe(
-            endpoint.health_url, endpoint.username, password, timeout=2, context=endpoint.context
-        )
-        version = (answer.body or {}).get("version") if answer.healthy else None
-        return answer.state, str(version) if version else None
+        answer = endpoint.server(password).health(timeout=2)
+        return answer.state, answer.version
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the container; return False when it was not running.

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.volume import copy_volumes
+from opencode_cloud.docker.volume import VOLUME_SPECS, copy_volumes
 from opencode_cloud.instance import LABEL_MANAGED, LABEL_PREFIX
+from opencode_cloud.opencode import MIGRATED
 
 if TYPE_CHECKING:
     from opencode_cloud.docker.engine import Engine
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 # The volumes a version change can rewrite: opencode's own data. Projects and the home are
 # the user's files, which no opencode release migrates.
-SNAPSHOT_KINDS = ("session", "state", "config")
+SNAPSHOT_KINDS = tuple(spec.kind for spec in VOLUME_SPECS if spec.mount_point in MIGRATED)
 LABEL_SNAPSHOT = f"{LABEL_PREFIX}.snapshot"
 LABEL_SNAPSHOT_IMAGE = f"{LABEL_PREFIX}.snapshot-image"
 LABEL_SNAPSHOT_VERSION = f"{LABEL_PREFIX}.snapshot-opencode-version"

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.models import ContainerInfo
     from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.opencode import Server
 
 
 class UpdateFailed(OpencodeCloudError):
@@ -149,7 +150,7 @@ class Versions:
             self._save(target_config)
             return UpdateResult(describe(info), describe(info), changed=False)
         password = self._password()
-        before, _ = self._sessions(service, password)
+        before, _ = service.endpoint().server(password).sessions()
         # The new container is made, under the service's name, while the old one still
         # serves under another: the switch is then a stop, a copy and a start.
         previous = f"{service.name}-previous"
@@ -168,7 +169,7 @@ class Versions:
             self._step(f"Starting {target_ref} ...")
             new.start(allow_version_change=True, timeout=timeout)
             unavailable = time.monotonic() - down
-            problem = self._deep_check(new, password, before)
+            problem = self._deep_check(new.endpoint().server(password), before)
         except DockerError as error:
             problem = error.message
         except BaseException:
@@ -252,34 +253,17 @@ class Versions:
         return credentials.read_password(self.service.paths)
 
     @staticmethod
-    def _sessions(
-        service: Service, password: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        from opencode_cloud.docker.health import list_sessions
-
-        endpoint = service.endpoint()
-        return list_sessions(
-            endpoint.base_url, endpoint.username, password, context=endpoint.context
-        )
-
-    def _deep_check(
-        self, service: Service, password: str | None, before: list[dict[str, Any]]
-    ) -> str | None:
+    def _deep_check(server: Server, before: list[dict[str, Any]]) -> str | None:
         """What is wrong with the new version, or None: its sessions must list, and a
         session made before the update must still read."""
-        from opencode_cloud.docker.health import read_session
-
-        sessions, problem = self._sessions(service, password)
+        sessions, problem = server.sessions()
         if problem is not None:
             return f"listing sessions failed ({problem})"
         if before:
             wanted = str(before[0].get("id"))
             if not any(str(s.get("id")) == wanted for s in sessions):
                 return f"session {wanted}, made before the update, is missing"
-            endpoint = service.endpoint()
-            problem = read_session(
-                endpoint.base_url, wanted, endpoint.username, password, context=endpoint.context
-            )
+            problem = server.read_session(wanted)
             if problem is not None:
                 return f"reading session {wanted} failed ({problem})"
         return None
