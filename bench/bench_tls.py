@@ -205,7 +205,7 @@ def main() -> int:
     parser.add_argument("--start-against", type=Path, help="another tree's src folder")
     args = parser.parse_args()
     sys.path.insert(0, ENV_PATH)
-    from opencode_cloud import tls
+    from opencode_cloud.access import tls
     from opencode_cloud.config.paths import InstancePaths
 
     have_cryptography = importlib.util.find_spec("cryptography") is not None
@@ -240,7 +240,9 @@ def main() -> int:
             )
         row("read a certificate's end: `openssl x509 -enddate`", ["openssl", "x509", "-noout",
             "-enddate", "-in", served])  # fmt: skip
-        row("import `opencode_cloud.tls`", [PYTHON, "-c", "import opencode_cloud.tls"])
+        row(
+            "import `opencode_cloud.access.tls`", [PYTHON, "-c", "import opencode_cloud.access.tls"]
+        )
         namespace = {"tls": tls, "pem": Path(served).read_bytes(), "instance": instance}
         reader = in_process_ms("tls.read_pem(pem)", namespace)
         due = in_process_ms("tls.handover_due(instance, 'self-signed', 'bench')", namespace)

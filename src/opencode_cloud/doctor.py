@@ -471,7 +471,7 @@ def check_ca_certificates(ctx: Context) -> Finding:
 def check_certificate(ctx: Context) -> Finding:
     """The certificate the service serves over HTTPS, and the instance's CA: how many
     days each has left (the files only: what the tool last handed the container)."""
-    from opencode_cloud import tls
+    from opencode_cloud.access import tls
 
     config = ctx.need_config()
     mode = config.tls_mode

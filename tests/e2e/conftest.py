@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from occ_helpers import OLDER_OPENCODE, remove_release, run
-from opencode_cloud.credentials import container_files
+from opencode_cloud.access.credentials import container_files
 from opencode_cloud.defaults import DEFAULT_USERNAME
 from opencode_cloud.docker.container import setup_and_start
 from opencode_cloud.docker.health import health_url, wait_until_healthy

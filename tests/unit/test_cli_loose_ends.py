@@ -390,7 +390,7 @@ def test_uninstall_leaves_no_file_of_the_instance_behind(
 ) -> None:
     """The password's hash (`password.bcrypt`) and the configuration's backup go with
     the password and the configuration."""
-    from opencode_cloud import credentials
+    from opencode_cloud.access import credentials
     from opencode_cloud.config.paths import instance_paths
     from opencode_cloud.instance import Instance
 

@@ -18,7 +18,8 @@ import pytest
 
 from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud import doctor, tls
+from opencode_cloud import doctor
+from opencode_cloud.access import tls
 from opencode_cloud.cli.app import run
 from opencode_cloud.cli.commands.doctor import render_table, summary
 from opencode_cloud.cli.hints import hint_for

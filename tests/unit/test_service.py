@@ -18,7 +18,7 @@ import pytest
 
 from fake_opencode import FakeOpencode, holds
 from fakes import SANDBOX_ENV, VOLUME_BYTES, FakeEngine
-from opencode_cloud import credentials
+from opencode_cloud.access import credentials
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
-from opencode_cloud import credentials
+from opencode_cloud.access import credentials
 from opencode_cloud.config.paths import InstancePaths, config_fingerprint, instance_paths
 from opencode_cloud.defaults import (
     CONTAINER_PORT,
@@ -45,11 +45,11 @@ from opencode_cloud.opencode import Server
 if TYPE_CHECKING:
     import ssl
 
+    from opencode_cloud.access.tls import TlsMaterial
     from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.client import LogOptions
     from opencode_cloud.docker.engine import Engine
     from opencode_cloud.docker.progress import ProgressReporter
-    from opencode_cloud.tls import TlsMaterial
 
 
 # A restarted container that has not run this long since is still crash-looping.
@@ -130,7 +130,7 @@ class Endpoint:
         """This endpoint with the TLS trust of the instance whose files are at `paths`."""
         if self.tls == "off" or paths is None:
             return self
-        from opencode_cloud.tls import ssl_context
+        from opencode_cloud.access.tls import ssl_context
 
         return replace(self, context=ssl_context(paths, self.tls))
 
@@ -388,7 +388,7 @@ class Service:
         Raises:
             TlsError.
         """
-        from opencode_cloud import tls
+        from opencode_cloud.access import tls
 
         mode = self.config.tls_mode
         if mode == "off":
@@ -588,7 +588,7 @@ class Service:
 
     def _remember_served(self, material: TlsMaterial | None, container_id: str) -> None:
         if material is not None:
-            from opencode_cloud.tls import remember_served
+            from opencode_cloud.access.tls import remember_served
 
             remember_served(self.paths, material, container_id)
 
@@ -599,7 +599,7 @@ class Service:
         mode = values.get(TLS_ENV, "off")
         if mode == "off":
             return False
-        from opencode_cloud.tls import handover_due
+        from opencode_cloud.access.tls import handover_due
 
         return handover_due(self.paths, mode, info.id)
 
@@ -607,7 +607,7 @@ class Service:
         """Whether `material` is not the chain the container was last handed."""
         if material is None:
             return False
-        from opencode_cloud.tls import serves
+        from opencode_cloud.access.tls import serves
 
         return not serves(self.paths, info.id, material.cert)
 

@@ -248,7 +248,7 @@ class Versions:
         return config.model_copy(update={"image": snap.image})
 
     def _password(self) -> str | None:
-        from opencode_cloud import credentials
+        from opencode_cloud.access import credentials
 
         return credentials.read_password(self.service.paths)
 

@@ -231,7 +231,7 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
         return
     endpoint = service.tunnel_endpoint(local_port)
     url = endpoint.base_url  # the forwarded local port
-    from opencode_cloud.credentials import read_password
+    from opencode_cloud.access.credentials import read_password
 
     state, _version = service.probe(read_password(service.paths), endpoint)
     app_ctx.out.result(

@@ -58,7 +58,7 @@ def _apply_start_options(ctx: AppContext, port: int | None, bind: str | None, ye
 
 
 def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> None:
-    from opencode_cloud import credentials
+    from opencode_cloud.access import credentials
 
     password = result.password
     if show_password and password is None:
