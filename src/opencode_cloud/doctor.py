@@ -25,7 +25,6 @@ import shutil
 import socket
 import stat
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -53,7 +52,8 @@ if TYPE_CHECKING:
     from opencode_cloud.config.store import LoadedConfig
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.engine import Engine
-    from opencode_cloud.service.service import Endpoint, Service
+    from opencode_cloud.service.endpoint import Endpoint
+    from opencode_cloud.service.service import Service
 
 Status = Literal["ok", "warn", "fail", "skip"]
 ClientFactory = Callable[[], "Engine"]
@@ -765,7 +765,7 @@ def check_port(ctx: Context) -> Finding:
 def check_image(ctx: Context) -> Finding:
     """The image the service runs is in the engine, holding the configured opencode."""
     from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
-    from opencode_cloud.service.service import image_for
+    from opencode_cloud.service.image import image_for
 
     client = ctx.need_client()
     config = ctx.need_config()
@@ -797,17 +797,6 @@ def check_image(ctx: Context) -> Finding:
 # --------------------------------------------------------------------------- the service
 
 
-def _age(timestamp: str | None) -> float | None:
-    """Seconds since a Docker timestamp (UTC, with nanoseconds)."""
-    if not timestamp:
-        return None
-    try:
-        then = datetime.fromisoformat(timestamp.split(".")[0].rstrip("Z")).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return max(0.0, time.time() - then.timestamp())
-
-
 def _since(timestamp: str | None) -> str:
     return f" since {timestamp[:16].replace('T', ' ')} UTC" if timestamp else ""
 
@@ -819,12 +808,8 @@ def _last_line(ctx: Context) -> str:
 
 def check_container(ctx: Context) -> Finding:
     """The instance's container: missing, running, stopped, crashed, crash-looping."""
-    from opencode_cloud.service.service import (
-        NeverCreated,
-        NotRunning,
-        crash_looping,
-        describe_exit,
-    )
+    from opencode_cloud.service.errors import NeverCreated, NotRunning
+    from opencode_cloud.service.status import crash_looping, describe_exit
 
     client = ctx.need_client()
     name = ctx.instance.container_name
@@ -888,9 +873,6 @@ def _running(ctx: Context) -> ContainerInfo:
 
 def check_http_api(ctx: Context) -> Finding:
     """opencode answers its health endpoint, with the host's password."""
-    from opencode_cloud.docker.spec import ContainerSpec
-    from opencode_cloud.service.service import Endpoint
-
     info = _running(ctx)
     if info.published(CONTAINER_PORT) is None:
         ctx.health_problem = "the container publishes no port"
@@ -900,9 +882,7 @@ def check_http_api(ctx: Context) -> Finding:
             f"{info.name} does not publish port {CONTAINER_PORT}: nothing can reach opencode.",
             ctx.fix("recreate", container=info.name),
         )
-    endpoint = Endpoint.of(ContainerSpec.from_inspect(info), ctx.paths).reached_through(
-        ctx.need_client()
-    )
+    endpoint = ctx.service().endpoint_of(info)
     server = endpoint.server(ctx.password)
     answer = server.health(PROBE_TIMEOUT)
     ctx.health_problem = {
@@ -927,7 +907,9 @@ def check_http_api(ctx: Context) -> Finding:
             ctx.hint(HealthTimeout(info.name, 0, answer.describe(), refused=True)),
         )
     if answer.state == "unreachable":
-        age = _age(info.started_at)
+        from opencode_cloud.service.status import seconds_since
+
+        age = seconds_since(info.started_at)
         grace = ctx.config.start_timeout if ctx.config else DEFAULT_START_TIMEOUT
         if info.health == "starting" or (age is not None and age < grace):
             return Finding(

@@ -16,7 +16,7 @@ from opencode_cloud.cli.hints import START_ENGINE, details_for, hint_for
 from opencode_cloud.docker import errors as engine
 from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import DEFAULT, Instance, command_prefix
-from opencode_cloud.service.service import NeverCreated, NotRunning
+from opencode_cloud.service.errors import NeverCreated, NotRunning
 
 WORK = Instance("work")
 SANDBOX = "opencode-cloud-sandbox:1.18.33"

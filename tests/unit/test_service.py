@@ -50,7 +50,9 @@ from opencode_cloud.instance import (
     command_prefix,
 )
 from opencode_cloud.mounts import MountError
-from opencode_cloud.service.service import Endpoint, NeverCreated, NotRunning, Service, is_loopback
+from opencode_cloud.service.endpoint import Endpoint, is_loopback
+from opencode_cloud.service.errors import NeverCreated, NotRunning
+from opencode_cloud.service.service import Service
 from service_helpers import INSTANCE, NAME, REF, Make
 from tls_helpers import days_left, self_signed_pair, shorten_certificate, text
 

@@ -14,14 +14,14 @@ from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import load_config, save_config
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
-from opencode_cloud.service.service import VersionChange
-from opencode_cloud.service.snapshots import LABEL_SNAPSHOT, SNAPSHOT_KINDS
-from opencode_cloud.service.versions import (
+from opencode_cloud.service.errors import (
     NothingToRollBack,
     NotUpdatable,
     UpdateFailed,
-    Versions,
+    VersionChange,
 )
+from opencode_cloud.service.snapshots import LABEL_SNAPSHOT, SNAPSHOT_KINDS
+from opencode_cloud.service.versions import Versions
 from service_helpers import NAME, REF, Make
 
 OLD = "1.18.32"

@@ -119,8 +119,14 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.instance import InvalidInstanceName
     from opencode_cloud.locking import LockTimeout
     from opencode_cloud.mounts import MountError
-    from opencode_cloud.service.service import NeverCreated, NotRunning, VersionChange
-    from opencode_cloud.service.versions import NothingToRollBack, NotUpdatable, UpdateFailed
+    from opencode_cloud.service.errors import (
+        NeverCreated,
+        NothingToRollBack,
+        NotRunning,
+        NotUpdatable,
+        UpdateFailed,
+        VersionChange,
+    )
 
     by_kind: list[tuple[tuple[type[OpencodeCloudError], ...], ExitCode]] = [
         (

@@ -53,8 +53,14 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
 
     if isinstance(error, ProgramFailed):  # a restore's is inside its RestoreFailed
         return f"No file was kept and the service runs on. Fix the cause, then `{occ} backup`."
-    from opencode_cloud.service.service import NeverCreated, NotRunning, VersionChange
-    from opencode_cloud.service.versions import NothingToRollBack, NotUpdatable, UpdateFailed
+    from opencode_cloud.service.errors import (
+        NeverCreated,
+        NothingToRollBack,
+        NotRunning,
+        NotUpdatable,
+        UpdateFailed,
+        VersionChange,
+    )
 
     match error:
         case VersionChange():

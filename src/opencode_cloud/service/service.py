@@ -1,19 +1,20 @@
-"""Operations on one instance's service: what `occ start`, `stop`, `status`, ... do.
+"""One instance's service: what `occ start`, `stop`, `status`, `logs`, `shell`, ... do.
 
-This layer sits between the CLI (which parses and renders) and the engine core in
-`opencode_cloud.docker` (which knows nothing of configuration files or passwords). It
-reads the configuration, turns it into a `ContainerSpec`, and compares that with what
-the engine reports. Each operation returns a plain dataclass the CLI renders as text or
-JSON; errors carry data, and the CLI writes their hints.
+This layer sits between the CLI (which parses and renders) and where the service runs
+(`runtime`, today a container on the engine of `opencode_cloud.docker`, which knows
+nothing of configuration files or passwords). A `Service` reads the configuration, turns
+it into a `ContainerSpec`, compares that with what the runtime reports, and makes, starts,
+stops and asks the service through the runtime; its image (`image`), where it answers
+and the certificate it serves (`endpoint`), and what status reports (`status`) are
+modules of their own. Each operation returns a plain dataclass the CLI renders as text
+or JSON; errors carry data, and the CLI writes their hints.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -24,164 +25,46 @@ from opencode_cloud.defaults import (
     EDGE_UID,
     RUNTIME_PATH,
     RUNTIME_USER,
-    TLS_ENV,
     WORKING_DIR,
 )
-from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
-from opencode_cloud.docker import volume as volumes
-from opencode_cloud.docker.errors import (
-    ContainerExited,
-    DockerError,
-    PullFailed,
-    SessionsFailing,
-)
+from opencode_cloud.docker.errors import ContainerExited, ContainerNotFound, SessionsFailing
 from opencode_cloud.docker.models import ContainerFile, ContainerInfo, ImageInfo
 from opencode_cloud.docker.spec import ContainerSpec
-from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_CONFIG_FILE, Instance
-from opencode_cloud.opencode import Server
+from opencode_cloud.runtime.choice import runtime_for
+from opencode_cloud.service.endpoint import (
+    Endpoint,
+    certificate_due,
+    hand_over,
+    is_loopback,
+    reloads_certificate,
+    remember_served,
+    serves_another,
+    tls_material,
+)
+from opencode_cloud.service.errors import NeverCreated, NotRunning, VersionChange
+from opencode_cloud.service.image import (
+    BuildResult,
+    build_image,
+    ensure_image,
+    image_for,
+    pull_image,
+)
+from opencode_cloud.service.status import (
+    STATUS_LOG_LINES,
+    StatusResult,
+    describe_container,
+    snapshot_status,
+    volume_status,
+)
 
 if TYPE_CHECKING:
-    import ssl
-
     from opencode_cloud.access.tls import TlsMaterial
     from opencode_cloud.config.schema import Config
-    from opencode_cloud.docker.client import LogOptions
-    from opencode_cloud.docker.engine import Engine
+    from opencode_cloud.docker.engine import Engine, LogOptions
     from opencode_cloud.docker.progress import ProgressReporter
-
-
-# A restarted container that has not run this long since is still crash-looping.
-CRASH_LOOP_WINDOW = 30.0
-STATUS_LOG_LINES = 10
-
-
-class NeverCreated(OpencodeCloudError):
-    """The instance has no container: it was never started (or was removed)."""
-
-    def __init__(self, instance: Instance) -> None:
-        super().__init__(f"Instance {instance.name!r} has no container (it was never started).")
-        self.instance = instance
-
-
-class VersionChange(OpencodeCloudError):
-    """The configuration names another opencode version (or image) than the container runs."""
-
-    def __init__(self, instance: Instance, current: str, wanted: str) -> None:
-        super().__init__(
-            f"The configuration asks for {wanted}, but instance {instance.name!r} runs "
-            f"{current}: a version change goes through `update`."
-        )
-        self.instance = instance
-        self.current = current
-        self.wanted = wanted
-
-
-class NotRunning(OpencodeCloudError):
-    """The instance's container exists but does not run."""
-
-    def __init__(self, instance: Instance) -> None:
-        super().__init__(f"Instance {instance.name!r} is not running.")
-        self.instance = instance
-
-
-def is_loopback(address: str) -> bool:
-    """True for addresses only this machine can reach."""
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
-
-
-def service_url(config: Config) -> str:
-    """The URL a browser on this machine (or, when exposed, elsewhere) opens."""
-    return Endpoint(config.bind_address, config.port, config.username, config.tls_mode).url
-
-
-def image_for(config: Config) -> str:
-    """The image the container runs: the user's override, else the local sandbox tag."""
-    return config.image or images.image_ref(config.opencode_version)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where the service answers, and the user name it expects."""
-
-    bind_address: str
-    port: int
-    username: str
-    tls: str = "off"  # what the edge serves: off | self-signed | custom
-    # What the tool's probes trust: the instance's CA, or the certificate it handed over.
-    context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
-    # Where this machine reaches the service (`DockerClient.reach`): a forwarded local
-    # port when it runs on a remote host; None: where it is published.
-    probe_at: tuple[str, int] | None = None
-    # The remote host it runs on, by the name a browser there would use (`ssh -G`).
-    remote_host: str | None = None
-
-    @classmethod
-    def of(cls, spec: ContainerSpec, paths: InstancePaths | None = None) -> Endpoint:
-        return cls(spec.bind_address, spec.port, spec.username, spec.tls).trusting(paths)
-
-    def trusting(self, paths: InstancePaths | None) -> Endpoint:
-        """This endpoint with the TLS trust of the instance whose files are at `paths`."""
-        if self.tls == "off" or paths is None:
-            return self
-        from opencode_cloud.access.tls import ssl_context
-
-        return replace(self, context=ssl_context(paths, self.tls))
-
-    @property
-    def scheme(self) -> str:
-        return "http" if self.tls == "off" else "https"
-
-    @property
-    def url(self) -> str:
-        """The URL a browser opens: on this machine, or on the remote host it runs on
-        (by that host's name when it listens on every address there)."""
-        host = self.bind_address
-        if host in ("0.0.0.0", "::"):
-            host = self.remote_host or "127.0.0.1"
-        return _http_url(self.scheme, host, self.port)
-
-    @property
-    def base_url(self) -> str:
-        """Where the tool's own requests go: `url`, or the port that reaches it from here."""
-        if self.probe_at is None:
-            return self.url
-        return _http_url(self.scheme, *self.probe_at)
-
-    def server(self, password: str | None) -> Server:
-        """opencode's API here, asked with `password` (and this endpoint's TLS trust)."""
-        return Server(self.base_url, self.username, password, self.context)
-
-    @property
-    def only_on_remote(self) -> bool:
-        """Runs on a remote host and listens on its loopback only: a tunnel reaches it."""
-        return self.remote_host is not None and is_loopback(self.bind_address)
-
-    def reached_through(self, client: Engine, local_port: int | None = None) -> Endpoint:
-        """This endpoint as `client`'s machine reaches it: through the engine's SSH
-        connection for a remote host (at `local_port` here, else a free one), never this
-        machine's loopback by mistake."""
-        remote = client.remote
-        if remote is None:
-            return self
-        remote_host = remote.settings().get("hostname") or remote.host
-        return replace(
-            self,
-            probe_at=client.reach(self.bind_address, self.port, local_port),
-            remote_host=remote_host,
-        )
-
-
-def _http_url(scheme: str, host: str, port: int) -> str:
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    from opencode_cloud.runtime.base import Runtime, Terminal
 
 
 @dataclass
@@ -218,65 +101,18 @@ class StartResult:
             data.pop("password")
         return data
 
-
-@dataclass
-class BuildResult:
-    """What `build` made."""
-
-    image: str
-    id: str
-    opencode_version: str
-
-
-@dataclass
-class VolumeStatus:
-    name: str
-    mount_point: str
-    holds: str
-    exists: bool
-    size_bytes: int | None
-
-
-@dataclass
-class StatusResult:
-    """What `status` reports."""
-
-    instance: str
-    container: str
-    # missing | created | starting | running | exited | restarting | paused | dead
-    state: str
-    running: bool
-    url: str
-    bind_address: str
-    port: int
-    exposed: bool
-    docker_health: str | None = None
-    http_health: str | None = None  # healthy | unauthorized | unhealthy | unreachable
-    session_api: str | None = None  # ok, or what fails when opencode cannot read its data
-    opencode_version: str | None = None
-    image: str | None = None
-    started_at: str | None = None
-    uptime_seconds: float | None = None
-    restart_count: int = 0
-    last_exit_code: int | None = None
-    # Why the last run ended, in words: "killed: out of memory", "exit code 1", ...
-    last_exit: str | None = None
-    # The service's last output lines, when it is not healthy (crash loop, exited, ...).
-    log_tail: list[str] = field(default_factory=list)
-    pending_restart: list[str] = field(default_factory=list)
-    volumes: list[VolumeStatus] = field(default_factory=list)
-    # Kept from the last updates, for `occ rollback`: id, image, created, size_bytes.
-    snapshots: list[dict[str, Any]] = field(default_factory=list)
-    host: str | None = None  # the remote host it runs on (ssh address); None: this machine
-    needs_tunnel: bool = False  # it listens on the remote host's loopback only
-    warnings: list[str] = field(default_factory=list)  # written by the command line
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def note_certificate(self, material: TlsMaterial | None) -> None:
+        """Put a CA made anew, and the certificate's end, into this result."""
+        if material is None:
+            return
+        not_after = material.not_after
+        self.certificate_not_after = not_after.isoformat() if not_after else None
+        if material.new_ca is not None:
+            self.new_ca = material.new_ca.to_json()
 
 
 class Service:
-    """One instance's service, as seen from a configuration and an engine."""
+    """One instance's service, as seen from a configuration and where it runs."""
 
     def __init__(
         self,
@@ -284,15 +120,19 @@ class Service:
         config: Config | Callable[[], Config],
         instance: Instance,
         paths: InstancePaths | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         """Args:
+        client: the engine that holds the instance's images and volumes.
         config: the configuration, or a function that loads it: operations that do
             not need it (stop, logs, an unchanged start) then never pay for validating it.
+        runtime: where the service runs; by default the one `runtime_for` chooses.
         """
         self.client = client
         self._config = config
         self.instance = instance
         self.paths = paths or instance_paths(instance)
+        self.runtime = runtime or runtime_for(client, instance)
         # The instance's CA made anew by `tls_material` (`tls.NewCa.to_json()`), if it was.
         self.new_ca: dict[str, Any] | None = None
 
@@ -306,36 +146,25 @@ class Service:
     def name(self) -> str:
         return self.instance.container_name
 
+    @property
+    def host(self) -> str | None:
+        """The remote host it runs on (its ssh address); None for this machine."""
+        remote = self.runtime.remote
+        return remote.url if remote is not None else None
+
     @functools.cached_property
     def _engine_cpus(self) -> int:
         """The engine's CPU count ("all CPUs" in `limits`), asked once per operation:
         a start compares the spec and then creates from it."""
         return self.client.info().cpus
 
-    # -- image ----------------------------------------------------------------------
+    # -- the image ------------------------------------------------------------------------
 
     def ensure_image(
         self, *, build: bool = False, pull: bool = False, reporter: ProgressReporter | None = None
     ) -> str:
-        """Make sure the image exists; build or pull it when asked or when it is missing.
-
-        Returns:
-            `present`, `built` or `pulled`.
-
-        Raises:
-            ImageNotFound: a configured image override is missing and cannot be pulled.
-            PullFailed: no registry is configured, or none served the image.
-            BuildFailed.
-        """
-        ref = image_for(self.config)
-        found = self.client.inspect_image(ref)
-        if found is not None and not (build or pull) and not _without_edge(found):
-            return "present"
-        if pull or (not build and (self.config.registries or self.config.image)):
-            self.pull(reporter)
-            return "pulled"
-        self.build(reporter=reporter)
-        return "built"
+        """`image.ensure_image` for this configuration: `present`, `built` or `pulled`."""
+        return ensure_image(self.client, self.config, build=build, pull=pull, reporter=reporter)
 
     def build(
         self,
@@ -345,59 +174,27 @@ class Service:
         no_cache: bool = False,
         reporter: ProgressReporter | None = None,
     ) -> BuildResult:
-        """Build the sandbox image for the configured (or the given) opencode version.
-
-        Args:
-            ca_files: certificates to trust besides the configured `ca_certificates`.
-
-        Raises:
-            BuildFailed, InvalidCertificate.
-        """
-        version = opencode_version or self.config.opencode_version
-        tag = self.config.image or images.image_ref(version)
-        image_id = images.build_image(
+        """`image.build_image` for this configuration (or the given opencode version)."""
+        return build_image(
             self.client,
-            tag=tag,
-            opencode_version=version,
-            ca_files=[*self.config.ca_certificates, *ca_files],
+            self.config,
+            opencode_version=opencode_version,
+            ca_files=ca_files,
             no_cache=no_cache,
             reporter=reporter,
         )
-        return BuildResult(tag, image_id, version)
 
     def pull(self, reporter: ProgressReporter | None = None) -> str:
-        """Pull the image; returns where it came from. An `image` override comes from the
-        registry its reference names; the sandbox image from the configured registries.
+        """`image.pull_image` for this configuration; where the image came from."""
+        return pull_image(self.client, self.config, reporter)
 
-        Raises:
-            PullFailed: no registry is configured, or none served the image.
-        """
-        ref = image_for(self.config)
-        if self.config.image:
-            return images.pull_reference(self.client, ref, reporter=reporter)
-        if not self.config.registries:
-            raise PullFailed(ref)
-        return images.pull_image(self.client, self.config.registries, tag=ref, reporter=reporter)
-
-    # -- the spec: wanted, actual, and what differs ---------------------------------
+    # -- the spec: wanted, actual, and what differs ---------------------------------------
 
     def tls_material(self) -> TlsMaterial | None:
-        """The certificate the configuration asks the edge to serve (made or renewed as
-        needed in self-signed mode); None when TLS is off.
-
-        Raises:
-            TlsError.
-        """
-        from opencode_cloud.access import tls
-
-        mode = self.config.tls_mode
-        if mode == "off":
-            return None
-        if mode == "custom":
-            return tls.custom(self.config.tls_cert, self.config.tls_key)
-        names = tls.server_names(self.config.bind_address, self.config.host_names)
-        material = tls.self_signed(self.paths, names, self.instance.name)
-        if material.new_ca is not None:
+        """The certificate the configuration asks the edge to serve (`endpoint.tls_material`);
+        a CA made anew on the way is kept in `new_ca`."""
+        material = tls_material(self.config, self.paths, self.instance)
+        if material is not None and material.new_ca is not None:
             self.new_ca = material.new_ca.to_json()
         return material
 
@@ -464,14 +261,28 @@ class Service:
         """
         from opencode_cloud.mounts import HostMount, check_mount, remote_mounts_refused
 
-        if self.config.mounts and self.client.remote is not None:
-            raise remote_mounts_refused(self.client.remote.url)
+        if self.config.mounts and self.host is not None:
+            raise remote_mounts_refused(self.host)
         for text in self.config.mounts:
             check_mount(HostMount.parse(text))
 
+    # -- where it answers -----------------------------------------------------------------
+
     def endpoint(self) -> Endpoint:
         """Where the service answers now (its container's settings, else the configuration's)."""
-        return self._endpoint(self.client.find_container(self.name))
+        return self.endpoint_of(self.runtime.state())
+
+    def endpoint_of(self, info: ContainerInfo | None, *, reach: bool = True) -> Endpoint:
+        """Where the service answers: read from the container `info` when there is one;
+        as this machine reaches it, unless not `reach`."""
+        if info is not None and info.published(CONTAINER_PORT) is not None:
+            found = Endpoint.of(ContainerSpec.from_inspect(info), self.paths)
+        else:
+            config = self.config
+            found = Endpoint(
+                config.bind_address, config.port, config.username, config.tls_mode
+            ).trusting(self.paths)
+        return found.reached_through(self.runtime) if reach else found
 
     def tunnel_endpoint(self, local_port: int | None = None) -> Endpoint:
         """The running service on a remote host as this machine reaches it, through the
@@ -483,24 +294,33 @@ class Service:
         """
         from opencode_cloud.docker.ssh import local_port_free
 
-        found = self._endpoint(self.shell_target(), reach=False)
+        found = self.endpoint_of(self.shell_target(), reach=False)
         if local_port is None and local_port_free(found.port):
             local_port = found.port
-        return found.reached_through(self.client, local_port)
+        return found.reached_through(self.runtime, local_port)
 
-    def _endpoint(self, info: ContainerInfo | None, *, reach: bool = True) -> Endpoint:
-        """Where the service answers: read from the container when there is one; as this
-        machine reaches it, unless not `reach`."""
-        if info is not None and info.published(CONTAINER_PORT) is not None:
-            found = Endpoint.of(ContainerSpec.from_inspect(info), self.paths)
-        else:
-            config = self.config
-            found = Endpoint(
-                config.bind_address, config.port, config.username, config.tls_mode
-            ).trusting(self.paths)
-        return found.reached_through(self.client) if reach else found
+    def hold_tunnel(self) -> None:
+        """Keep the connection that reaches a service on a remote host open until it
+        drops; then raise why (`SshError`). Returns at once for this machine's."""
+        self.runtime.hold()
 
-    # -- lifecycle ------------------------------------------------------------------
+    def probe(
+        self, password: str | None, endpoint: Endpoint | None = None
+    ) -> tuple[str, str | None]:
+        """One HTTP request to the health endpoint.
+
+        Returns:
+            (`healthy` | `unauthorized` | `unhealthy` | `unreachable`, opencode's version).
+        """
+        answer = (endpoint or self.endpoint_of(None)).server(password).health(timeout=2)
+        return answer.state, answer.version
+
+    def session_problem(self, password: str | None, endpoint: Endpoint | None = None) -> str | None:
+        """What is wrong with opencode's session API (a call that reads its database), or
+        None when it works."""
+        return (endpoint or self.endpoint_of(None)).server(password).session_problem()
+
+    # -- lifecycle ------------------------------------------------------------------------
 
     def start(
         self,
@@ -525,14 +345,14 @@ class Service:
             HealthTimeout, ContainerExited: it did not come up (the error has the logs).
             PortInUse, ImageNotFound, BuildFailed, PullFailed, DockerError.
         """
-        info = self.client.find_container(self.name)
+        info = self.runtime.state()
         if (
             info is not None
             and not (build or pull)
             and (password := credentials.read_password(self.paths)) is not None
             and self._file_unchanged(info)
             and not self.pending_changes(info)
-            and not self._certificate_due(info)
+            and not certificate_due(self.paths, info)
         ):
             return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
         self.check_mounts()
@@ -547,15 +367,17 @@ class Service:
             # The password file was deleted: the container still has the old password.
             recreate = ["password"]
         material = self.tls_material()
-        renewed = info is not None and not recreate and self._serves_another(info, material)
-        if info and renewed and info.running and not self._reloads_certificate(info):
+        renewed = info is not None and not recreate and serves_another(self.paths, info, material)
+        if info and renewed and info.running and not reloads_certificate(self.client, info):
             # An edge from an earlier image stops on SIGHUP: it reads the files at start.
             recreate = ["TLS certificate"]
         if info and recreate:
             on_step(f"Re-creating the container because {', '.join(recreate)} changed.")
-            containers.remove_container(self.client, self.name, force=True)
+            self.runtime.remove()
         elif info:
-            handed = self._hand_over(info, material) if renewed and material else None
+            handed = None
+            if renewed and material:
+                handed = hand_over(self.runtime, self.paths, info, material)
             result = self._start_existing(
                 info, password, wait=wait, timeout=timeout, on_step=on_step, material=material
             )
@@ -565,11 +387,10 @@ class Service:
         else:
             on_step("Creating the container.")
         spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
-        cid = containers.setup_and_start(
-            self.client, spec, self.instance, files=self.container_files(password, material)
-        )
-        self._remember_served(material, cid)
-        endpoint = Endpoint.of(spec, self.paths).reached_through(self.client)
+        cid = self.runtime.create(spec, self.container_files(password, material))
+        remember_served(self.paths, material, cid)
+        self.runtime.start()
+        endpoint = Endpoint.of(spec, self.paths).reached_through(self.runtime)
         result = StartResult(
             url=endpoint.url,
             username=spec.username,
@@ -581,61 +402,10 @@ class Service:
             image_action=image_action,
             container_id=cid,
         )
-        _note_certificate(result, material)
+        result.note_certificate(material)
         return self._finish_start(
             result, password, endpoint, wait=wait, timeout=timeout, on_step=on_step
         )
-
-    def _remember_served(self, material: TlsMaterial | None, container_id: str) -> None:
-        if material is not None:
-            from opencode_cloud.access.tls import remember_served
-
-            remember_served(self.paths, material, container_id)
-
-    def _certificate_due(self, info: ContainerInfo) -> bool:
-        """Whether the container should get another certificate: a cheap look at the
-        instance's files (`tls.handover_due`), for a start that reads no configuration."""
-        values = dict(e.split("=", 1) for e in info.env if e.startswith(f"{TLS_ENV}="))
-        mode = values.get(TLS_ENV, "off")
-        if mode == "off":
-            return False
-        from opencode_cloud.access.tls import handover_due
-
-        return handover_due(self.paths, mode, info.id)
-
-    def _serves_another(self, info: ContainerInfo, material: TlsMaterial | None) -> bool:
-        """Whether `material` is not the chain the container was last handed."""
-        if material is None:
-            return False
-        from opencode_cloud.access.tls import serves
-
-        return not serves(self.paths, info.id, material.cert)
-
-    def _reloads_certificate(self, info: ContainerInfo) -> bool:
-        """Whether the container's edge takes a new certificate on SIGHUP (its image's
-        `io.opencode-cloud.edge` label)."""
-        generation = images.edge_generation(self.client.inspect_image(info.image_id))
-        return generation >= images.EDGE_RELOADS_ON_HUP
-
-    def _hand_over(self, info: ContainerInfo, material: TlsMaterial) -> str:
-        """Write `material` into the existing container, as into a new one; a running one
-        reloads it (SIGHUP: its edge keeps serving, nobody is signed out).
-
-        Returns:
-            `reloaded` (it runs) or `written` (it reads the files when it starts).
-        """
-        containers.put_files(self.client, self.name, material.container_files())
-        how = "written"
-        if info.running:
-            try:
-                self.client.kill_container(self.name, "HUP")
-                how = "reloaded"
-            except DockerError:
-                now = self.client.find_container(self.name)
-                if now is not None and now.running:
-                    raise
-        self._remember_served(material, info.id)
-        return how
 
     def create(self) -> str:
         """Create the container the configuration asks for, with its password file, and
@@ -648,10 +418,8 @@ class Service:
         password, _ = credentials.load_or_create_password(self.paths)
         material = self.tls_material()
         spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
-        cid = containers.create_with_files(
-            self.client, spec, self.instance, self.container_files(password, material)
-        )
-        self._remember_served(material, cid)
+        cid = self.runtime.create(spec, self.container_files(password, material))
+        remember_served(self.paths, material, cid)
         return cid
 
     def _start_existing(
@@ -672,8 +440,8 @@ class Service:
         """
         if not info.running:
             on_step("Starting the existing container.")
-            containers.start_container(self.client, self.name)
-        endpoint = self._endpoint(info)
+            self.runtime.start()
+        endpoint = self.endpoint_of(info)
         result = StartResult(
             url=endpoint.url,
             username=endpoint.username,
@@ -683,7 +451,7 @@ class Service:
             image=info.image,
             container_id=info.id,
         )
-        _note_certificate(result, material)
+        result.note_certificate(material)
         return self._finish_start(
             result, password, endpoint, wait=wait, timeout=timeout, on_step=on_step
         )
@@ -705,7 +473,7 @@ class Service:
                 is stopped, so it does not restart forever.
             SessionsFailing: it answers, but its session API fails.
         """
-        result.host = self.client.remote.url if self.client.remote else None
+        result.host = self.host
         result.needs_tunnel = endpoint.only_on_remote
         if result.already_running:
             # Running is not the same as answering: right after Docker restarted it, or
@@ -728,53 +496,20 @@ class Service:
         return result
 
     def _wait_or_stop(self, password: str, timeout: float | None, endpoint: Endpoint) -> float:
-        """`wait_healthy`, but a container that crashed meanwhile is stopped: Docker would
-        otherwise restart it forever, and the user is told why it failed instead."""
-        try:
-            return self.wait_healthy(password, timeout, endpoint)
-        except ContainerExited:
-            containers.stop_container(self.client, self.name, 0)
-            raise
-
-    def session_problem(self, password: str | None, endpoint: Endpoint | None = None) -> str | None:
-        """What is wrong with opencode's session API (a call that reads its database), or
-        None when it works."""
-        endpoint = endpoint or self._endpoint(None)
-        return endpoint.server(password).session_problem()
-
-    def wait_healthy(
-        self, password: str, timeout: float | None = None, endpoint: Endpoint | None = None
-    ) -> float:
-        """Block until opencode answers its health endpoint; return the seconds waited.
+        """Wait until opencode answers healthy, but a container that crashed meanwhile is
+        stopped: Docker would otherwise restart it forever, and the user is told why it
+        failed instead.
 
         Raises:
             HealthTimeout, ContainerExited.
         """
-        from opencode_cloud.docker.health import wait_until_healthy
-
-        endpoint = endpoint or self._endpoint(self.client.find_container(self.name))
-        server = endpoint.server(password)
-        return wait_until_healthy(
-            self.client,
-            self.name,
-            server.health_url,
-            server.username,
-            server.password,
-            timeout=timeout or self.config.start_timeout,
-            context=server.context,
-        )
-
-    def probe(
-        self, password: str | None, endpoint: Endpoint | None = None
-    ) -> tuple[str, str | None]:
-        """One HTTP request to the health endpoint.
-
-        Returns:
-            (`healthy` | `unauthorized` | `unhealthy` | `unreachable`, opencode's version).
-        """
-        endpoint = endpoint or self._endpoint(None)
-        answer = endpoint.server(password).health(timeout=2)
-        return answer.state, answer.version
+        try:
+            return self.runtime.wait_ready(
+                endpoint.server(password), timeout or self.config.start_timeout
+            )
+        except ContainerExited:
+            self.runtime.stop(0)
+            raise
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the container; return False when it was not running.
@@ -785,33 +520,28 @@ class Service:
         Raises:
             NeverCreated: the instance has no container.
         """
-        info = self._require()
-        if not info.status.active:
-            return False
-        self.client.stop_container(
-            self.name, containers.grace(info.stop_timeout if timeout is None else timeout)
-        )
-        return True
+        try:
+            return self.runtime.stop(timeout)
+        except ContainerNotFound:
+            raise NeverCreated(self.instance) from None
 
     def _require(self) -> ContainerInfo:
-        info = self.client.find_container(self.name)
+        info = self.runtime.state()
         if info is None:
             raise NeverCreated(self.instance)
         return info
 
     def logs(self, **options: Unpack[LogOptions]) -> Iterator[bytes]:
-        """The container's output (`options` as for `DockerClient.container_logs`).
+        """The container's output (`options` as for `Engine.container_logs`).
 
         Raises:
             NeverCreated: the instance has no container.
         """
         self._require()
-        return self.client.container_logs(self.name, **options)
+        return self.runtime.logs(**options)
 
     def last_log_lines(self, count: int = 20) -> list[str]:
-        from opencode_cloud.docker.health import log_tail
-
-        return log_tail(self.client, self.name, count)
+        return self.runtime.log_tail(count)
 
     def rotate_password(self) -> tuple[str, bool]:
         """Set a new password and hand its hash to the container's edge.
@@ -825,15 +555,19 @@ class Service:
             next start hands it over).
         """
         new = credentials.rotate_password(self.paths)
-        info = self.client.find_container(self.name)
+        info = self.runtime.state()
         if info is None:
             return new, False
         # Images before the edge had a user of its own read the hash as the runtime user.
         separate_edge = info.labels.get(images.LABEL_EDGE, "1") >= images.EDGE_LABEL
         uid = EDGE_UID if separate_edge else ContainerSpec.from_inspect(info).runtime_uid
-        for path, content in credentials.container_files(new, self.paths).items():
-            containers.put_file(self.client, self.name, path, content, uid=uid)
+        files = credentials.container_files(new, self.paths)
+        self.runtime.put_files(
+            {path: ContainerFile(content, 0o600, uid) for path, content in files.items()}
+        )
         return new, True
+
+    # -- inside it ------------------------------------------------------------------------
 
     def shell_target(self) -> ContainerInfo:
         """The running container a shell goes into.
@@ -858,18 +592,29 @@ class Service:
             NeverCreated, NotRunning.
         """
         self.shell_target()
-        return self.client.exec_run(
-            self.name, command, user=RUNTIME_USER, workdir=WORKING_DIR, env=[f"PATH={RUNTIME_PATH}"]
+        return self.runtime.exec(command, user=RUNTIME_USER, workdir=WORKING_DIR, env=_AGENT_ENV)
+
+    def terminal(self, command: Sequence[str], *, tty: bool) -> Terminal | None:
+        """The program that runs `command` in the container as the runtime user, in the
+        projects folder, with this terminal attached; None when this machine has none
+        (then `run_command`, without a terminal).
+
+        Raises:
+            NeverCreated, NotRunning.
+        """
+        self.shell_target()
+        return self.runtime.terminal(
+            command, user=RUNTIME_USER, workdir=WORKING_DIR, env=_AGENT_ENV, tty=tty
         )
 
-    # -- status ---------------------------------------------------------------------
+    # -- status ---------------------------------------------------------------------------
 
     def status(self, password: str | None) -> StatusResult:
         """Everything `occ status` shows, from one inspect and one HTTP probe."""
-        info = self.client.find_container(self.name)
+        info = self.runtime.state()
         # With a container, its own settings say where it listens; the configuration is
         # then only read when it changed since (to report a pending restart).
-        endpoint = self._endpoint(info)
+        endpoint = self.endpoint_of(info)
         result = StatusResult(
             instance=self.instance.name,
             container=self.name,
@@ -879,113 +624,17 @@ class Service:
             bind_address=endpoint.bind_address,
             port=endpoint.port,
             exposed=not is_loopback(endpoint.bind_address),
-            host=self.client.remote.url if self.client.remote else None,
+            host=self.host,
             needs_tunnel=endpoint.only_on_remote,
         )
         if info is not None:
-            self._describe_container(result, info, password, endpoint)
-        result.volumes = self._volume_status()
-        from opencode_cloud.service.snapshots import list_snapshots
-
-        try:
-            result.snapshots = [s.to_json() for s in list_snapshots(self.client, self.instance)]
-        except DockerError:
-            result.snapshots = []
+            result.pending_restart = self.pending_changes(info)
+            if describe_container(result, info, endpoint.server(password)):
+                result.log_tail = self.runtime.log_tail(STATUS_LOG_LINES)
+        result.volumes = volume_status(self.client, self.instance)
+        result.snapshots = snapshot_status(self.client, self.instance)
         return result
 
-    def _describe_container(
-        self, result: StatusResult, info: ContainerInfo, password: str | None, endpoint: Endpoint
-    ) -> None:
-        result.docker_health = info.health
-        result.image = info.image
-        result.opencode_version = info.labels.get(images.LABEL_OPENCODE_VERSION)
-        result.restart_count = info.restart_count
-        result.pending_restart = self.pending_changes(info)
-        if info.finished_at is not None:  # it has ended at least once
-            result.last_exit_code = info.exit_code
-            result.last_exit = describe_exit(info)
-        if info.running:
-            result.started_at = info.started_at
-            result.uptime_seconds = _seconds_since(info.started_at)
-            result.http_health, live_version = self.probe(password, endpoint)
-            result.opencode_version = live_version or result.opencode_version
-            if result.http_health == "healthy":
-                problem = self.session_problem(password, endpoint)
-                result.session_api = problem or "ok"
-                if problem:
-                    result.http_health = "unhealthy"
-            elif result.http_health == "unreachable" and info.health != "unhealthy":
-                result.state = "starting"  # the process runs, opencode does not answer yet
-        if crash_looping(info):
-            result.state = "crash-looping"
-        if result.http_health != "healthy" and (info.restart_count or info.finished_at):
-            from opencode_cloud.docker.health import log_tail
 
-            result.log_tail = log_tail(self.client, self.name, STATUS_LOG_LINES)
-
-    def _volume_status(self) -> list[VolumeStatus]:
-        try:
-            sizes = volumes.volume_sizes(self.client, self.instance)
-        except DockerError:
-            sizes = {}
-        return [
-            VolumeStatus(
-                name=(name := self.instance.volume_name(spec.kind)),
-                mount_point=spec.mount_point,
-                holds=spec.holds,
-                exists=name in sizes or volumes.volume_exists(self.client, name),
-                size_bytes=sizes.get(name),
-            )
-            for spec in volumes.VOLUME_SPECS
-        ]
-
-
-def _note_certificate(result: StartResult, material: TlsMaterial | None) -> None:
-    """Put a CA made anew, and the certificate's end, into `result`."""
-    if material is None:
-        return
-    not_after = material.not_after
-    result.certificate_not_after = not_after.isoformat() if not_after else None
-    if material.new_ca is not None:
-        result.new_ca = material.new_ca.to_json()
-
-
-def _without_edge(image: ImageInfo) -> bool:
-    """A sandbox image built by an earlier release: before the edge (its entrypoint would
-    serve opencode directly and take the password's hash for the password), or with the
-    edge running as the agent's own user (edge label 1)."""
-    labels = image.labels
-    edge = labels.get(images.LABEL_EDGE, "")
-    built_here = bool(labels.get(images.LABEL_OPENCODE_VERSION))
-    return built_here and (not edge or edge < images.EDGE_LABEL)
-
-
-def crash_looping(info: ContainerInfo) -> bool:
-    """Docker keeps restarting it: between two runs, or up again after crashing within
-    moments of its last start."""
-    if info.restarting:
-        return True
-    if not info.running or info.restart_count == 0:
-        return False
-    uptime = _seconds_since(info.started_at)
-    return uptime is not None and uptime < CRASH_LOOP_WINDOW
-
-
-def describe_exit(info: ContainerInfo) -> str:
-    """How the container's last run ended, in words."""
-    if info.oom_killed:
-        return "killed: out of memory"
-    if info.exit_code in (137, 143):
-        return f"stopped (exit code {info.exit_code})"
-    return f"exit code {info.exit_code}"
-
-
-def _seconds_since(timestamp: str | None) -> float | None:
-    """Seconds since a Docker timestamp (always UTC, nanoseconds: `...T06:10:00.123456789Z`)."""
-    if not timestamp:
-        return None
-    try:
-        started = datetime.fromisoformat(timestamp.split(".")[0].rstrip("Z"))
-    except ValueError:
-        return None
-    return max(0.0, time.time() - started.replace(tzinfo=UTC).timestamp())
+# What a command or a shell in the container finds first: the tools the agent installed.
+_AGENT_ENV = (f"PATH={RUNTIME_PATH}",)

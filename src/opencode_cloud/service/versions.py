@@ -27,8 +27,9 @@ from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.errors import OpencodeCloudError
-from opencode_cloud.service.service import Service, image_for
+from opencode_cloud.service.errors import NothingToRollBack, NotUpdatable, UpdateFailed
+from opencode_cloud.service.image import image_for
+from opencode_cloud.service.service import Service
 from opencode_cloud.service.snapshots import (
     Snapshot,
     drop_snapshot,
@@ -43,30 +44,6 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.models import ContainerInfo
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.opencode import Server
-
-
-class UpdateFailed(OpencodeCloudError):
-    """The new version did not work; `rolled_back` says whether the old one is back."""
-
-    def __init__(self, target: str, problem: str, *, rolled_back: bool, previous: str) -> None:
-        back = f"; {previous} and its data are back" if rolled_back else ""
-        super().__init__(f"Updating to {target} failed: {problem.rstrip('.')}{back}.")
-        self.target = target
-        self.problem = problem
-        self.rolled_back = rolled_back
-        self.previous = previous
-
-
-class NothingToRollBack(OpencodeCloudError):
-    """No snapshot of an earlier version is kept for this instance."""
-
-    def __init__(self, instance: str) -> None:
-        super().__init__(f"Instance {instance!r} has no snapshot of an earlier version.")
-        self.instance = instance
-
-
-class NotUpdatable(OpencodeCloudError):
-    """The instance cannot be updated as it is (it was never started, say)."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ def show(app_ctx: AppContext) -> None:
     """Print the URL, user name and password (creating the password if there is none),
     and the CA certificate to trust when the service uses the self-signed certificate."""
     from opencode_cloud.access import credentials
-    from opencode_cloud.service.service import service_url
+    from opencode_cloud.service.endpoint import service_url
 
     config = app_ctx.config
     password, _ = credentials.load_or_create_password(app_ctx.paths)

@@ -30,7 +30,7 @@ def _configured_image(app_ctx: AppContext) -> str | None:
     """The image the instance's configuration names; None when it cannot be read (a
     backup must work with a broken configuration file too)."""
     from opencode_cloud.errors import OpencodeCloudError
-    from opencode_cloud.service.service import image_for
+    from opencode_cloud.service.image import image_for
 
     with contextlib.suppress(OpencodeCloudError):
         return image_for(app_ctx.config)
@@ -41,7 +41,7 @@ def _helper_image(app_ctx: AppContext, container: ContainerInfo | None) -> str:
     """A sandbox image for the helper container: the service's own, the configured one,
     any local one; built or pulled (as `occ start` would) when there is none."""
     from opencode_cloud.backup import find_helper_image
-    from opencode_cloud.service.service import image_for
+    from opencode_cloud.service.image import image_for
 
     if container is not None and app_ctx.client.inspect_image(container.image_id) is not None:
         return container.image_id  # without loading the configuration (pydantic: ~0.1 s)

@@ -225,7 +225,7 @@ def restart(
     stop_after = timeout_from(app_ctx, stop_timeout, None, "--stop-timeout")
     wait_for = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
     with app_ctx.changing("restart"):
-        from opencode_cloud.service.service import NeverCreated
+        from opencode_cloud.service.errors import NeverCreated
 
         service = app_ctx.service()
         with contextlib.suppress(NeverCreated):  # nothing to stop: then it is just a start

@@ -10,7 +10,7 @@ from opencode_cloud.cli.output import ExitCode, format_bytes, format_duration
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
-    from opencode_cloud.service.service import StatusResult
+    from opencode_cloud.service.status import StatusResult
 
 
 def _human(result: StatusResult) -> list[str]:
