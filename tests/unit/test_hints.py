@@ -223,6 +223,6 @@ def test_the_scan_finds_a_command_in_a_message() -> None:
 def test_nothing_to_back_up_points_at_another_instance_of_the_same_host(
     occ: str, expected: str
 ) -> None:
-    from opencode_cloud.backup import NothingToBackUp
+    from opencode_cloud.backup.errors import NothingToBackUp
 
     assert expected in hint_for(NothingToBackUp(WORK), occ)

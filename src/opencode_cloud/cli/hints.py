@@ -45,12 +45,10 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
 
     if isinstance(error, ConfigError):
         return _config_hint(error, occ)
-    from opencode_cloud.backup import BackupError
+    from opencode_cloud.backup.errors import BackupError, ProgramFailed
 
     if isinstance(error, BackupError):
         return _backup_hint(error, occ)
-    from opencode_cloud.backup_local import ProgramFailed
-
     if isinstance(error, ProgramFailed):  # a restore's is inside its RestoreFailed
         return f"No file was kept and the service runs on. Fix the cause, then `{occ} backup`."
     from opencode_cloud.service.errors import (
@@ -335,7 +333,7 @@ def _build_hint(error: engine.BuildFailed, occ: str) -> str:
 
 
 def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
-    from opencode_cloud import backup
+    from opencode_cloud.backup import errors as backup
 
     match error:
         case backup.BackupExists(path=path):

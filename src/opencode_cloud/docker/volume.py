@@ -7,13 +7,11 @@ projects: nothing the agent or the user sets up is lost when the container is ma
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opencode_cloud.defaults import RUNTIME_HOME, WORKING_DIR
 from opencode_cloud.docker.engine import Engine
-from opencode_cloud.docker.errors import DockerError, VolumeInUse
+from opencode_cloud.docker.errors import VolumeInUse
 from opencode_cloud.instance import DEFAULT, Instance
 from opencode_cloud.opencode import CONFIG_DIR, DATA_DIR, STATE_DIR
 
@@ -126,62 +124,3 @@ def remove_all_volumes(client: Engine, instance: Instance = DEFAULT) -> list[str
 def volume_sizes(client: Engine, instance: Instance = DEFAULT) -> dict[str, int | None]:
     """Bytes used by each volume of `instance` (None when the engine does not say)."""
     return client.volume_sizes(volume_names(instance))
-
-
-# Seconds a copy between volumes may take (they hold opencode's data, not projects).
-COPY_TIMEOUT = 600
-
-
-def copy_volumes(
-    client: Engine,
-    instance: Instance,
-    pairs: Sequence[tuple[str, str]],
-    *,
-    image: str,
-    replace: bool = False,
-) -> None:
-    """Copy the files of each source volume into its destination volume, owners, modes
-    and times kept, in one short-lived container of `image` (which needs `sh` and `cp`;
-    the sandbox image has them). No network, only the capabilities copying needs.
-
-    Args:
-        pairs: (source, destination) volume names.
-        replace: empty each destination first (restoring), rather than adding to it.
-
-    Raises:
-        DockerError: the copy failed; its output is in the message.
-    """
-    steps = []
-    mounts = []
-    for index, (source, destination) in enumerate(pairs):
-        mounts.append(
-            {"Type": "volume", "Source": source, "Target": f"/from/{index}", "ReadOnly": True}
-        )
-        mounts.append({"Type": "volume", "Source": destination, "Target": f"/to/{index}"})
-        if replace:
-            steps.append(f"find /to/{index} -mindepth 1 -delete")
-        steps.append(f"cp -a /from/{index}/. /to/{index}/")
-    name = f"{instance.prefix}-copy-{secrets.token_hex(3)}"
-    body = {
-        "Image": image,
-        "Entrypoint": ["sh", "-c", " && ".join(steps)],
-        "User": "0:0",
-        "Labels": instance.labels("task"),
-        "NetworkDisabled": True,
-        "HostConfig": {
-            "Mounts": mounts,
-            "NetworkMode": "none",
-            "CapDrop": ["ALL"],
-            "CapAdd": ["CHOWN", "DAC_OVERRIDE", "FOWNER"],
-            "SecurityOpt": ["no-new-privileges:true"],
-        },
-    }
-    client.create_container(name, body)
-    try:
-        client.start_container(name)
-        code = client.wait_container(name, COPY_TIMEOUT)
-        if code != 0:
-            output = b"".join(client.container_logs(name, tail=5)).decode(errors="replace")
-            raise DockerError(f"Copying volumes failed (exit code {code}): {output.strip()}")
-    finally:
-        client.remove_container(name, force=True)

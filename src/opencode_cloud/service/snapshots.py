@@ -4,7 +4,7 @@ A snapshot is a set of volumes labelled with its id (the UTC time it was taken),
 image the data was made with and what the update went to. `occ update` takes one before
 the new version touches the data and restores it when that version fails its check;
 `occ rollback` restores the newest on demand; `occ status` lists them. The copies are
-made by a short-lived helper container (`docker.volume.copy_volumes`).
+made by a short-lived helper container (`docker.helper.copy_volumes`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.volume import VOLUME_SPECS, copy_volumes
+from opencode_cloud.docker.helper import copy_volumes
+from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_MANAGED, LABEL_PREFIX
 from opencode_cloud.opencode import MIGRATED
 

@@ -193,8 +193,8 @@ def uninstall(
             before anything is removed).
         DockerError.
     """
-    from opencode_cloud.backup import remove_stale_helpers
     from opencode_cloud.docker.errors import VolumeInUse
+    from opencode_cloud.docker.helper import remove_stale_helpers
 
     for name in plan.volumes:
         users = [u for u in client.list_containers(volume=name) if u not in plan.containers]

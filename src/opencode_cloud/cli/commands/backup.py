@@ -11,7 +11,8 @@ import click
 from opencode_cloud.cli.output import format_bytes
 
 if TYPE_CHECKING:
-    from opencode_cloud.backup import BackupResult, RestoreResult
+    from opencode_cloud.backup.create import BackupResult
+    from opencode_cloud.backup.restore import RestoreResult
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.docker.models import ContainerInfo
     from opencode_cloud.docker.progress import ProgressReporter
@@ -40,7 +41,7 @@ def _configured_image(app_ctx: AppContext) -> str | None:
 def _helper_image(app_ctx: AppContext, container: ContainerInfo | None) -> str:
     """A sandbox image for the helper container: the service's own, the configured one,
     any local one; built or pulled (as `occ start` would) when there is none."""
-    from opencode_cloud.backup import find_helper_image
+    from opencode_cloud.docker.helper import helper_image as find_helper_image
     from opencode_cloud.service.image import image_for
 
     if container is not None and app_ctx.client.inspect_image(container.image_id) is not None:
@@ -101,7 +102,7 @@ def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force
 
     Examples: occ backup | occ backup ~/backups/ | occ backup work.tar --include-password
     """
-    from opencode_cloud.backup import create_backup, default_backup_name
+    from opencode_cloud.backup.create import create_backup, default_backup_name
 
     target = file if file is not None else Path.cwd()
     if target.is_dir():
@@ -220,13 +221,9 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
     """
     import shutil
 
-    from opencode_cloud.backup import (
-        ConfirmationNeeded,
-        InvalidBackup,
-        inspect_target,
-        restore_backup,
-        verify_archive,
-    )
+    from opencode_cloud.backup.errors import ConfirmationNeeded, InvalidBackup
+    from opencode_cloud.backup.restore import inspect_target, restore_backup
+    from opencode_cloud.backup.verify import verify_archive
 
     path = file.absolute()
     # The layout first, without the files' contents: enough to know the target, and all
@@ -353,11 +350,8 @@ def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) ->
 
     Examples: occ uninstall | occ uninstall --volumes --yes | occ --instance work uninstall
     """
-    from opencode_cloud.backup import (
-        ConfirmationNeeded,
-        automatic_backup_path,
-        create_backup,
-    )
+    from opencode_cloud.backup.create import automatic_backup_path, create_backup
+    from opencode_cloud.backup.errors import ConfirmationNeeded
     from opencode_cloud.service.uninstall import plan_uninstall
     from opencode_cloud.service.uninstall import uninstall as remove_all
 
