@@ -447,7 +447,7 @@ def test_a_command_waiting_for_the_lock_is_named_as_typed(
 
 def test_hints_below_the_command_line_are_worded_for_the_instance_and_host() -> None:
     from opencode_cloud.cli.hints import hint_for
-    from opencode_cloud.doctor import Remedy
+    from opencode_cloud.doctor.checks import Remedy
     from opencode_cloud.hosts import HostList
     from opencode_cloud.locking import LockHolder, LockTimeout
     from opencode_cloud.mounts import remote_mounts_refused

@@ -17,7 +17,7 @@ from opencode_cloud.docker import ssh
 from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
 
 if TYPE_CHECKING:
-    from opencode_cloud.doctor import Remedy
+    from opencode_cloud.doctor.checks import Remedy
 
 START_ENGINE = (
     "Start the Docker engine: `sudo systemctl start docker` "
