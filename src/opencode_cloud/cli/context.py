@@ -133,9 +133,17 @@ class AppContext:
 
     def reporter(self) -> ProgressReporter:
         """Progress bars on a terminal, plain lines otherwise (and nothing with -q)."""
-        from opencode_cloud.docker.progress import reporter_for
+        from opencode_cloud.cli.progress import reporter_for
 
         return reporter_for(self.out.stderr, quiet=self.out.verbosity < 0)
+
+    def bytes_reporter(self) -> ProgressReporter | None:
+        """Progress in bytes (a backup's) on a terminal; nothing at all otherwise (or with
+        -q, --json)."""
+        out = self.out
+        if out.json or out.verbosity < 0 or not out.stderr.isatty():
+            return None
+        return self.reporter()
 
     def confirmed(self, question: str, yes: bool) -> bool:
         """True with `--yes`, or when the person at the terminal answers yes; nobody is

@@ -28,10 +28,12 @@ from opencode_cloud.defaults import (
     WORKING_DIR,
 )
 from opencode_cloud.docker import image as images
+from opencode_cloud.docker.container import containers_publishing
 from opencode_cloud.docker.errors import ContainerExited, ContainerNotFound, SessionsFailing
 from opencode_cloud.docker.models import ContainerFile, ContainerInfo, ImageInfo
 from opencode_cloud.docker.spec import ContainerSpec
-from opencode_cloud.instance import LABEL_CONFIG_FILE, Instance
+from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.instance import LABEL_CONFIG_FILE, LABEL_INSTANCE, LABEL_MANAGED, Instance
 from opencode_cloud.runtime.choice import runtime_for
 from opencode_cloud.service.endpoint import (
     Endpoint,
@@ -53,6 +55,7 @@ from opencode_cloud.service.image import (
 )
 from opencode_cloud.service.status import (
     STATUS_LOG_LINES,
+    PortClash,
     StatusResult,
     describe_container,
     snapshot_status,
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.engine import Engine, LogOptions
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.runtime.base import Runtime, Terminal
+    from opencode_cloud.service.uninstall import UninstallPlan, UninstallResult
 
 
 @dataclass
@@ -188,6 +192,14 @@ class Service:
         """`image.pull_image` for this configuration; where the image came from."""
         return pull_image(self.client, self.config, reporter)
 
+    def configured_image(self) -> str | None:
+        """The image the configuration names; None when it cannot be read (a backup or an
+        uninstall must work with a broken configuration file too)."""
+        try:
+            return image_for(self.config)
+        except OpencodeCloudError:
+            return None
+
     # -- the spec: wanted, actual, and what differs ---------------------------------------
 
     def tls_material(self) -> TlsMaterial | None:
@@ -298,6 +310,18 @@ class Service:
         if local_port is None and local_port_free(found.port):
             local_port = found.port
         return found.reached_through(self.runtime, local_port)
+
+    def port_clash(self) -> PortClash | None:
+        """Another instance's running container that publishes the port this one is
+        configured for; None when there is none (or the configuration cannot be read)."""
+        try:
+            port = self.config.port
+        except OpencodeCloudError:
+            return None
+        for info in containers_publishing(self.client, port, labels=[f"{LABEL_MANAGED}=true"]):
+            if info.name != self.name:
+                return PortClash(info.name, info.labels.get(LABEL_INSTANCE, "?"), port)
+        return None
 
     def hold_tunnel(self) -> None:
         """Keep the connection that reaches a service on a remote host open until it
@@ -566,6 +590,24 @@ class Service:
             {path: ContainerFile(content, 0o600, uid) for path, content in files.items()}
         )
         return new, True
+
+    def plan_uninstall(self, *, volumes: bool) -> UninstallPlan:
+        """What `uninstall` would remove (`uninstall.plan_uninstall`); nothing changes."""
+        from opencode_cloud.service.uninstall import plan_uninstall
+
+        return plan_uninstall(
+            self.client,
+            self.instance,
+            self.paths,
+            volumes=volumes,
+            configured_image=self.configured_image(),
+        )
+
+    def uninstall(self, plan: UninstallPlan) -> UninstallResult:
+        """Remove what `plan` names (`uninstall.uninstall`)."""
+        from opencode_cloud.service.uninstall import uninstall
+
+        return uninstall(self.client, self.instance, self.paths, plan)
 
     # -- inside it ------------------------------------------------------------------------
 

@@ -74,6 +74,15 @@ class StatusResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PortClash:
+    """Another instance's container publishes the port this one is configured for."""
+
+    container: str
+    instance: str
+    port: int
+
+
 def describe_container(result: StatusResult, info: ContainerInfo, server: Server) -> bool:
     """Fill in what the container and opencode (asked at `server`) say about themselves.
 

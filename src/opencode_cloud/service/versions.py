@@ -94,6 +94,12 @@ class Versions:
         """This instance's snapshots, newest first, with their sizes."""
         return list_snapshots(self.client, self.instance)
 
+    def running_version(self) -> str | None:
+        """The opencode release the container runs (its image's label); None when it has
+        no container, or runs an image that does not say."""
+        info = self.service.runtime.state()
+        return info.labels.get(images.LABEL_OPENCODE_VERSION) if info else None
+
     # -- update and rollback --------------------------------------------------------------
 
     def update(

@@ -103,10 +103,7 @@ def update(
 
 def _confirm_going_back(app_ctx: AppContext, versions: Versions, target: Config, yes: bool) -> None:
     """Moving to an older release is where data gets lost: say so, and ask."""
-    from opencode_cloud.docker import image as images
-
-    info = versions.client.find_container(versions.service.name)
-    running = info.labels.get(images.LABEL_OPENCODE_VERSION) if info else None
+    running = versions.running_version()
     if not running or target.image or _release(target.opencode_version) >= _release(running):
         return
     message = (
