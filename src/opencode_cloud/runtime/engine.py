@@ -7,13 +7,10 @@ the tests' in-memory `FakeEngine`.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Unpack
 
 from opencode_cloud.docker import container as containers
-from opencode_cloud.docker.health import log_tail, wait_until_healthy
-from opencode_cloud.runtime.base import Terminal
 
 if TYPE_CHECKING:
     from opencode_cloud.docker.engine import Engine, LogOptions
@@ -22,6 +19,7 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.ssh import SshTarget
     from opencode_cloud.instance import Instance
     from opencode_cloud.opencode import Server
+    from opencode_cloud.runtime.base import Terminal
 
 
 class EngineRuntime:
@@ -62,6 +60,8 @@ class EngineRuntime:
         containers.remove_container(self.engine, self.name, force=True)
 
     def wait_ready(self, server: Server, timeout: float) -> float:
+        from opencode_cloud.docker.health import wait_until_healthy
+
         return wait_until_healthy(
             self.engine,
             self.name,
@@ -113,6 +113,11 @@ class EngineRuntime:
         """`docker exec`: the docker CLI gives a real terminal (and input) to interactive
         programs. It talks to the same engine; a remote one through this process's SSH
         connection, which must outlive it."""
+        # Only here: shutil loads the compression modules, which no other call needs.
+        import shutil
+
+        from opencode_cloud.runtime.base import Terminal
+
         docker = shutil.which("docker")
         if docker is None:
             return None
@@ -130,4 +135,6 @@ class EngineRuntime:
         return self.engine.container_logs(self.name, **options)
 
     def log_tail(self, lines: int) -> list[str]:
+        from opencode_cloud.docker.health import log_tail
+
         return log_tail(self.engine, self.name, lines)

@@ -53,14 +53,6 @@ from opencode_cloud.service.image import (
     image_for,
     pull_image,
 )
-from opencode_cloud.service.status import (
-    STATUS_LOG_LINES,
-    PortClash,
-    StatusResult,
-    describe_container,
-    snapshot_status,
-    volume_status,
-)
 
 if TYPE_CHECKING:
     from opencode_cloud.access.tls import TlsMaterial
@@ -68,6 +60,7 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.engine import Engine, LogOptions
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.runtime.base import Runtime, Terminal
+    from opencode_cloud.service.status import PortClash, StatusResult
     from opencode_cloud.service.uninstall import UninstallPlan, UninstallResult
 
 
@@ -314,6 +307,8 @@ class Service:
     def port_clash(self) -> PortClash | None:
         """Another instance's running container that publishes the port this one is
         configured for; None when there is none (or the configuration cannot be read)."""
+        from opencode_cloud.service.status import PortClash
+
         try:
             port = self.config.port
         except OpencodeCloudError:
@@ -653,11 +648,13 @@ class Service:
 
     def status(self, password: str | None) -> StatusResult:
         """Everything `occ status` shows, from one inspect and one HTTP probe."""
+        from opencode_cloud.service import status
+
         info = self.runtime.state()
         # With a container, its own settings say where it listens; the configuration is
         # then only read when it changed since (to report a pending restart).
         endpoint = self.endpoint_of(info)
-        result = StatusResult(
+        result = status.StatusResult(
             instance=self.instance.name,
             container=self.name,
             state="missing" if info is None else info.status.value,
@@ -671,10 +668,10 @@ class Service:
         )
         if info is not None:
             result.pending_restart = self.pending_changes(info)
-            if describe_container(result, info, endpoint.server(password)):
-                result.log_tail = self.runtime.log_tail(STATUS_LOG_LINES)
-        result.volumes = volume_status(self.client, self.instance)
-        result.snapshots = snapshot_status(self.client, self.instance)
+            if status.describe_container(result, info, endpoint.server(password)):
+                result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
+        result.volumes = status.volume_status(self.client, self.instance)
+        result.snapshots = status.snapshot_status(self.client, self.instance)
         return result
 
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.helper import copy_volumes
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_MANAGED, LABEL_PREFIX
 from opencode_cloud.opencode import MIGRATED
@@ -113,11 +112,11 @@ def take_snapshot(client: Engine, instance: Instance, info: ContainerInfo, targe
         }
         client.create_volume(name, labels)
         snap.volumes[kind] = name
-    copy_volumes(
+    _copy(
         client,
         instance,
         [(instance.volume_name(k), snap.volumes[k]) for k in SNAPSHOT_KINDS],
-        image=info.image,
+        info.image,
     )
     return snap
 
@@ -125,13 +124,27 @@ def take_snapshot(client: Engine, instance: Instance, info: ContainerInfo, targe
 def restore_snapshot(client: Engine, instance: Instance, snap: Snapshot) -> None:
     """Put a snapshot's data back into the live volumes (the container is gone), with the
     image the data was made with."""
-    copy_volumes(
+    _copy(
         client,
         instance,
         [(snap.volumes[k], instance.volume_name(k)) for k in SNAPSHOT_KINDS],
-        image=snap.image,
+        snap.image,
         replace=True,
     )
+
+
+def _copy(
+    client: Engine,
+    instance: Instance,
+    pairs: list[tuple[str, str]],
+    image: str,
+    *,
+    replace: bool = False,
+) -> None:
+    # Imported here: `occ status` lists snapshots and never copies one.
+    from opencode_cloud.docker.helper import copy_volumes
+
+    copy_volumes(client, instance, pairs, image=image, replace=replace)
 
 
 def drop_snapshot(client: Engine, snap: Snapshot) -> None:
