@@ -71,7 +71,13 @@ def describe(info: ContainerInfo) -> str:
 
 
 class Versions:
-    """Version changes of one instance, on top of its `Service`."""
+    """Version changes of one instance, on top of its `Service`.
+
+    The service's own container is asked through its runtime; the switch (the old
+    container renamed aside, kept until the new one passes its check) is done on the
+    engine, as snapshots are: a runtime without containers to rename (a swarm service)
+    would bring its own way to switch and go back.
+    """
 
     def __init__(
         self,
@@ -118,7 +124,7 @@ class Versions:
         """
         service = self.service
         old_config = service.config
-        info = self.client.find_container(service.name)
+        info = service.runtime.state()
         if info is None:
             raise NotUpdatable(
                 f"Instance {self.instance.name!r} has no container to update (it was never "
@@ -179,8 +185,8 @@ class Versions:
     def _recover(self, previous: str, snap: Snapshot | None, config: Config) -> None:
         """Undo a failed update: the new container goes, the snapshot's data comes back
         into the live volumes, and the old container, untouched, starts again."""
-        if self.client.find_container(self.service.name) is not None:
-            containers.remove_container(self.client, self.service.name, force=True)
+        if self.service.runtime.state() is not None:
+            self.service.runtime.remove()
         saved = self._save(config)
         if snap is not None:
             restore_snapshot(self.client, self.instance, snap)
@@ -199,7 +205,7 @@ class Versions:
         if not snapshots:
             raise NothingToRollBack(self.instance.name)
         snap = snapshots[0]
-        info = self.client.find_container(self.service.name)
+        info = self.service.runtime.state()
         current = describe(info) if info else "nothing"
         config = self._config_for(snap)
         self._step(f"Going back to {snap.image} and the data of {snap.created} ...")
@@ -215,8 +221,8 @@ class Versions:
 
     def _go_back(self, snap: Snapshot, config: Config) -> None:
         """Remove the container, restore the snapshot's data, start `config`'s version."""
-        if self.client.find_container(self.service.name) is not None:
-            containers.remove_container(self.client, self.service.name, force=True)
+        if self.service.runtime.state() is not None:
+            self.service.runtime.remove()
         restore_snapshot(self.client, self.instance, snap)
         saved = self._save(config)
         old = Service(self.client, saved, self.instance, self.service.paths)
