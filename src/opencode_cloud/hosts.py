@@ -5,7 +5,8 @@ is one, plus the path of the engine's socket there. The list lives in `hosts.jso
 config directory; each host's instances keep their files under `hosts/<name>/`, so the
 same instance name on two hosts is two services. Without a host, the engine is the one
 the docker CLI would use (DOCKER_HOST, the current context, the local socket), and an
-`ssh://` DOCKER_HOST is reached the same way as a named host.
+`ssh://` DOCKER_HOST is reached the same way as a named host. `connect` makes a client of
+a host's engine; `describe_host` connects and says what runs there.
 """
 
 from __future__ import annotations

@@ -51,5 +51,6 @@ What `occ backup` and `occ restore` do (docs/backup.md tells users the same):
 The modules, from the format up: `errors`; `archive` (the format, the manifest, the tar
 plumbing every pass shares); `program` (what a helper runs on the local path; standalone,
 its source is sent); `helpers` (the helper container that mounts the volumes) and
-`local` (running the program in it); `verify`, `create` and `restore`.
+`local` (running the program in it); `verify`, `create` and `restore`; and `backups`,
+what the command line asks of them for one instance's service.
 """

@@ -1,5 +1,9 @@
 """What every command needs: the instance, the output, and (lazily) config and engine.
 
+The context is the command line's one connection to an engine (`connect`, through
+`hosts.connect`); commands never use it themselves, they ask the operations it makes
+(`service()`) and hand them the context's progress reporters.
+
 Nothing heavy is imported here at module level: `occ --help` must not pay for docker-py
 or pydantic.
 """
