@@ -170,20 +170,18 @@ class Bench:
 
     def engine_floor(self) -> float:
         """GET archive of a helper container holding the five volumes, bytes discarded."""
-        from opencode_cloud.backup import HELPER_ROOT, helper_body
+        from opencode_cloud.backup.helpers import HELPER_ROOT, helper_spec
+        from opencode_cloud.docker.helper import helper_container
 
         client = self.client()
         instance = self.instance(self.source)
-        name = f"bench-floor-{self.tag}"
         mounts = [(kind, self.volume(self.source, kind)) for kind in KINDS]
-        client.create_container(name, helper_body(instance, IMAGE, mounts, read_only=True))
-        try:
+        spec = helper_spec(instance, IMAGE, mounts, read_only=True)
+        with helper_container(client, spec) as name:
             began = time.monotonic()
             for _chunk in client.get_archive(name, HELPER_ROOT):
                 pass
             return time.monotonic() - began
-        finally:
-            client.remove_container(name, force=True)
 
     def client(self) -> DockerClient:
         """A client that streams backups through the Engine API, as for a remote engine."""
@@ -198,7 +196,7 @@ class Bench:
 
     def api_backup(self, results: dict[str, list[float]]) -> float:
         """`create_backup` through the Engine API, in this process."""
-        from opencode_cloud.backup import create_backup
+        from opencode_cloud.backup.create import create_backup
         from opencode_cloud.config.paths import InstancePaths
 
         out = self.work / "api.tar"
@@ -213,7 +211,8 @@ class Bench:
     def api_restore(self) -> float:
         """`restore_backup` through the Engine API onto a new instance, as `occ restore`
         does it there (the layout checked first, the contents while streamed), then sync."""
-        from opencode_cloud.backup import restore_backup, verify_archive
+        from opencode_cloud.backup.restore import restore_backup
+        from opencode_cloud.backup.verify import verify_archive
         from opencode_cloud.config.paths import InstancePaths
 
         self.new_target()

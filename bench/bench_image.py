@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from opencode_cloud.credentials import container_files
+from opencode_cloud.access.credentials import container_files
 from opencode_cloud.defaults import DEFAULT_USERNAME
 from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.container import setup_and_start, start_container, stop_container

@@ -207,7 +207,7 @@ def main() -> int:
     if args.smoke:
         args.runs, args.out = 1, None
     sys.path.insert(0, ENV_PATH)
-    from opencode_cloud import tls
+    from opencode_cloud.access import tls
     from opencode_cloud.config.paths import InstancePaths
 
     have_cryptography = importlib.util.find_spec("cryptography") is not None
@@ -242,7 +242,9 @@ def main() -> int:
             )
         row("read a certificate's end: `openssl x509 -enddate`", ["openssl", "x509", "-noout",
             "-enddate", "-in", served])  # fmt: skip
-        row("import `opencode_cloud.tls`", [PYTHON, "-c", "import opencode_cloud.tls"])
+        row(
+            "import `opencode_cloud.access.tls`", [PYTHON, "-c", "import opencode_cloud.access.tls"]
+        )
         namespace = {"tls": tls, "pem": Path(served).read_bytes(), "instance": instance}
         calls = 10 if args.smoke else 2000
         reader = in_process_ms("tls.read_pem(pem)", namespace, calls)

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from opencode_cloud.credentials import container_files
+from opencode_cloud.access.credentials import container_files
 from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.container import put_file
 from opencode_cloud.docker.image import DEFAULT_IMAGE, image_ref

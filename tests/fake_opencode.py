@@ -17,8 +17,8 @@ from opencode_cloud.defaults import (
     CONTAINER_PORT,
     DEFAULT_OPENCODE_VERSION,
     PASSWORD_PATH_IN_CONTAINER,
-    USERNAME_ENV,
 )
+from opencode_cloud.opencode import USERNAME_ENV
 
 SESSION = {"id": "ses_1", "title": "kept"}  # the one session opencode holds
 # What opencode answers when its database does not fit the release reading it.

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
 from opencode_cloud.docker.image import image_ref
 from opencode_cloud.instance import Instance
-from opencode_cloud.service import Service
+from opencode_cloud.service.service import Service
 
 INSTANCE = Instance("unit")
 NAME = INSTANCE.container_name

@@ -35,6 +35,8 @@ DEFAULT_OPENCODE_VERSION = "1.18.33"
 IMAGE_NAME = "opencode-cloud-sandbox"
 
 # Facts of the sandbox image (src/opencode_cloud/sandbox/Dockerfile).
+# Inside the container the edge (Caddy) answers on CONTAINER_PORT, the only port
+# published; opencode listens on 127.0.0.1 only (`opencode.INTERNAL_PORT`).
 CONTAINER_PORT = 3000
 RUNTIME_USER = "opencode"
 RUNTIME_UID = 1000
@@ -54,14 +56,10 @@ WORKING_DIR = "/home/opencode/projects"
 HOSTNAME = "opencode-cloud"
 # The edge's copy of the password: its bcrypt hash only (the plaintext stays on the host).
 PASSWORD_PATH_IN_CONTAINER = "/run/opencode-cloud/password.bcrypt"
-# Inside the container the edge (Caddy) answers on CONTAINER_PORT, the only port
-# published; opencode listens on 127.0.0.1:OPENCODE_INTERNAL_PORT only.
-OPENCODE_INTERNAL_PORT = 4096
 # What the edge serves (`off`, `self-signed`, `custom`) and which certificate.
 TLS_ENV = "OCC_TLS"
 # A digest of the certificate, set by earlier releases: never the user's environment.
 TLS_CERT_ENV = "OCC_TLS_CERT_SHA256"
-USERNAME_ENV = "OPENCODE_SERVER_USERNAME"
 # The entrypoint runs opencode as this uid and gid (the owner of the mounted folders).
 UID_ENV = "OCC_UID"
 GID_ENV = "OCC_GID"

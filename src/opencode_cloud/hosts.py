@@ -5,13 +5,15 @@ is one, plus the path of the engine's socket there. The list lives in `hosts.jso
 config directory; each host's instances keep their files under `hosts/<name>/`, so the
 same instance name on two hosts is two services. Without a host, the engine is the one
 the docker CLI would use (DOCKER_HOST, the current context, the local socket), and an
-`ssh://` DOCKER_HOST is reached the same way as a named host.
+`ssh://` DOCKER_HOST is reached the same way as a named host. `connect` makes a client of
+a host's engine; `describe_host` connects and says what runs there.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,3 +223,31 @@ def connect(host: Host | None, timeout: float | None = None) -> DockerClient:
     except BaseException:
         tunnel.close()
         raise
+
+
+def describe_host(host: Host) -> dict[str, Any]:
+    """Connect to `host` and describe its engine: version, system, CPUs, the instances
+    that run there, and how long connecting took (`host add` and `host test` show it).
+
+    Raises:
+        SshError: why the connection failed; DockerError.
+    """
+    from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE
+
+    started = time.monotonic()
+    with connect(host) as client:
+        connected = time.monotonic() - started
+        engine = client.info()
+        services = client.list_containers(labels=[f"{LABEL_MANAGED}=true", f"{LABEL_ROLE}=service"])
+        instances = sorted(
+            {client.inspect_container(name).labels.get(LABEL_INSTANCE, "?") for name in services}
+        )
+    return {
+        "host": host.name,
+        "address": host.address,
+        "connect_seconds": connected,
+        "engine": engine.version,
+        "os": engine.operating_system,
+        "cpus": engine.cpus,
+        "instances": instances,
+    }

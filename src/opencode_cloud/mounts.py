@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from opencode_cloud.defaults import PASSWORD_PATH_IN_CONTAINER, RUNTIME_HOME, WORKING_DIR
 from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.opencode import CONFIG_DIR, DATA_DIR, STATE_DIR
 
 READ_ONLY = "ro"
 READ_WRITE = "rw"
@@ -31,9 +32,9 @@ MODES = frozenset({READ_ONLY, READ_WRITE})
 PROTECTED_CONTAINER_PATHS: dict[str, str] = {
     RUNTIME_HOME: "the runtime user's home (a volume)",
     f"{RUNTIME_HOME}/.local": "opencode's data and state volumes",
-    f"{RUNTIME_HOME}/.local/share/opencode": "opencode's sessions and credentials (a volume)",
-    f"{RUNTIME_HOME}/.local/state/opencode": "opencode's prompt history (a volume)",
-    f"{RUNTIME_HOME}/.config": "opencode's configuration (a volume)",
+    DATA_DIR: "opencode's sessions and credentials (a volume)",
+    STATE_DIR: "opencode's prompt history (a volume)",
+    CONFIG_DIR: "opencode's configuration (a volume)",
     WORKING_DIR: "the projects volume",
     # The image links /workspace to the projects folder, and Docker follows links in a
     # mount point: a mount there would land on the projects volume.

@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 
 from occ_helpers import OLDER_OPENCODE, remove_release, run
-from opencode_cloud.credentials import container_files
+from opencode_cloud.access.credentials import container_files
+from opencode_cloud.cli.progress import PlainProgress
 from opencode_cloud.defaults import DEFAULT_USERNAME
 from opencode_cloud.docker.container import setup_and_start
 from opencode_cloud.docker.health import health_url, wait_until_healthy
 from opencode_cloud.docker.image import DEFAULT_IMAGE, build_image, image_exists
-from opencode_cloud.docker.progress import PlainProgress
 from opencode_cloud.docker.spec import ContainerSpec, DefaultSettings
 from opencode_cloud.instance import Instance
 from run_last import run_last

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opencode_cloud.doctor import CHECKS
+from opencode_cloud.doctor.checks import CHECKS
 
 pytestmark = pytest.mark.e2e
 

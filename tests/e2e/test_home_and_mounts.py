@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from occ_helpers import api, docker, run, session_titles
-from opencode_cloud.credentials import PASSWORD_PATH_IN_CONTAINER, container_files
+from opencode_cloud.access.credentials import PASSWORD_PATH_IN_CONTAINER, container_files
 from opencode_cloud.defaults import EDGE_UID
 from opencode_cloud.docker.container import put_file
 from opencode_cloud.docker.health import health_url, wait_until_healthy

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from browser_helpers import ARTIFACTS
-from opencode_cloud.credentials import container_files
+from opencode_cloud.access.credentials import container_files
 from opencode_cloud.defaults import EDGE_UID, PASSWORD_PATH_IN_CONTAINER
 from opencode_cloud.docker.container import put_file
 from opencode_cloud.docker.health import health_url, wait_until_healthy

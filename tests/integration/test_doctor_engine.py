@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from opencode_cloud.doctor import CHECKS
+from opencode_cloud.doctor.checks import CHECKS
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.container import create_container, start_container
 from opencode_cloud.docker.spec import DefaultLimits
 from opencode_cloud.instance import Instance
-from opencode_cloud.service import describe_exit
+from opencode_cloud.service.status import describe_exit
 
 pytestmark = pytest.mark.integration
 

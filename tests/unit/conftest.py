@@ -13,13 +13,13 @@ import pytest
 
 from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud import credentials
+from opencode_cloud.access import credentials
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config
 from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
 from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
-from opencode_cloud.service import Service
+from opencode_cloud.service.service import Service
 from service_helpers import INSTANCE, REF, Make
 
 

@@ -29,23 +29,22 @@ from backup_helpers import (
     volume_contents,
 )
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud import backup
-from opencode_cloud.backup import (
-    CHECKSUMS_NAME,
-    MANIFEST_NAME,
+from opencode_cloud.backup.archive import CHECKSUMS_NAME, MANIFEST_NAME
+from opencode_cloud.backup.create import create_backup
+from opencode_cloud.backup.errors import (
     BackupExists,
     ConfirmationNeeded,
     InvalidBackup,
-    create_backup,
-    restore_backup,
-    verify_archive,
+    NothingToBackUp,
 )
+from opencode_cloud.backup.restore import restore_backup
+from opencode_cloud.backup.verify import VerifiedBackup, verify_archive
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.docker.errors import DockerError
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import Instance
-from opencode_cloud.uninstall import plan_uninstall, uninstall
+from opencode_cloud.service.uninstall import plan_uninstall, uninstall
 
 
 @pytest.fixture
@@ -319,7 +318,7 @@ def test_the_layout_check_refuses_what_the_full_check_refuses_but_contents(
 # -- refusing bad archives -----------------------------------------------------------------
 
 
-def fingerprint(verified: backup.VerifiedBackup) -> bytes:
+def fingerprint(verified: VerifiedBackup) -> bytes:
     return verified.lines.read()
 
 
@@ -479,8 +478,12 @@ def test_uninstall_with_volumes_removes_the_last_users_image(
 
 
 def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
-    from opencode_cloud.backup import BackupWriteFailed, NoHelperImage, RestoreFailed
-    from opencode_cloud.backup_local import ProgramFailed
+    from opencode_cloud.backup.errors import (
+        BackupWriteFailed,
+        NoHelperImage,
+        ProgramFailed,
+        RestoreFailed,
+    )
     from opencode_cloud.cli.hints import hint_for
     from opencode_cloud.instance import command_prefix
 
@@ -495,7 +498,7 @@ def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
             "occ --instance work uninstall --volumes --yes"
         ),
         NoHelperImage(): "occ --instance work build",
-        backup.NothingToBackUp(work): "occ --instance NAME backup",
+        NothingToBackUp(work): "occ --instance NAME backup",
         RestoreFailed(work, "disk full", kept): f"occ --instance work restore {kept} --yes",
         RestoreFailed(work, "disk full", None): "run the restore again",
         ProgramFailed("write", "OSError: no space left"): "`occ --instance work backup`",
@@ -506,7 +509,7 @@ def test_every_backup_error_has_its_hint(tmp_path: Path) -> None:
 
 
 def test_an_instance_without_anything_is_not_backed_up(engine: FakeEngine, tmp_path: Path) -> None:
-    with pytest.raises(backup.NothingToBackUp):
+    with pytest.raises(NothingToBackUp):
         create_backup(
             engine,
             SOURCE,

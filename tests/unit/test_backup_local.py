@@ -32,16 +32,11 @@ from backup_helpers import (
     volume_contents,
 )
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud.backup import (
-    CHECKSUMS_NAME,
-    MANIFEST_NAME,
-    InvalidBackup,
-    RestoreFailed,
-    create_backup,
-    restore_backup,
-    verify_archive,
-)
-from opencode_cloud.backup_local import ProgramFailed
+from opencode_cloud.backup.archive import CHECKSUMS_NAME, MANIFEST_NAME
+from opencode_cloud.backup.create import create_backup
+from opencode_cloud.backup.errors import InvalidBackup, ProgramFailed, RestoreFailed
+from opencode_cloud.backup.restore import restore_backup
+from opencode_cloud.backup.verify import verify_archive
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
 from opencode_cloud.instance import Instance
 

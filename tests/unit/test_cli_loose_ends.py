@@ -85,7 +85,7 @@ def test_a_refused_uninstall_exits_2(occ, engine: FakeEngine, config_file: Path)
 
 
 def test_a_restore_not_confirmed_is_a_usage_exit() -> None:
-    from opencode_cloud.backup import ConfirmationNeeded
+    from opencode_cloud.backup.errors import ConfirmationNeeded
     from opencode_cloud.cli.app import exit_code_for
     from opencode_cloud.instance import DEFAULT
 
@@ -273,7 +273,7 @@ def test_stop_and_restart_name_the_grace_before_the_kill(occ) -> None:
 def test_restart_passes_each_timeout_to_its_step(
     occ, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opencode_cloud.service import Service
+    from opencode_cloud.service.service import Service
 
     seen: dict[str, float | None] = {}
     monkeypatch.setattr(Service, "stop", lambda self, timeout=None: seen.update(stop=timeout))
@@ -390,7 +390,7 @@ def test_uninstall_leaves_no_file_of_the_instance_behind(
 ) -> None:
     """The password's hash (`password.bcrypt`) and the configuration's backup go with
     the password and the configuration."""
-    from opencode_cloud import credentials
+    from opencode_cloud.access import credentials
     from opencode_cloud.config.paths import instance_paths
     from opencode_cloud.instance import Instance
 
@@ -447,7 +447,7 @@ def test_a_command_waiting_for_the_lock_is_named_as_typed(
 
 def test_hints_below_the_command_line_are_worded_for_the_instance_and_host() -> None:
     from opencode_cloud.cli.hints import hint_for
-    from opencode_cloud.doctor import Remedy
+    from opencode_cloud.doctor.checks import Remedy
     from opencode_cloud.hosts import HostList
     from opencode_cloud.locking import LockHolder, LockTimeout
     from opencode_cloud.mounts import remote_mounts_refused

@@ -10,7 +10,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from opencode_cloud import credentials, defaults
+from opencode_cloud import defaults
+from opencode_cloud.access import credentials
 from opencode_cloud.config.paths import InstancePaths
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud import doctor, tls
+from opencode_cloud.access import tls
 from opencode_cloud.cli.app import run
 from opencode_cloud.cli.commands.doctor import render_table, summary
 from opencode_cloud.cli.hints import hint_for
@@ -30,9 +30,11 @@ from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION, PASSWORD_PATH_IN_C
 from opencode_cloud.docker.errors import DaemonNotRunning, DockerError, DockerPermissionDenied
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
 from opencode_cloud.docker.models import EngineInfo
-from opencode_cloud.doctor import CHECKS, Finding, PortHolder, port_holders, run_checks
+from opencode_cloud.doctor import checks as doctor
+from opencode_cloud.doctor.checks import CHECKS, Finding, run_checks
+from opencode_cloud.doctor.ports import PortHolder, port_holders
 from opencode_cloud.instance import LABEL_INSTANCE, Instance, command_prefix
-from opencode_cloud.service import Service
+from opencode_cloud.service.service import Service
 from tls_helpers import self_signed_pair, shorten_certificate
 
 INSTANCE = Instance("doc")

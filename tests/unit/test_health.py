@@ -12,13 +12,9 @@ import pytest
 from fake_opencode import FakeOpencode
 from fakes import FakeEngine
 from opencode_cloud.docker.errors import ContainerExited, HealthTimeout
-from opencode_cloud.docker.health import (
-    basic_auth_header,
-    probe,
-    probe_health,
-    wait_until_healthy,
-)
+from opencode_cloud.docker.health import wait_until_healthy
 from opencode_cloud.docker.models import ContainerInfo, parse_container
+from opencode_cloud.opencode import Server, basic_auth_header, probe
 
 USER, PASSWORD = "opencode", "pa:ss w/ord"
 
@@ -80,10 +76,26 @@ def test_basic_auth_header() -> None:
     assert basic_auth_header("a", "b") == "Basic YTpi"
 
 
+def test_the_server_asks_for_sessions_with_the_credentials(opencode: FakeOpencode) -> None:
+    server = Server(opencode.health_url.removesuffix("/global/health"), USER, PASSWORD)
+    assert server.health_url == opencode.health_url
+    assert server.health().healthy
+    sessions, problem = server.sessions()
+    assert problem is None and sessions
+    assert server.session_problem() is None
+    assert server.read_session(str(sessions[0]["id"])) is None
+    refused = Server(server.base_url, USER, "wrong")
+    assert refused.sessions() == ([], "HTTP 401")
+    assert refused.read_session("x") == "HTTP 401"
+
+
 def test_probe_health(server: str) -> None:
-    assert probe_health(server, USER, PASSWORD) == {"healthy": True, "version": "1.18.33"}
-    assert probe_health(server, USER, "wrong") is None
-    assert probe_health(server, None, None) is None
+    answer = probe(server, USER, PASSWORD)
+    assert answer.body == {"healthy": True, "version": "1.18.33"}
+    assert answer.version == "1.18.33"
+    assert not probe(server, USER, "wrong").healthy
+    assert probe(server, USER, "wrong").version is None
+    assert not probe(server, None, None).healthy
     result = probe(server, None, None)
     assert (result.status, result.state) == (401, "unauthorized")
     assert probe(server, USER, PASSWORD).state == "healthy"
@@ -91,8 +103,8 @@ def test_probe_health(server: str) -> None:
 
 def test_probe_of_nothing_listening(free_port: int) -> None:
     url = f"http://127.0.0.1:{free_port}/global/health"
-    assert probe_health(url, USER, PASSWORD) is None
     result = probe(url, USER, PASSWORD)
+    assert not result.healthy
     assert result.status is None
     assert result.state == "unreachable"
     assert result.error

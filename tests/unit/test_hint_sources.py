@@ -23,9 +23,9 @@ ALLOWED = {
     ("instance.py", "occ"),
     # A setting's description in the JSON Schema editors show, not a message.
     ("config/schema.py", "for `occ rollback`"),
-    # tls.py is being rewritten on its own; these two hints move to cli/hints.py then.
-    ("tls.py", "`occ config set tls_cert ...`"),
-    ("tls.py", "Set it with `occ config set "),
+    # access/tls.py is being rewritten on its own; these two hints move to cli/hints.py then.
+    ("access/tls.py", "`occ config set tls_cert ...`"),
+    ("access/tls.py", "Set it with `occ config set "),
 }
 
 

@@ -16,7 +16,7 @@ from opencode_cloud.cli.hints import START_ENGINE, details_for, hint_for
 from opencode_cloud.docker import errors as engine
 from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import DEFAULT, Instance, command_prefix
-from opencode_cloud.service import NeverCreated, NotRunning
+from opencode_cloud.service.errors import NeverCreated, NotRunning
 
 WORK = Instance("work")
 SANDBOX = "opencode-cloud-sandbox:1.18.33"
@@ -223,6 +223,6 @@ def test_the_scan_finds_a_command_in_a_message() -> None:
 def test_nothing_to_back_up_points_at_another_instance_of_the_same_host(
     occ: str, expected: str
 ) -> None:
-    from opencode_cloud.backup import NothingToBackUp
+    from opencode_cloud.backup.errors import NothingToBackUp
 
     assert expected in hint_for(NothingToBackUp(WORK), occ)

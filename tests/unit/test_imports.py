@@ -75,8 +75,8 @@ def test_version_and_help_import_nothing_heavy(argv: list[str]) -> None:
 def test_status_and_stop_paths_do_not_import_docker_py() -> None:
     """`occ status` and `occ stop` load the service and the engine client; speaking to a
     local engine needs neither docker-py nor requests."""
-    modules = imported_by("import opencode_cloud.service, opencode_cloud.docker.client")
-    assert {"opencode_cloud.service", "opencode_cloud.docker.client"} <= modules
+    modules = imported_by("import opencode_cloud.service.service, opencode_cloud.docker.client")
+    assert {"opencode_cloud.service.service", "opencode_cloud.docker.client"} <= modules
     assert tops(modules, *TRANSPORT_ONLY) == []
 
 

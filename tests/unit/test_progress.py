@@ -7,14 +7,12 @@ from typing import Any
 
 import pytest
 
+from opencode_cloud.cli.progress import PlainProgress, RichProgress, reporter_for
 from opencode_cloud.docker.progress import (
     NullProgress,
-    PlainProgress,
     ProgressReporter,
-    RichProgress,
     handle_build_chunk,
     handle_pull_chunk,
-    reporter_for,
     shorten,
 )
 

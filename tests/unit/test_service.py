@@ -18,7 +18,7 @@ import pytest
 
 from fake_opencode import FakeOpencode, holds
 from fakes import SANDBOX_ENV, VOLUME_BYTES, FakeEngine
-from opencode_cloud import credentials
+from opencode_cloud.access import credentials
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config
@@ -50,7 +50,9 @@ from opencode_cloud.instance import (
     command_prefix,
 )
 from opencode_cloud.mounts import MountError
-from opencode_cloud.service import Endpoint, NeverCreated, NotRunning, Service, is_loopback
+from opencode_cloud.service.endpoint import Endpoint, is_loopback
+from opencode_cloud.service.errors import NeverCreated, NotRunning
+from opencode_cloud.service.service import Service
 from service_helpers import INSTANCE, NAME, REF, Make
 from tls_helpers import days_left, self_signed_pair, shorten_certificate, text
 
@@ -929,5 +931,5 @@ def test_is_loopback(address: str, loopback: bool) -> None:
 def test_endpoint_urls() -> None:
     assert Endpoint("0.0.0.0", 3000, "u").url == "http://127.0.0.1:3000"
     assert Endpoint("::", 3000, "u").url == "http://127.0.0.1:3000"
-    assert Endpoint("::1", 8080, "u").health_url == "http://[::1]:8080/global/health"
+    assert Endpoint("::1", 8080, "u").server(None).health_url == "http://[::1]:8080/global/health"
     assert Endpoint("10.1.2.3", 80, "u").url == "http://10.1.2.3:80"

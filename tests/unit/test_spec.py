@@ -24,7 +24,6 @@ from opencode_cloud.defaults import (
     RUNTIME_HOME,
     RUNTIME_UID,
     UID_ENV,
-    USERNAME_ENV,
 )
 from opencode_cloud.docker.models import Mount, parse_container
 from opencode_cloud.docker.spec import ContainerSpec, DefaultSettings, runtime_owner
@@ -37,6 +36,7 @@ from opencode_cloud.instance import (
     Instance,
 )
 from opencode_cloud.mounts import HostMount
+from opencode_cloud.opencode import USERNAME_ENV
 
 INSTANCE = Instance("spec", extra_labels={"io.opencode-cloud.test": "yes"})
 IMAGE = "opencode-cloud-sandbox:1.18.33"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opencode_cloud import tls
+from opencode_cloud.access import tls
 from opencode_cloud.config.paths import InstancePaths
 from tls_helpers import (
     days_left,

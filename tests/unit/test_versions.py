@@ -14,15 +14,14 @@ from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import load_config, save_config
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
-from opencode_cloud.service import VersionChange
-from opencode_cloud.versions import (
-    LABEL_SNAPSHOT,
-    SNAPSHOT_KINDS,
+from opencode_cloud.service.errors import (
     NothingToRollBack,
     NotUpdatable,
     UpdateFailed,
-    Versions,
+    VersionChange,
 )
+from opencode_cloud.service.snapshots import LABEL_SNAPSHOT, SNAPSHOT_KINDS
+from opencode_cloud.service.versions import Versions
 from service_helpers import NAME, REF, Make
 
 OLD = "1.18.32"
@@ -131,7 +130,7 @@ def test_nothing_to_roll_back_and_nothing_to_update(versions) -> None:
 def test_only_the_last_snapshots_and_the_images_they_need_are_kept(
     make: Make, versions, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import opencode_cloud.versions as module
+    import opencode_cloud.service.snapshots as module
 
     ids = iter(["20261101T000000Z", "20261102T000000Z", "20261103T000000Z"])
     monkeypatch.setattr(module, "_now_id", lambda: next(ids))

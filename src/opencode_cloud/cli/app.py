@@ -119,8 +119,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.instance import InvalidInstanceName
     from opencode_cloud.locking import LockTimeout
     from opencode_cloud.mounts import MountError
-    from opencode_cloud.service import NeverCreated, NotRunning, VersionChange
-    from opencode_cloud.versions import NothingToRollBack, NotUpdatable, UpdateFailed
+    from opencode_cloud.service import errors as service_errors
 
     by_kind: list[tuple[tuple[type[OpencodeCloudError], ...], ExitCode]] = [
         (
@@ -143,15 +142,23 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 docker_errors.PullFailed,
                 docker_errors.ImageNotFound,
                 docker_errors.SessionsFailing,
-                UpdateFailed,
+                service_errors.UpdateFailed,
             ),
             ExitCode.START_FAILED,
         ),
         (
-            (NeverCreated, NotRunning, NotUpdatable, docker_errors.ContainerNotFound),
+            (
+                service_errors.NeverCreated,
+                service_errors.NotRunning,
+                service_errors.NotUpdatable,
+                docker_errors.ContainerNotFound,
+            ),
             ExitCode.NOT_RUNNING,
         ),
-        ((VersionChange, NothingToRollBack, NotConfirmed), ExitCode.USAGE),
+        (
+            (service_errors.VersionChange, service_errors.NothingToRollBack, NotConfirmed),
+            ExitCode.USAGE,
+        ),
         ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName, HostError, ssh.ForwardFailed), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),

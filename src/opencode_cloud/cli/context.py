@@ -1,5 +1,9 @@
 """What every command needs: the instance, the output, and (lazily) config and engine.
 
+The context is the command line's one connection to an engine (`connect`, through
+`hosts.connect`); commands never use it themselves, they ask the operations it makes
+(`service()`) and hand them the context's progress reporters.
+
 Nothing heavy is imported here at module level: `occ --help` must not pay for docker-py
 or pydantic.
 """
@@ -20,7 +24,7 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.hosts import Host
-    from opencode_cloud.service import Service
+    from opencode_cloud.service.service import Service
 
 # Seconds a changing command waits for another one on the same instance to finish.
 LOCK_WAIT_SECONDS = 10.0
@@ -126,16 +130,24 @@ class AppContext:
         )
 
     def service(self) -> Service:
-        from opencode_cloud.service import Service
+        from opencode_cloud.service.service import Service
 
         # The configuration is loaded (and validated) only if the operation needs it.
         return Service(self.client, lambda: self.config, self.instance, self.paths)
 
     def reporter(self) -> ProgressReporter:
         """Progress bars on a terminal, plain lines otherwise (and nothing with -q)."""
-        from opencode_cloud.docker.progress import reporter_for
+        from opencode_cloud.cli.progress import reporter_for
 
         return reporter_for(self.out.stderr, quiet=self.out.verbosity < 0)
+
+    def bytes_reporter(self) -> ProgressReporter | None:
+        """Progress in bytes (a backup's) on a terminal; nothing at all otherwise (or with
+        -q, --json)."""
+        out = self.out
+        if out.json or out.verbosity < 0 or not out.stderr.isatty():
+            return None
+        return self.reporter()
 
     def confirmed(self, question: str, yes: bool) -> bool:
         """True with `--yes`, or when the person at the terminal answers yes; nobody is

@@ -17,7 +17,7 @@ from opencode_cloud.docker import ssh
 from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
 
 if TYPE_CHECKING:
-    from opencode_cloud.doctor import Remedy
+    from opencode_cloud.doctor.checks import Remedy
 
 START_ENGINE = (
     "Start the Docker engine: `sudo systemctl start docker` "
@@ -45,39 +45,36 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
 
     if isinstance(error, ConfigError):
         return _config_hint(error, occ)
-    from opencode_cloud.backup import BackupError
+    from opencode_cloud.backup.errors import BackupError, ProgramFailed
 
     if isinstance(error, BackupError):
         return _backup_hint(error, occ)
-    from opencode_cloud.backup_local import ProgramFailed
-
     if isinstance(error, ProgramFailed):  # a restore's is inside its RestoreFailed
         return f"No file was kept and the service runs on. Fix the cause, then `{occ} backup`."
-    from opencode_cloud.service import NeverCreated, NotRunning, VersionChange
-    from opencode_cloud.versions import NothingToRollBack, NotUpdatable, UpdateFailed
+    from opencode_cloud.service import errors as service
 
     match error:
-        case VersionChange():
+        case service.VersionChange():
             return (
                 f"Run `{occ} update` to switch safely: the data is snapshotted first, and "
                 "restored if the new version cannot read it."
             )
-        case UpdateFailed(rolled_back=True):
+        case service.UpdateFailed(rolled_back=True):
             return (
                 f"The running version is unchanged. See `{occ} logs` for why the new one "
                 "failed; its release may not read this data."
             )
-        case UpdateFailed():
+        case service.UpdateFailed():
             return f"See `{occ} status` and `{occ} logs`; `{occ} rollback` restores the snapshot."
-        case NothingToRollBack():
+        case service.NothingToRollBack():
             return f"`{occ} update` keeps a snapshot of each update to go back to."
-        case NotUpdatable():
+        case service.NotUpdatable():
             return f"Start it first with `{occ} start`."
         case engine.SessionsFailing():
             return (
                 f"See `{occ} logs`. If this began with a version change, go back: `{occ} rollback`."
             )
-        case NeverCreated() | NotRunning():
+        case service.NeverCreated() | service.NotRunning():
             return f"Start it with `{occ} start`."
         case engine.DockerNotInstalled():
             return (
@@ -329,7 +326,7 @@ def _build_hint(error: engine.BuildFailed, occ: str) -> str:
 
 
 def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
-    from opencode_cloud import backup
+    from opencode_cloud.backup import errors as backup
 
     match error:
         case backup.BackupExists(path=path):

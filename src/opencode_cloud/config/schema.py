@@ -45,6 +45,7 @@ from opencode_cloud.defaults import (
     RUNTIME_HOME,
 )
 from opencode_cloud.mounts import HostMount, MountError
+from opencode_cloud.opencode import PASSWORD_ENV, USERNAME_ENV
 
 SCHEMA_FILE = Path(__file__).with_name("config.schema.json")
 # Keys a file may carry without being reported as unknown: editors use `$schema`.
@@ -53,11 +54,11 @@ IGNORED_KEYS = frozenset({"$schema"})
 # Environment variables opencode-cloud sets itself. The password must never reach the
 # container's visible environment, and the user name has its own key.
 RESERVED_ENV = {
-    "OPENCODE_SERVER_PASSWORD": (
+    PASSWORD_ENV: (
         "opencode-cloud sets it from the password file, which never reaches the "
         "container's visible environment"
     ),
-    "OPENCODE_SERVER_USERNAME": "opencode-cloud sets it from the `username` key",
+    USERNAME_ENV: "opencode-cloud sets it from the `username` key",
 }
 
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"

@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
 
 from opencode_cloud.docker.errors import (
@@ -69,15 +69,6 @@ _PORT_TAKEN = re.compile(
     r"port is already allocated|address already in use|bind for .* failed", re.IGNORECASE
 )
 _PORT_IN_MESSAGE = re.compile(r":(\d{1,5})(?: failed|: bind)")
-
-
-class LogOptions(TypedDict, total=False):
-    """Which part of a container's output to read (`DockerClient.container_logs`)."""
-
-    tail: int | None  # the last lines only; None: all
-    follow: bool  # keep reading new lines until the caller stops
-    since: int | None  # Unix time of the oldest line
-    timestamps: bool  # prefix each line with its time
 
 
 def _api_tuple(version: str) -> tuple[int, ...]:

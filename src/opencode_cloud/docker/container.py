@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from opencode_cloud.defaults import DEFAULT_PORT, DEFAULT_STOP_TIMEOUT, EDGE_UID
 from opencode_cloud.docker.engine import Engine
@@ -19,7 +19,12 @@ from opencode_cloud.docker.errors import (
     ContainerRunning,
     ImageNotFound,
 )
-from opencode_cloud.docker.models import ContainerFile, ContainerStatus
+from opencode_cloud.docker.models import (
+    ContainerFile,
+    ContainerInfo,
+    ContainerStatus,
+    addresses_overlap,
+)
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.docker.volume import ensure_volumes_exist
 from opencode_cloud.instance import DEFAULT, Instance
@@ -32,6 +37,7 @@ __all__ = [
     "container_exists",
     "container_is_running",
     "container_state",
+    "containers_publishing",
     "create_container",
     "create_with_files",
     "put_file",
@@ -138,6 +144,24 @@ def container_is_running(client: Engine, name: str) -> bool:
         return container_state(client, name) is ContainerStatus.RUNNING
     except ContainerNotFound:
         return False
+
+
+def containers_publishing(
+    client: Engine, port: int, address: str = "", *, labels: Sequence[str] = ()
+) -> Iterator[ContainerInfo]:
+    """The active containers (of those carrying `labels`) that publish `port` on an
+    address conflicting with `address` (by default any)."""
+    for name in client.list_containers(labels=labels):
+        try:
+            info = client.inspect_container(name)
+        except ContainerNotFound:
+            continue  # removed meanwhile
+        if info.status.active and any(
+            binding.host_port == port and addresses_overlap(binding.host_ip, address)
+            for bindings in info.ports.values()
+            for binding in bindings
+        ):
+            yield info
 
 
 def put_file(

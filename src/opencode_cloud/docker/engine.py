@@ -10,11 +10,20 @@ errors and its edge cases are those of `DockerClient`, where they are documented
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 if TYPE_CHECKING:
     from opencode_cloud.docker.models import ContainerInfo, EngineInfo, ImageInfo, VolumeInfo
     from opencode_cloud.docker.ssh import SshTarget, SshTunnel
+
+
+class LogOptions(TypedDict, total=False):
+    """Which part of a container's output to read (`Engine.container_logs`)."""
+
+    tail: int | None  # the last lines only; None: all
+    follow: bool  # keep reading new lines until the caller stops
+    since: int | None  # Unix time of the oldest line
+    timestamps: bool  # prefix each line with its time
 
 
 class Engine(Protocol):

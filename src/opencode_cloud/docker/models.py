@@ -31,6 +31,15 @@ class ContainerStatus(enum.StrEnum):
         return self in (ContainerStatus.RUNNING, ContainerStatus.RESTARTING, ContainerStatus.PAUSED)
 
 
+# The addresses that mean "every address of the machine".
+WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
+
+
+def addresses_overlap(one: str, other: str) -> bool:
+    """Two listening addresses conflict: the same, or either listens on every address."""
+    return one == other or one in WILDCARD_ADDRESSES or other in WILDCARD_ADDRESSES
+
+
 @dataclass(frozen=True)
 class PortBinding:
     """A container port published on a host address."""

@@ -33,12 +33,12 @@ from opencode_cloud.defaults import (
     TLS_CERT_ENV,
     TLS_ENV,
     UID_ENV,
-    USERNAME_ENV,
 )
 from opencode_cloud.docker.models import ContainerInfo, Mount
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
 from opencode_cloud.mounts import HostMount, folder_owner
+from opencode_cloud.opencode import USERNAME_ENV
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 # Where `docker exec` starts unless told otherwise: outside the agent's folders, so that a

@@ -1,20 +1,19 @@
 """The named volumes that keep a service's data across restarts, re-creation and upgrades.
 
-Each volume is mounted where opencode really keeps that data (XDG directories of the
-runtime user `opencode`), not at `~/.opencode`, which today's opencode never reads: a
-volume there would keep nothing (docs/architecture.md, "Data layout").
+Three are mounted where opencode keeps its data (`opencode.DATA_DIR`, `STATE_DIR`,
+`CONFIG_DIR`: XDG folders of the runtime user), the two others hold the home and the
+projects: nothing the agent or the user sets up is lost when the container is made again.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from opencode_cloud.defaults import RUNTIME_HOME, WORKING_DIR
 from opencode_cloud.docker.engine import Engine
-from opencode_cloud.docker.errors import DockerError, VolumeInUse
+from opencode_cloud.docker.errors import VolumeInUse
 from opencode_cloud.instance import DEFAULT, Instance
+from opencode_cloud.opencode import CONFIG_DIR, DATA_DIR, STATE_DIR
 
 
 @dataclass(frozen=True)
@@ -34,16 +33,16 @@ HOME = VolumeSpec(
 )
 SESSION = VolumeSpec(
     "session",
-    f"{RUNTIME_HOME}/.local/share/opencode",
+    DATA_DIR,
     "session history, provider credentials (auth.json), snapshots, logs",
 )
 STATE = VolumeSpec(
     "state",
-    f"{RUNTIME_HOME}/.local/state/opencode",
+    STATE_DIR,
     "prompt history and recently used models",
 )
 PROJECTS = VolumeSpec("projects", WORKING_DIR, "project files (the working directory)")
-CONFIG = VolumeSpec("config", f"{RUNTIME_HOME}/.config", "opencode's own configuration")
+CONFIG = VolumeSpec("config", CONFIG_DIR, "opencode's own configuration")
 
 # The home holds the others' mount points (Docker mounts a parent before its children).
 VOLUME_SPECS: tuple[VolumeSpec, ...] = (HOME, SESSION, STATE, PROJECTS, CONFIG)
@@ -125,64 +124,3 @@ def remove_all_volumes(client: Engine, instance: Instance = DEFAULT) -> list[str
 def volume_sizes(client: Engine, instance: Instance = DEFAULT) -> dict[str, int | None]:
     """Bytes used by each volume of `instance` (None when the engine does not say)."""
     return client.volume_sizes(volume_names(instance))
-
-
-# Seconds a copy between volumes may take (they hold opencode's data, not projects).
-COPY_TIMEOUT = 600
-
-
-def copy_volumes(
-    client: Engine,
-    pairs: Sequence[tuple[str, str]],
-    *,
-    image: str,
-    labels: Mapping[str, str],
-    replace: bool = False,
-) -> None:
-    """Copy the files of each source volume into its destination volume, owners, modes
-    and times kept, in one short-lived container of `image` (which needs `sh` and `cp`;
-    the sandbox image has them). No network, only the capabilities copying needs.
-
-    Args:
-        pairs: (source, destination) volume names.
-        replace: empty each destination first (restoring), rather than adding to it.
-
-    Raises:
-        DockerError: the copy failed; its output is in the message.
-    """
-    steps = []
-    mounts = []
-    for index, (source, destination) in enumerate(pairs):
-        mounts.append(
-            {"Type": "volume", "Source": source, "Target": f"/from/{index}", "ReadOnly": True}
-        )
-        mounts.append({"Type": "volume", "Source": destination, "Target": f"/to/{index}"})
-        if replace:
-            steps.append(f"find /to/{index} -mindepth 1 -delete")
-        steps.append(f"cp -a /from/{index}/. /to/{index}/")
-    name = (
-        f"{labels.get('io.opencode-cloud.instance', 'opencode-cloud')}-copy-{secrets.token_hex(3)}"
-    )
-    body = {
-        "Image": image,
-        "Entrypoint": ["sh", "-c", " && ".join(steps)],
-        "User": "0:0",
-        "Labels": dict(labels),
-        "NetworkDisabled": True,
-        "HostConfig": {
-            "Mounts": mounts,
-            "NetworkMode": "none",
-            "CapDrop": ["ALL"],
-            "CapAdd": ["CHOWN", "DAC_OVERRIDE", "FOWNER"],
-            "SecurityOpt": ["no-new-privileges:true"],
-        },
-    }
-    client.create_container(name, body)
-    try:
-        client.start_container(name)
-        code = client.wait_container(name, COPY_TIMEOUT)
-        if code != 0:
-            output = b"".join(client.container_logs(name, tail=5)).decode(errors="replace")
-            raise DockerError(f"Copying volumes failed (exit code {code}): {output.strip()}")
-    finally:
-        client.remove_container(name, force=True)

@@ -22,8 +22,8 @@ def auth_group() -> None:
 def show(app_ctx: AppContext) -> None:
     """Print the URL, user name and password (creating the password if there is none),
     and the CA certificate to trust when the service uses the self-signed certificate."""
-    from opencode_cloud import credentials
-    from opencode_cloud.service import service_url
+    from opencode_cloud.access import credentials
+    from opencode_cloud.service.endpoint import service_url
 
     config = app_ctx.config
     password, _ = credentials.load_or_create_password(app_ctx.paths)
@@ -35,7 +35,7 @@ def show(app_ctx: AppContext) -> None:
         "ca_file": None,
     }
     if config.tls_mode == "self-signed":
-        from opencode_cloud import tls
+        from opencode_cloud.access import tls
 
         # The one the service's certificate comes from: a start replaces it when it must.
         names = tls.server_names(config.bind_address, config.host_names)

@@ -11,47 +11,21 @@ import click
 from opencode_cloud.cli.output import format_bytes
 
 if TYPE_CHECKING:
-    from opencode_cloud.backup import BackupResult, RestoreResult
+    from opencode_cloud.backup.backups import Backups
+    from opencode_cloud.backup.create import BackupResult
+    from opencode_cloud.backup.restore import RestoreResult
     from opencode_cloud.cli.context import AppContext
-    from opencode_cloud.docker.models import ContainerInfo
-    from opencode_cloud.docker.progress import ProgressReporter
-    from opencode_cloud.uninstall import UninstallResult
+    from opencode_cloud.service.status import PortClash
+    from opencode_cloud.service.uninstall import UninstallResult
 
 
-def _bytes_reporter(app_ctx: AppContext) -> ProgressReporter | None:
-    """Progress in bytes on a terminal; nothing at all otherwise (or with -q, --json)."""
-    out = app_ctx.out
-    if out.json or out.verbosity < 0 or not out.stderr.isatty():
-        return None
-    return app_ctx.reporter()
+def _backups(app_ctx: AppContext) -> Backups:
+    """The instance's backups, their steps and any image build shown as the command goes."""
+    from opencode_cloud.backup.backups import Backups
 
-
-def _configured_image(app_ctx: AppContext) -> str | None:
-    """The image the instance's configuration names; None when it cannot be read (a
-    backup must work with a broken configuration file too)."""
-    from opencode_cloud.errors import OpencodeCloudError
-    from opencode_cloud.service import image_for
-
-    with contextlib.suppress(OpencodeCloudError):
-        return image_for(app_ctx.config)
-    return None
-
-
-def _helper_image(app_ctx: AppContext, container: ContainerInfo | None) -> str:
-    """A sandbox image for the helper container: the service's own, the configured one,
-    any local one; built or pulled (as `occ start` would) when there is none."""
-    from opencode_cloud.backup import find_helper_image
-    from opencode_cloud.service import image_for
-
-    if container is not None and app_ctx.client.inspect_image(container.image_id) is not None:
-        return container.image_id  # without loading the configuration (pydantic: ~0.1 s)
-    configured = _configured_image(app_ctx)
-    found = find_helper_image(app_ctx.client, [configured] if configured else [])
-    if found:
-        return found
-    app_ctx.out.progress("No sandbox image here yet: making it first ...")
-    app_ctx.service().ensure_image(reporter=app_ctx.reporter())
-    return image_for(app_ctx.config)
+    return Backups(
+        app_ctx.service(), on_step=app_ctx.out.progress, image_reporter=app_ctx.reporter()
+    )
 
 
 # -- backup -------------------------------------------------------------------------------
@@ -101,30 +75,17 @@ def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force
 
     Examples: occ backup | occ backup ~/backups/ | occ backup work.tar --include-password
     """
-    from opencode_cloud.backup import create_backup, default_backup_name
+    from opencode_cloud.backup.create import default_backup_name
 
     target = file if file is not None else Path.cwd()
     if target.is_dir():
         target = target / default_backup_name(app_ctx.instance)
     with app_ctx.changing("backup"):
-        client = app_ctx.client
-        container = client.find_container(app_ctx.instance.container_name)
-        volumes_exist = any(
-            client.inspect_volume(app_ctx.instance.volume_name(kind)) is not None
-            for kind in ("home", "session", "state", "projects", "config")
-        )
-        image = _helper_image(app_ctx, container) if volumes_exist else None
-        reporter = _bytes_reporter(app_ctx)
-        result = create_backup(
-            client,
-            app_ctx.instance,
-            app_ctx.paths,
+        result = _backups(app_ctx).create(
             target,
-            helper_image=image,
             include_password=include_password,
             force=force,
-            reporter=reporter,
-            estimate=reporter is not None,
+            reporter=app_ctx.bytes_reporter(),
         )
     _render_backup(app_ctx, result)
 
@@ -144,28 +105,6 @@ def _target_context(app_ctx: AppContext, archive_instance: str) -> AppContext:
     if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
         return app_ctx
     return app_ctx.for_instance(Instance(archive_instance))
-
-
-def _port_clash(app_ctx: AppContext) -> str | None:
-    """Another instance's container that publishes the port this one is configured
-    for, in words; None when there is none (or the configuration cannot be read)."""
-    from opencode_cloud.errors import OpencodeCloudError
-    from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED
-
-    try:
-        port = app_ctx.config.port
-    except OpencodeCloudError:
-        return None
-    client = app_ctx.client
-    for name in client.list_containers(labels=[f"{LABEL_MANAGED}=true"]):
-        if name == app_ctx.instance.container_name:
-            continue
-        info = client.find_container(name)
-        if info is None or not info.running:
-            continue
-        if any(b.host_port == port for bindings in info.ports.values() for b in bindings):
-            return f"{name} (instance {info.labels.get(LABEL_INSTANCE, '?')}) publishes port {port}"
-    return None
 
 
 def _restore_lines(app_ctx: AppContext, result: RestoreResult) -> list[str]:
@@ -189,14 +128,17 @@ def _restore_lines(app_ctx: AppContext, result: RestoreResult) -> list[str]:
 
 
 def _after_restore_lines(
-    app_ctx: AppContext, started_url: str | None, clash: str | None
+    app_ctx: AppContext, started_url: str | None, clash: PortClash | None
 ) -> list[str]:
     occ = app_ctx.occ
     if started_url:
         return [f"opencode is running again at {started_url}"]
     lines = []
     if clash:
-        lines.append(f"Note: {clash}; choose another before starting: `{occ} config set port N`.")
+        lines.append(
+            f"Note: {clash.container} (instance {clash.instance}) publishes port {clash.port}; "
+            f"choose another before starting: `{occ} config set port N`."
+        )
     lines.append(f"Start it with `{occ} start`.")
     return lines
 
@@ -220,13 +162,8 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
     """
     import shutil
 
-    from opencode_cloud.backup import (
-        ConfirmationNeeded,
-        InvalidBackup,
-        inspect_target,
-        restore_backup,
-        verify_archive,
-    )
+    from opencode_cloud.backup.errors import ConfirmationNeeded, InvalidBackup
+    from opencode_cloud.backup.verify import verify_archive
 
     path = file.absolute()
     # The layout first, without the files' contents: enough to know the target, and all
@@ -234,18 +171,19 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
     # and leaves nothing behind when one does not match.
     with contextlib.ExitStack() as archives:
         index = archives.enter_context(
-            verify_archive(path, _bytes_reporter(app_ctx), contents=False)
+            verify_archive(path, app_ctx.bytes_reporter(), contents=False)
         )
         manifest = index.manifest
         target = _target_context(app_ctx, manifest.instance)
         had_folder = target.paths.root.exists()
         try:
             with target.changing("restore"):
-                state = inspect_target(target.client, target.instance, target.paths)
+                backups = _backups(target)
+                state = backups.target_state()
                 verified = index
                 if not state.is_empty:  # checked whole before anything of it changes
                     verified = archives.enter_context(
-                        verify_archive(path, _bytes_reporter(app_ctx))
+                        verify_archive(path, app_ctx.bytes_reporter())
                     )
                 later = "" if verified.contents_checked else "; its files are checked as unpacked"
                 app_ctx.out.progress(
@@ -265,17 +203,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
                         target.instance,
                         f"restore {verified.path}",
                     )
-                image = _helper_image(target, state.container)
-                result = restore_backup(
-                    target.client,
-                    target.instance,
-                    target.paths,
-                    verified,
-                    helper_image=image,
-                    confirmed=True,
-                    reporter=_bytes_reporter(target),
-                    on_step=target.out.progress,
-                )
+                result = backups.restore(verified, reporter=target.bytes_reporter())
                 # What was done is said before the start, which may fail on its own.
                 for line in _restore_lines(target, result):
                     target.out.line(line)
@@ -289,7 +217,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
                         )
                     started_url = started.url
                 else:
-                    clash = _port_clash(fresh)
+                    clash = fresh.service().port_clash()
         except InvalidBackup:
             if not had_folder:  # the lock's folder: nothing else was made there
                 shutil.rmtree(target.paths.root, ignore_errors=True)
@@ -353,26 +281,14 @@ def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) ->
 
     Examples: occ uninstall | occ uninstall --volumes --yes | occ --instance work uninstall
     """
-    from opencode_cloud.backup import (
-        ConfirmationNeeded,
-        automatic_backup_path,
-        create_backup,
-    )
-    from opencode_cloud.uninstall import plan_uninstall
-    from opencode_cloud.uninstall import uninstall as remove_all
+    from opencode_cloud.backup.errors import ConfirmationNeeded
 
     instance = app_ctx.instance
     flags = " --volumes" if volumes else ""
     flags += " --no-backup" if no_backup else ""
     with app_ctx.changing("uninstall"):
-        client = app_ctx.client
-        plan = plan_uninstall(
-            client,
-            instance,
-            app_ctx.paths,
-            volumes=volumes,
-            configured_image=_configured_image(app_ctx),
-        )
+        service = app_ctx.service()
+        plan = service.plan_uninstall(volumes=volumes)
         if not plan.empty:
             app_ctx.out.progress(f"Uninstalling instance {instance.name} removes:")
             for line in plan.lines():
@@ -385,17 +301,9 @@ def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) ->
                 )
         final = None
         if plan.volumes and not no_backup:
-            container = client.find_container(instance.container_name)
             app_ctx.out.progress("Writing a final backup of the volumes first ...")
-            final = create_backup(
-                client,
-                instance,
-                app_ctx.paths,
-                automatic_backup_path(instance, "uninstall"),
-                helper_image=_helper_image(app_ctx, container),
-                reporter=_bytes_reporter(app_ctx),
-            )
-        result = remove_all(client, instance, app_ctx.paths, plan)
+            final = _backups(app_ctx).final("uninstall", app_ctx.bytes_reporter())
+        result = service.uninstall(plan)
         result.backup = final.to_json() if final else None
     _render_uninstall(app_ctx, result)
 

@@ -27,7 +27,7 @@ def confirm_exposure(ctx: AppContext, address: str, yes: bool, tls_mode: str = "
     Raises:
         NotConfirmed: not confirmed; nothing is changed.
     """
-    from opencode_cloud import credentials
+    from opencode_cloud.access import credentials
     from opencode_cloud.errors import NotConfirmed
 
     if tls_mode == "off":

@@ -1,4 +1,4 @@
-"""`occ doctor`: run the checks of `opencode_cloud.doctor` and show what they found."""
+"""`occ doctor`: run the checks of `opencode_cloud.doctor.checks` and show what they found."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from opencode_cloud.cli.output import ExitCode
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
-    from opencode_cloud.doctor import Finding
+    from opencode_cloud.doctor.checks import Finding
 
 HEADER = ("CHECK", "RESULT", "DETAIL", "FIX")
 GAP = "  "
@@ -101,7 +101,7 @@ def doctor(app_ctx: AppContext) -> None:
     object with `ok` and the list of `findings`.
     """
     from opencode_cloud.cli.hints import hint_for
-    from opencode_cloud.doctor import ENGINE_TIMEOUT, all_ok, report, run_checks
+    from opencode_cloud.doctor.checks import ENGINE_TIMEOUT, all_ok, report, run_checks
 
     with app_ctx.spinner("Checking ..."):
         findings = run_checks(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,41 +11,11 @@ from opencode_cloud.cli.group import OrderedGroup
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
-    from opencode_cloud.docker.client import DockerClient
-    from opencode_cloud.hosts import Host
 
 
 @click.group("host", cls=OrderedGroup, no_args_is_help=True)
 def host_group() -> None:
     """Remote hosts that run instances, reached over SSH (`--host NAME` picks one)."""
-
-
-def _engine_summary(client: DockerClient) -> dict[str, Any]:
-    """What `host add` and `host test` report about the engine they reached."""
-    from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE
-
-    engine = client.info()
-    managed = client.list_containers(labels=[f"{LABEL_MANAGED}=true", f"{LABEL_ROLE}=service"])
-    instances = sorted(
-        {client.inspect_container(name).labels.get(LABEL_INSTANCE, "?") for name in managed}
-    )
-    return {
-        "engine": engine.version,
-        "os": engine.operating_system,
-        "cpus": engine.cpus,
-        "instances": instances,
-    }
-
-
-def _test(host: Host) -> dict[str, Any]:
-    """Connect to `host` and describe its engine (raises the SSH error that says why not)."""
-    from opencode_cloud.hosts import connect
-
-    started = time.monotonic()
-    with connect(host) as client:
-        connected = time.monotonic() - started
-        summary = _engine_summary(client)
-    return {"host": host.name, "address": host.address, "connect_seconds": connected, **summary}
 
 
 def _describe_test(data: dict[str, Any]) -> list[str]:
@@ -80,7 +49,7 @@ def add(
 
     Examples: occ host add cloud ssh://me@vm.example.com | occ host add box myalias --default
     """
-    from opencode_cloud.hosts import Host, HostError, HostList, validate_host_name
+    from opencode_cloud.hosts import Host, HostError, HostList, describe_host, validate_host_name
 
     validate_host_name(name)
     hosts = HostList.load()
@@ -98,7 +67,7 @@ def add(
         )
     host = Host(name, address, socket_path)
     host.target()  # a bad address or an unknown context fails here, before any saving
-    tested = None if no_test else _test(host)
+    tested = None if no_test else describe_host(host)
     hosts.hosts[name] = host
     if make_default:
         hosts.default = name
@@ -170,12 +139,12 @@ def remove(app_ctx: AppContext, name: str) -> None:
 @click.pass_obj
 def test(app_ctx: AppContext, name: str | None) -> None:
     """Connect to a host (default: the one commands use) and describe its engine."""
-    from opencode_cloud.hosts import HostList
+    from opencode_cloud.hosts import HostList, describe_host
 
     host = HostList.load().get(name) if name else app_ctx.host
     if host is None:
         raise click.UsageError("name a host: `occ host test NAME` (see `occ host list`)")
-    data = _test(host)
+    data = describe_host(host)
     app_ctx.out.result(data, lambda: _describe_test(data))
 
 
@@ -221,8 +190,8 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
     """Forward a local port to the instance's service and hold it until Ctrl-C or until
     the connection drops (then the error says so)."""
     service = app_ctx.service()
-    tunnel_ = service.client.tunnel
-    if tunnel_ is None:
+    host = service.host
+    if host is None:
         endpoint = service.endpoint()
         app_ctx.out.result(
             {"url": endpoint.url, "tunnel": False},
@@ -231,13 +200,13 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
         return
     endpoint = service.tunnel_endpoint(local_port)
     url = endpoint.base_url  # the forwarded local port
-    from opencode_cloud.credentials import read_password
+    from opencode_cloud.access.credentials import read_password
 
     state, _version = service.probe(read_password(service.paths), endpoint)
     app_ctx.out.result(
-        {"url": url, "tunnel": True, "host": tunnel_.target.url, "service": state},
+        {"url": url, "tunnel": True, "host": host, "service": state},
         lambda: [
-            f"{url} reaches {service.name} on {tunnel_.target.url} ({state}).",
+            f"{url} reaches {service.name} on {host} ({state}).",
             f"  User: {endpoint.username}; password: `{app_ctx.occ} auth show`.",
             "  Press Ctrl-C to close the tunnel.",
         ],
@@ -251,11 +220,9 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
 
     try:
         with interrupts.terminations_interrupt():  # `kill` closes it as Ctrl-C does
-            tunnel_.wait()
+            service.hold_tunnel()  # raises why it dropped
     except KeyboardInterrupt:
         app_ctx.out.progress("Tunnel closed.")
-        return
-    raise tunnel_.failure()
 
 
 def register(group: click.Group) -> None:

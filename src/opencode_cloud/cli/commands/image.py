@@ -46,7 +46,7 @@ def build(
 @click.pass_obj
 def pull(app_ctx: AppContext) -> None:
     """Pull the sandbox image from the configured registries, in order, with failover."""
-    from opencode_cloud.service import image_for
+    from opencode_cloud.service.image import image_for
 
     with app_ctx.changing("pull"):
         service = app_ctx.service()

@@ -10,7 +10,7 @@ import click
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
-    from opencode_cloud.service import StartResult
+    from opencode_cloud.service.service import StartResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,7 +58,7 @@ def _apply_start_options(ctx: AppContext, port: int | None, bind: str | None, ye
 
 
 def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> None:
-    from opencode_cloud import credentials
+    from opencode_cloud.access import credentials
 
     password = result.password
     if show_password and password is None:
@@ -225,7 +225,7 @@ def restart(
     stop_after = timeout_from(app_ctx, stop_timeout, None, "--stop-timeout")
     wait_for = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
     with app_ctx.changing("restart"):
-        from opencode_cloud.service import NeverCreated
+        from opencode_cloud.service.errors import NeverCreated
 
         service = app_ctx.service()
         with contextlib.suppress(NeverCreated):  # nothing to stop: then it is just a start

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from typing import TYPE_CHECKING
 
 import click
-
-from opencode_cloud.defaults import RUNTIME_PATH, RUNTIME_USER, WORKING_DIR
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
@@ -27,28 +24,15 @@ def shell(app_ctx: AppContext, command: tuple[str, ...]) -> None:
     in the home folder is kept when the container is re-created.
     """
     service = app_ctx.service()
-    info = service.shell_target()
     argv = list(command) or ["bash", "-l"]
-    docker_cli = shutil.which("docker")
-    if docker_cli:
-        # The docker CLI gives a real terminal (and input) to interactive programs; it
-        # talks to the same engine (DOCKER_HOST or the current context).
-        flags = ["-it"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
-        exec_argv = [
-            *flags, "-u", RUNTIME_USER, "-w", WORKING_DIR, "-e", f"PATH={RUNTIME_PATH}",
-            info.name, *argv,
-        ]  # fmt: skip
+    terminal = service.terminal(argv, tty=sys.stdin.isatty() and sys.stdout.isatty())
+    if terminal is not None:
         sys.stdout.flush()
-        tunnel = service.client.tunnel
-        if tunnel is None:
-            os.execv(docker_cli, ["docker", "exec", *exec_argv])
-        # A remote host: the docker CLI goes through this command's SSH connection,
-        # which must outlive it.
-        raise click.exceptions.Exit(
-            _run_ignoring_interrupts(
-                [docker_cli, "-H", f"unix://{tunnel.engine_socket}", "exec", *exec_argv]
-            )
-        )
+        if not terminal.needs_this_process:
+            os.execv(terminal.program, list(terminal.argv))
+        # A remote host: the program goes through this command's SSH connection, which
+        # must outlive it.
+        raise click.exceptions.Exit(_run_ignoring_interrupts(list(terminal.argv)))
     if not command:
         raise click.UsageError(
             "an interactive shell needs the docker command; give a command after `--` instead"

@@ -10,7 +10,7 @@ from opencode_cloud.cli.output import ExitCode, format_bytes, format_duration
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
-    from opencode_cloud.service import StatusResult
+    from opencode_cloud.service.status import StatusResult
 
 
 def _human(result: StatusResult) -> list[str]:
@@ -99,7 +99,7 @@ def status(app_ctx: AppContext) -> None:
 
     Exit code 0 when running, 3 when not. With --json, everything as one JSON object.
     """
-    from opencode_cloud import credentials
+    from opencode_cloud.access import credentials
 
     password = credentials.read_password(app_ctx.paths)
     result = app_ctx.service().status(password)

@@ -11,13 +11,13 @@ from opencode_cloud.cli.commands.lifecycle import old_timeout_option, timeout_fr
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.config.schema import Config
-    from opencode_cloud.versions import UpdateResult, Versions
+    from opencode_cloud.service.versions import UpdateResult, Versions
 
 
 def _versions(app_ctx: AppContext) -> Versions:
     from opencode_cloud.config.edit import get_value
     from opencode_cloud.config.store import update_config, validate_config
-    from opencode_cloud.versions import Versions
+    from opencode_cloud.service.versions import Versions
 
     def save_version(config: Config) -> Config:
         """Write the version keys that differ from what the file gives now."""
@@ -103,10 +103,7 @@ def update(
 
 def _confirm_going_back(app_ctx: AppContext, versions: Versions, target: Config, yes: bool) -> None:
     """Moving to an older release is where data gets lost: say so, and ask."""
-    from opencode_cloud.docker import image as images
-
-    info = versions.client.find_container(versions.service.name)
-    running = info.labels.get(images.LABEL_OPENCODE_VERSION) if info else None
+    running = versions.running_version()
     if not running or target.image or _release(target.opencode_version) >= _release(running):
         return
     message = (

@@ -22,11 +22,8 @@ import errno
 import json
 import os
 import shutil
-import socket
 import stat
-import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from opencode_cloud.config.errors import ConfigError
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.defaults import CONTAINER_PORT, DEFAULT_START_TIMEOUT
+from opencode_cloud.docker.container import containers_publishing
 from opencode_cloud.docker.errors import (
-    ContainerNotFound,
     DaemonNotRunning,
     DockerError,
     DockerPermissionDenied,
@@ -45,6 +42,7 @@ from opencode_cloud.docker.errors import (
     InvalidCertificate,
 )
 from opencode_cloud.docker.models import ContainerInfo, ContainerStatus, EngineInfo
+from opencode_cloud.doctor.ports import free_port_near, port_holders, try_bind, user_name
 from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_INSTANCE, Instance
 
@@ -53,7 +51,8 @@ if TYPE_CHECKING:
     from opencode_cloud.config.store import LoadedConfig
     from opencode_cloud.docker.client import DockerClient
     from opencode_cloud.docker.engine import Engine
-    from opencode_cloud.service import Endpoint, Service
+    from opencode_cloud.service.endpoint import Endpoint
+    from opencode_cloud.service.service import Service
 
 Status = Literal["ok", "warn", "fail", "skip"]
 ClientFactory = Callable[[], "Engine"]
@@ -94,13 +93,7 @@ DISK_WARN_BYTES = 5 << 30
 DISK_FAIL_BYTES = 1 << 30
 # A served certificate (or the instance's CA) with fewer days left is a warning.
 CERTIFICATE_WARN_DAYS = 30
-# How far `check_port` looks for a free port to suggest.
-PORT_SEARCH = 20
 PROBE_TIMEOUT = 2.0
-PROC = Path("/proc")
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
-_WILDCARDS = ("", "0.0.0.0", "::")
-_COMMAND_CHARS = 120
 
 # The names of the checks, in the order they run.
 ENGINE = "engine"
@@ -194,7 +187,7 @@ class Context:
         return self.config
 
     def service(self) -> Service:
-        from opencode_cloud.service import Service
+        from opencode_cloud.service.service import Service
 
         return Service(self.need_client(), self.need_config, self.instance, self.paths)
 
@@ -222,15 +215,6 @@ def _is_local(host: str) -> bool:
     return host.startswith("unix://")
 
 
-def _user(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
 def _group(gid: int) -> str:
     import grp
 
@@ -255,7 +239,7 @@ def _socket_facts(host: str, denied: bool) -> tuple[list[str], str]:
     if not stat.S_ISSOCK(st.st_mode):
         return [f"{path} is not a socket"], ""
     group = _group(st.st_gid)
-    facts = [f"{path} is {stat.filemode(st.st_mode)} {_user(st.st_uid)}:{group}"]
+    facts = [f"{path} is {stat.filemode(st.st_mode)} {user_name(st.st_uid)}:{group}"]
     if not denied:
         return facts, ""
     if st.st_gid in os.getgroups() or st.st_gid == os.getegid():
@@ -267,7 +251,7 @@ def _socket_facts(host: str, denied: bool) -> tuple[list[str], str]:
         members = grp.getgrgid(st.st_gid).gr_mem
     except KeyError:
         members = []
-    if _user(os.geteuid()) in members:
+    if user_name(os.geteuid()) in members:
         facts.append(f"you were added to group {group}, but this login session predates it")
         return facts, f"Log in again (or run `newgrp {group}`), so this shell has the group."
     facts.append(f"you are not in group {group}")
@@ -471,7 +455,7 @@ def check_ca_certificates(ctx: Context) -> Finding:
 def check_certificate(ctx: Context) -> Finding:
     """The certificate the service serves over HTTPS, and the instance's CA: how many
     days each has left (the files only: what the tool last handed the container)."""
-    from opencode_cloud import tls
+    from opencode_cloud.access import tls
 
     config = ctx.need_config()
     mode = config.tls_mode
@@ -539,146 +523,6 @@ def _days(days: float) -> str:
 # --------------------------------------------------------------------------- the port
 
 
-@dataclass(frozen=True)
-class PortHolder:
-    """A program listening on a port: its pid and command line when they can be read."""
-
-    uid: int
-    pid: int | None = None
-    command: str = ""
-
-    def describe(self) -> str:
-        if self.pid is None:
-            return f"another program (of user {_user(self.uid)})"
-        return f"pid {self.pid} ({self.command or '?'})"
-
-
-def _overlaps(one: str, other: str) -> bool:
-    """Two listening addresses conflict: the same, or either listens on every address."""
-    return one == other or one in _WILDCARDS or other in _WILDCARDS
-
-
-def _decode_address(text: str) -> str:
-    """An address of /proc/net/tcp (hex, each 32-bit word in host byte order) in words."""
-    import ipaddress
-
-    raw = b"".join(
-        int(text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(text), 8)
-    )
-    address = ipaddress.ip_address(raw)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def _listeners(port: int, address: str, proc: Path) -> dict[int, int]:
-    """The sockets listening on `port` at an address that conflicts with `address`, as
-    socket inode -> owner uid."""
-    found: dict[int, int] = {}
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != _LISTEN:
-                continue
-            hex_address, _, hex_port = fields[1].partition(":")
-            try:
-                if int(hex_port, 16) != port:
-                    continue
-                listening = _decode_address(hex_address)
-                if _overlaps(listening, address):
-                    found[int(fields[9])] = int(fields[7])
-            except ValueError:
-                continue
-    return found
-
-
-def _command_line(pid_dir: Path) -> str:
-    try:
-        raw = (pid_dir / "cmdline").read_bytes()
-    except OSError:
-        return ""
-    text = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
-    return text if len(text) <= _COMMAND_CHARS else text[: _COMMAND_CHARS - 3] + "..."
-
-
-def port_holders(port: int, address: str, proc: Path = PROC) -> list[PortHolder]:
-    """Who listens on `port` (at an address conflicting with `address`), from /proc: the
-    pid and command line of each process holding the socket when this user may look
-    (root, or the same user), else only the socket's owner."""
-    sockets = _listeners(port, address, proc)
-    if not sockets:
-        return []
-    wanted = {f"socket:[{inode}]": inode for inode in sockets}
-    holders: dict[int, list[PortHolder]] = {}
-    with contextlib.suppress(OSError):
-        for pid_dir in proc.iterdir():
-            if not pid_dir.name.isdigit():
-                continue
-            try:
-                descriptors = list((pid_dir / "fd").iterdir())
-            except OSError:
-                continue  # another user's process, or it ended
-            for descriptor in descriptors:
-                try:
-                    target = os.readlink(descriptor)
-                except OSError:
-                    continue
-                inode = wanted.get(target)
-                if inode is not None:
-                    holder = PortHolder(sockets[inode], int(pid_dir.name), _command_line(pid_dir))
-                    if holder not in holders.setdefault(inode, []):
-                        holders[inode].append(holder)
-    result: list[PortHolder] = []
-    for inode, uid in sockets.items():
-        for holder in holders.get(inode) or [PortHolder(uid)]:
-            if holder not in result:
-                result.append(holder)
-    return result
-
-
-def _try_bind(address: str, port: int) -> OSError | None:
-    """Bind `address:port` for a moment, as the engine's port proxy would; the error
-    when that fails."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            # As Docker's proxy does: connections of an earlier listener that linger in
-            # TIME_WAIT do not hold the port.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((address or "0.0.0.0", port))
-    except OSError as exc:
-        return exc
-    return None
-
-
-def _free_port_near(address: str, port: int) -> int | None:
-    for candidate in range(port + 1, min(port + PORT_SEARCH, 65535) + 1):
-        if _try_bind(address, candidate) is None:
-            return candidate
-    return None
-
-
-def _publishers(client: Engine, port: int, address: str) -> Iterator[ContainerInfo]:
-    """The running containers that publish `port` on an address conflicting with
-    `address`."""
-    for name in client.list_containers():
-        try:
-            info = client.inspect_container(name)
-        except ContainerNotFound:
-            continue  # removed meanwhile
-        if not info.status.active:
-            continue
-        for bindings in info.ports.values():
-            for binding in bindings:
-                if binding.host_port == port and _overlaps(binding.host_ip, address):
-                    yield info
-                    break
-
-
 def check_port(ctx: Context) -> Finding:
     """The configured port is free, or published by this instance's own container: not
     by another container, not by another program."""
@@ -689,7 +533,7 @@ def check_port(ctx: Context) -> Finding:
     local = _is_local(host)
 
     def another_port() -> int:
-        free = _free_port_near(address, port) if local else None
+        free = free_port_near(address, port) if local else None
         return free or port + 1
 
     if ctx.client is None and not local:
@@ -698,7 +542,7 @@ def check_port(ctx: Context) -> Finding:
     if ctx.client is None:
         unchecked = f" (Docker containers not checked: {ctx.engine_problem})"
     else:
-        for info in _publishers(ctx.client, port, address):
+        for info in containers_publishing(ctx.client, port, address):
             if info.name == ctx.instance.container_name:
                 return Finding(PORT, "ok", f"{where} is published by this instance's container.")
             instance = info.labels.get(LABEL_INSTANCE)
@@ -721,7 +565,7 @@ def check_port(ctx: Context) -> Finding:
                 f"No container publishes {where}; the engine at {host} is on another machine, "
                 "so whether another program holds the port there can't be tested from here.",
             )
-    problem = _try_bind(address, port)
+    problem = try_bind(address, port)
     if problem is None:
         return Finding(PORT, "ok", f"{where} is free{unchecked}.")
     if problem.errno == errno.EADDRNOTAVAIL:
@@ -765,7 +609,7 @@ def check_port(ctx: Context) -> Finding:
 def check_image(ctx: Context) -> Finding:
     """The image the service runs is in the engine, holding the configured opencode."""
     from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
-    from opencode_cloud.service import image_for
+    from opencode_cloud.service.image import image_for
 
     client = ctx.need_client()
     config = ctx.need_config()
@@ -797,17 +641,6 @@ def check_image(ctx: Context) -> Finding:
 # --------------------------------------------------------------------------- the service
 
 
-def _age(timestamp: str | None) -> float | None:
-    """Seconds since a Docker timestamp (UTC, with nanoseconds)."""
-    if not timestamp:
-        return None
-    try:
-        then = datetime.fromisoformat(timestamp.split(".")[0].rstrip("Z")).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return max(0.0, time.time() - then.timestamp())
-
-
 def _since(timestamp: str | None) -> str:
     return f" since {timestamp[:16].replace('T', ' ')} UTC" if timestamp else ""
 
@@ -819,7 +652,8 @@ def _last_line(ctx: Context) -> str:
 
 def check_container(ctx: Context) -> Finding:
     """The instance's container: missing, running, stopped, crashed, crash-looping."""
-    from opencode_cloud.service import NeverCreated, NotRunning, crash_looping, describe_exit
+    from opencode_cloud.service.errors import NeverCreated, NotRunning
+    from opencode_cloud.service.status import crash_looping, describe_exit
 
     client = ctx.need_client()
     name = ctx.instance.container_name
@@ -883,10 +717,6 @@ def _running(ctx: Context) -> ContainerInfo:
 
 def check_http_api(ctx: Context) -> Finding:
     """opencode answers its health endpoint, with the host's password."""
-    from opencode_cloud.docker.health import probe
-    from opencode_cloud.docker.spec import ContainerSpec
-    from opencode_cloud.service import Endpoint
-
     info = _running(ctx)
     if info.published(CONTAINER_PORT) is None:
         ctx.health_problem = "the container publishes no port"
@@ -896,16 +726,9 @@ def check_http_api(ctx: Context) -> Finding:
             f"{info.name} does not publish port {CONTAINER_PORT}: nothing can reach opencode.",
             ctx.fix("recreate", container=info.name),
         )
-    endpoint = Endpoint.of(ContainerSpec.from_inspect(info), ctx.paths).reached_through(
-        ctx.need_client()
-    )
-    answer = probe(
-        endpoint.health_url,
-        endpoint.username,
-        ctx.password,
-        timeout=PROBE_TIMEOUT,
-        context=endpoint.context,
-    )
+    endpoint = ctx.service().endpoint_of(info)
+    server = endpoint.server(ctx.password)
+    answer = server.health(PROBE_TIMEOUT)
     ctx.health_problem = {
         "unauthorized": "opencode refused the credentials",
         "unreachable": "opencode does not answer",
@@ -913,8 +736,7 @@ def check_http_api(ctx: Context) -> Finding:
     logs = ctx.fix("unhealthy")
     if answer.healthy:
         ctx.endpoint = endpoint
-        version = (answer.body or {}).get("version")
-        running = f"opencode {version}" if version else "opencode"
+        running = f"opencode {answer.version}" if answer.version else "opencode"
         return Finding(HTTP_API, "ok", f"{running} answers healthy at {endpoint.url}.")
     if answer.state == "unauthorized":
         problem = (
@@ -929,7 +751,9 @@ def check_http_api(ctx: Context) -> Finding:
             ctx.hint(HealthTimeout(info.name, 0, answer.describe(), refused=True)),
         )
     if answer.state == "unreachable":
-        age = _age(info.started_at)
+        from opencode_cloud.service.status import seconds_since
+
+        age = seconds_since(info.started_at)
         grace = ctx.config.start_timeout if ctx.config else DEFAULT_START_TIMEOUT
         if info.health == "starting" or (age is not None and age < grace):
             return Finding(
@@ -946,7 +770,7 @@ def check_http_api(ctx: Context) -> Finding:
             logs,
         )
     return Finding(
-        HTTP_API, "fail", f"{endpoint.health_url} answers {answer.describe()}, not healthy.", logs
+        HTTP_API, "fail", f"{server.health_url} answers {answer.describe()}, not healthy.", logs
     )
 
 

@@ -21,76 +21,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.volume import copy_volumes
-from opencode_cloud.errors import OpencodeCloudError
-from opencode_cloud.instance import LABEL_MANAGED, LABEL_PREFIX
+from opencode_cloud.service.errors import NothingToRollBack, NotUpdatable, UpdateFailed
+from opencode_cloud.service.image import image_for
+from opencode_cloud.service.service import Service
+from opencode_cloud.service.snapshots import (
+    Snapshot,
+    drop_snapshot,
+    list_snapshots,
+    prune_snapshots,
+    restore_snapshot,
+    take_snapshot,
+)
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
-    from opencode_cloud.docker.engine import Engine
     from opencode_cloud.docker.models import ContainerInfo
     from opencode_cloud.docker.progress import ProgressReporter
-    from opencode_cloud.instance import Instance
-    from opencode_cloud.service import Service
-
-# The volumes a version change can rewrite: opencode's own data. Projects and the home are
-# the user's files, which no opencode release migrates.
-SNAPSHOT_KINDS = ("session", "state", "config")
-LABEL_SNAPSHOT = f"{LABEL_PREFIX}.snapshot"
-LABEL_SNAPSHOT_IMAGE = f"{LABEL_PREFIX}.snapshot-image"
-LABEL_SNAPSHOT_VERSION = f"{LABEL_PREFIX}.snapshot-opencode-version"
-LABEL_SNAPSHOT_TARGET = f"{LABEL_PREFIX}.snapshot-target"
-LABEL_SNAPSHOT_KIND = f"{LABEL_PREFIX}.snapshot-kind"
-
-
-class UpdateFailed(OpencodeCloudError):
-    """The new version did not work; `rolled_back` says whether the old one is back."""
-
-    def __init__(self, target: str, problem: str, *, rolled_back: bool, previous: str) -> None:
-        back = f"; {previous} and its data are back" if rolled_back else ""
-        super().__init__(f"Updating to {target} failed: {problem.rstrip('.')}{back}.")
-        self.target = target
-        self.problem = problem
-        self.rolled_back = rolled_back
-        self.previous = previous
-
-
-class NothingToRollBack(OpencodeCloudError):
-    """No snapshot of an earlier version is kept for this instance."""
-
-    def __init__(self, instance: str) -> None:
-        super().__init__(f"Instance {instance!r} has no snapshot of an earlier version.")
-        self.instance = instance
-
-
-class NotUpdatable(OpencodeCloudError):
-    """The instance cannot be updated as it is (it was never started, say)."""
-
-
-@dataclass
-class Snapshot:
-    """The data of one instance as it was before an update."""
-
-    id: str
-    image: str  # the image that data was made with
-    opencode_version: str | None
-    target: str  # what the update went to
-    volumes: dict[str, str] = field(default_factory=dict)  # kind -> volume name
-    size_bytes: int | None = None
-
-    @property
-    def created(self) -> str:
-        return datetime.strptime(self.id, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).isoformat()
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "created": self.created}
+    from opencode_cloud.opencode import Server
 
 
 @dataclass
@@ -111,38 +64,6 @@ class UpdateResult:
         return asdict(self)
 
 
-def _now_id() -> str:
-    """A snapshot's id: when it was taken, to the second, in UTC (sorts by time)."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def list_snapshots(client: Engine, instance: Instance) -> list[Snapshot]:
-    """The snapshots of `instance`, newest first, with their sizes."""
-    found: dict[str, Snapshot] = {}
-    for volume in client.list_volumes(labels=[*instance.label_filter(), LABEL_SNAPSHOT]):
-        labels = volume.labels
-        snap = found.setdefault(
-            labels[LABEL_SNAPSHOT],
-            Snapshot(
-                id=labels[LABEL_SNAPSHOT],
-                image=labels.get(LABEL_SNAPSHOT_IMAGE, ""),
-                opencode_version=labels.get(LABEL_SNAPSHOT_VERSION) or None,
-                target=labels.get(LABEL_SNAPSHOT_TARGET, ""),
-            ),
-        )
-        snap.volumes[labels.get(LABEL_SNAPSHOT_KIND, "")] = volume.name
-    snapshots = sorted(found.values(), key=lambda s: s.id, reverse=True)
-    names = [name for snap in snapshots for name in snap.volumes.values()]
-    try:
-        sizes = client.volume_sizes(names) if names else {}
-    except DockerError:  # the engine runs one disk-usage count at a time: sizes unknown
-        sizes = {}
-    for snap in snapshots:
-        known = [sizes.get(n) for n in snap.volumes.values()]
-        snap.size_bytes = sum(k for k in known if k is not None) if known else None
-    return snapshots
-
-
 def describe(info: ContainerInfo) -> str:
     """The version a container runs, in words: `opencode 1.18.33`, or its image."""
     version = info.labels.get(images.LABEL_OPENCODE_VERSION)
@@ -150,7 +71,13 @@ def describe(info: ContainerInfo) -> str:
 
 
 class Versions:
-    """Version changes of one instance, on top of its `Service`."""
+    """Version changes of one instance, on top of its `Service`.
+
+    The service's own container is asked through its runtime; the switch (the old
+    container renamed aside, kept until the new one passes its check) is done on the
+    engine, as snapshots are: a runtime without containers to rename (a swarm service)
+    would bring its own way to switch and go back.
+    """
 
     def __init__(
         self,
@@ -169,58 +96,15 @@ class Versions:
         self._save = save_version
         self._step = on_step
 
-    # -- snapshots ------------------------------------------------------------------
-
     def snapshots(self) -> list[Snapshot]:
         """This instance's snapshots, newest first, with their sizes."""
         return list_snapshots(self.client, self.instance)
 
-    def _take_snapshot(self, info: ContainerInfo, target: str) -> Snapshot:
-        """Copy opencode's data volumes into new snapshot volumes (the container is stopped)."""
-        snap = Snapshot(
-            id=_now_id(),
-            image=info.image,
-            opencode_version=info.labels.get(images.LABEL_OPENCODE_VERSION),
-            target=target,
-        )
-        while any(s.id == snap.id for s in self.snapshots()):  # two updates in a second
-            time.sleep(1)
-            snap.id = _now_id()
-        for kind in SNAPSHOT_KINDS:
-            name = f"{self.instance.prefix}-snap-{snap.id}-{kind}".lower()
-            labels = {
-                **self.instance.labels(f"snapshot-{kind}"),
-                LABEL_SNAPSHOT: snap.id,
-                LABEL_SNAPSHOT_IMAGE: snap.image,
-                LABEL_SNAPSHOT_VERSION: snap.opencode_version or "",
-                LABEL_SNAPSHOT_TARGET: target,
-                LABEL_SNAPSHOT_KIND: kind,
-            }
-            self.client.create_volume(name, labels)
-            snap.volumes[kind] = name
-        self._copy(
-            [(self.instance.volume_name(k), snap.volumes[k]) for k in SNAPSHOT_KINDS],
-            image=info.image,
-            replace=False,
-        )
-        return snap
-
-    def _restore(self, snap: Snapshot, image: str) -> None:
-        """Put a snapshot's data back into the live volumes (the container is gone)."""
-        self._copy(
-            [(snap.volumes[k], self.instance.volume_name(k)) for k in SNAPSHOT_KINDS],
-            image=image,
-            replace=True,
-        )
-
-    def _copy(self, pairs: list[tuple[str, str]], *, image: str, replace: bool) -> None:
-        copy_volumes(
-            self.client, pairs, image=image, labels=self.instance.labels("task"), replace=replace
-        )
-
-    def _drop(self, snap: Snapshot) -> None:
-        for name in snap.volumes.values():
-            self.client.remove_volume(name)
+    def running_version(self) -> str | None:
+        """The opencode release the container runs (its image's label); None when it has
+        no container, or runs an image that does not say."""
+        info = self.service.runtime.state()
+        return info.labels.get(images.LABEL_OPENCODE_VERSION) if info else None
 
     # -- update and rollback --------------------------------------------------------------
 
@@ -238,11 +122,9 @@ class Versions:
             UpdateFailed: the new version did not work; the old one is back.
             BuildFailed, PullFailed: the new image could not be made; nothing changed.
         """
-        from opencode_cloud.service import Service, image_for
-
         service = self.service
         old_config = service.config
-        info = self.client.find_container(service.name)
+        info = service.runtime.state()
         if info is None:
             raise NotUpdatable(
                 f"Instance {self.instance.name!r} has no container to update (it was never "
@@ -257,7 +139,7 @@ class Versions:
             self._save(target_config)
             return UpdateResult(describe(info), describe(info), changed=False)
         password = self._password()
-        before, _ = self._sessions(service, password)
+        before, _ = service.endpoint().server(password).sessions()
         # The new container is made, under the service's name, while the old one still
         # serves under another: the switch is then a stop, a copy and a start.
         previous = f"{service.name}-previous"
@@ -272,11 +154,11 @@ class Versions:
             down = time.monotonic()
             containers.stop_container(self.client, previous)
             self._step("Taking a snapshot of opencode's data ...")
-            snap = self._take_snapshot(info, target_ref)
+            snap = take_snapshot(self.client, self.instance, info, target_ref)
             self._step(f"Starting {target_ref} ...")
             new.start(allow_version_change=True, timeout=timeout)
             unavailable = time.monotonic() - down
-            problem = self._deep_check(new, password, before)
+            problem = self._deep_check(new.endpoint().server(password), before)
         except DockerError as error:
             problem = error.message
         except BaseException:
@@ -295,20 +177,20 @@ class Versions:
             seconds_unavailable=unavailable,
             new_ca=new.new_ca,
         )
-        self._prune(result)
+        result.removed_snapshots, result.removed_images = prune_snapshots(
+            self.client, self.instance, self.service.config.keep_snapshots
+        )
         return result
 
     def _recover(self, previous: str, snap: Snapshot | None, config: Config) -> None:
         """Undo a failed update: the new container goes, the snapshot's data comes back
         into the live volumes, and the old container, untouched, starts again."""
-        from opencode_cloud.service import Service
-
-        if self.client.find_container(self.service.name) is not None:
-            containers.remove_container(self.client, self.service.name, force=True)
+        if self.service.runtime.state() is not None:
+            self.service.runtime.remove()
         saved = self._save(config)
         if snap is not None:
-            self._restore(snap, snap.image)
-            self._drop(snap)  # its data is the live data again
+            restore_snapshot(self.client, self.instance, snap)
+            drop_snapshot(self.client, snap)  # its data is the live data again
         self.client.rename_container(previous, self.service.name)
         Service(self.client, saved, self.instance, self.service.paths).start()
 
@@ -323,12 +205,12 @@ class Versions:
         if not snapshots:
             raise NothingToRollBack(self.instance.name)
         snap = snapshots[0]
-        info = self.client.find_container(self.service.name)
+        info = self.service.runtime.state()
         current = describe(info) if info else "nothing"
         config = self._config_for(snap)
         self._step(f"Going back to {snap.image} and the data of {snap.created} ...")
         self._go_back(snap, config)
-        self._drop(snap)
+        drop_snapshot(self.client, snap)
         result = UpdateResult(
             current,
             describe(self.client.inspect_container(self.service.name)),
@@ -339,11 +221,9 @@ class Versions:
 
     def _go_back(self, snap: Snapshot, config: Config) -> None:
         """Remove the container, restore the snapshot's data, start `config`'s version."""
-        from opencode_cloud.service import Service
-
-        if self.client.find_container(self.service.name) is not None:
-            containers.remove_container(self.client, self.service.name, force=True)
-        self._restore(snap, snap.image)
+        if self.service.runtime.state() is not None:
+            self.service.runtime.remove()
+        restore_snapshot(self.client, self.instance, snap)
         saved = self._save(config)
         old = Service(self.client, saved, self.instance, self.service.paths)
         old.start(allow_version_change=True)
@@ -357,65 +237,22 @@ class Versions:
         return config.model_copy(update={"image": snap.image})
 
     def _password(self) -> str | None:
-        from opencode_cloud import credentials
+        from opencode_cloud.access import credentials
 
         return credentials.read_password(self.service.paths)
 
     @staticmethod
-    def _sessions(
-        service: Service, password: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        from opencode_cloud.docker.health import list_sessions
-
-        endpoint = service.endpoint()
-        return list_sessions(
-            endpoint.base_url, endpoint.username, password, context=endpoint.context
-        )
-
-    def _deep_check(
-        self, service: Service, password: str | None, before: list[dict[str, Any]]
-    ) -> str | None:
+    def _deep_check(server: Server, before: list[dict[str, Any]]) -> str | None:
         """What is wrong with the new version, or None: its sessions must list, and a
         session made before the update must still read."""
-        from opencode_cloud.docker.health import read_session
-
-        sessions, problem = self._sessions(service, password)
+        sessions, problem = server.sessions()
         if problem is not None:
             return f"listing sessions failed ({problem})"
         if before:
             wanted = str(before[0].get("id"))
             if not any(str(s.get("id")) == wanted for s in sessions):
                 return f"session {wanted}, made before the update, is missing"
-            endpoint = service.endpoint()
-            problem = read_session(
-                endpoint.base_url, wanted, endpoint.username, password, context=endpoint.context
-            )
+            problem = server.read_session(wanted)
             if problem is not None:
                 return f"reading session {wanted} failed ({problem})"
         return None
-
-    # -- keeping only what a rollback needs --------------------------------------------------
-
-    def _prune(self, result: UpdateResult) -> None:
-        keep = max(1, self.service.config.keep_snapshots)
-        snapshots = self.snapshots()
-        for snap in snapshots[keep:]:
-            self._drop(snap)
-            result.removed_snapshots.append(snap.id)
-        # Any instance's snapshot may need its image for a rollback, not only this one's.
-        needed = {
-            volume.labels.get(LABEL_SNAPSHOT_IMAGE, "")
-            for volume in self.client.list_volumes(labels=[LABEL_SNAPSHOT])
-        }
-        for name in self.client.list_containers(labels=[f"{LABEL_MANAGED}=true"]):
-            info = self.client.find_container(name)
-            if info is not None:
-                needed.add(info.image)
-        for image in self.client.list_images():
-            for tag in image.tags:
-                if tag.startswith(f"{IMAGE_NAME}:") and tag not in needed:
-                    try:
-                        self.client.remove_image(tag)
-                    except DockerError:
-                        continue  # a container of another tool or a stage still uses it
-                    result.removed_images.append(tag)

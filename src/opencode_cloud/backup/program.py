@@ -1,6 +1,6 @@
 """The program a helper container runs to copy an instance's volumes into a backup, and
 out of one, with direct access to the files (the local path of `occ backup` and `occ
-restore`; `backup.py` decides when it is used).
+restore`; `local.py` starts it, `create.py` and `restore.py` decide when).
 
 It is standalone, the standard library only, because its source is handed to the sandbox
 image's `python3 -c`. The host imports this module too, for `entry_line`: both sides

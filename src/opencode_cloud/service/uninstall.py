@@ -22,7 +22,7 @@ from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, LABEL_STAGE
 from opencode_cloud.docker.models import ImageInfo
 from opencode_cloud.docker.volume import VOLUME_SPECS, volume_names
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance
-from opencode_cloud.versions import LABEL_SNAPSHOT_IMAGE
+from opencode_cloud.service.snapshots import LABEL_SNAPSHOT_IMAGE
 
 if TYPE_CHECKING:
     from opencode_cloud.docker.engine import Engine
@@ -193,8 +193,8 @@ def uninstall(
             before anything is removed).
         DockerError.
     """
-    from opencode_cloud.backup import remove_stale_helpers
     from opencode_cloud.docker.errors import VolumeInUse
+    from opencode_cloud.docker.helper import remove_stale_helpers
 
     for name in plan.volumes:
         users = [u for u in client.list_containers(volume=name) if u not in plan.containers]
