@@ -388,8 +388,8 @@ def test_the_readme_does_not_offer_retired_keys() -> None:
 def test_uninstall_leaves_no_file_of_the_instance_behind(
     occ, engine: FakeEngine, tmp_path: Path, instance: str
 ) -> None:
-    """The password's hash (`password.bcrypt`) and the configuration's backup go with
-    the password and the configuration."""
+    """The password's hash (`password.bcrypt`), the configuration's backup and the TLS
+    folder (a CA's private key) go with the password and the configuration."""
     from opencode_cloud.access import credentials
     from opencode_cloud.config.paths import instance_paths
     from opencode_cloud.instance import Instance
@@ -402,6 +402,11 @@ def test_uninstall_leaves_no_file_of_the_instance_behind(
     password, _ = credentials.load_or_create_password(paths)
     credentials.password_hash(paths, password)
     assert paths.password_hash_file.exists() and paths.config_backup_file.exists()
+    # The instance's CA and certificate, the CA's private key included.
+    from opencode_cloud.access import tls
+
+    tls.self_signed(paths, ["localhost", "127.0.0.1"], instance)
+    assert (paths.root / "tls" / "ca.key").exists()
     result = occ(*flags, "uninstall", "--volumes", "--no-backup", "--yes")
     assert result.code == 0, result.err
     assert str(paths.password_hash_file) in result.out

@@ -139,6 +139,11 @@ def plan_uninstall(
         paths.lock_file,
     )
     plan.files = [path for path in files if path.exists()]
+    # The edge's certificate and the instance's CA, its private key included: a key of a
+    # CA someone trusted must not outlive the instance.
+    tls_folder = paths.root / "tls"
+    if tls_folder.is_dir():
+        plan.files += sorted(p for p in tls_folder.iterdir() if p.is_file() or p.is_symlink())
     return plan
 
 
@@ -223,6 +228,8 @@ def uninstall(
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed_files.append(str(path))
+    with contextlib.suppress(OSError):  # only when nothing else is left in it
+        (paths.root / "tls").rmdir()
     if not instance.is_default:
         with contextlib.suppress(OSError):  # only when nothing else is left in it
             paths.root.rmdir()
