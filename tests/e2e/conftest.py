@@ -187,6 +187,10 @@ def occ_env(
         "NO_COLOR": "1",
     }
     run(env, "config", "set", "port", str(free_port))
+    # Behind a TLS-inspecting proxy, as a user there would: a test whose `occ` builds the
+    # image (one that another test's update or uninstall removed) then reaches npm.
+    for ca_file in host_ca_files():
+        run(env, "config", "set", "ca_certificates", str(ca_file))
     # Offline machine: don't let opencode spend start-up time on the model list.
     run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
     return env

@@ -123,7 +123,7 @@ def test_create_configures_the_container_as_planned(
         text=True,
         check=True,
     )
-    assert cli.stdout.split() == ["opencode-cloud", "/home/opencode/projects"]
+    assert cli.stdout.split() == ["opencode-cloud", "/"]
 
 
 def test_start_stop_remove(docker_client, instance, make_spec, free_port) -> None:

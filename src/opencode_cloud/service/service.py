@@ -13,6 +13,7 @@ or JSON; errors carry data, and the CLI writes their hints.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -587,8 +588,16 @@ class Service:
             {path: ContainerFile(content, 0o600, uid) for path, content in files.items()}
         )
         if separate_edge and info.running:
-            self.runtime.signal("USR1")
+            self._restart_edge(new, info)
         return new, True
+
+    def _restart_edge(self, password: str, info: ContainerInfo) -> None:
+        """Have the supervisor start Caddy afresh (SIGUSR1), and return once the service
+        answers again: the old Caddy stops listening at once, and the new one listens
+        once the old one has ended (its last connections get up to 2 s)."""
+        self.runtime.signal("USR1")
+        time.sleep(EDGE_RESTART_SETTLE)
+        self.runtime.wait_ready(self.endpoint_of(info).server(password), EDGE_RESTART_TIMEOUT)
 
     def plan_uninstall(self, *, volumes: bool) -> UninstallPlan:
         """What `uninstall` would remove (`uninstall.plan_uninstall`); nothing changes."""
@@ -681,3 +690,7 @@ class Service:
 
 # What a command or a shell in the container finds first: the tools the agent installed.
 _AGENT_ENV = (f"PATH={RUNTIME_PATH}",)
+# After a new password, Caddy starts afresh: a moment for the old one to stop listening,
+# then up to this long for the new one to answer.
+EDGE_RESTART_SETTLE = 0.3
+EDGE_RESTART_TIMEOUT = 15.0
