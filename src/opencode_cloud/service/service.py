@@ -64,6 +64,11 @@ if TYPE_CHECKING:
     from opencode_cloud.service.status import PortClash, StatusResult
     from opencode_cloud.service.uninstall import UninstallPlan, UninstallResult
 
+# After a new password, Caddy starts afresh: a moment for the old one to stop listening,
+# then up to this long for the new one to answer.
+EDGE_RESTART_SETTLE = 0.3
+EDGE_RESTART_TIMEOUT = 15.0
+
 
 @dataclass
 class StartResult:
@@ -690,7 +695,3 @@ class Service:
 
 # What a command or a shell in the container finds first: the tools the agent installed.
 _AGENT_ENV = (f"PATH={RUNTIME_PATH}",)
-# After a new password, Caddy starts afresh: a moment for the old one to stop listening,
-# then up to this long for the new one to answer.
-EDGE_RESTART_SETTLE = 0.3
-EDGE_RESTART_TIMEOUT = 15.0
