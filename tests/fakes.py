@@ -154,6 +154,7 @@ class FakeEngine:
         self.containers: dict[str, dict[str, Any]] = {}  # name -> inspect JSON
         self.images: dict[str, dict[str, Any]] = {}  # id -> inspect JSON
         self.volumes: dict[str, dict[str, Any]] = {}  # name -> inspect JSON
+        self.networks: dict[str, dict[str, Any]] = {}  # name -> {"Labels", "Containers"}
         self.registry: dict[str, tuple[Sequence[str], Mapping[str, str], str]] = {}
         self.files: dict[str, dict[str, bytes]] = {}
         self.file_modes: dict[str, dict[str, tuple[int, int]]] = {}  # (mode, uid)
@@ -614,6 +615,39 @@ class FakeEngine:
 
     def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
         return {name: VOLUME_BYTES for name in names if name in self.volumes}
+
+    # -- networks ---------------------------------------------------------------------
+
+    def network_exists(self, name: str) -> bool:
+        return name in self.networks
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> None:
+        self.calls.append(("create_network", name))
+        self.networks.setdefault(name, {"Labels": dict(labels), "Containers": set()})
+
+    def remove_network(self, name: str) -> None:
+        self.calls.append(("remove_network", name))
+        network = self.networks.get(name)
+        if network is not None:
+            if network["Containers"] & set(self.containers):
+                raise DockerError(f"error while removing network: network {name} has active endpoints")
+            del self.networks[name]
+
+    def list_networks(self, *, labels: Sequence[str] = ()) -> list[str]:
+        return sorted(n for n, raw in self.networks.items() if _has_labels(raw["Labels"], labels))
+
+    def connect_network(self, network: str, container: str) -> None:
+        self.calls.append(("connect_network", f"{network} {container}"))
+        if network not in self.networks:
+            raise DockerError(f"network {network} not found")
+        if container not in self.containers:
+            raise ContainerNotFound(container)
+        self.networks[network]["Containers"].add(container)
+
+    def disconnect_network(self, network: str, container: str) -> None:
+        self.calls.append(("disconnect_network", f"{network} {container}"))
+        if network in self.networks:
+            self.networks[network]["Containers"].discard(container)
 
 
 if TYPE_CHECKING:

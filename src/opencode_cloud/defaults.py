@@ -62,4 +62,14 @@ TLS_ENV = "OCC_TLS"
 TLS_CERT_ENV = "OCC_TLS_CERT_SHA256"
 # The entrypoint runs opencode as this uid and gid (the owner of the mounted folders).
 UID_ENV = "OCC_UID"
+# What the sandbox is (docs/team.md): `single` (today's service), `door` (team mode's
+# front door) or `person` (one person's opencode in team mode).
+ROLE_ENV = "OCC_ROLE"
+# In a person's container: opencode's internal password, known to the front door.
+INTERNAL_PASSWORD_PATH = "/run/opencode-cloud/internal.password"
+# The people's container names start with this, then `-user-NAME` (the front door's and
+# the starter's environment).
+TEAM_PREFIX_ENV = "OCC_TEAM_PREFIX"
+TEAM_INSTANCE_ENV = "OCC_TEAM_INSTANCE"
+TEAM_IDLE_STOP_ENV = "OCC_TEAM_IDLE_STOP"
 GID_ENV = "OCC_GID"

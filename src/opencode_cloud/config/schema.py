@@ -127,6 +127,8 @@ RULES: dict[str, str] = {
     "restart_retries": "must be a whole number, 0 or more",
     "start_timeout": "must be a whole number of seconds, 1 or more",
     "stop_timeout": "must be a whole number of seconds, 1 or more",
+    "team": "must be true or false",
+    "idle_stop_minutes": "must be a whole number of minutes, 0 or more (0: never)",
 }
 # Keys of earlier releases that no longer do anything, with why. A file that holds one
 # stays valid (the value is read, and ignored), but none can be set any more.
@@ -156,6 +158,8 @@ EXAMPLES: dict[str, str] = {
     "restart_retries": "5",
     "start_timeout": "120",
     "stop_timeout": "10",
+    "team": "true",
+    "idle_stop_minutes": "60",
 }
 ENV_NAME_RULE = (
     f"names must match {ENV_NAME_PATTERN} (letters, digits and '_', not starting with a digit)"
@@ -392,6 +396,23 @@ class Config(BaseModel):
         description=(
             "No longer used: the service restarts after any crash unless you stopped it. "
             "Kept so that files that set it stay valid."
+        ),
+    )
+    team: bool = Field(
+        default=False,
+        description=(
+            "Team mode: a sign-in and an opencode of their own for each person behind one "
+            "front door (docs/team.md). Turned on and off with the team commands, which "
+            "also move the first person's data."
+        ),
+    )
+    idle_stop_minutes: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Team mode: stop a person's opencode after this many minutes without a "
+            "request, to give its memory back (it starts again at their next sign-in); "
+            "0 never stops it."
         ),
     )
     start_timeout: int = Field(

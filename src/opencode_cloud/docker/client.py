@@ -741,6 +741,58 @@ class DockerClient:
         return sizes
 
 
+    # -- networks ---------------------------------------------------------------------
+
+    def network_exists(self, name: str) -> bool:
+        response = self._request("GET", f"/networks/{quote(name, safe='')}")
+        if response.status == 404:
+            return False
+        _check(response)
+        return True
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create a bridge network of its own (containers on different ones cannot reach
+        each other); an existing one with that name is left as it is."""
+        if self.network_exists(name):
+            return
+        body = {"Name": name, "Driver": "bridge", "Labels": dict(labels), "CheckDuplicate": True}
+        _check(self._request("POST", "/networks/create", body=body))
+
+    def remove_network(self, name: str) -> None:
+        """Remove a network; one that does not exist is not an error."""
+        response = self._request("DELETE", f"/networks/{quote(name, safe='')}")
+        if response.status != 404:
+            _check(response)
+
+    def list_networks(self, *, labels: Sequence[str] = ()) -> list[str]:
+        """Names of the networks with all `labels`."""
+        filters = {"label": list(labels)} if labels else {}
+        response = _check(self._request("GET", "/networks", query={"filters": filters}))
+        return sorted(str(n["Name"]) for n in response.body or [])
+
+    def connect_network(self, network: str, container: str) -> None:
+        """Attach a container to a network (already attached is not an error)."""
+        response = self._request(
+            "POST", f"/networks/{quote(network, safe='')}/connect", body={"Container": container}
+        )
+        if response.status == 403 and "already exists" in response.message:
+            return
+        _check(response, container=container)
+
+    def disconnect_network(self, network: str, container: str) -> None:
+        """Detach a container from a network (not attached, or gone, is not an error)."""
+        response = self._request(
+            "POST",
+            f"/networks/{quote(network, safe='')}/disconnect",
+            body={"Container": container, "Force": True},
+        )
+        if response.status in (404, 403) or (
+            response.status >= 400 and "is not connected" in response.message
+        ):
+            return
+        _check(response, container=container)
+
+
 def _frames(pieces: Iterator[bytes]) -> Iterator[bytes]:
     """The payloads of the engine's multiplexed output stream (a container without a
     terminal): frames of an 8-byte header (stream, 0, 0, 0, big-endian size) and data."""

@@ -100,6 +100,7 @@ class ContainerInfo:
     nano_cpus: int = 0
     pids_limit: int | None = None
     log_config: Mapping[str, Any] = field(default_factory=dict)
+    network_mode: str = ""  # the network it was created on (`default`: the engine's bridge)
 
     @property
     def running(self) -> bool:
@@ -230,6 +231,7 @@ def parse_container(raw: Mapping[str, Any]) -> ContainerInfo:
         nano_cpus=int(host.get("NanoCpus") or 0),
         pids_limit=int(host["PidsLimit"]) if host.get("PidsLimit") else None,
         log_config=dict(_dict(host.get("LogConfig"))),
+        network_mode=str(host.get("NetworkMode") or ""),
     )
 
 

@@ -29,6 +29,7 @@ from opencode_cloud.defaults import (
     HOSTNAME,
     LOG_MAX_FILES,
     LOG_MAX_SIZE,
+    ROLE_ENV,
     RUNTIME_UID,
     TLS_CERT_ENV,
     TLS_ENV,
@@ -143,6 +144,11 @@ class ContainerSpec:
     # (HTTPS). Which certificate is not part of it: a new one is handed to the container
     # as it is (`Service.start`), without re-creating it.
     tls: str = _reason("TLS")
+    # What the sandbox runs (docs/team.md): `single`, or in team mode `door` or `person`.
+    role: str = _reason("role")
+    # The network it is created on: "" for the engine's default bridge; in team mode a
+    # network of its own (a person's instance publishes no port: `port` 0).
+    network: str = _reason("network")
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     # -- the two readers ----------------------------------------------------------------
@@ -197,6 +203,8 @@ class ContainerSpec:
             working_dir=CONTAINER_WORKDIR,
             hardening=HARDENING,
             tls=settings.tls_mode,
+            role="single",
+            network="",
         )
         all_labels = {**instance.labels("service"), **(labels or {})}
         return replace(spec, labels={**all_labels, LABEL_CONFIG_HASH: spec.config_hash()})
@@ -211,7 +219,7 @@ class ContainerSpec:
         """
         inherited = set(image_env)
         # Variables the tool sets from other fields (or set in earlier releases).
-        own = {USERNAME_ENV, UID_ENV, GID_ENV, TLS_ENV, TLS_CERT_ENV}
+        own = {USERNAME_ENV, UID_ENV, GID_ENV, TLS_ENV, TLS_CERT_ENV, ROLE_ENV}
         values = dict(e.split("=", 1) for e in info.env if "=" in e)
         binding = info.published(CONTAINER_PORT)
         return cls(
@@ -247,6 +255,8 @@ class ContainerSpec:
                 *sorted(f"add:{c.removeprefix('CAP_')}" for c in info.cap_add),
             ),
             tls=values.get(TLS_ENV, "off"),
+            role=values.get(ROLE_ENV, "single"),
+            network="" if info.network_mode in ("", "default", "bridge") else info.network_mode,
             labels=dict(info.labels),
         )
 
@@ -291,10 +301,11 @@ class ContainerSpec:
                 f"{UID_ENV}={self.runtime_uid}",
                 f"{GID_ENV}={self.runtime_gid}",
                 f"{TLS_ENV}={self.tls}",
+                *([f"{ROLE_ENV}={self.role}"] if self.role != "single" else []),
                 *self.env,
             ],
             "Labels": dict(self.labels),
-            "ExposedPorts": {f"{CONTAINER_PORT}/tcp": {}},
+            "ExposedPorts": {f"{CONTAINER_PORT}/tcp": {}} if self.port else {},
             "StopSignal": "SIGTERM",
             "StopTimeout": self.stop_timeout,
             "HostConfig": {
@@ -302,7 +313,10 @@ class ContainerSpec:
                     f"{CONTAINER_PORT}/tcp": [
                         {"HostIp": self.bind_address, "HostPort": str(self.port)}
                     ]
-                },
+                }
+                if self.port
+                else {},
+                **({"NetworkMode": self.network} if self.network else {}),
                 "Mounts": [
                     {
                         "Type": m.type,
