@@ -630,7 +630,9 @@ class FakeEngine:
         network = self.networks.get(name)
         if network is not None:
             if network["Containers"] & set(self.containers):
-                raise DockerError(f"error while removing network: network {name} has active endpoints")
+                raise DockerError(
+                    f"error while removing network: network {name} has active endpoints"
+                )
             del self.networks[name]
 
     def list_networks(self, *, labels: Sequence[str] = ()) -> list[str]:
