@@ -616,6 +616,9 @@ class FakeEngine:
     def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
         return {name: VOLUME_BYTES for name in names if name in self.volumes}
 
+    def memory_in_use(self, name: str) -> int | None:
+        return 100 << 20 if name in self.containers else None
+
     # -- networks ---------------------------------------------------------------------
 
     def network_exists(self, name: str) -> bool:

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reaching an instance", ("access", "hosts", "runtime")),
     ("operations", ("service",)),
     ("operations on a service", ("backup", "doctor")),
+    ("a team of services", ("team",)),
     ("the command line", ("cli",)),
     ("the entry point", ("__main__",)),
 )

@@ -94,9 +94,11 @@ class BackupResult:
 
 
 def default_backup_name(instance: Instance, now: datetime | None = None) -> str:
-    """`opencode-cloud-<instance>-<UTC time>.tar`."""
+    """`opencode-cloud-<instance>-<UTC time>.tar` (`-user-<person>` after the instance for
+    a person's instance in team mode)."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"opencode-cloud-{instance.name}-{stamp}.tar"
+    person = f"-user-{instance.person}" if instance.person is not None else ""
+    return f"opencode-cloud-{instance.name}{person}-{stamp}.tar"
 
 
 def automatic_backup_path(instance: Instance, reason: str) -> Path:

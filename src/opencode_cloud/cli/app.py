@@ -96,10 +96,11 @@ def _register() -> None:
         mount,
         shell,
         status,
+        team,
         update,
     )
 
-    for module in (lifecycle, status, doctor, logs, shell, update, image, backup, host):
+    for module in (lifecycle, status, doctor, logs, shell, update, image, backup, host, team):
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(mount.mount_group)

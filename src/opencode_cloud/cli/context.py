@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.hosts import Host
     from opencode_cloud.service.service import Service
+    from opencode_cloud.team.team import Team
 
 # Seconds a changing command waits for another one on the same instance to finish.
 LOCK_WAIT_SECONDS = 10.0
@@ -128,6 +129,46 @@ class AppContext:
             _host=self._host,
             _host_resolved=self._host_resolved,
         )
+
+    def for_person(self, person: str | None) -> AppContext:
+        """This command's context for `person`'s instance (`--user`) in the team; itself
+        for None. Refused unless the instance is in team mode.
+
+        Raises:
+            TeamNotEnabled, InvalidPersonName.
+        """
+        if person is None:
+            return self
+        from opencode_cloud.team.errors import TeamNotEnabled
+        from opencode_cloud.team.team import team_enabled
+
+        target = self.instance.for_person(person)  # checks the name
+        if not team_enabled(self.paths):
+            raise TeamNotEnabled(self.instance.name)
+        return self.for_instance(target)
+
+    def team(self, *, enabled: bool | None = True) -> Team:
+        """The instance's team; with `enabled` True (False), refused unless it is in team
+        mode (single-user mode); None: either.
+
+        Raises:
+            TeamNotEnabled, TeamAlreadyEnabled.
+        """
+        from opencode_cloud.team.errors import TeamAlreadyEnabled, TeamNotEnabled
+        from opencode_cloud.team.team import Team
+
+        team = Team(self.service())
+        if enabled is True and not team.enabled:
+            raise TeamNotEnabled(self.instance.name)
+        if enabled is False and team.enabled:
+            raise TeamAlreadyEnabled(self.instance.name)
+        return team
+
+    def in_team_mode(self) -> bool:
+        """Whether the instance serves a team (a look at one small file)."""
+        from opencode_cloud.team.team import team_enabled
+
+        return self.instance.person is None and team_enabled(self.paths)
 
     def service(self) -> Service:
         from opencode_cloud.service.service import Service

@@ -45,7 +45,6 @@ ConfigSource = Config | Mapping[str, Any]
 
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _NONE_WORDS = frozenset({"", "none", "null"})
-_BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class KeyInfo:
 
     Attributes:
         name: The key, as in the file.
-        kind: `boolean`, `integer`, `string`, `optional string`, `list` or `mapping`.
+        kind: `integer`, `string`, `optional string`, `list` or `mapping`.
         default: The default, as JSON data.
         description: What the key does.
         rule: What a value must be.
@@ -70,8 +69,6 @@ class KeyInfo:
 def _kind(key: str) -> str:
     annotation = Config.model_fields[key].annotation
     origin = get_origin(annotation)
-    if annotation is bool:
-        return "boolean"
     if annotation is int:
         return "integer"
     if annotation is str:
@@ -169,12 +166,7 @@ def parse_value(key: str, raw: str) -> Any:
         raise RetiredConfigKey(key, RETIRED_KEYS[key])
     kind = _kind(key)
     value: Any
-    if kind == "boolean":
-        text = raw.strip().lower()
-        if text not in _BOOLEAN_WORDS:
-            raise _bad_value(key, raw)
-        value = _BOOLEAN_WORDS[text]
-    elif kind == "integer":
+    if kind == "integer":
         text = raw.strip()
         if not _INTEGER.match(text):
             raise _bad_value(key, raw)

@@ -52,6 +52,12 @@ class InstancePaths:
         return self.root / "config.json.bak"
 
     @property
+    def team_file(self) -> Path:
+        """Team mode's record on this machine: whether it is on, and who the first person
+        is (the one whose files turning it off brings back to the single-user service)."""
+        return self.root / "team.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
 

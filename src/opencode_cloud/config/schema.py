@@ -127,7 +127,6 @@ RULES: dict[str, str] = {
     "restart_retries": "must be a whole number, 0 or more",
     "start_timeout": "must be a whole number of seconds, 1 or more",
     "stop_timeout": "must be a whole number of seconds, 1 or more",
-    "team": "must be true or false",
     "idle_stop_minutes": "must be a whole number of minutes, 0 or more (0: never)",
 }
 # Keys of earlier releases that no longer do anything, with why. A file that holds one
@@ -158,7 +157,6 @@ EXAMPLES: dict[str, str] = {
     "restart_retries": "5",
     "start_timeout": "120",
     "stop_timeout": "10",
-    "team": "true",
     "idle_stop_minutes": "60",
 }
 ENV_NAME_RULE = (
@@ -396,14 +394,6 @@ class Config(BaseModel):
         description=(
             "No longer used: the service restarts after any crash unless you stopped it. "
             "Kept so that files that set it stay valid."
-        ),
-    )
-    team: bool = Field(
-        default=False,
-        description=(
-            "Team mode: a sign-in and an opencode of their own for each person behind one "
-            "front door (docs/team.md). Turned on and off with the team commands, which "
-            "also move the first person's data."
         ),
     )
     idle_stop_minutes: int = Field(

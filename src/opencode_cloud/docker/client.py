@@ -740,6 +740,21 @@ class DockerClient:
                 sizes[volume["Name"]] = size if isinstance(size, int) and size >= 0 else None
         return sizes
 
+    def memory_in_use(self, name: str) -> int | None:
+        """Bytes of memory the running container uses now, without the page cache the
+        kernel can reclaim (what `docker stats` shows); None when the engine does not say."""
+        response = self._request(
+            "GET", f"{_c(name)}/stats", query={"stream": "false", "one-shot": "true"}
+        )
+        if response.status >= 400:
+            return None
+        stats = (response.body or {}).get("memory_stats") or {}
+        usage = stats.get("usage")
+        if not isinstance(usage, int):
+            return None
+        details = stats.get("stats") or {}
+        cache = details.get("inactive_file", details.get("total_inactive_file", 0))
+        return usage - cache if isinstance(cache, int) else usage
 
     # -- networks ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from opencode_cloud.service.uninstall import UninstallResult
 
 
-def _backups(app_ctx: AppContext) -> Backups:
+def backups_of(app_ctx: AppContext) -> Backups:
     """The instance's backups, their steps and any image build shown as the command goes."""
     from opencode_cloud.backup.backups import Backups
 
@@ -81,7 +81,7 @@ def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force
     if target.is_dir():
         target = target / default_backup_name(app_ctx.instance)
     with app_ctx.changing("backup"):
-        result = _backups(app_ctx).create(
+        result = backups_of(app_ctx).create(
             target,
             include_password=include_password,
             force=force,
@@ -178,7 +178,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
         had_folder = target.paths.root.exists()
         try:
             with target.changing("restore"):
-                backups = _backups(target)
+                backups = backups_of(target)
                 state = backups.target_state()
                 verified = index
                 if not state.is_empty:  # checked whole before anything of it changes
@@ -302,7 +302,7 @@ def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) ->
         final = None
         if plan.volumes and not no_backup:
             app_ctx.out.progress("Writing a final backup of the volumes first ...")
-            final = _backups(app_ctx).final("uninstall", app_ctx.bytes_reporter())
+            final = backups_of(app_ctx).final("uninstall", app_ctx.bytes_reporter())
         result = service.uninstall(plan)
         result.backup = final.to_json() if final else None
     _render_uninstall(app_ctx, result)

@@ -1,0 +1,50 @@
+"""What can go wrong with a team, as data: the command line writes the hints."""
+
+from __future__ import annotations
+
+from opencode_cloud.errors import OpencodeCloudError
+
+
+class TeamError(OpencodeCloudError):
+    """Base of the team's errors."""
+
+
+class TeamNotEnabled(TeamError):
+    """A command for people, while the instance serves one person."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__(f"Instance {instance!r} is not in team mode.")
+        self.instance = instance
+
+
+class TeamAlreadyEnabled(TeamError):
+    def __init__(self, instance: str) -> None:
+        super().__init__(f"Instance {instance!r} is in team mode already.")
+        self.instance = instance
+
+
+class DoorNotRunning(TeamError):
+    """The front door holds the people's records: it must run to change them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The front door ({name}) is not running.")
+        self.name = name
+
+
+class PersonNotFound(TeamError):
+    def __init__(self, person: str) -> None:
+        super().__init__(f"There is nobody called {person!r} in the team.")
+        self.person = person
+
+
+class PersonExists(TeamError):
+    def __init__(self, person: str) -> None:
+        super().__init__(f"{person!r} is in the team already.")
+        self.person = person
+
+
+class DoorRefused(TeamError):
+    """The front door's login service refused a change (its own words)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"The front door refused: {message}")

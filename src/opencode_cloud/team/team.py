@@ -1,0 +1,508 @@
+"""`Team`: the front door, the starter and the people's instances of one service.
+
+Single-user mode stays the default; `enable` turns the service into a team whose first
+person is today's user (their files and sessions copied into their own volumes, the
+service's left as they were), and `disable` brings that person's files back to the
+single-user service. The people's records live in the door (`door.admin`); their
+containers, volumes and networks carry their names (`layout.TeamLayout`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opencode_cloud.access import credentials
+from opencode_cloud.docker.container import create_with_files, stop_container
+from opencode_cloud.docker.errors import ContainerExited, DockerError, HealthTimeout
+from opencode_cloud.docker.health import log_tail
+from opencode_cloud.docker.helper import copy_volumes
+from opencode_cloud.docker.spec import ContainerSpec
+from opencode_cloud.docker.volume import ensure_volumes_exist, volume_names
+from opencode_cloud.instance import LABEL_PERSON, LABEL_ROLE
+from opencode_cloud.service.endpoint import Endpoint
+from opencode_cloud.service.image import image_for
+from opencode_cloud.team import door
+from opencode_cloud.team.errors import (
+    PersonExists,
+    PersonNotFound,
+    TeamAlreadyEnabled,
+    TeamNotEnabled,
+)
+from opencode_cloud.team.layout import TeamLayout
+from opencode_cloud.team.people import (
+    Person,
+    PersonLimits,
+    PersonSettings,
+    internal_password_file,
+    person_spec,
+)
+
+if TYPE_CHECKING:
+    from opencode_cloud.config.paths import InstancePaths
+    from opencode_cloud.config.schema import Config
+    from opencode_cloud.docker.engine import Engine
+    from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.instance import Instance
+    from opencode_cloud.service.service import Service
+
+# Seconds the door gets to answer healthy after it starts.
+DOOR_START_TIMEOUT = 60.0
+# A disabled person's instance stops at once: their sessions ended already.
+DISABLE_STOP_TIMEOUT = 2.0
+# Bytes of the internal password between the door and a person's opencode.
+INTERNAL_PASSWORD_BYTES = 24
+
+
+@dataclass
+class TeamStatus:
+    url: str
+    door: str  # the door container's state
+    people: list[Person] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "team": True,
+            "url": self.url,
+            "door": self.door,
+            "people": [p.to_json() for p in self.people],
+        }
+
+
+class Team:
+    """The team of one service (`service`: the single-user service of the same
+    instance, whose image, configuration and certificate the door shares)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.client: Engine = service.client
+        self.layout = TeamLayout(service.instance)
+
+    @property
+    def config(self) -> Config:
+        return self.service.config
+
+    @property
+    def paths(self) -> InstancePaths:
+        return self.service.paths
+
+    @property
+    def instance(self) -> Instance:
+        return self.service.instance
+
+    # -- the team's record on this machine (`paths.team_file`) ------------------------------
+
+    def _record(self) -> dict[str, Any]:
+        return read_team_file(self.paths)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._record().get("enabled"))
+
+    def first_person(self) -> str | None:
+        name = self._record().get("first")
+        return name if isinstance(name, str) else None
+
+    def _save_record(self, *, enabled: bool, first: str | None) -> None:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        temp = self.paths.team_file.with_suffix(".tmp")
+        temp.write_text(json.dumps({"enabled": enabled, "first": first}) + "\n", encoding="utf-8")
+        temp.replace(self.paths.team_file)
+
+    # -- the door and the starter -----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return Endpoint(self.config.bind_address, self.config.port, "", self.config.tls_mode).url
+
+    def _image(self) -> tuple[str, str | None, list[str]]:
+        ref = image_for(self.config)
+        info = self.client.inspect_image(ref)
+        return ref, (info.id if info else None), list(info.env if info else ())
+
+    def start(
+        self,
+        *,
+        build: bool = False,
+        reporter: ProgressReporter | None = None,
+        on_step: Callable[[str], None] = lambda _msg: None,
+    ) -> str:
+        """Bring the door and the starter up (the people's instances start at their
+        sign-in); the URL. A door whose settings changed is made again: the people and
+        their sessions are on its volume.
+
+        Raises:
+            ContainerExited, HealthTimeout, PortInUse, ImageNotFound, DockerError.
+        """
+        action = self.service.ensure_image(build=build, reporter=reporter)
+        if action != "present":
+            on_step(f"Image {image_for(self.config)} {action}.")
+        image, image_id, image_env = self._image()
+        layout = self.layout
+        self.client.create_network(layout.door_network, self.instance.labels("network"))
+        for volume in (layout.door_state_volume, layout.starter_volume):
+            self.client.create_volume(volume, self.instance.labels("door"))
+        starter = self.client.find_container(layout.starter)
+        if starter is not None and starter.image_id != image_id:
+            self.client.remove_container(layout.starter, force=True)
+            starter = None
+        if starter is None:
+            self.client.create_container(layout.starter, door.starter_body(layout, image))
+        self.client.start_container(layout.starter)
+        wanted = door.door_spec(
+            self.config,
+            layout,
+            image=image,
+            image_id=image_id,
+            idle_stop_seconds=self.config.idle_stop_minutes * 60,
+        )
+        existing = self.client.find_container(layout.door)
+        if existing is not None:
+            changed = wanted.diff(ContainerSpec.from_inspect(existing, image_env))
+            if changed:
+                on_step(f"Re-creating the front door because {', '.join(changed)} changed.")
+                self.client.remove_container(layout.door, force=True)
+                existing = None
+        if existing is None:
+            material = self.service.tls_material()
+            files = dict(material.container_files()) if material else {}
+            create_with_files(self.client, wanted, self.instance, files)
+        for name in self._person_names():
+            self.client.create_network(
+                layout.person_network(name), layout.person(name).labels("network")
+            )
+            self.client.connect_network(layout.person_network(name), layout.door)
+        self.client.start_container(layout.door)
+        self._wait_healthy(layout.door, DOOR_START_TIMEOUT)
+        return self.url
+
+    def _wait_healthy(self, name: str, timeout: float) -> float:
+        started = time.monotonic()
+        while True:
+            info = self.client.inspect_container(name)
+            if not info.running:
+                code = info.exit_code
+                raise ContainerExited(
+                    name, code, restarting=info.restarting, log_tail=log_tail(self.client, name)
+                )
+            if info.health in ("healthy", None):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise HealthTimeout(
+                    name,
+                    timeout,
+                    f"health check says {info.health}",
+                    refused=False,
+                    log_tail=log_tail(self.client, name),
+                )
+            time.sleep(0.25)
+
+    def stop(self) -> list[str]:
+        """Stop the door, the starter and every person's instance; the names stopped."""
+        stopped = []
+        for name in [self.layout.door, self.layout.starter, *self._person_containers()]:
+            with contextlib.suppress(DockerError):
+                if stop_container(self.client, name):
+                    stopped.append(name)
+        return stopped
+
+    # -- people ------------------------------------------------------------------------------
+
+    def _person_containers(self) -> list[str]:
+        return self.client.list_containers(
+            labels=[*self.instance.label_filter(), f"{LABEL_ROLE}=person"]
+        )
+
+    def _person_names(self) -> list[str]:
+        """The people who have a network (made by `add`, removed by `remove`)."""
+        names = []
+        for network in self.client.list_networks(
+            labels=[*self.instance.label_filter(), f"{LABEL_ROLE}=network"]
+        ):
+            prefix = f"{self.layout.prefix}-user-"
+            if network.startswith(prefix) and network.endswith("-net"):
+                names.append(network[len(prefix) : -len("-net")])
+        return sorted(names)
+
+    def _records(self) -> dict[str, dict[str, Any]]:
+        answer = door.admin(self.client, self.layout, {"op": "list"})
+        return {str(p["name"]): p for p in answer.get("people") or []}
+
+    def require(self, name: str) -> dict[str, Any]:
+        record = self._records().get(name)
+        if record is None:
+            raise PersonNotFound(name)
+        return record
+
+    def _limits(self, memory_bytes: int | None, cpus: float | None) -> PersonLimits:
+        limits = self.config.limits
+        return PersonLimits(
+            memory_bytes=memory_bytes or limits.memory_bytes,
+            cpus=cpus if cpus is not None else limits.cpus,
+            pids=limits.pids,
+        )
+
+    def _create_person(self, name: str, limits: PersonLimits, internal: str) -> None:
+        image, image_id, _ = self._image()
+        settings = PersonSettings(
+            username="opencode",
+            env=self.config.env,
+            stop_timeout=self.config.stop_timeout,
+            limits=limits,
+        )
+        cpus = limits.cpus or (self.client.info().cpus or 0)
+        spec = person_spec(
+            settings,
+            self.layout,
+            name,
+            image=image,
+            image_id=image_id,
+            nano_cpus=round(cpus * 1e9),
+        )
+        person = self.layout.person(name)
+        ensure_volumes_exist(self.client, person)
+        network = self.layout.person_network(name)
+        self.client.create_network(network, person.labels("network"))
+        create_with_files(self.client, spec, person, dict(internal_password_file(internal)))
+        self.client.connect_network(network, self.layout.door)
+
+    def add(
+        self,
+        name: str,
+        *,
+        password: str | None = None,
+        admin: bool = False,
+        email: str | None = None,
+        memory_bytes: int | None = None,
+        cpus: float | None = None,
+    ) -> str:
+        """Add a person: their volumes, network and (stopped) instance, and their record
+        in the door. Their password (made up unless given), to hand them.
+
+        Raises:
+            PersonExists, DoorNotRunning, DoorRefused, DockerError.
+        """
+        person = self.layout.person(name)  # checks the name
+        if name in self._records() or self.client.find_container(person.container_name):
+            raise PersonExists(name)
+        password = password or credentials.generate_password()
+        internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
+        self._create_person(name, self._limits(memory_bytes, cpus), internal)
+        door.admin(
+            self.client,
+            self.layout,
+            {
+                "op": "put",
+                "name": name,
+                "hash": _hash(password),
+                "internal_password": internal,
+                "upstream": self.layout.upstream(name),
+                "admin": admin,
+                "email": email,
+            },
+        )
+        return password
+
+    def passwd(self, name: str, password: str) -> None:
+        self.require(name)
+        door.admin(
+            self.client, self.layout, {"op": "passwd", "name": name, "hash": _hash(password)}
+        )
+
+    def disable(self, name: str) -> None:
+        """Sign the person out (their sessions end on their next request) and stop their
+        instance (which ends their open terminals and event streams)."""
+        self.require(name)
+        door.admin(self.client, self.layout, {"op": "disable", "name": name})
+        container = self.layout.person(name).container_name
+        if self.client.find_container(container) is not None:
+            stop_container(self.client, container, DISABLE_STOP_TIMEOUT)
+
+    def enable(self, name: str) -> None:
+        self.require(name)
+        door.admin(self.client, self.layout, {"op": "enable", "name": name})
+
+    def remove(self, name: str, *, volumes: bool) -> list[str]:
+        """Take the person out: their record, container and network; their volumes only
+        with `volumes`. The names of what was removed."""
+        self.require(name)
+        door.admin(self.client, self.layout, {"op": "remove", "name": name})
+        person = self.layout.person(name)
+        removed = []
+        if self.client.find_container(person.container_name) is not None:
+            self.client.remove_container(person.container_name, force=True)
+            removed.append(person.container_name)
+        network = self.layout.person_network(name)
+        self.client.disconnect_network(network, self.layout.door)
+        self.client.remove_network(network)
+        removed.append(network)
+        if volumes:
+            for volume in volume_names(person):
+                self.client.remove_volume(volume)
+                removed.append(volume)
+        return removed
+
+    def person_service(self, name: str) -> Service:
+        """The service of person `name`'s instance: their container and volumes."""
+        from opencode_cloud.service.service import Service
+
+        return Service(self.client, lambda: self.config, self.layout.person(name), self.paths)
+
+    def final_backup(self, name: str) -> str | None:
+        """A backup of the person's volumes into the configuration folder's `backups/`,
+        before they are removed; None when they have no volume.
+
+        Raises:
+            BackupWriteFailed, DockerError.
+        """
+        if not any(self.client.inspect_volume(v) for v in volume_names(self.layout.person(name))):
+            return None
+        from opencode_cloud.backup.backups import Backups
+
+        return str(Backups(self.person_service(name)).final("removed").path)
+
+    def people(self) -> list[Person]:
+        """Everyone, with their instance's state, memory in use and disk."""
+        records = self._records()
+        containers = {
+            info.labels.get(LABEL_PERSON, ""): info
+            for info in (self.client.find_container(n) for n in self._person_containers())
+            if info is not None
+        }
+        all_volumes = [v for name in records for v in volume_names(self.layout.person(name))]
+        sizes = self.client.volume_sizes(all_volumes) if all_volumes else {}
+        people = []
+        for name, record in sorted(records.items()):
+            info = containers.get(name)
+            volumes = list(volume_names(self.layout.person(name)))
+            known = [sizes[v] for v in volumes if sizes.get(v) is not None]
+            people.append(
+                Person(
+                    name=name,
+                    admin=bool(record.get("admin")),
+                    email=record.get("email"),
+                    disabled=bool(record.get("disabled")),
+                    created=record.get("created"),
+                    last_sign_in=record.get("last_sign_in"),
+                    last_seen=record.get("last_seen"),
+                    state=str(info.status) if info else "missing",
+                    memory_bytes=self.client.memory_in_use(info.name)
+                    if info and info.running
+                    else None,
+                    memory_limit=info.memory_bytes if info else 0,
+                    disk_bytes=sum(k for k in known if k is not None) if known else None,
+                    volumes=[v for v in volumes if v in sizes],
+                )
+            )
+        return people
+
+    def status(self) -> TeamStatus:
+        info = self.client.find_container(self.layout.door)
+        state = str(info.status) if info else "missing"
+        people = self.people() if info is not None and info.running else []
+        return TeamStatus(url=self.url, door=state, people=people)
+
+    # -- turning team mode on and off ---------------------------------------------------------
+
+    def enable_team(self, first: str, on_step: Callable[[str], None] = lambda _m: None) -> str:
+        """Turn the single-user service into a team whose first person is `first`, with
+        the service's password, files and sessions (copied into their volumes; the
+        service's volumes are left as they are).
+
+        Raises:
+            TeamAlreadyEnabled, PersonExists, DockerError.
+        """
+        if self.enabled:
+            raise TeamAlreadyEnabled(self.instance.name)
+        self.layout.person(first)  # checks the name before anything changes
+        password, _ = credentials.load_or_create_password(self.paths)
+        if self.service.runtime.state() is not None:
+            on_step("Stopping the single-user service.")
+            self.service.stop()
+        self.start(on_step=on_step)
+        person = self.layout.person(first)
+        ensure_volumes_exist(self.client, person)
+        image, _, _ = self._image()
+        ensure_volumes_exist(self.client, self.instance)
+        on_step(f"Copying the service's files and sessions to {first}'s volumes.")
+        copy_volumes(
+            self.client,
+            self.instance,
+            list(zip(volume_names(self.instance), volume_names(person), strict=True)),
+            image=image,
+            replace=True,
+        )
+        if first in self._records():  # the team was on before: the same first person
+            self.passwd(first, password)
+            self.enable(first)
+        else:
+            self.add(first, password=password, admin=True)
+        self._save_record(enabled=True, first=first)
+        return self.url
+
+    def disable_team(self, on_step: Callable[[str], None] = lambda _m: None) -> str:
+        """Stop the team and bring the first person's files and sessions back to the
+        single-user service's volumes; every person's volumes, and the door's records,
+        stay (enabling the team again finds them). The caller starts the service. The
+        first person's name.
+
+        Raises:
+            TeamNotEnabled, DockerError.
+        """
+        if not self.enabled:
+            raise TeamNotEnabled(self.instance.name)
+        first = self.first_person()
+        on_step("Stopping the front door and everyone's instance.")
+        self.stop()
+        if first is not None and all(
+            self.client.inspect_volume(v) is not None
+            for v in volume_names(self.layout.person(first))
+        ):
+            on_step(f"Copying {first}'s files and sessions back to the service's volumes.")
+            image, _, _ = self._image()
+            ensure_volumes_exist(self.client, self.instance)
+            copy_volumes(
+                self.client,
+                self.instance,
+                list(
+                    zip(
+                        volume_names(self.layout.person(first)),
+                        volume_names(self.instance),
+                        strict=True,
+                    )
+                ),
+                image=image,
+                replace=True,
+            )
+        with contextlib.suppress(DockerError):
+            self.client.remove_container(self.layout.door, force=True)
+        with contextlib.suppress(DockerError):
+            self.client.remove_container(self.layout.starter, force=True)
+        self._save_record(enabled=False, first=first)
+        return first or ""
+
+
+def _hash(password: str) -> str:
+    import bcrypt
+
+    rounds = credentials.BCRYPT_ROUNDS
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def read_team_file(paths: InstancePaths) -> dict[str, Any]:
+    """The team's record (`{"enabled": bool, "first": name}`); empty when there is none.
+    A tiny file, so that commands which read no configuration can tell team mode."""
+    try:
+        data = json.loads(paths.team_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def team_enabled(paths: InstancePaths) -> bool:
+    return bool(read_team_file(paths).get("enabled"))
