@@ -210,7 +210,7 @@ def test_the_scan_finds_a_command_in_a_message() -> None:
     flags = _cli_flags(app)
     assert _names_the_cli("Run `occ start` on ", flags)
     assert _names_the_cli("retry with --port 3001", flags)
-    assert not _names_the_cli("tools installed with pip install --user", flags)
+    assert not _names_the_cli("tools installed with npm install --global", flags)
 
 
 @pytest.mark.parametrize(

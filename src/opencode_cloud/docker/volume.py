@@ -29,7 +29,7 @@ HOME = VolumeSpec(
     "home",
     RUNTIME_HOME,
     "the home folder: SSH keys, git config, shell history, caches, tools installed "
-    "with npm -g or pip install --user",
+    "with npm -g or pip (into ~/.local)",
 )
 SESSION = VolumeSpec(
     "session",

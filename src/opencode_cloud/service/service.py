@@ -674,6 +674,7 @@ class Service:
         endpoint = self.endpoint_of(info)
         result = status.StatusResult(
             instance=self.instance.name,
+            person=self.instance.person,
             container=self.name,
             state="missing" if info is None else info.status.value,
             running=bool(info and info.running),
@@ -686,7 +687,9 @@ class Service:
         )
         if info is not None:
             result.pending_restart = self.pending_changes(info)
-            if status.describe_container(result, info, endpoint.server(password)):
+            # A person's opencode answers the front door only (docs/team.md).
+            server = endpoint.server(password) if self.instance.person is None else None
+            if status.describe_container(result, info, server):
                 result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
         result.volumes = status.volume_status(self.client, self.instance)
         result.snapshots = status.snapshot_status(self.client, self.instance)

@@ -49,6 +49,7 @@ class StatusResult:
     bind_address: str
     port: int
     exposed: bool
+    person: str | None = None  # whose instance, in team mode
     docker_health: str | None = None
     http_health: str | None = None  # healthy | unauthorized | unhealthy | unreachable
     session_api: str | None = None  # ok, or what fails when opencode cannot read its data
@@ -83,8 +84,10 @@ class PortClash:
     port: int
 
 
-def describe_container(result: StatusResult, info: ContainerInfo, server: Server) -> bool:
+def describe_container(result: StatusResult, info: ContainerInfo, server: Server | None) -> bool:
     """Fill in what the container and opencode (asked at `server`) say about themselves.
+    Without a `server` (a person's instance in team mode, which only the front door
+    reaches) the engine's health check is the word on its health.
 
     Returns:
         Whether its last log lines belong in the report (it is not healthy, and it has
@@ -100,6 +103,10 @@ def describe_container(result: StatusResult, info: ContainerInfo, server: Server
     if info.running:
         result.started_at = info.started_at
         result.uptime_seconds = seconds_since(info.started_at)
+        if server is None:
+            if info.health == "starting":
+                result.state = "starting"
+            return info.health == "unhealthy" and bool(info.restart_count or info.finished_at)
         answer = server.health(timeout=2)
         result.http_health = answer.state
         result.opencode_version = answer.version or result.opencode_version

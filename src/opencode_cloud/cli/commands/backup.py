@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from opencode_cloud.cli.options import person_option
 from opencode_cloud.cli.output import format_bytes
 
 if TYPE_CHECKING:
@@ -62,8 +63,19 @@ def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option("--include-password", is_flag=True, help="Put the service password in it too.")
 @click.option("--force", is_flag=True, help="Replace FILE when it exists.")
+@person_option
+@click.option(
+    "--all", "everyone", is_flag=True, help="Team mode: back up every person, one file each."
+)
 @click.pass_obj
-def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force: bool) -> None:
+def backup(
+    app_ctx: AppContext,
+    file: Path | None,
+    include_password: bool,
+    force: bool,
+    person: str | None,
+    everyone: bool,
+) -> None:
     """Back up the instance: all its volumes and its configuration in one tar file.
 
     FILE defaults to opencode-cloud-<instance>-<UTC time>.tar in the current folder (a
@@ -77,6 +89,12 @@ def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force
     """
     from opencode_cloud.backup.create import default_backup_name
 
+    if everyone:
+        if person is not None:
+            raise click.UsageError("use either --user or --all, not both")
+        _backup_everyone(app_ctx, file, include_password=include_password, force=force)
+        return
+    app_ctx = app_ctx.for_person(person)
     target = file if file is not None else Path.cwd()
     if target.is_dir():
         target = target / default_backup_name(app_ctx.instance)
@@ -88,6 +106,33 @@ def backup(app_ctx: AppContext, file: Path | None, include_password: bool, force
             reporter=app_ctx.bytes_reporter(),
         )
     _render_backup(app_ctx, result)
+
+
+def _backup_everyone(
+    app_ctx: AppContext, folder: Path | None, *, include_password: bool, force: bool
+) -> None:
+    """`occ backup --all`: each person's volumes into a file of their own in `folder`."""
+    from opencode_cloud.backup.create import default_backup_name
+
+    target = folder if folder is not None else Path.cwd()
+    if not target.is_dir():
+        raise click.BadParameter(f"{target} is not a folder", param_hint="FILE")
+    names = [p.name for p in app_ctx.team().people()]
+    results = []
+    for name in names:
+        person_ctx = app_ctx.for_person(name)
+        with person_ctx.changing("backup"):
+            result = backups_of(person_ctx).create(
+                target / default_backup_name(person_ctx.instance),
+                include_password=include_password,
+                force=force,
+            )
+        results.append({"user": name, **result.to_json()})
+        app_ctx.out.progress(f"{name}: {result.path} ({format_bytes(result.size_bytes)})")
+    app_ctx.out.result(
+        {"backups": results},
+        lambda: [f"Backed up {len(results)} people into {target}."],
+    )
 
 
 # -- restore ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from opencode_cloud.cli.options import person_option
 from opencode_cloud.cli.output import ExitCode
 
 if TYPE_CHECKING:
@@ -88,8 +89,9 @@ def summary(findings: Sequence[Finding]) -> str:
 
 
 @click.command()
+@person_option
 @click.pass_obj
-def doctor(app_ctx: AppContext) -> None:
+def doctor(app_ctx: AppContext, person: str | None) -> None:
     """Check everything the service needs, and say what to fix.
 
     The checks: the Docker engine, disk space, the configuration, the password file, the
@@ -100,6 +102,7 @@ def doctor(app_ctx: AppContext) -> None:
     code 0 when no check fails (warnings are fine), 1 when one does. With --json, an
     object with `ok` and the list of `findings`.
     """
+    app_ctx = app_ctx.for_person(person)
     from opencode_cloud.cli.hints import hint_for
     from opencode_cloud.doctor.checks import ENGINE_TIMEOUT, all_ok, report, run_checks
 

@@ -175,6 +175,9 @@ def start(
     if build and pull:
         raise click.BadParameter("use either --build or --pull, not both")
     timeout = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
+    if app_ctx.in_team_mode():
+        _start_team(app_ctx, port, bind, yes, build=build)
+        return
     with app_ctx.changing("start"):
         _apply_start_options(app_ctx, port, bind, yes)
         with app_ctx.spinner("Starting opencode ..."):
@@ -204,6 +207,16 @@ def start(
 def stop(app_ctx: AppContext, stop_timeout: float | None, old_timeout: float | None) -> None:
     """Stop opencode. Your data stays in its volumes; `occ start` brings it back."""
     timeout = timeout_from(app_ctx, stop_timeout, old_timeout, "--stop-timeout")
+    if app_ctx.in_team_mode():
+        with app_ctx.changing("stop"):
+            names = app_ctx.team().stop()
+        app_ctx.out.result(
+            {"stopped": bool(names), "containers": names},
+            lambda: [
+                f"Stopped the team ({len(names)} containers)." if names else "Already stopped."
+            ],
+        )
+        return
     with app_ctx.changing("stop"):
         stopped = app_ctx.service().stop(timeout)
     message = "Stopped." if stopped else "Already stopped."
@@ -224,6 +237,11 @@ def restart(
     """Stop, then start again (applies configuration changes)."""
     stop_after = timeout_from(app_ctx, stop_timeout, None, "--stop-timeout")
     wait_for = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
+    if app_ctx.in_team_mode():
+        with app_ctx.changing("restart"):
+            app_ctx.team().stop()
+        _start_team(app_ctx, None, None, False, build=False)
+        return
     with app_ctx.changing("restart"):
         from opencode_cloud.service.errors import NeverCreated
 
@@ -235,6 +253,26 @@ def restart(
                 timeout=wait_for, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress
             )
     _render_start(app_ctx, result, show_password=False)
+
+
+def _start_team(
+    app_ctx: AppContext, port: int | None, bind: str | None, yes: bool, *, build: bool
+) -> None:
+    """`occ start` in team mode: the front door and its starter (the people's instances
+    start at their sign-in)."""
+    with app_ctx.changing("start"):
+        _apply_start_options(app_ctx, port, bind, yes)
+        with app_ctx.spinner("Starting the team's front door ..."):
+            team = app_ctx.team()
+            url = team.start(build=build, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress)
+    app_ctx.out.result(
+        {"team": True, "url": url},
+        lambda: [
+            f"The team's front door is running at {url}",
+            "  Everyone signs in with their own name and password; their opencode starts then.",
+            f"  `{app_ctx.occ} user list` shows the people.",
+        ],
+    )
 
 
 def register(group: click.Group) -> None:

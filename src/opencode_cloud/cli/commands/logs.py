@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from opencode_cloud.cli.options import person_option
+
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
 
@@ -43,12 +45,19 @@ def parse_since(value: str) -> int:
 @click.option("--lines", "-n", type=click.IntRange(min=0), help="Only the last N lines.")
 @click.option("--since", help="Only lines since: 10m, 2h, 1d, or a date.")
 @click.option("--timestamps", "-t", is_flag=True, help="Prefix each line with its time.")
+@person_option
 @click.pass_obj
 def logs(
-    app_ctx: AppContext, follow: bool, lines: int | None, since: str | None, timestamps: bool
+    app_ctx: AppContext,
+    follow: bool,
+    lines: int | None,
+    since: str | None,
+    timestamps: bool,
+    person: str | None,
 ) -> None:
     """Print opencode's output (stdout and stderr of the container). Ctrl-C ends -f."""
     since_ts = parse_since(since) if since else None
+    app_ctx = app_ctx.for_person(person)
     stream = app_ctx.service().logs(
         tail=lines, follow=follow, since=since_ts, timestamps=timestamps
     )

@@ -8,14 +8,17 @@ from typing import TYPE_CHECKING
 
 import click
 
+from opencode_cloud.cli.options import person_option
+
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@person_option
 @click.pass_obj
-def shell(app_ctx: AppContext, command: tuple[str, ...]) -> None:
+def shell(app_ctx: AppContext, command: tuple[str, ...], person: str | None) -> None:
     """Open a shell in the container, as the runtime user, in the projects folder.
 
     With a command after `--`, run it there and exit with its exit code. This is the way
@@ -23,7 +26,7 @@ def shell(app_ctx: AppContext, command: tuple[str, ...]) -> None:
     `occ shell -- ssh-keygen -t ed25519`, `occ shell -- gh auth login`. What you set up
     in the home folder is kept when the container is re-created.
     """
-    service = app_ctx.service()
+    service = app_ctx.for_person(person).service()
     argv = list(command) or ["bash", "-l"]
     terminal = service.terminal(argv, tty=sys.stdin.isatty() and sys.stdout.isatty())
     if terminal is not None:

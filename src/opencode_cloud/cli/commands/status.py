@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from opencode_cloud.cli.options import person_option
 from opencode_cloud.cli.output import ExitCode, format_bytes, format_duration
 
 if TYPE_CHECKING:
@@ -93,14 +94,19 @@ def status_warnings(result: StatusResult, occ: str) -> list[str]:
 
 
 @click.command()
+@person_option
 @click.pass_obj
-def status(app_ctx: AppContext) -> None:
+def status(app_ctx: AppContext, person: str | None) -> None:
     """Show state, health, URL, image, uptime, restarts and volumes.
 
     Exit code 0 when running, 3 when not. With --json, everything as one JSON object.
     """
     from opencode_cloud.access import credentials
 
+    if person is None and app_ctx.in_team_mode():
+        _team_status(app_ctx)
+        return
+    app_ctx = app_ctx.for_person(person)
     password = credentials.read_password(app_ctx.paths)
     result = app_ctx.service().status(password)
     result.warnings = status_warnings(result, app_ctx.occ)
@@ -108,6 +114,22 @@ def status(app_ctx: AppContext) -> None:
         app_ctx.out.warn(warning)
     app_ctx.out.result(result.to_json(), lambda: _human(result))
     if not result.running:
+        raise click.exceptions.Exit(ExitCode.NOT_RUNNING)
+
+
+def _team_status(app_ctx: AppContext) -> None:
+    """`occ status` in team mode: the front door and the people."""
+    from opencode_cloud.cli.commands.team import people_lines
+
+    status = app_ctx.team().status()
+    app_ctx.out.result(
+        status.to_json(),
+        lambda: [
+            f"Team mode at {status.url} (front door: {status.door})",
+            *people_lines(status.people),
+        ],
+    )
+    if status.door != "running":
         raise click.exceptions.Exit(ExitCode.NOT_RUNNING)
 
 

@@ -105,12 +105,12 @@ def team_status(app_ctx: AppContext) -> None:
         status.to_json(),
         lambda: [
             f"Team mode is on at {status.url} (front door: {status.door})",
-            *_people_lines(status.people),
+            *people_lines(status.people),
         ],
     )
 
 
-def _people_lines(people: list[Person]) -> list[str]:
+def people_lines(people: list[Person]) -> list[str]:
     if not people:
         return ["Nobody yet."]
     now = time.time()
@@ -196,7 +196,7 @@ def user_add(
 def user_list(app_ctx: AppContext) -> None:
     """Everyone: state, last sign-in, disk and memory."""
     people = app_ctx.team().people()
-    app_ctx.out.result({"people": [p.to_json() for p in people]}, lambda: _people_lines(people))
+    app_ctx.out.result({"people": [p.to_json() for p in people]}, lambda: people_lines(people))
 
 
 @user_group.command("passwd")
