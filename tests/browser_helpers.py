@@ -30,3 +30,42 @@ def sign_in(page: Any, url: str, username: str, password: str) -> Any:
     with page.expect_navigation(wait_until="load", timeout=30_000) as navigation:
         page.click("button[type=submit]")
     return navigation.value
+
+
+# Opens a terminal of opencode's (a pty and its websocket) from the signed-in page, types
+# `command` and a marker, and resolves with what the terminal printed once the marker's
+# value (`marker-42`) came back, or with what went wrong.
+TERMINAL_JS = """async ([command, marker]) => {
+  const made = await fetch('/pty', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                    body: JSON.stringify({title: 'test terminal'})});
+  if (!made.ok) return 'create: ' + made.status;
+  const pty = await made.json();
+  const token = await fetch(`/pty/${pty.id}/connect-token`, {method: 'POST'});
+  let query = '';
+  if (token.ok) {
+    const body = await token.json();
+    const ticket = body.ticket || body.token;
+    if (ticket) query = '?ticket=' + encodeURIComponent(ticket);
+  }
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  return await new Promise((resolve) => {
+    const socket = new WebSocket(`${scheme}://${location.host}/pty/${pty.id}/connect${query}`);
+    let seen = '';
+    const done = (what) => { try { socket.close(); } catch (e) {} resolve(what); };
+    socket.onopen = () => socket.send(command + '; echo ' + marker + '-$((6*7))\\r');
+    socket.onmessage = async (event) => {
+      seen += typeof event.data === 'string' ? event.data : await event.data.text();
+      if (seen.includes(marker + '-42')) done('ok\\n' + seen);
+    };
+    socket.onerror = () => done('error: ' + seen);
+    socket.onclose = (e) => done('closed ' + e.code + ': ' + seen);
+    setTimeout(() => done('timeout: ' + seen), 20000);
+  });
+}"""
+
+
+def run_in_terminal(page: Any, command: str, marker: str = "done") -> str:
+    """What opencode's terminal printed for `command`, run from the signed-in `page`."""
+    answer = str(page.evaluate(TERMINAL_JS, [command, marker]))
+    assert answer.startswith("ok\n"), answer[:2000]
+    return answer.removeprefix("ok\n")

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from browser_helpers import ARTIFACTS
+from browser_helpers import ARTIFACTS, run_in_terminal
 from raw_http import session_cookie, sign_in, statuses
 from tls_helpers import shorten_certificate
 
@@ -306,35 +306,6 @@ def browser_cookie(info: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- browser
 
 
-TERMINAL_JS = """async () => {
-  const made = await fetch('/pty', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                                    body: JSON.stringify({title: 'edge test'})});
-  if (!made.ok) return 'create: ' + made.status;
-  const pty = await made.json();
-  const token = await fetch(`/pty/${pty.id}/connect-token`, {method: 'POST'});
-  let query = '';
-  if (token.ok) {
-    const body = await token.json();
-    const ticket = body.ticket || body.token;
-    if (ticket) query = '?ticket=' + encodeURIComponent(ticket);
-  }
-  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  return await new Promise((resolve) => {
-    const socket = new WebSocket(`${scheme}://${location.host}/pty/${pty.id}/connect${query}`);
-    let seen = '';
-    const done = (what) => { try { socket.close(); } catch (e) {} resolve(what); };
-    socket.onopen = () => socket.send('echo edge-$((6*7))\\r');
-    socket.onmessage = async (event) => {
-      seen += typeof event.data === 'string' ? event.data : await event.data.text();
-      if (seen.includes('edge-42')) done('ok');
-    };
-    socket.onerror = () => done('error: ' + seen);
-    socket.onclose = (e) => done('closed ' + e.code + ': ' + seen);
-    setTimeout(() => done('timeout: ' + seen), 20000);
-  });
-}"""
-
-
 def test_login_page_ui_terminal_and_logout_in_chromium(
     browser: Any, occ_env: dict[str, str]
 ) -> None:
@@ -366,7 +337,7 @@ def test_login_page_ui_terminal_and_logout_in_chromium(
         )
         assert "server.connected" in events
         # The terminal: a pty and its websocket through the edge.
-        assert page.evaluate(TERMINAL_JS) == "ok"
+        run_in_terminal(page, "echo edge", "edge")
         # Log out (a form posted from the edge's own page): the cookie is gone, and the
         # same cookie copied elsewhere is refused.
         page.goto(info["url"] + "/__occ/logout", wait_until="load")

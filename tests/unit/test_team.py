@@ -128,7 +128,9 @@ def test_a_person_gets_their_own_container_volumes_and_network(
     assert {m["Source"] for m in body["HostConfig"]["Mounts"]} == set(
         volume_names(INSTANCE.for_person("alice"))
     )
-    assert all(v.startswith(f"{PREFIX}-user-alice-") for v in volume_names(INSTANCE.for_person("alice")))
+    assert all(
+        v.startswith(f"{PREFIX}-user-alice-") for v in volume_names(INSTANCE.for_person("alice"))
+    )
     # Only the door shares the person's network.
     assert fake.networks[f"{name}-net"]["Containers"] == {f"{PREFIX}-door"}
     # The internal password went in as a root-only file, and to the door's record.

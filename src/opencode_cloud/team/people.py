@@ -97,6 +97,8 @@ def person_spec(
         runtime_uid=RUNTIME_UID,
         runtime_gid=RUNTIME_UID,
         nano_cpus=nano_cpus,
+        # Their terminal's prompt says whose it is: opencode@alice.
+        hostname=name,
         role="person",
         network=layout.person_network(name),
     )
