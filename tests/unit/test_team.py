@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeEngine
-from service_helpers import INSTANCE
 
+from fakes import FakeEngine
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config
 from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH, ROLE_ENV
 from opencode_cloud.docker.volume import volume_names
-from opencode_cloud.instance import InvalidPersonName, LABEL_PERSON, LABEL_ROLE
+from opencode_cloud.instance import LABEL_PERSON, LABEL_ROLE, InvalidPersonName
 from opencode_cloud.service.service import Service
 from opencode_cloud.team import door
 from opencode_cloud.team.errors import (
@@ -29,6 +28,7 @@ from opencode_cloud.team.errors import (
     TeamAlreadyEnabled,
 )
 from opencode_cloud.team.team import Team, team_enabled
+from service_helpers import INSTANCE
 
 PREFIX = INSTANCE.service_prefix
 
