@@ -42,7 +42,7 @@ def records(monkeypatch: pytest.MonkeyPatch, fake: FakeEngine) -> dict[str, dict
         info = client.find_container(layout.door)
         if info is None or not info.running:
             raise DoorNotRunning(layout.door)
-        op, name = request["op"], request.get("name")
+        op, name = request["op"], str(request.get("name"))
         if op == "list":
             return {"ok": True, "people": [{"name": n, **r} for n, r in people.items()]}
         if op == "put":
