@@ -2254,7 +2254,7 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         raise AdminError(f"unknown op: {op!r}"[:200])
     name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
     hash_what = "not a bcrypt hash"
-    internal_what = "1 to 256 printable characters"
+    internal_what = "1 to 256 printable ASCII characters, no spaces"
     if op == "put":
         admin = request.get("admin", False)
         if not isinstance(admin, bool):
