@@ -230,6 +230,15 @@ def upstream_auth(internal: str) -> str:
     return "Basic " + base64.b64encode(f"opencode:{internal}".encode()).decode()
 
 
+@pytest.fixture(autouse=True)
+def keep_umask() -> Iterator[None]:
+    """`edge.py admin` sets its umask (0077): the tests run it in pytest's process."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
+
+
 @pytest.fixture
 def team(tmp_path: Path) -> Iterator[Team]:
     running = Team(tmp_path)
@@ -385,6 +394,19 @@ def test_put_with_a_new_hash_ends_sessions_and_with_the_same_keeps_them(team: Te
     assert team.verify(alice).status == 401
 
 
+def test_a_session_belongs_to_one_generation_of_its_persons_password(team: Team) -> None:
+    """Even a session left in the database (a tool that changed the record and forgot
+    the sessions) ends with a new generation, and while its person is disabled."""
+    alice = team.session("alice", ALICE_PASSWORD)
+    team.admin_people._run("UPDATE people SET generation = 'another' WHERE name = 'alice'")
+    assert team.verify(alice).status == 401
+    bob = team.session("bob", BOB_PASSWORD)
+    team.admin_people._run("UPDATE people SET disabled = 1 WHERE name = 'bob'")
+    assert team.verify(bob).status == 401
+    team.admin_people._run("UPDATE people SET disabled = 0 WHERE name = 'bob'")
+    assert team.verify(bob).status == 200
+
+
 def test_removing_a_person_ends_everything_of_theirs(team: Team) -> None:
     alice = team.session("alice", ALICE_PASSWORD)
     assert team.basic("alice", ALICE_PASSWORD).status == 200
@@ -462,6 +484,21 @@ def test_a_password_replaced_while_it_is_checked_gets_no_session(
     monkeypatch.setattr(team.guard, "_check", replaced_meanwhile)
     answer = team.login("alice", ALICE_PASSWORD)
     assert answer.status == 401 and not cookie_in(answer)
+
+
+def test_basic_credentials_proven_just_before_a_new_password_let_nobody_through(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempt = team.guard.attempt
+
+    def then_replaced(*args: Any, **kwargs: Any) -> Any:
+        outcome = attempt(*args, **kwargs)
+        team.admin(op="passwd", name="alice", hash=hashed("alice's new password"))
+        return outcome
+
+    monkeypatch.setattr(team.guard, "attempt", then_replaced)
+    answer = team.basic("alice", ALICE_PASSWORD)
+    assert answer.status == 401 and not occ_headers(answer)
 
 
 # --------------------------------------------------------------------------- guessing

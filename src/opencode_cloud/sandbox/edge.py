@@ -1155,6 +1155,8 @@ class TeamGuard(Guard):
     def healthy(self, person: Person) -> bool:
         """Whether the person's instance answers its health check with 200 in time."""
         host, _, port = person.upstream.rpartition(":")
+        if not _UPSTREAM.fullmatch(person.upstream):
+            return False  # not written by the admin tool
         connection = http.client.HTTPConnection(host, int(port), timeout=HEALTH_TIMEOUT)
         try:
             connection.request(
@@ -1163,7 +1165,7 @@ class TeamGuard(Guard):
             answer = connection.getresponse()
             answer.read(MAX_BODY)
             ready = answer.status == 200
-        except (OSError, ValueError, http.client.HTTPException):
+        except (OSError, ValueError, OverflowError, http.client.HTTPException):
             ready = False
         finally:
             connection.close()
