@@ -665,6 +665,9 @@ MAX_ADMIN_REQUEST = 64 * 1024
 # The cost of the dummy hash checked for unknown names while no person's hash shows the
 # one in use: the tool's (access/credentials.py).
 DEFAULT_BCRYPT_COST = 10
+# What a credential's "hash" starts with for a name that is nobody's (or a disabled
+# person's): the check runs against a dummy hash of the cost that follows.
+_DUMMY = b"dummy:"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS people (
@@ -718,20 +721,9 @@ class Person:
 
     @classmethod
     def of_row(cls, row: Sequence[Any]) -> Person:
-        (name, hashed, generation, internal, upstream, admin, email, disabled, *times) = row
-        created, last_sign_in, last_seen = times
+        name, hashed, generation, internal, upstream, admin, email, disabled, *times = row
         return cls(
-            name,
-            hashed,
-            generation,
-            internal,
-            upstream,
-            bool(admin),
-            email,
-            bool(disabled),
-            created,
-            last_sign_in,
-            last_seen,
+            name, hashed, generation, internal, upstream, bool(admin), email, bool(disabled), *times
         )
 
     def upstream_auth(self) -> str:
@@ -1228,11 +1220,6 @@ class TeamGuard(Guard):
                 self.stop_idle()
             except Exception as exc:  # keep looking
                 print(f"edge: idle stop: {exc!r}", file=sys.stderr, flush=True)
-
-
-# What a credential's "hash" starts with for a name that is nobody's (or a disabled
-# person's): the check runs against a dummy hash of the cost that follows.
-_DUMMY = b"dummy:"
 
 
 # --------------------------------------------------------------------------- HTTP framing
