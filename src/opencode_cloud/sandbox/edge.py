@@ -81,6 +81,30 @@ it does:
 - at most `MAX_CONNECTIONS` connections (a thread each): a new one beyond that closes the
   one that has been waiting longest for its request, or gets 503 when none is waiting.
 
+Team mode (docs/team.md), when `OCC_EDGE_TEAM_DB` names a SQLite database (WAL, 0600,
+made when missing): several people, each signing in with their own name (the form's
+`name`, Basic's user name) and password, each with an opencode of their own. The
+database holds the people (bcrypt hash, a random generation that a new hash or disabling
+replaces, the internal password and address of their instance), their sessions (digests,
+each of one person and generation) and a sign-in log. Every rule above holds per person:
+a session or a proof of Basic credentials lets through only that person, while they are
+enabled and their password is of that generation, so `passwd`, `disable` and `remove`
+end them on the next request. A name that is nobody's, or a disabled person's, is
+checked against a dummy hash of the same cost and counted like any wrong password; no
+bucket is kept per name (a guesser could fill it to lock that person out). A device
+cookie is made for the person who signed in with it and gives a bucket of its own to
+their attempts only: a member of the team cannot make device cookies by the dozen to
+guess another's password outside the shared buckets. verify's 200 names the person and
+their instance in `X-Occ-Person`, `X-Occ-Upstream` and `X-Occ-Upstream-Auth` (Caddy
+deletes what the client sent under those names), and notes them seen (`last_seen`, at
+most every `LAST_SEEN_EVERY` seconds). A person whose instance does not answer its
+health check is sent to `/__occ/starting` after signing in, a page that polls
+`/__occ/ready`, which asks the starter (`OCC_EDGE_STARTER`, a unix socket, one JSON line
+each way) to start it. With `OCC_EDGE_IDLE_STOP` > 0, instances seen in use whose person
+has not been seen for that many seconds are asked to stop (a long-lived request, such as
+an event stream, counts when it began only). `edge.py admin FILE` applies one request
+of the admin tool to the database (`apply_admin`).
+
 The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
 and Debian's `python3-bcrypt`.
 """
@@ -91,6 +115,7 @@ import contextlib
 import hashlib
 import hmac
 import html
+import http.client
 import json
 import math
 import os
@@ -98,14 +123,15 @@ import re
 import secrets
 import socket
 import socketserver
+import sqlite3
 import stat
 import sys
 import threading
 import time
 import unicodedata
-from base64 import b64decode
+from base64 import b64decode, b64encode
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -131,6 +157,8 @@ PREFIX = "/__occ"
 LOGIN_PATH = f"{PREFIX}/login"
 LOGOUT_PATH = f"{PREFIX}/logout"
 VERIFY_PATH = f"{PREFIX}/verify"
+STARTING_PATH = f"{PREFIX}/starting"  # team mode's
+READY_PATH = f"{PREFIX}/ready"  # team mode's
 MAX_BODY = 16 * 1024
 MAX_HEAD = 64 * 1024  # request line and headers (browsers' cookies add up)
 MAX_HEADERS = 200
@@ -381,6 +409,20 @@ class Guard:
             self._proven.clear()
         return self._hash
 
+    def _credential(self, username: str) -> tuple[bytes, str]:
+        """The hash `username`'s password is checked against and its generation. Called
+        with the lock held."""
+        return self._current_hash(), self.generation
+
+    def _generation_now(self, username: str) -> str:
+        """The generation of `username`'s password now (a check may outlast it). Called
+        with the lock held."""
+        self._current_hash()
+        return self.generation
+
+    def _checked(self, address: str, username: str, outcome: str) -> None:
+        """Told the outcome of each check that ran (not of attempts that shared one)."""
+
     def _check(self, username: str, password: str, stored: bytes) -> bool:
         """Whether the credentials are right for `stored`, the hash read when the attempt
         began (not the file's content now: the attempt belongs to that password)."""
@@ -395,9 +437,9 @@ class Guard:
             return False
         return name_ok and password_ok
 
-    def _proof(self, username: str, password: str) -> bytes:
-        """What the memory of proven credentials keeps of them. Called with the lock held."""
-        text = f"{self.generation}\0{username}\0{password}".encode("utf-8", "surrogatepass")
+    def _proof(self, generation: str, username: str, password: str) -> bytes:
+        """What the memory of proven credentials keeps of them."""
+        text = f"{generation}\0{username}\0{password}".encode("utf-8", "surrogatepass")
         return hmac.digest(self._proof_key, text, "sha256")
 
     def _run_check(self, username: str, password: str, stored: bytes) -> str:
@@ -412,10 +454,10 @@ class Guard:
 
     # -- guessing limits ----------------------------------------------------------------
 
-    def _limits(self, address: str, device: str | None) -> list[tuple[str, int]]:
-        """The buckets an attempt counts in: its device's own, or its address's and the
-        one of all attempts without a device cookie."""
-        device_id = self.device_id(device) if device else None
+    def _limits(self, address: str, device: str | None, name: str = "") -> list[tuple[str, int]]:
+        """The buckets an attempt (for `name`, in team mode) counts in: its device's own,
+        or its address's and the one of all attempts without a device cookie."""
+        device_id = self.device_id(device, name) if device else None
         if device_id:
             return [(f"device {device_id}", self.max_failures)]
         return [
@@ -423,9 +465,9 @@ class Guard:
             ("untrusted", self.max_untrusted_failures),
         ]
 
-    def retry_after(self, address: str, device: str | None = None) -> int:
+    def retry_after(self, address: str, device: str | None = None, name: str = "") -> int:
         """Seconds until `address` (or the device) may try again; 0 when it may now."""
-        return self.limiter.wait(self._limits(address, device))
+        return self.limiter.wait(self._limits(address, device, name))
 
     def attempt(
         self, address: str, username: str, password: str, device: str | None = None
@@ -444,11 +486,10 @@ class Guard:
         replaced while it was being checked is no longer right: such an attempt is
         `wrong`, and not remembered.
         """
-        limits = self._limits(address, device)
+        limits = self._limits(address, device, username)
         with self._lock:
-            stored = self._current_hash()
-            generation = self.generation
-            proof = self._proof(username, password)
+            stored, generation = self._credential(username)
+            proof = self._proof(generation, username, password)
             if self.limiter.wait(limits):
                 return "locked", generation
             if proof in self._proven:
@@ -466,8 +507,7 @@ class Guard:
         finally:
             with self._lock:
                 del self._checks[proof]
-                self._current_hash()
-                if check.outcome == "ok" and self.generation != generation:
+                if self._generation_now(username) != generation and check.outcome == "ok":
                     check.outcome = "wrong"  # rotated meanwhile: the old password is void
                 if check.outcome == "ok":
                     if len(self._proven) > 1000:
@@ -475,6 +515,7 @@ class Guard:
                     self._proven.add(proof)
                 self.limiter.settle([key for key, _ in limits], failed=check.outcome != "ok")
             check.done.set()
+        self._checked(address, username, check.outcome)
         return check.outcome, generation
 
     # -- devices ------------------------------------------------------------------------
@@ -495,25 +536,27 @@ class Guard:
             print(f"edge: cannot save the device key: {exc}", file=sys.stderr)
         return key
 
-    def _device_mac(self, nonce: str) -> str:
+    def _device_mac(self, nonce: str, name: str = "") -> str:
         text = f"device\0{nonce}".encode()
         return hmac.new(self._device_key, text, "sha256").hexdigest()[:32]
 
-    def new_device(self) -> str:
+    def new_device(self, name: str = "") -> str:
         """A device cookie's value: a random name and its signature. It says that this
         browser signed in here before, and gives it a bucket of its own; it lets nobody
         in. So it outlives a new password (the owner, after `occ auth rotate`, still has
         a bucket no guesser fills), and is void only with the key that signed it."""
         nonce = secrets.token_urlsafe(18)
-        return f"{nonce}.{self._device_mac(nonce)}"
+        return f"{nonce}.{self._device_mac(nonce, name)}"
 
-    def device_id(self, token: str) -> str | None:
-        """The name of the device, when `token` is one of our device cookies; else None."""
+    def device_id(self, token: str, name: str = "") -> str | None:
+        """The name of the device, when `token` is one of our device cookies (in team
+        mode: made when `name` signed in); else None."""
         nonce, _, mac = token.partition(".")
         if not _RANDOM.fullmatch(nonce):
             return None
         # As bytes: a cookie may hold any Latin-1 character, compare_digest takes ASCII.
-        if hmac.compare_digest(mac.encode("latin-1", "replace"), self._device_mac(nonce).encode()):
+        expected = self._device_mac(nonce, name).encode()
+        if hmac.compare_digest(mac.encode("latin-1", "replace"), expected):
             return nonce
         return None
 
@@ -556,9 +599,10 @@ class Guard:
         with self._lock:
             return self._new_session(generation)
 
-    def sign_in(self, generation: str) -> tuple[str, str] | None:
+    def sign_in(self, generation: str, name: str = "", address: str = "") -> tuple[str, str] | None:
         """A session and a device cookie for a sign-in checked against the password of
-        `generation`, made together; None when that password has been replaced since."""
+        `generation`, made together; None when that password has been replaced since.
+        (`name` and `address` are team mode's.)"""
         with self._lock:
             session = self._new_session(generation)
             return None if session is None else (session, self.new_device())
@@ -597,6 +641,585 @@ class Guard:
         with self._lock:
             if self._sessions.pop(_digest(token), None) is not None:
                 self._save_sessions()
+
+
+# --------------------------------------------------------------------------- team mode
+
+# A person's name: what their containers, volumes and network are named after.
+PERSON_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?")
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_UPSTREAM = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}):([0-9]{1,5})")
+_INTERNAL_PASSWORD = re.compile(r"[\x21-\x7e]{1,256}")
+DEFAULT_TEAM_DB = "/var/lib/opencode-cloud-edge/team.db"
+INTERNAL_USER = "opencode"  # the user name of a person's instance's internal password
+HEALTH_PATH = "/global/health"
+HEALTH_TIMEOUT = 1.0  # an instance that does not answer its health check by then is not ready
+STARTER_TIMEOUT = 5.0  # the starter answers once the engine took the request
+START_REPEAT = 2.0  # a person's instance is asked to start at most this often
+LAST_SEEN_EVERY = 10.0  # seconds between two writes of a person's last_seen
+IDLE_STOP = float(os.environ.get("OCC_EDGE_IDLE_STOP", "0"))  # 0: never stop an instance
+IDLE_CHECK_EVERY = 60.0  # at most this long between two looks for idle instances
+DB_BUSY_MS = 5000  # how long a write waits for another process's (the admin tool's)
+MAX_LOG_ROWS = 10000  # the sign-in log keeps its newest rows only
+MAX_ADMIN_REQUEST = 64 * 1024
+# The cost of the dummy hash checked for unknown names while no person's hash shows the
+# one in use: the tool's (access/credentials.py).
+DEFAULT_BCRYPT_COST = 10
+# What a credential's "hash" starts with for a name that is nobody's (or a disabled
+# person's): the check runs against a dummy hash of the cost that follows.
+_DUMMY = b"dummy:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS people (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    generation TEXT NOT NULL,
+    internal_password TEXT NOT NULL,
+    upstream TEXT NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0,
+    email TEXT,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL,
+    last_sign_in INTEGER,
+    last_seen INTEGER
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    generation TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_name ON sessions (name);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires);
+CREATE TABLE IF NOT EXISTS sign_ins (
+    time INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    event TEXT NOT NULL,
+    address TEXT NOT NULL
+);
+"""
+_PERSON_COLUMNS = (
+    "name, hash, generation, internal_password, upstream, admin, email, disabled, "
+    "created, last_sign_in, last_seen"
+)
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    hash: str = field(repr=False)
+    generation: str = field(repr=False)
+    internal_password: str = field(repr=False)
+    upstream: str
+    admin: bool
+    email: str | None
+    disabled: bool
+    created: int
+    last_sign_in: int | None
+    last_seen: int | None
+
+    @classmethod
+    def of_row(cls, row: Sequence[Any]) -> Person:
+        name, hashed, generation, internal, upstream, admin, email, disabled, *times = row
+        return cls(
+            name, hashed, generation, internal, upstream, bool(admin), email, bool(disabled), *times
+        )
+
+    def upstream_auth(self) -> str:
+        """The Authorization header of the person's own instance."""
+        credentials = f"{INTERNAL_USER}:{self.internal_password}".encode()
+        return "Basic " + b64encode(credentials).decode("ascii")
+
+    def grant(self) -> list[tuple[str, str]]:
+        """The headers of verify's 200: where Caddy sends this person's requests."""
+        return [
+            ("X-Occ-Person", self.name),
+            ("X-Occ-Upstream", self.upstream),
+            ("X-Occ-Upstream-Auth", self.upstream_auth()),
+        ]
+
+    def public(self) -> dict[str, Any]:
+        """What `list` tells of the person: never a hash or a password."""
+        return {
+            "name": self.name,
+            "admin": self.admin,
+            "email": self.email,
+            "disabled": self.disabled,
+            "created": self.created,
+            "last_sign_in": self.last_sign_in,
+            "last_seen": self.last_seen,
+        }
+
+
+class AdminError(Exception):
+    """A request of `edge.py admin` that is not applied: its message is the answer."""
+
+
+def _new_generation() -> str:
+    """A person's sessions belong to one of these; a new one voids them all."""
+    return secrets.token_hex(16)
+
+
+def _open_private_db(path: Path) -> sqlite3.Connection:
+    """The database at `path` (made, 0600, when missing; its directory 0700 when made),
+    in WAL mode, with its tables. A symbolic link or any other file there is refused."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, 0o600)  # SQLite gives its -wal and -shm files this mode too
+    finally:
+        os.close(fd)
+    # Autocommit (isolation_level None): each statement sees what other processes wrote.
+    db = sqlite3.connect(
+        path, timeout=DB_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    db.execute(f"PRAGMA busy_timeout = {DB_BUSY_MS}")
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise OSError(f"{path}: cannot use WAL mode ({mode})")
+    db.executescript(_SCHEMA)
+    return db
+
+
+class People:
+    """The team's people, their sessions and the sign-in log, in SQLite.
+
+    One connection, used under a lock by the edge's threads; the admin tool writes the
+    same file from its own process (WAL mode: readers never wait for it, a writer waits
+    up to `DB_BUSY_MS`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = _open_private_db(path)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _all(self, sql: str, *args: Any) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _run(self, sql: str, *args: Any) -> int:
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- what the edge asks -----------------------------------------------------------
+
+    def get(self, name: str) -> Person | None:
+        rows = self._all(f"SELECT {_PERSON_COLUMNS} FROM people WHERE name = ?", name)
+        return Person.of_row(rows[0]) if rows else None
+
+    def some_hash(self) -> str | None:
+        """A person's hash: its cost is the one the tool uses."""
+        rows = self._all("SELECT hash FROM people LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def session_person(self, digest: str, now: float) -> Person | None:
+        """The enabled person whose live session has this digest, with the generation
+        of their password now; None for anything else."""
+        columns = ", ".join(f"p.{c.strip()}" for c in _PERSON_COLUMNS.split(","))
+        rows = self._all(
+            f"SELECT {columns} FROM sessions s JOIN people p ON p.name = s.name "
+            "WHERE s.token = ? AND s.expires > ? AND s.generation = p.generation "
+            "AND p.disabled = 0",
+            digest,
+            now,
+        )
+        return Person.of_row(rows[0]) if rows else None
+
+    def add_session(
+        self, digest: str, name: str, generation: str, now: float, expires: float
+    ) -> bool:
+        """Keep a session of `name` under `generation`, if that is still the generation
+        of their password and they are enabled (in one transaction with the admin
+        tool's changes)."""
+        with self._transaction() as db:
+            found = db.execute(
+                "SELECT 1 FROM people WHERE name = ? AND generation = ? AND disabled = 0",
+                (name, generation),
+            ).fetchall()
+            if not found:
+                return False
+            db.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
+            db.execute(
+                "DELETE FROM sessions WHERE name = ? AND token NOT IN (SELECT token FROM "
+                "sessions WHERE name = ? ORDER BY expires DESC LIMIT ?)",
+                (name, name, MAX_SESSIONS - 1),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (digest, name, generation, int(now), int(expires)),
+            )
+            db.execute("UPDATE people SET last_sign_in = ? WHERE name = ?", (int(now), name))
+            return True
+
+    def end_session(self, digest: str) -> str | None:
+        """Forget a session; the name it was of, if it was one."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT name FROM sessions WHERE token = ?", (digest,)).fetchall()
+            db.execute("DELETE FROM sessions WHERE token = ?", (digest,))
+        return rows[0][0] if rows else None
+
+    def seen(self, name: str, now: float) -> None:
+        self._run("UPDATE people SET last_seen = ? WHERE name = ?", int(now), name)
+
+    def log(self, now: float, name: str, event: str, address: str) -> None:
+        """One line of the sign-in log, which keeps its newest `MAX_LOG_ROWS` only."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO sign_ins VALUES (?, ?, ?, ?)", (int(now), name, event, address[:64])
+            )
+            if cursor.lastrowid:
+                db.execute(
+                    "DELETE FROM sign_ins WHERE rowid <= ?", (cursor.lastrowid - MAX_LOG_ROWS,)
+                )
+
+    def events(self) -> list[tuple[int, str, str, str]]:
+        return [tuple(row) for row in self._all("SELECT * FROM sign_ins ORDER BY rowid")]
+
+    # -- what the admin tool asks -----------------------------------------------------
+
+    def put(
+        self,
+        name: str,
+        hashed: str,
+        internal_password: str,
+        upstream: str,
+        admin: bool,
+        email: str | None,
+        now: float,
+    ) -> bool:
+        """Add the person or replace their record (keeping their times and whether they
+        are disabled); a new hash voids their sessions. True when added."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT hash, generation FROM people WHERE name = ?", (name,)
+            ).fetchall()
+            if not rows:
+                db.execute(
+                    f"INSERT INTO people ({_PERSON_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, NULL, NULL)",
+                    (
+                        name,
+                        hashed,
+                        _new_generation(),
+                        internal_password,
+                        upstream,
+                        int(admin),
+                        email,
+                        int(now),
+                    ),
+                )
+                return True
+            old_hash, generation = rows[0]
+            if old_hash != hashed:
+                generation = _new_generation()
+                db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            db.execute(
+                "UPDATE people SET hash = ?, generation = ?, internal_password = ?, "
+                "upstream = ?, admin = ?, email = ? WHERE name = ?",
+                (hashed, generation, internal_password, upstream, int(admin), email, name),
+            )
+            return False
+
+    def change(self, name: str, sql: str, *args: Any, void_sessions: bool = False) -> None:
+        """Apply `UPDATE people SET <sql> WHERE name = ?` to an existing person, with a
+        new generation and without their sessions when `void_sessions`."""
+        with self._transaction() as db:
+            if void_sessions:
+                sql = f"{sql}, generation = ?"
+                args = (*args, _new_generation())
+                db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            changed = db.execute(f"UPDATE people SET {sql} WHERE name = ?", (*args, name))
+            if not changed.rowcount:
+                raise AdminError(f"no such person: {name}")
+
+    def remove(self, name: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            if not db.execute("DELETE FROM people WHERE name = ?", (name,)).rowcount:
+                raise AdminError(f"no such person: {name}")
+
+    def everyone(self) -> list[Person]:
+        rows = self._all(f"SELECT {_PERSON_COLUMNS} FROM people ORDER BY name")
+        return [Person.of_row(row) for row in rows]
+
+
+class Starter:
+    """The client of the starter, the one part with the engine's socket: one JSON line
+    asked, one answered, per connection. Without its socket, every instance is simply
+    not ready."""
+
+    def __init__(self, path: str | None, timeout: float = STARTER_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def ask(self, op: str, name: str) -> dict[str, Any]:
+        """The starter's answer (`{"state": ...}`), or `{"error": ...}`."""
+        if not self.path:
+            return {"error": "no starter"}
+        request = json.dumps({"op": op, "name": name}).encode() + b"\n"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                deadline = time.monotonic() + self.timeout
+                sock.settimeout(self.timeout)
+                sock.connect(self.path)
+                sock.sendall(request)
+                reader = Reader(sock)
+                while b"\n" not in reader.buffer and len(reader.buffer) < MAX_BODY:
+                    try:
+                        reader.fill(deadline)
+                    except Closed:
+                        break
+            answer = json.loads(bytes(reader.buffer).split(b"\n", 1)[0])
+        except (OSError, ValueError) as exc:
+            print(f"edge: the starter did not answer {op} {name}: {exc!r}", file=sys.stderr)
+            return {"error": "the starter did not answer"}
+        if not isinstance(answer, dict):
+            return {"error": "the starter's answer is not an object"}
+        return answer
+
+
+class TeamGuard(Guard):
+    """The guard of team mode: people by name, each with their own password, sessions
+    and instance. Everything else (guessing limits, devices, the bcrypt places, the
+    memory of proven credentials) is the single-user guard's, per person: a proof and a
+    session belong to one person and one generation of their password."""
+
+    def __init__(
+        self,
+        people: People,
+        state_dir: Path | None = None,
+        *,
+        starter: Starter | None = None,
+        idle_stop: float = IDLE_STOP,
+        **options: Any,
+    ) -> None:
+        # No password file: the people's hashes are in the database.
+        super().__init__(Path(os.devnull), "", state_dir, **options)
+        self.people = people
+        self.starter = starter or Starter(None)
+        self.idle_stop = idle_stop
+        self._team_lock = threading.Lock()
+        self._dummies: dict[int, bytes] = {}  # bcrypt cost -> a hash nobody's password has
+        self._seen: dict[str, float] = {}  # name -> when last_seen was last written
+        self._started: dict[str, tuple[float, str]] = {}  # name -> when asked to start, state
+        self._running: set[str] = set()  # instances seen in use or running: idle candidates
+
+    # -- credentials by name ------------------------------------------------------------
+
+    def _load_sessions(self) -> dict[str, dict[str, Any]]:
+        return {}  # in the database
+
+    def _credential(self, username: str) -> tuple[bytes, str]:
+        """An enabled person's hash and generation. For anyone else, a dummy hash of the
+        same cost and no generation: their attempt is checked (and counted) just like a
+        wrong password, so that names are not told apart by the time an answer takes."""
+        person = self.people.get(username) if PERSON_NAME.fullmatch(username) else None
+        if person is not None and not person.disabled:
+            return person.hash.encode(), person.generation
+        model = person.hash if person is not None else self.people.some_hash()
+        cost = int(model[4:6]) if model and _BCRYPT_HASH.fullmatch(model) else 0
+        return _DUMMY + str(cost or DEFAULT_BCRYPT_COST).encode(), ""
+
+    def _generation_now(self, username: str) -> str:
+        if not PERSON_NAME.fullmatch(username):
+            return ""
+        person = self.people.get(username)
+        return person.generation if person is not None and not person.disabled else ""
+
+    def _check(self, username: str, password: str, stored: bytes) -> bool:
+        import bcrypt  # Debian's python3-bcrypt
+
+        if stored.startswith(_DUMMY):
+            with contextlib.suppress(ValueError):
+                bcrypt.checkpw(password.encode(), self._dummy(int(stored[len(_DUMMY) :])))
+            return False
+        try:
+            return bool(bcrypt.checkpw(password.encode(), stored))
+        except ValueError:  # not a hash, or a password bcrypt refuses (NUL, too long)
+            return False
+
+    def _dummy(self, cost: int) -> bytes:
+        """A hash of `cost` no password is known for (made once per cost)."""
+        import bcrypt  # Debian's python3-bcrypt
+
+        with self._team_lock:
+            dummy = self._dummies.get(cost)
+        if dummy is None:
+            dummy = bcrypt.hashpw(secrets.token_bytes(16).hex().encode(), bcrypt.gensalt(cost))
+            with self._team_lock:
+                dummy = self._dummies.setdefault(cost, dummy)
+        return dummy
+
+    def _device_mac(self, nonce: str, name: str = "") -> str:
+        """A device cookie is made for the person who signed in on it and gives a bucket
+        of its own to their attempts only: a member of the team cannot make device
+        cookies by the dozen to guess another's password outside the shared buckets."""
+        text = f"device\0{nonce}\0{name}".encode()
+        return hmac.new(self._device_key, text, "sha256").hexdigest()[:32]
+
+    def _checked(self, address: str, username: str, outcome: str) -> None:
+        if outcome == "wrong":  # bounded by the guessing limits, as every check is
+            logged = username if PERSON_NAME.fullmatch(username) else ""
+            self._log(logged, "failed", address)
+
+    def _log(self, name: str, event: str, address: str) -> None:
+        try:
+            self.people.log(self.clock(), name, event, address)
+        except sqlite3.Error as exc:  # the log is not worth a refused sign-in
+            print(f"edge: cannot log {event}: {exc!r}", file=sys.stderr, flush=True)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def new_session(self, generation: str, name: str = "", address: str = "") -> str | None:
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        expires = now + self.session_seconds
+        if not generation or not self.people.add_session(
+            _digest(token), name, generation, now, expires
+        ):
+            return None
+        self._log(name, "signed-in", address)
+        return token
+
+    def sign_in(self, generation: str, name: str = "", address: str = "") -> tuple[str, str] | None:
+        session = self.new_session(generation, name, address)
+        return None if session is None else (session, self.new_device(name))
+
+    def session_person(self, token: str) -> Person | None:
+        """The person a session cookie is of: enabled, under the generation of their
+        password now; None for any other cookie. Asked on every request."""
+        return self.people.session_person(_digest(token), self.clock())
+
+    def session_valid(self, token: str) -> bool:
+        return self.session_person(token) is not None
+
+    def end_session(self, token: str) -> None:
+        name = self.people.end_session(_digest(token))
+        if name is not None:
+            self._log(name, "signed-out", "")
+
+    def person(self, name: str, generation: str) -> Person | None:
+        """The enabled person `name` while their password is of `generation`."""
+        person = self.people.get(name) if PERSON_NAME.fullmatch(name) else None
+        if person is None or person.disabled or person.generation != generation:
+            return None
+        return person
+
+    def admit(self, person: Person) -> list[tuple[str, str]]:
+        """verify's 200 for `person`: note that they use their instance (last_seen, at
+        most every `LAST_SEEN_EVERY` seconds) and tell Caddy where it is."""
+        now = self.clock()
+        with self._team_lock:
+            self._running.add(person.name)
+            due = now - self._seen.get(person.name, -math.inf) >= LAST_SEEN_EVERY
+            if due:
+                self._seen[person.name] = now
+        if due:
+            try:
+                self.people.seen(person.name, now)
+            except sqlite3.Error as exc:
+                print(f"edge: cannot note {person.name} seen: {exc!r}", file=sys.stderr)
+        return person.grant()
+
+    # -- instances ----------------------------------------------------------------------
+
+    def healthy(self, person: Person) -> bool:
+        """Whether the person's instance answers its health check with 200 in time."""
+        host, _, port = person.upstream.rpartition(":")
+        if not _UPSTREAM.fullmatch(person.upstream):
+            return False  # not written by the admin tool
+        connection = http.client.HTTPConnection(host, int(port), timeout=HEALTH_TIMEOUT)
+        try:
+            connection.request(
+                "GET", HEALTH_PATH, headers={"Authorization": person.upstream_auth()}
+            )
+            answer = connection.getresponse()
+            answer.read(MAX_BODY)
+            ready = answer.status == 200
+        except (OSError, ValueError, OverflowError, http.client.HTTPException):
+            ready = False
+        finally:
+            connection.close()
+        if ready:
+            with self._team_lock:
+                self._running.add(person.name)
+        return ready
+
+    def start(self, name: str) -> str:
+        """Ask the starter to start `name`'s instance (at most every `START_REPEAT`
+        seconds: the starting page asks twice a second); its state, as far as known."""
+        now = time.monotonic()
+        with self._team_lock:
+            asked, state = self._started.get(name, (-math.inf, ""))
+            if now - asked < START_REPEAT:
+                return state
+            self._started[name] = (now, "starting")
+        answered = self.starter.ask("start", name).get("state")
+        known = ("running", "starting", "stopped", "missing")
+        state = answered if isinstance(answered, str) and answered in known else "unavailable"
+        with self._team_lock:
+            self._started[name] = (now, state)
+            if state in ("running", "starting"):
+                self._running.add(name)
+        return state
+
+    def stop_idle(self) -> list[str]:
+        """Ask the starter to stop the instances seen in use whose person has not been
+        seen for `idle_stop` seconds; the names asked."""
+        cutoff = self.clock() - self.idle_stop
+        with self._team_lock:
+            candidates = sorted(self._running)
+        stopped = []
+        for name in candidates:
+            person = self.people.get(name)
+            last = max(
+                (t for t in (person.last_seen, person.last_sign_in) if t is not None)
+                if person
+                else (),
+                default=None,
+            )
+            if last is not None and last >= cutoff:
+                continue
+            answer = self.starter.ask("stop", name)
+            if "error" in answer:
+                continue  # asked again next time
+            stopped.append(name)
+            with self._team_lock:
+                self._running.discard(name)
+                self._seen.pop(name, None)
+                self._started.pop(name, None)
+        return stopped
+
+    def stop_idle_forever(self) -> None:
+        """The idle stopper's thread (when `idle_stop` > 0)."""
+        interval = min(IDLE_CHECK_EVERY, self.idle_stop)
+        while True:
+            time.sleep(interval)
+            try:
+                self.stop_idle()
+            except Exception as exc:  # keep looking
+                print(f"edge: idle stop: {exc!r}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- HTTP framing
@@ -774,7 +1397,10 @@ def read_request(reader: Reader, timeouts: Timeouts) -> Request:
 def encode_response(response: Response, *, head_only: bool, close: bool) -> bytes:
     """The bytes of an answer. The one place that writes headers: it refuses any value
     that would end its line early (CR, LF, any control) or that is not ASCII."""
-    headers = [*response.headers, ("Cache-Control", "no-store"), *SECURITY_HEADERS]
+    own = {name.lower() for name, _ in response.headers}
+    # A page may carry a policy of its own (the starting page runs a script).
+    security = [header for header in SECURITY_HEADERS if header[0].lower() not in own]
+    headers = [*response.headers, ("Cache-Control", "no-store"), *security]
     if response.body or response.status not in (204, 304):
         headers.append(("Content-Type", response.content_type))
     headers.append(("Content-Length", str(len(response.body))))
@@ -841,13 +1467,59 @@ PAGE = """<!doctype html>
 {message}
 <input type="hidden" name="next" value="{next}">
 <input type="hidden" name="csrf" value="{csrf}">
-<label for="username">User name</label>
-<input id="username" name="username" autocomplete="username" value="{username}" required>
+<label for="{field}">{label}</label>
+<input id="{field}" name="{field}" autocomplete="username" value="{username}" required>
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password"
  required autofocus>
 <button type="submit">Sign in</button>
 </form></body></html>
+"""
+
+# Team mode: what a person sees while their instance starts. The script asks
+# `/__occ/ready` twice a second and goes on to `data-next` once it says ready; the
+# page's policy allows this script (by its digest) and nothing else.
+STARTING_SCRIPT = """
+const next = document.body.dataset.next || "/";
+const state = document.getElementById("state");
+async function poll() {
+  try {
+    const answer = await fetch("/__occ/ready", {cache: "no-store"});
+    if (answer.status === 401) {
+      location.replace("/__occ/login?next=" + encodeURIComponent(next));
+      return;
+    }
+    const body = await answer.json();
+    if (body.ready) {
+      location.replace(next);
+      return;
+    }
+    if (body.state === "missing") {
+      state.textContent = "Your opencode was not found. Ask the administrator.";
+    }
+  } catch (error) {}
+  setTimeout(poll, 500);
+}
+poll();
+"""
+STARTING_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-"
+    + b64encode(hashlib.sha256(STARTING_SCRIPT.encode()).digest()).decode()
+    + "'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'"
+)
+
+STARTING_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Starting - opencode-cloud</title>
+{style}</head><body data-next="{next}">
+<form>
+<h1>opencode</h1>
+<p>Your opencode is starting…</p>
+<p id="state"></p>
+</form>
+<script>{script}</script>
+</body></html>
 """
 
 LOGOUT_PAGE = """<!doctype html>
@@ -869,6 +1541,7 @@ class Handler:
 
     def __init__(self, guard: Guard, request: Request, peer: str) -> None:
         self.guard = guard
+        self.team = guard if isinstance(guard, TeamGuard) else None  # team mode's guard
         self.request = request
         self.peer = peer
         self._csrf: str | None = None  # the forms' token, once known
@@ -880,6 +1553,9 @@ class Handler:
             LOGIN_PATH: {"GET": self.login_page, "POST": self.login},
             LOGOUT_PATH: {"GET": self.logout_page, "POST": self.logout},
         }
+        if self.team is not None:
+            routes[STARTING_PATH] = {"GET": self.starting}
+            routes[READY_PATH] = {"GET": self.ready}
         methods = routes.get(self.request.path)
         if methods is None:
             return self._json(404, "not found")
@@ -925,7 +1601,12 @@ class Handler:
         except (ValueError, UnicodeDecodeError):
             return ("", "\0invalid")
         username, _, password = decoded.partition(":")
-        return username, password
+        return self._name(username), password
+
+    def _name(self, typed: str) -> str:
+        """The user name as the guard knows it: in team mode a person's name is lower
+        case (phones capitalise the first letter typed)."""
+        return typed.strip().lower() if self.team is not None else typed
 
     def _form(self) -> dict[str, str] | None:
         """The form's fields (the first of each name); None when it is not a form."""
@@ -1051,6 +1732,8 @@ class Handler:
             message=f'<p class="msg">{html.escape(message)}</p>' if message else "",
             next=html.escape(target, quote=True),
             csrf=self._csrf_token(),
+            field="name" if self.team is not None else "username",
+            label="Name" if self.team is not None else "User name",
             username=html.escape(username, quote=True),
         )
         return self._html(status, text, headers or [])
@@ -1063,11 +1746,11 @@ class Handler:
         return [("WWW-Authenticate", 'Basic realm="opencode-cloud", charset="UTF-8"')]
 
     def _refused(
-        self, outcome: str, device: str | None = None
+        self, outcome: str, device: str | None = None, name: str = ""
     ) -> tuple[int, str, list[tuple[str, str]]]:
         """Status, message and headers for an attempt that did not succeed."""
         if outcome == "locked":
-            wait = self.guard.retry_after(self._address(), device)
+            wait = self.guard.retry_after(self._address(), device, name)
             message = f"Too many failed sign-ins. Try again in {wait} seconds."
             return 429, message, [("Retry-After", str(wait))]
         if outcome == "busy":
@@ -1077,20 +1760,41 @@ class Handler:
 
     # -- routes -------------------------------------------------------------------------
 
+    def _session_grant(self, token: str) -> list[tuple[str, str]] | None:
+        """The headers of verify's 200 for a session cookie (none in single-user mode;
+        in team mode, the person's upstream); None when the cookie is no session."""
+        if self.team is None:
+            return [] if self.guard.session_valid(token) else None
+        person = self.team.session_person(token)
+        return None if person is None else self.team.admit(person)
+
+    def _basic_grant(self, name: str, generation: str) -> list[tuple[str, str]] | None:
+        """The headers of verify's 200 for Basic credentials proven right against the
+        password of `generation`; None when that person is gone, disabled or has another
+        password since."""
+        if self.team is None:
+            return []
+        person = self.team.person(name, generation)
+        return None if person is None else self.team.admit(person)
+
     def verify(self) -> Response:
-        """Caddy's question about one request: 200 lets it through."""
+        """Caddy's question about one request: 200 lets it through (in team mode, to the
+        upstream its headers name: only what the guard found, never the client's)."""
         token = self._cookie("session")
-        if token and self.guard.session_valid(token):
+        if token and (grant := self._session_grant(token)) is not None:
             if self._acts() and self._origin() == "foreign":
                 return self._json(403, "changes and websockets only from this site's own pages")
-            return Response(200)
+            return Response(200, headers=grant)
         credentials = self._basic()
         if credentials is not None:
             device = self._cookie("device")
-            outcome, _ = self.guard.attempt(self._address(), *credentials, device=device)
+            outcome, generation = self.guard.attempt(self._address(), *credentials, device=device)
             if outcome == "ok":
-                return Response(200)
-            status, message, headers = self._refused(outcome, device)
+                grant = self._basic_grant(credentials[0], generation)
+                if grant is not None:
+                    return Response(200, headers=grant)
+                outcome = "wrong"
+            status, message, headers = self._refused(outcome, device, credentials[0])
             if status == 401:
                 headers = self._challenge()
             return self._json(status, message, headers)
@@ -1113,7 +1817,11 @@ class Handler:
         form = self._form()
         if form is None:
             return self._json(400, "not a form")
-        username, password = form.get("username", ""), form.get("password", "")
+        if self.team is not None:
+            username = self._name(form.get("name", form.get("username", "")))
+        else:
+            username = form.get("username", "")
+        password = form.get("password", "")
         target = safe_next(form.get("next"))
         if self._origin() == "foreign" or not self._csrf_ok(form):
             # Another site's form, or a page too old: nothing is checked or counted.
@@ -1122,13 +1830,17 @@ class Handler:
         device = self._cookie("device")
         outcome, generation = self.guard.attempt(self._address(), username, password, device)
         # Checked against a password replaced since: wrong now, as for any other attempt.
-        made = self.guard.sign_in(generation) if outcome == "ok" else None
+        made = (
+            self.guard.sign_in(generation, username, self._address()) if outcome == "ok" else None
+        )
         if made is None:
             status, message, headers = self._refused(
-                "wrong" if outcome == "ok" else outcome, device
+                "wrong" if outcome == "ok" else outcome, device, username
             )
             return self._page(status, message, target, username, headers)
         session, new_device = made
+        if self.team is not None:
+            target = self._landing(username, generation, target)
         headers = [
             ("Location", target),
             self._set_cookie("session", session, self.guard.session_seconds),
@@ -1156,6 +1868,49 @@ class Handler:
             self._set_cookie("session", "", 0),
         ]
         return Response(303, headers=headers)
+
+    # -- team mode's routes ---------------------------------------------------------------
+
+    def _landing(self, name: str, generation: str, target: str) -> str:
+        """Where a person who just signed in goes: `target`, or the starting page when
+        their instance does not answer yet (then asked to start)."""
+        assert self.team is not None
+        person = self.team.person(name, generation)
+        if person is None or self.team.healthy(person):
+            return target
+        self.team.start(name)
+        return f"{STARTING_PATH}?next={quote(target, safe='/')}"
+
+    def _signed_in(self) -> Person | None:
+        token = self._cookie("session")
+        return self.team.session_person(token) if self.team is not None and token else None
+
+    def starting(self) -> Response:
+        """The page shown while the person's instance starts: it asks `ready` until
+        it is, then goes on to `next`."""
+        query = parse_qs(urlsplit(self.request.target).query)
+        target = safe_next((query.get("next") or ["/"])[0])
+        if self._signed_in() is None:
+            location = f"{LOGIN_PATH}?next={quote(target, safe='/')}"
+            return Response(303, headers=[("Location", location)])
+        text = STARTING_PAGE.format(
+            style=STYLE, next=html.escape(target, quote=True), script=STARTING_SCRIPT
+        )
+        return self._html(200, text, [("Content-Security-Policy", STARTING_POLICY)])
+
+    def ready(self) -> Response:
+        """Whether the person's instance answers; when it does not, it is asked to start."""
+        assert self.team is not None
+        person = self._signed_in()
+        if person is None:
+            return self._json(401, "sign in first")
+        if self._origin() == "foreign":
+            return self._json(403, "only from this site's own pages")
+        if self.team.healthy(person):
+            answer: dict[str, Any] = {"ready": True}
+        else:
+            answer = {"ready": False, "state": self.team.start(person.name)}
+        return Response(200, json.dumps(answer).encode(), "application/json")
 
 
 # --------------------------------------------------------------------------- connections
@@ -1414,15 +2169,157 @@ def listen_address(value: str) -> tuple[str, int] | str:
     return host, int(port)
 
 
+# --------------------------------------------------------------------------- admin
+
+
+def read_admin_request(path: Path) -> dict[str, Any]:
+    """The request in `path`, a regular file of this user's (never a link, which is
+    left alone), deleted once read: it holds a hash and an internal password."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise AdminError(f"cannot read the request: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise AdminError("the request is not a regular file (a link, or something else)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise AdminError(f"cannot read the request: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+            info.st_dev,
+            info.st_ino,
+        ):
+            raise AdminError("the request is not a regular file (a link, or something else)")
+        if opened.st_uid != os.geteuid():
+            raise AdminError("the request is not a file of this user's")
+        content = handle.read(MAX_ADMIN_REQUEST + 1)
+    try:
+        path.unlink()
+    except OSError as exc:
+        raise AdminError(f"cannot delete the request: {exc.strerror}") from None
+    if len(content) > MAX_ADMIN_REQUEST:
+        raise AdminError("the request is too large")
+    try:
+        request = json.loads(content)
+    except (ValueError, RecursionError):
+        raise AdminError("the request is not JSON") from None
+    if not isinstance(request, dict):
+        raise AdminError("the request is not a JSON object")
+    return request
+
+
+def _field(request: dict[str, Any], key: str, pattern: re.Pattern[str], what: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise AdminError(f"{key}: {what}")
+    return value
+
+
+def _upstream(request: dict[str, Any]) -> str:
+    value = _field(request, "upstream", _UPSTREAM, "not host:port")
+    port = int(value.rpartition(":")[2])
+    if not 0 < port < 65536:
+        raise AdminError("upstream: not host:port")
+    return value
+
+
+def _email(request: dict[str, Any]) -> str | None:
+    value = request.get("email")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 254 or _CONTROL.search(value) or "\t" in value:
+        raise AdminError("email: not an address")
+    return value
+
+
+def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str, Any]:
+    """Apply one request of the admin tool (docs/team.md); its answer."""
+    op = request.get("op")
+    if op == "list":
+        return {"ok": True, "people": [person.public() for person in people.everyone()]}
+    if op not in ("put", "passwd", "disable", "enable", "internal", "remove"):
+        raise AdminError(f"unknown op: {op!r}"[:200])
+    name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
+    hash_what = "not a bcrypt hash"
+    internal_what = "1 to 256 printable ASCII characters, no spaces"
+    if op == "put":
+        admin = request.get("admin", False)
+        if not isinstance(admin, bool):
+            raise AdminError("admin: not true or false")
+        added = people.put(
+            name,
+            _field(request, "hash", _BCRYPT_HASH, hash_what),
+            _field(request, "internal_password", _INTERNAL_PASSWORD, internal_what),
+            _upstream(request),
+            admin,
+            _email(request),
+            now,
+        )
+        people.log(now, name, "added" if added else "replaced", "admin")
+        return {"ok": True, "name": name, "added": added}
+    if op == "passwd":
+        hashed = _field(request, "hash", _BCRYPT_HASH, hash_what)
+        people.change(name, "hash = ?", hashed, void_sessions=True)
+    elif op == "disable":
+        people.change(name, "disabled = 1", void_sessions=True)
+    elif op == "enable":
+        people.change(name, "disabled = 0")
+    elif op == "internal":
+        internal = _field(request, "internal_password", _INTERNAL_PASSWORD, internal_what)
+        people.change(name, "internal_password = ?", internal)
+    else:
+        people.remove(name)
+    people.log(now, name, op, "admin")
+    return {"ok": True, "name": name}
+
+
+def admin_main(arguments: Sequence[str]) -> int:
+    """`edge.py admin FILE`: one request, one JSON line; 0, or 1 with `{"error": ...}`."""
+    os.umask(0o077)
+    try:
+        if len(arguments) != 1:
+            raise AdminError("usage: edge.py admin FILE")
+        request = read_admin_request(Path(arguments[0]))
+        people = People(Path(os.environ.get("OCC_EDGE_TEAM_DB", DEFAULT_TEAM_DB)))
+        try:
+            answer = apply_admin(people, request, time.time())
+        finally:
+            people.close()
+    except AdminError as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 1
+    except (OSError, sqlite3.Error) as exc:
+        print(json.dumps({"error": f"the database: {exc}"}), flush=True)
+        return 1
+    print(json.dumps(answer), flush=True)
+    return 0
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["admin"]:
+        sys.exit(admin_main(sys.argv[2:]))
     address = listen_address(os.environ.get("OCC_EDGE_LISTEN", "127.0.0.1:4097"))
     state = os.environ.get("OCC_EDGE_STATE_DIR")
-    guard = Guard(
-        Path(os.environ.get("OCC_EDGE_HASH_FILE", "/run/opencode-cloud/password.bcrypt")),
-        os.environ.get("OPENCODE_SERVER_USERNAME", "opencode"),
-        Path(state) if state else None,
-    )
     os.umask(0o077)  # whatever the edge makes is its own
+    team_db = os.environ.get("OCC_EDGE_TEAM_DB")
+    guard: Guard
+    if team_db:
+        team = TeamGuard(
+            People(Path(team_db)),
+            Path(state) if state else None,
+            starter=Starter(os.environ.get("OCC_EDGE_STARTER")),
+        )
+        if team.idle_stop > 0:
+            threading.Thread(target=team.stop_idle_forever, daemon=True).start()
+        guard = team
+    else:
+        guard = Guard(
+            Path(os.environ.get("OCC_EDGE_HASH_FILE", "/run/opencode-cloud/password.bcrypt")),
+            os.environ.get("OPENCODE_SERVER_USERNAME", "opencode"),
+            Path(state) if state else None,
+        )
     server = serve_unix(guard, address) if isinstance(address, str) else serve(guard, *address)
     import signal
 

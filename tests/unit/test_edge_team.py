@@ -1,0 +1,875 @@
+"""The login service in team mode (sandbox/edge.py with a people database), served for
+real on loopback and asked on raw sockets as Caddy would (see test_edge.py).
+
+Each person's instance is a tiny HTTP server here answering `/global/health`; the
+starter is a unix socket server that notes what it is asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socketserver
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import bcrypt
+import pytest
+
+from unit.test_edge import (
+    ADDRESS,
+    CSRF_COOKIE,
+    EDGE_FILE,
+    ORIGIN,
+    TOKEN,
+    Answer,
+    Clock,
+    basic_header,
+    edge,
+    exchange,
+    raw,
+)
+
+ALICE_PASSWORD = "alice's long password"
+BOB_PASSWORD = "bob's long password"
+GUESSER = "198.51.100.66"
+
+
+def hashed(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+
+
+class Instance:
+    """A person's opencode as far as the edge sees it: `/global/health` answers 200 when
+    `ready` and asked with the person's internal password."""
+
+    def __init__(self, internal_password: str) -> None:
+        self.ready = True
+        self.asked: list[str] = []  # the Authorization of each health check
+        expected = "Basic " + base64.b64encode(f"opencode:{internal_password}".encode()).decode()
+        instance = self
+
+        class Health(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                authorization = self.headers.get("Authorization", "")
+                instance.asked.append(authorization)
+                right = self.path == "/global/health" and authorization == expected
+                status = 200 if instance.ready and right else 503
+                body = b'{"healthy": true}' if status == 200 else b"{}"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+        self.upstream = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeStarter:
+    """The starter's socket: one JSON line in, one out; notes every request."""
+
+    def __init__(self, path: Path) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.state = "starting"
+        starter = self
+
+        class Line(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                request = json.loads(self.rfile.readline())
+                starter.requests.append(request)
+                state = starter.state if request["op"] == "start" else "stopped"
+                self.wfile.write(json.dumps({"state": state}).encode() + b"\n")
+
+        self.path = path
+        self.server = socketserver.ThreadingUnixStreamServer(str(path), Line)
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Team:
+    """The edge in team mode over a database in `tmp`, with alice and bob (each with an
+    instance that answers). The tests change people through `admin`, a connection of its
+    own, as the admin tool's process does."""
+
+    def __init__(self, tmp: Path, starter: Path | None = None, **guard_options: Any) -> None:
+        self.tmp = tmp
+        self.db_path = tmp / "state" / "team.db"
+        self.clock = Clock()
+        self.starter_path = starter
+        self.guard_options = guard_options
+        self.admin_people = edge.People(self.db_path)
+        self.instances = {
+            "alice": Instance("alice-internal-password"),
+            "bob": Instance("bob-internal-password"),
+        }
+        self.put("alice", ALICE_PASSWORD, "alice-internal-password")
+        self.put("bob", BOB_PASSWORD, "bob-internal-password")
+        self.start()
+
+    def start(self) -> None:
+        self.guard = edge.TeamGuard(
+            edge.People(self.db_path),
+            self.tmp / "state",
+            starter=edge.Starter(str(self.starter_path) if self.starter_path else None),
+            clock=self.clock,
+            **self.guard_options,
+        )
+        self.server = edge.serve(self.guard, "127.0.0.1", 0)
+        self.port = self.server.server_address[1]
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.guard.people.close()
+
+    def close(self) -> None:
+        self.stop()
+        self.admin_people.close()
+        for instance in self.instances.values():
+            instance.stop()
+
+    def admin(self, **request: Any) -> dict[str, Any]:
+        return edge.apply_admin(self.admin_people, request, self.clock())
+
+    def put(self, name: str, password: str, internal: str, upstream: str = "") -> None:
+        self.admin(
+            op="put",
+            name=name,
+            hash=hashed(password),
+            internal_password=internal,
+            upstream=upstream or self.instances[name].upstream,
+            admin=name == "alice",
+            email=f"{name}@example.com",
+        )
+
+    def send(self, data: bytes) -> Answer:
+        answer = exchange(self.port, data)
+        assert answer is not None
+        return answer
+
+    def login(
+        self,
+        name: str,
+        password: str,
+        *,
+        device: str = "",
+        address: str = ADDRESS,
+        next_path: str = "/project/x",
+    ) -> Answer:
+        """The login form, sent from this site with its token (as a browser does)."""
+        form = {"name": name, "password": password, "next": next_path, "csrf": TOKEN}
+        headers = {"Origin": ORIGIN, "Content-Type": "application/x-www-form-urlencoded"}
+        cookies = (CSRF_COOKIE, device) if device else (CSRF_COOKIE,)
+        return self.send(raw("POST", "/__occ/login", headers, urlencode(form), cookies, address))
+
+    def session(self, name: str, password: str) -> str:
+        answer = self.login(name, password)
+        assert answer.status == 303, answer.body
+        return cookie_in(answer)
+
+    def verify(self, cookie: str = "", **headers: str) -> Answer:
+        sent = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/session"}
+        sent.update({k.replace("_", "-"): v for k, v in headers.items()})
+        cookies = (cookie,) if cookie else ()
+        return self.send(raw("GET", "/__occ/verify", sent, cookies=cookies))
+
+    def basic(self, name: str, password: str, address: str = ADDRESS) -> Answer:
+        authorization = basic_header(password, user=name)
+        return self.send(
+            raw("GET", "/__occ/verify", {"Authorization": authorization}, address=address)
+        )
+
+    def get(self, path: str, cookie: str = "", **headers: str) -> Answer:
+        sent = {k.replace("_", "-"): v for k, v in headers.items()}
+        return self.send(raw("GET", path, sent, cookies=(cookie,) if cookie else ()))
+
+
+def cookie_in(answer: Answer, kind: str = "session") -> str:
+    """`name=value` of the edge's cookie of that kind set by an answer, or ""."""
+    for line in answer.all("set-cookie"):
+        pair = line.split(";")[0]
+        if pair.startswith(f"occ_{kind}_") and not pair.endswith("="):
+            return pair
+    return ""
+
+
+def occ_headers(answer: Answer) -> dict[str, list[str]]:
+    names = ("x-occ-person", "x-occ-upstream", "x-occ-upstream-auth")
+    return {name: answer.all(name) for name in names if answer.all(name)}
+
+
+def upstream_auth(internal: str) -> str:
+    return "Basic " + base64.b64encode(f"opencode:{internal}".encode()).decode()
+
+
+@pytest.fixture(autouse=True)
+def keep_umask() -> Iterator[None]:
+    """`edge.py admin` sets its umask (0077): the tests run it in pytest's process."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
+
+
+@pytest.fixture
+def team(tmp_path: Path) -> Iterator[Team]:
+    running = Team(tmp_path)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short directory for unix sockets: a socket's path holds at most 107 bytes."""
+    with tempfile.TemporaryDirectory(prefix="occ-team-") as name:
+        yield Path(name)
+
+
+@pytest.fixture
+def starter(socket_dir: Path) -> Iterator[FakeStarter]:
+    running = FakeStarter(socket_dir / "starter.sock")
+    yield running
+    running.stop()
+
+
+# --------------------------------------------------------------------------- people
+
+
+def test_each_person_is_let_through_to_their_own_instance_only(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    bob = team.session("bob", BOB_PASSWORD)
+    assert alice != bob
+    answer = team.verify(alice)
+    assert answer.status == 200
+    assert occ_headers(answer) == {
+        "x-occ-person": ["alice"],
+        "x-occ-upstream": [team.instances["alice"].upstream],
+        "x-occ-upstream-auth": [upstream_auth("alice-internal-password")],
+    }
+    answer = team.verify(bob)
+    assert answer.status == 200
+    assert occ_headers(answer) == {
+        "x-occ-person": ["bob"],
+        "x-occ-upstream": [team.instances["bob"].upstream],
+        "x-occ-upstream-auth": [upstream_auth("bob-internal-password")],
+    }
+    assert b"alice" not in b"".join(v.encode() for v in answer.all("x-occ-upstream-auth"))
+
+
+def test_the_clients_own_occ_headers_change_nothing(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    planted = {
+        "X-Occ-Person": "bob",
+        "X-Occ-Upstream": team.instances["bob"].upstream,
+        "X-Occ-Upstream-Auth": upstream_auth("bob-internal-password"),
+    }
+    answer = team.verify(alice, **planted)
+    assert answer.status == 200
+    assert occ_headers(answer) == {
+        "x-occ-person": ["alice"],
+        "x-occ-upstream": [team.instances["alice"].upstream],
+        "x-occ-upstream-auth": [upstream_auth("alice-internal-password")],
+    }
+    answer = team.verify(**planted)
+    assert answer.status == 401 and not occ_headers(answer)
+
+
+def test_the_login_page_asks_for_a_name(team: Team) -> None:
+    answer = team.get("/__occ/login?next=/p")
+    page = answer.body.decode()
+    assert answer.status == 200
+    assert '<label for="name">Name</label>' in page and 'name="name"' in page
+    assert 'name="username"' not in page and 'name="password"' in page
+    assert 'name="next" value="/p"' in page
+    # A name typed with a capital (as phones do) is the same name.
+    assert team.login("Alice", ALICE_PASSWORD).status == 303
+
+
+def test_a_wrong_password_an_unknown_name_and_a_disabled_person_fail_alike(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team.put("carol", "carol's password", "carol-internal", upstream="127.0.0.1:9")
+    team.admin(op="disable", name="carol")
+    checked: list[bytes] = []
+    checkpw = bcrypt.checkpw
+
+    def counted(password: bytes, stored: bytes) -> bool:
+        checked.append(stored)
+        return checkpw(password, stored)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counted)
+    failures = [
+        ("alice", "not alice's password"),
+        ("nobody", "a guess"),
+        ("carol", "carol's password"),  # right, but carol is disabled
+        ("Not A Name!", "a guess"),
+    ]
+    pages = []
+    for name, password in failures:
+        answer = team.login(name, password)
+        assert answer.status == 401 and not cookie_in(answer) and not cookie_in(answer, "device")
+        pages.append(answer.body.decode().replace(name.lower(), "NAME").replace(name, "NAME"))
+        basic = team.basic(name, password)
+        assert (basic.status, basic.body) == (401, b'{"error": "Wrong user name or password."}')
+        assert basic.all("www-authenticate")
+    assert len(set(pages)) == 1 and "Wrong user name or password" in pages[0]
+    # Each attempt ran one bcrypt check, of the same cost as the people's hashes.
+    assert len(checked) == 2 * len(failures)
+    assert {stored[:7] for stored in checked} == {b"$2b$04$"}
+    # All counted in the same buckets: the address is locked now, for everyone.
+    for _ in range(10 - 2 * len(failures)):
+        team.basic("nobody", "a guess")
+    assert team.login("alice", ALICE_PASSWORD).status == 429
+
+
+def test_disabling_ends_sessions_at_the_next_request_and_enabling_does_not_revive_them(
+    team: Team,
+) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    bob = team.session("bob", BOB_PASSWORD)
+    assert team.basic("alice", ALICE_PASSWORD).status == 200  # remembered as proven
+    assert team.admin(op="disable", name="alice") == {"ok": True, "name": "alice"}
+    assert team.verify(alice).status == 401
+    assert team.basic("alice", ALICE_PASSWORD).status == 401
+    assert team.login("alice", ALICE_PASSWORD).status == 401
+    assert team.verify(bob).status == 200  # others are not touched
+    team.admin(op="enable", name="alice")
+    assert team.verify(alice).status == 401
+    assert team.verify(team.session("alice", ALICE_PASSWORD)).status == 200
+
+
+def test_a_new_password_ends_sessions_and_the_old_password(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    bob = team.session("bob", BOB_PASSWORD)
+    assert team.basic("alice", ALICE_PASSWORD).status == 200
+    team.admin(op="passwd", name="alice", hash=hashed("alice's new password"))
+    assert team.verify(alice).status == 401
+    assert team.basic("alice", ALICE_PASSWORD).status == 401
+    assert team.login("alice", ALICE_PASSWORD).status == 401
+    assert team.verify(bob).status == 200
+    assert team.basic("alice", "alice's new password").status == 200
+    assert team.verify(team.session("alice", "alice's new password")).status == 200
+
+
+def test_put_with_a_new_hash_ends_sessions_and_with_the_same_keeps_them(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    record = team.admin_people.get("alice")
+    assert record is not None
+    upstream = team.instances["alice"].upstream
+    same = {"hash": record.hash, "internal_password": "a-new-one", "upstream": upstream}
+    assert team.admin(op="put", name="alice", **same)["added"] is False
+    answer = team.verify(alice)
+    assert answer.status == 200 and answer.all("x-occ-upstream-auth") == [
+        upstream_auth("a-new-one")
+    ]
+    team.admin(op="put", name="alice", **{**same, "hash": hashed(ALICE_PASSWORD)})
+    assert team.verify(alice).status == 401
+
+
+def test_a_session_belongs_to_one_generation_of_its_persons_password(team: Team) -> None:
+    """Even a session left in the database (a tool that changed the record and forgot
+    the sessions) ends with a new generation, and while its person is disabled."""
+    alice = team.session("alice", ALICE_PASSWORD)
+    team.admin_people._run("UPDATE people SET generation = 'another' WHERE name = 'alice'")
+    assert team.verify(alice).status == 401
+    bob = team.session("bob", BOB_PASSWORD)
+    team.admin_people._run("UPDATE people SET disabled = 1 WHERE name = 'bob'")
+    assert team.verify(bob).status == 401
+    team.admin_people._run("UPDATE people SET disabled = 0 WHERE name = 'bob'")
+    assert team.verify(bob).status == 200
+
+
+def test_removing_a_person_ends_everything_of_theirs(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    assert team.basic("alice", ALICE_PASSWORD).status == 200
+    assert team.admin(op="remove", name="alice") == {"ok": True, "name": "alice"}
+    assert team.verify(alice).status == 401
+    assert team.basic("alice", ALICE_PASSWORD).status == 401
+    assert team.login("alice", ALICE_PASSWORD).status == 401
+    assert [p["name"] for p in team.admin(op="list")["people"]] == ["bob"]
+    # A person of the same name added later does not inherit the old sessions.
+    team.put("alice", ALICE_PASSWORD, "alice-internal-password")
+    assert team.verify(alice).status == 401
+
+
+def test_basic_credentials_are_each_persons_own(team: Team) -> None:
+    answer = team.basic("alice", ALICE_PASSWORD)
+    assert answer.status == 200 and answer.all("x-occ-person") == ["alice"]
+    assert answer.all("x-occ-upstream-auth") == [upstream_auth("alice-internal-password")]
+    answer = team.basic("bob", BOB_PASSWORD)
+    assert answer.status == 200 and answer.all("x-occ-person") == ["bob"]
+    assert team.basic("bob", ALICE_PASSWORD).status == 401
+    assert team.basic("alice", BOB_PASSWORD).status == 401
+    assert team.basic("opencode", ALICE_PASSWORD).status == 401
+
+
+def test_a_session_ends_when_its_person_signs_out(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    bob = team.session("bob", BOB_PASSWORD)
+    answer = team.send(raw("POST", "/__occ/logout", {"Origin": ORIGIN}, "", (alice,)))
+    assert answer.status == 303
+    assert team.verify(alice).status == 401 and team.verify(bob).status == 200
+
+
+def test_sessions_survive_a_restart_and_expire(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    team.stop()
+    team.start()
+    assert team.verify(alice).status == 200
+    assert alice.split("=", 1)[1] not in team.db_path.read_bytes().decode("latin-1")
+    team.clock.now += edge.SESSION_SECONDS + 1
+    assert team.verify(alice).status == 401
+
+
+def test_the_rules_of_the_single_user_edge_hold_in_team_mode(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    # Changes with the session cookie from another site.
+    foreign = {"X_Forwarded_Method": "POST", "Origin": "http://127.0.0.1:3001"}
+    assert team.verify(alice, **foreign).status == 403
+    assert team.verify(alice, X_Forwarded_Method="POST", Origin=ORIGIN).status == 200
+    # The login form from another site, or without its token: nothing checked.
+    form = urlencode({"name": "alice", "password": ALICE_PASSWORD, "csrf": TOKEN})
+    headers = {"Origin": "https://evil.example"}
+    answer = team.send(raw("POST", "/__occ/login", headers, form, (CSRF_COOKIE,)))
+    assert answer.status == 403 and not cookie_in(answer)
+    answer = team.send(raw("POST", "/__occ/login", {"Origin": ORIGIN}, form))
+    assert answer.status == 403 and not cookie_in(answer)
+    # Signing out: a POST from this site only.
+    assert team.get("/__occ/logout", alice).status == 200
+    assert team.verify(alice).status == 200
+    answer = team.send(raw("POST", "/__occ/logout", headers, "", (alice,)))
+    assert answer.status == 403 and team.verify(alice).status == 200
+    # Where to go after signing in: this site only.
+    assert team.login("alice", ALICE_PASSWORD, next_path="//evil.example").all("location") == ["/"]
+
+
+def test_a_password_replaced_while_it_is_checked_gets_no_session(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = team.guard._check
+
+    def replaced_meanwhile(*args: Any) -> bool:
+        right = bool(check(*args))
+        team.admin(op="passwd", name="alice", hash=hashed("alice's new password"))
+        return right
+
+    monkeypatch.setattr(team.guard, "_check", replaced_meanwhile)
+    answer = team.login("alice", ALICE_PASSWORD)
+    assert answer.status == 401 and not cookie_in(answer)
+
+
+def test_basic_credentials_proven_just_before_a_new_password_let_nobody_through(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempt = team.guard.attempt
+
+    def then_replaced(*args: Any, **kwargs: Any) -> Any:
+        outcome = attempt(*args, **kwargs)
+        team.admin(op="passwd", name="alice", hash=hashed("alice's new password"))
+        return outcome
+
+    monkeypatch.setattr(team.guard, "attempt", then_replaced)
+    answer = team.basic("alice", ALICE_PASSWORD)
+    assert answer.status == 401 and not occ_headers(answer)
+
+
+# --------------------------------------------------------------------------- guessing
+
+
+def test_a_guesser_does_not_lock_people_out_of_the_browsers_they_signed_in_with(
+    team: Team,
+) -> None:
+    alice_device = cookie_in(team.login("alice", ALICE_PASSWORD), "device")
+    bob_device = cookie_in(team.login("bob", BOB_PASSWORD), "device")
+    assert alice_device and bob_device
+    # Someone guesses alice's password from the address everyone shares (Docker's proxy).
+    for number in range(10):
+        assert team.login("alice", f"guess {number}").status == 401
+    assert team.login("alice", ALICE_PASSWORD).status == 429  # a browser without a device
+    assert team.login("bob", BOB_PASSWORD).status == 429
+    answer = team.login("alice", ALICE_PASSWORD, device=alice_device)
+    assert answer.status == 303 and team.verify(cookie_in(answer)).status == 200
+    answer = team.login("bob", BOB_PASSWORD, device=bob_device)
+    assert answer.status == 303 and team.verify(cookie_in(answer)).status == 200
+    # No bucket of alice's own that the guesser filled: from elsewhere she signs in.
+    assert team.login("alice", ALICE_PASSWORD, address="192.0.2.20").status == 303
+
+
+def test_a_device_cookie_gives_a_bucket_of_its_own_to_its_persons_attempts_only(
+    team: Team,
+) -> None:
+    bob_device = cookie_in(team.login("bob", BOB_PASSWORD, address=GUESSER), "device")
+    # bob guesses alice's password with his device cookie: counted by his address.
+    for number in range(10):
+        answer = team.login("alice", f"guess {number}", device=bob_device, address=GUESSER)
+        assert answer.status == 401
+    assert team.login("alice", ALICE_PASSWORD, device=bob_device, address=GUESSER).status == 429
+    # His own sign-in from his browser still works; his address is locked without it.
+    assert team.login("bob", BOB_PASSWORD, device=bob_device, address=GUESSER).status == 303
+    assert team.login("bob", BOB_PASSWORD, address=GUESSER).status == 429
+
+
+# --------------------------------------------------------------------------- instances
+
+
+def test_a_person_whose_instance_is_down_waits_on_the_starting_page(
+    team: Team, starter: FakeStarter
+) -> None:
+    team.stop()
+    team.starter_path = starter.path
+    team.start()
+    team.instances["alice"].ready = False
+    answer = team.login("alice", ALICE_PASSWORD)
+    assert answer.status == 303
+    assert answer.all("location") == ["/__occ/starting?next=/project/x"]
+    assert starter.requests == [{"op": "start", "name": "alice"}]
+    alice = cookie_in(answer)
+    # The instance's health was asked with alice's internal password.
+    assert team.instances["alice"].asked[-1] == upstream_auth("alice-internal-password")
+
+    page = team.get("/__occ/starting?next=/project/x", alice)
+    assert page.status == 200
+    text = page.body.decode()
+    assert "Your opencode is starting" in text and 'data-next="/project/x"' in text
+    (policy,) = page.all("content-security-policy")
+    script = re.search(r"<script>(.*)</script>", text, re.DOTALL)
+    assert script
+    digest = base64.b64encode(edge.hashlib.sha256(script.group(1).encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in policy and "connect-src 'self'" in policy
+
+    ready = team.get("/__occ/ready", alice)
+    assert ready.status == 200 and json.loads(ready.body) == {"ready": False, "state": "starting"}
+    team.instances["alice"].ready = True
+    ready = team.get("/__occ/ready", alice)
+    assert ready.status == 200 and json.loads(ready.body) == {"ready": True}
+    # bob's instance answers: he goes straight on.
+    answer = team.login("bob", BOB_PASSWORD)
+    assert answer.all("location") == ["/project/x"]
+    assert {"op": "start", "name": "bob"} not in starter.requests
+
+
+def test_the_starting_page_and_ready_are_for_people_signed_in(team: Team) -> None:
+    answer = team.get("/__occ/starting?next=/p")
+    assert answer.status == 303 and answer.all("location") == ["/__occ/login?next=/p"]
+    answer = team.get("/__occ/starting?next=//evil.example", "occ_session_3000=made-up")
+    assert answer.status == 303 and answer.all("location") == ["/__occ/login?next=/"]
+    assert team.get("/__occ/ready").status == 401
+    alice = team.session("alice", ALICE_PASSWORD)
+    assert team.get("/__occ/ready", alice, Origin="https://evil.example").status == 403
+    page = team.get("/__occ/starting?next=//evil.example", alice)
+    assert page.status == 200 and 'data-next="/"' in page.body.decode()
+
+
+def test_without_the_starters_socket_an_instance_is_just_not_ready(
+    team: Team, capsys: pytest.CaptureFixture[str]
+) -> None:
+    team.stop()
+    team.starter_path = team.tmp / "no-starter.sock"
+    team.start()
+    team.instances["alice"].ready = False
+    alice = team.session("alice", ALICE_PASSWORD)
+    ready = team.get("/__occ/ready", alice)
+    assert ready.status == 200
+    assert json.loads(ready.body) == {"ready": False, "state": "unavailable"}
+    assert "the starter did not answer start alice" in capsys.readouterr().err
+
+
+def test_instances_unused_for_the_idle_time_are_asked_to_stop(
+    tmp_path: Path, starter: FakeStarter
+) -> None:
+    team = Team(tmp_path, starter=starter.path, idle_stop=600)
+    try:
+        team.verify(team.session("alice", ALICE_PASSWORD))
+        team.clock.now += 300
+        team.verify(team.session("bob", BOB_PASSWORD))
+        assert team.guard.stop_idle() == []
+        team.clock.now += 301  # alice unseen for 601 s, bob for 301 s
+        assert team.guard.stop_idle() == ["alice"]
+        assert starter.requests == [{"op": "stop", "name": "alice"}]
+        assert team.guard.stop_idle() == []  # not asked twice
+        team.clock.now += 600
+        assert team.guard.stop_idle() == ["bob"]
+    finally:
+        team.close()
+
+
+def test_last_seen_is_written_at_most_every_few_seconds(team: Team) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+
+    def last_seen() -> int | None:
+        person = team.admin_people.get("alice")
+        assert person is not None
+        return person.last_seen
+
+    started = int(team.clock.now)
+    assert team.verify(alice).status == 200
+    assert last_seen() == started
+    team.clock.now += edge.LAST_SEEN_EVERY - 1
+    assert team.verify(alice).status == 200
+    assert last_seen() == started
+    team.clock.now += 1
+    assert team.verify(alice).status == 200
+    assert last_seen() == started + edge.LAST_SEEN_EVERY
+
+
+def test_sign_ins_failures_and_sign_outs_are_logged(team: Team) -> None:
+    team.login("alice", "a guess", address=GUESSER)
+    alice = team.session("alice", ALICE_PASSWORD)
+    team.send(raw("POST", "/__occ/logout", {"Origin": ORIGIN}, "", (alice,)))
+    events = [row[1:] for row in team.admin_people.events() if row[3] != "admin"]
+    assert events == [
+        ("alice", "failed", GUESSER),
+        ("alice", "signed-in", ADDRESS),
+        ("alice", "signed-out", ""),
+    ]
+    person = team.admin_people.get("alice")
+    assert person is not None and person.last_sign_in == int(team.clock.now)
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def write_request(directory: Path, request: Any) -> Path:
+    path = directory / "admin-request.json"
+    path.write_text(json.dumps(request))
+    path.chmod(0o600)
+    return path
+
+
+def run_admin(
+    directory: Path, request: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> tuple[int, dict[str, Any]]:
+    monkeypatch.setenv("OCC_EDGE_TEAM_DB", str(directory / "team.db"))
+    code = edge.admin_main([str(write_request(directory, request))])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    return code, json.loads(lines[0])
+
+
+def test_admin_applies_a_request_file_and_deletes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = {
+        "op": "put",
+        "name": "alice",
+        "hash": hashed(ALICE_PASSWORD),
+        "internal_password": "alice-internal-password",
+        "upstream": "opencode-cloud-user-alice:4096",
+        "admin": True,
+        "email": "alice@example.com",
+    }
+    assert run_admin(tmp_path, request, monkeypatch, capsys) == (
+        0,
+        {"ok": True, "name": "alice", "added": True},
+    )
+    assert not (tmp_path / "admin-request.json").exists()
+    assert run_admin(tmp_path, {"op": "disable", "name": "alice"}, monkeypatch, capsys) == (
+        0,
+        {"ok": True, "name": "alice"},
+    )
+    code, answer = run_admin(tmp_path, {"op": "list"}, monkeypatch, capsys)
+    assert code == 0 and answer["people"] == [
+        {
+            "name": "alice",
+            "admin": True,
+            "email": "alice@example.com",
+            "disabled": True,
+            "created": answer["people"][0]["created"],
+            "last_sign_in": None,
+            "last_seen": None,
+        }
+    ]
+    assert isinstance(answer["people"][0]["created"], int)
+
+
+def test_the_database_is_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "umask", lambda mask: 0)  # as if nobody had set one
+    request = {"op": "put", "name": "alice", "hash": hashed("x"), "internal_password": "p"}
+    request["upstream"] = "a:1"
+    assert run_admin(tmp_path, request, monkeypatch, capsys)[0] == 0
+    db = tmp_path / "team.db"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    for extra in (tmp_path / "team.db-wal", tmp_path / "team.db-shm"):
+        if extra.exists():
+            assert stat.S_IMODE(extra.stat().st_mode) == 0o600, extra
+    people = edge.People(db)
+    try:
+        assert people._all("PRAGMA journal_mode")[0][0] == "wal"
+    finally:
+        people.close()
+    # A file left too open is closed to others when opened.
+    db.chmod(0o644)
+    edge.People(db).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_admin_refuses_a_request_that_is_a_link_or_not_a_regular_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OCC_EDGE_TEAM_DB", str(tmp_path / "team.db"))
+    target = tmp_path / "elsewhere.json"
+    target.write_text(json.dumps({"op": "list"}))
+    link = tmp_path / "admin-link.json"
+    link.symlink_to(target)
+    fifo = tmp_path / "admin-fifo.json"
+    os.mkfifo(fifo)
+    for path in (link, fifo, tmp_path, tmp_path / "missing.json"):
+        assert edge.admin_main([str(path)]) == 1, path
+        answer = json.loads(capsys.readouterr().out)
+        assert set(answer) == {"error"}, path
+    assert link.is_symlink() and target.read_text() == json.dumps({"op": "list"})
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert edge.admin_main([]) == 1 and "usage" in capsys.readouterr().out
+
+
+BAD_REQUESTS = [
+    ({"op": "promote", "name": "alice"}, "unknown op"),
+    ({"name": "alice"}, "unknown op"),
+    ({"op": "disable", "name": "Alice"}, "name"),
+    ({"op": "disable", "name": "1alice"}, "name"),
+    ({"op": "disable", "name": "alice-"}, "name"),
+    ({"op": "disable", "name": "a" * 31}, "name"),
+    ({"op": "disable", "name": "al_ice"}, "name"),
+    ({"op": "disable", "name": "alice\n"}, "name"),
+    ({"op": "disable", "name": ""}, "name"),
+    ({"op": "disable", "name": ["alice"]}, "name"),
+    ({"op": "disable"}, "name"),
+    ({"op": "passwd", "name": "alice", "hash": "plain password"}, "bcrypt"),
+    ({"op": "passwd", "name": "alice", "hash": "$2b$04$short"}, "bcrypt"),
+    ({"op": "passwd", "name": "alice", "hash": "a" * 64}, "bcrypt"),
+    ({"op": "passwd", "name": "alice"}, "bcrypt"),
+    ({"op": "put", "name": "carol", "internal_password": "p", "upstream": "a:1"}, "bcrypt"),
+    ({"op": "passwd", "name": "nobody", "hash": "$2b$04$" + "a" * 53}, "no such person"),
+    ({"op": "disable", "name": "nobody"}, "no such person"),
+    ({"op": "enable", "name": "nobody"}, "no such person"),
+    ({"op": "internal", "name": "nobody", "internal_password": "p"}, "no such person"),
+    ({"op": "internal", "name": "alice", "internal_password": ""}, "internal_password"),
+    ({"op": "internal", "name": "alice", "internal_password": "a b"}, "internal_password"),
+    ({"op": "remove", "name": "nobody"}, "no such person"),
+    ("not an object", "not a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("request_", "error"), BAD_REQUESTS)
+def test_admin_refuses_bad_requests_and_changes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request_: Any,
+    error: str,
+) -> None:
+    put = {
+        "op": "put",
+        "name": "alice",
+        "hash": hashed(ALICE_PASSWORD),
+        "internal_password": "alice-internal-password",
+        "upstream": "opencode-cloud-user-alice:4096",
+    }
+    assert run_admin(tmp_path, put, monkeypatch, capsys)[0] == 0
+    before = run_admin(tmp_path, {"op": "list"}, monkeypatch, capsys)
+    code, answer = run_admin(tmp_path, request_, monkeypatch, capsys)
+    assert code == 1 and set(answer) == {"error"} and error in answer["error"]
+    assert not (tmp_path / "admin-request.json").exists()
+    assert run_admin(tmp_path, {"op": "list"}, monkeypatch, capsys) == before
+    people = edge.People(tmp_path / "team.db")
+    try:
+        person = people.get("alice")
+        assert person is not None and person.hash == put["hash"]
+        assert person.internal_password == put["internal_password"]
+    finally:
+        people.close()
+
+
+def test_admin_refuses_bad_upstreams_and_emails(team: Team) -> None:
+    base = {"op": "put", "name": "carol", "hash": hashed("x"), "internal_password": "p"}
+    for upstream in ("", "host", ":4096", "host:0", "host:65536", "a b:1", "h:1\r\nX: y"):
+        with pytest.raises(edge.AdminError, match="upstream"):
+            team.admin(**base, upstream=upstream)
+    for email in (3, "a\nb", "x" * 255):
+        with pytest.raises(edge.AdminError, match="email"):
+            team.admin(**base, upstream="a:1", email=email)
+    with pytest.raises(edge.AdminError, match="admin"):
+        team.admin(**base, upstream="a:1", admin="yes")
+    assert team.admin_people.get("carol") is None
+
+
+def test_list_never_tells_hashes_or_internal_passwords(team: Team) -> None:
+    team.session("alice", ALICE_PASSWORD)
+    answer = team.admin(op="list")
+    text = json.dumps(answer)
+    for name in ("alice", "bob"):
+        person = team.admin_people.get(name)
+        assert person is not None
+        assert person.hash not in text and person.internal_password not in text
+        assert person.generation not in text
+        assert person.hash not in repr(person) and person.internal_password not in repr(person)
+    fields = {"name", "admin", "email", "disabled", "created", "last_sign_in", "last_seen"}
+    assert [set(p) for p in answer["people"]] == [fields, fields]
+    assert [p["name"] for p in answer["people"]] == ["alice", "bob"]
+    assert answer["people"][0]["last_sign_in"] == int(team.clock.now)
+    assert answer["people"][1]["last_sign_in"] is None
+
+
+def test_the_admin_command_runs_as_the_door_runs_it(tmp_path: Path) -> None:
+    request = write_request(tmp_path, {"op": "list"})
+    env = {"PATH": os.environ.get("PATH", ""), "OCC_EDGE_TEAM_DB": str(tmp_path / "team.db")}
+    done = subprocess.run(
+        [sys.executable, "-I", str(EDGE_FILE), "admin", str(request)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ok": True, "people": []}
+    assert not request.exists()
+    request = write_request(tmp_path, {"op": "nothing"})
+    done = subprocess.run(
+        [sys.executable, "-I", str(EDGE_FILE), "admin", str(request)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1 and "unknown op" in json.loads(done.stdout)["error"]
+
+
+def test_the_single_user_edge_has_no_team_routes(tmp_path: Path) -> None:
+    hash_file = tmp_path / "password.bcrypt"
+    hash_file.write_text(hashed("x"))
+    guard = edge.Guard(hash_file, "opencode", None)
+    for path in ("/__occ/ready", "/__occ/starting"):
+        request = edge.Request("GET", path, "HTTP/1.1", {"host": "127.0.0.1:3000"})
+        assert edge.Handler(guard, request, "local").respond().status == 404
