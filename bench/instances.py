@@ -21,14 +21,20 @@ def _labelled(kind: str, instance: str) -> list[str]:
     ]
     if kind == "container":
         listing.append("-a")
+    if kind == "network":
+        listing[3:4] = ["-q"]
     return subprocess.run(listing, capture_output=True, text=True, check=False).stdout.split()
 
 
 def remove_instance(instance: str) -> None:
-    """Remove the containers and volumes labelled as `instance`'s (never an image)."""
+    """Remove the containers, volumes and networks labelled as `instance`'s (never an
+    image)."""
     containers = _labelled("container", instance)
     if containers:
         subprocess.run(["docker", "rm", "-f", "-v", *containers], capture_output=True, check=False)
     volumes = _labelled("volume", instance)
     if volumes:
         subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, check=False)
+    networks = _labelled("network", instance)  # team mode's
+    if networks:
+        subprocess.run(["docker", "network", "rm", *networks], capture_output=True, check=False)

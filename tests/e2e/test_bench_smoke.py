@@ -26,6 +26,7 @@ TABLES = {
     "bench_image.py": "| Measure | Value | Notes |",
     "bench_tls.py": "| What | Wall time | CPU time |",
     "bench_update.py": "| What | Unavailable (median) | Runs |",
+    "bench_team.py": "| What | Floor | Measured | Added |",
 }
 # The raw `tar` it compares with reads the engine's volume folders.
 NEEDS_ROOT = {"bench_backup.py"}
