@@ -87,6 +87,12 @@ class Team:
     def config(self) -> Config:
         return self.service.config
 
+    def service_config_changed(self, config: Config) -> None:
+        """Go on with `config` (saved by the caller: a new version)."""
+        from opencode_cloud.service.service import Service
+
+        self.service = Service(self.client, config, self.service.instance, self.service.paths)
+
     @property
     def paths(self) -> InstancePaths:
         return self.service.paths
@@ -172,16 +178,21 @@ class Team:
             material = self.service.tls_material()
             files = dict(material.container_files()) if material else {}
             create_with_files(self.client, wanted, self.instance, files)
-        for name in self._person_names():
+        for name in self.person_names():
             self.client.create_network(
                 layout.person_network(name), layout.person(name).labels("network")
             )
             self.client.connect_network(layout.person_network(name), layout.door)
         self.client.start_container(layout.door)
-        self._wait_healthy(layout.door, DOOR_START_TIMEOUT)
+        self.wait_healthy(layout.door, DOOR_START_TIMEOUT)
         return self.url
 
-    def _wait_healthy(self, name: str, timeout: float) -> float:
+    def wait_healthy(self, name: str, timeout: float) -> float:
+        """Wait until the container's health check passes (or it has none).
+
+        Raises:
+            ContainerExited, HealthTimeout.
+        """
         started = time.monotonic()
         while True:
             info = self.client.inspect_container(name)
@@ -218,7 +229,7 @@ class Team:
             labels=[*self.instance.label_filter(), f"{LABEL_ROLE}=person"]
         )
 
-    def _person_names(self) -> list[str]:
+    def person_names(self) -> list[str]:
         """The people who have a network (made by `add`, removed by `remove`)."""
         names = []
         for network in self.client.list_networks(

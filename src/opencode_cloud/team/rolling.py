@@ -1,0 +1,253 @@
+"""`occ update` in team mode: everyone to a new opencode, one person at a time.
+
+For each person in turn, as `service.versions` does for one: their instance is stopped,
+opencode's data snapshotted, a container of the new image made under their name (with
+the same internal password and limits), started and checked deeply (health, the list of
+sessions, a session made before still reads). The first person whose check fails gets
+their old container and data back, and the update stops there: those after them stay on
+the old version, those before keep the new one. Only when everyone passed do the front
+door and the starter move to the new image, and the configuration to the new version.
+
+The deep check asks opencode from inside the person's container (the edge's user, with
+the health check's credentials file): only the front door reaches it from outside.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opencode_cloud.defaults import EDGE_UID, INTERNAL_PASSWORD_PATH
+from opencode_cloud.docker import container as containers
+from opencode_cloud.docker.errors import DockerError
+from opencode_cloud.docker.spec import ContainerSpec
+from opencode_cloud.service.image import image_for
+from opencode_cloud.service.snapshots import drop_snapshot, restore_snapshot, take_snapshot
+from opencode_cloud.team.errors import TeamError
+from opencode_cloud.team.people import PersonSettings, internal_password_file, person_spec
+
+if TYPE_CHECKING:
+    from opencode_cloud.config.schema import Config
+    from opencode_cloud.docker.models import ContainerInfo
+    from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.team.team import Team
+
+# Seconds a person's new version gets to answer healthy.
+PERSON_START_TIMEOUT = 120.0
+CURLRC = "/run/opencode-cloud/edge/curlrc"
+
+
+class TeamUpdateFailed(TeamError):
+    """A person's new version failed its check: they are back on the old one, and so is
+    everyone not updated yet."""
+
+    def __init__(self, person: str, problem: str, updated: list[str], left: list[str]) -> None:
+        super().__init__(
+            f"The new version does not work for {person} ({problem.rstrip('.')}); {person} is "
+            f"back on the old one, and the update stopped there"
+            + (f" ({', '.join(left)} not updated)." if left else ".")
+        )
+        self.person = person
+        self.updated = updated
+        self.left = left
+
+
+@dataclass
+class TeamUpdateResult:
+    target: str
+    updated: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    seconds_unavailable: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RollingUpdate:
+    def __init__(self, team: Team, on_step: Callable[[str], None] = lambda _m: None) -> None:
+        self.team = team
+        self.client = team.client
+        self.layout = team.layout
+        self._step = on_step
+
+    def run(
+        self,
+        target_config: Config,
+        save_version: Callable[[Config], Config],
+        *,
+        reporter: ProgressReporter | None = None,
+    ) -> TeamUpdateResult:
+        """Move everyone, then the door, to `target_config`'s version.
+
+        Raises:
+            TeamUpdateFailed: a person's check failed (they are back on the old version).
+            BuildFailed, PullFailed: no new image; nothing changed.
+        """
+        from opencode_cloud.service.service import Service
+
+        target = image_for(target_config)
+        self._step(f"Preparing {target} while everyone keeps working ...")
+        Service(self.client, target_config, self.team.instance, self.team.paths).ensure_image(
+            reporter=reporter
+        )
+        image = self.client.inspect_image(target)
+        result = TeamUpdateResult(target=target)
+        names = [n for n in self.team.person_names() if self._container(n) is not None]
+        for index, name in enumerate(names):
+            info = self._container(name)
+            assert info is not None
+            if image is not None and info.image_id == image.id:
+                result.already.append(name)
+                continue
+            self._step(f"Updating {name} ({index + 1} of {len(names)}) ...")
+            problem, down = self._update_person(name, info, target_config, target)
+            if problem is not None:
+                raise TeamUpdateFailed(name, problem, result.updated, names[index + 1 :])
+            result.updated.append(name)
+            result.seconds_unavailable[name] = round(down, 2)
+        saved = save_version(target_config)
+        self._step("Moving the front door to the new image ...")
+        self.team.service_config_changed(saved)
+        self.team.start()
+        return result
+
+    def _container(self, name: str) -> ContainerInfo | None:
+        return self.client.find_container(self.layout.person(name).container_name)
+
+    def _internal_password(self, container: str) -> str:
+        stream = b"".join(self.client.get_archive(container, INTERNAL_PASSWORD_PATH))
+        with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+            member = tar.next()
+            handle = tar.extractfile(member) if member else None
+            return handle.read().decode().strip() if handle else ""
+
+    def _update_person(
+        self, name: str, info: ContainerInfo, target_config: Config, target: str
+    ) -> tuple[str | None, float]:
+        """Their new version, checked; (what is wrong, or None; seconds unavailable)."""
+        person = self.layout.person(name)
+        container = person.container_name
+        was_running = info.running
+        if not was_running:
+            containers.start_container(self.client, container)
+        try:
+            self.team.wait_healthy(container, PERSON_START_TIMEOUT)
+            before = self._sessions(container)
+        except DockerError as error:
+            return f"its current version does not answer ({error.message})", 0.0
+        internal = self._internal_password(container)
+        previous = f"{container}-previous"
+        if self.client.find_container(previous) is not None:
+            self.client.remove_container(previous, force=True)
+        down = time.monotonic()
+        containers.stop_container(self.client, container)
+        self.client.rename_container(container, previous)
+        # The person's network lets only one container have their name: the old one
+        # leaves it while the new one is tried.
+        network = self.layout.person_network(name)
+        self.client.disconnect_network(network, previous)
+        snap = None
+        try:
+            snap = take_snapshot(self.client, person, info, target)
+            self._create(name, info, target_config, internal)
+            containers.start_container(self.client, container)
+            self.team.wait_healthy(container, PERSON_START_TIMEOUT)
+            problem = self._deep_check(container, before)
+        except DockerError as error:
+            problem = error.message
+        except BaseException:
+            self._recover(name, previous, snap)
+            raise
+        unavailable = time.monotonic() - down
+        if problem is not None:
+            self._step(f"{name}: the new version does not work ({problem}); going back ...")
+            self._recover(name, previous, snap)
+            if not was_running:
+                containers.stop_container(self.client, container)
+            return problem, unavailable
+        self.client.remove_container(previous, force=True)
+        if not was_running:
+            containers.stop_container(self.client, container)
+        return None, unavailable
+
+    def _create(self, name: str, old: ContainerInfo, config: Config, internal: str) -> None:
+        """The person's container of `config`'s image, with the old one's limits."""
+        image = self.client.inspect_image(image_for(config))
+        settings = PersonSettings(
+            username="opencode",
+            env=config.env,
+            stop_timeout=config.stop_timeout,
+            limits=config.limits,
+        )
+        spec = person_spec(
+            settings,
+            self.layout,
+            name,
+            image=image_for(config),
+            image_id=image.id if image else None,
+            nano_cpus=old.nano_cpus,
+        )
+        from dataclasses import replace
+
+        spec = replace(spec, memory_bytes=old.memory_bytes or spec.memory_bytes)
+        spec = replace(spec, labels={**spec.labels})
+        assert isinstance(spec, ContainerSpec)
+        person = self.layout.person(name)
+        containers.create_with_files(
+            self.client, spec, person, dict(internal_password_file(internal))
+        )
+        self.client.connect_network(self.layout.person_network(name), self.layout.door)
+
+    def _recover(self, name: str, previous: str, snap: Any) -> None:
+        """The new container goes, the snapshot's data comes back, the old one returns."""
+        person = self.layout.person(name)
+        container = person.container_name
+        if self.client.find_container(container) is not None:
+            self.client.remove_container(container, force=True)
+        if snap is not None:
+            restore_snapshot(self.client, person, snap)
+            drop_snapshot(self.client, snap)
+        self.client.rename_container(previous, container)
+        self.client.connect_network(self.layout.person_network(name), container)
+        containers.start_container(self.client, container)
+        self.team.wait_healthy(container, PERSON_START_TIMEOUT)
+
+    # -- asking opencode from inside the person's container -----------------------------------
+
+    def _get(self, container: str, path: str) -> Any:
+        output, exit_code = self.client.exec_run(
+            container,
+            ["/usr/bin/curl", "-q", "-sf", "--max-time", "10", "-K", CURLRC,
+             f"http://127.0.0.1:4096{path}"],
+            user=f"{EDGE_UID}:{EDGE_UID}",
+            workdir="/",
+        )  # fmt: skip
+        text = b"".join(output)
+        code = exit_code()
+        if code != 0:
+            raise DockerError(f"GET {path} failed (curl exit code {code})")
+        return json.loads(text)
+
+    def _sessions(self, container: str) -> list[dict[str, Any]]:
+        sessions = self._get(container, "/session")
+        return sessions if isinstance(sessions, list) else []
+
+    def _deep_check(self, container: str, before: list[dict[str, Any]]) -> str | None:
+        try:
+            sessions = self._sessions(container)
+        except (DockerError, ValueError) as error:
+            return f"listing sessions failed ({error})"
+        if before:
+            wanted = str(before[0].get("id"))
+            if not any(str(s.get("id")) == wanted for s in sessions):
+                return f"session {wanted}, made before the update, is missing"
+            try:
+                self._get(container, f"/session/{wanted}/message")
+            except (DockerError, ValueError) as error:
+                return f"reading session {wanted} failed ({error})"
+        return None
