@@ -322,10 +322,12 @@ CADDY
 # person (X-Occ-Person), their instance (X-Occ-Upstream: PREFIX-user-NAME:4096, a name
 # only the person's own network resolves) and its internal password (X-Occ-Upstream-Auth);
 # Caddy takes these three from that answer and from nowhere else:
-#   - a client's own X-Occ-* headers are deleted first, on every request: this Caddy's
-#     forward_auth copies a header only when the answer has one, and would otherwise
-#     leave the client's in place;
-#   - only an upstream of the people's form is used, on port 4096;
+#   - a client's own X-Occ-* headers are deleted first, on every request, so that only
+#     the login service's answer can set them;
+#   - only an upstream of the people's form is used, on port 4096, and only with a Basic
+#     password: when the answer lacks one of the headers, this Caddy's forward_auth (2.6)
+#     sets it to the text of its own placeholder, `{http.reverse_proxy.header.NAME}`,
+#     which matches neither;
 #   - on the way to opencode, Authorization is set from X-Occ-Upstream-Auth (Caddy's
 #     header_up sets before it deletes, and its placeholders read the request as
 #     forward_auth left it), then the X-Occ-* headers and the browser's cookies go.
@@ -340,6 +342,8 @@ write_door_config() {
   write_curlrc
   # (The prefix is letters, digits and dashes: nothing to escape in the pattern.)
   upstream_pattern="^$TEAM_PREFIX-user-[a-z][a-z0-9-]*:$OPENCODE_PORT\$"
+  upstream_header=\{http.request.header.X-Occ-Upstream\}
+  auth_header=\{http.request.header.X-Occ-Upstream-Auth\}
   (
     umask 077
     {
@@ -383,7 +387,7 @@ CADDY
 					keepalive 10s
 				}
 			}
-			@no_instance expression \`!({http.request.header.X-Occ-Upstream}.matches("$upstream_pattern")) || {http.request.header.X-Occ-Upstream-Auth} == ""\`
+			@no_instance expression \`!($upstream_header.matches("$upstream_pattern") && $auth_header.matches("^Basic [A-Za-z0-9+/]+=*\$"))\`
 			respond @no_instance "The sign-in names no instance." 500
 			reverse_proxy {http.request.header.X-Occ-Upstream} {
 				header_up Authorization {http.request.header.X-Occ-Upstream-Auth}
@@ -401,7 +405,7 @@ CADDY
 		}
 	}
 	handle_errors {
-		@instance_down expression \`{err.status_code} == 502 && {http.request.header.X-Occ-Upstream} != ""\`
+		@instance_down expression \`{err.status_code} == 502 && $upstream_header.matches("$upstream_pattern")\`
 		handle @instance_down {
 			route {
 				@page {
@@ -456,23 +460,25 @@ esac
 LOGIN_SOCKET=$EDGE_DIR/login.sock
 
 # opencode, as the runtime user, with the container's environment (the user's settings,
-# provider keys) and its own password, listening on the address given. The web UI's
-# "Open project" dialog starts in what opencode takes for the home, and its folder search
-# refuses to index the real home: pointing opencode's home at the projects folder lists
-# the projects and mounted folders there; $HOME stays /home/opencode for git, ssh and
-# every other tool. Bun's own extra garbage collections keep an idle opencode busy for
-# minutes (docs/operations.md, "What it costs while idle"): off, unless the user set
-# BUN_GC_TIMER_INTERVAL. Sets opencode_pid.
+# provider keys) and its own password, on 127.0.0.1 (behind this container's edge) or, for
+# a person in team mode, on all of the container's addresses: its only network is the
+# person's, which the door alone shares. The web UI's "Open project" dialog starts in what
+# opencode takes for the home, and its folder search refuses to index the real home:
+# pointing opencode's home at the projects folder lists the projects and mounted folders
+# there; $HOME stays /home/opencode for git, ssh and every other tool. Bun's own extra
+# garbage collections keep an idle opencode busy for minutes (docs/operations.md, "What
+# it costs while idle"): off, unless the user set BUN_GC_TIMER_INTERVAL. Sets opencode_pid.
 start_opencode() {
-  hostname=$1
-  shift
   (
     unset OCC_UID OCC_GID OCC_TLS OCC_TLS_CERT_SHA256 OCC_ROLE
     export HOME=$HOME_DIR USER=opencode LOGNAME=opencode SHELL=/bin/bash PATH=$RUNTIME_PATH
     export OPENCODE_TEST_HOME="$PROJECTS_DIR" OPENCODE_SERVER_PASSWORD="$INTERNAL_PASSWORD"
     [ -n "${BUN_GC_TIMER_INTERVAL:-}" ] || export BUN_GC_TIMER_DISABLE=1
     cd "$PROJECTS_DIR"
-    run_as "$uid" "$gid" /usr/local/bin/opencode web --hostname "$hostname" --port "$OPENCODE_PORT" "$@"
+    if [ "$ROLE" = person ]; then
+      run_as "$uid" "$gid" /usr/local/bin/opencode web --hostname 0.0.0.0 --port "$OPENCODE_PORT" "$@"
+    fi
+    run_as "$uid" "$gid" /usr/local/bin/opencode web --hostname 127.0.0.1 --port "$OPENCODE_PORT" "$@"
   ) &
   opencode_pid=$!
 }
@@ -537,9 +543,7 @@ run_person() {
   fresh_edge_dir
   write_curlrc
   /usr/bin/chown -R "$EDGE_UID:$EDGE_UID" "$EDGE_DIR"
-  # All of the container's addresses: its only network is the person's, which the door
-  # alone shares.
-  start_opencode 0.0.0.0 "$@"
+  start_opencode "$@"
   become_supervisor "$(printf '{"services": {"opencode": %d}, "reload": ["/usr/bin/true"], "restart": {}}' "$opencode_pid")"
 }
 
@@ -593,7 +597,7 @@ fi
 
 INTERNAL_PASSWORD=$(/usr/bin/od -An -N24 -tx1 /dev/urandom | /usr/bin/tr -d ' \n')
 write_edge_config
-start_opencode 127.0.0.1 "$@"
+start_opencode "$@"
 start_login
 start_caddy
 become_supervisor "$(printf '{"services": {"opencode": %d, "login": %d, "caddy": %d}, %s}' \
