@@ -510,6 +510,10 @@ def test_the_door_is_healthy_runs_nothing_as_root_and_has_no_opencode(door: Door
     assert "password.bcrypt" not in output and "internal.password" not in output
     code, output = _exec(door.container, ["stat", "-c", "%U %a", "/var/lib/opencode-cloud-edge"])
     assert output.strip() == "occ-edge 700"
+    # What root and the edge run stays root's.
+    files = [LIB, *(f"{LIB}/{name}" for name in ("edge.py", "supervise.py", "starter.py"))]
+    code, output = _exec(door.container, ["stat", "-c", "%U %a", *files])
+    assert output.split("\n")[:4] == ["root 755", "root 644", "root 644", "root 644"]
 
 
 def test_the_door_takes_people_to_their_own_opencode(door: Door) -> None:
