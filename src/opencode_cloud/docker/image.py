@@ -48,8 +48,12 @@ LABEL_TOOL_VERSION = "io.opencode-cloud.version"
 # an image without it, from an earlier release, is built again.
 LABEL_EDGE = "io.opencode-cloud.edge"
 # The edge's generation in images built from today's Dockerfile: 2 runs it as a user of
-# its own (older images ran it as the agent's user, or had none).
-EDGE_LABEL = "2"
+# its own (older images ran it as the agent's user, or had none); 3 adds team mode's
+# roles (OCC_ROLE person and door) and its starter.
+EDGE_LABEL = "3"
+# Its value from which the edge runs as a user of its own (uid 61000), which owns the
+# password's hash.
+EDGE_OWN_USER = 2
 # Its value from which the container's first process reloads the edge's certificate on
 # SIGHUP (earlier ones stop on it): a new certificate then reaches a running service
 # without a restart.
@@ -65,6 +69,7 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("entrypoint.sh", 0o755),
     ("edge.py", 0o644),
     ("supervise.py", 0o644),
+    ("starter.py", 0o644),
 )
 EXTRA_CA_DIR = "extra-ca"
 # Lines of build output kept for the error message of a failed build.
