@@ -887,6 +887,19 @@ def test_rotate_password_hands_the_new_hash_to_a_running_service_without_a_resta
     assert make().status(old).http_health == "unauthorized"
 
 
+def test_rotate_password_of_an_earlier_edge_generation_still_goes_to_the_edge(
+    make: Make, fake: FakeEngine
+) -> None:
+    """A container of an image before the current edge label, but whose edge has its own
+    user already (label 2), gets the hash as the edge's and the edge restart."""
+    make().start()
+    fake.containers[NAME]["Config"]["Labels"][LABEL_EDGE] = "2"
+    fake.signals.clear()
+    make().rotate_password()
+    assert fake.file_modes[NAME][PASSWORD_PATH_IN_CONTAINER] == (0o600, EDGE_UID)
+    assert fake.signals == [(NAME, "USR1")]
+
+
 def test_rotate_password_of_a_stopped_service_only_writes_the_file(
     make: Make, fake: FakeEngine
 ) -> None:

@@ -586,7 +586,8 @@ class Service:
         if info is None:
             return new, False
         # Images before the edge had a user of its own read the hash as the runtime user.
-        separate_edge = info.labels.get(images.LABEL_EDGE, "1") >= images.EDGE_LABEL
+        label = info.labels.get(images.LABEL_EDGE, "1")
+        separate_edge = label.isdigit() and int(label) >= images.EDGE_OWN_USER
         uid = EDGE_UID if separate_edge else ContainerSpec.from_inspect(info).runtime_uid
         files = credentials.container_files(new, self.paths)
         self.runtime.put_files(
