@@ -873,3 +873,19 @@ def test_the_single_user_edge_has_no_team_routes(tmp_path: Path) -> None:
     for path in ("/__occ/ready", "/__occ/starting"):
         request = edge.Request("GET", path, "HTTP/1.1", {"host": "127.0.0.1:3000"})
         assert edge.Handler(guard, request, "local").respond().status == 404
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/__occ/starting?next=/session?a=1&b=2", "/session?a=1&b=2"),  # Caddy's raw URI
+        ("/__occ/starting?next=%2Fproject%3Fx%3D1", "/project?x=1"),  # the service's link
+        ("/__occ/starting?next=//evil.example/x", "/"),
+        ("/__occ/starting?next=%2F%2Fevil.example", "/"),
+        ("/__occ/starting", "/"),
+    ],
+)
+def test_the_starting_page_keeps_the_whole_next_and_only_this_site(
+    target: str, expected: str
+) -> None:
+    assert edge.safe_next(edge.starting_next(target)) == expected

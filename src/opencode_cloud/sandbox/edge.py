@@ -136,7 +136,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 MAX_FAILURES = int(os.environ.get("OCC_EDGE_MAX_FAILURES", "10"))
 MAX_UNTRUSTED_FAILURES = int(os.environ.get("OCC_EDGE_MAX_UNTRUSTED_FAILURES", "100"))
@@ -1431,6 +1431,17 @@ def cookie_name(host: str, kind: str = "session") -> str:
 _PRINTABLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
 
 
+def starting_next(target: str) -> str | None:
+    """The `next` of a link to the starting page. Caddy sends there with the request's URI
+    as it came (its 2.6 has no placeholder that escapes a value), so everything after
+    `next=` is the path, its own query included; a link of this service's escapes it."""
+    query = urlsplit(target).query
+    if not query.startswith("next="):
+        return (parse_qs(query).get("next") or [None])[0]
+    value = query.removeprefix("next=")
+    return unquote(value) if value[:3].upper() == "%2F" else value
+
+
 def safe_next(target: str | None) -> str:
     """Where to go after signing in: an absolute path on this site, never another one.
 
@@ -1888,8 +1899,7 @@ class Handler:
     def starting(self) -> Response:
         """The page shown while the person's instance starts: it asks `ready` until
         it is, then goes on to `next`."""
-        query = parse_qs(urlsplit(self.request.target).query)
-        target = safe_next((query.get("next") or ["/"])[0])
+        target = safe_next(starting_next(self.request.target))
         if self._signed_in() is None:
             location = f"{LOGIN_PATH}?next={quote(target, safe='/')}"
             return Response(303, headers=[("Location", location)])
