@@ -62,7 +62,14 @@ def team(fake: FakeEngine, tmp_path: Path) -> Team:
     paths = InstancePaths(tmp_path / INSTANCE.name)
     config = Config(port=43999, start_timeout=5)
     save_config(paths.config_file, config)
-    return Team(Service(fake, config, INSTANCE, paths))
+    return answering(Team(Service(fake, config, INSTANCE, paths)))
+
+
+def answering(team: Team) -> Team:
+    """A team whose door and people answer at once (nothing listens on the fake engine)."""
+    team.door_answers = lambda: True
+    team.person_answers = lambda _container: True
+    return team
 
 
 def _env(fake: FakeEngine, name: str) -> dict[str, str]:
@@ -74,7 +81,7 @@ def test_the_door_publishes_the_port_and_holds_none_of_the_users_environment(
 ) -> None:
     paths = InstancePaths(tmp_path / INSTANCE.name)
     config = Config(port=43999, env={"OPENAI_API_KEY": "sk-secret"})
-    team = Team(Service(fake, config, INSTANCE, paths))
+    team = answering(Team(Service(fake, config, INSTANCE, paths)))
 
     team.start()
 
@@ -263,13 +270,13 @@ def test_a_changed_door_setting_re_creates_the_door(
     fake: FakeEngine, tmp_path: Path, records: dict[str, Any]
 ) -> None:
     paths = InstancePaths(tmp_path / INSTANCE.name)
-    Team(Service(fake, Config(port=43999), INSTANCE, paths)).start()
+    answering(Team(Service(fake, Config(port=43999), INSTANCE, paths))).start()
     first = fake.containers[f"{PREFIX}-door"]["Id"]
-    Team(Service(fake, Config(port=43999), INSTANCE, paths)).start()
+    answering(Team(Service(fake, Config(port=43999), INSTANCE, paths))).start()
     assert fake.containers[f"{PREFIX}-door"]["Id"] == first
 
     steps: list[str] = []
-    Team(Service(fake, Config(port=44000), INSTANCE, paths)).start(on_step=steps.append)
+    answering(Team(Service(fake, Config(port=44000), INSTANCE, paths))).start(on_step=steps.append)
 
     assert fake.containers[f"{PREFIX}-door"]["Id"] != first
     assert any("port" in s for s in steps)

@@ -1437,7 +1437,8 @@ def starting_next(target: str) -> str | None:
     `next=` is the path, its own query included; a link of this service's escapes it."""
     query = urlsplit(target).query
     if not query.startswith("next="):
-        return (parse_qs(query).get("next") or [None])[0]
+        found = parse_qs(query).get("next")
+        return found[0] if found else None
     value = query.removeprefix("next=")
     return unquote(value) if value[:3].upper() == "%2F" else value
 

@@ -30,6 +30,7 @@ from opencode_cloud.service.image import image_for
 from opencode_cloud.service.snapshots import drop_snapshot, restore_snapshot, take_snapshot
 from opencode_cloud.team.errors import TeamError
 from opencode_cloud.team.people import PersonSettings, internal_password_file, person_spec
+from opencode_cloud.team.team import CURLRC
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 # Seconds a person's new version gets to answer healthy.
 PERSON_START_TIMEOUT = 120.0
-CURLRC = "/run/opencode-cloud/edge/curlrc"
 
 
 class TeamUpdateFailed(TeamError):
@@ -136,7 +136,7 @@ class RollingUpdate:
         if not was_running:
             containers.start_container(self.client, container)
         try:
-            self.team.wait_healthy(container, PERSON_START_TIMEOUT)
+            self._wait(container)
             before = self._sessions(container)
         except DockerError as error:
             return f"its current version does not answer ({error.message})", 0.0
@@ -156,7 +156,7 @@ class RollingUpdate:
             snap = take_snapshot(self.client, person, info, target)
             self._create(name, info, target_config, internal)
             containers.start_container(self.client, container)
-            self.team.wait_healthy(container, PERSON_START_TIMEOUT)
+            self._wait(container)
             problem = self._deep_check(container, before)
         except DockerError as error:
             problem = error.message
@@ -215,7 +215,15 @@ class RollingUpdate:
         self.client.rename_container(previous, container)
         self.client.connect_network(self.layout.person_network(name), container)
         containers.start_container(self.client, container)
-        self.team.wait_healthy(container, PERSON_START_TIMEOUT)
+        self._wait(container)
+
+    def _wait(self, container: str) -> None:
+        self.team.wait_until(
+            container,
+            lambda: self.team.person_answers(container),
+            PERSON_START_TIMEOUT,
+            "opencode does not answer its health check",
+        )
 
     # -- asking opencode from inside the person's container -----------------------------------
 
