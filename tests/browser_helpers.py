@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,4 +69,7 @@ def run_in_terminal(page: Any, command: str, marker: str = "done") -> str:
     """What opencode's terminal printed for `command`, run from the signed-in `page`."""
     answer = str(page.evaluate(TERMINAL_JS, [command, marker]))
     assert answer.startswith("ok\n"), answer[:2000]
-    return answer.removeprefix("ok\n")
+    # Without the terminal's escape sequences (colours, titles, bracketed paste) and
+    # carriage returns: lines as a file has them.
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", answer.removeprefix("ok\n"))
+    return text.replace("\r", "")

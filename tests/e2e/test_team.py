@@ -188,9 +188,9 @@ def test_two_people_in_two_browsers_see_only_their_own(browser: Any, team: Team)
         ada_terminal = run_in_terminal(ada, "hostname; whoami; ls ~/projects", "ada")
         bob_terminal = run_in_terminal(bob, "hostname; whoami; ls ~/projects", "bob")
         assert "ada-notes.txt" in ada_terminal and "ada-notes.txt" not in bob_terminal
-        assert re.search(r"^ada\r?$", ada_terminal, re.M), ada_terminal
-        assert re.search(r"^bob\r?$", bob_terminal, re.M), bob_terminal
-        assert not re.search(r"^root\r?$", ada_terminal + bob_terminal, re.M)
+        assert re.search(r"^ada$", ada_terminal, re.M), ada_terminal
+        assert re.search(r"^bob$", bob_terminal, re.M), bob_terminal
+        assert not re.search(r"^root$", ada_terminal + bob_terminal, re.M)
         ARTIFACTS.mkdir(exist_ok=True)
         ada.screenshot(path=str(ARTIFACTS / "team-ada.png"))
         bob.screenshot(path=str(ARTIFACTS / "team-bob.png"))
@@ -246,9 +246,12 @@ def test_nothing_a_client_sends_reaches_another_persons_instance(team: Team) -> 
     ]
     for extra in tricks:
         status, sessions = request(team.url, "/session", headers={"Cookie": cookie, **extra})
-        assert status == 200, (extra, status, sessions)
-        seen = {s["title"] for s in sessions}
-        assert "bob-only" not in seen and "ada-only" in seen, extra
+        # ada's own sessions, or (another host name: her cookie is not this one's) none.
+        assert status in (200, 401), (extra, status, sessions)
+        if status == 200:
+            seen = {s["title"] for s in sessions}
+            assert "bob-only" not in seen and "ada-only" in seen, extra
+    assert request(team.url, "/session", headers={"Cookie": cookie})[0] == 200
     for path in (f"//{bob_container}:4096/session", "/../session", "/%2e%2e/session"):
         status, sessions = request(team.url, path, headers={"Cookie": cookie})
         assert status != 200 or "bob-only" not in json.dumps(sessions), path

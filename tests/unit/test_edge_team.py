@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -576,6 +577,25 @@ def test_a_person_whose_instance_is_down_waits_on_the_starting_page(
     assert {"op": "start", "name": "bob"} not in starter.requests
 
 
+def test_a_script_signed_in_with_basic_credentials_gets_its_stopped_instance_started(
+    team: Team, starter: FakeStarter
+) -> None:
+    team.stop()
+    team.starter_path = starter.path
+    team.start()
+    assert team.basic("alice", ALICE_PASSWORD).status == 200
+    deadline = time.monotonic() + 5
+    while {"op": "start", "name": "alice"} not in starter.requests:
+        assert time.monotonic() < deadline, starter.requests
+        time.sleep(0.02)
+    # Asked once, not on every request.
+    for _ in range(5):
+        assert team.basic("alice", ALICE_PASSWORD).status == 200
+    time.sleep(0.2)
+    assert starter.requests.count({"op": "start", "name": "alice"}) == 1
+    assert not any(r["name"] == "bob" for r in starter.requests)
+
+
 def test_the_starting_page_and_ready_are_for_people_signed_in(team: Team) -> None:
     answer = team.get("/__occ/starting?next=/p")
     assert answer.status == 303 and answer.all("location") == ["/__occ/login?next=/p"]
@@ -613,7 +633,9 @@ def test_instances_unused_for_the_idle_time_are_asked_to_stop(
         assert team.guard.stop_idle() == []
         team.clock.now += 301  # alice unseen for 601 s, bob for 301 s
         assert team.guard.stop_idle() == ["alice"]
-        assert starter.requests == [{"op": "stop", "name": "alice"}]
+        # (Each person's first request asked for their instance to be started, too.)
+        stops = [r for r in starter.requests if r["op"] == "stop"]
+        assert stops == [{"op": "stop", "name": "alice"}]
         assert team.guard.stop_idle() == []  # not asked twice
         team.clock.now += 600
         assert team.guard.stop_idle() == ["bob"]

@@ -1128,7 +1128,13 @@ class TeamGuard(Guard):
 
     def admit(self, person: Person) -> list[tuple[str, str]]:
         """verify's 200 for `person`: note that they use their instance (last_seen, at
-        most every `LAST_SEEN_EVERY` seconds) and tell Caddy where it is."""
+        most every `LAST_SEEN_EVERY` seconds) and tell Caddy where it is.
+
+        As often, the starter is asked (in the background: the request does not wait) to
+        start their instance should it be down: a script or an open page of someone
+        whose instance was stopped (idle, disabled and enabled again, the engine
+        restarted) signs in with no form, and would otherwise find it down for good.
+        """
         now = self.clock()
         with self._team_lock:
             self._running.add(person.name)
@@ -1140,6 +1146,7 @@ class TeamGuard(Guard):
                 self.people.seen(person.name, now)
             except sqlite3.Error as exc:
                 print(f"edge: cannot note {person.name} seen: {exc!r}", file=sys.stderr)
+            threading.Thread(target=self.start, args=(person.name,), daemon=True).start()
         return person.grant()
 
     # -- instances ----------------------------------------------------------------------
