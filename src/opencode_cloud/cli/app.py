@@ -117,10 +117,11 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.docker import errors as docker_errors
     from opencode_cloud.docker import ssh
     from opencode_cloud.hosts import HostError
-    from opencode_cloud.instance import InvalidInstanceName
+    from opencode_cloud.instance import InvalidInstanceName, InvalidPersonName
     from opencode_cloud.locking import LockTimeout
     from opencode_cloud.mounts import MountError
     from opencode_cloud.service import errors as service_errors
+    from opencode_cloud.team import errors as team_errors
 
     by_kind: list[tuple[tuple[type[OpencodeCloudError], ...], ExitCode]] = [
         (
@@ -144,6 +145,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 docker_errors.ImageNotFound,
                 docker_errors.SessionsFailing,
                 service_errors.UpdateFailed,
+                team_errors.TeamUpdateFailed,
             ),
             ExitCode.START_FAILED,
         ),
@@ -163,6 +165,17 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
         ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName, HostError, ssh.ForwardFailed), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),
+        ((team_errors.DoorNotRunning,), ExitCode.NOT_RUNNING),
+        (
+            (
+                team_errors.TeamNotEnabled,
+                team_errors.TeamAlreadyEnabled,
+                team_errors.PersonNotFound,
+                team_errors.PersonExists,
+                InvalidPersonName,
+            ),
+            ExitCode.USAGE,
+        ),
     ]
     for kinds, code in by_kind:
         if isinstance(error, kinds):

@@ -52,8 +52,26 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
     if isinstance(error, ProgramFailed):  # a restore's is inside its RestoreFailed
         return f"No file was kept and the service runs on. Fix the cause, then `{occ} backup`."
     from opencode_cloud.service import errors as service
+    from opencode_cloud.team import errors as team
 
     match error:
+        case team.TeamNotEnabled():
+            return f"Turn team mode on first: `{occ} team enable` (you become its first person)."
+        case team.TeamAlreadyEnabled():
+            return f"`{occ} team status` shows the team; `{occ} team disable` turns it off."
+        case team.DoorNotRunning():
+            return f"Start the team with `{occ} start`."
+        case team.PersonNotFound():
+            return f"`{occ} user list` shows the people of the team."
+        case team.PersonExists():
+            return f"`{occ} user list` shows them; `{occ} user passwd NAME` gives a new password."
+        case team.DoorRefused():
+            return f"A front door of an earlier release is made again by `{occ} start`."
+        case team.TeamUpdateFailed(person=person):
+            return (
+                f"Everyone not updated stays on the old version. See `{occ} logs --user "
+                f"{person}` for why the new one failed; its release may not read this data."
+            )
         case service.VersionChange():
             return (
                 f"Run `{occ} update` to switch safely: the data is snapshotted first, and "

@@ -94,6 +94,7 @@ class Versions:
         self.client = service.client
         self.instance = service.instance
         self._save = save_version
+        self.save_version = save_version
         self._step = on_step
 
     def snapshots(self) -> list[Snapshot]:

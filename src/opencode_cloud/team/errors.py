@@ -48,3 +48,18 @@ class DoorRefused(TeamError):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"The front door refused: {message}")
+
+
+class TeamUpdateFailed(TeamError):
+    """A person's new version failed its check: they are back on the old one, and so is
+    everyone not updated yet."""
+
+    def __init__(self, person: str, problem: str, updated: list[str], left: list[str]) -> None:
+        super().__init__(
+            f"The new version does not work for {person} ({problem.rstrip('.')}); {person} is "
+            f"back on the old one, and the update stopped there"
+            + (f" ({', '.join(left)} not updated)." if left else ".")
+        )
+        self.person = person
+        self.updated = updated
+        self.left = left

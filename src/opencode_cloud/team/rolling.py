@@ -28,7 +28,7 @@ from opencode_cloud.docker.errors import DockerError
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.service.image import image_for
 from opencode_cloud.service.snapshots import drop_snapshot, restore_snapshot, take_snapshot
-from opencode_cloud.team.errors import TeamError
+from opencode_cloud.team.errors import TeamUpdateFailed
 from opencode_cloud.team.people import PersonSettings, internal_password_file, person_spec
 from opencode_cloud.team.team import CURLRC
 
@@ -40,21 +40,6 @@ if TYPE_CHECKING:
 
 # Seconds a person's new version gets to answer healthy.
 PERSON_START_TIMEOUT = 120.0
-
-
-class TeamUpdateFailed(TeamError):
-    """A person's new version failed its check: they are back on the old one, and so is
-    everyone not updated yet."""
-
-    def __init__(self, person: str, problem: str, updated: list[str], left: list[str]) -> None:
-        super().__init__(
-            f"The new version does not work for {person} ({problem.rstrip('.')}); {person} is "
-            f"back on the old one, and the update stopped there"
-            + (f" ({', '.join(left)} not updated)." if left else ".")
-        )
-        self.person = person
-        self.updated = updated
-        self.left = left
 
 
 @dataclass

@@ -254,6 +254,18 @@ class Team:
         except DockerError:
             return False
 
+    def running_version(self) -> str | None:
+        """The newest opencode release a person's instance runs (None: nobody's has one)."""
+        from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
+
+        versions = []
+        for name in self._person_containers():
+            info = self.client.find_container(name)
+            version = info.labels.get(LABEL_OPENCODE_VERSION) if info else None
+            if version:
+                versions.append(tuple(int(p) for p in version.split("-")[0].split(".")))
+        return ".".join(map(str, max(versions))) if versions else None
+
     def stop(self) -> list[str]:
         """Stop the door, the starter and every person's instance; the names stopped."""
         stopped = []

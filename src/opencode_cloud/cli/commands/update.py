@@ -95,15 +95,49 @@ def update(
             parse_value("opencode_version", opencode_version)  # a clear error for bad input
             config = config.model_copy(update={"opencode_version": opencode_version})
         versions = _versions(app_ctx)
+        if app_ctx.in_team_mode():
+            _update_team(app_ctx, versions, config, yes)
+            return
         _confirm_going_back(app_ctx, versions, config, yes)
         with app_ctx.spinner("Updating ..."):
             result = versions.update(config, reporter=app_ctx.reporter(), timeout=timeout)
     _render(app_ctx, result, "Updated")
 
 
-def _confirm_going_back(app_ctx: AppContext, versions: Versions, target: Config, yes: bool) -> None:
+def _update_team(app_ctx: AppContext, versions: Versions, target: Config, yes: bool) -> None:
+    """`occ update` in team mode: everyone, one at a time (`team.rolling`)."""
+    from opencode_cloud.team.rolling import RollingUpdate
+
+    team = app_ctx.team()
+    _confirm_going_back(app_ctx, versions, target, yes, running=team.running_version())
+    with app_ctx.spinner("Updating everyone, one at a time ..."):
+        result = RollingUpdate(team, on_step=app_ctx.out.progress).run(
+            target, versions.save_version, reporter=app_ctx.reporter()
+        )
+
+    def human() -> list[str]:
+        lines = [f"Everyone is on {result.target}."]
+        for name in result.updated:
+            lines.append(
+                f"  {name}: updated (unavailable {result.seconds_unavailable[name]:.1f} s)"
+            )
+        if result.already:
+            lines.append(f"  Already on it: {', '.join(result.already)}.")
+        return lines
+
+    app_ctx.out.result(result.to_json(), human)
+
+
+def _confirm_going_back(
+    app_ctx: AppContext,
+    versions: Versions,
+    target: Config,
+    yes: bool,
+    *,
+    running: str | None = None,
+) -> None:
     """Moving to an older release is where data gets lost: say so, and ask."""
-    running = versions.running_version()
+    running = running or versions.running_version()
     if not running or target.image or _release(target.opencode_version) >= _release(running):
         return
     message = (
