@@ -325,3 +325,39 @@ def test_logs_with_a_bad_since_is_a_usage_error(occ) -> None:
     result = occ("logs", "--since", "yesterday")
     assert result.code == ExitCode.USAGE
     assert "10m" in result.err
+
+
+# --------------------------------------------------------------------------- team mode
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("user", "list"),
+        ("user", "add", "alice"),
+        ("user", "disable", "alice"),
+        ("logs", "--user", "alice"),
+        ("shell", "--user", "alice", "--", "true"),
+        ("backup", "--all"),
+    ],
+)
+def test_people_commands_outside_team_mode_say_how_to_turn_it_on(occ, args) -> None:
+    result = occ(*args)
+    assert result.code == ExitCode.USAGE, result.err
+    _assert_one_line_error(result)
+    assert "not in team mode" in result.err and "occ team enable" in result.err
+
+
+@pytest.mark.parametrize("name", ["Alice", "1bob", "-x", "a" * 31, "ann/../bob", "bob_"])
+def test_a_bad_person_name_is_one_line_and_changes_nothing(occ, tmp_path: Path, name) -> None:
+    result = occ("logs", "--user", name)
+    assert result.code == ExitCode.USAGE, result.err
+    _assert_one_line_error(result)
+    assert "Invalid name" in result.err
+    assert not (tmp_path / "cfg" / "team.json").exists()
+
+
+def test_team_status_outside_team_mode(occ) -> None:
+    result = occ("--json", "team", "status")
+    assert result.code == 0
+    assert json.loads(result.out) == {"team": False}
