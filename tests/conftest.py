@@ -129,7 +129,8 @@ def _sweep_images(label: str) -> None:
 
 @pytest.fixture
 def instance(request: pytest.FixtureRequest, docker_client: DockerClient) -> Iterator[Instance]:
-    """A fresh instance name for one test; its container and volumes are removed after."""
+    """A fresh instance name for one test; its containers, volumes and networks are
+    removed after."""
     suffix = uuid.uuid4().hex[:6]
     inst = Instance(name=f"t-{SESSION_ID}-{suffix}", extra_labels={TEST_LABEL: SESSION_ID})
     yield inst
@@ -140,6 +141,8 @@ def instance(request: pytest.FixtureRequest, docker_client: DockerClient) -> Ite
         container.remove(force=True, v=True)
     for volume in raw.volumes.list(filters={"label": f"io.opencode-cloud.instance={inst.name}"}):
         volume.remove(force=True)
+    for network in raw.networks.list(filters={"label": f"io.opencode-cloud.instance={inst.name}"}):
+        network.remove()  # team mode's
 
 
 def _busybox_tar() -> bytes:

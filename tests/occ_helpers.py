@@ -70,9 +70,13 @@ def remove_containers(instance: Any) -> None:
 
 def remove_release(instance: Any, version: str) -> None:
     """The image of an opencode release a test built, and the unnamed build stage the
-    engine keeps as its cache: a run keeps only the default image. The instance's
-    containers go first (they hold the image)."""
-    remove_containers(instance)
+    engine keeps as its cache: a run keeps only the default image. The containers made of
+    it go first (they hold the image); `instance` None: whoever's they are."""
+    if instance is not None:
+        remove_containers(instance)
+    holding = docker("ps", "-aq", "--filter", f"ancestor={IMAGE_NAME}:{version}").split()
+    if holding:
+        docker("rm", "-f", "-v", *holding)
     remove_images(f"{IMAGE_NAME}:{version}")
     stages = docker(
         "images", "-q", "--filter", "dangling=true",
