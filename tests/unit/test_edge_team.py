@@ -59,11 +59,15 @@ class Instance:
         self.asked: list[str] = []  # the Authorization of each health check
         expected = "Basic " + base64.b64encode(f"opencode:{internal_password}".encode()).decode()
         instance = self
+        self.hang = False
 
         class Health(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 authorization = self.headers.get("Authorization", "")
                 instance.asked.append(authorization)
+                if instance.hang:  # opencode's port open a moment before it serves
+                    time.sleep(3)
+                    return
                 right = self.path == "/global/health" and authorization == expected
                 status = 200 if instance.ready and right else 503
                 body = b'{"healthy": true}' if status == 200 else b"{}"
@@ -594,6 +598,39 @@ def test_a_script_signed_in_with_basic_credentials_gets_its_stopped_instance_sta
     time.sleep(0.2)
     assert starter.requests.count({"op": "start", "name": "alice"}) == 1
     assert not any(r["name"] == "bob" for r in starter.requests)
+
+
+def test_requests_wait_for_an_instance_that_does_not_answer_yet(
+    team: Team, starter: FakeStarter
+) -> None:
+    team.stop()
+    team.starter_path = starter.path
+    team.start()
+    team.instances["alice"].hang = True  # accepts, never answers
+    answer = team.login("alice", ALICE_PASSWORD)
+    assert answer.all("location") == ["/__occ/starting?next=/project/x"]
+    alice = cookie_in(answer)
+    began = time.monotonic()
+    api = team.verify(alice)
+    assert time.monotonic() - began < 2.5  # the health check's own timeout, not the hang
+    assert api.status == 503 and api.all("retry-after") == ["2"]
+    assert not api.all("x-occ-upstream")
+    page = team.verify(alice, Accept="text/html", X_Forwarded_Uri="/project/x?y=1")
+    assert page.status == 302
+    assert page.all("location") == ["/__occ/starting?next=/project/x%3Fy%3D1"]
+    deadline = time.monotonic() + 5
+    while {"op": "start", "name": "alice"} not in starter.requests:
+        assert time.monotonic() < deadline, starter.requests
+        time.sleep(0.02)
+    # Once it answers, requests go through, and are not held up by a check each time.
+    team.instances["alice"].hang = False
+    assert team.verify(alice).status == 200
+    asked = len(team.instances["alice"].asked)
+    for _ in range(5):
+        assert team.verify(alice).status == 200
+    assert len(team.instances["alice"].asked) == asked
+    # bob was never held up by alice's instance.
+    assert team.verify(team.session("bob", BOB_PASSWORD)).status == 200
 
 
 def test_the_starting_page_and_ready_are_for_people_signed_in(team: Team) -> None:

@@ -657,6 +657,10 @@ HEALTH_TIMEOUT = 1.0  # an instance that does not answer its health check by the
 STARTER_TIMEOUT = 5.0  # the starter answers once the engine took the request
 START_REPEAT = 2.0  # a person's instance is asked to start at most this often
 LAST_SEEN_EVERY = 10.0  # seconds between two writes of a person's last_seen
+# An instance that answered its health check within this many seconds takes requests
+# without being asked again. One not asked since is asked first: opencode opens its port
+# a moment before it serves, and a request that arrives then is never answered.
+ANSWERING_FOR = 30.0
 IDLE_STOP = float(os.environ.get("OCC_EDGE_IDLE_STOP", "0"))  # 0: never stop an instance
 IDLE_CHECK_EVERY = 60.0  # at most this long between two looks for idle instances
 DB_BUSY_MS = 5000  # how long a write waits for another process's (the admin tool's)
@@ -1024,6 +1028,7 @@ class TeamGuard(Guard):
         self._seen: dict[str, float] = {}  # name -> when last_seen was last written
         self._started: dict[str, tuple[float, str]] = {}  # name -> when asked to start, state
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
+        self._answering: dict[str, float] = {}  # name -> when its health check last passed
 
     # -- credentials by name ------------------------------------------------------------
 
@@ -1168,10 +1173,22 @@ class TeamGuard(Guard):
             ready = False
         finally:
             connection.close()
-        if ready:
-            with self._team_lock:
+        with self._team_lock:
+            if ready:
                 self._running.add(person.name)
+                self._answering[person.name] = time.monotonic()
+            else:
+                self._answering.pop(person.name, None)
         return ready
+
+    def ready(self, person: Person) -> bool:
+        """Whether requests may go to the person's instance: it answered its health check
+        within `ANSWERING_FOR` seconds, or does now."""
+        with self._team_lock:
+            last = self._answering.get(person.name)
+        if last is not None and time.monotonic() - last < ANSWERING_FOR:
+            return True
+        return self.healthy(person)
 
     def start(self, name: str) -> str:
         """Ask the starter to start `name`'s instance (at most every `START_REPEAT`
@@ -1189,6 +1206,8 @@ class TeamGuard(Guard):
             self._started[name] = (now, state)
             if state in ("running", "starting"):
                 self._running.add(name)
+            if state != "running":  # (re)started, or down: it must answer anew
+                self._answering.pop(name, None)
         return state
 
     def stop_idle(self) -> list[str]:
@@ -1779,22 +1798,37 @@ class Handler:
 
     # -- routes -------------------------------------------------------------------------
 
-    def _session_grant(self, token: str) -> list[tuple[str, str]] | None:
-        """The headers of verify's 200 for a session cookie (none in single-user mode;
-        in team mode, the person's upstream); None when the cookie is no session."""
+    def _session_grant(self, token: str) -> Response | None:
+        """Verify's answer for a session cookie (200; in team mode with the person's
+        upstream, or the wait for it: `_grant`); None when the cookie is no session."""
         if self.team is None:
-            return [] if self.guard.session_valid(token) else None
+            return Response(200) if self.guard.session_valid(token) else None
         person = self.team.session_person(token)
-        return None if person is None else self.team.admit(person)
+        return None if person is None else self._grant(person)
 
-    def _basic_grant(self, name: str, generation: str) -> list[tuple[str, str]] | None:
-        """The headers of verify's 200 for Basic credentials proven right against the
-        password of `generation`; None when that person is gone, disabled or has another
-        password since."""
+    def _basic_grant(self, name: str, generation: str) -> Response | None:
+        """Verify's answer for Basic credentials proven right against the password of
+        `generation`; None when that person is gone, disabled or has another password
+        since."""
         if self.team is None:
-            return []
+            return Response(200)
         person = self.team.person(name, generation)
-        return None if person is None else self.team.admit(person)
+        return None if person is None else self._grant(person)
+
+    def _grant(self, person: Person) -> Response:
+        """200 with the person's upstream when their instance answers; else their instance
+        is asked to start, and the client waits: a page on the starting page, anything
+        else with a 503 and Retry-After (what Caddy says when an instance goes down)."""
+        assert self.team is not None
+        if self.team.ready(person):
+            return Response(200, headers=self.team.admit(person))
+        threading.Thread(target=self.team.start, args=(person.name,), daemon=True).start()
+        if self._wants_page() and self.request.method in ("GET", "HEAD"):
+            target = safe_next(self.request.header("x-forwarded-uri") or "/")
+            return Response(
+                302, headers=[("Location", f"{STARTING_PATH}?next={quote(target, safe='/')}")]
+            )
+        return self._json(503, "The instance is starting.", [("Retry-After", "2")])
 
     def verify(self) -> Response:
         """Caddy's question about one request: 200 lets it through (in team mode, to the
@@ -1803,7 +1837,7 @@ class Handler:
         if token and (grant := self._session_grant(token)) is not None:
             if self._acts() and self._origin() == "foreign":
                 return self._json(403, "changes and websockets only from this site's own pages")
-            return Response(200, headers=grant)
+            return grant
         credentials = self._basic()
         if credentials is not None:
             device = self._cookie("device")
@@ -1811,7 +1845,7 @@ class Handler:
             if outcome == "ok":
                 grant = self._basic_grant(credentials[0], generation)
                 if grant is not None:
-                    return Response(200, headers=grant)
+                    return grant
                 outcome = "wrong"
             status, message, headers = self._refused(outcome, device, credentials[0])
             if status == 401:
