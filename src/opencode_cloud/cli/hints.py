@@ -92,6 +92,10 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return (
                 f"See `{occ} logs`. If this began with a version change, go back: `{occ} rollback`."
             )
+        case service.NeverCreated(instance=instance) | service.NotRunning(instance=instance) if (
+            instance.person is not None
+        ):
+            return f"It starts when {instance.person} signs in; `{occ} user list` shows its state."
         case service.NeverCreated() | service.NotRunning():
             return f"Start it with `{occ} start`."
         case engine.DockerNotInstalled():

@@ -169,6 +169,7 @@ class Context:
     container_problem: str = "the container was not checked"
     password: str | None = None
     endpoint: Endpoint | None = None  # where opencode answered healthy
+    inside: bool = False  # a person's opencode answered from inside its container
     health_problem: str = "the HTTP API was not checked"
     cleanup: list[Callable[[], None]] = field(default_factory=list)
 
@@ -526,6 +527,8 @@ def _days(days: float) -> str:
 def check_port(ctx: Context) -> Finding:
     """The configured port is free, or published by this instance's own container: not
     by another container, not by another program."""
+    if ctx.instance.person is not None:
+        raise Skip("the front door publishes the team's port, not a person's instance")
     config = ctx.need_config()
     port, address = config.port, config.bind_address
     where = f"{address}:{port}"
@@ -715,9 +718,25 @@ def _running(ctx: Context) -> ContainerInfo:
     return info
 
 
+def _check_person_inside(ctx: Context, info: ContainerInfo) -> Finding:
+    """A person's opencode in team mode, asked from inside its container (only the front
+    door reaches it from outside)."""
+    service = ctx.service()
+    healthy, _ = service.ask_inside("/global/health", timeout=PROBE_TIMEOUT)
+    if not healthy:
+        ctx.health_problem = "opencode does not answer"
+        return Finding(
+            HTTP_API, "fail", f"opencode in {info.name} does not answer.", ctx.fix("unhealthy")
+        )
+    ctx.inside = True
+    return Finding(HTTP_API, "ok", f"opencode answers healthy in {info.name}.")
+
+
 def check_http_api(ctx: Context) -> Finding:
     """opencode answers its health endpoint, with the host's password."""
     info = _running(ctx)
+    if ctx.instance.person is not None:
+        return _check_person_inside(ctx, info)
     if info.published(CONTAINER_PORT) is None:
         ctx.health_problem = "the container publishes no port"
         return Finding(
@@ -777,9 +796,13 @@ def check_http_api(ctx: Context) -> Finding:
 def check_session_api(ctx: Context) -> Finding:
     """opencode lists its sessions: a call that reads its database, which fails while the
     health check passes when the data does not fit the running version."""
-    if ctx.endpoint is None:
+    if ctx.inside:
+        listed, _ = ctx.service().ask_inside("/session")
+        problem = None if listed else "listing them failed"
+    elif ctx.endpoint is None:
         raise Skip(ctx.health_problem)
-    problem = ctx.service().session_problem(ctx.password, ctx.endpoint)
+    else:
+        problem = ctx.service().session_problem(ctx.password, ctx.endpoint)
     if problem is None:
         return Finding(SESSION_API, "ok", "opencode lists its sessions.")
     return Finding(
@@ -795,6 +818,8 @@ def check_pending_changes(ctx: Context) -> Finding:
     info = ctx.container
     if info is None:
         raise Skip(ctx.container_problem)
+    if ctx.instance.person is not None:
+        raise Skip("a person's container is made by the team, not from the configuration")
     ctx.need_config()
     changed = ctx.service().pending_changes(info)
     if changed:

@@ -11,11 +11,17 @@ if TYPE_CHECKING:
     from opencode_cloud.instance import Instance
 
 
+def _whose(instance: Instance) -> str:
+    if instance.person is not None:
+        return f"{instance.person}'s opencode (instance {instance.name!r})"
+    return f"Instance {instance.name!r}"
+
+
 class NeverCreated(OpencodeCloudError):
     """The instance has no container: it was never started (or was removed)."""
 
     def __init__(self, instance: Instance) -> None:
-        super().__init__(f"Instance {instance.name!r} has no container (it was never started).")
+        super().__init__(f"{_whose(instance)} has no container (it was never started).")
         self.instance = instance
 
 
@@ -23,7 +29,7 @@ class NotRunning(OpencodeCloudError):
     """The instance's container exists but does not run."""
 
     def __init__(self, instance: Instance) -> None:
-        super().__init__(f"Instance {instance.name!r} is not running.")
+        super().__init__(f"{_whose(instance)} is not running.")
         self.instance = instance
 
 

@@ -665,6 +665,24 @@ class Service:
 
     # -- status ---------------------------------------------------------------------------
 
+    def ask_inside(self, path: str, timeout: float = 5.0) -> tuple[bool, bytes]:
+        """GET `path` of opencode from inside its container, as the image's health check
+        does (the edge's user, with its credentials file): how the tool asks a person's
+        opencode in team mode, which only the front door reaches from outside. Whether it
+        answered 2xx, and the body.
+
+        Raises:
+            NotRunning, DockerError.
+        """
+        output, exit_code = self.runtime.exec(
+            ["/usr/bin/curl", "-q", "-sf", "--max-time", f"{timeout:g}", "-K", INSIDE_CURLRC,
+             f"http://127.0.0.1:{OPENCODE_INSIDE_PORT}{path}"],
+            user=f"{EDGE_UID}:{EDGE_UID}",
+            workdir="/",
+        )  # fmt: skip
+        body = b"".join(output)
+        return exit_code() == 0, body
+
     def status(self, password: str | None) -> StatusResult:
         """Everything `occ status` shows, from one inspect and one HTTP probe."""
         from opencode_cloud.service import status
@@ -687,9 +705,17 @@ class Service:
             needs_tunnel=endpoint.only_on_remote,
         )
         if info is not None:
-            result.pending_restart = self.pending_changes(info)
-            # A person's opencode answers the front door only (docs/team.md).
+            # A person's container is the team's to make (`team.people.person_spec`).
+            if self.instance.person is None:
+                result.pending_restart = self.pending_changes(info)
+            # A person's opencode answers the front door only (docs/team.md): asked inside.
             server = endpoint.server(password) if self.instance.person is None else None
+            if server is None and info.running:
+                healthy, _ = self.ask_inside("/global/health", timeout=2)
+                result.http_health = "healthy" if healthy else "unreachable"
+                if healthy:
+                    listed, _ = self.ask_inside("/session")
+                    result.session_api = "ok" if listed else "failing"
             if status.describe_container(result, info, server):
                 result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
         result.volumes = status.volume_status(self.client, self.instance)
@@ -697,5 +723,9 @@ class Service:
         return result
 
 
+# The health check's credentials file in the container (the edge's), and opencode's port
+# inside it.
+INSIDE_CURLRC = "/run/opencode-cloud/edge/curlrc"
+OPENCODE_INSIDE_PORT = 4096
 # What a command or a shell in the container finds first: the tools the agent installed.
 _AGENT_ENV = (f"PATH={RUNTIME_PATH}",)

@@ -103,10 +103,10 @@ def describe_container(result: StatusResult, info: ContainerInfo, server: Server
     if info.running:
         result.started_at = info.started_at
         result.uptime_seconds = seconds_since(info.started_at)
-        if server is None:
-            if info.health == "starting":
+        if server is None:  # its health was asked from inside (`Service.ask_inside`)
+            if result.http_health != "healthy":
                 result.state = "starting"
-            return info.health == "unhealthy" and bool(info.restart_count or info.finished_at)
+            return result.http_health != "healthy" and bool(info.restart_count or info.finished_at)
         answer = server.health(timeout=2)
         result.http_health = answer.state
         result.opencode_version = answer.version or result.opencode_version

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from opencode_cloud.defaults import EDGE_UID, INTERNAL_PASSWORD_PATH
+from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker.errors import DockerError
 from opencode_cloud.docker.spec import ContainerSpec
@@ -30,7 +30,6 @@ from opencode_cloud.service.image import image_for
 from opencode_cloud.service.snapshots import drop_snapshot, restore_snapshot, take_snapshot
 from opencode_cloud.team.errors import TeamUpdateFailed
 from opencode_cloud.team.people import PersonSettings, internal_password_file, person_spec
-from opencode_cloud.team.team import CURLRC
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -213,18 +212,11 @@ class RollingUpdate:
     # -- asking opencode from inside the person's container -----------------------------------
 
     def _get(self, container: str, path: str) -> Any:
-        output, exit_code = self.client.exec_run(
-            container,
-            ["/usr/bin/curl", "-q", "-sf", "--max-time", "10", "-K", CURLRC,
-             f"http://127.0.0.1:4096{path}"],
-            user=f"{EDGE_UID}:{EDGE_UID}",
-            workdir="/",
-        )  # fmt: skip
-        text = b"".join(output)
-        code = exit_code()
-        if code != 0:
-            raise DockerError(f"GET {path} failed (curl exit code {code})")
-        return json.loads(text)
+        name = container.removeprefix(f"{self.layout.prefix}-user-")
+        answered, body = self.team.person_service(name).ask_inside(path, timeout=10)
+        if not answered:
+            raise DockerError(f"GET {path} failed")
+        return json.loads(body)
 
     def _sessions(self, container: str) -> list[dict[str, Any]]:
         sessions = self._get(container, "/session")

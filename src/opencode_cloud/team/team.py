@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.access import credentials
-from opencode_cloud.defaults import EDGE_UID
 from opencode_cloud.docker.container import create_with_files, stop_container
 from opencode_cloud.docker.errors import ContainerExited, DockerError, HealthTimeout
 from opencode_cloud.docker.health import log_tail
 from opencode_cloud.docker.helper import copy_volumes
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.docker.volume import ensure_volumes_exist, volume_names
+from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_PERSON, LABEL_ROLE
 from opencode_cloud.service.endpoint import Endpoint
 from opencode_cloud.service.image import image_for
@@ -56,8 +56,6 @@ if TYPE_CHECKING:
 DOOR_START_TIMEOUT = 60.0
 # A disabled person's instance stops at once: their sessions ended already.
 DISABLE_STOP_TIMEOUT = 2.0
-# The health check's credentials in a person's container: the edge's user's only.
-CURLRC = "/run/opencode-cloud/edge/curlrc"
 # Bytes of the internal password between the door and a person's opencode.
 INTERNAL_PASSWORD_BYTES = 24
 
@@ -240,18 +238,11 @@ class Team:
 
     def _person_answers(self, container: str) -> bool:
         """Whether opencode in a person's container answers its health check (asked from
-        inside, as the image's health check does: only the door reaches it from outside)."""
+        inside: only the door reaches it from outside)."""
+        name = container.removeprefix(f"{self.layout.prefix}-user-")
         try:
-            output, exit_code = self.client.exec_run(
-                container,
-                ["/usr/bin/curl", "-q", "-sf", "--max-time", "2", "-K", CURLRC,
-                 "http://127.0.0.1:4096/global/health"],
-                user=f"{EDGE_UID}:{EDGE_UID}",
-                workdir="/",
-            )  # fmt: skip
-            b"".join(output)
-            return exit_code() == 0
-        except DockerError:
+            return self.person_service(name).ask_inside("/global/health", timeout=2)[0]
+        except OpencodeCloudError:
             return False
 
     def running_version(self) -> str | None:
@@ -371,6 +362,25 @@ class Team:
             },
         )
         return password
+
+    def start_person(self, name: str, timeout: float = 120.0) -> None:
+        """Start the person's instance if it is stopped, and wait until it answers.
+
+        Raises:
+            PersonNotFound (no container), ContainerExited, HealthTimeout.
+        """
+        container = self.layout.person(name).container_name
+        info = self.client.find_container(container)
+        if info is None:
+            raise PersonNotFound(name)
+        if not info.running:
+            self.client.start_container(container)
+        self.wait_until(
+            container,
+            lambda: self.person_answers(container),
+            timeout,
+            "opencode does not answer its health check",
+        )
 
     def passwd(self, name: str, password: str) -> None:
         self.require(name)

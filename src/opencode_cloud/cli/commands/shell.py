@@ -26,7 +26,12 @@ def shell(app_ctx: AppContext, command: tuple[str, ...], person: str | None) -> 
     `occ shell -- ssh-keygen -t ed25519`, `occ shell -- gh auth login`. What you set up
     in the home folder is kept when the container is re-created.
     """
-    service = app_ctx.for_person(person).service()
+    target = app_ctx.for_person(person)
+    if person is not None:
+        # A person's opencode may be stopped (it starts at their sign-in): start it.
+        with target.spinner(f"Starting {person}'s opencode ..."):
+            app_ctx.team().start_person(person)
+    service = target.service()
     argv = list(command) or ["bash", "-l"]
     terminal = service.terminal(argv, tty=sys.stdin.isatty() and sys.stdout.isatty())
     if terminal is not None:

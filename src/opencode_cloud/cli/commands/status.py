@@ -20,6 +20,7 @@ def _human(result: StatusResult) -> list[str]:
         health += f" (HTTP: {result.http_health})"
     lines = [
         f"Instance:   {result.instance}",
+        *([f"Person:     {result.person} (team mode)"] if result.person else []),
         *([f"Host:       {result.host}"] if result.host else []),
         f"State:      {result.state}",
         f"Health:     {health}",
