@@ -281,6 +281,30 @@ def test_nothing_a_client_sends_reaches_another_persons_instance(team: Team) -> 
         assert docker("port", team.container(person)).strip() == ""
 
 
+def test_every_command_acts_on_the_person_named(team: Team, tmp_path: Path) -> None:
+    ada_files = run(team.env, "shell", "--user", "ada", "--", "ls", "/home/opencode/projects")
+    bob_files = run(team.env, "shell", "--user", "bob", "--", "ls", "/home/opencode/projects")
+    assert "ada-notes.txt" in ada_files.stdout and "ada-notes.txt" not in bob_files.stdout
+    status = json.loads(run(team.env, "--json", "status", "--user", "bob").stdout)
+    assert (status["person"], status["container"]) == ("bob", team.container("bob"))
+    assert (status["http_health"], status["session_api"]) == ("healthy", "ok")
+    assert all(v["name"].startswith(team.container("bob") + "-") for v in status["volumes"])
+    doctor = run(team.env, "--json", "doctor", "--user", "ada")
+    assert json.loads(doctor.stdout)["ok"] is True, doctor.stdout
+    assert "Local access" in run(team.env, "logs", "--user", "bob").stdout
+    team_status = json.loads(run(team.env, "--json", "status").stdout)
+    assert team_status["door"] == "running"
+    people = {p["name"]: p for p in team_status["people"]}
+    assert set(people) == {"ada", "bob"} and people["ada"]["admin"] is True
+    assert people["bob"]["state"] == "running" and people["bob"]["memory_bytes"] > 0
+    assert people["ada"]["last_sign_in"] is not None and people["ada"]["disk_bytes"] > 0
+
+    written = json.loads(run(team.env, "--json", "backup", "--all", str(tmp_path)).stdout)
+    files = sorted(Path(b["path"]).name for b in written["backups"])
+    assert [f.split("-user-")[1].split("-")[0] for f in files] == ["ada", "bob"], files
+    assert all((tmp_path / f).stat().st_mode & 0o777 == 0o600 for f in files)
+
+
 def test_disable_signs_the_person_out_at_once(browser: Any, team: Team) -> None:
     context, page = sign_in(browser, team, "bob")
     try:
