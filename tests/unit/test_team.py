@@ -280,3 +280,21 @@ def test_a_changed_door_setting_re_creates_the_door(
 
     assert fake.containers[f"{PREFIX}-door"]["Id"] != first
     assert any("port" in s for s in steps)
+
+
+def test_uninstall_takes_the_whole_team_and_its_networks(
+    fake: FakeEngine, team: Team, records: dict[str, Any]
+) -> None:
+    from opencode_cloud.service.uninstall import plan_uninstall, uninstall
+
+    team.start()
+    team.add("alice")
+    plan = plan_uninstall(fake, INSTANCE, team.paths, volumes=True)
+    assert f"{PREFIX}-door" in plan.containers and f"{PREFIX}-user-alice" in plan.containers
+    assert sorted(plan.networks) == sorted([f"{PREFIX}-door-net", f"{PREFIX}-user-alice-net"])
+
+    uninstall(fake, INSTANCE, team.paths, plan)
+
+    assert not fake.networks
+    assert not [c for c in fake.containers if c.startswith(PREFIX)]
+    assert not [v for v in fake.volumes if v.startswith(f"{PREFIX}-user-alice")]

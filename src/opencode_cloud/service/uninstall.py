@@ -47,18 +47,20 @@ class UninstallPlan:
     kept_volumes: list[str] = field(default_factory=list)
     foreign_volumes: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)  # team mode's
 
     @property
     def empty(self) -> bool:
         """Nothing to remove but the lock file (which the command itself holds)."""
         files = [f for f in self.files if f.name != ".lock"]
-        return not (self.containers or self.images or self.volumes or files)
+        return not (self.containers or self.images or self.volumes or files or self.networks)
 
     def lines(self) -> list[str]:
         """What will go, in words, one thing a line."""
         out = [f"container {name}" for name in self.containers]
         out += [f"image {describe_image(image)}" for image in self.images]
         out += [f"volume {name}" for name in self.volumes]
+        out += [f"network {name}" for name in self.networks]
         out += [f"file {path}" for path in self.files]
         return out
 
@@ -74,6 +76,7 @@ class UninstallResult:
     foreign_volumes: list[str]
     files: list[str]
     backup: dict[str, Any] | None = None
+    networks: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +110,7 @@ def plan_uninstall(
     """
     plan = UninstallPlan(instance.name)
     plan.containers = client.list_containers(labels=instance.label_filter())
+    plan.networks = client.list_networks(labels=instance.label_filter())
     own = {name: client.find_container(name) for name in plan.containers}
     wanted: list[str] = [info.image_id for info in own.values() if info is not None]
     if configured_image:
@@ -136,6 +140,7 @@ def plan_uninstall(
         paths.config_backup_file,
         paths.password_file,
         paths.password_hash_file,
+        paths.team_file,
         paths.lock_file,
     )
     plan.files = [path for path in files if path.exists()]
@@ -223,6 +228,8 @@ def uninstall(
             kept.append(KeptImage(describe_image(image), str(exc)))
     for name in plan.volumes:
         client.remove_volume(name)
+    for name in plan.networks:  # their containers are gone
+        client.remove_network(name)
     removed_files: list[str] = []
     for path in plan.files:
         with contextlib.suppress(FileNotFoundError):
@@ -242,6 +249,7 @@ def uninstall(
         kept_volumes=list(plan.kept_volumes),
         foreign_volumes=list(plan.foreign_volumes),
         files=removed_files,
+        networks=list(plan.networks),
     )
 
 
