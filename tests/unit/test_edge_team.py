@@ -948,3 +948,119 @@ def test_the_starting_page_keeps_the_whole_next_and_only_this_site(
     target: str, expected: str
 ) -> None:
     assert edge.safe_next(edge.starting_next(target)) == expected
+
+
+# --------------------------------------------------------------------------- attacks by a member
+
+
+class DrippingInstance:
+    """A person's own port held by their agent: it accepts, then sends a byte now and then,
+    forever (what a member can do to their own instance)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.upstream = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def _handler(self) -> type[socketserver.BaseRequestHandler]:
+        instance = self
+
+        class Drip(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                instance.connections += 1
+                try:
+                    for byte in b"HTTP/1.1 200 OK\r\n" * 100:
+                        self.request.sendall(bytes([byte]))
+                        time.sleep(0.3)
+                except OSError:
+                    pass
+
+        return Drip
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_member_whose_instance_drips_cannot_hold_the_login_service(team: Team) -> None:
+    dripping = DrippingInstance()
+    try:
+        team.put("mallory", "mallory's password", "mallory-internal", dripping.upstream)
+        mallory = cookie_in(team.login("mallory", "mallory's password"))
+        alice = team.session("alice", ALICE_PASSWORD)
+        answers: list[int] = []
+
+        def ask() -> None:
+            answers.append(team.get("/__occ/ready", mallory).status)
+
+        began = time.monotonic()
+        askers = [threading.Thread(target=ask) for _ in range(40)]
+        for asker in askers:
+            asker.start()
+        # Meanwhile everyone else is served at once.
+        assert team.verify(alice).status == 200
+        assert time.monotonic() - began < 1.5
+        for asker in askers:
+            asker.join(timeout=10)
+        # Each question was answered within the health check's deadline, one check at a
+        # time (not one per question), and none of them is "ready".
+        assert len(answers) == 40 and set(answers) == {200}
+        assert time.monotonic() - began < 4
+        assert dripping.connections <= 5, dripping.connections
+        assert json.loads(team.get("/__occ/ready", mallory).body)["ready"] is False
+    finally:
+        dripping.stop()
+
+
+def test_others_keeping_bcrypt_busy_never_lock_a_person_out_of_their_own_browser(
+    tmp_path: Path,
+) -> None:
+    team = Team(tmp_path, bcrypt_workers=1, bcrypt_queue=0)
+    try:
+        device = cookie_in(team.login("alice", ALICE_PASSWORD), "device")
+        team.stop()
+        team.start()  # the memory of proven passwords is gone: bcrypt is needed again
+        # Every check is busy (others keep bcrypt's one place taken).
+        assert team.guard._places.acquire(blocking=False)
+        try:
+            for _ in range(15):
+                assert team.login("alice", ALICE_PASSWORD, device=device).status == 503
+        finally:
+            team.guard._places.release()
+        assert team.login("alice", ALICE_PASSWORD, device=device).status == 303
+    finally:
+        team.close()
+
+
+def test_a_member_minting_device_cookies_gets_few_failures_in_all(team: Team) -> None:
+    team.put("mallory", "mallory's password", "mallory-internal", team.instances["bob"].upstream)
+    devices = [
+        cookie_in(team.login("mallory", "mallory's password", address=GUESSER), "device")
+        for _ in range(8)
+    ]
+    failures = 0
+    for attempt in range(80):
+        answer = team.login("mallory", f"wrong {attempt}", device=devices[attempt % 8])
+        if answer.status == 429:
+            break
+        assert answer.status == 401
+        failures += 1
+    assert failures == 10 * edge.PERSON_DEVICE_BUCKETS
+    # alice's own browser is not held up by it.
+    alice_device = cookie_in(team.login("alice", ALICE_PASSWORD), "device")
+    assert team.login("alice", ALICE_PASSWORD, device=alice_device).status == 303
+
+
+def test_signing_in_again_and_again_does_not_push_failures_out_of_the_log(team: Team) -> None:
+    team.put("mallory", "mallory's password", "mallory-internal", team.instances["bob"].upstream)
+    assert team.login("alice", "a guess", address=GUESSER).status == 401
+    for _ in range(edge.MAX_LOG_SIGN_INS + 30):
+        assert team.login("mallory", "mallory's password").status == 303
+    events = team.admin_people.events()
+    assert any(name == "alice" and event == "failed" for _, name, event, _ in events)
+    mallory_sign_ins = [e for e in events if e[1] == "mallory" and e[2] == "signed-in"]
+    assert len(mallory_sign_ins) == edge.MAX_LOG_SIGN_INS

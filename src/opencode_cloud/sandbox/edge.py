@@ -115,7 +115,6 @@ import contextlib
 import hashlib
 import hmac
 import html
-import http.client
 import json
 import math
 import os
@@ -458,6 +457,15 @@ class Guard:
         """The buckets an attempt (for `name`, in team mode) counts in: its device's own,
         or its address's and the one of all attempts without a device cookie."""
         device_id = self.device_id(device, name) if device else None
+        if device_id and name:
+            # In team mode every sign-in gives its browser a device cookie: all of a
+            # person's devices together get a few buckets' worth, or a member could mint
+            # device after device, each with its own failures to spend (keeping the
+            # bcrypt checks busy for everyone).
+            return [
+                (f"device {device_id}", self.max_failures),
+                (f"devices of {name}", self.max_failures * PERSON_DEVICE_BUCKETS),
+            ]
         if device_id:
             return [(f"device {device_id}", self.max_failures)]
         return [
@@ -487,6 +495,7 @@ class Guard:
         `wrong`, and not remembered.
         """
         limits = self._limits(address, device, username)
+        trusted = limits[0][0].startswith("device ")
         with self._lock:
             stored, generation = self._credential(username)
             proof = self._proof(generation, username, password)
@@ -513,7 +522,12 @@ class Guard:
                     if len(self._proven) > 1000:
                         self._proven.clear()
                     self._proven.add(proof)
-                self.limiter.settle([key for key, _ in limits], failed=check.outcome != "ok")
+                # No place among the checks (`busy`) is a failure of the attempt's own,
+                # except in the bucket of a device that signed in as this very person:
+                # its owner is not to be locked out by others keeping bcrypt busy, and the
+                # memory it could ask for free holds only its own password.
+                failed = check.outcome != "ok" and not (check.outcome == "busy" and trusted)
+                self.limiter.settle([key for key, _ in limits], failed=failed)
             check.done.set()
         self._checked(address, username, check.outcome)
         return check.outcome, generation
@@ -665,6 +679,11 @@ IDLE_STOP = float(os.environ.get("OCC_EDGE_IDLE_STOP", "0"))  # 0: never stop an
 IDLE_CHECK_EVERY = 60.0  # at most this long between two looks for idle instances
 DB_BUSY_MS = 5000  # how long a write waits for another process's (the admin tool's)
 MAX_LOG_ROWS = 10000  # the sign-in log keeps its newest rows only
+# ... and of each person's sign-ins and sign-outs (which no limit slows) its newest these
+# many, so that a member signing in again and again cannot push failures out of it.
+MAX_LOG_SIGN_INS = 100
+# All the device cookies of one person together: this many devices' buckets of failures.
+PERSON_DEVICE_BUCKETS = 3
 MAX_ADMIN_REQUEST = 64 * 1024
 # The cost of the dummy hash checked for unknown names while no person's hash shows the
 # one in use: the tool's (access/credentials.py).
@@ -887,7 +906,8 @@ class People:
         self._run("UPDATE people SET last_seen = ? WHERE name = ?", int(now), name)
 
     def log(self, now: float, name: str, event: str, address: str) -> None:
-        """One line of the sign-in log, which keeps its newest `MAX_LOG_ROWS` only."""
+        """One line of the sign-in log, which keeps its newest `MAX_LOG_ROWS` only, and of
+        each person's sign-ins and sign-outs the newest `MAX_LOG_SIGN_INS`."""
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO sign_ins VALUES (?, ?, ?, ?)", (int(now), name, event, address[:64])
@@ -895,6 +915,13 @@ class People:
             if cursor.lastrowid:
                 db.execute(
                     "DELETE FROM sign_ins WHERE rowid <= ?", (cursor.lastrowid - MAX_LOG_ROWS,)
+                )
+            if event in ("signed-in", "signed-out"):
+                db.execute(
+                    "DELETE FROM sign_ins WHERE name = ? AND event = ? AND rowid NOT IN "
+                    "(SELECT rowid FROM sign_ins WHERE name = ? AND event = ? "
+                    "ORDER BY rowid DESC LIMIT ?)",
+                    (name, event, name, event, MAX_LOG_SIGN_INS),
                 )
 
     def events(self) -> list[tuple[int, str, str, str]]:
@@ -1029,6 +1056,7 @@ class TeamGuard(Guard):
         self._started: dict[str, tuple[float, str]] = {}  # name -> when asked to start, state
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
+        self._checking: set[str] = set()  # names whose health check is under way
 
     # -- credentials by name ------------------------------------------------------------
 
@@ -1157,28 +1185,27 @@ class TeamGuard(Guard):
     # -- instances ----------------------------------------------------------------------
 
     def healthy(self, person: Person) -> bool:
-        """Whether the person's instance answers its health check with 200 in time."""
-        host, _, port = person.upstream.rpartition(":")
+        """Whether the person's instance answers its health check with 200 within
+        `HEALTH_TIMEOUT` seconds in all. One check of a person's instance at a time: the
+        instance is the person's own, and could answer a byte at a time to hold checks
+        (and the connections that asked) for as long as it likes; asked while a check is
+        under way, the answer is that of the last one."""
         if not _UPSTREAM.fullmatch(person.upstream):
             return False  # not written by the admin tool
-        connection = http.client.HTTPConnection(host, int(port), timeout=HEALTH_TIMEOUT)
-        try:
-            connection.request(
-                "GET", HEALTH_PATH, headers={"Authorization": person.upstream_auth()}
-            )
-            answer = connection.getresponse()
-            answer.read(MAX_BODY)
-            ready = answer.status == 200
-        except (OSError, ValueError, OverflowError, http.client.HTTPException):
-            ready = False
-        finally:
-            connection.close()
         with self._team_lock:
-            if ready:
-                self._running.add(person.name)
-                self._answering[person.name] = time.monotonic()
-            else:
-                self._answering.pop(person.name, None)
+            if person.name in self._checking:
+                return person.name in self._answering
+            self._checking.add(person.name)
+        try:
+            ready = _answers_200(person.upstream, HEALTH_PATH, person.upstream_auth())
+        finally:
+            with self._team_lock:
+                self._checking.discard(person.name)
+                if ready:
+                    self._running.add(person.name)
+                    self._answering[person.name] = time.monotonic()
+                else:
+                    self._answering.pop(person.name, None)
         return ready
 
     def ready(self, person: Person) -> bool:
@@ -1467,6 +1494,34 @@ def starting_next(target: str) -> str | None:
         return found[0] if found else None
     value = query.removeprefix("next=")
     return unquote(value) if value[:3].upper() == "%2F" else value
+
+
+def _answers_200(upstream: str, path: str, authorization: str) -> bool:
+    """Whether `GET path` at `upstream` (host:port) begins its answer with a 200 status
+    line within `HEALTH_TIMEOUT` seconds, all told: connecting, asking and reading
+    (however slowly the bytes come). Only the status line is read."""
+    host, _, port = upstream.rpartition(":")
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authorization}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    head = b""
+    try:
+        with socket.create_connection((host, int(port)), timeout=HEALTH_TIMEOUT) as sock:
+            sock.sendall(request)
+            while b"\r\n" not in head and len(head) < 256:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left)
+                chunk = sock.recv(256 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except (OSError, ValueError):
+        return False
+    return re.match(rb"HTTP/1\.[01] 200 ", head) is not None and time.monotonic() <= deadline
 
 
 def safe_next(target: str | None) -> str:
