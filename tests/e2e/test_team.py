@@ -276,6 +276,9 @@ def test_nothing_a_client_sends_reaches_another_persons_instance(team: Team) -> 
         capture_output=True, text=True, timeout=60,
     ).stdout  # fmt: skip
     assert "reached" not in out and out.count("refused") == 2, out
+    # The door, on everyone's network, routes nothing between them.
+    forwarding = docker("exec", team.door, "cat", "/proc/sys/net/ipv4/ip_forward").strip()
+    assert forwarding == "0"
     # The door is the only container with a published port.
     for person in ("ada", "bob"):
         assert docker("port", team.container(person)).strip() == ""

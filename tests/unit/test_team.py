@@ -92,6 +92,7 @@ def test_the_door_publishes_the_port_and_holds_none_of_the_users_environment(
     assert env[ROLE_ENV] == "door"
     assert "OPENAI_API_KEY" not in env
     assert door_json["Config"]["Labels"][LABEL_ROLE] == "door"
+    assert door_json["HostConfig"]["Sysctls"] == {"net.ipv4.ip_forward": "0"}
     mounts = {m["Target"]: m["Source"] for m in door_json["HostConfig"]["Mounts"]}
     assert mounts == {
         "/var/lib/opencode-cloud-edge": f"{PREFIX}-door-state",

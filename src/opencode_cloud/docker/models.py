@@ -101,6 +101,7 @@ class ContainerInfo:
     pids_limit: int | None = None
     log_config: Mapping[str, Any] = field(default_factory=dict)
     network_mode: str = ""  # the network it was created on (`default`: the engine's bridge)
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # kernel settings of its own
 
     @property
     def running(self) -> bool:
@@ -232,6 +233,7 @@ def parse_container(raw: Mapping[str, Any]) -> ContainerInfo:
         pids_limit=int(host["PidsLimit"]) if host.get("PidsLimit") else None,
         log_config=dict(_dict(host.get("LogConfig"))),
         network_mode=str(host.get("NetworkMode") or ""),
+        sysctls={str(k): str(v) for k, v in _dict(host.get("Sysctls")).items()},
     )
 
 

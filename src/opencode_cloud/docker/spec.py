@@ -149,6 +149,9 @@ class ContainerSpec:
     # The network it is created on: "" for the engine's default bridge; in team mode a
     # network of its own (a person's instance publishes no port: `port` 0).
     network: str = _reason("network")
+    # Kernel settings of its network namespace (the front door's: it forwards nothing
+    # between the people's networks it sits on).
+    sysctls: tuple[tuple[str, str], ...] = _reason("kernel settings")
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     # -- the two readers ----------------------------------------------------------------
@@ -205,6 +208,7 @@ class ContainerSpec:
             tls=settings.tls_mode,
             role="single",
             network="",
+            sysctls=(),
         )
         all_labels = {**instance.labels("service"), **(labels or {})}
         return replace(spec, labels={**all_labels, LABEL_CONFIG_HASH: spec.config_hash()})
@@ -257,6 +261,7 @@ class ContainerSpec:
             tls=values.get(TLS_ENV, "off"),
             role=values.get(ROLE_ENV, "single"),
             network="" if info.network_mode in ("", "default", "bridge") else info.network_mode,
+            sysctls=tuple(sorted(info.sysctls.items())),
             labels=dict(info.labels),
         )
 
@@ -317,6 +322,7 @@ class ContainerSpec:
                 if self.port
                 else {},
                 **({"NetworkMode": self.network} if self.network else {}),
+                **({"Sysctls": dict(self.sysctls)} if self.sysctls else {}),
                 "Mounts": [
                     {
                         "Type": m.type,

@@ -89,6 +89,8 @@ def door_spec(
         pids_limit=DOOR_PIDS,
         role="door",
         network=layout.door_network,
+        # It sits on every person's network: it must route nothing between them.
+        sysctls=(("net.ipv4.ip_forward", "0"),),
     )
     labels = {**layout.instance.labels("door")}
     return replace(spec, labels={**labels, LABEL_CONFIG_HASH: spec.config_hash()})
