@@ -4,9 +4,10 @@ person's opencode comes back; each next to its floor, in the same run.
     .venv/bin/python bench/bench_team.py [--calls N] [--people N]
     .venv/bin/python bench/bench_team.py --smoke   (a few calls: the bench still works)
 
-- Latency per API call (`GET /session`, one kept-alive connection, a signed-in browser's
-  cookie): through the front door, against the floor of calling the person's opencode
-  directly at its container's address with its internal password. p50 and p99.
+- Latency per API call (`GET /session`, one kept-alive connection each, a signed-in
+  browser's cookie): through the front door (the engine's port proxy, Caddy, the login
+  service, Caddy again), against the floor of calling the person's opencode directly at
+  its container's address with its internal password, the two taking turns. p50, p99.
 - Idle memory and CPU of one person's instance and of the door alone (`docker stats`,
   after the calls, with nobody using them).
 - From a stopped person's sign-in to their sessions answering through the door, against
@@ -87,18 +88,26 @@ def sign_in(port: int, name: str, password: str) -> str:
 
 def timed_calls(host: str, port: int, headers: dict[str, str], count: int) -> list[float]:
     """Milliseconds of each of `count` GET /session on one kept-alive connection."""
-    conn = http.client.HTTPConnection(host, port, timeout=30)
-    samples = []
+    return side_by_side([(host, port, headers)], count)[0]
+
+
+def side_by_side(targets: list[tuple[str, int, dict[str, str]]], count: int) -> list[list[float]]:
+    """Milliseconds of `count` GET /session to each target, each on a kept-alive
+    connection of its own, taking turns (so that the machine's noise falls on all alike)."""
+    connections = [http.client.HTTPConnection(h, p, timeout=30) for h, p, _ in targets]
+    samples: list[list[float]] = [[] for _ in targets]
     for _ in range(count + 20):
-        began = time.perf_counter()
-        conn.request("GET", "/session", headers=headers)
-        answer = conn.getresponse()
-        answer.read()
-        if answer.status != 200:
-            raise SystemExit(f"GET /session answered {answer.status}")
-        samples.append((time.perf_counter() - began) * 1000)
-    conn.close()
-    return samples[20:]  # the first ones warm the connection and the caches
+        for index, (conn, (_h, _p, headers)) in enumerate(zip(connections, targets, strict=True)):
+            began = time.perf_counter()
+            conn.request("GET", "/session", headers=headers)
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise SystemExit(f"GET /session answered {answer.status}")
+            samples[index].append((time.perf_counter() - began) * 1000)
+    for conn in connections:
+        conn.close()
+    return [s[20:] for s in samples]  # the first ones warm the connections and caches
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -171,8 +180,9 @@ def main() -> int:
         secret = internal_password(person)
         auth = "Basic " + base64.b64encode(f"opencode:{secret}".encode()).decode()
         host = address(person)
-        direct = timed_calls(host, 4096, {"Authorization": auth}, calls)
-        through = timed_calls("127.0.0.1", port, conn_headers, calls)
+        direct, through = side_by_side(
+            [(host, 4096, {"Authorization": auth}), ("127.0.0.1", port, conn_headers)], calls
+        )
 
         time.sleep(0 if args.smoke else 30)  # idle: nobody uses them
         person_memory, person_cpu = stats(person)

@@ -343,7 +343,6 @@ write_door_config() {
   # (The prefix is letters, digits and dashes: nothing to escape in the pattern.)
   upstream_pattern="^$TEAM_PREFIX-user-[a-z][a-z0-9-]*:$OPENCODE_PORT\$"
   upstream_header=\{http.request.header.X-Occ-Upstream\}
-  auth_header=\{http.request.header.X-Occ-Upstream-Auth\}
   (
     umask 077
     {
@@ -387,8 +386,12 @@ CADDY
 					keepalive 10s
 				}
 			}
-			@no_instance expression \`!($upstream_header.matches("$upstream_pattern") && $auth_header.matches("^Basic [A-Za-z0-9+/]+=*\$"))\`
+			# (Header matchers, not a CEL expression: on every request, that costs
+			# most of a millisecond more.)
+			@no_instance not header_regexp X-Occ-Upstream "$upstream_pattern"
 			respond @no_instance "The sign-in names no instance." 500
+			@no_password not header_regexp X-Occ-Upstream-Auth "^Basic [A-Za-z0-9+/]+=*\$"
+			respond @no_password "The sign-in names no instance." 500
 			reverse_proxy {http.request.header.X-Occ-Upstream} {
 				header_up Authorization {http.request.header.X-Occ-Upstream-Auth}
 				header_up -X-Occ-Person
