@@ -130,7 +130,8 @@ def restore_backup(
     on_step: Callable[[str], None] = lambda _msg: None,
 ) -> RestoreResult:
     """Put a verified backup onto `instance`: its volumes, configuration and (when the
-    backup has it) password become the backup's.
+    backup has it) password become the backup's; a person's instance in team mode takes
+    the volumes only (the configuration and password are the service's).
 
     An instance with data is first backed up itself (with its password) to
     `automatic_backup_path(...)`; its container is stopped and removed (it is made again
@@ -207,7 +208,8 @@ def restore_backup(
                     client.put_archive_stream(helper, HELPER_ROOT, feed.chunks())
                     feed.check_complete()
         progress.finish()
-        _restore_files(paths, verified)
+        if instance.person is None:
+            _restore_files(paths, verified)
     except BaseException as exc:
         if state.is_empty:  # it had nothing: it is left with nothing
             for spec in VOLUME_SPECS:
@@ -229,8 +231,8 @@ def restore_backup(
         volumes=kinds,
         entries=verified.entries,
         data_bytes=verified.data_bytes,
-        config_restored=verified.config_bytes is not None,
-        password_restored=verified.password_bytes is not None,
+        config_restored=verified.config_bytes is not None and instance.person is None,
+        password_restored=verified.password_bytes is not None and instance.person is None,
         safety_backup=safety,
         was_running=was_running,
         seconds=time.monotonic() - began,

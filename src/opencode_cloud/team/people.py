@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH, RUNTIME_UID
 from opencode_cloud.docker.models import ContainerFile, Mount
@@ -12,6 +14,9 @@ from opencode_cloud.docker.spec import ContainerSpec, ResourceLimits
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH
 from opencode_cloud.team.layout import TeamLayout
+
+if TYPE_CHECKING:
+    from opencode_cloud.docker.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -111,3 +116,13 @@ def internal_password_file(password: str) -> dict[str, ContainerFile]:
     door sends with every request it passes on (root's: read in the entrypoint's root
     phase, never by the agent's user)."""
     return {INTERNAL_PASSWORD_PATH: ContainerFile(password.encode(), 0o600, 0)}
+
+
+def read_internal_password(client: Engine, container: str) -> str:
+    """The internal password the tool handed a person's container (through the engine's
+    archive API: the file is root's inside)."""
+    stream = b"".join(client.get_archive(container, INTERNAL_PASSWORD_PATH))
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        member = tar.next()
+        handle = tar.extractfile(member) if member else None
+        return handle.read().decode().strip() if handle else ""

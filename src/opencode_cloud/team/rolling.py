@@ -14,22 +14,24 @@ the health check's credentials file): only the front door reaches it from outsid
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker.errors import DockerError
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.service.image import image_for
 from opencode_cloud.service.snapshots import drop_snapshot, restore_snapshot, take_snapshot
 from opencode_cloud.team.errors import TeamUpdateFailed
-from opencode_cloud.team.people import PersonSettings, internal_password_file, person_spec
+from opencode_cloud.team.people import (
+    PersonSettings,
+    internal_password_file,
+    person_spec,
+    read_internal_password,
+)
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -103,13 +105,6 @@ class RollingUpdate:
     def _container(self, name: str) -> ContainerInfo | None:
         return self.client.find_container(self.layout.person(name).container_name)
 
-    def _internal_password(self, container: str) -> str:
-        stream = b"".join(self.client.get_archive(container, INTERNAL_PASSWORD_PATH))
-        with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
-            member = tar.next()
-            handle = tar.extractfile(member) if member else None
-            return handle.read().decode().strip() if handle else ""
-
     def _update_person(
         self, name: str, info: ContainerInfo, target_config: Config, target: str
     ) -> tuple[str | None, float]:
@@ -124,7 +119,7 @@ class RollingUpdate:
             before = self._sessions(container)
         except DockerError as error:
             return f"its current version does not answer ({error.message})", 0.0
-        internal = self._internal_password(container)
+        internal = read_internal_password(self.client, container)
         previous = f"{container}-previous"
         if self.client.find_container(previous) is not None:
             self.client.remove_container(previous, force=True)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from opencode_cloud.team.people import (
     PersonSettings,
     internal_password_file,
     person_spec,
+    read_internal_password,
 )
 
 if TYPE_CHECKING:
@@ -381,6 +382,31 @@ class Team:
             timeout,
             "opencode does not answer its health check",
         )
+
+    @contextlib.contextmanager
+    def person_kept(self, name: str) -> Iterator[None]:
+        """Around a change that removes the person's container (a restore of their
+        volumes): it is made again afterwards with the same limits and internal
+        password, and started again if it ran.
+
+        Raises:
+            PersonNotFound: they have no container.
+        """
+        container = self.layout.person(name).container_name
+        info = self.client.find_container(container)
+        if info is None:
+            raise PersonNotFound(name)
+        internal = read_internal_password(self.client, container)
+        limits = PersonLimits(
+            info.memory_bytes, info.nano_cpus / 1e9 or None, self.config.limits.pids
+        )
+        try:
+            yield
+        finally:
+            if self.client.find_container(container) is None:
+                self._create_person(name, limits, internal)
+                if info.running:
+                    self.start_person(name)
 
     def passwd(self, name: str, password: str) -> None:
         self.require(name)

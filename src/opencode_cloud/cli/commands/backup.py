@@ -193,8 +193,9 @@ def _after_restore_lines(
 @click.option(
     "--yes", "-y", is_flag=True, help="Replace an instance that has data (it is backed up first)."
 )
+@person_option
 @click.pass_obj
-def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
+def restore(app_ctx: AppContext, file: Path, yes: bool, person: str | None) -> None:
     """Restore a backup onto an instance: its own (by default), or any other with --instance.
 
     The whole file is checked first (manifest and every checksum): a truncated, damaged
@@ -203,7 +204,11 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
     first (the command says where). A service that was running is started again; a new
     or stopped one is left stopped. Works across machines and engines (DOCKER_HOST).
 
-    Examples: occ restore backup.tar | occ restore backup.tar --instance copy
+    In team mode, `--user NAME` puts a backup's volumes onto that person's instance (the
+    configuration and password stay the service's).
+
+    Examples: occ restore backup.tar | occ restore backup.tar --instance copy |
+    occ restore alice.tar --user alice
     """
     import shutil
 
@@ -219,7 +224,11 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
             verify_archive(path, app_ctx.bytes_reporter(), contents=False)
         )
         manifest = index.manifest
-        target = _target_context(app_ctx, manifest.instance)
+        target = (
+            app_ctx.for_person(person)
+            if person is not None
+            else _target_context(app_ctx, manifest.instance)
+        )
         had_folder = target.paths.root.exists()
         try:
             with target.changing("restore"):
@@ -248,7 +257,14 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
                         target.instance,
                         f"restore {verified.path}",
                     )
-                result = backups.restore(verified, reporter=target.bytes_reporter())
+                if person is not None:
+                    # Their container goes with the old volumes; it is made again
+                    # (same limits and internal password) and started if it ran.
+                    with app_ctx.team().person_kept(person):
+                        result = backups.restore(verified, reporter=target.bytes_reporter())
+                    result.was_running = False  # (started again above, when it ran)
+                else:
+                    result = backups.restore(verified, reporter=target.bytes_reporter())
                 # What was done is said before the start, which may fail on its own.
                 for line in _restore_lines(target, result):
                     target.out.line(line)
@@ -262,7 +278,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool) -> None:
                         )
                     started_url = started.url
                 else:
-                    clash = fresh.service().port_clash()
+                    clash = fresh.service().port_clash() if person is None else None
         except InvalidBackup:
             if not had_folder:  # the lock's folder: nothing else was made there
                 shutil.rmtree(target.paths.root, ignore_errors=True)
