@@ -394,6 +394,15 @@ class FakeEngine:
 
         self.calls.append(("get_archive", name))
         path = path.rstrip("/")
+        written = self.files.get(name, {})
+        if path in written:  # a file `put_archive` wrote into the container itself
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                info = tarfile.TarInfo(path.rsplit("/", 1)[-1])
+                info.size = len(written[path])
+                tar.addfile(info, io.BytesIO(written[path]))
+            yield buffer.getvalue()
+            return
         mounts = self._volume_mounts(name)
         inside = {t: v for t, v in mounts.items() if t == path or t.startswith(path + "/")}
         if not inside:

@@ -353,6 +353,25 @@ def test_remove_leaves_the_other_person_untouched(team: Team) -> None:
     assert [p["name"] for p in people] == ["ada", "bob"]
 
 
+def test_a_persons_backup_restores_onto_them_alone(team: Team, tmp_path: Path) -> None:
+    bob = ("bob", team.passwords["bob"])
+    ada = ("ada", team.passwords["ada"])
+    saved = titles(team.url, bob)
+    ada_before = titles(team.url, ada)
+    auth_before = run(team.env, "--json", "auth", "show").stdout
+    written = json.loads(run(team.env, "--json", "backup", "--user", "bob", str(tmp_path)).stdout)
+    status, _ = request(team.url, "/session", method="POST", basic=bob, body={"title": "later"})
+    assert status == 200 and "later" in titles(team.url, bob)
+
+    run(team.env, "restore", written["path"], "--user", "bob", "--yes")
+
+    assert titles(team.url, bob) == saved  # "later" is gone: the backup's data is back
+    assert titles(team.url, ada) == ada_before
+    assert run(team.env, "--json", "auth", "show").stdout == auth_before
+    running = docker("inspect", "-f", "{{.State.Running}}", team.container("bob")).strip()
+    assert running == "true"
+
+
 def test_team_off_and_on_keeps_the_first_persons_sessions(team: Team) -> None:
     ada = ("ada", team.passwords["ada"])
     assert "ada-only" in titles(team.url, ada)

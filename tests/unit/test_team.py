@@ -299,3 +299,21 @@ def test_uninstall_takes_the_whole_team_and_its_networks(
     assert not fake.networks
     assert not [c for c in fake.containers if c.startswith(PREFIX)]
     assert not [v for v in fake.volumes if v.startswith(f"{PREFIX}-user-alice")]
+
+
+def test_a_person_removed_for_a_restore_comes_back_as_they_were(
+    fake: FakeEngine, team: Team, records: dict[str, Any]
+) -> None:
+    team.start()
+    team.add("alice", memory_bytes=1 << 30, cpus=1.5)
+    name = f"{PREFIX}-user-alice"
+    fake.start_container(name)
+    before = fake.files[name][INTERNAL_PASSWORD_PATH]
+    with team.person_kept("alice"):
+        fake.remove_container(name, force=True)  # what a restore does
+    body = fake.containers[name]
+    assert body["HostConfig"]["Memory"] == 1 << 30
+    assert body["HostConfig"]["NanoCpus"] == 1_500_000_000
+    assert fake.files[name][INTERNAL_PASSWORD_PATH] == before
+    assert body["State"]["Running"] is True
+    assert fake.networks[f"{name}-net"]["Containers"] == {f"{PREFIX}-door"}
