@@ -60,6 +60,30 @@ def remove_images(*images: str) -> None:
         docker("rmi", *images)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def remove_everything_of(instance: str) -> None:
+    """Every container, volume and network labelled as `instance`'s (a team has all
+    three); never an image."""
+    label = f"label=io.opencode-cloud.instance={instance}"
+    containers = docker("ps", "-aq", "--filter", label).split()
+    if containers:
+        docker("rm", "-f", "-v", *containers)
+    volumes = docker("volume", "ls", "-q", "--filter", label).split()
+    if volumes:
+        docker("volume", "rm", "-f", *volumes)
+    networks = docker("network", "ls", "-q", "--filter", label).split()
+    if networks:
+        docker("network", "rm", *networks)
+
+
 def remove_containers(instance: Any) -> None:
     """Every container of `instance` (an `Instance`), with its anonymous volumes."""
     label = f"label=io.opencode-cloud.instance={instance.name}"

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from browser_helpers import ARTIFACTS, run_in_terminal
-from occ_helpers import docker, run
+from occ_helpers import docker, free_port, remove_everything_of, run
 
 pytestmark = pytest.mark.e2e
 
@@ -44,25 +43,6 @@ class Team:
     @property
     def door(self) -> str:
         return f"{self.prefix}-door"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _remove_everything(instance: str) -> None:
-    label = f"label=io.opencode-cloud.instance={instance}"
-    containers = docker("ps", "-aq", "--filter", label).split()
-    if containers:
-        docker("rm", "-f", "-v", *containers)
-    volumes = docker("volume", "ls", "-q", "--filter", label).split()
-    if volumes:
-        docker("volume", "rm", "-f", *volumes)
-    networks = docker("network", "ls", "-q", "--filter", label).split()
-    if networks:
-        docker("network", "rm", *networks)
 
 
 def request(
@@ -121,7 +101,7 @@ def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterat
         "OCC_INSTANCE": instance,
         "NO_COLOR": "1",
     }
-    port = _free_port()
+    port = free_port()
     run(env, "config", "set", "port", str(port))
     run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
     try:
@@ -139,7 +119,7 @@ def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterat
         result.passwords = {"ada": creds["password"], "bob": added["password"]}
         yield result
     finally:
-        _remove_everything(instance)
+        remove_everything_of(instance)
 
 
 def sign_in(browser: Any, team: Team, person: str) -> tuple[Any, Any]:

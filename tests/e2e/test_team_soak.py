@@ -10,17 +10,16 @@ import json
 import os
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
-from occ_helpers import docker, run
+from occ_helpers import docker, free_port, remove_everything_of, run
+from raw_http import session_cookie, sign_in, statuses
 
 pytestmark = pytest.mark.e2e
 
@@ -43,29 +42,10 @@ class Person:
     stream_ended: str | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _sign_in(port: int, person: Person) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/__occ/login", headers={"Accept": "text/html"})
-    page = conn.getresponse()
-    html = page.read().decode()
-    jar = [c.split(";", 1)[0] for c in page.headers.get_all("Set-Cookie") or []]
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
-    body = urlencode({**fields, "name": person.name, "password": person.password, "next": "/"})
-    conn.request("POST", "/__occ/login", body=body, headers={
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Origin": f"http://127.0.0.1:{port}", "Cookie": "; ".join(jar)})  # fmt: skip
-    answer = conn.getresponse()
-    answer.read()
-    conn.close()
-    assert answer.status == 303, answer.status
-    jar += [c.split(";", 1)[0] for c in answer.headers.get_all("Set-Cookie") or []]
-    person.cookie = "; ".join(c for c in jar if c.startswith("occ_session_"))
+    answer = sign_in(port, person.name, person.password)
+    assert statuses(answer) == [303], answer[:400]
+    person.cookie = f"occ_session_{port}={session_cookie(answer)}"
 
 
 def _call(
@@ -177,7 +157,7 @@ def team_of_ten(
     instance = f"e2e-soak-{secrets.token_hex(3)}"
     env = {**os.environ, "OCC_CONFIG_DIR": str(tmp_path / "config"), "OCC_INSTANCE": instance,
            "NO_COLOR": "1"}  # fmt: skip
-    port = _free_port()
+    port = free_port()
     run(env, "config", "set", "port", str(port))
     run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
     try:
@@ -190,16 +170,7 @@ def team_of_ten(
             people.append(Person(f"p{number}", added["password"]))
         yield port, env, people
     finally:
-        label = f"label=io.opencode-cloud.instance={instance}"
-        containers = docker("ps", "-aq", "--filter", label).split()
-        if containers:
-            docker("rm", "-f", "-v", *containers)
-        volumes = docker("volume", "ls", "-q", "--filter", label).split()
-        if volumes:
-            docker("volume", "rm", "-f", *volumes)
-        networks = docker("network", "ls", "-q", "--filter", label).split()
-        if networks:
-            docker("network", "rm", *networks)
+        remove_everything_of(instance)
 
 
 def test_ten_people_for_ten_minutes(team_of_ten: tuple[int, dict[str, str], list[Person]]) -> None:
