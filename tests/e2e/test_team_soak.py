@@ -173,6 +173,8 @@ def team_of_ten(
         remove_everything_of(instance)
 
 
+# Ten minutes of use, and the ten instances' start around it.
+@pytest.mark.timeout(SECONDS + 600)
 def test_ten_people_for_ten_minutes(team_of_ten: tuple[int, dict[str, str], list[Person]]) -> None:
     port, env, people = team_of_ten
     for person in people:
