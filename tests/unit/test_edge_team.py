@@ -1064,3 +1064,16 @@ def test_signing_in_again_and_again_does_not_push_failures_out_of_the_log(team: 
     assert any(name == "alice" and event == "failed" for _, name, event, _ in events)
     mallory_sign_ins = [e for e in events if e[1] == "mallory" and e[2] == "signed-in"]
     assert len(mallory_sign_ins) == edge.MAX_LOG_SIGN_INS
+
+
+def test_a_busy_instance_that_answered_is_never_turned_away_by_a_slow_check(
+    team: Team,
+) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    assert team.verify(alice).status == 200  # it answered
+    team.instances["alice"].hang = True  # now slow to answer its health check (busy)
+    team.clock.now += 3600
+    began = time.monotonic()
+    for _ in range(5):
+        assert team.verify(alice).status == 200
+    assert time.monotonic() - began < 1.0  # and nobody waited for a check

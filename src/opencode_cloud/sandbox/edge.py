@@ -671,10 +671,11 @@ HEALTH_TIMEOUT = 1.0  # an instance that does not answer its health check by the
 STARTER_TIMEOUT = 5.0  # the starter answers once the engine took the request
 START_REPEAT = 2.0  # a person's instance is asked to start at most this often
 LAST_SEEN_EVERY = 10.0  # seconds between two writes of a person's last_seen
-# An instance that answered its health check within this many seconds takes requests
-# without being asked again. One not asked since is asked first: opencode opens its port
-# a moment before it serves, and a request that arrives then is never answered.
-ANSWERING_FOR = 30.0
+# An instance takes requests once it answered its health check, and until it is known to
+# have stopped (the starter says it started it again, or a check finds it down): opencode
+# opens its port a moment before it serves, and a request that arrives then is never
+# answered. Not asked again on a timer: under load a check can be slow, and a slow
+# check must not turn a busy instance's requests away.
 IDLE_STOP = float(os.environ.get("OCC_EDGE_IDLE_STOP", "0"))  # 0: never stop an instance
 IDLE_CHECK_EVERY = 60.0  # at most this long between two looks for idle instances
 DB_BUSY_MS = 5000  # how long a write waits for another process's (the admin tool's)
@@ -1210,11 +1211,10 @@ class TeamGuard(Guard):
 
     def ready(self, person: Person) -> bool:
         """Whether requests may go to the person's instance: it answered its health check
-        within `ANSWERING_FOR` seconds, or does now."""
+        since it was last (re)started, or does now."""
         with self._team_lock:
-            last = self._answering.get(person.name)
-        if last is not None and time.monotonic() - last < ANSWERING_FOR:
-            return True
+            if person.name in self._answering:
+                return True
         return self.healthy(person)
 
     def start(self, name: str) -> str:
@@ -1233,8 +1233,8 @@ class TeamGuard(Guard):
             self._started[name] = (now, state)
             if state in ("running", "starting"):
                 self._running.add(name)
-            if state != "running":  # (re)started, or down: it must answer anew
-                self._answering.pop(name, None)
+            if state in ("starting", "stopped", "missing"):  # (re)started, or down:
+                self._answering.pop(name, None)  # it must answer anew
         return state
 
     def stop_idle(self) -> list[str]:
