@@ -11,6 +11,7 @@ open or execute from the first instruction of the entrypoint to a health check i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -195,8 +196,9 @@ TRACED = "execve,openat,open,creat,setresuid,setreuid,setuid,clone,clone3,fork,v
 
 
 @pytest.fixture(scope="module")
-def strace_image(docker_sdk: Any, sandbox_image: str) -> str:
-    """The sandbox image with strace added (Debian's package)."""
+def strace_image(docker_sdk: Any, sandbox_image: str) -> Iterator[str]:
+    """The sandbox image with strace added (Debian's package); removed after the module,
+    or each new sandbox image would leave the previous one behind, untagged."""
     import io
 
     dockerfile = (
@@ -205,7 +207,9 @@ def strace_image(docker_sdk: Any, sandbox_image: str) -> str:
         " && rm -rf /var/lib/apt/lists/*\n"
     )
     docker_sdk.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=STRACE_IMAGE, rm=True)
-    return STRACE_IMAGE
+    yield STRACE_IMAGE
+    with contextlib.suppress(Exception):  # a container of it may still be going away
+        docker_sdk.images.remove(STRACE_IMAGE, force=True)
 
 
 @pytest.fixture
