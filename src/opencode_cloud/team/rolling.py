@@ -22,14 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.service.image import image_for
 from opencode_cloud.service.snapshots import drop_snapshot, restore_snapshot, take_snapshot
 from opencode_cloud.team.errors import TeamUpdateFailed
 from opencode_cloud.team.people import (
-    PersonSettings,
-    internal_password_file,
-    person_spec,
+    PersonLimits,
     read_internal_password,
 )
 
@@ -156,31 +153,12 @@ class RollingUpdate:
 
     def _create(self, name: str, old: ContainerInfo, config: Config, internal: str) -> None:
         """The person's container of `config`'s image, with the old one's limits."""
-        image = self.client.inspect_image(image_for(config))
-        settings = PersonSettings(
-            username="opencode",
-            env=config.env,
-            stop_timeout=config.stop_timeout,
-            limits=config.limits,
+        limits = PersonLimits(
+            memory_bytes=old.memory_bytes or config.limits.memory_bytes,
+            cpus=old.nano_cpus / 1e9 or None,
+            pids=config.limits.pids,
         )
-        spec = person_spec(
-            settings,
-            self.layout,
-            name,
-            image=image_for(config),
-            image_id=image.id if image else None,
-            nano_cpus=old.nano_cpus,
-        )
-        from dataclasses import replace
-
-        spec = replace(spec, memory_bytes=old.memory_bytes or spec.memory_bytes)
-        spec = replace(spec, labels={**spec.labels})
-        assert isinstance(spec, ContainerSpec)
-        person = self.layout.person(name)
-        containers.create_with_files(
-            self.client, spec, person, dict(internal_password_file(internal))
-        )
-        self.client.connect_network(self.layout.person_network(name), self.layout.door)
+        self.team.create_person(name, limits, internal, config)
 
     def _recover(self, name: str, previous: str, snap: Any) -> None:
         """The new container goes, the snapshot's data comes back, the old one returns."""

@@ -303,12 +303,19 @@ class Team:
             pids=limits.pids,
         )
 
-    def _create_person(self, name: str, limits: PersonLimits, internal: str) -> None:
-        image, image_id, _ = self._image()
+    def create_person(
+        self, name: str, limits: PersonLimits, internal: str, config: Config | None = None
+    ) -> None:
+        """The person's volumes, network and (stopped) container, of `config`'s image
+        (default: the service's), with `limits` and the internal password `internal`."""
+        config = config or self.config
+        image = image_for(config)
+        found = self.client.inspect_image(image)
+        image_id = found.id if found else None
         settings = PersonSettings(
             username="opencode",
-            env=self.config.env,
-            stop_timeout=self.config.stop_timeout,
+            env=config.env,
+            stop_timeout=config.stop_timeout,
             limits=limits,
         )
         cpus = limits.cpus or (self.client.info().cpus or 0)
@@ -348,7 +355,7 @@ class Team:
             raise PersonExists(name)
         password = password or credentials.generate_password()
         internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
-        self._create_person(name, self._limits(memory_bytes, cpus), internal)
+        self.create_person(name, self._limits(memory_bytes, cpus), internal)
         door.admin(
             self.client,
             self.layout,
@@ -404,7 +411,7 @@ class Team:
             yield
         finally:
             if self.client.find_container(container) is None:
-                self._create_person(name, limits, internal)
+                self.create_person(name, limits, internal)
                 if info.running:
                     self.start_person(name)
 
