@@ -294,3 +294,32 @@ def test_cli_help_lists_provider(occ) -> None:
     assert "provider" in result.out
     result = occ("provider", "add", "--help")
     assert "--key-file" in result.out and "--base-url" in result.out and "--user" in result.out
+
+
+@pytest.fixture
+def occ_on_fake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from opencode_cloud.cli.context import AppContext
+
+    monkeypatch.setenv("OCC_CONFIG_DIR", str(tmp_path / "cfg"))
+    for name in ("OCC_INSTANCE", "OCC_HOST", "DOCKER_HOST", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    engine = FakeEngine()  # no opencode answers for it
+    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: engine)
+    return runner(capsys), engine
+
+
+def test_a_failed_start_puts_the_keys_back_in_the_configuration(
+    occ_on_fake, tmp_path: Path
+) -> None:
+    occ, engine = occ_on_fake
+    assert occ("config", "env", "set", f"ANTHROPIC_API_KEY={KEY}").code == 0
+    config_file = tmp_path / "cfg" / "config.json"
+    before = config_file.read_bytes()
+    # The container is made (without the key in its environment), opencode never answers.
+    result = occ("start", "--wait-timeout", "0.5")
+    assert "did not become healthy" in result.err and "Moved" not in result.err
+    (made,) = engine.containers.values()
+    assert KEY not in json.dumps(made)
+    assert config_file.read_bytes() == before
