@@ -160,6 +160,10 @@ def test_bad_providers_are_refused_before_anything(
     assert fake.execs == []
 
 
+def test_model_ids_may_have_slashes() -> None:
+    check_provider("mine", base_url=LLM, models=("meta-llama/Llama-3.3-70B", "qwen2.5:7b"))
+
+
 def test_a_key_is_one_line() -> None:
     assert check_key(f"{KEY}\n") == KEY
     for bad in ("", " \n", "two words", "a\nb"):

@@ -10,6 +10,6 @@ The library API (`providers.keys`):
 
 `service` is a running `service.Service` (a person's in team mode too). A custom
 OpenAI-compatible provider is any name with a `base_url` (and its `models`).
-`migrate.env_keys` and `migrate.move_env_keys` move keys set with `occ config env` into
-the store.
+`migrate.env_keys`, `migrate.without_env_keys` and `migrate.store_env_keys` move keys set
+with `occ config env` into the store (`occ start` orders the steps).
 """

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from opencode_cloud.service.service import Service
 
 PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-MODEL_ID = re.compile(r"[^\s/]{1,200}")
+# A model id as the provider's API names it (`meta-llama/Llama-3.3-70B` has a slash).
+MODEL_ID = re.compile(r"\S{1,200}")
 MAX_KEY_LENGTH = 8192
 
 
@@ -95,7 +96,7 @@ def check_provider(
         raise BadProviderInput("models", "a custom provider needs at least one --model")
     for model in models:
         if not MODEL_ID.fullmatch(model):
-            raise BadProviderInput("model", f"{model!r} is empty or has spaces or '/'")
+            raise BadProviderInput("model", f"{model!r} is empty or has spaces")
 
 
 def check_key(key: str) -> str:
