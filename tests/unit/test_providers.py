@@ -293,6 +293,13 @@ def test_cli_bad_input_is_one_error_with_a_hint(occ, tmp_path: Path) -> None:
     assert after == before
 
 
+def test_provider_names_complete() -> None:
+    from opencode_cloud.cli.completion_values import provider_names
+
+    found = provider_names(None, None, "open")  # type: ignore[arg-type]
+    assert [item.value for item in found] == ["openai", "opencode", "openrouter"]
+
+
 def test_cli_help_lists_provider(occ) -> None:
     result = occ("--help")
     assert "provider" in result.out

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.group import OrderedGroup
 from opencode_cloud.cli.options import person_option
 
@@ -64,7 +65,7 @@ def _line(entry: ProviderEntry) -> str:
 
 
 @provider_group.command("add")
-@click.argument("name", metavar="NAME")
+@click.argument("name", metavar="NAME", shell_complete=complete.provider_names)
 @click.option(
     "--key-file",
     type=click.Path(dir_okay=False, path_type=Path),
