@@ -683,6 +683,61 @@ class Service:
         body = b"".join(output)
         return exit_code() == 0, body
 
+    def call_inside(
+        self, method: str, path: str, body: bytes | None = None, timeout: float = 30.0
+    ) -> tuple[int | None, bytes]:
+        """One request to opencode from inside its container, as `ask_inside`, with any
+        method: its HTTP status (None when it did not answer) and body.
+
+        A body (a provider's key, say) never goes on a command line: it is written into
+        the edge's own folder (0600, the edge's user, which the agent cannot read) and
+        curl reads it from there; the file is removed as curl ends.
+
+        Raises:
+            NotRunning, DockerError.
+        """
+        self.shell_target()
+        url = f"http://127.0.0.1:{OPENCODE_INSIDE_PORT}{path}"
+        curl = ["/usr/bin/curl", "-q", "-s", "--max-time", f"{timeout:g}", "-K", INSIDE_CURLRC,
+                "-X", method, "-w", "\n%{http_code}"]  # fmt: skip
+        if body is None:
+            command = [*curl, url]
+        else:
+            import secrets
+
+            request_file = f"{INSIDE_EDGE_DIR}/request-{secrets.token_hex(8)}"
+            self.runtime.put_files({request_file: ContainerFile(body, 0o600, EDGE_UID)})
+            command = ["/bin/sh", "-c",
+                       'f=$1; shift; "$@" --data-binary "@$f"; code=$?; rm -f "$f"; exit $code',
+                       "sh", request_file, *curl, "-H", "Content-Type: application/json",
+                       url]  # fmt: skip
+        output, _exit_code = self.runtime.exec(command, user=f"{EDGE_UID}:{EDGE_UID}", workdir="/")
+        answer, _, status = b"".join(output).rpartition(b"\n")
+        code = int(status) if status.strip().isdigit() else 0
+        return (code or None), answer
+
+    def read_file(self, path: str) -> bytes | None:
+        """A file of the container (running or not), through the engine's archive API;
+        None when it is not there.
+
+        Raises:
+            NeverCreated, DockerError.
+        """
+        import io
+        import tarfile
+
+        from opencode_cloud.docker.errors import MissingPath
+
+        self._require()
+        try:
+            stream = b"".join(self.client.get_archive(self.name, path))
+        except MissingPath:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+            member = tar.next()
+            handle = tar.extractfile(member) if member else None
+            return handle.read() if handle else None
+
     def status(self, password: str | None) -> StatusResult:
         """Everything `occ status` shows, from one inspect and one HTTP probe."""
         from opencode_cloud.service import status
@@ -725,7 +780,8 @@ class Service:
 
 # The health check's credentials file in the container (the edge's), and opencode's port
 # inside it.
-INSIDE_CURLRC = "/run/opencode-cloud/edge/curlrc"
+INSIDE_EDGE_DIR = "/run/opencode-cloud/edge"
+INSIDE_CURLRC = f"{INSIDE_EDGE_DIR}/curlrc"
 OPENCODE_INSIDE_PORT = 4096
 # What a command or a shell in the container finds first: the tools the agent installed.
 _AGENT_ENV = (f"PATH={RUNTIME_PATH}",)
