@@ -94,6 +94,7 @@ def _register() -> None:
         lifecycle,
         logs,
         mount,
+        provider,
         setup,
         shell,
         status,
@@ -117,6 +118,7 @@ def _register() -> None:
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(mount.mount_group)
+    app.add_command(provider.provider_group)
     app.add_command(auth.auth_group)
     app.add_command(completion.completion)
 
@@ -133,6 +135,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.instance import InvalidInstanceName, InvalidPersonName
     from opencode_cloud.locking import LockTimeout
     from opencode_cloud.mounts import MountError
+    from opencode_cloud.providers import errors as provider_errors
     from opencode_cloud.service import errors as service_errors
     from opencode_cloud.team import errors as team_errors
 
@@ -178,6 +181,15 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
         ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName, HostError, ssh.ForwardFailed), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),
+        (
+            (
+                provider_errors.UnknownProvider,
+                provider_errors.BadProviderInput,
+                provider_errors.KeyNotGiven,
+                provider_errors.ProviderNotSet,
+            ),
+            ExitCode.USAGE,
+        ),
         ((team_errors.DoorNotRunning,), ExitCode.NOT_RUNNING),
         (
             (

@@ -58,6 +58,10 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
         )
     if isinstance(error, ProgramFailed):  # a restore's is inside its RestoreFailed
         return f"No file was kept and the service runs on. Fix the cause, then `{occ} backup`."
+    from opencode_cloud.providers import errors as providers
+
+    if isinstance(error, providers.ProviderError):
+        return _provider_hint(error, occ)
     from opencode_cloud.service import errors as service
     from opencode_cloud.team import errors as team
 
@@ -184,6 +188,33 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
     if isinstance(error, (ssh.SshError, ssh.ForwardFailed)):
         return _ssh_hint(error, occ)
     return _other_hint(error, occ)
+
+
+def _provider_hint(error: OpencodeCloudError, occ: str) -> str:
+    from opencode_cloud.providers import errors as providers
+
+    custom = f"`{occ} provider add NAME --base-url URL --model MODEL --key-file FILE`"
+    match error:
+        case providers.UnknownProvider(known=known):
+            return f"Known providers: {', '.join(known)}; for your own server: {custom}."
+        case providers.BadProviderInput(what="base URL" | "models" | "model"):
+            return f"A custom OpenAI-compatible provider: {custom}."
+        case providers.BadProviderInput():
+            return f"For example: `{occ} provider add anthropic --key-file ~/anthropic.key`."
+        case providers.KeyNotGiven(path=None):
+            return (
+                "Give it with --key-file FILE or --key-stdin (it never goes on the command "
+                "line), or run the command on a terminal to type it."
+            )
+        case providers.KeyNotGiven():
+            return "Check the path; the file holds the key alone, on one line."
+        case providers.ProviderNotSet(stored=stored) if stored:
+            return f"Keys are stored for: {', '.join(stored)} (`{occ} provider list`)."
+        case providers.ProviderNotSet():
+            return f"No key is stored yet: `{occ} provider add NAME`."
+        case providers.ProviderStoreFailed():
+            return f"Nothing was stored. See `{occ} logs` and `{occ} status`."
+    return ""
 
 
 def _other_hint(error: OpencodeCloudError, occ: str) -> str:
