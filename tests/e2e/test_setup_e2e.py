@@ -7,9 +7,12 @@ real one."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
+import secrets
 import socket
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -19,6 +22,7 @@ import pexpect
 import pytest
 
 from occ_helpers import OCC, run
+from opencode_cloud.instance import Instance
 
 pytestmark = pytest.mark.e2e
 
@@ -45,12 +49,28 @@ def _status(url: str, user: str | None = None, password: str | None = None) -> i
         return 0
 
 
-def _spawn(env: dict[str, str]) -> pexpect.spawn:
+class Tee(io.StringIO):
+    """Everything the terminal showed, kept, and shown on stdout when a test fails."""
+
+    def write(self, text: str) -> int:
+        sys.stdout.write(text)
+        return super().write(text)
+
+
+def _spawn(env: dict[str, str]) -> tuple[pexpect.spawn, Tee]:
     child = pexpect.spawn(
         OCC[0], [*OCC[1:], "setup"], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200)
     )
-    child.logfile_read = sys.stdout  # shown when the test fails
-    return child
+    screen = Tee()
+    child.logfile_read = screen
+    return child, screen
+
+
+def _inspect(env: dict[str, str]) -> str:
+    """`docker inspect` of the instance's container, as anybody on the machine sees it."""
+    name = Instance(env["OCC_INSTANCE"]).container_name
+    done = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True)
+    return done.stdout
 
 
 def _found(child: pexpect.spawn, pattern: str, timeout: float = 60) -> str:
@@ -81,14 +101,27 @@ def test_setup_in_a_terminal_then_again_with_only_the_port_changed(
     code.mkdir()
     first_port = _port()
 
-    child = _spawn(occ_env)
+    key = "sk-setup-" + secrets.token_hex(16)
+    child, screen = _spawn(occ_env)
+    child.expect("The Docker engine answers.")
     child.expect(r"Port \[\d+\]: ")
     child.sendline(str(first_port))
     child.expect(r"Reachable from \(local, network\) \[local\]: ")
     child.sendline("")
     child.expect(r"Folder with your code.*: ")
     child.sendline(str(code))
+    child.expect(r"AI provider \(Enter to skip\): ", timeout=START_WAIT)
+    child.sendline("no-such-provider")
+    child.expect("Unknown provider")  # asked again
+    child.expect(r"AI provider \(Enter to skip\): ")
+    child.sendline("anthropic")
+    child.expect(r"API key for anthropic \(not shown\): ")
+    child.sendline(key)
+    child.expect("Key for anthropic stored")
     url, user, password = _signed_in(child)
+
+    assert key not in screen.getvalue()  # typed without echo
+    assert key not in _inspect(occ_env)
 
     assert url == f"http://127.0.0.1:{first_port}"
     assert _status(url) == 401
@@ -101,7 +134,7 @@ def test_setup_in_a_terminal_then_again_with_only_the_port_changed(
 
     # Run twice: the answers are the defaults; only the port changes.
     second_port = _port()
-    child = _spawn(occ_env)
+    child, screen = _spawn(occ_env)
     child.expect(rf"Port \[{first_port}\]: ")
     child.sendline(str(second_port))
     child.expect(r"Reachable from \(local, network\) \[local\]: ")
@@ -109,7 +142,11 @@ def test_setup_in_a_terminal_then_again_with_only_the_port_changed(
     child.expect(rf"Folder with your code, mounted into the container \[{re.escape(str(code))}\]: ")
     child.sendline("")
     child.expect(r"port = \d+")
+    child.expect("Provider keys stored: anthropic.", timeout=START_WAIT)
+    child.expect(r"AI provider \[anthropic\]: ")
+    child.sendline("")
     url, user, again = _signed_in(child)
+    assert "API key" not in screen.getvalue()  # the stored key is kept, not asked again
 
     after = json.loads(config_file.read_text())
     assert {k: v for k, v in after.items() if k != "port"} == {
@@ -141,9 +178,27 @@ def test_setup_for_scripts_with_flags(occ_env: dict[str, str], tmp_path: Path) -
     assert config_file.read_bytes() == before
     assert run(occ_env, "status", check=False).returncode == 3
 
+    key_file = tmp_path / "anthropic.key"
+    key = "sk-setup-" + secrets.token_hex(16)
+    key_file.write_text(key + "\n")
+    for wrong in (
+        ["--provider", "anthropic", "--api-key-file", str(tmp_path / "no-such.key")],
+        ["--provider", "no-such-provider", "--api-key-file", str(key_file)],
+    ):
+        bad = run(occ_env, "setup", "--yes", "--port", str(_port()), *wrong, check=False)
+        assert bad.returncode != 0
+        assert len([line for line in bad.stderr.splitlines() if line.startswith("Error:")]) == 1
+        assert "Hint:" in bad.stderr
+        assert config_file.read_bytes() == before
+        assert run(occ_env, "status", check=False).returncode == 3
+
     port = _port()
-    done = run(occ_env, "setup", "--yes", "--port", str(port), "--mount", str(code))
+    flags = ["--port", str(port), "--mount", str(code)]
+    provider = ["--provider", "anthropic", "--api-key-file", str(key_file)]
+    done = run(occ_env, "setup", "--yes", *flags, *provider)
     assert f"opencode is running at http://127.0.0.1:{port}" in done.stdout
+    assert "Key for anthropic stored" in done.stderr
+    assert key not in done.stdout + done.stderr + _inspect(occ_env)
     creds = json.loads(run(occ_env, "--json", "auth", "show").stdout)
     assert _status(creds["url"], creds["username"], creds["password"]) == 200
     config = json.loads(config_file.read_text())
@@ -152,7 +207,7 @@ def test_setup_for_scripts_with_flags(occ_env: dict[str, str], tmp_path: Path) -
 
     # Again with the same answers: the file is not touched.
     unchanged = config_file.read_bytes()
-    again = run(occ_env, "setup", "--yes", "--port", str(port), "--mount", str(code))
+    again = run(occ_env, "setup", "--yes", *flags)
     assert "The settings stay as they are." in again.stderr
     assert config_file.read_bytes() == unchanged
 

@@ -207,7 +207,7 @@ def test_yes_installs_and_starts_the_engine_where_the_quick_start_would(
     from opencode_cloud.cli.commands import setup as command
 
     started: list[bool] = []
-    monkeypatch.setattr(command, "_start", lambda ctx, show_password: started.append(True))
+    monkeypatch.setattr(command, "_start", lambda ctx, **_answers: started.append(True))
     result = occ("setup", "--yes", "--port", "4300")
     assert result.code == 0, result.err
     assert up == [True]
@@ -241,4 +241,35 @@ def test_a_socket_it_may_not_use_is_not_installed_over(
     result = occ("setup", "--yes")
     assert result.code == ExitCode.DOCKER_UNAVAILABLE
     _one_error(result)
+    assert config_file.read_text() == COMMENTED
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--api-key-file", "key.txt"], "--api-key-file needs --provider"),
+        (["--provider", "anthropic"], "--provider needs --api-key-file"),
+        (["--provider", "anthropic", "--api-key-file", "key.txt", "--no-start"], "--no-start"),
+    ],
+    ids=["key-without-provider", "provider-without-key", "provider-without-start"],
+)
+def test_provider_flags_that_do_not_go_together(
+    occ, config_file: Path, tmp_path: Path, args: list[str], words: str
+) -> None:
+    (tmp_path / "key.txt").write_text("sk-test\n")
+    result = occ("setup", "--yes", "--port", "4200", *args)
+    assert result.code == ExitCode.USAGE
+    assert words in result.err
+    assert config_file.read_text() == COMMENTED
+
+
+def test_an_unknown_provider_changes_nothing(occ, config_file: Path, tmp_path: Path) -> None:
+    (tmp_path / "key.txt").write_text("sk-test\n")
+    result = occ("setup", "--yes", "--provider", "nope", "--api-key-file", "key.txt")
+    assert result.code != 0
+    assert "nope" in _one_error(result)
+    assert "anthropic" in result.err  # the hint names the known ones
     assert config_file.read_text() == COMMENTED

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from opencode_cloud.config.edit import ConfigSource
     from opencode_cloud.config.schema import Config
     from opencode_cloud.mounts import HostMount
+    from opencode_cloud.service.service import Service
 
 LOCAL, NETWORK = "local", "network"
 NETWORK_BIND = "0.0.0.0"
@@ -67,6 +69,7 @@ def _ensure_engine(app_ctx: AppContext, ask: bool) -> None:
     """
     try:
         app_ctx.service()
+        app_ctx.out.progress("The Docker engine answers.")
         return
     except OpencodeCloudError as error:
         from opencode_cloud.doctor.engine_install import Machine, plan_for
@@ -280,6 +283,16 @@ def _changes(answers: Answers) -> list[str]:
     metavar="HOST_PATH[:CONTAINER_PATH][:ro]",
     help="A folder with your code, mounted into the container (repeatable).",
 )
+@click.option(
+    "--provider",
+    metavar="NAME",
+    help="The AI provider whose API key to store (anthropic, openai, ...; `occ provider`).",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The file holding that provider's key (it never goes on the command line).",
+)
 @click.option("--no-start", is_flag=True, help="Save the answers without starting the service.")
 @click.pass_obj
 def setup(
@@ -290,6 +303,8 @@ def setup(
     tls: str | None,
     host_names: tuple[str, ...],
     mounts: tuple[str, ...],
+    provider: str | None,
+    api_key_file: Path | None,
     no_start: bool,
 ) -> None:
     """Set up opencode step by step: engine, where it is reachable, your code, start.
@@ -311,6 +326,12 @@ def setup(
         raise remote_mounts_refused(app_ctx.remote_address)
     for text in mounts:
         _mount_of(text)  # a malformed flag is refused before anything is asked or changed
+    key = _provider_flags(provider, api_key_file, ask=ask, no_start=no_start)
+    if ask:
+        named = "" if app_ctx.instance.name == "default" else f" (instance {app_ctx.instance.name})"
+        app_ctx.out.progress(
+            f"Setting up opencode{named}. Enter keeps the answer shown in brackets."
+        )
     if not no_start:
         _ensure_engine(app_ctx, ask)
     answers = gather(
@@ -337,7 +358,7 @@ def setup(
             lambda: [f"Start it with `{app_ctx.occ} start`."],
         )
         return
-    _start(app_ctx, show_password=ask)
+    _start(app_ctx, ask=ask, provider=provider, key=key)
 
 
 def _changes_json(answers: Answers) -> dict[str, Any]:
@@ -347,23 +368,126 @@ def _changes_json(answers: Answers) -> dict[str, Any]:
     }
 
 
-def _start(app_ctx: AppContext, *, show_password: bool) -> None:
-    """Start (or re-create, when a setting changed) as `occ start` does, and say how to
-    sign in."""
+def _start(app_ctx: AppContext, *, ask: bool, provider: str | None, key: str | None) -> None:
+    """Start (or re-create, when a setting changed) as `occ start` does, store the
+    provider's key, and say how to sign in."""
     from opencode_cloud.cli.commands.lifecycle import _render_start, _start_team
 
     if app_ctx.in_team_mode():
         _start_team(app_ctx, None, None, True, build=False)
+        if provider or ask:
+            app_ctx.out.progress(
+                "In team mode each person's provider keys go to their own opencode: "
+                f"`{app_ctx.occ} provider add NAME --user PERSON`."
+            )
         return
     with app_ctx.changing("setup"), app_ctx.spinner("Starting opencode ..."):
-        result = app_ctx.service().start(reporter=app_ctx.reporter(), on_step=app_ctx.out.progress)
-    _render_start(app_ctx, result, show_password)
+        service = app_ctx.service()
+        result = service.start(reporter=app_ctx.reporter(), on_step=app_ctx.out.progress)
+    _provider_step(app_ctx, service, ask=ask, provider=provider, key=key)
+    _render_start(app_ctx, result, show_password=ask)
     app_ctx.out.line(f"Open {result.url} and sign in with this user name and password.")
     if result.url.startswith("https://"):
         app_ctx.out.line(
             "Browsers warn about the certificate until you trust this instance's CA: "
             f"`{app_ctx.occ} auth show` names its file."
         )
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+def _provider_flags(
+    provider: str | None, key_file: Path | None, *, ask: bool, no_start: bool
+) -> str | None:
+    """The key of `--provider`, read from `--api-key-file` (None: to be asked for at the
+    provider step); both refused before anything changes.
+
+    Raises:
+        UnknownProvider, BadProviderInput, KeyNotGiven; click.UsageError.
+    """
+    if provider is None:
+        if key_file is not None:
+            raise click.UsageError("--api-key-file needs --provider NAME")
+        return None
+    if no_start:
+        raise click.UsageError("--provider stores the key in the running service: drop --no-start")
+    from opencode_cloud.providers.keys import check_key, check_provider
+
+    check_provider(provider)
+    if key_file is None:
+        if not ask:
+            raise click.UsageError("--provider needs --api-key-file FILE with --yes")
+        return None
+    from opencode_cloud.cli.commands.provider import read_key
+
+    return check_key(read_key(key_file, False))
+
+
+def _checked_provider(known: tuple[str, ...]) -> Any:
+    def check(text: str) -> str:
+        from opencode_cloud.providers.keys import check_provider
+
+        name = text.strip().lower()
+        if name in ("", "none"):
+            return ""
+        try:
+            check_provider(name)
+        except OpencodeCloudError as error:
+            raise click.BadParameter(f"{error.message} Known: {', '.join(known)}.") from None
+        return name
+
+    return check
+
+
+def _checked_key(text: str) -> str:
+    from opencode_cloud.providers.keys import check_key
+
+    try:
+        return check_key(text)
+    except OpencodeCloudError as error:
+        raise click.BadParameter(error.message) from None
+
+
+def _provider_step(
+    app_ctx: AppContext, service: Service, *, ask: bool, provider: str | None, key: str | None
+) -> None:
+    """Store the provider's key in opencode's key store: the one the flags gave, or (on a
+    terminal) the one asked for, the key typed without echo. A provider whose key is
+    stored already is the default answer, and keeping it changes nothing."""
+    from opencode_cloud.providers.keys import add_provider, known_providers, list_providers
+
+    if provider is None:
+        if not ask:
+            return
+        known = known_providers()
+        stored = [entry.id for entry in list_providers(service) if entry.auth]
+        if stored:
+            click.echo(f"Provider keys stored: {', '.join(stored)}.", err=True)
+        else:
+            click.echo(
+                "opencode answers with an AI provider's model: it needs its API key.", err=True
+            )
+        click.echo(f"Known providers: {', '.join(known)}.", err=True)
+        default = stored[0] if stored else ""
+        provider = click.prompt(
+            "AI provider" if default else "AI provider (Enter to skip)",
+            default=default,
+            show_default=bool(default),
+            value_proc=_checked_provider(known),
+        )
+        if not provider or provider in stored:
+            return
+    if key is None:
+        key = click.prompt(
+            f"API key for {provider} (not shown)",
+            hide_input=True,
+            err=True,
+            value_proc=_checked_key,
+        )
+    with app_ctx.changing("provider add"):
+        entry = add_provider(service, provider, key)
+    app_ctx.out.progress(f"Key for {entry.id} stored in opencode's key store.")
 
 
 def register(group: click.Group) -> None:
