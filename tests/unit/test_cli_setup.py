@@ -266,6 +266,25 @@ def test_provider_flags_that_do_not_go_together(
     assert config_file.read_text() == COMMENTED
 
 
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(None, "Cannot read the key file"), ("\n", "key"), ("two words\n", "key")],
+    ids=["missing-file", "empty", "spaces"],
+)
+def test_a_key_file_that_holds_no_key_changes_nothing(
+    occ, config_file: Path, tmp_path: Path, content: str | None, words: str
+) -> None:
+    key_file = tmp_path / "key.txt"
+    if content is not None:
+        key_file.write_text(content)
+    result = occ(
+        "setup", "--yes", "--port", "4200", "--provider", "openai", "--api-key-file", str(key_file)
+    )
+    assert result.code != 0
+    assert words in _one_error(result)
+    assert config_file.read_text() == COMMENTED
+
+
 def test_an_unknown_provider_changes_nothing(occ, config_file: Path, tmp_path: Path) -> None:
     (tmp_path / "key.txt").write_text("sk-test\n")
     result = occ("setup", "--yes", "--provider", "nope", "--api-key-file", "key.txt")
@@ -273,3 +292,70 @@ def test_an_unknown_provider_changes_nothing(occ, config_file: Path, tmp_path: P
     assert "nope" in _one_error(result)
     assert "anthropic" in result.err  # the hint names the known ones
     assert config_file.read_text() == COMMENTED
+
+
+# --------------------------------------------------------------------------- the questions
+# (answered here through standard input; tests/e2e/test_setup_e2e.py answers them in a real
+# terminal)
+
+
+@pytest.fixture
+def answering(monkeypatch: pytest.MonkeyPatch):
+    """Make `occ` see a person at a terminal who types `lines`."""
+    import io
+
+    from opencode_cloud.cli.output import Output
+
+    monkeypatch.setattr(Output, "interactive", property(lambda self: True))
+
+    def type_in(*lines: str) -> None:
+        monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in lines)))
+
+    return type_in
+
+
+def test_the_network_answer_and_its_defaults_the_next_time(
+    occ, config_file: Path, answering
+) -> None:
+    answering("http", "4500", "network", "box.lan,10.0.0.5", "", "y")
+    first = occ("setup", "--no-start")
+    assert first.code == 0, first.err
+    assert "Port [4100]: " in first.err
+    assert "Reachable from (local, network) [local]: " in first.err
+    assert "Error: 'http' is not a valid integer" in first.err  # asked again
+    assert "Port" not in first.out  # questions on stderr; stdout holds results
+    shown = json.loads(occ("--json", "config", "show").out)
+    assert (shown["port"], shown["bind_address"]) == (4500, "0.0.0.0")
+    assert shown["host_names"] == ["box.lan", "10.0.0.5"]
+    assert shown["tls"] == "auto"
+    text = config_file.read_text()
+
+    answering("", "", "", "")
+    again = occ("setup", "--no-start")
+    assert again.code == 0, again.err
+    assert "Port [4500]: " in again.err
+    assert "Reachable from (local, network) [network]: " in again.err
+    assert "[box.lan,10.0.0.5]: " in again.err
+    assert "The settings stay as they are." in again.err
+    assert config_file.read_text() == text
+
+
+def test_a_no_to_exposing_changes_nothing(occ, config_file: Path, answering) -> None:
+    answering("", "network", "box.lan", "", "n")
+    result = occ("setup", "--no-start")
+    assert result.code == ExitCode.USAGE
+    assert "Error: Refusing to bind to 0.0.0.0 without confirmation." in result.err
+    assert "Hint:" in result.err
+    assert config_file.read_text() == COMMENTED
+
+
+def test_a_folder_that_cannot_be_mounted_is_asked_again(
+    occ, config_file: Path, code: Path, answering
+) -> None:
+    answering("", "local", "/", "does-not-exist", str(code))
+    result = occ("setup", "--no-start")
+    assert result.code == 0, result.err
+    assert result.err.count("Error:") == 2
+    assert json.loads(occ("--json", "config", "show").out)["mounts"] == [
+        f"{code}:/home/opencode/projects/code"
+    ]

@@ -136,7 +136,11 @@ def _reachability(config: Config, expose: bool | None, ask: bool, port: int) -> 
         f"  {NETWORK:<8} other machines too, over HTTPS (a certificate from this tool's own CA)",
         err=True,
     )
-    return str(click.prompt("Reachable from", default=current, type=click.Choice([LOCAL, NETWORK])))
+    return str(
+        click.prompt(
+            "Reachable from", default=current, type=click.Choice([LOCAL, NETWORK]), err=True
+        )
+    )
 
 
 def _default_host_names(config: Config) -> str:
@@ -169,7 +173,9 @@ def gather(
 
     wanted: dict[str, str] = {}
     if port is None and ask:
-        port = int(click.prompt("Port", default=config.port, type=click.IntRange(1, 65535)))
+        port = int(
+            click.prompt("Port", default=config.port, type=click.IntRange(1, 65535), err=True)
+        )
     if port is not None:
         wanted["port"] = str(port)
     where = _reachability(config, expose, ask, port or config.port)
@@ -188,6 +194,7 @@ def gather(
             "Names or addresses other machines use for this one (comma-separated)",
             default=_default_host_names(config),
             value_proc=_checked("host_names"),
+            err=True,
         )
     for key, raw in wanted.items():
         parse_value(key, raw)  # a refused flag: one error, before anything changes
@@ -206,6 +213,7 @@ def gather(
             default=default,
             show_default=bool(default),
             value_proc=_checked_mount,
+            err=True,
         )
         chosen = [answer] if answer else []
     new_mounts = []
@@ -475,6 +483,7 @@ def _provider_step(
             default=default,
             show_default=bool(default),
             value_proc=_checked_provider(known),
+            err=True,
         )
         if not provider or provider in stored:
             return
