@@ -359,3 +359,16 @@ def test_a_folder_that_cannot_be_mounted_is_asked_again(
     assert json.loads(occ("--json", "config", "show").out)["mounts"] == [
         f"{code}:/home/opencode/projects/code"
     ]
+
+
+def test_a_remote_hosts_engine_is_never_installed_here(
+    occ, config_file: Path, no_engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opencode_cloud.cli.context import AppContext
+
+    monkeypatch.setattr(AppContext, "remote_address", property(lambda self: "ssh://cloud"))
+    result = occ("setup", "--yes", "--port", "4300")
+    assert result.code == ExitCode.DOCKER_UNAVAILABLE
+    _one_error(result)
+    assert no_engine[1] == []  # no plan carried out
+    assert config_file.read_text() == COMMENTED

@@ -74,6 +74,8 @@ def _ensure_engine(app_ctx: AppContext, ask: bool) -> None:
     except OpencodeCloudError as error:
         from opencode_cloud.doctor.engine_install import Machine, plan_for
 
+        if app_ctx.remote_address is not None:
+            raise  # another machine's engine: not this machine's to install
         plan = plan_for(error, Machine.here())
         if plan is None:
             raise
