@@ -168,3 +168,29 @@ def test_an_engine_that_never_answers_is_an_error() -> None:
     actions = FakeActions()
     with pytest.raises(EngineInstallFailed, match="did not answer"):
         carry_out(_plan(DEBIAN_ROOT), actions, lambda: False, wait=0.0, sleep=lambda _s: None)
+
+
+def test_real_actions_on_files_of_their_own(tmp_path: Path) -> None:
+    """The real side effects, pointed at a pid file of the test's own: a pid file of a
+    process that is not dockerd is stale and removed; commands report code and output."""
+    import os
+    import subprocess
+
+    from opencode_cloud.doctor.engine_install import RealActions
+
+    pid_file = tmp_path / "docker.pid"
+    actions = RealActions(log=tmp_path / "dockerd.log", pid_file=pid_file)
+    assert not actions.dockerd_runs()
+    assert actions.remove_stale_pid_file([]) is False  # none there
+
+    pid_file.write_text(str(os.getpid()))  # alive, but python, not dockerd
+    assert not actions.dockerd_runs()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    pid_file.write_text(str(gone.pid))
+    assert actions.remove_stale_pid_file([]) is True
+    assert not pid_file.exists()
+
+    assert actions.run(["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\nerr\n")
+    code, said = actions.run(["/nonexistent/apt-get"])
+    assert code == 127 and "nonexistent" in said

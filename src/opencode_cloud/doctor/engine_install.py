@@ -28,7 +28,6 @@ from opencode_cloud.errors import OpencodeCloudError
 
 PID_FILE = Path("/var/run/docker.pid")
 DOCKERD_LOG = Path("/var/log/opencode-cloud-dockerd.log")
-STARTED_MARK = Path("/var/run/opencode-cloud-dockerd.started")  # scripts/engine.sh's too
 ANSWER_WAIT_SECONDS = 60.0
 DOCKER_ENGINE_DOCS = "https://docs.docker.com/engine/install/"
 DOCKER_DESKTOP_DOCS = "https://docs.docker.com/desktop/"
@@ -189,7 +188,7 @@ class RealActions:
     def spawn_dockerd(self, as_root: Sequence[str]) -> None:
         # nohup through a shell, as scripts/engine.sh does: the daemon outlives this
         # command, and its own log tells why it would not start.
-        script = f"nohup dockerd >>'{self.log}' 2>&1 </dev/null & echo $! >'{STARTED_MARK}'"
+        script = f"nohup dockerd >>'{self.log}' 2>&1 </dev/null &"
         subprocess.run([*as_root, "sh", "-c", script], check=False, env=self.environ)
 
     def dockerd_runs(self) -> bool:

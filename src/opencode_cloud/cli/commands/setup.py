@@ -42,8 +42,8 @@ class Answers:
 
 def _needs_a_terminal() -> NotConfirmed:
     return NotConfirmed(
-        "`occ setup` asks its questions on a terminal, and none is attached: give the "
-        "answers as flags (`occ setup --help` lists them).",
+        "`occ setup` asks its questions only on a terminal (and not with --json): give "
+        "the answers as flags (`occ setup --help` lists them).",
         command="setup",
     )
 
