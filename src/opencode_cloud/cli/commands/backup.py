@@ -54,6 +54,10 @@ def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
             lines.append("The service was not running: nothing was paused.")
         if result.include_password:
             lines.append("It holds the service password: keep it private (the file is 0600).")
+        if result.include_keys:
+            lines.append("It holds the provider keys: keep it private (the file is 0600).")
+        else:
+            lines.append("Provider keys are left out (`--include-keys` puts them in).")
         return lines
 
     app_ctx.out.result(result.to_json(), human)
@@ -62,6 +66,7 @@ def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
 @click.command()
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option("--include-password", is_flag=True, help="Put the service password in it too.")
+@click.option("--include-keys", is_flag=True, help="Put the provider keys in it too.")
 @click.option("--force", is_flag=True, help="Replace FILE when it exists.")
 @person_option
 @click.option(
@@ -72,6 +77,7 @@ def backup(
     app_ctx: AppContext,
     file: Path | None,
     include_password: bool,
+    include_keys: bool,
     force: bool,
     person: str | None,
     everyone: bool,
@@ -92,7 +98,9 @@ def backup(
     if everyone:
         if person is not None:
             raise click.UsageError("use either --user or --all, not both")
-        _backup_everyone(app_ctx, file, include_password=include_password, force=force)
+        _backup_everyone(
+            app_ctx, file, include_password=include_password, include_keys=include_keys, force=force
+        )
         return
     app_ctx = app_ctx.for_person(person)
     target = file if file is not None else Path.cwd()
@@ -102,6 +110,7 @@ def backup(
         result = backups_of(app_ctx).create(
             target,
             include_password=include_password,
+            include_keys=include_keys,
             force=force,
             reporter=app_ctx.bytes_reporter(),
         )
@@ -109,7 +118,12 @@ def backup(
 
 
 def _backup_everyone(
-    app_ctx: AppContext, folder: Path | None, *, include_password: bool, force: bool
+    app_ctx: AppContext,
+    folder: Path | None,
+    *,
+    include_password: bool,
+    include_keys: bool,
+    force: bool,
 ) -> None:
     """`occ backup --all`: each person's volumes into a file of their own in `folder`."""
     from opencode_cloud.backup.create import default_backup_name
@@ -125,6 +139,7 @@ def _backup_everyone(
             result = backups_of(person_ctx).create(
                 target / default_backup_name(person_ctx.instance),
                 include_password=include_password,
+                include_keys=include_keys,
                 force=force,
             )
         results.append({"user": name, **result.to_json()})
