@@ -23,6 +23,7 @@ import pytest
 
 from occ_helpers import OCC, run
 from opencode_cloud.instance import Instance
+from raw_http import session_cookie, sign_in, statuses
 
 pytestmark = pytest.mark.e2e
 
@@ -127,6 +128,10 @@ def test_setup_in_a_terminal_then_again_with_only_the_port_changed(
     assert _status(url) == 401
     assert _status(url, user, "wrong-password") == 401
     assert _status(url, user, password) == 200
+    # The login page a browser opens at that URL takes the same user name and password.
+    assert statuses(sign_in(first_port, user, password)) == [303]
+    assert session_cookie(sign_in(first_port, user, password))
+    assert statuses(sign_in(first_port, user, password + "x")) != [303]
     mounts = json.loads(run(occ_env, "--json", "mount", "list").stdout)["mounts"]
     assert [m["host"] for m in mounts] == [str(code)]
     before = json.loads(config_file.read_text())
