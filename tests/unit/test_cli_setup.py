@@ -372,3 +372,18 @@ def test_a_remote_hosts_engine_is_never_installed_here(
     _one_error(result)
     assert no_engine[1] == []  # no plan carried out
     assert config_file.read_text() == COMMENTED
+
+
+def test_a_failed_install_says_what_apt_said_and_changes_nothing(
+    occ, config_file: Path, no_engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(self, argv: Sequence[str]) -> tuple[int, str]:
+        return 100, "E: Unable to locate package docker.io"
+
+    monkeypatch.setattr(Recorder, "run", failing)
+    result = occ("setup", "--yes", "--port", "4300")
+    assert result.code == ExitCode.ERROR
+    assert "apt-get update" in _one_error(result)
+    assert "  E: Unable to locate package docker.io" in result.err
+    assert "docs.docker.com/engine/install" in result.err
+    assert config_file.read_text() == COMMENTED
