@@ -25,8 +25,10 @@ its server starts and how it checks credentials) means changing this one module:
   written through its API: `PUT AUTH_PATH/ID` with `api_key_auth(key)`, `DELETE` to
   remove. A custom OpenAI-compatible provider is also an entry of its global
   configuration (`custom_provider`, `PATCH GLOBAL_CONFIG_PATH`), without the key: opencode
-  hands the stored key to the provider as its API key. Providers are read once per
-  project, so after a change `POST DISPOSE_PATH` has them read again.
+  hands the stored key to the provider as its API key. Its API can add to the
+  configuration, not take from it: a custom provider is taken out of `GLOBAL_CONFIG_FILES`
+  themselves. Providers are read once per project, so after a change `POST DISPOSE_PATH`
+  has them read again.
 
 Requests use `http.client` from the standard library: no third-party import, one short
 connection per request, and no `HTTP(S)_PROXY`, which must not route a loopback probe
@@ -89,6 +91,10 @@ AUTH_FILE = f"{DATA_DIR}/auth.json"
 AUTH_PATH = "/auth"
 GLOBAL_CONFIG_PATH = "/global/config"
 DISPOSE_PATH = "/global/dispose"
+# The files of its global configuration, in the order it reads them (a later one wins).
+GLOBAL_CONFIG_FILES = tuple(
+    f"{CONFIG_DIR}/opencode/{name}" for name in ("config.json", "opencode.json", "opencode.jsonc")
+)
 # The package opencode bundles for any OpenAI-compatible API.
 CUSTOM_PROVIDER_PACKAGE = "@ai-sdk/openai-compatible"
 # Provider ids opencode knows without a configuration of its own, and the variable each

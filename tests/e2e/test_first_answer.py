@@ -271,6 +271,18 @@ def test_a_prompt_through_the_api_has_the_agent_change_a_mounted_folder(
     # The model got the stored key as its API key, on every request.
     assert {r["authorization"] for r in model_requests(container)} == {f"Bearer {key}"}
     assert_key_kept_secret(docker_sdk, container, key)
+    # Removed: its key at once, its entry in opencode's configuration once it restarts.
+    removed = run(occ_env, "--json", "provider", "remove", scripted_model.PROVIDER_ID)
+    assert json.loads(removed.stdout) == {"removed": "scripted", "restart_needed": True}
+    assert (
+        "/auth.json"
+        not in container_exec(
+            container, "grep", "-rlF", key, "/home/opencode/.local/share/opencode", user="0"
+        )[1]
+    )
+    run(occ_env, "restart")
+    assert json.loads(run(occ_env, "--json", "provider", "list").stdout) == []
+    assert scripted_model.PROVIDER_ID not in providers(creds)
 
 
 def assert_key_kept_secret(docker_sdk: Any, container: Any, key: str) -> None:

@@ -368,3 +368,21 @@ def test_team_off_and_on_keeps_the_first_persons_sessions(team: Team) -> None:
     run(team.env, "team", "enable", "--name", "ada")
     assert {"before-team", "ada-only"} <= titles(team.url, ada)
     assert "bob-only" in titles(team.url, ("bob", team.passwords["bob"]))
+
+
+def test_each_person_has_provider_keys_of_their_own(team: Team, tmp_path: Path) -> None:
+    key_file = tmp_path / "bob.key"
+    key = f"sk-bob-{secrets.token_hex(8)}"
+    key_file.write_text(key + "\n")
+    run(team.env, "provider", "add", "anthropic", "--user", "bob", "--key-file", str(key_file))
+    listed = json.loads(run(team.env, "--json", "provider", "list", "--user", "bob").stdout)
+    assert [entry["id"] for entry in listed] == ["anthropic"]
+    ada = json.loads(run(team.env, "--json", "provider", "list", "--user", "ada").stdout)
+    assert "anthropic" not in [entry["id"] for entry in ada]
+    stored = docker("exec", team.container("bob"), "cat",
+                    "/home/opencode/.local/share/opencode/auth.json")  # fmt: skip
+    assert json.loads(stored)["anthropic"] == {"type": "api", "key": key}
+    assert key not in docker("inspect", team.container("bob"))
+    # Whose keys: in team mode a person must be named.
+    unnamed = run(team.env, "provider", "list", check=False)
+    assert unnamed.returncode == 2 and "--user NAME" in unnamed.stderr

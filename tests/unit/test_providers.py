@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,12 @@ from fakes import FakeEngine
 from opencode_cloud.cli.output import ExitCode
 from opencode_cloud.defaults import EDGE_UID
 from opencode_cloud.docker.models import ContainerFile
-from opencode_cloud.opencode import AUTH_FILE, CUSTOM_PROVIDER_PACKAGE, api_key_auth
+from opencode_cloud.opencode import (
+    AUTH_FILE,
+    CUSTOM_PROVIDER_PACKAGE,
+    GLOBAL_CONFIG_FILES,
+    api_key_auth,
+)
 from opencode_cloud.providers.errors import (
     BadProviderInput,
     ProviderNotSet,
@@ -24,6 +30,7 @@ from opencode_cloud.providers.errors import (
     UnknownProvider,
 )
 from opencode_cloud.providers.keys import (
+    UNCONFIGURE_PROGRAM,
     add_provider,
     check_key,
     check_provider,
@@ -187,6 +194,49 @@ def test_the_list_shows_providers_never_keys(running: Service, fake: FakeEngine)
     assert ("DELETE", "/auth/openai") not in requests(fake)
     assert remove_provider(running, "anthropic").id == "anthropic"
     assert ("DELETE", "/auth/anthropic") in requests(fake)
+
+
+def test_a_custom_provider_is_taken_out_of_opencodes_configuration(
+    running: Service, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {"provider": {"mine": {"npm": CUSTOM_PROVIDER_PACKAGE, "options": {"baseURL": LLM}}}}
+    fake.exec_result = (json.dumps(config).encode() + b"\n200", 0)
+    ran: list[list[str]] = []
+
+    def run_command(command: list[str]) -> tuple[Any, Any]:
+        ran.append(command)
+        return iter([b"/home/opencode/.config/opencode/opencode.jsonc\n"]), lambda: 0
+
+    monkeypatch.setattr(running, "run_command", run_command)
+    # No key stored: the configuration's entry alone is removed; a file with comments is
+    # left as it is and named, after opencode was asked to let go of the rest.
+    with pytest.raises(ProviderStoreFailed, match=r"opencode\.jsonc is not plain JSON"):
+        remove_provider(running, "mine")
+    ((python, flag, script, provider, *files),) = ran
+    assert (python, flag, provider) == ("python3", "-c", "mine")
+    assert files == list(GLOBAL_CONFIG_FILES) and "del data" in script
+    assert ("DELETE", "/auth/mine") not in requests(fake)
+    assert requests(fake)[-1] == ("POST", "/global/dispose")
+
+
+def test_the_program_that_unconfigures_runs_as_given(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    plain, commented, absent = tmp_path / "a.json", tmp_path / "b.jsonc", tmp_path / "c.json"
+    other = {"npm": CUSTOM_PROVIDER_PACKAGE, "options": {"baseURL": LLM}}
+    plain.write_text(json.dumps({"model": "x/y", "provider": {"mine": {}, "other": other}}))
+    plain.chmod(0o640)
+    commented.write_text('{\n  // mine\n  "provider": {"mine": {}}\n}\n')
+    done = subprocess.run(
+        [sys.executable, "-c", UNCONFIGURE_PROGRAM, "mine",
+         str(plain), str(commented), str(absent)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == str(commented)
+    assert json.loads(plain.read_text()) == {"model": "x/y", "provider": {"other": other}}
+    assert plain.stat().st_mode & 0o777 == 0o640
+    assert "// mine" in commented.read_text() and not absent.exists()
 
 
 def test_keys_in_the_configurations_env_are_found_and_taken_out() -> None:

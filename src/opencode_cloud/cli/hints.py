@@ -213,7 +213,7 @@ def _provider_hint(error: OpencodeCloudError, occ: str) -> str:
         case providers.ProviderNotSet():
             return f"No key is stored yet: `{occ} provider add NAME`."
         case providers.ProviderStoreFailed():
-            return f"Nothing was stored. See `{occ} logs` and `{occ} status`."
+            return f"See `{occ} status` and `{occ} logs`, then run the command again."
     return ""
 
 

@@ -11,6 +11,7 @@ hands the stored key to it as its API key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from opencode_cloud.opencode import (
     AUTH_PATH,
     CUSTOM_PROVIDER_PACKAGE,
     DISPOSE_PATH,
+    GLOBAL_CONFIG_FILES,
     GLOBAL_CONFIG_PATH,
     KNOWN_PROVIDERS,
     api_key_auth,
@@ -156,20 +158,73 @@ def list_providers(service: Service) -> list[ProviderEntry]:
 
 
 def remove_provider(service: Service, provider_id: str) -> ProviderEntry:
-    """Remove the stored key of `provider_id`. A custom provider's base URL and models stay
-    in opencode's configuration (they are no secret); without a key it is not usable.
+    """Remove the stored key of `provider_id`, and a custom provider's entry (base URL and
+    models) from opencode's global configuration files: opencode reads those once, when
+    it starts, so it offers that provider until it restarts (without its key).
 
     Raises:
-        ProviderNotSet: no key is stored for it (nothing changed).
+        ProviderNotSet: neither a key nor a custom entry is there (nothing changed).
         NeverCreated, NotRunning, ProviderStoreFailed.
     """
     stored = _stored(service)
-    if provider_id not in stored:
-        raise ProviderNotSet(provider_id, tuple(sorted(stored)))
-    _ask(service, "DELETE", f"{AUTH_PATH}/{provider_id}", "remove", provider_id)
-    _ask(service, "POST", DISPOSE_PATH, "reload", provider_id)
     base_url, models = _custom_providers(service).get(provider_id, (None, ()))
-    return ProviderEntry(provider_id, stored[provider_id], base_url, models)
+    if provider_id not in stored and base_url is None:
+        raise ProviderNotSet(provider_id, tuple(sorted(stored)))
+    try:
+        if provider_id in stored:
+            _ask(service, "DELETE", f"{AUTH_PATH}/{provider_id}", "remove", provider_id)
+        kept = _unconfigure(service, provider_id) if base_url is not None else ""
+    except ProviderStoreFailed:
+        # What was removed already is let go of at once all the same.
+        with contextlib.suppress(ProviderStoreFailed):
+            _ask(service, "POST", DISPOSE_PATH, "reload", provider_id)
+        raise
+    _ask(service, "POST", DISPOSE_PATH, "reload", provider_id)
+    if kept:
+        raise ProviderStoreFailed(
+            "unconfigure", provider_id, f"{kept} is not plain JSON: take it out there"
+        )
+    return ProviderEntry(provider_id, stored.get(provider_id), base_url, models)
+
+
+# Run as the runtime user in the container, with the provider id and the files as its
+# arguments: the provider's entry taken out of each configuration file that has one.
+# A file that is not plain JSON (comments) is left as it is, and named.
+UNCONFIGURE_PROGRAM = r"""
+import json, os, sys
+provider, files, kept = sys.argv[1], sys.argv[2:], []
+for path in files:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        continue
+    except ValueError:
+        kept.append(path)
+        continue
+    if not isinstance(data, dict) or provider not in (data.get("provider") or {}):
+        continue
+    del data["provider"][provider]
+    temporary = path + ".occ-tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.chmod(temporary, os.stat(path).st_mode & 0o777)
+    os.replace(temporary, path)
+print(" ".join(kept))
+"""
+
+
+def _unconfigure(service: Service, provider_id: str) -> str:
+    """Take a custom provider out of opencode's configuration files; the files it had to
+    leave as they were (not plain JSON), if any."""
+    output, exit_code = service.run_command(
+        ["python3", "-c", UNCONFIGURE_PROGRAM, provider_id, *GLOBAL_CONFIG_FILES]
+    )
+    said = b"".join(output).decode(errors="replace").strip()
+    if exit_code() != 0:
+        raise ProviderStoreFailed("unconfigure", provider_id, said[-300:] or "no answer")
+    return said
 
 
 def _ask(

@@ -12,6 +12,7 @@ or JSON; errors carry data, and the CLI writes their hints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -711,8 +712,17 @@ class Service:
                        'f=$1; shift; "$@" --data-binary "@$f"; code=$?; rm -f "$f"; exit $code',
                        "sh", request_file, *curl, "-H", "Content-Type: application/json",
                        url]  # fmt: skip
-        output, _exit_code = self.runtime.exec(command, user=f"{EDGE_UID}:{EDGE_UID}", workdir="/")
-        answer, _, status = b"".join(output).rpartition(b"\n")
+        edge = f"{EDGE_UID}:{EDGE_UID}"
+        try:
+            output, _exit_code = self.runtime.exec(command, user=edge, workdir="/")
+            said = b"".join(output)
+        except OpencodeCloudError:
+            if body is not None:  # the request file must not outlive the request
+                with contextlib.suppress(OpencodeCloudError):
+                    done, _ = self.runtime.exec(["rm", "-f", request_file], user=edge, workdir="/")
+                    b"".join(done)
+            raise
+        answer, _, status = said.rpartition(b"\n")
         code = int(status) if status.strip().isdigit() else 0
         return (code or None), answer
 

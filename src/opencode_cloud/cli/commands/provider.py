@@ -27,6 +27,8 @@ def provider_group() -> None:
 
 def _service(app_ctx: AppContext, person: str | None) -> Service:
     """The running service whose keys change: a person's is started first, like `occ shell`."""
+    if person is None and app_ctx.in_team_mode():
+        raise click.UsageError("team mode: name whose keys these are with --user NAME")
     target = app_ctx.for_person(person)
     if person is not None:
         with target.spinner(f"Starting {person}'s opencode ..."):
@@ -130,4 +132,13 @@ def remove(app_ctx: AppContext, name: str, person: str | None) -> None:
     service = _service(app_ctx, person)
     with app_ctx.changing("provider remove"):
         entry = remove_provider(service, name)
-    app_ctx.out.result({"removed": entry.id}, lambda: [f"Key for {entry.id} removed."])
+    lines = [f"Key for {entry.id} removed." if entry.auth else f"{entry.id} removed."]
+    if entry.base_url is not None:
+        # opencode reads its global configuration once, when it starts.
+        lines.append(
+            f"{entry.id} is out of opencode's configuration; opencode lists it until it "
+            f"restarts (`{app_ctx.occ} restart`)."
+        )
+    app_ctx.out.result(
+        {"removed": entry.id, "restart_needed": entry.base_url is not None}, lambda: lines
+    )
