@@ -95,13 +95,26 @@ def _register() -> None:
         logs,
         mount,
         provider,
+        setup,
         shell,
         status,
         team,
         update,
     )
 
-    for module in (lifecycle, status, doctor, logs, shell, update, image, backup, host, team):
+    for module in (
+        setup,
+        lifecycle,
+        status,
+        doctor,
+        logs,
+        shell,
+        update,
+        image,
+        backup,
+        host,
+        team,
+    ):
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(mount.mount_group)

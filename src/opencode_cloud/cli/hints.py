@@ -49,6 +49,13 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
 
     if isinstance(error, BackupError):
         return _backup_hint(error, occ)
+    from opencode_cloud.doctor.engine_install import DOCKER_ENGINE_DOCS, EngineInstallFailed
+
+    if isinstance(error, EngineInstallFailed):
+        return (
+            f"Install and start Docker Engine by hand ({DOCKER_ENGINE_DOCS}), then run "
+            f"`{occ} setup` again; `{occ} doctor` says what it sees."
+        )
     if isinstance(error, ProgramFailed):  # a restore's is inside its RestoreFailed
         return f"No file was kept and the service runs on. Fix the cause, then `{occ} backup`."
     from opencode_cloud.providers import errors as providers
@@ -343,6 +350,10 @@ def details_for(error: OpencodeCloudError) -> list[str]:
         return ["Last log lines:", *(f"  {line}" for line in error.log_tail)]
     if isinstance(error, engine.BuildFailed) and error.output_tail:
         return ["Last build output:", *(f"  {line}" for line in error.output_tail)]
+    from opencode_cloud.doctor.engine_install import EngineInstallFailed
+
+    if isinstance(error, EngineInstallFailed) and error.output:
+        return ["Last output:", *(f"  {line}" for line in error.output.splitlines())]
     return []
 
 
