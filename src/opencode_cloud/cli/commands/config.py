@@ -145,6 +145,59 @@ def unset(app_ctx: AppContext, key: str) -> None:
     _restart_note(app_ctx)
 
 
+_APPLIES_WORDS = {
+    "restart": "yes: the container is made again at the next `{occ} restart`",
+    "update": "yes: the service runs another image, through `{occ} update`",
+    "nothing": "no: read when it is used",
+}
+
+
+@config_group.command()
+@click.argument("key", help="Setting name.", shell_complete=complete.config_keys)
+@click.pass_obj
+def describe(app_ctx: AppContext, key: str) -> None:
+    """What one setting does: type, default, rule, example, and whether a change needs a
+    restart. `occ config describe port`."""
+    from opencode_cloud.config.edit import key_info
+    from opencode_cloud.config.schema import EXAMPLES, RETIRED_KEYS
+    from opencode_cloud.team.changes import applies
+
+    info = key_info(key)
+    how = applies(key)
+    data = {
+        "key": key,
+        "type": info.kind,
+        "default": info.default,
+        "description": info.description,
+        "rule": info.rule,
+        "example": None
+        if key in RETIRED_KEYS
+        else f"{app_ctx.occ} config set {key} {EXAMPLES[key]}",
+        "retired": RETIRED_KEYS.get(key),
+        "needs_restart": how.needs_restart,
+        "applies_with": how.needs,
+        "changes": list(how.touches),
+    }
+
+    def human() -> list[str]:
+        restart = _APPLIES_WORDS[how.needs].format(occ=app_ctx.occ)
+        if how.touches:
+            restart += f" ({', '.join(how.touches)})"
+        lines = [
+            f"{key}: {info.description}",
+            f"  Type:     {info.kind}",
+            f"  Default:  {json.dumps(info.default)}",
+            f"  Rule:     {key} {info.rule}",
+            *([f"  Example:  {data['example']}"] if data["example"] else []),
+            f"  Restart:  {restart}",
+        ]
+        if key in RETIRED_KEYS:
+            lines.append(f"  Retired:  {RETIRED_KEYS[key]}")
+        return lines
+
+    app_ctx.out.result(data, human)
+
+
 @config_group.command()
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
