@@ -91,6 +91,7 @@ def _register() -> None:
         doctor,
         host,
         image,
+        inventory,
         lifecycle,
         logs,
         mount,
@@ -100,7 +101,19 @@ def _register() -> None:
         update,
     )
 
-    for module in (lifecycle, status, doctor, logs, shell, update, image, backup, host, team):
+    for module in (
+        lifecycle,
+        status,
+        inventory,
+        doctor,
+        logs,
+        shell,
+        update,
+        image,
+        backup,
+        host,
+        team,
+    ):
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(mount.mount_group)
