@@ -148,18 +148,23 @@ def _list_host(name: str, address: str, host: Host | None) -> HostListing:
     listing = HostListing(name, address)
     base = host_root(host.name) if host is not None else None
     try:
-        with connect(host, REQUEST_TIMEOUT, login_timeout=LOGIN_TIMEOUT) as client:
-            containers = _known_by_containers(client)
-            names = _known_by_files(base or config_dir()) | set(containers)
-            for instance_name in sorted(names, key=lambda n: (n != DEFAULT_INSTANCE, n)):
-                try:
-                    instance = Instance(instance_name)
-                except OpencodeCloudError:
-                    continue  # a folder that is not an instance's
-                door = containers.get(instance_name, False)
-                listing.instances.append(_describe(client, name, instance, base, door=door))
+        client = connect(host, REQUEST_TIMEOUT, login_timeout=LOGIN_TIMEOUT)
     except OpencodeCloudError as error:
         return HostListing(name, address, reachable=False, error=error.message)
+    try:
+        containers = _known_by_containers(client)
+        names = _known_by_files(base or config_dir()) | set(containers)
+        for instance_name in sorted(names, key=lambda n: (n != DEFAULT_INSTANCE, n)):
+            try:
+                instance = Instance(instance_name)
+            except OpencodeCloudError:
+                continue  # a folder that is not an instance's
+            door = containers.get(instance_name, False)
+            listing.instances.append(_describe(client, name, instance, base, door=door))
+    except OpencodeCloudError as error:  # the engine stopped answering meanwhile
+        return HostListing(name, address, reachable=False, error=error.message)
+    finally:
+        client.close()
     return listing
 
 
