@@ -86,11 +86,11 @@ def test_list_shows_a_host_that_does_not_answer_and_goes_on(two_instances) -> No
     took = time.monotonic() - started
     hosts = {h["name"]: h for h in json.loads(listed.stdout)["hosts"]}
 
-    assert took < 12, took  # the silent host gets a few seconds, not ssh's minutes
+    assert took < 10, took  # the silent host gets a few seconds, not ssh's minutes
     assert hosts["refused"]["reachable"] is False
     assert "refused" in hosts["refused"]["error"].lower()
     assert hosts["silent"]["reachable"] is False
-    assert hosts["silent"]["error"]
+    assert hosts["silent"]["error"].endswith("over SSH: no answer.")
     assert _listed(json.loads(listed.stdout), second["OCC_INSTANCE"])["state"] == "exited"
     table = run(first, "list").stdout
     assert "refused (ssh://root@127.0.0.1:1): unreachable:" in table
@@ -166,6 +166,7 @@ def test_config_edit_refuses_bad_edits_and_saves_a_good_one(two_instances, tmp_p
     saved = run({**second, "EDITOR": str(fix)}, "config", "edit", "--from", draft)
     assert f"port: {port} -> {new_port}" in saved.stdout
     assert "Restart to apply (port)" in saved.stdout
+    assert not Path(draft).exists()  # saved: the refused copy is not needed any more
     assert config.read_text().startswith("// my notes\n")  # the user's text, comments too
     assert json.loads(run(second, "--json", "config", "get", "port").stdout)["port"] == new_port
     status = json.loads(run(second, "--json", "status", check=False).stdout)

@@ -21,6 +21,7 @@ from opencode_cloud.config.errors import EditorFailed
 # Tried in order when neither $VISUAL nor $EDITOR is set (`editor`: Debian's choice).
 FALLBACK_EDITORS = ("editor", "nano", "vi")
 DRAFT_NAME = "config.json"
+DRAFT_PREFIX = "occ-config-edit-"
 # What a draft of a configuration that has no file yet starts as.
 EMPTY_CONFIG = "{\n}\n"
 
@@ -50,7 +51,7 @@ def choose_editor(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def make_draft(text: str | None) -> Path:
     """A private copy of the configuration's `text` (None: no file yet) to edit."""
-    folder = Path(tempfile.mkdtemp(prefix="occ-config-edit-"))
+    folder = Path(tempfile.mkdtemp(prefix=DRAFT_PREFIX))
     draft = folder / DRAFT_NAME
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -74,6 +75,11 @@ def run_editor(editor: list[str], draft: Path) -> None:
         raise EditorFailed(
             f"The editor {shlex.join(editor)} ended with exit code {code}; nothing was saved."
         )
+
+
+def is_draft(path: Path) -> bool:
+    """Whether `path` is a draft `make_draft` made (and so the tool's to remove)."""
+    return path.name == DRAFT_NAME and path.parent.name.startswith(DRAFT_PREFIX)
 
 
 def discard_draft(draft: Path) -> None:

@@ -170,14 +170,13 @@ def edit(app_ctx: AppContext, draft_from: Path | None, yes: bool) -> None:
     path = app_ctx.paths.config_file
     command = editor.choose_editor()
     original = read_config_text(path)
-    start = draft_from.read_text(encoding="utf-8") if draft_from else original
+    start = read_config_text(draft_from) if draft_from else original
     draft = editor.make_draft(start)
     while True:
         try:
             editor.run_editor(command, draft)
-        except BaseException:
-            if draft_from is None:
-                editor.discard_draft(draft)
+        except BaseException:  # the editor failed, or was quit with an error: given up
+            editor.discard_draft(draft)
             raise
         text = draft.read_text(encoding="utf-8")
         if text == original:
@@ -187,17 +186,17 @@ def edit(app_ctx: AppContext, draft_from: Path | None, yes: bool) -> None:
         try:
             saved = _save_edit(app_ctx, path, text, original, draft, yes)
             break
-        except ConfigError as error:
-            refused = error if isinstance(error, EditNotSaved) else None
-            if refused is None or not refused.needs_yes:
-                if app_ctx.out.interactive:
-                    app_ctx.out.warn(error.message)
-                    if click.confirm("Edit again?", default=True, err=True):
-                        continue
-                if refused is None:
-                    raise EditNotSaved(error.message, draft, path=path) from None
+        except EditNotSaved:  # not confirmed: editing again would not change that
             raise
+        except ConfigError as error:
+            if app_ctx.out.interactive:
+                app_ctx.out.warn(error.message)
+                if click.confirm("Edit again?", default=True, err=True):
+                    continue
+            raise EditNotSaved(error.message, draft, path=path) from None
     editor.discard_draft(draft)
+    if draft_from is not None and editor.is_draft(draft_from):
+        editor.discard_draft(draft_from)  # the refused copy it went on from
     _report_edit(app_ctx, original, saved)
 
 
