@@ -188,3 +188,54 @@ def test_hosts_that_refuse_or_never_answer_hold_nobody_up(
     for name in ("silent", "other"):
         assert listings[name].reachable is False
         assert listings[name].error == "no answer within 1 s"
+
+
+def test_the_table_says_what_each_row_is_and_which_hosts_did_not_answer() -> None:
+    from opencode_cloud.cli.commands.inventory import table
+    from opencode_cloud.inventory import HostListing, Listed
+
+    listings = [
+        HostListing(
+            "local",
+            "this machine",
+            instances=[
+                Listed("default", "local", "running", "http://127.0.0.1:3000", "1.18.33"),
+                Listed(
+                    "crew",
+                    "local",
+                    "running",
+                    "http://127.0.0.1:4000",
+                    "1.18.33",
+                    team=True,
+                    people=3,
+                    people_running=1,
+                ),
+                Listed("odd", "local", "unknown", problem="Invalid configuration: port is 0."),
+            ],
+        ),
+        HostListing(
+            "far",
+            "ssh://far",
+            instances=[
+                Listed(
+                    "work", "far", "running", "http://127.0.0.1:3187", "1.18.33", needs_tunnel=True
+                ),
+            ],
+        ),
+        HostListing("down", "ssh://down", reachable=False, error="no answer within 12 s"),
+    ]
+
+    lines = table(listings)
+
+    assert lines[0].split() == ["HOST", "INSTANCE", "STATE", "URL", "OPENCODE"]
+    assert lines[1].split() == ["local", "default", "running", "http://127.0.0.1:3000", "1.18.33"]
+    assert lines[2].endswith("team: 3 people, 1 running")
+    assert lines[3].split()[:5] == ["local", "odd", "unknown", "-", "-"]
+    assert lines[3].endswith("Invalid configuration: port is 0.")
+    assert lines[4].endswith("on that host's loopback: `occ --host far --instance work open`")
+    assert lines[5] == "down (ssh://down): unreachable: no answer within 12 s"
+    column = lines[0].index("URL")  # the columns line up
+    assert all(line[column - 2 : column] == "  " for line in lines[1:5])
+    assert table([HostListing("local", "this machine")]) == [
+        "No instances yet: `occ start` makes one."
+    ]

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from opencode_cloud.instance import Instance, command_prefix
+
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.inventory import HostListing, Listed
@@ -17,7 +19,8 @@ def _row(item: Listed) -> tuple[str, ...]:
     if item.team:
         note = f"team: {item.people} people, {item.people_running} running"
     elif item.needs_tunnel:
-        note = "on that host: `occ tunnel` reaches it"
+        prefix = command_prefix(Instance(item.instance), item.host)
+        note = f"on that host's loopback: `{prefix} open`"
     else:
         note = item.problem or ""
     if item.health and item.health not in ("healthy", "unauthorized") and item.state == "running":
