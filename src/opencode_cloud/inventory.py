@@ -82,7 +82,8 @@ class HostListing:
 def _known_by_files(base: Path) -> set[str]:
     """The instances that have files under `base`."""
     names = set()
-    if (base / "config.json").exists() or (base / "password").exists():
+    default = instance_paths(Instance(), base)
+    if default.config_file.exists() or default.password_file.exists():
         names.add(DEFAULT_INSTANCE)
     with contextlib.suppress(OSError):
         names |= {p.name for p in (base / "instances").iterdir() if p.is_dir()}
@@ -182,7 +183,11 @@ def list_instances(deadline: float = HOST_DEADLINE) -> list[HostListing]:
     found: dict[int, HostListing] = {}
 
     def ask(index: int, place: tuple[str, str, Host | None]) -> None:
-        found[index] = _list_host(*place)
+        try:
+            found[index] = _list_host(*place)
+        except Exception as exc:  # whatever went wrong there, the other hosts are listed
+            name, address, _host = place
+            found[index] = HostListing(name, address, reachable=False, error=repr(exc))
 
     threads = [
         threading.Thread(target=ask, args=(index, place), daemon=True)
