@@ -56,7 +56,7 @@ def table(listings: list[HostListing]) -> list[str]:
 @click.command("list")
 @click.pass_obj
 def list_(app_ctx: AppContext) -> None:
-    """Every instance on this machine and on the saved hosts: state, URL, opencode version.
+    """List every instance, here and on the saved hosts: state, URL, opencode version.
 
     The hosts are asked at the same time; one that does not answer within a few seconds
     is shown as unreachable, with the reason. In team mode the row is the front door's,
