@@ -266,12 +266,12 @@ def open_(app_ctx: AppContext, local_port: int | None, show_password: bool) -> N
     else:
         service = app_ctx.service()
         info = service.shell_target()  # it runs, or the error says how to start it
-        if service.host is not None and service.endpoint_of(info, reach=False).only_on_remote:
+        endpoint = service.endpoint_of(info)  # on a remote host: by that host's name
+        if endpoint.only_on_remote:
             if show_password:
                 app_ctx.out.progress(f"Password: {credentials.read_password(app_ctx.paths)}")
             run_tunnel(app_ctx, local_port, open_browser=True)
             return
-        endpoint = service.endpoint_of(info, reach=False)
         url, username = endpoint.url, endpoint.username
     password = credentials.read_password(app_ctx.paths) if show_password else None
     opened = open_in_browser(app_ctx, url, username)
