@@ -288,6 +288,24 @@ def test_every_command_acts_on_the_person_named(team: Team, tmp_path: Path) -> N
     assert all((tmp_path / f).stat().st_mode & 0o777 == 0o600 for f in files)
 
 
+def test_list_and_open_show_the_team_at_its_door(team: Team, tmp_path: Path) -> None:
+    run(team.env, "shell", "--user", "bob", "--", "true")  # starts bob's instance
+    listed = json.loads(run(team.env, "--json", "list").stdout)
+    local = next(h for h in listed["hosts"] if h["name"] == "local")
+    [row] = [i for i in local["instances"] if i["instance"] == team.instance]
+    assert (row["team"], row["state"], row["url"], row["people"]) == (True, "running", team.url, 2)
+    assert 1 <= row["people_running"] <= 2
+    assert "team: 2 people" in run(team.env, "list").stdout
+
+    asked = tmp_path / "asked"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {asked}\n')
+    browser.chmod(0o755)
+    opened = run({**team.env, "BROWSER": str(browser)}, "open")
+    assert asked.read_text().split() == [team.url]  # the door's sign-in page
+    assert "User:" not in opened.stdout  # each person signs in with their own name
+
+
 def test_disable_signs_the_person_out_at_once(browser: Any, team: Team) -> None:
     context, page = sign_in(browser, team, "bob")
     try:

@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("operations", ("service",)),
     ("operations on a service", ("backup", "doctor", "providers")),
     ("a team of services", ("team",)),
+    ("every instance", ("inventory",)),
     ("the command line", ("cli",)),
     ("the entry point", ("__main__",)),
 )

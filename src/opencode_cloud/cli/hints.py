@@ -41,9 +41,9 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
         return _build_hint(error, occ)
-    from opencode_cloud.config.errors import ConfigError
+    from opencode_cloud.config.errors import ConfigError, EditorFailed
 
-    if isinstance(error, ConfigError):
+    if isinstance(error, (ConfigError, EditorFailed)):
         return _config_hint(error, occ)
     from opencode_cloud.backup.errors import BackupError, ProgramFailed
 
@@ -252,6 +252,11 @@ def _config_hint(error: OpencodeCloudError, occ: str) -> str:
 
     reset = f"go back to the defaults with `{occ} config reset --yes`"
     match error:
+        case config.EditNotSaved(draft=draft, needs_yes=needs_yes):
+            yes = " --yes" if needs_yes else ""
+            return f"Go on with your edits: `{occ} config edit --from {draft}{yes}`."
+        case config.EditorFailed(missing=True):
+            return f"Name your editor, for example: `EDITOR=nano {occ} config edit`."
         case config.RetiredConfigKey(key=key):
             return f"Leave it out; `{occ} config unset {key}` removes it from the file."
         case config.UnknownConfigKey(key=key) if key.startswith("env."):

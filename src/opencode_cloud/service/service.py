@@ -748,8 +748,15 @@ class Service:
             handle = tar.extractfile(member) if member else None
             return handle.read() if handle else None
 
-    def status(self, password: str | None) -> StatusResult:
-        """Everything `occ status` shows, from one inspect and one HTTP probe."""
+    def overview(self, password: str | None) -> StatusResult:
+        """The state, health, URL and opencode version of `status`, without what takes
+        longer to gather (volumes, snapshots, pending changes, logs): what `occ list`
+        shows of each instance."""
+        return self._described(password)[0]
+
+    def _described(self, password: str | None) -> tuple[StatusResult, ContainerInfo | None, bool]:
+        """`overview`, the container it was read from, and whether its last log lines
+        belong in a status report (`status.describe_container`)."""
         from opencode_cloud.service import status
 
         info = self.runtime.state()
@@ -769,20 +776,28 @@ class Service:
             host=self.host,
             needs_tunnel=endpoint.only_on_remote,
         )
-        if info is not None:
-            # A person's container is the team's to make (`team.people.person_spec`).
-            if self.instance.person is None:
-                result.pending_restart = self.pending_changes(info)
-            # A person's opencode answers the front door only (docs/team.md): asked inside.
-            server = endpoint.server(password) if self.instance.person is None else None
-            if server is None and info.running:
-                healthy, _ = self.ask_inside("/global/health", timeout=2)
-                result.http_health = "healthy" if healthy else "unreachable"
-                if healthy:
-                    listed, _ = self.ask_inside("/session")
-                    result.session_api = "ok" if listed else "failing"
-            if status.describe_container(result, info, server):
-                result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
+        if info is None:
+            return result, None, False
+        # A person's opencode answers the front door only (docs/team.md): asked inside.
+        server = endpoint.server(password) if self.instance.person is None else None
+        if server is None and info.running:
+            healthy, _ = self.ask_inside("/global/health", timeout=2)
+            result.http_health = "healthy" if healthy else "unreachable"
+            if healthy:
+                listed, _ = self.ask_inside("/session")
+                result.session_api = "ok" if listed else "failing"
+        return result, info, status.describe_container(result, info, server)
+
+    def status(self, password: str | None) -> StatusResult:
+        """Everything `occ status` shows, from one inspect and one HTTP probe."""
+        from opencode_cloud.service import status
+
+        result, info, wants_logs = self._described(password)
+        # A person's container is the team's to make (`team.people.person_spec`).
+        if info is not None and self.instance.person is None:
+            result.pending_restart = self.pending_changes(info)
+        if wants_logs:
+            result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
         result.volumes = status.volume_status(self.client, self.instance)
         result.snapshots = status.snapshot_status(self.client, self.instance)
         return result

@@ -76,6 +76,17 @@ class TeamStatus:
         }
 
 
+@dataclass(frozen=True)
+class TeamSummary:
+    """A team at a glance (`occ list`)."""
+
+    url: str
+    door: str  # the door container's state
+    version: str | None  # opencode's, of the door's image
+    people: int
+    running: int  # people whose instance runs
+
+
 class Team:
     """The team of one service (`service`: the single-user service of the same
     instance, whose image, configuration and certificate the door shares)."""
@@ -507,6 +518,26 @@ class Team:
                 )
             )
         return people
+
+    def summary(self) -> TeamSummary:
+        """The door and how many people have an instance, and how many of those run,
+        from the engine alone (`status` asks the door for each person's record)."""
+        from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
+
+        info = self.client.find_container(self.layout.door)
+        running = 0
+        for name in self._person_containers():
+            person = self.client.find_container(name)
+            running += bool(person and person.running)
+        # Where the door listens, from its container when there is one.
+        url = Endpoint.of(ContainerSpec.from_inspect(info)).url if info else self.url
+        return TeamSummary(
+            url=url,
+            door="missing" if info is None else str(info.status),
+            version=info.labels.get(LABEL_OPENCODE_VERSION) if info else None,
+            people=len(self.person_names()),
+            running=running,
+        )
 
     def status(self) -> TeamStatus:
         info = self.client.find_container(self.layout.door)
