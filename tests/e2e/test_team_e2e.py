@@ -333,6 +333,45 @@ def test_disable_signs_the_person_out_at_once(browser: Any, team: Team) -> None:
     assert "bob-only" in titles(team.url, ("bob", team.passwords["bob"]))
 
 
+def test_a_revoked_browser_is_refused_at_once_and_its_open_stream_ends(
+    browser: Any, team: Team
+) -> None:
+    laptop, laptop_page = sign_in(browser, team, "bob")
+    phone, phone_page = sign_in(browser, team, "bob")
+    try:
+        listed = json.loads(run(team.env, "--json", "user", "sessions", "bob").stdout)
+        sessions = listed["sessions"]
+        assert len(sessions) == 2 and all("HeadlessChrome" in s["agent"] for s in sessions)
+        phone_page.evaluate(
+            """() => { window.streamEnded = null;
+                        const source = new EventSource('/event');
+                        source.onerror = () => { if (window.streamEnded === null)
+                                                   window.streamEnded = Date.now(); }; }"""
+        )
+        assert page_fetch(phone_page, "GET", "/session")["status"] == 200
+        run(team.env, "user", "sessions", "bob", "--revoke", sessions[0]["id"])  # the newest
+        returned = phone_page.evaluate("() => Date.now()")
+        assert page_fetch(phone_page, "GET", "/session")["status"] in (302, 401, 403)
+        phone_page.wait_for_function("() => window.streamEnded !== null", timeout=5_000)
+        assert phone_page.evaluate("() => window.streamEnded") - returned < 1_000
+        # The laptop is still signed in, and gets its sessions once bob's opencode is back.
+        deadline = time.monotonic() + 60
+        while (status := page_fetch(laptop_page, "GET", "/session")["status"]) != 200:
+            assert status == 503 and time.monotonic() < deadline, status
+            time.sleep(0.5)
+        left = json.loads(run(team.env, "--json", "user", "sessions", "bob").stdout)
+        assert [s["id"] for s in left["sessions"]] == [sessions[1]["id"]]
+        run(team.env, "user", "sessions", "bob", "--revoke", "all")
+        assert page_fetch(laptop_page, "GET", "/session")["status"] in (302, 401, 403)
+        log = run(team.env, "--json", "team", "log", "--user", "bob").stdout
+        events = [line["event"] for line in json.loads(log)["log"]]
+        assert events[-2:] == ["revoked", "revoked-all"] and "signed-in" in events
+        assert team.passwords["bob"] not in log and "$2b$" not in log
+    finally:
+        laptop.close()
+        phone.close()
+
+
 def test_remove_leaves_the_other_person_untouched(team: Team) -> None:
     added = json.loads(run(team.env, "--json", "user", "add", "carol").stdout)
     carol = ("carol", added["password"])

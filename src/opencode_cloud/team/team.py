@@ -437,13 +437,43 @@ class Team:
         instance (which ends their open terminals and event streams)."""
         self.require(name)
         door.admin(self.client, self.layout, {"op": "disable", "name": name})
-        container = self.layout.person(name).container_name
-        if self.client.find_container(container) is not None:
-            stop_container(self.client, container, DISABLE_STOP_TIMEOUT)
+        self._stop_person(name)
 
     def enable(self, name: str) -> None:
         self.require(name)
         door.admin(self.client, self.layout, {"op": "enable", "name": name})
+
+    def sessions(self, name: str) -> list[dict[str, Any]]:
+        """Where and when `name` is signed in: each live session's id, times (`created`,
+        `seen`, `expires`, Unix seconds), address and browser."""
+        self.require(name)
+        answer = door.admin(self.client, self.layout, {"op": "sessions", "name": name})
+        return list(answer.get("sessions") or [])
+
+    def revoke(self, name: str, which: str) -> int:
+        """End `name`'s session `which` (an id from `sessions`), or all of them (`all`):
+        refused from its next request on. Their instance is stopped too, as by `disable`:
+        only that ends what a revoked browser still holds open (an event stream, a
+        terminal); it starts again at their next request. How many ended."""
+        self.require(name)
+        answer = door.admin(
+            self.client, self.layout, {"op": "revoke", "name": name, "session": which}
+        )
+        self._stop_person(name)
+        return int(answer.get("revoked") or 0)
+
+    def _stop_person(self, name: str) -> None:
+        container = self.layout.person(name).container_name
+        if self.client.find_container(container) is not None:
+            stop_container(self.client, container, DISABLE_STOP_TIMEOUT)
+
+    def log(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` lines of the sign-in log (of `name` only, when given), oldest
+        first: time, name, event and address; never a secret."""
+        request: dict[str, Any] = {"op": "log", "limit": limit}
+        if name is not None:
+            request["name"] = name
+        return list(door.admin(self.client, self.layout, request).get("log") or [])
 
     def remove(self, name: str, *, volumes: bool) -> list[str]:
         """Take the person out: their record, container and network; their volumes only
