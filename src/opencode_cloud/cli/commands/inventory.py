@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from opencode_cloud.cli.output import format_table
 from opencode_cloud.instance import Instance, command_prefix
 
 if TYPE_CHECKING:
@@ -40,11 +41,7 @@ def table(listings: list[HostListing]) -> list[str]:
     rows = [_row(item) for listing in listings for item in listing.instances]
     lines: list[str] = []
     if rows:
-        widths = [max(len(r[i]) for r in [_COLUMNS, *rows]) for i in range(len(_COLUMNS))]
-        for row in [_COLUMNS, *rows]:
-            lines.append(
-                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            )
+        lines.extend(format_table([_COLUMNS, *rows]))
     else:
         lines.append("No instances yet: `occ start` makes one.")
     for listing in listings:
