@@ -27,7 +27,7 @@ from opencode_cloud.docker.errors import (
     InvalidCertificate,
     PullFailed,
 )
-from opencode_cloud.docker.models import ImageInfo
+from opencode_cloud.docker.models import ContainerInfo, ImageInfo
 from opencode_cloud.docker.progress import (
     NullProgress,
     ProgressReporter,
@@ -224,6 +224,7 @@ def build_from_context(
     tag: str,
     buildargs: dict[str, str] | None = None,
     no_cache: bool = False,
+    labels: dict[str, str] | None = None,
     reporter: ProgressReporter | None = None,
 ) -> str:
     """Build an image from a tar build context, reporting progress; returns its id.
@@ -268,7 +269,9 @@ def build_from_context(
 
     relay = _Tail()
     try:
-        for chunk in client.build(context, tag=tag, buildargs=buildargs, no_cache=no_cache):
+        for chunk in client.build(
+            context, tag=tag, buildargs=buildargs, no_cache=no_cache, labels=labels
+        ):
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("ID"):
                 image_id = str(aux["ID"])
@@ -366,6 +369,121 @@ def _remove_quietly(client: Engine, image_ids: Iterable[str]) -> None:
             client.remove_image(image_id)
         except DockerError:
             continue
+
+
+# --------------------------------------------------------------------------- derived
+
+
+# On a derived image: the image it was built on, by name and by id. A derived image whose
+# base id is no longer the base name's is built again.
+LABEL_BASE_REF = "io.opencode-cloud.base-image"
+LABEL_BASE_ID = "io.opencode-cloud.base-image-id"
+# How a derived image's tag ends: `-x` and a hash of what it adds.
+DERIVED_SUFFIX = "-x"
+DERIVED_HASH_LENGTH = 12
+# apt's own error lines ("E: Unable to locate package nosuchpkg").
+_APT_ERROR = re.compile(r"^E: .+")
+
+
+def derived_ref(base: str, packages: Sequence[str], lines: Sequence[str]) -> str:
+    """The local name of the image that adds `packages` and Dockerfile `lines` to `base`:
+    `opencode-cloud-sandbox:<base tag>-x<hash>` for the sandbox image, else
+    `opencode-cloud-sandbox:derived-x<hash>`. The hash covers the base's name and what is
+    added, so the same inputs always name the same image (and a second start builds
+    nothing).
+    """
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([base, list(packages), list(lines)]).encode()).hexdigest()
+    repository, tag = _split_ref(base)
+    stem = tag if repository == IMAGE_NAME and "@" not in base else "derived"
+    return f"{IMAGE_NAME}:{stem}{DERIVED_SUFFIX}{digest[:DERIVED_HASH_LENGTH]}"
+
+
+def derived_dockerfile(
+    base: ImageInfo, base_ref: str, packages: Sequence[str], lines: Sequence[str]
+) -> str:
+    """The Dockerfile of a derived image.
+
+    The packages and the user's lines are installed as root; the file then ends with the
+    base's own user, so the container starts as the base image does. The entrypoint,
+    command and health check are the base's: the lines cannot set them (the
+    configuration refuses FROM, USER, ENTRYPOINT, CMD, HEALTHCHECK, ... lines).
+    """
+    out = [f"FROM {base_ref}", "USER root"]
+    if packages:
+        out.append(
+            "RUN apt-get update && apt-get install -y --no-install-recommends "
+            f"{' '.join(packages)} && rm -rf /var/lib/apt/lists/*"
+        )
+    out.extend(lines)
+    out.append(f"USER {base.user or 'root'}")
+    return "\n".join(out) + "\n"
+
+
+def is_derived(info: ImageInfo | None) -> bool:
+    """True for an image `build_derived` made."""
+    return bool(info and info.labels.get(LABEL_BASE_ID))
+
+
+def is_derived_container(info: ContainerInfo) -> bool:
+    """True for a container of a derived image (its labels are its image's)."""
+    return bool(info.labels.get(LABEL_BASE_ID))
+
+
+def derived_current(derived: ImageInfo | None, base: ImageInfo | None) -> bool:
+    """True when `derived` exists and was built on `base` as it is now."""
+    return bool(derived and base and derived.labels.get(LABEL_BASE_ID) == base.id)
+
+
+def build_derived(
+    client: Engine,
+    base_ref: str,
+    packages: Sequence[str],
+    lines: Sequence[str],
+    *,
+    no_cache: bool = False,
+    reporter: ProgressReporter | None = None,
+) -> str:
+    """Build the image that adds Debian `packages` and Dockerfile `lines` to `base_ref`
+    (which must exist), named `derived_ref(...)`; returns its id. The image that held that
+    name before, built on an older base, is removed unless a container still uses it.
+
+    Raises:
+        BuildFailed: the build stopped; a package apt does not know fails with apt's own
+            line (`E: Unable to locate package ...`) as the message.
+        DockerError: the engine failed otherwise.
+    """
+    tag = derived_ref(base_ref, packages, lines)
+    base = client.inspect_image(base_ref)
+    if base is None:
+        raise BuildFailed(f"Building {tag} failed: its base {base_ref} is not in the engine.")
+    dockerfile = derived_dockerfile(base, base_ref, packages, lines).encode()
+    previous = client.inspect_image(tag)
+    try:
+        image_id = build_from_context(
+            client,
+            build_context(files=[("Dockerfile", dockerfile, 0o644)]),
+            tag=tag,
+            no_cache=no_cache,
+            labels={LABEL_BASE_REF: base_ref, LABEL_BASE_ID: base.id},
+            reporter=reporter,
+        )
+    except BuildFailed as error:
+        apt = [line for line in error.output_tail if _APT_ERROR.match(line.strip())]
+        if not apt:
+            raise
+        raise BuildFailed(
+            apt[-1].strip(),
+            tag=tag,
+            output_tail=error.output_tail,
+            cause="packages",
+            instruction=error.instruction,
+        ) from None
+    if previous is not None and previous.id != image_id:
+        _remove_quietly(client, [previous.id])
+    return image_id
 
 
 # --------------------------------------------------------------------------- pull

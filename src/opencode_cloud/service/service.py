@@ -49,11 +49,13 @@ from opencode_cloud.service.endpoint import (
 from opencode_cloud.service.errors import NeverCreated, NotRunning, VersionChange
 from opencode_cloud.service.image import (
     BuildResult,
+    base_image_for,
     build_image,
     ensure_image,
     image_for,
     pull_image,
 )
+from opencode_cloud.service.snapshots import remove_unneeded_images
 
 if TYPE_CHECKING:
     from opencode_cloud.access.tls import TlsMaterial
@@ -381,8 +383,11 @@ class Service:
         ):
             return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
         self.check_mounts()
-        if info is not None and info.image != image_for(self.config) and not allow_version_change:
-            raise VersionChange(self.instance, info.image, image_for(self.config))
+        if info is not None and not allow_version_change:
+            # Packages added to the image (a derived image) are no version change: its base is.
+            running = info.labels.get(images.LABEL_BASE_REF) or info.image
+            if running != base_image_for(self.config):
+                raise VersionChange(self.instance, running, base_image_for(self.config))
         image_action = self.ensure_image(build=build, pull=pull, reporter=reporter)
         if image_action != "present":
             on_step(f"Image {image_for(self.config)} {image_action}.")
@@ -414,6 +419,9 @@ class Service:
         spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
         cid = self.runtime.create(spec, self.container_files(password, material))
         remember_served(self.paths, material, cid)
+        if info is not None and info.image != spec.image and images.is_derived_container(info):
+            # The packages changed: the image of the old ones is not needed any more.
+            remove_unneeded_images(self.client, [info.image])
         self.runtime.start()
         endpoint = Endpoint.of(spec, self.paths).reached_through(self.runtime)
         result = StartResult(
