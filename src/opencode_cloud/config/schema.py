@@ -83,10 +83,12 @@ TLS_MODES = ("auto", "self-signed", "off")
 # Debian's rule for package names: lower case letters, digits, '+', '-' and '.', at least
 # two long, starting with a letter or digit (so none reads as an option of apt-get).
 DEBIAN_PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]+$"
-# What an `extra_dockerfile` line may do: add to the image. The lines that would change how
-# the container starts (FROM, USER, ENTRYPOINT, CMD, HEALTHCHECK, ...) are refused, so a
-# derived image starts as the sandbox image does.
-DOCKERFILE_INSTRUCTIONS = ("RUN", "ENV", "ARG", "LABEL")
+# What an `extra_dockerfile` line may do: run a command as root while the image is built
+# (and name a build argument for it). Every other instruction is refused: FROM, USER,
+# ENTRYPOINT, CMD and HEALTHCHECK would change how the container starts; ENV would reach
+# root's `docker exec` too (a PATH into the agent's home would run its programs as root;
+# opencode's variables are the `env` key's); LABEL could forge the tool's own labels.
+DOCKERFILE_INSTRUCTIONS = ("RUN", "ARG")
 _DOCKERFILE_LINE = re.compile(rf"^\s*({'|'.join(DOCKERFILE_INSTRUCTIONS)})\s+\S", re.IGNORECASE)
 
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
@@ -137,7 +139,7 @@ RULES: dict[str, str] = {
     ),
     "extra_dockerfile": (
         'must be a list of one-line Dockerfile instructions, such as ["RUN pip install '
-        f'ruff"]: only {", ".join(DOCKERFILE_INSTRUCTIONS)} (no FROM, USER, ENTRYPOINT, CMD)'
+        f'ruff"]: only {" and ".join(DOCKERFILE_INSTRUCTIONS)} (no FROM, USER, ENV, ...)'
     ),
     "keep_snapshots": "must be a whole number, 1 or more",
     "restart_retries": "must be a whole number, 0 or more",
@@ -381,10 +383,10 @@ class Config(BaseModel):
     extra_dockerfile: list[DockerfileLine] = Field(
         default_factory=list,
         description=(
-            "Dockerfile lines added to the sandbox image after extra_packages, run as root: "
-            f"{', '.join(DOCKERFILE_INSTRUCTIONS)} only."
+            "Dockerfile lines added to the sandbox image after extra_packages, run as root "
+            f"while it is built: {' and '.join(DOCKERFILE_INSTRUCTIONS)} only."
         ),
-        examples=[["RUN pip install --break-system-packages ruff", "ENV CC=gcc"]],
+        examples=[["ARG RUFF=0.6.9", "RUN pip install --break-system-packages ruff==$RUFF"]],
     )
     limits: Limits = Field(
         default_factory=Limits,

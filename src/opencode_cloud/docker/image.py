@@ -31,6 +31,7 @@ from opencode_cloud.docker.models import ContainerInfo, ImageInfo
 from opencode_cloud.docker.progress import (
     NullProgress,
     ProgressReporter,
+    clean_line,
     handle_build_chunk,
     handle_pull_chunk,
     shorten,
@@ -74,6 +75,7 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
 EXTRA_CA_DIR = "extra-ca"
 # Lines of build output kept for the error message of a failed build.
 BUILD_TAIL_LINES = 15
+BUILD_TAIL_CHUNKS = 400
 DEFAULT_PULL_RETRIES = 3
 DEFAULT_PULL_BACKOFF = 1.0
 
@@ -239,7 +241,9 @@ def build_from_context(
     from collections import deque
 
     out: ProgressReporter = reporter or NullProgress()
-    tail: deque[str] = deque(maxlen=BUILD_TAIL_LINES)
+    # The output as the engine sent it: a program's line may come in pieces (apt writes
+    # "E", ": " and its message apart), and the tail joins them back into lines.
+    output: deque[str] = deque(maxlen=BUILD_TAIL_CHUNKS)
     image_id: str | None = None
     current_step = ""
     instruction = ""
@@ -251,11 +255,9 @@ def build_from_context(
             nonlocal current_step, instruction
             current_step = f"step {step}/{total} ({shorten(message, 80)})"
             instruction = message
-            tail.append(f"Step {step}/{total} : {message}")
             out.build_step(step, total, message)
 
         def build_output(self, line: str) -> None:
-            tail.append(line)
             out.build_output(line)
 
         def layer(self, layer_id: str, status: str, current: int | None, total: int | None) -> None:
@@ -272,17 +274,20 @@ def build_from_context(
         for chunk in client.build(
             context, tag=tag, buildargs=buildargs, no_cache=no_cache, labels=labels
         ):
+            if isinstance(chunk.get("stream"), str):
+                output.append(chunk["stream"])
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("ID"):
                 image_id = str(aux["ID"])
             error = handle_build_chunk(chunk, relay)
             if error is not None:
+                tail = _last_lines("".join(output))
                 where = f" at {current_step}" if current_step else ""
                 raise BuildFailed(
                     f"Building {tag} failed{where}: {error.strip()}",
                     tag=tag,
-                    output_tail=list(tail),
-                    cause=_build_cause(list(tail), error, instruction),
+                    output_tail=tail,
+                    cause=_build_cause(tail, error, instruction),
                     instruction=instruction,
                 )
         if image_id is None:
@@ -295,6 +300,12 @@ def build_from_context(
         raise
     out.done(f"Built {tag} ({image_id[7:19] if image_id.startswith('sha256:') else image_id})")
     return image_id
+
+
+def _last_lines(text: str) -> list[str]:
+    """The last `BUILD_TAIL_LINES` lines of build output that hold something."""
+    lines = [clean_line(raw) for raw in text.splitlines()]
+    return [line for line in lines if line][-BUILD_TAIL_LINES:]
 
 
 def build_image(
@@ -411,14 +422,18 @@ def derived_dockerfile(
     command and health check are the base's: the lines cannot set them (the
     configuration refuses FROM, USER, ENTRYPOINT, CMD, HEALTHCHECK, ... lines).
     """
-    out = [f"FROM {base_ref}", "USER root"]
+    # The sandbox image starts as root (its entrypoint drops to its users): then there is
+    # no user to switch, and the derived image's is the base's exactly (none).
+    switch = base.user not in ("", "root", "0", "0:0")
+    out = [f"FROM {base_ref}", *(["USER root"] if switch else [])]
     if packages:
         out.append(
             "RUN apt-get update && apt-get install -y --no-install-recommends "
             f"{' '.join(packages)} && rm -rf /var/lib/apt/lists/*"
         )
     out.extend(lines)
-    out.append(f"USER {base.user or 'root'}")
+    if switch:
+        out.append(f"USER {base.user}")
     return "\n".join(out) + "\n"
 
 

@@ -246,6 +246,10 @@ def restart(
         from opencode_cloud.service.errors import NeverCreated
 
         service = app_ctx.service()
+        # A new image (added packages) is made while the old container still serves: when
+        # it cannot be made, the service goes on as it was.
+        with app_ctx.spinner("Preparing the image ..."):
+            service.prepare_image(reporter=app_ctx.reporter(), on_step=app_ctx.out.progress)
         with contextlib.suppress(NeverCreated):  # nothing to stop: then it is just a start
             service.stop(stop_after)
         with app_ctx.spinner("Starting opencode ..."):
