@@ -108,7 +108,7 @@ def test_bad_names_and_lines_are_refused_and_the_file_stays_as_it_was(occ_env) -
     before = path.read_bytes()
     for key, value in [
         ("extra_packages", "Foo Bar"),
-        ("extra_packages", "-o=APT::Get::Foo"),
+        ("extra_packages", '["-oAPT::Get::Foo=1"]'),
         ("extra_dockerfile", '["FROM debian:bookworm-slim"]'),
         ("extra_dockerfile", '["USER opencode"]'),
         ("extra_dockerfile", '["ENV PATH=/home/opencode/.local/bin:/usr/bin"]'),
@@ -155,3 +155,22 @@ def test_update_builds_the_packages_on_the_new_release_and_rollback_returns(
     image = docker("inspect", "-f", "{{.Config.Image}}", _container(occ_env)).strip()
     assert image == old["image"]
     assert "jq-1.6" in _shell(occ_env, "jq --version")
+
+
+@pytest.mark.timeout(600)
+def test_a_team_update_moves_everyone_onto_the_packages(occ_env, derived_images) -> None:
+    """In team mode the people's containers move to the derived image one at a time, each
+    checked deeply, and the door and its starter follow."""
+    wanted = derived_ref(f"{IMAGE_NAME}:1.18.33", ["jq"], [])
+    _remember(occ_env, wanted)
+    run(occ_env, "team", "enable", "--name", "ada")
+    run(occ_env, "config", "set", "extra_packages", "jq")
+
+    result = json.loads(run(occ_env, "--json", "update").stdout)
+
+    assert result["target"] == wanted and result["updated"] == ["ada"], result
+    instance = occ_env["OCC_INSTANCE"]
+    for container in (f"{instance}-user-ada", f"{instance}-door"):
+        image = docker("inspect", "-f", "{{.Config.Image}}", f"opencode-cloud-{container}")
+        assert image.strip() == wanted, container
+    assert "jq-1.6" in run(occ_env, "shell", "--user", "ada", "--", "jq", "--version").stdout
