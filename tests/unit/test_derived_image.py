@@ -4,6 +4,7 @@ tests/e2e/test_extra_packages.py builds real ones)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +24,10 @@ from opencode_cloud.docker.image import (
     image_ref,
 )
 from opencode_cloud.docker.models import ImageInfo
+from opencode_cloud.instance import Instance
 from opencode_cloud.service.errors import VersionChange
 from opencode_cloud.service.image import base_image_for, ensure_image, image_for
+from opencode_cloud.service.service import Service
 from opencode_cloud.service.snapshots import remove_unneeded_images
 from opencode_cloud.service.versions import Versions
 from service_helpers import NAME, REF, Make
@@ -236,3 +239,31 @@ def test_update_builds_the_packages_on_the_new_base_and_rollback_returns(
     assert fake.inspect_container(NAME).image == derived_ref(OLD_REF, ["jq"], [])
     config = load_config(paths.config_file).config
     assert (config.opencode_version, config.image, config.extra_packages) == (OLD, None, ["jq"])
+
+
+# --------------------------------------------------------------------------- uninstall
+
+
+def test_uninstall_takes_the_derived_image_and_its_base_when_nobody_else_uses_them(
+    make: Make, fake: FakeEngine
+) -> None:
+    service = make(extra_packages=["jq"])
+    service.start()
+    plan = service.plan_uninstall(volumes=False)
+    assert [image.tags for image in plan.images] == [(derived_ref(REF, ["jq"], []),), (REF,)]
+
+
+def test_uninstall_keeps_the_base_another_instances_derived_image_needs(
+    make: Make, fake: FakeEngine, tmp_path: Path
+) -> None:
+    service = make(extra_packages=["jq"])
+    service.start()
+    other = Service(
+        fake, Config(extra_packages=["gcc"]), Instance("other"), InstancePaths(tmp_path / "o")
+    )
+    other.ensure_image()
+    other.create()
+    plan = service.plan_uninstall(volumes=False)
+    assert [image.tags for image in plan.images] == [(derived_ref(REF, ["jq"], []),)]
+    [kept] = plan.kept_images
+    assert kept.image.startswith(f"{REF} (") and kept.reason.startswith("used by container")
