@@ -446,8 +446,13 @@ class Service:
         reporter: ProgressReporter | None = None,
         on_step: Callable[[str], None] = lambda _msg: None,
     ) -> str:
-        """`_prepare_image` for the instance's container as it is now."""
-        return self._prepare_image(self.runtime.state(), reporter=reporter, on_step=on_step)
+        """`_prepare_image` for the instance's container as it is now; nothing to do (and
+        the configuration is not even loaded) when the container was made from the
+        configuration file as it is."""
+        info = self.runtime.state()
+        if info is not None and self._file_unchanged(info):
+            return "present"
+        return self._prepare_image(info, reporter=reporter, on_step=on_step)
 
     def _prepare_image(
         self,
