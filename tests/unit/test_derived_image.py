@@ -232,6 +232,8 @@ def test_update_builds_the_packages_on_the_new_base_and_rollback_returns(
     updater.update(target)
     assert fake.inspect_container(NAME).image == derived_ref(REF, ["jq"], [])
     # What a rollback needs stays: the old derived image and the base it is built on.
+    assert fake.inspect_image(OLD_REF) is not None
+    assert fake.inspect_image(derived_ref(OLD_REF, ["jq"], [])) is not None
     assert remove_unneeded_images(fake, [OLD_REF, derived_ref(OLD_REF, ["jq"], [])]) == []
 
     again = versions(extra_packages=["jq"])
