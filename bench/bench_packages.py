@@ -8,11 +8,11 @@ Two throw-away instances on the default sandbox image: one plain, one with
 `extra_packages = ["jq"]` (and an `ARG` line of its own, so that its image is the bench's
 alone). Their first starts are timed once (the second builds the derived image: `apt-get
 update` and the install from Debian's mirror, unless the engine's layer cache holds that
-step from an earlier build of the same packages); then `occ start`
-on the running service and `occ restart` are timed on each, taking turns, `--runs` times.
-Once built, the derived image must cost nothing a person notices: the target is at most
-0.1 s added to a restart (which checks the image before it stops the old container) and
-nothing to a start of a running service.
+step from an earlier build of the same packages). Then, taking turns, `--runs` times:
+`occ start` on the running service (the same path for both: the configuration file is the
+container's), and the image check a start or restart makes after a configuration change
+(`ensure_image`, in this process: the derived image adds the look-ups of it and its
+base). Once built, the derived image must cost nothing a person notices: at most 0.05 s.
 
 --smoke: one run of each, the table printed, nothing written. The test suite runs it.
 """
@@ -36,7 +36,7 @@ from report import replace_section
 
 OCC = str(Path(sys.executable).parent / "occ")
 PACKAGES = ["jq"]
-RESTART_TARGET = 0.1  # seconds a cached derived image may add to `occ restart`
+CHECK_TARGET = 0.05  # seconds a built derived image may add to a start's image check
 
 
 def free_port() -> int:
@@ -60,6 +60,9 @@ class Instance:
         }
         self.occ("config", "set", "port", str(free_port()))
         self.occ("config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+        ca_file = os.environ.get("SSL_CERT_FILE")  # a missing base image is built through it
+        if ca_file and Path(ca_file).is_file():
+            self.occ("config", "set", "ca_certificates", ca_file)
         if packages:
             self.occ("config", "set", "extra_packages", ",".join(packages))
         if lines:
@@ -77,6 +80,23 @@ class Instance:
         return took
 
 
+def image_check(lines: list[str]) -> float:
+    """Seconds `ensure_image` takes to find the image present (the plain sandbox image
+    with no `lines`; else the derived image with jq and `lines`)."""
+    from opencode_cloud.config.schema import Config
+    from opencode_cloud.docker.client import DockerClient
+    from opencode_cloud.service.image import ensure_image
+
+    config = Config(extra_packages=PACKAGES if lines else [], extra_dockerfile=lines)
+    client = DockerClient()
+    began = time.perf_counter()
+    action = ensure_image(client, config)
+    took = time.perf_counter() - began
+    if action != "present":
+        raise SystemExit(f"the image check built or pulled ({action})")
+    return took
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -91,38 +111,32 @@ def main() -> int:
     derived = derived_ref(DEFAULT_IMAGE, PACKAGES, lines)
     try:
         first = (plain.occ("start"), extra.occ("start"))
-        times: dict[str, tuple[list[float], list[float]]] = {
-            "start": ([], []),
-            "restart": ([], []),
-        }
+        starts: tuple[list[float], list[float]] = ([], [])
+        checks: tuple[list[float], list[float]] = ([], [])
         for _ in range(runs):
-            for command, (without, with_) in times.items():
-                without.append(plain.occ(command))
-                with_.append(extra.occ(command))
+            starts[0].append(plain.occ("start"))
+            starts[1].append(extra.occ("start"))
+            checks[0].append(image_check([]))
+            checks[1].append(image_check(lines))
     finally:
         remove_instance(plain.name)
         remove_instance(extra.name)
         subprocess.run(["docker", "rmi", derived], capture_output=True, check=False)
 
     def row(what: str, without: float, with_: float, target: str) -> str:
-        return f"| {what} | {without:.2f} s | {with_:.2f} s | {with_ - without:+.2f} s | {target} |"
+        return f"| {what} | {without:.3f} s | {with_:.3f} s | {with_ - without:+.3f} s | {target} |"
 
     median = statistics.median
     lines = [
         "| What | Without packages | With `jq` | Added | Target |",
         "|---|---|---|---|---|",
         row("first `occ start` (builds the image with jq)", *first, "once per set of packages"),
+        row("`occ start`, service running", median(starts[0]), median(starts[1]), "same path"),
         row(
-            "`occ start`, service running",
-            median(times["start"][0]),
-            median(times["start"][1]),
-            "+0.00 s",
-        ),
-        row(
-            "`occ restart`, packages unchanged",
-            median(times["restart"][0]),
-            median(times["restart"][1]),
-            f"at most +{RESTART_TARGET:.1f} s",
+            "image check of a start after a configuration change",
+            median(checks[0]),
+            median(checks[1]),
+            f"at most +{CHECK_TARGET:.2f} s",
         ),
     ]
     table = "\n".join(lines)
