@@ -437,11 +437,6 @@ def derived_dockerfile(
     return "\n".join(out) + "\n"
 
 
-def is_derived(info: ImageInfo | None) -> bool:
-    """True for an image `build_derived` made."""
-    return bool(info and info.labels.get(LABEL_BASE_ID))
-
-
 def is_derived_container(info: ContainerInfo) -> bool:
     """True for a container of a derived image (its labels are its image's)."""
     return bool(info.labels.get(LABEL_BASE_ID))
