@@ -661,6 +661,7 @@ class DockerClient:
         tag: str,
         buildargs: Mapping[str, str] | None = None,
         no_cache: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Build an image from a tar context; yields the engine's progress messages.
 
@@ -675,6 +676,7 @@ class DockerClient:
                 custom_context=True,
                 tag=tag,
                 buildargs=dict(buildargs or {}),
+                labels=dict(labels or {}),
                 nocache=no_cache,
                 pull=False,
                 rm=True,

@@ -163,6 +163,14 @@ def prune_snapshots(client: Engine, instance: Instance, keep: int) -> tuple[list
     for snap in list_snapshots(client, instance)[max(1, keep) :]:
         drop_snapshot(client, snap)
         removed_snapshots.append(snap.id)
+    tags = [tag for image in client.list_images() for tag in image.tags]
+    return removed_snapshots, remove_unneeded_images(client, tags)
+
+
+def remove_unneeded_images(client: Engine, tags: list[str]) -> list[str]:
+    """Remove the sandbox images among `tags` that no managed container and no snapshot of
+    any instance needs (nor a derived image either of them needs as its base); the tags
+    removed."""
     # Any instance's snapshot may need its image for a rollback, not only this one's.
     needed = {
         volume.labels.get(LABEL_SNAPSHOT_IMAGE, "")
@@ -172,13 +180,15 @@ def prune_snapshots(client: Engine, instance: Instance, keep: int) -> tuple[list
         info = client.find_container(name)
         if info is not None:
             needed.add(info.image)
-    removed_images: list[str] = []
-    for image in client.list_images():
-        for tag in image.tags:
-            if tag.startswith(f"{IMAGE_NAME}:") and tag not in needed:
-                try:
-                    client.remove_image(tag)
-                except DockerError:
-                    continue  # a container of another tool or a stage still uses it
-                removed_images.append(tag)
-    return removed_snapshots, removed_images
+    for image in client.list_images(labels=[images.LABEL_BASE_REF]):
+        if needed.intersection(image.tags):
+            needed.add(image.labels[images.LABEL_BASE_REF])
+    removed: list[str] = []
+    for tag in tags:
+        if tag.startswith(f"{IMAGE_NAME}:") and tag not in needed:
+            try:
+                client.remove_image(tag)
+            except DockerError:
+                continue  # a container of another tool or a stage still uses it
+            removed.append(tag)
+    return removed
