@@ -80,6 +80,9 @@ def test_lines_that_add_to_the_image_are_accepted(line: str) -> None:
         "RUN a\nUSER root",
         "RUN a\rUSER root",
         "# RUN a comment",
+        # A line continued onto the next would swallow the USER line that ends the file.
+        "RUN true \\",
+        "RUN true \\ \t",
     ],
 )
 def test_lines_that_would_change_how_the_container_starts_are_refused(line: str) -> None:
