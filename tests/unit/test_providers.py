@@ -334,3 +334,30 @@ def test_a_failed_start_puts_the_keys_back_in_the_configuration(
     (made,) = engine.containers.values()
     assert KEY not in json.dumps(made)
     assert config_file.read_bytes() == before
+
+
+def test_a_start_that_does_not_wait_puts_no_key_in_the_environment(
+    occ_on_fake, tmp_path: Path
+) -> None:
+    occ, engine = occ_on_fake
+    assert occ("config", "env", "set", f"ANTHROPIC_API_KEY={KEY}").code == 0
+    assert occ("config", "env", "set", "TZ=UTC").code == 0
+    assert occ("start", "--no-wait").code == 0
+    (made,) = engine.containers.values()
+    assert KEY not in json.dumps(made, default=str)
+    assert "TZ=UTC" in json.dumps(made, default=str)  # the rest of env is passed on
+
+
+def test_a_persons_container_gets_no_key_from_the_configurations_env() -> None:
+    from opencode_cloud.config.schema import Config
+    from opencode_cloud.instance import Instance
+    from opencode_cloud.team.layout import TeamLayout
+    from opencode_cloud.team.people import PersonSettings, person_spec
+
+    config = Config(env={"OPENAI_API_KEY": KEY, "TZ": "UTC"})
+    settings = PersonSettings(
+        username="opencode", env=config.env, stop_timeout=10, limits=config.limits
+    )
+    layout = TeamLayout(Instance("default"))
+    spec = person_spec(settings, layout, "ada", image="img", image_id=None, nano_cpus=0)
+    assert spec.env == ("TZ=UTC",)

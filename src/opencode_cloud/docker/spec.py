@@ -39,7 +39,7 @@ from opencode_cloud.docker.models import ContainerInfo, Mount
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
 from opencode_cloud.mounts import HostMount, folder_owner
-from opencode_cloud.opencode import USERNAME_ENV
+from opencode_cloud.opencode import KNOWN_PROVIDERS, USERNAME_ENV
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 # Where `docker exec` starts unless told otherwise: outside the agent's folders, so that a
@@ -184,7 +184,14 @@ class ContainerSpec:
             port=settings.port,
             bind_address=canonical_address(settings.bind_address),
             username=settings.username,
-            env=tuple(sorted(f"{k}={v}" for k, v in settings.env.items())),
+            # A provider's key never goes into a container's environment (`docker
+            # inspect` shows it): one still in the configuration waits for the start that
+            # moves it into opencode's key store (providers/migrate.py).
+            env=tuple(
+                sorted(
+                    f"{k}={v}" for k, v in settings.env.items() if k not in KNOWN_PROVIDERS.values()
+                )
+            ),
             mounts=_sorted(
                 [
                     *(
