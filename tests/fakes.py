@@ -511,6 +511,10 @@ class FakeEngine:
         if raw["State"]["Status"] != "running":
             raise DockerError(f"Docker engine error: Container {raw['Id']} is not running")
         self.execs.append((name, tuple(command), user, workdir))
+        if tuple(command[:2]) == ("/bin/cat", "--"):
+            # A file the tool wrote into the container reads back; any other is missing.
+            written = self.files.get(name, {}).get(command[2])
+            return iter([written] if written else []), lambda: 0 if written is not None else 1
         output, code = self.exec_result
         return iter([output] if output else []), lambda: code
 

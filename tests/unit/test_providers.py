@@ -208,6 +208,8 @@ def test_a_custom_provider_is_taken_out_of_opencodes_configuration(
     ran: list[list[str]] = []
 
     def run_command(command: list[str]) -> tuple[Any, Any]:
+        if command[0] == "/bin/cat":
+            return iter([]), lambda: 1  # no key store
         ran.append(command)
         return iter([b"/home/opencode/.config/opencode/opencode.jsonc\n"]), lambda: 0
 
@@ -361,3 +363,20 @@ def test_a_persons_container_gets_no_key_from_the_configurations_env() -> None:
     layout = TeamLayout(Instance("default"))
     spec = person_spec(settings, layout, "ada", image="img", image_id=None, nano_cpus=0)
     assert spec.env == ("TZ=UTC",)
+
+
+def test_the_key_store_is_read_as_the_agent_reads_it_never_by_root(
+    running: Service, fake: FakeEngine
+) -> None:
+    # The agent can make opencode's data folder, or auth.json itself, a link to any file:
+    # read as root (the engine's archive API follows a folder's link), a root-only file
+    # would be read for it; a link as the last name made the list fail with a traceback.
+    # As the runtime user the read goes only where the agent itself could.
+    store = {"anthropic": {"type": "api", "key": KEY}}
+    running.runtime.put_files({AUTH_FILE: ContainerFile(json.dumps(store).encode(), 0o600, 1000)})
+    fake.calls.clear()
+    fake.exec_result = (b"{}\n200", 0)
+    assert [entry.id for entry in list_providers(running)] == ["anthropic"]
+    assert ("get_archive", running.name) not in fake.calls
+    (read,) = [e for e in fake.execs if AUTH_FILE in e[1]]
+    assert read[2] == "opencode"  # the runtime user, not root nor the edge

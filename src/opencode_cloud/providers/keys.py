@@ -248,9 +248,13 @@ def _ask(
 
 def _stored(service: Service) -> dict[str, str]:
     """The provider ids in opencode's auth store and how each is held (`api`, `oauth`);
-    the keys are read and dropped here."""
-    service.shell_target()
-    raw = service.read_file(AUTH_FILE)
+    the keys are read and dropped here. The file is in the agent's folders, so it is read
+    as the agent (the runtime user): a link the agent put there leads nowhere it could
+    not read itself."""
+    output, exit_code = service.run_command(["/bin/cat", "--", AUTH_FILE])
+    raw = b"".join(output)
+    if exit_code() != 0:
+        return {}  # no store yet (or not a file the agent can read)
     try:
         data = json.loads(raw) if raw else {}
     except ValueError:

@@ -776,28 +776,6 @@ class Service:
         code = int(status) if status.strip().isdigit() else 0
         return (code or None), answer
 
-    def read_file(self, path: str) -> bytes | None:
-        """A file of the container (running or not), through the engine's archive API;
-        None when it is not there.
-
-        Raises:
-            NeverCreated, DockerError.
-        """
-        import io
-        import tarfile
-
-        from opencode_cloud.docker.errors import MissingPath
-
-        self._require()
-        try:
-            stream = b"".join(self.client.get_archive(self.name, path))
-        except MissingPath:
-            return None
-        with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
-            member = tar.next()
-            handle = tar.extractfile(member) if member else None
-            return handle.read() if handle else None
-
     def overview(self, password: str | None) -> StatusResult:
         """The state, health, URL and opencode version of `status`, without what takes
         longer to gather (volumes, snapshots, pending changes, logs): what `occ list`
