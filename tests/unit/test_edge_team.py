@@ -723,6 +723,14 @@ def test_sign_ins_failures_and_sign_outs_are_logged(team: Team) -> None:
 # --------------------------------------------------------------------------- sessions
 
 
+def test_a_browser_name_keeps_no_terminal_controls_for_the_admins_terminal(team: Team) -> None:
+    # Header bytes are read as Latin-1: 0x9b is the one-byte CSI of a terminal, and
+    # `occ user sessions` prints the browser's name as it was kept.
+    team.login("alice", ALICE_PASSWORD, agent="Evil\x9b2J\x9b31mBrowser\x85/1")
+    (session,) = team.admin(op="sessions", name="alice")["sessions"]
+    assert session["agent"].isprintable() and "Browser" in session["agent"]
+
+
 def test_an_admin_sees_where_a_person_is_signed_in_and_a_revoked_session_is_refused_at_once(
     team: Team,
 ) -> None:

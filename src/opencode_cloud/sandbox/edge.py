@@ -1218,7 +1218,9 @@ class TeamGuard(Guard):
         token = secrets.token_urlsafe(32)
         now = self.clock()
         expires = now + self.session_seconds
-        agent = _CONTROL.sub("", agent).replace("\t", " ")[:MAX_AGENT]
+        # Printed on the admin's terminal later: no control character of any kind (a
+        # header's Latin-1 has the one-byte ones, 0x80-0x9f, too).
+        agent = "".join(c for c in agent.replace("\t", " ") if c.isprintable())[:MAX_AGENT]
         if not generation or not self.people.add_session(
             _digest(token), name, generation, now, expires, address[:64], agent
         ):
