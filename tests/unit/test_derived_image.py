@@ -83,6 +83,9 @@ def test_lines_that_add_to_the_image_are_accepted(line: str) -> None:
         # A line continued onto the next would swallow the USER line that ends the file.
         "RUN true \\",
         "RUN true \\ \t",
+        # Newer engines read a here-document's lines up to its delimiter, here the USER line.
+        'RUN cat <<"USER opencode"',
+        "RUN cat <<-EOF >/x",
     ],
 )
 def test_lines_that_would_change_how_the_container_starts_are_refused(line: str) -> None:

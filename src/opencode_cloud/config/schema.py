@@ -140,7 +140,7 @@ RULES: dict[str, str] = {
     "extra_dockerfile": (
         'must be a list of one-line Dockerfile instructions, such as ["RUN pip install '
         f'ruff"]: only {" and ".join(DOCKERFILE_INSTRUCTIONS)} (no FROM, USER, ENV, ...), '
-        "none ending in a backslash"
+        "none ending in a backslash or holding a here-document (<<)"
     ),
     "keep_snapshots": "must be a whole number, 1 or more",
     "restart_retries": "must be a whole number, 0 or more",
@@ -233,9 +233,10 @@ DebianPackage = Annotated[str, StringConstraints(pattern=DEBIAN_PACKAGE_PATTERN)
 
 
 def _dockerfile_line(value: str) -> str:
-    # A line ending in a backslash goes on into the next one: the last would swallow the
-    # USER line that gives the image back its base's user.
-    continued = value.rstrip().endswith("\\")
+    # A line ending in a backslash goes on into the next one, and a here-document (`<<`)
+    # takes the lines up to its delimiter: either would swallow the USER line that gives
+    # the image back its base's user.
+    continued = value.rstrip().endswith("\\") or "<<" in value
     if "\n" in value or "\r" in value or continued or not is_text(value):
         raise ValueError(RULES["extra_dockerfile"])
     if not _DOCKERFILE_LINE.match(value):
