@@ -165,6 +165,7 @@ class FakeEngine:
         self.exec_result: tuple[bytes, int] = (b"", 0)  # what every exec prints and exits with
         self.builds: list[dict[str, str]] = []  # build args of each build
         self.calls: list[tuple[str, str]] = []
+        self.disk_usage_counts = 0
         self.volume_files: dict[str, dict[str, tuple[tarfile.TarInfo, bytes]]] = {}
         self.archive_failure: BaseException | None = None  # what `get_archive` raises, if set
         self.signals: list[tuple[str, str]] = []  # (container, signal) of `kill_container`
@@ -623,6 +624,7 @@ class FakeEngine:
         ]
 
     def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
+        self.disk_usage_counts += 1  # the engine's slow walk over every volume's files
         return {name: VOLUME_BYTES for name in names if name in self.volumes}
 
     def memory_in_use(self, name: str) -> int | None:

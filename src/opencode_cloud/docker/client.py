@@ -200,8 +200,9 @@ class DockerClient:
         self.is_local = local
         self._socket = SocketTransport(socket_path, explain) if socket_path and direct else None
         if self._socket is not None:
-            version = _check(self._request("GET", "/version"))
-            self.api_version = str(version.body["ApiVersion"])
+            self.api_version = self._socket.api_version(timeout) or str(
+                _check(self._request("GET", "/version")).body["ApiVersion"]
+            )
         self._sdk = DockerPyTransport(
             socket_path=socket_path,
             base_url=base_url,

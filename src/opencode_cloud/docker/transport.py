@@ -215,10 +215,20 @@ class SocketTransport:
         self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float
     ) -> Response:
         try:
-            status, raw = _unix_http(self.path, method, url, data, headers, timeout)
+            status, _, raw = _unix_http(self.path, method, url, data, headers, timeout)
         except OSError as exc:
             raise self._explain(exc) from exc
         return Response(status, decode(raw))
+
+    def api_version(self, timeout: float) -> str | None:
+        """The engine's API version from the header of its cheapest answer, `/_ping`
+        (about 1 ms; `/version` asks containerd too and takes ten). None when the answer
+        does not say."""
+        try:
+            status, header, _ = _unix_http(self.path, "GET", "/_ping", None, {}, timeout)
+        except OSError as exc:
+            raise self._explain(exc) from exc
+        return header.get("api-version") if status == 200 else None
 
     def stream(
         self, method: str, url: str, headers: dict[str, str], timeout: float
@@ -309,8 +319,8 @@ def _unix_http(
     body: bytes | None,
     headers: dict[str, str],
     timeout: float,
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 exchange over a unix socket; returns (status, body).
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 exchange over a unix socket; returns (status, header fields, body).
 
     A few lines instead of `http.client`, whose import (with `email` and `ssl`) costs
     more than the whole exchange. `Connection: close` lets the answer end at EOF; a
@@ -327,7 +337,7 @@ def _unix_http(
     status, header, payload = _split_answer(b"".join(received), socket_path)
     if header.get("transfer-encoding", "").lower() == "chunked":
         payload = dechunk(payload)
-    return status, payload
+    return status, header, payload
 
 
 def _request_bytes(method: str, url: str, headers: dict[str, str], body: bytes | None) -> bytes:

@@ -683,8 +683,9 @@ class Service:
         body = b"".join(output)
         return exit_code() == 0, body
 
-    def status(self, password: str | None) -> StatusResult:
-        """Everything `occ status` shows, from one inspect and one HTTP probe."""
+    def status(self, password: str | None, *, sizes: bool = False) -> StatusResult:
+        """Everything `occ status` shows, from one inspect and one HTTP probe; with
+        `sizes`, the bytes its volumes and snapshots use too (a slow count)."""
         from opencode_cloud.service import status
 
         info = self.runtime.state()
@@ -718,8 +719,8 @@ class Service:
                     result.session_api = "ok" if listed else "failing"
             if status.describe_container(result, info, server):
                 result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
-        result.volumes = status.volume_status(self.client, self.instance)
-        result.snapshots = status.snapshot_status(self.client, self.instance)
+        result.volumes = status.volume_status(self.client, self.instance, sizes=sizes)
+        result.snapshots = status.snapshot_status(self.client, self.instance, sizes=sizes)
         return result
 
 
