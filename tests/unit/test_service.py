@@ -586,6 +586,22 @@ def test_status_counts_disk_usage_only_when_asked(make: Make, fake: FakeEngine) 
     assert [s["size_bytes"] for s in sized.snapshots] == [VOLUME_BYTES * 2]
 
 
+def test_status_shows_sizes_only_when_counted(make: Make, fake: FakeEngine) -> None:
+    from opencode_cloud.cli.commands.status import _human
+
+    make().start()
+    session = INSTANCE.volume_name("session")
+    plain = [line for line in _human(make().status(None)) if session in line]
+    assert plain == [f"  {session:<36} /home/opencode/.local/share/opencode"]
+    sized = [line for line in _human(make().status(None, sizes=True)) if session in line]
+    assert sized == [f"  {session:<36} {'/home/opencode/.local/share/opencode':<40} 4.0 KiB"]
+    del fake.volumes[session]  # gone behind the tool's back
+    assert any(
+        line.startswith(f"  {session} ") and line.endswith(" missing")
+        for line in _human(make().status(None))
+    )
+
+
 def test_status_of_a_running_service_reads_no_configuration(
     make: Make, fake: FakeEngine, paths: InstancePaths, opencode: FakeOpencode
 ) -> None:
