@@ -55,7 +55,7 @@ DEFAULT_TIMEOUT = 60.0
 # Docker 19.03. Everything the tool asks of the engine (mounts, health checks,
 # no-new-privileges, restart policies) works from here on.
 MIN_API_VERSION = "1.40"
-# The npm step of a build is silent while it downloads about 185 MB; the engine's stream
+# The download of opencode is silent while it fetches about 60 MB; the engine's stream
 # can pause for minutes, so the usual per-call timeout would abort a healthy build.
 BUILD_HTTP_TIMEOUT = 3600
 # Times a refused disk-usage count is asked again, a quarter second apart.
