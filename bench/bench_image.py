@@ -131,12 +131,26 @@ def layers(ref: str, least: int = 1_000_000) -> list[tuple[int, str]]:
     for line in reversed(history):
         size, _, step = line.partition("\t")
         if int(size) >= least:
-            words = step.replace("/bin/sh -c ", "").replace("#(nop) ", "").split()
-            found.append((int(size), shorten(" ".join(words)) or "base image"))
+            found.append((int(size), describe_step(step)))
     return found
 
 
-def shorten(step: str, width: int = 60) -> str:
+# Words of the Dockerfile's big steps, and what to call them in the table.
+STEPS = (
+    ("apt-get install", "Debian packages: toolchain and edge (one `apt-get install`)"),
+    ("fetch_opencode", "opencode (`fetch_opencode.py`)"),
+    ("useradd", "users and mount points"),
+    ("update-ca-certificates", "CA certificates"),
+)
+
+
+def describe_step(step: str, width: int = 60) -> str:
+    for words, name in STEPS:
+        if words in step:
+            return name
+    if not step:
+        return "base image"
+    step = " ".join(step.replace("/bin/sh -c ", "").replace("#(nop) ", "").split())
     step = step.replace("|", "/")  # a table cell
     return step if len(step) <= width else step[: width - 3] + "..."
 
@@ -197,7 +211,7 @@ def main() -> int:
                 client, tag=tag, ca_files=ca, no_cache=True, reporter=NullProgress()
             )
         )
-        rows.append(("Cold build (`no_cache`, npm download included)", f"{cold:.1f} s", ""))
+        rows.append(("Cold build (`no_cache`, opencode download included)", f"{cold:.1f} s", ""))
     cached = statistics.median(
         timed(lambda: build_image(client, tag=tag, ca_files=ca, reporter=NullProgress()))
         for _ in range(rebuilds)
