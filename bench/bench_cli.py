@@ -308,7 +308,7 @@ def _write_section(path: Path, title: str, table: str, runs: int) -> None:
     if heading in text:
         start = text.index(heading)
         end = text.find("\n## ", start + len(heading))
-        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + body + ("\n" + text[end + 1 :] if end != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + body
     path.write_text(text)
