@@ -167,6 +167,7 @@ class FakeEngine:
         # What apt finds in a build's `apt-get install`; any other package fails it.
         self.apt_packages: set[str] = {"jq", "build-essential", "gcc"}
         self.calls: list[tuple[str, str]] = []
+        self.disk_usage_counts = 0
         self.volume_files: dict[str, dict[str, tuple[tarfile.TarInfo, bytes]]] = {}
         self.archive_failure: BaseException | None = None  # what `get_archive` raises, if set
         self.signals: list[tuple[str, str]] = []  # (container, signal) of `kill_container`
@@ -652,6 +653,7 @@ class FakeEngine:
         ]
 
     def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
+        self.disk_usage_counts += 1  # the engine's slow walk over every volume's files
         return {name: VOLUME_BYTES for name in names if name in self.volumes}
 
     def memory_in_use(self, name: str) -> int | None:

@@ -6,7 +6,7 @@ canonical local name the container layer uses (`opencode-cloud-sandbox:<opencode
 
 Behind a TLS-inspecting proxy the build cannot download opencode until it trusts the
 proxy's CA; `build_image(ca_files=...)` puts the user's certificates into the build
-context, and the Dockerfile trusts them in both stages (so the running sandbox does too).
+context, and the Dockerfile trusts them for its downloads and in the running sandbox.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ EDGE_OWN_USER = 2
 # SIGHUP (earlier ones stop on it): a new certificate then reaches a running service
 # without a restart.
 EDGE_RELOADS_ON_HUP = 2
-# On the build stage's last image (with the opencode version): the engine leaves it without
-# a name, but it is the layer cache of the next build of that version.
+# On the build stage's last image (with the opencode version), in images built by earlier
+# releases from a Dockerfile of two stages: the engine left it without a name (682 MB).
+# Today's Dockerfile has one stage; a build removes what an earlier one left.
 LABEL_STAGE = "io.opencode-cloud.stage"
 BUILD_STAGE = "build"
 
@@ -71,6 +72,7 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("edge.py", 0o644),
     ("supervise.py", 0o644),
     ("starter.py", 0o644),
+    ("fetch_opencode.py", 0o644),
 )
 EXTRA_CA_DIR = "extra-ca"
 # Lines of build output kept for the error message of a failed build.
@@ -321,10 +323,9 @@ def build_image(
 
     The engine's layer cache makes a rebuild with the same inputs take a fraction of a
     second; `no_cache` forces every step to run again (to pick up Debian updates, say).
-    The build stage's last image stays, unnamed and labelled `io.opencode-cloud.stage=build`:
-    it is that cache. What the build leaves without use is removed unless a container
-    still uses it: the image that held `tag` before, and after a no-cache build the build
-    stages of this version it replaced.
+    The Dockerfile has one stage, so the build leaves no unnamed image; what it leaves
+    without use is removed unless a container still uses it: the image that held `tag`
+    before, and the build stages of this version that earlier releases left.
 
     Args:
         client: a connected engine.
@@ -346,7 +347,6 @@ def build_image(
     context = build_context(ca_files)
     tag = tag or image_ref(opencode_version)
     previous = inspect_image(client, tag)
-    stale_stages = _build_stages(client, opencode_version) if no_cache else []
     image_id = build_from_context(
         client,
         context,
@@ -356,10 +356,9 @@ def build_image(
         reporter=reporter,
     )
     # What the build left without use: the image that lost its name to the new one, and
-    # after a no-cache build the build stages it replaced (the engine's cache takes the
-    # newest match). The build stage a cached build used stays: it is that cache.
+    # an earlier release's build stages of this version (no longer anyone's cache).
     unused = [previous.id] if previous and previous.id != image_id else []
-    _remove_quietly(client, [*unused, *stale_stages])
+    _remove_quietly(client, [*unused, *_build_stages(client, opencode_version)])
     return image_id
 
 

@@ -816,8 +816,9 @@ class Service:
                 result.session_api = "ok" if listed else "failing"
         return result, info, status.describe_container(result, info, server)
 
-    def status(self, password: str | None) -> StatusResult:
-        """Everything `occ status` shows, from one inspect and one HTTP probe."""
+    def status(self, password: str | None, *, sizes: bool = False) -> StatusResult:
+        """Everything `occ status` shows, from one inspect and one HTTP probe; with
+        `sizes`, the bytes its volumes and snapshots use too (a slow count)."""
         from opencode_cloud.service import status
 
         result, info, wants_logs = self._described(password)
@@ -826,8 +827,8 @@ class Service:
             result.pending_restart = self.pending_changes(info)
         if wants_logs:
             result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
-        result.volumes = status.volume_status(self.client, self.instance)
-        result.snapshots = status.snapshot_status(self.client, self.instance)
+        result.volumes = status.volume_status(self.client, self.instance, sizes=sizes)
+        result.snapshots = status.snapshot_status(self.client, self.instance, sizes=sizes)
         return result
 
 

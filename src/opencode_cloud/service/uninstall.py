@@ -2,11 +2,11 @@
 
 What goes: the instance's containers (the service and any helper a killed backup left),
 the sandbox images its container and configuration use when no other container uses
-them (with the build stage kept as their cache), its volumes only when asked, and its
-files in the configuration directory (config.json and its .bak, the password and its
-hash, the lock). Every container,
-image and volume is checked for the tool's labels (`io.opencode-cloud.*`) before it is
-touched: anything else is never removed, whatever its name.
+them (with the build stage an earlier release left for them), its volumes only when
+asked, and its files in the configuration directory (config.json and its .bak, the
+password and its hash, the lock). Every container, image and volume is checked for the
+tool's labels (`io.opencode-cloud.*`) before it is touched: anything else is never
+removed, whatever its name.
 """
 
 from __future__ import annotations
