@@ -19,3 +19,16 @@ class OrderedGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+
+class DefaultCommandGroup(OrderedGroup):
+    """A group that runs its `default` command when the first word names none of its
+    commands: `occ backup FILE` is `occ backup create FILE`, while `occ backup list` is
+    the `list` command."""
+
+    default = ""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
