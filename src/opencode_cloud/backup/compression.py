@@ -98,12 +98,16 @@ def plain_archive(path: Path) -> Iterator[Path]:
     try:
         os.fchmod(fd, FILE_MODE)
         with open(path, "rb") as source, os.fdopen(fd, "wb") as target:
+            frame = zstd.ZstdDecompressor().decompressobj(write_size=CHUNK)
             try:
-                zstd.ZstdDecompressor().copy_stream(source, target, read_size=CHUNK)
+                while chunk := source.read(CHUNK):
+                    target.write(frame.decompress(chunk))
             except zstd.ZstdError as exc:
                 raise InvalidBackup(
                     path, f"its compressed data is damaged ({exc})", "corrupted"
                 ) from None
+            if not frame.eof:
+                raise InvalidBackup(path, "its compressed data ends early", "truncated")
         try:
             yield plain
         except InvalidBackup as exc:
