@@ -6,7 +6,7 @@ image and the real crontab (Debian's cron).
   retention keeps the newest N of its own and nothing else; `occ backup list` shows them,
   and a compressed one restores into a new instance with its sessions;
 - a scheduled run the engine refuses shows in `occ status` and fails `occ doctor`; the
-  next run that works clears both;
+  next run that works clears both; uninstalling the instance removes its schedule;
 - a machine with neither systemd nor cron, and bad input: a one-line error with a hint,
   and nothing written (not the crontab, not the folder, not the schedule's record).
 """
@@ -158,7 +158,10 @@ def test_a_failed_scheduled_backup_shows_until_one_works(
     doctor = json.loads(run(occ_env, "--json", "doctor", check=False).stdout)
     finding = next(f for f in doctor["findings"] if f["name"] == "scheduled backup")
     assert finding["status"] == "ok", finding
-    run(occ_env, "backup", "schedule", "off")
+    # Uninstalling the instance takes its schedule with it: no timer left to fail.
+    gone = run(occ_env, "uninstall", "--yes")
+    assert "Removed the backup schedule" in gone.stdout
+    assert tagged(instance) == [] and user_crontab in crontab()
 
 
 def test_no_scheduler_and_bad_input_change_nothing(

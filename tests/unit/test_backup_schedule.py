@@ -209,6 +209,10 @@ def test_a_failed_or_overdue_schedule_is_a_problem_until_a_success(tmp_path: Pat
     assert check_scheduled_backup(ctx).status == "ok"
     state.remove_schedule(paths)
     assert list(tmp_path.iterdir()) == []
+    # Run by another scheduler (Docker Desktop), with no schedule recorded: a failure
+    # still shows.
+    state.record_run(paths, ok=False, message="No space left on device")
+    assert check_scheduled_backup(ctx).status == "fail"
 
 
 def test_backup_routes_a_file_to_create_and_names_its_commands(

@@ -11,6 +11,7 @@ left changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -21,6 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opencode_cloud.backup.errors import NoScheduler, ScheduleFailed
+from opencode_cloud.config.backup_schedule import (
+    Schedule,
+    now_iso,
+    read_schedule,
+    remove_schedule,
+    write_schedule,
+)
+from opencode_cloud.config.paths import InstancePaths
 
 SYSTEMD_RUNNING = Path("/run/systemd/system")
 SYSTEM_UNITS = Path("/etc/systemd/system")
@@ -75,6 +84,15 @@ def detect(
 def user_units() -> Path:
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config) / "systemd" / "user"
+
+
+def as_user() -> bool:
+    """Whether units are the user's (`systemctl --user`), not the system's (root)."""
+    return os.geteuid() != 0
+
+
+def unit_dir() -> Path:
+    return user_units() if as_user() else SYSTEM_UNITS
 
 
 def _systemd_quote(value: str) -> str:
@@ -234,3 +252,60 @@ def environment(env: Mapping[str, str], config_dir: Path) -> tuple[tuple[str, st
         if env.get(k)
     ]
     return tuple(keep)
+
+
+def unschedule(paths: InstancePaths, name: str) -> list[str]:
+    """Remove the schedule `name` of the instance at `paths` (its units or its crontab
+    line, and its records); returns what was removed, in words."""
+    record = read_schedule(paths)
+    removed: list[str] = []
+    if record is None or record.method == "systemd":
+        removed += [str(p) for p in remove_systemd(name, unit_dir(), user=as_user())]
+    if (record is None or record.method == "cron") and remove_cron(name):
+        removed.append(f"the crontab line tagged {name}")
+    remove_schedule(paths)
+    return removed
+
+
+def install(paths: InstancePaths, job: Job, folder: Path, keep: int) -> tuple[str, str]:
+    """Make `folder`, set `job` up with what this machine has (in place of an earlier
+    schedule of the same name, of either kind) and record it for the instance at
+    `paths`; returns the method and where it went, in words.
+
+    Raises:
+        NoScheduler: nothing here runs jobs (nothing is written).
+        ScheduleFailed: systemctl, crontab or the folder refused (nothing is left
+            changed).
+    """
+    method = detect()
+    made_folder = not folder.exists()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScheduleFailed(f"make {folder}", (exc.strerror or str(exc)).lower()) from None
+    try:
+        if method == "systemd":
+            written = install_systemd(job, unit_dir(), user=as_user())
+            with contextlib.suppress(ScheduleFailed):  # an old line, if cron is here
+                remove_cron(job.name)
+            where = ", ".join(str(p) for p in written)
+        else:
+            remove_systemd(job.name, unit_dir(), user=as_user())
+            install_cron(job)
+            where = f"your crontab (the line tagged {job.name})"
+    except BaseException:
+        if made_folder:
+            folder.rmdir()
+        raise
+    write_schedule(
+        paths,
+        Schedule(
+            every=job.every,
+            keep=keep,
+            folder=str(folder),
+            method=method,
+            name=job.name,
+            installed=now_iso(),
+        ),
+    )
+    return method, where

@@ -113,14 +113,16 @@ def record_run(paths: InstancePaths, *, ok: bool, message: str) -> LastRun:
 
 
 def schedule_problem(paths: InstancePaths, now: datetime | None = None) -> str | None:
-    """What is wrong with the scheduled backups, in one sentence; None when nothing is
-    (or there is no schedule)."""
+    """What is wrong with the scheduled backups, in one sentence: the last run failed, or
+    none ran for too long; None when nothing is."""
     schedule = read_schedule(paths)
     last = read_last_run(paths)
-    if schedule is None:
-        return None
+    # A failure counts without a schedule too: on machines it cannot set up (Docker
+    # Desktop), the machine's own scheduler runs `occ backup run`.
     if last is not None and not last.ok:
         return f"The last scheduled backup failed ({last.at}): {last.message}"
+    if schedule is None:
+        return None
     since = _parse_time(last.at if last is not None else schedule.installed)
     interval = EVERY.get(schedule.every, EVERY["daily"])
     late = (now or datetime.now(UTC)) - since

@@ -842,14 +842,13 @@ def check_scheduled_backup(ctx: Context) -> Finding:
     )
 
     schedule = read_schedule(ctx.paths)
-    if schedule is None:  # not a fault: backups are the user's choice
-        return Finding(SCHEDULED_BACKUP, "ok", "No backups are scheduled on this machine.")
     problem = schedule_problem(ctx.paths)
     last = read_last_run(ctx.paths)
     if problem and last is not None and not last.ok:
-        return Finding(
-            SCHEDULED_BACKUP, "fail", problem, ctx.fix("backup-failed", folder=schedule.folder)
-        )
+        folder = schedule.folder if schedule else "its folder"
+        return Finding(SCHEDULED_BACKUP, "fail", problem, ctx.fix("backup-failed", folder=folder))
+    if schedule is None:  # not a fault: backups are the user's choice
+        return Finding(SCHEDULED_BACKUP, "ok", "No backups are scheduled on this machine.")
     if problem:
         return Finding(
             SCHEDULED_BACKUP,

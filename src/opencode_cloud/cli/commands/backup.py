@@ -206,27 +206,12 @@ def schedule(app_ctx: AppContext, every: str, keep: int, folder: Path | None) ->
     import sys
 
     from opencode_cloud.backup import schedule as scheduler
-    from opencode_cloud.config.backup_schedule import (
-        Schedule,
-        now_iso,
-        read_schedule,
-        remove_schedule,
-        write_schedule,
-    )
     from opencode_cloud.config.paths import config_dir
 
     instance = app_ctx.instance
     name = scheduler.schedule_name(instance.name, app_ctx.host_name, config_dir())
-    user = os.geteuid() != 0
-    unit_dir = scheduler.SYSTEM_UNITS if not user else scheduler.user_units()
     if every == "off":
-        record = read_schedule(app_ctx.paths)
-        removed: list[str] = []
-        if record is None or record.method == "systemd":
-            removed += [str(p) for p in scheduler.remove_systemd(name, unit_dir, user=user)]
-        if (record is None or record.method == "cron") and scheduler.remove_cron(name):
-            removed.append(f"the crontab line tagged {name}")
-        remove_schedule(app_ctx.paths)
+        removed = scheduler.unschedule(app_ctx.paths, name)
         app_ctx.out.result(
             {"instance": instance.name, "schedule": None, "removed": removed},
             lambda: [
@@ -239,7 +224,6 @@ def schedule(app_ctx: AppContext, every: str, keep: int, folder: Path | None) ->
     target = folder.expanduser().absolute() if folder else default_schedule_folder(app_ctx)
     if target.exists() and not target.is_dir():
         raise click.BadParameter(f"{target} is not a folder", param_hint="--dir")
-    method = scheduler.detect()
     argv = [sys.executable, "-m", "opencode_cloud", "--instance", instance.name]
     if app_ctx.host_name:
         argv += ["--host", app_ctx.host_name]
@@ -251,35 +235,7 @@ def schedule(app_ctx: AppContext, every: str, keep: int, folder: Path | None) ->
         env=scheduler.environment(os.environ, config_dir()),
         description=f"opencode-cloud backup of instance {instance.name}",
     )
-    made_folder = not target.exists()
-    try:
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.BadParameter(
-            f"cannot make {target}: {(exc.strerror or str(exc)).lower()}", param_hint="--dir"
-        ) from None
-    try:
-        if method == "systemd":
-            where = ", ".join(str(p) for p in scheduler.install_systemd(job, unit_dir, user=user))
-        else:
-            scheduler.remove_systemd(name, unit_dir, user=user)
-            scheduler.install_cron(job)
-            where = f"your crontab (the line tagged {name})"
-    except BaseException:
-        if made_folder:
-            target.rmdir()
-        raise
-    write_schedule(
-        app_ctx.paths,
-        Schedule(
-            every=every,
-            keep=keep,
-            folder=str(target),
-            method=method,
-            name=name,
-            installed=now_iso(),
-        ),
-    )
+    method, where = scheduler.install(app_ctx.paths, job, target, keep)
     team = " (every person of the team)" if app_ctx.in_team_mode() else ""
     app_ctx.out.result(
         {
@@ -649,7 +605,24 @@ def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) ->
             final = backups_of(app_ctx).final("uninstall", app_ctx.bytes_reporter())
         result = service.uninstall(plan)
         result.backup = final.to_json() if final else None
+        unscheduled = _unschedule(app_ctx)
     _render_uninstall(app_ctx, result)
+    for what in unscheduled:
+        app_ctx.out.line(f"Removed the backup schedule: {what}.")
+
+
+def _unschedule(app_ctx: AppContext) -> list[str]:
+    """The instance's backup schedule removed, when it has one (a timer left behind
+    would fail every day)."""
+    from opencode_cloud.backup import schedule as scheduler
+    from opencode_cloud.config.backup_schedule import read_schedule
+    from opencode_cloud.config.paths import config_dir
+
+    record = read_schedule(app_ctx.paths)
+    if record is None:
+        return []
+    name = scheduler.schedule_name(app_ctx.instance.name, app_ctx.host_name, config_dir())
+    return scheduler.unschedule(app_ctx.paths, record.name or name)
 
 
 def register(group: click.Group) -> None:
