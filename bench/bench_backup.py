@@ -335,7 +335,7 @@ def table(n: dict[str, float], seconds: dict[str, float]) -> str:
                 "raw_backup"),
             row("`occ backup`, local engine (helper copies the volumes into the file; sha256 of "
                 "every file; fsync)", "occ_backup", "raw_backup", ">= 0.8x"),
-            row("`occ backup` into `.tar.zst` (the same, then zstd level 3 on every CPU)",
+            row("`occ backup` into `.tar.zst` (the same, then zstd level 3)",
                 "zst_backup", "raw_backup"),
             row("Engine API path (remote engines; in-process, service paused throughout)",
                 "api_backup", "raw_backup"),
