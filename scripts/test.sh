@@ -20,6 +20,40 @@ lint_and_types() {
   "$VENV/bin/mypy"
 }
 
+# pytest's exit status 5 means it collected nothing: one part of a split run may select
+# no test at all, which is not a failure unless every part selects none.
+NOTHING_COLLECTED=5
+
+# The suite in three pytest runs: tests marked `alongside` (long, sharing no engine
+# resource with any other test: the team soak) in a process of their own, at the same time
+# as everything else; then the tests marked `last` (the engine's restart), once both are
+# done. A run given its own `-m` is left whole.
+run_suite() {
+  local arg
+  for arg in "$@"; do
+    case "$arg" in -m | -m*) "$VENV/bin/pytest" "$@"; return ;; esac
+  done
+  local log status=0 alongside=0 last=0
+  log=$(mktemp)
+  "$VENV/bin/pytest" -p no:cacheprovider -m alongside "$@" >"$log" 2>&1 &
+  local pid=$!
+  "$VENV/bin/pytest" -m "not alongside and not last" "$@" || status=$?
+  wait "$pid" || alongside=$?
+  echo "== pytest, the tests run alongside" >&2
+  cat "$log"
+  rm -f "$log"
+  echo "== pytest, the tests run last" >&2
+  "$VENV/bin/pytest" -p no:cacheprovider -m last "$@" || last=$?
+  local code worst=0 collected=0
+  for code in "$status" "$alongside" "$last"; do
+    if [ "$code" -eq "$NOTHING_COLLECTED" ]; then continue; fi
+    collected=1
+    if [ "$code" -ne 0 ]; then worst=$code; fi
+  done
+  if [ "$collected" -eq 0 ]; then return "$NOTHING_COLLECTED"; fi
+  return "$worst"
+}
+
 if [ "${1:-}" = "--unit" ]; then
   shift
   ensure_venv
@@ -67,4 +101,4 @@ OCC_CONFIG_DIR=$(mktemp -d) "$ROOT/scripts/sandbox-image.sh"
 
 lint_and_types
 echo "== pytest" >&2
-"$VENV/bin/pytest" "$@"
+run_suite "$@"

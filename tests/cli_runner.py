@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,16 @@ def runner(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return Result(int(code), captured.out, captured.err)
 
     return invoke
+
+
+def isolated_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., Result]:
+    """`runner` with its own configuration folder under `tmp_path` (as its working folder),
+    and nothing of the caller's instance, host, engine or Docker configuration."""
+    monkeypatch.setenv("OCC_CONFIG_DIR", str(tmp_path / "cfg"))
+    for name in ("OCC_INSTANCE", "OCC_HOST", "DOCKER_HOST", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.chdir(tmp_path)
+    return runner(capsys)

@@ -126,7 +126,8 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         request = json.loads(self.rfile.read(length) or b"{}")
         with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(json.dumps({"path": self.path, "body": request}) + "\n")
+            entry = {"path": self.path, "authorization": self.headers.get("Authorization")}
+            log.write(json.dumps({**entry, "body": request}) + "\n")
         message = answer(request)
         finish = "tool_calls" if "tool_calls" in message else "stop"
         if not request.get("stream"):

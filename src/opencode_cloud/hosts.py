@@ -208,8 +208,11 @@ def environment_target() -> SshTarget | None:
         raise HostError(f"DOCKER_HOST: {exc}.", "Use ssh://[user@]host[:port].") from None
 
 
-def connect(host: Host | None, timeout: float | None = None) -> DockerClient:
-    """A client of `host`'s engine, or of the one the environment names."""
+def connect(
+    host: Host | None, timeout: float | None = None, *, login_timeout: float | None = None
+) -> DockerClient:
+    """A client of `host`'s engine, or of the one the environment names; an SSH login
+    gets `login_timeout` seconds (default: `ssh.CONNECT_TIMEOUT` and a margin)."""
     from opencode_cloud.docker.client import DEFAULT_TIMEOUT, DockerClient
 
     target = host.target() if host is not None else environment_target()
@@ -217,7 +220,9 @@ def connect(host: Host | None, timeout: float | None = None) -> DockerClient:
         return DockerClient(timeout=timeout or DEFAULT_TIMEOUT)
     from opencode_cloud.docker.ssh import SshTunnel
 
-    tunnel = SshTunnel(target)
+    tunnel = (
+        SshTunnel(target) if login_timeout is None else SshTunnel(target, timeout=login_timeout)
+    )
     try:
         return DockerClient(timeout=timeout or DEFAULT_TIMEOUT, tunnel=tunnel)
     except BaseException:

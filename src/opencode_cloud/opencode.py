@@ -21,6 +21,14 @@ its server starts and how it checks credentials) means changing this one module:
   `{"healthy": true, "version": ...}`; `GET SESSIONS_PATH` lists the sessions, a call
   that reads its database (a health check alone passes on data a release cannot read);
   `SESSIONS_PATH/ID` and `SESSIONS_PATH/ID/message` read one.
+- **Where it keeps provider keys.** Its auth store, `AUTH_FILE` (0600, in the data volume),
+  written through its API: `PUT AUTH_PATH/ID` with `api_key_auth(key)`, `DELETE` to
+  remove. A custom OpenAI-compatible provider is also an entry of its global
+  configuration (`custom_provider`, `PATCH GLOBAL_CONFIG_PATH`), without the key: opencode
+  hands the stored key to the provider as its API key. Its API can add to the
+  configuration, not take from it: a custom provider is taken out of `GLOBAL_CONFIG_FILES`
+  themselves. Providers are read once per project, so after a change `POST DISPOSE_PATH`
+  has them read again.
 
 Requests use `http.client` from the standard library: no third-party import, one short
 connection per request, and no `HTTP(S)_PROXY`, which must not route a loopback probe
@@ -75,6 +83,54 @@ SESSIONS_PATH = "/session"
 PROBE_TIMEOUT = 1.0
 # Listing or reading sessions reads the database: a slower answer than health.
 SESSION_TIMEOUT = PROBE_TIMEOUT * 5
+
+
+# -- where it keeps provider keys ----------------------------------------------------------
+
+AUTH_FILE = f"{DATA_DIR}/auth.json"
+AUTH_PATH = "/auth"
+GLOBAL_CONFIG_PATH = "/global/config"
+DISPOSE_PATH = "/global/dispose"
+# The files of its global configuration, in the order it reads them (a later one wins).
+GLOBAL_CONFIG_FILES = tuple(
+    f"{CONFIG_DIR}/opencode/{name}" for name in ("config.json", "opencode.json", "opencode.jsonc")
+)
+# The package opencode bundles for any OpenAI-compatible API.
+CUSTOM_PROVIDER_PACKAGE = "@ai-sdk/openai-compatible"
+# Provider ids opencode knows without a configuration of its own, and the variable each
+# reads its key from (a key set with `occ config env` is found by this name). Its full
+# list comes from models.dev, which is not always reachable: these are the common ones.
+KNOWN_PROVIDERS: Mapping[str, str] = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "google": "GOOGLE_GENERATIVE_AI_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "xai": "XAI_API_KEY",
+    "togetherai": "TOGETHER_API_KEY",
+    "fireworks-ai": "FIREWORKS_API_KEY",
+    "cerebras": "CEREBRAS_API_KEY",
+    "perplexity": "PERPLEXITY_API_KEY",
+    "opencode": "OPENCODE_API_KEY",
+}
+
+
+def api_key_auth(key: str) -> bytes:
+    """The body of `PUT AUTH_PATH/ID` that stores an API key."""
+    return json.dumps({"type": "api", "key": key}).encode()
+
+
+def custom_provider(base_url: str, models: tuple[str, ...], name: str) -> dict[str, Any]:
+    """A custom OpenAI-compatible provider as opencode's configuration describes it: its
+    base URL and models, never its key (that is in the auth store)."""
+    return {
+        "npm": CUSTOM_PROVIDER_PACKAGE,
+        "name": name,
+        "options": {"baseURL": base_url},
+        "models": {model: {"name": model, "tool_call": True} for model in models},
+    }
 
 
 def basic_auth_header(username: str, password: str) -> str:

@@ -108,7 +108,8 @@ def test_cron_schedule_backs_up_keeps_the_newest_and_restores(
     listed = json.loads(run(occ_env, "--json", "backup", "list").stdout)  # the schedule's dir
     mine = [b for b in listed["backups"] if b["instance"] == instance.name]
     assert [Path(b["path"]).name for b in mine] == made_names[1:]
-    assert all(b["compressed"] and b["scheduled"] and not b["password"] for b in mine)
+    assert all(b["compressed"] and b["scheduled"] for b in mine)
+    assert not any(b["password"] or b["provider_keys"] for b in mine)  # neither, unasked
     assert listed["last_scheduled"]["ok"] is True
     human = run(occ_env, "backup", "list").stdout
     assert made_names[-1] in human and "Password" in human

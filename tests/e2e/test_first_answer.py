@@ -10,13 +10,16 @@ loopback, and the tests talk to nothing but the service's port on the host's loo
 (and the engine).
 
 - Through the API, the way a user sets it up with `occ`: a host folder mounted with
-  `occ mount add`, the provider written into ~/.config/opencode/opencode.json with
-  `occ shell`, `occ restart`; then `POST /session` and `POST /session/{id}/message`.
-  The file the agent makes appears in the host folder, owned by the folder's owner,
-  and the final answer carries what the command printed.
-- In Chromium, through the login page: the session opened in the web UI, a prompt typed
-  in its prompt box, the answer shown and the file made; then a line typed in the UI's
-  terminal writes a file that the agent reads, and the answer shows what it read.
+  `occ mount add`, the model added as a custom OpenAI-compatible provider with `occ
+  provider add NAME --base-url URL --model M --key-file F`; then `POST /session` and
+  `POST /session/{id}/message`. The file the agent makes appears in the host folder,
+  owned by the folder's owner, and the final answer carries what the command printed.
+  The model received the stored key as its bearer token, and the key is nowhere in the
+  container's environment, its logs or the command line of any process run in it.
+- In Chromium, through the login page: the provider added with the library's
+  `add_provider`, the session opened in the web UI, a prompt typed in its prompt box,
+  the answer shown and the file made; then a line typed in the UI's terminal writes a
+  file that the agent reads, and the answer shows what it read.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ import pytest
 import scripted_model
 from browser_helpers import ARTIFACTS, sign_in
 from occ_helpers import run
+from opencode_cloud.config.schema import Config
+from opencode_cloud.providers.keys import add_provider
+from opencode_cloud.service.service import Service as InstanceService
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +51,7 @@ OWNER = 1234  # the host folder's owner: neither root nor the image's own user
 MODEL_PORT = 8765  # on the container's loopback
 MODEL_LOG = "/tmp/scripted-model.jsonl"
 MODEL = {"providerID": scripted_model.PROVIDER_ID, "modelID": scripted_model.MODEL_ID}
+BASE_URL = f"http://127.0.0.1:{MODEL_PORT}/v1"
 TIMEOUT_MS = 30_000
 
 
@@ -97,6 +104,14 @@ def start_model(container: Any) -> None:
         time.sleep(0.1)
 
 
+def model_requests(container: Any) -> list[dict[str, Any]]:
+    """What opencode sent the model: one dict a request (its path, Authorization header
+    and body)."""
+    return [
+        json.loads(line) for line in container_exec(container, "cat", MODEL_LOG)[1].splitlines()
+    ]
+
+
 def model_log(container: Any) -> str:
     """What opencode sent the model, a line per request: its messages after the system
     prompt (for failure messages)."""
@@ -130,6 +145,15 @@ def providers(creds: dict[str, Any]) -> list[str]:
     status, found = call(creds, "GET", "/config/providers")
     assert status == 200, found
     return [provider["id"] for provider in found["providers"]]
+
+
+def choose_default_model(creds: dict[str, Any]) -> None:
+    """The scripted model as opencode's default, for prompts and titles (what choosing it
+    in the web UI's settings does): opencode also offers its own free models, which are
+    out of reach offline."""
+    model = f"{scripted_model.PROVIDER_ID}/{scripted_model.MODEL_ID}"
+    status, saved = call(creds, "PATCH", "/global/config", {"model": model, "small_model": model})
+    assert status == 200, saved
 
 
 def new_session(creds: dict[str, Any], directory: str, title: str) -> str:
@@ -189,24 +213,33 @@ def owned_folder(tmp_path: Path) -> Path:
 
 
 def test_a_prompt_through_the_api_has_the_agent_change_a_mounted_folder(
-    occ_env: dict[str, str], instance: Any, docker_sdk: Any, owned_folder: Path
+    occ_env: dict[str, str], instance: Any, docker_sdk: Any, owned_folder: Path, tmp_path: Path
 ) -> None:
     directory = f"{PROJECTS}/{owned_folder.name}"
     run(occ_env, "mount", "add", str(owned_folder))
     run(occ_env, "start")
-    # The provider, the way a user adds one: opencode's own configuration file, in the
-    # config volume, read when opencode starts.
-    config = json.dumps(scripted_model.provider_config(MODEL_PORT), indent=2)
+    # The provider, the way a user adds one: its key from a file, into opencode's key store.
+    key = f"sk-scripted-{secrets.token_hex(12)}"
+    key_file = tmp_path / "scripted.key"
+    key_file.write_text(key + "\n")
     run(
-        occ_env, "shell", "--", "sh", "-c",
-        'mkdir -p ~/.config/opencode && printf "%s\\n" "$1" > ~/.config/opencode/opencode.json',
-        "sh", config,
+        occ_env, "provider", "add", scripted_model.PROVIDER_ID, "--base-url", BASE_URL,
+        "--model", scripted_model.MODEL_ID, "--key-file", str(key_file),
     )  # fmt: skip
-    run(occ_env, "restart")
     creds = json.loads(run(occ_env, "--json", "auth", "show").stdout)
     container = docker_sdk.containers.get(instance.container_name)
     start_model(container)
-    assert providers(creds) == [scripted_model.PROVIDER_ID]
+    assert scripted_model.PROVIDER_ID in providers(creds)
+    choose_default_model(creds)
+    listed = json.loads(run(occ_env, "--json", "provider", "list").stdout)
+    assert listed == [
+        {
+            "id": scripted_model.PROVIDER_ID,
+            "auth": "api",
+            "base_url": BASE_URL,
+            "models": [scripted_model.MODEL_ID],
+        }
+    ]
 
     session = new_session(creds, directory, "first answer")
     command = "echo agent-$((6*7)) | tee made-by-agent.txt"  # "agent-42" only once run
@@ -235,31 +268,69 @@ def test_a_prompt_through_the_api_has_the_agent_change_a_mounted_folder(
     made = owned_folder / "made-by-agent.txt"
     assert made.read_text() == "agent-42\n"
     assert (made.stat().st_uid, made.stat().st_gid) == (OWNER, OWNER)
+    # The model got the stored key as its API key, on every request.
+    assert {r["authorization"] for r in model_requests(container)} == {f"Bearer {key}"}
+    assert_key_kept_secret(docker_sdk, container, key)
+    # Removed: its key at once, its entry in opencode's configuration once it restarts.
+    removed = run(occ_env, "--json", "provider", "remove", scripted_model.PROVIDER_ID)
+    assert json.loads(removed.stdout) == {"removed": "scripted", "restart_needed": True}
+    assert (
+        "/auth.json"
+        not in container_exec(
+            container, "grep", "-rlF", key, "/home/opencode/.local/share/opencode", user="0"
+        )[1]
+    )
+    run(occ_env, "restart")
+    assert json.loads(run(occ_env, "--json", "provider", "list").stdout) == []
+    assert scripted_model.PROVIDER_ID not in providers(creds)
+
+
+def assert_key_kept_secret(docker_sdk: Any, container: Any, key: str) -> None:
+    """The key is in opencode's key store (0600, the runtime user's) and nowhere else the
+    engine shows: not in the container's configuration (its environment), its logs, nor
+    the command line of any process run in it; no request file is left in the edge's
+    folder."""
+    container.reload()
+    assert key not in json.dumps(container.attrs)
+    assert key.encode() not in container.logs()
+    exec_ids = container.attrs.get("ExecIDs") or []
+    assert exec_ids  # the key was sent by a process run in the container
+    for exec_id in exec_ids:
+        assert key not in json.dumps(docker_sdk.api.exec_inspect(exec_id))
+    code, owner = container_exec(
+        container, "stat", "-c", "%a %U", "/home/opencode/.local/share/opencode/auth.json", user="0"
+    )
+    assert (code, owner.strip()) == (0, "600 opencode")
+    # (The scripted model's own log holds the headers it got: not a place of the service.)
+    code, found = container_exec(
+        container, "grep", "-rlF", f"--exclude={Path(MODEL_LOG).name}", key, "/run", "/tmp",
+        user="0",
+    )  # fmt: skip
+    assert code == 1, found
 
 
 # --------------------------------------------------------------------------- the web UI
 
 
 def test_a_prompt_and_the_terminal_in_the_web_ui(
-    browser: Any, service: Any, docker_sdk: Any
+    browser: Any, service: Any, docker_sdk: Any, docker_client: Any, instance: Any
 ) -> None:
     creds = {"url": service.url, "username": service.username, "password": service.password}
     directory = f"{PROJECTS}/webapp"
     assert service.exec("mkdir", "-p", directory)[0] == 0
     container = docker_sdk.containers.get(service.name)
     start_model(container)
-    # The provider through opencode's API for its global configuration: written into
-    # its configuration folder (the config volume), and applied at once.
-    status, saved = call(
-        creds, "PATCH", "/global/config", scripted_model.provider_config(MODEL_PORT)
+    # The provider through the library, as `occ provider add` does it.
+    key = f"sk-scripted-{secrets.token_hex(12)}"
+    add_provider(
+        InstanceService(docker_client, Config, instance),
+        scripted_model.PROVIDER_ID,
+        key,
+        base_url=BASE_URL,
+        models=[scripted_model.MODEL_ID],
     )
-    assert status == 200, saved
-    base_url = f"http://127.0.0.1:{MODEL_PORT}/v1"
-    found = service.exec(
-        "grep", "-rlF", "--exclude-dir=node_modules", base_url, "/home/opencode/.config/opencode"
-    )
-    assert found[1].strip().startswith("/home/opencode/.config/opencode/opencode.json"), found
-    assert providers(creds) == [scripted_model.PROVIDER_ID]
+    assert scripted_model.PROVIDER_ID in providers(creds)
+    choose_default_model(creds)
     session = new_session(creds, directory, "from the browser")
     folder = base64.urlsafe_b64encode(directory.encode()).decode().rstrip("=")
 
@@ -273,7 +344,7 @@ def test_a_prompt_and_the_terminal_in_the_web_ui(
         prompt = page.get_by_role("textbox", name="Prompt")
         prompt.wait_for()
         # The scripted model is the one the prompt box will use.
-        page.locator("[data-action=prompt-model]").get_by_text("Scripted model").wait_for()
+        page.locator("[data-action=prompt-model]").get_by_text(scripted_model.MODEL_ID).wait_for()
 
         # A prompt typed in the UI: the agent makes the file, the answer is shown.
         prompt.click()
@@ -314,3 +385,5 @@ def test_a_prompt_and_the_terminal_in_the_web_ui(
         "echo from-the-ui-$((6*7)) | tee made-in-the-ui.txt",
         "cat from-the-terminal.txt",
     ]
+    assert {r["authorization"] for r in model_requests(container)} == {f"Bearer {key}"}
+    assert_key_kept_secret(docker_sdk, container, key)

@@ -300,6 +300,24 @@ def test_a_scheduled_backup_covers_every_person(team: Team, tmp_path: Path) -> N
     assert all(b["compressed"] and b["scheduled"] for b in listed["backups"])
 
 
+def test_list_and_open_show_the_team_at_its_door(team: Team, tmp_path: Path) -> None:
+    run(team.env, "shell", "--user", "bob", "--", "true")  # starts bob's instance
+    listed = json.loads(run(team.env, "--json", "list").stdout)
+    local = next(h for h in listed["hosts"] if h["name"] == "local")
+    [row] = [i for i in local["instances"] if i["instance"] == team.instance]
+    assert (row["team"], row["state"], row["url"], row["people"]) == (True, "running", team.url, 2)
+    assert 1 <= row["people_running"] <= 2
+    assert "team: 2 people" in run(team.env, "list").stdout
+
+    asked = tmp_path / "asked"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {asked}\n')
+    browser.chmod(0o755)
+    opened = run({**team.env, "BROWSER": str(browser)}, "open")
+    assert asked.read_text().split() == [team.url]  # the door's sign-in page
+    assert "User:" not in opened.stdout  # each person signs in with their own name
+
+
 def test_disable_signs_the_person_out_at_once(browser: Any, team: Team) -> None:
     context, page = sign_in(browser, team, "bob")
     try:
@@ -325,6 +343,45 @@ def test_disable_signs_the_person_out_at_once(browser: Any, team: Team) -> None:
         context.close()
     run(team.env, "user", "enable", "bob")
     assert "bob-only" in titles(team.url, ("bob", team.passwords["bob"]))
+
+
+def test_a_revoked_browser_is_refused_at_once_and_its_open_stream_ends(
+    browser: Any, team: Team
+) -> None:
+    laptop, laptop_page = sign_in(browser, team, "bob")
+    phone, phone_page = sign_in(browser, team, "bob")
+    try:
+        listed = json.loads(run(team.env, "--json", "user", "sessions", "bob").stdout)
+        sessions = listed["sessions"]
+        assert len(sessions) == 2 and all("HeadlessChrome" in s["agent"] for s in sessions)
+        phone_page.evaluate(
+            """() => { window.streamEnded = null;
+                        const source = new EventSource('/event');
+                        source.onerror = () => { if (window.streamEnded === null)
+                                                   window.streamEnded = Date.now(); }; }"""
+        )
+        assert page_fetch(phone_page, "GET", "/session")["status"] == 200
+        run(team.env, "user", "sessions", "bob", "--revoke", sessions[0]["id"])  # the newest
+        returned = phone_page.evaluate("() => Date.now()")
+        assert page_fetch(phone_page, "GET", "/session")["status"] in (302, 401, 403)
+        phone_page.wait_for_function("() => window.streamEnded !== null", timeout=5_000)
+        assert phone_page.evaluate("() => window.streamEnded") - returned < 1_000
+        # The laptop is still signed in, and gets its sessions once bob's opencode is back.
+        deadline = time.monotonic() + 60
+        while (status := page_fetch(laptop_page, "GET", "/session")["status"]) != 200:
+            assert status == 503 and time.monotonic() < deadline, status
+            time.sleep(0.5)
+        left = json.loads(run(team.env, "--json", "user", "sessions", "bob").stdout)
+        assert [s["id"] for s in left["sessions"]] == [sessions[1]["id"]]
+        run(team.env, "user", "sessions", "bob", "--revoke", "all")
+        assert page_fetch(laptop_page, "GET", "/session")["status"] in (302, 401, 403)
+        log = run(team.env, "--json", "team", "log", "--user", "bob").stdout
+        events = [line["event"] for line in json.loads(log)["log"]]
+        assert events[-2:] == ["revoked", "revoked-all"] and "signed-in" in events
+        assert team.passwords["bob"] not in log and "$2b$" not in log
+    finally:
+        laptop.close()
+        phone.close()
 
 
 def test_remove_leaves_the_other_person_untouched(team: Team) -> None:
@@ -380,3 +437,21 @@ def test_team_off_and_on_keeps_the_first_persons_sessions(team: Team) -> None:
     run(team.env, "team", "enable", "--name", "ada")
     assert {"before-team", "ada-only"} <= titles(team.url, ada)
     assert "bob-only" in titles(team.url, ("bob", team.passwords["bob"]))
+
+
+def test_each_person_has_provider_keys_of_their_own(team: Team, tmp_path: Path) -> None:
+    key_file = tmp_path / "bob.key"
+    key = f"sk-bob-{secrets.token_hex(8)}"
+    key_file.write_text(key + "\n")
+    run(team.env, "provider", "add", "anthropic", "--user", "bob", "--key-file", str(key_file))
+    listed = json.loads(run(team.env, "--json", "provider", "list", "--user", "bob").stdout)
+    assert [entry["id"] for entry in listed] == ["anthropic"]
+    ada = json.loads(run(team.env, "--json", "provider", "list", "--user", "ada").stdout)
+    assert "anthropic" not in [entry["id"] for entry in ada]
+    stored = docker("exec", team.container("bob"), "cat",
+                    "/home/opencode/.local/share/opencode/auth.json")  # fmt: skip
+    assert json.loads(stored)["anthropic"] == {"type": "api", "key": key}
+    assert key not in docker("inspect", team.container("bob"))
+    # Whose keys: in team mode a person must be named.
+    unnamed = run(team.env, "provider", "list", check=False)
+    assert unnamed.returncode == 2 and "--user NAME" in unnamed.stderr

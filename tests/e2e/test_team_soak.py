@@ -21,7 +21,7 @@ import pytest
 from occ_helpers import docker, free_port, remove_everything_of, run
 from raw_http import session_cookie, sign_in, statuses
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.alongside]
 
 PEOPLE = 10
 SECONDS = float(os.environ.get("OCC_SOAK_SECONDS", "600"))

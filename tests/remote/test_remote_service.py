@@ -19,6 +19,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,6 +151,55 @@ def test_start_status_and_a_session_through_the_tunnel_survive_stop_start(
     with _tunnel(env) as url:
         listed = _api(url, "GET", "/session", creds)
     assert session["id"] in [s["id"] for s in listed]
+
+
+def test_list_and_open_reach_the_instance_there(
+    env: dict[str, str], started: dict, tmp_path: Path
+) -> None:
+    listed = occ(env, "--json", "list")
+    assert listed.code == 0, listed.err
+    hosts = {h["name"]: h for h in json.loads(listed.out)["hosts"]}
+    assert hosts[HOST]["reachable"] is True
+    [item] = [i for i in hosts[HOST]["instances"] if i["instance"] == INSTANCE]
+    assert (item["state"], item["health"], item["url"], item["needs_tunnel"]) == (
+        "running",
+        "healthy",
+        f"http://127.0.0.1:{PORT}",
+        True,
+    )
+    assert item["opencode_version"] == started["image"].rsplit(":", 1)[1]
+    assert INSTANCE not in [i["instance"] for i in hosts["local"]["instances"]]
+
+    asked = tmp_path / "asked"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {asked}.tmp && mv {asked}.tmp {asked}\n')
+    browser.chmod(0o755)
+    opened = subprocess.Popen(
+        [OCC, "open"],
+        env={**env, "BROWSER": str(browser)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not asked.exists() and opened.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        url = asked.read_text().strip()
+        # The browser got this machine's end of a tunnel to the service there (which
+        # nothing here answers for without it: see the test above).
+        assert url.startswith("http://127.0.0.1:")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "/global/health", timeout=10)
+        assert refused.value.code == 401  # the service's edge, asking for a password
+    finally:
+        opened.send_signal(signal.SIGINT)
+        out, err = opened.communicate(timeout=15)
+    assert opened.returncode == 0, err
+    assert err.strip().endswith("Tunnel closed."), err
+    with pytest.raises(OSError):  # the tunnel closed with it
+        urllib.request.urlopen(url + "/global/health", timeout=2)
+    assert json.loads(occ(env, "--json", "auth", "show").out)["password"] not in out + err
 
 
 class _tunnel:

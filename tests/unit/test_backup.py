@@ -22,6 +22,7 @@ from backup_helpers import (
     IMAGE,
     SOURCE,
     TARGET,
+    VolumeEntry,
     flip_bit,
     make_instance,
     paths_of,
@@ -29,7 +30,7 @@ from backup_helpers import (
     volume_contents,
 )
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud.backup.archive import CHECKSUMS_NAME, MANIFEST_NAME
+from opencode_cloud.backup.archive import CHECKSUMS_NAME, KEYS_ENTRY, MANIFEST_NAME
 from opencode_cloud.backup.create import create_backup
 from opencode_cloud.backup.errors import (
     BackupExists,
@@ -61,7 +62,12 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make_backup(
-    engine: FakeEngine, tmp_path: Path, *, include_password: bool = False, running: bool = True
+    engine: FakeEngine,
+    tmp_path: Path,
+    *,
+    include_password: bool = False,
+    include_keys: bool = False,
+    running: bool = True,
 ) -> tuple[Path, InstancePaths]:
     make_instance(engine, SOURCE, running=running)
     paths = paths_of(SOURCE, tmp_path / "config")
@@ -75,6 +81,7 @@ def make_backup(
         target,
         helper_image=IMAGE,
         include_password=include_password,
+        include_keys=include_keys,
     )
     return target, paths
 
@@ -196,11 +203,66 @@ def test_password_only_on_request(engine: FakeEngine, tmp_path: Path) -> None:
         assert read_member(tar, "config/password") == b"pw-of-a\n"
 
 
+def test_provider_keys_only_on_request(engine: FakeEngine, tmp_path: Path) -> None:
+    archive, _ = make_backup(engine, tmp_path)
+    with tarfile.open(archive) as tar:
+        assert KEYS_ENTRY == "volumes/session/auth.json"
+        assert KEYS_ENTRY not in tar.getnames()
+        assert "volumes/session/opencode.db" in tar.getnames()
+        assert json.loads(read_member(tar, MANIFEST_NAME))["provider_keys"] is None
+    with verify_archive(archive) as verified:
+        assert verified.manifest.keys is False
+    archive = tmp_path / "with-keys.tar"
+    paths = paths_of(SOURCE, tmp_path / "config")
+    create_backup(engine, SOURCE, paths, archive, helper_image=IMAGE, include_keys=True)
+    with tarfile.open(archive) as tar:
+        assert read_member(tar, KEYS_ENTRY) == b'{"anthropic": "sk-..."}'
+        assert json.loads(read_member(tar, MANIFEST_NAME))["provider_keys"] == KEYS_ENTRY
+
+
+def _restore_onto_target_with_keys(
+    engine: FakeEngine, archive: Path, config_dir: Path
+) -> dict[str, VolumeEntry]:
+    make_instance(engine, TARGET)
+    session = TARGET.volume_name("session")
+    engine.write_volume_file(session, "auth.json", b'{"openai": "sk-of-b"}', mode=0o600)
+    with verify_archive(archive) as verified:
+        result = restore_backup(
+            engine, TARGET, paths_of(TARGET, config_dir), verified, helper_image=IMAGE,
+            confirmed=True,
+        )  # fmt: skip
+    # What was replaced is saved with the target's keys.
+    assert result.safety_backup is not None
+    with tarfile.open(result.safety_backup.path) as tar:
+        assert read_member(tar, KEYS_ENTRY) == b'{"openai": "sk-of-b"}'
+    return volume_contents(engine, TARGET)["session"]
+
+
+def test_a_restore_without_keys_keeps_the_instances_own(
+    engine: FakeEngine, tmp_path: Path, config_dir: Path
+) -> None:
+    archive, _ = make_backup(engine, tmp_path)
+    restored = _restore_onto_target_with_keys(engine, archive, config_dir)
+    source = volume_contents(engine, SOURCE)["session"]
+    assert restored["auth.json"][1:4] == (0o600, 1000, b'{"openai": "sk-of-b"}')
+    assert {k: v for k, v in restored.items() if k != "auth.json"} == {
+        k: v for k, v in source.items() if k != "auth.json"
+    }
+
+
+def test_a_restore_with_keys_brings_the_backups(
+    engine: FakeEngine, tmp_path: Path, config_dir: Path
+) -> None:
+    archive, _ = make_backup(engine, tmp_path, include_keys=True)
+    restored = _restore_onto_target_with_keys(engine, archive, config_dir)
+    assert restored == volume_contents(engine, SOURCE)["session"]
+
+
 # -- restore -------------------------------------------------------------------------------
 
 
 def test_restore_into_a_new_instance_is_identical(engine: FakeEngine, tmp_path: Path) -> None:
-    archive, _ = make_backup(engine, tmp_path, include_password=True)
+    archive, _ = make_backup(engine, tmp_path, include_password=True, include_keys=True)
     target_paths = paths_of(TARGET, tmp_path / "config")
     with verify_archive(archive) as verified:
         assert verified.manifest.instance == SOURCE.name
@@ -225,7 +287,7 @@ def test_restore_into_a_new_instance_is_identical(engine: FakeEngine, tmp_path: 
 def test_restore_over_data_needs_confirmation_and_keeps_a_backup(
     engine: FakeEngine, tmp_path: Path, config_dir: Path
 ) -> None:
-    archive, _ = make_backup(engine, tmp_path)
+    archive, _ = make_backup(engine, tmp_path, include_keys=True)
     make_instance(engine, TARGET)
     engine.write_volume_file(TARGET.volume_name("projects"), "only-in-b.txt", b"b\n")
     target_paths = paths_of(TARGET, config_dir)

@@ -32,7 +32,7 @@ from backup_helpers import (
     volume_contents,
 )
 from fakes import SANDBOX_ENV, FakeEngine
-from opencode_cloud.backup.archive import CHECKSUMS_NAME, MANIFEST_NAME
+from opencode_cloud.backup.archive import CHECKSUMS_NAME, KEYS_ENTRY, MANIFEST_NAME
 from opencode_cloud.backup.create import create_backup
 from opencode_cloud.backup.errors import InvalidBackup, ProgramFailed, RestoreFailed
 from opencode_cloud.backup.restore import restore_backup
@@ -143,11 +143,13 @@ def engine(tmp_path: Path) -> MachineEngine:
     return engine
 
 
-def backed_up(engine: FakeEngine, tmp_path: Path, name: str = "a.tar") -> Path:
+def backed_up(
+    engine: FakeEngine, tmp_path: Path, name: str = "a.tar", *, include_keys: bool = False
+) -> Path:
     paths = paths_of(SOURCE, tmp_path / "config")
     paths.config_file.write_text('{"port": 3001}\n')
     target = tmp_path / name
-    create_backup(engine, SOURCE, paths, target, helper_image=IMAGE)
+    create_backup(engine, SOURCE, paths, target, helper_image=IMAGE, include_keys=include_keys)
     return target
 
 
@@ -174,6 +176,13 @@ def test_the_archive_verifies_and_lists_what_the_api_path_lists(
         manifest = json.loads(read_member(tar, MANIFEST_NAME))
     assert names[0] == MANIFEST_NAME and names[-1] == CHECKSUMS_NAME
     assert manifest["consistency"] == "databases-paused"
+    # opencode's key store stays out unless asked for, on both paths.
+    assert KEYS_ENTRY not in names and "volumes/session/opencode.db" in names
+    with tarfile.open(backed_up(engine, tmp_path, "keys.tar", include_keys=True)) as tar:
+        assert KEYS_ENTRY in tar.getnames()
+    engine.is_local = True
+    with tarfile.open(backed_up(engine, tmp_path, "keys-local.tar", include_keys=True)) as tar:
+        assert KEYS_ENTRY in tar.getnames()
     assert (local.stat().st_mode & 0o777) == 0o600
 
     def by_path(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -236,7 +245,7 @@ def test_a_failing_program_leaves_no_file_and_the_service_running(
 @needs_root
 def test_restore_unpacks_every_file_as_it_was(engine: MachineEngine, tmp_path: Path) -> None:
     make_instance(engine, SOURCE)
-    archive = backed_up(engine, tmp_path)
+    archive = backed_up(engine, tmp_path, include_keys=True)
     target_paths = paths_of(TARGET, tmp_path / "config")
     with verify_archive(archive) as verified:
         result = restore_backup(

@@ -137,6 +137,7 @@ def _archive(path: Path, instance: str, *, password: bool = False) -> None:
             "volumes": [],
             "config_file": None,
             "password": "config/password" if password else None,
+            "provider_keys": None,
         }
     ).encode()
     with tarfile.open(path, "w") as tar:
@@ -172,9 +173,11 @@ def test_list_reads_manifests_of_plain_and_compressed_backups(tmp_path: Path) ->
     packed.write_bytes(zstandard.ZstdCompressor().compress(plain.read_bytes()))
     (tmp_path / "foreign.tar").write_bytes(b"not a tar" * 100)
     found, others = list_backups(tmp_path)
-    assert [(b.path.name, b.person, b.password, b.compressed, b.scheduled) for b in found] == [
-        (packed.name, None, True, True, False),
-        (plain.name, "ann", True, False, True),
+    assert [
+        (b.path.name, b.person, b.password, b.keys, b.compressed, b.scheduled) for b in found
+    ] == [
+        (packed.name, None, True, False, True, False),
+        (plain.name, "ann", True, False, False, True),
     ]
     assert others == [tmp_path / "foreign.tar"]
     with plain_archive(packed) as unpacked:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from cli_runner import Result, runner
+from cli_runner import Result, isolated_runner
 from fakes import FakeEngine
 from opencode_cloud.cli.output import ExitCode
 from opencode_cloud.errors import OpencodeCloudError
@@ -18,12 +18,7 @@ from opencode_cloud.errors import OpencodeCloudError
 
 @pytest.fixture
 def occ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setenv("OCC_CONFIG_DIR", str(tmp_path / "cfg"))
-    for name in ("OCC_INSTANCE", "OCC_HOST", "DOCKER_HOST", "DOCKER_CONTEXT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.chdir(tmp_path)
-    return runner(capsys)
+    return isolated_runner(tmp_path, monkeypatch, capsys)
 
 
 @pytest.fixture

@@ -188,10 +188,13 @@ class Team:
         device: str = "",
         address: str = ADDRESS,
         next_path: str = "/project/x",
+        agent: str = "",
     ) -> Answer:
         """The login form, sent from this site with its token (as a browser does)."""
         form = {"name": name, "password": password, "next": next_path, "csrf": TOKEN}
         headers = {"Origin": ORIGIN, "Content-Type": "application/x-www-form-urlencoded"}
+        if agent:
+            headers["User-Agent"] = agent
         cookies = (CSRF_COOKIE, device) if device else (CSRF_COOKIE,)
         return self.send(raw("POST", "/__occ/login", headers, urlencode(form), cookies, address))
 
@@ -622,9 +625,13 @@ def test_requests_wait_for_an_instance_that_does_not_answer_yet(
     while {"op": "start", "name": "alice"} not in starter.requests:
         assert time.monotonic() < deadline, starter.requests
         time.sleep(0.02)
-    # Once it answers, requests go through, and are not held up by a check each time.
+    # Once it answers, requests go through (once the check still hanging has given up:
+    # one check of an instance at a time), and are not held up by a check each time.
     team.instances["alice"].hang = False
-    assert team.verify(alice).status == 200
+    deadline = time.monotonic() + 5
+    while (status := team.verify(alice).status) != 200:
+        assert status == 503 and time.monotonic() < deadline
+        time.sleep(0.05)
     asked = len(team.instances["alice"].asked)
     for _ in range(5):
         assert team.verify(alice).status == 200
@@ -711,6 +718,122 @@ def test_sign_ins_failures_and_sign_outs_are_logged(team: Team) -> None:
     ]
     person = team.admin_people.get("alice")
     assert person is not None and person.last_sign_in == int(team.clock.now)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def test_an_admin_sees_where_a_person_is_signed_in_and_a_revoked_session_is_refused_at_once(
+    team: Team,
+) -> None:
+    laptop = cookie_in(team.login("alice", ALICE_PASSWORD, agent="Firefox/140 (laptop)"))
+    team.clock.now += 5
+    phone = cookie_in(
+        team.login("alice", ALICE_PASSWORD, address="192.0.2.77", agent="Phone\tSafari")
+    )
+    bob = team.session("bob", BOB_PASSWORD)
+    answer = team.admin(op="sessions", name="alice")
+    sessions = answer["sessions"]
+    assert [(s["address"], s["agent"]) for s in sessions] == [
+        ("192.0.2.77", "Phone Safari"),  # newest first; a tab made a space
+        (ADDRESS, "Firefox/140 (laptop)"),
+    ]
+    assert all(re.fullmatch("[0-9a-f]{12}", s["id"]) for s in sessions)
+    assert sessions[0]["created"] == sessions[0]["seen"] == int(team.clock.now)
+    # What an admin reads names the sessions and holds none of their secrets.
+    shown = json.dumps(answer)
+    for token in (laptop, phone):
+        value = token.partition("=")[2]
+        assert value not in shown and edge._digest(value) not in shown
+    # Used later, a session is seen later (at most every LAST_SEEN_EVERY seconds).
+    team.clock.now += edge.LAST_SEEN_EVERY
+    assert team.verify(laptop).status == 200
+    seen = {s["agent"]: s["seen"] for s in team.admin(op="sessions", name="alice")["sessions"]}
+    assert seen["Firefox/140 (laptop)"] == int(team.clock.now)
+    # Revoked, the phone is refused from its next request on; nothing else is.
+    assert team.verify(phone).status == 200
+    revoked = team.admin(op="revoke", name="alice", session=sessions[0]["id"])
+    assert revoked == {"ok": True, "name": "alice", "revoked": 1}
+    assert team.verify(phone).status == 401
+    assert team.verify(laptop).status == 200 and team.verify(bob).status == 200
+    assert team.admin(op="revoke", name="alice", session="all")["revoked"] == 1
+    assert team.verify(laptop).status == 401 and team.verify(bob).status == 200
+    assert team.admin(op="sessions", name="alice")["sessions"] == []
+    events = [(e["name"], e["event"]) for e in team.admin(op="log", name="alice")["log"]]
+    assert events[-2:] == [("alice", "revoked"), ("alice", "revoked-all")]
+
+
+def test_the_sign_in_log_is_read_newest_lines_last_and_holds_no_secret(team: Team) -> None:
+    team.login("alice", "a guess", address=GUESSER)
+    team.session("alice", ALICE_PASSWORD)
+    team.session("bob", BOB_PASSWORD)
+    log = team.admin(op="log")["log"]
+    assert [(e["name"], e["event"]) for e in log][-3:] == [
+        ("alice", "failed"),
+        ("alice", "signed-in"),
+        ("bob", "signed-in"),
+    ]
+    assert log[-3]["address"] == GUESSER and isinstance(log[-1]["time"], int)
+    assert [e["event"] for e in team.admin(op="log", name="bob", limit=1)["log"]] == ["signed-in"]
+    shown = json.dumps(log)
+    for secret in ("alice-internal-password", "a guess", ALICE_PASSWORD, "$2b$"):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        ({"op": "sessions", "name": "nobody"}, "no such person: nobody"),
+        ({"op": "sessions", "name": "Alice"}, "name: not a name"),
+        ({"op": "revoke", "name": "alice"}, "session: a session's id, or all"),
+        ({"op": "revoke", "name": "alice", "session": "ALL"}, "session: a session's id"),
+        ({"op": "revoke", "name": "alice", "session": "abc"}, "session: a session's id"),
+        ({"op": "revoke", "name": "alice", "session": "0" * 12}, "no such session of alice"),
+        ({"op": "revoke", "name": "nobody", "session": "all"}, "no such person: nobody"),
+        ({"op": "log", "limit": 0}, "limit: not a whole number"),
+        ({"op": "log", "limit": True}, "limit: not a whole number"),
+        ({"op": "log", "limit": "5"}, "limit: not a whole number"),
+        ({"op": "log", "name": "../x"}, "name: not a name"),
+    ],
+)
+def test_session_and_log_requests_with_bad_input_are_refused_and_change_nothing(
+    team: Team, request_: dict[str, Any], error: str
+) -> None:
+    alice = team.session("alice", ALICE_PASSWORD)
+    before = team.admin_people._all("SELECT * FROM sessions ORDER BY token")
+    with pytest.raises(edge.AdminError, match=re.escape(error)):
+        team.admin(**request_)
+    assert team.admin_people._all("SELECT * FROM sessions ORDER BY token") == before
+    assert team.verify(alice).status == 200
+
+
+def test_a_session_of_another_person_cannot_be_revoked_through_ones_own_name(team: Team) -> None:
+    bob = team.session("bob", BOB_PASSWORD)
+    team.session("alice", ALICE_PASSWORD)
+    bobs = team.admin(op="sessions", name="bob")["sessions"][0]["id"]
+    with pytest.raises(edge.AdminError, match="no such session of alice"):
+        team.admin(op="revoke", name="alice", session=bobs)
+    assert team.verify(bob).status == 200
+
+
+def test_a_database_of_an_older_edge_gains_the_columns_of_sessions(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "team.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE sessions (token TEXT PRIMARY KEY, name TEXT NOT NULL, "
+        "generation TEXT NOT NULL, created INTEGER NOT NULL, expires INTEGER NOT NULL);"
+        "INSERT INTO sessions VALUES ('d1', 'alice', 'g', 100, 9999999999);"
+    )
+    old.close()
+    people = edge.People(path)
+    try:
+        columns = [row[1] for row in people._all("PRAGMA table_info(sessions)")]
+        assert columns[-3:] == ["address", "agent", "seen"]
+        assert people._all("SELECT address, agent, seen FROM sessions") == [("", "", None)]
+    finally:
+        people.close()
 
 
 # --------------------------------------------------------------------------- admin

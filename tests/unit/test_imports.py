@@ -80,6 +80,16 @@ def test_status_and_stop_paths_do_not_import_docker_py() -> None:
     assert tops(modules, *TRANSPORT_ONLY) == []
 
 
+def test_list_does_not_import_docker_py() -> None:
+    """`occ list` asks every engine with the same light client as `occ status`."""
+    modules = imported_by(
+        "import opencode_cloud.inventory, opencode_cloud.team.team, opencode_cloud.service.service,"
+        " opencode_cloud.docker.client, opencode_cloud.docker.ssh"
+    )
+    assert "opencode_cloud.inventory" in modules
+    assert tops(modules, *TRANSPORT_ONLY) == []
+
+
 def test_loading_the_configuration_imports_no_engine_code() -> None:
     modules = imported_by("import opencode_cloud.config.store")
     assert "opencode_cloud.config.store" in modules

@@ -23,8 +23,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("the files and the engine", ("config", "docker")),
     ("reaching an instance", ("access", "hosts", "runtime")),
     ("operations", ("service",)),
-    ("operations on a service", ("backup", "doctor")),
+    ("operations on a service", ("backup", "doctor", "providers")),
     ("a team of services", ("team",)),
+    ("every instance", ("inventory",)),
     ("the command line", ("cli",)),
     ("the entry point", ("__main__",)),
 )

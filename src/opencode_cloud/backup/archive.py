@@ -21,7 +21,8 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from opencode_cloud import __version__
 from opencode_cloud.backup.errors import InvalidBackup
-from opencode_cloud.docker.volume import VOLUME_SPECS
+from opencode_cloud.docker.volume import SESSION, VOLUME_SPECS
+from opencode_cloud.opencode import AUTH_FILE, DATA_DIR
 
 if TYPE_CHECKING:
     from opencode_cloud.docker.progress import ProgressReporter
@@ -34,6 +35,8 @@ CONFIG_PREFIX = "config/"
 CONFIG_MEMBER = "config/config.json"
 PASSWORD_MEMBER = "config/password"
 VOLUMES_PREFIX = "volumes/"
+# opencode's key store: in a backup only when asked for (`occ backup --include-keys`).
+KEYS_ENTRY = f"{VOLUMES_PREFIX}{SESSION.kind}/{AUTH_FILE.removeprefix(DATA_DIR + '/')}"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 # Bytes read or written at a time; the only buffer that grows with the data.
@@ -81,6 +84,9 @@ class Manifest:
     password: bool
     # How the data was kept still while it was read: paused | stopped | none.
     consistency: str
+    # opencode's key store is in it (`KEYS_ENTRY`, when the instance had one). Backups
+    # made before keys could be left out hold it whenever the instance had it.
+    keys: bool = True
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -96,6 +102,7 @@ class Manifest:
             "volumes": [asdict(v) | {"path": v.member} for v in self.volumes],
             "config_file": CONFIG_MEMBER if self.config_file else None,
             "password": PASSWORD_MEMBER if self.password else None,
+            "provider_keys": KEYS_ENTRY if self.keys else None,
             "checksums": {"path": CHECKSUMS_NAME, "algorithm": "sha256", "per": "file"},
         }
         return (json.dumps(data, indent=2) + "\n").encode()
@@ -141,6 +148,7 @@ class Manifest:
                 config_file=data.get("config_file") == CONFIG_MEMBER,
                 password=data.get("password") == PASSWORD_MEMBER,
                 consistency=str(data.get("consistency") or "none"),
+                keys=data.get("provider_keys", KEYS_ENTRY) == KEYS_ENTRY,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidBackup(

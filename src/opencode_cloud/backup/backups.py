@@ -74,6 +74,7 @@ class Backups:
         target: Path,
         *,
         include_password: bool = False,
+        include_keys: bool = False,
         force: bool = False,
         reporter: ProgressReporter | None = None,
     ) -> BackupResult:
@@ -104,6 +105,7 @@ class Backups:
                 plain,
                 helper_image=self.helper_image() if volumes else None,
                 include_password=include_password,
+                include_keys=include_keys,
                 force=force,
                 reporter=reporter,
                 estimate=reporter is not None,
@@ -126,13 +128,15 @@ class Backups:
 
     def final(self, reason: str, reporter: ProgressReporter | None = None) -> BackupResult:
         """A backup the tool makes on its own before it deletes the volumes, into the
-        configuration folder's `backups/` (`automatic_backup_path`)."""
+        configuration folder's `backups/` (`automatic_backup_path`), with the provider
+        keys: the volumes that hold them are about to go."""
         return create_backup(
             self.client,
             self.instance,
             self.paths,
             automatic_backup_path(self.instance, reason),
             helper_image=self.helper_image(),
+            include_keys=True,
             reporter=reporter,
         )
 

@@ -76,6 +76,7 @@ class ListedBackup:
     instance: str
     person: str | None
     password: bool
+    keys: bool  # opencode's provider keys
     compressed: bool
     scheduled: bool
 
@@ -87,6 +88,7 @@ class ListedBackup:
             "instance": self.instance,
             "user": self.person,
             "password": self.password,
+            "provider_keys": self.keys,
             "compressed": self.compressed,
             "scheduled": self.scheduled,
         }
@@ -143,6 +145,7 @@ def list_backups(folder: Path) -> tuple[list[ListedBackup], list[Path]]:
                 instance=manifest.instance,
                 person=person,
                 password=manifest.password,
+                keys=manifest.keys,
                 compressed=is_compressed(path),
                 scheduled=bool(match and match.group("reason") == SCHEDULED_TAG),
             )

@@ -32,6 +32,7 @@ from opencode_cloud.backup.archive import (
     DIR_MODE,
     FILE_MODE,
     FORMAT,
+    KEYS_ENTRY,
     MANIFEST_NAME,
     PASSWORD_MEMBER,
     RECORD,
@@ -86,6 +87,7 @@ class BackupResult:
     consistency: str
     include_password: bool
     opencode_version: str | None
+    include_keys: bool
     seconds: float
     compressed: bool = False  # zstd (`.tar.zst`)
     plain_bytes: int | None = None  # the archive's size before compression
@@ -303,6 +305,7 @@ def create_backup(
     *,
     helper_image: str | None,
     include_password: bool = False,
+    include_keys: bool = False,
     force: bool = False,
     reporter: ProgressReporter | None = None,
     estimate: bool = False,
@@ -313,6 +316,7 @@ def create_backup(
         helper_image: the image to make the reading container from (a sandbox image);
             None only when the instance has no volumes.
         include_password: put the service password in too.
+        include_keys: put opencode's provider keys in too (its auth store, `KEYS_ENTRY`).
         force: replace an existing `target`.
         reporter: gets the bytes read so far (`layer("Backup", kind, done, total)`).
         estimate: ask the engine for the volumes' sizes first, as the progress total.
@@ -354,7 +358,7 @@ def create_backup(
             if present:
                 assert helper_image is not None
                 helper, lines_file = _reading_helper(
-                    client, instance, helper_image, present, out, helpers
+                    client, instance, helper_image, present, out, helpers, include_keys
                 )
             if not (running or paused_already):
                 consistency = "stopped"
@@ -371,6 +375,7 @@ def create_backup(
                 config_file=config_bytes is not None,
                 password=password_bytes is not None,
                 consistency=consistency,
+                keys=include_keys,
             )
             writer = _TarWriter(out)
             manifest_bytes = manifest.to_bytes()
@@ -386,7 +391,7 @@ def create_backup(
                 pause = _copy_volumes_locally(client, helper, info, writer, lines_file, progress)
             elif helper is not None:
                 with frozen(client, info) as pause:
-                    _copy_volumes(client, helper, present, writer, progress)
+                    _copy_volumes(client, helper, present, writer, progress, include_keys)
         writer.finish(hashlib.sha256(manifest_bytes).hexdigest())
         progress.finish()
         out.commit()
@@ -410,6 +415,7 @@ def create_backup(
         include_password=password_bytes is not None,
         opencode_version=opencode_version,
         seconds=time.monotonic() - began,
+        include_keys=include_keys,
     )
 
 
@@ -439,6 +445,7 @@ def _copy_volumes(
     volumes: Sequence[VolumeEntry],
     writer: _TarWriter,
     progress: Throttle,
+    include_keys: bool,
 ) -> None:
     """Stream every volume from the engine into the archive, in one archive call (each
     call costs the engine a mount and a process: the pause stays short). The engine
@@ -457,6 +464,8 @@ def _copy_volumes(
             linkname = None
             if member.islnk():
                 linkname = VOLUMES_PREFIX + member.linkname.removeprefix(root + "/")
+            if VOLUMES_PREFIX + name == KEYS_ENTRY and not include_keys:
+                continue
             entry = renamed(member, VOLUMES_PREFIX + name, linkname)
             data = source.extractfile(member) if member.isreg() else None
             progress.status = kind
@@ -470,6 +479,7 @@ def _reading_helper(
     volumes: Sequence[VolumeEntry],
     out: _Output,
     stack: contextlib.ExitStack,
+    include_keys: bool,
 ) -> tuple[str, Path | None]:
     """A helper container that mounts `volumes` read-only, for the rest of `stack`: on a
     local engine one that will run the archive program with the archive file and a
@@ -479,7 +489,12 @@ def _reading_helper(
     if client.is_local:
         lines_file = out.sidecar("lines")
         spec = program_spec(
-            base, "write", archive=out.temp, lines=lines_file, kinds=[v.kind for v in volumes]
+            base,
+            "write",
+            archive=out.temp,
+            lines=lines_file,
+            kinds=[v.kind for v in volumes],
+            leave_out=() if include_keys else (KEYS_ENTRY,),
         )
         try:
             return stack.enter_context(helper_container(client, spec)), lines_file

@@ -37,16 +37,24 @@ _CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD")
 
 
 def program_spec(
-    base: HelperSpec, action: str, *, archive: Path, lines: Path, kinds: Sequence[str]
+    base: HelperSpec,
+    action: str,
+    *,
+    archive: Path,
+    lines: Path,
+    kinds: Sequence[str],
+    leave_out: Sequence[str] = (),
 ) -> HelperSpec:
     """`base` (a helper with the volumes mounted at `HELPER_ROOT/<kind>`) made to run
     `program.py ACTION` as root on the volumes of `kinds`, with the archive file and the
-    checksum lines file of this machine mounted too (the archive read-only for `read`)."""
+    checksum lines file of this machine mounted too (the archive read-only for `read`);
+    `write` leaves the entries named in `leave_out` out."""
     args = {
         "root": HELPER_ROOT,
         "kinds": list(kinds),
         "archive": ARCHIVE_MOUNT,
         "lines": LINES_MOUNT,
+        "leave_out": list(leave_out),
     }
     return replace(
         base,

@@ -253,10 +253,11 @@ class VolumeWalker:
     """Entries of the volumes mounted at `root/<kind>`, named `volumes/<kind>/...`, each
     added once (hard links as links to the first name seen)."""
 
-    def __init__(self, root: str, output: Output) -> None:
+    def __init__(self, root: str, output: Output, leave_out: tuple[str, ...] = ()) -> None:
         self.root = root
         self.output = output
-        self.added: set[str] = set()
+        # Names never added (opencode's key store, unless the backup is to hold it).
+        self.added: set[str] = set(leave_out)
         self.inodes: dict[tuple[int, int], str] = {}
 
     def add(self, path: str, name: str) -> None:
@@ -367,7 +368,7 @@ def write(args: dict[str, Any]) -> dict[str, Any]:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     progress = Progress()
     output = Output(args["archive"], args["lines"], progress)
-    walker = VolumeWalker(root, output)
+    walker = VolumeWalker(root, output, tuple(args.get("leave_out", ())))
     folders = database_folders(root, kinds)
     say("@ready")
     _wait_for_go()

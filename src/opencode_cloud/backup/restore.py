@@ -26,6 +26,7 @@ from opencode_cloud.backup.archive import (
     CHECKSUMS_NAME,
     DIR_MODE,
     FILE_MODE,
+    KEYS_ENTRY,
     VOLUMES_PREFIX,
     Throttle,
     member_chunks,
@@ -179,8 +180,11 @@ def restore_backup(
             automatic_backup_path(instance, "before-restore"),
             helper_image=helper_image,
             include_password=True,
+            include_keys=True,
         )
         on_step(f"Saved the instance's current data to {safety.path}.")
+    # A backup without provider keys leaves the instance's own in place.
+    kept_keys = _keys_in(safety.path) if safety and not verified.manifest.keys else None
     was_running = state.container is not None and state.container.status.active
     if state.container is not None:
         on_step("Stopping and removing the container (the next start makes it again) ...")
@@ -208,6 +212,8 @@ def restore_backup(
                     client.put_archive_stream(helper, HELPER_ROOT, feed.chunks())
                     feed.check_complete()
         progress.finish()
+        if kept_keys is not None:
+            _put_keys_back(client, instance, helper_image, kept_keys)
         if instance.person is None:
             _restore_files(paths, verified)
     except BaseException as exc:
@@ -237,6 +243,33 @@ def restore_backup(
         was_running=was_running,
         seconds=time.monotonic() - began,
     )
+
+
+def _keys_in(archive: Path) -> tuple[tarfile.TarInfo, bytes] | None:
+    """opencode's key store in a backup this restore made (its entry and bytes), if any."""
+    with tarfile.open(archive, "r:", encoding="utf-8", errors="surrogateescape") as tar:
+        for member in tar:
+            if member.name == KEYS_ENTRY and member.isreg():
+                handle = tar.extractfile(member)
+                return (member, handle.read()) if handle else None
+    return None
+
+
+def _put_keys_back(
+    client: Engine, instance: Instance, image: str, kept: tuple[tarfile.TarInfo, bytes]
+) -> None:
+    """Write the instance's own key store into its restored session volume, with the
+    owner and mode it had."""
+    import io
+
+    member, content = kept
+    kind, inside = KEYS_ENTRY.removeprefix(VOLUMES_PREFIX).split("/", 1)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(renamed(member, f"{kind}/{inside}", None), io.BytesIO(content))
+    spec = helper_spec(instance, image, [(kind, instance.volume_name(kind))], read_only=False)
+    with helper_container(client, spec) as helper:
+        client.put_archive_stream(helper, HELPER_ROOT, [buffer.getvalue()])
 
 
 def _restore_volumes_locally(

@@ -91,19 +91,36 @@ def _register() -> None:
         doctor,
         host,
         image,
+        inventory,
         lifecycle,
         logs,
         mount,
+        provider,
+        setup,
         shell,
         status,
         team,
         update,
     )
 
-    for module in (lifecycle, status, doctor, logs, shell, update, image, backup, host, team):
+    for module in (
+        setup,
+        lifecycle,
+        status,
+        inventory,
+        doctor,
+        logs,
+        shell,
+        update,
+        image,
+        backup,
+        host,
+        team,
+    ):
         module.register(app)
     app.add_command(config.config_group)
     app.add_command(mount.mount_group)
+    app.add_command(provider.provider_group)
     app.add_command(auth.auth_group)
     app.add_command(completion.completion)
 
@@ -120,6 +137,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.instance import InvalidInstanceName, InvalidPersonName
     from opencode_cloud.locking import LockTimeout
     from opencode_cloud.mounts import MountError
+    from opencode_cloud.providers import errors as provider_errors
     from opencode_cloud.service import errors as service_errors
     from opencode_cloud.team import errors as team_errors
 
@@ -165,6 +183,15 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
         ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
         ((InvalidInstanceName, HostError, ssh.ForwardFailed), ExitCode.USAGE),
         ((LockTimeout,), ExitCode.LOCKED),
+        (
+            (
+                provider_errors.UnknownProvider,
+                provider_errors.BadProviderInput,
+                provider_errors.KeyNotGiven,
+                provider_errors.ProviderNotSet,
+            ),
+            ExitCode.USAGE,
+        ),
         ((team_errors.DoorNotRunning,), ExitCode.NOT_RUNNING),
         (
             (

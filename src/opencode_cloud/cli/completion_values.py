@@ -81,6 +81,13 @@ def env_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> l
     return _matching(sorted(str(name) for name in env), incomplete) if isinstance(env, dict) else []
 
 
+def provider_names(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
+    """The providers opencode knows by name (a custom one is any other name)."""
+    from opencode_cloud.opencode import KNOWN_PROVIDERS
+
+    return _matching(sorted(KNOWN_PROVIDERS), incomplete)
+
+
 def instance_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[Any]:
     """`default` and the instances that have a folder in the configuration directory
     (of the host named on the line, if any)."""

@@ -41,16 +41,27 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
         return _with_logs(error, occ)
     if isinstance(error, engine.BuildFailed):
         return _build_hint(error, occ)
-    from opencode_cloud.config.errors import ConfigError
+    from opencode_cloud.config.errors import ConfigError, EditorFailed
 
-    if isinstance(error, ConfigError):
+    if isinstance(error, (ConfigError, EditorFailed)):
         return _config_hint(error, occ)
     from opencode_cloud.backup.errors import BackupError, ProgramFailed
 
     if isinstance(error, BackupError):
         return _backup_hint(error, occ)
+    from opencode_cloud.doctor.engine_install import DOCKER_ENGINE_DOCS, EngineInstallFailed
+
+    if isinstance(error, EngineInstallFailed):
+        return (
+            f"Install and start Docker Engine by hand ({DOCKER_ENGINE_DOCS}), then run "
+            f"`{occ} setup` again; `{occ} doctor` says what it sees."
+        )
     if isinstance(error, ProgramFailed):  # a restore's is inside its RestoreFailed
         return f"No file was kept and the service runs on. Fix the cause, then `{occ} backup`."
+    from opencode_cloud.providers import errors as providers
+
+    if isinstance(error, providers.ProviderError):
+        return _provider_hint(error, occ)
     from opencode_cloud.service import errors as service
     from opencode_cloud.team import errors as team
 
@@ -179,6 +190,33 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
     return _other_hint(error, occ)
 
 
+def _provider_hint(error: OpencodeCloudError, occ: str) -> str:
+    from opencode_cloud.providers import errors as providers
+
+    custom = f"`{occ} provider add NAME --base-url URL --model MODEL --key-file FILE`"
+    match error:
+        case providers.UnknownProvider(known=known):
+            return f"Known providers: {', '.join(known)}; for your own server: {custom}."
+        case providers.BadProviderInput(what="base URL" | "models" | "model"):
+            return f"A custom OpenAI-compatible provider: {custom}."
+        case providers.BadProviderInput():
+            return f"For example: `{occ} provider add anthropic --key-file ~/anthropic.key`."
+        case providers.KeyNotGiven(path=None):
+            return (
+                "Give it with --key-file FILE or --key-stdin (it never goes on the command "
+                "line), or run the command on a terminal to type it."
+            )
+        case providers.KeyNotGiven():
+            return "Check the path; the file holds the key alone, on one line."
+        case providers.ProviderNotSet(stored=stored) if stored:
+            return f"Keys are stored for: {', '.join(stored)} (`{occ} provider list`)."
+        case providers.ProviderNotSet():
+            return f"No key is stored yet: `{occ} provider add NAME`."
+        case providers.ProviderStoreFailed():
+            return f"See `{occ} status` and `{occ} logs`, then run the command again."
+    return ""
+
+
 def _other_hint(error: OpencodeCloudError, occ: str) -> str:
     """Hints of the errors of hosts, locks and mounts."""
     from opencode_cloud.hosts import HostError
@@ -214,6 +252,11 @@ def _config_hint(error: OpencodeCloudError, occ: str) -> str:
 
     reset = f"go back to the defaults with `{occ} config reset --yes`"
     match error:
+        case config.EditNotSaved(draft=draft, needs_yes=needs_yes):
+            yes = " --yes" if needs_yes else ""
+            return f"Go on with your edits: `{occ} config edit --from {draft}{yes}`."
+        case config.EditorFailed(missing=True):
+            return f"Name your editor, for example: `EDITOR=nano {occ} config edit`."
         case config.RetiredConfigKey(key=key):
             return f"Leave it out; `{occ} config unset {key}` removes it from the file."
         case config.UnknownConfigKey(key=key) if key.startswith("env."):
@@ -312,6 +355,10 @@ def details_for(error: OpencodeCloudError) -> list[str]:
         return ["Last log lines:", *(f"  {line}" for line in error.log_tail)]
     if isinstance(error, engine.BuildFailed) and error.output_tail:
         return ["Last build output:", *(f"  {line}" for line in error.output_tail)]
+    from opencode_cloud.doctor.engine_install import EngineInstallFailed
+
+    if isinstance(error, EngineInstallFailed) and error.output:
+        return ["Last output:", *(f"  {line}" for line in error.output.splitlines())]
     return []
 
 

@@ -144,3 +144,30 @@ class RetiredConfigKey(ConfigError):
         super().__init__(f"{key} can no longer be set: it is not used any more ({reason}).")
         self.key = key
         self.reason = reason
+
+
+class EditNotSaved(ConfigError):
+    """`occ config edit` refused the edited file (invalid, or the file changed meanwhile);
+    the configuration file is as it was and the edits are kept in `draft`.
+
+    Attributes:
+        draft: The edited copy, for `occ config edit --from DRAFT`.
+        needs_yes: The edit exposes the service and was not confirmed.
+    """
+
+    def __init__(self, reason: str, draft: Path, *, path: Path, needs_yes: bool = False) -> None:
+        super().__init__(f"Not saved, {path} is unchanged: {reason}", path=path)
+        self.draft = draft
+        self.needs_yes = needs_yes
+
+
+class EditorFailed(OpencodeCloudError):
+    """No editor could be run, or the editor failed; nothing was saved.
+
+    Attributes:
+        missing: True when no editor was found at all.
+    """
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing

@@ -26,6 +26,7 @@ import json5
 from pydantic import ValidationError
 
 from opencode_cloud.config.errors import (
+    ConfigError,
     ConfigReadError,
     ConfigSyntaxError,
     ConfigValidationError,
@@ -416,6 +417,27 @@ def update_config(path: Path, change: Callable[[dict[str, Any]], Config]) -> Loa
         edited = render_config(config)
     _write_text(path, edited)
     return LoadedConfig(config, warnings, path, True)
+
+
+def replace_config_text(
+    path: Path, text: str, *, expected: str | None, source: Path | None = None
+) -> LoadedConfig:
+    """Replace the file with `text` as it is (comments and layout are the user's), once
+    the whole of it is valid; `expected` is the text the edit started from (None: no
+    file), so that a change made meanwhile by another command is not overwritten;
+    errors in `text` name `source`, where it was edited. Hold the instance lock around
+    the call. On any error nothing is written.
+
+    Raises:
+        ConfigSyntaxError, ConfigValidationError: `text` is not a valid configuration.
+        ConfigError: the file changed since `expected` was read.
+        ConfigReadError, ConfigWriteError.
+    """
+    config = validate_config(parse_config_text(text, source or path), source or path)
+    if read_config_text(path) != expected:
+        raise ConfigError(f"{path} was changed by another command meanwhile.", path=path)
+    _write_text(path, text)
+    return LoadedConfig(config, unknown_key_warnings(config, path), path, True)
 
 
 def _keep_backup(path: Path) -> Path:

@@ -322,8 +322,11 @@ class SshTunnel:
         deadline = time.monotonic() + timeout
         self._was_ready = False
         while not os.path.exists(self.engine_socket):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                error = self.failure()
+            ended = self._process.poll() is not None
+            if ended or time.monotonic() > deadline:
+                # Still trying to log in at the deadline: the host did not answer (there
+                # is no connection yet to look at its socket over).
+                error = self.failure() if ended else classify(self.output, self.target)
                 self.close()
                 raise error
             time.sleep(0.01)

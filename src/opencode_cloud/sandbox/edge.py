@@ -613,10 +613,12 @@ class Guard:
         with self._lock:
             return self._new_session(generation)
 
-    def sign_in(self, generation: str, name: str = "", address: str = "") -> tuple[str, str] | None:
+    def sign_in(
+        self, generation: str, name: str = "", address: str = "", agent: str = ""
+    ) -> tuple[str, str] | None:
         """A session and a device cookie for a sign-in checked against the password of
         `generation`, made together; None when that password has been replaced since.
-        (`name` and `address` are team mode's.)"""
+        (`name`, `address` and `agent`, the browser's User-Agent, are team mode's.)"""
         with self._lock:
             session = self._new_session(generation)
             return None if session is None else (session, self.new_device())
@@ -686,6 +688,9 @@ MAX_LOG_SIGN_INS = 100
 # All the device cookies of one person together: this many devices' buckets of failures.
 PERSON_DEVICE_BUCKETS = 3
 MAX_ADMIN_REQUEST = 64 * 1024
+SESSION_ID_LENGTH = 12  # hex digits of a session's digest that name it to an admin
+MAX_AGENT = 200  # characters of a browser's User-Agent kept with its session
+MAX_LOG_LINES = 10000  # at most this many lines of the sign-in log in one answer
 # The cost of the dummy hash checked for unknown names while no person's hash shows the
 # one in use: the tool's (access/credentials.py).
 DEFAULT_BCRYPT_COST = 10
@@ -712,7 +717,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     name TEXT NOT NULL,
     generation TEXT NOT NULL,
     created INTEGER NOT NULL,
-    expires INTEGER NOT NULL
+    expires INTEGER NOT NULL,
+    address TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT '',
+    seen INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_by_name ON sessions (name);
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires);
@@ -723,6 +731,14 @@ CREATE TABLE IF NOT EXISTS sign_ins (
     address TEXT NOT NULL
 );
 """
+# Columns a database made by an older edge lacks: added when it is opened.
+_ADDED_COLUMNS = {
+    "sessions": (
+        ("address", "TEXT NOT NULL DEFAULT ''"),
+        ("agent", "TEXT NOT NULL DEFAULT ''"),
+        ("seen", "INTEGER"),
+    ),
+}
 _PERSON_COLUMNS = (
     "name, hash, generation, internal_password, upstream, admin, email, disabled, "
     "created, last_sign_in, last_seen"
@@ -807,6 +823,11 @@ def _open_private_db(path: Path) -> sqlite3.Connection:
     if str(mode).lower() != "wal":
         raise OSError(f"{path}: cannot use WAL mode ({mode})")
     db.executescript(_SCHEMA)
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column, declaration in columns:
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
     return db
 
 
@@ -871,7 +892,14 @@ class People:
         return Person.of_row(rows[0]) if rows else None
 
     def add_session(
-        self, digest: str, name: str, generation: str, now: float, expires: float
+        self,
+        digest: str,
+        name: str,
+        generation: str,
+        now: float,
+        expires: float,
+        address: str = "",
+        agent: str = "",
     ) -> bool:
         """Keep a session of `name` under `generation`, if that is still the generation
         of their password and they are enabled (in one transaction with the admin
@@ -890,8 +918,8 @@ class People:
                 (name, name, MAX_SESSIONS - 1),
             )
             db.execute(
-                "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
-                (digest, name, generation, int(now), int(expires)),
+                "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (digest, name, generation, int(now), int(expires), address, agent, int(now)),
             )
             db.execute("UPDATE people SET last_sign_in = ? WHERE name = ?", (int(now), name))
             return True
@@ -905,6 +933,9 @@ class People:
 
     def seen(self, name: str, now: float) -> None:
         self._run("UPDATE people SET last_seen = ? WHERE name = ?", int(now), name)
+
+    def session_seen(self, digest: str, now: float) -> None:
+        self._run("UPDATE sessions SET seen = ? WHERE token = ?", int(now), digest)
 
     def log(self, now: float, name: str, event: str, address: str) -> None:
         """One line of the sign-in log, which keeps its newest `MAX_LOG_ROWS` only, and of
@@ -927,6 +958,61 @@ class People:
 
     def events(self) -> list[tuple[int, str, str, str]]:
         return [tuple(row) for row in self._all("SELECT * FROM sign_ins ORDER BY rowid")]
+
+    def log_lines(self, name: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` lines of the sign-in log (of `name` only, when given),
+        oldest first."""
+        where, args = ("WHERE name = ?", (name,)) if name else ("", ())
+        rows = self._all(
+            f"SELECT time, name, event, address FROM sign_ins {where} ORDER BY rowid DESC LIMIT ?",
+            *args,
+            limit,
+        )
+        keys = ("time", "name", "event", "address")
+        return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+
+    def sessions_of(self, name: str, now: float) -> list[dict[str, Any]]:
+        """`name`'s live sessions, newest first, each under its public id (the start of
+        the digest of its token: it names the session, and reveals nothing of the token).
+        """
+        rows = self._all(
+            "SELECT s.token, s.created, s.expires, s.seen, s.address, s.agent "
+            "FROM sessions s JOIN people p ON p.name = s.name "
+            "WHERE s.name = ? AND s.expires > ? AND s.generation = p.generation "
+            "ORDER BY s.created DESC, s.token",
+            name,
+            now,
+        )
+        return [
+            {
+                "id": token[:SESSION_ID_LENGTH],
+                "created": created,
+                "expires": expires,
+                "seen": seen,
+                "address": address,
+                "agent": agent,
+            }
+            for token, created, expires, seen, address, agent in rows
+        ]
+
+    def revoke(self, name: str, which: str) -> int:
+        """End `name`'s session with the public id `which`, or all of them (`all`); how
+        many ended."""
+        with self._transaction() as db:
+            if not db.execute("SELECT 1 FROM people WHERE name = ?", (name,)).fetchall():
+                raise AdminError(f"no such person: {name}")
+            if which == "all":
+                return db.execute("DELETE FROM sessions WHERE name = ?", (name,)).rowcount
+            tokens = [
+                row[0]
+                for row in db.execute("SELECT token FROM sessions WHERE name = ?", (name,))
+                if row[0][:SESSION_ID_LENGTH] == which
+            ]
+            if not tokens:
+                raise AdminError(f"no such session of {name}: {which}")
+            for token in tokens:
+                db.execute("DELETE FROM sessions WHERE token = ?", (token,))
+            return len(tokens)
 
     # -- what the admin tool asks -----------------------------------------------------
 
@@ -1054,6 +1140,7 @@ class TeamGuard(Guard):
         self._team_lock = threading.Lock()
         self._dummies: dict[int, bytes] = {}  # bcrypt cost -> a hash nobody's password has
         self._seen: dict[str, float] = {}  # name -> when last_seen was last written
+        self._session_seen: dict[str, float] = {}  # digest -> when its seen was last written
         self._started: dict[str, tuple[float, str]] = {}  # name -> when asked to start, state
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
@@ -1125,25 +1212,46 @@ class TeamGuard(Guard):
 
     # -- sessions -------------------------------------------------------------------------
 
-    def new_session(self, generation: str, name: str = "", address: str = "") -> str | None:
+    def new_session(
+        self, generation: str, name: str = "", address: str = "", agent: str = ""
+    ) -> str | None:
         token = secrets.token_urlsafe(32)
         now = self.clock()
         expires = now + self.session_seconds
+        agent = _CONTROL.sub("", agent).replace("\t", " ")[:MAX_AGENT]
         if not generation or not self.people.add_session(
-            _digest(token), name, generation, now, expires
+            _digest(token), name, generation, now, expires, address[:64], agent
         ):
             return None
         self._log(name, "signed-in", address)
         return token
 
-    def sign_in(self, generation: str, name: str = "", address: str = "") -> tuple[str, str] | None:
-        session = self.new_session(generation, name, address)
+    def sign_in(
+        self, generation: str, name: str = "", address: str = "", agent: str = ""
+    ) -> tuple[str, str] | None:
+        session = self.new_session(generation, name, address, agent)
         return None if session is None else (session, self.new_device(name))
 
     def session_person(self, token: str) -> Person | None:
         """The person a session cookie is of: enabled, under the generation of their
-        password now; None for any other cookie. Asked on every request."""
-        return self.people.session_person(_digest(token), self.clock())
+        password now; None for any other cookie. Asked on every request, so a session
+        ended by the admin tool is refused from its next request on. The session is
+        noted seen at most every `LAST_SEEN_EVERY` seconds."""
+        digest, now = _digest(token), self.clock()
+        person = self.people.session_person(digest, now)
+        if person is not None:
+            with self._team_lock:
+                due = now - self._session_seen.get(digest, -math.inf) >= LAST_SEEN_EVERY
+                if due:
+                    if len(self._session_seen) >= MAX_SESSIONS * 64:
+                        self._session_seen.clear()  # bounded: forgetting costs one write
+                    self._session_seen[digest] = now
+            if due:
+                try:
+                    self.people.session_seen(digest, now)
+                except sqlite3.Error as exc:
+                    print(f"edge: cannot note a session seen: {exc!r}", file=sys.stderr)
+        return person
 
     def session_valid(self, token: str) -> bool:
         return self.session_person(token) is not None
@@ -1939,7 +2047,11 @@ class Handler:
         outcome, generation = self.guard.attempt(self._address(), username, password, device)
         # Checked against a password replaced since: wrong now, as for any other attempt.
         made = (
-            self.guard.sign_in(generation, username, self._address()) if outcome == "ok" else None
+            self.guard.sign_in(
+                generation, username, self._address(), self.request.header("user-agent")
+            )
+            if outcome == "ok"
+            else None
         )
         if made is None:
             status, message, headers = self._refused(
@@ -2341,14 +2453,42 @@ def _email(request: dict[str, Any]) -> str | None:
     return value
 
 
+_SESSION_OPS = ("sessions", "revoke")
+_SESSION_CHOICE = re.compile(f"all|[0-9a-f]{{{SESSION_ID_LENGTH}}}")
+
+
+def _optional_name(request: dict[str, Any]) -> str | None:
+    if request.get("name") is None:
+        return None
+    return _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
+
+
+def _limit(request: dict[str, Any]) -> int:
+    limit = request.get("limit", 100)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_LOG_LINES:
+        raise AdminError(f"limit: not a whole number from 1 to {MAX_LOG_LINES}")
+    return limit
+
+
 def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str, Any]:
     """Apply one request of the admin tool (docs/team.md); its answer."""
     op = request.get("op")
     if op == "list":
         return {"ok": True, "people": [person.public() for person in people.everyone()]}
-    if op not in ("put", "passwd", "disable", "enable", "internal", "remove"):
+    if op == "log":
+        return {"ok": True, "log": people.log_lines(_optional_name(request), _limit(request))}
+    if op not in ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS):
         raise AdminError(f"unknown op: {op!r}"[:200])
     name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
+    if op == "sessions":
+        if people.get(name) is None:
+            raise AdminError(f"no such person: {name}")
+        return {"ok": True, "name": name, "sessions": people.sessions_of(name, now)}
+    if op == "revoke":
+        which = _field(request, "session", _SESSION_CHOICE, "a session's id, or all")
+        ended = people.revoke(name, which)
+        people.log(now, name, "revoked-all" if which == "all" else "revoked", "admin")
+        return {"ok": True, "name": name, "revoked": ended}
     hash_what = "not a bcrypt hash"
     internal_what = "1 to 256 printable ASCII characters, no spaces"
     if op == "put":

@@ -12,6 +12,7 @@ or JSON; errors carry data, and the CLI writes their hints.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -683,8 +684,79 @@ class Service:
         body = b"".join(output)
         return exit_code() == 0, body
 
-    def status(self, password: str | None) -> StatusResult:
-        """Everything `occ status` shows, from one inspect and one HTTP probe."""
+    def call_inside(
+        self, method: str, path: str, body: bytes | None = None, timeout: float = 30.0
+    ) -> tuple[int | None, bytes]:
+        """One request to opencode from inside its container, as `ask_inside`, with any
+        method: its HTTP status (None when it did not answer) and body.
+
+        A body (a provider's key, say) never goes on a command line: it is written into
+        the edge's own folder (0600, the edge's user, which the agent cannot read) and
+        curl reads it from there; the file is removed as curl ends.
+
+        Raises:
+            NotRunning, DockerError.
+        """
+        self.shell_target()
+        url = f"http://127.0.0.1:{OPENCODE_INSIDE_PORT}{path}"
+        curl = ["/usr/bin/curl", "-q", "-s", "--max-time", f"{timeout:g}", "-K", INSIDE_CURLRC,
+                "-X", method, "-w", "\n%{http_code}"]  # fmt: skip
+        if body is None:
+            command = [*curl, url]
+        else:
+            import secrets
+
+            request_file = f"{INSIDE_EDGE_DIR}/request-{secrets.token_hex(8)}"
+            self.runtime.put_files({request_file: ContainerFile(body, 0o600, EDGE_UID)})
+            command = ["/bin/sh", "-c",
+                       'f=$1; shift; "$@" --data-binary "@$f"; code=$?; rm -f "$f"; exit $code',
+                       "sh", request_file, *curl, "-H", "Content-Type: application/json",
+                       url]  # fmt: skip
+        edge = f"{EDGE_UID}:{EDGE_UID}"
+        try:
+            output, _exit_code = self.runtime.exec(command, user=edge, workdir="/")
+            said = b"".join(output)
+        except OpencodeCloudError:
+            if body is not None:  # the request file must not outlive the request
+                with contextlib.suppress(OpencodeCloudError):
+                    done, _ = self.runtime.exec(["rm", "-f", request_file], user=edge, workdir="/")
+                    b"".join(done)
+            raise
+        answer, _, status = said.rpartition(b"\n")
+        code = int(status) if status.strip().isdigit() else 0
+        return (code or None), answer
+
+    def read_file(self, path: str) -> bytes | None:
+        """A file of the container (running or not), through the engine's archive API;
+        None when it is not there.
+
+        Raises:
+            NeverCreated, DockerError.
+        """
+        import io
+        import tarfile
+
+        from opencode_cloud.docker.errors import MissingPath
+
+        self._require()
+        try:
+            stream = b"".join(self.client.get_archive(self.name, path))
+        except MissingPath:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+            member = tar.next()
+            handle = tar.extractfile(member) if member else None
+            return handle.read() if handle else None
+
+    def overview(self, password: str | None) -> StatusResult:
+        """The state, health, URL and opencode version of `status`, without what takes
+        longer to gather (volumes, snapshots, pending changes, logs): what `occ list`
+        shows of each instance."""
+        return self._described(password)[0]
+
+    def _described(self, password: str | None) -> tuple[StatusResult, ContainerInfo | None, bool]:
+        """`overview`, the container it was read from, and whether its last log lines
+        belong in a status report (`status.describe_container`)."""
         from opencode_cloud.service import status
 
         info = self.runtime.state()
@@ -704,20 +776,28 @@ class Service:
             host=self.host,
             needs_tunnel=endpoint.only_on_remote,
         )
-        if info is not None:
-            # A person's container is the team's to make (`team.people.person_spec`).
-            if self.instance.person is None:
-                result.pending_restart = self.pending_changes(info)
-            # A person's opencode answers the front door only (docs/team.md): asked inside.
-            server = endpoint.server(password) if self.instance.person is None else None
-            if server is None and info.running:
-                healthy, _ = self.ask_inside("/global/health", timeout=2)
-                result.http_health = "healthy" if healthy else "unreachable"
-                if healthy:
-                    listed, _ = self.ask_inside("/session")
-                    result.session_api = "ok" if listed else "failing"
-            if status.describe_container(result, info, server):
-                result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
+        if info is None:
+            return result, None, False
+        # A person's opencode answers the front door only (docs/team.md): asked inside.
+        server = endpoint.server(password) if self.instance.person is None else None
+        if server is None and info.running:
+            healthy, _ = self.ask_inside("/global/health", timeout=2)
+            result.http_health = "healthy" if healthy else "unreachable"
+            if healthy:
+                listed, _ = self.ask_inside("/session")
+                result.session_api = "ok" if listed else "failing"
+        return result, info, status.describe_container(result, info, server)
+
+    def status(self, password: str | None) -> StatusResult:
+        """Everything `occ status` shows, from one inspect and one HTTP probe."""
+        from opencode_cloud.service import status
+
+        result, info, wants_logs = self._described(password)
+        # A person's container is the team's to make (`team.people.person_spec`).
+        if info is not None and self.instance.person is None:
+            result.pending_restart = self.pending_changes(info)
+        if wants_logs:
+            result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
         result.volumes = status.volume_status(self.client, self.instance)
         result.snapshots = status.snapshot_status(self.client, self.instance)
         return result
@@ -725,7 +805,8 @@ class Service:
 
 # The health check's credentials file in the container (the edge's), and opencode's port
 # inside it.
-INSIDE_CURLRC = "/run/opencode-cloud/edge/curlrc"
+INSIDE_EDGE_DIR = "/run/opencode-cloud/edge"
+INSIDE_CURLRC = f"{INSIDE_EDGE_DIR}/curlrc"
 OPENCODE_INSIDE_PORT = 4096
 # What a command or a shell in the container finds first: the tools the agent installed.
 _AGENT_ENV = (f"PATH={RUNTIME_PATH}",)

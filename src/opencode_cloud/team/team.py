@@ -76,6 +76,17 @@ class TeamStatus:
         }
 
 
+@dataclass(frozen=True)
+class TeamSummary:
+    """A team at a glance (`occ list`)."""
+
+    url: str
+    door: str  # the door container's state
+    version: str | None  # opencode's, of the door's image
+    people: int
+    running: int  # people whose instance runs
+
+
 class Team:
     """The team of one service (`service`: the single-user service of the same
     instance, whose image, configuration and certificate the door shares)."""
@@ -426,13 +437,43 @@ class Team:
         instance (which ends their open terminals and event streams)."""
         self.require(name)
         door.admin(self.client, self.layout, {"op": "disable", "name": name})
-        container = self.layout.person(name).container_name
-        if self.client.find_container(container) is not None:
-            stop_container(self.client, container, DISABLE_STOP_TIMEOUT)
+        self._stop_person(name)
 
     def enable(self, name: str) -> None:
         self.require(name)
         door.admin(self.client, self.layout, {"op": "enable", "name": name})
+
+    def sessions(self, name: str) -> list[dict[str, Any]]:
+        """Where and when `name` is signed in: each live session's id, times (`created`,
+        `seen`, `expires`, Unix seconds), address and browser."""
+        self.require(name)
+        answer = door.admin(self.client, self.layout, {"op": "sessions", "name": name})
+        return list(answer.get("sessions") or [])
+
+    def revoke(self, name: str, which: str) -> int:
+        """End `name`'s session `which` (an id from `sessions`), or all of them (`all`):
+        refused from its next request on. Their instance is stopped too, as by `disable`:
+        only that ends what a revoked browser still holds open (an event stream, a
+        terminal); it starts again at their next request. How many ended."""
+        self.require(name)
+        answer = door.admin(
+            self.client, self.layout, {"op": "revoke", "name": name, "session": which}
+        )
+        self._stop_person(name)
+        return int(answer.get("revoked") or 0)
+
+    def _stop_person(self, name: str) -> None:
+        container = self.layout.person(name).container_name
+        if self.client.find_container(container) is not None:
+            stop_container(self.client, container, DISABLE_STOP_TIMEOUT)
+
+    def log(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` lines of the sign-in log (of `name` only, when given), oldest
+        first: time, name, event and address; never a secret."""
+        request: dict[str, Any] = {"op": "log", "limit": limit}
+        if name is not None:
+            request["name"] = name
+        return list(door.admin(self.client, self.layout, request).get("log") or [])
 
     def remove(self, name: str, *, volumes: bool) -> list[str]:
         """Take the person out: their record, container and network; their volumes only
@@ -507,6 +548,26 @@ class Team:
                 )
             )
         return people
+
+    def summary(self) -> TeamSummary:
+        """The door and how many people have an instance, and how many of those run,
+        from the engine alone (`status` asks the door for each person's record)."""
+        from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION
+
+        info = self.client.find_container(self.layout.door)
+        running = 0
+        for name in self._person_containers():
+            person = self.client.find_container(name)
+            running += bool(person and person.running)
+        # Where the door listens, from its container when there is one.
+        url = Endpoint.of(ContainerSpec.from_inspect(info)).url if info else self.url
+        return TeamSummary(
+            url=url,
+            door="missing" if info is None else str(info.status),
+            version=info.labels.get(LABEL_OPENCODE_VERSION) if info else None,
+            people=len(self.person_names()),
+            running=running,
+        )
 
     def status(self) -> TeamStatus:
         info = self.client.find_container(self.layout.door)

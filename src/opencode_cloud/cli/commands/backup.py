@@ -60,6 +60,10 @@ def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
             lines.append("The service was not running: nothing was paused.")
         if result.include_password:
             lines.append("It holds the service password: keep it private (the file is 0600).")
+        if result.include_keys:
+            lines.append("It holds the provider keys: keep it private (the file is 0600).")
+        else:
+            lines.append("Provider keys are left out (`--include-keys` puts them in).")
         return lines
 
     app_ctx.out.result(result.to_json(), human)
@@ -82,6 +86,7 @@ def backup_group() -> None:
 @backup_group.command("create")
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option("--include-password", is_flag=True, help="Put the service password in it too.")
+@click.option("--include-keys", is_flag=True, help="Put the provider keys in it too.")
 @click.option("--force", is_flag=True, help="Replace FILE when it exists.")
 @person_option
 @click.option(
@@ -92,6 +97,7 @@ def backup(
     app_ctx: AppContext,
     file: Path | None,
     include_password: bool,
+    include_keys: bool,
     force: bool,
     person: str | None,
     everyone: bool,
@@ -113,7 +119,9 @@ def backup(
     if everyone:
         if person is not None:
             raise click.UsageError("use either --user or --all, not both")
-        _backup_everyone(app_ctx, file, include_password=include_password, force=force)
+        _backup_everyone(
+            app_ctx, file, include_password=include_password, include_keys=include_keys, force=force
+        )
         return
     app_ctx = app_ctx.for_person(person)
     target = file if file is not None else Path.cwd()
@@ -123,6 +131,7 @@ def backup(
         result = backups_of(app_ctx).create(
             target,
             include_password=include_password,
+            include_keys=include_keys,
             force=force,
             reporter=app_ctx.bytes_reporter(),
         )
@@ -130,7 +139,12 @@ def backup(
 
 
 def _backup_everyone(
-    app_ctx: AppContext, folder: Path | None, *, include_password: bool, force: bool
+    app_ctx: AppContext,
+    folder: Path | None,
+    *,
+    include_password: bool,
+    include_keys: bool,
+    force: bool,
 ) -> None:
     """`occ backup --all`: each person's volumes into a file of their own in `folder`."""
     from opencode_cloud.backup.create import default_backup_name
@@ -146,6 +160,7 @@ def _backup_everyone(
             result = backups_of(person_ctx).create(
                 target / default_backup_name(person_ctx.instance),
                 include_password=include_password,
+                include_keys=include_keys,
                 force=force,
             )
         results.append({"user": name, **result.to_json()})
@@ -328,7 +343,7 @@ def run_scheduled(app_ctx: AppContext, folder: Path | None, keep: int | None) ->
 @click.pass_obj
 def list_command(app_ctx: AppContext, folder: Path | None, dir_option: Path | None) -> None:
     """List the backups in a folder: when each was made, its size, whose it is, and
-    whether it holds the password. The folder defaults to the scheduled backups' one.
+    whether it holds the password and the provider keys. The folder defaults to the scheduled backups' one.
 
     Examples: occ backup list | occ backup list ~/backups | occ --json backup list
     """
@@ -345,12 +360,15 @@ def list_command(app_ctx: AppContext, folder: Path | None, dir_option: Path | No
         if not found:
             lines = [f"No backups in {target}."]
         else:
-            lines = [f"{'Made (UTC)':<21} {'Size':>9}  {'Whose':<24} {'Password':<8}  File"]
+            lines = [
+                f"{'Made (UTC)':<21} {'Size':>9}  {'Whose':<24} {'Password':<8}  {'Keys':<4}  File"
+            ]
             for b in found:
                 whose = b.instance + (f" / {b.person}" if b.person else "")
                 lines.append(
                     f"{b.created:<21} {format_bytes(b.size_bytes):>9}  {whose:<24} "
-                    f"{'yes' if b.password else 'no':<8}  {b.path.name}"
+                    f"{'yes' if b.password else 'no':<8}  {'yes' if b.keys else 'no':<4}  "
+                    f"{b.path.name}"
                 )
         lines += [f"Not a backup this release reads: {p.name}" for p in others]
         if last is not None:

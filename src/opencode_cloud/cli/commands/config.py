@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -143,6 +144,184 @@ def unset(app_ctx: AppContext, key: str) -> None:
         new = None
     app_ctx.out.result({key: new}, lambda: [f"{key} = {json.dumps(new)} (default)"])
     _restart_note(app_ctx)
+
+
+@config_group.command()
+@click.option(
+    "--from",
+    "draft_from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from this file (the edits kept from a refused edit) instead.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Confirm exposing the service beyond localhost.")
+@click.pass_obj
+def edit(app_ctx: AppContext, draft_from: Path | None, yes: bool) -> None:
+    """Edit the configuration file in $VISUAL or $EDITOR (else editor, nano or vi).
+
+    The editor works on a copy; the file is replaced only when the whole edited text is
+    valid, and then says what changed and whether a restart applies it. An invalid edit
+    changes nothing: on a terminal it offers to edit again, otherwise the error names
+    the kept copy (`occ config edit --from COPY` goes on with it).
+    """
+    from opencode_cloud.config import editor
+    from opencode_cloud.config.errors import ConfigError, EditNotSaved
+    from opencode_cloud.config.store import read_config_text
+
+    path = app_ctx.paths.config_file
+    command = editor.choose_editor()
+    original = read_config_text(path)
+    start = read_config_text(draft_from) if draft_from else original
+    draft = editor.make_draft(start)
+    while True:
+        try:
+            editor.run_editor(command, draft)
+        except BaseException:  # the editor failed, or was quit with an error: given up
+            editor.discard_draft(draft)
+            raise
+        text = draft.read_text(encoding="utf-8")
+        if text == original:
+            editor.discard_draft(draft)
+            app_ctx.out.result({"changed": {}, "path": str(path)}, lambda: ["No changes."])
+            return
+        try:
+            saved = _save_edit(app_ctx, path, text, original, draft, yes)
+            break
+        except EditNotSaved:  # not confirmed: editing again would not change that
+            raise
+        except ConfigError as error:
+            if app_ctx.out.interactive:
+                app_ctx.out.warn(error.message)
+                if click.confirm("Edit again?", default=True, err=True):
+                    continue
+            raise EditNotSaved(error.message, draft, path=path) from None
+    editor.discard_draft(draft)
+    if draft_from is not None and editor.is_draft(draft_from):
+        editor.discard_draft(draft_from)  # the refused copy it went on from
+    _report_edit(app_ctx, original, saved)
+
+
+def _save_edit(
+    app_ctx: AppContext, path: Path, text: str, original: str | None, draft: Path, yes: bool
+) -> Config:
+    """Validate and write the edited `text` under the instance lock; an edit that newly
+    exposes the service must be confirmed first."""
+    from opencode_cloud.config.errors import EditNotSaved
+    from opencode_cloud.config.store import parse_config_text, replace_config_text, validate_config
+    from opencode_cloud.errors import NotConfirmed
+
+    new = validate_config(parse_config_text(text, draft), draft)
+    old = _config_or_none(original)
+    if new.exposed and (old is None or new.bind_address != old.bind_address):
+        try:
+            confirm_exposure(app_ctx, new.bind_address, yes, new.tls_mode)
+        except NotConfirmed as refused:
+            raise EditNotSaved(refused.message, draft, path=path, needs_yes=True) from None
+    with app_ctx.changing("config edit"):
+        loaded = replace_config_text(path, text, expected=original, source=draft)
+    for warning in loaded.warnings:
+        app_ctx.out.warn(warning)
+    app_ctx.set_config(loaded.config)
+    return loaded.config
+
+
+def _config_or_none(text: str | None) -> Config | None:
+    """The configuration `text` holds (the defaults for None); None when it is invalid."""
+    from opencode_cloud.config.store import parse_config_text, validate_config
+    from opencode_cloud.errors import OpencodeCloudError
+
+    try:
+        return validate_config(parse_config_text(text or ""))
+    except OpencodeCloudError:
+        return None
+
+
+def _report_edit(app_ctx: AppContext, original: str | None, config: Config) -> None:
+    """What the edit changed, and what applies it."""
+    from opencode_cloud.config.edit import config_values
+    from opencode_cloud.config.schema import Config as Defaults
+    from opencode_cloud.team.changes import between
+
+    old = _config_or_none(original)
+    before = config_values(old or Defaults())
+    after = config_values(config)
+    changed = [key for key in after if before.get(key) != after[key]]
+    how = between(old, config) if old is not None else None
+    data = {
+        "changed": {key: {"from": before.get(key), "to": after[key]} for key in changed},
+        "path": str(app_ctx.paths.config_file),
+        "needs_restart": how.needs_restart if how else True,
+        "applies_with": how.needs if how else "restart",
+    }
+
+    def human() -> list[str]:
+        lines = [f"Saved {app_ctx.paths.config_file}."]
+        lines += [
+            f"  {key}: {json.dumps(before.get(key))} -> {json.dumps(after[key])}" for key in changed
+        ]
+        if how is None:
+            lines.append(f"The file was invalid before: run `{app_ctx.occ} restart` to apply it.")
+        elif how.needs == "restart":
+            lines.append(f"Restart to apply ({', '.join(how.touches)}): `{app_ctx.occ} restart`.")
+        elif how.needs == "update":
+            lines.append(f"The service runs another image: apply it with `{app_ctx.occ} update`.")
+        else:
+            lines.append("No restart needed.")
+        return lines
+
+    app_ctx.out.result(data, human)
+
+
+_APPLIES_WORDS = {
+    "restart": "yes: the container is made again at the next `{occ} restart`",
+    "update": "yes: the service runs another image, through `{occ} update`",
+    "nothing": "no: read when it is used",
+}
+
+
+@config_group.command()
+@click.argument("key", help="Setting name.", shell_complete=complete.config_keys)
+@click.pass_obj
+def describe(app_ctx: AppContext, key: str) -> None:
+    """What one setting does: type, default, rule, example, and whether a change needs a
+    restart. `occ config describe port`."""
+    from opencode_cloud.config.edit import key_info
+    from opencode_cloud.config.schema import EXAMPLES, RETIRED_KEYS
+    from opencode_cloud.team.changes import applies
+
+    info = key_info(key)
+    how = applies(key)
+    data = {
+        "key": key,
+        "type": info.kind,
+        "default": info.default,
+        "description": info.description,
+        "rule": info.rule,
+        "example": None
+        if key in RETIRED_KEYS
+        else f"{app_ctx.occ} config set {key} {EXAMPLES[key]}",
+        "retired": RETIRED_KEYS.get(key),
+        "needs_restart": how.needs_restart,
+        "applies_with": how.needs,
+        "changes": list(how.touches),
+    }
+
+    def human() -> list[str]:
+        restart = _APPLIES_WORDS[how.needs].format(occ=app_ctx.occ)
+        if how.touches:
+            restart += f" ({', '.join(how.touches)})"
+        lines = [
+            f"{key}: {info.description}",
+            f"  Type:     {info.kind}",
+            f"  Default:  {json.dumps(info.default)}",
+            f"  Rule:     {key} {info.rule}",
+            *([f"  Example:  {data['example']}"] if data["example"] else []),
+            f"  Restart:  {restart}",
+        ]
+        if key in RETIRED_KEYS:
+            lines.append(f"  Retired:  {RETIRED_KEYS[key]}")
+        return lines
+
+    app_ctx.out.result(data, human)
 
 
 @config_group.command()

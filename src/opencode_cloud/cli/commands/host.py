@@ -213,9 +213,7 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
     )
     app_ctx.out.stdout.flush()
     if open_browser:
-        import webbrowser
-
-        webbrowser.open(url)
+        open_in_browser(app_ctx, url, endpoint.username)
     from opencode_cloud import interrupts
 
     try:
@@ -225,6 +223,76 @@ def run_tunnel(app_ctx: AppContext, local_port: int | None, open_browser: bool) 
         app_ctx.out.progress("Tunnel closed.")
 
 
+def open_in_browser(app_ctx: AppContext, url: str, username: str | None) -> bool:
+    """Open `url` in the user's browser (`$BROWSER`, else the system's); where there is
+    none, say where to go and how to sign in. Whether a browser took it."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(url)
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        who = f" as {username}" if username else ""
+        app_ctx.out.warn(
+            f"No browser could be opened here: open {url} and sign in{who} "
+            f"(the password: `{app_ctx.occ} auth show`)."
+        )
+    return opened
+
+
+# --------------------------------------------------------------------------------- open
+
+
+@click.command("open")
+@click.option("--port", "-p", "local_port", type=int, help="Local port of a tunnel to a host.")
+@click.option("--show-password", is_flag=True, help="Print the password too.")
+@click.pass_obj
+def open_(app_ctx: AppContext, local_port: int | None, show_password: bool) -> None:
+    """Open the web UI in your browser ($BROWSER, else the system's).
+
+    For a service on a remote host's loopback it first opens a tunnel over SSH, opens
+    its local end and holds it until Ctrl-C. Without a browser it prints the URL and how
+    to sign in. The password is printed only with --show-password.
+
+    Examples: occ open | occ --host cloud open | occ --instance work open
+    """
+    if local_port is not None and not 1 <= local_port <= 65535:
+        raise click.BadParameter("must be from 1 to 65535", param_hint="--port")
+    from opencode_cloud.access import credentials
+
+    if app_ctx.in_team_mode():
+        url, username = app_ctx.team().url, None  # each person signs in with their own name
+    else:
+        service = app_ctx.service()
+        info = service.shell_target()  # it runs, or the error says how to start it
+        endpoint = service.endpoint_of(info)  # on a remote host: by that host's name
+        if endpoint.only_on_remote:
+            if show_password:
+                app_ctx.out.progress(f"Password: {credentials.read_password(app_ctx.paths)}")
+            run_tunnel(app_ctx, local_port, open_browser=True)
+            return
+        url, username = endpoint.url, endpoint.username
+    password = credentials.read_password(app_ctx.paths) if show_password else None
+    opened = open_in_browser(app_ctx, url, username)
+    data = {"url": url, "username": username, "opened": opened}
+    if password is not None:
+        data["password"] = password
+
+    def human() -> list[str]:
+        lines = [f"Opened {url} in your browser." if opened else url]
+        if username:
+            lines.append(f"  User:     {username}")
+        if password is not None:
+            lines.append(f"  Password: {password}")
+        elif username:
+            lines.append(f"  Password: run `{app_ctx.occ} auth show` to see it")
+        return lines
+
+    app_ctx.out.result(data, human)
+
+
 def register(group: click.Group) -> None:
     group.add_command(host_group)
     group.add_command(tunnel)
+    group.add_command(open_)

@@ -57,6 +57,53 @@ def _apply_start_options(ctx: AppContext, port: int | None, bind: str | None, ye
     save_change(ctx, change, yes=yes)
 
 
+def _take_env_keys(ctx: AppContext) -> tuple[dict[str, tuple[str, str]], bytes | None]:
+    """Provider keys set with `occ config env`, taken out of the configuration before the
+    start makes the container (so none is in its environment): each variable's provider
+    id and key, and the file as it was, to put back when the move fails."""
+    from opencode_cloud.cli.commands.config import save_change
+    from opencode_cloud.config.store import validate_config
+    from opencode_cloud.errors import OpencodeCloudError
+    from opencode_cloud.providers.migrate import env_keys, without_env_keys
+
+    try:
+        env = ctx.config.env
+    except OpencodeCloudError:
+        return {}, None  # the start reports the broken file
+    found = {name: (pid, env[name]) for name, pid in env_keys(env).items()}
+    if not found:
+        return {}, None
+    original = ctx.paths.config_file.read_bytes()
+    save_change(ctx, lambda data: validate_config(without_env_keys(data)))
+    return found, original
+
+
+def _start_moving_env_keys(
+    ctx: AppContext, start: Callable[[], StartResult], *, move: bool = True
+) -> StartResult:
+    """`start`, and the provider keys of the configuration's `env` moved into opencode's
+    key store once it runs (unless not `move`: a start that does not wait for opencode);
+    on any failure the configuration file is put back as it was."""
+    found, original = _take_env_keys(ctx) if move else ({}, None)
+    if not found:
+        return start()
+    from opencode_cloud.config.store import write_atomically
+    from opencode_cloud.providers.migrate import store_env_keys
+
+    try:
+        result = start()
+        moved = store_env_keys(ctx.service(), found)
+    except BaseException:
+        if original is not None:
+            write_atomically(ctx.paths.config_file, original)
+        raise
+    ctx.out.warn(
+        f"Moved {', '.join(moved)} out of the configuration's env into opencode's key store "
+        f"(`{ctx.occ} provider list`): keys no longer sit in the container's environment."
+    )
+    return result
+
+
 def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> None:
     from opencode_cloud.access import credentials
 
@@ -181,13 +228,17 @@ def start(
     with app_ctx.changing("start"):
         _apply_start_options(app_ctx, port, bind, yes)
         with app_ctx.spinner("Starting opencode ..."):
-            result = app_ctx.service().start(
-                build=build,
-                pull=pull,
-                wait=not no_wait,
-                timeout=timeout,
-                reporter=app_ctx.reporter(),
-                on_step=app_ctx.out.progress,
+            result = _start_moving_env_keys(
+                app_ctx,
+                lambda: app_ctx.service().start(
+                    build=build,
+                    pull=pull,
+                    wait=not no_wait,
+                    timeout=timeout,
+                    reporter=app_ctx.reporter(),
+                    on_step=app_ctx.out.progress,
+                ),
+                move=not no_wait,
             )
     _render_start(app_ctx, result, show_password)
     if open_browser and result.needs_tunnel:
@@ -249,8 +300,11 @@ def restart(
         with contextlib.suppress(NeverCreated):  # nothing to stop: then it is just a start
             service.stop(stop_after)
         with app_ctx.spinner("Starting opencode ..."):
-            result = service.start(
-                timeout=wait_for, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress
+            result = _start_moving_env_keys(
+                app_ctx,
+                lambda: app_ctx.service().start(
+                    timeout=wait_for, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress
+                ),
             )
     _render_start(app_ctx, result, show_password=False)
 

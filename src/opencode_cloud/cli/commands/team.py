@@ -1,4 +1,5 @@
-"""`occ team enable|disable|status` and `occ user add|list|passwd|disable|enable|remove`."""
+"""`occ team enable|disable|status|log` and
+`occ user add|list|passwd|sessions|disable|enable|remove`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from opencode_cloud.cli.group import OrderedGroup
-from opencode_cloud.cli.output import format_bytes, format_duration
+from opencode_cloud.cli.output import format_bytes, format_duration, format_table
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
@@ -110,6 +111,39 @@ def team_status(app_ctx: AppContext) -> None:
     )
 
 
+@team_group.command("log")
+@click.option("--user", "name", metavar="NAME", help="Only this person's lines.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10000),
+    default=100,
+    show_default=True,
+    help="How many of the newest lines.",
+)
+@click.pass_obj
+def team_log(app_ctx: AppContext, name: str | None, limit: int) -> None:
+    """Sign-ins, sign-outs, failed attempts and the admin's changes, newest last. It holds
+    times, names, events and addresses; never a password or a session's token."""
+    lines = app_ctx.team().log(name, limit)
+    app_ctx.out.result({"log": lines}, lambda: log_lines(lines))
+
+
+def log_lines(lines: list[dict[str, object]]) -> list[str]:
+    if not lines:
+        return ["Nothing logged yet."]
+    rows = [("TIME (UTC)", "NAME", "EVENT", "FROM")]
+    for line in lines:
+        name = str(line.get("name") or "") or "(unknown name)"
+        rows.append((_utc(line.get("time")), name, str(line["event"]), str(line["address"])))
+    return format_table(rows)
+
+
+def _utc(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
 def people_lines(people: list[Person]) -> list[str]:
     if not people:
         return ["Nobody yet."]
@@ -126,11 +160,7 @@ def people_lines(people: list[Person]) -> list[str]:
         rows.append(
             (p.name, state, "admin" if p.admin else "", seen, format_bytes(p.disk_bytes), memory)
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    return format_table(rows)
 
 
 # -- occ user -------------------------------------------------------------------------------
@@ -242,6 +272,59 @@ def user_enable(app_ctx: AppContext, name: str) -> None:
     with app_ctx.changing("user enable"):
         app_ctx.team().enable(name)
     app_ctx.out.result({"name": name, "disabled": False}, lambda: [f"{name} can sign in again."])
+
+
+@user_group.command("sessions")
+@click.argument("name")
+@click.option(
+    "--revoke",
+    "which",
+    metavar="ID|all",
+    help="End this session (an ID from the list), or all of them.",
+)
+@click.pass_obj
+def user_sessions(app_ctx: AppContext, name: str, which: str | None) -> None:
+    """Where and when a person is signed in: each browser session's ID, address, browser,
+    and when it began and was last used. With --revoke, end one or all of them: that
+    browser is refused from its next request on, and the person's opencode is stopped
+    (it starts again at their next request), which closes what that browser still held
+    open: event streams, terminals."""
+    team = app_ctx.team()
+    if which is not None:
+        which = which.strip().lower()
+        with app_ctx.changing("user sessions --revoke"):
+            ended = team.revoke(name, which)
+        app_ctx.out.result(
+            {"name": name, "revoked": ended},
+            lambda: [
+                f"Ended {ended} session{'' if ended == 1 else 's'} of {name}.",
+                "Their opencode was stopped; it starts again at their next request.",
+            ],
+        )
+        return
+    sessions = team.sessions(name)
+    app_ctx.out.result({"name": name, "sessions": sessions}, lambda: session_lines(name, sessions))
+
+
+def session_lines(name: str, sessions: list[dict[str, object]]) -> list[str]:
+    if not sessions:
+        return [f"{name} is not signed in anywhere."]
+    now = time.time()
+    rows = [("ID", "FROM", "SIGNED IN (UTC)", "LAST USED", "BROWSER")]
+    for entry in sessions:
+        seen = entry.get("seen")
+        used = f"{format_duration(now - seen)} ago" if isinstance(seen, int) else "-"
+        agent = str(entry.get("agent") or "-")
+        rows.append(
+            (
+                str(entry["id"]),
+                str(entry.get("address") or "-"),
+                _utc(entry.get("created")),
+                used,
+                agent if len(agent) <= 60 else agent[:57] + "...",
+            )
+        )
+    return format_table(rows)
 
 
 @user_group.command("remove")

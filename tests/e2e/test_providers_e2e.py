@@ -1,0 +1,103 @@
+"""Provider keys end to end: `occ` as a subprocess, the real engine and the real opencode
+image.
+
+- a key set the old way (`occ config env set ANTHROPIC_API_KEY=...`) is moved into
+  opencode's key store by the next `occ start`, with a message, and leaves the
+  configuration and the container's environment;
+- bad input (an unknown provider, a key file that is not there) is refused with a hint
+  and changes nothing;
+- the key survives the container being made again, and a restore of a backup made
+  without keys; `occ backup --include-keys` carries it, and restoring that brings it back;
+- `occ provider remove` deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from occ_helpers import run
+
+pytestmark = pytest.mark.e2e
+
+AUTH_FILE = "/home/opencode/.local/share/opencode/auth.json"
+KEYS_ENTRY = "volumes/session/auth.json"
+
+
+def stored_keys(docker_sdk: Any, container_name: str) -> dict[str, Any]:
+    """opencode's key store, read as root inside the container."""
+    container = docker_sdk.containers.get(container_name)
+    code, output = container.exec_run(["cat", AUTH_FILE], user="0")
+    assert code == 0, output
+    return dict(json.loads(output))
+
+
+def listed(env: dict[str, str]) -> list[str]:
+    return [entry["id"] for entry in json.loads(run(env, "--json", "provider", "list").stdout)]
+
+
+def test_keys_move_out_of_the_environment_and_survive(
+    occ_env: dict[str, str], instance: Any, docker_sdk: Any, tmp_path: Path
+) -> None:
+    key = f"sk-ant-{secrets.token_hex(16)}"
+    run(occ_env, "config", "env", "set", f"ANTHROPIC_API_KEY={key}")
+    started = run(occ_env, "start")
+    assert "Moved ANTHROPIC_API_KEY" in started.stderr, started.stderr
+    assert "ANTHROPIC_API_KEY" not in run(occ_env, "config", "env", "list").stdout
+    container = docker_sdk.containers.get(instance.container_name)
+    assert key not in json.dumps(container.attrs)  # its environment, its command
+    assert stored_keys(docker_sdk, instance.container_name) == {
+        "anthropic": {"type": "api", "key": key}
+    }
+    assert listed(occ_env) == ["anthropic"]
+    text = run(occ_env, "provider", "list").stdout
+    assert "anthropic" in text and key not in text
+
+    # Bad input: one line of error with a hint, exit code 2, nothing changed.
+    config_file = Path(run(occ_env, "config", "path").stdout.strip())
+    before = config_file.read_bytes()
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-other\n")
+    unknown = run(occ_env, "provider", "add", "nope", "--key-file", str(key_file), check=False)
+    assert unknown.returncode == 2
+    assert "Unknown provider 'nope'" in unknown.stderr and "anthropic" in unknown.stderr
+    missing = run(
+        occ_env, "provider", "add", "openai", "--key-file", str(tmp_path / "gone"), check=False
+    )
+    assert missing.returncode == 2 and "Cannot read the key file" in missing.stderr
+    assert config_file.read_bytes() == before
+    assert listed(occ_env) == ["anthropic"]
+
+    # Made again (a setting that shapes the container changed): the key stays.
+    run(occ_env, "config", "env", "set", "TZ=UTC")
+    recreated = run(occ_env, "start")
+    assert "Re-creating the container" in recreated.stdout + recreated.stderr
+    assert stored_keys(docker_sdk, instance.container_name)["anthropic"]["key"] == key
+
+    # Backups leave keys out unless asked; a restore without keys keeps the instance's.
+    plain, with_keys = tmp_path / "plain.tar", tmp_path / "keys.tar"
+    made = run(occ_env, "backup", str(plain))
+    assert "Provider keys are left out" in made.stdout
+    run(occ_env, "backup", str(with_keys), "--include-keys")
+    with tarfile.open(plain) as tar:
+        assert KEYS_ENTRY not in tar.getnames()
+    with tarfile.open(with_keys) as tar:
+        assert KEYS_ENTRY in tar.getnames()
+    run(occ_env, "restore", str(plain), "--yes")
+    run(occ_env, "start")
+    assert stored_keys(docker_sdk, instance.container_name)["anthropic"]["key"] == key
+
+    # Removed, then brought back by the backup that holds it.
+    assert "removed" in run(occ_env, "provider", "remove", "anthropic").stdout
+    assert listed(occ_env) == []
+    gone = run(occ_env, "provider", "remove", "anthropic", check=False)
+    assert gone.returncode == 2 and "No key is stored" in gone.stderr
+    run(occ_env, "restore", str(with_keys), "--yes")
+    run(occ_env, "start")
+    assert listed(occ_env) == ["anthropic"]
+    assert stored_keys(docker_sdk, instance.container_name)["anthropic"]["key"] == key
