@@ -343,7 +343,8 @@ def run_scheduled(app_ctx: AppContext, folder: Path | None, keep: int | None) ->
 @click.pass_obj
 def list_command(app_ctx: AppContext, folder: Path | None, dir_option: Path | None) -> None:
     """List the backups in a folder: when each was made, its size, whose it is, and
-    whether it holds the password and the provider keys. The folder defaults to the scheduled backups' one.
+    whether it holds the password and the provider keys. The folder defaults to the
+    scheduled backups' one.
 
     Examples: occ backup list | occ backup list ~/backups | occ --json backup list
     """
