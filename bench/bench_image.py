@@ -1,11 +1,13 @@
 """Benchmark of the sandbox image: build times, size, and start-to-healthy against the floor.
 
-    .venv/bin/python bench/bench_image.py [--runs 7] [--skip-cold] [--no-write]
+    .venv/bin/python bench/bench_image.py [--runs 7] [--skip-cold] [--no-write] [--tag T]
     .venv/bin/python bench/bench_image.py --smoke   (no cold build, one run of each, no write)
 
 Measures, on the local engine:
 - cold build (`no_cache=True`: every layer, npm download included) and cached rebuild;
-- image size next to the base image and the opencode binary it carries;
+- image size next to the base image and the opencode binary it carries (the baseline:
+  the image should stay within twice their sum), and the size of each layer;
+- unnamed images the builds left behind (the engine's dangling images of this version);
 - start-to-healthy through the library (`start_container` + `wait_until_healthy`) against
   the floor for the same container: the `docker` CLI's `start` plus a bare urllib poll of
   the health endpoint every 50 ms. Runs alternate between the two; medians are compared.
@@ -101,6 +103,58 @@ def image_size(client: DockerClient, ref: str) -> int:
     return info.size_bytes
 
 
+def unnamed_images() -> list[str]:
+    """Ids of the engine's dangling images that carry an opencode version label."""
+    return subprocess.run(
+        [
+            *("docker", "images", "-q", "--no-trunc", "-f", "dangling=true"),
+            *("-f", "label=io.opencode-cloud.opencode-version"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+def layers(ref: str, least: int = 1_000_000) -> list[tuple[int, str]]:
+    """(bytes, what made it) of each layer of `ref` of at least `least` bytes, bottom up."""
+    history = subprocess.run(
+        [
+            *("docker", "history", "--no-trunc", "--human=false"),
+            *("--format", "{{.Size}}\t{{.CreatedBy}}", ref),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    found = []
+    for line in reversed(history):
+        size, _, step = line.partition("\t")
+        if int(size) >= least:
+            found.append((int(size), describe_step(step)))
+    return found
+
+
+# Words of the Dockerfile's big steps, and what to call them in the table.
+STEPS = (
+    ("apt-get install", "Debian packages: toolchain and edge (one `apt-get install`)"),
+    ("fetch_opencode", "opencode (`fetch_opencode.py`)"),
+    ("useradd", "users and mount points"),
+    ("update-ca-certificates", "CA certificates"),
+)
+
+
+def describe_step(step: str, width: int = 60) -> str:
+    for words, name in STEPS:
+        if words in step:
+            return name
+    if not step:
+        return "base image"
+    step = " ".join(step.replace("/bin/sh -c ", "").replace("#(nop) ", "").split())
+    step = step.replace("|", "/")  # a table cell
+    return step if len(step) <= width else step[: width - 3] + "..."
+
+
 def stop(name: str) -> None:
     subprocess.run(["docker", "stop", name], check=True, capture_output=True)
 
@@ -133,6 +187,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="start-to-healthy runs per method")
     parser.add_argument("--skip-cold", action="store_true", help="skip the no-cache build")
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
+    parser.add_argument("--tag", default=DEFAULT_IMAGE, help="build and measure this name")
     parser.add_argument(
         "--smoke", action="store_true", help="no cold build, one run of each, nothing written"
     )
@@ -145,18 +200,20 @@ def main() -> int:
     ca = host_ca_files()
     rows: list[tuple[str, str, str]] = []
 
+    tag = args.tag
+    dangling_before = set(unnamed_images())
     print("building (warm-up, fills the cache) ...", file=sys.stderr)
-    build_image(client, tag=DEFAULT_IMAGE, ca_files=ca, reporter=NullProgress())
+    build_image(client, tag=tag, ca_files=ca, reporter=NullProgress())
     if not args.skip_cold:
         print("cold build (no cache) ...", file=sys.stderr)
         cold = timed(
             lambda: build_image(
-                client, tag=DEFAULT_IMAGE, ca_files=ca, no_cache=True, reporter=NullProgress()
+                client, tag=tag, ca_files=ca, no_cache=True, reporter=NullProgress()
             )
         )
-        rows.append(("Cold build (`no_cache`, npm download included)", f"{cold:.1f} s", ""))
+        rows.append(("Cold build (`no_cache`, opencode download included)", f"{cold:.1f} s", ""))
     cached = statistics.median(
-        timed(lambda: build_image(client, tag=DEFAULT_IMAGE, ca_files=ca, reporter=NullProgress()))
+        timed(lambda: build_image(client, tag=tag, ca_files=ca, reporter=NullProgress()))
         for _ in range(rebuilds)
     )
     rows.append(
@@ -167,11 +224,15 @@ def main() -> int:
         )
     )
 
-    sandbox_size = image_size(client, DEFAULT_IMAGE)
+    left = sorted(set(unnamed_images()) - dangling_before)
+    verdict_left = f"target 0: {verdict(not left)}"
+    rows.append(("Unnamed images the builds left", str(len(left)), verdict_left))
+
+    sandbox_size = image_size(client, tag)
     base_size = image_size(client, BASE_IMAGE)
     binary = subprocess.run(
         [
-            *("docker", "run", "--rm", "--entrypoint", "/bin/sh", DEFAULT_IMAGE),
+            *("docker", "run", "--rm", "--entrypoint", "/bin/sh", tag),
             *("-c", "stat -c %s /usr/local/bin/opencode"),
         ],
         check=True,
@@ -186,9 +247,19 @@ def main() -> int:
         (
             "Toolchain and user set-up",
             mb(sandbox_size - base_size - binary_size),
-            "git, node/npm, python3, gcc/g++/make, ripgrep, curl, ssh, tini",
+            "git, gh, python3 with pip and venv, caddy, ripgrep, curl, ssh, make, tini",
         )
     )
+    baseline = base_size + binary_size
+    rows.append(
+        (
+            "Image / (base + opencode)",
+            f"{sandbox_size / baseline:.2f}x",
+            f"target <= 2x: {verdict(sandbox_size <= 2 * baseline)}",
+        )
+    )
+    for size, step in layers(tag):
+        rows.append((f"Layer: {step}", mb(size), ""))
 
     instance = Instance(name=f"bench-{secrets.token_hex(3)}")
     password = secrets.token_urlsafe(24)
@@ -196,11 +267,11 @@ def main() -> int:
     url = health_url(port=port)
     library: list[float] = []
     floor: list[float] = []
-    image = client.inspect_image(DEFAULT_IMAGE)
+    image = client.inspect_image(tag)
     spec = ContainerSpec.from_config(
         DefaultSettings(port=port, env={"OPENCODE_DISABLE_MODELS_FETCH": "1"}),
         instance,
-        image=DEFAULT_IMAGE,
+        image=tag,
         image_id=image.id if image else None,
     )
     try:

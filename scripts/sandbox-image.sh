@@ -5,8 +5,9 @@
 #
 # The base image comes from scripts/base-image.sh (pulled, or made with debootstrap when
 # no registry answers). The build trusts the host's CA bundle (SSL_CERT_FILE, else
-# /etc/ssl/certs/ca-certificates.crt) so npm works behind a TLS-inspecting proxy; the
-# engine's layer cache makes a repeated run take well under a second.
+# /etc/ssl/certs/ca-certificates.crt) so the download of opencode works behind a
+# TLS-inspecting proxy; the engine's layer cache makes a repeated run take well under a
+# second.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

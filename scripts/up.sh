@@ -7,9 +7,15 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
+# The tool installs into .venv while the engine is installed and started and the base
+# image is made (pulled, or made with debootstrap when no registry answers): on a fresh
+# machine they overlap instead of adding up.
+ensure_venv &
+venv=$!
 "$ROOT/scripts/engine.sh" start >/dev/null
-ensure_venv
-# The base image (pulled, or made with debootstrap when no registry answers), then the
-# sandbox image, trusting the host's CA bundle so npm works behind TLS-inspecting proxies.
+bash "$ROOT/scripts/base-image.sh" debian:bookworm-slim
+wait "$venv"
+# The sandbox image, trusting the host's CA bundle so the download of opencode works
+# behind TLS-inspecting proxies.
 "$ROOT/scripts/sandbox-image.sh" >/dev/null  # (its stdout repeats the last progress line)
 exec "$VENV/bin/occ" start "$@"

@@ -164,7 +164,10 @@ class FakeEngine:
         self.execs: list[tuple[str, tuple[str, ...], str, str]] = []  # name, command, user, dir
         self.exec_result: tuple[bytes, int] = (b"", 0)  # what every exec prints and exits with
         self.builds: list[dict[str, str]] = []  # build args of each build
+        # What apt finds in a build's `apt-get install`; any other package fails it.
+        self.apt_packages: set[str] = {"jq", "build-essential", "gcc"}
         self.calls: list[tuple[str, str]] = []
+        self.disk_usage_counts = 0
         self.volume_files: dict[str, dict[str, tuple[tarfile.TarInfo, bytes]]] = {}
         self.archive_failure: BaseException | None = None  # what `get_archive` raises, if set
         self.signals: list[tuple[str, str]] = []  # (container, signal) of `kill_container`
@@ -567,20 +570,43 @@ class FakeEngine:
         tag: str,
         buildargs: Mapping[str, str] | None = None,
         no_cache: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         self.calls.append(("build", tag))
         with tarfile.open(fileobj=io.BytesIO(context)) as tar:
             if "Dockerfile" not in tar.getnames():
                 yield {"error": "Cannot locate specified Dockerfile: Dockerfile"}
                 return
+            member = tar.extractfile("Dockerfile")
+            dockerfile = member.read().decode() if member else ""
         self.builds.append(dict(buildargs or {}))
-        version = (buildargs or {}).get("OPENCODE_VERSION", "")
-        labels = {LABEL_OPENCODE_VERSION: version, LABEL_EDGE: EDGE_LABEL}  # the Dockerfile's
+        base_ref = dockerfile.split("\n", 1)[0].removeprefix("FROM ")
+        base = self._image(base_ref)
+        env: Sequence[str] = SANDBOX_ENV
+        derived = base is not None and not (buildargs or {}).get("OPENCODE_VERSION")
+        if base is not None and derived:
+            # A build on a present image (a derived image): it inherits what that one has.
+            env = base["Config"]["Env"]
+            image_labels = {**(base["Config"]["Labels"] or {}), **(labels or {})}
+        else:
+            version = (buildargs or {}).get("OPENCODE_VERSION", "")
+            own = {LABEL_OPENCODE_VERSION: version, LABEL_EDGE: EDGE_LABEL}  # the Dockerfile's
+            image_labels = {**own, **(labels or {})}
+        for line in dockerfile.splitlines():
+            yield {"stream": f"Step : {line}\n"}
+            if derived and "apt-get install" in line:
+                words = line.split("--no-install-recommends ", 1)[1].split(" && ", 1)[0]
+                for package in words.split():
+                    if package not in self.apt_packages:
+                        yield {"stream": f"E: Unable to locate package {package}\n"}
+                        yield {"error": "The command returned a non-zero code: 100"}
+                        return
         # The layer cache: the same context and arguments make the same image.
-        inputs = hashlib.sha256(context).hexdigest() + json.dumps(buildargs, sort_keys=True)
+        inputs = hashlib.sha256(context).hexdigest() + json.dumps(
+            [buildargs, labels], sort_keys=True
+        )
         image_id = _digest(inputs + (f"-{next(self._serial)}" if no_cache else ""))
-        yield {"stream": "Step 1/1 : FROM debian:bookworm-slim\n"}
-        self.add_image(tag, env=SANDBOX_ENV, labels=labels, image_id=image_id)
+        self.add_image(tag, env=env, labels=image_labels, image_id=image_id)
         yield {"aux": {"ID": image_id}}
         yield {"stream": f"Successfully tagged {tag}\n"}
 
@@ -623,6 +649,7 @@ class FakeEngine:
         ]
 
     def volume_sizes(self, names: Sequence[str]) -> dict[str, int | None]:
+        self.disk_usage_counts += 1  # the engine's slow walk over every volume's files
         return {name: VOLUME_BYTES for name in names if name in self.volumes}
 
     def memory_in_use(self, name: str) -> int | None:

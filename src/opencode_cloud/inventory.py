@@ -113,7 +113,8 @@ def _describe(
     from opencode_cloud.access.credentials import read_password
     from opencode_cloud.config.store import load_config
     from opencode_cloud.service.service import Service
-    from opencode_cloud.team.team import Team, team_enabled
+    from opencode_cloud.team import team_enabled
+    from opencode_cloud.team.team import Team
 
     paths = instance_paths(instance, base)
     service = Service(client, lambda: load_config(paths.config_file).config, instance, paths)

@@ -30,9 +30,9 @@ its server starts and how it checks credentials) means changing this one module:
   themselves. Providers are read once per project, so after a change `POST DISPOSE_PATH`
   has them read again.
 
-Requests use `http.client` from the standard library: no third-party import, one short
-connection per request, and no `HTTP(S)_PROXY`, which must not route a loopback probe
-through a corporate proxy.
+Requests speak HTTP/1.1 on a socket of their own (`http1`; `http.client` for https): no
+third-party import, one short connection per request, and no `HTTP(S)_PROXY`, which must
+not route a loopback probe through a corporate proxy.
 """
 
 from __future__ import annotations
@@ -265,35 +265,50 @@ def _get(
     context: ssl.SSLContext | None = None,
 ) -> tuple[int | None, Any, str]:
     """One GET with Basic auth: (status or None, decoded JSON or None, error text)."""
-    # Imported here: http.client pulls in the email package, which commands that never
-    # ask opencode (most of them) should not pay for at start-up.
-    import http.client
-
     parts = urlsplit(url)
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(
-            parts.hostname or "127.0.0.1", parts.port, timeout=timeout, context=context
-        )
-    else:
-        connection = http.client.HTTPConnection(
-            parts.hostname or "127.0.0.1", parts.port, timeout=timeout
-        )
-    headers = {"Accept": "application/json", "Connection": "close"}
+    headers = {"Accept": "application/json"}
     if password is not None:
         headers["Authorization"] = basic_auth_header(username or "", password)
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
+    host = parts.hostname or "127.0.0.1"
     try:
-        connection.request("GET", path, headers=headers)
-        response = connection.getresponse()
-        raw = response.read()
-    except (OSError, http.client.HTTPException) as exc:
+        if parts.scheme == "https":
+            status, raw = _https_get(host, parts.port, path, headers, timeout, context)
+        else:  # imported here: most commands never ask opencode
+            import socket
+
+            from opencode_cloud import http1
+
+            request = http1.request_bytes("GET", path, headers, None, host=parts.netloc)
+            with socket.create_connection((host, parts.port or 80), timeout=timeout) as sock:
+                status, _, raw = http1.exchange(sock, request, "opencode", url)
+    except OSError as exc:
         return None, None, str(exc) or type(exc).__name__
+    try:
+        return status, json.loads(raw), ""
+    except ValueError:
+        return status, None, ""
+
+
+def _https_get(
+    host: str,
+    port: int | None,
+    path: str,
+    headers: dict[str, str],
+    timeout: float,
+    context: ssl.SSLContext | None,
+) -> tuple[int, bytes]:
+    """One GET through TLS, with `http.client` (the TLS handshake loads `ssl` anyway)."""
+    import http.client
+
+    connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    try:
+        connection.request("GET", path, headers={**headers, "Connection": "close"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:
+        raise ConnectionError(str(exc) or type(exc).__name__) from exc
     finally:
         connection.close()
-    try:
-        return response.status, json.loads(raw), ""
-    except ValueError:
-        return response.status, None, ""

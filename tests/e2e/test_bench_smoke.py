@@ -24,6 +24,7 @@ TABLES = {
     "bench_edge.py": "| What | Median | Runs |",
     "bench_idle.py": "| What | Host CPU, minus baseline | Its processes (mean) |",
     "bench_image.py": "| Measure | Value | Notes |",
+    "bench_packages.py": "| What | Without packages | With `jq` | Added | Target |",
     "bench_tls.py": "| What | Wall time | CPU time |",
     "bench_update.py": "| What | Unavailable (median) | Runs |",
     "bench_team.py": "| What | Floor | Measured | Added |",

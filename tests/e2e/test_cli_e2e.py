@@ -277,7 +277,7 @@ def test_update_to_a_newer_opencode_keeps_sessions_and_rollback_returns(
     updated = run(occ_env, "--json", "update")
     result = json.loads(updated.stdout)
     assert (result["previous"], result["current"]) == ("opencode 1.18.32", "opencode 1.18.33")
-    status = json.loads(run(occ_env, "status", "--json").stdout)
+    status = json.loads(run(occ_env, "status", "--sizes", "--json").stdout)
     assert status["opencode_version"] == "1.18.33" and status["session_api"] == "ok"
     assert "made with 1.18.32" in session_titles(occ_env)
     [snapshot] = status["snapshots"]

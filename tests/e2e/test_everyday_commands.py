@@ -17,7 +17,8 @@ import pytest
 
 from occ_helpers import free_port, remove_everything_of, run
 
-pytestmark = pytest.mark.e2e
+# Its own instances only: run alongside the rest of the suite (scripts/test.sh).
+pytestmark = [pytest.mark.e2e, pytest.mark.alongside]
 
 
 def _script(folder: Path, name: str, body: str) -> Path:

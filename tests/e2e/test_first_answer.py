@@ -44,7 +44,8 @@ from opencode_cloud.config.schema import Config
 from opencode_cloud.providers.keys import add_provider
 from opencode_cloud.service.service import Service as InstanceService
 
-pytestmark = pytest.mark.e2e
+# Its own instances only: run alongside the rest of the suite (scripts/test.sh).
+pytestmark = [pytest.mark.e2e, pytest.mark.alongside]
 
 PROJECTS = "/home/opencode/projects"
 OWNER = 1234  # the host folder's owner: neither root nor the image's own user

@@ -23,7 +23,8 @@ import pytest
 
 from occ_helpers import run
 
-pytestmark = pytest.mark.e2e
+# Its own instances only: run alongside the rest of the suite (scripts/test.sh).
+pytestmark = [pytest.mark.e2e, pytest.mark.alongside]
 
 AUTH_FILE = "/home/opencode/.local/share/opencode/auth.json"
 KEYS_ENTRY = "volumes/session/auth.json"

@@ -260,9 +260,13 @@ def test_trusts_the_build_ca_certificates(docker_sdk: Any, host_ca: list[Path]) 
 def test_sandbox_contents(docker_sdk: Any) -> None:
     script = (
         "set -e; opencode --version; git --version; rg --version | head -n1; python3 --version;"
-        " node --version; npm --version; gcc --version | head -n1; make --version | head -n1;"
-        " curl --version | head -n1; ssh -V 2>&1; tini --version; less --version | head -n1;"
-        " ps --version; getent passwd opencode | cut -d: -f1,3,4,6; echo HOME=${HOME:-unset};"
+        " python3 -m pip --version; python3 -m venv --help | head -n1; gh --version | head -n1;"
+        " make --version | head -n1; curl --version | head -n1; ssh -V 2>&1; tini --version;"
+        " less --version | head -n1; ps --version;"
+        # What extra_packages adds back when a project needs it (docs/sandbox-image.md).
+        " for tool in node npm gcc g++; do command -v $tool || echo no-$tool; done;"
+        " test ! -e /usr/share/man/man1/git.1.gz && echo no-manuals;"
+        " getent passwd opencode | cut -d: -f1,3,4,6; echo HOME=${HOME:-unset};"
         " getent passwd occ-edge | cut -d: -f1,3,4,7;"
         " test ! -e /usr/local/lib/node_modules/opencode-ai && echo no-npm-tree;"
         " echo workspace=$(readlink /workspace);"
@@ -273,8 +277,12 @@ def test_sandbox_contents(docker_sdk: Any) -> None:
     )
     output = run_image(docker_sdk, script)
     assert output.splitlines()[0] == DEFAULT_OPENCODE_VERSION
-    for expected in ("git version", "ripgrep", "Python 3", "GNU Make", "curl", "OpenSSH", "tini"):
+    for expected in (
+        "git version", "ripgrep", "Python 3", "pip ", "usage: venv", "gh version", "GNU Make",
+        "curl", "OpenSSH", "tini",
+    ):  # fmt: skip
         assert expected in output
+    assert "no-node\nno-npm\nno-gcc\nno-g++\nno-manuals\n" in output
     # The runtime user (uid 1000 unless the tool asks the entrypoint for another), and the
     # edge's own user. The image's environment gives root no home of the agent's.
     assert "opencode:1000:1000:/home/opencode\nHOME=/root\n" in output

@@ -25,7 +25,8 @@ from occ_helpers import OCC, run
 from opencode_cloud.instance import Instance
 from raw_http import session_cookie, sign_in, statuses
 
-pytestmark = pytest.mark.e2e
+# Its own instances only: run alongside the rest of the suite (scripts/test.sh).
+pytestmark = [pytest.mark.e2e, pytest.mark.alongside]
 
 START_WAIT = 240  # the first start may build the image
 

@@ -126,7 +126,7 @@ def test_steps_are_reported_and_cache_is_used(
     docker_sdk.images.remove(image_id, force=True)
 
 
-def test_build_keeps_its_cache_and_removes_what_it_replaced(
+def test_build_leaves_no_unnamed_image_behind(
     docker_client: Any,
     docker_sdk: Any,
     busybox_image: str,
@@ -134,29 +134,38 @@ def test_build_keeps_its_cache_and_removes_what_it_replaced(
     instance: Instance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The unnamed build stage stays as the cache; a no-cache build removes the image and
-    the build stage it replaced."""
+    """A build of the one-stage Dockerfile leaves nothing unnamed, cached or not; it also
+    removes the build stage of its version that an earlier release's two stages left, and
+    after a no-cache build the image it replaced."""
     from opencode_cloud.docker import image as images
 
     labels = " ".join(f"{key}={value}" for key, value in instance.extra_labels.items())
-    two_stages = (
+    version = f"0.0.0-{instance.name}"  # this test's images alone carry it
+    earlier = (  # the shape of an earlier release's Dockerfile
         f"FROM {busybox_image} AS build\n"
-        "ARG OPENCODE_VERSION\n"
         "RUN cat /proc/sys/kernel/random/uuid > /stamp\n"
         f"LABEL {labels} io.opencode-cloud.stage=build"
-        " io.opencode-cloud.opencode-version=${OPENCODE_VERSION}\n"
+        f" io.opencode-cloud.opencode-version={version}\n"
         f"FROM {busybox_image}\n"
-        "ARG OCC_VERSION\n"
-        f"LABEL {labels}\n"
+        f"LABEL {labels} io.opencode-cloud.opencode-version={version}\n"
         "COPY --from=build /stamp /stamp\n"
     ).encode()
+    one_stage = (
+        f"FROM {busybox_image}\n"
+        "ARG OPENCODE_VERSION\n"
+        "RUN cat /proc/sys/kernel/random/uuid > /stamp\n"
+        "ARG OCC_VERSION\n"
+        f"LABEL {labels} io.opencode-cloud.opencode-version=${{OPENCODE_VERSION}}\n"
+    ).encode()
+    build_from_context(
+        docker_client, build_context(files=[("Dockerfile", earlier, 0o644)]), tag=tag
+    )
     embedded = images._sandbox_file
     monkeypatch.setattr(
-        images, "_sandbox_file", lambda name: two_stages if name == "Dockerfile" else embedded(name)
+        images, "_sandbox_file", lambda name: one_stage if name == "Dockerfile" else embedded(name)
     )
-    version = f"0.0.0-{instance.name}"  # this test's build stages alone carry it
 
-    def stages() -> list[str]:
+    def unnamed() -> list[str]:
         return [
             image.id
             for image in docker_sdk.images.list(
@@ -164,16 +173,16 @@ def test_build_keeps_its_cache_and_removes_what_it_replaced(
             )
         ]
 
+    assert len(unnamed()) == 1  # the earlier release's build stage
     first = images.build_image(docker_client, tag=tag, opencode_version=version)
-    cache = stages()
-    assert len(cache) == 1
+    assert unnamed() == []
     assert images.build_image(docker_client, tag=tag, opencode_version=version) == first
-    assert stages() == cache
+    assert unnamed() == []
 
     fresh = images.build_image(docker_client, tag=tag, opencode_version=version, no_cache=True)
     assert fresh != first
     assert not image_exists(docker_client, first)
-    assert len(stages()) == 1 and stages() != cache
+    assert unnamed() == []
 
 
 def test_extra_ca_files_are_in_the_context(

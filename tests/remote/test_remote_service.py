@@ -296,7 +296,7 @@ def test_a_backup_made_there_restores_here(
     try:
         restored = occ(local, "--json", "restore", str(archive), timeout=600)
         assert restored.code == 0, restored.err
-        status = json.loads(occ(local, "--json", "status").out)
+        status = json.loads(occ(local, "--json", "status", "--sizes").out)
         sizes = {v["name"].rsplit("-", 1)[1]: v["size_bytes"] for v in status["volumes"]}
         # Compared with the archive, not with the remote volume: the service there keeps
         # running and writing (its logs live in that volume) after the backup.

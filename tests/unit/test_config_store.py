@@ -456,7 +456,10 @@ def test_read_config_data_skips_validation(config_file: Path) -> None:
 # --- properties ----------------------------------------------------------------------
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# No deadline: each example writes and syncs a file, which a loaded machine slows.
+@settings(
+    max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
 @given(st.text(max_size=200))
 def test_any_text_parses_or_raises_a_syntax_error(text: str) -> None:
     try:
@@ -467,14 +470,18 @@ def test_any_text_parses_or_raises_a_syntax_error(text: str) -> None:
         assert isinstance(data, dict)
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
 @given(port=st.integers(min_value=1, max_value=65535))
 def test_any_valid_port_round_trips_through_set_save_load(config_file: Path, port: int) -> None:
     update_config(config_file, lambda data: set_value(data, "port", str(port)))
     assert load_config(config_file).config.port == port
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
 @given(port=st.one_of(st.integers(max_value=0), st.integers(min_value=65536)))
 def test_any_invalid_port_is_refused(config_file: Path, port: int) -> None:
     with pytest.raises(ConfigValidationError):
@@ -482,7 +489,9 @@ def test_any_invalid_port_is_refused(config_file: Path, port: int) -> None:
     assert not config_file.exists()
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
 @given(
     env=st.dictionaries(
         st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,20}\Z").filter(

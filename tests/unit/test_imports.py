@@ -160,3 +160,23 @@ def test_the_scan_sees_every_form_of_import(tmp_path: Path) -> None:
         "yaml",
         "json5",
     }
+
+
+def test_team_mode_is_told_without_importing_it() -> None:
+    """Every command asks first whether the instance serves a team: the answer is one
+    small file, not team mode's modules (about 60 ms of `occ status` otherwise)."""
+    modules = imported_by("from opencode_cloud.team import team_enabled")
+    ours = {m for m in modules if m.startswith("opencode_cloud.")}
+    assert ours == {"opencode_cloud.team"}
+
+
+def test_asking_opencode_over_http_loads_no_http_client() -> None:
+    """`occ status` asks opencode twice over plain HTTP; `http.client` (with `email`)
+    would cost more to import than both requests take."""
+    modules = imported_by(
+        "from opencode_cloud import opencode\n"
+        "answer = opencode.probe('http://127.0.0.1:9/global/health', 'u', 'p', 0.5)\n"
+        "assert answer.status is None, answer"  # nothing listens on the discard port
+    )
+    assert "opencode_cloud.http1" in modules
+    assert {"http.client", "email", "ssl"} & modules == set()

@@ -17,7 +17,7 @@ from import_graph import PACKAGE, cycles, graph, imports_in, modules, part_of
 
 # Lowest first. The parts of one layer know nothing of each other.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("__init__", "errors", "defaults", "interrupts")),
+    ("foundation", ("__init__", "errors", "defaults", "interrupts", "http1")),
     ("what opencode is", ("opencode",)),
     ("names and rules", ("instance", "mounts", "locking")),
     ("the files and the engine", ("config", "docker")),

@@ -561,8 +561,45 @@ def test_status_tells_existing_volumes_from_missing_ones(make: Make, fake: FakeE
     session = INSTANCE.volume_name("session")
     fake.create_volume(session, {})
     volumes = {v.name: (v.exists, v.size_bytes) for v in make().status(None).volumes}
-    assert volumes.pop(session) == (True, VOLUME_BYTES)
+    assert volumes.pop(session) == (True, None)
     assert set(volumes.values()) == {(False, None)}
+    sized = {v.name: (v.exists, v.size_bytes) for v in make().status(None, sizes=True).volumes}
+    assert sized.pop(session) == (True, VOLUME_BYTES)
+    assert set(sized.values()) == {(False, None)}
+
+
+def test_status_counts_disk_usage_only_when_asked(make: Make, fake: FakeEngine) -> None:
+    """The engine counts sizes by reading every file of every volume: a slow call that
+    `occ status` makes only with --sizes, for the volumes and the snapshots alike."""
+    from opencode_cloud.service.snapshots import LABEL_SNAPSHOT, LABEL_SNAPSHOT_KIND
+
+    make().start()
+    for kind in ("session", "state"):  # an update's snapshot of two volumes
+        labels = {**INSTANCE.labels(f"snapshot-{kind}"), LABEL_SNAPSHOT: "20261205T060000Z"}
+        fake.create_volume(f"{INSTANCE.prefix}-snap-{kind}", {**labels, LABEL_SNAPSHOT_KIND: kind})
+    plain = make().status(None)
+    assert fake.disk_usage_counts == 0
+    assert [(s["id"], s["size_bytes"]) for s in plain.snapshots] == [("20261205T060000Z", None)]
+    sized = make().status(None, sizes=True)
+    assert fake.disk_usage_counts == 2
+    assert all(v.size_bytes == VOLUME_BYTES for v in sized.volumes)
+    assert [s["size_bytes"] for s in sized.snapshots] == [VOLUME_BYTES * 2]
+
+
+def test_status_shows_sizes_only_when_counted(make: Make, fake: FakeEngine) -> None:
+    from opencode_cloud.cli.commands.status import _human
+
+    make().start()
+    session = INSTANCE.volume_name("session")
+    plain = [line for line in _human(make().status(None)) if session in line]
+    assert plain == [f"  {session:<36} /home/opencode/.local/share/opencode"]
+    sized = [line for line in _human(make().status(None, sizes=True)) if session in line]
+    assert sized == [f"  {session:<36} {'/home/opencode/.local/share/opencode':<40} 4.0 KiB"]
+    del fake.volumes[session]  # gone behind the tool's back
+    assert any(
+        line.startswith(f"  {session} ") and line.endswith(" missing")
+        for line in _human(make().status(None))
+    )
 
 
 def test_status_of_a_running_service_reads_no_configuration(
@@ -577,7 +614,7 @@ def test_status_of_a_running_service_reads_no_configuration(
     assert (result.image, result.restart_count, result.pending_restart) == (REF, 0, [])
     assert result.started_at is not None
     assert result.uptime_seconds is not None and 0 <= result.uptime_seconds < 60
-    assert all(v.exists and v.size_bytes == VOLUME_BYTES for v in result.volumes)
+    assert all(v.exists and v.size_bytes is None for v in result.volumes)
 
 
 def test_status_of_a_running_service_that_does_not_answer_is_starting(

@@ -20,14 +20,14 @@ from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH, ROLE_ENV
 from opencode_cloud.docker.volume import volume_names
 from opencode_cloud.instance import LABEL_PERSON, LABEL_ROLE, InvalidPersonName
 from opencode_cloud.service.service import Service
-from opencode_cloud.team import door
+from opencode_cloud.team import door, team_enabled
 from opencode_cloud.team.errors import (
     DoorNotRunning,
     PersonExists,
     PersonNotFound,
     TeamAlreadyEnabled,
 )
-from opencode_cloud.team.team import Team, team_enabled
+from opencode_cloud.team.team import Team
 from service_helpers import INSTANCE
 
 PREFIX = INSTANCE.service_prefix

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from opencode_cloud.docker.errors import IncompleteAnswer
-from opencode_cloud.docker.transport import AnswerCut, SocketTransport, _dechunked, dechunk
+from opencode_cloud.docker.transport import SocketTransport, _dechunked, dechunk
+from opencode_cloud.http1 import AnswerCut
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
 WHOLE = b"4\r\nWiki\r\n6\r\npedia \r\n0\r\n\r\n"

@@ -139,8 +139,8 @@ class AppContext:
         """
         if person is None:
             return self
+        from opencode_cloud.team import team_enabled
         from opencode_cloud.team.errors import TeamNotEnabled
-        from opencode_cloud.team.team import team_enabled
 
         target = self.instance.for_person(person)  # checks the name
         if not team_enabled(self.paths):
@@ -166,7 +166,7 @@ class AppContext:
 
     def in_team_mode(self) -> bool:
         """Whether the instance serves a team (a look at one small file)."""
-        from opencode_cloud.team.team import team_enabled
+        from opencode_cloud.team import team_enabled
 
         return self.instance.person is None and team_enabled(self.paths)
 

@@ -385,6 +385,12 @@ def _build_hint(error: engine.BuildFailed, occ: str) -> str:
             f"The base image of `{error.instruction}` is not in the engine and could not be "
             "pulled: run scripts/base-image.sh (or `docker pull debian:bookworm-slim`)."
         )
+    if error.cause == "packages":
+        return (
+            "apt could not install what extra_packages or extra_dockerfile ask for; a "
+            "running service keeps its image. Fix the name with `"
+            f"{occ} config set extra_packages ...`, then start again."
+        )
     if error.cause == "certificate":
         return (
             "A TLS-inspecting proxy is probably in the way: trust its CA certificate with "

@@ -80,6 +80,16 @@ TLS_PATH_PATTERN = r"^[~/]"
 _HOST_NAME = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*\.?"
 HOST_NAME_PATTERN = rf"^(?:{_HOST_NAME}|[0-9A-Fa-f:.]+)$"
 TLS_MODES = ("auto", "self-signed", "off")
+# Debian's rule for package names: lower case letters, digits, '+', '-' and '.', at least
+# two long, starting with a letter or digit (so none reads as an option of apt-get).
+DEBIAN_PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]+$"
+# What an `extra_dockerfile` line may do: run a command as root while the image is built
+# (and name a build argument for it). Every other instruction is refused: FROM, USER,
+# ENTRYPOINT, CMD and HEALTHCHECK would change how the container starts; ENV would reach
+# root's `docker exec` too (a PATH into the agent's home would run its programs as root;
+# opencode's variables are the `env` key's); LABEL could forge the tool's own labels.
+DOCKERFILE_INSTRUCTIONS = ("RUN", "ARG")
+_DOCKERFILE_LINE = re.compile(rf"^\s*({'|'.join(DOCKERFILE_INSTRUCTIONS)})\s+\S", re.IGNORECASE)
 
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
 
@@ -123,6 +133,14 @@ RULES: dict[str, str] = {
     "host_names": (
         'must be a list of host names or IP addresses, such as ["opencode.example.lan"]'
     ),
+    "extra_packages": (
+        'must be a list of Debian package names, such as ["build-essential", "jq"] '
+        "(lower case letters, digits, '+', '-' and '.')"
+    ),
+    "extra_dockerfile": (
+        'must be a list of one-line Dockerfile instructions, such as ["RUN pip install '
+        f'ruff"]: only {" and ".join(DOCKERFILE_INSTRUCTIONS)} (no FROM, USER, ENV, ...)'
+    ),
     "keep_snapshots": "must be a whole number, 1 or more",
     "restart_retries": "must be a whole number, 0 or more",
     "start_timeout": "must be a whole number of seconds, 1 or more",
@@ -153,6 +171,8 @@ EXAMPLES: dict[str, str] = {
     "tls_cert": "/etc/ssl/private/opencode.example.com.pem",
     "tls_key": "/etc/ssl/private/opencode.example.com.key",
     "host_names": "opencode.example.lan,192.168.1.20",
+    "extra_packages": "build-essential,jq",
+    "extra_dockerfile": "'[\"RUN pip install ruff\"]'",
     "keep_snapshots": "3",
     "restart_retries": "5",
     "start_timeout": "120",
@@ -208,6 +228,16 @@ def _mount_text(value: str) -> str:
 
 
 MountText = Annotated[str, StringConstraints(pattern=MOUNT_PATTERN), AfterValidator(_mount_text)]
+DebianPackage = Annotated[str, StringConstraints(pattern=DEBIAN_PACKAGE_PATTERN)]
+
+
+def _dockerfile_line(value: str) -> str:
+    if "\n" in value or "\r" in value or not is_text(value) or not _DOCKERFILE_LINE.match(value):
+        raise ValueError(RULES["extra_dockerfile"])
+    return value
+
+
+DockerfileLine = Annotated[str, AfterValidator(_dockerfile_line)]
 
 
 _SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([bkmg]?)$", re.IGNORECASE)
@@ -341,6 +371,22 @@ class Config(BaseModel):
             "(read-write) or HOST_PATH:CONTAINER_PATH:ro (read-only), both absolute."
         ),
         examples=[[f"/home/alice/code:{RUNTIME_HOME}/code", "/srv/data:/srv/data:ro"]],
+    )
+    extra_packages: list[DebianPackage] = Field(
+        default_factory=list,
+        description=(
+            "Debian packages added to the sandbox image (a compiler, a library): the next "
+            "start builds an image derived from it, once per set of packages."
+        ),
+        examples=[["build-essential", "jq"]],
+    )
+    extra_dockerfile: list[DockerfileLine] = Field(
+        default_factory=list,
+        description=(
+            "Dockerfile lines added to the sandbox image after extra_packages, run as root "
+            f"while it is built: {' and '.join(DOCKERFILE_INSTRUCTIONS)} only."
+        ),
+        examples=[["ARG RUFF=0.6.9", "RUN pip install --break-system-packages ruff==$RUFF"]],
     )
     limits: Limits = Field(
         default_factory=Limits,

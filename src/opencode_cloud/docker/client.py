@@ -55,7 +55,7 @@ DEFAULT_TIMEOUT = 60.0
 # Docker 19.03. Everything the tool asks of the engine (mounts, health checks,
 # no-new-privileges, restart policies) works from here on.
 MIN_API_VERSION = "1.40"
-# The npm step of a build is silent while it downloads about 185 MB; the engine's stream
+# The download of opencode is silent while it fetches about 60 MB; the engine's stream
 # can pause for minutes, so the usual per-call timeout would abort a healthy build.
 BUILD_HTTP_TIMEOUT = 3600
 # Times a refused disk-usage count is asked again, a quarter second apart.
@@ -200,8 +200,9 @@ class DockerClient:
         self.is_local = local
         self._socket = SocketTransport(socket_path, explain) if socket_path and direct else None
         if self._socket is not None:
-            version = _check(self._request("GET", "/version"))
-            self.api_version = str(version.body["ApiVersion"])
+            self.api_version = self._socket.api_version(timeout) or str(
+                _check(self._request("GET", "/version")).body["ApiVersion"]
+            )
         self._sdk = DockerPyTransport(
             socket_path=socket_path,
             base_url=base_url,
@@ -661,6 +662,7 @@ class DockerClient:
         tag: str,
         buildargs: Mapping[str, str] | None = None,
         no_cache: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Build an image from a tar context; yields the engine's progress messages.
 
@@ -675,6 +677,7 @@ class DockerClient:
                 custom_context=True,
                 tag=tag,
                 buildargs=dict(buildargs or {}),
+                labels=dict(labels or {}),
                 nocache=no_cache,
                 pull=False,
                 rm=True,

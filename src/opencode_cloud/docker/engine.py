@@ -138,6 +138,7 @@ class Engine(Protocol):
         tag: str,
         buildargs: Mapping[str, str] | None = None,
         no_cache: bool = False,
+        labels: Mapping[str, str] | None = None,
     ) -> Iterator[dict[str, Any]]: ...
 
     def pull(self, repository: str, tag: str) -> Iterator[dict[str, Any]]: ...

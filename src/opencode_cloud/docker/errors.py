@@ -214,7 +214,7 @@ class SessionsFailing(DockerError):
         self.version = version
 
 
-BuildCause = Literal["base-image", "certificate"]
+BuildCause = Literal["base-image", "certificate", "packages"]
 
 
 class BuildFailed(DockerError):

@@ -6,7 +6,7 @@ canonical local name the container layer uses (`opencode-cloud-sandbox:<opencode
 
 Behind a TLS-inspecting proxy the build cannot download opencode until it trusts the
 proxy's CA; `build_image(ca_files=...)` puts the user's certificates into the build
-context, and the Dockerfile trusts them in both stages (so the running sandbox does too).
+context, and the Dockerfile trusts them for its downloads and in the running sandbox.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from opencode_cloud.docker.errors import (
     InvalidCertificate,
     PullFailed,
 )
-from opencode_cloud.docker.models import ImageInfo
+from opencode_cloud.docker.models import ContainerInfo, ImageInfo
 from opencode_cloud.docker.progress import (
     NullProgress,
     ProgressReporter,
+    clean_line,
     handle_build_chunk,
     handle_pull_chunk,
     shorten,
@@ -58,8 +59,9 @@ EDGE_OWN_USER = 2
 # SIGHUP (earlier ones stop on it): a new certificate then reaches a running service
 # without a restart.
 EDGE_RELOADS_ON_HUP = 2
-# On the build stage's last image (with the opencode version): the engine leaves it without
-# a name, but it is the layer cache of the next build of that version.
+# On the build stage's last image (with the opencode version), in images built by earlier
+# releases from a Dockerfile of two stages: the engine left it without a name (682 MB).
+# Today's Dockerfile has one stage; a build removes what an earlier one left.
 LABEL_STAGE = "io.opencode-cloud.stage"
 BUILD_STAGE = "build"
 
@@ -70,10 +72,12 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("edge.py", 0o644),
     ("supervise.py", 0o644),
     ("starter.py", 0o644),
+    ("fetch_opencode.py", 0o644),
 )
 EXTRA_CA_DIR = "extra-ca"
 # Lines of build output kept for the error message of a failed build.
 BUILD_TAIL_LINES = 15
+BUILD_TAIL_CHUNKS = 400
 DEFAULT_PULL_RETRIES = 3
 DEFAULT_PULL_BACKOFF = 1.0
 
@@ -224,6 +228,7 @@ def build_from_context(
     tag: str,
     buildargs: dict[str, str] | None = None,
     no_cache: bool = False,
+    labels: dict[str, str] | None = None,
     reporter: ProgressReporter | None = None,
 ) -> str:
     """Build an image from a tar build context, reporting progress; returns its id.
@@ -238,7 +243,9 @@ def build_from_context(
     from collections import deque
 
     out: ProgressReporter = reporter or NullProgress()
-    tail: deque[str] = deque(maxlen=BUILD_TAIL_LINES)
+    # The output as the engine sent it: a program's line may come in pieces (apt writes
+    # "E", ": " and its message apart), and the tail joins them back into lines.
+    output: deque[str] = deque(maxlen=BUILD_TAIL_CHUNKS)
     image_id: str | None = None
     current_step = ""
     instruction = ""
@@ -250,11 +257,9 @@ def build_from_context(
             nonlocal current_step, instruction
             current_step = f"step {step}/{total} ({shorten(message, 80)})"
             instruction = message
-            tail.append(f"Step {step}/{total} : {message}")
             out.build_step(step, total, message)
 
         def build_output(self, line: str) -> None:
-            tail.append(line)
             out.build_output(line)
 
         def layer(self, layer_id: str, status: str, current: int | None, total: int | None) -> None:
@@ -268,18 +273,23 @@ def build_from_context(
 
     relay = _Tail()
     try:
-        for chunk in client.build(context, tag=tag, buildargs=buildargs, no_cache=no_cache):
+        for chunk in client.build(
+            context, tag=tag, buildargs=buildargs, no_cache=no_cache, labels=labels
+        ):
+            if isinstance(chunk.get("stream"), str):
+                output.append(chunk["stream"])
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("ID"):
                 image_id = str(aux["ID"])
             error = handle_build_chunk(chunk, relay)
             if error is not None:
+                tail = _last_lines("".join(output))
                 where = f" at {current_step}" if current_step else ""
                 raise BuildFailed(
                     f"Building {tag} failed{where}: {error.strip()}",
                     tag=tag,
-                    output_tail=list(tail),
-                    cause=_build_cause(list(tail), error, instruction),
+                    output_tail=tail,
+                    cause=_build_cause(tail, error, instruction),
                     instruction=instruction,
                 )
         if image_id is None:
@@ -292,6 +302,12 @@ def build_from_context(
         raise
     out.done(f"Built {tag} ({image_id[7:19] if image_id.startswith('sha256:') else image_id})")
     return image_id
+
+
+def _last_lines(text: str) -> list[str]:
+    """The last `BUILD_TAIL_LINES` lines of build output that hold something."""
+    lines = [clean_line(raw) for raw in text.splitlines()]
+    return [line for line in lines if line][-BUILD_TAIL_LINES:]
 
 
 def build_image(
@@ -307,10 +323,9 @@ def build_image(
 
     The engine's layer cache makes a rebuild with the same inputs take a fraction of a
     second; `no_cache` forces every step to run again (to pick up Debian updates, say).
-    The build stage's last image stays, unnamed and labelled `io.opencode-cloud.stage=build`:
-    it is that cache. What the build leaves without use is removed unless a container
-    still uses it: the image that held `tag` before, and after a no-cache build the build
-    stages of this version it replaced.
+    The Dockerfile has one stage, so the build leaves no unnamed image; what it leaves
+    without use is removed unless a container still uses it: the image that held `tag`
+    before, and the build stages of this version that earlier releases left.
 
     Args:
         client: a connected engine.
@@ -332,7 +347,6 @@ def build_image(
     context = build_context(ca_files)
     tag = tag or image_ref(opencode_version)
     previous = inspect_image(client, tag)
-    stale_stages = _build_stages(client, opencode_version) if no_cache else []
     image_id = build_from_context(
         client,
         context,
@@ -342,10 +356,9 @@ def build_image(
         reporter=reporter,
     )
     # What the build left without use: the image that lost its name to the new one, and
-    # after a no-cache build the build stages it replaced (the engine's cache takes the
-    # newest match). The build stage a cached build used stays: it is that cache.
+    # an earlier release's build stages of this version (no longer anyone's cache).
     unused = [previous.id] if previous and previous.id != image_id else []
-    _remove_quietly(client, [*unused, *stale_stages])
+    _remove_quietly(client, [*unused, *_build_stages(client, opencode_version)])
     return image_id
 
 
@@ -366,6 +379,120 @@ def _remove_quietly(client: Engine, image_ids: Iterable[str]) -> None:
             client.remove_image(image_id)
         except DockerError:
             continue
+
+
+# --------------------------------------------------------------------------- derived
+
+
+# On a derived image: the image it was built on, by name and by id. A derived image whose
+# base id is no longer the base name's is built again.
+LABEL_BASE_REF = "io.opencode-cloud.base-image"
+LABEL_BASE_ID = "io.opencode-cloud.base-image-id"
+# How a derived image's tag ends: `-x` and a hash of what it adds.
+DERIVED_SUFFIX = "-x"
+DERIVED_HASH_LENGTH = 12
+# apt's own error lines ("E: Unable to locate package nosuchpkg").
+_APT_ERROR = re.compile(r"^E: .+")
+
+
+def derived_ref(base: str, packages: Sequence[str], lines: Sequence[str]) -> str:
+    """The local name of the image that adds `packages` and Dockerfile `lines` to `base`:
+    `opencode-cloud-sandbox:<base tag>-x<hash>` for the sandbox image, else
+    `opencode-cloud-sandbox:derived-x<hash>`. The hash covers the base's name and what is
+    added, so the same inputs always name the same image (and a second start builds
+    nothing).
+    """
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([base, list(packages), list(lines)]).encode()).hexdigest()
+    repository, tag = _split_ref(base)
+    stem = tag if repository == IMAGE_NAME and "@" not in base else "derived"
+    return f"{IMAGE_NAME}:{stem}{DERIVED_SUFFIX}{digest[:DERIVED_HASH_LENGTH]}"
+
+
+def derived_dockerfile(
+    base: ImageInfo, base_ref: str, packages: Sequence[str], lines: Sequence[str]
+) -> str:
+    """The Dockerfile of a derived image.
+
+    The packages and the user's lines are installed as root; the file then ends with the
+    base's own user, so the container starts as the base image does. The entrypoint,
+    command and health check are the base's: the lines cannot set them (the
+    configuration refuses FROM, USER, ENTRYPOINT, CMD, HEALTHCHECK, ... lines).
+    """
+    # The sandbox image starts as root (its entrypoint drops to its users): then there is
+    # no user to switch, and the derived image's is the base's exactly (none).
+    switch = base.user not in ("", "root", "0", "0:0")
+    out = [f"FROM {base_ref}", *(["USER root"] if switch else [])]
+    if packages:
+        out.append(
+            "RUN apt-get update && apt-get install -y --no-install-recommends "
+            f"{' '.join(packages)} && rm -rf /var/lib/apt/lists/*"
+        )
+    out.extend(lines)
+    if switch:
+        out.append(f"USER {base.user}")
+    return "\n".join(out) + "\n"
+
+
+def is_derived_container(info: ContainerInfo) -> bool:
+    """True for a container of a derived image (its labels are its image's)."""
+    return bool(info.labels.get(LABEL_BASE_ID))
+
+
+def derived_current(derived: ImageInfo | None, base: ImageInfo | None) -> bool:
+    """True when `derived` exists and was built on `base` as it is now."""
+    return bool(derived and base and derived.labels.get(LABEL_BASE_ID) == base.id)
+
+
+def build_derived(
+    client: Engine,
+    base_ref: str,
+    packages: Sequence[str],
+    lines: Sequence[str],
+    *,
+    no_cache: bool = False,
+    reporter: ProgressReporter | None = None,
+) -> str:
+    """Build the image that adds Debian `packages` and Dockerfile `lines` to `base_ref`
+    (which must exist), named `derived_ref(...)`; returns its id. The image that held that
+    name before, built on an older base, is removed unless a container still uses it.
+
+    Raises:
+        BuildFailed: the build stopped; a package apt does not know fails with apt's own
+            line (`E: Unable to locate package ...`) as the message.
+        DockerError: the engine failed otherwise.
+    """
+    tag = derived_ref(base_ref, packages, lines)
+    base = client.inspect_image(base_ref)
+    if base is None:
+        raise BuildFailed(f"Building {tag} failed: its base {base_ref} is not in the engine.")
+    dockerfile = derived_dockerfile(base, base_ref, packages, lines).encode()
+    previous = client.inspect_image(tag)
+    try:
+        image_id = build_from_context(
+            client,
+            build_context(files=[("Dockerfile", dockerfile, 0o644)]),
+            tag=tag,
+            no_cache=no_cache,
+            labels={LABEL_BASE_REF: base_ref, LABEL_BASE_ID: base.id},
+            reporter=reporter,
+        )
+    except BuildFailed as error:
+        apt = [line for line in error.output_tail if _APT_ERROR.match(line.strip())]
+        if not apt:
+            raise
+        raise BuildFailed(
+            apt[-1].strip(),
+            tag=tag,
+            output_tail=error.output_tail,
+            cause="packages",
+            instruction=error.instruction,
+        ) from None
+    if previous is not None and previous.id != image_id:
+        _remove_quietly(client, [previous.id])
+    return image_id
 
 
 # --------------------------------------------------------------------------- pull

@@ -126,6 +126,7 @@ class ImageInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     env: tuple[str, ...] = ()
     size_bytes: int = 0
+    user: str = ""  # the user its processes start as (`USER`); empty: root
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,7 @@ def parse_image(raw: Mapping[str, Any]) -> ImageInfo:
         labels=dict(_dict(config.get("Labels"))),
         env=_strings(config.get("Env")),
         size_bytes=int(raw.get("Size") or 0),
+        user=str(config.get("User") or ""),
     )
 
 

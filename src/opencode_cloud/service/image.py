@@ -2,7 +2,9 @@
 
 `image_for` names it from the configuration: the user's `image` override, else the
 sandbox image of the configured opencode version, built here from the embedded
-Dockerfile or pulled from the configured `registries`.
+Dockerfile or pulled from the configured `registries`. With `extra_packages` or
+`extra_dockerfile` it is the image derived from that one (`base_image_for`), built here
+on top of it and named by what it adds.
 """
 
 from __future__ import annotations
@@ -31,9 +33,24 @@ class BuildResult:
     opencode_version: str
 
 
-def image_for(config: Config) -> str:
-    """The image the container runs: the user's override, else the local sandbox tag."""
+def base_image_for(config: Config) -> str:
+    """The image built or pulled for the configuration: the user's override, else the local
+    sandbox tag."""
     return config.image or images.image_ref(config.opencode_version)
+
+
+def image_for(config: Config) -> str:
+    """The image the container runs: the base image, or the image derived from it when
+    the configuration adds packages or Dockerfile lines."""
+    base = base_image_for(config)
+    if not has_extras(config):
+        return base
+    return images.derived_ref(base, config.extra_packages, config.extra_dockerfile)
+
+
+def has_extras(config: Config) -> bool:
+    """True when the configuration adds packages or Dockerfile lines to the base image."""
+    return bool(config.extra_packages or config.extra_dockerfile)
 
 
 def ensure_image(
@@ -54,13 +71,51 @@ def ensure_image(
         PullFailed: no registry is configured, or none served the image.
         BuildFailed.
     """
+    if has_extras(config):
+        return _ensure_derived(client, config, build=build, pull=pull, reporter=reporter)
     found = client.inspect_image(image_for(config))
     if found is not None and not (build or pull) and not _without_edge(found):
         return "present"
+    return _make_base(client, config, build=build, pull=pull, reporter=reporter)
+
+
+def _make_base(
+    client: Engine,
+    config: Config,
+    *,
+    build: bool,
+    pull: bool,
+    reporter: ProgressReporter | None,
+) -> str:
+    """Build or pull the base image; `built` or `pulled`."""
     if pull or (not build and (config.registries or config.image)):
         pull_image(client, config, reporter)
         return "pulled"
-    build_image(client, config, reporter=reporter)
+    _build_base(client, config, reporter=reporter)
+    return "built"
+
+
+def _ensure_derived(
+    client: Engine,
+    config: Config,
+    *,
+    build: bool,
+    pull: bool,
+    reporter: ProgressReporter | None,
+) -> str:
+    """The derived image, built on the base as it is now; the base made first if needed.
+    Nothing is built when both exist and the derived one was built on this base."""
+    base_ref = base_image_for(config)
+    base = client.inspect_image(base_ref)
+    action = "present"
+    if base is None or build or pull or _without_edge(base):
+        action = _make_base(client, config, build=build, pull=pull, reporter=reporter)
+        base = client.inspect_image(base_ref)
+    if images.derived_current(client.inspect_image(image_for(config)), base):
+        return action
+    images.build_derived(
+        client, base_ref, config.extra_packages, config.extra_dockerfile, reporter=reporter
+    )
     return "built"
 
 
@@ -73,7 +128,8 @@ def build_image(
     no_cache: bool = False,
     reporter: ProgressReporter | None = None,
 ) -> BuildResult:
-    """Build the sandbox image for the configured (or the given) opencode version.
+    """Build the sandbox image for the configured (or the given) opencode version, and the
+    image derived from it when the configuration adds packages or Dockerfile lines.
 
     Args:
         ca_files: certificates to trust besides the configured `ca_certificates`.
@@ -82,7 +138,33 @@ def build_image(
         BuildFailed, InvalidCertificate.
     """
     version = opencode_version or config.opencode_version
-    tag = config.image or images.image_ref(version)
+    if opencode_version is not None:
+        config = config.model_copy(update={"opencode_version": version})
+    result = _build_base(client, config, ca_files=ca_files, no_cache=no_cache, reporter=reporter)
+    if not has_extras(config):
+        return result
+    image_id = images.build_derived(
+        client,
+        result.image,
+        config.extra_packages,
+        config.extra_dockerfile,
+        no_cache=no_cache,
+        reporter=reporter,
+    )
+    return BuildResult(image_for(config), image_id, version)
+
+
+def _build_base(
+    client: Engine,
+    config: Config,
+    *,
+    ca_files: Sequence[str | Path] = (),
+    no_cache: bool = False,
+    reporter: ProgressReporter | None = None,
+) -> BuildResult:
+    """Build the sandbox image (the base) of the configuration's opencode version."""
+    version = config.opencode_version
+    tag = base_image_for(config)
     image_id = images.build_image(
         client,
         tag=tag,
@@ -95,13 +177,13 @@ def build_image(
 
 
 def pull_image(client: Engine, config: Config, reporter: ProgressReporter | None = None) -> str:
-    """Pull the image; returns where it came from. An `image` override comes from the
+    """Pull the base image; returns where it came from. An `image` override comes from the
     registry its reference names; the sandbox image from the configured registries.
 
     Raises:
         PullFailed: no registry is configured, or none served the image.
     """
-    ref = image_for(config)
+    ref = base_image_for(config)
     if config.image:
         return images.pull_reference(client, ref, reporter=reporter)
     if not config.registries:

@@ -50,11 +50,13 @@ from opencode_cloud.service.endpoint import (
 from opencode_cloud.service.errors import NeverCreated, NotRunning, VersionChange
 from opencode_cloud.service.image import (
     BuildResult,
+    base_image_for,
     build_image,
     ensure_image,
     image_for,
     pull_image,
 )
+from opencode_cloud.service.snapshots import remove_unneeded_images
 
 if TYPE_CHECKING:
     from opencode_cloud.access.tls import TlsMaterial
@@ -382,11 +384,14 @@ class Service:
         ):
             return self._start_existing(info, password, wait=wait, timeout=timeout, on_step=on_step)
         self.check_mounts()
-        if info is not None and info.image != image_for(self.config) and not allow_version_change:
-            raise VersionChange(self.instance, info.image, image_for(self.config))
-        image_action = self.ensure_image(build=build, pull=pull, reporter=reporter)
-        if image_action != "present":
-            on_step(f"Image {image_for(self.config)} {image_action}.")
+        image_action = self._prepare_image(
+            info,
+            build=build,
+            pull=pull,
+            reporter=reporter,
+            on_step=on_step,
+            allow_version_change=allow_version_change,
+        )
         password, created = credentials.load_or_create_password(self.paths)
         recreate = self.pending_changes(info) if info else []
         if info and created and not recreate:
@@ -415,6 +420,9 @@ class Service:
         spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
         cid = self.runtime.create(spec, self.container_files(password, material))
         remember_served(self.paths, material, cid)
+        if info is not None and info.image != spec.image and images.is_derived_container(info):
+            # The packages changed: the image of the old ones is not needed any more.
+            remove_unneeded_images(self.client, [info.image])
         self.runtime.start()
         endpoint = Endpoint.of(spec, self.paths).reached_through(self.runtime)
         result = StartResult(
@@ -432,6 +440,48 @@ class Service:
         return self._finish_start(
             result, password, endpoint, wait=wait, timeout=timeout, on_step=on_step
         )
+
+    def prepare_image(
+        self,
+        *,
+        reporter: ProgressReporter | None = None,
+        on_step: Callable[[str], None] = lambda _msg: None,
+    ) -> str:
+        """`_prepare_image` for the instance's container as it is now; nothing to do (and
+        the configuration is not even loaded) when the container was made from the
+        configuration file as it is."""
+        info = self.runtime.state()
+        if info is not None and self._file_unchanged(info):
+            return "present"
+        return self._prepare_image(info, reporter=reporter, on_step=on_step)
+
+    def _prepare_image(
+        self,
+        info: ContainerInfo | None,
+        *,
+        build: bool = False,
+        pull: bool = False,
+        reporter: ProgressReporter | None = None,
+        on_step: Callable[[str], None] = lambda _msg: None,
+        allow_version_change: bool = False,
+    ) -> str:
+        """Make the image the configuration asks for (`ensure_image`) while the container
+        `info` (if any) goes on serving: a restart builds it before it stops the old one.
+
+        Raises:
+            VersionChange: the configuration names another opencode version (or image)
+                than `info` runs, and `allow_version_change` is False.
+            BuildFailed, PullFailed, ImageNotFound.
+        """
+        if info is not None and not allow_version_change:
+            # Packages added to the image (a derived image) are no version change: its base is.
+            running = info.labels.get(images.LABEL_BASE_REF) or info.image
+            if running != base_image_for(self.config):
+                raise VersionChange(self.instance, running, base_image_for(self.config))
+        image_action = self.ensure_image(build=build, pull=pull, reporter=reporter)
+        if image_action != "present":
+            on_step(f"Image {image_for(self.config)} {image_action}.")
+        return image_action
 
     def create(self) -> str:
         """Create the container the configuration asks for, with its password file, and
@@ -788,8 +838,9 @@ class Service:
                 result.session_api = "ok" if listed else "failing"
         return result, info, status.describe_container(result, info, server)
 
-    def status(self, password: str | None) -> StatusResult:
-        """Everything `occ status` shows, from one inspect and one HTTP probe."""
+    def status(self, password: str | None, *, sizes: bool = False) -> StatusResult:
+        """Everything `occ status` shows, from one inspect and one HTTP probe; with
+        `sizes`, the bytes its volumes and snapshots use too (a slow count)."""
         from opencode_cloud.service import status
 
         result, info, wants_logs = self._described(password)
@@ -798,8 +849,8 @@ class Service:
             result.pending_restart = self.pending_changes(info)
         if wants_logs:
             result.log_tail = self.runtime.log_tail(status.STATUS_LOG_LINES)
-        result.volumes = status.volume_status(self.client, self.instance)
-        result.snapshots = status.snapshot_status(self.client, self.instance)
+        result.volumes = status.volume_status(self.client, self.instance, sizes=sizes)
+        result.snapshots = status.snapshot_status(self.client, self.instance, sizes=sizes)
         return result
 
 

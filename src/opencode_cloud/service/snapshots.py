@@ -60,8 +60,9 @@ def _now_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def list_snapshots(client: Engine, instance: Instance) -> list[Snapshot]:
-    """The snapshots of `instance`, newest first, with their sizes."""
+def list_snapshots(client: Engine, instance: Instance, *, sizes: bool = True) -> list[Snapshot]:
+    """The snapshots of `instance`, newest first, with their sizes unless `sizes` is
+    False (the engine's disk-usage count is slow)."""
     found: dict[str, Snapshot] = {}
     for volume in client.list_volumes(labels=[*instance.label_filter(), LABEL_SNAPSHOT]):
         labels = volume.labels
@@ -76,13 +77,15 @@ def list_snapshots(client: Engine, instance: Instance) -> list[Snapshot]:
         )
         snap.volumes[labels.get(LABEL_SNAPSHOT_KIND, "")] = volume.name
     snapshots = sorted(found.values(), key=lambda s: s.id, reverse=True)
+    if not sizes:
+        return snapshots
     names = [name for snap in snapshots for name in snap.volumes.values()]
     try:
-        sizes = client.volume_sizes(names) if names else {}
+        counted = client.volume_sizes(names) if names else {}
     except DockerError:  # the engine runs one disk-usage count at a time: sizes unknown
-        sizes = {}
+        counted = {}
     for snap in snapshots:
-        known = [sizes.get(n) for n in snap.volumes.values()]
+        known = [counted.get(n) for n in snap.volumes.values()]
         snap.size_bytes = sum(k for k in known if k is not None) if known else None
     return snapshots
 
@@ -96,7 +99,7 @@ def take_snapshot(client: Engine, instance: Instance, info: ContainerInfo, targe
         opencode_version=info.labels.get(images.LABEL_OPENCODE_VERSION),
         target=target,
     )
-    taken = {s.id for s in list_snapshots(client, instance)}
+    taken = {s.id for s in list_snapshots(client, instance, sizes=False)}
     while snap.id in taken:  # two updates in a second
         time.sleep(1)
         snap.id = _now_id()
@@ -160,9 +163,17 @@ def prune_snapshots(client: Engine, instance: Instance, keep: int) -> tuple[list
         The ids of the snapshots removed, and the image tags removed.
     """
     removed_snapshots: list[str] = []
-    for snap in list_snapshots(client, instance)[max(1, keep) :]:
+    for snap in list_snapshots(client, instance, sizes=False)[max(1, keep) :]:
         drop_snapshot(client, snap)
         removed_snapshots.append(snap.id)
+    tags = [tag for image in client.list_images() for tag in image.tags]
+    return removed_snapshots, remove_unneeded_images(client, tags)
+
+
+def remove_unneeded_images(client: Engine, tags: list[str]) -> list[str]:
+    """Remove the sandbox images among `tags` that no managed container and no snapshot of
+    any instance needs (nor a derived image either of them needs as its base); the tags
+    removed."""
     # Any instance's snapshot may need its image for a rollback, not only this one's.
     needed = {
         volume.labels.get(LABEL_SNAPSHOT_IMAGE, "")
@@ -172,13 +183,15 @@ def prune_snapshots(client: Engine, instance: Instance, keep: int) -> tuple[list
         info = client.find_container(name)
         if info is not None:
             needed.add(info.image)
-    removed_images: list[str] = []
-    for image in client.list_images():
-        for tag in image.tags:
-            if tag.startswith(f"{IMAGE_NAME}:") and tag not in needed:
-                try:
-                    client.remove_image(tag)
-                except DockerError:
-                    continue  # a container of another tool or a stage still uses it
-                removed_images.append(tag)
-    return removed_snapshots, removed_images
+    for image in client.list_images(labels=[images.LABEL_BASE_REF]):
+        if needed.intersection(image.tags):
+            needed.add(image.labels[images.LABEL_BASE_REF])
+    removed: list[str] = []
+    for tag in tags:
+        if tag.startswith(f"{IMAGE_NAME}:") and tag not in needed:
+            try:
+                client.remove_image(tag)
+            except DockerError:
+                continue  # a container of another tool or a stage still uses it
+            removed.append(tag)
+    return removed

@@ -122,28 +122,37 @@ def describe_container(result: StatusResult, info: ContainerInfo, server: Server
     return result.http_health != "healthy" and bool(info.restart_count or info.finished_at)
 
 
-def volume_status(client: Engine, instance: Instance) -> list[VolumeStatus]:
-    """The instance's volumes: where they are mounted, what they hold, their sizes."""
+def volume_status(client: Engine, instance: Instance, *, sizes: bool = False) -> list[VolumeStatus]:
+    """The instance's volumes: where they are mounted, what they hold, and with `sizes`
+    the bytes each one uses. The engine counts those by walking every file of every
+    volume (most of a second, more with big projects), so only when asked."""
+    found: dict[str, int | None] = {}
     try:
-        sizes = volumes.volume_sizes(client, instance)
+        if sizes:
+            found = volumes.volume_sizes(client, instance)
+        else:
+            found = {volume.name: None for volume in client.list_volumes()}
     except DockerError:
-        sizes = {}
+        pass
     return [
         VolumeStatus(
             name=(name := instance.volume_name(spec.kind)),
             mount_point=spec.mount_point,
             holds=spec.holds,
-            exists=name in sizes or volumes.volume_exists(client, name),
-            size_bytes=sizes.get(name),
+            exists=name in found or volumes.volume_exists(client, name),
+            size_bytes=found.get(name),
         )
         for spec in volumes.VOLUME_SPECS
     ]
 
 
-def snapshot_status(client: Engine, instance: Instance) -> list[dict[str, Any]]:
-    """The snapshots kept for `occ rollback`; none when the engine cannot say."""
+def snapshot_status(
+    client: Engine, instance: Instance, *, sizes: bool = False
+) -> list[dict[str, Any]]:
+    """The snapshots kept for `occ rollback` (with their sizes when asked); none when the
+    engine cannot say."""
     try:
-        return [s.to_json() for s in list_snapshots(client, instance)]
+        return [s.to_json() for s in list_snapshots(client, instance, sizes=sizes)]
     except DockerError:
         return []
 

@@ -2,11 +2,11 @@
 
 What goes: the instance's containers (the service and any helper a killed backup left),
 the sandbox images its container and configuration use when no other container uses
-them (with the build stage kept as their cache), its volumes only when asked, and its
-files in the configuration directory (config.json and its .bak, the password and its
-hash, the lock). Every container,
-image and volume is checked for the tool's labels (`io.opencode-cloud.*`) before it is
-touched: anything else is never removed, whatever its name.
+them (with the build stage an earlier release left for them), its volumes only when
+asked, and its files in the configuration directory (config.json and its .bak, the
+password and its hash, the lock). Every container, image and volume is checked for the
+tool's labels (`io.opencode-cloud.*`) before it is touched: anything else is never
+removed, whatever its name.
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, LABEL_STAGE
+from opencode_cloud.docker.image import (
+    LABEL_BASE_ID,
+    LABEL_BASE_REF,
+    LABEL_OPENCODE_VERSION,
+    LABEL_STAGE,
+)
 from opencode_cloud.docker.models import ImageInfo
 from opencode_cloud.docker.volume import VOLUME_SPECS, volume_names
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, Instance
@@ -134,6 +139,11 @@ def plan_uninstall(
         (plan.volumes if volumes else plan.kept_volumes).append(info.name)
         if volumes and info.labels.get(LABEL_SNAPSHOT_IMAGE):
             wanted.append(info.labels[LABEL_SNAPSHOT_IMAGE])
+    # The base of a derived image (`extra_packages`) goes with it, unless another uses it.
+    for ref in list(wanted):
+        image = client.inspect_image(ref)
+        if image is not None and image.labels.get(LABEL_BASE_REF):
+            wanted.append(image.labels[LABEL_BASE_REF])
     _plan_images(client, plan, wanted, set(plan.containers))
     files = (
         paths.config_file,
@@ -162,6 +172,9 @@ def _plan_images(client: Engine, plan: UninstallPlan, wanted: list[str], own: se
         info = client.find_container(name)
         if info is not None:
             used_by.setdefault(info.image_id, name)
+            # A derived image's container needs its base too (the labels are the image's).
+            if info.labels.get(LABEL_BASE_ID):
+                used_by.setdefault(info.labels[LABEL_BASE_ID], name)
     seen: set[str] = set()
     for ref in wanted:
         image = client.inspect_image(ref)

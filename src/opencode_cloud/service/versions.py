@@ -232,10 +232,16 @@ class Versions:
     def _config_for(self, snap: Snapshot) -> Config:
         """The configuration with the snapshot's image or opencode version."""
         config = self.service.config
-        if snap.image.startswith(f"{IMAGE_NAME}:"):
-            version = snap.opencode_version or snap.image.split(":", 1)[1]
+        image = snap.image
+        derived = self.client.inspect_image(image)
+        if derived is not None and derived.labels.get(images.LABEL_BASE_REF):
+            # An image with added packages: the version is its base's; the packages are
+            # the configuration's.
+            image = derived.labels[images.LABEL_BASE_REF]
+        if image.startswith(f"{IMAGE_NAME}:"):
+            version = snap.opencode_version or image.split(":", 1)[1]
             return config.model_copy(update={"opencode_version": version, "image": None})
-        return config.model_copy(update={"image": snap.image})
+        return config.model_copy(update={"image": image})
 
     def _password(self) -> str | None:
         from opencode_cloud.access import credentials

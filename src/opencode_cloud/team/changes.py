@@ -3,7 +3,8 @@ the settings make rather than from a list kept by hand.
 
 A key applies with a restart when changing it changes the service's container
 (`ContainerSpec.diff`) or the team's front door (`door.door_spec`); with an update when
-it changes the image the service runs (`image_for`); otherwise it is read when it is
+it changes the image the service's image is built on (`base_image_for`: another opencode
+version or `image`); otherwise it is read when it is
 used (the next build, start, update or backup).
 """
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.instance import Instance
-from opencode_cloud.service.image import image_for
+from opencode_cloud.service.image import base_image_for, image_for
 from opencode_cloud.team import door
 from opencode_cloud.team.layout import TeamLayout
 
@@ -82,10 +83,12 @@ def applies(key: str) -> Applies:
 
 def between(before: Config, after: Config) -> Applies:
     """How the change from `before` to `after` takes effect (`applies`)."""
-    if image_for(before) != image_for(after):
+    if base_image_for(before) != base_image_for(after):
         return Applies("update", ("image",))
     old_service, old_door = _specs(before)
     new_service, new_door = _specs(after)
-    touches = [*new_service.diff(old_service)]
+    # Another image on the same base (`extra_packages`) is built by the next restart.
+    touches = ["image"] if image_for(before) != image_for(after) else []
+    touches += [t for t in new_service.diff(old_service) if t not in touches]
     touches += [t for t in new_door.diff(old_door) if t not in touches]
     return Applies("restart", tuple(touches)) if touches else Applies("nothing")

@@ -28,7 +28,7 @@ from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_PERSON, LABEL_ROLE
 from opencode_cloud.service.endpoint import Endpoint
 from opencode_cloud.service.image import image_for
-from opencode_cloud.team import door
+from opencode_cloud.team import door, read_team_file
 from opencode_cloud.team.errors import (
     PersonExists,
     PersonNotFound,
@@ -660,17 +660,3 @@ def _hash(password: str) -> str:
 
     rounds = credentials.BCRYPT_ROUNDS
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
-
-
-def read_team_file(paths: InstancePaths) -> dict[str, Any]:
-    """The team's record (`{"enabled": bool, "first": name}`); empty when there is none.
-    A tiny file, so that commands which read no configuration can tell team mode."""
-    try:
-        data = json.loads(paths.team_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def team_enabled(paths: InstancePaths) -> bool:
-    return bool(read_team_file(paths).get("enabled"))

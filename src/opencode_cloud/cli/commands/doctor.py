@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -70,6 +68,8 @@ def render_table(findings: Sequence[Finding], width: int, *, color: bool = False
 def _wrap(text: str, width: int, *, break_long_words: bool = True) -> list[str]:
     """Lines of at most `width`, never breaking a `command` in backquotes (so it can be
     copied whole) unless it is longer than a line."""
+    import textwrap  # here, like shutil below: every `occ` command loads this module
+
     keep = re.sub(r"`[^`]*`", lambda m: m.group(0).replace(" ", NO_BREAK), text)
     lines = textwrap.wrap(keep, width, break_on_hyphens=False, break_long_words=break_long_words)
     return [line.replace(NO_BREAK, " ") for line in lines]
@@ -115,6 +115,8 @@ def doctor(app_ctx: AppContext, person: str | None) -> None:
         )
     out = app_ctx.out
     color = _isatty(out.stdout) and not os.environ.get("NO_COLOR")
+    import shutil
+
     width = shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
 
     def human() -> list[str]:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 def build(
     app_ctx: AppContext, no_cache: bool, opencode_version: str | None, ca_files: tuple[str, ...]
 ) -> None:
-    """Build the sandbox image from the embedded Dockerfile, with progress.
+    """Build the sandbox image from the embedded Dockerfile, with progress, and the image
+    derived from it that adds `extra_packages` and `extra_dockerfile`, when set.
 
     Extra CA certificates (the `ca_certificates` setting and --ca-file) are trusted
     during the build and inside the container: needed behind TLS-inspecting proxies.
@@ -46,12 +47,12 @@ def build(
 @click.pass_obj
 def pull(app_ctx: AppContext) -> None:
     """Pull the sandbox image from the configured registries, in order, with failover."""
-    from opencode_cloud.service.image import image_for
+    from opencode_cloud.service.image import base_image_for
 
     with app_ctx.changing("pull"):
         service = app_ctx.service()
         source = service.pull(app_ctx.reporter())
-    tag = image_for(service.config)
+    tag = base_image_for(service.config)
     app_ctx.out.result({"image": tag, "source": source}, lambda: [f"Pulled {source} as {tag}."])
 
 

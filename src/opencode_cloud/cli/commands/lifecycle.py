@@ -288,15 +288,22 @@ def restart(
     """Stop, then start again (applies configuration changes)."""
     stop_after = timeout_from(app_ctx, stop_timeout, None, "--stop-timeout")
     wait_for = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
+    # A new image (added packages) is made while the old containers still serve: when it
+    # cannot be made, the service goes on as it was.
     if app_ctx.in_team_mode():
         with app_ctx.changing("restart"):
-            app_ctx.team().stop()
+            team = app_ctx.team()
+            with app_ctx.spinner("Preparing the image ..."):
+                team.service.ensure_image(reporter=app_ctx.reporter())
+            team.stop()
         _start_team(app_ctx, None, None, False, build=False)
         return
     with app_ctx.changing("restart"):
         from opencode_cloud.service.errors import NeverCreated
 
         service = app_ctx.service()
+        with app_ctx.spinner("Preparing the image ..."):
+            service.prepare_image(reporter=app_ctx.reporter(), on_step=app_ctx.out.progress)
         with contextlib.suppress(NeverCreated):  # nothing to stop: then it is just a start
             service.stop(stop_after)
         with app_ctx.spinner("Starting opencode ..."):

@@ -41,13 +41,15 @@ def _human(result: StatusResult) -> list[str]:
         "Volumes:",
     ]
     for vol in result.volumes:
-        size = format_bytes(vol.size_bytes) if vol.exists else "missing"
-        lines.append(f"  {vol.name:<36} {vol.mount_point:<40} {size}")
+        if not vol.exists:
+            size = "missing"
+        else:
+            size = "" if vol.size_bytes is None else format_bytes(vol.size_bytes)
+        lines.append(f"  {vol.name:<36} {vol.mount_point:<40} {size}".rstrip())
     if result.snapshots:
-        total = sum(s["size_bytes"] or 0 for s in result.snapshots)
-        lines.append(
-            f"Snapshots:  {len(result.snapshots)} ({format_bytes(total)}), for `occ rollback`"
-        )
+        sizes = [s["size_bytes"] for s in result.snapshots if s["size_bytes"] is not None]
+        total = f" ({format_bytes(sum(sizes))})" if sizes else ""
+        lines.append(f"Snapshots:  {len(result.snapshots)}{total}, for `occ rollback`")
         for snap in result.snapshots:
             size = format_bytes(snap["size_bytes"]) if snap["size_bytes"] is not None else "-"
             lines.append(f"  {snap['created'][:19]}  {snap['image']:<40} {size}")
@@ -108,8 +110,13 @@ def backup_warnings(app_ctx: AppContext) -> list[str]:
 
 @click.command()
 @person_option
+@click.option(
+    "--sizes",
+    is_flag=True,
+    help="Count the bytes each volume and snapshot uses (slow: reads every file).",
+)
 @click.pass_obj
-def status(app_ctx: AppContext, person: str | None) -> None:
+def status(app_ctx: AppContext, person: str | None, sizes: bool) -> None:
     """Show state, health, URL, image, uptime, restarts and volumes.
 
     Exit code 0 when running, 3 when not. With --json, everything as one JSON object.
@@ -121,7 +128,7 @@ def status(app_ctx: AppContext, person: str | None) -> None:
         return
     app_ctx = app_ctx.for_person(person)
     password = credentials.read_password(app_ctx.paths)
-    result = app_ctx.service().status(password)
+    result = app_ctx.service().status(password, sizes=sizes)
     result.warnings = status_warnings(result, app_ctx.occ) + backup_warnings(app_ctx)
     for warning in result.warnings:
         app_ctx.out.warn(warning)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 import time
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
 def _first_name() -> str:
     """The first person's default name: the login name on this machine, when it is a
     valid person name."""
+    import getpass  # here: every `occ` command loads this module
+
     from opencode_cloud.instance import PERSON_RULE
 
     name = (os.environ.get("USER") or getpass.getuser() or "").lower()
