@@ -180,3 +180,32 @@ def test_asking_opencode_over_http_loads_no_http_client() -> None:
     )
     assert "opencode_cloud.http1" in modules
     assert {"http.client", "email", "ssl"} & modules == set()
+
+
+def test_a_command_loads_the_module_of_no_other_command() -> None:
+    modules = imported_by_command("--version")  # parses the group, runs no command
+    assert not {m for m in modules if m.startswith("opencode_cloud.cli.commands.")}
+    loaded = imported_by_command("config", "path")
+    commands = {m for m in loaded if m.startswith("opencode_cloud.cli.commands.")}
+    assert commands == {"opencode_cloud.cli.commands.config"}
+
+
+def test_the_table_of_commands_names_each_command_where_it_is_defined() -> None:
+    import importlib
+
+    import click
+
+    from opencode_cloud.cli.app import COMMANDS
+
+    defined: dict[str, str] = {}
+    for module_name, group in set(COMMANDS.values()):
+        module = importlib.import_module(f"opencode_cloud.cli.commands.{module_name}")
+        target = click.Group()
+        if group is None:
+            module.register(target)
+        else:
+            target.add_command(getattr(module, group))
+        defined.update(dict.fromkeys(target.commands, module_name))
+    assert defined == {name: module for name, (module, _) in COMMANDS.items()}
+    modules = {p.stem for p in (PACKAGE / "cli" / "commands").glob("*.py")} - {"__init__"}
+    assert modules == {module for module, _ in COMMANDS.values()}, "a module nobody loads"

@@ -14,7 +14,7 @@ import click
 from opencode_cloud import __version__
 from opencode_cloud.cli import completion_values as complete
 from opencode_cloud.cli.context import AppContext
-from opencode_cloud.cli.group import OrderedGroup
+from opencode_cloud.cli.group import LazyGroup
 from opencode_cloud.cli.output import ExitCode, Output
 from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
 
@@ -27,9 +27,33 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         ctx.exit()
 
 
+# Each command, in the order help lists them: the module that defines it, and the
+# attribute holding its group (None: the module's `register` adds it). Imported when used.
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "setup": ("setup", None),
+    **dict.fromkeys(("start", "stop", "restart"), ("lifecycle", None)),
+    "status": ("status", None),
+    "list": ("inventory", None),
+    "doctor": ("doctor", None),
+    "logs": ("logs", None),
+    "shell": ("shell", None),
+    **dict.fromkeys(("update", "rollback"), ("update", None)),
+    **dict.fromkeys(("build", "pull"), ("image", None)),
+    **dict.fromkeys(("backup", "restore", "uninstall"), ("backup", None)),
+    **dict.fromkeys(("host", "tunnel", "open"), ("host", None)),
+    **dict.fromkeys(("team", "user"), ("team", None)),
+    "config": ("config", "config_group"),
+    "mount": ("mount", "mount_group"),
+    "provider": ("provider", "provider_group"),
+    "auth": ("auth", "auth_group"),
+    "completion": ("completion", "completion"),
+}
+
+
 @click.group(
     name="occ",
-    cls=OrderedGroup,
+    cls=LazyGroup,
+    lazy=COMMANDS,
     help="Run opencode as a persistent, secure service in a Docker container.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -80,52 +104,6 @@ def app(
     ctx.obj = _STATE["app"] = AppContext(
         instance=Instance(instance), out=out, host_name=host_name or None
     )
-
-
-def _register() -> None:
-    from opencode_cloud.cli.commands import (
-        auth,
-        backup,
-        completion,
-        config,
-        doctor,
-        host,
-        image,
-        inventory,
-        lifecycle,
-        logs,
-        mount,
-        provider,
-        setup,
-        shell,
-        status,
-        team,
-        update,
-    )
-
-    for module in (
-        setup,
-        lifecycle,
-        status,
-        inventory,
-        doctor,
-        logs,
-        shell,
-        update,
-        image,
-        backup,
-        host,
-        team,
-    ):
-        module.register(app)
-    app.add_command(config.config_group)
-    app.add_command(mount.mount_group)
-    app.add_command(provider.provider_group)
-    app.add_command(auth.auth_group)
-    app.add_command(completion.completion)
-
-
-_register()
 
 
 def exit_code_for(error: OpencodeCloudError) -> ExitCode:
