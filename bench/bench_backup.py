@@ -11,12 +11,14 @@ one run, on one instance with a running service:
 1. 1 GB of random data (and a thousand small files) is written into the projects volume
    by a throw-away container;
 2. backup: `occ backup` (the local path: a helper container copies the volumes into the
-   file) against `tar -cf` of the five volume folders (each then fsynced); then what a
+   file) against `tar -cf` of the five volume folders (each then fsynced), and the same
+   backup compressed (`.tar.zst`), in the same round; then what a
    remote engine gets, in this process with `DockerClient(local=False)`: the Engine API
    path, and the engine's archive endpoint alone (`GET /containers/{id}/archive` of a
    helper container, bytes discarded), the floor of any client of the API;
 3. restore: `occ restore` into a new instance against `tar -xf` of the raw archive into
-   five empty volumes, both followed by `sync` (timed); and the Engine API path.
+   five empty volumes, both followed by `sync` (timed), and the restore of the `.tar.zst`;
+   and the Engine API path.
 
 Each run measures the raw `tar` and `occ` one right after the other, so that the load of
 a shared machine weighs on both alike. Throughput is the bytes of the volumes' files over
@@ -172,6 +174,17 @@ class Bench:
         results.setdefault("size", []).append(report["size_bytes"])
         return seconds
 
+    def zst_backup(self, results: dict[str, list[float]]) -> float:
+        """The same backup compressed (`.tar.zst`: the tar, then zstd over it)."""
+        out = self.work / "occ.tar.zst"
+        out.unlink(missing_ok=True)
+        stdout, seconds, rss = self.occ("--json", "backup", str(out))
+        report = json.loads(stdout)
+        results.setdefault("zst_rss", []).append(rss / 1024)
+        results.setdefault("zst_size", []).append(report["size_bytes"])
+        results.setdefault("zst_plain", []).append(report["plain_bytes"])
+        return seconds
+
     def engine_floor(self) -> float:
         """GET archive of a helper container holding the five volumes, bytes discarded."""
         from opencode_cloud.backup.helpers import HELPER_ROOT, helper_spec
@@ -247,11 +260,11 @@ class Bench:
             docker("volume", "rm", "-f", self.volume(self.target, kind), check=False)
         shutil.rmtree(self.work / "config" / "instances" / self.target, ignore_errors=True)
 
-    def occ_restore(self, results: dict[str, list[float]]) -> float:
+    def occ_restore(self, results: dict[str, list[float]], name: str = "occ.tar") -> float:
         self.new_target()  # each time: nothing to back up first
         began = time.monotonic()
         _out, _seconds, rss = self.occ(
-            "restore", str(self.work / "occ.tar"), "--instance", self.target, "--yes"
+            "restore", str(self.work / name), "--instance", self.target, "--yes"
         )
         subprocess.run(["sync"], check=True)  # as for the raw `tar -xf`: timed
         results.setdefault("restore_rss", []).append(rss / 1024)
@@ -271,9 +284,11 @@ class Bench:
         for _ in range(self.runs):
             timed("raw_backup", self.raw_backup)
             timed("occ_backup", lambda: self.occ_backup(extra))
+            timed("zst_backup", lambda: self.zst_backup(extra))
         for _ in range(self.runs):
             timed("raw_restore", self.raw_restore)
             timed("occ_restore", lambda: self.occ_restore(extra))
+            timed("zst_restore", lambda: self.occ_restore(extra, "occ.tar.zst"))
         for _ in range(self.runs):
             timed("floor", self.engine_floor)
             timed("api_backup", lambda: self.api_backup(extra))
@@ -290,6 +305,11 @@ class Bench:
             "api_paused": statistics.median(extra["api_paused"]),
             "backup_rss": max(extra["backup_rss"]),
             "restore_rss": max(extra["restore_rss"]),
+            "zst_rss": max(extra["zst_rss"]),
+            "zst_ratio": statistics.median(extra["zst_plain"])
+            / statistics.median(extra["zst_size"]),
+            "zst_time": seconds["zst_backup"] / seconds["occ_backup"],
+            "zst_restore_time": seconds["zst_restore"] / seconds["occ_restore"],
         }
         return table(numbers, seconds), numbers
 
@@ -315,6 +335,8 @@ def table(n: dict[str, float], seconds: dict[str, float]) -> str:
                 "raw_backup"),
             row("`occ backup`, local engine (helper copies the volumes into the file; sha256 of "
                 "every file; fsync)", "occ_backup", "raw_backup", ">= 0.8x"),
+            row("`occ backup` into `.tar.zst` (the same, then zstd level 3)",
+                "zst_backup", "raw_backup"),
             row("Engine API path (remote engines; in-process, service paused throughout)",
                 "api_backup", "raw_backup"),
             row("Engine API alone: `GET /containers/{id}/archive`, bytes discarded", "floor",
@@ -324,14 +346,21 @@ def table(n: dict[str, float], seconds: dict[str, float]) -> str:
             row("`occ restore` onto a new instance, local engine (layout checked first, every "
                 "file's sha256 while GNU tar unpacks in a helper), then `sync`", "occ_restore",
                 "raw_restore", ">= 0.8x"),
+            row("`occ restore` of the `.tar.zst` (unpacked to a temporary tar first)",
+                "zst_restore", "raw_restore"),
             row("Engine API path (remote engines; in-process), then `sync`", "api_restore",
                 "raw_restore"),
+            f"| Compression: time of `.tar.zst` / `.tar`, backup and restore | "
+            f"{n['zst_time']:.2f}x / {n['zst_restore_time']:.2f}x | | | cost stated |",
+            "| Compression: size of `.tar` / `.tar.zst` (random project data does not "
+            f"compress: the worst case) | {n['zst_ratio']:.2f}x | | | |",
             f"| Service paused during `occ backup` (local: SQLite files only) | "
             f"{n['paused']:.2f} s (max {n['paused_max']:.2f} s) | | | |",
             f"| Service paused during a backup through the Engine API (whole copy) | "
             f"{n['api_paused']:.2f} s | | | |",
             f"| Peak memory (RSS) of `occ backup` / `occ restore` | {n['backup_rss']:.0f} MiB / "
             f"{n['restore_rss']:.0f} MiB | | | does not grow with the data |",
+            f"| Peak memory (RSS) of `occ backup` into `.tar.zst` | {n['zst_rss']:.0f} MiB | | | |",
         ]
     )  # fmt: skip
 

@@ -288,6 +288,18 @@ def test_every_command_acts_on_the_person_named(team: Team, tmp_path: Path) -> N
     assert all((tmp_path / f).stat().st_mode & 0o777 == 0o600 for f in files)
 
 
+def test_a_scheduled_backup_covers_every_person(team: Team, tmp_path: Path) -> None:
+    folder = tmp_path / "scheduled"
+    folder.mkdir()
+    for _ in range(2):
+        run(team.env, "backup", "run", "--dir", str(folder), "--keep", "1")
+        time.sleep(1.1)  # the names carry the second
+    listed = json.loads(run(team.env, "--json", "backup", "list", str(folder)).stdout)
+    whose = sorted(b["user"] for b in listed["backups"])
+    assert whose == ["ada", "bob"], listed  # one each: the older ones went
+    assert all(b["compressed"] and b["scheduled"] for b in listed["backups"])
+
+
 def test_list_and_open_show_the_team_at_its_door(team: Team, tmp_path: Path) -> None:
     run(team.env, "shell", "--user", "bob", "--", "true")  # starts bob's instance
     listed = json.loads(run(team.env, "--json", "list").stdout)

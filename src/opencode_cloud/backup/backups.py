@@ -5,10 +5,15 @@ uninstall, each on the service's engine and with a helper image chosen for it.
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from opencode_cloud.backup.create import automatic_backup_path, create_backup
+from opencode_cloud.backup.compression import wants_compression
+from opencode_cloud.backup.create import automatic_backup_path, compress_backup, create_backup
+from opencode_cloud.backup.errors import BackupExists
 from opencode_cloud.backup.restore import inspect_target, restore_backup
 from opencode_cloud.docker.helper import helper_image
 from opencode_cloud.docker.volume import VOLUME_SPECS
@@ -79,21 +84,46 @@ class Backups:
         Raises:
             BackupExists, BackupWriteFailed, NothingToBackUp, DockerError.
         """
+        began = time.monotonic()
         volumes = any(
             self.client.inspect_volume(self.instance.volume_name(spec.kind)) is not None
             for spec in VOLUME_SPECS
         )
-        return create_backup(
-            self.client,
-            self.instance,
-            self.paths,
-            target,
-            helper_image=self.helper_image() if volumes else None,
-            include_password=include_password,
-            include_keys=include_keys,
-            force=force,
-            reporter=reporter,
-            estimate=reporter is not None,
+        compressed = wants_compression(target)
+        if compressed and target.exists() and not force:
+            raise BackupExists(target.absolute())
+        plain = (
+            target.parent / f".{target.name}.{secrets.token_hex(4)}.plain.tar"
+            if compressed
+            else target
+        )
+        try:
+            result = create_backup(
+                self.client,
+                self.instance,
+                self.paths,
+                plain,
+                helper_image=self.helper_image() if volumes else None,
+                include_password=include_password,
+                include_keys=include_keys,
+                force=force,
+                reporter=reporter,
+                estimate=reporter is not None,
+            )
+            if not compressed:
+                return result
+            self._step("Compressing it (zstd) ...")
+            size = compress_backup(result.path, target.absolute(), force=force)
+        finally:
+            if compressed:
+                plain.unlink(missing_ok=True)
+        return dataclasses.replace(
+            result,
+            path=target.absolute(),
+            size_bytes=size,
+            compressed=True,
+            plain_bytes=result.size_bytes,
+            seconds=time.monotonic() - began,
         )
 
     def final(self, reason: str, reporter: ProgressReporter | None = None) -> BackupResult:

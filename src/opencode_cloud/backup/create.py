@@ -49,6 +49,7 @@ from opencode_cloud.backup.archive import (
     tar_header,
     tar_padding,
 )
+from opencode_cloud.backup.compression import compress
 from opencode_cloud.backup.errors import (
     BackupError,
     BackupExists,
@@ -88,6 +89,8 @@ class BackupResult:
     opencode_version: str | None
     include_keys: bool
     seconds: float
+    compressed: bool = False  # zstd (`.tar.zst`)
+    plain_bytes: int | None = None  # the archive's size before compression
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -522,3 +525,21 @@ def _copy_volumes_locally(
     writer.out.appended_elsewhere()
     writer.add_lines(lines_file, int(report["entries"]), int(report["bytes"]))
     return pause
+
+
+def compress_backup(plain: Path, target: Path, *, force: bool) -> int:
+    """zstd of the plain archive `plain` into `target`, written as privately and whole
+    as the archive itself (`_Output`); returns its size. `plain` is left for the caller.
+
+    Raises:
+        BackupExists, BackupWriteFailed.
+    """
+    out = _Output(target, force=force)
+    try:
+        with open(plain, "rb") as source:
+            compress(source, out.write)
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    return out.size

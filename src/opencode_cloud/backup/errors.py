@@ -96,3 +96,21 @@ class ProgramFailed(OpencodeCloudError):
         what = "reading the volumes" if action == "write" else "writing the volumes"
         super().__init__(f"The helper container failed while {what}: {detail}.")
         self.detail = detail
+
+
+class NoScheduler(BackupError):
+    """This machine has neither a running systemd nor cron."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Cannot schedule backups here: systemd is not running and there is no cron "
+            "(no `crontab` command)."
+        )
+
+
+class ScheduleFailed(BackupError):
+    """systemctl or crontab refused; whatever was written is taken back."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"Cannot {what}: {reason}.")
+        self.reason = reason

@@ -55,3 +55,16 @@ class LazyGroup(OrderedGroup):
             module.register(self)
         else:
             self.add_command(getattr(module, group))
+
+
+class DefaultCommandGroup(OrderedGroup):
+    """A group that runs its `default` command when the first word names none of its
+    commands: `occ backup FILE` is `occ backup create FILE`, while `occ backup list` is
+    the `list` command."""
+
+    default = ""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)

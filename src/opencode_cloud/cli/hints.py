@@ -426,6 +426,14 @@ def _backup_hint(error: OpencodeCloudError, occ: str) -> str:
             )
         case backup.RestoreFailed():
             return "Fix the cause, then run the restore again."
+        case backup.NoScheduler():
+            return (
+                "Nothing was written. Install cron (`apt-get install cron`) or use a machine "
+                "where systemd runs; on Docker Desktop, see docs/backup.md (launchd, Task "
+                f"Scheduler) to run `{occ} backup run` on a schedule."
+            )
+        case backup.ScheduleFailed():
+            return f"Nothing was left changed. Fix the cause, then `{occ} backup schedule` again."
     return ""
 
 
@@ -504,6 +512,17 @@ def _remedy(remedy: Remedy, occ: str) -> str:
             return (
                 f"`{occ} start` makes new ones (a running service takes them without a "
                 "restart; a new CA must be trusted again where you connect from)."
+            )
+        case "backup-failed":
+            return (
+                f"See the error now with `{occ} backup run` (into {data['folder']}); once it "
+                "works, the next scheduled backup clears this."
+            )
+        case "backup-overdue":
+            where = "`systemctl list-timers`" if data.get("method") == "systemd" else "`crontab -l`"
+            return (
+                f"Check that the schedule runs ({where}; is the machine asleep?), or set it "
+                f"up again with `{occ} backup schedule daily`."
             )
         case "certificate-renew-own":
             return f"Renew your certificate (tls_cert, tls_key), then `{occ} start` hands it over."

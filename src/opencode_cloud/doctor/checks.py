@@ -70,7 +70,7 @@ class Remedy:
     `rebuild-image`, `crash-loop`, `crashed`, `recreate` (container), `unhealthy`,
     `still-starting`, `sessions-failing`, `pending-restart`, `check-failed`,
     `certificate-make`, `certificate-hand-over`, `certificate-renew`,
-    `certificate-renew-own`.
+    `certificate-renew-own`, `backup-failed` (folder), `backup-overdue` (method).
     """
 
     kind: str
@@ -108,6 +108,7 @@ CONTAINER = "container"
 HTTP_API = "HTTP API"
 SESSION_API = "session API"
 PENDING = "pending changes"
+SCHEDULED_BACKUP = "scheduled backup"
 
 
 @dataclass(frozen=True)
@@ -832,6 +833,37 @@ def check_pending_changes(ctx: Context) -> Finding:
     return Finding(PENDING, "ok", "The container matches the configuration.")
 
 
+def check_scheduled_backup(ctx: Context) -> Finding:
+    """The last scheduled backup worked, and one ran lately (when backups are scheduled)."""
+    from opencode_cloud.config.backup_schedule import (
+        read_last_run,
+        read_schedule,
+        schedule_problem,
+    )
+
+    schedule = read_schedule(ctx.paths)
+    problem = schedule_problem(ctx.paths)
+    last = read_last_run(ctx.paths)
+    if problem and last is not None and not last.ok:
+        folder = schedule.folder if schedule else "its folder"
+        return Finding(SCHEDULED_BACKUP, "fail", problem, ctx.fix("backup-failed", folder=folder))
+    if schedule is None:  # not a fault: backups are the user's choice
+        return Finding(SCHEDULED_BACKUP, "ok", "No backups are scheduled on this machine.")
+    if problem:
+        return Finding(
+            SCHEDULED_BACKUP,
+            "warn",
+            problem + ".",
+            ctx.fix("backup-overdue", method=schedule.method),
+        )
+    when = f"the last one at {last.at}" if last is not None else "none has run yet"
+    return Finding(
+        SCHEDULED_BACKUP,
+        "ok",
+        f"Backed up {schedule.every} into {schedule.folder} ({schedule.method}); {when}.",
+    )
+
+
 # --------------------------------------------------------------------------- running them
 
 
@@ -850,6 +882,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     (HTTP_API, check_http_api),
     (SESSION_API, check_session_api),
     (PENDING, check_pending_changes),
+    (SCHEDULED_BACKUP, check_scheduled_backup),
 )
 
 

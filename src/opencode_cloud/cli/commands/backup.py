@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from opencode_cloud.cli.group import DefaultCommandGroup
 from opencode_cloud.cli.options import person_option
 from opencode_cloud.cli.output import format_bytes
 
@@ -38,6 +39,11 @@ def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
             f"Backup written to {result.path} ({format_bytes(result.size_bytes)}: "
             f"{len(result.volumes)} volumes, {result.entries} entries).",
         ]
+        if result.compressed and result.plain_bytes:
+            lines.append(
+                f"Compressed with zstd: {format_bytes(result.plain_bytes)} of archive in "
+                f"{format_bytes(result.size_bytes)}."
+            )
         if result.paused_seconds is not None:
             what = (
                 "its databases were copied"
@@ -63,7 +69,21 @@ def _render_backup(app_ctx: AppContext, result: BackupResult) -> None:
     app_ctx.out.result(result.to_json(), human)
 
 
-@click.command()
+class _BackupGroup(DefaultCommandGroup):
+    default = "create"
+
+
+@click.group("backup", cls=_BackupGroup)
+def backup_group() -> None:
+    """Back up the instance (`occ backup [FILE]`, the same as `occ backup create`), list
+    backups, and schedule them.
+
+    Examples: occ backup | occ backup ~/backups/ | occ backup list ~/backups |
+    occ backup schedule daily --keep 7
+    """
+
+
+@backup_group.command("create")
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.option("--include-password", is_flag=True, help="Put the service password in it too.")
 @click.option("--include-keys", is_flag=True, help="Put the provider keys in it too.")
@@ -85,13 +105,14 @@ def backup(
     """Back up the instance: all its volumes and its configuration in one tar file.
 
     FILE defaults to opencode-cloud-<instance>-<UTC time>.tar in the current folder (a
-    folder given as FILE gets that name inside). The file is private (mode 0600) and is
+    folder given as FILE gets that name inside); a FILE ending in .tar.zst is compressed
+    (zstd). The file is private (mode 0600) and is
     never overwritten without --force. A running service is paused while its databases
     are copied, so their copy is consistent: a fraction of a second on a local engine,
     the whole copy on a remote one (the time is printed). Host folders added with `occ
     mount` are not in it.
 
-    Examples: occ backup | occ backup ~/backups/ | occ backup work.tar --include-password
+    Examples: occ backup | occ backup ~/backups/ | occ backup work.tar.zst --include-password
     """
     from opencode_cloud.backup.create import default_backup_name
 
@@ -147,6 +168,225 @@ def _backup_everyone(
     app_ctx.out.result(
         {"backups": results},
         lambda: [f"Backed up {len(results)} people into {target}."],
+    )
+
+
+# -- schedule, run, list ------------------------------------------------------------------
+
+
+def default_schedule_folder(app_ctx: AppContext) -> Path:
+    """Where scheduled backups go unless `--dir` says otherwise."""
+    return app_ctx.paths.root / "scheduled-backups"
+
+
+def _scheduled_folder(app_ctx: AppContext, folder: Path | None) -> Path:
+    """`--dir`, else the folder of the instance's schedule, else the default one."""
+    from opencode_cloud.config.backup_schedule import read_schedule
+
+    if folder is not None:
+        return folder.expanduser().absolute()
+    schedule = read_schedule(app_ctx.paths)
+    return Path(schedule.folder) if schedule else default_schedule_folder(app_ctx)
+
+
+@backup_group.command("schedule")
+@click.argument("every", type=click.Choice(["daily", "hourly", "off"]))
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="How many scheduled backups of each instance (each person) to keep.",
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path),
+    help="Where they go (default: scheduled-backups/ in the instance's configuration folder).",
+)
+@click.pass_obj
+def schedule(app_ctx: AppContext, every: str, keep: int, folder: Path | None) -> None:
+    """Back up the instance every day or hour, on this machine, without remembering to.
+
+    A systemd timer where systemd runs (system units as root, your user's units
+    otherwise), else a line in your crontab, runs `occ backup run` into the folder,
+    compressed (zstd), keeping the newest --keep; in team mode, every person is backed
+    up. Running it again replaces the schedule; `off` removes it (the backups stay). A
+    failed or missed scheduled backup shows in `occ status` and `occ doctor`.
+
+    Examples: occ backup schedule daily | occ backup schedule hourly --keep 48 --dir
+    /srv/backups | occ backup schedule off
+    """
+    import os
+    import sys
+
+    from opencode_cloud.backup import schedule as scheduler
+    from opencode_cloud.config.paths import config_dir
+
+    instance = app_ctx.instance
+    name = scheduler.schedule_name(instance.name, app_ctx.host_name, config_dir())
+    if every == "off":
+        removed = scheduler.unschedule(app_ctx.paths, name)
+        app_ctx.out.result(
+            {"instance": instance.name, "schedule": None, "removed": removed},
+            lambda: [
+                f"Scheduled backups of instance {instance.name} are off"
+                + (f" (removed {', '.join(removed)})." if removed else " (none were set up).")
+                + " The backups already made are kept."
+            ],
+        )
+        return
+    target = folder.expanduser().absolute() if folder else default_schedule_folder(app_ctx)
+    if target.exists() and not target.is_dir():
+        raise click.BadParameter(f"{target} is not a folder", param_hint="--dir")
+    argv = [sys.executable, "-m", "opencode_cloud", "--instance", instance.name]
+    if app_ctx.host_name:
+        argv += ["--host", app_ctx.host_name]
+    argv += ["backup", "run", "--dir", str(target), "--keep", str(keep)]
+    job = scheduler.Job(
+        name=name,
+        every=every,
+        argv=tuple(argv),
+        env=scheduler.environment(os.environ, config_dir()),
+        description=f"opencode-cloud backup of instance {instance.name}",
+    )
+    method, where = scheduler.install(app_ctx.paths, job, target, keep)
+    team = " (every person of the team)" if app_ctx.in_team_mode() else ""
+    app_ctx.out.result(
+        {
+            "instance": instance.name,
+            "schedule": every,
+            "keep": keep,
+            "dir": str(target),
+            "method": method,
+            "name": name,
+        },
+        lambda: [
+            f"Instance {instance.name}{team} is backed up {every} into {target}, keeping "
+            f"the newest {keep}: {where}.",
+            f"Check on it with `{app_ctx.occ} backup list` and `{app_ctx.occ} status`.",
+        ],
+    )
+
+
+@backup_group.command("run")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path),
+    help="Where the backups go (default: the schedule's folder).",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    help="Keep the newest N scheduled backups (default: the schedule's, else all).",
+)
+@click.pass_obj
+def run_scheduled(app_ctx: AppContext, folder: Path | None, keep: int | None) -> None:
+    """What a schedule runs: a compressed backup of the instance (of every person, in
+    team mode) into the folder, then the oldest scheduled backups beyond --keep removed.
+    Its outcome is recorded for `occ status` and `occ doctor`.
+
+    Examples: occ backup run | occ backup run --dir /srv/backups --keep 7
+    """
+    from opencode_cloud.backup.catalog import prune, scheduled_backup_name
+    from opencode_cloud.config.backup_schedule import read_schedule, record_run
+    from opencode_cloud.errors import OpencodeCloudError
+
+    target = _scheduled_folder(app_ctx, folder)
+    if keep is None:
+        record = read_schedule(app_ctx.paths)
+        keep = record.keep if record is not None else None
+    results = []
+    removed: list[str] = []
+    try:
+        if not target.is_dir():
+            raise click.ClickException(f"{target} is not a folder")
+        contexts = (
+            [app_ctx.for_person(p.name) for p in app_ctx.team().people()]
+            if app_ctx.in_team_mode()
+            else [app_ctx]
+        )
+        for ctx in contexts:
+            with ctx.changing("backup"):
+                result = backups_of(ctx).create(target / scheduled_backup_name(ctx.instance))
+            results.append(
+                {"user": ctx.instance.person, **result.to_json()}
+                if ctx.instance.person
+                else result.to_json()
+            )
+            if keep is not None:
+                removed += [str(p) for p in prune(target, ctx.instance, keep)]
+    except (OpencodeCloudError, click.ClickException, OSError) as exc:
+        message = (
+            exc.message if isinstance(exc, OpencodeCloudError | click.ClickException) else str(exc)
+        )
+        record_run(app_ctx.paths, ok=False, message=" ".join(str(message).split()))
+        raise
+    record_run(
+        app_ctx.paths,
+        ok=True,
+        message=f"{len(results)} backup{'s' if len(results) != 1 else ''} into {target}",
+    )
+    app_ctx.out.result(
+        {"backups": results, "removed": removed},
+        lambda: [
+            *(f"Backup written to {r['path']} ({format_bytes(r['size_bytes'])})." for r in results),
+            *(f"Removed the old backup {path}." for path in removed),
+        ],
+    )
+
+
+@backup_group.command("list")
+@click.argument("folder", required=False, type=click.Path(path_type=Path))
+@click.option("--dir", "dir_option", type=click.Path(path_type=Path), help="The same as FOLDER.")
+@click.pass_obj
+def list_command(app_ctx: AppContext, folder: Path | None, dir_option: Path | None) -> None:
+    """List the backups in a folder: when each was made, its size, whose it is, and
+    whether it holds the password and the provider keys. The folder defaults to the
+    scheduled backups' one.
+
+    Examples: occ backup list | occ backup list ~/backups | occ --json backup list
+    """
+    from opencode_cloud.backup.catalog import list_backups
+    from opencode_cloud.config.backup_schedule import read_last_run
+
+    target = _scheduled_folder(app_ctx, folder or dir_option)
+    if not target.is_dir():
+        raise click.BadParameter(f"{target} is not a folder", param_hint="FOLDER")
+    found, others = list_backups(target)
+    last = read_last_run(app_ctx.paths)
+
+    def human() -> list[str]:
+        if not found:
+            lines = [f"No backups in {target}."]
+        else:
+            lines = [
+                f"{'Made (UTC)':<21} {'Size':>9}  {'Whose':<24} {'Password':<8}  {'Keys':<4}  File"
+            ]
+            for b in found:
+                whose = b.instance + (f" / {b.person}" if b.person else "")
+                lines.append(
+                    f"{b.created:<21} {format_bytes(b.size_bytes):>9}  {whose:<24} "
+                    f"{'yes' if b.password else 'no':<8}  {'yes' if b.keys else 'no':<4}  "
+                    f"{b.path.name}"
+                )
+        lines += [f"Not a backup this release reads: {p.name}" for p in others]
+        if last is not None:
+            outcome = "ok" if last.ok else "FAILED"
+            lines.append(f"Last scheduled backup: {last.at} {outcome}: {last.message}")
+        return lines
+
+    app_ctx.out.result(
+        {
+            "dir": str(target),
+            "backups": [b.to_json() for b in found],
+            "unreadable": [str(p) for p in others],
+            "last_scheduled": None
+            if last is None
+            else {"at": last.at, "ok": last.ok, "message": last.message},
+        },
+        human,
     )
 
 
@@ -227,14 +467,17 @@ def restore(app_ctx: AppContext, file: Path, yes: bool, person: str | None) -> N
     """
     import shutil
 
+    from opencode_cloud.backup.compression import plain_archive
     from opencode_cloud.backup.errors import ConfirmationNeeded, InvalidBackup
     from opencode_cloud.backup.verify import verify_archive
 
-    path = file.absolute()
+    shown = file.absolute()
     # The layout first, without the files' contents: enough to know the target, and all
     # an empty target needs, since its restore checks the contents while unpacking them
     # and leaves nothing behind when one does not match.
     with contextlib.ExitStack() as archives:
+        # A compressed backup is unpacked first, privately; errors name the file given.
+        path = archives.enter_context(plain_archive(shown))
         index = archives.enter_context(
             verify_archive(path, app_ctx.bytes_reporter(), contents=False)
         )
@@ -256,7 +499,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool, person: str | None) -> N
                     )
                 later = "" if verified.contents_checked else "; its files are checked as unpacked"
                 app_ctx.out.progress(
-                    f"Checked {verified.path}: {verified.entries} entries "
+                    f"Checked {shown}: {verified.entries} entries "
                     f"({format_bytes(verified.data_bytes)}) of instance {manifest.instance}, "
                     f"made {manifest.created} (opencode {manifest.opencode_version or 'unknown'})"
                     f"{later}."
@@ -270,7 +513,7 @@ def restore(app_ctx: AppContext, file: Path, yes: bool, person: str | None) -> N
                         f"Instance {target.instance.name!r} has data "
                         f"({', '.join(state.volumes_with_data)}); restoring replaces it.",
                         target.instance,
-                        f"restore {verified.path}",
+                        f"restore {shown}",
                     )
                 if person is not None:
                     # Their container goes with the old volumes; it is made again
@@ -381,10 +624,27 @@ def uninstall(app_ctx: AppContext, volumes: bool, no_backup: bool, yes: bool) ->
             final = backups_of(app_ctx).final("uninstall", app_ctx.bytes_reporter())
         result = service.uninstall(plan)
         result.backup = final.to_json() if final else None
+        unscheduled = _unschedule(app_ctx)
     _render_uninstall(app_ctx, result)
+    for what in unscheduled:
+        app_ctx.out.line(f"Removed the backup schedule: {what}.")
+
+
+def _unschedule(app_ctx: AppContext) -> list[str]:
+    """The instance's backup schedule removed, when it has one (a timer left behind
+    would fail every day)."""
+    from opencode_cloud.backup import schedule as scheduler
+    from opencode_cloud.config.backup_schedule import read_schedule
+    from opencode_cloud.config.paths import config_dir
+
+    record = read_schedule(app_ctx.paths)
+    if record is None:
+        return []
+    name = scheduler.schedule_name(app_ctx.instance.name, app_ctx.host_name, config_dir())
+    return scheduler.unschedule(app_ctx.paths, record.name or name)
 
 
 def register(group: click.Group) -> None:
-    group.add_command(backup)
+    group.add_command(backup_group)
     group.add_command(restore)
     group.add_command(uninstall)

@@ -96,6 +96,18 @@ def status_warnings(result: StatusResult, occ: str) -> list[str]:
     return warnings
 
 
+def backup_warnings(app_ctx: AppContext) -> list[str]:
+    """A failed or overdue scheduled backup, in a line."""
+    from opencode_cloud.config.backup_schedule import schedule_problem
+
+    problem = schedule_problem(app_ctx.paths)
+    if problem is None:
+        return []
+    return [
+        f"{problem.rstrip('.')}. See `{app_ctx.occ} doctor`; `{app_ctx.occ} backup run` tries now."
+    ]
+
+
 @click.command()
 @person_option
 @click.option(
@@ -117,7 +129,7 @@ def status(app_ctx: AppContext, person: str | None, sizes: bool) -> None:
     app_ctx = app_ctx.for_person(person)
     password = credentials.read_password(app_ctx.paths)
     result = app_ctx.service().status(password, sizes=sizes)
-    result.warnings = status_warnings(result, app_ctx.occ)
+    result.warnings = status_warnings(result, app_ctx.occ) + backup_warnings(app_ctx)
     for warning in result.warnings:
         app_ctx.out.warn(warning)
     app_ctx.out.result(result.to_json(), lambda: _human(result))
@@ -130,6 +142,8 @@ def _team_status(app_ctx: AppContext) -> None:
     from opencode_cloud.cli.commands.team import people_lines
 
     status = app_ctx.team().status()
+    for warning in backup_warnings(app_ctx):
+        app_ctx.out.warn(warning)
     app_ctx.out.result(
         status.to_json(),
         lambda: [
