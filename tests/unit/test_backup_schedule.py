@@ -231,3 +231,31 @@ def test_backup_routes_a_file_to_create_and_names_its_commands(
     assert "Replace FILE when it exists" in occ("backup", "x.tar", "--help").out
     bad = occ("backup", "schedule", "weekly")
     assert bad.code == 2 and "weekly" in bad.err
+
+
+INJECTED = "/srv/backups\n* * * * * touch /tmp/owned #"
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        scheduler.Job(**{**JOB.__dict__, "argv": (*JOB.argv[:-3], INJECTED, "--keep", "3")}),
+        scheduler.Job(**{**JOB.__dict__, "env": (("DOCKER_HOST", "unix:///x\rExecStartPre=id"),)}),
+    ],
+)
+def test_a_line_break_in_what_a_schedule_runs_is_refused_before_anything_is_written(
+    job: scheduler.Job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a crontab a line break starts a job of its own, in a unit file a directive of
+    # its own (run as root for root's units): neither quoting holds one.
+    installed: list[str] = []
+    monkeypatch.setattr(scheduler, "detect", lambda: "cron")
+    monkeypatch.setattr(scheduler, "install_cron", lambda job: installed.append(job.name))
+    monkeypatch.setattr(scheduler, "remove_systemd", lambda *a, **k: [])
+    paths = InstancePaths(tmp_path / "cfg")
+    folder = tmp_path / "backups"
+    with pytest.raises(ScheduleFailed, match="line break") as refused:
+        scheduler.install(paths, job, folder, 3)
+    assert "\n" not in str(refused.value) and "\r" not in str(refused.value)
+    assert installed == [] and not folder.exists()
+    assert state.read_schedule(paths) is None

@@ -231,6 +231,22 @@ def cron_command(name: str, runner: Runner = run) -> str | None:
     return None
 
 
+def _check_one_line(job: Job) -> None:
+    """Refuse a word of `job` that no quoting keeps on its line: a line break starts
+    another crontab job, or another directive of a unit (run as root for root's units).
+
+    Raises:
+        ScheduleFailed: such a word (nothing was written).
+    """
+    for word in (*job.argv, *(f"{k}={v}" for k, v in job.env)):
+        if any(not c.isprintable() for c in word):
+            raise ScheduleFailed(
+                "schedule backups",
+                f"{word!r} holds a line break or another control character, which a "
+                "crontab line or a systemd unit cannot hold",
+            )
+
+
 def _reason(proc: subprocess.CompletedProcess[str]) -> str:
     text = (proc.stderr or proc.stdout).strip().splitlines()
     return text[-1] if text else f"exit code {proc.returncode}"
@@ -277,6 +293,7 @@ def install(paths: InstancePaths, job: Job, folder: Path, keep: int) -> tuple[st
         ScheduleFailed: systemctl, crontab or the folder refused (nothing is left
             changed).
     """
+    _check_one_line(job)
     method = detect()
     made_folder = not folder.exists()
     try:
