@@ -102,3 +102,18 @@ def test_keys_move_out_of_the_environment_and_survive(
     run(occ_env, "start")
     assert listed(occ_env) == ["anthropic"]
     assert stored_keys(docker_sdk, instance.container_name)["anthropic"]["key"] == key
+
+
+def test_a_link_the_agent_makes_of_the_key_store_is_read_as_the_agent(
+    occ_env: dict[str, str], instance: Any, docker_sdk: Any
+) -> None:
+    # The agent (the runtime user) owns opencode's data folder: its auth.json may be a
+    # link to a file only root reads. The list reads it as the agent, so it finds no key
+    # there rather than a traceback (or root's file).
+    run(occ_env, "start")
+    container = docker_sdk.containers.get(instance.container_name)
+    code, output = container.exec_run(["ln", "-sf", "/etc/shadow", AUTH_FILE], user="opencode")
+    assert code == 0, output
+    proc = run(occ_env, "provider", "list", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "(no provider keys stored)" in proc.stdout and "Traceback" not in proc.stderr
