@@ -117,3 +117,15 @@ def test_a_link_the_agent_makes_of_the_key_store_is_read_as_the_agent(
     proc = run(occ_env, "provider", "list", check=False)
     assert proc.returncode == 0, proc.stderr
     assert "(no provider keys stored)" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_a_start_that_does_not_wait_puts_no_key_in_the_container(
+    occ_env: dict[str, str], instance: Any, docker_sdk: Any
+) -> None:
+    key = f"sk-ant-{secrets.token_hex(16)}"
+    run(occ_env, "config", "env", "set", f"ANTHROPIC_API_KEY={key}")
+    run(occ_env, "start", "--no-wait")
+    container = docker_sdk.containers.get(instance.container_name)
+    assert key not in json.dumps(container.attrs)  # not in its environment
+    # The key stays in the configuration until a start that waits moves it.
+    assert "ANTHROPIC_API_KEY" in run(occ_env, "config", "env", "list").stdout
