@@ -104,7 +104,7 @@ def _start_moving_env_keys(
     return result
 
 
-def _render_start(ctx: AppContext, result: StartResult, show_password: bool) -> None:
+def render_start(ctx: AppContext, result: StartResult, show_password: bool) -> None:
     from opencode_cloud.access import credentials
 
     password = result.password
@@ -223,7 +223,7 @@ def start(
         raise click.BadParameter("use either --build or --pull, not both")
     timeout = timeout_from(app_ctx, wait_timeout, old_timeout, "--wait-timeout")
     if app_ctx.in_team_mode():
-        _start_team(app_ctx, port, bind, yes, build=build)
+        start_team(app_ctx, port, bind, yes, build=build)
         return
     with app_ctx.changing("start"):
         _apply_start_options(app_ctx, port, bind, yes)
@@ -240,7 +240,7 @@ def start(
                 ),
                 move=not no_wait,
             )
-    _render_start(app_ctx, result, show_password)
+    render_start(app_ctx, result, show_password)
     if open_browser and result.needs_tunnel:
         from opencode_cloud.cli.commands.host import run_tunnel
 
@@ -296,7 +296,7 @@ def restart(
             with app_ctx.spinner("Preparing the image ..."):
                 team.service.ensure_image(reporter=app_ctx.reporter())
             team.stop()
-        _start_team(app_ctx, None, None, False, build=False)
+        start_team(app_ctx, None, None, False, build=False)
         return
     with app_ctx.changing("restart"):
         from opencode_cloud.service.errors import NeverCreated
@@ -313,10 +313,10 @@ def restart(
                     timeout=wait_for, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress
                 ),
             )
-    _render_start(app_ctx, result, show_password=False)
+    render_start(app_ctx, result, show_password=False)
 
 
-def _start_team(
+def start_team(
     app_ctx: AppContext, port: int | None, bind: str | None, yes: bool, *, build: bool
 ) -> None:
     """`occ start` in team mode: the front door and its starter (the people's instances

@@ -381,10 +381,10 @@ def _changes_json(answers: Answers) -> dict[str, Any]:
 def _start(app_ctx: AppContext, *, ask: bool, provider: str | None, key: str | None) -> None:
     """Start (or re-create, when a setting changed) as `occ start` does, store the
     provider's key, and say how to sign in."""
-    from opencode_cloud.cli.commands.lifecycle import _render_start, _start_team
+    from opencode_cloud.cli.commands.lifecycle import render_start, start_team
 
     if app_ctx.in_team_mode():
-        _start_team(app_ctx, None, None, True, build=False)
+        start_team(app_ctx, None, None, True, build=False)
         if provider or ask:
             app_ctx.out.progress(
                 "In team mode each person's provider keys go to their own opencode: "
@@ -395,7 +395,7 @@ def _start(app_ctx: AppContext, *, ask: bool, provider: str | None, key: str | N
         service = app_ctx.service()
         result = service.start(reporter=app_ctx.reporter(), on_step=app_ctx.out.progress)
     _provider_step(app_ctx, service, ask=ask, provider=provider, key=key)
-    _render_start(app_ctx, result, show_password=ask)
+    render_start(app_ctx, result, show_password=ask)
     app_ctx.out.line(f"Open {result.url} and sign in with this user name and password.")
     if result.url.startswith("https://"):
         app_ctx.out.line(
