@@ -53,6 +53,13 @@ def validate_instance_name(name: str) -> str:
             f"Invalid instance name {name!r}: use 1-40 lower-case letters, digits and dashes.",
             "For example: --instance work",
         )
+    parts = name.split("-")
+    if "door" in parts or "user" in parts[:-1]:
+        raise InvalidInstanceName(
+            f"Invalid instance name {name!r}: a part 'door', or 'user-' followed by more, "
+            "would name another instance's team (its front door, its people).",
+            "For example: --instance work",
+        )
     return name
 
 

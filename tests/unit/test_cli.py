@@ -172,12 +172,23 @@ def test_unreadable_config_file(occ, config_file: Path) -> None:
     assert config_file.is_dir()
 
 
-@pytest.mark.parametrize("name", ["a/b", "has space", "UPPER", "x" * 41, "-lead"])
+@pytest.mark.parametrize(
+    "name",
+    # ... and names of another instance's team: the default's person bob, work's door.
+    ["a/b", "has space", "UPPER", "x" * 41, "-lead", "user-bob", "work-user-bob", "work-door"],
+)
 def test_bad_instance_names(occ, tmp_path: Path, name: str) -> None:
     result = occ("--instance", name, "config", "show")
     _assert_one_line_error(result)
     assert result.code == ExitCode.USAGE
     assert not (tmp_path / "cfg").exists()
+
+
+@pytest.mark.parametrize("name", ["power-user", "doorman", "users-bob", "work"])
+def test_instance_names_near_the_reserved_parts_are_fine(name: str) -> None:
+    from opencode_cloud.instance import validate_instance_name
+
+    assert validate_instance_name(name) == name
 
 
 def test_bad_instance_name_from_environment(occ, monkeypatch) -> None:
