@@ -133,10 +133,19 @@ def model_log(container: Any) -> str:
 
 
 def shown(page: Any, text: str, container: Any) -> None:
-    """Wait for `text` in the page; on failure, say what the model was sent."""
+    """Wait for `text` in the page, then (once) in the page loaded again: on a loaded
+    machine the UI can miss a part's update on its event stream, and a reload shows
+    what the session holds. On failure, a screenshot, and what the model was sent."""
+    try:
+        page.get_by_text(text, exact=True).wait_for()
+        return
+    except Exception:
+        page.reload(wait_until="load")
     try:
         page.get_by_text(text, exact=True).wait_for()
     except Exception as error:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "first-answer-not-shown.png"))
         raise AssertionError(
             f"{text!r} not shown; the model saw:\n{model_log(container)}"
         ) from error
