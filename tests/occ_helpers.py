@@ -4,10 +4,12 @@ end-to-end tests do around it (their fixtures are in `tests/e2e/conftest.py`).""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from opencode_cloud.defaults import IMAGE_NAME
@@ -58,6 +60,19 @@ def remove_images(*images: str) -> None:
     """Remove images (with their unshared layers), quietly skipping absent ones."""
     if images:
         docker("rmi", *images)
+
+
+@contextlib.contextmanager
+def image_kept(image: str) -> Iterator[None]:
+    """While in it, a stopped container of `image` (of no instance) holds it: an `occ
+    uninstall` in the block keeps the image every other test, and a test of the same
+    session run alongside, still uses."""
+    holder = docker("create", "--label", "io.opencode-cloud.test-holder=true", image).strip()
+    assert holder, f"cannot make a container of {image}"
+    try:
+        yield
+    finally:
+        docker("rm", "-f", holder)
 
 
 def free_port() -> int:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from occ_helpers import api, free_port, remove_everything_of, run
+from occ_helpers import api, free_port, image_kept, remove_everything_of, run
+from opencode_cloud.docker.image import DEFAULT_IMAGE
 from opencode_cloud.instance import Instance
 
 pytestmark = pytest.mark.e2e
@@ -160,7 +161,8 @@ def test_a_failed_scheduled_backup_shows_until_one_works(
     finding = next(f for f in doctor["findings"] if f["name"] == "scheduled backup")
     assert finding["status"] == "ok", finding
     # Uninstalling the instance takes its schedule with it: no timer left to fail.
-    gone = run(occ_env, "uninstall", "--yes")
+    with image_kept(DEFAULT_IMAGE):
+        gone = run(occ_env, "uninstall", "--yes")
     assert "Removed the backup schedule" in gone.stdout
     assert tagged(instance) == [] and user_crontab in crontab()
 
