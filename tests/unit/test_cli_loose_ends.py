@@ -160,6 +160,20 @@ def test_global_options_are_not_taken_from_a_passed_through_command(
     assert hoist_global_options(given) == expected
 
 
+def test_a_passed_through_command_keeps_its_options_in_a_fresh_process() -> None:
+    """As `occ` runs: no command module loaded yet (in this process, earlier tests may
+    have loaded `shell`, which the group then knows without being asked)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from opencode_cloud.cli.app import hoist_global_options as h; "
+        "print(h(['shell', 'grep', '-v', 'x']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['shell', 'grep', '-v', 'x']"
+
+
 def test_shell_runs_the_command_as_given(
     occ, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -228,7 +228,8 @@ def hoist_global_options(args: list[str], group: click.Group | None = None) -> l
         else:
             rest.append(arg)
             if isinstance(command, click.Group) and not arg.startswith("-"):
-                command = command.commands.get(arg)
+                # get_command, not the commands dict: the top group loads them when asked.
+                command = command.get_command(click.Context(command), arg)
                 if command is not None and _passes_arguments_through(command):
                     rest.extend(args[index + 1 :])
                     break
