@@ -43,3 +43,14 @@ def isolated_runner(
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
     monkeypatch.chdir(tmp_path)
     return runner(capsys)
+
+
+def one_error(result: Result) -> str:
+    """The `Error:` line of a failed command, checking it has one error and one hint and
+    no traceback."""
+    lines = result.err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1, result.err
+    assert len([line for line in lines if line.startswith("Hint:")]) == 1, result.err
+    assert "Traceback" not in result.err
+    return errors[0]

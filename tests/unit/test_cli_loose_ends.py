@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from cli_runner import Result, isolated_runner
+from cli_runner import Result, isolated_runner, one_error
 from fakes import FakeEngine
 from opencode_cloud.cli.output import ExitCode
 from opencode_cloud.errors import OpencodeCloudError
@@ -36,16 +36,6 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
     yield fake
 
 
-def _one_error(result: Result) -> str:
-    """The `Error:` line of a failed command, checking it has one error and one hint."""
-    lines = result.err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 1, result.err
-    assert len([line for line in lines if line.startswith("Hint:")]) == 1, result.err
-    assert "Traceback" not in result.err
-    return errors[0]
-
-
 def _hint(result: Result) -> str:
     return result.err.split("Hint:", 1)[1].strip()
 
@@ -56,7 +46,7 @@ def _hint(result: Result) -> str:
 def test_a_refused_config_reset_exits_2(occ, config_file: Path) -> None:
     assert occ("config", "set", "port", "8080").code == 0
     result = occ("config", "reset")
-    _one_error(result)
+    one_error(result)
     assert result.code == ExitCode.USAGE
     assert "`occ config reset --yes`" in _hint(result)
     assert json.loads(config_file.read_text()) == {"port": 8080}
@@ -64,7 +54,7 @@ def test_a_refused_config_reset_exits_2(occ, config_file: Path) -> None:
 
 def test_a_refused_exposure_exits_2(occ, config_file: Path) -> None:
     result = occ("config", "set", "bind_address", "0.0.0.0")
-    _one_error(result)
+    one_error(result)
     assert result.code == ExitCode.USAGE
     assert "--yes" in _hint(result)
     assert not config_file.exists()
@@ -73,7 +63,7 @@ def test_a_refused_exposure_exits_2(occ, config_file: Path) -> None:
 def test_a_refused_uninstall_exits_2(occ, engine: FakeEngine, config_file: Path) -> None:
     assert occ("config", "set", "port", "8080").code == 0
     result = occ("uninstall")
-    _one_error(result)
+    one_error(result)
     assert result.code == ExitCode.USAGE
     assert "`occ uninstall --yes`" in _hint(result)
     assert config_file.exists()
@@ -92,7 +82,7 @@ def test_a_refused_update_to_an_older_release_exits_2(
 ) -> None:
     _running_release(engine, "9.9.9")
     result = occ("update", "--opencode-version", "1.0.0")
-    _one_error(result)
+    one_error(result)
     assert result.code == ExitCode.USAGE
     assert "`occ update --opencode-version 1.0.0 --yes`" in _hint(result)
     assert not engine.called("stop_container")
@@ -132,7 +122,7 @@ def test_no_at_the_prompt_exits_2_like_a_missing_yes(
         ("uninstall",),
     ):
         result = occ(*args)
-        _one_error(result)
+        one_error(result)
         assert result.code == ExitCode.USAGE, args
     assert len(asked) == 4
 
@@ -363,7 +353,7 @@ def test_a_retired_key_cannot_be_set(occ, config_file: Path) -> None:
     assert occ("config", "set", "port", "8080").code == 0
     before = config_file.read_bytes()
     result = occ("config", "set", "restart_retries", "5")
-    assert "restart_retries" in _one_error(result)
+    assert "restart_retries" in one_error(result)
     assert result.code == ExitCode.CONFIG_INVALID
     assert "`occ config unset restart_retries`" in _hint(result)
     assert config_file.read_bytes() == before

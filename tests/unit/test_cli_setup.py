@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_runner import Result, isolated_runner
+from cli_runner import isolated_runner, one_error
 from fakes import FakeEngine
 from opencode_cloud.cli.output import ExitCode
 from opencode_cloud.docker.errors import DaemonNotRunning, DockerPermissionDenied
@@ -41,15 +41,6 @@ def code(tmp_path: Path) -> Path:
     return folder
 
 
-def _one_error(result: Result) -> str:
-    lines = result.err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 1, result.err
-    assert len([line for line in lines if line.startswith("Hint:")]) == 1, result.err
-    assert "Traceback" not in result.err
-    return errors[0]
-
-
 def test_the_tls_choices_are_the_configurations() -> None:
     from opencode_cloud.cli.commands.setup import TLS_CHOICES
     from opencode_cloud.config.schema import TLS_MODES
@@ -60,7 +51,7 @@ def test_the_tls_choices_are_the_configurations() -> None:
 def test_without_a_terminal_it_needs_yes(occ, config_file: Path) -> None:
     result = occ("setup")
     assert result.code == ExitCode.USAGE
-    assert "flags" in _one_error(result)
+    assert "flags" in one_error(result)
     assert "`occ setup --yes`" in result.err
     assert config_file.read_text() == COMMENTED
 
@@ -137,7 +128,7 @@ def test_an_invalid_file_is_not_overwritten(occ, config_file: Path) -> None:
     config_file.write_text('{"port": "x"}')
     result = occ("setup", "--yes", "--no-start", "--port", "4200")
     assert result.code == ExitCode.CONFIG_INVALID
-    _one_error(result)
+    one_error(result)
     assert config_file.read_text() == '{"port": "x"}'
 
 
@@ -217,7 +208,7 @@ def test_where_it_cannot_install_it_says_how_and_changes_nothing(
     monkeypatch.setattr(Machine, "here", classmethod(lambda cls: Machine(system="Darwin")))
     result = occ("setup", "--yes", "--port", "4300")
     assert result.code == ExitCode.DOCKER_UNAVAILABLE
-    _one_error(result)
+    one_error(result)
     assert "Docker Desktop" in result.err
     assert config_file.read_text() == COMMENTED
     assert no_engine[1] == []
@@ -235,7 +226,7 @@ def test_a_socket_it_may_not_use_is_not_installed_over(
     monkeypatch.setattr(engine_install, "RealActions", lambda: pytest.fail("not to install"))
     result = occ("setup", "--yes")
     assert result.code == ExitCode.DOCKER_UNAVAILABLE
-    _one_error(result)
+    one_error(result)
     assert config_file.read_text() == COMMENTED
 
 
@@ -276,7 +267,7 @@ def test_a_key_file_that_holds_no_key_changes_nothing(
         "setup", "--yes", "--port", "4200", "--provider", "openai", "--api-key-file", str(key_file)
     )
     assert result.code != 0
-    assert words in _one_error(result)
+    assert words in one_error(result)
     assert config_file.read_text() == COMMENTED
 
 
@@ -284,7 +275,7 @@ def test_an_unknown_provider_changes_nothing(occ, config_file: Path, tmp_path: P
     (tmp_path / "key.txt").write_text("sk-test\n")
     result = occ("setup", "--yes", "--provider", "nope", "--api-key-file", "key.txt")
     assert result.code != 0
-    assert "nope" in _one_error(result)
+    assert "nope" in one_error(result)
     assert "anthropic" in result.err  # the hint names the known ones
     assert config_file.read_text() == COMMENTED
 
@@ -364,7 +355,7 @@ def test_a_remote_hosts_engine_is_never_installed_here(
     monkeypatch.setattr(AppContext, "remote_address", property(lambda self: "ssh://cloud"))
     result = occ("setup", "--yes", "--port", "4300")
     assert result.code == ExitCode.DOCKER_UNAVAILABLE
-    _one_error(result)
+    one_error(result)
     assert no_engine[1] == []  # no plan carried out
     assert config_file.read_text() == COMMENTED
 
@@ -378,7 +369,7 @@ def test_a_failed_install_says_what_apt_said_and_changes_nothing(
     monkeypatch.setattr(Recorder, "run", failing)
     result = occ("setup", "--yes", "--port", "4300")
     assert result.code == ExitCode.ERROR
-    assert "apt-get update" in _one_error(result)
+    assert "apt-get update" in one_error(result)
     assert "  E: Unable to locate package docker.io" in result.err
     assert "docs.docker.com/engine/install" in result.err
     assert config_file.read_text() == COMMENTED
