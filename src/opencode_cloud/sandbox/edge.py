@@ -137,6 +137,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+# The edge's own modules (edge_*.py) sit beside it, in a directory only root can write;
+# `python3 -I` leaves that directory off the path. Appended, so no file there can stand in
+# for a module of the standard library.
+sys.path.append(str(Path(__file__).resolve().parent))
+
 MAX_FAILURES = int(os.environ.get("OCC_EDGE_MAX_FAILURES", "10"))
 MAX_UNTRUSTED_FAILURES = int(os.environ.get("OCC_EDGE_MAX_UNTRUSTED_FAILURES", "100"))
 WINDOW = float(os.environ.get("OCC_EDGE_WINDOW", "60"))
