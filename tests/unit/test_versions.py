@@ -4,15 +4,12 @@ snapshots and what is pruned. opencode answers through the local HTTP server of
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.config.paths import InstancePaths
-from opencode_cloud.config.schema import Config
-from opencode_cloud.config.store import load_config, save_config
+from opencode_cloud.config.store import load_config
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
 from opencode_cloud.service.errors import (
     NothingToRollBack,
@@ -21,29 +18,9 @@ from opencode_cloud.service.errors import (
     VersionChange,
 )
 from opencode_cloud.service.snapshots import LABEL_SNAPSHOT, SNAPSHOT_KINDS
-from opencode_cloud.service.versions import Versions
-from service_helpers import NAME, REF, Make
+from service_helpers import NAME, OLD, OLD_REF, REF, Make
 
-OLD = "1.18.32"
-OLD_REF = image_ref(OLD)
 NEW_REF = REF  # the default release's image
-
-
-@pytest.fixture
-def versions(make: Make, fake: FakeEngine, paths: InstancePaths):
-    """`Versions` of the instance, saving versions into its configuration file."""
-    fake.add_image(OLD_REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: OLD})
-
-    def build(**settings: Any) -> Versions:
-        service = make(**settings)
-
-        def save(config: Config) -> Config:
-            save_config(paths.config_file, config)
-            return load_config(paths.config_file).config
-
-        return Versions(service, save)
-
-    return build
 
 
 def _on(make: Make, version: str) -> None:
