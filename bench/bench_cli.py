@@ -31,6 +31,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from instances import remove_instance  # bench/, the script's own folder
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 OCC = str(BIN / "occ")
@@ -248,22 +250,7 @@ def main() -> int:
             )
         )
     finally:
-        subprocess.run(
-            ["docker", "rm", "-f", container], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        # Every volume of the instance, whichever kinds the tool makes.
-        volumes = subprocess.run(
-            ["docker", "volume", "ls", "-q", "-f", f"label=io.opencode-cloud.instance={instance}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if volumes:
-            subprocess.run(
-                ["docker", "volume", "rm", "-f", *volumes],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        remove_instance(instance)
         shutil.rmtree(config_dir, ignore_errors=True)
 
     table = [
