@@ -23,6 +23,7 @@ def kubernetes_group() -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
+    metavar="DIR",
     help="Write one YAML file per object into this new (or empty) folder; "
     "default: all of them to standard output.",
 )
@@ -41,7 +42,11 @@ def kubernetes_group() -> None:
 )
 @click.option("--image", metavar="REF", help="The image as the cluster pulls it (a registry's).")
 @click.option(
-    "--volume-size", default="10Gi", show_default=True, help="The size each volume claims."
+    "--volume-size",
+    default="10Gi",
+    show_default=True,
+    metavar="SIZE",
+    help="The size each volume claims (Ki, Mi, Gi, Ti).",
 )
 @click.option(
     "--ingress-namespace",
