@@ -28,7 +28,7 @@ from opencode_cloud.docker.spec import HARDENING, ContainerSpec
 from opencode_cloud.instance import LABEL_ROLE, Instance
 from opencode_cloud.kubernetes import manifests as k8s
 from opencode_cloud.kubernetes.errors import NotRenderable
-from opencode_cloud.kubernetes.render import cluster_settings, render_team, to_yaml
+from opencode_cloud.kubernetes.render import cluster_door, cluster_settings, render_team, to_yaml
 from opencode_cloud.service.service import Service
 from opencode_cloud.team.errors import PersonNotFound
 from opencode_cloud.team.people import PersonLimits
@@ -113,10 +113,10 @@ def test_a_team_of_two_with_different_limits_passes_the_strict_schema_check(team
 
 def test_the_schema_check_can_fail(team: Team) -> None:
     manifests = render_team(team, CLUSTER)
-    sets = objects(manifests, "StatefulSet")
-    container(sets[ALICE])  # the shape the check below breaks
-    sets[ALICE]["spec"]["template"]["spec"]["containers"][0]["memoryLimit"] = "1Gi"
-    with pytest.raises(kubernetes_validate.ValidationError):
+    pod = objects(manifests, "StatefulSet")[ALICE]["spec"]["template"]["spec"]
+    pod["containers"][0]["memoryLimit"] = "1Gi"  # no such field
+
+    with pytest.raises(kubernetes_validate.ValidationError, match="memoryLimit"):
         validate(manifests)
 
 
@@ -276,7 +276,7 @@ def test_a_changed_limit_changes_the_manifests(team: Team, fake: FakeEngine) -> 
 
 def test_a_change_of_the_spec_shows_in_its_statefulset(team: Team) -> None:
     spec = team.person_spec("alice", team.person_limits("alice"))
-    door = k8s.Workload(spec, 4096)
+    door = k8s.Workload(cluster_door(team), 3000)
 
     def rendered(changed: ContainerSpec) -> dict[str, Any]:
         manifests = k8s.team_manifests(door, [k8s.Workload(changed, 4096)], CLUSTER)
