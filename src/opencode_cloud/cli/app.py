@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     **dict.fromkeys(("backup", "restore", "uninstall"), ("backup", None)),
     **dict.fromkeys(("host", "tunnel", "open"), ("host", None)),
     **dict.fromkeys(("team", "user"), ("team", None)),
+    "kubernetes": ("kubernetes", "kubernetes_group"),
     "config": ("config", "config_group"),
     "mount": ("mount", "mount_group"),
     "provider": ("provider", "provider_group"),
@@ -113,6 +114,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
     from opencode_cloud.docker import ssh
     from opencode_cloud.hosts import HostError
     from opencode_cloud.instance import InvalidInstanceName, InvalidPersonName
+    from opencode_cloud.kubernetes import errors as kubernetes_errors
     from opencode_cloud.locking import LockTimeout
     from opencode_cloud.mounts import MountError
     from opencode_cloud.providers import errors as provider_errors
@@ -171,6 +173,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
             ExitCode.USAGE,
         ),
         ((team_errors.DoorNotRunning,), ExitCode.NOT_RUNNING),
+        ((kubernetes_errors.KubernetesError,), ExitCode.USAGE),
         (
             (
                 team_errors.TeamNotEnabled,

@@ -62,6 +62,10 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
 
     if isinstance(error, providers.ProviderError):
         return _provider_hint(error, occ)
+    from opencode_cloud.kubernetes import errors as kubernetes
+
+    if isinstance(error, kubernetes.KubernetesError):
+        return _kubernetes_hint(error, occ)
     from opencode_cloud.service import errors as service
     from opencode_cloud.team import errors as team
 
@@ -527,3 +531,23 @@ def _remedy(remedy: Remedy, occ: str) -> str:
         case "certificate-renew-own":
             return f"Renew your certificate (tls_cert, tls_key), then `{occ} start` hands it over."
     return ""
+
+
+def _kubernetes_hint(error: OpencodeCloudError, occ: str) -> str:
+    from opencode_cloud.kubernetes import errors as kubernetes
+
+    match error:
+        case kubernetes.NoHostName():
+            return (
+                f"Name it: `{occ} kubernetes render --host-name team.example.com`, or save it "
+                f"with `{occ} config set host_names team.example.com`."
+            )
+        case kubernetes.BadClusterValue(option=option):
+            flag = "--" + option.replace(" ", "-")
+            return f"Give {flag} another value (see `{occ} kubernetes render --help`)."
+        case kubernetes.OutFolderNotEmpty():
+            return "Give --out a new folder (one is made), or an empty one: nothing was written."
+        case kubernetes.OutFolderUnwritable():
+            return "Give --out a folder you can write in: nothing was written."
+        case _:
+            return "docs/kubernetes.md says what each container setting becomes on a cluster."

@@ -162,6 +162,26 @@ def _sandbox_file(name: str) -> bytes:
     return (resources.files("opencode_cloud") / "sandbox" / name).read_bytes()
 
 
+def dockerfile_command(instruction: str) -> list[str]:
+    """The exec form (`["/usr/bin/x", ...]`) of an instruction of the embedded
+    Dockerfile: `ENTRYPOINT`, or `HEALTHCHECK`'s `CMD`. What runs the image elsewhere
+    (Kubernetes) reads it here rather than keeping a copy.
+
+    Raises:
+        ValueError: the Dockerfile has no such instruction in exec form.
+    """
+    import json
+
+    text = _sandbox_file("Dockerfile").decode().replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.startswith(f"{instruction} "):
+            start = line.find("[")
+            if start >= 0:
+                command = json.loads(line[start:])
+                return [str(part) for part in command]
+    raise ValueError(f"the Dockerfile has no {instruction} in exec form")
+
+
 def build_context(
     ca_files: Iterable[str | Path] = (),
     *,

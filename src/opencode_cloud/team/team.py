@@ -319,10 +319,22 @@ class Team:
     ) -> None:
         """The person's volumes, network and (stopped) container, of `config`'s image
         (default: the service's), with `limits` and the internal password `internal`."""
+        spec = self.person_spec(name, limits, config)
+        person = self.layout.person(name)
+        ensure_volumes_exist(self.client, person)
+        network = self.layout.person_network(name)
+        self.client.create_network(network, person.labels("network"))
+        create_with_files(self.client, spec, person, dict(internal_password_file(internal)))
+        self.client.connect_network(network, self.layout.door)
+
+    def person_spec(
+        self, name: str, limits: PersonLimits, config: Config | None = None
+    ) -> ContainerSpec:
+        """The container of person `name` with `limits`, of `config`'s image (default: the
+        service's)."""
         config = config or self.config
         image = image_for(config)
         found = self.client.inspect_image(image)
-        image_id = found.id if found else None
         settings = PersonSettings(
             username="opencode",
             env=config.env,
@@ -330,20 +342,32 @@ class Team:
             limits=limits,
         )
         cpus = limits.cpus or (self.client.info().cpus or 0)
-        spec = person_spec(
+        return person_spec(
             settings,
             self.layout,
             name,
             image=image,
-            image_id=image_id,
+            image_id=found.id if found else None,
             nano_cpus=round(cpus * 1e9),
         )
-        person = self.layout.person(name)
-        ensure_volumes_exist(self.client, person)
-        network = self.layout.person_network(name)
-        self.client.create_network(network, person.labels("network"))
-        create_with_files(self.client, spec, person, dict(internal_password_file(internal)))
-        self.client.connect_network(network, self.layout.door)
+
+    def person_limits(self, name: str) -> PersonLimits:
+        """The limits person `name`'s container was made with.
+
+        Raises:
+            PersonNotFound: they have no container.
+        """
+        info = self.client.find_container(self.layout.person(name).container_name)
+        if info is None:
+            raise PersonNotFound(name)
+        return PersonLimits(
+            info.memory_bytes, info.nano_cpus / 1e9 or None, self.config.limits.pids
+        )
+
+    def internal_password(self, name: str) -> str:
+        """The internal password the door sends to person `name`'s opencode (the one
+        handed to their container)."""
+        return read_internal_password(self.client, self.layout.person(name).container_name)
 
     def add(
         self,
@@ -411,13 +435,9 @@ class Team:
             PersonNotFound: they have no container.
         """
         container = self.layout.person(name).container_name
-        info = self.client.find_container(container)
-        if info is None:
-            raise PersonNotFound(name)
-        internal = read_internal_password(self.client, container)
-        limits = PersonLimits(
-            info.memory_bytes, info.nano_cpus / 1e9 or None, self.config.limits.pids
-        )
+        limits = self.person_limits(name)
+        info = self.client.inspect_container(container)
+        internal = self.internal_password(name)
         try:
             yield
         finally:
