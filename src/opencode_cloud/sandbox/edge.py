@@ -893,6 +893,12 @@ class People:
                 raise
             self._db.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads only (each statement on its own)."""
+        with self._lock:
+            yield self._db
+
     # -- what the edge asks -----------------------------------------------------------
 
     def get(self, name: str) -> Person | None:
@@ -1175,7 +1181,10 @@ class TeamGuard(Guard):
         self._checking: set[str] = set()  # names whose health check is under way
         # Second factors (edge_second.py): TOTP first, recovery codes last on the page.
         self.second = edge_second.SecondStep(
-            people._transaction, self.clock, [edge_totp.Totp(), edge_second.RecoveryCode()]
+            people._transaction,
+            people._reading,
+            self.clock,
+            [edge_totp.Totp(), edge_second.RecoveryCode()],
         )
 
     # -- credentials by name ------------------------------------------------------------

@@ -34,7 +34,7 @@ import html
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 SECOND_PATH = "/__occ/second"
@@ -132,26 +132,24 @@ class SecondStep:
     """Pending sign-ins and the factors that end them, in the people's database.
 
     `transaction` opens one write transaction on it (the edge's `People._transaction`),
-    `clock` gives the time (a fake one in tests)."""
+    `reading` the connection for reads (asked on every Basic request), `clock` gives the
+    time (a fake one in tests)."""
 
     def __init__(
         self,
         transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
+        reading: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
         clock: Callable[[], float],
         factors: Sequence[Factor],
     ) -> None:
-        self._transaction = transaction
+        self._db = transaction
+        self._reading = reading
         self.clock = clock
         self.factors = list(factors)
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with self._transaction() as db:
-            yield db
-
     def enrolled(self, name: str) -> list[Factor]:
         """The factors `name` has (none: their password alone signs them in)."""
-        with self._db() as db:
+        with self._reading() as db:
             return [f for f in self.factors if f.enrolled(db, name)]
 
     def begin(self, name: str, generation: str) -> str:
@@ -184,7 +182,7 @@ class SecondStep:
     def pending(self, token: str) -> tuple[str, list[Factor]] | None:
         """The person a live pending sign-in is of, and their factors; None for any other
         token."""
-        with self._db() as db:
+        with self._reading() as db:
             found = self._live(db, token, self.clock())
             if found is None:
                 return None
