@@ -323,6 +323,15 @@ def test_a_malformed_form_is_refused_and_counts_nothing(team: TotpTeam, body: by
     assert team.prove(pending, team.code(secret)).status == 303
 
 
+def test_an_oversized_form_is_refused_before_it_is_read(team: TotpTeam) -> None:
+    secret = secret_of(team.enrol())
+    pending = team.pending()
+    body = "code=" + "1" * (edge.MAX_BODY + 1)
+    answer = team.send(raw("POST", "/__occ/second", FORM, body, (CSRF_COOKIE, pending)))
+    assert answer.status == 413
+    assert team.prove(pending, team.code(secret)).status == 303
+
+
 def test_a_form_of_another_site_or_without_its_token_is_refused(team: TotpTeam) -> None:
     secret = secret_of(team.enrol())
     pending = team.pending()

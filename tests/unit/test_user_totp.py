@@ -93,3 +93,14 @@ def test_turning_totp_off_needs_a_yes_and_changes_nothing_without_one(
     assert "TOTP stays on for alice" in result.err
     assert "--yes" in result.err
     assert not any(tmp_path.rglob("team.json"))
+
+
+def test_totp_outside_team_mode_says_how_to_turn_it_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OCC_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.delenv("OCC_INSTANCE", raising=False)
+    result = runner(capsys)("user", "totp", "alice")
+    assert result.code == ExitCode.USAGE, result.err
+    assert "not in team mode" in result.err and "occ team enable" in result.err
+    assert result.out == ""
