@@ -103,7 +103,9 @@ health check is sent to `/__occ/starting` after signing in, a page that polls
 each way) to start it. With `OCC_EDGE_IDLE_STOP` > 0, instances seen in use whose person
 has not been seen for that many seconds are asked to stop (a long-lived request, such as
 an event stream, counts when it began only). `edge.py admin FILE` applies one request
-of the admin tool to the database (`apply_admin`).
+of the admin tool to the database (`apply_admin`). A person with a second factor (TOTP,
+`edge_totp.py`) gets no session from their password alone but a pending sign-in and the
+page `/__occ/second` (`edge_second.py`); their Basic credentials are refused.
 
 The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
 and Debian's `python3-bcrypt`.
@@ -2653,7 +2655,7 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
     """Apply one request of the admin tool (docs/team.md); its answer."""
     op = request.get("op")
     if op == "list":
-        with people._transaction() as db:
+        with people._reading() as db:
             totp = edge_totp.states(db)
         listed = [{**p.public(), "totp": totp.get(p.name)} for p in people.everyone()]
         return {"ok": True, "people": listed}
