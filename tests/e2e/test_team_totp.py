@@ -2,8 +2,8 @@
 the sign-in pages over HTTP, and Chromium through them.
 
 One team serves the module: a service turned into a team whose first person is `ada`,
-enrolled with `occ user totp ada --json`. The image is built from this checkout under a
-tag of the module's own (the door runs the login service of this checkout)."""
+enrolled with `occ user totp ada --json`. The image is built from this source tree under a
+tag of the module's own (the door runs the login service of this source tree)."""
 
 from __future__ import annotations
 
