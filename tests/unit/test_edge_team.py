@@ -899,6 +899,7 @@ def test_admin_applies_a_request_file_and_deletes_it(
             "created": answer["people"][0]["created"],
             "last_sign_in": None,
             "last_seen": None,
+            "totp": None,
         }
     ]
     assert isinstance(answer["people"][0]["created"], int)
@@ -1027,7 +1028,7 @@ def test_list_never_tells_hashes_or_internal_passwords(team: Team) -> None:
         assert person.hash not in text and person.internal_password not in text
         assert person.generation not in text
         assert person.hash not in repr(person) and person.internal_password not in repr(person)
-    fields = {"name", "admin", "email", "disabled", "created", "last_sign_in", "last_seen"}
+    fields = {"name", "admin", "email", "disabled", "created", "last_sign_in", "last_seen", "totp"}
     assert [set(p) for p in answer["people"]] == [fields, fields]
     assert [p["name"] for p in answer["people"]] == ["alice", "bob"]
     assert answer["people"][0]["last_sign_in"] == int(team.clock.now)

@@ -103,7 +103,9 @@ health check is sent to `/__occ/starting` after signing in, a page that polls
 each way) to start it. With `OCC_EDGE_IDLE_STOP` > 0, instances seen in use whose person
 has not been seen for that many seconds are asked to stop (a long-lived request, such as
 an event stream, counts when it began only). `edge.py admin FILE` applies one request
-of the admin tool to the database (`apply_admin`).
+of the admin tool to the database (`apply_admin`). A person with a second factor (TOTP,
+`edge_totp.py`) gets no session from their password alone but a pending sign-in and the
+page `/__occ/second` (`edge_second.py`); their Basic credentials are refused.
 
 The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
 and Debian's `python3-bcrypt`.
@@ -142,6 +144,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 # for a module of the standard library.
 sys.path.append(str(Path(__file__).resolve().parent))
 
+import edge_second  # type: ignore[import-not-found]  # team mode's second step
+import edge_totp  # type: ignore[import-not-found]
+
 MAX_FAILURES = int(os.environ.get("OCC_EDGE_MAX_FAILURES", "10"))
 MAX_UNTRUSTED_FAILURES = int(os.environ.get("OCC_EDGE_MAX_UNTRUSTED_FAILURES", "100"))
 WINDOW = float(os.environ.get("OCC_EDGE_WINDOW", "60"))
@@ -163,6 +168,8 @@ LOGOUT_PATH = f"{PREFIX}/logout"
 VERIFY_PATH = f"{PREFIX}/verify"
 STARTING_PATH = f"{PREFIX}/starting"  # team mode's
 READY_PATH = f"{PREFIX}/ready"  # team mode's
+SECOND_PATH = edge_second.SECOND_PATH  # team mode's second step
+SECOND_EXPIRED = "This sign-in has expired. Please sign in again."
 MAX_BODY = 16 * 1024
 MAX_HEAD = 64 * 1024  # request line and headers (browsers' cookies add up)
 MAX_HEADERS = 200
@@ -537,6 +544,22 @@ class Guard:
         self._checked(address, username, check.outcome)
         return check.outcome, generation
 
+    def attempt_step(
+        self, address: str, device: str | None, name: str, check: Callable[[], bool]
+    ) -> str:
+        """A step of a sign-in other than the password (a second factor's code), held to
+        the same guessing limits: `locked` (`check` is not called), `ok` or `wrong` (a
+        failure, as a wrong password is)."""
+        limits = self._limits(address, device, name)
+        if self.limiter.reserve(limits):
+            return "locked"
+        ok = False
+        try:
+            ok = check()
+        finally:
+            self.limiter.settle([key for key, _ in limits], failed=not ok)
+        return "ok" if ok else "wrong"
+
     # -- devices ------------------------------------------------------------------------
 
     def _load_device_key(self) -> bytes:
@@ -827,7 +850,7 @@ def _open_private_db(path: Path) -> sqlite3.Connection:
     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise OSError(f"{path}: cannot use WAL mode ({mode})")
-    db.executescript(_SCHEMA)
+    db.executescript(_SCHEMA + edge_second.SCHEMA + edge_totp.SCHEMA)
     for table, columns in _ADDED_COLUMNS.items():
         present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         for column, declaration in columns:
@@ -871,6 +894,12 @@ class People:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads only (each statement on its own)."""
+        with self._lock:
+            yield self._db
 
     # -- what the edge asks -----------------------------------------------------------
 
@@ -1079,6 +1108,8 @@ class People:
     def remove(self, name: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            edge_second.forget(db, name)
+            edge_totp.remove(db, name)
             if not db.execute("DELETE FROM people WHERE name = ?", (name,)).rowcount:
                 raise AdminError(f"no such person: {name}")
 
@@ -1150,6 +1181,13 @@ class TeamGuard(Guard):
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
         self._checking: set[str] = set()  # names whose health check is under way
+        # Second factors (edge_second.py): TOTP first, recovery codes last on the page.
+        self.second = edge_second.SecondStep(
+            people._transaction,
+            people._reading,
+            self.clock,
+            [edge_totp.Totp(), edge_second.RecoveryCode()],
+        )
 
     # -- credentials by name ------------------------------------------------------------
 
@@ -1764,6 +1802,7 @@ class Handler:
         if self.team is not None:
             routes[STARTING_PATH] = {"GET": self.starting}
             routes[READY_PATH] = {"GET": self.ready}
+            routes[SECOND_PATH] = {"GET": self.second_page, "POST": self.second}
         methods = routes.get(self.request.path)
         if methods is None:
             return self._json(404, "not found")
@@ -2012,6 +2051,14 @@ class Handler:
         if credentials is not None:
             device = self._cookie("device")
             outcome, generation = self.guard.attempt(self._address(), *credentials, device=device)
+            if (
+                outcome == "ok"
+                and self.team is not None
+                and self.team.second.enrolled(credentials[0])
+            ):
+                # A second factor that Basic credentials bypass would be none.
+                message = "this person signs in with a second factor: sign in in a browser"
+                return self._json(401, message)
             if outcome == "ok":
                 grant = self._basic_grant(credentials[0], generation)
                 if grant is not None:
@@ -2052,6 +2099,8 @@ class Handler:
             return self._page(403, message, target, username)
         device = self._cookie("device")
         outcome, generation = self.guard.attempt(self._address(), username, password, device)
+        if outcome == "ok" and self.team is not None and self.team.second.enrolled(username):
+            return self._second_begin(username, generation, target)
         # Checked against a password replaced since: wrong now, as for any other attempt.
         made = (
             self.guard.sign_in(
@@ -2097,6 +2146,104 @@ class Handler:
         return Response(303, headers=headers)
 
     # -- team mode's routes ---------------------------------------------------------------
+
+    def _second_begin(self, name: str, generation: str, target: str) -> Response:
+        """The password proved right and `name` has a second factor: a pending sign-in,
+        and on to its page (edge_second.py)."""
+        assert self.team is not None
+        token = self.team.second.begin(name, generation)
+        max_age = edge_second.PENDING_SECONDS
+        headers = [
+            ("Location", f"{SECOND_PATH}?next={quote(target, safe='/')}"),
+            self._set_cookie("second", token, max_age, f"{PREFIX}/", "Strict"),
+        ]
+        return Response(303, headers=headers)
+
+    def _second_form(
+        self,
+        status: int,
+        message: str,
+        factors: Sequence[Any],
+        target: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Response:
+        text = edge_second.page(STYLE, message, factors, self._csrf_token(), target)
+        return self._html(status, text, headers or [])
+
+    def _second_again(self, status: int, message: str, target: str) -> Response:
+        """The login page, the pending sign-in's cookie cleared: it is gone."""
+        cleared = self._set_cookie("second", "", 0, f"{PREFIX}/", "Strict")
+        return self._page(status, message, target, headers=[cleared])
+
+    def second_page(self) -> Response:
+        """The second step's page, for a browser with a live pending sign-in."""
+        assert self.team is not None
+        query = parse_qs(urlsplit(self.request.target).query)
+        target = safe_next((query.get("next") or ["/"])[0])
+        token = self._cookie("second")
+        found = self.team.second.pending(token) if token and _RANDOM.fullmatch(token) else None
+        if found is None:
+            location = f"{LOGIN_PATH}?next={quote(target, safe='/')}"
+            return Response(303, headers=[("Location", location)])
+        return self._second_form(200, "", found[1], target)
+
+    def second(self) -> Response:
+        """A proof of a second factor for the browser's pending sign-in: the session when
+        it is right; counted like a wrong password when it is not."""
+        team = self.team
+        assert team is not None
+        form = self._form()
+        if form is None:
+            return self._json(400, "not a form")
+        target = safe_next(form.get("next"))
+        token = self._cookie("second") or ""
+        token = token if _RANDOM.fullmatch(token) else ""
+        found = team.second.pending(token) if token else None
+        address, device = self._address(), self._cookie("device")
+        if found is None:
+            # Unknown, used, expired or voided: counted (it is a guess at a token) and
+            # logged without a name.
+            self.guard.attempt_step(address, device, "", lambda: False)
+            team._log("", "second-step-refused", address)
+            return self._second_again(401, SECOND_EXPIRED, target)
+        name, factors = found
+        if self._origin() == "foreign" or not self._csrf_ok(form):
+            message = "This form was out of date. Please try again."
+            return self._second_form(403, message, factors, target)
+        proved: list[tuple[str, str, str, str] | None] = []
+
+        def check() -> bool:
+            proved.append(team.second.prove(token, form))
+            return proved[0] is not None and proved[0][0] == "ok"
+
+        outcome = self.guard.attempt_step(address, device, name, check)
+        if outcome == "locked":
+            status, message, headers = self._refused("locked", device, name)
+            return self._second_form(status, message, factors, target, headers)
+        result = proved[0] if proved else None
+        if result is None:
+            team._log("", "second-step-refused", address)
+            return self._second_again(401, SECOND_EXPIRED, target)
+        verdict, name, generation, factor = result
+        if verdict != "ok":
+            team._log(name, f"failed-{factor or 'second-step'}", address)
+            if verdict == "void":
+                message = "Too many wrong codes. Please sign in again."
+                return self._second_again(401, message, target)
+            return self._second_form(401, "Wrong code.", factors, target)
+        if factor == "recovery":
+            team._log(name, "recovery-code-used", address)
+        made = team.sign_in(generation, name, address, self.request.header("user-agent"))
+        if made is None:  # a new password, or disabled, meanwhile
+            return self._second_again(401, "Please sign in again.", target)
+        session, new_device = made
+        headers = [
+            ("Location", self._landing(name, generation, target)),
+            self._set_cookie("session", session, self.guard.session_seconds),
+            self._set_cookie("device", new_device, DEVICE_SECONDS, f"{PREFIX}/", "Strict"),
+            self._set_cookie("second", "", 0, f"{PREFIX}/", "Strict"),
+        ]
+        return Response(303, headers=headers)
 
     def _landing(self, name: str, generation: str, target: str) -> str:
         """Where a person who just signed in goes: `target`, or the starting page when
@@ -2477,16 +2624,49 @@ def _limit(request: dict[str, Any]) -> int:
     return limit
 
 
+_TOTP_OPS = ("totp", "totp-off")
+
+
+def _apply_totp(
+    people: People, op: str, name: str, request: dict[str, Any], now: float
+) -> dict[str, Any]:
+    """`totp`: a new seed and recovery codes for `name` (shown once, in the answer), and
+    their sessions ended: from now on they sign in with a code. `totp-off`: none."""
+    with people._transaction() as db:
+        if not db.execute("SELECT 1 FROM people WHERE name = ?", (name,)).fetchall():
+            raise AdminError(f"no such person: {name}")
+        if op == "totp-off":
+            if not edge_totp.remove(db, name):
+                raise AdminError(f"{name} has no TOTP")
+            answer: dict[str, Any] = {"ok": True, "name": name, "totp": None}
+        else:
+            issuer = request.get("issuer", "opencode-cloud")
+            if not edge_totp.valid_issuer(issuer):
+                raise AdminError("issuer: letters, digits, spaces and ._- (up to 64)")
+            answer = {"ok": True, "name": name, "totp": "pending"}
+            answer.update(edge_totp.enrol(db, name, issuer, now))
+            db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            db.execute("UPDATE people SET generation = ? WHERE name = ?", (_new_generation(), name))
+    people.log(now, name, "totp-on" if op == "totp" else "totp-off", "admin")
+    return answer
+
+
 def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str, Any]:
     """Apply one request of the admin tool (docs/team.md); its answer."""
     op = request.get("op")
     if op == "list":
-        return {"ok": True, "people": [person.public() for person in people.everyone()]}
+        with people._reading() as db:
+            totp = edge_totp.states(db)
+        listed = [{**p.public(), "totp": totp.get(p.name)} for p in people.everyone()]
+        return {"ok": True, "people": listed}
     if op == "log":
         return {"ok": True, "log": people.log_lines(_optional_name(request), _limit(request))}
-    if op not in ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS):
+    known = ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS)
+    if op not in (*known, *_TOTP_OPS):
         raise AdminError(f"unknown op: {op!r}"[:200])
     name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
+    if op in _TOTP_OPS:
+        return _apply_totp(people, op, name, request, now)
     if op == "sessions":
         if people.get(name) is None:
             raise AdminError(f"no such person: {name}")

@@ -482,6 +482,23 @@ class Team:
         self._stop_person(name)
         return int(answer.get("revoked") or 0)
 
+    def totp(self, name: str) -> dict[str, Any]:
+        """A new TOTP seed and ten new recovery codes for `name`, replacing theirs, to be
+        shown once: `secret`, `uri` (otpauth://) and `recovery_codes`. From now on they
+        sign in with a code after their password; their browsers are signed out."""
+        self.require(name)
+        issuer = "opencode-cloud"
+        if not self.instance.is_default:
+            issuer = f"{issuer} {self.instance.name}"
+        request = {"op": "totp", "name": name, "issuer": issuer}
+        answer = door.admin(self.client, self.layout, request)
+        return {key: answer.get(key) for key in ("secret", "uri", "recovery_codes")}
+
+    def totp_off(self, name: str) -> None:
+        """Take `name`'s TOTP and recovery codes away: their password alone signs them in."""
+        self.require(name)
+        door.admin(self.client, self.layout, {"op": "totp-off", "name": name})
+
     def _stop_person(self, name: str) -> None:
         container = self.layout.person(name).container_name
         if self.client.find_container(container) is not None:
@@ -558,6 +575,7 @@ class Team:
                     created=record.get("created"),
                     last_sign_in=record.get("last_sign_in"),
                     last_seen=record.get("last_seen"),
+                    totp=record.get("totp"),
                     state=str(info.status) if info else "missing",
                     memory_bytes=self.client.memory_in_use(info.name)
                     if info and info.running

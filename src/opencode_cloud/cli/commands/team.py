@@ -1,5 +1,5 @@
 """`occ team enable|disable|status|log` and
-`occ user add|list|passwd|sessions|disable|enable|remove`."""
+`occ user add|list|passwd|totp|sessions|disable|enable|remove`."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def people_lines(people: list[Person]) -> list[str]:
     if not people:
         return ["Nobody yet."]
     now = time.time()
-    rows = [("NAME", "STATE", "ROLE", "LAST SIGN-IN", "DISK", "MEMORY")]
+    rows = [("NAME", "STATE", "ROLE", "2FA", "LAST SIGN-IN", "DISK", "MEMORY")]
     for p in people:
         state = "disabled" if p.disabled else p.state
         seen = f"{format_duration(now - p.last_sign_in)} ago" if p.last_sign_in else "never"
@@ -158,9 +158,9 @@ def people_lines(people: list[Person]) -> list[str]:
             if p.memory_bytes is not None
             else "-"
         )
-        rows.append(
-            (p.name, state, "admin" if p.admin else "", seen, format_bytes(p.disk_bytes), memory)
-        )
+        second = {"on": "totp", "pending": "totp (pending)"}.get(p.totp or "", "")
+        role = "admin" if p.admin else ""
+        rows.append((p.name, state, role, second, seen, format_bytes(p.disk_bytes), memory))
     return format_table(rows)
 
 
@@ -249,6 +249,58 @@ def user_passwd(app_ctx: AppContext, name: str, password_stdin: bool) -> None:
             "Their browsers are signed out.",
         ],
     )
+
+
+@user_group.command("totp")
+@click.argument("name")
+@click.option("--off", is_flag=True, help="Take their TOTP away: the password alone again.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (with --off).")
+@click.pass_obj
+def user_totp(app_ctx: AppContext, name: str, off: bool, yes: bool) -> None:
+    """Require a code of an authenticator app after a person's password (TOTP). Shows a QR
+    code to scan and ten recovery codes, once; their browsers are signed out. Running it
+    again replaces both. With --json: the otpauth:// URI and the recovery codes."""
+    from opencode_cloud.errors import NotConfirmed
+
+    if off:
+        question = f"Turn TOTP off for {name}? Their password alone will sign them in."
+        if not app_ctx.confirmed(question, yes):
+            raise NotConfirmed(f"TOTP stays on for {name}.", f"user totp {name} --off")
+        with app_ctx.changing("user totp --off"):
+            app_ctx.team().totp_off(name)
+        app_ctx.out.result(
+            {"name": name, "totp": None},
+            lambda: [f"TOTP is off for {name}: their password alone signs them in."],
+        )
+        return
+    with app_ctx.changing("user totp"):
+        enrolled = app_ctx.team().totp(name)
+    app_ctx.out.result(
+        {"name": name, "totp": "pending", **enrolled},
+        lambda: totp_lines(name, enrolled, app_ctx.occ),
+    )
+
+
+def totp_lines(name: str, enrolled: dict[str, object], occ: str = "occ") -> list[str]:
+    import io
+
+    import segno
+
+    qr = io.StringIO()
+    segno.make(str(enrolled["uri"]), error="m").terminal(out=qr, compact=True)
+    secret = str(enrolled["secret"])
+    codes = enrolled["recovery_codes"]
+    return [
+        f"TOTP for {name}: scan this with an authenticator app",
+        *qr.getvalue().rstrip("\n").splitlines(),
+        "Or type this key into the app: " + " ".join(secret[i : i + 4] for i in range(0, 32, 4)),
+        "",
+        "Recovery codes, each good once in place of a code (shown only now; keep them safe):",
+        *(f"  {code}" for code in (codes if isinstance(codes, list) else [])),
+        "",
+        f"From now on {name} signs in with a code after their password; their browsers are",
+        f"signed out. `{occ} user list` shows totp (pending) until their first code.",
+    ]
 
 
 @user_group.command("disable")
