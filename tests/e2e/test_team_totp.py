@@ -2,8 +2,8 @@
 the sign-in pages over HTTP, and Chromium through them.
 
 One team serves the module: a service turned into a team whose first person is `ada`,
-enrolled with `occ user totp ada --json`. The image is built from this source tree under a
-tag of the module's own (the door runs the login service of this source tree)."""
+enrolled with `occ user totp ada --json`. The door runs the sandbox image of this source
+tree (`sandbox_image`)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,13 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pyotp
 import pytest
 
-from occ_helpers import docker, free_port, remove_everything_of, remove_images, run
-from opencode_cloud.cli.progress import PlainProgress
-from opencode_cloud.defaults import IMAGE_NAME
-from opencode_cloud.docker.image import build_image
+from occ_helpers import docker, free_port, remove_everything_of, run
 
 pytestmark = pytest.mark.e2e
 
@@ -112,15 +108,7 @@ class Browserless:
 
 
 @pytest.fixture(scope="module")
-def edge_image(docker_client: Any, host_ca: list[Path]) -> Iterator[str]:
-    tag = f"{IMAGE_NAME}:e2e-totp-{secrets.token_hex(3)}"
-    build_image(docker_client, tag=tag, ca_files=host_ca, reporter=PlainProgress())
-    yield tag
-    remove_images(tag)
-
-
-@pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory, edge_image: str) -> Iterator[Team]:
+def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[Team]:
     instance = f"e2e-totp-{secrets.token_hex(3)}"
     env = {
         **os.environ,
@@ -129,7 +117,6 @@ def team(tmp_path_factory: pytest.TempPathFactory, edge_image: str) -> Iterator[
         "NO_COLOR": "1",
     }
     run(env, "config", "set", "port", str(free_port()))
-    run(env, "config", "set", "image", edge_image)
     run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
     try:
         run(env, "start")
