@@ -142,6 +142,14 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 # for a module of the standard library.
 sys.path.append(str(Path(__file__).resolve().parent))
 
+
+def _passkeys() -> Any:
+    """Team mode's passkeys (edge_passkeys.py, beside this file), loaded on first use."""
+    import edge_passkeys  # type: ignore[import-not-found]  # found on the path above
+
+    return edge_passkeys
+
+
 MAX_FAILURES = int(os.environ.get("OCC_EDGE_MAX_FAILURES", "10"))
 MAX_UNTRUSTED_FAILURES = int(os.environ.get("OCC_EDGE_MAX_UNTRUSTED_FAILURES", "100"))
 WINDOW = float(os.environ.get("OCC_EDGE_WINDOW", "60"))
@@ -1150,6 +1158,8 @@ class TeamGuard(Guard):
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
         self._checking: set[str] = set()  # names whose health check is under way
+        # The people's passkeys, and their challenges under way.
+        self.passkeys = _passkeys().Passkeys(people.path, self.clock)
 
     # -- credentials by name ------------------------------------------------------------
 
@@ -1681,6 +1691,7 @@ PAGE = """<!doctype html>
 <input id="password" name="password" type="password" autocomplete="current-password"
  required autofocus>
 <button type="submit">Sign in</button>
+{passkey}
 </form></body></html>
 """
 
@@ -1764,6 +1775,7 @@ class Handler:
         if self.team is not None:
             routes[STARTING_PATH] = {"GET": self.starting}
             routes[READY_PATH] = {"GET": self.ready}
+            routes.update(_passkeys().routes(self, sys.modules[__name__]))
         methods = routes.get(self.request.path)
         if methods is None:
             return self._json(404, "not found")
@@ -1943,8 +1955,12 @@ class Handler:
             field="name" if self.team is not None else "username",
             label="Name" if self.team is not None else "User name",
             username=html.escape(username, quote=True),
+            passkey=_passkeys().login_block() if self.team is not None else "",
         )
-        return self._html(status, text, headers or [])
+        headers = list(headers or [])
+        if self.team is not None:  # the passkey button's script
+            headers.append(("Content-Security-Policy", _passkeys().POLICY))
+        return self._html(status, text, headers)
 
     def _challenge(self) -> list[tuple[str, str]]:
         """Scripts get the Basic challenge; the web UI's own requests do not (a browser
@@ -2484,6 +2500,8 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         return {"ok": True, "people": [person.public() for person in people.everyone()]}
     if op == "log":
         return {"ok": True, "log": people.log_lines(_optional_name(request), _limit(request))}
+    if op in ("passkeys", "passkey-reset", "passkey-host"):
+        return _passkey_admin(people, op, request, now)
     if op not in ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS):
         raise AdminError(f"unknown op: {op!r}"[:200])
     name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
@@ -2525,8 +2543,41 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         people.change(name, "internal_password = ?", internal)
     else:
         people.remove(name)
+        _forget_passkeys(people, name)
     people.log(now, name, op, "admin")
     return {"ok": True, "name": name}
+
+
+def _passkey_admin(people: People, op: str, request: dict[str, Any], now: float) -> dict[str, Any]:
+    """The admin tool's passkey requests (edge_passkeys.apply_admin), logged when they
+    change something."""
+    module = _passkeys()
+    name = None
+    if op != "passkey-host":
+        name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
+        if people.get(name) is None:
+            raise AdminError(f"no such person: {name}")
+    store = module.Passkeys(people.path)
+    try:
+        answer: dict[str, Any] = module.apply_admin(store, op, request, name)
+    except module.PasskeyError as exc:
+        raise AdminError(str(exc)) from None
+    finally:
+        store.close()
+    if op == "passkey-reset":
+        people.log(now, name or "", "passkey-reset", "admin")
+    elif op == "passkey-host" and "host" in request:
+        people.log(now, "", "passkey-host", "admin")
+    return answer
+
+
+def _forget_passkeys(people: People, name: str) -> None:
+    """Forget a removed person's passkeys: they must not sign in a new person of that name."""
+    store = _passkeys().Passkeys(people.path)
+    try:
+        store.reset(name)
+    finally:
+        store.close()
 
 
 def admin_main(arguments: Sequence[str]) -> int:
