@@ -148,6 +148,11 @@ def test_register_sign_in_refuse_another_authenticator_and_reset(browser: Any, t
         sign_in_with_password(page, team)
         assert signed_in_as(page, team) == "Passkeys of ada"
         page.fill("#label", "Laptop")
+        page.fill("#password", "not the password")
+        page.click("#passkey-add")
+        page.get_by_text("Wrong password").wait_for(timeout=30_000)
+        assert passkeys_of(team, "ada") == []
+        page.fill("#password", team.password)
         page.click("#passkey-add")
         page.get_by_role("cell", name="Laptop").wait_for(timeout=30_000)
         (listed,) = passkeys_of(team, "ada")

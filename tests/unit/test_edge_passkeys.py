@@ -145,8 +145,19 @@ def options_of(answer: Answer) -> dict[str, Any]:
     return dict(json.loads(answer.body))
 
 
+PASSWORDS = {"alice": ALICE_PASSWORD, "bob": BOB_PASSWORD}
+
+
+def begin_registration(team: Team, session: str, label: str = "Laptop") -> Answer:
+    """The first step of adding a passkey, with the password of the session's person."""
+    person = team.guard.session_person(session.partition("=")[2])
+    assert person is not None
+    body = {"csrf": TOKEN, "label": label, "password": PASSWORDS[person.name]}
+    return post(team, "/__occ/passkeys/new", body, session)
+
+
 def register(team: Team, session: str, authenticator: Authenticator, label: str = "Laptop") -> str:
-    begun = post(team, "/__occ/passkeys/new", {"csrf": TOKEN, "label": label}, session)
+    begun = begin_registration(team, session, label)
     challenge = cookie_in(begun, "passkey")
     credential = authenticator.create(options_of(begun))
     added = post(
@@ -271,7 +282,7 @@ def test_an_unknown_challenge_token_or_none_is_refused(team: Team, alice: str) -
 def test_a_registration_challenge_cannot_sign_in(team: Team, alice: str) -> None:
     authenticator = Authenticator()
     register(team, alice, authenticator)
-    begun = post(team, "/__occ/passkeys/new", {"csrf": TOKEN}, alice)
+    begun = begin_registration(team, alice)
     answer = finish(team, cookie_in(begun, "passkey"), authenticator.get(options_of(begun)))
     assert answer.status == 400
     assert b"something else" in answer.body
@@ -324,7 +335,7 @@ def test_a_registration_with_another_origin_or_challenge_keeps_nothing(
         {"type": "webauthn.get"},
         {"rp_id": "evil.example"},
     ):
-        begun = post(team, "/__occ/passkeys/new", {"csrf": TOKEN}, alice)
+        begun = begin_registration(team, alice)
         credential = authenticator.create(options_of(begun), **changes)
         body = {"csrf": TOKEN, "credential": credential}
         answer = post(team, "/__occ/passkeys/add", body, alice, cookie_in(begun, "passkey"))
@@ -380,6 +391,16 @@ def test_the_page_lists_a_persons_own_passkeys_and_removes_one(team: Team, alice
     assert ("bob", "passkey-removed") in events(team)
 
 
+def test_adding_a_passkey_takes_the_persons_password(team: Team, alice: str) -> None:
+    for password in (None, "", 7, BOB_PASSWORD, "wrong"):
+        body = {"csrf": TOKEN, "password": password}
+        answer = post(team, "/__occ/passkeys/new", body, alice)
+        assert answer.status in (400, 401), answer.body
+        assert not cookie_in(answer, "passkey")
+    assert events(team).count(("alice", "failed")) == 2
+    assert begin_registration(team, alice).status == 200
+
+
 def test_the_page_and_registration_are_for_people_signed_in(team: Team) -> None:
     assert get(team, "/__occ/passkeys").status == 303
     answer = post(team, "/__occ/passkeys/new", {"csrf": TOKEN})
@@ -389,7 +410,7 @@ def test_the_page_and_registration_are_for_people_signed_in(team: Team) -> None:
 def test_a_person_keeps_at_most_the_limit_of_passkeys(team: Team, alice: str) -> None:
     for _ in range(passkeys.MAX_PASSKEYS):
         register(team, alice, Authenticator())
-    answer = post(team, "/__occ/passkeys/new", {"csrf": TOKEN}, alice)
+    answer = begin_registration(team, alice)
     assert answer.status == 400
     assert b"remove one first" in answer.body
 
@@ -397,7 +418,7 @@ def test_a_person_keeps_at_most_the_limit_of_passkeys(team: Team, alice: str) ->
 def test_the_same_authenticator_is_registered_once(team: Team, alice: str) -> None:
     authenticator = Authenticator()
     register(team, alice, authenticator)
-    begun = post(team, "/__occ/passkeys/new", {"csrf": TOKEN}, alice)
+    begun = begin_registration(team, alice)
     options = options_of(begun)
     assert [c["id"] for c in options["publicKey"]["excludeCredentials"]] == [
         b64(authenticator.credential_id)
@@ -451,8 +472,10 @@ def test_malformed_answers_get_a_clean_error_and_change_nothing(
     authenticator = Authenticator()
     register(team, alice, authenticator)
     before = held(team, "alice")
-    begin = "/__occ/passkeys/new" if path.endswith("add") else "/__occ/passkey/begin"
-    challenge = cookie_in(post(team, begin, {"csrf": TOKEN}, alice), "passkey")
+    if path.endswith("add"):
+        challenge = cookie_in(begin_registration(team, alice), "passkey")
+    else:
+        challenge = cookie_in(post(team, "/__occ/passkey/begin", {"csrf": TOKEN}), "passkey")
     media = content_type or "application/json"
     answer = post(team, path, body, alice, challenge, content_type=media)
     assert answer.status == status, answer.body
@@ -563,3 +586,13 @@ def test_an_assertion_for_one_person_takes_only_their_passkeys(team: Team, alice
     assert passkey.name == "alice"
     with pytest.raises(passkeys.PasskeyError, match="has no passkey"):
         passkeys.begin_assertion(store, RP_ID, now, name="nobody")
+
+
+def test_a_label_is_kept_as_one_short_printable_line(team: Team, alice: str) -> None:
+    register(team, alice, Authenticator(), "\x1b[31mred\nline\u202e" + "x" * 500)
+    (label,) = [p["label"] for p in held(team, "alice")]
+    assert label.startswith("[31mred line")
+    assert len(label) == passkeys.MAX_LABEL
+    assert all(c.isprintable() for c in label)
+    register(team, alice, Authenticator(), " \t ")
+    assert {p["label"] for p in held(team, "alice")} == {label, "Passkey"}

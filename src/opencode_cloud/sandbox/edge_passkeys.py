@@ -120,7 +120,8 @@ def clean_label(text: Any) -> str:
     """A passkey's label as kept and shown: printable, one line, at most `MAX_LABEL`."""
     if not isinstance(text, str):
         return "Passkey"
-    label = " ".join("".join(c for c in text if c.isprintable()).split())[:MAX_LABEL]
+    kept = "".join(" " if c.isspace() else c for c in text if c.isprintable() or c.isspace())
+    label = " ".join(kept.split())[:MAX_LABEL]
     return label or "Passkey"
 
 
@@ -586,7 +587,8 @@ if (add) add.addEventListener("click", async () => {
   say("");
   try {
     const label = document.getElementById("label").value;
-    const begun = await post("/__occ/passkeys/new", {csrf: csrf(), label});
+    const password = document.getElementById("password").value;
+    const begun = await post("/__occ/passkeys/new", {csrf: csrf(), label, password});
     const credential = await navigator.credentials.create(
       {publicKey: decoded(begun.publicKey)});
     await post("/__occ/passkeys/add", {csrf: csrf(), credential: encoded(credential)});
@@ -620,6 +622,8 @@ td form{{padding:0;width:auto;background:none}}td button{{margin:0;width:auto}}<
 {rows}
 <label for="label">Name of a new passkey</label>
 <input id="label" maxlength="{max_label}" placeholder="Laptop">
+<label for="password">Your password</label>
+<input id="password" type="password" autocomplete="current-password">
 <button type="button" id="passkey-add">Add a passkey</button>
 <p class="msg" id="passkey-msg">{message}</p>
 <p><a href="/" style="color:#9cf">Back to opencode</a></p>
@@ -738,7 +742,19 @@ def _take(h: Any, kind: str) -> Challenge:
 
 
 def _new(h: Any, edge: Any, body: dict[str, Any]) -> Any:
+    """A registration begins with the person's password, checked (and counted) as at the
+    login form: a stolen session cookie alone cannot add a passkey that outlives it."""
     person = _signed_in(h)
+    password = body.get("password")
+    if not isinstance(password, str) or not password:
+        raise PasskeyError("Type your password to add a passkey.")
+    device = h._cookie("device")
+    outcome, generation = h.guard.attempt(h._address(), person.name, password, device)
+    if outcome != "ok" or generation != person.generation:
+        status, message, headers = h._refused(
+            "wrong" if outcome == "ok" else outcome, device, person.name
+        )
+        raise _Refused(status, "Wrong password." if status == 401 else message, headers)
     options, challenge = begin_registration(
         _store(h), _rp_id(h), person.name, clean_label(body.get("label")), h.team.clock()
     )
