@@ -147,6 +147,14 @@ sys.path.append(str(Path(__file__).resolve().parent))
 import edge_second  # type: ignore[import-not-found]  # team mode's second step
 import edge_totp  # type: ignore[import-not-found]
 
+
+def _passkeys() -> Any:
+    """Team mode's passkeys (edge_passkeys.py, beside this file), loaded on first use."""
+    import edge_passkeys  # type: ignore[import-not-found]  # found on the path above
+
+    return edge_passkeys
+
+
 MAX_FAILURES = int(os.environ.get("OCC_EDGE_MAX_FAILURES", "10"))
 MAX_UNTRUSTED_FAILURES = int(os.environ.get("OCC_EDGE_MAX_UNTRUSTED_FAILURES", "100"))
 WINDOW = float(os.environ.get("OCC_EDGE_WINDOW", "60"))
@@ -1188,6 +1196,8 @@ class TeamGuard(Guard):
             self.clock,
             [edge_totp.Totp(), edge_second.RecoveryCode()],
         )
+        # The people's passkeys, and their challenges under way.
+        self.passkeys = _passkeys().Passkeys(people.path, self.clock)
 
     # -- credentials by name ------------------------------------------------------------
 
@@ -1719,6 +1729,7 @@ PAGE = """<!doctype html>
 <input id="password" name="password" type="password" autocomplete="current-password"
  required autofocus>
 <button type="submit">Sign in</button>
+{passkey}
 </form></body></html>
 """
 
@@ -1803,6 +1814,7 @@ class Handler:
             routes[STARTING_PATH] = {"GET": self.starting}
             routes[READY_PATH] = {"GET": self.ready}
             routes[SECOND_PATH] = {"GET": self.second_page, "POST": self.second}
+            routes.update(_passkeys().routes(self, sys.modules[__name__]))
         methods = routes.get(self.request.path)
         if methods is None:
             return self._json(404, "not found")
@@ -1982,8 +1994,12 @@ class Handler:
             field="name" if self.team is not None else "username",
             label="Name" if self.team is not None else "User name",
             username=html.escape(username, quote=True),
+            passkey=_passkeys().login_block() if self.team is not None else "",
         )
-        return self._html(status, text, headers or [])
+        headers = list(headers or [])
+        if self.team is not None:  # the passkey button's script
+            headers.append(("Content-Security-Policy", _passkeys().POLICY))
+        return self._html(status, text, headers)
 
     def _challenge(self) -> list[tuple[str, str]]:
         """Scripts get the Basic challenge; the web UI's own requests do not (a browser
@@ -2661,6 +2677,8 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         return {"ok": True, "people": listed}
     if op == "log":
         return {"ok": True, "log": people.log_lines(_optional_name(request), _limit(request))}
+    if op in ("passkeys", "passkey-reset", "passkey-host"):
+        return _passkey_admin(people, op, request, now)
     known = ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS)
     if op not in (*known, *_TOTP_OPS):
         raise AdminError(f"unknown op: {op!r}"[:200])
@@ -2705,8 +2723,41 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         people.change(name, "internal_password = ?", internal)
     else:
         people.remove(name)
+        _forget_passkeys(people, name)
     people.log(now, name, op, "admin")
     return {"ok": True, "name": name}
+
+
+def _passkey_admin(people: People, op: str, request: dict[str, Any], now: float) -> dict[str, Any]:
+    """The admin tool's passkey requests (edge_passkeys.apply_admin), logged when they
+    change something."""
+    module = _passkeys()
+    name = None
+    if op != "passkey-host":
+        name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
+        if people.get(name) is None:
+            raise AdminError(f"no such person: {name}")
+    store = module.Passkeys(people.path)
+    try:
+        answer: dict[str, Any] = module.apply_admin(store, op, request, name)
+    except module.PasskeyError as exc:
+        raise AdminError(str(exc)) from None
+    finally:
+        store.close()
+    if op == "passkey-reset":
+        people.log(now, name or "", "passkey-reset", "admin")
+    elif op == "passkey-host" and "host" in request:
+        people.log(now, "", "passkey-host", "admin")
+    return answer
+
+
+def _forget_passkeys(people: People, name: str) -> None:
+    """Forget a removed person's passkeys: they must not sign in a new person of that name."""
+    store = _passkeys().Passkeys(people.path)
+    try:
+        store.reset(name)
+    finally:
+        store.close()
 
 
 def admin_main(arguments: Sequence[str]) -> int:

@@ -1,5 +1,5 @@
 """`occ team enable|disable|status|log` and
-`occ user add|list|passwd|totp|sessions|disable|enable|remove`."""
+`occ user add|list|passwd|totp|sessions|disable|enable|remove|passkey`."""
 
 from __future__ import annotations
 
@@ -411,6 +411,99 @@ def user_remove(app_ctx: AppContext, name: str, volumes: bool, no_backup: bool, 
             f"Removed {name}.",
             *([f"  Final backup: {backup_file}"] if backup_file else []),
             *([] if volumes else ["  Their volumes are kept (remove them with --volumes)."]),
+        ],
+    )
+
+
+# -- occ user passkey -----------------------------------------------------------------------
+
+
+@user_group.group("passkey", cls=OrderedGroup, no_args_is_help=True)
+def passkey_group() -> None:
+    """Passkeys: people sign in with their fingerprint, face, PIN or security key instead
+    of their password. Each person adds theirs at /__occ/passkeys once signed in."""
+
+
+@passkey_group.command("list")
+@click.argument("name")
+@click.pass_obj
+def passkey_list(app_ctx: AppContext, name: str) -> None:
+    """A person's passkeys: name, when added and last used."""
+    from opencode_cloud.team import passkeys
+
+    found = passkeys.listing(app_ctx.team(), name)
+    app_ctx.out.result({"name": name, "passkeys": found}, lambda: passkey_lines(name, found))
+
+
+def passkey_lines(name: str, found: list[dict[str, object]]) -> list[str]:
+    if not found:
+        return [f"{name} has no passkey."]
+    rows = [("NAME", "ADDED (UTC)", "LAST USED (UTC)", "ID")]
+    for entry in found:
+        used = _utc(entry.get("last_used")) if entry.get("last_used") else "never"
+        passkey_id = str(entry.get("id") or "")
+        rows.append(
+            (
+                str(entry.get("label") or ""),
+                _utc(entry.get("created")),
+                used,
+                passkey_id[:16] + ("..." if len(passkey_id) > 16 else ""),
+            )
+        )
+    return format_table(rows)
+
+
+@passkey_group.command("reset")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def passkey_reset(app_ctx: AppContext, name: str, yes: bool) -> None:
+    """Remove all of a person's passkeys (a lost or stolen device). They sign in with
+    their password again and can add new passkeys; their sessions are left alone (end
+    them with `occ user sessions NAME --revoke all`)."""
+    from opencode_cloud.errors import NotConfirmed
+    from opencode_cloud.team import passkeys
+
+    team = app_ctx.team()
+    if not app_ctx.confirmed(f"Remove all of {name}'s passkeys?", yes):
+        raise NotConfirmed(f"{name}'s passkeys were kept.", f"user passkey reset {name}")
+    with app_ctx.changing("user passkey reset"):
+        removed = passkeys.reset(team, name)
+    app_ctx.out.result(
+        {"name": name, "removed": removed},
+        lambda: [
+            f"Removed {removed} passkey{'' if removed == 1 else 's'} of {name}.",
+            "They sign in with their password, and can add new passkeys.",
+        ],
+    )
+
+
+@passkey_group.command("host")
+@click.argument("host", required=False)
+@click.option(
+    "--any", "any_host", is_flag=True, help="Forget the host name: each browser's own host."
+)
+@click.pass_obj
+def passkey_host(app_ctx: AppContext, host: str | None, any_host: bool) -> None:
+    """The host name people use, which passkeys are made for (they work there only):
+    show it, or set it (code.example.com). Without one, a passkey is made for the host
+    the browser asked for. Passkeys need HTTPS, or http://localhost."""
+    from opencode_cloud.team import passkeys
+
+    if host is not None and any_host:
+        raise click.UsageError("give a host name or --any, not both")
+    team = app_ctx.team()
+    if host is not None or any_host:
+        with app_ctx.changing("user passkey host"):
+            current = passkeys.host(team, True, host.strip().lower() if host else None)
+    else:
+        current = passkeys.host(team)
+    app_ctx.out.result(
+        {"host": current},
+        lambda: [
+            f"Passkeys are made for {current}, and work there only."
+            if current
+            else "Passkeys are made for the host each browser asks for."
         ],
     )
 
