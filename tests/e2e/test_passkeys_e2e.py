@@ -1,9 +1,8 @@
 """Passkeys in team mode end to end: the real front door, `occ` as a subprocess, and
 Chromium with virtual authenticators (the DevTools protocol's WebAuthn domain).
 
-One team serves the module, on an image of its own built from this checkout (the shared
-sandbox image stays as it is). WebAuthn needs a secure context: the browser opens the
-door at http://localhost:PORT.
+One team serves the module, on the suite's sandbox image (`sandbox_image`). WebAuthn needs
+a secure context: the browser opens the door at http://localhost:PORT.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +20,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from browser_helpers import ARTIFACTS
-from occ_helpers import docker, free_port, remove_everything_of, run
+from occ_helpers import free_port, remove_everything_of, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-
-IMAGE = "opencode-cloud-sandbox:e2e-passkeys"
-BASE_IMAGE = "debian:bookworm-slim"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -39,22 +33,7 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def image(docker_client: Any, host_ca: list[Path]) -> Iterator[str]:
-    """The sandbox image with this checkout's edge, under a tag of this module's."""
-    import subprocess
-
-    from opencode_cloud.cli.progress import PlainProgress
-    from opencode_cloud.docker.image import build_image, image_exists
-
-    if not image_exists(docker_client, BASE_IMAGE):
-        subprocess.run(["bash", str(REPO / "scripts" / "base-image.sh"), BASE_IMAGE], check=True)
-    build_image(docker_client, tag=IMAGE, ca_files=host_ca, reporter=PlainProgress())
-    yield IMAGE
-    docker("rmi", IMAGE)
-
-
-@pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Team]:
+def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[Team]:
     instance = f"e2e-passkeys-{secrets.token_hex(3)}"
     env = {
         **os.environ,
@@ -64,7 +43,6 @@ def team(tmp_path_factory: pytest.TempPathFactory, image: str) -> Iterator[Team]
     }
     port = free_port()
     run(env, "config", "set", "port", str(port))
-    run(env, "config", "set", "image", image)
     run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
     try:
         run(env, "start")
