@@ -70,6 +70,7 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("Dockerfile", 0o644),
     ("entrypoint.sh", 0o755),
     ("edge.py", 0o644),
+    ("edge_oidc.py", 0o644),
     ("supervise.py", 0o644),
     ("starter.py", 0o644),
     ("fetch_opencode.py", 0o644),

@@ -142,6 +142,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 # for a module of the standard library.
 sys.path.append(str(Path(__file__).resolve().parent))
 
+import edge_oidc  # type: ignore[import-not-found]
+
 MAX_FAILURES = int(os.environ.get("OCC_EDGE_MAX_FAILURES", "10"))
 MAX_UNTRUSTED_FAILURES = int(os.environ.get("OCC_EDGE_MAX_UNTRUSTED_FAILURES", "100"))
 WINDOW = float(os.environ.get("OCC_EDGE_WINDOW", "60"))
@@ -1150,6 +1152,7 @@ class TeamGuard(Guard):
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
         self._checking: set[str] = set()  # names whose health check is under way
+        self.sso = edge_oidc.Sso(people, self._log)
 
     # -- credentials by name ------------------------------------------------------------
 
@@ -1161,7 +1164,8 @@ class TeamGuard(Guard):
         same cost and no generation: their attempt is checked (and counted) just like a
         wrong password, so that names are not told apart by the time an answer takes."""
         person = self.people.get(username) if PERSON_NAME.fullmatch(username) else None
-        if person is not None and not person.disabled:
+        # A person made by single sign-on has no password: checked like a wrong one.
+        if person is not None and not person.disabled and _BCRYPT_HASH.fullmatch(person.hash):
             return person.hash.encode(), person.generation
         model = person.hash if person is not None else self.people.some_hash()
         cost = int(model[4:6]) if model and _BCRYPT_HASH.fullmatch(model) else 0
@@ -1663,6 +1667,7 @@ label{display:block;margin:.8rem 0 .2rem}
 input{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem}
 button{margin-top:1.2rem;width:100%;padding:.6rem;font-size:1rem}
 .msg{color:#f88}
+a.sso{display:block;text-align:center;padding:.6rem;background:#2a2a2a;color:#eee}
 </style>"""
 
 PAGE = """<!doctype html>
@@ -1673,6 +1678,7 @@ PAGE = """<!doctype html>
 <form method="post" action="{action}">
 <h1>opencode</h1>
 {message}
+{sso}
 <input type="hidden" name="next" value="{next}">
 <input type="hidden" name="csrf" value="{csrf}">
 <label for="{field}">{label}</label>
@@ -1730,6 +1736,12 @@ STARTING_PAGE = """<!doctype html>
 </body></html>
 """
 
+# Team mode with single sign-on: a link above the password form; `sso_only` leaves the
+# form out (from the first field to the end of the form).
+SSO_BUTTON = '<p><a class="sso" href="{link}">Sign in with {name}</a></p>'
+SSO_ONLY = re.compile(r'<input type="hidden" name="next".*</form>', re.DOTALL)
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+
 LOGOUT_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -1764,6 +1776,8 @@ class Handler:
         if self.team is not None:
             routes[STARTING_PATH] = {"GET": self.starting}
             routes[READY_PATH] = {"GET": self.ready}
+            routes[edge_oidc.START_PATH] = {"GET": self.oidc_start}
+            routes[edge_oidc.CALLBACK_PATH] = {"GET": self.oidc_callback}
         methods = routes.get(self.request.path)
         if methods is None:
             return self._json(404, "not found")
@@ -1943,7 +1957,10 @@ class Handler:
             field="name" if self.team is not None else "username",
             label="Name" if self.team is not None else "User name",
             username=html.escape(username, quote=True),
+            sso=self._sso_block(target),
         )
+        if self._sso_only():
+            text = SSO_ONLY.sub("</form>", text)
         return self._html(status, text, headers or [])
 
     def _challenge(self) -> list[tuple[str, str]]:
@@ -2046,6 +2063,8 @@ class Handler:
             username = form.get("username", "")
         password = form.get("password", "")
         target = safe_next(form.get("next"))
+        if self._sso_only():
+            return self._page(403, "Sign in with single sign-on.", target)
         if self._origin() == "foreign" or not self._csrf_ok(form):
             # Another site's form, or a page too old: nothing is checked or counted.
             message = "This form was out of date. Please sign in again."
@@ -2093,6 +2112,76 @@ class Handler:
         headers = [
             ("Location", f"{LOGIN_PATH}?signed_out=1"),
             self._set_cookie("session", "", 0),
+        ]
+        return Response(303, headers=headers)
+
+    # -- single sign-on (edge_oidc.py) ----------------------------------------------------
+
+    def _sso_settings(self) -> dict[str, Any] | None:
+        return self.team.sso.settings() if self.team is not None else None
+
+    def _sso_only(self) -> bool:
+        settings = self._sso_settings()
+        return bool(settings and settings.get("sso_only"))
+
+    def _sso_block(self, target: str) -> str:
+        settings = self._sso_settings()
+        if settings is None:
+            return ""
+        link = f"{edge_oidc.START_PATH}?next={quote(target, safe='/')}"
+        name = html.escape(str(settings.get("provider_name") or ""))
+        return SSO_BUTTON.format(link=html.escape(link, quote=True), name=name)
+
+    def _sso_failed(self, error: Any) -> Response:
+        """The login page with what went wrong, after a line in the sign-in log."""
+        assert self.team is not None
+        self.team._log(error.name, error.event, self._address())
+        print(f"edge: {error.event} from {self._address()}: {error.message}", file=sys.stderr)
+        status = {"sso-provider": 502, "sso-refused": 403}.get(error.event, 400)
+        return self._page(status, error.message, "/")
+
+    def oidc_start(self) -> Response:
+        """Off to the provider, with a cookie that ties the sign-in to this browser."""
+        assert self.team is not None
+        query = parse_qs(urlsplit(self.request.target).query)
+        target = safe_next((query.get("next") or ["/"])[0])
+        host = self._host()
+        if not _HOST.fullmatch(host):
+            return self._page(400, "This address cannot sign in with single sign-on.", target)
+        scheme = "https" if self._https() else "http"
+        browser = secrets.token_urlsafe(32)
+        try:
+            location = self.team.sso.begin(
+                f"{scheme}://{host}{edge_oidc.CALLBACK_PATH}", target, browser
+            )
+        except edge_oidc.SsoError as error:
+            return self._sso_failed(error)
+        cookie = self._set_cookie(
+            "oidc", browser, edge_oidc.PENDING_SECONDS, edge_oidc.CALLBACK_PATH
+        )
+        return Response(303, headers=[("Location", location), cookie])
+
+    def oidc_callback(self) -> Response:
+        """Back from the provider: a session for the person it signed in, when allowed."""
+        assert self.team is not None
+        query = urlsplit(self.request.target).query
+        address = self._address()
+        try:
+            name, target = self.team.sso.finish(query, self._cookie("oidc"), address)
+        except edge_oidc.SsoError as error:
+            return self._sso_failed(error)
+        person = self.team.people.get(name)
+        agent = self.request.header("user-agent")
+        made = self.guard.sign_in(person.generation, name, address, agent) if person else None
+        if made is None:
+            return self._sso_failed(edge_oidc.SsoError("You cannot sign in now.", name=name))
+        session, device = made
+        assert person is not None
+        headers = [
+            ("Location", self._landing(name, person.generation, target)),
+            self._set_cookie("session", session, self.guard.session_seconds),
+            self._set_cookie("device", device, DEVICE_SECONDS, f"{PREFIX}/", "Strict"),
+            self._set_cookie("oidc", "", 0, edge_oidc.CALLBACK_PATH),
         ]
         return Response(303, headers=headers)
 
@@ -2484,6 +2573,11 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         return {"ok": True, "people": [person.public() for person in people.everyone()]}
     if op == "log":
         return {"ok": True, "log": people.log_lines(_optional_name(request), _limit(request))}
+    if isinstance(op, str) and op.startswith("oidc-"):
+        try:
+            return dict(edge_oidc.apply_admin(people, request, _admin_log(people, now)))
+        except edge_oidc.SettingsError as exc:
+            raise AdminError(str(exc)) from None
     if op not in ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS):
         raise AdminError(f"unknown op: {op!r}"[:200])
     name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
@@ -2525,8 +2619,13 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         people.change(name, "internal_password = ?", internal)
     else:
         people.remove(name)
+        edge_oidc.forget(people, name)
     people.log(now, name, op, "admin")
     return {"ok": True, "name": name}
+
+
+def _admin_log(people: People, now: float) -> Callable[[str, str, str], None]:
+    return lambda name, event, address: people.log(now, name, event, address)
 
 
 def admin_main(arguments: Sequence[str]) -> int:
