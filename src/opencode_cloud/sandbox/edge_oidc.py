@@ -33,6 +33,7 @@ import ipaddress
 import json
 import re
 import secrets
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -592,7 +593,10 @@ class Sso:
         if len(token) > MAX_ID_TOKEN:
             raise SsoError("The provider's ID token is too large.", "sso-bad-token")
         claims = verify_id_token(token, self.provider, document, settings, nonce, self.clock())
-        return self._person(settings, claims, address), target
+        try:
+            return self._person(settings, claims, address), target
+        except sqlite3.IntegrityError:  # the same first sign-in twice at once: one made it
+            raise SsoError("Please sign in again.", "sso-refused") from None
 
     def _person(self, settings: dict[str, Any], claims: dict[str, Any], address: str) -> str:
         """The person these claims are, linked or linked now, or made; SsoError when they
