@@ -36,9 +36,7 @@ import secrets
 import sqlite3
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from base64 import b64encode
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -117,10 +115,10 @@ def _digest(text: str) -> str:
 # -- settings -----------------------------------------------------------------------------
 
 
-def _text(value: Any, key: str, limit: int, *, empty: bool = False) -> str:
+def _text(value: Any, key: str, limit: int) -> str:
     if not isinstance(value, str) or not _PRINTABLE.fullmatch(value) or len(value) > limit:
         raise SettingsError(f"{key}: not printable text of up to {limit} characters")
-    if not value and not empty:
+    if not value:
         raise SettingsError(f"{key}: empty")
     return value
 
@@ -166,7 +164,7 @@ def check_issuer(url: str, allow_http: bool) -> None:
 def clean_settings(request: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The settings of an `oidc-set` request, checked, and the client secret."""
     allow_http = _flag(request.get("allow_http", False), "allow_http")
-    issuer = _text(request.get("issuer"), "issuer", 512).rstrip("/")
+    issuer = _text(request.get("issuer"), "issuer", 512)  # exactly as the tokens name it
     check_issuer(issuer, allow_http)
     settings = {
         "issuer": issuer,
@@ -277,10 +275,13 @@ class Provider:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._discovery: dict[str, tuple[float, dict[str, Any]]] = {}
+        # (issuer, allow_http) -> (when, document): a change of either fetches it anew
+        self._discovery: dict[tuple[str, bool], tuple[float, dict[str, Any]]] = {}
         self._keys: dict[str, tuple[float, dict[str, Any]]] = {}  # jwks_uri -> (when, jwks)
 
     def _get(self, url: str, allow_http: bool) -> dict[str, Any]:
+        import urllib.request
+
         check_issuer(url, allow_http)
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
         return _exchange(request)
@@ -288,10 +289,10 @@ class Provider:
     def discovery(self, issuer: str, allow_http: bool) -> dict[str, Any]:
         now = self.clock()
         with self._lock:
-            known = self._discovery.get(issuer)
+            known = self._discovery.get((issuer, allow_http))
         if known and now - known[0] < CACHE_SECONDS:
             return known[1]
-        document = self._get(issuer + "/.well-known/openid-configuration", allow_http)
+        document = self._get(issuer.rstrip("/") + "/.well-known/openid-configuration", allow_http)
         if document.get("issuer") != issuer:
             raise SsoError("The provider's discovery names another issuer.", "sso-provider")
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
@@ -303,7 +304,7 @@ class Provider:
             except SettingsError:
                 raise SsoError(f"The provider's {key} is not allowed.", "sso-provider") from None
         with self._lock:
-            self._discovery[issuer] = (now, document)
+            self._discovery[issuer, allow_http] = (now, document)
         return document
 
     def keys(self, jwks_uri: str, allow_http: bool, *, refresh: bool = False) -> dict[str, Any]:
@@ -328,6 +329,8 @@ class Provider:
 
     def token(self, endpoint: str, form: dict[str, str], client: tuple[str, str]) -> dict[str, Any]:
         """The token endpoint's answer to the code (client_secret_basic)."""
+        import urllib.request
+
         quoted = [urllib.parse.quote(part, safe="") for part in client]
         basic = b64encode(":".join(quoted).encode()).decode()
         request = urllib.request.Request(
@@ -345,7 +348,11 @@ class Provider:
 
 def _exchange(request: urllib.request.Request) -> dict[str, Any]:
     """One request to the provider; its JSON object. No proxy of the environment, no
-    redirect followed, at most `MAX_RESPONSE` bytes, `HTTP_TIMEOUT` seconds each."""
+    redirect followed, at most `MAX_RESPONSE` bytes, `HTTP_TIMEOUT` seconds each.
+    (urllib.request, and ssl with it, is loaded at the first sign-in: the login service of
+    a single-user container never needs it.)"""
+    import urllib.error
+    import urllib.request
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:

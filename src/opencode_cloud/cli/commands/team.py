@@ -210,7 +210,7 @@ def sso_set(
     from opencode_cloud.team import sso
 
     settings = sso.SsoSettings(
-        issuer=issuer.rstrip("/"),
+        issuer=issuer,
         client_id=client_id,
         provider_name=provider_name,
         allowed_emails=list(emails),
