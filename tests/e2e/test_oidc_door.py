@@ -167,7 +167,12 @@ def test_a_replayed_or_unknown_state_at_the_door_gets_a_page_and_a_log_line(
     query = urllib.parse.urlencode({"code": "x", "state": secrets.token_urlsafe(32)})
     unknown = client.open(f"{team.callback}?{query}")
     assert unknown.status == 400
-    assert [line["event"] for line in team.log()][-2:] == ["sso-bad-state", "sso-bad-state"]
+    malformed = client.open(f"{team.callback}?state=x&state=y&code=%ff")
+    assert malformed.status == 400 and "Sign in" in malformed.body
+    oversized = client.open(f"{team.callback}?state={'A' * 43}&code={'c' * 8000}")
+    assert oversized.status == 400
+    events = [line["event"] for line in team.log()][-4:]
+    assert events == ["sso-bad-state", "sso-bad-state", "sso-bad-callback", "sso-bad-state"]
     assert team.people() == people
 
 
