@@ -75,6 +75,20 @@ def test_a_malformed_or_unknown_callback_gets_the_page_a_log_line_and_changes_no
     assert state(team) == before
 
 
+def test_failed_callbacks_count_as_failed_sign_ins_and_lock_the_address(team: Team) -> None:
+    path = f"{edge_oidc.CALLBACK_PATH}?state={S}&code=x"
+    for _ in range(edge.MAX_FAILURES):
+        assert team.send(raw("GET", path)).status == 400
+    logged = len(team.admin_people.events())
+    locked = team.send(raw("GET", path))
+    assert locked.status == 429 and locked.all("retry-after")
+    assert len(team.admin_people.events()) == logged  # no line pushed out by a locked one
+    assert team.login("alice", ALICE_PASSWORD).status == 429  # as after wrong passwords
+    assert team.send(raw("GET", path, address="198.51.100.7")).status == 400  # another address
+    team.clock.now += edge.WINDOW
+    assert team.send(raw("GET", path)).status == 400
+
+
 def test_a_callback_without_single_sign_on_set_up_changes_nothing(team: Team) -> None:
     team.admin(op="oidc-off")
     before = state(team)

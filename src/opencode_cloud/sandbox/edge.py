@@ -2132,11 +2132,26 @@ class Handler:
         name = html.escape(str(settings.get("provider_name") or ""))
         return SSO_BUTTON.format(link=html.escape(link, quote=True), name=name)
 
+    def _sso_limits(self) -> list[tuple[str, int]]:
+        """A failed single sign-on counts in the buckets of a wrong password from this
+        address: nobody pushes the log's lines out with failures for free."""
+        return self.guard._limits(self._address(), None)
+
+    def _sso_locked(self) -> Response | None:
+        wait = self.guard.limiter.wait(self._sso_limits())
+        if not wait:
+            return None
+        message = f"Too many failed sign-ins. Try again in {wait} seconds."
+        return self._page(429, message, "/", headers=[("Retry-After", str(wait))])
+
     def _sso_failed(self, error: Any) -> Response:
         """The login page with what went wrong, after a line in the sign-in log."""
         assert self.team is not None
-        self.team._log(error.name, error.event, self._address())
-        print(f"edge: {error.event} from {self._address()}: {error.message}", file=sys.stderr)
+        limits = self._sso_limits()
+        if self.guard.limiter.reserve(limits) == 0:
+            self.guard.limiter.settle([key for key, _ in limits], failed=True)
+            self.team._log(error.name, error.event, self._address())
+            print(f"edge: {error.event} from {self._address()}: {error.message}", file=sys.stderr)
         status = {"sso-provider": 502, "sso-refused": 403}.get(error.event, 400)
         return self._page(status, error.message, "/")
 
@@ -2166,6 +2181,9 @@ class Handler:
         assert self.team is not None
         query = urlsplit(self.request.target).query
         address = self._address()
+        locked = self._sso_locked()
+        if locked is not None:
+            return locked
         try:
             name, target = self.team.sso.finish(query, self._cookie("oidc"), address)
         except edge_oidc.SsoError as error:
