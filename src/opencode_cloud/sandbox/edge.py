@@ -103,10 +103,12 @@ health check is sent to `/__occ/starting` after signing in, a page that polls
 each way) to start it. With `OCC_EDGE_IDLE_STOP` > 0, instances seen in use whose person
 has not been seen for that many seconds are asked to stop (a long-lived request, such as
 an event stream, counts when it began only). `edge.py admin FILE` applies one request
-of the admin tool to the database (`apply_admin`).
+of the admin tool to the database (`apply_admin`). Single sign-on with OpenID Connect
+(`/__occ/oidc/start` and `/__occ/oidc/callback`, a button on the sign-in page) is
+edge_oidc.py's; a refused one counts as a failed sign-in from its address.
 
-The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
-and Debian's `python3-bcrypt`.
+The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library,
+Debian's `python3-bcrypt` and (for single sign-on) `python3-authlib`.
 """
 
 from __future__ import annotations
