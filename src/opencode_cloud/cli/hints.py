@@ -80,6 +80,8 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return f"`{occ} user list` shows the people of the team."
         case team.PersonExists():
             return f"`{occ} user list` shows them; `{occ} user passwd NAME` gives a new password."
+        case team.SsoSettingsError():
+            return f"`{occ} team sso set --help` shows every setting; nothing was changed."
         case team.DoorRefused():
             return f"A front door of an earlier release is made again by `{occ} start`."
         case team.TeamUpdateFailed(person=person):

@@ -73,6 +73,7 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("edge_second.py", 0o644),
     ("edge_totp.py", 0o644),
     ("edge_passkeys.py", 0o644),
+    ("edge_oidc.py", 0o644),
     ("supervise.py", 0o644),
     ("starter.py", 0o644),
     ("fetch_opencode.py", 0o644),

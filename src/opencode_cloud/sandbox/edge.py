@@ -105,10 +105,13 @@ has not been seen for that many seconds are asked to stop (a long-lived request,
 an event stream, counts when it began only). `edge.py admin FILE` applies one request
 of the admin tool to the database (`apply_admin`). A person with a second factor (TOTP,
 `edge_totp.py`) gets no session from their password alone but a pending sign-in and the
-page `/__occ/second` (`edge_second.py`); their Basic credentials are refused.
+page `/__occ/second` (`edge_second.py`); their Basic credentials are refused. Passkeys
+(`edge_passkeys.py`) sign people in without a password. Single sign-on with OpenID Connect
+(`/__occ/oidc/start` and `/__occ/oidc/callback`, a button on the sign-in page) is
+edge_oidc.py's; a refused one counts as a failed sign-in from its address.
 
 The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
-and Debian's `python3-bcrypt`.
+and Debian's `python3-bcrypt`, `python3-pyotp`, `python3-fido2` and `python3-authlib`.
 """
 
 from __future__ import annotations
@@ -144,6 +147,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 # for a module of the standard library.
 sys.path.append(str(Path(__file__).resolve().parent))
 
+import edge_oidc  # type: ignore[import-not-found]
 import edge_second  # type: ignore[import-not-found]  # team mode's second step
 import edge_totp  # type: ignore[import-not-found]
 
@@ -1198,6 +1202,7 @@ class TeamGuard(Guard):
         )
         # The people's passkeys, and their challenges under way.
         self.passkeys = _passkeys().Passkeys(people.path, self.clock)
+        self.sso = edge_oidc.Sso(people, self._log)
 
     # -- credentials by name ------------------------------------------------------------
 
@@ -1209,7 +1214,8 @@ class TeamGuard(Guard):
         same cost and no generation: their attempt is checked (and counted) just like a
         wrong password, so that names are not told apart by the time an answer takes."""
         person = self.people.get(username) if PERSON_NAME.fullmatch(username) else None
-        if person is not None and not person.disabled:
+        # A person made by single sign-on has no password: checked like a wrong one.
+        if person is not None and not person.disabled and _BCRYPT_HASH.fullmatch(person.hash):
             return person.hash.encode(), person.generation
         model = person.hash if person is not None else self.people.some_hash()
         cost = int(model[4:6]) if model and _BCRYPT_HASH.fullmatch(model) else 0
@@ -1711,6 +1717,7 @@ label{display:block;margin:.8rem 0 .2rem}
 input{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem}
 button{margin-top:1.2rem;width:100%;padding:.6rem;font-size:1rem}
 .msg{color:#f88}
+a.sso{display:block;text-align:center;padding:.6rem;background:#2a2a2a;color:#eee}
 </style>"""
 
 PAGE = """<!doctype html>
@@ -1721,6 +1728,7 @@ PAGE = """<!doctype html>
 <form method="post" action="{action}">
 <h1>opencode</h1>
 {message}
+{sso}
 <input type="hidden" name="next" value="{next}">
 <input type="hidden" name="csrf" value="{csrf}">
 <label for="{field}">{label}</label>
@@ -1779,6 +1787,12 @@ STARTING_PAGE = """<!doctype html>
 </body></html>
 """
 
+# Team mode with single sign-on: a link above the password form; `sso_only` leaves the
+# form out (from the first field to the end of the form).
+SSO_BUTTON = '<p><a class="sso" href="{link}">Sign in with {name}</a></p>'
+SSO_ONLY = re.compile(r'<input type="hidden" name="next".*</form>', re.DOTALL)
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+
 LOGOUT_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -1815,6 +1829,8 @@ class Handler:
             routes[READY_PATH] = {"GET": self.ready}
             routes[SECOND_PATH] = {"GET": self.second_page, "POST": self.second}
             routes.update(_passkeys().routes(self, sys.modules[__name__]))
+            routes[edge_oidc.START_PATH] = {"GET": self.oidc_start}
+            routes[edge_oidc.CALLBACK_PATH] = {"GET": self.oidc_callback}
         methods = routes.get(self.request.path)
         if methods is None:
             return self._json(404, "not found")
@@ -1995,7 +2011,10 @@ class Handler:
             label="Name" if self.team is not None else "User name",
             username=html.escape(username, quote=True),
             passkey=_passkeys().login_block() if self.team is not None else "",
+            sso=self._sso_block(target),
         )
+        if self._sso_only():
+            text = SSO_ONLY.sub("</form>", text)
         headers = list(headers or [])
         if self.team is not None:  # the passkey button's script
             headers.append(("Content-Security-Policy", _passkeys().POLICY))
@@ -2109,6 +2128,8 @@ class Handler:
             username = form.get("username", "")
         password = form.get("password", "")
         target = safe_next(form.get("next"))
+        if self._sso_only():
+            return self._page(403, "Sign in with single sign-on.", target)
         if self._origin() == "foreign" or not self._csrf_ok(form):
             # Another site's form, or a page too old: nothing is checked or counted.
             message = "This form was out of date. Please sign in again."
@@ -2158,6 +2179,94 @@ class Handler:
         headers = [
             ("Location", f"{LOGIN_PATH}?signed_out=1"),
             self._set_cookie("session", "", 0),
+        ]
+        return Response(303, headers=headers)
+
+    # -- single sign-on (edge_oidc.py) ----------------------------------------------------
+
+    def _sso_settings(self) -> dict[str, Any] | None:
+        return self.team.sso.settings() if self.team is not None else None
+
+    def _sso_only(self) -> bool:
+        settings = self._sso_settings()
+        return bool(settings and settings.get("sso_only"))
+
+    def _sso_block(self, target: str) -> str:
+        settings = self._sso_settings()
+        if settings is None:
+            return ""
+        link = f"{edge_oidc.START_PATH}?next={quote(target, safe='/')}"
+        name = html.escape(str(settings.get("provider_name") or ""))
+        return SSO_BUTTON.format(link=html.escape(link, quote=True), name=name)
+
+    def _sso_limits(self) -> list[tuple[str, int]]:
+        """A failed single sign-on counts in the buckets of a wrong password from this
+        address: nobody pushes the log's lines out with failures for free."""
+        return self.guard._limits(self._address(), None)
+
+    def _sso_locked(self) -> Response | None:
+        wait = self.guard.limiter.wait(self._sso_limits())
+        if not wait:
+            return None
+        message = f"Too many failed sign-ins. Try again in {wait} seconds."
+        return self._page(429, message, "/", headers=[("Retry-After", str(wait))])
+
+    def _sso_failed(self, error: Any) -> Response:
+        """The login page with what went wrong, after a line in the sign-in log."""
+        assert self.team is not None
+        limits = self._sso_limits()
+        if self.guard.limiter.reserve(limits) == 0:
+            self.guard.limiter.settle([key for key, _ in limits], failed=True)
+            self.team._log(error.name, error.event, self._address())
+            print(f"edge: {error.event} from {self._address()}: {error.message}", file=sys.stderr)
+        status = {"sso-provider": 502, "sso-refused": 403}.get(error.event, 400)
+        return self._page(status, error.message, "/")
+
+    def oidc_start(self) -> Response:
+        """Off to the provider, with a cookie that ties the sign-in to this browser."""
+        assert self.team is not None
+        query = parse_qs(urlsplit(self.request.target).query)
+        target = safe_next((query.get("next") or ["/"])[0])
+        host = self._host()
+        if not _HOST.fullmatch(host):
+            return self._page(400, "This address cannot sign in with single sign-on.", target)
+        scheme = "https" if self._https() else "http"
+        browser = secrets.token_urlsafe(32)
+        try:
+            location = self.team.sso.begin(
+                f"{scheme}://{host}{edge_oidc.CALLBACK_PATH}", target, browser
+            )
+        except edge_oidc.SsoError as error:
+            return self._sso_failed(error)
+        cookie = self._set_cookie(
+            "oidc", browser, edge_oidc.PENDING_SECONDS, edge_oidc.CALLBACK_PATH
+        )
+        return Response(303, headers=[("Location", location), cookie])
+
+    def oidc_callback(self) -> Response:
+        """Back from the provider: a session for the person it signed in, when allowed."""
+        assert self.team is not None
+        query = urlsplit(self.request.target).query
+        address = self._address()
+        locked = self._sso_locked()
+        if locked is not None:
+            return locked
+        try:
+            name, target = self.team.sso.finish(query, self._cookie("oidc"), address)
+        except edge_oidc.SsoError as error:
+            return self._sso_failed(error)
+        person = self.team.people.get(name)
+        agent = self.request.header("user-agent")
+        made = self.guard.sign_in(person.generation, name, address, agent) if person else None
+        if made is None:
+            return self._sso_failed(edge_oidc.SsoError("You cannot sign in now.", name=name))
+        session, device = made
+        assert person is not None
+        headers = [
+            ("Location", self._landing(name, person.generation, target)),
+            self._set_cookie("session", session, self.guard.session_seconds),
+            self._set_cookie("device", device, DEVICE_SECONDS, f"{PREFIX}/", "Strict"),
+            self._set_cookie("oidc", "", 0, edge_oidc.CALLBACK_PATH),
         ]
         return Response(303, headers=headers)
 
@@ -2677,6 +2786,11 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         return {"ok": True, "people": listed}
     if op == "log":
         return {"ok": True, "log": people.log_lines(_optional_name(request), _limit(request))}
+    if isinstance(op, str) and op.startswith("oidc-"):
+        try:
+            return dict(edge_oidc.apply_admin(people, request, _admin_log(people, now)))
+        except edge_oidc.SettingsError as exc:
+            raise AdminError(str(exc)) from None
     if op in ("passkeys", "passkey-reset", "passkey-host"):
         return _passkey_admin(people, op, request, now)
     known = ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS)
@@ -2724,6 +2838,7 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
     else:
         people.remove(name)
         _forget_passkeys(people, name)
+        edge_oidc.forget(people, name)
     people.log(now, name, op, "admin")
     return {"ok": True, "name": name}
 
@@ -2758,6 +2873,10 @@ def _forget_passkeys(people: People, name: str) -> None:
         store.reset(name)
     finally:
         store.close()
+
+
+def _admin_log(people: People, now: float) -> Callable[[str, str, str], None]:
+    return lambda name, event, address: people.log(now, name, event, address)
 
 
 def admin_main(arguments: Sequence[str]) -> int:

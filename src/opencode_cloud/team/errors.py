@@ -63,3 +63,7 @@ class TeamUpdateFailed(TeamError):
         self.person = person
         self.updated = updated
         self.left = left
+
+
+class SsoSettingsError(TeamError):
+    """Settings of single sign-on refused before anything was sent to the door."""

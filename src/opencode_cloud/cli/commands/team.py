@@ -1,4 +1,4 @@
-"""`occ team enable|disable|status|log` and
+"""`occ team enable|disable|status|log`, `occ team sso set|show|off|sync` and
 `occ user add|list|passwd|totp|sessions|disable|enable|remove|passkey`."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -162,6 +163,128 @@ def people_lines(people: list[Person]) -> list[str]:
         role = "admin" if p.admin else ""
         rows.append((p.name, state, role, second, seen, format_bytes(p.disk_bytes), memory))
     return format_table(rows)
+
+
+# -- occ team sso ---------------------------------------------------------------------------
+
+
+@team_group.group("sso", cls=OrderedGroup, no_args_is_help=True)
+def sso_group() -> None:
+    """Single sign-on with OpenID Connect: people sign in at your identity provider."""
+
+
+@sso_group.command("set")
+@click.option("--issuer", required=True, help="The provider's issuer URL (https://...).")
+@click.option("--client-id", required=True, help="The client ID the provider gave this door.")
+@click.option(
+    "--client-secret-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file holding the client secret on one line (never on the command line).",
+)
+@click.option("--name", "provider_name", default="single sign-on", show_default=True,
+              help='The provider\'s name on the button: "Sign in with NAME".')  # fmt: skip
+@click.option("--allow-email", "emails", multiple=True, help="Allow this email (repeatable).")
+@click.option("--allow-domain", "domains", multiple=True, help="Allow emails of this domain.")
+@click.option("--allow-group", "groups", multiple=True, help="Allow members of this group.")
+@click.option("--create-people", is_flag=True, help="Make a person at their first sign-in.")
+@click.option("--sso-only", is_flag=True, help="Hide the password form; refuse passwords there.")
+@click.option(
+    "--allow-http", is_flag=True, help="Allow an http:// issuer on a loopback or private address."
+)
+@click.pass_obj
+def sso_set(
+    app_ctx: AppContext,
+    issuer: str,
+    client_id: str,
+    client_secret_file: Path,
+    provider_name: str,
+    emails: tuple[str, ...],
+    domains: tuple[str, ...],
+    groups: tuple[str, ...],
+    create_people: bool,
+    sso_only: bool,
+    allow_http: bool,
+) -> None:
+    """Turn single sign-on on, or change its settings (each call replaces them all)."""
+    from opencode_cloud.team import sso
+
+    settings = sso.SsoSettings(
+        issuer=issuer,
+        client_id=client_id,
+        provider_name=provider_name,
+        allowed_emails=list(emails),
+        allowed_domains=list(domains),
+        allowed_groups=list(groups),
+        create_people=create_people,
+        sso_only=sso_only,
+        allow_http=allow_http,
+    )
+    settings.check()
+    secret = sso.read_secret(client_secret_file)
+    with app_ctx.changing("team sso set"):
+        team = app_ctx.team()
+        kept = sso.set_up(team, settings, secret)
+    callback = sso.redirect_uri(team)
+    app_ctx.out.result(
+        {"settings": kept, "redirect_uri": callback},
+        lambda: [
+            f"Single sign-on with {kept.get('issuer')} is on.",
+            f"  Register this redirect URI at the provider: {callback}",
+        ],
+    )
+
+
+@sso_group.command("show")
+@click.pass_obj
+def sso_show(app_ctx: AppContext) -> None:
+    """The settings of single sign-on (never the secret) and who is linked to the provider."""
+    from opencode_cloud.team import sso
+
+    team = app_ctx.team()
+    shown = {**sso.show(team), "redirect_uri": sso.redirect_uri(team)}
+    app_ctx.out.result(shown, lambda: sso_lines(shown))
+
+
+def sso_lines(shown: dict[str, object]) -> list[str]:
+    settings = shown.get("settings")
+    if not isinstance(settings, dict):
+        return ["Single sign-on is off."]
+    lines = [f"{key}: {value}" for key, value in settings.items()]
+    lines.append(f"redirect URI: {shown['redirect_uri']}")
+    links = shown.get("links")
+    linked = (
+        [str(link["name"]) for link in links if isinstance(link, dict)]
+        if isinstance(links, list)
+        else []
+    )
+    lines.append(f"linked: {', '.join(linked) if linked else 'nobody yet'}")
+    return lines
+
+
+@sso_group.command("off")
+@click.pass_obj
+def sso_off(app_ctx: AppContext) -> None:
+    """Turn single sign-on off (people keep their links, for when it is on again)."""
+    from opencode_cloud.team import sso
+
+    with app_ctx.changing("team sso off"):
+        sso.turn_off(app_ctx.team())
+    app_ctx.out.result({"sso": False}, lambda: ["Single sign-on is off."])
+
+
+@sso_group.command("sync")
+@click.pass_obj
+def sso_sync(app_ctx: AppContext) -> None:
+    """Make the opencode of everyone single sign-on added at their first sign-in."""
+    from opencode_cloud.team import sso
+
+    with app_ctx.changing("team sso sync"):
+        made = sso.sync(app_ctx.team())
+    app_ctx.out.result(
+        {"made": made},
+        lambda: [f"Made the opencode of {', '.join(made)}." if made else "Everyone has theirs."],
+    )
 
 
 # -- occ user -------------------------------------------------------------------------------
