@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from unit.test_edge import edge, raw
+from unit.test_edge import TOKEN, edge, raw
+from unit.test_edge_passkeys import post
 from unit.test_edge_team import ALICE_PASSWORD, Team
 
 edge_oidc = edge.edge_oidc
@@ -93,7 +94,7 @@ def test_a_callback_without_single_sign_on_set_up_changes_nothing(team: Team) ->
     team.admin(op="oidc-off")
     before = state(team)
     answer = team.send(raw("GET", f"{edge_oidc.CALLBACK_PATH}?state={S}&code=x"))
-    assert answer.status == 400 and b"Sign in with" not in answer.body
+    assert answer.status == 400 and edge.SSO_BUTTON.split("{")[0].encode() not in answer.body
     assert state(team) == before
 
 
@@ -139,6 +140,10 @@ def test_the_sign_in_page_has_the_button_and_sso_only_leaves_the_form_out(team: 
     assert b'name="password"' not in page.body and b"</form>" in page.body
     assert team.login("alice", ALICE_PASSWORD).status == 403  # no session for a password
     assert team.admin_people._all("SELECT token FROM sessions") == []
+    # Nor for a passkey: the identity provider is the one way in for browsers.
+    assert b"passkey-sign-in" not in page.body
+    begun = post(team, "/__occ/passkey/begin", {"csrf": TOKEN})
+    assert begun.status == 403 and b"single sign-on only" in begun.body
 
 
 def test_a_person_without_a_password_is_checked_like_a_wrong_password(team: Team) -> None:

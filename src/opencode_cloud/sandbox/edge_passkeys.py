@@ -783,6 +783,8 @@ def _add(h: Any, edge: Any, body: dict[str, Any]) -> Any:
 
 
 def _begin(h: Any, edge: Any, body: dict[str, Any]) -> Any:
+    if h._sso_only():  # the identity provider is the one way in for browsers
+        raise _Refused(403, "This team signs in with single sign-on only.")
     options, challenge = begin_assertion(_store(h), _rp_id(h), h.team.clock())
     return _hold(h, challenge, options, edge)
 
