@@ -3,8 +3,7 @@ starter, a real opencode per person) against a real OpenID Connect provider
 (oidc-provider under node, oidc_helpers.py) on the address of the door's network gateway,
 which both Chromium on this machine and the door reach.
 
-One team serves the module, on an image of its own tag (built from this checkout, removed
-at the end), so the session's shared sandbox image is never rebuilt here.
+One team serves the module, on the suite's sandbox image (`sandbox_image`).
 """
 
 from __future__ import annotations
@@ -20,13 +19,11 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import BASE_IMAGE, REPO, host_ca_files
 from occ_helpers import docker, free_port, remove_everything_of, run
 from oidc_helpers import CLIENT_ID, Browser, OidcProvider
 
 pytestmark = pytest.mark.e2e
 
-IMAGE = "opencode-cloud-sandbox:e2e-oidc"
 START_PATH = "/__occ/oidc/start"
 CALLBACK_PATH = "/__occ/oidc/callback"
 
@@ -54,21 +51,7 @@ class SsoTeam:
 
 
 @pytest.fixture(scope="module")
-def oidc_image(docker_client: Any) -> Iterator[str]:
-    import subprocess
-
-    from opencode_cloud.cli.progress import PlainProgress
-    from opencode_cloud.docker.image import build_image, image_exists
-
-    if not image_exists(docker_client, BASE_IMAGE):
-        subprocess.run(["bash", str(REPO / "scripts" / "base-image.sh"), BASE_IMAGE], check=True)
-    build_image(docker_client, tag=IMAGE, ca_files=host_ca_files(), reporter=PlainProgress())
-    yield IMAGE
-    docker("rmi", IMAGE)
-
-
-@pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory, oidc_image: str) -> Iterator[SsoTeam]:
+def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[SsoTeam]:
     instance = f"e2e-oidc-{secrets.token_hex(3)}"
     folder = tmp_path_factory.mktemp("oidc-door")
     env = {
@@ -81,7 +64,6 @@ def team(tmp_path_factory: pytest.TempPathFactory, oidc_image: str) -> Iterator[
     provider: OidcProvider | None = None
     try:
         run(env, "config", "set", "port", str(free_port()))
-        run(env, "config", "set", "image", oidc_image)
         run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
         run(env, "start")
         url = json.loads(run(env, "--json", "team", "enable", "--name", "ada").stdout)["url"]
