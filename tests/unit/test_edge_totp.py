@@ -190,6 +190,45 @@ def test_wrong_codes_count_in_the_guessing_limits_like_wrong_passwords(team: Tot
     assert team.prove(pending, team.code(secret)).status == 303
 
 
+def test_wrong_codes_for_a_person_are_bounded_however_slowly_they_come(team: TotpTeam) -> None:
+    # The guessing limits forget a failure after a minute: a guesser who knows the
+    # password and waits between tries would get ten codes a minute, for ever (a
+    # six-digit code falls to that in weeks). Past `MAX_GUESSES` wrong codes in a row,
+    # codes are refused until a recovery code or a new key.
+    enrolled = team.enrol()
+    secret = secret_of(enrolled)
+    wrong = 0
+    while wrong < edge.edge_second.MAX_GUESSES:
+        pending = team.pending()
+        for _ in range(5):
+            guess = f"{(int(team.code(secret)) + 1) % 1_000_000:06d}"
+            assert team.prove(pending, guess).status == 401
+            wrong += 1
+        team.clock.now += 31  # past the limits' window every other sign-in
+    team.clock.now += 61
+    refused = team.prove(team.pending(), team.code(secret))
+    assert refused.status == 401
+    assert b"recovery code" in refused.body
+    assert ("alice", "totp-blocked") in team.log()
+    # A recovery code signs her in and lets codes count again.
+    assert team.prove(team.pending(), codes_of(enrolled)[0], "recovery").status == 303
+    team.clock.now += 30
+    assert team.prove(team.pending(), team.code(secret)).status == 303
+
+
+def test_a_new_key_lets_codes_count_again(team: TotpTeam) -> None:
+    team.enrol()
+    pending = ""
+    for wrong in range(edge.edge_second.MAX_GUESSES):
+        if wrong % 5 == 0:
+            team.clock.now += 31
+            pending = team.pending()
+        assert team.prove(pending, "000000").status == 401
+    team.clock.now += 61
+    secret = secret_of(team.enrol())
+    assert team.prove(team.pending(), team.code(secret)).status == 303
+
+
 def test_a_recovery_code_works_once(team: TotpTeam) -> None:
     enrolled = team.enrol()
     codes = codes_of(enrolled)
@@ -265,10 +304,11 @@ def test_the_uri_holds_the_seed_for_an_authenticator_app(team: TotpTeam) -> None
 
 def test_removing_a_person_removes_their_seed_and_codes(team: TotpTeam) -> None:
     team.enrol()
+    team.prove(team.pending(), "000000")  # a wrong code counted, a pending sign-in kept
     team.admin(op="remove", name="alice")
     db = sqlite3.connect(team.db_path)
     try:
-        for table in ("totp", "recovery_codes", "second_pending"):
+        for table in ("totp", "recovery_codes", "second_pending", "second_guesses"):
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
     finally:
         db.close()
@@ -422,6 +462,6 @@ def test_a_database_of_an_older_edge_gains_the_tables_of_the_second_step(
     people = edge.People(path)
     try:
         tables = {row[0] for row in people._all("SELECT name FROM sqlite_master")}
-        assert {"totp", "recovery_codes", "second_pending"} <= tables
+        assert {"totp", "recovery_codes", "second_pending", "second_guesses"} <= tables
     finally:
         people.close()

@@ -182,6 +182,7 @@ STARTING_PATH = f"{PREFIX}/starting"  # team mode's
 READY_PATH = f"{PREFIX}/ready"  # team mode's
 SECOND_PATH = edge_second.SECOND_PATH  # team mode's second step
 SECOND_EXPIRED = "This sign-in has expired. Please sign in again."
+SECOND_BLOCKED = "Too many wrong codes: use a recovery code, or ask your administrator."
 MAX_BODY = 16 * 1024
 MAX_HEAD = 64 * 1024  # request line and headers (browsers' cookies add up)
 MAX_HEADERS = 200
@@ -2350,6 +2351,9 @@ class Handler:
             team._log("", "second-step-refused", address)
             return self._second_again(401, SECOND_EXPIRED, target)
         verdict, name, generation, factor = result
+        if verdict == "blocked":
+            team._log(name, f"{factor}-blocked", address)
+            return self._second_form(401, SECOND_BLOCKED, factors, target)
         if verdict != "ok":
             team._log(name, f"failed-{factor or 'second-step'}", address)
             if verdict == "void":

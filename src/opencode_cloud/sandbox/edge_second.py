@@ -10,9 +10,14 @@ a right one ends the pending sign-in and makes the session. A wrong one counts i
 guessing limits like a wrong password (the edge's `Guard.attempt_step`), and after
 `MAX_PENDING_FAILURES` of them the pending sign-in is void: the password is asked again.
 A new password, disabling or removing the person voids it too (its generation is gone).
+The guessing limits forget a failure after their window, so a factor that can be guessed
+(six digits) also counts the wrong proofs of each person in a row: past `MAX_GUESSES` it
+refuses every proof, the right one too, until another factor (a recovery code) proves
+right or the person is given a new one (`forget_guesses`).
 
 A factor is an object with
 - `key`: the value of the `factor` field its form posts (letters and `-`);
+- `guessable`: whether its proofs are few enough to guess (then bounded by `MAX_GUESSES`);
 - `enrolled(db, name)`: whether `name` has it;
 - `fields()`: the HTML of its form's own fields and button (`page` wraps them in a form
   posting to `SECOND_PATH` with `factor`, `csrf` and `next`);
@@ -43,6 +48,9 @@ MAX_PENDING_FAILURES = 5  # wrong proofs before a pending sign-in is void
 MAX_PENDING_PER_PERSON = 20  # the newest are kept
 MAX_FIELD = 256  # a factor's field longer than this is refused unread
 RECOVERY_CODES = 10
+# Wrong proofs of a guessable factor in a row, per person, before it refuses all: one in
+# about 3,300 to guess a six-digit code (three steps are taken) within them.
+MAX_GUESSES = 100
 _FACTOR_KEY = re.compile(r"[a-z-]{1,32}")
 _RECOVERY = re.compile(r"[a-z2-7]{16}")
 
@@ -55,6 +63,10 @@ CREATE TABLE IF NOT EXISTS second_pending (
     failures INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS second_pending_by_name ON second_pending (name);
+CREATE TABLE IF NOT EXISTS second_guesses (
+    name TEXT PRIMARY KEY,
+    wrong INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS recovery_codes (
     name TEXT NOT NULL,
     digest TEXT NOT NULL,
@@ -69,6 +81,7 @@ def _digest(text: str) -> str:
 
 class Factor(Protocol):
     key: str
+    guessable: bool
 
     def enrolled(self, db: sqlite3.Connection, name: str) -> bool: ...
 
@@ -103,6 +116,7 @@ class RecoveryCode:
     """One of the person's recovery codes, each good once: for a lost phone."""
 
     key = "recovery"
+    guessable = False  # 80 random bits
 
     def enrolled(self, db: sqlite3.Connection, name: str) -> bool:
         return recovery_codes_left(db, name) > 0
@@ -190,10 +204,11 @@ class SecondStep:
 
     def prove(self, token: str, form: dict[str, str]) -> tuple[str, str, str, str] | None:
         """Check the form against the pending sign-in of `token`: None when there is no
-        such live sign-in; else its outcome (`ok`, `wrong`, or `void` when that wrong
-        proof was its last), the person, the generation and the factor's key. A right
-        proof ends the pending sign-in (one session per password typed); a wrong one
-        counts in it."""
+        such live sign-in; else its outcome (`ok`, `wrong`, `blocked` when the factor
+        refuses every proof of this person (`MAX_GUESSES`), or `void` when that wrong
+        proof was the pending sign-in's last), the person, the generation and the
+        factor's key. A right proof ends the pending sign-in (one session per password
+        typed); a wrong one counts in it."""
         key = form.get("factor", "")
         with self._db() as db:
             now = self.clock()
@@ -203,8 +218,12 @@ class SecondStep:
             name, generation = found
             factor = next((f for f in self.factors if f.key == key), None)
             fields_ok = all(len(v) <= MAX_FIELD for v in form.values())
+            guessed = factor is not None and factor.guessable
+            rows = db.execute("SELECT wrong FROM second_guesses WHERE name = ?", (name,))
+            blocked = guessed and (rows.fetchone() or (0,))[0] >= MAX_GUESSES
             ok = (
                 bool(_FACTOR_KEY.fullmatch(key))
+                and not blocked
                 and factor is not None
                 and fields_ok
                 and factor.enrolled(db, name)
@@ -212,8 +231,17 @@ class SecondStep:
             )
             digest = _digest(token)
             if ok:
+                forget_guesses(db, name)
                 db.execute("DELETE FROM second_pending WHERE token = ?", (digest,))
                 return "ok", name, generation, key
+            if blocked:  # no guess: the pending sign-in stays for a recovery code
+                return "blocked", name, generation, key
+            if guessed:
+                db.execute(
+                    "INSERT INTO second_guesses VALUES (?, 1) "
+                    "ON CONFLICT (name) DO UPDATE SET wrong = wrong + 1",
+                    (name,),
+                )
             db.execute(
                 "UPDATE second_pending SET failures = failures + 1 WHERE token = ?", (digest,)
             )
@@ -230,10 +258,16 @@ class SecondStep:
             db.execute("DELETE FROM second_pending WHERE token = ?", (_digest(token),))
 
 
+def forget_guesses(db: sqlite3.Connection, name: str) -> None:
+    """`name`'s wrong proofs in a row: none (a right proof, or a new factor)."""
+    db.execute("DELETE FROM second_guesses WHERE name = ?", (name,))
+
+
 def forget(db: sqlite3.Connection, name: str) -> None:
     """Everything of this module's about `name` (who is removed)."""
     db.execute("DELETE FROM second_pending WHERE name = ?", (name,))
     db.execute("DELETE FROM recovery_codes WHERE name = ?", (name,))
+    forget_guesses(db, name)
 
 
 PAGE = """<!doctype html>

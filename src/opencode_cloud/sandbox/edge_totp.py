@@ -49,6 +49,7 @@ def enrol(db: sqlite3.Connection, name: str, issuer: str, now: float) -> dict[st
     seed = pyotp.random_base32(32)
     db.execute("INSERT OR REPLACE INTO totp VALUES (?, ?, 0, NULL, ?)", (name, seed, int(now)))
     codes = edge_second.new_recovery_codes(db, name)
+    edge_second.forget_guesses(db, name)
     uri = pyotp.TOTP(seed).provisioning_uri(name=name, issuer_name=issuer)
     return {"secret": seed, "uri": uri, "recovery_codes": codes}
 
@@ -57,6 +58,7 @@ def remove(db: sqlite3.Connection, name: str) -> bool:
     """Take `name`'s TOTP and recovery codes away; whether they had TOTP."""
     had = db.execute("DELETE FROM totp WHERE name = ?", (name,)).rowcount > 0
     db.execute("DELETE FROM recovery_codes WHERE name = ?", (name,))
+    edge_second.forget_guesses(db, name)
     return had
 
 
@@ -76,6 +78,7 @@ class Totp:
     """The factor: a code of the person's authenticator app."""
 
     key = "totp"
+    guessable = True  # a million codes, three of them taken at a time
 
     def enrolled(self, db: sqlite3.Connection, name: str) -> bool:
         return bool(db.execute("SELECT 1 FROM totp WHERE name = ?", (name,)).fetchall())
