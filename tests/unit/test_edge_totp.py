@@ -111,6 +111,8 @@ def test_the_right_code_signs_in_and_the_same_code_is_refused_the_second_time(
     events = team.log()
     assert ("alice", "failed-totp") in events
     assert events.count(("alice", "signed-in")) == 2
+    # Each right password is noted, code or not: a leaked password shows in the log.
+    assert events.count(("alice", "second-step-asked")) == 3
 
 
 def test_a_code_one_step_off_is_taken_and_two_steps_off_is_not(team: TotpTeam) -> None:

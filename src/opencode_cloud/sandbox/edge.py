@@ -2278,6 +2278,8 @@ class Handler:
         and on to its page (edge_second.py)."""
         assert self.team is not None
         token = self.team.second.begin(name, generation)
+        # Logged whether or not a code follows: a password that leaked shows here.
+        self.team._log(name, "second-step-asked", self._address())
         max_age = edge_second.PENDING_SECONDS
         headers = [
             ("Location", f"{SECOND_PATH}?next={quote(target, safe='/')}"),
