@@ -449,7 +449,8 @@ class Service:
             on_step("Creating the container.")
         spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
         cid = self.runtime.create(spec, self.container_files(password, material))
-        self.restore_edge_state(edge_state)
+        held = self._held_edge_state()  # taken off the disk whichever goes in
+        self.restore_edge_state(edge_state or held)
         remember_served(self.paths, material, cid)
         if info is not None and info.image != spec.image and images.is_derived_container(info):
             # The packages changed: the image of the old ones is not needed any more.
@@ -721,6 +722,26 @@ class Service:
         except DockerError:
             return None
         return b"".join(chunks)
+
+    def hold_edge_state(self) -> None:
+        """Keep the container's login service state on this machine (0600, beside the
+        password) for the next start: a restore removes the container."""
+        state = self.edge_state(self.name)
+        if state:
+            from opencode_cloud.config.store import write_atomically
+
+            write_atomically(self.paths.edge_state_file, state, 0o600, keep_mode=False)
+
+    def _held_edge_state(self) -> bytes | None:
+        """The state `hold_edge_state` kept, taken off the disk: it goes into the new
+        container, and only there."""
+        path = self.paths.edge_state_file
+        try:
+            state = path.read_bytes()
+        except OSError:
+            return None
+        path.unlink(missing_ok=True)
+        return state
 
     def restore_edge_state(self, state: bytes | None) -> None:
         """Put a state folder of `edge_state` into this service's new container, before

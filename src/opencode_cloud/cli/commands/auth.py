@@ -97,12 +97,13 @@ def sessions(app_ctx: AppContext, which: str | None) -> None:
     (event streams, terminals) is closed."""
     from opencode_cloud.cli.commands.team import session_lines
 
-    _single_user(app_ctx)
-    service = app_ctx.service()
     if which is not None:
         which = which.strip().lower()
         if not re.fullmatch(r"all|[0-9a-f]{12}", which):
             raise click.BadParameter("an ID of `auth sessions` (12 hex digits), or all")
+    _single_user(app_ctx)
+    service = app_ctx.service()
+    if which is not None:
         with app_ctx.changing("auth sessions --revoke"):
             ended = service.revoke_sessions(which)
         app_ctx.out.result(
