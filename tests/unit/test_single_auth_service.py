@@ -15,11 +15,13 @@ import pytest
 from cli_runner import Result, runner
 from fake_opencode import FakeOpencode
 from fakes import FakeEngine
+from opencode_cloud.access import credentials
 from opencode_cloud.cli.output import ExitCode
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.defaults import EDGE_STATE_DIR, EDGE_UID
 from opencode_cloud.docker.image import LABEL_EDGE
 from opencode_cloud.service.errors import EdgeRefused, EdgeTooOld, NotRunning
+from opencode_cloud.service.service import Service
 from service_helpers import NAME, Make
 
 ANSWER = json.dumps({"ok": True, "sessions": [{"id": "0123456789ab"}]}).encode()
@@ -172,3 +174,26 @@ def test_turning_totp_off_needs_a_yes(occ: Callable[..., Result], tmp_path: Path
     result = occ("auth", "totp", "--off")
     assert result.code == ExitCode.USAGE
     assert "TOTP stays on." in result.err and "--yes" in result.err
+
+
+def test_with_a_second_factor_the_tools_checks_read_the_sessions_from_inside(
+    make: Make, fake: FakeEngine, opencode: FakeOpencode
+) -> None:
+    opencode.second_factor = True
+    fake.exec_result = (json.dumps([{"id": "ses_1"}]).encode(), 0)
+    service = make()
+    assert service.start().healthy is True
+    inside = [c for _, c, _, _ in fake.execs if c[-1].endswith("/session")]
+    assert inside and inside[0][0] == "/usr/bin/curl"
+    status = service.status(service_password(service))
+    assert (status.http_health, status.session_api) == ("healthy", "ok")
+    # What opencode answers inside decides: no list there is a failing session API.
+    fake.exec_result = (b"", 22)
+    status = service.status(service_password(service))
+    assert status.session_api not in (None, "ok") and status.http_health == "unhealthy"
+
+
+def service_password(service: Service) -> str:
+    password = credentials.read_password(service.paths)
+    assert password is not None
+    return password

@@ -107,6 +107,14 @@ of the admin tool to the database (`apply_admin`). A person with a second factor
 `edge_totp.py`) gets no session from their password alone but a pending sign-in and the
 page `/__occ/second` (`edge_second.py`); their Basic credentials are refused.
 
+Single-user records (edge_single.py): each session also keeps its address, browser and
+last use; `sessions.json` is read again whenever another process replaced it, so a
+session revoked by `edge.py single-admin FILE` (the host's `occ auth sessions --revoke`,
+through `docker exec`) is refused from its next request on. The sign-in log and a second
+factor (TOTP and recovery codes, the same second step as team mode's) are in `single.db`
+of the state directory. With a second factor on, Basic credentials are refused but for
+opencode's health check (`HEALTH_PATH`), which the tool asks.
+
 The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
 and Debian's `python3-bcrypt`.
 """

@@ -1,4 +1,5 @@
-"""The second step of team mode's sign-in: pending sign-ins and the factors that end them.
+"""The second step of a sign-in: pending sign-ins and the factors that end them (for a
+person of team mode, or the single user: edge_single.py).
 
 When a person's password proves right on the login form and they have a second factor,
 the edge makes no session. It makes a pending sign-in instead: a random token in a cookie
@@ -19,7 +20,9 @@ A factor is an object with
 - `check(db, name, form, now)`: whether the form's fields prove it, consuming what they
   used (a code's time step, a recovery code) in the same transaction: nothing proves twice.
 `SecondStep` takes a list of them; another factor (passkeys) is one more entry of it. Its
-tables are created with `CREATE TABLE IF NOT EXISTS` in the people's database.
+tables are created with `CREATE TABLE IF NOT EXISTS` in the people's database (in single
+user mode, a database of the same layout whose pending sign-ins are checked against the
+password's generation now, `generation_now`).
 
 Recovery codes are made with a person's first factor (`new_recovery_codes`): each is 80
 random bits, kept as its SHA-256 digest, and works once.
