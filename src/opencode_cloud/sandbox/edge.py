@@ -182,7 +182,6 @@ SECOND_EXPIRED = "This sign-in has expired. Please sign in again."
 MAX_BODY = 16 * 1024
 MAX_HEAD = 64 * 1024  # request line and headers (browsers' cookies add up)
 MAX_HEADERS = 200
-MAX_STATE_BYTES = 1 << 20  # a sessions file larger than this was not written here
 MAX_SESSIONS = 1000
 MAX_BUCKETS = 10000
 # The client's address when the edge listens on a unix socket and the request names none
@@ -193,7 +192,6 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) (HTTP/\d\.\d)")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a header value may hold tabs, no other
 _RANDOM = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes
-_SESSION_KEY = re.compile(r"[0-9a-f]{64}")
 # Headers that say one thing: two of them mean two parties disagree about the request.
 _SINGLE_HEADERS = frozenset(
     {
@@ -235,7 +233,6 @@ def _digest(text: str) -> str:
 
 _read_small_file: Callable[[Path, int], bytes | None] = edge_single.read_small_file
 _write_private_file: Callable[[Path, bytes], None] = edge_single.write_private_file
-_valid_session: Callable[[Any, Any], bool] = edge_single.valid_session
 SINGLE_USER: str = edge_single.OWNER  # the single user's name in its records
 
 
@@ -730,8 +727,8 @@ MAX_LOG_SIGN_INS = 100
 # All the device cookies of one person together: this many devices' buckets of failures.
 PERSON_DEVICE_BUCKETS = 3
 MAX_ADMIN_REQUEST = 64 * 1024
-SESSION_ID_LENGTH = 12  # hex digits of a session's digest that name it to an admin
-MAX_AGENT = 200  # characters of a browser's User-Agent kept with its session
+SESSION_ID_LENGTH: int = edge_single.SESSION_ID_LENGTH  # of a digest, a session's name
+MAX_AGENT: int = edge_single.MAX_AGENT  # characters of a User-Agent kept with a session
 MAX_LOG_LINES = 10000  # at most this many lines of the sign-in log in one answer
 # The cost of the dummy hash checked for unknown names while no person's hash shows the
 # one in use: the tool's (access/credentials.py).

@@ -38,7 +38,6 @@ LOCK_FILE = "sessions.lock"
 DB_FILE = "single.db"
 OWNER = "owner"  # the single user's name in single.db's tables
 MAX_STATE_BYTES = 1 << 20  # a sessions file larger than this was not written here
-MAX_SESSIONS = 1000
 MAX_AGENT = 200  # characters of a browser's User-Agent kept with its session
 MAX_ADDRESS = 64
 SEEN_EVERY = 10.0  # seconds between two notes of a session's last use
