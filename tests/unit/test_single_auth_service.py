@@ -197,3 +197,19 @@ def service_password(service: Service) -> str:
     password = credentials.read_password(service.paths)
     assert password is not None
     return password
+
+
+@pytest.mark.parametrize(
+    "command", [("auth", "sessions"), ("auth", "log"), ("auth", "totp", "--status")]
+)
+def test_team_mode_sends_the_admin_to_its_own_commands(
+    occ: Callable[..., Result], command: tuple[str, ...]
+) -> None:
+    from opencode_cloud.config.paths import instance_paths
+
+    team_file = instance_paths().team_file
+    team_file.parent.mkdir(parents=True, exist_ok=True)
+    team_file.write_text(json.dumps({"enabled": True, "first": "ada"}))
+    result = occ(*command)
+    assert result.code == ExitCode.USAGE
+    assert "team mode already" in result.err and "occ team status" in result.err
