@@ -109,8 +109,9 @@ def sessions(app_ctx: AppContext, which: str | None) -> None:
         app_ctx.out.result(
             {"revoked": ended},
             lambda: [
-                f"Ended {ended} session{'' if ended == 1 else 's'}: "
-                "that browser must sign in again."
+                "Ended 1 session: that browser must sign in again."
+                if ended == 1
+                else f"Ended {ended} sessions: those browsers must sign in again."
             ],
         )
         return
