@@ -22,6 +22,7 @@ TABLES = {
     "bench_backup.py": "| What | Time | Throughput | vs raw `tar` | Target |",
     "bench_cli.py": "| What | Measured (median) | Floor, same run | Ratio | Target |",
     "bench_edge.py": "| What | Median | Runs |",
+    "bench_edge_records.py": "| What | Floor, same run | Measured | Added | Target |",
     "bench_idle.py": "| What | Host CPU, minus baseline | Its processes (mean) |",
     "bench_image.py": "| Measure | Value | Notes |",
     "bench_packages.py": "| What | Without packages | With `jq` | Added | Target |",

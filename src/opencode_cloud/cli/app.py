@@ -152,6 +152,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 service_errors.NeverCreated,
                 service_errors.NotRunning,
                 service_errors.NotUpdatable,
+                service_errors.EdgeTooOld,
                 docker_errors.ContainerNotFound,
             ),
             ExitCode.NOT_RUNNING,

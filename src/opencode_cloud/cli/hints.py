@@ -74,6 +74,14 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return f"Turn team mode on first: `{occ} team enable` (you become its first person)."
         case team.TeamAlreadyEnabled():
             return f"`{occ} team status` shows the team; `{occ} team disable` turns it off."
+        case service.EdgeTooOld():
+            return f"`{occ} start --build` makes its image anew (the data is kept)."
+        case service.EdgeRefused(message=message) if message.startswith("no such session"):
+            return f"`{occ} auth sessions` lists the sessions and their IDs."
+        case service.EdgeRefused(message=message) if "TOTP" in message:
+            return f"`{occ} auth totp` turns it on."
+        case service.EdgeRefused():
+            return f"See `{occ} logs`; `{occ} start --build` makes an older image anew."
         case team.DoorNotRunning():
             return f"Start the team with `{occ} start`."
         case team.PersonNotFound():

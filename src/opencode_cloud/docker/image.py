@@ -50,8 +50,11 @@ LABEL_TOOL_VERSION = "io.opencode-cloud.version"
 LABEL_EDGE = "io.opencode-cloud.edge"
 # The edge's generation in images built from today's Dockerfile: 2 runs it as a user of
 # its own (older images ran it as the agent's user, or had none); 3 adds team mode's
-# roles (OCC_ROLE person and door) and its starter.
-EDGE_LABEL = "3"
+# roles (OCC_ROLE person and door) and its starter; 4 keeps single-user mode's sessions'
+# addresses and browsers, a sign-in log and a second factor (`edge.py single-admin`).
+EDGE_LABEL = "4"
+# Its value from which `occ auth sessions`, `log` and `totp` can ask the edge.
+EDGE_SINGLE_RECORDS = 4
 # Its value from which the edge runs as a user of its own (uid 61000), which owns the
 # password's hash.
 EDGE_OWN_USER = 2
@@ -71,6 +74,7 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("entrypoint.sh", 0o755),
     ("edge.py", 0o644),
     ("edge_second.py", 0o644),
+    ("edge_single.py", 0o644),
     ("edge_totp.py", 0o644),
     ("edge_passkeys.py", 0o644),
     ("edge_oidc.py", 0o644),

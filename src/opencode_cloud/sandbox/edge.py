@@ -110,6 +110,14 @@ page `/__occ/second` (`edge_second.py`); their Basic credentials are refused. Pa
 (`/__occ/oidc/start` and `/__occ/oidc/callback`, a button on the sign-in page) is
 edge_oidc.py's; a refused one counts as a failed sign-in from its address.
 
+Single-user records (edge_single.py): each session also keeps its address, browser and
+last use; `sessions.json` is read again whenever another process replaced it, so a
+session revoked by `edge.py single-admin FILE` (the host's `occ auth sessions --revoke`,
+through `docker exec`) is refused from its next request on. The sign-in log and a second
+factor (TOTP and recovery codes, the same second step as team mode's) are in `single.db`
+of the state directory. With a second factor on, Basic credentials are refused but for
+opencode's health check (`HEALTH_PATH`), which the tool asks.
+
 The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
 and Debian's `python3-bcrypt`, `python3-pyotp`, `python3-fido2` and `python3-authlib`.
 """
@@ -148,7 +156,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 sys.path.append(str(Path(__file__).resolve().parent))
 
 import edge_oidc  # type: ignore[import-not-found]
-import edge_second  # type: ignore[import-not-found]  # team mode's second step
+import edge_second  # type: ignore[import-not-found]  # the second step of a sign-in
+import edge_single  # type: ignore[import-not-found]  # single-user mode's records
 import edge_totp  # type: ignore[import-not-found]
 
 
@@ -180,13 +189,12 @@ LOGOUT_PATH = f"{PREFIX}/logout"
 VERIFY_PATH = f"{PREFIX}/verify"
 STARTING_PATH = f"{PREFIX}/starting"  # team mode's
 READY_PATH = f"{PREFIX}/ready"  # team mode's
-SECOND_PATH = edge_second.SECOND_PATH  # team mode's second step
+SECOND_PATH = edge_second.SECOND_PATH  # the second step, for those with a second factor
 SECOND_EXPIRED = "This sign-in has expired. Please sign in again."
 SECOND_BLOCKED = "Too many wrong codes: use a recovery code, or ask your administrator."
 MAX_BODY = 16 * 1024
 MAX_HEAD = 64 * 1024  # request line and headers (browsers' cookies add up)
 MAX_HEADERS = 200
-MAX_STATE_BYTES = 1 << 20  # a sessions file larger than this was not written here
 MAX_SESSIONS = 1000
 MAX_BUCKETS = 10000
 # The client's address when the edge listens on a unix socket and the request names none
@@ -197,7 +205,6 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) (HTTP/\d\.\d)")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a header value may hold tabs, no other
 _RANDOM = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes
-_SESSION_KEY = re.compile(r"[0-9a-f]{64}")
 # Headers that say one thing: two of them mean two parties disagree about the request.
 _SINGLE_HEADERS = frozenset(
     {
@@ -237,50 +244,9 @@ def _digest(text: str) -> str:
 # --------------------------------------------------------------------------- state files
 
 
-def _read_small_file(path: Path, limit: int) -> bytes | None:
-    """A regular file's content, or None when it is missing, not a regular file (a FIFO
-    would block), or longer than `limit` bytes (it was not written here)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        content = handle.read(limit + 1)
-    return content if len(content) <= limit else None
-
-
-def _write_private_file(path: Path, content: bytes) -> None:
-    """Write `content` to `path` (0600, in a 0700 directory) whole or not at all."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.parent.stat().st_mode) & 0o077:
-        path.parent.chmod(0o700)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-
-
-def _valid_session(key: Any, entry: Any) -> bool:
-    if not (isinstance(key, str) and _SESSION_KEY.fullmatch(key) and isinstance(entry, dict)):
-        return False
-    expires, generation = entry.get("expires"), entry.get("generation")
-    return (
-        isinstance(expires, int | float)
-        and not isinstance(expires, bool)
-        and math.isfinite(expires)
-        and isinstance(generation, str)
-        and len(generation) <= 64
-    )
+_read_small_file: Callable[[Path, int], bytes | None] = edge_single.read_small_file
+_write_private_file: Callable[[Path, bytes], None] = edge_single.write_private_file
+SINGLE_USER: str = edge_single.OWNER  # the single user's name in its records
 
 
 # --------------------------------------------------------------------------- limits
@@ -416,7 +382,12 @@ class Guard:
         self._places = threading.BoundedSemaphore(bcrypt_workers + bcrypt_queue)
         self._workers = threading.BoundedSemaphore(bcrypt_workers)
         self._device_key = self._load_device_key()
-        self._sessions: dict[str, dict[str, Any]] = self._load_sessions()
+        self._sessions = edge_single.Sessions(self._sessions_dir())
+        self._session_seen: dict[str, float] = {}  # digest -> when its seen was last written
+        # The sign-in log and the second factor (edge_single.py): in single.db of the
+        # state directory; none without one.
+        self.records: People | None = self._open_records()
+        self.second: Any = self._second_step()
 
     # -- the hash ---------------------------------------------------------------------
 
@@ -446,6 +417,48 @@ class Guard:
 
     def _checked(self, address: str, username: str, outcome: str) -> None:
         """Told the outcome of each check that ran (not of attempts that shared one)."""
+        if outcome == "wrong":  # bounded by the guessing limits, as every check is
+            known = hmac.compare_digest(username.encode(), self.username.encode())
+            self._log(edge_single.OWNER if known else "", "failed", address)
+
+    def _log(self, name: str, event: str, address: str) -> None:
+        """One line of the sign-in log (`name`: the single user's, or "" for a name that
+        is not theirs)."""
+        if self.records is None:
+            return
+        try:
+            self.records.log(self.clock(), name, event, address)
+        except sqlite3.Error as exc:  # the log is not worth a refused sign-in
+            print(f"edge: cannot log {event}: {exc!r}", file=sys.stderr, flush=True)
+
+    def _open_records(self) -> People | None:
+        if self.state_dir is None:
+            return None
+        try:
+            return People(self.state_dir / edge_single.DB_FILE)
+        except (OSError, sqlite3.Error) as exc:  # no log, and no second factor to ask
+            print(f"edge: cannot open the records: {exc!r}", file=sys.stderr, flush=True)
+            return None
+
+    def _second_step(self) -> Any:
+        """The second step of a sign-in (edge_second.py), in the records; None without."""
+        if self.records is None:
+            return None
+        return edge_second.SecondStep(
+            self.records._transaction,
+            self.records._reading,
+            self.clock,
+            [edge_totp.Totp(), edge_second.RecoveryCode()],
+            generation_now=lambda _name: self._generation_locked(),
+        )
+
+    def record_name(self, name: str) -> str:
+        """The name `name`'s second factor and log lines are kept under."""
+        return SINGLE_USER
+
+    def _generation_locked(self) -> str:
+        with self._lock:
+            return self._generation_now(self.username)
 
     def _check(self, username: str, password: str, stored: bytes) -> bool:
         """Whether the credentials are right for `stored`, the hash read when the attempt
@@ -617,36 +630,9 @@ class Guard:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def _sessions_file(self) -> Path | None:
-        return self.state_dir / "sessions.json" if self.state_dir else None
-
-    def _load_sessions(self) -> dict[str, dict[str, Any]]:
-        """The sessions kept in the state directory; whatever in that file is not one is
-        left out (a file too large, or not JSON, counts as empty)."""
-        path = self._sessions_file()
-        content = _read_small_file(path, MAX_STATE_BYTES) if path else None
-        if content is None:
-            return {}
-        try:
-            data = json.loads(content)
-        except (ValueError, RecursionError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {
-            key: {"expires": float(entry["expires"]), "generation": entry["generation"]}
-            for key, entry in data.items()
-            if _valid_session(key, entry)
-        }
-
-    def _save_sessions(self) -> None:
-        path = self._sessions_file()
-        if path is None:
-            return
-        try:
-            _write_private_file(path, json.dumps(self._sessions).encode())
-        except OSError as exc:  # sessions then last until the next restart only
-            print(f"edge: cannot save sessions: {exc}", file=sys.stderr)
+    def _sessions_dir(self) -> Path | None:
+        """Where sessions.json is (edge_single.py); None: in memory only."""
+        return self.state_dir
 
     def new_session(self, generation: str) -> str | None:
         """A new session token (the cookie's value) for a sign-in checked against the
@@ -659,12 +645,16 @@ class Guard:
     ) -> tuple[str, str] | None:
         """A session and a device cookie for a sign-in checked against the password of
         `generation`, made together; None when that password has been replaced since.
-        (`name`, `address` and `agent`, the browser's User-Agent, are team mode's.)"""
+        `address` and `agent` (the browser's User-Agent) are kept with the session (in
+        team mode, with `name`, the person's)."""
         with self._lock:
-            session = self._new_session(generation)
-            return None if session is None else (session, self.new_device())
+            session = self._new_session(generation, address, agent)
+        if session is None:
+            return None
+        self._log(edge_single.OWNER, "signed-in", address)
+        return session, self.new_device()
 
-    def _new_session(self, generation: str) -> str | None:
+    def _new_session(self, generation: str, address: str = "", agent: str = "") -> str | None:
         """Called with the lock held: the hash read here and the session stamped with it
         cannot be told apart by a rotation."""
         self._current_hash()
@@ -672,32 +662,51 @@ class Guard:
             return None
         token = secrets.token_urlsafe(32)
         now = self.clock()
-        live = [
-            (key, entry)
-            for key, entry in self._sessions.items()
-            if entry["expires"] > now and entry["generation"] == self.generation
-        ]
-        live.sort(key=lambda item: item[1]["expires"])
-        self._sessions = dict(live[-(MAX_SESSIONS - 1) :])
-        self._sessions[_digest(token)] = {
-            "expires": now + self.session_seconds,
-            "generation": self.generation,
-        }
-        self._save_sessions()
+        with self._sessions.changing() as entries:
+            kept = edge_single.live(entries, self.generation, now)
+            kept.sort(key=lambda item: item[1]["expires"])
+            entries.clear()
+            entries.update(kept[-(MAX_SESSIONS - 1) :])
+            entries[_digest(token)] = {
+                "expires": now + self.session_seconds,
+                "generation": self.generation,
+                "created": int(now),
+                "seen": int(now),
+                "address": edge_single.printable(address, edge_single.MAX_ADDRESS),
+                "agent": edge_single.printable(agent, MAX_AGENT),
+            }
         return token
 
     def session_valid(self, token: str) -> bool:
+        """Asked on every request: a session revoked by the admin tool (a new file) is
+        refused from its next request on. A live one is noted seen at most every
+        `edge_single.SEEN_EVERY` seconds."""
+        digest, now = _digest(token), self.clock()
         with self._lock:
             self._current_hash()
-            entry = self._sessions.get(_digest(token))
-            return bool(
-                entry and entry["generation"] == self.generation and entry["expires"] > self.clock()
+            self._sessions.refresh()
+            entry = self._sessions.entries.get(digest)
+            valid = bool(
+                entry and entry["generation"] == self.generation and entry["expires"] > now
             )
+            if valid and now - self._session_seen.get(digest, -math.inf) >= edge_single.SEEN_EVERY:
+                if len(self._session_seen) >= MAX_SESSIONS * 64:
+                    self._session_seen.clear()  # bounded: forgetting costs one write
+                self._session_seen[digest] = now
+                with self._sessions.changing() as entries:
+                    if digest in entries:
+                        entries[digest]["seen"] = int(now)
+            return valid
 
     def end_session(self, token: str) -> None:
+        digest = _digest(token)
         with self._lock:
-            if self._sessions.pop(_digest(token), None) is not None:
-                self._save_sessions()
+            self._sessions.refresh()
+            if digest not in self._sessions.entries:
+                return
+            with self._sessions.changing() as entries:
+                entries.pop(digest, None)
+        self._log(edge_single.OWNER, "signed-out", "")
 
 
 # --------------------------------------------------------------------------- team mode
@@ -707,7 +716,9 @@ PERSON_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?")
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _UPSTREAM = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}):([0-9]{1,5})")
 _INTERNAL_PASSWORD = re.compile(r"[\x21-\x7e]{1,256}")
-DEFAULT_TEAM_DB = "/var/lib/opencode-cloud-edge/team.db"
+DEFAULT_STATE_DIR = "/var/lib/opencode-cloud-edge"
+DEFAULT_TEAM_DB = f"{DEFAULT_STATE_DIR}/team.db"
+DEFAULT_HASH_FILE = "/run/opencode-cloud/password.bcrypt"
 INTERNAL_USER = "opencode"  # the user name of a person's instance's internal password
 HEALTH_PATH = "/global/health"
 HEALTH_TIMEOUT = 1.0  # an instance that does not answer its health check by then is not ready
@@ -729,8 +740,8 @@ MAX_LOG_SIGN_INS = 100
 # All the device cookies of one person together: this many devices' buckets of failures.
 PERSON_DEVICE_BUCKETS = 3
 MAX_ADMIN_REQUEST = 64 * 1024
-SESSION_ID_LENGTH = 12  # hex digits of a session's digest that name it to an admin
-MAX_AGENT = 200  # characters of a browser's User-Agent kept with its session
+SESSION_ID_LENGTH: int = edge_single.SESSION_ID_LENGTH  # of a digest, a session's name
+MAX_AGENT: int = edge_single.MAX_AGENT  # characters of a User-Agent kept with a session
 MAX_LOG_LINES = 10000  # at most this many lines of the sign-in log in one answer
 # The cost of the dummy hash checked for unknown names while no person's hash shows the
 # one in use: the tool's (access/credentials.py).
@@ -1181,9 +1192,9 @@ class TeamGuard(Guard):
         idle_stop: float = IDLE_STOP,
         **options: Any,
     ) -> None:
+        self.people = people
         # No password file: the people's hashes are in the database.
         super().__init__(Path(os.devnull), "", state_dir, **options)
-        self.people = people
         self.starter = starter or Starter(None)
         self.idle_stop = idle_stop
         self._team_lock = threading.Lock()
@@ -1194,21 +1205,29 @@ class TeamGuard(Guard):
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
         self._checking: set[str] = set()  # names whose health check is under way
-        # Second factors (edge_second.py): TOTP first, recovery codes last on the page.
-        self.second = edge_second.SecondStep(
-            people._transaction,
-            people._reading,
-            self.clock,
-            [edge_totp.Totp(), edge_second.RecoveryCode()],
-        )
         # The people's passkeys, and their challenges under way.
         self.passkeys = _passkeys().Passkeys(people.path, self.clock)
         self.sso = edge_oidc.Sso(people, self._log)
 
     # -- credentials by name ------------------------------------------------------------
 
-    def _load_sessions(self) -> dict[str, dict[str, Any]]:
-        return {}  # in the database
+    def _sessions_dir(self) -> Path | None:
+        return None  # in the database
+
+    def _open_records(self) -> People | None:
+        return self.people
+
+    def _second_step(self) -> Any:
+        """Second factors (edge_second.py): TOTP first, recovery codes last on the page."""
+        return edge_second.SecondStep(
+            self.people._transaction,
+            self.people._reading,
+            self.clock,
+            [edge_totp.Totp(), edge_second.RecoveryCode()],
+        )
+
+    def record_name(self, name: str) -> str:
+        return name
 
     def _credential(self, username: str) -> tuple[bytes, str]:
         """An enabled person's hash and generation. For anyone else, a dummy hash of the
@@ -1264,12 +1283,6 @@ class TeamGuard(Guard):
             logged = username if PERSON_NAME.fullmatch(username) else ""
             self._log(logged, "failed", address)
 
-    def _log(self, name: str, event: str, address: str) -> None:
-        try:
-            self.people.log(self.clock(), name, event, address)
-        except sqlite3.Error as exc:  # the log is not worth a refused sign-in
-            print(f"edge: cannot log {event}: {exc!r}", file=sys.stderr, flush=True)
-
     # -- sessions -------------------------------------------------------------------------
 
     def new_session(
@@ -1278,9 +1291,7 @@ class TeamGuard(Guard):
         token = secrets.token_urlsafe(32)
         now = self.clock()
         expires = now + self.session_seconds
-        # Printed on the admin's terminal later: no control character of any kind (a
-        # header's Latin-1 has the one-byte ones, 0x80-0x9f, too).
-        agent = "".join(c for c in agent.replace("\t", " ") if c.isprintable())[:MAX_AGENT]
+        agent = edge_single.printable(agent, MAX_AGENT)  # printed on the admin's terminal
         if not generation or not self.people.add_session(
             _digest(token), name, generation, now, expires, address[:64], agent
         ):
@@ -1828,6 +1839,7 @@ class Handler:
         if self.team is not None:
             routes[STARTING_PATH] = {"GET": self.starting}
             routes[READY_PATH] = {"GET": self.ready}
+        if self.guard.second is not None:
             routes[SECOND_PATH] = {"GET": self.second_page, "POST": self.second}
             routes.update(_passkeys().routes(self, sys.modules[__name__]))
             routes[edge_oidc.START_PATH] = {"GET": self.oidc_start}
@@ -2087,11 +2099,7 @@ class Handler:
         if credentials is not None:
             device = self._cookie("device")
             outcome, generation = self.guard.attempt(self._address(), *credentials, device=device)
-            if (
-                outcome == "ok"
-                and self.team is not None
-                and self.team.second.enrolled(credentials[0])
-            ):
+            if outcome == "ok" and self._has_second(credentials[0]) and not self._health():
                 # A second factor that Basic credentials bypass would be none.
                 message = "this person signs in with a second factor: sign in in a browser"
                 return self._json(401, message)
@@ -2137,8 +2145,8 @@ class Handler:
             return self._page(403, message, target, username)
         device = self._cookie("device")
         outcome, generation = self.guard.attempt(self._address(), username, password, device)
-        if outcome == "ok" and self.team is not None and self.team.second.enrolled(username):
-            return self._second_begin(username, generation, target)
+        if outcome == "ok" and self._has_second(username):
+            return self._second_begin(self.guard.record_name(username), generation, target)
         # Checked against a password replaced since: wrong now, as for any other attempt.
         made = (
             self.guard.sign_in(
@@ -2271,15 +2279,26 @@ class Handler:
         ]
         return Response(303, headers=headers)
 
-    # -- team mode's routes ---------------------------------------------------------------
+    # -- the second step ------------------------------------------------------------------
+
+    def _health(self) -> bool:
+        """Whether the request asks opencode's health check only: the tool's `start` and
+        `status` ask it with Basic credentials. Its answer holds nothing of the user's,
+        and the login form tells as much of a password (it asks the second step)."""
+        method = self.request.header("x-forwarded-method") or self.request.method
+        return method in ("GET", "HEAD") and self.request.header("x-forwarded-uri") == HEALTH_PATH
+
+    def _has_second(self, name: str) -> bool:
+        """Whether `name`, whose password proved right, has a second factor."""
+        second = self.guard.second
+        return second is not None and bool(second.enrolled(self.guard.record_name(name)))
 
     def _second_begin(self, name: str, generation: str, target: str) -> Response:
         """The password proved right and `name` has a second factor: a pending sign-in,
         and on to its page (edge_second.py)."""
-        assert self.team is not None
-        token = self.team.second.begin(name, generation)
+        token = self.guard.second.begin(name, generation)
         # Logged whether or not a code follows: a password that leaked shows here.
-        self.team._log(name, "second-step-asked", self._address())
+        self.guard._log(name, "second-step-asked", self._address())
         max_age = edge_second.PENDING_SECONDS
         headers = [
             ("Location", f"{SECOND_PATH}?next={quote(target, safe='/')}"),
@@ -2305,11 +2324,10 @@ class Handler:
 
     def second_page(self) -> Response:
         """The second step's page, for a browser with a live pending sign-in."""
-        assert self.team is not None
         query = parse_qs(urlsplit(self.request.target).query)
         target = safe_next((query.get("next") or ["/"])[0])
         token = self._cookie("second")
-        found = self.team.second.pending(token) if token and _RANDOM.fullmatch(token) else None
+        found = self.guard.second.pending(token) if token and _RANDOM.fullmatch(token) else None
         if found is None:
             location = f"{LOGIN_PATH}?next={quote(target, safe='/')}"
             return Response(303, headers=[("Location", location)])
@@ -2318,21 +2336,20 @@ class Handler:
     def second(self) -> Response:
         """A proof of a second factor for the browser's pending sign-in: the session when
         it is right; counted like a wrong password when it is not."""
-        team = self.team
-        assert team is not None
+        guard, second = self.guard, self.guard.second
         form = self._form()
         if form is None:
             return self._json(400, "not a form")
         target = safe_next(form.get("next"))
         token = self._cookie("second") or ""
         token = token if _RANDOM.fullmatch(token) else ""
-        found = team.second.pending(token) if token else None
+        found = second.pending(token) if token else None
         address, device = self._address(), self._cookie("device")
         if found is None:
             # Unknown, used, expired or voided: counted (it is a guess at a token) and
             # logged without a name.
             self.guard.attempt_step(address, device, "", lambda: False)
-            team._log("", "second-step-refused", address)
+            guard._log("", "second-step-refused", address)
             return self._second_again(401, SECOND_EXPIRED, target)
         name, factors = found
         if self._origin() == "foreign" or not self._csrf_ok(form):
@@ -2341,7 +2358,7 @@ class Handler:
         proved: list[tuple[str, str, str, str] | None] = []
 
         def check() -> bool:
-            proved.append(team.second.prove(token, form))
+            proved.append(second.prove(token, form))
             return proved[0] is not None and proved[0][0] == "ok"
 
         outcome = self.guard.attempt_step(address, device, name, check)
@@ -2350,26 +2367,28 @@ class Handler:
             return self._second_form(status, message, factors, target, headers)
         result = proved[0] if proved else None
         if result is None:
-            team._log("", "second-step-refused", address)
+            guard._log("", "second-step-refused", address)
             return self._second_again(401, SECOND_EXPIRED, target)
         verdict, name, generation, factor = result
         if verdict == "blocked":
-            team._log(name, f"{factor}-blocked", address)
+            guard._log(name, f"{factor}-blocked", address)
             return self._second_form(401, SECOND_BLOCKED, factors, target)
         if verdict != "ok":
-            team._log(name, f"failed-{factor or 'second-step'}", address)
+            guard._log(name, f"failed-{factor or 'second-step'}", address)
             if verdict == "void":
                 message = "Too many wrong codes. Please sign in again."
                 return self._second_again(401, message, target)
             return self._second_form(401, "Wrong code.", factors, target)
         if factor == "recovery":
-            team._log(name, "recovery-code-used", address)
-        made = team.sign_in(generation, name, address, self.request.header("user-agent"))
+            guard._log(name, "recovery-code-used", address)
+        made = guard.sign_in(generation, name, address, self.request.header("user-agent"))
         if made is None:  # a new password, or disabled, meanwhile
             return self._second_again(401, "Please sign in again.", target)
         session, new_device = made
+        if self.team is not None:
+            target = self._landing(name, generation, target)
         headers = [
-            ("Location", self._landing(name, generation, target)),
+            ("Location", target),
             self._set_cookie("session", session, self.guard.session_seconds),
             self._set_cookie("device", new_device, DEVICE_SECONDS, f"{PREFIX}/", "Strict"),
             self._set_cookie("second", "", 0, f"{PREFIX}/", "Strict"),
@@ -2907,9 +2926,48 @@ def admin_main(arguments: Sequence[str]) -> int:
     return 0
 
 
+def single_admin_main(arguments: Sequence[str]) -> int:
+    """`edge.py single-admin FILE`: one request of the host about single-user mode's
+    sessions, log or second factor (edge_single.py), one JSON line; 0, or 1 with
+    `{"error": ...}`."""
+    os.umask(0o077)
+    try:
+        if len(arguments) != 1:
+            raise AdminError("usage: edge.py single-admin FILE")
+        request = read_admin_request(Path(arguments[0]))
+        guard = Guard(
+            Path(os.environ.get("OCC_EDGE_HASH_FILE", DEFAULT_HASH_FILE)),
+            "",
+            Path(os.environ.get("OCC_EDGE_STATE_DIR", DEFAULT_STATE_DIR)),
+        )
+        if guard.records is None:
+            raise AdminError("cannot open the records of the state directory")
+        try:
+            answer = edge_single.apply_admin(
+                request,
+                sessions=guard._sessions,
+                generation=guard._generation_locked(),
+                records=guard.records,
+                now=time.time(),
+                max_lines=MAX_LOG_LINES,
+            )
+        finally:
+            guard.records.close()
+    except (AdminError, edge_single.SingleAdminError) as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 1
+    except (OSError, sqlite3.Error) as exc:
+        print(json.dumps({"error": f"the records: {exc}"}), flush=True)
+        return 1
+    print(json.dumps(answer), flush=True)
+    return 0
+
+
 def main() -> None:
     if sys.argv[1:2] == ["admin"]:
         sys.exit(admin_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["single-admin"]:
+        sys.exit(single_admin_main(sys.argv[2:]))
     address = listen_address(os.environ.get("OCC_EDGE_LISTEN", "127.0.0.1:4097"))
     state = os.environ.get("OCC_EDGE_STATE_DIR")
     os.umask(0o077)  # whatever the edge makes is its own
@@ -2926,7 +2984,7 @@ def main() -> None:
         guard = team
     else:
         guard = Guard(
-            Path(os.environ.get("OCC_EDGE_HASH_FILE", "/run/opencode-cloud/password.bcrypt")),
+            Path(os.environ.get("OCC_EDGE_HASH_FILE", DEFAULT_HASH_FILE)),
             os.environ.get("OPENCODE_SERVER_USERNAME", "opencode"),
             Path(state) if state else None,
         )

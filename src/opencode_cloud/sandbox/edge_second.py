@@ -1,4 +1,5 @@
-"""The second step of team mode's sign-in: pending sign-ins and the factors that end them.
+"""The second step of a sign-in: pending sign-ins and the factors that end them (for a
+person of team mode, or the single user: edge_single.py).
 
 When a person's password proves right on the login form and they have a second factor,
 the edge makes no session. It makes a pending sign-in instead: a random token in a cookie
@@ -24,7 +25,9 @@ A factor is an object with
 - `check(db, name, form, now)`: whether the form's fields prove it, consuming what they
   used (a code's time step, a recovery code) in the same transaction: nothing proves twice.
 `SecondStep` takes a list of them; another factor (passkeys) is one more entry of it. Its
-tables are created with `CREATE TABLE IF NOT EXISTS` in the people's database.
+tables are created with `CREATE TABLE IF NOT EXISTS` in the people's database (in single
+user mode, a database of the same layout whose pending sign-ins are checked against the
+password's generation now, `generation_now`).
 
 Recovery codes are made with a person's first factor (`new_recovery_codes`): each is 80
 random bits, kept as its SHA-256 digest, and works once.
@@ -155,11 +158,14 @@ class SecondStep:
         reading: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
         clock: Callable[[], float],
         factors: Sequence[Factor],
+        generation_now: Callable[[str], str] | None = None,
     ) -> None:
         self._db = transaction
         self._reading = reading
         self.clock = clock
         self.factors = list(factors)
+        # Single-user mode has no people table: the generation of its password now.
+        self._generation_now = generation_now
 
     def enrolled(self, name: str) -> list[Factor]:
         """The factors `name` has (none: their password alone signs them in)."""
@@ -185,6 +191,15 @@ class SecondStep:
         return token
 
     def _live(self, db: sqlite3.Connection, token: str, now: float) -> tuple[str, str] | None:
+        if self._generation_now is not None:
+            rows = db.execute(
+                "SELECT name, generation FROM second_pending "
+                "WHERE token = ? AND expires > ? AND failures < ?",
+                (_digest(token), int(now), MAX_PENDING_FAILURES),
+            ).fetchall()
+            if rows and rows[0][1] == self._generation_now(rows[0][0]):
+                return rows[0][0], rows[0][1]
+            return None
         rows = db.execute(
             "SELECT s.name, s.generation FROM second_pending s JOIN people p ON p.name = s.name "
             "WHERE s.token = ? AND s.expires > ? AND s.failures < ? "

@@ -41,16 +41,18 @@ def valid_issuer(value: object) -> bool:
     return isinstance(value, str) and bool(_ISSUER.fullmatch(value))
 
 
-def enrol(db: sqlite3.Connection, name: str, issuer: str, now: float) -> dict[str, object]:
+def enrol(
+    db: sqlite3.Connection, name: str, issuer: str, now: float, label: str = ""
+) -> dict[str, object]:
     """A new seed and new recovery codes for `name` (in the caller's transaction): the
-    seed, its `otpauth://` URI and the codes."""
+    seed, its `otpauth://` URI (naming `label`, or else `name`) and the codes."""
     import pyotp  # Debian's python3-pyotp
 
     seed = pyotp.random_base32(32)
     db.execute("INSERT OR REPLACE INTO totp VALUES (?, ?, 0, NULL, ?)", (name, seed, int(now)))
     codes = edge_second.new_recovery_codes(db, name)
     edge_second.forget_guesses(db, name)
-    uri = pyotp.TOTP(seed).provisioning_uri(name=name, issuer_name=issuer)
+    uri = pyotp.TOTP(seed).provisioning_uri(name=label or name, issuer_name=issuer)
     return {"secret": seed, "uri": uri, "recovery_codes": codes}
 
 

@@ -14,19 +14,16 @@ network, no capability and a read-only file system (docs/team.md).
 
 from __future__ import annotations
 
-import json
-import secrets
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.defaults import (
-    EDGE_UID,
     TEAM_IDLE_STOP_ENV,
     TEAM_INSTANCE_ENV,
     TEAM_PREFIX_ENV,
 )
 from opencode_cloud.docker.container import put_files
-from opencode_cloud.docker.models import ContainerFile, Mount
+from opencode_cloud.docker.models import Mount
 from opencode_cloud.docker.spec import (
     LOG_ROTATION,
     NO_NEW_PRIVILEGES,
@@ -35,11 +32,10 @@ from opencode_cloud.docker.spec import (
     ContainerSpec,
 )
 from opencode_cloud.instance import LABEL_CONFIG_HASH
+from opencode_cloud.runtime import edge_admin
 from opencode_cloud.team.errors import DoorNotRunning, DoorRefused
 from opencode_cloud.team.layout import (
     DOOR_STATE_DIR,
-    EDGE_DIR,
-    EDGE_PROGRAM,
     ENGINE_SOCKET,
     STARTER_DIR,
     STARTER_PROGRAM,
@@ -54,7 +50,7 @@ DOOR_MEMORY_BYTES = 512 << 20
 DOOR_PIDS = 512
 STARTER_MEMORY_BYTES = 64 << 20
 STARTER_PIDS = 32
-EDGE_USER = f"{EDGE_UID}:{EDGE_UID}"
+EDGE_USER = edge_admin.EDGE_USER
 
 
 def door_spec(
@@ -149,30 +145,12 @@ def admin(client: Engine, layout: TeamLayout, request: dict[str, Any]) -> dict[s
     info = client.find_container(layout.door)
     if info is None or not info.running:
         raise DoorNotRunning(layout.door)
-    path = f"{EDGE_DIR}/admin-{secrets.token_hex(8)}.json"
-    content = json.dumps(request).encode()
-    put_files(client, layout.door, {path: ContainerFile(content, 0o600, EDGE_UID)})
-    output, exit_code = client.exec_run(
-        layout.door,
-        ["/usr/bin/python3", "-I", EDGE_PROGRAM, "admin", path],
-        user=EDGE_USER,
-        workdir="/",
-    )
-    text = b"".join(output).decode(errors="replace").strip()
-    code = exit_code()
-    answer = _last_json(text)
-    if code != 0 or answer is None or "error" in answer:
-        message = (answer or {}).get("error") or text.splitlines()[-1:] or ["no answer"]
-        raise DoorRefused(message if isinstance(message, str) else message[0])
-    return answer
-
-
-def _last_json(text: str) -> dict[str, Any] | None:
-    for line in reversed(text.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
+    try:
+        return edge_admin.ask(
+            lambda files: put_files(client, layout.door, files),
+            lambda argv: client.exec_run(layout.door, argv, user=EDGE_USER, workdir="/"),
+            "admin",
+            request,
+        )
+    except edge_admin.EdgeRefused as exc:
+        raise DoorRefused(str(exc)) from None

@@ -404,7 +404,9 @@ def user_totp(app_ctx: AppContext, name: str, off: bool, yes: bool) -> None:
     )
 
 
-def totp_lines(name: str, enrolled: dict[str, object], occ: str = "occ") -> list[str]:
+def totp_lines(
+    name: str, enrolled: dict[str, object], occ: str = "occ", listed_by: str = "user list"
+) -> list[str]:
     import io
 
     import segno
@@ -422,7 +424,7 @@ def totp_lines(name: str, enrolled: dict[str, object], occ: str = "occ") -> list
         *(f"  {code}" for code in (codes if isinstance(codes, list) else [])),
         "",
         f"From now on {name} signs in with a code after their password; their browsers are",
-        f"signed out. `{occ} user list` shows totp (pending) until their first code.",
+        f"signed out. `{occ} {listed_by}` shows totp (pending) until their first code.",
     ]
 
 
