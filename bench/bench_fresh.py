@@ -52,6 +52,7 @@ PARTS = {
     "overlap": "at the same time as the engine's install",
     "path": "after it, in turn",
     "baseline": "baseline",
+    "check": "the same steps, run by the script",
     "": "-",
 }
 
@@ -220,9 +221,24 @@ def fresh_engine() -> Iterator[FreshEngine]:
 
 
 def start_and_sign_in(engine: FreshEngine, occ: str) -> None:
-    """`occ start`, then `GET /session` with the password `occ` shows: the first
-    signed-in answer."""
+    """`occ start`, then the first signed-in answer."""
     engine.run(occ, "start")
+    sign_in(engine)
+
+
+def up_and_sign_in(engine: FreshEngine) -> None:
+    """`scripts/up.sh` as a whole (its output kept in the engine's folder), then the first
+    signed-in answer."""
+    with (engine.work / "up.log").open("w") as log:
+        subprocess.run(
+            engine.inside("bash", str(ROOT / "scripts/up.sh")),
+            env=engine.host_env, check=True, stdout=log, stderr=log,
+        )  # fmt: skip
+    sign_in(engine)
+
+
+def sign_in(engine: FreshEngine) -> None:
+    """`GET /session` with the password `occ` shows."""
     creds = json.loads(engine.run(str(BIN / "occ"), "--json", "auth", "show", capture=True).stdout)
     token = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
     script = (
@@ -354,6 +370,17 @@ def main() -> int:
                 lambda: build_by_hand(engine),
             )
     if not args.smoke:
+        # The script itself, once more from nothing: on an engine that is installed and
+        # runs, it makes the base image after asking the engine (no overlap to win).
+        with fresh_engine() as second:
+            (second.work / "occ").mkdir()
+            second.start()
+            step(
+                "Check: `scripts/up.sh` as a whole on an empty engine that runs, to a "
+                "signed-in answer",
+                "check",
+                lambda: up_and_sign_in(second),
+            )
         work = Path(tempfile.mkdtemp(prefix="occfresh-install-", dir="/var/tmp"))
         try:
             root = work / "debian"
