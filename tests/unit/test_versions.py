@@ -4,6 +4,8 @@ snapshots and what is pruned. opencode answers through the local HTTP server of
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fake_opencode import FakeOpencode
@@ -94,6 +96,35 @@ def test_rollback_returns_to_the_snapshot_and_drops_it(
     assert fake.inspect_container(NAME).image == OLD_REF
     assert load_config(paths.config_file).config.opencode_version == OLD
     assert versions(opencode_version=OLD).snapshots() == []
+
+
+def test_rollback_leaves_the_provider_keys_as_they_are_now(
+    make: Make, versions, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's data comes back, but for opencode's key store: the copy into the
+    session volume leaves `auth.json` (or its absence) as it is. The update's own copies
+    keep nothing back."""
+    commands: list[str] = []
+    create = fake.create_container
+
+    def recording(name: str, body: Any) -> str:
+        if "copy" in name:
+            commands.append(" ".join(body.get("Entrypoint") or []))
+        return create(name, body)
+
+    monkeypatch.setattr(fake, "create_container", recording)
+    _on(make, OLD)
+    updater = versions(opencode_version=OLD)
+    updater.update(updater.service.config.model_copy(update={"opencode_version": "1.18.33"}))
+    versions(opencode_version="1.18.33").rollback()
+    taken, restored = commands
+    assert "auth.json" not in taken
+    steps = restored.split(" && ")
+    session = SNAPSHOT_KINDS.index("session")
+    kept = [step for step in steps if f"/to/{session} " in step or f"/to/{session}/" in step]
+    assert kept and all("! -name auth.json" in step for step in kept), restored
+    assert not any("auth.json" in step for step in steps if step not in kept)
+    assert f"cp -a /from/{session}/. " not in restored  # no copy over the whole volume
 
 
 def test_nothing_to_roll_back_and_nothing_to_update(versions) -> None:

@@ -199,7 +199,8 @@ class Versions:
 
     def rollback(self, *, timeout: float | None = None) -> UpdateResult:
         """Return to the version before the last update, with its snapshot's data. What
-        changed since that update is lost; the current data is snapshotted first.
+        changed since that update is lost, but for the provider keys, which stay as they
+        are now.
 
         Raises:
             NothingToRollBack, UpdateFailed.
@@ -226,7 +227,7 @@ class Versions:
         """Remove the container, restore the snapshot's data, start `config`'s version."""
         if self.service.runtime.state() is not None:
             self.service.runtime.remove()
-        restore_snapshot(self.client, self.instance, snap)
+        restore_snapshot(self.client, self.instance, snap, keep_keys=True)
         saved = self._save(config)
         old = Service(self.client, saved, self.instance, self.service.paths)
         old.start(allow_version_change=True)

@@ -62,6 +62,9 @@ def team_enable(app_ctx: AppContext, first: str | None) -> None:
         team = app_ctx.team(enabled=False)
         with app_ctx.spinner("Turning team mode on ..."):
             url = team.enable_team(first, on_step=app_ctx.out.progress)
+    from opencode_cloud.cli.commands.lifecycle import warn_of_team_env_keys
+
+    warn_of_team_env_keys(app_ctx)
     app_ctx.out.result(
         {"team": True, "url": url, "first": first},
         lambda: [
