@@ -1197,12 +1197,14 @@ class TeamGuard(Guard):
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
         self._checking: set[str] = set()  # names whose health check is under way
-        # Second factors (edge_second.py): TOTP first, recovery codes last on the page.
+        # Second factors (edge_second.py): TOTP first, or a passkey of a person who has
+        # TOTP too; recovery codes last on the page.
+        totp = edge_totp.Totp()
         self.second = edge_second.SecondStep(
             people._transaction,
             people._reading,
             self.clock,
-            [edge_totp.Totp(), edge_second.RecoveryCode()],
+            [totp, _passkeys().SecondFactor(totp), edge_second.RecoveryCode()],
         )
         # The people's passkeys, and their challenges under way.
         self.passkeys = _passkeys().Passkeys(people.path, self.clock)
@@ -2327,7 +2329,10 @@ class Handler:
         headers: list[tuple[str, str]] | None = None,
     ) -> Response:
         text = edge_second.page(STYLE, message, factors, self._csrf_token(), target)
-        return self._html(status, text, headers or [])
+        headers = list(headers or [])
+        if any(f.key == "passkey" for f in factors):  # its button's script
+            headers.append(("Content-Security-Policy", _passkeys().POLICY))
+        return self._html(status, text, headers)
 
     def _second_again(self, status: int, message: str, target: str) -> Response:
         """The login page, the pending sign-in's cookie cleared: it is gone."""
@@ -2372,7 +2377,10 @@ class Handler:
         proved: list[tuple[str, str, str, str] | None] = []
 
         def check() -> bool:
-            proved.append(team.second.prove(token, form))
+            verified = None
+            if form.get("factor") == "passkey":
+                verified = _passkeys().second_step_proof(self, name, form)
+            proved.append(team.second.prove(token, form, verified))
             return proved[0] is not None and proved[0][0] == "ok"
 
         outcome = self.guard.attempt_step(address, device, name, check)
@@ -2389,7 +2397,8 @@ class Handler:
             if verdict == "void":
                 message = "Too many wrong codes. Please sign in again."
                 return self._second_again(401, message, target)
-            return self._second_form(401, "Wrong code.", factors, target)
+            wrong = "The passkey was refused." if factor == "passkey" else "Wrong code."
+            return self._second_form(401, wrong, factors, target)
         if factor == "recovery":
             team._log(name, "recovery-code-used", address)
         made = team.sign_in(generation, name, address, self.request.header("user-agent"))
