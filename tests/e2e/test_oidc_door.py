@@ -77,6 +77,7 @@ def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterat
         provider.accounts = {
             "bob-at-idp": {"email": "bob@example.com", "email_verified": True},
             "carol": {"email": "carol@example.com", "email_verified": True},
+            "dave": {"email": "dave@example.com", "email_verified": True},
             "mallory": {"email": "mallory@evil.test", "email_verified": True},
         }
         provider.start()
@@ -170,17 +171,67 @@ def test_a_refused_email_is_refused_at_the_door(team: SsoTeam) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_a_first_sign_in_makes_a_person_whose_opencode_sync_makes(team: SsoTeam) -> None:
+def test_a_first_sign_in_in_chromium_lands_in_the_new_persons_own_opencode(
+    browser: Any, team: SsoTeam
+) -> None:
+    """No `occ` command between carol's first sign-in and her opencode: the starter makes
+    her instance from the tool's template when the door asks."""
+    container = f"{team.prefix}-user-carol"
+    assert "carol" not in team.people()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(team.url + "/", wait_until="load", timeout=30_000)
+        page.click("text=Sign in with Test ID")
+        page.wait_for_selector("input[name=login]", timeout=30_000)
+        page.fill("input[name=login]", "carol")
+        page.fill("input[name=password]", "any")
+        page.click("button[type=submit]")
+        page.get_by_text("Projects", exact=True).wait_for(timeout=180_000)  # her opencode
+        assert page.url.startswith(team.url)
+    finally:
+        context.close()
+    events = [(line["name"], line["event"]) for line in team.log()]
+    assert ("carol", "sso-created") in events and ("carol", "sso-instance") in events
+    labels = json.loads(docker("inspect", container, "-f", "{{json .Config.Labels}}"))
+    assert labels["io.opencode-cloud.person"] == "carol"
+    assert docker("inspect", container, "-f", "{{.State.Running}}").strip() == "true"
+    # Her own: her volumes and network, and only the door beside her on it.
+    mounts = docker("inspect", container, "-f", "{{range .Mounts}}{{.Name}} {{end}}").split()
+    assert mounts and all(m.startswith(f"{container}-") for m in mounts)
+    on_network = docker(
+        "network", "inspect", f"{container}-net", "-f", "{{range .Containers}}{{.Name}} {{end}}"
+    ).split()
+    assert sorted(on_network) == sorted([container, f"{team.prefix}-door"])
+    # Her internal password is a root's file in her container, in no inspect or log.
+    inside = docker("exec", container, "cat", "/run/opencode-cloud/internal.password").strip()
+    assert len(inside) == 48
+    assert inside not in docker("inspect", container) and inside not in docker("logs", container)
+    listed = json.loads(run(team.env, "--json", "user", "list").stdout)["people"]
+    assert {p["name"]: p["state"] for p in listed}["carol"] == "running"
+    assert json.loads(run(team.env, "--json", "team", "sso", "sync").stdout)["made"] == []
+
+
+@pytest.mark.timeout(600)
+def test_volumes_left_from_before_wait_for_the_administrators_sync(team: SsoTeam) -> None:
+    """A new person whose name has volumes already (a removed person's) gets no instance
+    at sign-in; `occ team sso sync` makes it, with those volumes."""
+    volume = f"{team.prefix}-user-dave-projects"
+    instance = team.env["OCC_INSTANCE"]
+    docker("volume", "create", "--label", f"io.opencode-cloud.instance={instance}", volume)
     client = Browser()
     start = f"{team.url}{START_PATH}?next=/"
-    last = client.provider_login(start, "carol", stop=team.reached_callback)
+    last = client.provider_login(start, "dave", stop=team.reached_callback)
     answer = client.open(last.location)
     assert answer.status == 303 and "/__occ/starting" in answer.headers["location"]
-    assert "carol" in team.people()
+    assert "dave" in team.people()
+    ready = client.open(team.url + "/__occ/ready")
+    assert ready.status == 200 and json.loads(ready.body)["ready"] is False
+    assert docker("ps", "-aq", "--filter", f"name=^{team.prefix}-user-dave$").strip() == ""
     made = json.loads(run(team.env, "--json", "team", "sso", "sync").stdout)["made"]
-    assert made == ["carol"]
+    assert made == ["dave"]
     deadline = time.monotonic() + 120
-    while True:  # the starting page's question, until carol's opencode answers
+    while True:  # the starting page's question, until dave's opencode answers
         ready = client.open(team.url + "/__occ/ready")
         if ready.status == 200 and json.loads(ready.body).get("ready"):
             break

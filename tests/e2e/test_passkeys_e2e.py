@@ -189,6 +189,40 @@ def test_register_sign_in_refuse_another_authenticator_and_reset(browser: Any, t
         context.close()
 
 
+def test_a_passkey_answers_the_second_step_after_the_password(browser: Any, team: Team) -> None:
+    """A person with TOTP and a passkey types their password, then uses the passkey
+    instead of a code, and lands in their opencode."""
+    run(team.env, "user", "passkey", "host", "localhost")
+    context = browser.new_context()
+    page = context.new_page()
+    authenticator(context, page)
+    try:
+        sign_in_with_password(page, team)
+        assert signed_in_as(page, team) == "Passkeys of ada"
+        page.fill("#label", "Phone")
+        page.fill("#password", team.password)
+        page.click("#passkey-add")
+        page.get_by_role("cell", name="Phone").wait_for(timeout=30_000)
+        run(team.env, "user", "totp", "ada", "--json")
+        sign_out(page, team)
+
+        sign_in_with_password(page, team)
+        assert "/__occ/second" in page.url, page.url
+        with page.expect_navigation(timeout=60_000):
+            page.click("#passkey-second")
+        page.get_by_text("Projects", exact=True).wait_for(timeout=120_000)  # her opencode
+        assert signed_in_as(page, team) == "Passkeys of ada"
+        log = json.loads(run(team.env, "--json", "team", "log", "--user", "ada").stdout)["log"]
+        assert log[-1]["event"] == "signed-in"
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "passkey-second-step.png"))
+        raise
+    finally:
+        context.close()
+        run(team.env, "user", "totp", "ada", "--off", "--yes", check=False)
+
+
 def _random_id() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 

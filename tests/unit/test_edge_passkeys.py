@@ -16,6 +16,7 @@ from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -596,3 +597,132 @@ def test_a_label_is_kept_as_one_short_printable_line(team: Team, alice: str) -> 
     assert all(c.isprintable() for c in label)
     register(team, alice, Authenticator(), " \t ")
     assert {p["label"] for p in held(team, "alice")} == {label, "Passkey"}
+
+
+# --------------------------------------------------------------------------- second step
+
+
+def pending_of(team: Team, name: str = "alice") -> str:
+    """The password typed on the login form of a person with a second factor: the
+    pending sign-in's cookie."""
+    answer = team.login(name, PASSWORDS[name])
+    assert answer.all("location") == ["/__occ/second?next=/project/x"], answer.body
+    pending = cookie_in(answer, "second")
+    assert pending and not cookie_in(answer)
+    return pending
+
+
+def begin_second(team: Team, pending: str) -> tuple[dict[str, Any], str]:
+    begun = post(team, "/__occ/second/passkey", {"csrf": TOKEN}, pending)
+    return options_of(begun), cookie_in(begun, "passkey")
+
+
+def prove_second(team: Team, pending: str, challenge: str, credential: Any) -> Answer:
+    form = {
+        "factor": "passkey",
+        "assertion": json.dumps(credential),
+        "csrf": TOKEN,
+        "next": "/project/x",
+    }
+    headers = {"Origin": ORIGIN, "Content-Type": "application/x-www-form-urlencoded"}
+    cookies = tuple(c for c in (CSRF_COOKIE, pending, challenge) if c)
+    return team.send(at_localhost(raw("POST", "/__occ/second", headers, urlencode(form), cookies)))
+
+
+def with_totp(team: Team, name: str = "alice") -> None:
+    team.admin(op="totp", name=name, issuer="opencode-cloud test")
+
+
+def test_a_person_with_totp_and_a_passkey_answers_the_second_step_with_the_passkey(
+    team: Team, alice: str
+) -> None:
+    authenticator = Authenticator()
+    passkey_id = register(team, alice, authenticator)
+    with_totp(team)
+    pending = pending_of(team)
+
+    page = team.send(
+        at_localhost(raw("GET", "/__occ/second?next=/project/x", {"Accept": "text/html"},
+                         cookies=(pending,)))
+    )  # fmt: skip
+    assert page.status == 200
+    assert b'name="factor" value="totp"' in page.body
+    assert b'name="factor" value="passkey"' in page.body and b"Use a passkey" in page.body
+    assert page.all("content-security-policy") == [passkeys.POLICY]
+
+    options, challenge = begin_second(team, pending)
+    allowed = [c["id"] for c in options["publicKey"]["allowCredentials"]]
+    assert allowed == [passkey_id]  # alice's own passkeys only
+    answer = prove_second(team, pending, challenge, authenticator.get(options))
+    assert answer.status == 303, answer.body
+    assert answer.all("location") == ["/project/x"]
+    session = cookie_in(answer)
+    assert session and team.verify(session).all("x-occ-person") == ["alice"]
+    assert events(team)[-1] == ("alice", "signed-in")
+    # The pending sign-in is over: the same cookie proves nothing more.
+    again = post(team, "/__occ/second/passkey", {"csrf": TOKEN}, pending)
+    assert again.status == 401
+
+
+def test_a_passkey_without_totp_leaves_the_password_alone_enough(team: Team, alice: str) -> None:
+    """A passkey is a second factor only beside TOTP: a person who added one keeps
+    signing in with their password alone (and their scripts with Basic credentials)."""
+    register(team, alice, Authenticator())
+    answer = team.login("alice", ALICE_PASSWORD)
+    assert answer.status == 303 and answer.all("location") == ["/project/x"]
+    assert team.basic("alice", ALICE_PASSWORD).status == 200
+    assert post(team, "/__occ/second/passkey", {"csrf": TOKEN}).status == 401
+
+
+def test_another_persons_passkey_does_not_answer_a_second_step(team: Team, alice: str) -> None:
+    register(team, alice, Authenticator())
+    bobs = Authenticator()
+    register(team, team.session("bob", BOB_PASSWORD), bobs)
+    with_totp(team)
+    pending = pending_of(team)
+    options, challenge = begin_second(team, pending)
+    answer = prove_second(team, pending, challenge, bobs.get(options))
+    assert answer.status == 401 and b"The passkey was refused." in answer.body
+    assert not cookie_in(answer)
+    assert ("alice", "failed-passkey") in events(team)
+
+
+def test_a_second_step_takes_no_passkey_answer_but_to_its_own_challenge(
+    team: Team, alice: str
+) -> None:
+    authenticator = Authenticator()
+    register(team, alice, authenticator)
+    with_totp(team)
+    pending = pending_of(team)
+    # A challenge of the sign-in without a password (anyone's passkey) is not this one.
+    options, challenge = begin_sign_in(team)
+    answer = prove_second(team, pending, challenge, authenticator.get(options))
+    assert answer.status == 401 and not cookie_in(answer)
+    # No challenge at all, or a form claiming its own proof, proves nothing.
+    options, challenge = begin_second(team, pending)
+    credential = authenticator.get(options)
+    assert prove_second(team, pending, "", credential).status == 401
+    forged = {"verified": "1", "passkey": "ok"}
+    assert prove_second(team, pending, challenge, forged).status == 401
+    # The challenge went with the forged answer: the real one cannot use it now.
+    assert prove_second(team, pending, challenge, credential).status == 401
+    # The fifth wrong proof (another key's signature) voids the pending sign-in: the
+    # password is asked again.
+    options, challenge = begin_second(team, pending)
+    other = ec.generate_private_key(ec.SECP256R1())
+    answer = prove_second(team, pending, challenge, authenticator.get(options, key=other))
+    assert answer.status == 401 and b"sign in again" in answer.body.lower()
+    assert post(team, "/__occ/second/passkey", {"csrf": TOKEN}, pending).status == 401
+
+
+def test_a_passkey_answer_proves_one_second_step_only(team: Team, alice: str) -> None:
+    authenticator = Authenticator()
+    register(team, alice, authenticator)
+    with_totp(team)
+    pending = pending_of(team)
+    options, challenge = begin_second(team, pending)
+    credential = authenticator.get(options)
+    assert prove_second(team, pending, challenge, credential).status == 303
+    replayed = pending_of(team)
+    answer = prove_second(team, replayed, challenge, credential)
+    assert answer.status == 401 and not cookie_in(answer)

@@ -98,14 +98,23 @@ class FakeStarter:
     def __init__(self, path: Path) -> None:
         self.requests: list[dict[str, Any]] = []
         self.state = "starting"
+        self.upstream = "opencode-cloud-user-carol:4096"  # what `create` answers
+        self.create_error = ""  # when set, `create` answers this error
         starter = self
 
         class Line(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 request = json.loads(self.rfile.readline())
                 starter.requests.append(request)
-                state = starter.state if request["op"] == "start" else "stopped"
-                self.wfile.write(json.dumps({"state": state}).encode() + b"\n")
+                state = starter.state if request["op"] in ("start", "create") else "stopped"
+                answer = {"state": state}
+                if request["op"] == "create":
+                    answer = (
+                        {"error": starter.create_error}
+                        if starter.create_error
+                        else {**answer, "upstream": starter.upstream}
+                    )
+                self.wfile.write(json.dumps(answer).encode() + b"\n")
 
         self.path = path
         self.server = socketserver.ThreadingUnixStreamServer(str(path), Line)
@@ -584,6 +593,56 @@ def test_a_person_whose_instance_is_down_waits_on_the_starting_page(
     answer = team.login("bob", BOB_PASSWORD)
     assert answer.all("location") == ["/project/x"]
     assert {"op": "start", "name": "bob"} not in starter.requests
+
+
+def sso_person(team: Team, name: str) -> str:
+    """A person as their first single sign-on makes them (no password, no instance), and
+    a session of theirs (the cookie)."""
+    team.admin_people._run(
+        "INSERT INTO people (name, hash, generation, internal_password, upstream, admin, "
+        "email, disabled, created) VALUES (?, ?, 'g1', '', '', 0, NULL, 0, 1)",
+        name,
+        edge.edge_oidc.NO_PASSWORD,
+    )
+    made = team.guard.sign_in("g1", name, ADDRESS, "")
+    assert made is not None
+    return f"{edge.cookie_name('127.0.0.1:3000')}={made[0]}"
+
+
+def test_a_person_made_by_single_sign_on_gets_their_instance_made_by_the_starter(
+    team: Team, starter: FakeStarter
+) -> None:
+    team.stop()
+    team.starter_path = starter.path
+    team.start()
+    starter.create_error = "the engine answered 500"
+    carol = sso_person(team, "carol")
+
+    ready = team.get("/__occ/ready", carol)
+    assert json.loads(ready.body) == {"ready": False, "state": "unavailable"}
+    (first,) = starter.requests
+    assert first["op"] == "create" and first["name"] == "carol"
+    assert re.fullmatch(r"[0-9a-f]{48}", first["password"])
+    kept = team.admin_people.get("carol")
+    assert kept is not None and kept.internal_password == first["password"]
+    assert kept.upstream == ""
+
+    # Asked again: the same password (the starter may have made it with that one).
+    starter.create_error = ""
+    team.guard._started.clear()  # as START_REPEAT seconds later
+    ready = team.get("/__occ/ready", carol)
+    assert json.loads(ready.body) == {"ready": False, "state": "starting"}
+    assert starter.requests[-1] == {**first}
+    kept = team.admin_people.get("carol")
+    assert kept is not None and kept.upstream == "opencode-cloud-user-carol:4096"
+    assert ("carol", "sso-instance", "starter") in [e[1:] for e in team.admin_people.events()]
+    answer = team.verify(carol)
+    assert answer.status == 503  # on its way: the door waits for it, as for anyone's
+
+    # From now on their instance is only started, like anyone's.
+    team.guard._started.clear()
+    team.get("/__occ/ready", carol)
+    assert starter.requests[-1] == {"op": "start", "name": "carol"}
 
 
 def test_a_script_signed_in_with_basic_credentials_gets_its_stopped_instance_started(

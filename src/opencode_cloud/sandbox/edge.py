@@ -716,6 +716,7 @@ PERSON_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?")
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _UPSTREAM = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}):([0-9]{1,5})")
 _INTERNAL_PASSWORD = re.compile(r"[\x21-\x7e]{1,256}")
+INTERNAL_PASSWORD_BYTES = 24  # of one the door makes, as the tool's (hex: the starter's rule)
 DEFAULT_STATE_DIR = "/var/lib/opencode-cloud-edge"
 DEFAULT_TEAM_DB = f"{DEFAULT_STATE_DIR}/team.db"
 DEFAULT_HASH_FILE = "/run/opencode-cloud/password.bcrypt"
@@ -723,6 +724,7 @@ INTERNAL_USER = "opencode"  # the user name of a person's instance's internal pa
 HEALTH_PATH = "/global/health"
 HEALTH_TIMEOUT = 1.0  # an instance that does not answer its health check by then is not ready
 STARTER_TIMEOUT = 5.0  # the starter answers once the engine took the request
+CREATE_TIMEOUT = 60.0  # ... or made a person's volumes, network and container
 START_REPEAT = 2.0  # a person's instance is asked to start at most this often
 LAST_SEEN_EVERY = 10.0  # seconds between two writes of a person's last_seen
 # An instance takes requests once it answered its health check, and until it is known to
@@ -1151,15 +1153,17 @@ class Starter:
         self.path = path
         self.timeout = timeout
 
-    def ask(self, op: str, name: str) -> dict[str, Any]:
+    def ask(self, op: str, name: str, **more: str) -> dict[str, Any]:
         """The starter's answer (`{"state": ...}`), or `{"error": ...}`."""
         if not self.path:
             return {"error": "no starter"}
-        request = json.dumps({"op": op, "name": name}).encode() + b"\n"
+        request = json.dumps({"op": op, "name": name, **more}).encode() + b"\n"
+        # Making an instance takes the engine several requests.
+        timeout = CREATE_TIMEOUT if op == "create" else self.timeout
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                deadline = time.monotonic() + self.timeout
-                sock.settimeout(self.timeout)
+                deadline = time.monotonic() + timeout
+                sock.settimeout(timeout)
                 sock.connect(self.path)
                 sock.sendall(request)
                 reader = Reader(sock)
@@ -1218,12 +1222,14 @@ class TeamGuard(Guard):
         return self.people
 
     def _second_step(self) -> Any:
-        """Second factors (edge_second.py): TOTP first, recovery codes last on the page."""
+        """Second factors (edge_second.py): TOTP first, or a passkey of a person who has
+        TOTP too; recovery codes last on the page."""
+        totp = edge_totp.Totp()
         return edge_second.SecondStep(
             self.people._transaction,
             self.people._reading,
             self.clock,
-            [edge_totp.Totp(), edge_second.RecoveryCode()],
+            [totp, _passkeys().SecondFactor(totp), edge_second.RecoveryCode()],
         )
 
     def record_name(self, name: str) -> str:
@@ -1407,7 +1413,11 @@ class TeamGuard(Guard):
             if now - asked < START_REPEAT:
                 return state
             self._started[name] = (now, "starting")
-        answered = self.starter.ask("start", name).get("state")
+        person = self.people.get(name)
+        if person is not None and not person.upstream and person.hash == edge_oidc.NO_PASSWORD:
+            answered = self._create(person).get("state")
+        else:
+            answered = self.starter.ask("start", name).get("state")
         known = ("running", "starting", "stopped", "missing")
         state = answered if isinstance(answered, str) and answered in known else "unavailable"
         with self._team_lock:
@@ -1417,6 +1427,32 @@ class TeamGuard(Guard):
             if state in ("starting", "stopped", "missing"):  # (re)started, or down:
                 self._answering.pop(name, None)  # it must answer anew
         return state
+
+    def _create(self, person: Person) -> dict[str, Any]:
+        """Ask the starter to make the instance of a person made by single sign-on, who
+        has none yet (no upstream). Their internal password is kept first: should the
+        answer be lost, the next ask finds the instance made with it."""
+        name = person.name
+        if not person.internal_password:
+            internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
+            self.people._run(
+                "UPDATE people SET internal_password = ? WHERE name = ? AND internal_password = ''",
+                internal,
+                name,
+            )
+            person = self.people.get(name) or person
+        answer = self.starter.ask("create", name, password=person.internal_password)
+        upstream = answer.get("upstream")
+        if (
+            answer.get("state") in ("running", "starting")
+            and isinstance(upstream, str)
+            and _UPSTREAM.fullmatch(upstream)
+            and self.people._run(
+                "UPDATE people SET upstream = ? WHERE name = ? AND upstream = ''", upstream, name
+            )
+        ):
+            self._log(name, "sso-instance", "starter")
+        return answer
 
     def stop_idle(self) -> list[str]:
         """Ask the starter to stop the instances seen in use whose person has not been
@@ -2315,7 +2351,10 @@ class Handler:
         headers: list[tuple[str, str]] | None = None,
     ) -> Response:
         text = edge_second.page(STYLE, message, factors, self._csrf_token(), target)
-        return self._html(status, text, headers or [])
+        headers = list(headers or [])
+        if any(f.key == "passkey" for f in factors):  # its button's script
+            headers.append(("Content-Security-Policy", _passkeys().POLICY))
+        return self._html(status, text, headers)
 
     def _second_again(self, status: int, message: str, target: str) -> Response:
         """The login page, the pending sign-in's cookie cleared: it is gone."""
@@ -2358,7 +2397,10 @@ class Handler:
         proved: list[tuple[str, str, str, str] | None] = []
 
         def check() -> bool:
-            proved.append(second.prove(token, form))
+            verified = None
+            if form.get("factor") == "passkey" and self.team is not None:
+                verified = _passkeys().second_step_proof(self, name, form)
+            proved.append(second.prove(token, form, verified))
             return proved[0] is not None and proved[0][0] == "ok"
 
         outcome = self.guard.attempt_step(address, device, name, check)
@@ -2378,7 +2420,8 @@ class Handler:
             if verdict == "void":
                 message = "Too many wrong codes. Please sign in again."
                 return self._second_again(401, message, target)
-            return self._second_form(401, "Wrong code.", factors, target)
+            wrong = "The passkey was refused." if factor == "passkey" else "Wrong code."
+            return self._second_form(401, wrong, factors, target)
         if factor == "recovery":
             guard._log(name, "recovery-code-used", address)
         made = guard.sign_in(generation, name, address, self.request.header("user-agent"))

@@ -12,7 +12,8 @@ it does not hold: the provider rotated its keys). The signature, issuer, audienc
 Who signs in: the person linked to the token's issuer and `sub` (never its email). The
 first time, a person whose email the admin gave (`occ user add --email`) is linked, when
 the provider says the email is verified; or else, with `create_people`, a new person
-without a password is made (their instance is made by `occ team sso sync`). Whoever it is
+without a password is made (the starter makes their instance when the door first asks to
+start it, edge.TeamGuard.start, or the admin with `occ team sso sync`). Whoever it is
 must be allowed now: their verified email is in `allowed_emails`, its domain in
 `allowed_domains`, or a group of theirs in `allowed_groups`. A disabled or removed person
 is refused whatever the provider says.

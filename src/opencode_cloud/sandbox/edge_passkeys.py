@@ -582,6 +582,17 @@ if (signIn) signIn.addEventListener("click", async () => {
     location.assign(done.location);
   } catch (error) { say("Passkey sign-in failed: " + error.message); }
 });
+const second = document.getElementById("passkey-second");
+if (second) second.addEventListener("click", async () => {
+  say("");
+  try {
+    const begun = await post("/__occ/second/passkey", {csrf: csrf()});
+    const credential = await navigator.credentials.get({publicKey: decoded(begun.publicKey)});
+    second.form.querySelector("input[name=assertion]").value =
+      JSON.stringify(encoded(credential));
+    second.form.submit();
+  } catch (error) { say("The passkey failed: " + error.message); }
+});
 const add = document.getElementById("passkey-add");
 if (add) add.addEventListener("click", async () => {
   say("");
@@ -601,6 +612,11 @@ POLICY = (
     + b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     + "'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'"
 )
+
+SECOND_BLOCK = """<input type="hidden" name="assertion" value="">
+<button type="button" id="passkey-second">Use a passkey</button>
+<p class="msg" id="passkey-msg"></p>
+<script>{script}</script>"""
 
 LOGIN_BLOCK = """<button type="button" id="passkey-sign-in">Sign in with a passkey</button>
 <p class="msg" id="passkey-msg"></p>
@@ -639,6 +655,7 @@ PAGE_PATH = "/__occ/passkeys"
 NEW_PATH = "/__occ/passkeys/new"
 ADD_PATH = "/__occ/passkeys/add"
 REMOVE_PATH = "/__occ/passkeys/remove"
+SECOND_BEGIN_PATH = "/__occ/second/passkey"
 BEGIN_PATH = "/__occ/passkey/begin"
 FINISH_PATH = "/__occ/passkey/finish"
 COOKIE = "passkey"  # occ_passkey_PORT: the token of the challenge under way
@@ -658,6 +675,7 @@ def routes(h: Any, edge: Any) -> dict[str, dict[str, Callable[[], Any]]]:
         REMOVE_PATH: {"POST": lambda: _remove(h, edge)},
         BEGIN_PATH: {"POST": lambda: _answer(h, edge, _begin)},
         FINISH_PATH: {"POST": lambda: _answer(h, edge, _finish)},
+        SECOND_BEGIN_PATH: {"POST": lambda: _answer(h, edge, _second_begin)},
     }
 
 
@@ -834,6 +852,61 @@ def _finish(h: Any, edge: Any, body: dict[str, Any]) -> Any:
     ]
     body_out = json.dumps({"ok": True, "location": target}).encode()
     return edge.Response(200, body_out, "application/json", headers)
+
+
+def _second_begin(h: Any, edge: Any, body: dict[str, Any]) -> Any:
+    """A challenge for the person of the browser's pending sign-in (their password proved
+    right), answered by their own passkeys only."""
+    token = h._cookie("second")
+    found = h.team.second.pending(token) if token else None
+    if found is None or not any(f.key == SecondFactor.key for f in found[1]):
+        raise _Refused(401, "Sign in with your password first.")
+    options, challenge = begin_assertion(_store(h), _rp_id(h), h.team.clock(), name=found[0])
+    return _hold(h, challenge, options, edge)
+
+
+def second_step_proof(h: Any, name: str, form: dict[str, str]) -> bool:
+    """Whether the form's `assertion` is a passkey of `name` answering the challenge of
+    this browser's second step (taken: good once). Checked before the second step's
+    transaction: a passkey's counter is noted in a transaction of its own."""
+    try:
+        challenge = _take(h, "sign-in")
+        if challenge.name != name:
+            raise PasskeyError("This passkey request was another person's.")
+        answer = json.loads(form.get("assertion") or "null")
+        verify_assertion(
+            _store(h), challenge, answer, _origin_ok(h, challenge.rp_id), h.team.clock()
+        )
+    except (PasskeyError, ValueError, RecursionError):
+        return False
+    return True
+
+
+class SecondFactor:
+    """A passkey as the second step after a password (edge_second.py's factor), for a
+    person who has TOTP (`alongside`) and a passkey: either proves them, so a passkey
+    alone never asks for more than before. Its proof comes from `second_step_proof`,
+    never from the form itself (`check` says no)."""
+
+    key = "passkey"
+
+    def __init__(self, alongside: Any) -> None:
+        self.alongside = alongside
+
+    def enrolled(self, db: sqlite3.Connection, name: str) -> bool:
+        if not self.alongside.enrolled(db, name):
+            return False
+        try:
+            row = db.execute("SELECT 1 FROM passkeys WHERE name = ? LIMIT 1", (name,)).fetchone()
+        except sqlite3.OperationalError:  # no passkey table yet
+            return False
+        return row is not None
+
+    def fields(self) -> str:
+        return SECOND_BLOCK.format(script=SCRIPT)
+
+    def check(self, db: sqlite3.Connection, name: str, form: dict[str, str], now: float) -> bool:
+        return False
 
 
 def _remove(h: Any, edge: Any) -> Any:

@@ -24,10 +24,12 @@ A factor is an object with
   posting to `SECOND_PATH` with `factor`, `csrf` and `next`);
 - `check(db, name, form, now)`: whether the form's fields prove it, consuming what they
   used (a code's time step, a recovery code) in the same transaction: nothing proves twice.
-`SecondStep` takes a list of them; another factor (passkeys) is one more entry of it. Its
-tables are created with `CREATE TABLE IF NOT EXISTS` in the people's database (in single
-user mode, a database of the same layout whose pending sign-ins are checked against the
-password's generation now, `generation_now`).
+`SecondStep` takes a list of them. A factor whose proof is checked elsewhere (a passkey,
+edge_passkeys.SecondFactor, whose counter is noted in a transaction of its own) says no in
+`check`, and the caller hands `prove` its verdict. Its tables are created with
+`CREATE TABLE IF NOT EXISTS` in the people's database (in single user mode, a database of
+the same layout whose pending sign-ins are checked against the password's generation now,
+`generation_now`).
 
 Recovery codes are made with a person's first factor (`new_recovery_codes`): each is 80
 random bits, kept as its SHA-256 digest, and works once.
@@ -217,13 +219,17 @@ class SecondStep:
                 return None
             return found[0], [f for f in self.factors if f.enrolled(db, found[0])]
 
-    def prove(self, token: str, form: dict[str, str]) -> tuple[str, str, str, str] | None:
+    def prove(
+        self, token: str, form: dict[str, str], verified: bool | None = None
+    ) -> tuple[str, str, str, str] | None:
         """Check the form against the pending sign-in of `token`: None when there is no
         such live sign-in; else its outcome (`ok`, `wrong`, `blocked` when the factor
         refuses every proof of this person (`MAX_GUESSES`), or `void` when that wrong
         proof was the pending sign-in's last), the person, the generation and the
         factor's key. A right proof ends the pending sign-in (one session per password
-        typed); a wrong one counts in it."""
+        typed); a wrong one counts in it. `verified`: the caller's own
+        check of the proof, made before this transaction (a passkey's), instead of the
+        factor's `check`."""
         key = form.get("factor", "")
         with self._db() as db:
             now = self.clock()
@@ -232,7 +238,7 @@ class SecondStep:
                 return None
             name, generation = found
             factor = next((f for f in self.factors if f.key == key), None)
-            fields_ok = all(len(v) <= MAX_FIELD for v in form.values())
+            fields_ok = verified is not None or all(len(v) <= MAX_FIELD for v in form.values())
             guessed = factor is not None and factor.guessable
             rows = db.execute("SELECT wrong FROM second_guesses WHERE name = ?", (name,))
             blocked = guessed and (rows.fetchone() or (0,))[0] >= MAX_GUESSES
@@ -242,7 +248,7 @@ class SecondStep:
                 and factor is not None
                 and fields_ok
                 and factor.enrolled(db, name)
-                and factor.check(db, name, form, now)
+                and (factor.check(db, name, form, now) if verified is None else verified)
             )
             digest = _digest(token)
             if ok:

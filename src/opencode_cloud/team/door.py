@@ -14,16 +14,18 @@ network, no capability and a read-only file system (docs/team.md).
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.defaults import (
+    INTERNAL_PASSWORD_PATH,
     TEAM_IDLE_STOP_ENV,
     TEAM_INSTANCE_ENV,
     TEAM_PREFIX_ENV,
 )
 from opencode_cloud.docker.container import put_files
-from opencode_cloud.docker.models import Mount
+from opencode_cloud.docker.models import ContainerFile, Mount
 from opencode_cloud.docker.spec import (
     LOG_ROTATION,
     NO_NEW_PRIVILEGES,
@@ -31,12 +33,14 @@ from opencode_cloud.docker.spec import (
     ContainerSettings,
     ContainerSpec,
 )
+from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH
 from opencode_cloud.runtime import edge_admin
 from opencode_cloud.team.errors import DoorNotRunning, DoorRefused
 from opencode_cloud.team.layout import (
     DOOR_STATE_DIR,
     ENGINE_SOCKET,
+    PERSON_PORT,
     STARTER_DIR,
     STARTER_PROGRAM,
     TeamLayout,
@@ -51,6 +55,13 @@ DOOR_PIDS = 512
 STARTER_MEMORY_BYTES = 64 << 20
 STARTER_PIDS = 32
 EDGE_USER = edge_admin.EDGE_USER
+# The starter's template of a person's instance (sandbox/starter.py): root's, 0600, so the
+# door, which mounts the same volume, can neither read the people's environment in it nor
+# change it.
+TEMPLATE_PATH = f"{STARTER_DIR}/person.json"
+# People's instances the starter makes at most, counting those the tool made: a door
+# that is not itself any more cannot fill the engine with containers.
+MAX_PEOPLE_AT_SIGN_IN = 50
 
 
 def door_spec(
@@ -132,6 +143,29 @@ def starter_body(layout: TeamLayout, image: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def person_template(layout: TeamLayout, spec: ContainerSpec, placeholder: str) -> ContainerFile:
+    """The starter's template: `spec`, a person's container made for the name
+    `placeholder`, which the starter replaces by the new person's name everywhere."""
+    person = layout.person(placeholder)
+    body = spec.create_body()
+    # Its digest is of the placeholder's spec: a made container would carry a wrong one.
+    body["Labels"] = {k: v for k, v in body["Labels"].items() if k != LABEL_CONFIG_HASH}
+    template = {
+        "placeholder": placeholder,
+        "body": body,
+        "volumes": [
+            {"Name": person.volume_name(v.kind), "Labels": person.labels(f"volume-{v.kind}")}
+            for v in VOLUME_SPECS
+        ],
+        "network": {"Name": layout.person_network(placeholder), "Labels": person.labels("network")},
+        "door": layout.door,
+        "port": PERSON_PORT,
+        "password_path": INTERNAL_PASSWORD_PATH,
+        "max_people": MAX_PEOPLE_AT_SIGN_IN,
+    }
+    return ContainerFile(json.dumps(template).encode(), 0o600, 0)
 
 
 def admin(client: Engine, layout: TeamLayout, request: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 The settings and the client secret live in the door's records, beside the people: the tool
 sends them through `door.admin` (a file written through the engine's archive API, never
 argv or the environment), and the door's login service (sandbox/edge_oidc.py) reads them
-at each sign-in. People the door made at their first sign-in get their instance from
-`sync`: only the tool makes containers.
+at each sign-in. People the door made at their first sign-in get their instance from the
+starter, from the template `Team.start` hands it (sandbox/starter.py), or from `sync`, the
+admin's explicit way (for one whose volumes are left from before, say).
 """
 
 from __future__ import annotations

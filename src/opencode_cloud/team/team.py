@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.access import credentials
-from opencode_cloud.docker.container import create_with_files, stop_container
+from opencode_cloud.docker.container import create_with_files, put_files, stop_container
 from opencode_cloud.docker.errors import ContainerExited, DockerError, HealthTimeout
 from opencode_cloud.docker.health import log_tail
 from opencode_cloud.docker.helper import copy_volumes
@@ -177,6 +177,7 @@ class Team:
         if starter is None:
             self.client.create_container(layout.starter, door.starter_body(layout, image))
         self.client.start_container(layout.starter)
+        self.write_person_template()
         wanted = door.door_spec(
             self.config,
             layout,
@@ -350,6 +351,15 @@ class Team:
             image_id=found.id if found else None,
             nano_cpus=round(cpus * 1e9),
         )
+
+    def write_person_template(self) -> None:
+        """Hand the starter the template of a new person's instance (the service's
+        settings, `occ user add`'s limits), from which it makes the instance of a person
+        made by their first single sign-on."""
+        placeholder = "p" + secrets.token_hex(12)  # a name no setting holds
+        spec = self.person_spec(placeholder, self._limits(None, None))
+        content = door.person_template(self.layout, spec, placeholder)
+        put_files(self.client, self.layout.starter, {door.TEMPLATE_PATH: content})
 
     def person_limits(self, name: str) -> PersonLimits:
         """The limits person `name`'s container was made with.

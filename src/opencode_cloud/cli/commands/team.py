@@ -279,7 +279,8 @@ def sso_off(app_ctx: AppContext) -> None:
 @sso_group.command("sync")
 @click.pass_obj
 def sso_sync(app_ctx: AppContext) -> None:
-    """Make the opencode of everyone single sign-on added at their first sign-in."""
+    """Make the opencode of anyone single sign-on added who has none (the door could not
+    make it at their first sign-in)."""
     from opencode_cloud.team import sso
 
     with app_ctx.changing("team sso sync"):
