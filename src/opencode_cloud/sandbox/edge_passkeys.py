@@ -889,6 +889,7 @@ class SecondFactor:
     never from the form itself (`check` says no)."""
 
     key = "passkey"
+    guessable = False  # a signature, not a code
 
     def __init__(self, alongside: Any) -> None:
         self.alongside = alongside
