@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from opencode_cloud.defaults import IMAGE_NAME
@@ -82,6 +84,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def instance_env(config_dir: Path, instance: str, port: int) -> dict[str, str]:
+    """The environment of `occ` for a test's own instance: its configuration folder and
+    port, and no fetch of the models list (the tests run offline)."""
+    env = {
+        **os.environ,
+        "OCC_CONFIG_DIR": str(config_dir),
+        "OCC_INSTANCE": instance,
+        "NO_COLOR": "1",
+    }
+    run(env, "config", "set", "port", str(port))
+    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+    return env
 
 
 def remove_everything_of(instance: str) -> None:

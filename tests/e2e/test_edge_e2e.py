@@ -20,7 +20,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -29,32 +28,16 @@ from typing import Any
 import pytest
 
 from browser_helpers import ARTIFACTS, run_in_terminal
+from occ_helpers import instance_env, run
 from raw_http import session_cookie, sign_in, statuses
 from tls_helpers import shorten_certificate
 
 pytestmark = pytest.mark.e2e
 
-OCC = [sys.executable, "-m", "opencode_cloud"]
-
-
-def run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*OCC, *args], env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, f"occ {' '.join(args)}: {proc.stderr}"
-    return proc
-
 
 @pytest.fixture
 def occ_env(tmp_path: Path, instance: Any, free_port: int, sandbox_image: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "OCC_CONFIG_DIR": str(tmp_path / "config"),
-        "OCC_INSTANCE": instance.name,
-        "NO_COLOR": "1",
-    }
-    run(env, "config", "set", "port", str(free_port))
-    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
-    return env
+    return instance_env(tmp_path / "config", instance.name, free_port)
 
 
 def creds(env: dict[str, str]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ One team serves the module, on the suite's sandbox image (`sandbox_image`).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 import urllib.parse
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from occ_helpers import docker, free_port, remove_everything_of, run
+from occ_helpers import docker, free_port, instance_env, remove_everything_of, run
 from oidc_helpers import CLIENT_ID, Browser, OidcProvider
 
 pytestmark = pytest.mark.e2e
@@ -54,17 +53,10 @@ class SsoTeam:
 def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[SsoTeam]:
     instance = f"e2e-oidc-{secrets.token_hex(3)}"
     folder = tmp_path_factory.mktemp("oidc-door")
-    env = {
-        **os.environ,
-        "OCC_CONFIG_DIR": str(folder / "config"),
-        "OCC_INSTANCE": instance,
-        "NO_COLOR": "1",
-    }
     prefix = f"opencode-cloud-{instance}"
     provider: OidcProvider | None = None
     try:
-        run(env, "config", "set", "port", str(free_port()))
-        run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+        env = instance_env(folder / "config", instance, free_port())
         run(env, "start")
         url = json.loads(run(env, "--json", "team", "enable", "--name", "ada").stdout)["url"]
         run(env, "user", "add", "bob", "--email", "bob@example.com")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from browser_helpers import ARTIFACTS
-from occ_helpers import free_port, remove_everything_of, run
+from occ_helpers import free_port, instance_env, remove_everything_of, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -35,15 +34,8 @@ class Team:
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[Team]:
     instance = f"e2e-passkeys-{secrets.token_hex(3)}"
-    env = {
-        **os.environ,
-        "OCC_CONFIG_DIR": str(tmp_path_factory.mktemp("passkeys") / "config"),
-        "OCC_INSTANCE": instance,
-        "NO_COLOR": "1",
-    }
     port = free_port()
-    run(env, "config", "set", "port", str(port))
-    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+    env = instance_env(tmp_path_factory.mktemp("passkeys") / "config", instance, port)
     try:
         run(env, "start")
         password = json.loads(run(env, "--json", "auth", "show").stdout)["password"]

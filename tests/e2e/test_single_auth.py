@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pyotp
 import pytest
 
 from e2e.test_team_totp import Browserless
-from occ_helpers import free_port, remove_everything_of, run
+from occ_helpers import free_port, instance_env, remove_everything_of, run
 
 pytestmark = pytest.mark.e2e
 
@@ -70,15 +69,8 @@ class Browser(Browserless):
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[Single]:
     instance = f"e2e-single-{secrets.token_hex(3)}"
-    env = {
-        **os.environ,
-        "OCC_CONFIG_DIR": str(tmp_path_factory.mktemp("single") / "config"),
-        "OCC_INSTANCE": instance,
-        "NO_COLOR": "1",
-    }
-    run(env, "config", "set", "port", str(free_port()))
+    env = instance_env(tmp_path_factory.mktemp("single") / "config", instance, free_port())
     run(env, "config", "set", "image", sandbox_image)
-    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
     try:
         run(env, "start")
         shown = json.loads(run(env, "--json", "auth", "show").stdout)

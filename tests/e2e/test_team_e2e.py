@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -26,7 +25,7 @@ import pytest
 import yaml
 
 from browser_helpers import ARTIFACTS, run_in_terminal
-from occ_helpers import docker, free_port, remove_everything_of, run
+from occ_helpers import docker, free_port, instance_env, remove_everything_of, run
 from opencode_cloud.kubernetes.manifests import KUBERNETES_VERSION
 
 pytestmark = pytest.mark.e2e
@@ -98,15 +97,8 @@ def titles(url: str, who: tuple[str, str]) -> set[str]:
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[Team]:
     instance = f"e2e-team-{secrets.token_hex(3)}"
-    env = {
-        **os.environ,
-        "OCC_CONFIG_DIR": str(tmp_path_factory.mktemp("team") / "config"),
-        "OCC_INSTANCE": instance,
-        "NO_COLOR": "1",
-    }
     port = free_port()
-    run(env, "config", "set", "port", str(port))
-    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+    env = instance_env(tmp_path_factory.mktemp("team") / "config", instance, port)
     try:
         run(env, "start")
         creds = json.loads(run(env, "--json", "auth", "show").stdout)

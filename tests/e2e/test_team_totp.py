@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import re
 import secrets
 import time
@@ -22,7 +21,7 @@ from urllib.parse import urlencode, urlsplit
 import pyotp
 import pytest
 
-from occ_helpers import docker, free_port, remove_everything_of, run
+from occ_helpers import docker, free_port, instance_env, remove_everything_of, run
 
 pytestmark = pytest.mark.e2e
 
@@ -110,14 +109,7 @@ class Browserless:
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Iterator[Team]:
     instance = f"e2e-totp-{secrets.token_hex(3)}"
-    env = {
-        **os.environ,
-        "OCC_CONFIG_DIR": str(tmp_path_factory.mktemp("totp") / "config"),
-        "OCC_INSTANCE": instance,
-        "NO_COLOR": "1",
-    }
-    run(env, "config", "set", "port", str(free_port()))
-    run(env, "config", "env", "set", "OPENCODE_DISABLE_MODELS_FETCH=1")
+    env = instance_env(tmp_path_factory.mktemp("totp") / "config", instance, free_port())
     try:
         run(env, "start")
         password = json.loads(run(env, "--json", "auth", "show").stdout)["password"]
