@@ -280,11 +280,18 @@ def sso_sync(app_ctx: AppContext) -> None:
     from opencode_cloud.team import sso
 
     with app_ctx.changing("team sso sync"):
-        made = sso.sync(app_ctx.team())
-    app_ctx.out.result(
-        {"made": made},
-        lambda: [f"Made the opencode of {', '.join(made)}." if made else "Everyone has theirs."],
-    )
+        result = sso.sync(app_ctx.team())
+    made, refused = result.made, result.refused
+
+    def lines() -> list[str]:
+        said = [f"Made the opencode of {', '.join(made)}." if made else "Everyone has theirs."]
+        return said + [
+            f"Not made for {name}: the volumes of a removed person of that name are still "
+            f"there (`occ user remove {name} --volumes` deletes both; they sign in again)."
+            for name in refused
+        ]
+
+    app_ctx.out.result({"made": made, "refused": refused}, lines)
 
 
 # -- occ user -------------------------------------------------------------------------------
