@@ -596,3 +596,26 @@ def test_a_label_is_kept_as_one_short_printable_line(team: Team, alice: str) -> 
     assert all(c.isprintable() for c in label)
     register(team, alice, Authenticator(), " \t ")
     assert {p["label"] for p in held(team, "alice")} == {label, "Passkey"}
+
+
+def test_single_sign_on_only_refuses_a_passkey_sign_in_begun_before_it(
+    team: Team, alice: str
+) -> None:
+    authenticator = Authenticator()
+    register(team, alice, authenticator)
+    options, challenge = begin_sign_in(team)
+    team.admin(
+        op="oidc-set",
+        issuer="https://id.example.com",
+        client_id="door",
+        client_secret="client-secret-0123456789",
+        allowed_domains=["example.com"],
+        sso_only=True,
+    )
+    sessions = team.admin_people._all("SELECT token FROM sessions")
+
+    answer = finish(team, challenge, authenticator.get(options))
+
+    assert answer.status == 403 and b"single sign-on only" in answer.body
+    assert cookie_in(answer) == ""
+    assert team.admin_people._all("SELECT token FROM sessions") == sessions

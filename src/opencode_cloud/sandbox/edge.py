@@ -2332,6 +2332,8 @@ class Handler:
             team._log("", "second-step-refused", address)
             return self._second_again(401, SECOND_EXPIRED, target)
         name, factors = found
+        if self._sso_only():  # set while this sign-in waited for its second step
+            return self._second_again(403, "Sign in with single sign-on.", target)
         if self._origin() == "foreign" or not self._csrf_ok(form):
             message = "This form was out of date. Please try again."
             return self._second_form(403, message, factors, target)

@@ -792,6 +792,8 @@ def _begin(h: Any, edge: Any, body: dict[str, Any]) -> Any:
 def _finish(h: Any, edge: Any, body: dict[str, Any]) -> Any:
     """The sign-in with a passkey: a session of its person, as after their password.
     Failures count in the same buckets as wrong passwords without a device cookie."""
+    if h._sso_only():  # also for a sign-in begun before single sign-on only was set
+        raise _Refused(403, "This team signs in with single sign-on only.")
     guard = h.team
     address = h._address()
     limits = guard._limits(address, None)
