@@ -236,3 +236,28 @@ def test_who_is_allowed(claims: dict[str, Any], allowed: bool) -> None:
         "allowed_groups": ["dev"],
     }
     assert edge_oidc.allowed(settings, claims) is allowed
+
+
+def test_an_email_that_only_unicode_lower_case_makes_a_listed_one_is_not_that_person(
+    team: Team,
+) -> None:
+    # KELVIN SIGN lower-cases to "k": another mailbox, not kate's.
+    team.admin_people._run("UPDATE people SET email = 'kate@example.com' WHERE name = 'bob'")
+    settings = {
+        "issuer": "https://id.example.com",
+        "allowed_emails": ["kate@example.com"],
+        "allowed_domains": [],
+        "allowed_groups": ["kube"],
+        "create_people": False,
+    }
+    claims = {"sub": "s-1", "email": "\u212aate@example.com", "email_verified": True}
+    assert not edge_oidc.allowed(settings, claims)
+    assert not edge_oidc.allowed(settings, {"sub": "s-1", "groups": ["\u212aube"]})
+    sso = edge_oidc.Sso(team.admin_people, lambda *_: None)
+    with_group = {**claims, "groups": ["kube"]}  # allowed by a group, linked by no email
+    with pytest.raises(edge_oidc.SsoError):
+        sso._person(settings, with_group, "192.0.2.1")
+    assert team.admin_people._all("SELECT * FROM oidc_links") == []
+    # The same address in other letter cases is kate's.
+    assert edge_oidc.allowed(settings, {**claims, "email": "Kate@Example.COM"})
+    assert sso._person(settings, {**claims, "email": "KATE@example.com"}, "192.0.2.1") == "bob"

@@ -34,6 +34,7 @@ import json
 import re
 import secrets
 import sqlite3
+import string
 import threading
 import time
 import urllib.parse
@@ -110,6 +111,16 @@ class SettingsError(ValueError):
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _folded(text: str) -> str:
+    """An email or a group of a token as compared: ASCII letters in lower case, as SQLite's
+    lower() does; never others (str.lower turns KELVIN SIGN into "k": another mailbox
+    would become a listed one)."""
+    return text.strip(" \t\r\n").translate(_ASCII_LOWER)
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -444,14 +455,14 @@ def allowed(settings: dict[str, Any], claims: dict[str, Any]) -> bool:
     """Whether the provider's word about this person is one the settings allow."""
     email = claims.get("email")
     if isinstance(email, str) and claims.get("email_verified") is True:
-        email = email.strip().lower()
+        email = _folded(email)
         if email in settings["allowed_emails"]:
             return True
         if email.rpartition("@")[2] in settings["allowed_domains"]:
             return True
     groups = claims.get("groups")
     if isinstance(groups, list):
-        mine = {g.strip().lower() for g in groups if isinstance(g, str)}
+        mine = {_folded(g) for g in groups if isinstance(g, str)}
         if mine & set(settings["allowed_groups"]):
             return True
     return False
@@ -623,7 +634,7 @@ class Sso:
             match = self.db._all(
                 "SELECT name, disabled FROM people WHERE lower(email) = ? AND name NOT IN "
                 "(SELECT name FROM oidc_links WHERE issuer = ?)",
-                email.strip().lower(),
+                _folded(email),
                 issuer,
             )
             if len(match) == 1:
