@@ -197,3 +197,41 @@ def test_sync_never_gives_a_person_made_at_sign_in_the_volumes_a_removed_person_
     assert f"{PREFIX}-user-alice" not in fake.containers  # her files reach nobody
     assert result.made == [] and result.refused == ["alice"]
     assert people.get("alice").upstream == ""
+
+
+def test_a_person_added_while_someone_signs_in_with_that_name_is_not_theirs(
+    fake: FakeEngine,
+    team: Team,
+    sent: list[dict[str, Any]],
+    people: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    team.start()
+    door_sso = edge.edge_oidc.Sso(people, lambda *_: None)
+    settings = {
+        "issuer": "https://id.example.com",
+        "create_people": True,
+        "allowed_emails": [],
+        "allowed_domains": ["example.com"],
+        "allowed_groups": [],
+    }
+    claims = {
+        "sub": "mallory-1",
+        "email": "mallory@example.com",
+        "email_verified": True,
+        "preferred_username": "alice",
+    }
+    create_person = team.create_person
+
+    def meanwhile(name: str, *args: Any, **kwargs: Any) -> None:
+        create_person(name, *args, **kwargs)
+        # While the tool makes alice's container, someone signs in as "alice" first.
+        assert door_sso._person(settings, claims, "192.0.2.1") == "alice"
+
+    monkeypatch.setattr(team, "create_person", meanwhile)
+
+    with pytest.raises(DoorRefused, match="single sign-on"):
+        team.add("alice", admin=True)
+
+    alice = people.get("alice")
+    assert alice.hash == edge.edge_oidc.NO_PASSWORD and not alice.admin  # still the sign-in's

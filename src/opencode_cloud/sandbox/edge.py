@@ -1073,7 +1073,8 @@ class People:
         now: float,
     ) -> bool:
         """Add the person or replace their record (keeping their times and whether they
-        are disabled); a new hash voids their sessions. True when added."""
+        are disabled; never one made at a first sign-in); a new hash voids their
+        sessions. True when added."""
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT hash, generation FROM people WHERE name = ?", (name,)
@@ -1095,6 +1096,10 @@ class People:
                 )
                 return True
             old_hash, generation = rows[0]
+            if old_hash == edge_oidc.NO_PASSWORD:
+                # Made at a first sign-in while the tool added this name: that record is
+                # someone else's, linked to their account at the provider.
+                raise AdminError(f"{name} was just made by a single sign-on: choose another name")
             if old_hash != hashed:
                 generation = _new_generation()
                 db.execute("DELETE FROM sessions WHERE name = ?", (name,))
