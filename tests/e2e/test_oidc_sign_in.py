@@ -442,3 +442,13 @@ def test_forged_id_tokens_of_another_algorithm_shape_or_claims_are_refused(
     before = setup.state()
     answer = _token_altered(setup, changes[forgery])
     refused(setup, answer, 400, "sso-bad-token", before)
+
+
+def test_a_flood_of_sign_ins_begun_from_one_address_ends_nobody_elses(setup: Setup) -> None:
+    browser, callback = setup.to_callback("bob-at-idp")  # bob's, from 127.0.0.1
+    begin = raw("GET", f"{edge_oidc.START_PATH}?next=/", address="192.0.2.66")
+    for _ in range(3 * edge_oidc.MAX_PENDING):  # more than the door keeps, over seconds
+        assert setup.team.send(begin).status == 303
+    answer = browser.open(callback)
+    assert answer.status == 303, answer
+    assert setup.events()[-1] == "signed-in"

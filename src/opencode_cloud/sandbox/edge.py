@@ -2239,7 +2239,7 @@ class Handler:
         browser = secrets.token_urlsafe(32)
         try:
             location = self.team.sso.begin(
-                f"{scheme}://{host}{edge_oidc.CALLBACK_PATH}", target, browser
+                f"{scheme}://{host}{edge_oidc.CALLBACK_PATH}", target, browser, self._address()
             )
         except edge_oidc.SsoError as error:
             return self._sso_failed(error)

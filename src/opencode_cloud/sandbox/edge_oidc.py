@@ -46,6 +46,7 @@ START_PATH = "/__occ/oidc/start"
 CALLBACK_PATH = "/__occ/oidc/callback"
 PENDING_SECONDS = 600  # a sign-in must come back from the provider within this
 MAX_PENDING = 1000  # sign-ins under way at once; the oldest go first
+MAX_PENDING_PER_ADDRESS = 10  # of one address: a flood from one ends nobody else's
 HTTP_TIMEOUT = 5.0  # seconds for each request to the provider
 MAX_RESPONSE = 256 * 1024  # bytes of a provider's answer (discovery, JWKS, tokens)
 MAX_ID_TOKEN = 16 * 1024  # characters of an ID token
@@ -81,7 +82,8 @@ CREATE TABLE IF NOT EXISTS oidc_pending (
     verifier TEXT NOT NULL,
     redirect_uri TEXT NOT NULL,
     next TEXT NOT NULL,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    address TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -207,6 +209,9 @@ def ensure_tables(db: Database) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             db._run(statement)
+    columns = {row[1] for row in db._all("PRAGMA table_info(oidc_pending)")}
+    if "address" not in columns:  # a table of an earlier version
+        db._run("ALTER TABLE oidc_pending ADD COLUMN address TEXT NOT NULL DEFAULT ''")
 
 
 def read_settings(db: Database) -> tuple[dict[str, Any], str] | None:
@@ -501,9 +506,9 @@ class Sso:
         found = read_settings(self.db)
         return found[0] if found else None
 
-    def begin(self, redirect_uri: str, target: str, browser: str) -> str:
-        """A sign-in under way for the browser holding the cookie `browser`: where to
-        send it at the provider."""
+    def begin(self, redirect_uri: str, target: str, browser: str, address: str) -> str:
+        """A sign-in under way for the browser holding the cookie `browser`, at
+        `address`: where to send it at the provider."""
         found = read_settings(self.db)
         if found is None:
             raise SsoError("Single sign-on is not set up.", "sso-off")
@@ -517,12 +522,20 @@ class Sso:
         now = int(self.clock())
         self.db._run("DELETE FROM oidc_pending WHERE created < ?", now - PENDING_SECONDS)
         self.db._run(
+            "DELETE FROM oidc_pending WHERE address = ? AND state NOT IN (SELECT state FROM "
+            "oidc_pending WHERE address = ? ORDER BY created DESC, rowid DESC LIMIT ?)",
+            address,
+            address,
+            MAX_PENDING_PER_ADDRESS - 1,
+        )
+        self.db._run(
             "DELETE FROM oidc_pending WHERE state NOT IN "
-            "(SELECT state FROM oidc_pending ORDER BY created DESC LIMIT ?)",
+            "(SELECT state FROM oidc_pending ORDER BY created DESC, rowid DESC LIMIT ?)",
             MAX_PENDING - 1,
         )
         self.db._run(
-            "INSERT INTO oidc_pending VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO oidc_pending (state, browser, nonce, verifier, redirect_uri, next, "
+            "created, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             _digest(state),
             _digest(browser),
             nonce,
@@ -530,6 +543,7 @@ class Sso:
             redirect_uri,
             target,
             now,
+            address,
         )
         scope = "openid email profile" + (" groups" if settings["allowed_groups"] else "")
         query = urllib.parse.urlencode(
