@@ -619,3 +619,16 @@ def test_single_sign_on_only_refuses_a_passkey_sign_in_begun_before_it(
     assert answer.status == 403 and b"single sign-on only" in answer.body
     assert cookie_in(answer) == ""
     assert team.admin_people._all("SELECT token FROM sessions") == sessions
+
+
+def test_a_flood_of_passkey_sign_ins_begun_from_one_address_ends_nobody_elses(
+    team: Team, alice: str
+) -> None:
+    authenticator = Authenticator()
+    register(team, alice, authenticator)
+    options, challenge = begin_sign_in(team)  # alice's, from ADDRESS
+    for _ in range(passkeys.MAX_CHALLENGES + 10):
+        flood = post(team, "/__occ/passkey/begin", {"csrf": TOKEN}, address="192.0.2.66")
+        assert flood.status == 200
+    answer = finish(team, challenge, authenticator.get(options))
+    assert answer.status == 200, answer.body
