@@ -286,8 +286,9 @@ def sso_sync(app_ctx: AppContext) -> None:
     def lines() -> list[str]:
         said = [f"Made the opencode of {', '.join(made)}." if made else "Everyone has theirs."]
         return said + [
-            f"Not made for {name}: the volumes of a removed person of that name are still "
-            f"there (`occ user remove {name} --volumes` deletes both; they sign in again)."
+            f"Not made for {name}: volumes of that name are there already (a person removed "
+            f"without --volumes?), and their files would be {name}'s. Once you know whose "
+            f"they are, `occ user remove {name} --volumes` deletes that person and them."
             for name in refused
         ]
 
