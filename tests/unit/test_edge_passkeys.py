@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Iterator
 from pathlib import Path
@@ -632,3 +633,22 @@ def test_a_flood_of_passkey_sign_ins_begun_from_one_address_ends_nobody_elses(
         assert flood.status == 200
     answer = finish(team, challenge, authenticator.get(options))
     assert answer.status == 200, answer.body
+
+
+def test_a_removal_that_fails_part_way_leaves_no_passkey_for_a_new_person_of_that_name(
+    team: Team, alice: str
+) -> None:
+    authenticator = Authenticator()
+    register(team, alice, authenticator)
+    db = team.admin_people
+    # The passkeys cannot be deleted now (a locked or failing database, in effect).
+    db._run("CREATE TRIGGER held BEFORE DELETE ON passkeys BEGIN SELECT RAISE(ABORT, 'held'); END")
+    with pytest.raises(sqlite3.DatabaseError):
+        team.admin(op="remove", name="alice")
+    db._run("DROP TRIGGER held")
+    # Either alice is still there, with her passkeys, or nothing of hers is left.
+    if db.get("alice") is None:
+        team.put("alice", ALICE_PASSWORD, "alice-internal-password")  # someone new
+        assert sign_in(team, authenticator).status == 400
+    else:
+        assert held(team, "alice") and sign_in(team, authenticator).status == 200

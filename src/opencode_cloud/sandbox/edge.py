@@ -1123,10 +1123,14 @@ class People:
                 raise AdminError(f"no such person: {name}")
 
     def remove(self, name: str) -> None:
+        """Everything of the person's, in one transaction: a removal that fails part way
+        leaves nothing (a passkey, a link at the provider) to a new person of the name."""
         with self._transaction() as db:
             db.execute("DELETE FROM sessions WHERE name = ?", (name,))
             edge_second.forget(db, name)
             edge_totp.remove(db, name)
+            _passkeys().forget(db, name)
+            edge_oidc.forget(db, name)
             if not db.execute("DELETE FROM people WHERE name = ?", (name,)).rowcount:
                 raise AdminError(f"no such person: {name}")
 
@@ -2844,8 +2848,6 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         people.change(name, "internal_password = ?", internal)
     else:
         people.remove(name)
-        _forget_passkeys(people, name)
-        edge_oidc.forget(people, name)
     people.log(now, name, op, "admin")
     return {"ok": True, "name": name}
 
@@ -2871,15 +2873,6 @@ def _passkey_admin(people: People, op: str, request: dict[str, Any], now: float)
     elif op == "passkey-host" and "host" in request:
         people.log(now, "", "passkey-host", "admin")
     return answer
-
-
-def _forget_passkeys(people: People, name: str) -> None:
-    """Forget a removed person's passkeys: they must not sign in a new person of that name."""
-    store = _passkeys().Passkeys(people.path)
-    try:
-        store.reset(name)
-    finally:
-        store.close()
 
 
 def _admin_log(people: People, now: float) -> Callable[[str, str, str], None]:

@@ -274,11 +274,13 @@ def apply_admin(db: Database, request: dict[str, Any], log: Log) -> dict[str, An
     raise SettingsError(f"unknown op: {op!r}"[:200])
 
 
-def forget(db: Database, name: str) -> None:
-    """A person removed: their link goes, so that a new person of the same name is not
-    theirs at the provider."""
-    ensure_tables(db)
-    db._run("DELETE FROM oidc_links WHERE name = ?", name)
+def forget(db: sqlite3.Connection, name: str) -> None:
+    """A person removed (in the caller's transaction): their link goes, so that a new
+    person of the same name is not theirs at the provider."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("DELETE FROM oidc_links WHERE name = ?", (name,))
 
 
 # -- the provider -------------------------------------------------------------------------

@@ -255,6 +255,15 @@ class Passkeys:
                 db.execute("INSERT OR REPLACE INTO passkey_settings VALUES ('host', ?)", (host,))
 
 
+def forget(db: sqlite3.Connection, name: str) -> None:
+    """A person removed (in the caller's transaction): their passkeys go, so that none
+    signs in a new person of the same name."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("DELETE FROM passkeys WHERE name = ?", (name,))
+
+
 # --------------------------------------------------------------------------- challenges
 
 
