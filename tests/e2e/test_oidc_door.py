@@ -243,3 +243,32 @@ def test_the_provider_rotating_its_keys_between_two_sign_ins(team: SsoTeam) -> N
     time.sleep(5.5)  # the door fetches the provider's keys at most every 5 s
     assert sign_in() == 303
     assert team.log()[-1]["event"] == "signed-in"
+
+
+@pytest.mark.timeout(600)
+def test_a_first_sign_in_named_after_a_removed_person_gets_none_of_their_files(
+    team: SsoTeam,
+) -> None:
+    run(team.env, "user", "add", "dora", "--email", "dora@example.com")
+    run(team.env, "user", "remove", "dora", "--no-backup", "--yes")  # her volumes stay
+    volumes = docker("volume", "ls", "-q", "--filter", f"name={team.prefix}-user-dora-")
+    assert volumes.split()
+    # Someone else at the provider whose user name is dora.
+    team.provider.accounts["eve"] = {
+        "email": "eve@example.com",
+        "email_verified": True,
+        "preferred_username": "dora",
+    }
+    team.provider.write_accounts()
+    client = Browser()
+    start = f"{team.url}{START_PATH}?next=/"
+    last = client.provider_login(start, "eve", stop=team.reached_callback)
+    assert client.open(last.location).status == 303
+    assert "dora" in team.people()
+
+    answer = json.loads(run(team.env, "--json", "team", "sso", "sync").stdout)
+
+    assert answer["made"] == [] and answer["refused"] == ["dora"]
+    containers = docker("ps", "-aq", "--filter", f"name=^/{team.prefix}-user-dora$")
+    assert containers.strip() == ""  # nothing mounts dora's volumes for eve
+    assert docker("volume", "ls", "-q", "--filter", f"name={team.prefix}-user-dora-") == volumes

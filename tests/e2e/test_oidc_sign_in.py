@@ -373,3 +373,82 @@ def test_settings_are_checked_and_a_refused_change_keeps_the_old(setup: Setup) -
     assert "client_secret" not in json.dumps(shown) and setup.provider.secret not in json.dumps(
         shown
     )
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    parts = (json.dumps(header).encode(), json.dumps(claims).encode())
+    return ".".join([*(_b64(p) for p in parts), _b64(signature)])
+
+
+def _hmac_with_public_key(setup: Setup, alg: str) -> Any:
+    """HS* signed with the provider's public key as the secret: the key-confusion forgery
+    of a verifier that lets the token pick its algorithm."""
+    import hashlib
+    import hmac
+
+    def change(answer: dict[str, Any]) -> dict[str, Any]:
+        public = {k: setup.provider.key[k] for k in ("kty", "n", "e", "kid")}
+        header = {"alg": alg, "kid": public["kid"]}
+        head = _b64(json.dumps(header).encode())
+        body = _b64(json.dumps(claims_of(answer["id_token"])).encode())
+        digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}[alg]
+        signature = hmac.new(json.dumps(public).encode(), f"{head}.{body}".encode(), digest)
+        return {**answer, "id_token": f"{head}.{body}.{_b64(signature.digest())}"}
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    ["alg none", "alg None", "HS256 with the public key", "HS512 with the public key",
+     "five parts", "another issuer", "two audiences without azp", "azp of another client",
+     "sub not a string", "no iat"],
+)  # fmt: skip
+def test_forged_id_tokens_of_another_algorithm_shape_or_claims_are_refused(
+    setup: Setup, forgery: str
+) -> None:
+    def none(alg: str) -> Any:
+        def change(answer: dict[str, Any]) -> dict[str, Any]:
+            claims = claims_of(answer["id_token"])
+            return {**answer, "id_token": _unsigned({"alg": alg}, claims)}
+
+        return change
+
+    def five_parts(answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "id_token": answer["id_token"] + ".AAAA.AAAA"}
+
+    def without_iat(answer: dict[str, Any]) -> dict[str, Any]:
+        claims = {k: v for k, v in claims_of(answer["id_token"]).items() if k != "iat"}
+        return {**answer, "id_token": sign(claims, setup.provider.key)}
+
+    changes = {
+        "alg none": none("none"),
+        "alg None": none("None"),
+        "HS256 with the public key": _hmac_with_public_key(setup, "HS256"),
+        "HS512 with the public key": _hmac_with_public_key(setup, "HS512"),
+        "five parts": five_parts,
+        "another issuer": _resigned(setup, iss="http://127.0.0.1:1/another"),
+        "two audiences without azp": _resigned(setup, aud=[CLIENT_ID, "another"]),
+        "azp of another client": _resigned(setup, aud=[CLIENT_ID, "another"], azp="another"),
+        "sub not a string": _resigned(setup, sub=12345),
+        "no iat": without_iat,
+    }
+    before = setup.state()
+    answer = _token_altered(setup, changes[forgery])
+    refused(setup, answer, 400, "sso-bad-token", before)
+
+
+def test_a_flood_of_sign_ins_begun_from_one_address_ends_nobody_elses(setup: Setup) -> None:
+    browser, callback = setup.to_callback("bob-at-idp")  # bob's, from 127.0.0.1
+    begin = raw("GET", f"{edge_oidc.START_PATH}?next=/", address="192.0.2.66")
+    for _ in range(3 * edge_oidc.MAX_PENDING):  # more than the door keeps, over seconds
+        assert setup.team.send(begin).status == 303
+    answer = browser.open(callback)
+    assert answer.status == 303, answer
+    assert setup.events()[-1] == "signed-in"

@@ -111,7 +111,7 @@ def test_a_callback_in_a_browser_that_did_not_begin_it_is_refused_and_used_up(
     asking a provider) is refused with another browser's cookie, and then gone."""
     known = secrets.token_urlsafe(32)
     team.admin_people._run(
-        "INSERT INTO oidc_pending VALUES (?, ?, 'n', 'v', 'http://x/cb', '/', ?)",
+        "INSERT INTO oidc_pending VALUES (?, ?, 'n', 'v', 'http://x/cb', '/', ?, '')",
         edge_oidc._digest(known),
         edge_oidc._digest("the browser's cookie"),
         int(team.guard.sso.clock()),
@@ -236,3 +236,45 @@ def test_who_is_allowed(claims: dict[str, Any], allowed: bool) -> None:
         "allowed_groups": ["dev"],
     }
     assert edge_oidc.allowed(settings, claims) is allowed
+
+
+def test_an_email_that_only_unicode_lower_case_makes_a_listed_one_is_not_that_person(
+    team: Team,
+) -> None:
+    # KELVIN SIGN lower-cases to "k": another mailbox, not kate's.
+    team.admin_people._run("UPDATE people SET email = 'kate@example.com' WHERE name = 'bob'")
+    settings = {
+        "issuer": "https://id.example.com",
+        "allowed_emails": ["kate@example.com"],
+        "allowed_domains": [],
+        "allowed_groups": ["kube"],
+        "create_people": False,
+    }
+    claims = {"sub": "s-1", "email": "\u212aate@example.com", "email_verified": True}
+    assert not edge_oidc.allowed(settings, claims)
+    assert not edge_oidc.allowed(settings, {"sub": "s-1", "groups": ["\u212aube"]})
+    sso = edge_oidc.Sso(team.admin_people, lambda *_: None)
+    with_group = {**claims, "groups": ["kube"]}  # allowed by a group, linked by no email
+    with pytest.raises(edge_oidc.SsoError):
+        sso._person(settings, with_group, "192.0.2.1")
+    assert team.admin_people._all("SELECT * FROM oidc_links") == []
+    # The same address in other letter cases is kate's.
+    assert edge_oidc.allowed(settings, {**claims, "email": "Kate@Example.COM"})
+    assert sso._person(settings, {**claims, "email": "KATE@example.com"}, "192.0.2.1") == "bob"
+
+
+def test_the_pending_table_of_an_earlier_version_gets_its_address_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "team.db"
+    with sqlite3.connect(path) as db:  # the table as the first version made it
+        db.execute(
+            "CREATE TABLE oidc_pending (state TEXT PRIMARY KEY, browser TEXT NOT NULL, "
+            "nonce TEXT NOT NULL, verifier TEXT NOT NULL, redirect_uri TEXT NOT NULL, "
+            "next TEXT NOT NULL, created INTEGER NOT NULL)"
+        )
+        db.execute("INSERT INTO oidc_pending VALUES ('s', 'b', 'n', 'v', 'r', '/', 1)")
+    db.close()
+    people = edge.People(path)
+    edge_oidc.ensure_tables(people)
+    assert people._all("SELECT state, address FROM oidc_pending") == [("s", "")]

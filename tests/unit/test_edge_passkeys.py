@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Iterator
 from pathlib import Path
@@ -726,3 +727,58 @@ def test_a_passkey_answer_proves_one_second_step_only(team: Team, alice: str) ->
     replayed = pending_of(team)
     answer = prove_second(team, replayed, challenge, credential)
     assert answer.status == 401 and not cookie_in(answer)
+
+
+def test_single_sign_on_only_refuses_a_passkey_sign_in_begun_before_it(
+    team: Team, alice: str
+) -> None:
+    authenticator = Authenticator()
+    register(team, alice, authenticator)
+    options, challenge = begin_sign_in(team)
+    team.admin(
+        op="oidc-set",
+        issuer="https://id.example.com",
+        client_id="door",
+        client_secret="client-secret-0123456789",
+        allowed_domains=["example.com"],
+        sso_only=True,
+    )
+    sessions = team.admin_people._all("SELECT token FROM sessions")
+
+    answer = finish(team, challenge, authenticator.get(options))
+
+    assert answer.status == 403 and b"single sign-on only" in answer.body
+    assert cookie_in(answer) == ""
+    assert team.admin_people._all("SELECT token FROM sessions") == sessions
+
+
+def test_a_flood_of_passkey_sign_ins_begun_from_one_address_ends_nobody_elses(
+    team: Team, alice: str
+) -> None:
+    authenticator = Authenticator()
+    register(team, alice, authenticator)
+    options, challenge = begin_sign_in(team)  # alice's, from ADDRESS
+    for _ in range(passkeys.MAX_CHALLENGES + 10):
+        flood = post(team, "/__occ/passkey/begin", {"csrf": TOKEN}, address="192.0.2.66")
+        assert flood.status == 200
+    answer = finish(team, challenge, authenticator.get(options))
+    assert answer.status == 200, answer.body
+
+
+def test_a_removal_that_fails_part_way_leaves_no_passkey_for_a_new_person_of_that_name(
+    team: Team, alice: str
+) -> None:
+    authenticator = Authenticator()
+    register(team, alice, authenticator)
+    db = team.admin_people
+    # The passkeys cannot be deleted now (a locked or failing database, in effect).
+    db._run("CREATE TRIGGER held BEFORE DELETE ON passkeys BEGIN SELECT RAISE(ABORT, 'held'); END")
+    with pytest.raises(sqlite3.DatabaseError):
+        team.admin(op="remove", name="alice")
+    db._run("DROP TRIGGER held")
+    # Either alice is still there, with her passkeys, or nothing of hers is left.
+    if db.get("alice") is None:
+        team.put("alice", ALICE_PASSWORD, "alice-internal-password")  # someone new
+        assert sign_in(team, authenticator).status == 400
+    else:
+        assert held(team, "alice") and sign_in(team, authenticator).status == 200

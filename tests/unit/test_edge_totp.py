@@ -467,3 +467,22 @@ def test_a_database_of_an_older_edge_gains_the_tables_of_the_second_step(
         assert {"totp", "recovery_codes", "second_pending", "second_guesses"} <= tables
     finally:
         people.close()
+
+
+def test_single_sign_on_only_refuses_a_second_step_begun_before_it(team: TotpTeam) -> None:
+    secret = secret_of(team.enrol())
+    pending = team.pending()
+    team.admin(
+        op="oidc-set",
+        issuer="https://id.example.com",
+        client_id="door",
+        client_secret="client-secret-0123456789",
+        allowed_domains=["example.com"],
+        sso_only=True,
+    )
+
+    answer = team.prove(pending, team.code(secret))
+
+    assert answer.status == 403 and b"single sign-on" in answer.body
+    assert cookie_in(answer) == ""
+    assert team.admin_people._all("SELECT token FROM sessions") == []

@@ -135,7 +135,7 @@ def test_sync_makes_the_instance_of_a_person_made_at_their_first_sign_in(
         edge.edge_oidc.NO_PASSWORD,
     )
 
-    assert sso.sync(team) == ["carol"]
+    assert sso.sync(team).made == ["carol"]
 
     container = f"{PREFIX}-user-carol"
     assert container in fake.containers
@@ -143,7 +143,7 @@ def test_sync_makes_the_instance_of_a_person_made_at_their_first_sign_in(
     assert carol.upstream == f"{container}:4096"
     written = fake.files[container][INTERNAL_PASSWORD_PATH]
     assert written.decode().strip() == carol.internal_password
-    assert sso.sync(team) == []  # everyone has theirs now
+    assert sso.sync(team) == sso.SyncResult([], [])  # everyone has theirs now
 
 
 @pytest.fixture
@@ -168,3 +168,70 @@ def test_the_command_refuses_bad_settings_with_one_line_before_reaching_the_door
     )
     assert result.code != 0 and "one line" in one_error(result)
     assert SECRET not in result.err
+
+
+def test_sync_never_gives_a_person_made_at_sign_in_the_volumes_a_removed_person_left(
+    fake: FakeEngine, team: Team, sent: list[dict[str, Any]], people: Any
+) -> None:
+    team.start()
+    team.add("alice")
+    team.remove("alice", volumes=False)  # her files stay in her volumes
+    left = [f"{PREFIX}-user-alice-{kind}" for kind in ("home", "projects")]
+    assert all(name in fake.volumes for name in left)
+    # Someone else at the provider calls themselves alice: the door names them so.
+    door_sso = edge.edge_oidc.Sso(people, lambda *_: None)
+    allowed = {"allowed_emails": [], "allowed_domains": ["example.com"], "allowed_groups": []}
+    claims = {
+        "sub": "mallory-1",
+        "email": "mallory@example.com",
+        "email_verified": True,
+        "preferred_username": "alice",
+    }
+    made = door_sso._person(
+        {"issuer": "https://id.example.com", "create_people": True, **allowed}, claims, "a"
+    )
+    assert made == "alice"
+
+    result = sso.sync(team)
+
+    assert f"{PREFIX}-user-alice" not in fake.containers  # her files reach nobody
+    assert result.made == [] and result.refused == ["alice"]
+    assert people.get("alice").upstream == ""
+
+
+def test_a_person_added_while_someone_signs_in_with_that_name_is_not_theirs(
+    fake: FakeEngine,
+    team: Team,
+    sent: list[dict[str, Any]],
+    people: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    team.start()
+    door_sso = edge.edge_oidc.Sso(people, lambda *_: None)
+    settings = {
+        "issuer": "https://id.example.com",
+        "create_people": True,
+        "allowed_emails": [],
+        "allowed_domains": ["example.com"],
+        "allowed_groups": [],
+    }
+    claims = {
+        "sub": "mallory-1",
+        "email": "mallory@example.com",
+        "email_verified": True,
+        "preferred_username": "alice",
+    }
+    create_person = team.create_person
+
+    def meanwhile(name: str, *args: Any, **kwargs: Any) -> None:
+        create_person(name, *args, **kwargs)
+        # While the tool makes alice's container, someone signs in as "alice" first.
+        assert door_sso._person(settings, claims, "192.0.2.1") == "alice"
+
+    monkeypatch.setattr(team, "create_person", meanwhile)
+
+    with pytest.raises(DoorRefused, match="single sign-on"):
+        team.add("alice", admin=True)
+
+    alice = people.get("alice")
+    assert alice.hash == edge.edge_oidc.NO_PASSWORD and not alice.admin  # still the sign-in's

@@ -1087,7 +1087,8 @@ class People:
         now: float,
     ) -> bool:
         """Add the person or replace their record (keeping their times and whether they
-        are disabled); a new hash voids their sessions. True when added."""
+        are disabled; never one made at a first sign-in); a new hash voids their
+        sessions. True when added."""
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT hash, generation FROM people WHERE name = ?", (name,)
@@ -1109,6 +1110,10 @@ class People:
                 )
                 return True
             old_hash, generation = rows[0]
+            if old_hash == edge_oidc.NO_PASSWORD:
+                # Made at a first sign-in while the tool added this name: that record is
+                # someone else's, linked to their account at the provider.
+                raise AdminError(f"{name} was just made by a single sign-on: choose another name")
             if old_hash != hashed:
                 generation = _new_generation()
                 db.execute("DELETE FROM sessions WHERE name = ?", (name,))
@@ -1132,10 +1137,14 @@ class People:
                 raise AdminError(f"no such person: {name}")
 
     def remove(self, name: str) -> None:
+        """Everything of the person's, in one transaction: a removal that fails part way
+        leaves nothing (a passkey, a link at the provider) to a new person of the name."""
         with self._transaction() as db:
             db.execute("DELETE FROM sessions WHERE name = ?", (name,))
             edge_second.forget(db, name)
             edge_totp.remove(db, name)
+            _passkeys().forget(db, name)
+            edge_oidc.forget(db, name)
             if not db.execute("DELETE FROM people WHERE name = ?", (name,)).rowcount:
                 raise AdminError(f"no such person: {name}")
 
@@ -2279,7 +2288,7 @@ class Handler:
         browser = secrets.token_urlsafe(32)
         try:
             location = self.team.sso.begin(
-                f"{scheme}://{host}{edge_oidc.CALLBACK_PATH}", target, browser
+                f"{scheme}://{host}{edge_oidc.CALLBACK_PATH}", target, browser, self._address()
             )
         except edge_oidc.SsoError as error:
             return self._sso_failed(error)
@@ -2391,6 +2400,8 @@ class Handler:
             guard._log("", "second-step-refused", address)
             return self._second_again(401, SECOND_EXPIRED, target)
         name, factors = found
+        if self._sso_only():  # set while this sign-in waited for its second step
+            return self._second_again(403, "Sign in with single sign-on.", target)
         if self._origin() == "foreign" or not self._csrf_ok(form):
             message = "This form was out of date. Please try again."
             return self._second_form(403, message, factors, target)
@@ -2905,8 +2916,6 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         people.change(name, "internal_password = ?", internal)
     else:
         people.remove(name)
-        _forget_passkeys(people, name)
-        edge_oidc.forget(people, name)
     people.log(now, name, op, "admin")
     return {"ok": True, "name": name}
 
@@ -2932,15 +2941,6 @@ def _passkey_admin(people: People, op: str, request: dict[str, Any], now: float)
     elif op == "passkey-host" and "host" in request:
         people.log(now, "", "passkey-host", "admin")
     return answer
-
-
-def _forget_passkeys(people: People, name: str) -> None:
-    """Forget a removed person's passkeys: they must not sign in a new person of that name."""
-    store = _passkeys().Passkeys(people.path)
-    try:
-        store.reset(name)
-    finally:
-        store.close()
 
 
 def _admin_log(people: People, now: float) -> Callable[[str, str, str], None]:

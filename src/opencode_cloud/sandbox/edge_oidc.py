@@ -35,6 +35,7 @@ import json
 import re
 import secrets
 import sqlite3
+import string
 import threading
 import time
 import urllib.parse
@@ -46,6 +47,7 @@ START_PATH = "/__occ/oidc/start"
 CALLBACK_PATH = "/__occ/oidc/callback"
 PENDING_SECONDS = 600  # a sign-in must come back from the provider within this
 MAX_PENDING = 1000  # sign-ins under way at once; the oldest go first
+MAX_PENDING_PER_ADDRESS = 10  # of one address: a flood from one ends nobody else's
 HTTP_TIMEOUT = 5.0  # seconds for each request to the provider
 MAX_RESPONSE = 256 * 1024  # bytes of a provider's answer (discovery, JWKS, tokens)
 MAX_ID_TOKEN = 16 * 1024  # characters of an ID token
@@ -81,7 +83,8 @@ CREATE TABLE IF NOT EXISTS oidc_pending (
     verifier TEXT NOT NULL,
     redirect_uri TEXT NOT NULL,
     next TEXT NOT NULL,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    address TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -111,6 +114,16 @@ class SettingsError(ValueError):
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _folded(text: str) -> str:
+    """An email or a group of a token as compared: ASCII letters in lower case, as SQLite's
+    lower() does; never others (str.lower turns KELVIN SIGN into "k": another mailbox
+    would become a listed one)."""
+    return text.strip(" \t\r\n").translate(_ASCII_LOWER)
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -197,6 +210,9 @@ def ensure_tables(db: Database) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             db._run(statement)
+    columns = {row[1] for row in db._all("PRAGMA table_info(oidc_pending)")}
+    if "address" not in columns:  # a table of an earlier version
+        db._run("ALTER TABLE oidc_pending ADD COLUMN address TEXT NOT NULL DEFAULT ''")
 
 
 def read_settings(db: Database) -> tuple[dict[str, Any], str] | None:
@@ -259,11 +275,13 @@ def apply_admin(db: Database, request: dict[str, Any], log: Log) -> dict[str, An
     raise SettingsError(f"unknown op: {op!r}"[:200])
 
 
-def forget(db: Database, name: str) -> None:
-    """A person removed: their link goes, so that a new person of the same name is not
-    theirs at the provider."""
-    ensure_tables(db)
-    db._run("DELETE FROM oidc_links WHERE name = ?", name)
+def forget(db: sqlite3.Connection, name: str) -> None:
+    """A person removed (in the caller's transaction): their link goes, so that a new
+    person of the same name is not theirs at the provider."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("DELETE FROM oidc_links WHERE name = ?", (name,))
 
 
 # -- the provider -------------------------------------------------------------------------
@@ -445,14 +463,14 @@ def allowed(settings: dict[str, Any], claims: dict[str, Any]) -> bool:
     """Whether the provider's word about this person is one the settings allow."""
     email = claims.get("email")
     if isinstance(email, str) and claims.get("email_verified") is True:
-        email = email.strip().lower()
+        email = _folded(email)
         if email in settings["allowed_emails"]:
             return True
         if email.rpartition("@")[2] in settings["allowed_domains"]:
             return True
     groups = claims.get("groups")
     if isinstance(groups, list):
-        mine = {g.strip().lower() for g in groups if isinstance(g, str)}
+        mine = {_folded(g) for g in groups if isinstance(g, str)}
         if mine & set(settings["allowed_groups"]):
             return True
     return False
@@ -491,9 +509,9 @@ class Sso:
         found = read_settings(self.db)
         return found[0] if found else None
 
-    def begin(self, redirect_uri: str, target: str, browser: str) -> str:
-        """A sign-in under way for the browser holding the cookie `browser`: where to
-        send it at the provider."""
+    def begin(self, redirect_uri: str, target: str, browser: str, address: str) -> str:
+        """A sign-in under way for the browser holding the cookie `browser`, at
+        `address`: where to send it at the provider."""
         found = read_settings(self.db)
         if found is None:
             raise SsoError("Single sign-on is not set up.", "sso-off")
@@ -507,12 +525,20 @@ class Sso:
         now = int(self.clock())
         self.db._run("DELETE FROM oidc_pending WHERE created < ?", now - PENDING_SECONDS)
         self.db._run(
+            "DELETE FROM oidc_pending WHERE address = ? AND state NOT IN (SELECT state FROM "
+            "oidc_pending WHERE address = ? ORDER BY created DESC, rowid DESC LIMIT ?)",
+            address,
+            address,
+            MAX_PENDING_PER_ADDRESS - 1,
+        )
+        self.db._run(
             "DELETE FROM oidc_pending WHERE state NOT IN "
-            "(SELECT state FROM oidc_pending ORDER BY created DESC LIMIT ?)",
+            "(SELECT state FROM oidc_pending ORDER BY created DESC, rowid DESC LIMIT ?)",
             MAX_PENDING - 1,
         )
         self.db._run(
-            "INSERT INTO oidc_pending VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO oidc_pending (state, browser, nonce, verifier, redirect_uri, next, "
+            "created, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             _digest(state),
             _digest(browser),
             nonce,
@@ -520,6 +546,7 @@ class Sso:
             redirect_uri,
             target,
             now,
+            address,
         )
         scope = "openid email profile" + (" groups" if settings["allowed_groups"] else "")
         query = urllib.parse.urlencode(
@@ -624,7 +651,7 @@ class Sso:
             match = self.db._all(
                 "SELECT name, disabled FROM people WHERE lower(email) = ? AND name NOT IN "
                 "(SELECT name FROM oidc_links WHERE issuer = ?)",
-                email.strip().lower(),
+                _folded(email),
                 issuer,
             )
             if len(match) == 1:

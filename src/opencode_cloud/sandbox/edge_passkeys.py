@@ -37,7 +37,7 @@ import threading
 import time
 from base64 import b64encode, urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 
 CHALLENGE_SECONDS = 120
 MAX_CHALLENGES = 2000  # in memory at once; the oldest goes first
+MAX_CHALLENGES_PER_ADDRESS = 10  # of one address: a flood from one ends nobody else's
 MAX_PASSKEYS = 10  # of one person
 MAX_LABEL = 60
 # A browser's answer: base64url fields of a few hundred bytes (an RSA key's signature is
@@ -254,6 +255,15 @@ class Passkeys:
                 db.execute("INSERT OR REPLACE INTO passkey_settings VALUES ('host', ?)", (host,))
 
 
+def forget(db: sqlite3.Connection, name: str) -> None:
+    """A person removed (in the caller's transaction): their passkeys go, so that none
+    signs in a new person of the same name."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("DELETE FROM passkeys WHERE name = ?", (name,))
+
+
 # --------------------------------------------------------------------------- challenges
 
 
@@ -269,6 +279,7 @@ class Challenge:
     expires: float
     label: str = "Passkey"
     allowed: tuple[str, ...] = ()  # passkey IDs a second step accepts
+    address: str = ""  # where the request for it came from
 
 
 class Challenges:
@@ -279,13 +290,18 @@ class Challenges:
         self._lock = threading.Lock()
         self._open: dict[str, Challenge] = {}
 
-    def put(self, challenge: Challenge) -> str:
-        """Keep `challenge`; the token the browser holds for it."""
+    def put(self, challenge: Challenge, address: str = "") -> str:
+        """Keep `challenge`, asked for from `address`; the token the browser holds for
+        it."""
         token = secrets.token_urlsafe(32)
         now = self.clock()
+        challenge = replace(challenge, address=address)
         with self._lock:
             for key in [k for k, c in self._open.items() if c.expires <= now]:
                 del self._open[key]
+            mine = [k for k, c in self._open.items() if c.address == address]
+            for key in mine[: max(0, len(mine) - MAX_CHALLENGES_PER_ADDRESS + 1)]:
+                del self._open[key]  # this address's oldest
             while len(self._open) >= MAX_CHALLENGES:
                 del self._open[next(iter(self._open))]  # the oldest (insertion order)
             self._open[_digest(token)] = challenge
@@ -750,7 +766,7 @@ def _signed_in(h: Any) -> Any:
 
 def _hold(h: Any, challenge: Challenge, options: dict[str, Any], edge: Any) -> Any:
     """Options for the browser, with the challenge's token in its cookie."""
-    token = _store(h).challenges.put(challenge)
+    token = _store(h).challenges.put(challenge, h._address())
     cookie = h._set_cookie(COOKIE, token, CHALLENGE_SECONDS, f"{edge.PREFIX}/", "Strict")
     return edge.Response(200, json.dumps(options).encode(), "application/json", [cookie])
 
@@ -810,6 +826,8 @@ def _begin(h: Any, edge: Any, body: dict[str, Any]) -> Any:
 def _finish(h: Any, edge: Any, body: dict[str, Any]) -> Any:
     """The sign-in with a passkey: a session of its person, as after their password.
     Failures count in the same buckets as wrong passwords without a device cookie."""
+    if h._sso_only():  # also for a sign-in begun before single sign-on only was set
+        raise _Refused(403, "This team signs in with single sign-on only.")
     guard = h.team
     address = h._address()
     limits = guard._limits(address, None)

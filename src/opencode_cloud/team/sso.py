@@ -103,15 +103,28 @@ def turn_off(team: Team) -> None:
     door.admin(team.client, team.layout, {"op": "oidc-off"})
 
 
-def sync(team: Team) -> list[str]:
+@dataclass(frozen=True)
+class SyncResult:
+    made: list[str]  # people whose instance was made now
+    refused: list[str]  # people whose name has a removed person's volumes: none made
+
+
+def sync(team: Team) -> SyncResult:
     """An instance for everyone the door knows who has none (people made by their first
-    sign-in); their names."""
+    sign-in). Never on volumes someone left (`occ user remove` without `--volumes`): the
+    name of a person made at sign-in is the provider's user name, and their files would
+    be another's."""
+    from opencode_cloud.docker.volume import volume_names
     from opencode_cloud.team.team import INTERNAL_PASSWORD_BYTES
 
-    made = []
+    made, refused = [], []
     records = door.admin(team.client, team.layout, {"op": "list"}).get("people") or []
     for person in sorted(str(record["name"]) for record in records):
-        if team.client.find_container(team.layout.person(person).container_name):
+        instance = team.layout.person(person)
+        if team.client.find_container(instance.container_name):
+            continue
+        if any(team.client.inspect_volume(v) for v in volume_names(instance)):
+            refused.append(person)
             continue
         internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
         team.create_person(person, team._limits(None, None), internal)
@@ -126,4 +139,4 @@ def sync(team: Team) -> list[str]:
             },
         )
         made.append(person)
-    return made
+    return SyncResult(made, refused)

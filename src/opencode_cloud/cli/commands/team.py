@@ -284,11 +284,19 @@ def sso_sync(app_ctx: AppContext) -> None:
     from opencode_cloud.team import sso
 
     with app_ctx.changing("team sso sync"):
-        made = sso.sync(app_ctx.team())
-    app_ctx.out.result(
-        {"made": made},
-        lambda: [f"Made the opencode of {', '.join(made)}." if made else "Everyone has theirs."],
-    )
+        result = sso.sync(app_ctx.team())
+    made, refused = result.made, result.refused
+
+    def lines() -> list[str]:
+        said = [f"Made the opencode of {', '.join(made)}." if made else "Everyone has theirs."]
+        return said + [
+            f"Not made for {name}: volumes of that name are there already (a person removed "
+            f"without --volumes?), and their files would be {name}'s. Once you know whose "
+            f"they are, `occ user remove {name} --volumes` deletes that person and them."
+            for name in refused
+        ]
+
+    app_ctx.out.result({"made": made, "refused": refused}, lines)
 
 
 # -- occ user -------------------------------------------------------------------------------
