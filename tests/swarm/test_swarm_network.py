@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 
@@ -42,13 +43,15 @@ def test_an_image_from_the_registry_runs_on_every_node_over_an_overlay(swarm: Sw
     """The pieces team mode stands on: push to the registry from the manager, a service
     on every node pulling it, an attachable overlay with dnsrr names, host-mode ports."""
     ref = f"{swarm.registry}/{BUSYBOX}"
+    suffix = uuid.uuid4().hex[:6]
+    network, service = f"occsw-test-net-{suffix}", f"occsw-test-web-{suffix}"
     swarm.docker(1, "import", "-", ref, input=busybox_tar())
     swarm.docker(1, "push", ref)
-    swarm.docker(1, "network", "create", "-d", "overlay", "--attachable", "occsw-test-net")
+    swarm.docker(1, "network", "create", "-d", "overlay", "--attachable", network)
     try:
         swarm.docker(
-            1, "service", "create", "--name", "occsw-test-web", "--mode", "global",
-            "--endpoint-mode", "dnsrr", "--network", "occsw-test-net",
+            1, "service", "create", "--name", service, "--mode", "global",
+            "--endpoint-mode", "dnsrr", "--network", network,
             "--publish", "mode=host,target=8080,published=18080",
             "--detach", ref, "sh", "-c",
             "hostname >/www/index.html && exec httpd -f -p 8080 -h /www",
@@ -64,9 +67,9 @@ def test_an_image_from_the_registry_runs_on_every_node_over_an_overlay(swarm: Sw
         assert len(names) == len(NODES), names
         # From a task on the manager, every task answers over the overlay, by its dnsrr name.
         task = swarm.docker(
-            1, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=occsw-test-web"
+            1, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"
         ).stdout.split()[0]
-        lookup = swarm.docker(1, "exec", task, "nslookup", "tasks.occsw-test-web").stdout
+        lookup = swarm.docker(1, "exec", task, "nslookup", f"tasks.{service}").stdout
         addresses = [
             line.split()[-1] for line in lookup.splitlines()[2:] if line.startswith("Address")
         ]
@@ -77,6 +80,6 @@ def test_an_image_from_the_registry_runs_on_every_node_over_an_overlay(swarm: Sw
         }
         assert seen == names
     finally:
-        swarm.docker(1, "service", "rm", "occsw-test-web", check=False)
+        swarm.docker(1, "service", "rm", service, check=False)
         time.sleep(1)
-        swarm.docker(1, "network", "rm", "occsw-test-net", check=False)
+        swarm.docker(1, "network", "rm", network, check=False)
