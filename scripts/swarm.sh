@@ -217,17 +217,19 @@ pids_in_cgroup() { # pids_in_cgroup NAME: the containers' processes under a cgro
 }
 
 do_down() {
-  local n d
+  local n d engines=()
+  # The engines all at once (each stops its containers and its containerd).
   for n in "${NODES[@]}"; do
-    if pid_alive "$STATE/n$n/dockerd.pid"; then
-      kill_and_wait 15 "$(cat "$STATE/n$n/dockerd.pid")"
-    fi
+    if pid_alive "$STATE/n$n/dockerd.pid"; then engines+=("$(cat "$STATE/n$n/dockerd.pid")"); fi
   done
+  kill_and_wait 15 "${engines[@]}"
+  local left=()
   for n in "${NODES[@]}"; do
-    # shellcheck disable=SC2046
-    kill_and_wait 5 $(pids_in_cgroup "occsw-n$n") $(pids_in_netns "occsw-n$n")
-    ip netns del "occsw-n$n" 2>/dev/null || true
+    # shellcheck disable=SC2207
+    left+=($(pids_in_cgroup "occsw-n$n") $(pids_in_netns "occsw-n$n"))
   done
+  kill_and_wait 5 "${left[@]}"
+  for n in "${NODES[@]}"; do ip netns del "occsw-n$n" 2>/dev/null || true; done
   # shellcheck disable=SC2046
   kill_and_wait 5 $(pids_in_netns "$NET")
   ip netns del "$NET" 2>/dev/null || true

@@ -188,6 +188,8 @@ class FakeEngine:
         self.services: list[SwarmService] = []
         self.tasks: list[SwarmTask] = []
         self.pushed: list[str] = []  # what `push` sent to a registry
+        self.secrets: dict[str, bytes] = {}  # swarm secrets by name
+        self.service_bodies: list[dict[str, Any]] = []  # each `create_service` body
         self.push_error: str | None = None  # the error a push's stream reports, if set
 
     # -- scripting --------------------------------------------------------------------
@@ -728,6 +730,26 @@ class FakeEngine:
         self.networks.setdefault(
             name, {"Labels": dict(labels), "Containers": set(), "Driver": "overlay"}
         )
+
+    def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
+        self.calls.append(("create_secret", name))
+        self.secrets[name] = data
+        return f"secret-{name}"
+
+    def create_service(self, body: Mapping[str, Any]) -> str:
+        """Records the body; the service is placed where its constraint pins it."""
+        self.calls.append(("create_service", str(body["Name"])))
+        self.service_bodies.append(dict(body))
+        task = body["TaskTemplate"]
+        service = SwarmService(
+            id=f"svc-{body['Name']}",
+            name=str(body["Name"]),
+            labels=dict(body.get("Labels") or {}),
+            constraints=tuple(task["Placement"]["Constraints"]),
+            memory_reserved=int(task["Resources"]["Reservations"]["MemoryBytes"]),
+        )
+        self.services.append(service)
+        return service.id
 
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
         ref = f"{repository}:{tag}"

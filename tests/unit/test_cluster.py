@@ -307,3 +307,35 @@ def test_node_list_as_json(
     ]
     human = occ("node", "list")
     assert "n2" in human.out and "ann" in human.out and "FREE" in human.out
+
+
+# --------------------------------------------------------------------------- people
+
+
+def test_people_are_spread_over_the_nodes_as_pinned_services_with_secret_passwords() -> None:
+    engine = manager_engine(node("n1", role="manager"), node("n2"), node("n3"))
+    team = cluster(engine, "10.9.0.1:5000")
+    placed = [team.add_person(name, memory_bytes=2 * GIB) for name in ("ann", "bob", "cat")]
+    assert sorted(p.node for p in placed) == ["n1", "n2", "n3"]
+    for person, body in zip(placed, engine.service_bodies, strict=True):
+        task = body["TaskTemplate"]
+        assert task["Placement"]["Constraints"] == [f"node.id==id-{person.node}"]
+        assert body["Mode"] == {"Replicated": {"Replicas": 1}}
+        assert body["EndpointSpec"] == {"Mode": "dnsrr"}
+        assert task["Networks"] == [{"Target": "opencode-cloud-cluster"}]
+        assert task["Resources"]["Reservations"]["MemoryBytes"] == 2 * GIB
+        container = task["ContainerSpec"]
+        assert container["Image"] == f"10.9.0.1:5000/{DEFAULT_IMAGE}"
+        (secret,) = container["Secrets"]
+        assert secret["File"] == {
+            "Name": "/run/opencode-cloud/internal.password",
+            "UID": "0",
+            "GID": "0",
+            "Mode": 0o400,
+        }
+        assert engine.secrets[secret["SecretName"]] == person.internal_password.encode()
+        # The password is nowhere in what `docker service inspect` shows.
+        assert person.internal_password not in json.dumps(body)
+        assert body["Name"] == person.upstream.split(":")[0]
+    # The fourth goes where most memory is left: all equal now, so by name (n3).
+    assert team.add_person("dan", memory_bytes=GIB).node == "n3"

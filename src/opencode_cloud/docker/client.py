@@ -860,6 +860,18 @@ class DockerClient:
         }
         _check(self._request("POST", "/networks/create", body=body))
 
+    def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
+        """A swarm secret (kept encrypted in the managers' store, handed only to the
+        tasks of services that name it); its ID."""
+        import base64
+
+        body = {"Name": name, "Data": base64.b64encode(data).decode(), "Labels": dict(labels)}
+        return str(_check(self._request("POST", "/secrets/create", body=body)).body["ID"])
+
+    def create_service(self, body: Mapping[str, Any]) -> str:
+        """A swarm service (`docker/swarm.py`'s `service_body`); its ID."""
+        return str(_check(self._request("POST", "/services/create", body=dict(body))).body["ID"])
+
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
         """Push `repository:tag` to its registry; yields the engine's progress messages."""
         return self._stream(

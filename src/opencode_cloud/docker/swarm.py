@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from opencode_cloud.docker.models import ImageInfo
+    from opencode_cloud.docker.spec import ContainerSpec
 
 # Docker's node states: `ready` is the only one that runs tasks.
 NODE_READY = "ready"
@@ -108,6 +109,10 @@ class SwarmEngine(Protocol):
 
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]: ...
 
+    def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> str: ...
+
+    def create_service(self, body: Mapping[str, Any]) -> str: ...
+
     def tag_image(self, image: str, repository: str, tag: str) -> None: ...
 
 
@@ -191,3 +196,78 @@ def pinned_node(service: SwarmService) -> str | None:
         if sep and key == "node.id":
             return value
     return None
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A swarm secret mounted into a service's containers: root's, read-only, 0400."""
+
+    secret_id: str
+    secret_name: str
+    target: str  # an absolute path in the container
+
+
+def service_body(
+    spec: ContainerSpec,
+    *,
+    node_id: str,
+    network: str,
+    secrets: Sequence[SecretFile] = (),
+    memory_reserved: int = 0,
+) -> dict[str, Any]:
+    """The Engine API's `POST /services/create` body running `spec` as one replica
+    pinned to `node_id` (its volumes live there), on the overlay `network` with a DNS
+    name and no VIP (`dnsrr`), its secrets as files.
+
+    What a swarm service cannot carry of the container is left out: its published port
+    (a person's has none), `no-new-privileges` (not in the swarm's API before 1.46).
+    """
+    body = spec.create_body()
+    host = body["HostConfig"]
+    container: dict[str, Any] = {
+        "Image": spec.image,
+        "Hostname": body["Hostname"],
+        "Env": body["Env"],
+        "Labels": body["Labels"],
+        "Dir": body["WorkingDir"],
+        "StopSignal": body["StopSignal"],
+        "StopGracePeriod": int(spec.stop_timeout * 1e9),
+        "Mounts": host["Mounts"],
+        "CapabilityDrop": host["CapDrop"],
+        "CapabilityAdd": host["CapAdd"],
+        "Sysctls": host.get("Sysctls") or {},
+        "Secrets": [
+            {
+                "File": {"Name": s.target, "UID": "0", "GID": "0", "Mode": 0o400},
+                "SecretID": s.secret_id,
+                "SecretName": s.secret_name,
+            }
+            for s in secrets
+        ],
+    }
+    limits = {"MemoryBytes": host["Memory"], "Pids": host["PidsLimit"]}
+    if host["NanoCpus"]:
+        limits["NanoCPUs"] = host["NanoCpus"]
+    return {
+        "Name": spec.name,
+        "Labels": body["Labels"],
+        "TaskTemplate": {
+            "ContainerSpec": container,
+            "Resources": {
+                "Limits": limits,
+                "Reservations": {"MemoryBytes": memory_reserved or host["Memory"]},
+            },
+            "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000},
+            "Placement": {"Constraints": [f"node.id=={node_id}"]},
+            "Networks": [{"Target": network}],
+            "LogDriver": {
+                "Name": host["LogConfig"]["Type"],
+                "Options": host["LogConfig"]["Config"],
+            },
+        },
+        "Mode": {"Replicated": {"Replicas": 1}},
+        "EndpointSpec": {"Mode": "dnsrr"},
+    }

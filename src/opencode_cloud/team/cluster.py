@@ -7,22 +7,32 @@ runs where and what is out of place; `place` chooses the node for a new person.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH
 from opencode_cloud.docker.errors import DockerError, ImageNotFound
 from opencode_cloud.docker.image import registry_ref
 from opencode_cloud.docker.progress import handle_pull_chunk
 from opencode_cloud.docker.swarm import (
+    SecretFile,
     SwarmNode,
     SwarmService,
     pinned_node,
+    service_body,
 )
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_PERSON, LABEL_ROLE
 from opencode_cloud.service.image import image_for
 from opencode_cloud.team.errors import ImagePushFailed, NoRoomInCluster, NotASwarmManager
 from opencode_cloud.team.layout import TeamLayout
+from opencode_cloud.team.people import (
+    INTERNAL_PASSWORD_BYTES,
+    person_limits,
+    person_settings,
+    person_spec,
+)
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -32,6 +42,17 @@ if TYPE_CHECKING:
 
 # The role label of the front door's service (a person's service carries LABEL_PERSON).
 DOOR_ROLE = "door"
+
+
+@dataclass(frozen=True)
+class PlacedPerson:
+    """A person's instance on the swarm: where it runs, where the door reaches it, and
+    the internal password the door sends it."""
+
+    name: str
+    node: str
+    upstream: str
+    internal_password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -162,6 +183,44 @@ class Cluster:
         if best is None or best.memory_free < memory_bytes:
             raise NoRoomInCluster(memory_bytes, best.memory_free if best else 0)
         return best.node
+
+    # -- people -------------------------------------------------------------------------
+
+    def add_person(
+        self, name: str, *, memory_bytes: int | None = None, cpus: float | None = None
+    ) -> PlacedPerson:
+        """Run person `name`'s instance on the swarm: a service of one replica pinned to
+        the node `place` chooses (its volumes are made there, by the engine, at its first
+        start), on the team's overlay network under its own DNS name, with its internal
+        password as a swarm secret (a root-only file, never in its environment).
+
+        Raises:
+            NotASwarmManager, NoRoomInCluster, DockerError.
+        """
+        person = self.layout.person(name)  # checks the name
+        limits = person_limits(self.config, memory_bytes, cpus)
+        node = self.place(limits.memory_bytes)
+        internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
+        labels = person.labels("person")
+        secret_name = f"{person.prefix}-internal-{secrets.token_hex(4)}"
+        secret_id = self.client.create_secret(secret_name, internal.encode(), labels)
+        cpus_given = limits.cpus or node.cpus
+        spec = person_spec(
+            person_settings(self.config, limits),
+            self.layout,
+            name,
+            image=self.image,
+            image_id=None,
+            nano_cpus=round(cpus_given * 1e9),
+        )
+        body = service_body(
+            replace(spec, network=""),
+            node_id=node.id,
+            network=self.layout.cluster_network,
+            secrets=[SecretFile(secret_id, secret_name, INTERNAL_PASSWORD_PATH)],
+        )
+        self.client.create_service(body)
+        return PlacedPerson(name, node.hostname, self.layout.upstream(name), internal)
 
     # -- commands -----------------------------------------------------------------------
 

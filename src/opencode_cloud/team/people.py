@@ -15,7 +15,11 @@ from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH
 from opencode_cloud.team.layout import TeamLayout
 
+# Bytes of the internal password between the door and a person's opencode.
+INTERNAL_PASSWORD_BYTES = 24
+
 if TYPE_CHECKING:
+    from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.engine import Engine
 
 
@@ -76,6 +80,23 @@ class Person:
             "disk_bytes": self.disk_bytes,
             "volumes": self.volumes,
         }
+
+
+def person_settings(config: Config, limits: PersonLimits) -> PersonSettings:
+    """What a person's instance takes of the service's configuration."""
+    return PersonSettings(
+        username="opencode", env=config.env, stop_timeout=config.stop_timeout, limits=limits
+    )
+
+
+def person_limits(config: Config, memory_bytes: int | None, cpus: float | None) -> PersonLimits:
+    """A person's limits: those given, else the service's."""
+    limits = config.limits
+    return PersonLimits(
+        memory_bytes=memory_bytes or limits.memory_bytes,
+        cpus=cpus if cpus is not None else limits.cpus,
+        pids=limits.pids,
+    )
 
 
 def person_spec(

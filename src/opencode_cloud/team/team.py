@@ -37,10 +37,12 @@ from opencode_cloud.team.errors import (
 )
 from opencode_cloud.team.layout import TeamLayout
 from opencode_cloud.team.people import (
+    INTERNAL_PASSWORD_BYTES,
     Person,
     PersonLimits,
-    PersonSettings,
     internal_password_file,
+    person_limits,
+    person_settings,
     person_spec,
     read_internal_password,
 )
@@ -57,8 +59,6 @@ if TYPE_CHECKING:
 DOOR_START_TIMEOUT = 60.0
 # A disabled person's instance stops at once: their sessions ended already.
 DISABLE_STOP_TIMEOUT = 2.0
-# Bytes of the internal password between the door and a person's opencode.
-INTERNAL_PASSWORD_BYTES = 24
 
 
 @dataclass
@@ -307,12 +307,7 @@ class Team:
         return record
 
     def _limits(self, memory_bytes: int | None, cpus: float | None) -> PersonLimits:
-        limits = self.config.limits
-        return PersonLimits(
-            memory_bytes=memory_bytes or limits.memory_bytes,
-            cpus=cpus if cpus is not None else limits.cpus,
-            pids=limits.pids,
-        )
+        return person_limits(self.config, memory_bytes, cpus)
 
     def create_person(
         self, name: str, limits: PersonLimits, internal: str, config: Config | None = None
@@ -323,12 +318,7 @@ class Team:
         image = image_for(config)
         found = self.client.inspect_image(image)
         image_id = found.id if found else None
-        settings = PersonSettings(
-            username="opencode",
-            env=config.env,
-            stop_timeout=config.stop_timeout,
-            limits=limits,
-        )
+        settings = person_settings(config, limits)
         cpus = limits.cpus or (self.client.info().cpus or 0)
         spec = person_spec(
             settings,

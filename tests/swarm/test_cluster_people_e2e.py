@@ -1,0 +1,153 @@
+"""People's instances as swarm services (`Cluster.add_person`), with the real opencode
+image: three people spread over the three nodes, each pinned to its node, each reached
+over the team's overlay by its DNS name with the internal password, which is a swarm
+secret and nowhere in `docker inspect`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opencode_cloud.cli.progress import PlainProgress
+from opencode_cloud.config.schema import ClusterSettings, Config
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.image import build_image
+from opencode_cloud.instance import LABEL_INSTANCE, Instance
+from opencode_cloud.team.cluster import Cluster, PlacedPerson
+from swarm_helpers import NODES, Swarm
+
+pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
+
+# An image of this checkout under a name of its own (the shared sandbox tag is left alone).
+IMAGE = "occsw-test/sandbox:swarm"
+
+
+def _ca_files() -> list[Path]:
+    found = os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
+    return [Path(found)] if Path(found).is_file() else []
+
+
+@pytest.fixture(scope="module")
+def image_on_manager(swarm: Swarm) -> str:
+    """This checkout's image, built here (cached) and copied to the manager, as if built
+    there: the swarm has no internet."""
+    with DockerClient() as local:
+        build_image(local, tag=IMAGE, ca_files=_ca_files(), reporter=PlainProgress())
+        image_id = local.inspect_image(IMAGE)
+    assert image_id is not None
+    on_manager = swarm.docker(1, "image", "inspect", IMAGE, "--format", "{{.Id}}", check=False)
+    if on_manager.stdout.strip() != image_id.id:
+        save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
+        load = subprocess.run(
+            ["docker", "-H", swarm.manager_host, "load", "-q"],
+            stdin=save.stdout,
+            capture_output=True,
+            timeout=300,
+        )
+        assert save.wait() == 0 and load.returncode == 0, load.stderr
+    return IMAGE
+
+
+@pytest.fixture
+def team(swarm: Swarm, image_on_manager: str) -> Iterator[Cluster]:
+    instance = Instance(f"occsw-{uuid.uuid4().hex[:6]}")
+    config = Config(image=image_on_manager, cluster=ClusterSettings(registry=swarm.registry))
+    with DockerClient(swarm.manager_host) as manager:
+        yield Cluster(manager, config, instance)
+    label = f"{LABEL_INSTANCE}={instance.name}"
+    for service in swarm.docker(
+        1, "service", "ls", "-q", "--filter", f"label={label}"
+    ).stdout.split():
+        swarm.docker(1, "service", "rm", service, check=False)
+    time.sleep(2)
+    for secret in swarm.docker(
+        1, "secret", "ls", "-q", "--filter", f"label={label}"
+    ).stdout.split():
+        swarm.docker(1, "secret", "rm", secret, check=False)
+    swarm.docker(1, "network", "rm", f"opencode-cloud-{instance.name}-cluster", check=False)
+    for n in NODES:
+        volumes = swarm.docker(n, "volume", "ls", "-q", "--filter", f"label={label}", check=False)
+        for volume in volumes.stdout.split():
+            swarm.docker(n, "volume", "rm", "-f", volume, check=False)
+
+
+def _running_on(swarm: Swarm, service: str, timeout: float = 180) -> str:
+    """The node whose task of `service` runs, once it does."""
+    deadline = time.monotonic() + timeout
+    rows: list[str] = []
+    while time.monotonic() < deadline:
+        rows = swarm.docker(
+            1, "service", "ps", service, "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"
+        ).stdout.splitlines()
+        if rows and rows[0].split()[1:2] == ["Running"]:
+            return rows[0].split()[0]
+        time.sleep(1)
+    raise AssertionError(f"{service} does not run: {rows}")
+
+
+def _health_over_overlay(swarm: Swarm, team: Cluster, person: PlacedPerson) -> dict[str, object]:
+    """Ask the person's opencode, by its DNS name on the overlay, from a container on the
+    manager (where the front door runs), with the internal password."""
+    deadline = time.monotonic() + 90
+    answer = subprocess.CompletedProcess[str]([], 1, "", "")
+    while time.monotonic() < deadline:
+        answer = swarm.docker(
+            1, "run", "--rm", "--network", team.layout.cluster_network,
+            "--entrypoint", "/usr/bin/curl", team.image,
+            "-sf", "-m5", "-u", f"opencode:{person.internal_password}",
+            f"http://{person.upstream}/global/health",
+            check=False,
+        )  # fmt: skip
+        if answer.returncode == 0:
+            return dict(json.loads(answer.stdout))
+        time.sleep(2)
+    raise AssertionError(f"{person.name}: {answer.stderr}")
+
+
+@pytest.mark.timeout(900)
+def test_three_people_on_three_nodes_each_reached_over_the_overlay(
+    swarm: Swarm, team: Cluster
+) -> None:
+    began = time.monotonic()
+    team.init(PlainProgress(), lambda _m: None)
+    print(f"cluster init (push) {time.monotonic() - began:.1f} s")
+    people = [team.add_person(name, memory_bytes=2**30) for name in ("ann", "bob", "cat")]
+    assert sorted(p.node for p in people) == [f"occsw-n{n}" for n in NODES]
+    for person in people:
+        service = person.upstream.split(":")[0]
+        began = time.monotonic()
+        assert _running_on(swarm, service) == person.node
+        health = _health_over_overlay(swarm, team, person)
+        print(f"{person.name} on {person.node}: healthy {time.monotonic() - began:.1f} s")
+        assert health.get("healthy") is True
+        # Without the password, nothing.
+        refused = swarm.docker(
+            1, "run", "--rm", "--network", team.layout.cluster_network,
+            "--entrypoint", "/usr/bin/curl", team.image, "-s", "-o", "/dev/null",
+            "-w", "%{http_code}", "-m5", f"http://{person.upstream}/global/health",
+            check=False,
+        )  # fmt: skip
+        assert refused.stdout == "401"
+        # The password is a file, not in what the engines show of the service or task.
+        node = int(person.node[-1])
+        container = swarm.docker(
+            node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"
+        ).stdout.split()[0]
+        shown = swarm.docker(node, "inspect", container).stdout
+        shown += swarm.docker(1, "service", "inspect", service).stdout
+        assert person.internal_password not in shown
+        # Its volumes are on its node.
+        volumes = swarm.docker(node, "volume", "ls", "-q").stdout
+        assert f"{service}-" in volumes or service in volumes
+
+    nodes = {row.node.hostname: row.instances for row in team.nodes()}
+    assert sorted(sum(nodes.values(), ())) == ["ann", "bob", "cat"]
+    assert all(len(instances) == 1 for instances in nodes.values())
+    assert team.status().problems == []
