@@ -5,10 +5,13 @@ secret and nowhere in `docker inspect`."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.image import build_image
 from opencode_cloud.instance import LABEL_INSTANCE, Instance
 from opencode_cloud.team.cluster import Cluster, PlacedPerson
-from swarm_helpers import NODES, Swarm
+from swarm_helpers import NODES, Swarm, node_address
 
 pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
 
@@ -73,7 +76,9 @@ def team(swarm: Swarm, image_on_manager: str) -> Iterator[Cluster]:
         swarm.docker(1, "secret", "rm", secret, check=False)
     swarm.docker(1, "network", "rm", f"opencode-cloud-{instance.name}-cluster", check=False)
     for n in NODES:
-        volumes = swarm.docker(n, "volume", "ls", "-q", "--filter", f"label={label}", check=False)
+        # (made by the engine at a task's first start: named, not labelled)
+        prefix = f"name=opencode-cloud-{instance.name}-"
+        volumes = swarm.docker(n, "volume", "ls", "-q", "--filter", prefix, check=False)
         for volume in volumes.stdout.split():
             swarm.docker(n, "volume", "rm", "-f", volume, check=False)
 
@@ -151,3 +156,57 @@ def test_three_people_on_three_nodes_each_reached_over_the_overlay(
     assert sorted(sum(nodes.values(), ())) == ["ann", "bob", "cat"]
     assert all(len(instances) == 1 for instances in nodes.values())
     assert team.status().problems == []
+
+
+def _door(url: str, path: str, who: tuple[str, str], body: object = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET")
+    token = base64.b64encode(f"{who[0]}:{who[1]}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    if data:
+        request.add_header("Content-Type", "application/json")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+@pytest.mark.timeout(900)
+def test_each_person_signs_in_at_the_door_and_reaches_their_own_opencode(
+    swarm: Swarm, team: Cluster
+) -> None:
+    team.init(PlainProgress(), lambda _m: None)
+    began = time.monotonic()
+    url = team.start_door()
+    print(f"front door at {url} in {time.monotonic() - began:.1f} s")
+    assert url == f"http://{node_address(1)}:{team.config.port}"
+    assert team.status().door_url == url
+    passwords = {name: f"{name}-password-{uuid.uuid4().hex[:8]}" for name in ("ann", "bob", "cat")}
+    people = {
+        name: team.add_person(name, password=password, memory_bytes=2**30)
+        for name, password in passwords.items()
+    }
+    assert sorted(p.node for p in people.values()) == [f"occsw-n{n}" for n in NODES]
+    for name, person in people.items():
+        _running_on(swarm, person.upstream.split(":")[0])
+        began = time.monotonic()
+        deadline = time.monotonic() + 180
+        status, answer = 0, None
+        while time.monotonic() < deadline:
+            status, answer = _door(url, "/session", (name, passwords[name]), {"title": name})
+            if status == 200:
+                break
+            time.sleep(2)
+        print(
+            f"{name} ({person.node}) answered through the door in {time.monotonic() - began:.1f} s"
+        )
+        assert status == 200, answer
+    for name in people:
+        status, sessions = _door(url, "/session", (name, passwords[name]))
+        assert status == 200
+        assert isinstance(sessions, list)
+        assert [s["title"] for s in sessions] == [name]  # their own opencode, nobody else's
+    # A wrong password, or another's, gets nothing.
+    assert _door(url, "/session", ("ann", passwords["bob"]))[0] == 401

@@ -321,7 +321,7 @@ def test_people_are_spread_over_the_nodes_as_pinned_services_with_secret_passwor
         task = body["TaskTemplate"]
         assert task["Placement"]["Constraints"] == [f"node.id==id-{person.node}"]
         assert body["Mode"] == {"Replicated": {"Replicas": 1}}
-        assert body["EndpointSpec"] == {"Mode": "dnsrr"}
+        assert body["EndpointSpec"] == {"Mode": "dnsrr", "Ports": []}
         assert task["Networks"] == [{"Target": "opencode-cloud-cluster"}]
         assert task["Resources"]["Reservations"]["MemoryBytes"] == 2 * GIB
         container = task["ContainerSpec"]
@@ -339,3 +339,23 @@ def test_people_are_spread_over_the_nodes_as_pinned_services_with_secret_passwor
         assert body["Name"] == person.upstream.split(":")[0]
     # The fourth goes where most memory is left: all equal now, so by name (n3).
     assert team.add_person("dan", memory_bytes=GIB).node == "n3"
+
+
+def test_a_door_service_publishes_its_port_on_its_node_only() -> None:
+    from opencode_cloud.docker.spec import ContainerSpec, DefaultSettings
+    from opencode_cloud.docker.swarm import service_body
+
+    spec = ContainerSpec.from_config(
+        DefaultSettings(port=8080), INSTANCE, image="img:1", image_id=None
+    )
+    body = service_body(spec, node_id="m1", network="net", host_ports=[(8080, 3000)])
+    assert body["EndpointSpec"] == {
+        "Mode": "dnsrr",
+        "Ports": [
+            {"Protocol": "tcp", "TargetPort": 3000, "PublishedPort": 8080, "PublishMode": "host"}
+        ],
+    }
+    assert body["TaskTemplate"]["Placement"]["Constraints"] == ["node.id==m1"]
+    container = body["TaskTemplate"]["ContainerSpec"]
+    assert container["Env"] == spec.create_body()["Env"]
+    assert container["CapabilityDrop"] == spec.create_body()["HostConfig"]["CapDrop"]

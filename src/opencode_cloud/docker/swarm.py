@@ -11,8 +11,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from opencode_cloud.docker.engine import Engine
+
 if TYPE_CHECKING:
-    from opencode_cloud.docker.models import ImageInfo
     from opencode_cloud.docker.spec import ContainerSpec
 
 # Docker's node states: `ready` is the only one that runs tasks.
@@ -86,14 +87,9 @@ class SwarmService:
     host_ports: tuple[tuple[int, int], ...] = ()
 
 
-class SwarmEngine(Protocol):
-    """The engine calls a cluster needs, answered by a swarm manager (`DockerClient` has
-    them all; so has the tests' in-memory swarm)."""
-
-    @property
-    def host(self) -> str: ...
-
-    def inspect_image(self, ref: str) -> ImageInfo | None: ...
+class SwarmEngine(Engine, Protocol):
+    """An engine that is a swarm manager: the engine's calls and the swarm's
+    (`DockerClient` has them all; so has the tests' in-memory engine)."""
 
     def swarm_membership(self) -> SwarmMembership: ...
 
@@ -105,15 +101,11 @@ class SwarmEngine(Protocol):
 
     def create_overlay_network(self, name: str, labels: Mapping[str, str]) -> None: ...
 
-    def network_exists(self, name: str) -> bool: ...
-
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]: ...
 
     def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> str: ...
 
     def create_service(self, body: Mapping[str, Any]) -> str: ...
-
-    def tag_image(self, image: str, repository: str, tag: str) -> None: ...
 
 
 # --------------------------------------------------------------------------- parsing
@@ -217,10 +209,12 @@ def service_body(
     network: str,
     secrets: Sequence[SecretFile] = (),
     memory_reserved: int = 0,
+    host_ports: Sequence[tuple[int, int]] = (),
 ) -> dict[str, Any]:
     """The Engine API's `POST /services/create` body running `spec` as one replica
     pinned to `node_id` (its volumes live there), on the overlay `network` with a DNS
-    name and no VIP (`dnsrr`), its secrets as files.
+    name and no VIP (`dnsrr`), its secrets as files, and `host_ports` (published,
+    target) published on its node's own addresses (host mode: no routing mesh).
 
     What a swarm service cannot carry of the container is left out: its published port
     (a person's has none), `no-new-privileges` (not in the swarm's API before 1.46).
@@ -269,5 +263,16 @@ def service_body(
             },
         },
         "Mode": {"Replicated": {"Replicas": 1}},
-        "EndpointSpec": {"Mode": "dnsrr"},
+        "EndpointSpec": {
+            "Mode": "dnsrr",
+            "Ports": [
+                {
+                    "Protocol": "tcp",
+                    "TargetPort": target,
+                    "PublishedPort": published,
+                    "PublishMode": "host",
+                }
+                for published, target in host_ports
+            ],
+        },
     }

@@ -8,11 +8,12 @@ runs where and what is out of place; `place` chooses the node for a new person.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH
+from opencode_cloud.defaults import CONTAINER_PORT, INTERNAL_PASSWORD_PATH
 from opencode_cloud.docker.errors import DockerError, ImageNotFound
 from opencode_cloud.docker.image import registry_ref
 from opencode_cloud.docker.progress import handle_pull_chunk
@@ -25,10 +26,19 @@ from opencode_cloud.docker.swarm import (
 )
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_PERSON, LABEL_ROLE
 from opencode_cloud.service.image import image_for
-from opencode_cloud.team.errors import ImagePushFailed, NoRoomInCluster, NotASwarmManager
+from opencode_cloud.team.door import admin as door_admin
+from opencode_cloud.team.door import door_spec
+from opencode_cloud.team.errors import (
+    DoorNotRunning,
+    DoorRefused,
+    ImagePushFailed,
+    NoRoomInCluster,
+    NotASwarmManager,
+)
 from opencode_cloud.team.layout import TeamLayout
 from opencode_cloud.team.people import (
     INTERNAL_PASSWORD_BYTES,
+    password_hash,
     person_limits,
     person_settings,
     person_spec,
@@ -40,6 +50,11 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.swarm import SwarmEngine, SwarmMembership
     from opencode_cloud.instance import Instance
 
+# Seconds the door's service gets to take admin requests after it is created (its node
+# may first pull the image).
+DOOR_START_TIMEOUT = 180.0
+# The label the engine gives each container of a swarm service: the service's name.
+SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
 # The role label of the front door's service (a person's service carries LABEL_PERSON).
 DOOR_ROLE = "door"
 
@@ -184,18 +199,71 @@ class Cluster:
             raise NoRoomInCluster(memory_bytes, best.memory_free if best else 0)
         return best.node
 
+    # -- the front door -----------------------------------------------------------------
+
+    def start_door(self, timeout: float = DOOR_START_TIMEOUT) -> str:
+        """Run the front door as a service pinned to this manager, publishing the
+        service's port in host mode, on the team's overlay; its URL once it takes admin
+        requests. People's instances run all the time on a swarm: the door starts none
+        (no starter, no idle stop).
+
+        Raises:
+            NotASwarmManager, DoorNotRunning (not up within `timeout`), DockerError.
+        """
+        membership = self.membership()
+        spec = door_spec(
+            self.config, self.layout, image=self.image, image_id=None, idle_stop_seconds=0
+        )
+        body = service_body(
+            replace(spec, network=""),
+            node_id=membership.node_id,
+            network=self.layout.cluster_network,
+            host_ports=[(self.config.port, CONTAINER_PORT)],
+        )
+        self.client.create_service(body)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._door_admin({"op": "list"})
+                break
+            except (DoorNotRunning, DoorRefused, DockerError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        return f"http://{membership.address}:{self.config.port}"
+
+    def _door_container(self) -> str:
+        """The door's running container: its swarm task's, on this manager."""
+        names = self.client.list_containers(labels=[f"{SWARM_SERVICE_LABEL}={self.layout.door}"])
+        for name in names:
+            info = self.client.find_container(name)
+            if info is not None and info.running:
+                return name
+        raise DoorNotRunning(self.layout.door)
+
+    def _door_admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        return door_admin(self.client, self.layout, request, self._door_container())
+
     # -- people -------------------------------------------------------------------------
 
     def add_person(
-        self, name: str, *, memory_bytes: int | None = None, cpus: float | None = None
+        self,
+        name: str,
+        *,
+        password: str | None = None,
+        memory_bytes: int | None = None,
+        cpus: float | None = None,
     ) -> PlacedPerson:
         """Run person `name`'s instance on the swarm: a service of one replica pinned to
         the node `place` chooses (its volumes are made there, by the engine, at its first
         start), on the team's overlay network under its own DNS name, with its internal
         password as a swarm secret (a root-only file, never in its environment).
 
+        With a `password`, the person is also recorded in the front door (`start_door`),
+        which then signs them in and sends their requests to this instance.
+
         Raises:
-            NotASwarmManager, NoRoomInCluster, DockerError.
+            NotASwarmManager, NoRoomInCluster, DoorNotRunning, DockerError.
         """
         person = self.layout.person(name)  # checks the name
         limits = person_limits(self.config, memory_bytes, cpus)
@@ -220,6 +288,18 @@ class Cluster:
             secrets=[SecretFile(secret_id, secret_name, INTERNAL_PASSWORD_PATH)],
         )
         self.client.create_service(body)
+        if password is not None:
+            self._door_admin(
+                {
+                    "op": "put",
+                    "name": name,
+                    "hash": password_hash(password),
+                    "internal_password": internal,
+                    "upstream": self.layout.upstream(name),
+                    "admin": False,
+                    "email": None,
+                }
+            )
         return PlacedPerson(name, node.hostname, self.layout.upstream(name), internal)
 
     # -- commands -----------------------------------------------------------------------

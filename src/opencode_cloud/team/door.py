@@ -138,22 +138,26 @@ def starter_body(layout: TeamLayout, image: str) -> dict[str, Any]:
     }
 
 
-def admin(client: Engine, layout: TeamLayout, request: dict[str, Any]) -> dict[str, Any]:
+def admin(
+    client: Engine, layout: TeamLayout, request: dict[str, Any], container: str | None = None
+) -> dict[str, Any]:
     """Apply one change to the door's records of people (`edge.py admin`, docs/team.md)
-    and return its answer.
+    and return its answer. `container`: the door's, when not `layout.door` (a swarm
+    task's).
 
     Raises:
         DoorNotRunning: the door is stopped or missing.
         DoorRefused: the login service refused the request (its words).
     """
-    info = client.find_container(layout.door)
+    door = container or layout.door
+    info = client.find_container(door)
     if info is None or not info.running:
-        raise DoorNotRunning(layout.door)
+        raise DoorNotRunning(door)
     path = f"{EDGE_DIR}/admin-{secrets.token_hex(8)}.json"
     content = json.dumps(request).encode()
-    put_files(client, layout.door, {path: ContainerFile(content, 0o600, EDGE_UID)})
+    put_files(client, door, {path: ContainerFile(content, 0o600, EDGE_UID)})
     output, exit_code = client.exec_run(
-        layout.door,
+        door,
         ["/usr/bin/python3", "-I", EDGE_PROGRAM, "admin", path],
         user=EDGE_USER,
         workdir="/",

@@ -147,3 +147,12 @@ def read_internal_password(client: Engine, container: str) -> str:
         member = tar.next()
         handle = tar.extractfile(member) if member else None
         return handle.read().decode().strip() if handle else ""
+
+
+def password_hash(password: str) -> str:
+    """A person's password as the door keeps it (bcrypt)."""
+    import bcrypt
+
+    from opencode_cloud.access.credentials import BCRYPT_ROUNDS
+
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(BCRYPT_ROUNDS)).decode("ascii")

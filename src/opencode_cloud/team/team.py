@@ -41,6 +41,7 @@ from opencode_cloud.team.people import (
     Person,
     PersonLimits,
     internal_password_file,
+    password_hash,
     person_limits,
     person_settings,
     person_spec,
@@ -363,7 +364,7 @@ class Team:
             {
                 "op": "put",
                 "name": name,
-                "hash": _hash(password),
+                "hash": password_hash(password),
                 "internal_password": internal,
                 "upstream": self.layout.upstream(name),
                 "admin": admin,
@@ -419,7 +420,9 @@ class Team:
     def passwd(self, name: str, password: str) -> None:
         self.require(name)
         door.admin(
-            self.client, self.layout, {"op": "passwd", "name": name, "hash": _hash(password)}
+            self.client,
+            self.layout,
+            {"op": "passwd", "name": name, "hash": password_hash(password)},
         )
 
     def disable(self, name: str) -> None:
@@ -643,10 +646,3 @@ class Team:
             self.client.remove_container(self.layout.starter, force=True)
         self._save_record(enabled=False, first=first)
         return first or ""
-
-
-def _hash(password: str) -> str:
-    import bcrypt
-
-    rounds = credentials.BCRYPT_ROUNDS
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
