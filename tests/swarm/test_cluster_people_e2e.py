@@ -1,7 +1,8 @@
-"""People's instances as swarm services (`Cluster.add_person`), with the real opencode
-image: three people spread over the three nodes, each pinned to its node, each reached
-over the team's overlay by its DNS name with the internal password, which is a swarm
-secret and nowhere in `docker inspect`."""
+"""Team mode on the test swarm (`Cluster.start_door`, `Cluster.add_person`), with the real
+opencode image: the front door on the manager, three people spread over the three nodes,
+each pinned to its node and reached by the door over the team's overlay by its DNS name
+with an internal password that is a swarm secret, nowhere in `docker inspect`; each signs
+in at the door and works in their own opencode."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from opencode_cloud.config.schema import ClusterSettings, Config
 from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.image import build_image
 from opencode_cloud.instance import LABEL_INSTANCE, Instance
-from opencode_cloud.team.cluster import Cluster, PlacedPerson
+from opencode_cloud.team.cluster import Cluster
 from swarm_helpers import NODES, Swarm, node_address
 
 pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
@@ -97,67 +98,6 @@ def _running_on(swarm: Swarm, service: str, timeout: float = 180) -> str:
     raise AssertionError(f"{service} does not run: {rows}")
 
 
-def _health_over_overlay(swarm: Swarm, team: Cluster, person: PlacedPerson) -> dict[str, object]:
-    """Ask the person's opencode, by its DNS name on the overlay, from a container on the
-    manager (where the front door runs), with the internal password."""
-    deadline = time.monotonic() + 90
-    answer = subprocess.CompletedProcess[str]([], 1, "", "")
-    while time.monotonic() < deadline:
-        answer = swarm.docker(
-            1, "run", "--rm", "--network", team.layout.cluster_network,
-            "--entrypoint", "/usr/bin/curl", team.image,
-            "-sf", "-m5", "-u", f"opencode:{person.internal_password}",
-            f"http://{person.upstream}/global/health",
-            check=False,
-        )  # fmt: skip
-        if answer.returncode == 0:
-            return dict(json.loads(answer.stdout))
-        time.sleep(2)
-    raise AssertionError(f"{person.name}: {answer.stderr}")
-
-
-@pytest.mark.timeout(900)
-def test_three_people_on_three_nodes_each_reached_over_the_overlay(
-    swarm: Swarm, team: Cluster
-) -> None:
-    began = time.monotonic()
-    team.init(PlainProgress(), lambda _m: None)
-    print(f"cluster init (push) {time.monotonic() - began:.1f} s")
-    people = [team.add_person(name, memory_bytes=2**30) for name in ("ann", "bob", "cat")]
-    assert sorted(p.node for p in people) == [f"occsw-n{n}" for n in NODES]
-    for person in people:
-        service = person.upstream.split(":")[0]
-        began = time.monotonic()
-        assert _running_on(swarm, service) == person.node
-        health = _health_over_overlay(swarm, team, person)
-        print(f"{person.name} on {person.node}: healthy {time.monotonic() - began:.1f} s")
-        assert health.get("healthy") is True
-        # Without the password, nothing.
-        refused = swarm.docker(
-            1, "run", "--rm", "--network", team.layout.cluster_network,
-            "--entrypoint", "/usr/bin/curl", team.image, "-s", "-o", "/dev/null",
-            "-w", "%{http_code}", "-m5", f"http://{person.upstream}/global/health",
-            check=False,
-        )  # fmt: skip
-        assert refused.stdout == "401"
-        # The password is a file, not in what the engines show of the service or task.
-        node = int(person.node[-1])
-        container = swarm.docker(
-            node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"
-        ).stdout.split()[0]
-        shown = swarm.docker(node, "inspect", container).stdout
-        shown += swarm.docker(1, "service", "inspect", service).stdout
-        assert person.internal_password not in shown
-        # Its volumes are on its node.
-        volumes = swarm.docker(node, "volume", "ls", "-q").stdout
-        assert f"{service}-" in volumes or service in volumes
-
-    nodes = {row.node.hostname: row.instances for row in team.nodes()}
-    assert sorted(sum(nodes.values(), ())) == ["ann", "bob", "cat"]
-    assert all(len(instances) == 1 for instances in nodes.values())
-    assert team.status().problems == []
-
-
 def _door(url: str, path: str, who: tuple[str, str], body: object = None) -> tuple[int, object]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET")
@@ -174,10 +114,12 @@ def _door(url: str, path: str, who: tuple[str, str], body: object = None) -> tup
 
 
 @pytest.mark.timeout(900)
-def test_each_person_signs_in_at_the_door_and_reaches_their_own_opencode(
+def test_three_people_on_three_nodes_sign_in_at_the_door_and_reach_their_own_opencode(
     swarm: Swarm, team: Cluster
 ) -> None:
+    began = time.monotonic()
     team.init(PlainProgress(), lambda _m: None)
+    print(f"cluster init (push) {time.monotonic() - began:.1f} s")
     began = time.monotonic()
     url = team.start_door()
     print(f"front door at {url} in {time.monotonic() - began:.1f} s")
@@ -190,8 +132,9 @@ def test_each_person_signs_in_at_the_door_and_reaches_their_own_opencode(
     }
     assert sorted(p.node for p in people.values()) == [f"occsw-n{n}" for n in NODES]
     for name, person in people.items():
-        _running_on(swarm, person.upstream.split(":")[0])
+        service = person.upstream.split(":")[0]
         began = time.monotonic()
+        assert _running_on(swarm, service) == person.node
         deadline = time.monotonic() + 180
         status, answer = 0, None
         while time.monotonic() < deadline:
@@ -203,6 +146,26 @@ def test_each_person_signs_in_at_the_door_and_reaches_their_own_opencode(
             f"{name} ({person.node}) answered through the door in {time.monotonic() - began:.1f} s"
         )
         assert status == 200, answer
+        # Over the overlay, without the internal password: nothing.
+        refused = swarm.docker(
+            1, "run", "--rm", "--network", team.layout.cluster_network,
+            "--entrypoint", "/usr/bin/curl", team.image, "-s", "-o", "/dev/null",
+            "-w", "%{http_code}", "-m5", f"http://{person.upstream}/global/health",
+            check=False,
+        )  # fmt: skip
+        assert refused.stdout == "401"
+        # The password is a file, not in what the engines show of the service or task.
+        node = int(person.node[-1])
+        container = swarm.docker(
+            node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"
+        ).stdout.split()[0]
+        shown = swarm.docker(node, "inspect", container).stdout
+        shown += swarm.docker(1, "service", "inspect", service).stdout
+        assert person.internal_password not in shown
+        assert passwords[name] not in shown
+        # Its volumes are on its node.
+        assert f"{service}-" in swarm.docker(node, "volume", "ls", "-q").stdout
+
     for name in people:
         status, sessions = _door(url, "/session", (name, passwords[name]))
         assert status == 200
@@ -210,3 +173,8 @@ def test_each_person_signs_in_at_the_door_and_reaches_their_own_opencode(
         assert [s["title"] for s in sessions] == [name]  # their own opencode, nobody else's
     # A wrong password, or another's, gets nothing.
     assert _door(url, "/session", ("ann", passwords["bob"]))[0] == 401
+
+    nodes = {row.node.hostname: row.instances for row in team.nodes()}
+    assert sorted(sum(nodes.values(), ())) == ["ann", "bob", "cat", "door"]
+    assert "door" in nodes["occsw-n1"]  # the manager's
+    assert team.status().problems == []
