@@ -39,9 +39,9 @@ def _ca_files() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def image_on_manager(swarm: Swarm) -> str:
+def image_on_manager(swarm: Swarm) -> Iterator[str]:
     """This checkout's image, built here (cached) and copied to the manager, as if built
-    there: the swarm has no internet."""
+    there: the swarm has no internet. Its tag here is removed afterwards."""
     with DockerClient() as local:
         build_image(local, tag=IMAGE, ca_files=_ca_files(), reporter=PlainProgress())
         image_id = local.inspect_image(IMAGE)
@@ -56,7 +56,8 @@ def image_on_manager(swarm: Swarm) -> str:
             timeout=300,
         )
         assert save.wait() == 0 and load.returncode == 0, load.stderr
-    return IMAGE
+    yield IMAGE
+    subprocess.run(["docker", "image", "rm", IMAGE], capture_output=True)
 
 
 @pytest.fixture
