@@ -189,6 +189,7 @@ class FakeEngine:
         self.tasks: list[SwarmTask] = []
         self.pushed: list[str] = []  # what `push` sent to a registry
         self.secrets: dict[str, bytes] = {}  # swarm secrets by name
+        self.secret_labels: dict[str, dict[str, str]] = {}
         self.service_bodies: list[dict[str, Any]] = []  # each `create_service` body
         self.push_error: str | None = None  # the error a push's stream reports, if set
 
@@ -734,7 +735,24 @@ class FakeEngine:
     def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
         self.calls.append(("create_secret", name))
         self.secrets[name] = data
+        self.secret_labels[name] = dict(labels)
         return f"secret-{name}"
+
+    def list_secrets(self, *, labels: Sequence[str] = ()) -> list[str]:
+        return sorted(
+            name for name, labelled in self.secret_labels.items() if _has_labels(labelled, labels)
+        )
+
+    def remove_secret(self, name: str) -> None:
+        self.calls.append(("remove_secret", name))
+        self.secrets.pop(name, None)
+        self.secret_labels.pop(name, None)
+
+    def remove_service(self, name: str) -> bool:
+        self.calls.append(("remove_service", name))
+        before = len(self.services)
+        self.services = [s for s in self.services if s.name != name]
+        return len(self.services) < before
 
     def create_service(self, body: Mapping[str, Any]) -> str:
         """Records the body; the service is placed where its constraint pins it."""

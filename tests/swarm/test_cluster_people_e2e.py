@@ -179,3 +179,12 @@ def test_three_people_on_three_nodes_sign_in_at_the_door_and_reach_their_own_ope
     assert sorted(sum(nodes.values(), ())) == ["ann", "bob", "cat", "door"]
     assert "door" in nodes["occsw-n1"]  # the manager's
     assert team.status().problems == []
+
+    # Taken off the swarm: no sign-in, no service, no secret; the others work on.
+    ann = people["ann"].upstream.split(":")[0]
+    removed = team.remove_person("ann")
+    assert removed[0] == ann and any("-internal-" in r for r in removed[1:])
+    assert _door(url, "/session", ("ann", passwords["ann"]))[0] == 401
+    assert swarm.docker(1, "service", "inspect", ann, check=False).returncode != 0
+    assert ann not in swarm.docker(1, "secret", "ls", "--format", "{{.Name}}").stdout
+    assert _door(url, "/session", ("bob", passwords["bob"]))[0] == 200

@@ -359,3 +359,16 @@ def test_a_door_service_publishes_its_port_on_its_node_only() -> None:
     container = body["TaskTemplate"]["ContainerSpec"]
     assert container["Env"] == spec.create_body()["Env"]
     assert container["CapabilityDrop"] == spec.create_body()["HostConfig"]["CapDrop"]
+
+
+def test_a_removed_person_leaves_no_service_and_no_secret() -> None:
+    engine = manager_engine(node("n1", role="manager"), node("n2"))
+    team = cluster(engine)
+    team.add_person("ann", memory_bytes=GIB)
+    team.add_person("bob", memory_bytes=GIB)
+    removed = team.remove_person("ann")
+    assert [s.name for s in engine.services] == ["opencode-cloud-user-bob"]
+    assert removed[0] == "opencode-cloud-user-ann"
+    assert [n for n in engine.secrets if "-user-ann-" in n] == []
+    assert len([n for n in engine.secrets if "-user-bob-" in n]) == 1
+    assert team.remove_person("ann") == []  # again: nothing left to remove

@@ -868,6 +868,26 @@ class DockerClient:
         body = {"Name": name, "Data": base64.b64encode(data).decode(), "Labels": dict(labels)}
         return str(_check(self._request("POST", "/secrets/create", body=body)).body["ID"])
 
+    def list_secrets(self, *, labels: Sequence[str] = ()) -> list[str]:
+        """Names of the swarm secrets with all `labels`."""
+        filters = {"label": list(labels)} if labels else {}
+        response = _check(self._request("GET", "/secrets", query={"filters": filters}))
+        return sorted(str((s.get("Spec") or {}).get("Name")) for s in response.body or [])
+
+    def remove_secret(self, name: str) -> None:
+        """Remove a swarm secret; one that does not exist is not an error."""
+        response = self._request("DELETE", f"/secrets/{quote(name, safe='')}")
+        if response.status != 404:
+            _check(response)
+
+    def remove_service(self, name: str) -> bool:
+        """Remove a swarm service (its tasks stop); False when there was none."""
+        response = self._request("DELETE", f"/services/{quote(name, safe='')}")
+        if response.status == 404:
+            return False
+        _check(response)
+        return True
+
     def create_service(self, body: Mapping[str, Any]) -> str:
         """A swarm service (`docker/swarm.py`'s `service_body`); its ID."""
         return str(_check(self._request("POST", "/services/create", body=dict(body))).body["ID"])

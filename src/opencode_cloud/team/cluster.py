@@ -7,6 +7,7 @@ runs where and what is out of place; `place` chooses the node for a new person.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 # Seconds the door's service gets to take admin requests after it is created (its node
 # may first pull the image).
 DOOR_START_TIMEOUT = 180.0
+# Seconds a removed service's tasks get to stop and let go of its secrets.
+SECRET_RELEASE_TIMEOUT = 30.0
 # The label the engine gives each container of a swarm service: the service's name.
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
 # The role label of the front door's service (a person's service carries LABEL_PERSON).
@@ -301,6 +304,38 @@ class Cluster:
                 }
             )
         return PlacedPerson(name, node.hostname, self.layout.upstream(name), internal)
+
+    def remove_person(self, name: str) -> list[str]:
+        """Take person `name` off the swarm: their record in the door (when it runs),
+        their service and their secrets. Their volumes stay on their node. The names of
+        what was removed.
+
+        Raises:
+            NotASwarmManager, DockerError.
+        """
+        self.membership()
+        person = self.layout.person(name)  # checks the name
+        removed = []
+        # A door that is gone, or that no longer knows them, leaves only the rest to do.
+        with contextlib.suppress(DoorNotRunning, DoorRefused):
+            self._door_admin({"op": "remove", "name": name})
+        if self.client.remove_service(person.container_name):
+            removed.append(person.container_name)
+        # Secrets are only released once no task uses them: the service's tasks stop first.
+        for secret in self.client.list_secrets(labels=[f"{LABEL_PERSON}={name}"]):
+            if not secret.startswith(f"{person.prefix}-"):
+                continue
+            deadline = time.monotonic() + SECRET_RELEASE_TIMEOUT
+            while True:
+                try:
+                    self.client.remove_secret(secret)
+                    break
+                except DockerError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            removed.append(secret)
+        return removed
 
     # -- commands -----------------------------------------------------------------------
 
