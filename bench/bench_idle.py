@@ -62,6 +62,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from instances import remove_instance  # bench/, the script's own folder
 from report import replace_section
 
 OCC = str(Path(sys.executable).parent / "occ")
@@ -191,13 +192,7 @@ def managed_service(image: str) -> Iterator[Container]:
         occ("start")
         yield Container(f"opencode-cloud-{instance}")
     finally:
-        label = f"label=io.opencode-cloud.instance={instance}"
-        containers = docker("ps", "-aq", "--filter", label).split()
-        if containers:
-            docker("rm", "-f", "-v", *containers)
-        volumes = docker("volume", "ls", "-q", "--filter", label).split()
-        if volumes:
-            docker("volume", "rm", *volumes)
+        remove_instance(instance)
         shutil.rmtree(config_dir, ignore_errors=True)
 
 

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from instances import remove_instance  # bench/, the script's own folder
 from opencode_cloud.access.credentials import container_files
 from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.container import put_file
@@ -188,19 +189,10 @@ def main() -> int:
                 docker("start", name)
                 time.sleep(5)
     finally:
-        label = f"label=io.opencode-cloud.instance={instance}"
-        containers = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True
-        ).stdout.split()
         subprocess.run(
-            ["docker", "rm", "-f", "-v", f"opencode-cloud-{instance}-twin", *containers],
-            capture_output=True,
+            ["docker", "rm", "-f", f"opencode-cloud-{instance}-twin"], capture_output=True
         )
-        volumes = subprocess.run(
-            ["docker", "volume", "ls", "-q", "--filter", label], capture_output=True, text=True
-        ).stdout.split()
-        if volumes:
-            subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True)
+        remove_instance(instance)
         if args.smoke:
             subprocess.run(["docker", "rmi", copy], capture_output=True)
         shutil.rmtree(config_dir, ignore_errors=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from opencode_cloud.cli.app import run
+from opencode_cloud.cli import dispatch
 
 
 @dataclass
@@ -21,11 +21,12 @@ class Result:
 
 
 def runner(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """A function that runs `occ ARGS...` in this process and captures what it prints."""
+    """A function that runs `occ ARGS...` in this process, as the console script does,
+    and captures what it prints."""
 
     def invoke(*args: str) -> Result:
         capsys.readouterr()
-        code = run(list(args))
+        code = dispatch(list(args))
         captured = capsys.readouterr()
         return Result(int(code), captured.out, captured.err)
 

@@ -63,6 +63,8 @@ class FakeOpencode(ThreadingHTTPServer):
         self.ready_at = 0.0
         self.version = DEFAULT_OPENCODE_VERSION
         self.sessions_broken = False
+        # As the edge with a second factor on: Basic credentials reach the health check only.
+        self.second_factor = False
         self.broken_images: set[str] = set()
         self.requests = 0
 
@@ -107,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             return  # closed without an answer
         opencode.requests += 1
         image = opencode.engine.inspect_container(name).image if opencode.engine and name else ""
-        if not self._authorized(name):
+        if not self._authorized(name) or (opencode.second_factor and self.path != "/global/health"):
             self._send(401, b"Unauthorized")
         elif time.monotonic() < opencode.ready_at:
             self._send(503, b"starting")

@@ -13,6 +13,8 @@ from opencode_cloud.service.service import Service
 INSTANCE = Instance("unit")
 NAME = INSTANCE.container_name
 REF = image_ref(DEFAULT_OPENCODE_VERSION)  # the default release's image
+OLD = "1.18.32"  # a release before it, for version changes
+OLD_REF = image_ref(OLD)
 
 # The `make` fixture: a Service over a configuration file written with these settings.
 Make = Callable[..., Service]

@@ -51,6 +51,13 @@ RUNTIME_PATH = (
 # the tool writes into the container (the password's hash, the TLS key). The runtime user
 # may never have this uid or gid.
 EDGE_UID = 61000
+# The edge's folder in a container, made afresh at each start (requests of the tool to its
+# login service are put there), and the login service's program.
+EDGE_DIR = "/run/opencode-cloud/edge"
+EDGE_PROGRAM = "/usr/local/lib/opencode-cloud/edge.py"
+# The login service's state: sessions, the device key, the sign-in log, a second factor.
+# Not a volume: a new container of the same instance gets the old one's (`Service`).
+EDGE_STATE_DIR = "/var/lib/opencode-cloud-edge"
 # The projects volume, inside the home: opencode's "Open project" dialog lists the home.
 WORKING_DIR = "/home/opencode/projects"
 HOSTNAME = "opencode-cloud"

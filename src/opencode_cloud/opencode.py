@@ -282,7 +282,9 @@ def _get(
             from opencode_cloud import http1
 
             request = http1.request_bytes("GET", path, headers, None, host=parts.netloc)
-            with socket.create_connection((host, parts.port or 80), timeout=timeout) as sock:
+            # An ASCII name in bytes: as text, the socket module loads the IDNA codec (~1 ms).
+            name: Any = host.encode() if host.isascii() else host
+            with socket.create_connection((name, parts.port or 80), timeout=timeout) as sock:
                 status, _, raw = http1.exchange(sock, request, "opencode", url)
     except OSError as exc:
         return None, None, str(exc) or type(exc).__name__

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from occ_helpers import run
+from occ_helpers import remove_everything_of, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.last]
 
@@ -93,21 +93,4 @@ def test_running_comes_back_and_stopped_stays_stopped(occ_env, instance) -> None
         run(stopped_env, "start")
         assert _status(stopped_env)["http_health"] == "healthy"
     finally:
-        subprocess.run(
-            ["docker", "rm", "-f", "-v", stopped.container_name], capture_output=True, check=False
-        )
-        volumes = subprocess.run(
-            [
-                "docker",
-                "volume",
-                "ls",
-                "-q",
-                "--filter",
-                f"label=io.opencode-cloud.instance={stopped.name}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if volumes:
-            subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
+        remove_everything_of(stopped.name)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from occ_helpers import run
+from occ_helpers import docker, run
 
 # Its own instances only: run alongside the rest of the suite (scripts/test.sh).
 pytestmark = [pytest.mark.e2e, pytest.mark.alongside]
@@ -129,3 +129,32 @@ def test_a_start_that_does_not_wait_puts_no_key_in_the_container(
     assert key not in json.dumps(container.attrs)  # not in its environment
     # The key stays in the configuration until a start that waits moves it.
     assert "ANTHROPIC_API_KEY" in run(occ_env, "config", "env", "list").stdout
+
+
+def test_a_key_in_the_env_reaches_no_one_in_team_mode_and_says_how_to_give_it(
+    occ_env: dict[str, str], instance: Any, tmp_path: Path
+) -> None:
+    key = f"sk-ant-{secrets.token_hex(16)}"
+    run(occ_env, "config", "env", "set", f"ANTHROPIC_API_KEY={key}")
+    enabled = run(occ_env, "team", "enable", "--name", "ada")
+    warning = "ANTHROPIC_API_KEY in the configuration's env is given to no one in team mode"
+    assert warning in enabled.stderr and "provider add anthropic --user NAME" in enabled.stderr
+    started = run(occ_env, "start")
+    assert warning in started.stderr
+    assert "ANTHROPIC_API_KEY" in run(occ_env, "config", "env", "list").stdout  # kept
+    # Nobody's opencode has it: not in their key store, not in their container.
+    assert json.loads(run(occ_env, "--json", "provider", "list", "--user", "ada").stdout) == []
+    ada = f"opencode-cloud-{instance.name}-user-ada"
+    for container in (ada, f"opencode-cloud-{instance.name}-door"):
+        inspected = docker("inspect", container)
+        assert inspected and key not in inspected, container
+
+    # Given as the message says, then taken out: no more message.
+    key_file = tmp_path / "ada.key"
+    key_file.write_text(key + "\n")
+    run(occ_env, "provider", "add", "anthropic", "--user", "ada", "--key-file", str(key_file))
+    run(occ_env, "config", "env", "unset", "ANTHROPIC_API_KEY")
+    again = run(occ_env, "start")
+    assert "ANTHROPIC_API_KEY" not in again.stderr
+    listed = json.loads(run(occ_env, "--json", "provider", "list", "--user", "ada").stdout)
+    assert [entry["id"] for entry in listed] == ["anthropic"]

@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
+import yaml
 
 from browser_helpers import ARTIFACTS, run_in_terminal
 from occ_helpers import docker, free_port, remove_everything_of, run
+from opencode_cloud.kubernetes.manifests import KUBERNETES_VERSION
 
 pytestmark = pytest.mark.e2e
 
@@ -286,6 +289,22 @@ def test_every_command_acts_on_the_person_named(team: Team, tmp_path: Path) -> N
     files = sorted(Path(b["path"]).name for b in written["backups"])
     assert [f.split("-user-")[1].split("-")[0] for f in files] == ["ada", "bob"], files
     assert all((tmp_path / f).stat().st_mode & 0o777 == 0o600 for f in files)
+
+
+def test_kubernetes_render_takes_the_team_as_it_runs(team: Team, tmp_path: Path) -> None:
+    """The running team's manifests pass the strict schema check, and each person's
+    Secret holds the internal password their opencode runs with."""
+    out = tmp_path / "k8s"
+    host = ("--host-name", "team.example.com")
+    run(team.env, "kubernetes", "render", "--with-secrets", *host, "--out", str(out))
+    manifests = [yaml.safe_load(path.read_text()) for path in sorted(out.iterdir())]
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    secrets = {m["metadata"]["name"]: m["stringData"] for m in manifests if m["kind"] == "Secret"}
+    for person in ("ada", "bob"):
+        run(team.env, "shell", "--user", person, "--", "true")  # their instance runs
+        files = secrets[f"{team.container(person)}-files"]
+        assert files["internal.password"] == _internal_password(team, person)
 
 
 def test_a_scheduled_backup_covers_every_person(team: Team, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ update` must notice, restore the old version and the data, and fail.
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from occ_helpers import api, docker, remove_release, run, session_titles
+from opencode_cloud.opencode import AUTH_FILE
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +53,50 @@ def test_an_update_the_data_breaks_is_rolled_back(occ_env, host_ca, breaking_rel
     read = api(occ_env, "GET", f"/session/{made['id']}")
     assert isinstance(read, dict) and read["id"] == made["id"]
     assert run(occ_env, "config", "show", "--json").stdout == config_before
+
+
+def test_provider_keys_survive_an_update_and_a_rollback(
+    occ_env, host_ca, older_release, instance, tmp_path
+) -> None:
+    for ca in host_ca:
+        run(occ_env, "config", "set", "ca_certificates", str(ca))
+    run(occ_env, "config", "set", "opencode_version", older_release)
+    run(occ_env, "start")
+    kept, removed, added = (f"sk-{secrets.token_hex(16)}" for _ in range(3))
+    for provider, key in (("anthropic", kept), ("openai", removed)):
+        key_file = tmp_path / provider
+        key_file.write_text(key + "\n")
+        run(occ_env, "provider", "add", provider, "--key-file", str(key_file))
+
+    run(occ_env, "config", "unset", "opencode_version")  # back to the default, 1.18.33
+    run(occ_env, "update")
+    assert json.loads(run(occ_env, "status", "--json").stdout)["opencode_version"] == "1.18.33"
+    assert stored_keys(instance.container_name) == {"anthropic": kept, "openai": removed}
+    assert listed(occ_env) == {"anthropic", "openai"}
+    inspected = docker("inspect", instance.container_name)
+    assert inspected and not any(key in inspected for key in (kept, removed))
+
+    # Changed after the update: the rollback keeps the keys as they are now.
+    run(occ_env, "provider", "remove", "openai")
+    key_file = tmp_path / "groq"
+    key_file.write_text(added)
+    run(occ_env, "provider", "add", "groq", "--key-file", str(key_file))
+    run(occ_env, "rollback", "--yes")
+    assert json.loads(run(occ_env, "status", "--json").stdout)["opencode_version"] == "1.18.32"
+    assert stored_keys(instance.container_name) == {"anthropic": kept, "groq": added}
+    assert listed(occ_env) == {"anthropic", "groq"}
+    inspected = docker("inspect", instance.container_name)
+    assert inspected and not any(key in inspected for key in (kept, removed, added))
+
+
+def listed(env: dict[str, str]) -> set[str]:
+    return {entry["id"] for entry in json.loads(run(env, "--json", "provider", "list").stdout)}
+
+
+def stored_keys(container: str) -> dict[str, str]:
+    """opencode's key store (provider to key), read as root inside the container."""
+    raw = docker("exec", "-u", "0", container, "cat", AUTH_FILE)
+    return {pid: entry["key"] for pid, entry in json.loads(raw).items()}
 
 
 def test_going_back_a_release_asks_first(occ_env) -> None:

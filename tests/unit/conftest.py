@@ -16,11 +16,12 @@ from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.access import credentials
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
-from opencode_cloud.config.store import save_config
+from opencode_cloud.config.store import load_config, save_config
 from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
 from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
 from opencode_cloud.service.service import Service
-from service_helpers import INSTANCE, REF, Make
+from opencode_cloud.service.versions import Versions
+from service_helpers import INSTANCE, OLD, OLD_REF, REF, Make
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +77,21 @@ def make(fake: FakeEngine, opencode: FakeOpencode, paths: InstancePaths) -> Make
         return Service(fake, config, INSTANCE, paths)
 
     return service
+
+
+@pytest.fixture
+def versions(make: Make, fake: FakeEngine, paths: InstancePaths) -> Callable[..., Versions]:
+    """`Versions` of the instance, saving versions into its configuration file; the engine
+    holds the release before the default one too (`OLD`)."""
+    fake.add_image(OLD_REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: OLD})
+
+    def build(**settings: Any) -> Versions:
+        service = make(**settings)
+
+        def save(config: Config) -> Config:
+            save_config(paths.config_file, config)
+            return load_config(paths.config_file).config
+
+        return Versions(service, save)
+
+    return build

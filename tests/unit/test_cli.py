@@ -226,6 +226,26 @@ def test_docker_down_gives_the_command_that_starts_it(occ, monkeypatch, tmp_path
     assert "start" in result.err.split("Hint:")[1]
 
 
+@pytest.mark.parametrize(
+    ("quick", "through_click"),
+    [
+        (["status"], ["status", "-v"]),
+        (["status", "--json"], ["--json", "-v", "status"]),
+        (["--json", "status"], ["--json", "status", "-q"]),
+    ],
+)
+def test_the_quick_status_fails_as_the_command_through_click_does(
+    occ, monkeypatch, tmp_path: Path, quick: list[str], through_click: list[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
+    for instance in ("work", "Not-a-name"):
+        monkeypatch.setenv("OCC_INSTANCE", instance)
+        fast, slow = occ(*quick), occ(*through_click)
+        assert (fast.code, fast.out, fast.err) == (slow.code, slow.out, slow.err)
+        assert fast.code in (ExitCode.DOCKER_UNAVAILABLE, ExitCode.USAGE)
+        assert fast.err.startswith("Error: ") and fast.err.count("Hint: ") == 1
+
+
 def test_config_reset_needs_yes_and_keeps_a_backup(occ, config_file: Path) -> None:
     assert occ("config", "set", "port", "8080").code == 0
     _assert_one_line_error(occ("config", "reset"))

@@ -71,7 +71,7 @@ def test_a_refused_uninstall_exits_2(occ, engine: FakeEngine, config_file: Path)
 
 def test_a_restore_not_confirmed_is_a_usage_exit() -> None:
     from opencode_cloud.backup.errors import ConfirmationNeeded
-    from opencode_cloud.cli.app import exit_code_for
+    from opencode_cloud.cli.failures import exit_code_for
     from opencode_cloud.instance import DEFAULT
 
     assert exit_code_for(ConfirmationNeeded("has data", DEFAULT, "restore x.tar")) == 2

@@ -5,7 +5,6 @@ tests/e2e/test_extra_packages.py builds real ones)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -13,7 +12,7 @@ from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.config.errors import ConfigValidationError
 from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import Config
-from opencode_cloud.config.store import load_config, save_config, validate_config
+from opencode_cloud.config.store import load_config, validate_config
 from opencode_cloud.docker.errors import BuildFailed
 from opencode_cloud.docker.image import (
     LABEL_BASE_ID,
@@ -21,7 +20,6 @@ from opencode_cloud.docker.image import (
     LABEL_OPENCODE_VERSION,
     derived_dockerfile,
     derived_ref,
-    image_ref,
 )
 from opencode_cloud.docker.models import ImageInfo
 from opencode_cloud.instance import Instance
@@ -29,12 +27,7 @@ from opencode_cloud.service.errors import VersionChange
 from opencode_cloud.service.image import base_image_for, ensure_image, image_for
 from opencode_cloud.service.service import Service
 from opencode_cloud.service.snapshots import remove_unneeded_images
-from opencode_cloud.service.versions import Versions
-from service_helpers import NAME, REF, Make
-
-OLD = "1.18.32"
-OLD_REF = image_ref(OLD)
-
+from service_helpers import NAME, OLD, OLD_REF, REF, Make
 
 # --------------------------------------------------------------------------- the rules
 
@@ -211,22 +204,6 @@ def test_another_version_is_still_a_version_change(make: Make, fake: FakeEngine)
 
 
 # --------------------------------------------------------------------------- update
-
-
-@pytest.fixture
-def versions(make: Make, fake: FakeEngine, paths: InstancePaths):
-    fake.add_image(OLD_REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: OLD})
-
-    def build(**settings: Any) -> Versions:
-        service = make(**settings)
-
-        def save(config: Config) -> Config:
-            save_config(paths.config_file, config)
-            return load_config(paths.config_file).config
-
-        return Versions(service, save)
-
-    return build
 
 
 def test_update_builds_the_packages_on_the_new_base_and_rollback_returns(

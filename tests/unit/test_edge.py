@@ -1286,7 +1286,7 @@ def test_a_hostile_sessions_file_is_read_safely(tmp_path: Path) -> None:
         running.stop()
     for content in ("[1, 2]", "{", "[" * 100000, "null"):
         (state / "sessions.json").write_text(content)
-        assert edge.Guard(tmp_path / "password.bcrypt", "opencode", state)._sessions == {}
+        assert edge.Guard(tmp_path / "password.bcrypt", "opencode", state)._sessions.entries == {}
 
 
 def test_a_huge_sessions_file_is_not_read(tmp_path: Path) -> None:
@@ -1318,7 +1318,7 @@ def test_a_fifo_in_place_of_the_sessions_file_does_not_hang_the_edge(tmp_path: P
         with open(state / "sessions.json", "wb"):
             pass
         starting.join(3)
-    assert not hung and made[0]._sessions == {}
+    assert not hung and made[0]._sessions.entries == {}
 
 
 def test_the_state_directory_is_private_and_written_whole(served: Edge) -> None:
@@ -1328,4 +1328,6 @@ def test_the_state_directory_is_private_and_written_whole(served: Edge) -> None:
     assert stat.S_IMODE(served.state.stat().st_mode) == 0o700
     for path in served.state.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert sorted(p.name for p in served.state.iterdir()) == ["device.key", "sessions.json"]
+    names = sorted(p.name for p in served.state.iterdir())
+    records = ["single.db", "single.db-shm", "single.db-wal"]
+    assert names == ["device.key", "sessions.json", "sessions.lock", *records]

@@ -44,6 +44,8 @@ from unit.test_edge import (
 ALICE_PASSWORD = "alice's long password"
 BOB_PASSWORD = "bob's long password"
 GUESSER = "198.51.100.66"
+# Seconds a hanging instance holds a health check: far above the check's own timeout.
+HANG = 6.0
 
 
 def hashed(password: str) -> str:
@@ -66,7 +68,7 @@ class Instance:
                 authorization = self.headers.get("Authorization", "")
                 instance.asked.append(authorization)
                 if instance.hang:  # opencode's port open a moment before it serves
-                    time.sleep(3)
+                    time.sleep(HANG)
                     return
                 right = self.path == "/global/health" and authorization == expected
                 status = 200 if instance.ready and right else 503
@@ -96,14 +98,23 @@ class FakeStarter:
     def __init__(self, path: Path) -> None:
         self.requests: list[dict[str, Any]] = []
         self.state = "starting"
+        self.upstream = "opencode-cloud-user-carol:4096"  # what `create` answers
+        self.create_error = ""  # when set, `create` answers this error
         starter = self
 
         class Line(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 request = json.loads(self.rfile.readline())
                 starter.requests.append(request)
-                state = starter.state if request["op"] == "start" else "stopped"
-                self.wfile.write(json.dumps({"state": state}).encode() + b"\n")
+                state = starter.state if request["op"] in ("start", "create") else "stopped"
+                answer = {"state": state}
+                if request["op"] == "create":
+                    answer = (
+                        {"error": starter.create_error}
+                        if starter.create_error
+                        else {**answer, "upstream": starter.upstream}
+                    )
+                self.wfile.write(json.dumps(answer).encode() + b"\n")
 
         self.path = path
         self.server = socketserver.ThreadingUnixStreamServer(str(path), Line)
@@ -584,6 +595,56 @@ def test_a_person_whose_instance_is_down_waits_on_the_starting_page(
     assert {"op": "start", "name": "bob"} not in starter.requests
 
 
+def sso_person(team: Team, name: str) -> str:
+    """A person as their first single sign-on makes them (no password, no instance), and
+    a session of theirs (the cookie)."""
+    team.admin_people._run(
+        "INSERT INTO people (name, hash, generation, internal_password, upstream, admin, "
+        "email, disabled, created) VALUES (?, ?, 'g1', '', '', 0, NULL, 0, 1)",
+        name,
+        edge.edge_oidc.NO_PASSWORD,
+    )
+    made = team.guard.sign_in("g1", name, ADDRESS, "")
+    assert made is not None
+    return f"{edge.cookie_name('127.0.0.1:3000')}={made[0]}"
+
+
+def test_a_person_made_by_single_sign_on_gets_their_instance_made_by_the_starter(
+    team: Team, starter: FakeStarter
+) -> None:
+    team.stop()
+    team.starter_path = starter.path
+    team.start()
+    starter.create_error = "the engine answered 500"
+    carol = sso_person(team, "carol")
+
+    ready = team.get("/__occ/ready", carol)
+    assert json.loads(ready.body) == {"ready": False, "state": "unavailable"}
+    (first,) = starter.requests
+    assert first["op"] == "create" and first["name"] == "carol"
+    assert re.fullmatch(r"[0-9a-f]{48}", first["password"])
+    kept = team.admin_people.get("carol")
+    assert kept is not None and kept.internal_password == first["password"]
+    assert kept.upstream == ""
+
+    # Asked again: the same password (the starter may have made it with that one).
+    starter.create_error = ""
+    team.guard._started.clear()  # as START_REPEAT seconds later
+    ready = team.get("/__occ/ready", carol)
+    assert json.loads(ready.body) == {"ready": False, "state": "starting"}
+    assert starter.requests[-1] == {**first}
+    kept = team.admin_people.get("carol")
+    assert kept is not None and kept.upstream == "opencode-cloud-user-carol:4096"
+    assert ("carol", "sso-instance", "starter") in [e[1:] for e in team.admin_people.events()]
+    answer = team.verify(carol)
+    assert answer.status == 503  # on its way: the door waits for it, as for anyone's
+
+    # From now on their instance is only started, like anyone's.
+    team.guard._started.clear()
+    team.get("/__occ/ready", carol)
+    assert starter.requests[-1] == {"op": "start", "name": "carol"}
+
+
 def test_a_script_signed_in_with_basic_credentials_gets_its_stopped_instance_started(
     team: Team, starter: FakeStarter
 ) -> None:
@@ -615,7 +676,9 @@ def test_requests_wait_for_an_instance_that_does_not_answer_yet(
     alice = cookie_in(answer)
     began = time.monotonic()
     api = team.verify(alice)
-    assert time.monotonic() - began < 2.9  # the health check's own timeout, not the 3 s hang
+    # The health check's own timeout (1 s), not the hang: far apart, so that a busy
+    # machine does not blur them.
+    assert time.monotonic() - began < HANG / 2
     assert api.status == 503 and api.all("retry-after") == ["2"]
     assert not api.all("x-occ-upstream")
     page = team.verify(alice, Accept="text/html", X_Forwarded_Uri="/project/x?y=1")
@@ -895,6 +958,7 @@ def test_admin_applies_a_request_file_and_deletes_it(
             "created": answer["people"][0]["created"],
             "last_sign_in": None,
             "last_seen": None,
+            "totp": None,
         }
     ]
     assert isinstance(answer["people"][0]["created"], int)
@@ -1023,7 +1087,7 @@ def test_list_never_tells_hashes_or_internal_passwords(team: Team) -> None:
         assert person.hash not in text and person.internal_password not in text
         assert person.generation not in text
         assert person.hash not in repr(person) and person.internal_password not in repr(person)
-    fields = {"name", "admin", "email", "disabled", "created", "last_sign_in", "last_seen"}
+    fields = {"name", "admin", "email", "disabled", "created", "last_sign_in", "last_seen", "totp"}
     assert [set(p) for p in answer["people"]] == [fields, fields]
     assert [p["name"] for p in answer["people"]] == ["alice", "bob"]
     assert answer["people"][0]["last_sign_in"] == int(team.clock.now)

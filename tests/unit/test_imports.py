@@ -9,6 +9,7 @@ engines and streams.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,25 +24,27 @@ TRANSPORT = PACKAGE / "docker" / "transport.py"
 TRANSPORT_ONLY = ("docker", "requests")
 
 
-def imported_by_command(*argv: str) -> set[str]:
-    """Every module `occ ARGV...` imports, as the console script runs it.
+def imported_by_command(*argv: str, env: dict[str, str] | None = None, code: int = 0) -> set[str]:
+    """Every module `occ ARGV...` imports, as the console script runs it (with `env`
+    added to the environment, ending with exit code `code`).
 
     `python -X importtime` lists each import as it happens: the command ends with
     `os._exit`, so asking `sys.modules` at exit is not an option.
     """
-    code = (
+    script = (
         "import sys\n"
         f"sys.argv = ['occ', *{list(argv)!r}]\n"
         "from opencode_cloud.cli import main\n"
         "main()\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code],
+        [sys.executable, "-X", "importtime", "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == code, proc.stderr
     modules = {
         line.rsplit("|", 1)[-1].strip()
         for line in proc.stderr.splitlines()
@@ -70,6 +73,31 @@ def tops(modules: set[str], *names: str) -> list[str]:
 def test_version_and_help_import_nothing_heavy(argv: list[str]) -> None:
     modules = imported_by_command(*argv)
     assert tops(modules, "docker", "requests", "pydantic", "rich") == []
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "--json"], ["--json", "status"]])
+def test_status_imports_no_click_nor_anything_heavy(argv: list[str], tmp_path: Path) -> None:
+    """`occ status` as scripts and prompts call it takes the quick path (`cli/quick.py`):
+    click (a third of its time), docker-py, requests, pydantic and rich stay out. It runs
+    to its end here: no engine answers at this socket, and it says so."""
+    modules = imported_by_command(
+        *argv,
+        env={"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock", "OCC_CONFIG_DIR": str(tmp_path)},
+        code=4,  # DOCKER_UNAVAILABLE
+    )
+    assert "opencode_cloud.cli.status_report" in modules
+    assert "opencode_cloud.docker.client" in modules  # it did ask an engine
+    assert tops(modules, "click", *TRANSPORT_ONLY, "pydantic", "rich") == []
+
+
+def test_status_with_options_of_its_own_goes_through_click(tmp_path: Path) -> None:
+    modules = imported_by_command(
+        "status",
+        "--sizes",
+        env={"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock", "OCC_CONFIG_DIR": str(tmp_path)},
+        code=4,  # DOCKER_UNAVAILABLE
+    )
+    assert "opencode_cloud.cli.status_report" in modules and "click" in modules
 
 
 def test_status_and_stop_paths_do_not_import_docker_py() -> None:

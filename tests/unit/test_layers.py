@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("operations", ("service",)),
     ("operations on a service", ("backup", "doctor", "providers")),
     ("a team of services", ("team",)),
-    ("every instance", ("inventory",)),
+    ("every instance, a team on a cluster", ("inventory", "kubernetes")),
     ("the command line", ("cli",)),
     ("the entry point", ("__main__",)),
 )

@@ -587,7 +587,7 @@ def test_status_counts_disk_usage_only_when_asked(make: Make, fake: FakeEngine) 
 
 
 def test_status_shows_sizes_only_when_counted(make: Make, fake: FakeEngine) -> None:
-    from opencode_cloud.cli.commands.status import _human
+    from opencode_cloud.cli.status_report import _human
 
     make().start()
     session = INSTANCE.volume_name("session")
@@ -656,7 +656,7 @@ def test_status_of_a_stopped_service(make: Make) -> None:
 
 def test_status_lists_settings_pending_a_restart(make: Make) -> None:
     make().start()
-    from opencode_cloud.cli.commands.status import status_warnings
+    from opencode_cloud.cli.status_report import status_warnings
 
     service = make(port=1, username="alice")
     result = service.status(None)
@@ -667,7 +667,7 @@ def test_status_lists_settings_pending_a_restart(make: Make) -> None:
 
 def test_status_warns_in_plain_words_when_exposed_over_plain_http(make: Make) -> None:
     make(bind_address="0.0.0.0", tls="off").start()
-    from opencode_cloud.cli.commands.status import status_warnings
+    from opencode_cloud.cli.status_report import status_warnings
 
     service = make(bind_address="0.0.0.0", tls="off")
     result = service.status(None)
@@ -894,7 +894,7 @@ def test_run_command_runs_as_the_runtime_user_in_the_projects_folder(
 
 
 def test_pending_restart_warning_names_the_instance(make: Make) -> None:
-    from opencode_cloud.cli.commands.status import status_warnings
+    from opencode_cloud.cli.status_report import status_warnings
 
     make().start()
     service = make(port=1)

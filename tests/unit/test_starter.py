@@ -6,20 +6,25 @@ from __future__ import annotations
 import contextlib
 import http.server
 import importlib.util
+import io
 import json
 import os
 import re
 import socket
 import socketserver
 import stat
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
+
+from opencode_cloud.instance import Instance
 
 STARTER_FILE = Path(__file__).resolve().parents[2] / "src/opencode_cloud/sandbox/starter.py"
 PREFIX = "opencode-cloud"
@@ -58,6 +63,11 @@ class FakeEngine:
         self.containers: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.bodies: dict[tuple[str, str], bytes] = {}  # the last body of each request
+        self.volumes: dict[str, dict[str, str]] = {}  # name -> labels
+        self.networks: dict[str, list[str]] = {}  # name -> containers connected
+        self.files: dict[str, dict[str, tuple[bytes, int, int]]] = {}  # id -> path -> file
+        self.fail: str | None = None  # a path fragment the engine refuses (500)
 
     def add(self, name: str, labels: dict[str, str], *, running: bool = False) -> str:
         cid = os.urandom(32).hex()
@@ -75,6 +85,11 @@ class FakeEngine:
     def handle(self, method: str, path: str) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path))
+        if self.fail and self.fail in path:
+            return 500, {"message": "no space left on device"}
+        made = self._making(method, path, self.bodies.get((method, path), b""))
+        if made is not None:
+            return made
         inspect = re.fullmatch(r"/containers/([^/]+)/json", path)
         if method == "GET" and inspect:
             found = self.containers.get(inspect.group(1))
@@ -95,6 +110,65 @@ class FakeEngine:
             state["Running"] = False
             return 204, None
         return 400, {"message": f"unexpected {method} {path}"}
+
+    def _making(self, method: str, path: str, raw: bytes) -> tuple[int, Any] | None:
+        """What `create` asks: lists, volumes, networks, a new container, its files."""
+        body: Any = json.loads(raw) if raw and method != "PUT" else {}
+        if method == "GET" and path.startswith("/containers/json?all=1&filters="):
+            filters = json.loads(unquote(path.split("filters=", 1)[1]))
+            wanted = dict(label.split("=", 1) for label in filters["label"])
+            return 200, [
+                {"Id": c["Id"]}
+                for c in self.containers.values()
+                if all(c["Config"]["Labels"].get(k) == v for k, v in wanted.items())
+            ]
+        if method == "POST" and path == "/volumes/create":
+            self.volumes.setdefault(body["Name"], body["Labels"])
+            return 201, {"Name": body["Name"]}
+        if match := re.fullmatch(r"/volumes/([^/]+)", path):
+            name = unquote(match.group(1))
+            if method == "DELETE":
+                self.volumes.pop(name, None)
+                return 204, None
+            return (200, {"Name": name}) if name in self.volumes else (404, {"message": "no"})
+        if method == "GET" and (match := re.fullmatch(r"/networks/([^/]+)", path)):
+            found = unquote(match.group(1)) in self.networks
+            return (200, {}) if found else (404, {"message": "no such network"})
+        if method == "POST" and path == "/networks/create":
+            self.networks[body["Name"]] = []
+            return 201, {"Id": "n"}
+        if method == "POST" and (match := re.fullmatch(r"/networks/([^/]+)/connect", path)):
+            self.networks[unquote(match.group(1))].append(body["Container"])
+            return 200, None
+        if method == "POST" and path.startswith("/containers/create?name="):
+            name = unquote(path.split("=", 1)[1])
+            if name in self.containers:
+                return 409, {"message": "Conflict"}
+            cid = self.add(name, body["Labels"])
+            self.containers[name]["Body"] = body
+            return 201, {"Id": cid}
+        if method == "PUT" and (
+            match := re.fullmatch(r"/containers/([0-9a-f]{64})/archive\?path=(.+)", path)
+        ):
+            folder = unquote(match.group(2))
+            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+                for member in tar.getmembers():
+                    content = tar.extractfile(member)
+                    assert content is not None
+                    self.files.setdefault(match.group(1), {})[f"{folder}/{member.name}"] = (
+                        content.read(),
+                        member.mode,
+                        member.uid,
+                    )
+            return 200, None
+        if method == "DELETE" and (
+            match := re.fullmatch(r"/containers/([0-9a-f]{64})\?force=1", path)
+        ):
+            self.containers = {
+                k: c for k, c in self.containers.items() if c["Id"] != match.group(1)
+            }
+            return 204, None
+        return None
 
     def actions(self) -> list[tuple[str, str]]:
         """The requests that change something (anything but GET)."""
@@ -117,8 +191,7 @@ def _handler(engine: FakeEngine) -> type[http.server.BaseHTTPRequestHandler]:
 
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
+            engine.bodies[(self.command, self.path)] = self.rfile.read(length) if length else b""
             status, body = engine.handle(self.command, self.path)
             raw = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)
@@ -129,7 +202,7 @@ def _handler(engine: FakeEngine) -> type[http.server.BaseHTTPRequestHandler]:
             if status not in (204, 304):
                 self.wfile.write(raw)
 
-        do_GET = do_POST = _answer
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
 
     return Handler
 
@@ -168,7 +241,10 @@ def serve(short_dir: Path, engine: FakeEngine) -> Iterator[Callable[..., Path]]:
         path = folder / "starter.sock"
         listener = starter.open_listener(str(path))
         rules = starter.Starter(
-            starter.Engine(str(short_dir / "docker.sock"), 5.0), PREFIX, INSTANCE
+            starter.Engine(str(short_dir / "docker.sock"), 5.0),
+            PREFIX,
+            INSTANCE,
+            str(folder / "person.json"),
         )
         server = starter.Server(listener, rules, **settings)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -584,3 +660,135 @@ def test_main_refuses_to_start_without_its_names(
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(starter, "SOCKET_PATH", "/nonexistent-occ/starter.sock")
     assert starter.main() == starter.EX_CONFIG
+
+
+# --------------------------------------------------------------------------- create
+
+
+PLACEHOLDER = "p0123456789abcdef01234567"
+PASSWORD = "ab" * 24
+
+
+def write_template(folder: Path, *, max_people: int = 50, mode: int = 0o600) -> dict[str, Any]:
+    """The tool's own template (team/door.py) of a person's container, where the starter
+    finds it; its decoded content."""
+    from opencode_cloud.team.door import person_template
+    from opencode_cloud.team.layout import TeamLayout
+    from opencode_cloud.team.people import PersonLimits, PersonSettings, person_spec
+
+    layout = TeamLayout(Instance())
+    settings = PersonSettings("opencode", {"KEY": "value"}, 10, PersonLimits(1 << 30, None, 256))
+    spec = person_spec(settings, layout, PLACEHOLDER, image="img:1", image_id=None, nano_cpus=0)
+    file = person_template(layout, spec, PLACEHOLDER)
+    template: dict[str, Any] = json.loads(file.content)
+    template["max_people"] = max_people
+    folder.mkdir(mode=0o755, exist_ok=True)
+    path = folder / "person.json"
+    path.write_text(json.dumps(template))
+    path.chmod(mode)
+    return template
+
+
+def test_create_makes_a_persons_volumes_network_and_container_from_the_template(
+    short_dir: Path, serve: Callable[..., Path], engine: FakeEngine
+) -> None:
+    write_template(short_dir / "starter")
+    path = serve()
+    answer = ask(path, {"op": "create", "name": "carol", "password": PASSWORD})
+    assert answer == {"state": "starting", "upstream": "opencode-cloud-user-carol:4096"}
+
+    container = engine.containers["opencode-cloud-user-carol"]
+    body = container["Body"]
+    assert PLACEHOLDER not in json.dumps(body)
+    assert body["Hostname"] == "carol" and body["Image"] == "img:1"
+    assert body["HostConfig"]["NetworkMode"] == "opencode-cloud-user-carol-net"
+    assert body["Labels"]["io.opencode-cloud.person"] == "carol"
+    assert "io.opencode-cloud.config-hash" not in body["Labels"]
+    assert "KEY=value" in body["Env"]
+    assert body["HostConfig"]["Memory"] == 1 << 30
+    mounted = sorted(m["Source"] for m in body["HostConfig"]["Mounts"])
+    assert mounted == sorted(engine.volumes) and all("-user-carol-" in v for v in mounted)
+    assert all(labels["io.opencode-cloud.person"] == "carol" for labels in engine.volumes.values())
+    assert engine.networks == {"opencode-cloud-user-carol-net": ["opencode-cloud-door"]}
+    # The internal password: root's file, that nobody else reads.
+    files = engine.files[container["Id"]]
+    assert files == {"/run/opencode-cloud/internal.password": (PASSWORD.encode(), 0o600, 0)}
+    assert container["State"]["Running"] is True
+
+    # Asked again (the door's answer was lost, say): started, never made twice.
+    creates = len([r for r in engine.requests if r[1].startswith("/containers/create")])
+    answer = ask(path, {"op": "create", "name": "carol", "password": "cd" * 24})
+    assert answer == {"state": "running", "upstream": "opencode-cloud-user-carol:4096"}
+    assert len([r for r in engine.requests if r[1].startswith("/containers/create")]) == creates
+    assert (
+        engine.files[container["Id"]]["/run/opencode-cloud/internal.password"][0]
+        == PASSWORD.encode()
+    )
+
+
+@pytest.mark.parametrize("password", ["", "AB" * 24, "ab" * 15, "ab" * 65, "x" * 48, None, 7])
+def test_create_refuses_a_password_not_of_hex_digits_without_asking_the_engine(
+    short_dir: Path, serve: Callable[..., Path], engine: FakeEngine, password: Any
+) -> None:
+    write_template(short_dir / "starter")
+    path = serve()
+    answer = ask(path, {"op": "create", "name": "carol", "password": password})
+    assert set(answer) == {"error"} and "password" in answer["error"]
+    assert engine.requests == []
+
+
+def test_create_without_the_tools_template_makes_nothing(
+    short_dir: Path, serve: Callable[..., Path], engine: FakeEngine
+) -> None:
+    path = serve()
+    answer = ask(path, {"op": "create", "name": "carol", "password": PASSWORD})
+    assert set(answer) == {"error"} and "template" in answer["error"]
+    assert engine.actions() == []
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o620])
+def test_create_refuses_a_template_others_may_read_or_change(
+    short_dir: Path, serve: Callable[..., Path], engine: FakeEngine, mode: int
+) -> None:
+    write_template(short_dir / "starter", mode=mode)
+    path = serve()
+    answer = ask(path, {"op": "create", "name": "carol", "password": PASSWORD})
+    assert set(answer) == {"error"} and "others" in answer["error"]
+    assert engine.actions() == []
+
+
+def test_create_stops_at_the_templates_count_of_people(
+    short_dir: Path, serve: Callable[..., Path], engine: FakeEngine
+) -> None:
+    engine.add("opencode-cloud-user-alice", person_labels("alice"))
+    write_template(short_dir / "starter", max_people=2)
+    path = serve()
+    assert ask(path, {"op": "create", "name": "bob", "password": PASSWORD})["state"] == "starting"
+    answer = ask(path, {"op": "create", "name": "carol", "password": PASSWORD})
+    assert set(answer) == {"error"} and "2 people" in answer["error"]
+    assert "opencode-cloud-user-carol" not in engine.containers
+    assert not any("carol" in v for v in engine.volumes)
+
+
+def test_create_leaves_a_removed_persons_volumes_to_the_administrator(
+    short_dir: Path, serve: Callable[..., Path], engine: FakeEngine
+) -> None:
+    write_template(short_dir / "starter")
+    engine.volumes["opencode-cloud-user-carol-projects"] = {}
+    path = serve()
+    answer = ask(path, {"op": "create", "name": "carol", "password": PASSWORD})
+    assert set(answer) == {"error"} and "left from before" in answer["error"]
+    assert engine.actions() == []
+
+
+def test_a_failed_create_takes_back_what_it_made(
+    short_dir: Path, serve: Callable[..., Path], engine: FakeEngine
+) -> None:
+    write_template(short_dir / "starter")
+    engine.fail = "/archive"
+    path = serve()
+    answer = ask(path, {"op": "create", "name": "carol", "password": PASSWORD})
+    assert set(answer) == {"error"} and "no space left" in answer["error"]
+    assert engine.containers == {} and engine.volumes == {}
+    engine.fail = None  # the next ask makes it whole
+    assert ask(path, {"op": "create", "name": "carol", "password": PASSWORD})["state"] == "starting"

@@ -18,7 +18,7 @@ from opencode_cloud.config.schema import Config
 from opencode_cloud.config.store import save_config
 from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH, ROLE_ENV
 from opencode_cloud.docker.volume import volume_names
-from opencode_cloud.instance import LABEL_PERSON, LABEL_ROLE, InvalidPersonName
+from opencode_cloud.instance import LABEL_CONFIG_HASH, LABEL_PERSON, LABEL_ROLE, InvalidPersonName
 from opencode_cloud.service.service import Service
 from opencode_cloud.team import door, team_enabled
 from opencode_cloud.team.errors import (
@@ -115,6 +115,27 @@ def test_the_starter_has_the_socket_and_nothing_else(
     assert not host.get("PortBindings")
     sources = sorted(m["Source"] for m in host["Mounts"])
     assert sources == sorted(["/var/run/docker.sock", f"{PREFIX}-door-starter"])
+
+
+def test_start_hands_the_starter_a_template_of_a_new_persons_instance_for_its_eyes_only(
+    fake: FakeEngine, team: Team, records: dict[str, Any]
+) -> None:
+    team.start()
+
+    starter = f"{PREFIX}-door-starter"
+    path = "/run/opencode-cloud/starter/person.json"
+    assert fake.file_modes[starter][path] == (0o600, 0)
+    template = json.loads(fake.files[starter][path])
+    placeholder = template["placeholder"]
+    made = json.loads(json.dumps(template).replace(placeholder, "carol"))
+    # What the starter makes of it is what `occ user add carol` makes, but the digest.
+    wanted = team.person_spec("carol", team._limits(None, None)).create_body()
+    del wanted["Labels"][LABEL_CONFIG_HASH]
+    assert made["body"] == wanted
+    assert sorted(v["Name"] for v in made["volumes"]) == sorted(team.layout.person_volumes("carol"))
+    assert made["network"]["Name"] == team.layout.person_network("carol")
+    assert made["door"] == f"{PREFIX}-door" and made["port"] == 4096
+    assert template["max_people"] > 0
 
 
 def test_a_person_gets_their_own_container_volumes_and_network(

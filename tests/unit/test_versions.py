@@ -11,8 +11,7 @@ import pytest
 from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.config.paths import InstancePaths
-from opencode_cloud.config.schema import Config
-from opencode_cloud.config.store import load_config, save_config
+from opencode_cloud.config.store import load_config
 from opencode_cloud.docker.image import LABEL_OPENCODE_VERSION, image_ref
 from opencode_cloud.service.errors import (
     NothingToRollBack,
@@ -21,29 +20,9 @@ from opencode_cloud.service.errors import (
     VersionChange,
 )
 from opencode_cloud.service.snapshots import LABEL_SNAPSHOT, SNAPSHOT_KINDS
-from opencode_cloud.service.versions import Versions
-from service_helpers import NAME, REF, Make
+from service_helpers import NAME, OLD, OLD_REF, REF, Make
 
-OLD = "1.18.32"
-OLD_REF = image_ref(OLD)
 NEW_REF = REF  # the default release's image
-
-
-@pytest.fixture
-def versions(make: Make, fake: FakeEngine, paths: InstancePaths):
-    """`Versions` of the instance, saving versions into its configuration file."""
-    fake.add_image(OLD_REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: OLD})
-
-    def build(**settings: Any) -> Versions:
-        service = make(**settings)
-
-        def save(config: Config) -> Config:
-            save_config(paths.config_file, config)
-            return load_config(paths.config_file).config
-
-        return Versions(service, save)
-
-    return build
 
 
 def _on(make: Make, version: str) -> None:
@@ -117,6 +96,35 @@ def test_rollback_returns_to_the_snapshot_and_drops_it(
     assert fake.inspect_container(NAME).image == OLD_REF
     assert load_config(paths.config_file).config.opencode_version == OLD
     assert versions(opencode_version=OLD).snapshots() == []
+
+
+def test_rollback_leaves_the_provider_keys_as_they_are_now(
+    make: Make, versions, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's data comes back, but for opencode's key store: the copy into the
+    session volume leaves `auth.json` (or its absence) as it is. The update's own copies
+    keep nothing back."""
+    commands: list[str] = []
+    create = fake.create_container
+
+    def recording(name: str, body: Any) -> str:
+        if "copy" in name:
+            commands.append(" ".join(body.get("Entrypoint") or []))
+        return create(name, body)
+
+    monkeypatch.setattr(fake, "create_container", recording)
+    _on(make, OLD)
+    updater = versions(opencode_version=OLD)
+    updater.update(updater.service.config.model_copy(update={"opencode_version": "1.18.33"}))
+    versions(opencode_version="1.18.33").rollback()
+    taken, restored = commands
+    assert "auth.json" not in taken
+    steps = restored.split(" && ")
+    session = SNAPSHOT_KINDS.index("session")
+    kept = [step for step in steps if f"/to/{session} " in step or f"/to/{session}/" in step]
+    assert kept and all("! -name auth.json" in step for step in kept), restored
+    assert not any("auth.json" in step for step in steps if step not in kept)
+    assert f"cp -a /from/{session}/. " not in restored  # no copy over the whole volume
 
 
 def test_nothing_to_roll_back_and_nothing_to_update(versions) -> None:

@@ -153,6 +153,9 @@ class Backups:
         Raises:
             VolumeInUse, InvalidBackup, RestoreFailed, DockerError.
         """
+        # The container goes; its sign-in records (sessions, a second factor) stay for
+        # the next start's.
+        self.service.hold_edge_state()
         return restore_backup(
             self.client,
             self.instance,

@@ -16,9 +16,7 @@ def main() -> None:
 
         print(f"opencode-cloud {__version__}")
         sys.exit(0)
-    from opencode_cloud.cli.app import run
-
-    code = run()
+    code = dispatch(sys.argv[1:])
     # Leave without the interpreter's teardown, which takes ~15 ms once a few hundred
     # modules are loaded: every file, lock and connection the command used is closed by
     # the time `run` returns, so only the standard streams need flushing.
@@ -26,3 +24,16 @@ def main() -> None:
         with contextlib.suppress(BrokenPipeError, ValueError):  # reader gone: `| head`
             stream.flush()
     os._exit(code)
+
+
+def dispatch(args: list[str]) -> int:
+    """The exit code of `occ ARGS`: the quick path when it takes the line (`cli/quick.py`),
+    else the click application."""
+    from opencode_cloud.cli.quick import run_quick
+
+    code = run_quick(args)
+    if code is None:
+        from opencode_cloud.cli.app import run
+
+        code = run(args)
+    return code

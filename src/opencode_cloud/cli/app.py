@@ -6,17 +6,18 @@ and a named exit code; tracebacks only with --debug.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
 from opencode_cloud import __version__
 from opencode_cloud.cli import completion_values as complete
-from opencode_cloud.cli.context import AppContext
+from opencode_cloud.cli.context import HOST_ENVVAR, INSTANCE_ENVVAR, AppContext
+from opencode_cloud.cli.failures import interrupted, report_failure
 from opencode_cloud.cli.group import LazyGroup
 from opencode_cloud.cli.output import ExitCode, Output
-from opencode_cloud.errors import NotConfirmed, OpencodeCloudError
+from opencode_cloud.errors import OpencodeCloudError
+from opencode_cloud.instance import DEFAULT
 
 _STATE: dict[str, AppContext] = {}
 
@@ -43,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     **dict.fromkeys(("host", "tunnel", "open"), ("host", None)),
     **dict.fromkeys(("team", "user"), ("team", None)),
     **dict.fromkeys(("cluster", "node"), ("cluster", None)),
+    "kubernetes": ("kubernetes", "kubernetes_group"),
     "config": ("config", "config_group"),
     "mount": ("mount", "mount_group"),
     "provider": ("provider", "provider_group"),
@@ -61,8 +63,8 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
 )
 @click.option(
     "--instance",
-    envvar="OCC_INSTANCE",
-    default="default",
+    envvar=INSTANCE_ENVVAR,
+    default=DEFAULT.name,
     show_default=True,
     show_envvar=True,
     shell_complete=complete.instance_names,
@@ -71,7 +73,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
 @click.option(
     "--host",
     "host_name",
-    envvar="OCC_HOST",
+    envvar=HOST_ENVVAR,
     show_envvar=True,
     shell_complete=complete.host_names,
     help="Act on a remote host added with `occ host add` (`local`: this machine).",
@@ -99,97 +101,9 @@ def app(
     debug: bool,
 ) -> None:
     """The global options: they build the AppContext every command receives."""
-    from opencode_cloud.instance import Instance
-
-    out = Output(json=json_output, verbosity=-1 if quiet else (1 if verbose else 0), debug=debug)
-    ctx.obj = _STATE["app"] = AppContext(
-        instance=Instance(instance), out=out, host_name=host_name or None
+    ctx.obj = _STATE["app"] = AppContext.from_options(
+        instance, host_name, json_output=json_output, quiet=quiet, verbose=verbose, debug=debug
     )
-
-
-def exit_code_for(error: OpencodeCloudError) -> ExitCode:
-    """The exit code scripts see for each kind of failure."""
-    from opencode_cloud.config.errors import ConfigError
-    from opencode_cloud.docker import errors as docker_errors
-    from opencode_cloud.docker import ssh
-    from opencode_cloud.hosts import HostError
-    from opencode_cloud.instance import InvalidInstanceName, InvalidPersonName
-    from opencode_cloud.locking import LockTimeout
-    from opencode_cloud.mounts import MountError
-    from opencode_cloud.providers import errors as provider_errors
-    from opencode_cloud.service import errors as service_errors
-    from opencode_cloud.team import errors as team_errors
-
-    by_kind: list[tuple[tuple[type[OpencodeCloudError], ...], ExitCode]] = [
-        (
-            (
-                docker_errors.DockerNotInstalled,
-                docker_errors.DaemonNotRunning,
-                docker_errors.DockerPermissionDenied,
-                docker_errors.EngineTooOld,
-                docker_errors.UnknownContext,
-                ssh.SshError,
-                team_errors.NotASwarmManager,
-            ),
-            ExitCode.DOCKER_UNAVAILABLE,
-        ),
-        (
-            (
-                docker_errors.HealthTimeout,
-                docker_errors.ContainerExited,
-                docker_errors.PortInUse,
-                docker_errors.BuildFailed,
-                docker_errors.PullFailed,
-                docker_errors.ImageNotFound,
-                docker_errors.SessionsFailing,
-                service_errors.UpdateFailed,
-                team_errors.TeamUpdateFailed,
-                team_errors.ImagePushFailed,
-                team_errors.NoRoomInCluster,
-            ),
-            ExitCode.START_FAILED,
-        ),
-        (
-            (
-                service_errors.NeverCreated,
-                service_errors.NotRunning,
-                service_errors.NotUpdatable,
-                docker_errors.ContainerNotFound,
-            ),
-            ExitCode.NOT_RUNNING,
-        ),
-        (
-            (service_errors.VersionChange, service_errors.NothingToRollBack, NotConfirmed),
-            ExitCode.USAGE,
-        ),
-        ((ConfigError, MountError), ExitCode.CONFIG_INVALID),
-        ((InvalidInstanceName, HostError, ssh.ForwardFailed), ExitCode.USAGE),
-        ((LockTimeout,), ExitCode.LOCKED),
-        (
-            (
-                provider_errors.UnknownProvider,
-                provider_errors.BadProviderInput,
-                provider_errors.KeyNotGiven,
-                provider_errors.ProviderNotSet,
-            ),
-            ExitCode.USAGE,
-        ),
-        ((team_errors.DoorNotRunning,), ExitCode.NOT_RUNNING),
-        (
-            (
-                team_errors.TeamNotEnabled,
-                team_errors.TeamAlreadyEnabled,
-                team_errors.PersonNotFound,
-                team_errors.PersonExists,
-                InvalidPersonName,
-            ),
-            ExitCode.USAGE,
-        ),
-    ]
-    for kinds, code in by_kind:
-        if isinstance(error, kinds):
-            return code
-    return ExitCode.ERROR
 
 
 # Global flags may also follow the command (`occ status --json`, `occ stop -q`).
@@ -289,21 +203,9 @@ def run(argv: list[str] | None = None) -> int:
         result = app.main(args=args, prog_name="occ", standalone_mode=False)
         return int(result) if isinstance(result, int) else ExitCode.OK
     except OpencodeCloudError as error:
-        from opencode_cloud.cli.hints import details_for, hint_for
-        from opencode_cloud.instance import DEFAULT, command_prefix
-
-        app_ctx = _STATE.get("app")
-        out = app_ctx.out if app_ctx else Output(json=_json_requested(args))
-        if out.debug or os.environ.get("OCC_DEBUG"):
-            import traceback
-
-            traceback.print_exc()
-        occ = app_ctx.occ if app_ctx else command_prefix(DEFAULT)
-        out.error(error.message, hint_for(error, occ), details_for(error))
-        return exit_code_for(error)
+        return report_failure(error, _STATE.get("app"), _json_requested(args))
     except (click.exceptions.Abort, KeyboardInterrupt):
-        print("Interrupted.", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+        return interrupted()
     except click.exceptions.Exit as done:
         return int(done.exit_code)
     except click.ClickException as error:  # usage errors: printed with the usage line

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 # Seconds a changing command waits for another one on the same instance to finish.
 LOCK_WAIT_SECONDS = 10.0
+# The variables that stand for the global options --instance and --host.
+INSTANCE_ENVVAR = "OCC_INSTANCE"
+HOST_ENVVAR = "OCC_HOST"
 
 
 @dataclass
@@ -43,6 +46,26 @@ class AppContext:
     _client: DockerClient | None = field(default=None, repr=False)
     _host: Host | None = field(default=None, repr=False)
     _host_resolved: bool = field(default=False, repr=False)
+
+    @classmethod
+    def from_options(
+        cls,
+        instance: str,
+        host_name: str | None,
+        *,
+        json_output: bool = False,
+        quiet: bool = False,
+        verbose: bool = False,
+        debug: bool = False,
+    ) -> AppContext:
+        """The context of the global options as given.
+
+        Raises:
+            InvalidInstanceName.
+        """
+        verbosity = -1 if quiet else (1 if verbose else 0)
+        out = Output(json=json_output, verbosity=verbosity, debug=debug)
+        return cls(instance=Instance(instance), out=out, host_name=host_name or None)
 
     @property
     def host(self) -> Host | None:

@@ -62,6 +62,10 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
 
     if isinstance(error, providers.ProviderError):
         return _provider_hint(error, occ)
+    from opencode_cloud.kubernetes import errors as kubernetes
+
+    if isinstance(error, kubernetes.KubernetesError):
+        return _kubernetes_hint(error, occ)
     from opencode_cloud.service import errors as service
     from opencode_cloud.team import errors as team
 
@@ -70,12 +74,22 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return f"Turn team mode on first: `{occ} team enable` (you become its first person)."
         case team.TeamAlreadyEnabled():
             return f"`{occ} team status` shows the team; `{occ} team disable` turns it off."
+        case service.EdgeTooOld():
+            return f"`{occ} start --build` makes its image anew (the data is kept)."
+        case service.EdgeRefused(message=message) if message.startswith("no such session"):
+            return f"`{occ} auth sessions` lists the sessions and their IDs."
+        case service.EdgeRefused(message=message) if "TOTP" in message:
+            return f"`{occ} auth totp` turns it on."
+        case service.EdgeRefused():
+            return f"See `{occ} logs`; `{occ} start --build` makes an older image anew."
         case team.DoorNotRunning():
             return f"Start the team with `{occ} start`."
         case team.PersonNotFound():
             return f"`{occ} user list` shows the people of the team."
         case team.PersonExists():
             return f"`{occ} user list` shows them; `{occ} user passwd NAME` gives a new password."
+        case team.SsoSettingsError():
+            return f"`{occ} team sso set --help` shows every setting; nothing was changed."
         case team.DoorRefused():
             return f"A front door of an earlier release is made again by `{occ} start`."
         case team.NotASwarmManager(state="active"):
@@ -547,3 +561,23 @@ def _remedy(remedy: Remedy, occ: str) -> str:
         case "certificate-renew-own":
             return f"Renew your certificate (tls_cert, tls_key), then `{occ} start` hands it over."
     return ""
+
+
+def _kubernetes_hint(error: OpencodeCloudError, occ: str) -> str:
+    from opencode_cloud.kubernetes import errors as kubernetes
+
+    match error:
+        case kubernetes.NoHostName():
+            return (
+                f"Name it: `{occ} kubernetes render --host-name team.example.com`, or save it "
+                f"with `{occ} config set host_names team.example.com`."
+            )
+        case kubernetes.BadClusterValue(option=option):
+            flag = "--" + option.replace(" ", "-")
+            return f"Give {flag} another value (see `{occ} kubernetes render --help`)."
+        case kubernetes.OutFolderNotEmpty():
+            return "Give --out a new folder (one is made), or an empty one: nothing was written."
+        case kubernetes.OutFolderUnwritable():
+            return "Give --out a folder you can write in: nothing was written."
+        case _:
+            return "docs/kubernetes.md says what each container setting becomes on a cluster."

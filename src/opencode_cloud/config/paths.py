@@ -61,6 +61,13 @@ class InstancePaths:
     def lock_file(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def edge_state_file(self) -> Path:
+        """The login service's state folder (sessions, sign-in log, second factor) of a
+        container removed by a restore, as a tar (0600), until the next start puts it
+        into the new container."""
+        return self.root / "edge-state.tar"
+
 
 def instance_paths(instance: Instance = DEFAULT, base: Path | None = None) -> InstancePaths:
     """Paths of `instance`'s files under `base`: the config directory, or the folder of

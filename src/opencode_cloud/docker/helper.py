@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator, Sequence
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +174,7 @@ def copy_volumes(
     *,
     image: str,
     replace: bool = False,
+    keep: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Copy the files of each source volume into its destination volume, owners, modes
     and times kept, in one helper container of `image` (which needs `sh` and `cp`; the
@@ -181,6 +183,8 @@ def copy_volumes(
     Args:
         pairs: (source, destination) volume names.
         replace: empty each destination first (restoring), rather than adding to it.
+        keep: destination volume to the names of its top-level entries that a replacing
+            copy leaves as they are (there or absent), whatever the source holds.
 
     Raises:
         DockerError: the copy failed; its output is in the message.
@@ -188,8 +192,18 @@ def copy_volumes(
     steps = []
     mounts = []
     for index, (source, destination) in enumerate(pairs):
+        names = (keep or {}).get(destination, ()) if replace else ()
+        kept = " ".join(f"! -name {shlex.quote(name)}" for name in names)
         mounts.append(Mount("volume", source, f"/from/{index}", read_only=True))
         mounts.append(Mount("volume", destination, f"/to/{index}"))
+        if kept:
+            # Entry by entry, so that no kept name is written; links are copied as links.
+            steps.append(
+                f"find /to/{index} -mindepth 1 -maxdepth 1 {kept} -exec rm -rf {{}} +"
+                f" && find /from/{index} -mindepth 1 -maxdepth 1 {kept}"
+                f" -exec cp -a {{}} /to/{index}/ \\;"
+            )
+            continue
         if replace:
             steps.append(f"find /to/{index} -mindepth 1 -delete")
         steps.append(f"cp -a /from/{index}/. /to/{index}/")

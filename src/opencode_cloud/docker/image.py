@@ -50,8 +50,11 @@ LABEL_TOOL_VERSION = "io.opencode-cloud.version"
 LABEL_EDGE = "io.opencode-cloud.edge"
 # The edge's generation in images built from today's Dockerfile: 2 runs it as a user of
 # its own (older images ran it as the agent's user, or had none); 3 adds team mode's
-# roles (OCC_ROLE person and door) and its starter.
-EDGE_LABEL = "3"
+# roles (OCC_ROLE person and door) and its starter; 4 keeps single-user mode's sessions'
+# addresses and browsers, a sign-in log and a second factor (`edge.py single-admin`).
+EDGE_LABEL = "4"
+# Its value from which `occ auth sessions`, `log` and `totp` can ask the edge.
+EDGE_SINGLE_RECORDS = 4
 # Its value from which the edge runs as a user of its own (uid 61000), which owns the
 # password's hash.
 EDGE_OWN_USER = 2
@@ -70,6 +73,11 @@ SANDBOX_FILES: tuple[tuple[str, int], ...] = (
     ("Dockerfile", 0o644),
     ("entrypoint.sh", 0o755),
     ("edge.py", 0o644),
+    ("edge_second.py", 0o644),
+    ("edge_single.py", 0o644),
+    ("edge_totp.py", 0o644),
+    ("edge_passkeys.py", 0o644),
+    ("edge_oidc.py", 0o644),
     ("supervise.py", 0o644),
     ("starter.py", 0o644),
     ("fetch_opencode.py", 0o644),
@@ -160,6 +168,26 @@ def _sandbox_file(name: str) -> bytes:
     from importlib import resources  # only builds need the package data
 
     return (resources.files("opencode_cloud") / "sandbox" / name).read_bytes()
+
+
+def dockerfile_command(instruction: str) -> list[str]:
+    """The exec form (`["/usr/bin/x", ...]`) of an instruction of the embedded
+    Dockerfile: `ENTRYPOINT`, or `HEALTHCHECK`'s `CMD`. What runs the image elsewhere
+    (Kubernetes) reads it here rather than keeping a copy.
+
+    Raises:
+        ValueError: the Dockerfile has no such instruction in exec form.
+    """
+    import json
+
+    text = _sandbox_file("Dockerfile").decode().replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.startswith(f"{instruction} "):
+            start = line.find("[")
+            if start >= 0:
+                command = json.loads(line[start:])
+                return [str(part) for part in command]
+    raise ValueError(f"the Dockerfile has no {instruction} in exec form")
 
 
 def build_context(

@@ -103,10 +103,23 @@ health check is sent to `/__occ/starting` after signing in, a page that polls
 each way) to start it. With `OCC_EDGE_IDLE_STOP` > 0, instances seen in use whose person
 has not been seen for that many seconds are asked to stop (a long-lived request, such as
 an event stream, counts when it began only). `edge.py admin FILE` applies one request
-of the admin tool to the database (`apply_admin`).
+of the admin tool to the database (`apply_admin`). A person with a second factor (TOTP,
+`edge_totp.py`) gets no session from their password alone but a pending sign-in and the
+page `/__occ/second` (`edge_second.py`); their Basic credentials are refused. Passkeys
+(`edge_passkeys.py`) sign people in without a password. Single sign-on with OpenID Connect
+(`/__occ/oidc/start` and `/__occ/oidc/callback`, a button on the sign-in page) is
+edge_oidc.py's; a refused one counts as a failed sign-in from its address.
+
+Single-user records (edge_single.py): each session also keeps its address, browser and
+last use; `sessions.json` is read again whenever another process replaced it, so a
+session revoked by `edge.py single-admin FILE` (the host's `occ auth sessions --revoke`,
+through `docker exec`) is refused from its next request on. The sign-in log and a second
+factor (TOTP and recovery codes, the same second step as team mode's) are in `single.db`
+of the state directory. With a second factor on, Basic credentials are refused but for
+opencode's health check (`HEALTH_PATH`), which the tool asks.
 
 The numbers can be set with `OCC_EDGE_` variables (below). Only Python's standard library
-and Debian's `python3-bcrypt`.
+and Debian's `python3-bcrypt`, `python3-pyotp`, `python3-fido2` and `python3-authlib`.
 """
 
 from __future__ import annotations
@@ -142,6 +155,19 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 # for a module of the standard library.
 sys.path.append(str(Path(__file__).resolve().parent))
 
+import edge_oidc  # type: ignore[import-not-found]
+import edge_second  # type: ignore[import-not-found]  # the second step of a sign-in
+import edge_single  # type: ignore[import-not-found]  # single-user mode's records
+import edge_totp  # type: ignore[import-not-found]
+
+
+def _passkeys() -> Any:
+    """Team mode's passkeys (edge_passkeys.py, beside this file), loaded on first use."""
+    import edge_passkeys  # type: ignore[import-not-found]  # found on the path above
+
+    return edge_passkeys
+
+
 MAX_FAILURES = int(os.environ.get("OCC_EDGE_MAX_FAILURES", "10"))
 MAX_UNTRUSTED_FAILURES = int(os.environ.get("OCC_EDGE_MAX_UNTRUSTED_FAILURES", "100"))
 WINDOW = float(os.environ.get("OCC_EDGE_WINDOW", "60"))
@@ -163,10 +189,12 @@ LOGOUT_PATH = f"{PREFIX}/logout"
 VERIFY_PATH = f"{PREFIX}/verify"
 STARTING_PATH = f"{PREFIX}/starting"  # team mode's
 READY_PATH = f"{PREFIX}/ready"  # team mode's
+SECOND_PATH = edge_second.SECOND_PATH  # the second step, for those with a second factor
+SECOND_EXPIRED = "This sign-in has expired. Please sign in again."
+SECOND_BLOCKED = "Too many wrong codes: use a recovery code, or ask your administrator."
 MAX_BODY = 16 * 1024
 MAX_HEAD = 64 * 1024  # request line and headers (browsers' cookies add up)
 MAX_HEADERS = 200
-MAX_STATE_BYTES = 1 << 20  # a sessions file larger than this was not written here
 MAX_SESSIONS = 1000
 MAX_BUCKETS = 10000
 # The client's address when the edge listens on a unix socket and the request names none
@@ -177,7 +205,6 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) (HTTP/\d\.\d)")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a header value may hold tabs, no other
 _RANDOM = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe makes
-_SESSION_KEY = re.compile(r"[0-9a-f]{64}")
 # Headers that say one thing: two of them mean two parties disagree about the request.
 _SINGLE_HEADERS = frozenset(
     {
@@ -217,50 +244,9 @@ def _digest(text: str) -> str:
 # --------------------------------------------------------------------------- state files
 
 
-def _read_small_file(path: Path, limit: int) -> bytes | None:
-    """A regular file's content, or None when it is missing, not a regular file (a FIFO
-    would block), or longer than `limit` bytes (it was not written here)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        content = handle.read(limit + 1)
-    return content if len(content) <= limit else None
-
-
-def _write_private_file(path: Path, content: bytes) -> None:
-    """Write `content` to `path` (0600, in a 0700 directory) whole or not at all."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.parent.stat().st_mode) & 0o077:
-        path.parent.chmod(0o700)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-
-
-def _valid_session(key: Any, entry: Any) -> bool:
-    if not (isinstance(key, str) and _SESSION_KEY.fullmatch(key) and isinstance(entry, dict)):
-        return False
-    expires, generation = entry.get("expires"), entry.get("generation")
-    return (
-        isinstance(expires, int | float)
-        and not isinstance(expires, bool)
-        and math.isfinite(expires)
-        and isinstance(generation, str)
-        and len(generation) <= 64
-    )
+_read_small_file: Callable[[Path, int], bytes | None] = edge_single.read_small_file
+_write_private_file: Callable[[Path, bytes], None] = edge_single.write_private_file
+SINGLE_USER: str = edge_single.OWNER  # the single user's name in its records
 
 
 # --------------------------------------------------------------------------- limits
@@ -396,7 +382,12 @@ class Guard:
         self._places = threading.BoundedSemaphore(bcrypt_workers + bcrypt_queue)
         self._workers = threading.BoundedSemaphore(bcrypt_workers)
         self._device_key = self._load_device_key()
-        self._sessions: dict[str, dict[str, Any]] = self._load_sessions()
+        self._sessions = edge_single.Sessions(self._sessions_dir())
+        self._session_seen: dict[str, float] = {}  # digest -> when its seen was last written
+        # The sign-in log and the second factor (edge_single.py): in single.db of the
+        # state directory; none without one.
+        self.records: People | None = self._open_records()
+        self.second: Any = self._second_step()
 
     # -- the hash ---------------------------------------------------------------------
 
@@ -426,6 +417,48 @@ class Guard:
 
     def _checked(self, address: str, username: str, outcome: str) -> None:
         """Told the outcome of each check that ran (not of attempts that shared one)."""
+        if outcome == "wrong":  # bounded by the guessing limits, as every check is
+            known = hmac.compare_digest(username.encode(), self.username.encode())
+            self._log(edge_single.OWNER if known else "", "failed", address)
+
+    def _log(self, name: str, event: str, address: str) -> None:
+        """One line of the sign-in log (`name`: the single user's, or "" for a name that
+        is not theirs)."""
+        if self.records is None:
+            return
+        try:
+            self.records.log(self.clock(), name, event, address)
+        except sqlite3.Error as exc:  # the log is not worth a refused sign-in
+            print(f"edge: cannot log {event}: {exc!r}", file=sys.stderr, flush=True)
+
+    def _open_records(self) -> People | None:
+        if self.state_dir is None:
+            return None
+        try:
+            return People(self.state_dir / edge_single.DB_FILE)
+        except (OSError, sqlite3.Error) as exc:  # no log, and no second factor to ask
+            print(f"edge: cannot open the records: {exc!r}", file=sys.stderr, flush=True)
+            return None
+
+    def _second_step(self) -> Any:
+        """The second step of a sign-in (edge_second.py), in the records; None without."""
+        if self.records is None:
+            return None
+        return edge_second.SecondStep(
+            self.records._transaction,
+            self.records._reading,
+            self.clock,
+            [edge_totp.Totp(), edge_second.RecoveryCode()],
+            generation_now=lambda _name: self._generation_locked(),
+        )
+
+    def record_name(self, name: str) -> str:
+        """The name `name`'s second factor and log lines are kept under."""
+        return SINGLE_USER
+
+    def _generation_locked(self) -> str:
+        with self._lock:
+            return self._generation_now(self.username)
 
     def _check(self, username: str, password: str, stored: bytes) -> bool:
         """Whether the credentials are right for `stored`, the hash read when the attempt
@@ -537,6 +570,22 @@ class Guard:
         self._checked(address, username, check.outcome)
         return check.outcome, generation
 
+    def attempt_step(
+        self, address: str, device: str | None, name: str, check: Callable[[], bool]
+    ) -> str:
+        """A step of a sign-in other than the password (a second factor's code), held to
+        the same guessing limits: `locked` (`check` is not called), `ok` or `wrong` (a
+        failure, as a wrong password is)."""
+        limits = self._limits(address, device, name)
+        if self.limiter.reserve(limits):
+            return "locked"
+        ok = False
+        try:
+            ok = check()
+        finally:
+            self.limiter.settle([key for key, _ in limits], failed=not ok)
+        return "ok" if ok else "wrong"
+
     # -- devices ------------------------------------------------------------------------
 
     def _load_device_key(self) -> bytes:
@@ -581,36 +630,9 @@ class Guard:
 
     # -- sessions -----------------------------------------------------------------------
 
-    def _sessions_file(self) -> Path | None:
-        return self.state_dir / "sessions.json" if self.state_dir else None
-
-    def _load_sessions(self) -> dict[str, dict[str, Any]]:
-        """The sessions kept in the state directory; whatever in that file is not one is
-        left out (a file too large, or not JSON, counts as empty)."""
-        path = self._sessions_file()
-        content = _read_small_file(path, MAX_STATE_BYTES) if path else None
-        if content is None:
-            return {}
-        try:
-            data = json.loads(content)
-        except (ValueError, RecursionError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {
-            key: {"expires": float(entry["expires"]), "generation": entry["generation"]}
-            for key, entry in data.items()
-            if _valid_session(key, entry)
-        }
-
-    def _save_sessions(self) -> None:
-        path = self._sessions_file()
-        if path is None:
-            return
-        try:
-            _write_private_file(path, json.dumps(self._sessions).encode())
-        except OSError as exc:  # sessions then last until the next restart only
-            print(f"edge: cannot save sessions: {exc}", file=sys.stderr)
+    def _sessions_dir(self) -> Path | None:
+        """Where sessions.json is (edge_single.py); None: in memory only."""
+        return self.state_dir
 
     def new_session(self, generation: str) -> str | None:
         """A new session token (the cookie's value) for a sign-in checked against the
@@ -623,12 +645,16 @@ class Guard:
     ) -> tuple[str, str] | None:
         """A session and a device cookie for a sign-in checked against the password of
         `generation`, made together; None when that password has been replaced since.
-        (`name`, `address` and `agent`, the browser's User-Agent, are team mode's.)"""
+        `address` and `agent` (the browser's User-Agent) are kept with the session (in
+        team mode, with `name`, the person's)."""
         with self._lock:
-            session = self._new_session(generation)
-            return None if session is None else (session, self.new_device())
+            session = self._new_session(generation, address, agent)
+        if session is None:
+            return None
+        self._log(edge_single.OWNER, "signed-in", address)
+        return session, self.new_device()
 
-    def _new_session(self, generation: str) -> str | None:
+    def _new_session(self, generation: str, address: str = "", agent: str = "") -> str | None:
         """Called with the lock held: the hash read here and the session stamped with it
         cannot be told apart by a rotation."""
         self._current_hash()
@@ -636,32 +662,51 @@ class Guard:
             return None
         token = secrets.token_urlsafe(32)
         now = self.clock()
-        live = [
-            (key, entry)
-            for key, entry in self._sessions.items()
-            if entry["expires"] > now and entry["generation"] == self.generation
-        ]
-        live.sort(key=lambda item: item[1]["expires"])
-        self._sessions = dict(live[-(MAX_SESSIONS - 1) :])
-        self._sessions[_digest(token)] = {
-            "expires": now + self.session_seconds,
-            "generation": self.generation,
-        }
-        self._save_sessions()
+        with self._sessions.changing() as entries:
+            kept = edge_single.live(entries, self.generation, now)
+            kept.sort(key=lambda item: item[1]["expires"])
+            entries.clear()
+            entries.update(kept[-(MAX_SESSIONS - 1) :])
+            entries[_digest(token)] = {
+                "expires": now + self.session_seconds,
+                "generation": self.generation,
+                "created": int(now),
+                "seen": int(now),
+                "address": edge_single.printable(address, edge_single.MAX_ADDRESS),
+                "agent": edge_single.printable(agent, MAX_AGENT),
+            }
         return token
 
     def session_valid(self, token: str) -> bool:
+        """Asked on every request: a session revoked by the admin tool (a new file) is
+        refused from its next request on. A live one is noted seen at most every
+        `edge_single.SEEN_EVERY` seconds."""
+        digest, now = _digest(token), self.clock()
         with self._lock:
             self._current_hash()
-            entry = self._sessions.get(_digest(token))
-            return bool(
-                entry and entry["generation"] == self.generation and entry["expires"] > self.clock()
+            self._sessions.refresh()
+            entry = self._sessions.entries.get(digest)
+            valid = bool(
+                entry and entry["generation"] == self.generation and entry["expires"] > now
             )
+            if valid and now - self._session_seen.get(digest, -math.inf) >= edge_single.SEEN_EVERY:
+                if len(self._session_seen) >= MAX_SESSIONS * 64:
+                    self._session_seen.clear()  # bounded: forgetting costs one write
+                self._session_seen[digest] = now
+                with self._sessions.changing() as entries:
+                    if digest in entries:
+                        entries[digest]["seen"] = int(now)
+            return valid
 
     def end_session(self, token: str) -> None:
+        digest = _digest(token)
         with self._lock:
-            if self._sessions.pop(_digest(token), None) is not None:
-                self._save_sessions()
+            self._sessions.refresh()
+            if digest not in self._sessions.entries:
+                return
+            with self._sessions.changing() as entries:
+                entries.pop(digest, None)
+        self._log(edge_single.OWNER, "signed-out", "")
 
 
 # --------------------------------------------------------------------------- team mode
@@ -671,11 +716,15 @@ PERSON_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?")
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _UPSTREAM = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}):([0-9]{1,5})")
 _INTERNAL_PASSWORD = re.compile(r"[\x21-\x7e]{1,256}")
-DEFAULT_TEAM_DB = "/var/lib/opencode-cloud-edge/team.db"
+INTERNAL_PASSWORD_BYTES = 24  # of one the door makes, as the tool's (hex: the starter's rule)
+DEFAULT_STATE_DIR = "/var/lib/opencode-cloud-edge"
+DEFAULT_TEAM_DB = f"{DEFAULT_STATE_DIR}/team.db"
+DEFAULT_HASH_FILE = "/run/opencode-cloud/password.bcrypt"
 INTERNAL_USER = "opencode"  # the user name of a person's instance's internal password
 HEALTH_PATH = "/global/health"
 HEALTH_TIMEOUT = 1.0  # an instance that does not answer its health check by then is not ready
 STARTER_TIMEOUT = 5.0  # the starter answers once the engine took the request
+CREATE_TIMEOUT = 60.0  # ... or made a person's volumes, network and container
 START_REPEAT = 2.0  # a person's instance is asked to start at most this often
 LAST_SEEN_EVERY = 10.0  # seconds between two writes of a person's last_seen
 # An instance takes requests once it answered its health check, and until it is known to
@@ -693,8 +742,8 @@ MAX_LOG_SIGN_INS = 100
 # All the device cookies of one person together: this many devices' buckets of failures.
 PERSON_DEVICE_BUCKETS = 3
 MAX_ADMIN_REQUEST = 64 * 1024
-SESSION_ID_LENGTH = 12  # hex digits of a session's digest that name it to an admin
-MAX_AGENT = 200  # characters of a browser's User-Agent kept with its session
+SESSION_ID_LENGTH: int = edge_single.SESSION_ID_LENGTH  # of a digest, a session's name
+MAX_AGENT: int = edge_single.MAX_AGENT  # characters of a User-Agent kept with a session
 MAX_LOG_LINES = 10000  # at most this many lines of the sign-in log in one answer
 # The cost of the dummy hash checked for unknown names while no person's hash shows the
 # one in use: the tool's (access/credentials.py).
@@ -827,7 +876,7 @@ def _open_private_db(path: Path) -> sqlite3.Connection:
     mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise OSError(f"{path}: cannot use WAL mode ({mode})")
-    db.executescript(_SCHEMA)
+    db.executescript(_SCHEMA + edge_second.SCHEMA + edge_totp.SCHEMA)
     for table, columns in _ADDED_COLUMNS.items():
         present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         for column, declaration in columns:
@@ -871,6 +920,12 @@ class People:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads only (each statement on its own)."""
+        with self._lock:
+            yield self._db
 
     # -- what the edge asks -----------------------------------------------------------
 
@@ -1079,6 +1134,8 @@ class People:
     def remove(self, name: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            edge_second.forget(db, name)
+            edge_totp.remove(db, name)
             if not db.execute("DELETE FROM people WHERE name = ?", (name,)).rowcount:
                 raise AdminError(f"no such person: {name}")
 
@@ -1096,15 +1153,17 @@ class Starter:
         self.path = path
         self.timeout = timeout
 
-    def ask(self, op: str, name: str) -> dict[str, Any]:
+    def ask(self, op: str, name: str, **more: str) -> dict[str, Any]:
         """The starter's answer (`{"state": ...}`), or `{"error": ...}`."""
         if not self.path:
             return {"error": "no starter"}
-        request = json.dumps({"op": op, "name": name}).encode() + b"\n"
+        request = json.dumps({"op": op, "name": name, **more}).encode() + b"\n"
+        # Making an instance takes the engine several requests.
+        timeout = CREATE_TIMEOUT if op == "create" else self.timeout
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                deadline = time.monotonic() + self.timeout
-                sock.settimeout(self.timeout)
+                deadline = time.monotonic() + timeout
+                sock.settimeout(timeout)
                 sock.connect(self.path)
                 sock.sendall(request)
                 reader = Reader(sock)
@@ -1137,9 +1196,9 @@ class TeamGuard(Guard):
         idle_stop: float = IDLE_STOP,
         **options: Any,
     ) -> None:
+        self.people = people
         # No password file: the people's hashes are in the database.
         super().__init__(Path(os.devnull), "", state_dir, **options)
-        self.people = people
         self.starter = starter or Starter(None)
         self.idle_stop = idle_stop
         self._team_lock = threading.Lock()
@@ -1150,18 +1209,39 @@ class TeamGuard(Guard):
         self._running: set[str] = set()  # instances seen in use or running: idle candidates
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
         self._checking: set[str] = set()  # names whose health check is under way
+        # The people's passkeys, and their challenges under way.
+        self.passkeys = _passkeys().Passkeys(people.path, self.clock)
+        self.sso = edge_oidc.Sso(people, self._log)
 
     # -- credentials by name ------------------------------------------------------------
 
-    def _load_sessions(self) -> dict[str, dict[str, Any]]:
-        return {}  # in the database
+    def _sessions_dir(self) -> Path | None:
+        return None  # in the database
+
+    def _open_records(self) -> People | None:
+        return self.people
+
+    def _second_step(self) -> Any:
+        """Second factors (edge_second.py): TOTP first, or a passkey of a person who has
+        TOTP too; recovery codes last on the page."""
+        totp = edge_totp.Totp()
+        return edge_second.SecondStep(
+            self.people._transaction,
+            self.people._reading,
+            self.clock,
+            [totp, _passkeys().SecondFactor(totp), edge_second.RecoveryCode()],
+        )
+
+    def record_name(self, name: str) -> str:
+        return name
 
     def _credential(self, username: str) -> tuple[bytes, str]:
         """An enabled person's hash and generation. For anyone else, a dummy hash of the
         same cost and no generation: their attempt is checked (and counted) just like a
         wrong password, so that names are not told apart by the time an answer takes."""
         person = self.people.get(username) if PERSON_NAME.fullmatch(username) else None
-        if person is not None and not person.disabled:
+        # A person made by single sign-on has no password: checked like a wrong one.
+        if person is not None and not person.disabled and _BCRYPT_HASH.fullmatch(person.hash):
             return person.hash.encode(), person.generation
         model = person.hash if person is not None else self.people.some_hash()
         cost = int(model[4:6]) if model and _BCRYPT_HASH.fullmatch(model) else 0
@@ -1209,12 +1289,6 @@ class TeamGuard(Guard):
             logged = username if PERSON_NAME.fullmatch(username) else ""
             self._log(logged, "failed", address)
 
-    def _log(self, name: str, event: str, address: str) -> None:
-        try:
-            self.people.log(self.clock(), name, event, address)
-        except sqlite3.Error as exc:  # the log is not worth a refused sign-in
-            print(f"edge: cannot log {event}: {exc!r}", file=sys.stderr, flush=True)
-
     # -- sessions -------------------------------------------------------------------------
 
     def new_session(
@@ -1223,9 +1297,7 @@ class TeamGuard(Guard):
         token = secrets.token_urlsafe(32)
         now = self.clock()
         expires = now + self.session_seconds
-        # Printed on the admin's terminal later: no control character of any kind (a
-        # header's Latin-1 has the one-byte ones, 0x80-0x9f, too).
-        agent = "".join(c for c in agent.replace("\t", " ") if c.isprintable())[:MAX_AGENT]
+        agent = edge_single.printable(agent, MAX_AGENT)  # printed on the admin's terminal
         if not generation or not self.people.add_session(
             _digest(token), name, generation, now, expires, address[:64], agent
         ):
@@ -1341,7 +1413,11 @@ class TeamGuard(Guard):
             if now - asked < START_REPEAT:
                 return state
             self._started[name] = (now, "starting")
-        answered = self.starter.ask("start", name).get("state")
+        person = self.people.get(name)
+        if person is not None and not person.upstream and person.hash == edge_oidc.NO_PASSWORD:
+            answered = self._create(person).get("state")
+        else:
+            answered = self.starter.ask("start", name).get("state")
         known = ("running", "starting", "stopped", "missing")
         state = answered if isinstance(answered, str) and answered in known else "unavailable"
         with self._team_lock:
@@ -1351,6 +1427,32 @@ class TeamGuard(Guard):
             if state in ("starting", "stopped", "missing"):  # (re)started, or down:
                 self._answering.pop(name, None)  # it must answer anew
         return state
+
+    def _create(self, person: Person) -> dict[str, Any]:
+        """Ask the starter to make the instance of a person made by single sign-on, who
+        has none yet (no upstream). Their internal password is kept first: should the
+        answer be lost, the next ask finds the instance made with it."""
+        name = person.name
+        if not person.internal_password:
+            internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
+            self.people._run(
+                "UPDATE people SET internal_password = ? WHERE name = ? AND internal_password = ''",
+                internal,
+                name,
+            )
+            person = self.people.get(name) or person
+        answer = self.starter.ask("create", name, password=person.internal_password)
+        upstream = answer.get("upstream")
+        if (
+            answer.get("state") in ("running", "starting")
+            and isinstance(upstream, str)
+            and _UPSTREAM.fullmatch(upstream)
+            and self.people._run(
+                "UPDATE people SET upstream = ? WHERE name = ? AND upstream = ''", upstream, name
+            )
+        ):
+            self._log(name, "sso-instance", "starter")
+        return answer
 
     def stop_idle(self) -> list[str]:
         """Ask the starter to stop the instances seen in use whose person has not been
@@ -1663,6 +1765,7 @@ label{display:block;margin:.8rem 0 .2rem}
 input{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem}
 button{margin-top:1.2rem;width:100%;padding:.6rem;font-size:1rem}
 .msg{color:#f88}
+a.sso{display:block;text-align:center;padding:.6rem;background:#2a2a2a;color:#eee}
 </style>"""
 
 PAGE = """<!doctype html>
@@ -1673,6 +1776,7 @@ PAGE = """<!doctype html>
 <form method="post" action="{action}">
 <h1>opencode</h1>
 {message}
+{sso}
 <input type="hidden" name="next" value="{next}">
 <input type="hidden" name="csrf" value="{csrf}">
 <label for="{field}">{label}</label>
@@ -1681,6 +1785,7 @@ PAGE = """<!doctype html>
 <input id="password" name="password" type="password" autocomplete="current-password"
  required autofocus>
 <button type="submit">Sign in</button>
+{passkey}
 </form></body></html>
 """
 
@@ -1730,6 +1835,12 @@ STARTING_PAGE = """<!doctype html>
 </body></html>
 """
 
+# Team mode with single sign-on: a link above the password form; `sso_only` leaves the
+# form out (from the first field to the end of the form).
+SSO_BUTTON = '<p><a class="sso" href="{link}">Sign in with {name}</a></p>'
+SSO_ONLY = re.compile(r'<input type="hidden" name="next".*</form>', re.DOTALL)
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+
 LOGOUT_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -1764,6 +1875,11 @@ class Handler:
         if self.team is not None:
             routes[STARTING_PATH] = {"GET": self.starting}
             routes[READY_PATH] = {"GET": self.ready}
+        if self.guard.second is not None:
+            routes[SECOND_PATH] = {"GET": self.second_page, "POST": self.second}
+            routes.update(_passkeys().routes(self, sys.modules[__name__]))
+            routes[edge_oidc.START_PATH] = {"GET": self.oidc_start}
+            routes[edge_oidc.CALLBACK_PATH] = {"GET": self.oidc_callback}
         methods = routes.get(self.request.path)
         if methods is None:
             return self._json(404, "not found")
@@ -1943,8 +2059,15 @@ class Handler:
             field="name" if self.team is not None else "username",
             label="Name" if self.team is not None else "User name",
             username=html.escape(username, quote=True),
+            passkey=_passkeys().login_block() if self.team is not None else "",
+            sso=self._sso_block(target),
         )
-        return self._html(status, text, headers or [])
+        if self._sso_only():
+            text = SSO_ONLY.sub("</form>", text)
+        headers = list(headers or [])
+        if self.team is not None:  # the passkey button's script
+            headers.append(("Content-Security-Policy", _passkeys().POLICY))
+        return self._html(status, text, headers)
 
     def _challenge(self) -> list[tuple[str, str]]:
         """Scripts get the Basic challenge; the web UI's own requests do not (a browser
@@ -2012,6 +2135,10 @@ class Handler:
         if credentials is not None:
             device = self._cookie("device")
             outcome, generation = self.guard.attempt(self._address(), *credentials, device=device)
+            if outcome == "ok" and self._has_second(credentials[0]) and not self._health():
+                # A second factor that Basic credentials bypass would be none.
+                message = "this person signs in with a second factor: sign in in a browser"
+                return self._json(401, message)
             if outcome == "ok":
                 grant = self._basic_grant(credentials[0], generation)
                 if grant is not None:
@@ -2046,12 +2173,16 @@ class Handler:
             username = form.get("username", "")
         password = form.get("password", "")
         target = safe_next(form.get("next"))
+        if self._sso_only():
+            return self._page(403, "Sign in with single sign-on.", target)
         if self._origin() == "foreign" or not self._csrf_ok(form):
             # Another site's form, or a page too old: nothing is checked or counted.
             message = "This form was out of date. Please sign in again."
             return self._page(403, message, target, username)
         device = self._cookie("device")
         outcome, generation = self.guard.attempt(self._address(), username, password, device)
+        if outcome == "ok" and self._has_second(username):
+            return self._second_begin(self.guard.record_name(username), generation, target)
         # Checked against a password replaced since: wrong now, as for any other attempt.
         made = (
             self.guard.sign_in(
@@ -2096,7 +2227,216 @@ class Handler:
         ]
         return Response(303, headers=headers)
 
-    # -- team mode's routes ---------------------------------------------------------------
+    # -- single sign-on (edge_oidc.py) ----------------------------------------------------
+
+    def _sso_settings(self) -> dict[str, Any] | None:
+        return self.team.sso.settings() if self.team is not None else None
+
+    def _sso_only(self) -> bool:
+        settings = self._sso_settings()
+        return bool(settings and settings.get("sso_only"))
+
+    def _sso_block(self, target: str) -> str:
+        settings = self._sso_settings()
+        if settings is None:
+            return ""
+        link = f"{edge_oidc.START_PATH}?next={quote(target, safe='/')}"
+        name = html.escape(str(settings.get("provider_name") or ""))
+        return SSO_BUTTON.format(link=html.escape(link, quote=True), name=name)
+
+    def _sso_limits(self) -> list[tuple[str, int]]:
+        """A failed single sign-on counts in the buckets of a wrong password from this
+        address: nobody pushes the log's lines out with failures for free."""
+        return self.guard._limits(self._address(), None)
+
+    def _sso_locked(self) -> Response | None:
+        wait = self.guard.limiter.wait(self._sso_limits())
+        if not wait:
+            return None
+        message = f"Too many failed sign-ins. Try again in {wait} seconds."
+        return self._page(429, message, "/", headers=[("Retry-After", str(wait))])
+
+    def _sso_failed(self, error: Any) -> Response:
+        """The login page with what went wrong, after a line in the sign-in log."""
+        assert self.team is not None
+        limits = self._sso_limits()
+        if self.guard.limiter.reserve(limits) == 0:
+            self.guard.limiter.settle([key for key, _ in limits], failed=True)
+            self.team._log(error.name, error.event, self._address())
+            print(f"edge: {error.event} from {self._address()}: {error.message}", file=sys.stderr)
+        status = {"sso-provider": 502, "sso-refused": 403}.get(error.event, 400)
+        return self._page(status, error.message, "/")
+
+    def oidc_start(self) -> Response:
+        """Off to the provider, with a cookie that ties the sign-in to this browser."""
+        assert self.team is not None
+        query = parse_qs(urlsplit(self.request.target).query)
+        target = safe_next((query.get("next") or ["/"])[0])
+        host = self._host()
+        if not _HOST.fullmatch(host):
+            return self._page(400, "This address cannot sign in with single sign-on.", target)
+        scheme = "https" if self._https() else "http"
+        browser = secrets.token_urlsafe(32)
+        try:
+            location = self.team.sso.begin(
+                f"{scheme}://{host}{edge_oidc.CALLBACK_PATH}", target, browser
+            )
+        except edge_oidc.SsoError as error:
+            return self._sso_failed(error)
+        cookie = self._set_cookie(
+            "oidc", browser, edge_oidc.PENDING_SECONDS, edge_oidc.CALLBACK_PATH
+        )
+        return Response(303, headers=[("Location", location), cookie])
+
+    def oidc_callback(self) -> Response:
+        """Back from the provider: a session for the person it signed in, when allowed."""
+        assert self.team is not None
+        query = urlsplit(self.request.target).query
+        address = self._address()
+        locked = self._sso_locked()
+        if locked is not None:
+            return locked
+        try:
+            name, target = self.team.sso.finish(query, self._cookie("oidc"), address)
+        except edge_oidc.SsoError as error:
+            return self._sso_failed(error)
+        person = self.team.people.get(name)
+        agent = self.request.header("user-agent")
+        made = self.guard.sign_in(person.generation, name, address, agent) if person else None
+        if made is None:
+            return self._sso_failed(edge_oidc.SsoError("You cannot sign in now.", name=name))
+        session, device = made
+        assert person is not None
+        headers = [
+            ("Location", self._landing(name, person.generation, target)),
+            self._set_cookie("session", session, self.guard.session_seconds),
+            self._set_cookie("device", device, DEVICE_SECONDS, f"{PREFIX}/", "Strict"),
+            self._set_cookie("oidc", "", 0, edge_oidc.CALLBACK_PATH),
+        ]
+        return Response(303, headers=headers)
+
+    # -- the second step ------------------------------------------------------------------
+
+    def _health(self) -> bool:
+        """Whether the request asks opencode's health check only: the tool's `start` and
+        `status` ask it with Basic credentials. Its answer holds nothing of the user's,
+        and the login form tells as much of a password (it asks the second step)."""
+        method = self.request.header("x-forwarded-method") or self.request.method
+        return method in ("GET", "HEAD") and self.request.header("x-forwarded-uri") == HEALTH_PATH
+
+    def _has_second(self, name: str) -> bool:
+        """Whether `name`, whose password proved right, has a second factor."""
+        second = self.guard.second
+        return second is not None and bool(second.enrolled(self.guard.record_name(name)))
+
+    def _second_begin(self, name: str, generation: str, target: str) -> Response:
+        """The password proved right and `name` has a second factor: a pending sign-in,
+        and on to its page (edge_second.py)."""
+        token = self.guard.second.begin(name, generation)
+        # Logged whether or not a code follows: a password that leaked shows here.
+        self.guard._log(name, "second-step-asked", self._address())
+        max_age = edge_second.PENDING_SECONDS
+        headers = [
+            ("Location", f"{SECOND_PATH}?next={quote(target, safe='/')}"),
+            self._set_cookie("second", token, max_age, f"{PREFIX}/", "Strict"),
+        ]
+        return Response(303, headers=headers)
+
+    def _second_form(
+        self,
+        status: int,
+        message: str,
+        factors: Sequence[Any],
+        target: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Response:
+        text = edge_second.page(STYLE, message, factors, self._csrf_token(), target)
+        headers = list(headers or [])
+        if any(f.key == "passkey" for f in factors):  # its button's script
+            headers.append(("Content-Security-Policy", _passkeys().POLICY))
+        return self._html(status, text, headers)
+
+    def _second_again(self, status: int, message: str, target: str) -> Response:
+        """The login page, the pending sign-in's cookie cleared: it is gone."""
+        cleared = self._set_cookie("second", "", 0, f"{PREFIX}/", "Strict")
+        return self._page(status, message, target, headers=[cleared])
+
+    def second_page(self) -> Response:
+        """The second step's page, for a browser with a live pending sign-in."""
+        query = parse_qs(urlsplit(self.request.target).query)
+        target = safe_next((query.get("next") or ["/"])[0])
+        token = self._cookie("second")
+        found = self.guard.second.pending(token) if token and _RANDOM.fullmatch(token) else None
+        if found is None:
+            location = f"{LOGIN_PATH}?next={quote(target, safe='/')}"
+            return Response(303, headers=[("Location", location)])
+        return self._second_form(200, "", found[1], target)
+
+    def second(self) -> Response:
+        """A proof of a second factor for the browser's pending sign-in: the session when
+        it is right; counted like a wrong password when it is not."""
+        guard, second = self.guard, self.guard.second
+        form = self._form()
+        if form is None:
+            return self._json(400, "not a form")
+        target = safe_next(form.get("next"))
+        token = self._cookie("second") or ""
+        token = token if _RANDOM.fullmatch(token) else ""
+        found = second.pending(token) if token else None
+        address, device = self._address(), self._cookie("device")
+        if found is None:
+            # Unknown, used, expired or voided: counted (it is a guess at a token) and
+            # logged without a name.
+            self.guard.attempt_step(address, device, "", lambda: False)
+            guard._log("", "second-step-refused", address)
+            return self._second_again(401, SECOND_EXPIRED, target)
+        name, factors = found
+        if self._origin() == "foreign" or not self._csrf_ok(form):
+            message = "This form was out of date. Please try again."
+            return self._second_form(403, message, factors, target)
+        proved: list[tuple[str, str, str, str] | None] = []
+
+        def check() -> bool:
+            verified = None
+            if form.get("factor") == "passkey" and self.team is not None:
+                verified = _passkeys().second_step_proof(self, name, form)
+            proved.append(second.prove(token, form, verified))
+            return proved[0] is not None and proved[0][0] == "ok"
+
+        outcome = self.guard.attempt_step(address, device, name, check)
+        if outcome == "locked":
+            status, message, headers = self._refused("locked", device, name)
+            return self._second_form(status, message, factors, target, headers)
+        result = proved[0] if proved else None
+        if result is None:
+            guard._log("", "second-step-refused", address)
+            return self._second_again(401, SECOND_EXPIRED, target)
+        verdict, name, generation, factor = result
+        if verdict == "blocked":
+            guard._log(name, f"{factor}-blocked", address)
+            return self._second_form(401, SECOND_BLOCKED, factors, target)
+        if verdict != "ok":
+            guard._log(name, f"failed-{factor or 'second-step'}", address)
+            if verdict == "void":
+                message = "Too many wrong codes. Please sign in again."
+                return self._second_again(401, message, target)
+            wrong = "The passkey was refused." if factor == "passkey" else "Wrong code."
+            return self._second_form(401, wrong, factors, target)
+        if factor == "recovery":
+            guard._log(name, "recovery-code-used", address)
+        made = guard.sign_in(generation, name, address, self.request.header("user-agent"))
+        if made is None:  # a new password, or disabled, meanwhile
+            return self._second_again(401, "Please sign in again.", target)
+        session, new_device = made
+        if self.team is not None:
+            target = self._landing(name, generation, target)
+        headers = [
+            ("Location", target),
+            self._set_cookie("session", session, self.guard.session_seconds),
+            self._set_cookie("device", new_device, DEVICE_SECONDS, f"{PREFIX}/", "Strict"),
+            self._set_cookie("second", "", 0, f"{PREFIX}/", "Strict"),
+        ]
+        return Response(303, headers=headers)
 
     def _landing(self, name: str, generation: str, target: str) -> str:
         """Where a person who just signed in goes: `target`, or the starting page when
@@ -2477,16 +2817,56 @@ def _limit(request: dict[str, Any]) -> int:
     return limit
 
 
+_TOTP_OPS = ("totp", "totp-off")
+
+
+def _apply_totp(
+    people: People, op: str, name: str, request: dict[str, Any], now: float
+) -> dict[str, Any]:
+    """`totp`: a new seed and recovery codes for `name` (shown once, in the answer), and
+    their sessions ended: from now on they sign in with a code. `totp-off`: none."""
+    with people._transaction() as db:
+        if not db.execute("SELECT 1 FROM people WHERE name = ?", (name,)).fetchall():
+            raise AdminError(f"no such person: {name}")
+        if op == "totp-off":
+            if not edge_totp.remove(db, name):
+                raise AdminError(f"{name} has no TOTP")
+            answer: dict[str, Any] = {"ok": True, "name": name, "totp": None}
+        else:
+            issuer = request.get("issuer", "opencode-cloud")
+            if not edge_totp.valid_issuer(issuer):
+                raise AdminError("issuer: letters, digits, spaces and ._- (up to 64)")
+            answer = {"ok": True, "name": name, "totp": "pending"}
+            answer.update(edge_totp.enrol(db, name, issuer, now))
+            db.execute("DELETE FROM sessions WHERE name = ?", (name,))
+            db.execute("UPDATE people SET generation = ? WHERE name = ?", (_new_generation(), name))
+    people.log(now, name, "totp-on" if op == "totp" else "totp-off", "admin")
+    return answer
+
+
 def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str, Any]:
     """Apply one request of the admin tool (docs/team.md); its answer."""
     op = request.get("op")
     if op == "list":
-        return {"ok": True, "people": [person.public() for person in people.everyone()]}
+        with people._reading() as db:
+            totp = edge_totp.states(db)
+        listed = [{**p.public(), "totp": totp.get(p.name)} for p in people.everyone()]
+        return {"ok": True, "people": listed}
     if op == "log":
         return {"ok": True, "log": people.log_lines(_optional_name(request), _limit(request))}
-    if op not in ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS):
+    if isinstance(op, str) and op.startswith("oidc-"):
+        try:
+            return dict(edge_oidc.apply_admin(people, request, _admin_log(people, now)))
+        except edge_oidc.SettingsError as exc:
+            raise AdminError(str(exc)) from None
+    if op in ("passkeys", "passkey-reset", "passkey-host"):
+        return _passkey_admin(people, op, request, now)
+    known = ("put", "passwd", "disable", "enable", "internal", "remove", *_SESSION_OPS)
+    if op not in (*known, *_TOTP_OPS):
         raise AdminError(f"unknown op: {op!r}"[:200])
     name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
+    if op in _TOTP_OPS:
+        return _apply_totp(people, op, name, request, now)
     if op == "sessions":
         if people.get(name) is None:
             raise AdminError(f"no such person: {name}")
@@ -2525,8 +2905,46 @@ def apply_admin(people: People, request: dict[str, Any], now: float) -> dict[str
         people.change(name, "internal_password = ?", internal)
     else:
         people.remove(name)
+        _forget_passkeys(people, name)
+        edge_oidc.forget(people, name)
     people.log(now, name, op, "admin")
     return {"ok": True, "name": name}
+
+
+def _passkey_admin(people: People, op: str, request: dict[str, Any], now: float) -> dict[str, Any]:
+    """The admin tool's passkey requests (edge_passkeys.apply_admin), logged when they
+    change something."""
+    module = _passkeys()
+    name = None
+    if op != "passkey-host":
+        name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
+        if people.get(name) is None:
+            raise AdminError(f"no such person: {name}")
+    store = module.Passkeys(people.path)
+    try:
+        answer: dict[str, Any] = module.apply_admin(store, op, request, name)
+    except module.PasskeyError as exc:
+        raise AdminError(str(exc)) from None
+    finally:
+        store.close()
+    if op == "passkey-reset":
+        people.log(now, name or "", "passkey-reset", "admin")
+    elif op == "passkey-host" and "host" in request:
+        people.log(now, "", "passkey-host", "admin")
+    return answer
+
+
+def _forget_passkeys(people: People, name: str) -> None:
+    """Forget a removed person's passkeys: they must not sign in a new person of that name."""
+    store = _passkeys().Passkeys(people.path)
+    try:
+        store.reset(name)
+    finally:
+        store.close()
+
+
+def _admin_log(people: People, now: float) -> Callable[[str, str, str], None]:
+    return lambda name, event, address: people.log(now, name, event, address)
 
 
 def admin_main(arguments: Sequence[str]) -> int:
@@ -2551,9 +2969,48 @@ def admin_main(arguments: Sequence[str]) -> int:
     return 0
 
 
+def single_admin_main(arguments: Sequence[str]) -> int:
+    """`edge.py single-admin FILE`: one request of the host about single-user mode's
+    sessions, log or second factor (edge_single.py), one JSON line; 0, or 1 with
+    `{"error": ...}`."""
+    os.umask(0o077)
+    try:
+        if len(arguments) != 1:
+            raise AdminError("usage: edge.py single-admin FILE")
+        request = read_admin_request(Path(arguments[0]))
+        guard = Guard(
+            Path(os.environ.get("OCC_EDGE_HASH_FILE", DEFAULT_HASH_FILE)),
+            "",
+            Path(os.environ.get("OCC_EDGE_STATE_DIR", DEFAULT_STATE_DIR)),
+        )
+        if guard.records is None:
+            raise AdminError("cannot open the records of the state directory")
+        try:
+            answer = edge_single.apply_admin(
+                request,
+                sessions=guard._sessions,
+                generation=guard._generation_locked(),
+                records=guard.records,
+                now=time.time(),
+                max_lines=MAX_LOG_LINES,
+            )
+        finally:
+            guard.records.close()
+    except (AdminError, edge_single.SingleAdminError) as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 1
+    except (OSError, sqlite3.Error) as exc:
+        print(json.dumps({"error": f"the records: {exc}"}), flush=True)
+        return 1
+    print(json.dumps(answer), flush=True)
+    return 0
+
+
 def main() -> None:
     if sys.argv[1:2] == ["admin"]:
         sys.exit(admin_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["single-admin"]:
+        sys.exit(single_admin_main(sys.argv[2:]))
     address = listen_address(os.environ.get("OCC_EDGE_LISTEN", "127.0.0.1:4097"))
     state = os.environ.get("OCC_EDGE_STATE_DIR")
     os.umask(0o077)  # whatever the edge makes is its own
@@ -2570,7 +3027,7 @@ def main() -> None:
         guard = team
     else:
         guard = Guard(
-            Path(os.environ.get("OCC_EDGE_HASH_FILE", "/run/opencode-cloud/password.bcrypt")),
+            Path(os.environ.get("OCC_EDGE_HASH_FILE", DEFAULT_HASH_FILE)),
             os.environ.get("OPENCODE_SERVER_USERNAME", "opencode"),
             Path(state) if state else None,
         )

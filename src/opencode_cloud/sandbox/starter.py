@@ -2,7 +2,8 @@
 
 The one part of team mode with the engine's socket (docs/team.md). The front door's
 login service asks it, over a unix socket, to start a person's instance when they sign
-in and it does not answer, and to stop one that has been idle. It can do nothing else:
+in and it does not answer, to stop one that has been idle, and to make the instance of a
+person made by their first single sign-on (`create`, below). It can do nothing else:
 it acts only on the container named `OCC_TEAM_PREFIX-user-NAME` whose labels say
 `io.opencode-cloud.managed=true`, `io.opencode-cloud.instance=OCC_TEAM_INSTANCE`,
 `io.opencode-cloud.role=person` and `io.opencode-cloud.person=NAME`; for any other
@@ -14,11 +15,23 @@ Protocol: one JSON line per connection, at most `MAX_REQUEST` bytes, within
 - request `{"op": "start" | "stop" | "state", "name": NAME}`, NAME matching `NAME_RULE`
 - answer `{"state": "running" | "starting" | "stopped" | "missing"}` or
   `{"error": "..."}`
+- request `{"op": "create", "name": NAME, "password": HEX}`: as `start`, and when NAME has
+  no container yet, first make it (below); the answer adds `"upstream": "HOST:PORT"`,
+  where the door reaches their opencode
 
 `start` answers `starting` when the engine started the container now (opencode inside
 needs a few seconds more) and `running` when it was running already; `stop` gives the
 container `STOP_SECONDS` to end before the engine kills it and answers `stopped`;
 `state` answers `running`, `stopped` or `missing`.
+
+`create` makes the instance of a person made by their first single sign-on, as
+`occ user add` would, from the template the tool writes at each `occ team start`
+(`TEMPLATE_PATH`, root's, 0600: the door can neither read nor change it): a person's
+container body, volumes and network, for a placeholder name that is replaced by NAME.
+The door chooses the name and the internal password (hex digits, put in the container as
+root's file) and nothing else. It is refused when the team has the template's
+`max_people` people's containers already, and when any of NAME's volumes exists (left
+from a removed person: the administrator decides, with `occ team sso sync`).
 
 It listens on `/run/opencode-cloud/starter/starter.sock`, mode 0666: the folder is a
 volume that only the front door and the starter mount, and the door's Caddy and login
@@ -64,6 +77,8 @@ from typing import Any
 from urllib.parse import quote
 
 SOCKET_PATH = "/run/opencode-cloud/starter/starter.sock"
+TEMPLATE_PATH = "/run/opencode-cloud/starter/person.json"
+MAX_TEMPLATE = 256 * 1024
 ENGINE_SOCKET = "/var/run/docker.sock"
 MAX_REQUEST = 1024  # bytes of the request line, its newline not counted
 REQUEST_SECONDS = 5.0  # to send the whole request, however slowly
@@ -87,7 +102,9 @@ NAME_RULE = re.compile(r"[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?")
 # OCC_TEAM_PREFIX and OCC_TEAM_INSTANCE: parts of Docker names.
 PART_RULE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
-OPS = ("start", "stop", "state")
+# The internal password the door chose for a person's new instance.
+PASSWORD_RULE = re.compile(r"[0-9a-f]{32,128}")
+OPS = ("start", "stop", "state", "create")
 
 LABEL_MANAGED = "io.opencode-cloud.managed"
 LABEL_INSTANCE = "io.opencode-cloud.instance"
@@ -131,11 +148,20 @@ class Engine:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def call(self, method: str, path: str) -> tuple[int, Any]:
-        """(status, decoded JSON answer or None)."""
+    def call(
+        self, method: str, path: str, body: Any = None, *, tar: bytes | None = None
+    ) -> tuple[int, Any]:
+        """(status, decoded JSON answer or None); `body` is sent as JSON, `tar` as an
+        archive."""
         connection = _UnixConnection(self.socket_path, self.timeout)
+        headers = {}
+        data = None
+        if tar is not None:
+            data, headers = tar, {"Content-Type": "application/x-tar"}
+        elif body is not None:
+            data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
         try:
-            connection.request(method, path)
+            connection.request(method, path, body=data, headers=headers)
             answer = connection.getresponse()
             raw = answer.read(MAX_ENGINE_ANSWER + 1)
             status = answer.status
@@ -158,10 +184,15 @@ class Engine:
 class Starter:
     """What the starter does for a request, given the engine and the team's names."""
 
-    def __init__(self, engine: Engine, prefix: str, instance: str) -> None:
+    def __init__(
+        self, engine: Engine, prefix: str, instance: str, template: str = TEMPLATE_PATH
+    ) -> None:
         self.engine = engine
         self.prefix = prefix
         self.instance = instance
+        self.template = template
+        # One creation at a time: the count of people's containers holds while it is made.
+        self._creating = threading.Lock()
 
     def container_name(self, name: str) -> str:
         return f"{self.prefix}-user-{name}"
@@ -200,6 +231,15 @@ class Starter:
             return {"error": f"op must be one of {', '.join(OPS)}"}
         if not isinstance(name, str) or not NAME_RULE.fullmatch(name):
             return {"error": "not a person's name"}
+        if op == "create":
+            password = request.get("password")
+            if not isinstance(password, str) or not PASSWORD_RULE.fullmatch(password):
+                return {"error": "password: 32 to 128 hex digits"}
+            with self._creating:
+                if self.person_container(name) is None:
+                    self.create(name, password)
+            answer = self.answer({"op": "start", "name": name})
+            return {**answer, "upstream": f"{self.container_name(name)}:{self._port()}"}
         info = self.person_container(name)
         if info is None:
             return {"state": "missing"}
@@ -229,6 +269,156 @@ class Starter:
         message = body.get("message") if isinstance(body, dict) else None
         detail = f": {message}" if isinstance(message, str) else ""
         return {"error": f"the engine answered {status}{detail}"[:300]}
+
+    # -- a person's new instance ---------------------------------------------------------
+
+    def load_template(self) -> dict[str, Any]:
+        """The tool's template of a person's instance: a regular file of this process's
+        user that nobody else may read or change."""
+        try:
+            fd = os.open(self.template, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            raise StarterError(
+                "no template of a person's instance: the team was started by an older tool"
+            ) from exc
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                raise StarterError("the template is not a file of the starter's user")
+            if info.st_mode & 0o077:
+                raise StarterError("the template may be read or changed by others")
+            raw = handle.read(MAX_TEMPLATE + 1)
+        try:
+            template = json.loads(raw) if len(raw) <= MAX_TEMPLATE else None
+        except ValueError:
+            template = None
+        keys = ("placeholder", "body", "volumes", "network", "door", "port", "password_path")
+        if not isinstance(template, dict) or any(key not in template for key in keys):
+            raise StarterError("the template is not one of the tool's")
+        if not NAME_RULE.fullmatch(str(template["placeholder"])):
+            raise StarterError("the template's placeholder is not a name")
+        return template
+
+    def _port(self) -> int:
+        port = self.load_template()["port"]
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise StarterError("the template's port is not a port")
+        return port
+
+    def _people_count(self) -> int:
+        filters = json.dumps(
+            {"label": [f"{LABEL_INSTANCE}={self.instance}", f"{LABEL_ROLE}=person"]}
+        )
+        status, found = self.engine.call("GET", f"/containers/json?all=1&filters={quote(filters)}")
+        if status != 200 or not isinstance(found, list):
+            raise StarterError(f"the engine answered {status}")
+        return len(found)
+
+    def _expect(self, status: int, body: Any, wanted: tuple[int, ...], what: str) -> None:
+        if status not in wanted:
+            message = body.get("message") if isinstance(body, dict) else None
+            detail = f": {message}" if isinstance(message, str) else ""
+            raise StarterError(f"{what}: the engine answered {status}{detail}"[:300])
+
+    def create(self, name: str, password: str) -> None:
+        """Make `name`'s volumes, network and container from the template, hand the
+        container its internal password, and put the door on the network; what was made
+        goes again when a step fails."""
+        template = self.load_template()
+        wanted = _replaced(template, str(template["placeholder"]), name)
+        body = wanted["body"]
+        labels = body.get("Labels") if isinstance(body, dict) else None
+        expected = {
+            LABEL_MANAGED: "true",
+            LABEL_INSTANCE: self.instance,
+            LABEL_ROLE: "person",
+            LABEL_PERSON: name,
+        }
+        if not isinstance(labels, dict) or any(labels.get(k) != v for k, v in expected.items()):
+            raise StarterError("the template does not make a person's container of this team")
+        limit = template.get("max_people")
+        if not isinstance(limit, int) or self._people_count() >= limit:
+            raise StarterError(f"the team has {limit} people's instances: no more at sign-in")
+        volumes = [v for v in wanted["volumes"] if isinstance(v, dict)]
+        for volume in volumes:
+            status, _ = self.engine.call("GET", f"/volumes/{quote(str(volume['Name']), safe='')}")
+            if status != 404:
+                raise StarterError(
+                    f"{name}'s volumes are left from before: the administrator decides"
+                )
+        made: list[str] = []
+        cid = None
+        try:
+            for volume in volumes:
+                status, answer = self.engine.call(
+                    "POST",
+                    "/volumes/create",
+                    {"Name": volume["Name"], "Driver": "local", "Labels": volume["Labels"]},
+                )
+                self._expect(status, answer, (200, 201), "a volume")
+                made.append(str(volume["Name"]))
+            network = wanted["network"]
+            status, _ = self.engine.call("GET", f"/networks/{quote(network['Name'], safe='')}")
+            if status == 404:
+                status, answer = self.engine.call(
+                    "POST",
+                    "/networks/create",
+                    {**network, "Driver": "bridge", "CheckDuplicate": True},
+                )
+                self._expect(status, answer, (200, 201), "the network")
+            status, answer = self.engine.call(
+                "POST", f"/containers/create?name={quote(self.container_name(name))}", body
+            )
+            self._expect(status, answer, (201,), "the container")
+            cid = answer.get("Id") if isinstance(answer, dict) else None
+            if not isinstance(cid, str) or not _CONTAINER_ID.fullmatch(cid):
+                raise StarterError("the engine gave the container no id")
+            folder, _, filename = str(template["password_path"]).rpartition("/")
+            status, answer = self.engine.call(
+                "PUT",
+                f"/containers/{cid}/archive?path={quote(folder or '/')}",
+                tar=_root_file(filename, password.encode()),
+            )
+            self._expect(status, answer, (200,), "the internal password")
+            status, answer = self.engine.call(
+                "POST",
+                f"/networks/{quote(network['Name'], safe='')}/connect",
+                {"Container": template["door"]},
+            )
+            if not (status == 403 and "already exists" in str(answer)):
+                self._expect(status, answer, (200,), "the door on the network")
+        except StarterError:
+            if cid is not None:
+                self.engine.call("DELETE", f"/containers/{cid}?force=1")
+            for volume_name in made:
+                self.engine.call("DELETE", f"/volumes/{quote(volume_name, safe='')}")
+            raise
+        log(f"made {name}'s instance")
+
+
+def _replaced(value: Any, placeholder: str, name: str) -> Any:
+    """`value` with `placeholder` replaced by `name` in every string it holds."""
+    if isinstance(value, str):
+        return value.replace(placeholder, name)
+    if isinstance(value, list):
+        return [_replaced(item, placeholder, name) for item in value]
+    if isinstance(value, dict):
+        return {key: _replaced(item, placeholder, name) for key, item in value.items()}
+    return value
+
+
+def _root_file(name: str, content: bytes) -> bytes:
+    """A tar archive of one file of root's, 0600."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.uid, info.gid = len(content), 0o600, 0, 0
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- the server

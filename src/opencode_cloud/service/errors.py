@@ -33,6 +33,25 @@ class NotRunning(OpencodeCloudError):
         self.instance = instance
 
 
+class EdgeTooOld(OpencodeCloudError):
+    """The container's image has an edge from before sign-in records and second factors."""
+
+    def __init__(self, instance: Instance) -> None:
+        super().__init__(
+            f"{_whose(instance)} runs an image whose sign-in service keeps no sessions list, "
+            "log or second factor."
+        )
+        self.instance = instance
+
+
+class EdgeRefused(OpencodeCloudError):
+    """The container's sign-in service refused a request of `occ auth` (its own words)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"The sign-in service refused: {message}")
+        self.message = message
+
+
 class VersionChange(OpencodeCloudError):
     """The configuration names another opencode version (or image) than the container runs."""
 

@@ -24,6 +24,8 @@ from opencode_cloud.access import credentials
 from opencode_cloud.config.paths import InstancePaths, config_fingerprint, instance_paths
 from opencode_cloud.defaults import (
     CONTAINER_PORT,
+    EDGE_DIR,
+    EDGE_STATE_DIR,
     EDGE_UID,
     RUNTIME_PATH,
     RUNTIME_USER,
@@ -31,11 +33,17 @@ from opencode_cloud.defaults import (
 )
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker.container import containers_publishing
-from opencode_cloud.docker.errors import ContainerExited, ContainerNotFound, SessionsFailing
+from opencode_cloud.docker.errors import (
+    ContainerExited,
+    ContainerNotFound,
+    DockerError,
+    SessionsFailing,
+)
 from opencode_cloud.docker.models import ContainerFile, ContainerInfo, ImageInfo
 from opencode_cloud.docker.spec import ContainerSpec
 from opencode_cloud.errors import OpencodeCloudError
 from opencode_cloud.instance import LABEL_CONFIG_FILE, LABEL_INSTANCE, LABEL_MANAGED, Instance
+from opencode_cloud.opencode import SESSIONS_PATH
 from opencode_cloud.runtime.choice import runtime_for
 from opencode_cloud.service.endpoint import (
     Endpoint,
@@ -47,7 +55,13 @@ from opencode_cloud.service.endpoint import (
     serves_another,
     tls_material,
 )
-from opencode_cloud.service.errors import NeverCreated, NotRunning, VersionChange
+from opencode_cloud.service.errors import (
+    EdgeRefused,
+    EdgeTooOld,
+    NeverCreated,
+    NotRunning,
+    VersionChange,
+)
 from opencode_cloud.service.image import (
     BuildResult,
     base_image_for,
@@ -63,6 +77,7 @@ if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.engine import Engine, LogOptions
     from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.opencode import Server
     from opencode_cloud.runtime.base import Runtime, Terminal
     from opencode_cloud.service.status import PortClash, StatusResult
     from opencode_cloud.service.uninstall import UninstallPlan, UninstallResult
@@ -346,7 +361,20 @@ class Service:
     def session_problem(self, password: str | None, endpoint: Endpoint | None = None) -> str | None:
         """What is wrong with opencode's session API (a call that reads its database), or
         None when it works."""
-        return (endpoint or self.endpoint_of(None)).server(password).session_problem()
+        return self.checked_server(password, endpoint).session_problem()
+
+    def checked_server(
+        self, password: str | None, endpoint: Endpoint | None = None
+    ) -> Server | InsideSessions:
+        """Where the tool reads opencode's sessions to check that it works: through the
+        edge with the password; from inside the container when the edge refuses the
+        password alone for them but not for the health check (the user signs in with a
+        second factor, `occ auth totp`)."""
+        server = (endpoint or self.endpoint_of(None)).server(password)
+        problem = server.session_problem()
+        if problem == SECOND_STEP_ANSWER and server.health(timeout=2).healthy:
+            return InsideSessions(self)
+        return server
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -402,8 +430,10 @@ class Service:
         if info and renewed and info.running and not reloads_certificate(self.client, info):
             # An edge from an earlier image stops on SIGHUP: it reads the files at start.
             recreate = ["TLS certificate"]
+        edge_state = None
         if info and recreate:
             on_step(f"Re-creating the container because {', '.join(recreate)} changed.")
+            edge_state = self.edge_state(info.name)
             self.runtime.remove()
         elif info:
             handed = None
@@ -419,6 +449,8 @@ class Service:
             on_step("Creating the container.")
         spec = self.wanted_spec(self.client.inspect_image(image_for(self.config)))
         cid = self.runtime.create(spec, self.container_files(password, material))
+        held = self._held_edge_state()  # taken off the disk whichever goes in
+        self.restore_edge_state(edge_state or held)
         remember_served(self.paths, material, cid)
         if info is not None and info.image != spec.image and images.is_derived_container(info):
             # The packages changed: the image of the old ones is not needed any more.
@@ -676,6 +708,96 @@ class Service:
 
     # -- inside it ------------------------------------------------------------------------
 
+    def edge_state(self, container: str) -> bytes | None:
+        """The login service's state folder of `container` as a tar (sessions, the device
+        key, the sign-in log, a second factor), for the container that replaces it: a
+        re-created or updated service keeps them. None when there is none to keep."""
+        try:
+            chunks, size = [], 0
+            for chunk in self.client.get_archive(container, EDGE_STATE_DIR):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_EDGE_STATE_BYTES:  # not the login service's records
+                    return None
+        except DockerError:
+            return None
+        return b"".join(chunks)
+
+    def hold_edge_state(self) -> None:
+        """Keep the container's login service state on this machine (0600, beside the
+        password) for the next start: a restore removes the container."""
+        state = self.edge_state(self.name)
+        if state:
+            from opencode_cloud.config.store import write_atomically
+
+            write_atomically(self.paths.edge_state_file, state, 0o600, keep_mode=False)
+
+    def _held_edge_state(self) -> bytes | None:
+        """The state `hold_edge_state` kept, taken off the disk: it goes into the new
+        container, and only there."""
+        path = self.paths.edge_state_file
+        try:
+            state = path.read_bytes()
+        except OSError:
+            return None
+        path.unlink(missing_ok=True)
+        return state
+
+    def restore_edge_state(self, state: bytes | None) -> None:
+        """Put a state folder of `edge_state` into this service's new container, before
+        it starts. Its files keep their owner (the edge's user) and modes."""
+        if state:
+            self.client.put_archive(self.name, str(Path(EDGE_STATE_DIR).parent), state)
+
+    def ask_edge(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The answer of the running container's sign-in service to one request about
+        single-user mode's sessions, sign-in log or second factor (`edge.py single-admin`,
+        docs/security.md).
+
+        Raises:
+            NeverCreated, NotRunning, EdgeTooOld, EdgeRefused, DockerError.
+        """
+        from opencode_cloud.runtime import edge_admin
+
+        info = self.shell_target()
+        label = info.labels.get(images.LABEL_EDGE, "1")
+        if not (label.isdigit() and int(label) >= images.EDGE_SINGLE_RECORDS):
+            raise EdgeTooOld(self.instance)
+        try:
+            return edge_admin.ask(
+                self.runtime.put_files,
+                lambda argv: self.runtime.exec(argv, user=edge_admin.EDGE_USER, workdir="/"),
+                "single-admin",
+                request,
+            )
+        except edge_admin.EdgeRefused as exc:
+            raise EdgeRefused(str(exc)) from None
+
+    def revoke_sessions(self, which: str) -> int:
+        """End the browser session `which` (an id of `occ auth sessions`), or `all`: it is
+        refused from its next request on. Caddy is started afresh (as by `rotate_password`)
+        so that what a browser still holds open (the event stream, a terminal) closes too.
+        How many ended."""
+        ended = int(self.ask_edge({"op": "revoke", "session": which})["revoked"])
+        password = credentials.read_password(self.paths)
+        if ended and password is not None:
+            self._restart_edge(password, self.shell_target())
+        return ended
+
+    def enrol_totp(self) -> dict[str, Any]:
+        """A new TOTP seed and ten new recovery codes for the user, replacing theirs, shown
+        once: `secret`, `uri` (otpauth://) and `recovery_codes`. Every browser is signed
+        out (and Caddy started afresh): from now on a code follows the password."""
+        issuer = "opencode-cloud"
+        if not self.instance.is_default:
+            issuer = f"{issuer} {self.instance.name}"
+        request = {"op": "totp", "issuer": issuer, "label": self.config.username}
+        answer = self.ask_edge(request)
+        password = credentials.read_password(self.paths)
+        if password is not None:
+            self._restart_edge(password, self.shell_target())
+        return {key: answer.get(key) for key in ("secret", "uri", "recovery_codes")}
+
     def shell_target(self) -> ContainerInfo:
         """The running container a shell goes into.
 
@@ -814,7 +936,13 @@ class Service:
             if healthy:
                 listed, _ = self.ask_inside("/session")
                 result.session_api = "ok" if listed else "failing"
-        return result, info, status.describe_container(result, info, server)
+        logs = status.describe_container(result, info, server)
+        if server is not None and result.session_api == SECOND_STEP_ANSWER:
+            # The user signs in with a second factor: the sessions are read from inside.
+            problem = self.checked_server(password, endpoint).session_problem()
+            result.session_api = problem or "ok"
+            result.http_health = "unhealthy" if problem else "healthy"
+        return result, info, logs
 
     def status(self, password: str | None, *, sizes: bool = False) -> StatusResult:
         """Everything `occ status` shows, from one inspect and one HTTP probe; with
@@ -832,9 +960,46 @@ class Service:
         return result
 
 
+# More than the login service's state folder holds (its files are bounded to a few MB).
+MAX_EDGE_STATE_BYTES = 64 << 20
+# What opencode's session API answers the tool through the edge when the password alone
+# does not sign the user in (a second factor is on): the health check still answers.
+SECOND_STEP_ANSWER = "HTTP 401"
+
+
+class InsideSessions:
+    """opencode's session API asked from inside its container (`Service.ask_inside`), for
+    the tool's own checks while the edge asks the user a second factor: the same questions
+    as `opencode.Server`'s."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def sessions(self, timeout: float = 10.0) -> tuple[list[dict[str, Any]], str | None]:
+        import json
+
+        ok, body = self.service.ask_inside(SESSIONS_PATH, timeout)
+        try:
+            decoded = json.loads(body) if ok else None
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, list):
+            return [s for s in decoded if isinstance(s, dict)], None
+        return [], "no list of sessions from inside the container"
+
+    def session_problem(self) -> str | None:
+        return self.sessions()[1]
+
+    def read_session(self, session_id: str) -> str | None:
+        for path in (f"{SESSIONS_PATH}/{session_id}", f"{SESSIONS_PATH}/{session_id}/message"):
+            if not self.service.ask_inside(path, 10.0)[0]:
+                return f"no answer to {path} from inside the container"
+        return None
+
+
 # The health check's credentials file in the container (the edge's), and opencode's port
 # inside it.
-INSIDE_EDGE_DIR = "/run/opencode-cloud/edge"
+INSIDE_EDGE_DIR = EDGE_DIR
 INSIDE_CURLRC = f"{INSIDE_EDGE_DIR}/curlrc"
 OPENCODE_INSIDE_PORT = 4096
 # What a command or a shell in the container finds first: the tools the agent installed.

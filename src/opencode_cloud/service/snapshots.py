@@ -10,6 +10,7 @@ made by a short-lived helper container (`docker.helper.copy_volumes`).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from opencode_cloud.defaults import IMAGE_NAME
 from opencode_cloud.docker import image as images
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.volume import VOLUME_SPECS
+from opencode_cloud.docker.volume import SESSION, VOLUME_SPECS
 from opencode_cloud.instance import LABEL_MANAGED, LABEL_PREFIX
-from opencode_cloud.opencode import MIGRATED
+from opencode_cloud.opencode import AUTH_FILE, DATA_DIR, MIGRATED
 
 if TYPE_CHECKING:
     from opencode_cloud.docker.engine import Engine
@@ -124,15 +125,20 @@ def take_snapshot(client: Engine, instance: Instance, info: ContainerInfo, targe
     return snap
 
 
-def restore_snapshot(client: Engine, instance: Instance, snap: Snapshot) -> None:
+def restore_snapshot(
+    client: Engine, instance: Instance, snap: Snapshot, *, keep_keys: bool = False
+) -> None:
     """Put a snapshot's data back into the live volumes (the container is gone), with the
-    image the data was made with."""
+    image the data was made with. `keep_keys`: opencode's key store stays as it is now (a
+    key removed since the snapshot must not come back)."""
+    keep = {instance.volume_name(SESSION.kind): [AUTH_FILE.removeprefix(DATA_DIR + "/")]}
     _copy(
         client,
         instance,
         [(snap.volumes[k], instance.volume_name(k)) for k in SNAPSHOT_KINDS],
         snap.image,
         replace=True,
+        keep=keep if keep_keys else None,
     )
 
 
@@ -143,11 +149,12 @@ def _copy(
     image: str,
     *,
     replace: bool = False,
+    keep: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     # Imported here: `occ status` lists snapshots and never copies one.
     from opencode_cloud.docker.helper import copy_volumes
 
-    copy_volumes(client, instance, pairs, image=image, replace=replace)
+    copy_volumes(client, instance, pairs, image=image, replace=replace, keep=keep)
 
 
 def drop_snapshot(client: Engine, snap: Snapshot) -> None:

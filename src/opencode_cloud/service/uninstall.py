@@ -151,6 +151,7 @@ def plan_uninstall(
         paths.password_file,
         paths.password_hash_file,
         paths.team_file,
+        paths.edge_state_file,
         paths.lock_file,
     )
     plan.files = [path for path in files if path.exists()]

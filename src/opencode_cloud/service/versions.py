@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.models import ContainerInfo
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.opencode import Server
+    from opencode_cloud.service.service import InsideSessions
 
 
 @dataclass
@@ -140,7 +141,7 @@ class Versions:
             self._save(target_config)
             return UpdateResult(describe(info), describe(info), changed=False)
         password = self._password()
-        before, _ = service.endpoint().server(password).sessions()
+        before, _ = service.checked_server(password, service.endpoint()).sessions()
         # The new container is made, under the service's name, while the old one still
         # serves under another: the switch is then a stop, a copy and a start.
         previous = f"{service.name}-previous"
@@ -154,12 +155,13 @@ class Versions:
             new.create()
             down = time.monotonic()
             containers.stop_container(self.client, previous)
+            new.restore_edge_state(service.edge_state(previous))
             self._step("Taking a snapshot of opencode's data ...")
             snap = take_snapshot(self.client, self.instance, info, target_ref)
             self._step(f"Starting {target_ref} ...")
             new.start(allow_version_change=True, timeout=timeout)
             unavailable = time.monotonic() - down
-            problem = self._deep_check(new.endpoint().server(password), before)
+            problem = self._deep_check(new.checked_server(password, new.endpoint()), before)
         except DockerError as error:
             problem = error.message
         except BaseException:
@@ -197,7 +199,8 @@ class Versions:
 
     def rollback(self, *, timeout: float | None = None) -> UpdateResult:
         """Return to the version before the last update, with its snapshot's data. What
-        changed since that update is lost; the current data is snapshotted first.
+        changed since that update is lost, but for the provider keys, which stay as they
+        are now.
 
         Raises:
             NothingToRollBack, UpdateFailed.
@@ -224,7 +227,7 @@ class Versions:
         """Remove the container, restore the snapshot's data, start `config`'s version."""
         if self.service.runtime.state() is not None:
             self.service.runtime.remove()
-        restore_snapshot(self.client, self.instance, snap)
+        restore_snapshot(self.client, self.instance, snap, keep_keys=True)
         saved = self._save(config)
         old = Service(self.client, saved, self.instance, self.service.paths)
         old.start(allow_version_change=True)
@@ -249,7 +252,7 @@ class Versions:
         return credentials.read_password(self.service.paths)
 
     @staticmethod
-    def _deep_check(server: Server, before: list[dict[str, Any]]) -> str | None:
+    def _deep_check(server: Server | InsideSessions, before: list[dict[str, Any]]) -> str | None:
         """What is wrong with the new version, or None: its sessions must list, and a
         session made before the update must still read."""
         sessions, problem = server.sessions()

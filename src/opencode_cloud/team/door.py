@@ -15,12 +15,11 @@ network, no capability and a read-only file system (docs/team.md).
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.defaults import (
-    EDGE_UID,
+    INTERNAL_PASSWORD_PATH,
     TEAM_IDLE_STOP_ENV,
     TEAM_INSTANCE_ENV,
     TEAM_PREFIX_ENV,
@@ -34,13 +33,14 @@ from opencode_cloud.docker.spec import (
     ContainerSettings,
     ContainerSpec,
 )
+from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH
+from opencode_cloud.runtime import edge_admin
 from opencode_cloud.team.errors import DoorNotRunning, DoorRefused
 from opencode_cloud.team.layout import (
     DOOR_STATE_DIR,
-    EDGE_DIR,
-    EDGE_PROGRAM,
     ENGINE_SOCKET,
+    PERSON_PORT,
     STARTER_DIR,
     STARTER_PROGRAM,
     TeamLayout,
@@ -54,7 +54,14 @@ DOOR_MEMORY_BYTES = 512 << 20
 DOOR_PIDS = 512
 STARTER_MEMORY_BYTES = 64 << 20
 STARTER_PIDS = 32
-EDGE_USER = f"{EDGE_UID}:{EDGE_UID}"
+EDGE_USER = edge_admin.EDGE_USER
+# The starter's template of a person's instance (sandbox/starter.py): root's, 0600, so the
+# door, which mounts the same volume, can neither read the people's environment in it nor
+# change it.
+TEMPLATE_PATH = f"{STARTER_DIR}/person.json"
+# People's instances the starter makes at most, counting those the tool made: a door
+# that is not itself any more cannot fill the engine with containers.
+MAX_PEOPLE_AT_SIGN_IN = 50
 
 
 def door_spec(
@@ -138,6 +145,29 @@ def starter_body(layout: TeamLayout, image: str) -> dict[str, Any]:
     }
 
 
+def person_template(layout: TeamLayout, spec: ContainerSpec, placeholder: str) -> ContainerFile:
+    """The starter's template: `spec`, a person's container made for the name
+    `placeholder`, which the starter replaces by the new person's name everywhere."""
+    person = layout.person(placeholder)
+    body = spec.create_body()
+    # Its digest is of the placeholder's spec: a made container would carry a wrong one.
+    body["Labels"] = {k: v for k, v in body["Labels"].items() if k != LABEL_CONFIG_HASH}
+    template = {
+        "placeholder": placeholder,
+        "body": body,
+        "volumes": [
+            {"Name": person.volume_name(v.kind), "Labels": person.labels(f"volume-{v.kind}")}
+            for v in VOLUME_SPECS
+        ],
+        "network": {"Name": layout.person_network(placeholder), "Labels": person.labels("network")},
+        "door": layout.door,
+        "port": PERSON_PORT,
+        "password_path": INTERNAL_PASSWORD_PATH,
+        "max_people": MAX_PEOPLE_AT_SIGN_IN,
+    }
+    return ContainerFile(json.dumps(template).encode(), 0o600, 0)
+
+
 def admin(
     client: Engine, layout: TeamLayout, request: dict[str, Any], container: str | None = None
 ) -> dict[str, Any]:
@@ -153,30 +183,12 @@ def admin(
     info = client.find_container(door)
     if info is None or not info.running:
         raise DoorNotRunning(door)
-    path = f"{EDGE_DIR}/admin-{secrets.token_hex(8)}.json"
-    content = json.dumps(request).encode()
-    put_files(client, door, {path: ContainerFile(content, 0o600, EDGE_UID)})
-    output, exit_code = client.exec_run(
-        door,
-        ["/usr/bin/python3", "-I", EDGE_PROGRAM, "admin", path],
-        user=EDGE_USER,
-        workdir="/",
-    )
-    text = b"".join(output).decode(errors="replace").strip()
-    code = exit_code()
-    answer = _last_json(text)
-    if code != 0 or answer is None or "error" in answer:
-        message = (answer or {}).get("error") or text.splitlines()[-1:] or ["no answer"]
-        raise DoorRefused(message if isinstance(message, str) else message[0])
-    return answer
-
-
-def _last_json(text: str) -> dict[str, Any] | None:
-    for line in reversed(text.splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
+    try:
+        return edge_admin.ask(
+            lambda files: put_files(client, door, files),
+            lambda argv: client.exec_run(door, argv, user=EDGE_USER, workdir="/"),
+            "admin",
+            request,
+        )
+    except edge_admin.EdgeRefused as exc:
+        raise DoorRefused(str(exc)) from None

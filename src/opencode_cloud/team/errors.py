@@ -97,3 +97,7 @@ class NoRoomInCluster(TeamError):
         )
         self.needed = needed
         self.best_free = best_free
+
+
+class SsoSettingsError(TeamError):
+    """Settings of single sign-on refused before anything was sent to the door."""

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opencode_cloud.defaults import EDGE_STATE_DIR
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import Instance
 
 # Where the front door's login service keeps people and sessions (a volume: they survive
 # re-creating the door), and where the starter's socket is (shared by door and starter).
-DOOR_STATE_DIR = "/var/lib/opencode-cloud-edge"
+DOOR_STATE_DIR = EDGE_STATE_DIR
 STARTER_DIR = "/run/opencode-cloud/starter"
-# The edge's folder in the door, made afresh at each start: admin requests are put there.
-EDGE_DIR = "/run/opencode-cloud/edge"
-EDGE_PROGRAM = "/usr/local/lib/opencode-cloud/edge.py"
 STARTER_PROGRAM = "/usr/local/lib/opencode-cloud/starter.py"
 ENGINE_SOCKET = "/var/run/docker.sock"
 # opencode's port in a person's container, on the person's network.

@@ -64,6 +64,7 @@ class Person:
     memory_limit: int = 0
     disk_bytes: int | None = None  # their volumes
     volumes: list[str] = field(default_factory=list)
+    totp: str | None = None  # their second factor: "pending" (no code proven yet) or "on"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class Person:
             "memory_limit": self.memory_limit,
             "disk_bytes": self.disk_bytes,
             "volumes": self.volumes,
+            "totp": self.totp,
         }
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.access import credentials
-from opencode_cloud.docker.container import create_with_files, stop_container
+from opencode_cloud.docker.container import create_with_files, put_files, stop_container
 from opencode_cloud.docker.errors import ContainerExited, DockerError, HealthTimeout
 from opencode_cloud.docker.health import log_tail
 from opencode_cloud.docker.helper import copy_volumes
@@ -178,6 +178,7 @@ class Team:
         if starter is None:
             self.client.create_container(layout.starter, door.starter_body(layout, image))
         self.client.start_container(layout.starter)
+        self.write_person_template()
         wanted = door.door_spec(
             self.config,
             layout,
@@ -315,26 +316,59 @@ class Team:
     ) -> None:
         """The person's volumes, network and (stopped) container, of `config`'s image
         (default: the service's), with `limits` and the internal password `internal`."""
-        config = config or self.config
-        image = image_for(config)
-        found = self.client.inspect_image(image)
-        image_id = found.id if found else None
-        settings = person_settings(config, limits)
-        cpus = limits.cpus or (self.client.info().cpus or 0)
-        spec = person_spec(
-            settings,
-            self.layout,
-            name,
-            image=image,
-            image_id=image_id,
-            nano_cpus=round(cpus * 1e9),
-        )
+        spec = self.person_spec(name, limits, config)
         person = self.layout.person(name)
         ensure_volumes_exist(self.client, person)
         network = self.layout.person_network(name)
         self.client.create_network(network, person.labels("network"))
         create_with_files(self.client, spec, person, dict(internal_password_file(internal)))
         self.client.connect_network(network, self.layout.door)
+
+    def person_spec(
+        self, name: str, limits: PersonLimits, config: Config | None = None
+    ) -> ContainerSpec:
+        """The container of person `name` with `limits`, of `config`'s image (default: the
+        service's)."""
+        config = config or self.config
+        image = image_for(config)
+        found = self.client.inspect_image(image)
+        settings = person_settings(config, limits)
+        cpus = limits.cpus or (self.client.info().cpus or 0)
+        return person_spec(
+            settings,
+            self.layout,
+            name,
+            image=image,
+            image_id=found.id if found else None,
+            nano_cpus=round(cpus * 1e9),
+        )
+
+    def write_person_template(self) -> None:
+        """Hand the starter the template of a new person's instance (the service's
+        settings, `occ user add`'s limits), from which it makes the instance of a person
+        made by their first single sign-on."""
+        placeholder = "p" + secrets.token_hex(12)  # a name no setting holds
+        spec = self.person_spec(placeholder, self._limits(None, None))
+        content = door.person_template(self.layout, spec, placeholder)
+        put_files(self.client, self.layout.starter, {door.TEMPLATE_PATH: content})
+
+    def person_limits(self, name: str) -> PersonLimits:
+        """The limits person `name`'s container was made with.
+
+        Raises:
+            PersonNotFound: they have no container.
+        """
+        info = self.client.find_container(self.layout.person(name).container_name)
+        if info is None:
+            raise PersonNotFound(name)
+        return PersonLimits(
+            info.memory_bytes, info.nano_cpus / 1e9 or None, self.config.limits.pids
+        )
+
+    def internal_password(self, name: str) -> str:
+        """The internal password the door sends to person `name`'s opencode (the one
+        handed to their container)."""
+        return read_internal_password(self.client, self.layout.person(name).container_name)
 
     def add(
         self,
@@ -402,13 +436,9 @@ class Team:
             PersonNotFound: they have no container.
         """
         container = self.layout.person(name).container_name
-        info = self.client.find_container(container)
-        if info is None:
-            raise PersonNotFound(name)
-        internal = read_internal_password(self.client, container)
-        limits = PersonLimits(
-            info.memory_bytes, info.nano_cpus / 1e9 or None, self.config.limits.pids
-        )
+        limits = self.person_limits(name)
+        info = self.client.inspect_container(container)
+        internal = self.internal_password(name)
         try:
             yield
         finally:
@@ -454,6 +484,23 @@ class Team:
         )
         self._stop_person(name)
         return int(answer.get("revoked") or 0)
+
+    def totp(self, name: str) -> dict[str, Any]:
+        """A new TOTP seed and ten new recovery codes for `name`, replacing theirs, to be
+        shown once: `secret`, `uri` (otpauth://) and `recovery_codes`. From now on they
+        sign in with a code after their password; their browsers are signed out."""
+        self.require(name)
+        issuer = "opencode-cloud"
+        if not self.instance.is_default:
+            issuer = f"{issuer} {self.instance.name}"
+        request = {"op": "totp", "name": name, "issuer": issuer}
+        answer = door.admin(self.client, self.layout, request)
+        return {key: answer.get(key) for key in ("secret", "uri", "recovery_codes")}
+
+    def totp_off(self, name: str) -> None:
+        """Take `name`'s TOTP and recovery codes away: their password alone signs them in."""
+        self.require(name)
+        door.admin(self.client, self.layout, {"op": "totp-off", "name": name})
 
     def _stop_person(self, name: str) -> None:
         container = self.layout.person(name).container_name
@@ -531,6 +578,7 @@ class Team:
                     created=record.get("created"),
                     last_sign_in=record.get("last_sign_in"),
                     last_seen=record.get("last_seen"),
+                    totp=record.get("totp"),
                     state=str(info.status) if info else "missing",
                     memory_bytes=self.client.memory_in_use(info.name)
                     if info and info.running

@@ -104,6 +104,25 @@ def _start_moving_env_keys(
     return result
 
 
+def warn_of_team_env_keys(ctx: AppContext) -> None:
+    """In team mode a provider key of the configuration's `env` reaches no one: whose key
+    it is, and so whose agent may read it, is the admin's choice. Say so, with the way to
+    give it, at each team start while it is there."""
+    from opencode_cloud.errors import OpencodeCloudError
+    from opencode_cloud.providers.migrate import env_keys
+
+    try:
+        found = env_keys(ctx.config.env)
+    except OpencodeCloudError:
+        return  # the start reports the broken file
+    for name, provider_id in sorted(found.items()):
+        ctx.out.warn(
+            f"{name} in the configuration's env is given to no one in team mode: give a "
+            f"person a key with `{ctx.occ} provider add {provider_id} --user NAME`, then "
+            f"`{ctx.occ} config env unset {name}`."
+        )
+
+
 def render_start(ctx: AppContext, result: StartResult, show_password: bool) -> None:
     from opencode_cloud.access import credentials
 
@@ -326,6 +345,7 @@ def start_team(
         with app_ctx.spinner("Starting the team's front door ..."):
             team = app_ctx.team()
             url = team.start(build=build, reporter=app_ctx.reporter(), on_step=app_ctx.out.progress)
+    warn_of_team_env_keys(app_ctx)
     app_ctx.out.result(
         {"team": True, "url": url},
         lambda: [

@@ -1,11 +1,12 @@
-"""`occ team enable|disable|status|log` and
-`occ user add|list|passwd|sessions|disable|enable|remove`."""
+"""`occ team enable|disable|status|log`, `occ team sso set|show|off|sync` and
+`occ user add|list|passwd|totp|sessions|disable|enable|remove|passkey`."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -61,6 +62,9 @@ def team_enable(app_ctx: AppContext, first: str | None) -> None:
         team = app_ctx.team(enabled=False)
         with app_ctx.spinner("Turning team mode on ..."):
             url = team.enable_team(first, on_step=app_ctx.out.progress)
+    from opencode_cloud.cli.commands.lifecycle import warn_of_team_env_keys
+
+    warn_of_team_env_keys(app_ctx)
     app_ctx.out.result(
         {"team": True, "url": url, "first": first},
         lambda: [
@@ -149,7 +153,7 @@ def people_lines(people: list[Person]) -> list[str]:
     if not people:
         return ["Nobody yet."]
     now = time.time()
-    rows = [("NAME", "STATE", "ROLE", "LAST SIGN-IN", "DISK", "MEMORY")]
+    rows = [("NAME", "STATE", "ROLE", "2FA", "LAST SIGN-IN", "DISK", "MEMORY")]
     for p in people:
         state = "disabled" if p.disabled else p.state
         seen = f"{format_duration(now - p.last_sign_in)} ago" if p.last_sign_in else "never"
@@ -158,10 +162,133 @@ def people_lines(people: list[Person]) -> list[str]:
             if p.memory_bytes is not None
             else "-"
         )
-        rows.append(
-            (p.name, state, "admin" if p.admin else "", seen, format_bytes(p.disk_bytes), memory)
-        )
+        second = {"on": "totp", "pending": "totp (pending)"}.get(p.totp or "", "")
+        role = "admin" if p.admin else ""
+        rows.append((p.name, state, role, second, seen, format_bytes(p.disk_bytes), memory))
     return format_table(rows)
+
+
+# -- occ team sso ---------------------------------------------------------------------------
+
+
+@team_group.group("sso", cls=OrderedGroup, no_args_is_help=True)
+def sso_group() -> None:
+    """Single sign-on with OpenID Connect: people sign in at your identity provider."""
+
+
+@sso_group.command("set")
+@click.option("--issuer", required=True, help="The provider's issuer URL (https://...).")
+@click.option("--client-id", required=True, help="The client ID the provider gave this door.")
+@click.option(
+    "--client-secret-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A file holding the client secret on one line (never on the command line).",
+)
+@click.option("--name", "provider_name", default="single sign-on", show_default=True,
+              help='The provider\'s name on the button: "Sign in with NAME".')  # fmt: skip
+@click.option("--allow-email", "emails", multiple=True, help="Allow this email (repeatable).")
+@click.option("--allow-domain", "domains", multiple=True, help="Allow emails of this domain.")
+@click.option("--allow-group", "groups", multiple=True, help="Allow members of this group.")
+@click.option("--create-people", is_flag=True, help="Make a person at their first sign-in.")
+@click.option("--sso-only", is_flag=True, help="Hide the password form; refuse passwords there.")
+@click.option(
+    "--allow-http", is_flag=True, help="Allow an http:// issuer on a loopback or private address."
+)
+@click.pass_obj
+def sso_set(
+    app_ctx: AppContext,
+    issuer: str,
+    client_id: str,
+    client_secret_file: Path,
+    provider_name: str,
+    emails: tuple[str, ...],
+    domains: tuple[str, ...],
+    groups: tuple[str, ...],
+    create_people: bool,
+    sso_only: bool,
+    allow_http: bool,
+) -> None:
+    """Turn single sign-on on, or change its settings (each call replaces them all)."""
+    from opencode_cloud.team import sso
+
+    settings = sso.SsoSettings(
+        issuer=issuer,
+        client_id=client_id,
+        provider_name=provider_name,
+        allowed_emails=list(emails),
+        allowed_domains=list(domains),
+        allowed_groups=list(groups),
+        create_people=create_people,
+        sso_only=sso_only,
+        allow_http=allow_http,
+    )
+    settings.check()
+    secret = sso.read_secret(client_secret_file)
+    with app_ctx.changing("team sso set"):
+        team = app_ctx.team()
+        kept = sso.set_up(team, settings, secret)
+    callback = sso.redirect_uri(team)
+    app_ctx.out.result(
+        {"settings": kept, "redirect_uri": callback},
+        lambda: [
+            f"Single sign-on with {kept.get('issuer')} is on.",
+            f"  Register this redirect URI at the provider: {callback}",
+        ],
+    )
+
+
+@sso_group.command("show")
+@click.pass_obj
+def sso_show(app_ctx: AppContext) -> None:
+    """The settings of single sign-on (never the secret) and who is linked to the provider."""
+    from opencode_cloud.team import sso
+
+    team = app_ctx.team()
+    shown = {**sso.show(team), "redirect_uri": sso.redirect_uri(team)}
+    app_ctx.out.result(shown, lambda: sso_lines(shown))
+
+
+def sso_lines(shown: dict[str, object]) -> list[str]:
+    settings = shown.get("settings")
+    if not isinstance(settings, dict):
+        return ["Single sign-on is off."]
+    lines = [f"{key}: {value}" for key, value in settings.items()]
+    lines.append(f"redirect URI: {shown['redirect_uri']}")
+    links = shown.get("links")
+    linked = (
+        [str(link["name"]) for link in links if isinstance(link, dict)]
+        if isinstance(links, list)
+        else []
+    )
+    lines.append(f"linked: {', '.join(linked) if linked else 'nobody yet'}")
+    return lines
+
+
+@sso_group.command("off")
+@click.pass_obj
+def sso_off(app_ctx: AppContext) -> None:
+    """Turn single sign-on off (people keep their links, for when it is on again)."""
+    from opencode_cloud.team import sso
+
+    with app_ctx.changing("team sso off"):
+        sso.turn_off(app_ctx.team())
+    app_ctx.out.result({"sso": False}, lambda: ["Single sign-on is off."])
+
+
+@sso_group.command("sync")
+@click.pass_obj
+def sso_sync(app_ctx: AppContext) -> None:
+    """Make the opencode of anyone single sign-on added who has none (the door could not
+    make it at their first sign-in)."""
+    from opencode_cloud.team import sso
+
+    with app_ctx.changing("team sso sync"):
+        made = sso.sync(app_ctx.team())
+    app_ctx.out.result(
+        {"made": made},
+        lambda: [f"Made the opencode of {', '.join(made)}." if made else "Everyone has theirs."],
+    )
 
 
 # -- occ user -------------------------------------------------------------------------------
@@ -249,6 +376,60 @@ def user_passwd(app_ctx: AppContext, name: str, password_stdin: bool) -> None:
             "Their browsers are signed out.",
         ],
     )
+
+
+@user_group.command("totp")
+@click.argument("name")
+@click.option("--off", is_flag=True, help="Take their TOTP away: the password alone again.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (with --off).")
+@click.pass_obj
+def user_totp(app_ctx: AppContext, name: str, off: bool, yes: bool) -> None:
+    """Require a code of an authenticator app after a person's password (TOTP). Shows a QR
+    code to scan and ten recovery codes, once; their browsers are signed out. Running it
+    again replaces both. With --json: the otpauth:// URI and the recovery codes."""
+    from opencode_cloud.errors import NotConfirmed
+
+    if off:
+        question = f"Turn TOTP off for {name}? Their password alone will sign them in."
+        if not app_ctx.confirmed(question, yes):
+            raise NotConfirmed(f"TOTP stays on for {name}.", f"user totp {name} --off")
+        with app_ctx.changing("user totp --off"):
+            app_ctx.team().totp_off(name)
+        app_ctx.out.result(
+            {"name": name, "totp": None},
+            lambda: [f"TOTP is off for {name}: their password alone signs them in."],
+        )
+        return
+    with app_ctx.changing("user totp"):
+        enrolled = app_ctx.team().totp(name)
+    app_ctx.out.result(
+        {"name": name, "totp": "pending", **enrolled},
+        lambda: totp_lines(name, enrolled, app_ctx.occ),
+    )
+
+
+def totp_lines(
+    name: str, enrolled: dict[str, object], occ: str = "occ", listed_by: str = "user list"
+) -> list[str]:
+    import io
+
+    import segno
+
+    qr = io.StringIO()
+    segno.make(str(enrolled["uri"]), error="m").terminal(out=qr, compact=True)
+    secret = str(enrolled["secret"])
+    codes = enrolled["recovery_codes"]
+    return [
+        f"TOTP for {name}: scan this with an authenticator app",
+        *qr.getvalue().rstrip("\n").splitlines(),
+        "Or type this key into the app: " + " ".join(secret[i : i + 4] for i in range(0, 32, 4)),
+        "",
+        "Recovery codes, each good once in place of a code (shown only now; keep them safe):",
+        *(f"  {code}" for code in (codes if isinstance(codes, list) else [])),
+        "",
+        f"From now on {name} signs in with a code after their password; their browsers are",
+        f"signed out. `{occ} {listed_by}` shows totp (pending) until their first code.",
+    ]
 
 
 @user_group.command("disable")
@@ -359,6 +540,99 @@ def user_remove(app_ctx: AppContext, name: str, volumes: bool, no_backup: bool, 
             f"Removed {name}.",
             *([f"  Final backup: {backup_file}"] if backup_file else []),
             *([] if volumes else ["  Their volumes are kept (remove them with --volumes)."]),
+        ],
+    )
+
+
+# -- occ user passkey -----------------------------------------------------------------------
+
+
+@user_group.group("passkey", cls=OrderedGroup, no_args_is_help=True)
+def passkey_group() -> None:
+    """Passkeys: people sign in with their fingerprint, face, PIN or security key instead
+    of their password. Each person adds theirs at /__occ/passkeys once signed in."""
+
+
+@passkey_group.command("list")
+@click.argument("name")
+@click.pass_obj
+def passkey_list(app_ctx: AppContext, name: str) -> None:
+    """A person's passkeys: name, when added and last used."""
+    from opencode_cloud.team import passkeys
+
+    found = passkeys.listing(app_ctx.team(), name)
+    app_ctx.out.result({"name": name, "passkeys": found}, lambda: passkey_lines(name, found))
+
+
+def passkey_lines(name: str, found: list[dict[str, object]]) -> list[str]:
+    if not found:
+        return [f"{name} has no passkey."]
+    rows = [("NAME", "ADDED (UTC)", "LAST USED (UTC)", "ID")]
+    for entry in found:
+        used = _utc(entry.get("last_used")) if entry.get("last_used") else "never"
+        passkey_id = str(entry.get("id") or "")
+        rows.append(
+            (
+                str(entry.get("label") or ""),
+                _utc(entry.get("created")),
+                used,
+                passkey_id[:16] + ("..." if len(passkey_id) > 16 else ""),
+            )
+        )
+    return format_table(rows)
+
+
+@passkey_group.command("reset")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def passkey_reset(app_ctx: AppContext, name: str, yes: bool) -> None:
+    """Remove all of a person's passkeys (a lost or stolen device). They sign in with
+    their password again and can add new passkeys; their sessions are left alone (end
+    them with `occ user sessions NAME --revoke all`)."""
+    from opencode_cloud.errors import NotConfirmed
+    from opencode_cloud.team import passkeys
+
+    team = app_ctx.team()
+    if not app_ctx.confirmed(f"Remove all of {name}'s passkeys?", yes):
+        raise NotConfirmed(f"{name}'s passkeys were kept.", f"user passkey reset {name}")
+    with app_ctx.changing("user passkey reset"):
+        removed = passkeys.reset(team, name)
+    app_ctx.out.result(
+        {"name": name, "removed": removed},
+        lambda: [
+            f"Removed {removed} passkey{'' if removed == 1 else 's'} of {name}.",
+            "They sign in with their password, and can add new passkeys.",
+        ],
+    )
+
+
+@passkey_group.command("host")
+@click.argument("host", required=False)
+@click.option(
+    "--any", "any_host", is_flag=True, help="Forget the host name: each browser's own host."
+)
+@click.pass_obj
+def passkey_host(app_ctx: AppContext, host: str | None, any_host: bool) -> None:
+    """The host name people use, which passkeys are made for (they work there only):
+    show it, or set it (code.example.com). Without one, a passkey is made for the host
+    the browser asked for. Passkeys need HTTPS, or http://localhost."""
+    from opencode_cloud.team import passkeys
+
+    if host is not None and any_host:
+        raise click.UsageError("give a host name or --any, not both")
+    team = app_ctx.team()
+    if host is not None or any_host:
+        with app_ctx.changing("user passkey host"):
+            current = passkeys.host(team, True, host.strip().lower() if host else None)
+    else:
+        current = passkeys.host(team)
+    app_ctx.out.result(
+        {"host": current},
+        lambda: [
+            f"Passkeys are made for {current}, and work there only."
+            if current
+            else "Passkeys are made for the host each browser asks for."
         ],
     )
 

@@ -166,7 +166,7 @@ def rollback(app_ctx: AppContext, yes: bool) -> None:
     """Go back to the version before the last update, with the data it had then.
 
     What changed since that update (sessions, settings in opencode) is replaced by the
-    snapshot taken before it.
+    snapshot taken before it; provider keys stay as they are now.
     """
     with app_ctx.changing("rollback"):
         versions = _versions(app_ctx)
@@ -174,7 +174,7 @@ def rollback(app_ctx: AppContext, yes: bool) -> None:
         if snapshots and not yes:
             message = (
                 f"Going back to {snapshots[0].image} replaces opencode's data with the "
-                f"snapshot of {snapshots[0].created}."
+                f"snapshot of {snapshots[0].created} (provider keys stay as they are)."
             )
             if not app_ctx.confirmed(f"{message} Continue?", yes):
                 from opencode_cloud.errors import NotConfirmed
