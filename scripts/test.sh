@@ -67,6 +67,8 @@ fi
 # openssl: a throw-away CA for the certificate build test.
 # openssh-server, iproute2, iptables: the remote test host (scripts/remote-host.sh, started
 # by the tests' `remote_host` fixture).
+# iproute2, iptables, docker-registry: the test swarm (scripts/swarm.sh, started by the
+# `swarm` fixture of tests/swarm/).
 # npm: opencode's own client, a real API client of the edge in the tests (only when no
 # npm is installed: a Node.js from elsewhere brings its own and conflicts with Debian's).
 # time: GNU time, the peak memory of `occ backup` in the backup benchmark's smoke test.

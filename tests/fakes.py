@@ -40,6 +40,13 @@ from opencode_cloud.docker.models import (
     parse_image,
     parse_volume,
 )
+from opencode_cloud.docker.swarm import (
+    SwarmEngine,
+    SwarmMembership,
+    SwarmNode,
+    SwarmService,
+    SwarmTask,
+)
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # the engine's "never"
 # What the sandbox Dockerfile sets (`ENV`), so built and pulled images carry it too.
@@ -175,6 +182,16 @@ class FakeEngine:
         self.is_local = False
         self.closed = False
         self._serial = itertools.count(1)
+        # The swarm a manager sees (docker/swarm.py): set them to make this engine one.
+        self.membership = SwarmMembership(state="inactive", manager=False)
+        self.nodes: list[SwarmNode] = []
+        self.services: list[SwarmService] = []
+        self.tasks: list[SwarmTask] = []
+        self.pushed: list[str] = []  # what `push` sent to a registry
+        self.secrets: dict[str, bytes] = {}  # swarm secrets by name
+        self.secret_labels: dict[str, dict[str, str]] = {}
+        self.service_bodies: list[dict[str, Any]] = []  # each `create_service` body
+        self.push_error: str | None = None  # the error a push's stream reports, if set
 
     # -- scripting --------------------------------------------------------------------
 
@@ -694,7 +711,78 @@ class FakeEngine:
         if network in self.networks:
             self.networks[network]["Containers"].discard(container)
 
+    # -- swarm ------------------------------------------------------------------------
+
+    def swarm_membership(self) -> SwarmMembership:
+        return self.membership
+
+    def swarm_nodes(self) -> list[SwarmNode]:
+        return sorted(self.nodes, key=lambda node: (node.hostname, node.id))
+
+    def swarm_services(self, *, labels: Sequence[str] = ()) -> list[SwarmService]:
+        chosen = [s for s in self.services if _has_labels(s.labels, labels)]
+        return sorted(chosen, key=lambda s: s.name)
+
+    def swarm_tasks(self, *, service: str | None = None) -> list[SwarmTask]:
+        return [t for t in self.tasks if service is None or t.service_id == service]
+
+    def create_overlay_network(self, name: str, labels: Mapping[str, str]) -> None:
+        self.calls.append(("create_overlay_network", name))
+        self.networks.setdefault(
+            name, {"Labels": dict(labels), "Containers": set(), "Driver": "overlay"}
+        )
+
+    def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
+        self.calls.append(("create_secret", name))
+        self.secrets[name] = data
+        self.secret_labels[name] = dict(labels)
+        return f"secret-{name}"
+
+    def list_secrets(self, *, labels: Sequence[str] = ()) -> list[str]:
+        return sorted(
+            name for name, labelled in self.secret_labels.items() if _has_labels(labelled, labels)
+        )
+
+    def remove_secret(self, name: str) -> None:
+        self.calls.append(("remove_secret", name))
+        self.secrets.pop(name, None)
+        self.secret_labels.pop(name, None)
+
+    def remove_service(self, name: str) -> bool:
+        self.calls.append(("remove_service", name))
+        before = len(self.services)
+        self.services = [s for s in self.services if s.name != name]
+        return len(self.services) < before
+
+    def create_service(self, body: Mapping[str, Any]) -> str:
+        """Records the body; the service is placed where its constraint pins it."""
+        self.calls.append(("create_service", str(body["Name"])))
+        self.service_bodies.append(dict(body))
+        task = body["TaskTemplate"]
+        service = SwarmService(
+            id=f"svc-{body['Name']}",
+            name=str(body["Name"]),
+            labels=dict(body.get("Labels") or {}),
+            constraints=tuple(task["Placement"]["Constraints"]),
+            memory_reserved=int(task["Resources"]["Reservations"]["MemoryBytes"]),
+        )
+        self.services.append(service)
+        return service.id
+
+    def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
+        ref = f"{repository}:{tag}"
+        self.calls.append(("push", ref))
+        if self.inspect_image(ref) is None:
+            raise ImageNotFound(ref)
+        yield {"status": f"The push refers to repository [{repository}]"}
+        if self.push_error is not None:
+            yield {"error": self.push_error, "errorDetail": {"message": self.push_error}}
+            return
+        self.pushed.append(ref)
+        yield {"status": f"{tag}: digest: sha256:0 size: 1"}
+
 
 if TYPE_CHECKING:
     # mypy holds the fake to the engine's interface, the one the tool is written against.
     _: Engine = FakeEngine()
+    _swarm: SwarmEngine = FakeEngine()

@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     **dict.fromkeys(("backup", "restore", "uninstall"), ("backup", None)),
     **dict.fromkeys(("host", "tunnel", "open"), ("host", None)),
     **dict.fromkeys(("team", "user"), ("team", None)),
+    **dict.fromkeys(("cluster", "node"), ("cluster", None)),
     "kubernetes": ("kubernetes", "kubernetes_group"),
     "config": ("config", "config_group"),
     "mount": ("mount", "mount_group"),

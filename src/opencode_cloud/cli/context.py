@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.hosts import Host
     from opencode_cloud.service.service import Service
+    from opencode_cloud.team.cluster import Cluster
     from opencode_cloud.team.team import Team
 
 # Seconds a changing command waits for another one on the same instance to finish.
@@ -186,6 +187,12 @@ class AppContext:
         if enabled is False and team.enabled:
             raise TeamAlreadyEnabled(self.instance.name)
         return team
+
+    def cluster(self) -> Cluster:
+        """The instance's team on the swarm whose manager is this command's engine."""
+        from opencode_cloud.team.cluster import Cluster
+
+        return Cluster(self.client, self.config, self.instance)
 
     def in_team_mode(self) -> bool:
         """Whether the instance serves a team (a look at one small file)."""

@@ -92,6 +92,26 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return f"`{occ} team sso set --help` shows every setting; nothing was changed."
         case team.DoorRefused():
             return f"A front door of an earlier release is made again by `{occ} start`."
+        case team.NotASwarmManager(state="active"):
+            return (
+                "Point DOCKER_HOST (or `--host`) at a manager: `docker node ls` on a "
+                "manager lists them."
+            )
+        case team.NotASwarmManager():
+            return (
+                "Make this engine a manager with `docker swarm init`, or point DOCKER_HOST "
+                "(or `--host`) at one; other machines join with `docker swarm join`."
+            )
+        case team.ImagePushFailed():
+            return (
+                f"Check that the registry in `{occ} config get cluster` answers from the "
+                "manager and that its engine trusts it (TLS, or `insecure-registries`)."
+            )
+        case team.NoRoomInCluster():
+            return (
+                "Add a node (`docker swarm join`), or give people less memory "
+                f"(`{occ} user add NAME --memory SIZE`)."
+            )
         case team.TeamUpdateFailed(person=person):
             return (
                 f"Everyone not updated stays on the old version. See `{occ} logs --user "

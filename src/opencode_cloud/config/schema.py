@@ -124,6 +124,11 @@ RULES: dict[str, str] = {
         "size with b, k, m or g (256m or more), cpus a number above 0 (or null for all), "
         "pids a whole number, 64 or more"
     ),
+    "cluster": (
+        'must be an object such as {"registry": "registry.example.com:5000/team"}: the '
+        "registry every node of the swarm pulls the image from (host[:port][/path], no "
+        "scheme, no tag), or null"
+    ),
     "tls": (
         "must be auto (HTTPS when the service is exposed beyond localhost or a certificate "
         "is set), self-signed (always HTTPS) or off (plain HTTP)"
@@ -169,6 +174,7 @@ EXAMPLES: dict[str, str] = {
     "mounts": f"/home/alice/code:{RUNTIME_HOME}/code",
     "limits": '\'{"memory": "8g", "cpus": 2, "pids": 4096}\'',
     "tls": "self-signed",
+    "cluster": '\'{"registry": "registry.example.com:5000/team"}\'',
     "tls_cert": "/etc/ssl/private/opencode.example.com.pem",
     "tls_key": "/etc/ssl/private/opencode.example.com.key",
     "host_names": "opencode.example.lan,192.168.1.20",
@@ -301,6 +307,20 @@ class Limits(BaseModel):
         return size_in_bytes(self.memory)
 
 
+class ClusterSettings(BaseModel):
+    """Team mode on a Docker Swarm (`occ cluster init`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    registry: RegistryPrefix | None = Field(
+        default=None,
+        description=(
+            "Registry (host[:port][/path]) the image is pushed to from the manager and "
+            "pulled from by every node; null: none."
+        ),
+    )
+
+
 class Config(BaseModel):
     """The settings of one opencode-cloud instance. Every field has a default.
 
@@ -400,6 +420,10 @@ class Config(BaseModel):
         description=(
             "Memory, CPU and process limits of the container. Keys left out keep their defaults."
         ),
+    )
+    cluster: ClusterSettings = Field(
+        default_factory=ClusterSettings,
+        description="Team mode on a Docker Swarm: the registry its nodes pull the image from.",
     )
     tls: str = Field(
         default="auto",

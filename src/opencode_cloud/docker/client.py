@@ -38,6 +38,16 @@ from opencode_cloud.docker.models import (
     parse_image,
     parse_volume,
 )
+from opencode_cloud.docker.swarm import (
+    SwarmMembership,
+    SwarmNode,
+    SwarmService,
+    SwarmTask,
+    parse_membership,
+    parse_node,
+    parse_service,
+    parse_task,
+)
 from opencode_cloud.docker.transport import (
     DockerPyTransport,
     Refused,
@@ -809,6 +819,85 @@ class DockerClient:
         ):
             return
         _check(response, container=container)
+
+    # -- swarm (answered by a manager: docker/swarm.py) ---------------------------------
+
+    def swarm_membership(self) -> SwarmMembership:
+        """This engine's place in a swarm, if any."""
+        return parse_membership(_check(self._request("GET", "/info")).body or {})
+
+    def swarm_nodes(self) -> list[SwarmNode]:
+        """The swarm's nodes, in the order of their names."""
+        body = _check(self._request("GET", "/nodes")).body or []
+        return sorted(map(parse_node, body), key=lambda node: (node.hostname, node.id))
+
+    def swarm_services(self, *, labels: Sequence[str] = ()) -> list[SwarmService]:
+        """The services with all `labels` (`key=value` or `key`)."""
+        filters = {"label": list(labels)} if labels else {}
+        response = _check(self._request("GET", "/services", query={"filters": filters}))
+        return sorted(map(parse_service, response.body or []), key=lambda s: s.name)
+
+    def swarm_tasks(self, *, service: str | None = None) -> list[SwarmTask]:
+        """The tasks the swarm means to run (desired state `running`), of one service or
+        of all."""
+        filters: dict[str, list[str]] = {"desired-state": ["running"]}
+        if service is not None:
+            filters["service"] = [service]
+        response = _check(self._request("GET", "/tasks", query={"filters": filters}))
+        return [parse_task(t) for t in response.body or []]
+
+    def create_overlay_network(self, name: str, labels: Mapping[str, str]) -> None:
+        """An attachable overlay network across the swarm's nodes; an existing one with
+        that name is left as it is. Not encrypted: see docs/cluster.md."""
+        if self.network_exists(name):
+            return
+        body = {
+            "Name": name,
+            "Driver": "overlay",
+            "Attachable": True,
+            "Labels": dict(labels),
+            "CheckDuplicate": True,
+        }
+        _check(self._request("POST", "/networks/create", body=body))
+
+    def create_secret(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
+        """A swarm secret (kept encrypted in the managers' store, handed only to the
+        tasks of services that name it); its ID."""
+        import base64
+
+        body = {"Name": name, "Data": base64.b64encode(data).decode(), "Labels": dict(labels)}
+        return str(_check(self._request("POST", "/secrets/create", body=body)).body["ID"])
+
+    def list_secrets(self, *, labels: Sequence[str] = ()) -> list[str]:
+        """Names of the swarm secrets with all `labels`."""
+        filters = {"label": list(labels)} if labels else {}
+        response = _check(self._request("GET", "/secrets", query={"filters": filters}))
+        return sorted(str((s.get("Spec") or {}).get("Name")) for s in response.body or [])
+
+    def remove_secret(self, name: str) -> None:
+        """Remove a swarm secret; one that does not exist is not an error."""
+        response = self._request("DELETE", f"/secrets/{quote(name, safe='')}")
+        if response.status != 404:
+            _check(response)
+
+    def remove_service(self, name: str) -> bool:
+        """Remove a swarm service (its tasks stop); False when there was none."""
+        response = self._request("DELETE", f"/services/{quote(name, safe='')}")
+        if response.status == 404:
+            return False
+        _check(response)
+        return True
+
+    def create_service(self, body: Mapping[str, Any]) -> str:
+        """A swarm service (`docker/swarm.py`'s `service_body`); its ID."""
+        return str(_check(self._request("POST", "/services/create", body=dict(body))).body["ID"])
+
+    def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
+        """Push `repository:tag` to its registry; yields the engine's progress messages."""
+        return self._stream(
+            lambda api: api.push(repository, tag=tag, stream=True, decode=True),
+            image=f"{repository}:{tag}",
+        )
 
 
 def _frames(pieces: Iterator[bytes]) -> Iterator[bytes]:

@@ -166,14 +166,17 @@ fresh_edge_dir() {
   /usr/bin/install -d -o "$EDGE_UID" -g "$EDGE_UID" -m 0700 "$EDGE_DIR" "$@"
 }
 
-# A person's container: the internal password the tool wrote before the first start,
-# made root's only (the health check gets its own copy, the edge's, in curlrc; opencode
+# A person's container: the internal password the tool wrote before the first start (or
+# a swarm secret), made root's only (the health check gets its own copy, the edge's, in curlrc; opencode
 # gets it in its environment). Sets INTERNAL_PASSWORD.
 read_internal_password() {
   [ -f "$INTERNAL_PASSWORD_FILE" ] && [ ! -L "$INTERNAL_PASSWORD_FILE" ] \
     || fail "no internal password at $INTERNAL_PASSWORD_FILE (the tool writes it before the first start)."
-  /usr/bin/chown -h 0:0 "$INTERNAL_PASSWORD_FILE"
-  /usr/bin/chmod 0600 "$INTERNAL_PASSWORD_FILE"
+  # On a swarm it is a secret, mounted read-only and root's already (0400).
+  if [ "$(/usr/bin/stat -c %u:%g:%a "$INTERNAL_PASSWORD_FILE")" != 0:0:400 ]; then
+    /usr/bin/chown -h 0:0 "$INTERNAL_PASSWORD_FILE"
+    /usr/bin/chmod 0600 "$INTERNAL_PASSWORD_FILE"
+  fi
   [ -s "$INTERNAL_PASSWORD_FILE" ] || fail "the internal password file $INTERNAL_PASSWORD_FILE is empty."
   [ "$(/usr/bin/stat -c %s "$INTERNAL_PASSWORD_FILE")" -le 4096 ] \
     || fail "the internal password file $INTERNAL_PASSWORD_FILE is larger than 4 KiB."

@@ -168,21 +168,25 @@ def person_template(layout: TeamLayout, spec: ContainerSpec, placeholder: str) -
     return ContainerFile(json.dumps(template).encode(), 0o600, 0)
 
 
-def admin(client: Engine, layout: TeamLayout, request: dict[str, Any]) -> dict[str, Any]:
+def admin(
+    client: Engine, layout: TeamLayout, request: dict[str, Any], container: str | None = None
+) -> dict[str, Any]:
     """Apply one change to the door's records of people (`edge.py admin`, docs/team.md)
-    and return its answer.
+    and return its answer. `container`: the door's, when not `layout.door` (a swarm
+    task's).
 
     Raises:
         DoorNotRunning: the door is stopped or missing.
         DoorRefused: the login service refused the request (its words).
     """
-    info = client.find_container(layout.door)
+    door = container or layout.door
+    info = client.find_container(door)
     if info is None or not info.running:
-        raise DoorNotRunning(layout.door)
+        raise DoorNotRunning(door)
     try:
         return edge_admin.ask(
-            lambda files: put_files(client, layout.door, files),
-            lambda argv: client.exec_run(layout.door, argv, user=EDGE_USER, workdir="/"),
+            lambda files: put_files(client, door, files),
+            lambda argv: client.exec_run(door, argv, user=EDGE_USER, workdir="/"),
             "admin",
             request,
         )

@@ -65,5 +65,39 @@ class TeamUpdateFailed(TeamError):
         self.left = left
 
 
+class NotASwarmManager(TeamError):
+    """A cluster command, on an engine that is not a manager of an active swarm."""
+
+    def __init__(self, host: str, state: str, manager: bool) -> None:
+        where = "a worker of a swarm" if state == "active" and not manager else "in no swarm"
+        if state not in ("active", "inactive"):
+            where = f"in a swarm it cannot use (state {state})"
+        super().__init__(f"The engine at {host} is {where}, not a swarm manager.")
+        self.host = host
+        self.state = state
+        self.manager = manager
+
+
+class ImagePushFailed(TeamError):
+    """The manager could not push the image to the cluster's registry."""
+
+    def __init__(self, ref: str, problem: str) -> None:
+        super().__init__(f"Pushing {ref} failed: {problem}")
+        self.ref = ref
+        self.problem = problem
+
+
+class NoRoomInCluster(TeamError):
+    """No node of the swarm has the memory a new person's instance is allowed."""
+
+    def __init__(self, needed: int, best_free: int) -> None:
+        super().__init__(
+            f"No node has {needed // 2**20} MiB free for a new instance "
+            f"(the most on any node: {max(best_free, 0) // 2**20} MiB)."
+        )
+        self.needed = needed
+        self.best_free = best_free
+
+
 class SsoSettingsError(TeamError):
     """Settings of single sign-on refused before anything was sent to the door."""

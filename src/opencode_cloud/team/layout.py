@@ -48,6 +48,11 @@ class TeamLayout:
     def starter_volume(self) -> str:
         return f"{self.prefix}-door-starter"
 
+    @property
+    def cluster_network(self) -> str:
+        """The overlay network of a team on a swarm: the door reaches people over it."""
+        return f"{self.prefix}-cluster"
+
     def person(self, name: str) -> Instance:
         """The instance of person `name`: their container and volumes."""
         return self.instance.for_person(name)

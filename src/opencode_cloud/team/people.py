@@ -15,7 +15,11 @@ from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH
 from opencode_cloud.team.layout import TeamLayout
 
+# Bytes of the internal password between the door and a person's opencode.
+INTERNAL_PASSWORD_BYTES = 24
+
 if TYPE_CHECKING:
+    from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.engine import Engine
 
 
@@ -80,6 +84,23 @@ class Person:
         }
 
 
+def person_settings(config: Config, limits: PersonLimits) -> PersonSettings:
+    """What a person's instance takes of the service's configuration."""
+    return PersonSettings(
+        username="opencode", env=config.env, stop_timeout=config.stop_timeout, limits=limits
+    )
+
+
+def person_limits(config: Config, memory_bytes: int | None, cpus: float | None) -> PersonLimits:
+    """A person's limits: those given, else the service's."""
+    limits = config.limits
+    return PersonLimits(
+        memory_bytes=memory_bytes or limits.memory_bytes,
+        cpus=cpus if cpus is not None else limits.cpus,
+        pids=limits.pids,
+    )
+
+
 def person_spec(
     settings: PersonSettings,
     layout: TeamLayout,
@@ -128,3 +149,12 @@ def read_internal_password(client: Engine, container: str) -> str:
         member = tar.next()
         handle = tar.extractfile(member) if member else None
         return handle.read().decode().strip() if handle else ""
+
+
+def password_hash(password: str) -> str:
+    """A person's password as the door keeps it (bcrypt)."""
+    import bcrypt
+
+    from opencode_cloud.access.credentials import BCRYPT_ROUNDS
+
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(BCRYPT_ROUNDS)).decode("ascii")

@@ -115,7 +115,7 @@ def sync(team: Team) -> SyncResult:
     name of a person made at sign-in is the provider's user name, and their files would
     be another's."""
     from opencode_cloud.docker.volume import volume_names
-    from opencode_cloud.team.team import INTERNAL_PASSWORD_BYTES
+    from opencode_cloud.team.people import INTERNAL_PASSWORD_BYTES
 
     made, refused = [], []
     records = door.admin(team.client, team.layout, {"op": "list"}).get("people") or []

@@ -37,10 +37,13 @@ from opencode_cloud.team.errors import (
 )
 from opencode_cloud.team.layout import TeamLayout
 from opencode_cloud.team.people import (
+    INTERNAL_PASSWORD_BYTES,
     Person,
     PersonLimits,
-    PersonSettings,
     internal_password_file,
+    password_hash,
+    person_limits,
+    person_settings,
     person_spec,
     read_internal_password,
 )
@@ -57,8 +60,6 @@ if TYPE_CHECKING:
 DOOR_START_TIMEOUT = 60.0
 # A disabled person's instance stops at once: their sessions ended already.
 DISABLE_STOP_TIMEOUT = 2.0
-# Bytes of the internal password between the door and a person's opencode.
-INTERNAL_PASSWORD_BYTES = 24
 
 
 @dataclass
@@ -308,12 +309,7 @@ class Team:
         return record
 
     def _limits(self, memory_bytes: int | None, cpus: float | None) -> PersonLimits:
-        limits = self.config.limits
-        return PersonLimits(
-            memory_bytes=memory_bytes or limits.memory_bytes,
-            cpus=cpus if cpus is not None else limits.cpus,
-            pids=limits.pids,
-        )
+        return person_limits(self.config, memory_bytes, cpus)
 
     def create_person(
         self, name: str, limits: PersonLimits, internal: str, config: Config | None = None
@@ -336,12 +332,7 @@ class Team:
         config = config or self.config
         image = image_for(config)
         found = self.client.inspect_image(image)
-        settings = PersonSettings(
-            username="opencode",
-            env=config.env,
-            stop_timeout=config.stop_timeout,
-            limits=limits,
-        )
+        settings = person_settings(config, limits)
         cpus = limits.cpus or (self.client.info().cpus or 0)
         return person_spec(
             settings,
@@ -407,7 +398,7 @@ class Team:
             {
                 "op": "put",
                 "name": name,
-                "hash": _hash(password),
+                "hash": password_hash(password),
                 "internal_password": internal,
                 "upstream": self.layout.upstream(name),
                 "admin": admin,
@@ -459,7 +450,9 @@ class Team:
     def passwd(self, name: str, password: str) -> None:
         self.require(name)
         door.admin(
-            self.client, self.layout, {"op": "passwd", "name": name, "hash": _hash(password)}
+            self.client,
+            self.layout,
+            {"op": "passwd", "name": name, "hash": password_hash(password)},
         )
 
     def disable(self, name: str) -> None:
@@ -701,10 +694,3 @@ class Team:
             self.client.remove_container(self.layout.starter, force=True)
         self._save_record(enabled=False, first=first)
         return first or ""
-
-
-def _hash(password: str) -> str:
-    import bcrypt
-
-    rounds = credentials.BCRYPT_ROUNDS
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")

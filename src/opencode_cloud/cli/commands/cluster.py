@@ -1,0 +1,91 @@
+"""`occ cluster init|status` and `occ node list`: team mode's place on a Docker Swarm,
+through one manager (docs/cluster.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from opencode_cloud.cli.group import OrderedGroup
+from opencode_cloud.cli.output import format_bytes, format_table
+
+if TYPE_CHECKING:
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.team.cluster import ClusterStatus, NodeRow
+
+
+@click.group("cluster", cls=OrderedGroup, no_args_is_help=True)
+def cluster_group() -> None:
+    """Team mode on a Docker Swarm: run it on the swarm this engine manages."""
+
+
+@cluster_group.command("init")
+@click.pass_obj
+def cluster_init(app_ctx: AppContext) -> None:
+    """Ready the swarm this engine manages for the team: push the image to the registry
+    named by `cluster.registry`, and make the team's overlay network."""
+    with app_ctx.changing("cluster init"):
+        status = app_ctx.cluster().init(app_ctx.reporter(), app_ctx.out.progress)
+    app_ctx.out.result(status.to_json(), lambda: status_lines(status))
+
+
+@cluster_group.command("status")
+@click.pass_obj
+def cluster_status(app_ctx: AppContext) -> None:
+    """The manager, the nodes, the front door's URL and what is out of place."""
+    status = app_ctx.cluster().status()
+    app_ctx.out.result(status.to_json(), lambda: status_lines(status))
+
+
+def status_lines(status: ClusterStatus) -> list[str]:
+    manager = status.manager
+    lines = [
+        f"Manager:  {manager.hostname} ({manager.address})" if manager else "Manager:  unknown",
+        f"Image:    {status.image}",
+        f"Network:  {status.network}" + ("" if status.network_ready else " (missing)"),
+        f"Door:     {status.door_url or 'not running on the cluster'}",
+        "",
+        *node_lines(status.nodes),
+    ]
+    if status.problems:
+        lines += ["", "Out of place:", *(f"  - {problem}" for problem in status.problems)]
+    return lines
+
+
+@click.group("node", cls=OrderedGroup, no_args_is_help=True)
+def node_group() -> None:
+    """The machines of the swarm the team runs on."""
+
+
+@node_group.command("list")
+@click.pass_obj
+def node_list(app_ctx: AppContext) -> None:
+    """Each node: its state, availability, capacity and the team's instances on it."""
+    rows = app_ctx.cluster().nodes()
+    app_ctx.out.result({"nodes": [row.to_json() for row in rows]}, lambda: node_lines(rows))
+
+
+def node_lines(rows: list[NodeRow]) -> list[str]:
+    table = [["NODE", "ROLE", "STATE", "AVAILABILITY", "CPUS", "MEMORY", "FREE", "INSTANCES"]]
+    for row in rows:
+        node = row.node
+        role = f"{node.role} (leader)" if node.leader else node.role
+        table.append(
+            [
+                node.hostname,
+                role,
+                node.state,
+                node.availability,
+                f"{node.cpus:g}",
+                format_bytes(node.memory_bytes),
+                format_bytes(row.memory_free),
+                ", ".join(row.instances) or "-",
+            ]
+        )
+    return format_table(table)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(cluster_group)
+    group.add_command(node_group)

@@ -1,0 +1,432 @@
+"""`Cluster`: a team's place on a Docker Swarm, seen through one manager (docs/cluster.md).
+
+`init` readies the swarm for the team (the image in the registry every node pulls from,
+the overlay network the front door reaches people over); `status` and `nodes` say what
+runs where and what is out of place; `place` chooses the node for a new person.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from opencode_cloud.defaults import CONTAINER_PORT, INTERNAL_PASSWORD_PATH
+from opencode_cloud.docker.errors import DockerError, ImageNotFound
+from opencode_cloud.docker.image import registry_ref
+from opencode_cloud.docker.progress import handle_pull_chunk
+from opencode_cloud.docker.swarm import (
+    SecretFile,
+    SwarmNode,
+    SwarmService,
+    pinned_node,
+    service_body,
+)
+from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_PERSON, LABEL_ROLE
+from opencode_cloud.service.image import image_for
+from opencode_cloud.team.door import admin as door_admin
+from opencode_cloud.team.door import door_spec
+from opencode_cloud.team.errors import (
+    DoorNotRunning,
+    DoorRefused,
+    ImagePushFailed,
+    NoRoomInCluster,
+    NotASwarmManager,
+)
+from opencode_cloud.team.layout import TeamLayout
+from opencode_cloud.team.people import (
+    INTERNAL_PASSWORD_BYTES,
+    password_hash,
+    person_limits,
+    person_settings,
+    person_spec,
+)
+
+if TYPE_CHECKING:
+    from opencode_cloud.config.schema import Config
+    from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.docker.swarm import SwarmEngine, SwarmMembership
+    from opencode_cloud.instance import Instance
+
+# Seconds the door's service gets to take admin requests after it is created (its node
+# may first pull the image).
+DOOR_START_TIMEOUT = 180.0
+# Seconds a removed service's tasks get to stop and let go of its secrets.
+SECRET_RELEASE_TIMEOUT = 30.0
+# The label the engine gives each container of a swarm service: the service's name.
+SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
+# The role label of the front door's service (a person's service carries LABEL_PERSON).
+DOOR_ROLE = "door"
+
+
+@dataclass(frozen=True)
+class PlacedPerson:
+    """A person's instance on the swarm: where it runs, where the door reaches it, and
+    the internal password the door sends it."""
+
+    name: str
+    node: str
+    upstream: str
+    internal_password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """A node of the swarm with the team's instances on it."""
+
+    node: SwarmNode
+    instances: tuple[str, ...] = ()
+    memory_reserved: int = 0
+
+    @property
+    def memory_free(self) -> int:
+        """Memory the team's instances on the node have not been promised yet."""
+        return self.node.memory_bytes - self.memory_reserved
+
+    def to_json(self) -> dict[str, Any]:
+        node = self.node
+        return {
+            "id": node.id,
+            "name": node.hostname,
+            "role": node.role,
+            "leader": node.leader,
+            "address": node.address,
+            "state": node.state,
+            "availability": node.availability,
+            "memory_bytes": node.memory_bytes,
+            "cpus": node.cpus,
+            "memory_reserved": self.memory_reserved,
+            "memory_free": self.memory_free,
+            "instances": list(self.instances),
+        }
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What `occ cluster status` shows."""
+
+    manager: SwarmNode | None
+    nodes: list[NodeRow]
+    network: str
+    network_ready: bool
+    image: str
+    door_url: str | None
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "manager": self.manager.hostname if self.manager else None,
+            "manager_address": self.manager.address if self.manager else None,
+            "network": self.network,
+            "network_ready": self.network_ready,
+            "image": self.image,
+            "door_url": self.door_url,
+            "nodes": [row.to_json() for row in self.nodes],
+            "problems": self.problems,
+        }
+
+
+class Cluster:
+    """One instance's team on the swarm whose manager `client` is."""
+
+    def __init__(self, client: SwarmEngine, config: Config, instance: Instance) -> None:
+        self.client = client
+        self.config = config
+        self.layout = TeamLayout(instance)
+        self.instance = instance
+
+    # -- what the cluster is made of ----------------------------------------------------
+
+    def membership(self) -> SwarmMembership:
+        """The engine's place in its swarm.
+
+        Raises:
+            NotASwarmManager: it is in none, or only a worker.
+        """
+        membership = self.client.swarm_membership()
+        if membership.state != "active" or not membership.manager:
+            raise NotASwarmManager(self.client.host, membership.state, membership.manager)
+        return membership
+
+    @property
+    def image(self) -> str:
+        """The image every node runs: the registry's name for it when there is one."""
+        local = image_for(self.config)
+        registry = self.config.cluster.registry
+        return registry_ref(registry, local) if registry else local
+
+    def _services(self) -> list[SwarmService]:
+        return self.client.swarm_services(labels=[f"{LABEL_INSTANCE}={self.instance.name}"])
+
+    def nodes(self) -> list[NodeRow]:
+        """Every node, with the team's instances on it and the memory they reserve.
+
+        Raises:
+            NotASwarmManager.
+        """
+        self.membership()
+        return self._rows(self.client.swarm_nodes(), self._services())
+
+    def _rows(self, nodes: list[SwarmNode], services: list[SwarmService]) -> list[NodeRow]:
+        where: dict[str, str] = {}  # service ID -> node ID: the running task's, or the pin
+        for task in self.client.swarm_tasks():
+            if task.node_id:
+                where[task.service_id] = task.node_id
+        on_node: dict[str, list[SwarmService]] = {node.id: [] for node in nodes}
+        for service in services:
+            node_id = where.get(service.id) or pinned_node(service)
+            if node_id in on_node:
+                on_node[node_id].append(service)
+        return [
+            NodeRow(
+                node,
+                tuple(_instance_name(s) for s in on_node[node.id]),
+                sum(s.memory_reserved for s in on_node[node.id]),
+            )
+            for node in nodes
+        ]
+
+    def place(self, memory_bytes: int) -> SwarmNode:
+        """The node for a new person allowed `memory_bytes`: of the nodes that take new
+        work, the one with the most memory not yet promised to the team, if it has enough.
+
+        Raises:
+            NotASwarmManager, NoRoomInCluster.
+        """
+        rows = [row for row in self.nodes() if row.node.usable]
+        best = max(rows, key=lambda row: (row.memory_free, row.node.hostname), default=None)
+        if best is None or best.memory_free < memory_bytes:
+            raise NoRoomInCluster(memory_bytes, best.memory_free if best else 0)
+        return best.node
+
+    # -- the front door -----------------------------------------------------------------
+
+    def start_door(self, timeout: float = DOOR_START_TIMEOUT) -> str:
+        """Run the front door as a service pinned to this manager, publishing the
+        service's port in host mode, on the team's overlay; its URL once it takes admin
+        requests. People's instances run all the time on a swarm: the door starts none
+        (no starter, no idle stop).
+
+        Raises:
+            NotASwarmManager, DoorNotRunning (not up within `timeout`), DockerError.
+        """
+        membership = self.membership()
+        spec = door_spec(
+            self.config, self.layout, image=self.image, image_id=None, idle_stop_seconds=0
+        )
+        body = service_body(
+            replace(spec, network=""),
+            node_id=membership.node_id,
+            network=self.layout.cluster_network,
+            host_ports=[(self.config.port, CONTAINER_PORT)],
+        )
+        self.client.create_service(body)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._door_admin({"op": "list"})
+                break
+            except (DoorNotRunning, DoorRefused, DockerError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        return f"http://{membership.address}:{self.config.port}"
+
+    def _door_container(self) -> str:
+        """The door's running container: its swarm task's, on this manager."""
+        names = self.client.list_containers(labels=[f"{SWARM_SERVICE_LABEL}={self.layout.door}"])
+        for name in names:
+            info = self.client.find_container(name)
+            if info is not None and info.running:
+                return name
+        raise DoorNotRunning(self.layout.door)
+
+    def _door_admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        return door_admin(self.client, self.layout, request, self._door_container())
+
+    # -- people -------------------------------------------------------------------------
+
+    def add_person(
+        self,
+        name: str,
+        *,
+        password: str | None = None,
+        memory_bytes: int | None = None,
+        cpus: float | None = None,
+    ) -> PlacedPerson:
+        """Run person `name`'s instance on the swarm: a service of one replica pinned to
+        the node `place` chooses (its volumes are made there, by the engine, at its first
+        start), on the team's overlay network under its own DNS name, with its internal
+        password as a swarm secret (a root-only file, never in its environment).
+
+        With a `password`, the person is also recorded in the front door (`start_door`),
+        which then signs them in and sends their requests to this instance.
+
+        Raises:
+            NotASwarmManager, NoRoomInCluster, DoorNotRunning, DockerError.
+        """
+        person = self.layout.person(name)  # checks the name
+        limits = person_limits(self.config, memory_bytes, cpus)
+        node = self.place(limits.memory_bytes)
+        internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
+        labels = person.labels("person")
+        secret_name = f"{person.prefix}-internal-{secrets.token_hex(4)}"
+        secret_id = self.client.create_secret(secret_name, internal.encode(), labels)
+        cpus_given = limits.cpus or node.cpus
+        spec = person_spec(
+            person_settings(self.config, limits),
+            self.layout,
+            name,
+            image=self.image,
+            image_id=None,
+            nano_cpus=round(cpus_given * 1e9),
+        )
+        body = service_body(
+            replace(spec, network=""),
+            node_id=node.id,
+            network=self.layout.cluster_network,
+            secrets=[SecretFile(secret_id, secret_name, INTERNAL_PASSWORD_PATH)],
+        )
+        self.client.create_service(body)
+        if password is not None:
+            self._door_admin(
+                {
+                    "op": "put",
+                    "name": name,
+                    "hash": password_hash(password),
+                    "internal_password": internal,
+                    "upstream": self.layout.upstream(name),
+                    "admin": False,
+                    "email": None,
+                }
+            )
+        return PlacedPerson(name, node.hostname, self.layout.upstream(name), internal)
+
+    def remove_person(self, name: str) -> list[str]:
+        """Take person `name` off the swarm: their record in the door (when it runs),
+        their service and their secrets. Their volumes stay on their node. The names of
+        what was removed.
+
+        Raises:
+            NotASwarmManager, DockerError.
+        """
+        self.membership()
+        person = self.layout.person(name)  # checks the name
+        removed = []
+        # A door that is gone, or that no longer knows them, leaves only the rest to do.
+        with contextlib.suppress(DoorNotRunning, DoorRefused):
+            self._door_admin({"op": "remove", "name": name})
+        if self.client.remove_service(person.container_name):
+            removed.append(person.container_name)
+        # Secrets are only released once no task uses them: the service's tasks stop first.
+        for secret in self.client.list_secrets(labels=[f"{LABEL_PERSON}={name}"]):
+            if not secret.startswith(f"{person.prefix}-"):
+                continue
+            deadline = time.monotonic() + SECRET_RELEASE_TIMEOUT
+            while True:
+                try:
+                    self.client.remove_secret(secret)
+                    break
+                except DockerError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            removed.append(secret)
+        return removed
+
+    # -- commands -----------------------------------------------------------------------
+
+    def init(self, reporter: ProgressReporter, on_step: Callable[[str], None]) -> ClusterStatus:
+        """Ready the swarm for the team: the image in the cluster's registry (pushed by
+        the manager, which must hold it), and the team's overlay network.
+
+        Raises:
+            NotASwarmManager, ImageNotFound (not on the manager), ImagePushFailed.
+        """
+        self.membership()
+        local = image_for(self.config)
+        if self.client.inspect_image(local) is None:
+            raise ImageNotFound(local)
+        if self.config.cluster.registry:
+            on_step(f"Pushing {self.image} from the manager")
+            self._push(local, self.image, reporter)
+        on_step(f"Network {self.layout.cluster_network} (overlay, attachable)")
+        self.client.create_overlay_network(
+            self.layout.cluster_network,
+            {LABEL_MANAGED: "true", LABEL_INSTANCE: self.instance.name},
+        )
+        return self.status()
+
+    def _push(self, local: str, ref: str, reporter: ProgressReporter) -> None:
+        repository, tag = ref.rsplit(":", 1)
+        self.client.tag_image(local, repository, tag)
+        try:
+            for chunk in self.client.push(repository, tag):
+                error = handle_pull_chunk(chunk, reporter)
+                if error is not None:
+                    raise ImagePushFailed(ref, error)
+        except DockerError as exc:
+            raise ImagePushFailed(ref, exc.message) from exc
+        reporter.done()
+
+    def status(self) -> ClusterStatus:
+        """The manager, the nodes, the front door's URL and what is out of place.
+
+        Raises:
+            NotASwarmManager.
+        """
+        membership = self.membership()
+        nodes = self.client.swarm_nodes()
+        services = self._services()
+        rows = self._rows(nodes, services)
+        manager = next((n for n in nodes if n.id == membership.node_id), None)
+        network_ready = self.client.network_exists(self.layout.cluster_network)
+        door = next((s for s in services if s.labels.get(LABEL_ROLE) == DOOR_ROLE), None)
+        door_url = None
+        if door is not None and door.host_ports and manager is not None:
+            door_url = f"http://{manager.address}:{door.host_ports[0][0]}"
+        return ClusterStatus(
+            manager=manager,
+            nodes=rows,
+            network=self.layout.cluster_network,
+            network_ready=network_ready,
+            image=self.image,
+            door_url=door_url,
+            problems=self._problems(nodes, services, network_ready),
+        )
+
+    def _problems(
+        self, nodes: list[SwarmNode], services: list[SwarmService], network_ready: bool
+    ) -> list[str]:
+        problems = []
+        if not network_ready:
+            problems.append(f"the team's network {self.layout.cluster_network} does not exist")
+        if len(nodes) > 1 and not self.config.cluster.registry:
+            problems.append(
+                "no registry is set (cluster.registry): nodes other than the manager "
+                "have no way to get the image"
+            )
+        by_id = {node.id: node for node in nodes}
+        for node in nodes:
+            if node.state != "ready":
+                problems.append(f"node {node.hostname} is {node.state}")
+            elif node.availability != "active":
+                problems.append(
+                    f"node {node.hostname} is {node.availability}: nothing new starts there"
+                )
+        running = {t.service_id for t in self.client.swarm_tasks() if t.state == "running"}
+        for service in services:
+            if service.id in running:
+                continue
+            pin = pinned_node(service)
+            where = f" (pinned to {by_id[pin].hostname})" if pin in by_id else ""
+            problems.append(f"{service.name} is not running{where}")
+        return problems
+
+
+def _instance_name(service: SwarmService) -> str:
+    """How a team's service is named in lists: its person, or its role."""
+    return service.labels.get(LABEL_PERSON) or service.labels.get(LABEL_ROLE) or service.name
