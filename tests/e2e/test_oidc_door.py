@@ -205,25 +205,39 @@ def test_a_first_sign_in_in_chromium_lands_in_the_new_persons_own_opencode(
 
 
 @pytest.mark.timeout(600)
-def test_volumes_left_from_before_wait_for_the_administrators_sync(team: SsoTeam) -> None:
+def test_volumes_left_from_before_get_no_instance_until_the_admin_removes_them(
+    team: SsoTeam,
+) -> None:
     """A new person whose name has volumes already (a removed person's) gets no instance
-    at sign-in; `occ team sso sync` makes it, with those volumes."""
+    at sign-in, nor from `occ team sso sync`; once the admin removes the person with
+    those volumes, their next sign-in lands in a new opencode of their own."""
     volume = f"{team.prefix}-user-dave-projects"
     instance = team.env["OCC_INSTANCE"]
     docker("volume", "create", "--label", f"io.opencode-cloud.instance={instance}", volume)
-    client = Browser()
-    start = f"{team.url}{START_PATH}?next=/"
-    last = client.provider_login(start, "dave", stop=team.reached_callback)
-    answer = client.open(last.location)
-    assert answer.status == 303 and "/__occ/starting" in answer.headers["location"]
+
+    def sign_in() -> Browser:
+        client = Browser()
+        start = f"{team.url}{START_PATH}?next=/"
+        last = client.provider_login(start, "dave", stop=team.reached_callback)
+        answer = client.open(last.location)
+        assert answer.status == 303 and "/__occ/starting" in answer.headers["location"]
+        return client
+
+    client = sign_in()
     assert "dave" in team.people()
     ready = client.open(team.url + "/__occ/ready")
     assert ready.status == 200 and json.loads(ready.body)["ready"] is False
     assert docker("ps", "-aq", "--filter", f"name=^{team.prefix}-user-dave$").strip() == ""
-    made = json.loads(run(team.env, "--json", "team", "sso", "sync").stdout)["made"]
-    assert made == ["dave"]
+    synced = json.loads(run(team.env, "--json", "team", "sso", "sync").stdout)
+    assert synced["made"] == [] and synced["refused"] == ["dave"]
+    assert docker("ps", "-aq", "--filter", f"name=^{team.prefix}-user-dave$").strip() == ""
+
+    run(team.env, "user", "remove", "dave", "--volumes", "--no-backup", "--yes")
+    assert "dave" not in team.people()
+    assert volume not in docker("volume", "ls", "-q").split()
+    client = sign_in()
     deadline = time.monotonic() + 120
-    while True:  # the starting page's question, until dave's opencode answers
+    while True:  # the starting page's question, until dave's new opencode answers
         ready = client.open(team.url + "/__occ/ready")
         if ready.status == 200 and json.loads(ready.body).get("ready"):
             break
