@@ -88,6 +88,7 @@ def test_status_imports_no_click_nor_anything_heavy(argv: list[str], tmp_path: P
     assert "opencode_cloud.cli.status_report" in modules
     assert "opencode_cloud.docker.client" in modules  # it did ask an engine
     assert tops(modules, "click", *TRANSPORT_ONLY, "pydantic", "rich") == []
+    assert "opencode_cloud.docker.swarm" not in modules  # the cluster's, not a status's
 
 
 def test_status_with_options_of_its_own_goes_through_click(tmp_path: Path) -> None:

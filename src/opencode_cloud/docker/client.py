@@ -38,16 +38,6 @@ from opencode_cloud.docker.models import (
     parse_image,
     parse_volume,
 )
-from opencode_cloud.docker.swarm import (
-    SwarmMembership,
-    SwarmNode,
-    SwarmService,
-    SwarmTask,
-    parse_membership,
-    parse_node,
-    parse_service,
-    parse_task,
-)
 from opencode_cloud.docker.transport import (
     DockerPyTransport,
     Refused,
@@ -60,6 +50,7 @@ from opencode_cloud.docker.transport import (
 
 if TYPE_CHECKING:
     from opencode_cloud.docker.ssh import SshTarget, SshTunnel
+    from opencode_cloud.docker.swarm import SwarmMembership, SwarmNode, SwarmService, SwarmTask
 
 DEFAULT_TIMEOUT = 60.0
 # Docker 19.03. Everything the tool asks of the engine (mounts, health checks,
@@ -820,19 +811,25 @@ class DockerClient:
             return
         _check(response, container=container)
 
-    # -- swarm (answered by a manager: docker/swarm.py) ---------------------------------
+    # -- swarm (answered by a manager: docker/swarm.py, loaded by these calls only) -----
 
     def swarm_membership(self) -> SwarmMembership:
         """This engine's place in a swarm, if any."""
+        from opencode_cloud.docker.swarm import parse_membership
+
         return parse_membership(_check(self._request("GET", "/info")).body or {})
 
     def swarm_nodes(self) -> list[SwarmNode]:
         """The swarm's nodes, in the order of their names."""
+        from opencode_cloud.docker.swarm import parse_node
+
         body = _check(self._request("GET", "/nodes")).body or []
         return sorted(map(parse_node, body), key=lambda node: (node.hostname, node.id))
 
     def swarm_services(self, *, labels: Sequence[str] = ()) -> list[SwarmService]:
         """The services with all `labels` (`key=value` or `key`)."""
+        from opencode_cloud.docker.swarm import parse_service
+
         filters = {"label": list(labels)} if labels else {}
         response = _check(self._request("GET", "/services", query={"filters": filters}))
         return sorted(map(parse_service, response.body or []), key=lambda s: s.name)
@@ -840,6 +837,8 @@ class DockerClient:
     def swarm_tasks(self, *, service: str | None = None) -> list[SwarmTask]:
         """The tasks the swarm means to run (desired state `running`), of one service or
         of all."""
+        from opencode_cloud.docker.swarm import parse_task
+
         filters: dict[str, list[str]] = {"desired-state": ["running"]}
         if service is not None:
             filters["service"] = [service]
