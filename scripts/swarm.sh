@@ -128,7 +128,7 @@ start_node() { # start_node N
   "data-root": "$DATA/n$n",
   "exec-root": "$dir/exec",
   "pidfile": "$dir/dockerd.pid",
-  "hosts": ["unix://$dir/docker.sock"],
+  "hosts": ["unix://$dir/docker.sock", "unix:///run/docker.sock"],
   "group": "root",
   "containerd-namespace": "occsw-n$n",
   "containerd-plugins-namespace": "occsw-n$n-plugins",

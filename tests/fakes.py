@@ -723,8 +723,13 @@ class FakeEngine:
         chosen = [s for s in self.services if _has_labels(s.labels, labels)]
         return sorted(chosen, key=lambda s: s.name)
 
-    def swarm_tasks(self, *, service: str | None = None) -> list[SwarmTask]:
-        return [t for t in self.tasks if service is None or t.service_id == service]
+    def swarm_tasks(self, *, service: str | None = None, ended: bool = False) -> list[SwarmTask]:
+        return [
+            t
+            for t in self.tasks
+            if (service is None or t.service_id == service)
+            and (ended or t.desired_state in ("", "running"))
+        ]
 
     def create_overlay_network(self, name: str, labels: Mapping[str, str]) -> None:
         self.calls.append(("create_overlay_network", name))
