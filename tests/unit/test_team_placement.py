@@ -6,6 +6,7 @@ The door's login service is stood in for by a dict (`records`), as in test_team.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,75 @@ def test_a_final_backup_of_volumes_on_another_node_is_refused_only_when_they_go(
         swarm_team.final_backup("bob", volumes=True)
     assert swarm_team.final_backup("bob", volumes=False) is None
     assert "bob" in records
+
+
+def test_occ_user_remove_volumes_on_another_node_without_no_backup_changes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake: FakeEngine,
+    records: dict[str, Any],
+) -> None:
+    from cli_runner import isolated_runner, one_error
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.config.paths import instance_paths
+
+    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
+    occ = isolated_runner(tmp_path, monkeypatch, capsys)
+    assert occ("config", "set", "cluster", "{}").code == 0
+    team_file = instance_paths().team_file
+    team_file.write_text(json.dumps({"enabled": True, "first": "ada"}))
+    _manager(fake)
+    fake.create_container(
+        "door-task.1",
+        {"Image": DEFAULT_IMAGE, "Labels": {SWARM_SERVICE_LABEL: "opencode-cloud-door"}},
+    )
+    fake.start_container("door-task.1")
+    added = occ("user", "add", "bob", "--memory", "1g")
+    assert added.code == 0, added.err
+    assert "They sign in at http://10.9.0.1:" in added.out
+    services = list(fake.services)
+
+    result = occ("user", "remove", "bob", "--volumes", "--yes")
+
+    assert result.code != 0
+    assert "on node n3" in one_error(result)
+    assert "--no-backup" in result.err
+    assert fake.services == services and "bob" in records
+    assert occ("user", "remove", "bob", "--volumes", "--no-backup", "--yes").code == 0
+    assert fake.services == [] and "bob" not in records
+
+
+def test_on_a_swarm_the_doors_certificate_and_key_are_secrets_it_alone_reads(
+    fake: FakeEngine, tmp_path: Path, records: dict[str, Any]
+) -> None:
+    from opencode_cloud.access.tls import CONTAINER_CERT, CONTAINER_KEY
+    from opencode_cloud.defaults import EDGE_UID
+
+    _manager(fake)
+    fake.create_overlay_network(f"{PREFIX}-cluster", {})
+    fake.create_container(
+        "door-task.1", {"Image": DEFAULT_IMAGE, "Labels": {SWARM_SERVICE_LABEL: f"{PREFIX}-door"}}
+    )
+    fake.start_container("door-task.1")
+    config = Config(port=43999, tls="self-signed", cluster=ClusterSettings(registry=REGISTRY))
+    team = _team(fake, tmp_path, config)
+
+    assert team.placement.start_door(lambda _m: None) == "https://10.9.0.1:43999"
+
+    (door_body,) = fake.service_bodies
+    mounted = {s["File"]["Name"]: s for s in door_body["TaskTemplate"]["ContainerSpec"]["Secrets"]}
+    assert sorted(mounted) == sorted([CONTAINER_CERT, CONTAINER_KEY])
+    key = fake.secrets[mounted[CONTAINER_KEY]["SecretName"]]
+    assert key.startswith(b"-----BEGIN") and b"PRIVATE KEY" in key
+    assert mounted[CONTAINER_KEY]["File"] == {
+        "Name": CONTAINER_KEY,
+        "UID": str(EDGE_UID),
+        "GID": str(EDGE_UID),
+        "Mode": 0o600,
+    }
+    assert b"CERTIFICATE" in fake.secrets[mounted[CONTAINER_CERT]["SecretName"]]
+    assert key.decode() not in json.dumps(door_body)
+    # Started again, the door service is left as it is: no new secrets.
+    team.placement.start_door(lambda _m: None)
+    assert len(fake.secrets) == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ from opencode_cloud.team.people import (
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
+    from opencode_cloud.docker.models import ContainerFile
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.docker.swarm import SwarmEngine, SwarmMembership
     from opencode_cloud.instance import Instance
@@ -229,13 +230,20 @@ class Cluster:
 
     # -- the front door -----------------------------------------------------------------
 
-    def start_door(self, timeout: float = DOOR_START_TIMEOUT) -> str:
+    def start_door(
+        self,
+        timeout: float = DOOR_START_TIMEOUT,
+        tls_files: Mapping[str, ContainerFile] | None = None,
+    ) -> str:
         """Run the front door as a service pinned to this manager, publishing the
         service's port in host mode, on the team's overlay; its URL once it takes admin
         requests. People's instances run all the time on a swarm: the door starts none
         (no starter, no idle stop).
 
-        A door service already there is left as it is.
+        `tls_files` (the certificate and key, `TlsMaterial.container_files`) are handed
+        to it as swarm secrets, each a file of the path, owner and mode given: never in
+        its environment or `docker service inspect`. A door service already there is left
+        as it is (with the certificate it has).
 
         Raises:
             NotASwarmManager, ClusterNotReady (no `occ cluster init`), DoorNotRunning (not
@@ -247,13 +255,14 @@ class Cluster:
         spec = door_spec(
             self.config, self.layout, image=self.image, image_id=None, idle_stop_seconds=0
         )
-        body = service_body(
-            replace(spec, network=""),
-            node_id=membership.node_id,
-            network=self.layout.cluster_network,
-            host_ports=[(self.config.port, CONTAINER_PORT)],
-        )
         if not self.has_door():
+            body = service_body(
+                replace(spec, network=""),
+                node_id=membership.node_id,
+                network=self.layout.cluster_network,
+                secrets=self._secret_files(self.instance.labels("door"), tls_files or {}),
+                host_ports=[(self.config.port, CONTAINER_PORT)],
+            )
             self.client.create_service(body)
         deadline = time.monotonic() + timeout
         while True:
@@ -300,7 +309,20 @@ class Cluster:
         Raises:
             NotASwarmManager.
         """
-        return f"http://{self.membership().address}:{self.config.port}"
+        scheme = "http" if self.config.tls_mode == "off" else "https"
+        return f"{scheme}://{self.membership().address}:{self.config.port}"
+
+    def _secret_files(
+        self, labels: Mapping[str, str], files: Mapping[str, ContainerFile]
+    ) -> list[SecretFile]:
+        """Each of `files` as a new swarm secret, to mount at its path."""
+        made = []
+        for target, file in files.items():
+            name = f"{self.layout.door}-{target.rsplit('/', 1)[-1]}-{secrets.token_hex(4)}"
+            name = name.replace(".", "-")
+            secret_id = self.client.create_secret(name, file.content, labels)
+            made.append(SecretFile(secret_id, name, target, file.owner, file.mode))
+        return made
 
     # -- people -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from opencode_cloud.instance import LABEL_INSTANCE, LABEL_PERSON
 from opencode_cloud.team.errors import NoBackupOnCluster
 
 if TYPE_CHECKING:
+    from opencode_cloud.access.tls import TlsMaterial
     from opencode_cloud.team.cluster import Cluster
     from opencode_cloud.team.people import PersonLimits
 
@@ -86,17 +87,23 @@ class Placement(Protocol):
 
 
 class SwarmPlacement:
-    """The door as a service on the manager, each person as a service pinned to a node."""
+    """The door as a service on the manager, each person as a service pinned to a node.
+    `tls_material`: the certificate the configuration asks the door to serve (None: TLS
+    is off)."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(
+        self, cluster: Cluster, tls_material: Callable[[], TlsMaterial | None] = lambda: None
+    ) -> None:
         self.cluster = cluster
+        self.tls_material = tls_material
 
     def url(self) -> str:
         return self.cluster.door_url()
 
     def start_door(self, on_step: Callable[[str], None]) -> str:
         on_step(f"Starting the front door on the swarm's manager ({self.cluster.client.host}).")
-        return self.cluster.start_door()
+        material = self.tls_material()
+        return self.cluster.start_door(tls_files=material.container_files() if material else None)
 
     def door_state(self) -> str:
         if self.cluster.door_running():

@@ -160,7 +160,8 @@ class Team:
                 from opencode_cloud.team.cluster import Cluster
 
                 swarm = cast("SwarmEngine", self.client)
-                return SwarmPlacement(Cluster(swarm, self.config, self.instance))
+                cluster = Cluster(swarm, self.config, self.instance)
+                return SwarmPlacement(cluster, self.service.tls_material)
         return EnginePlacement(self)
 
     def admin(self, request: dict[str, Any]) -> dict[str, Any]:
