@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -106,17 +107,24 @@ class Swarm:
 
 
 def door_request(
-    url: str, path: str, who: tuple[str, str], body: object = None
+    url: str,
+    path: str,
+    who: tuple[str, str],
+    body: object = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, object]:
     """A request to the front door at `url` as person `who` (name, password), with Basic
-    authentication; the status and the answer (JSON, or its text when refused)."""
+    authentication (over HTTPS trusting `context`); the status and the answer (JSON, or
+    its text when refused)."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET")
     token = base64.b64encode(f"{who[0]}:{who[1]}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
     if data:
         request.add_header("Content-Type", "application/json")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
     try:
         with opener.open(request, timeout=60) as answer:
             return answer.status, json.loads(answer.read() or b"null")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import time
+import urllib.error
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,17 +19,21 @@ from pathlib import Path
 import pytest
 
 from occ_helpers import OCC, run
+from opencode_cloud.access.tls import CONTAINER_KEY
 from swarm_helpers import NODES, Swarm, door_request, node_address
 
 pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
 
+# The door's port on the manager (each test's own: a removed door's may linger a moment).
 PORT = 8790
+TLS_PORT = 8791
 
 
 @pytest.fixture
 def occ_env(swarm: Swarm, image_on_manager: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """`occ`'s environment: the manager's engine, a configuration folder and instance of
-    this test, the checkout's image and the test swarm's registry."""
+    this test, the checkout's image, the test swarm's registry and the door's port
+    `PORT`."""
     instance = f"occsw-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
@@ -132,3 +138,48 @@ def _add(env: dict[str, str], name: str, password: str) -> str:
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+@pytest.mark.timeout(600)
+def test_occ_serves_the_door_over_https_on_the_swarm(swarm: Swarm, occ_env: dict[str, str]) -> None:
+    prefix = f"opencode-cloud-{occ_env['OCC_INSTANCE']}"
+    run(occ_env, "config", "set", "port", str(TLS_PORT))
+    run(occ_env, "config", "set", "tls", "self-signed")
+    run(occ_env, "config", "set", "host_names", node_address(1))
+    run(occ_env, "cluster", "init")
+    shown = json.loads(run(occ_env, "--json", "auth", "show").stdout)
+    enabled = json.loads(run(occ_env, "--json", "team", "enable", "--name", "ada").stdout)
+    url = f"https://{node_address(1)}:{TLS_PORT}"
+    assert enabled["url"] == url
+
+    trusted = ssl.create_default_context(cafile=shown["ca_file"])
+    began = time.monotonic()
+    status, answer = 0, None
+    while time.monotonic() - began < 180:
+        status, answer = door_request(
+            url, "/session", ("ada", shown["password"]), {"title": "ada"}, trusted
+        )
+        if status == 200:
+            break
+        time.sleep(2)
+    assert status == 200, answer
+    # A client that does not trust the team's CA gets no connection.
+    with pytest.raises(urllib.error.URLError):
+        door_request(
+            url, "/session", ("ada", shown["password"]), None, ssl.create_default_context()
+        )
+    # The key is a secret: nowhere in what the manager shows of the door's service or task.
+    key_secret = next(
+        name
+        for name in swarm.docker(1, "secret", "ls", "--format", "{{.Name}}").stdout.split()
+        if name.startswith(f"{prefix}-door-key")
+    )
+    container = swarm.docker(
+        1, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={prefix}-door"
+    ).stdout.split()[0]
+    key = swarm.docker(1, "exec", "-u", "0", container, "cat", CONTAINER_KEY).stdout
+    assert "PRIVATE KEY" in key
+    shown_there = swarm.docker(1, "service", "inspect", f"{prefix}-door").stdout
+    shown_there += swarm.docker(1, "inspect", container).stdout
+    assert key.strip().splitlines()[1] not in shown_there
+    assert key_secret in shown_there  # mounted by name, its content not shown

@@ -114,6 +114,7 @@ class Team:
         from opencode_cloud.service.service import Service
 
         self.service = Service(self.client, config, self.service.instance, self.service.paths)
+        self.__dict__.pop("placement", None)  # made again of the new configuration
 
     @property
     def paths(self) -> InstancePaths:
