@@ -11,7 +11,8 @@
 #   occsw-net      a network namespace holding the bridge occsw-br (10.209.0.1/24) and a
 #                  registry (Debian's docker-registry) on 10.209.0.1:5000
 #   occsw-n1..3    one network namespace per node, eth0 10.209.0.11..13 on the bridge,
-#                  each with its own dockerd (socket $STATE/nN/docker.sock, its own
+#                  each with its own dockerd (socket $STATE/nN/docker.sock, and
+#                  /run/docker.sock in its own /run as on a real machine; its own
 #                  containerd, /run and /etc/docker), n1 the manager, n2 and n3 workers
 #   occsw-h        a veth from this machine (10.209.255.1) into occsw-net (10.209.255.2):
 #                  this machine reaches the nodes; the nodes reach nothing but each other
@@ -128,7 +129,7 @@ start_node() { # start_node N
   "data-root": "$DATA/n$n",
   "exec-root": "$dir/exec",
   "pidfile": "$dir/dockerd.pid",
-  "hosts": ["unix://$dir/docker.sock"],
+  "hosts": ["unix://$dir/docker.sock", "unix:///run/docker.sock"],
   "group": "root",
   "containerd-namespace": "occsw-n$n",
   "containerd-plugins-namespace": "occsw-n$n-plugins",

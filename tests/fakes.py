@@ -46,6 +46,7 @@ from opencode_cloud.docker.swarm import (
     SwarmNode,
     SwarmService,
     SwarmTask,
+    pinned_node,
 )
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # the engine's "never"
@@ -192,6 +193,8 @@ class FakeEngine:
         self.secret_labels: dict[str, dict[str, str]] = {}
         self.service_bodies: list[dict[str, Any]] = []  # each `create_service` body
         self.push_error: str | None = None  # the error a push's stream reports, if set
+        # How a service that never restarts ends at once: its task's state and error.
+        self.one_shot_end: tuple[str, str] = ("complete", "")
 
     # -- scripting --------------------------------------------------------------------
 
@@ -723,8 +726,13 @@ class FakeEngine:
         chosen = [s for s in self.services if _has_labels(s.labels, labels)]
         return sorted(chosen, key=lambda s: s.name)
 
-    def swarm_tasks(self, *, service: str | None = None) -> list[SwarmTask]:
-        return [t for t in self.tasks if service is None or t.service_id == service]
+    def swarm_tasks(self, *, service: str | None = None, ended: bool = False) -> list[SwarmTask]:
+        return [
+            t
+            for t in self.tasks
+            if (service is None or t.service_id == service)
+            and (ended or t.desired_state in ("", "running"))
+        ]
 
     def create_overlay_network(self, name: str, labels: Mapping[str, str]) -> None:
         self.calls.append(("create_overlay_network", name))
@@ -764,9 +772,13 @@ class FakeEngine:
             name=str(body["Name"]),
             labels=dict(body.get("Labels") or {}),
             constraints=tuple(task["Placement"]["Constraints"]),
-            memory_reserved=int(task["Resources"]["Reservations"]["MemoryBytes"]),
+            memory_reserved=int(task["Resources"].get("Reservations", {}).get("MemoryBytes", 0)),
         )
         self.services.append(service)
+        if task.get("RestartPolicy", {}).get("Condition") == "none":
+            state, error = self.one_shot_end
+            node_id = pinned_node(service) or ""
+            self.tasks.append(SwarmTask(service.id, node_id, state, "shutdown", error=error))
         return service.id
 
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:

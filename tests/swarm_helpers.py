@@ -3,11 +3,19 @@ machine, n1 the manager, with a registry on the bridge between them."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import ssl
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from opencode_cloud.instance import LABEL_INSTANCE
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "swarm.sh"
@@ -62,3 +70,63 @@ class Swarm:
             text=True,
             timeout=60,
         )
+
+    def running_on(self, service: str, timeout: float = 180) -> str:
+        """The node whose task of `service` runs, once it does."""
+        deadline = time.monotonic() + timeout
+        rows: list[str] = []
+        while time.monotonic() < deadline:
+            rows = self.docker(
+                1, "service", "ps", service, "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"
+            ).stdout.splitlines()
+            if rows and rows[0].split()[1:2] == ["Running"]:
+                return rows[0].split()[0]
+            time.sleep(1)
+        raise AssertionError(f"{service} does not run: {rows}")
+
+    def remove_team(self, instance: str) -> None:
+        """Everything of the team of `instance` on every node: services, secrets, its
+        network and volumes."""
+        label = f"{LABEL_INSTANCE}={instance}"
+        for service in self.docker(
+            1, "service", "ls", "-q", "--filter", f"label={label}"
+        ).stdout.split():
+            self.docker(1, "service", "rm", service, check=False)
+        time.sleep(2)
+        for secret in self.docker(
+            1, "secret", "ls", "-q", "--filter", f"label={label}"
+        ).stdout.split():
+            self.docker(1, "secret", "rm", secret, check=False)
+        self.docker(1, "network", "rm", f"opencode-cloud-{instance}-cluster", check=False)
+        for n in NODES:
+            # (made by the engine at a task's first start: named, not labelled)
+            prefix = f"name=opencode-cloud-{instance}-"
+            volumes = self.docker(n, "volume", "ls", "-q", "--filter", prefix, check=False)
+            for volume in volumes.stdout.split():
+                self.docker(n, "volume", "rm", "-f", volume, check=False)
+
+
+def door_request(
+    url: str,
+    path: str,
+    who: tuple[str, str],
+    body: object = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, object]:
+    """A request to the front door at `url` as person `who` (name, password), with Basic
+    authentication (over HTTPS trusting `context`); the status and the answer (JSON, or
+    its text when refused)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET")
+    token = base64.b64encode(f"{who[0]}:{who[1]}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    if data:
+        request.add_header("Content-Type", "application/json")
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+    try:
+        with opener.open(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")

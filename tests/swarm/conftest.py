@@ -9,10 +9,17 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from opencode_cloud.cli.progress import PlainProgress
+from opencode_cloud.docker.client import DockerClient
+from opencode_cloud.docker.image import build_image
 from swarm_helpers import SCRIPT, Swarm
+
+# An image of this checkout under a name of its own (the shared sandbox tag is left alone).
+IMAGE = "occsw-test/sandbox:swarm"
 
 
 def _status() -> bool:
@@ -45,3 +52,30 @@ def swarm() -> Iterator[Swarm]:
     yield Swarm()
     if not was_up:
         subprocess.run([str(SCRIPT), "down"], capture_output=True, timeout=300)
+
+
+def _ca_files() -> list[Path]:
+    found = os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
+    return [Path(found)] if Path(found).is_file() else []
+
+
+@pytest.fixture(scope="session")
+def image_on_manager(swarm: Swarm) -> Iterator[str]:
+    """This checkout's image, built here (cached) and copied to the manager, as if built
+    there: the swarm has no internet. Its tag here is removed afterwards."""
+    with DockerClient() as local:
+        build_image(local, tag=IMAGE, ca_files=_ca_files(), reporter=PlainProgress())
+        image_id = local.inspect_image(IMAGE)
+    assert image_id is not None
+    on_manager = swarm.docker(1, "image", "inspect", IMAGE, "--format", "{{.Id}}", check=False)
+    if on_manager.stdout.strip() != image_id.id:
+        save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
+        load = subprocess.run(
+            ["docker", "-H", swarm.manager_host, "load", "-q"],
+            stdin=save.stdout,
+            capture_output=True,
+            timeout=300,
+        )
+        assert save.wait() == 0 and load.returncode == 0, load.stderr
+    yield IMAGE
+    subprocess.run(["docker", "image", "rm", IMAGE], capture_output=True)

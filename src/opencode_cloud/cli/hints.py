@@ -107,6 +107,18 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
                 f"Check that the registry in `{occ} config get cluster` answers from the "
                 "manager and that its engine trusts it (TLS, or `insecure-registries`)."
             )
+        case team.ClusterNotReady():
+            return f"Ready the swarm for the team with `{occ} cluster init` first."
+        case team.VolumesNotRemoved():
+            return (
+                "See `docker service ps` and `docker volume ls` on that node; "
+                f"`{occ} user remove` again tries once more."
+            )
+        case team.NoBackupOnCluster(person=person):
+            return (
+                f"Back up on that node yourself, then `{occ} user remove {person} --volumes "
+                "--no-backup`; or remove them without --volumes (their volumes stay)."
+            )
         case team.NoRoomInCluster():
             return (
                 "Add a node (`docker swarm join`), or give people less memory "

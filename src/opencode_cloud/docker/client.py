@@ -834,12 +834,12 @@ class DockerClient:
         response = _check(self._request("GET", "/services", query={"filters": filters}))
         return sorted(map(parse_service, response.body or []), key=lambda s: s.name)
 
-    def swarm_tasks(self, *, service: str | None = None) -> list[SwarmTask]:
+    def swarm_tasks(self, *, service: str | None = None, ended: bool = False) -> list[SwarmTask]:
         """The tasks the swarm means to run (desired state `running`), of one service or
-        of all."""
+        of all; with `ended`, those it stopped too."""
         from opencode_cloud.docker.swarm import parse_task
 
-        filters: dict[str, list[str]] = {"desired-state": ["running"]}
+        filters: dict[str, list[str]] = {} if ended else {"desired-state": ["running"]}
         if service is not None:
             filters["service"] = [service]
         response = _check(self._request("GET", "/tasks", query={"filters": filters}))

@@ -97,7 +97,9 @@ class SwarmEngine(Engine, Protocol):
 
     def swarm_services(self, *, labels: Sequence[str] = ()) -> list[SwarmService]: ...
 
-    def swarm_tasks(self, *, service: str | None = None) -> list[SwarmTask]: ...
+    def swarm_tasks(
+        self, *, service: str | None = None, ended: bool = False
+    ) -> list[SwarmTask]: ...
 
     def create_overlay_network(self, name: str, labels: Mapping[str, str]) -> None: ...
 
@@ -201,11 +203,14 @@ def pinned_node(service: SwarmService) -> str | None:
 
 @dataclass(frozen=True)
 class SecretFile:
-    """A swarm secret mounted into a service's containers: root's, read-only, 0400."""
+    """A swarm secret mounted into a service's containers as a read-only file: root's
+    and 0400 unless said otherwise."""
 
     secret_id: str
     secret_name: str
     target: str  # an absolute path in the container
+    owner: int = 0  # its uid and gid
+    mode: int = 0o400
 
 
 def service_body(
@@ -241,7 +246,12 @@ def service_body(
         "Sysctls": host.get("Sysctls") or {},
         "Secrets": [
             {
-                "File": {"Name": s.target, "UID": "0", "GID": "0", "Mode": 0o400},
+                "File": {
+                    "Name": s.target,
+                    "UID": str(s.owner),
+                    "GID": str(s.owner),
+                    "Mode": s.mode,
+                },
                 "SecretID": s.secret_id,
                 "SecretName": s.secret_name,
             }

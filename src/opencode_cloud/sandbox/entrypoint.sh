@@ -155,8 +155,11 @@ prepare_edge_tls() {
   if [ "$TLS_MODE" != off ]; then
     [ -f "$TLS_DIR/cert.pem" ] && [ -f "$TLS_DIR/key.pem" ] \
       || fail "TLS is on ($TLS_MODE) but $TLS_DIR holds no certificate and key (start the service with occ start)."
-    give_to_edge 0644 "$TLS_DIR/cert.pem"
-    give_to_edge 0600 "$TLS_DIR/key.pem"
+    # On a swarm they are secrets, mounted read-only and the edge's already.
+    [ "$(/usr/bin/stat -c %u:%g:%a "$TLS_DIR/cert.pem")" = "$EDGE_UID:$EDGE_UID:644" ] \
+      || give_to_edge 0644 "$TLS_DIR/cert.pem"
+    [ "$(/usr/bin/stat -c %u:%g:%a "$TLS_DIR/key.pem")" = "$EDGE_UID:$EDGE_UID:600" ] \
+      || give_to_edge 0600 "$TLS_DIR/key.pem"
   fi
 }
 

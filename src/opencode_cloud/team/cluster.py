@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +30,18 @@ from opencode_cloud.service.image import image_for
 from opencode_cloud.team.door import admin as door_admin
 from opencode_cloud.team.door import door_spec
 from opencode_cloud.team.errors import (
+    ClusterNotReady,
     DoorNotRunning,
     DoorRefused,
     ImagePushFailed,
     NoRoomInCluster,
     NotASwarmManager,
+    VolumesNotRemoved,
 )
-from opencode_cloud.team.layout import TeamLayout
+from opencode_cloud.team.layout import ENGINE_SOCKET, TeamLayout
 from opencode_cloud.team.people import (
     INTERNAL_PASSWORD_BYTES,
+    PersonLimits,
     password_hash,
     person_limits,
     person_settings,
@@ -47,6 +50,7 @@ from opencode_cloud.team.people import (
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
+    from opencode_cloud.docker.models import ContainerFile
     from opencode_cloud.docker.progress import ProgressReporter
     from opencode_cloud.docker.swarm import SwarmEngine, SwarmMembership
     from opencode_cloud.instance import Instance
@@ -60,6 +64,28 @@ SECRET_RELEASE_TIMEOUT = 30.0
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
 # The role label of the front door's service (a person's service carries LABEL_PERSON).
 DOOR_ROLE = "door"
+# The role label of the one-shot service that deletes a removed person's volumes.
+VOLUME_REMOVAL_ROLE = "volume-removal"
+# Seconds that service gets to start (its node may pull the image) and delete them.
+VOLUME_REMOVAL_TIMEOUT = 180.0
+# The states a task ends in (it runs no more, and will not).
+TASK_ENDED = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
+# What it runs (`sh -c SCRIPT sh VOLUME...`): for each volume, DELETE /volumes/NAME on the
+# node's engine, again while it is in use (409: its container is being removed), until
+# it is gone (204) or was already (404). Names are checked person names' volumes.
+REMOVE_VOLUMES_SCRIPT = """\
+for volume in "$@"; do
+  tries=0
+  while :; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket /var/run/docker.sock \\
+      -X DELETE "http://engine/volumes/$volume")
+    case "$code" in 204|404) break ;; esac
+    tries=$((tries + 1))
+    if [ "$tries" -ge 60 ]; then echo "$volume: engine answered $code" >&2; exit 1; fi
+    sleep 1
+  done
+done
+"""
 
 
 @dataclass(frozen=True)
@@ -204,36 +230,50 @@ class Cluster:
 
     # -- the front door -----------------------------------------------------------------
 
-    def start_door(self, timeout: float = DOOR_START_TIMEOUT) -> str:
+    def start_door(
+        self,
+        timeout: float = DOOR_START_TIMEOUT,
+        tls_files: Mapping[str, ContainerFile] | None = None,
+    ) -> str:
         """Run the front door as a service pinned to this manager, publishing the
         service's port in host mode, on the team's overlay; its URL once it takes admin
         requests. People's instances run all the time on a swarm: the door starts none
         (no starter, no idle stop).
 
+        `tls_files` (the certificate and key, `TlsMaterial.container_files`) are handed
+        to it as swarm secrets, each a file of the path, owner and mode given: never in
+        its environment or `docker service inspect`. A door service already there is left
+        as it is (with the certificate it has).
+
         Raises:
-            NotASwarmManager, DoorNotRunning (not up within `timeout`), DockerError.
+            NotASwarmManager, ClusterNotReady (no `occ cluster init`), DoorNotRunning (not
+            up within `timeout`), DockerError.
         """
         membership = self.membership()
+        if not self.client.network_exists(self.layout.cluster_network):
+            raise ClusterNotReady(self.layout.cluster_network)
         spec = door_spec(
             self.config, self.layout, image=self.image, image_id=None, idle_stop_seconds=0
         )
-        body = service_body(
-            replace(spec, network=""),
-            node_id=membership.node_id,
-            network=self.layout.cluster_network,
-            host_ports=[(self.config.port, CONTAINER_PORT)],
-        )
-        self.client.create_service(body)
+        if not self.has_door():
+            body = service_body(
+                replace(spec, network=""),
+                node_id=membership.node_id,
+                network=self.layout.cluster_network,
+                secrets=self._secret_files(self.instance.labels("door"), tls_files or {}),
+                host_ports=[(self.config.port, CONTAINER_PORT)],
+            )
+            self.client.create_service(body)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._door_admin({"op": "list"})
+                self.door_admin({"op": "list"})
                 break
             except (DoorNotRunning, DoorRefused, DockerError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        return f"http://{membership.address}:{self.config.port}"
+        return self.door_url()
 
     def _door_container(self) -> str:
         """The door's running container: its swarm task's, on this manager."""
@@ -244,8 +284,45 @@ class Cluster:
                 return name
         raise DoorNotRunning(self.layout.door)
 
-    def _door_admin(self, request: dict[str, Any]) -> dict[str, Any]:
+    def door_admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Apply one change to the people's records in the door's container (`door.admin`).
+
+        Raises:
+            DoorNotRunning, DoorRefused.
+        """
         return door_admin(self.client, self.layout, request, self._door_container())
+
+    def door_running(self) -> bool:
+        try:
+            self._door_container()
+        except DoorNotRunning:
+            return False
+        return True
+
+    def has_door(self) -> bool:
+        """Whether the team's door is a service of the swarm (running or not)."""
+        return any(s.name == self.layout.door for s in self._services())
+
+    def door_url(self) -> str:
+        """Where the door serves: the port on this manager's address.
+
+        Raises:
+            NotASwarmManager.
+        """
+        scheme = "http" if self.config.tls_mode == "off" else "https"
+        return f"{scheme}://{self.membership().address}:{self.config.port}"
+
+    def _secret_files(
+        self, labels: Mapping[str, str], files: Mapping[str, ContainerFile]
+    ) -> list[SecretFile]:
+        """Each of `files` as a new swarm secret, to mount at its path."""
+        made = []
+        for target, file in files.items():
+            name = f"{self.layout.door}-{target.rsplit('/', 1)[-1]}-{secrets.token_hex(4)}"
+            name = name.replace(".", "-")
+            secret_id = self.client.create_secret(name, file.content, labels)
+            made.append(SecretFile(secret_id, name, target, file.owner, file.mode))
+        return made
 
     # -- people -------------------------------------------------------------------------
 
@@ -256,11 +333,11 @@ class Cluster:
         password: str | None = None,
         memory_bytes: int | None = None,
         cpus: float | None = None,
+        admin: bool = False,
+        email: str | None = None,
     ) -> PlacedPerson:
-        """Run person `name`'s instance on the swarm: a service of one replica pinned to
-        the node `place` chooses (its volumes are made there, by the engine, at its first
-        start), on the team's overlay network under its own DNS name, with its internal
-        password as a swarm secret (a root-only file, never in its environment).
+        """Run person `name`'s instance on the swarm (`run_person`, on the node `place`
+        chooses), with a new internal password.
 
         With a `password`, the person is also recorded in the front door (`start_door`),
         which then signs them in and sends their requests to this instance.
@@ -268,10 +345,40 @@ class Cluster:
         Raises:
             NotASwarmManager, NoRoomInCluster, DoorNotRunning, DockerError.
         """
-        person = self.layout.person(name)  # checks the name
-        limits = person_limits(self.config, memory_bytes, cpus)
-        node = self.place(limits.memory_bytes)
         internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
+        placed = self.run_person(name, internal, person_limits(self.config, memory_bytes, cpus))
+        if password is not None:
+            self.door_admin(
+                {
+                    "op": "put",
+                    "name": name,
+                    "hash": password_hash(password),
+                    "internal_password": internal,
+                    "upstream": placed.upstream,
+                    "admin": admin,
+                    "email": email,
+                }
+            )
+        return placed
+
+    def run_person(
+        self, name: str, internal: str, limits: PersonLimits, *, on_manager: bool = False
+    ) -> PlacedPerson:
+        """Run person `name`'s instance: a service of one replica pinned to the node
+        `place` chooses, or to this manager with `on_manager` (where volumes copied by
+        this engine are), on the team's overlay network under its own DNS name, with the
+        internal password `internal` as a swarm secret (a root-only file, never in its
+        environment). Its volumes are made on its node, by that engine, at its first start.
+
+        Raises:
+            NotASwarmManager, NoRoomInCluster, DockerError.
+        """
+        person = self.layout.person(name)  # checks the name
+        if on_manager:
+            membership = self.membership()
+            node = next(n for n in self.client.swarm_nodes() if n.id == membership.node_id)
+        else:
+            node = self.place(limits.memory_bytes)
         labels = person.labels("person")
         secret_name = f"{person.prefix}-internal-{secrets.token_hex(4)}"
         secret_id = self.client.create_secret(secret_name, internal.encode(), labels)
@@ -291,34 +398,29 @@ class Cluster:
             secrets=[SecretFile(secret_id, secret_name, INTERNAL_PASSWORD_PATH)],
         )
         self.client.create_service(body)
-        if password is not None:
-            self._door_admin(
-                {
-                    "op": "put",
-                    "name": name,
-                    "hash": password_hash(password),
-                    "internal_password": internal,
-                    "upstream": self.layout.upstream(name),
-                    "admin": False,
-                    "email": None,
-                }
-            )
         return PlacedPerson(name, node.hostname, self.layout.upstream(name), internal)
 
-    def remove_person(self, name: str) -> list[str]:
+    def person_service(self, name: str) -> SwarmService | None:
+        """Person `name`'s service, if they have one."""
+        wanted = self.layout.person(name).container_name
+        return next((s for s in self._services() if s.name == wanted), None)
+
+    def remove_person(self, name: str, *, volumes: bool = False) -> list[str]:
         """Take person `name` off the swarm: their record in the door (when it runs),
-        their service and their secrets. Their volumes stay on their node. The names of
-        what was removed.
+        their service and their secrets; with `volumes`, their volumes on their node too
+        (`remove_volumes`). The names of what was removed.
 
         Raises:
-            NotASwarmManager, DockerError.
+            NotASwarmManager, VolumesNotRemoved, DockerError.
         """
         self.membership()
         person = self.layout.person(name)  # checks the name
+        service = self.person_service(name)
+        node_id = pinned_node(service) if service is not None else None
         removed = []
         # A door that is gone, or that no longer knows them, leaves only the rest to do.
         with contextlib.suppress(DoorNotRunning, DoorRefused):
-            self._door_admin({"op": "remove", "name": name})
+            self.door_admin({"op": "remove", "name": name})
         if self.client.remove_service(person.container_name):
             removed.append(person.container_name)
         # Secrets are only released once no task uses them: the service's tasks stop first.
@@ -335,7 +437,72 @@ class Cluster:
                         raise
                     time.sleep(0.5)
             removed.append(secret)
+        if volumes and node_id is not None:
+            names = self.layout.person_volumes(name)
+            self.remove_volumes(node_id, names)
+            removed.extend(names)
         return removed
+
+    def remove_volumes(
+        self, node_id: str, volumes: list[str], timeout: float = VOLUME_REMOVAL_TIMEOUT
+    ) -> None:
+        """Delete `volumes` on node `node_id`. `occ` reaches the manager's engine only,
+        and no swarm call deletes a volume: a one-shot service pinned to the node (no
+        restart) runs the team's image as root with that node's engine socket, a fixed
+        script (`REMOVE_VOLUMES_SCRIPT`) and the volume names as its only arguments, no
+        capabilities and no network; it waits for each volume to be let go of by its
+        container, and deletes it (one already gone is fine).
+
+        Raises:
+            NotASwarmManager, VolumesNotRemoved (it failed, or did not end within
+            `timeout`), DockerError.
+        """
+        self.membership()
+        name = f"{self.layout.prefix}-volume-removal-{secrets.token_hex(4)}"
+        labels = {
+            LABEL_MANAGED: "true",
+            LABEL_INSTANCE: self.instance.name,
+            LABEL_ROLE: VOLUME_REMOVAL_ROLE,
+        }
+        service_id = self.client.create_service(
+            {
+                "Name": name,
+                "Labels": labels,
+                "TaskTemplate": {
+                    "ContainerSpec": {
+                        "Image": self.image,
+                        "Labels": labels,
+                        "Command": ["/bin/sh", "-c", REMOVE_VOLUMES_SCRIPT, "sh", *volumes],
+                        "User": "0:0",
+                        "CapabilityDrop": ["ALL"],
+                        "Mounts": [
+                            {"Type": "bind", "Source": ENGINE_SOCKET, "Target": ENGINE_SOCKET}
+                        ],
+                    },
+                    "Resources": {"Limits": {"MemoryBytes": 64 * 2**20, "Pids": 64}},
+                    "RestartPolicy": {"Condition": "none"},
+                    "Placement": {"Constraints": [f"node.id=={node_id}"]},
+                    "Networks": [],
+                },
+                "Mode": {"Replicated": {"Replicas": 1}},
+                "EndpointSpec": {"Mode": "dnsrr", "Ports": []},
+            }
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                tasks = self.client.swarm_tasks(service=service_id, ended=True)
+                ended = [t for t in tasks if t.state in TASK_ENDED]
+                if ended:
+                    task = ended[0]
+                    if task.state != "complete":
+                        raise VolumesNotRemoved(volumes, node_id, task.error or task.state)
+                    return
+                if time.monotonic() > deadline:
+                    raise VolumesNotRemoved(volumes, node_id, f"not done in {timeout:.0f} s")
+                time.sleep(0.5)
+        finally:
+            self.client.remove_service(name)
 
     # -- commands -----------------------------------------------------------------------
 

@@ -99,5 +99,37 @@ class NoRoomInCluster(TeamError):
         self.best_free = best_free
 
 
+class ClusterNotReady(TeamError):
+    """The swarm has no overlay network of the team: `occ cluster init` was not run."""
+
+    def __init__(self, network: str) -> None:
+        super().__init__(f"The swarm is not ready for the team (no network {network}).")
+        self.network = network
+
+
+class VolumesNotRemoved(TeamError):
+    """A removed person's volumes could not be deleted on their node."""
+
+    def __init__(self, volumes: list[str], node_id: str, problem: str) -> None:
+        super().__init__(
+            f"Deleting {', '.join(volumes)} on node {node_id} failed: {problem.rstrip('.')}."
+        )
+        self.volumes = volumes
+        self.node_id = node_id
+        self.problem = problem
+
+
+class NoBackupOnCluster(TeamError):
+    """A final backup of a person whose volumes are on another node of the swarm."""
+
+    def __init__(self, person: str, node: str) -> None:
+        super().__init__(
+            f"{person}'s volumes are on node {node}: a final backup is written only of "
+            "volumes on the manager."
+        )
+        self.person = person
+        self.node = node
+
+
 class SsoSettingsError(TeamError):
     """Settings of single sign-on refused before anything was sent to the door."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from opencode_cloud.team import door
-
 if TYPE_CHECKING:
     from opencode_cloud.team.team import Team
 
@@ -15,7 +13,7 @@ def listing(team: Team, name: str) -> list[dict[str, Any]]:
     """`name`'s passkeys: each one's ID, label and times (`created`, `last_used`, Unix
     seconds). No key: the door keeps public keys only."""
     team.require(name)
-    answer = door.admin(team.client, team.layout, {"op": "passkeys", "name": name})
+    answer = team.admin({"op": "passkeys", "name": name})
     return list(answer.get("passkeys") or [])
 
 
@@ -23,7 +21,7 @@ def reset(team: Team, name: str) -> int:
     """Forget all of `name`'s passkeys (a lost or stolen device): they sign in with their
     password again, and can add new passkeys. How many were removed."""
     team.require(name)
-    answer = door.admin(team.client, team.layout, {"op": "passkey-reset", "name": name})
+    answer = team.admin({"op": "passkey-reset", "name": name})
     return int(answer.get("removed") or 0)
 
 
@@ -33,6 +31,6 @@ def host(team: Team, change: bool = False, value: str | None = None) -> str | No
     request: dict[str, Any] = {"op": "passkey-host"}
     if change:
         request["host"] = value
-    answer = door.admin(team.client, team.layout, request)
+    answer = team.admin(request)
     found = answer.get("host")
     return found if isinstance(found, str) else None

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opencode_cloud.team import door
 from opencode_cloud.team.errors import SsoSettingsError
 
 if TYPE_CHECKING:
@@ -90,17 +89,17 @@ def set_up(team: Team, settings: SsoSettings, secret: str) -> dict[str, Any]:
     """Send the settings and the secret to the door; what it keeps (never the secret)."""
     settings.check()
     request = {"op": "oidc-set", **settings.__dict__, "client_secret": secret}
-    return dict(door.admin(team.client, team.layout, request).get("settings") or {})
+    return dict(team.admin(request).get("settings") or {})
 
 
 def show(team: Team) -> dict[str, Any]:
     """The settings (never the secret) and who is linked to the provider."""
-    answer = door.admin(team.client, team.layout, {"op": "oidc-show"})
+    answer = team.admin({"op": "oidc-show"})
     return {"settings": answer.get("settings"), "links": answer.get("links") or []}
 
 
 def turn_off(team: Team) -> None:
-    door.admin(team.client, team.layout, {"op": "oidc-off"})
+    team.admin({"op": "oidc-off"})
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def sync(team: Team) -> SyncResult:
     from opencode_cloud.team.people import INTERNAL_PASSWORD_BYTES
 
     made, refused = [], []
-    records = door.admin(team.client, team.layout, {"op": "list"}).get("people") or []
+    records = team.admin({"op": "list"}).get("people") or []
     for person in sorted(str(record["name"]) for record in records):
         instance = team.layout.person(person)
         if team.client.find_container(instance.container_name):
@@ -128,9 +127,7 @@ def sync(team: Team) -> SyncResult:
             continue
         internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
         team.create_person(person, team._limits(None, None), internal)
-        door.admin(
-            team.client,
-            team.layout,
+        team.admin(
             {
                 "op": "oidc-instance",
                 "name": person,

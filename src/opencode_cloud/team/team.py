@@ -10,12 +10,13 @@ containers, volumes and networks carry their names (`layout.TeamLayout`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opencode_cloud.access import credentials
 from opencode_cloud.docker.container import create_with_files, put_files, stop_container
@@ -30,6 +31,7 @@ from opencode_cloud.service.endpoint import Endpoint
 from opencode_cloud.service.image import image_for
 from opencode_cloud.team import door, read_team_file
 from opencode_cloud.team.errors import (
+    NoBackupOnCluster,
     PersonExists,
     PersonNotFound,
     TeamAlreadyEnabled,
@@ -47,12 +49,14 @@ from opencode_cloud.team.people import (
     person_spec,
     read_internal_password,
 )
+from opencode_cloud.team.placement import InstanceState, Placement, SwarmPlacement
 
 if TYPE_CHECKING:
     from opencode_cloud.config.paths import InstancePaths
     from opencode_cloud.config.schema import Config
     from opencode_cloud.docker.engine import Engine
     from opencode_cloud.docker.progress import ProgressReporter
+    from opencode_cloud.docker.swarm import SwarmEngine
     from opencode_cloud.instance import Instance
     from opencode_cloud.service.service import Service
 
@@ -110,6 +114,7 @@ class Team:
         from opencode_cloud.service.service import Service
 
         self.service = Service(self.client, config, self.service.instance, self.service.paths)
+        self.__dict__.pop("placement", None)  # made again of the new configuration
 
     @property
     def paths(self) -> InstancePaths:
@@ -142,7 +147,31 @@ class Team:
 
     @property
     def url(self) -> str:
-        return Endpoint(self.config.bind_address, self.config.port, "", self.config.tls_mode).url
+        """Where people sign in."""
+        return self.placement.url()
+
+    @functools.cached_property
+    def placement(self) -> Placement:
+        """Where the door and people's instances run: on a swarm when the configuration
+        sets `cluster` and the engine is an active swarm manager, else on this engine."""
+        membership = getattr(self.client, "swarm_membership", None)
+        if "cluster" in self.config.model_fields_set and membership is not None:
+            found = membership()
+            if found.state == "active" and found.manager:
+                from opencode_cloud.team.cluster import Cluster
+
+                swarm = cast("SwarmEngine", self.client)
+                cluster = Cluster(swarm, self.config, self.instance)
+                return SwarmPlacement(cluster, self.service.tls_material)
+        return EnginePlacement(self)
+
+    def admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Apply one change to the people's records in the door; its answer.
+
+        Raises:
+            DoorNotRunning, DoorRefused.
+        """
+        return self.placement.admin(request)
 
     def _image(self) -> tuple[str, str | None, list[str]]:
         ref = image_for(self.config)
@@ -299,7 +328,7 @@ class Team:
         return sorted(names)
 
     def _records(self) -> dict[str, dict[str, Any]]:
-        answer = door.admin(self.client, self.layout, {"op": "list"})
+        answer = self.admin({"op": "list"})
         return {str(p["name"]): p for p in answer.get("people") or []}
 
     def require(self, name: str) -> dict[str, Any]:
@@ -379,28 +408,31 @@ class Team:
         email: str | None = None,
         memory_bytes: int | None = None,
         cpus: float | None = None,
+        near_service: bool = False,
     ) -> str:
-        """Add a person: their volumes, network and (stopped) instance, and their record
-        in the door. Their password (made up unless given), to hand them.
+        """Add a person: their instance (`Placement.add_person`; on one engine their
+        volumes, network and stopped container), and their record in the door. Their
+        password (made up unless given), to hand them. `near_service`: their instance
+        runs where the single-user service's volumes are (the first person's).
 
         Raises:
             PersonExists, DoorNotRunning, DoorRefused, DockerError.
         """
-        person = self.layout.person(name)  # checks the name
-        if name in self._records() or self.client.find_container(person.container_name):
+        self.layout.person(name)  # checks the name
+        if name in self._records() or self.placement.has_instance(name):
             raise PersonExists(name)
         password = password or credentials.generate_password()
         internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
-        self.create_person(name, self._limits(memory_bytes, cpus), internal)
-        door.admin(
-            self.client,
-            self.layout,
+        upstream = self.placement.add_person(
+            name, self._limits(memory_bytes, cpus), internal, near_service=near_service
+        )
+        self.admin(
             {
                 "op": "put",
                 "name": name,
                 "hash": password_hash(password),
                 "internal_password": internal,
-                "upstream": self.layout.upstream(name),
+                "upstream": upstream,
                 "admin": admin,
                 "email": email,
             },
@@ -449,9 +481,7 @@ class Team:
 
     def passwd(self, name: str, password: str) -> None:
         self.require(name)
-        door.admin(
-            self.client,
-            self.layout,
+        self.admin(
             {"op": "passwd", "name": name, "hash": password_hash(password)},
         )
 
@@ -459,18 +489,18 @@ class Team:
         """Sign the person out (their sessions end on their next request) and stop their
         instance (which ends their open terminals and event streams)."""
         self.require(name)
-        door.admin(self.client, self.layout, {"op": "disable", "name": name})
+        self.admin({"op": "disable", "name": name})
         self._stop_person(name)
 
     def enable(self, name: str) -> None:
         self.require(name)
-        door.admin(self.client, self.layout, {"op": "enable", "name": name})
+        self.admin({"op": "enable", "name": name})
 
     def sessions(self, name: str) -> list[dict[str, Any]]:
         """Where and when `name` is signed in: each live session's id, times (`created`,
         `seen`, `expires`, Unix seconds), address and browser."""
         self.require(name)
-        answer = door.admin(self.client, self.layout, {"op": "sessions", "name": name})
+        answer = self.admin({"op": "sessions", "name": name})
         return list(answer.get("sessions") or [])
 
     def revoke(self, name: str, which: str) -> int:
@@ -479,9 +509,7 @@ class Team:
         only that ends what a revoked browser still holds open (an event stream, a
         terminal); it starts again at their next request. How many ended."""
         self.require(name)
-        answer = door.admin(
-            self.client, self.layout, {"op": "revoke", "name": name, "session": which}
-        )
+        answer = self.admin({"op": "revoke", "name": name, "session": which})
         self._stop_person(name)
         return int(answer.get("revoked") or 0)
 
@@ -494,15 +522,19 @@ class Team:
         if not self.instance.is_default:
             issuer = f"{issuer} {self.instance.name}"
         request = {"op": "totp", "name": name, "issuer": issuer}
-        answer = door.admin(self.client, self.layout, request)
+        answer = self.admin(request)
         return {key: answer.get(key) for key in ("secret", "uri", "recovery_codes")}
 
     def totp_off(self, name: str) -> None:
         """Take `name`'s TOTP and recovery codes away: their password alone signs them in."""
         self.require(name)
-        door.admin(self.client, self.layout, {"op": "totp-off", "name": name})
+        self.admin({"op": "totp-off", "name": name})
 
     def _stop_person(self, name: str) -> None:
+        self.placement.stop_person(name)
+
+    def stop_instance(self, name: str) -> None:
+        """Stop person `name`'s container on this engine, if they have one."""
         container = self.layout.person(name).container_name
         if self.client.find_container(container) is not None:
             stop_container(self.client, container, DISABLE_STOP_TIMEOUT)
@@ -513,13 +545,18 @@ class Team:
         request: dict[str, Any] = {"op": "log", "limit": limit}
         if name is not None:
             request["name"] = name
-        return list(door.admin(self.client, self.layout, request).get("log") or [])
+        return list(self.admin(request).get("log") or [])
 
     def remove(self, name: str, *, volumes: bool) -> list[str]:
         """Take the person out: their record, container and network; their volumes only
         with `volumes`. The names of what was removed."""
         self.require(name)
-        door.admin(self.client, self.layout, {"op": "remove", "name": name})
+        self.admin({"op": "remove", "name": name})
+        return self.placement.remove_person(name, volumes=volumes)
+
+    def remove_instance(self, name: str, *, volumes: bool) -> list[str]:
+        """Remove person `name`'s container and network from this engine (their volumes
+        too with `volumes`); the names of what was removed."""
         person = self.layout.person(name)
         removed = []
         if self.client.find_container(person.container_name) is not None:
@@ -541,13 +578,20 @@ class Team:
 
         return Service(self.client, lambda: self.config, self.layout.person(name), self.paths)
 
-    def final_backup(self, name: str) -> str | None:
+    def final_backup(self, name: str, *, volumes: bool = True) -> str | None:
         """A backup of the person's volumes into the configuration folder's `backups/`,
-        before they are removed; None when they have no volume.
+        before they are removed (and their volumes deleted too, with `volumes`); None
+        when they have no volume here, or (without `volumes`) they are on another node.
 
         Raises:
-            BackupWriteFailed, DockerError.
+            NoBackupOnCluster (with `volumes`), BackupWriteFailed, DockerError.
         """
+        try:
+            self.placement.check_backup(name)
+        except NoBackupOnCluster:
+            if volumes:
+                raise
+            return None
         if not any(self.client.inspect_volume(v) for v in volume_names(self.layout.person(name))):
             return None
         from opencode_cloud.backup.backups import Backups
@@ -557,16 +601,12 @@ class Team:
     def people(self) -> list[Person]:
         """Everyone, with their instance's state, memory in use and disk."""
         records = self._records()
-        containers = {
-            info.labels.get(LABEL_PERSON, ""): info
-            for info in (self.client.find_container(n) for n in self._person_containers())
-            if info is not None
-        }
+        states = self.placement.states()
         all_volumes = [v for name in records for v in volume_names(self.layout.person(name))]
         sizes = self.client.volume_sizes(all_volumes) if all_volumes else {}
         people = []
         for name, record in sorted(records.items()):
-            info = containers.get(name)
+            found = states.get(name)
             volumes = list(volume_names(self.layout.person(name)))
             known = [sizes[v] for v in volumes if sizes.get(v) is not None]
             people.append(
@@ -579,11 +619,9 @@ class Team:
                     last_sign_in=record.get("last_sign_in"),
                     last_seen=record.get("last_seen"),
                     totp=record.get("totp"),
-                    state=str(info.status) if info else "missing",
-                    memory_bytes=self.client.memory_in_use(info.name)
-                    if info and info.running
-                    else None,
-                    memory_limit=info.memory_bytes if info else 0,
+                    state=found.state if found else "missing",
+                    memory_bytes=found.memory_in_use if found else None,
+                    memory_limit=found.memory_limit if found else 0,
                     disk_bytes=sum(k for k in known if k is not None) if known else None,
                     volumes=[v for v in volumes if v in sizes],
                 )
@@ -611,9 +649,8 @@ class Team:
         )
 
     def status(self) -> TeamStatus:
-        info = self.client.find_container(self.layout.door)
-        state = str(info.status) if info else "missing"
-        people = self.people() if info is not None and info.running else []
+        state = self.placement.door_state()
+        people = self.people() if state == "running" else []
         return TeamStatus(url=self.url, door=state, people=people)
 
     # -- turning team mode on and off ---------------------------------------------------------
@@ -633,7 +670,7 @@ class Team:
         if self.service.runtime.state() is not None:
             on_step("Stopping the single-user service.")
             self.service.stop()
-        self.start(on_step=on_step)
+        self.placement.start_door(on_step)
         person = self.layout.person(first)
         ensure_volumes_exist(self.client, person)
         image, _, _ = self._image()
@@ -650,7 +687,7 @@ class Team:
             self.passwd(first, password)
             self.enable(first)
         else:
-            self.add(first, password=password, admin=True)
+            self.add(first, password=password, admin=True, near_service=True)
         self._save_record(enabled=True, first=first)
         return self.url
 
@@ -694,3 +731,58 @@ class Team:
             self.client.remove_container(self.layout.starter, force=True)
         self._save_record(enabled=False, first=first)
         return first or ""
+
+
+class EnginePlacement:
+    """Every container of the team on the one engine `occ` talks to: the door and the
+    starter, each person's container on a network of their own."""
+
+    def __init__(self, team: Team) -> None:
+        self.team = team
+
+    def url(self) -> str:
+        config = self.team.config
+        return Endpoint(config.bind_address, config.port, "", config.tls_mode).url
+
+    def start_door(self, on_step: Callable[[str], None]) -> str:
+        return self.team.start(on_step=on_step)
+
+    def door_state(self) -> str:
+        info = self.team.client.find_container(self.team.layout.door)
+        return str(info.status) if info else "missing"
+
+    def admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        return door.admin(self.team.client, self.team.layout, request)
+
+    def has_instance(self, name: str) -> bool:
+        container = self.team.layout.person(name).container_name
+        return self.team.client.find_container(container) is not None
+
+    def add_person(
+        self, name: str, limits: PersonLimits, internal: str, *, near_service: bool = False
+    ) -> str:
+        self.team.create_person(name, limits, internal)
+        return self.team.layout.upstream(name)
+
+    def remove_person(self, name: str, *, volumes: bool) -> list[str]:
+        return self.team.remove_instance(name, volumes=volumes)
+
+    def stop_person(self, name: str) -> None:
+        self.team.stop_instance(name)
+
+    def states(self) -> dict[str, InstanceState]:
+        client = self.team.client
+        states = {}
+        for container in self.team._person_containers():
+            info = client.find_container(container)
+            if info is None:
+                continue
+            states[info.labels.get(LABEL_PERSON, "")] = InstanceState(
+                str(info.status),
+                client.memory_in_use(info.name) if info.running else None,
+                info.memory_bytes,
+            )
+        return states
+
+    def check_backup(self, name: str) -> None:
+        """Nothing to refuse: the volumes are on this engine."""

@@ -540,7 +540,7 @@ def user_remove(app_ctx: AppContext, name: str, volumes: bool, no_backup: bool, 
         team = app_ctx.team()
         team.require(name)
         if not no_backup:
-            backup_file = team.final_backup(name)
+            backup_file = team.final_backup(name, volumes=volumes)
         removed = team.remove(name, volumes=volumes)
     app_ctx.out.result(
         {"name": name, "removed": removed, "backup": backup_file},
