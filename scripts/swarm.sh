@@ -7,6 +7,10 @@
 #   scripts/swarm.sh status  print whether it is up (exit 0 only when it is)
 #   scripts/swarm.sh env     print the DOCKER_HOST of the manager (for `eval`)
 #
+# OCC_SWARM_ID=K (0-9, default 0) picks one of ten independent swarms: K=0 is the one
+# described below; K>0 uses names occswK-*, subnet 10.209.K.0/24, this machine's address
+# 10.209.(255-K).1, and /tmp/occswK, /var/lib/occswK. Node host names are occsw-nN in all.
+#
 # What `up` builds (docs/cluster.md, "A test swarm on one machine"):
 #   occsw-net      a network namespace holding the bridge occsw-br (10.209.0.1/24) and a
 #                  registry (Debian's docker-registry) on 10.209.0.1:5000
@@ -21,17 +25,20 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-STATE=${OCC_SWARM_DIR:-/tmp/occsw}     # sockets, configs, logs (outside /run: see up)
-DATA=${OCC_SWARM_DATA:-/var/lib/occsw} # the engines' data and the registry's storage
+ID=${OCC_SWARM_ID:-0}
+case "$ID" in [0-9]) ;; *) echo "swarm: OCC_SWARM_ID must be a digit 0-9, not '$ID'" >&2; exit 2 ;; esac
+P=occsw # the prefix of this swarm's namespaces, links, cgroups and directories
+[ "$ID" = 0 ] || P="occsw$ID"
+STATE=${OCC_SWARM_DIR:-/tmp/$P}     # sockets, configs, logs (outside /run: see up)
+DATA=${OCC_SWARM_DATA:-/var/lib/$P} # the engines' data and the registry's storage
 LOCK="$STATE.lock"
-NET=occsw-net
-BRIDGE=occsw-br
-SUBNET=10.209.0
+NET=$P-net
+BRIDGE=$P-br
+SUBNET=10.209.$ID
 REGISTRY_PORT=5000
-HOST_ADDR=10.209.255.1
-NET_ADDR=10.209.255.2
+HOST_ADDR=10.209.$((255 - ID)).1
+NET_ADDR=10.209.$((255 - ID)).2
 NODES=(1 2 3)
-RULE_TAG=occsw
 
 say() { echo "swarm: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -66,32 +73,32 @@ setup_network() {
   in_net "$NET" ip addr add "$SUBNET.1/24" dev "$BRIDGE"
   in_net "$NET" ip link set "$BRIDGE" up
   # This machine's way in.
-  ip link add occsw-h type veth peer name occsw-hp
-  ip link set occsw-hp netns "$NET"
-  ip addr add "$HOST_ADDR/30" dev occsw-h
-  ip link set occsw-h up
-  ip route add "$SUBNET.0/24" via "$NET_ADDR" dev occsw-h
-  in_net "$NET" ip addr add "$NET_ADDR/30" dev occsw-hp
-  in_net "$NET" ip link set occsw-hp up
+  ip link add $P-h type veth peer name $P-hp
+  ip link set $P-hp netns "$NET"
+  ip addr add "$HOST_ADDR/30" dev "$P-h"
+  ip link set $P-h up
+  ip route add "$SUBNET.0/24" via "$NET_ADDR" dev "$P-h"
+  in_net "$NET" ip addr add "$NET_ADDR/30" dev $P-hp
+  in_net "$NET" ip link set $P-hp up
   in_net "$NET" sysctl -qw net.ipv4.ip_forward=1
   # Forward only what this machine opens, and show it to the nodes as the bridge's own
   # address, to which they have a route; bridged traffic between nodes passes.
   in_net "$NET" iptables -w -P FORWARD DROP
   in_net "$NET" iptables -w -A FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
-  in_net "$NET" iptables -w -A FORWARD -i occsw-hp -o "$BRIDGE" -j ACCEPT
+  in_net "$NET" iptables -w -A FORWARD -i $P-hp -o "$BRIDGE" -j ACCEPT
   in_net "$NET" iptables -w -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
   in_net "$NET" iptables -w -t nat -A POSTROUTING -o "$BRIDGE" -s "$HOST_ADDR/32" -j MASQUERADE
   local n
   for n in "${NODES[@]}"; do
-    ip netns add "occsw-n$n"
-    ip link add "occsw-v$n" type veth peer name "occsw-e$n"
-    ip link set "occsw-v$n" netns "$NET"
-    ip link set "occsw-e$n" netns "occsw-n$n"
-    in_net "$NET" ip link set "occsw-v$n" master "$BRIDGE" up
-    in_net "occsw-n$n" ip link set lo up
-    in_net "occsw-n$n" ip link set "occsw-e$n" name eth0
-    in_net "occsw-n$n" ip addr add "$SUBNET.1$n/24" dev eth0
-    in_net "occsw-n$n" ip link set eth0 up
+    ip netns add "$P-n$n"
+    ip link add "$P-v$n" type veth peer name "$P-e$n"
+    ip link set "$P-v$n" netns "$NET"
+    ip link set "$P-e$n" netns "$P-n$n"
+    in_net "$NET" ip link set "$P-v$n" master "$BRIDGE" up
+    in_net "$P-n$n" ip link set lo up
+    in_net "$P-n$n" ip link set "$P-e$n" name eth0
+    in_net "$P-n$n" ip addr add "$SUBNET.1$n/24" dev eth0
+    in_net "$P-n$n" ip link set eth0 up
   done
 }
 
@@ -131,16 +138,16 @@ start_node() { # start_node N
   "pidfile": "$dir/dockerd.pid",
   "hosts": ["unix://$dir/docker.sock", "unix:///run/docker.sock"],
   "group": "root",
-  "containerd-namespace": "occsw-n$n",
-  "containerd-plugins-namespace": "occsw-n$n-plugins",
+  "containerd-namespace": "$P-n$n",
+  "containerd-plugins-namespace": "$P-n$n-plugins",
   "exec-opts": ["native.cgroupdriver=cgroupfs"],
-  "cgroup-parent": "/occsw-n$n",
+  "cgroup-parent": "/$P-n$n",
   "bip": "10.210.$n.1/24",
   "default-address-pools": [{"base": "10.21$((n + 1)).0.0/16", "size": 24}],
   "insecure-registries": ["$SUBNET.1:$REGISTRY_PORT"]
 }
 EOF
-  spawn "$dir/dockerd.log" nsenter --net="/run/netns/occsw-n$n" -- unshare -m -u -- \
+  spawn "$dir/dockerd.log" nsenter --net="/run/netns/$P-n$n" -- unshare -m -u -- \
     bash -euo pipefail -c "$(declare -f node_main); node_main $n '$dir/daemon.json'"
 }
 
@@ -181,8 +188,8 @@ check() { # one line per piece; exit 0 when all are up
 }
 
 anything_left() {
-  ip netns list 2>/dev/null | grep -qE '^occsw-' && return 0
-  ip link show occsw-h >/dev/null 2>&1 && return 0
+  ip netns list 2>/dev/null | grep -qE "^$P-" && return 0
+  ip link show $P-h >/dev/null 2>&1 && return 0
   [ -d "$STATE" ] || [ -d "$DATA" ]
 }
 
@@ -227,16 +234,16 @@ do_down() {
   local left=()
   for n in "${NODES[@]}"; do
     # shellcheck disable=SC2207
-    left+=($(pids_in_cgroup "occsw-n$n") $(pids_in_netns "occsw-n$n"))
+    left+=($(pids_in_cgroup "$P-n$n") $(pids_in_netns "$P-n$n"))
   done
   kill_and_wait 5 "${left[@]}"
-  for n in "${NODES[@]}"; do ip netns del "occsw-n$n" 2>/dev/null || true; done
+  for n in "${NODES[@]}"; do ip netns del "$P-n$n" 2>/dev/null || true; done
   # shellcheck disable=SC2046
   kill_and_wait 5 $(pids_in_netns "$NET")
   ip netns del "$NET" 2>/dev/null || true
-  ip link del occsw-h 2>/dev/null || true
+  ip link del $P-h 2>/dev/null || true
   for n in "${NODES[@]}"; do
-    find /sys/fs/cgroup -maxdepth 2 -type d -name "occsw-n$n" -print0 2>/dev/null |
+    find /sys/fs/cgroup -maxdepth 2 -type d -name "$P-n$n" -print0 2>/dev/null |
       while IFS= read -r -d '' d; do
         find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
       done

@@ -19,14 +19,18 @@ from opencode_cloud.instance import LABEL_INSTANCE
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "swarm.sh"
-STATE_DIR = Path(os.environ.get("OCC_SWARM_DIR", "/tmp/occsw"))
+# Which of scripts/swarm.sh's independent swarms (0-9) the tests use.
+SWARM_ID = int(os.environ.get("OCC_SWARM_ID", "0"))
+PREFIX = "occsw" if SWARM_ID == 0 else f"occsw{SWARM_ID}"
+STATE_DIR = Path(os.environ.get("OCC_SWARM_DIR", f"/tmp/{PREFIX}"))
 NODES = (1, 2, 3)
-REGISTRY = "10.209.0.1:5000"
+REGISTRY = f"10.209.{SWARM_ID}.1:5000"
+HOST_ADDRESS = f"10.209.{255 - SWARM_ID}.1"  # this machine, as the nodes could see it
 
 
 def node_address(node: int) -> str:
     """The node's address on the test network (this machine reaches it too)."""
-    return f"10.209.0.1{node}"
+    return f"10.209.{SWARM_ID}.1{node}"
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class Swarm:
     def in_node(self, node: int, command: Sequence[str]) -> subprocess.CompletedProcess[str]:
         """Run a command of this machine in the node's network namespace."""
         return subprocess.run(
-            ["nsenter", f"--net=/run/netns/occsw-n{node}", "--", *command],
+            ["nsenter", f"--net=/run/netns/{PREFIX}-n{node}", "--", *command],
             capture_output=True,
             text=True,
             timeout=60,

@@ -16,10 +16,10 @@ import pytest
 from opencode_cloud.cli.progress import PlainProgress
 from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.image import build_image
-from swarm_helpers import SCRIPT, Swarm
+from swarm_helpers import SCRIPT, SWARM_ID, Swarm
 
 # An image of this checkout under a name of its own (the shared sandbox tag is left alone).
-IMAGE = "occsw-test/sandbox:swarm"
+IMAGE = f"occsw-test/sandbox:swarm{SWARM_ID}"
 
 
 def _status() -> bool:

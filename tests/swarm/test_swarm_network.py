@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from remote_helpers import busybox_tar
-from swarm_helpers import NODES, Swarm, node_address
+from swarm_helpers import HOST_ADDRESS, NODES, Swarm, node_address
 
 pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
 
@@ -34,7 +34,7 @@ def test_nodes_reach_each_other_and_nothing_outside(swarm: Swarm) -> None:
     registry = swarm.in_node(3, ["curl", "-sf", "-m3", f"http://{swarm.registry}/v2/"])
     assert registry.returncode == 0, registry.stderr
     # This machine and the internet are out of reach (no route, nothing forwarded).
-    for target in ("10.209.255.1", "192.0.2.1", "1.1.1.1"):
+    for target in (HOST_ADDRESS, "192.0.2.1", "1.1.1.1"):
         probe = swarm.in_node(1, ["curl", "-s", "-m3", f"http://{target}:80/"])
         assert probe.returncode in (7, 28), (target, probe.returncode)
 
