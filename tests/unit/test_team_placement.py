@@ -6,6 +6,7 @@ The door's login service is stood in for by a dict (`records`), as in test_team.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,7 @@ def test_occ_user_remove_volumes_on_another_node_without_no_backup_changes_nothi
 
     monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
     occ = isolated_runner(tmp_path, monkeypatch, capsys)
-    assert occ("config", "set", "cluster", "{}").code == 0
+    assert occ("config", "set", "cluster", json.dumps({"registry": REGISTRY})).code == 0
     team_file = instance_paths().team_file
     team_file.write_text(json.dumps({"enabled": True, "first": "ada"}))
     _manager(fake)
@@ -302,3 +303,35 @@ def test_on_a_swarm_the_doors_certificate_and_key_are_secrets_it_alone_reads(
     # Started again, the door service is left as it is: no new secrets.
     team.placement.start_door(lambda _m: None)
     assert len(fake.secrets) == 2
+
+
+def test_occ_user_add_without_a_registry_and_no_room_on_the_manager_says_set_one(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake: FakeEngine,
+    records: dict[str, Any],
+) -> None:
+    from cli_runner import isolated_runner, one_error
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.config.paths import instance_paths
+
+    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
+    occ = isolated_runner(tmp_path, monkeypatch, capsys)
+    assert occ("config", "set", "cluster", "{}").code == 0
+    instance_paths().team_file.write_text(json.dumps({"enabled": True, "first": "ada"}))
+    _manager(fake)
+    fake.create_container(
+        "door-task.1",
+        {"Image": DEFAULT_IMAGE, "Labels": {SWARM_SERVICE_LABEL: "opencode-cloud-door"}},
+    )
+    fake.start_container("door-task.1")
+    manager, *workers = fake.nodes
+    fake.nodes = [dataclasses.replace(manager, memory_bytes=GIB // 2), *workers]
+
+    result = occ("user", "add", "bob", "--memory", "1g")  # n2 and n3 have room, no image
+
+    assert result.code != 0
+    assert "only node with the image" in one_error(result)
+    assert "registry" in result.err and "cluster init" in result.err
+    assert fake.services == [] and "bob" not in records
