@@ -119,6 +119,17 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
                 f"Back up on that node yourself, then `{occ} user remove {person} --volumes "
                 "--no-backup`; or remove them without --volumes (their volumes stay)."
             )
+        case team.NodeNotFound():
+            return f"`{occ} node list` shows the swarm's nodes."
+        case team.NowhereToDrain():
+            return (
+                "Add a node (`docker swarm join`) or activate one "
+                f"(`{occ} node activate NODE`), then drain again."
+            )
+        case team.DrainFailed(node=node):
+            return f"Once that is fixed, `{occ} node drain {node}` again moves the rest."
+        case team.VolumesNotCopied():
+            return "See `docker service ps` on the manager; the source volumes are untouched."
         case team.NoRoomInCluster():
             return (
                 "Add a node (`docker swarm join`), or give people less memory "

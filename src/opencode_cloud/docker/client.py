@@ -891,6 +891,41 @@ class DockerClient:
         """A swarm service (`docker/swarm.py`'s `service_body`); its ID."""
         return str(_check(self._request("POST", "/services/create", body=dict(body))).body["ID"])
 
+    def service_spec(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        """A service's version and spec (what `update_service` takes), if it exists."""
+        response = self._request("GET", f"/services/{quote(name, safe='')}")
+        if response.status == 404:
+            return None
+        body = _check(response).body or {}
+        return int((body.get("Version") or {}).get("Index") or 0), dict(body.get("Spec") or {})
+
+    def update_service(self, name: str, version: int, spec: Mapping[str, Any]) -> None:
+        """Replace a service's spec (`version`: the one `service_spec` gave)."""
+        _check(
+            self._request(
+                "POST",
+                f"/services/{quote(name, safe='')}/update",
+                query={"version": str(version)},
+                body=dict(spec),
+            )
+        )
+
+    def node_spec(self, node_id: str) -> tuple[int, dict[str, Any]]:
+        """A node's version and spec (role, availability, labels)."""
+        body = _check(self._request("GET", f"/nodes/{quote(node_id, safe='')}")).body or {}
+        return int((body.get("Version") or {}).get("Index") or 0), dict(body.get("Spec") or {})
+
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any]) -> None:
+        """Replace a node's spec (`version`: the one `node_spec` gave)."""
+        _check(
+            self._request(
+                "POST",
+                f"/nodes/{quote(node_id, safe='')}/update",
+                query={"version": str(version)},
+                body=dict(spec),
+            )
+        )
+
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
         """Push `repository:tag` to its registry; yields the engine's progress messages."""
         return self._stream(
