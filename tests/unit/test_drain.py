@@ -292,3 +292,78 @@ def test_occ_node_drain_and_activate(
     assert activated.code == 0, activated.err
     assert "n2 is active" in activated.out
     assert availability(engine, "n2") == "active"
+
+
+# --------------------------------------------------------------------------- backups, restores
+
+
+def test_a_backup_reads_a_copy_on_the_manager_while_the_person_runs_again() -> None:
+    from opencode_cloud.team.swarm_backup import volumes_on_manager
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1), "ann": ("n1", 1)})
+    volumes = team.layout.person_volumes("bob")
+    with volumes_on_manager(team, "bob") as copied:
+        assert copied
+        assert one_shots(engine, RECEIVE_ROLE) == ["id-n1"]
+        assert one_shots(engine, SEND_ROLE) == ["id-n2"]
+        assert where(engine, "bob") == ("id-n2", ["id-n2"])  # running again already
+        for volume in volumes:  # what the receiver made on the manager
+            engine.create_volume(volume, {})
+    assert [v for v in volumes if engine.inspect_volume(v) is not None] == []
+    # Someone on the manager is read where they are.
+    with volumes_on_manager(team, "ann") as copied:
+        assert not copied
+    assert len(one_shots(engine, RECEIVE_ROLE)) == 1
+
+
+def test_a_failed_copy_to_the_manager_leaves_the_person_running_and_no_copy() -> None:
+    from opencode_cloud.team.errors import VolumesNotCopied
+    from opencode_cloud.team.swarm_backup import volumes_on_manager
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.one_shot_ends[SEND_ROLE] = ("failed", "task: non-zero exit (1)")
+    with pytest.raises(VolumesNotCopied), volumes_on_manager(team, "bob"):
+        raise AssertionError("no backup is written of a failed copy")
+    assert where(engine, "bob") == ("id-n2", ["id-n2"])
+
+
+def test_a_restore_unpacks_on_the_manager_and_runs_the_person_on_the_node_chosen() -> None:
+    from opencode_cloud.team.swarm_backup import restore_on_node
+
+    engine = swarm(node("n1", role="manager"), node("n2"), node("n3"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.nodes = [n if n.hostname != "n2" else node("n2", state="down") for n in engine.nodes]
+    volumes = team.layout.person_volumes("bob")
+    unpacked: list[str] = []
+
+    def restore_here() -> None:
+        unpacked.append("here")
+        for volume in volumes:
+            engine.create_volume(volume, {})
+
+    check = FakeCheck()
+    assert restore_on_node(team, "bob", "n3", restore_here, check) == "n3"
+    assert unpacked == ["here"]
+    assert one_shots(engine, RECEIVE_ROLE) == ["id-n3"]
+    assert one_shots(engine, SEND_ROLE) == ["id-n1"]
+    assert where(engine, "bob") == ("id-n3", ["id-n3"])
+    assert check.checked == [("bob", [])]
+    assert [v for v in volumes if engine.inspect_volume(v) is not None] == []  # none left here
+
+
+def test_a_restore_onto_a_node_that_takes_nothing_new_changes_nothing() -> None:
+    from opencode_cloud.team.errors import NodeNotUsable
+    from opencode_cloud.team.swarm_backup import restore_on_node
+
+    engine = swarm(node("n1", role="manager"), node("n2"), node("n3", availability="drain"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+
+    def restore_here() -> None:
+        raise AssertionError("nothing is unpacked")
+
+    with pytest.raises(NodeNotUsable, match="n3 takes no new instances"):
+        restore_on_node(team, "bob", "n3", restore_here, FakeCheck())
+    assert engine.calls == []
+    assert where(engine, "bob") == ("id-n2", ["id-n2"])

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +27,30 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """A receiver a failed test left waiting is ended with it."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
 def run(key: Path, role: str, port: int, root: Path, peer: str = "-") -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-I", "-c", TRANSFER_PROGRAM, str(key), role, str(port), str(root),
          peer, *VOLUMES],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+    STARTED.append(process)
+    return process
 
 
 @pytest.fixture

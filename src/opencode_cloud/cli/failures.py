@@ -108,7 +108,15 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
             ExitCode.USAGE,
         ),
         ((team_errors.DoorNotRunning,), ExitCode.NOT_RUNNING),
-        ((team_errors.NodeNotFound,), ExitCode.USAGE),
+        (
+            (
+                team_errors.NodeNotFound,
+                team_errors.NodeNotUsable,
+                team_errors.NotOnCluster,
+                team_errors.PersonDataOnManager,
+            ),
+            ExitCode.USAGE,
+        ),
         ((kubernetes_errors.KubernetesError,), ExitCode.USAGE),
         (
             (

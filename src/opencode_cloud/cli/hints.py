@@ -130,6 +130,18 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return f"Once that is fixed, `{occ} node drain {node}` again moves the rest."
         case team.VolumesNotCopied():
             return "See `docker service ps` on the manager; the source volumes are untouched."
+        case team.NodeNotUsable(node=node):
+            return (
+                f"`{occ} node list` shows which nodes are ready and active; `{occ} node "
+                f"activate {node}` lets new instances start on {node}."
+            )
+        case team.NotOnCluster(person=person):
+            return f"`{occ} restore FILE --user {person}` restores a person on this engine."
+        case team.PersonDataOnManager(person=person):
+            return (
+                f"They run on the manager: `{occ} restore FILE --user {person}` restores "
+                "there (their data is backed up first)."
+            )
         case team.NoRoomInCluster():
             return (
                 "Add a node (`docker swarm join`), or give people less memory "

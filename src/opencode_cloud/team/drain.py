@@ -33,15 +33,12 @@ from opencode_cloud.team.errors import (
     VolumesNotCopied,
     VolumesNotRemoved,
 )
-from opencode_cloud.team.oneshot import TASK_ENDED, OneShot, problem
-from opencode_cloud.team.transfer import copy_volumes, volume_mounts
+from opencode_cloud.team.oneshot import OneShot, problem
+from opencode_cloud.team.transfer import copy_volumes, pin, volume_mounts
 
 if TYPE_CHECKING:
     from opencode_cloud.team.cluster import Cluster
 
-# Seconds a person's instance gets to stop, and to run again on its (new) node.
-STOP_TIMEOUT = 120.0
-START_TIMEOUT = 300.0
 CHECK_ROLE = "session-check"
 # Seconds the check gives a started opencode to answer, in its one-shot service.
 CHECK_ANSWER_SECONDS = 120
@@ -299,7 +296,7 @@ class Drain:
         volumes = [str(m["Source"]) for m in mounts]
         before = self.check.sessions(move.person) or []
         down = time.monotonic()
-        self._run(service, move.source, replicas=0)
+        pin(self.client, service, move.source, replicas=0)
         try:
             copy_volumes(self.cluster, mounts, move.source, move.target.id)
         except (VolumesNotCopied, DockerError) as error:
@@ -307,7 +304,7 @@ class Drain:
             self._back(service, move, volumes if written else [])
             raise _MoveFailed(_problem(error)) from error
         try:
-            self._run(service, move.target.id, replicas=1)
+            pin(self.client, service, move.target.id, replicas=1)
             found_problem = self.check.check(move.person, before)
         except DockerError as error:
             found_problem = _problem(error)
@@ -327,45 +324,13 @@ class Drain:
         """The person runs on the source node again; what the copy wrote goes."""
         self._step(f"{move.person} goes back to their volumes on the drained node")
         if stop_target:
-            self._run(service, move.target.id, replicas=0)
-        self._run(service, move.source, replicas=1)
+            pin(self.client, service, move.target.id, replicas=0)
+        pin(self.client, service, move.source, replicas=1)
         if written:
             try:
                 self.cluster.remove_volumes(move.target.id, written)
             except VolumesNotRemoved as error:
                 self._step(f"The partial copy on {move.target.hostname} stays: {error.problem}")
-
-    def _run(self, service: str, node_id: str, *, replicas: int) -> None:
-        """Pin `service` to `node_id` with `replicas` (0 or 1), and wait until its task
-        stopped, or runs there.
-
-        Raises:
-            DockerError: it did not, in time.
-        """
-        found = self.client.service_spec(service)
-        if found is None:
-            raise DockerError(f"{service} is not a service")
-        version, spec = found
-        task = spec.setdefault("TaskTemplate", {})
-        task.setdefault("Placement", {})["Constraints"] = [f"node.id=={node_id}"]
-        spec["Mode"] = {"Replicated": {"Replicas": replicas}}
-        self.client.update_service(service, version, spec)
-        timeout = START_TIMEOUT if replicas else STOP_TIMEOUT
-        deadline = time.monotonic() + timeout
-        while True:
-            tasks = self.client.swarm_tasks(service=service, ended=True)
-            if replicas and any(
-                t.node_id == node_id and t.state == "running" and t.desired_state == "running"
-                for t in tasks
-            ):
-                return
-            if not replicas and all(t.state in TASK_ENDED for t in tasks):
-                return
-            if time.monotonic() > deadline:
-                states = ", ".join(sorted({t.state for t in tasks})) or "no task"
-                what = "run" if replicas else "stop"
-                raise DockerError(f"{service} did not {what} in {timeout:.0f} s ({states})")
-            time.sleep(0.5)
 
 
 class _MoveFailed(Exception):

@@ -186,3 +186,27 @@ class DrainFailed(TeamError):
         self.person = person
         self.problem = problem
         self.moved = moved
+
+
+class NodeNotUsable(TeamError):
+    """A node that does not run new tasks (down, paused or drained)."""
+
+    def __init__(self, node: str, why: str) -> None:
+        super().__init__(f"Node {node} takes no new instances ({why}).")
+        self.node = node
+
+
+class NotOnCluster(TeamError):
+    """A command for people on a swarm, while the team runs on one engine."""
+
+    def __init__(self, person: str) -> None:
+        super().__init__(f"The team does not run on a swarm: {person}'s data is on this engine.")
+        self.person = person
+
+
+class PersonDataOnManager(TeamError):
+    """A restore through the manager, which holds volumes of the person with data."""
+
+    def __init__(self, person: str) -> None:
+        super().__init__(f"{person}'s volumes on the manager hold data: nothing was changed.")
+        self.person = person

@@ -73,6 +73,9 @@ class OneShots:
                         "Labels": labels,
                         "Command": list(job.command),
                         "User": job.user,
+                        # Not the image's health check: a task stays `starting` until it
+                        # passes, and out of the overlay's DNS meanwhile.
+                        "Healthcheck": {"Test": ["NONE"]},
                         "CapabilityDrop": ["ALL"],
                         "CapabilityAdd": list(job.cap_add),
                         "Mounts": [dict(m) for m in job.mounts],

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from opencode_cloud.docker.errors import DockerError
 from opencode_cloud.docker.swarm import SecretFile
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED
 from opencode_cloud.team.errors import VolumesNotCopied
-from opencode_cloud.team.oneshot import OneShot, problem
+from opencode_cloud.team.oneshot import TASK_ENDED, OneShot, problem
 
 if TYPE_CHECKING:
+    from opencode_cloud.docker.swarm import SwarmEngine
     from opencode_cloud.team.cluster import Cluster
 
 SEND_ROLE = "volume-send"
@@ -41,6 +44,9 @@ VOLUMES_DIR = "/volumes"
 NOT_EMPTY_EXIT = 3
 # Seconds a copy may take, from the services' creation (a node may first pull the image).
 TRANSFER_TIMEOUT = 3600.0
+# Seconds a person's instance gets to stop, and to run again on its (new) node.
+STOP_TIMEOUT = 120.0
+START_TIMEOUT = 300.0
 # What both run: `python3 -I -c PROGRAM KEY_FILE send|receive PORT VOLUMES_DIR PEER
 # VOLUME...` (fixed; PEER is the receiver's service name, or - for the receiver itself,
 # and the volumes' names are checked).
@@ -262,3 +268,38 @@ def _command(role: str, volumes: Sequence[str], peer: str = "-") -> list[str]:
         "python3", "-I", "-c", TRANSFER_PROGRAM,
         KEY_FILE, role, str(TRANSFER_PORT), VOLUMES_DIR, peer, *volumes,
     ]  # fmt: skip
+
+
+def pin(
+    client: SwarmEngine, service: str, node_id: str, *, replicas: int, wait: bool = True
+) -> None:
+    """Pin `service` (a person's) to `node_id` with `replicas` (0 or 1), and wait until
+    its task stopped, or runs there (not with `wait`: its node may be gone).
+
+    Raises:
+        DockerError: it did not, in time.
+    """
+    found = client.service_spec(service)
+    if found is None:
+        raise DockerError(f"{service} is not a service")
+    version, spec = found
+    task = spec.setdefault("TaskTemplate", {})
+    task.setdefault("Placement", {})["Constraints"] = [f"node.id=={node_id}"]
+    spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+    client.update_service(service, version, spec)
+    timeout = START_TIMEOUT if replicas else STOP_TIMEOUT
+    deadline = time.monotonic() + timeout
+    while wait:
+        tasks = client.swarm_tasks(service=service, ended=True)
+        if replicas and any(
+            t.node_id == node_id and t.state == "running" and t.desired_state == "running"
+            for t in tasks
+        ):
+            return
+        if not replicas and all(t.state in TASK_ENDED for t in tasks):
+            return
+        if time.monotonic() > deadline:
+            states = ", ".join(sorted({t.state for t in tasks})) or "no task"
+            what = "run" if replicas else "stop"
+            raise DockerError(f"{service} did not {what} in {timeout:.0f} s ({states})")
+        time.sleep(0.5)
