@@ -19,7 +19,7 @@ import pytest
 
 from occ_helpers import OCC, run
 from opencode_cloud.docker.volume import HOME, PROJECTS
-from swarm_helpers import Swarm, door_request, node_address
+from swarm_helpers import PREFIX, SCRIPT, STATE_DIR, Swarm, door_request, node_address
 
 pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
 
@@ -154,3 +154,113 @@ def test_drain_moves_a_person_with_their_sessions_files_and_home(
     run(occ_env, "node", "activate", "occsw-n2")
     nodes = json.loads(run(occ_env, "--json", "node", "list").stdout)["nodes"]
     assert {n["name"]: n["availability"] for n in nodes}["occsw-n2"] == "active"
+
+
+def _power_off(swarm: Swarm, node: int) -> None:
+    """Node `node` as if its machine went off: its engine, containerd and containers
+    killed at once (SIGKILL), nothing stopped cleanly."""
+    pids = [(STATE_DIR / f"n{node}" / "dockerd.pid").read_text().strip()]
+    listed = subprocess.run(
+        ["bash", "-c", f"find /sys/fs/cgroup/*/{PREFIX}-n{node} -name cgroup.procs "
+         f"-exec cat {{}} + 2>/dev/null; ip netns pids {PREFIX}-n{node}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    pids += listed.stdout.split()
+    subprocess.run(["kill", "-KILL", *sorted(set(pids))], capture_output=True)
+
+
+def _power_on(swarm: Swarm, node: int) -> None:
+    """Start node `node`'s engine again as `scripts/swarm.sh up` does, and wait until it
+    answers."""
+    main = subprocess.run(
+        ["bash", "-c", f"eval \"$(sed -n '/^node_main() {{/,/^}}/p' {SCRIPT})\"; "
+         "declare -f node_main"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    directory = STATE_DIR / f"n{node}"
+    with open(directory / "dockerd.log", "ab") as log:
+        subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{PREFIX}-n{node}", "--", "unshare", "-m", "-u",
+             "--", "bash", "-euo", "pipefail", "-c",
+             f"{main}; node_main {node} '{directory}/daemon.json'"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while swarm.docker(node, "version", check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"n{node}'s engine does not start again"
+        time.sleep(0.5)
+
+
+def _node_state(swarm: Swarm, name: str) -> str:
+    return swarm.docker(1, "node", "inspect", name, "--format", "{{.Status.State}}").stdout.strip()
+
+
+@pytest.mark.timeout(900)
+def test_a_person_whose_node_is_lost_comes_back_elsewhere_from_their_backup(
+    swarm: Swarm, occ_env: dict[str, str], tmp_path: Path
+) -> None:
+    prefix = f"opencode-cloud-{occ_env['OCC_INSTANCE']}"
+    url = f"http://{node_address(1)}:{PORT}"
+    swarm.docker(1, "node", "update", "--availability", "pause", "occsw-n3")
+    run(occ_env, "cluster", "init")
+    run(occ_env, "team", "enable", "--name", "ada")
+    ada = ("ada", json.loads(run(occ_env, "--json", "auth", "show").stdout)["password"])
+    bob = ("bob", f"bob-{uuid.uuid4().hex[:10]}")
+    added = subprocess.run(
+        [*OCC, "user", "add", "bob", "--memory", "1g", "--password-stdin"],
+        env=occ_env, input=bob[1] + "\n", capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    service = f"{prefix}-user-bob"
+    assert swarm.running_on(service) == "occsw-n2"
+    made = _until_ok(url, bob, {"title": "before the loss"})
+    assert isinstance(made, dict)
+    swarm.docker(
+        2, "exec", "-u", "opencode", _container(swarm, 2, service), "sh", "-c",
+        f"echo kept > {PROJECTS.mount_point}/plan.md",
+    )  # fmt: skip
+
+    # The backup of a person on another node comes to this machine, and they run on.
+    backup = tmp_path / "bob.tar"
+    began = time.monotonic()
+    backed = run(occ_env, "--json", "backup", "--user", "bob", str(backup))
+    print(f"occ backup --user bob (on n2) {time.monotonic() - began:.1f} s")
+    assert json.loads(backed.stdout)["volumes"], backed.stdout
+    assert backup.stat().st_size > 0
+    assert not [v for v in swarm.docker(1, "volume", "ls", "-q").stdout.split() if "-bob-" in v]
+    _until_ok(url, bob)
+
+    _power_off(swarm, 2)
+    try:
+        deadline = time.monotonic() + 120
+        while _node_state(swarm, "occsw-n2") != "down":
+            assert time.monotonic() < deadline, "the manager does not see n2 down"
+            time.sleep(1)
+        swarm.docker(1, "node", "update", "--availability", "active", "occsw-n3")
+        began = time.monotonic()
+        restored = subprocess.run(
+            [*OCC, "--json", "user", "restore", "bob", "--from-backup", str(backup),
+             "--node", "occsw-n3"],
+            env=occ_env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        print(f"occ user restore bob --node occsw-n3 {time.monotonic() - began:.1f} s")
+        assert restored.returncode == 0, restored.stderr
+        assert json.loads(restored.stdout)["node"] == "occsw-n3"
+        assert swarm.running_on(service) == "occsw-n3"
+        sessions = _until_ok(url, bob)
+        assert isinstance(sessions, list)
+        assert made["id"] in [s["id"] for s in sessions]
+        shown = swarm.docker(
+            3, "exec", "-u", "opencode", _container(swarm, 3, service),
+            "cat", f"{PROJECTS.mount_point}/plan.md",
+        ).stdout  # fmt: skip
+        assert shown.strip() == "kept"
+        assert door_request(url, "/session", ada)[0] == 200
+        # Nothing of bob stays on the manager.
+        volumes = swarm.docker(1, "volume", "ls", "-q").stdout.split()
+        assert not [v for v in volumes if "-bob-" in v]
+    finally:
+        _power_on(swarm, 2)
+        deadline = time.monotonic() + 120
+        while _node_state(swarm, "occsw-n2") != "ready" and time.monotonic() < deadline:
+            time.sleep(1)
