@@ -16,6 +16,7 @@ import itertools
 import json
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ from opencode_cloud.docker.swarm import (
     SwarmTask,
     pinned_node,
 )
+from opencode_cloud.instance import LABEL_ROLE
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # the engine's "never"
 # What the sandbox Dockerfile sets (`ENV`), so built and pulled images carry it too.
@@ -195,6 +197,10 @@ class FakeEngine:
         self.push_error: str | None = None  # the error a push's stream reports, if set
         # How a service that never restarts ends at once: its task's state and error.
         self.one_shot_end: tuple[str, str] = ("complete", "")
+        # How one-shot services of a role (their LABEL_ROLE) end instead, if set.
+        self.one_shot_ends: dict[str, tuple[str, str]] = {}
+        self.service_versions: dict[str, int] = {}  # each service's spec version
+        self.node_versions: dict[str, int] = {}
 
     # -- scripting --------------------------------------------------------------------
 
@@ -730,7 +736,7 @@ class FakeEngine:
         return [
             t
             for t in self.tasks
-            if (service is None or t.service_id == service)
+            if (service is None or t.service_id in (service, f"svc-{service}"))
             and (ended or t.desired_state in ("", "running"))
         ]
 
@@ -775,11 +781,61 @@ class FakeEngine:
             memory_reserved=int(task["Resources"].get("Reservations", {}).get("MemoryBytes", 0)),
         )
         self.services.append(service)
+        self.service_versions[service.name] = 1
         if task.get("RestartPolicy", {}).get("Condition") == "none":
-            state, error = self.one_shot_end
+            role = service.labels.get(LABEL_ROLE, "")
+            state, error = self.one_shot_ends.get(role, self.one_shot_end)
             node_id = pinned_node(service) or ""
             self.tasks.append(SwarmTask(service.id, node_id, state, "shutdown", error=error))
         return service.id
+
+    def _body(self, name: str) -> dict[str, Any] | None:
+        return next((b for b in reversed(self.service_bodies) if b["Name"] == name), None)
+
+    def service_spec(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        body = self._body(name)
+        if body is None or not any(s.name == name for s in self.services):
+            return None
+        return self.service_versions[name], json.loads(json.dumps(body))
+
+    def update_service(self, name: str, version: int, spec: Mapping[str, Any]) -> None:
+        """The new spec; the service's one task runs where it is pinned while it has a
+        replica, and stops otherwise."""
+        self.calls.append(("update_service", name))
+        if self.service_versions.get(name) != version:
+            raise DockerError(f"update out of sequence for {name}")
+        self.service_versions[name] = version + 1
+        body = {**dict(spec), "Name": name}
+        self.service_bodies.append(body)
+        old = next(s for s in self.services if s.name == name)
+        task = body["TaskTemplate"]
+        service = SwarmService(
+            id=old.id,
+            name=name,
+            labels=dict(body.get("Labels") or {}),
+            constraints=tuple(task["Placement"]["Constraints"]),
+            memory_reserved=int(task["Resources"].get("Reservations", {}).get("MemoryBytes", 0)),
+        )
+        self.services = [service if s.name == name else s for s in self.services]
+        self.tasks = [
+            replace(t, state="shutdown", desired_state="shutdown") if t.service_id == old.id else t
+            for t in self.tasks
+        ]
+        if body["Mode"]["Replicated"]["Replicas"]:
+            self.tasks.append(SwarmTask(old.id, pinned_node(service) or "", "running", "running"))
+
+    def node_spec(self, node_id: str) -> tuple[int, dict[str, Any]]:
+        node = next(n for n in self.nodes if n.id == node_id)
+        spec = {"Role": node.role, "Availability": node.availability, "Labels": {}}
+        return self.node_versions.get(node_id, 1), spec
+
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any]) -> None:
+        self.calls.append(("update_node", f"{node_id} {spec['Availability']}"))
+        self.node_versions[node_id] = version + 1
+        self.nodes = [
+            replace(n, availability=str(spec["Availability"])) if n.id == node_id else n
+            for n in self.nodes
+        ]
 
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
         ref = f"{repository}:{tag}"

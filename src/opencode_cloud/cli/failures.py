@@ -75,6 +75,9 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 team_errors.TeamUpdateFailed,
                 team_errors.ImagePushFailed,
                 team_errors.NoRoomInCluster,
+                team_errors.NowhereToDrain,
+                team_errors.DrainFailed,
+                team_errors.VolumesNotCopied,
             ),
             ExitCode.START_FAILED,
         ),
@@ -105,6 +108,15 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
             ExitCode.USAGE,
         ),
         ((team_errors.DoorNotRunning,), ExitCode.NOT_RUNNING),
+        (
+            (
+                team_errors.NodeNotFound,
+                team_errors.NodeNotUsable,
+                team_errors.NotOnCluster,
+                team_errors.PersonDataOnManager,
+            ),
+            ExitCode.USAGE,
+        ),
         ((kubernetes_errors.KubernetesError,), ExitCode.USAGE),
         (
             (

@@ -125,6 +125,29 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
                 f'{occ} config set cluster \'{{"registry": "HOST:PORT"}}\'`, then '
                 f"`{occ} cluster init`) to use the other nodes."
             )
+        case team.NodeNotFound():
+            return f"`{occ} node list` shows the swarm's nodes."
+        case team.NowhereToDrain():
+            return (
+                "Add a node (`docker swarm join`) or activate one "
+                f"(`{occ} node activate NODE`), then drain again."
+            )
+        case team.DrainFailed(node=node):
+            return f"Once that is fixed, `{occ} node drain {node}` again moves the rest."
+        case team.VolumesNotCopied():
+            return "See `docker service ps` on the manager; the source volumes are untouched."
+        case team.NodeNotUsable(node=node):
+            return (
+                f"`{occ} node list` shows which nodes are ready and active; `{occ} node "
+                f"activate {node}` lets new instances start on {node}."
+            )
+        case team.NotOnCluster(person=person):
+            return f"`{occ} restore FILE --user {person}` restores a person on this engine."
+        case team.PersonDataOnManager(person=person):
+            return (
+                f"They run on the manager: `{occ} restore FILE --user {person}` restores "
+                "there (their data is backed up first)."
+            )
         case team.NoRoomInCluster():
             return (
                 "Add a node (`docker swarm join`), or give people less memory "

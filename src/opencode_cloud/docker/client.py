@@ -826,6 +826,16 @@ class DockerClient:
         body = _check(self._request("GET", "/nodes")).body or []
         return sorted(map(parse_node, body), key=lambda node: (node.hostname, node.id))
 
+    def node_spec(self, node_id: str) -> tuple[int, dict[str, Any]]:
+        """A node's spec (role, availability, labels) and its version."""
+        body = _check(self._request("GET", f"/nodes/{quote(node_id, safe='')}")).body or {}
+        return int((body.get("Version") or {}).get("Index") or 0), dict(body.get("Spec") or {})
+
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any]) -> None:
+        """Give a node a new spec (its availability, say), made from the one of `version`."""
+        path = f"/nodes/{quote(node_id, safe='')}/update"
+        _check(self._request("POST", path, query={"version": version}, body=dict(spec)))
+
     def swarm_services(self, *, labels: Sequence[str] = ()) -> list[SwarmService]:
         """The services with all `labels` (`key=value` or `key`)."""
         from opencode_cloud.docker.swarm import parse_service
@@ -890,6 +900,21 @@ class DockerClient:
     def create_service(self, body: Mapping[str, Any]) -> str:
         """A swarm service (`docker/swarm.py`'s `service_body`); its ID."""
         return str(_check(self._request("POST", "/services/create", body=dict(body))).body["ID"])
+
+    def service_spec(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        """A service's spec as the swarm keeps it, and its version (which
+        `update_service` names); None when there is no such service."""
+        response = self._request("GET", f"/services/{quote(name, safe='')}")
+        if response.status == 404:
+            return None
+        body = _check(response).body or {}
+        return int((body.get("Version") or {}).get("Index") or 0), dict(body.get("Spec") or {})
+
+    def update_service(self, name: str, version: int, spec: Mapping[str, Any]) -> None:
+        """Give a service a new spec (the whole of it), made from the one of `version`;
+        the swarm replaces its tasks when what they run changed."""
+        path = f"/services/{quote(name, safe='')}/update"
+        _check(self._request("POST", path, query={"version": version}, body=dict(spec)))
 
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
         """Push `repository:tag` to its registry; yields the engine's progress messages."""

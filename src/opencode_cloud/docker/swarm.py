@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 # Docker's node states: `ready` is the only one that runs tasks.
 NODE_READY = "ready"
+# Seconds between a service's health checks (`service_body`).
+HEALTH_INTERVAL = 5.0
 # Availability: `active` takes new tasks, `pause` keeps its own, `drain` moves them away.
 NODE_ACTIVE = "active"
 
@@ -95,6 +97,10 @@ class SwarmEngine(Engine, Protocol):
 
     def swarm_nodes(self) -> list[SwarmNode]: ...
 
+    def node_spec(self, node_id: str) -> tuple[int, dict[str, Any]]: ...
+
+    def update_node(self, node_id: str, version: int, spec: Mapping[str, Any]) -> None: ...
+
     def swarm_services(self, *, labels: Sequence[str] = ()) -> list[SwarmService]: ...
 
     def swarm_tasks(
@@ -110,6 +116,10 @@ class SwarmEngine(Engine, Protocol):
     def create_service(self, body: Mapping[str, Any]) -> str: ...
 
     def remove_service(self, name: str) -> bool: ...
+
+    def service_spec(self, name: str) -> tuple[int, dict[str, Any]] | None: ...
+
+    def update_service(self, name: str, version: int, spec: Mapping[str, Any]) -> None: ...
 
     def list_secrets(self, *, labels: Sequence[str] = ()) -> list[str]: ...
 
@@ -240,6 +250,9 @@ def service_body(
         "Dir": body["WorkingDir"],
         "StopSignal": body["StopSignal"],
         "StopGracePeriod": int(spec.stop_timeout * 1e9),
+        # The image's own check, more often: a task is in the overlay's DNS (the door
+        # finds it) only once its first check passed, which the image's interval delays.
+        "Healthcheck": {"Interval": int(HEALTH_INTERVAL * 1e9)},
         "Mounts": host["Mounts"],
         "CapabilityDrop": host["CapDrop"],
         "CapabilityAdd": host["CapAdd"],

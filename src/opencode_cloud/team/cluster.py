@@ -39,6 +39,7 @@ from opencode_cloud.team.errors import (
     VolumesNotRemoved,
 )
 from opencode_cloud.team.layout import ENGINE_SOCKET, TeamLayout
+from opencode_cloud.team.oneshot import OneShot, OneShots
 from opencode_cloud.team.people import (
     INTERNAL_PASSWORD_BYTES,
     PersonLimits,
@@ -68,18 +69,22 @@ DOOR_ROLE = "door"
 VOLUME_REMOVAL_ROLE = "volume-removal"
 # Seconds that service gets to start (its node may pull the image) and delete them.
 VOLUME_REMOVAL_TIMEOUT = 180.0
-# The states a task ends in (it runs no more, and will not).
-TASK_ENDED = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
 # What it runs (`sh -c SCRIPT sh VOLUME...`): for each volume, DELETE /volumes/NAME on the
-# node's engine, again while it is in use (409: its container is being removed), until
+# node's engine, again while it is in use (409: its container is being removed, or a
+# stopped task of a moved person's service holds it: such stopped containers go), until
 # it is gone (204) or was already (404). Names are checked person names' volumes.
 REMOVE_VOLUMES_SCRIPT = """\
+engine() { curl -s --unix-socket /var/run/docker.sock "$@"; }
 for volume in "$@"; do
   tries=0
   while :; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket /var/run/docker.sock \\
-      -X DELETE "http://engine/volumes/$volume")
+    code=$(engine -o /dev/null -w '%{http_code}' -X DELETE "http://engine/volumes/$volume")
     case "$code" in 204|404) break ;; esac
+    filters="{\\"volume\\":[\\"$volume\\"],\\"status\\":[\\"created\\",\\"exited\\",\\"dead\\"]}"
+    for id in $(engine -G http://engine/containers/json --data-urlencode all=1 \\
+        --data-urlencode "filters=$filters" | grep -o '"Id":"[0-9a-f]*"' | cut -d'"' -f4); do
+      engine -o /dev/null -X DELETE "http://engine/containers/$id"
+    done
     tries=$((tries + 1))
     if [ "$tries" -ge 60 ]; then echo "$volume: engine answered $code" >&2; exit 1; fi
     sleep 1
@@ -435,21 +440,30 @@ class Cluster:
         for secret in self.client.list_secrets(labels=[f"{LABEL_PERSON}={name}"]):
             if not secret.startswith(f"{person.prefix}-"):
                 continue
-            deadline = time.monotonic() + SECRET_RELEASE_TIMEOUT
-            while True:
-                try:
-                    self.client.remove_secret(secret)
-                    break
-                except DockerError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
+            self.remove_secret_when_free(secret)
             removed.append(secret)
         if volumes and node_id is not None:
             names = self.layout.person_volumes(name)
             self.remove_volumes(node_id, names)
             removed.extend(names)
         return removed
+
+    def remove_secret_when_free(self, secret: str) -> None:
+        """Remove a swarm secret once no task uses it (a removed service's tasks stop
+        first).
+
+        Raises:
+            DockerError: still in use after SECRET_RELEASE_TIMEOUT.
+        """
+        deadline = time.monotonic() + SECRET_RELEASE_TIMEOUT
+        while True:
+            try:
+                self.client.remove_secret(secret)
+                return
+            except DockerError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def remove_volumes(
         self, node_id: str, volumes: list[str], timeout: float = VOLUME_REMOVAL_TIMEOUT
@@ -466,51 +480,18 @@ class Cluster:
             `timeout`), DockerError.
         """
         self.membership()
-        name = f"{self.layout.prefix}-volume-removal-{secrets.token_hex(4)}"
-        labels = {
-            LABEL_MANAGED: "true",
-            LABEL_INSTANCE: self.instance.name,
-            LABEL_ROLE: VOLUME_REMOVAL_ROLE,
-        }
-        service_id = self.client.create_service(
-            {
-                "Name": name,
-                "Labels": labels,
-                "TaskTemplate": {
-                    "ContainerSpec": {
-                        "Image": self.image,
-                        "Labels": labels,
-                        "Command": ["/bin/sh", "-c", REMOVE_VOLUMES_SCRIPT, "sh", *volumes],
-                        "User": "0:0",
-                        "CapabilityDrop": ["ALL"],
-                        "Mounts": [
-                            {"Type": "bind", "Source": ENGINE_SOCKET, "Target": ENGINE_SOCKET}
-                        ],
-                    },
-                    "Resources": {"Limits": {"MemoryBytes": 64 * 2**20, "Pids": 64}},
-                    "RestartPolicy": {"Condition": "none"},
-                    "Placement": {"Constraints": [f"node.id=={node_id}"]},
-                    "Networks": [],
-                },
-                "Mode": {"Replicated": {"Replicas": 1}},
-                "EndpointSpec": {"Mode": "dnsrr", "Ports": []},
-            }
+        job = OneShot(
+            VOLUME_REMOVAL_ROLE,
+            ["/bin/sh", "-c", REMOVE_VOLUMES_SCRIPT, "sh", *volumes],
+            mounts=[{"Type": "bind", "Source": ENGINE_SOCKET, "Target": ENGINE_SOCKET}],
         )
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                tasks = self.client.swarm_tasks(service=service_id, ended=True)
-                ended = [t for t in tasks if t.state in TASK_ENDED]
-                if ended:
-                    task = ended[0]
-                    if task.state != "complete":
-                        raise VolumesNotRemoved(volumes, node_id, task.error or task.state)
-                    return
-                if time.monotonic() > deadline:
-                    raise VolumesNotRemoved(volumes, node_id, f"not done in {timeout:.0f} s")
-                time.sleep(0.5)
-        finally:
-            self.client.remove_service(name)
+        failed = self.one_shots().run(job, node_id, timeout)
+        if failed is not None:
+            raise VolumesNotRemoved(volumes, node_id, failed)
+
+    def one_shots(self) -> OneShots:
+        """Runs the team's one-shot services (`team/oneshot.py`) in its image."""
+        return OneShots(self.client, self.instance.name, self.layout.prefix, self.image)
 
     # -- commands -----------------------------------------------------------------------
 

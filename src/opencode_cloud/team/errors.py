@@ -138,3 +138,80 @@ class NoBackupOnCluster(TeamError):
 
 class SsoSettingsError(TeamError):
     """Settings of single sign-on refused before anything was sent to the door."""
+
+
+class VolumesNotCopied(TeamError):
+    """Copying a person's volumes to another node failed; the source is as it was.
+    `written`: the target's (new) volumes may hold part of the copy."""
+
+    def __init__(
+        self, volumes: list[str], source: str, target: str, problem: str, *, written: bool
+    ) -> None:
+        super().__init__(
+            f"Copying {', '.join(volumes)} from node {source} to node {target} failed: "
+            f"{problem.rstrip('.')}."
+        )
+        self.volumes = volumes
+        self.source = source
+        self.target = target
+        self.problem = problem
+        self.written = written
+
+
+class NodeNotFound(TeamError):
+    def __init__(self, node: str) -> None:
+        super().__init__(f"The swarm has no node called {node!r}.")
+        self.node = node
+
+
+class NowhereToDrain(TeamError):
+    """Draining a node whose people no other node has room for: nothing was changed."""
+
+    def __init__(self, node: str, person: str, needed: int, best_free: int) -> None:
+        super().__init__(
+            f"No other node has room for {person} ({needed // 2**20} MiB; the most free on "
+            f"another ready, active node: {max(best_free, 0) // 2**20} MiB): nothing on "
+            f"{node} was changed."
+        )
+        self.node = node
+        self.person = person
+
+
+class DrainFailed(TeamError):
+    """Moving a person off a drained node failed: they run on it again, as before, and
+    the drain stopped there."""
+
+    def __init__(self, node: str, person: str, problem: str, moved: list[str]) -> None:
+        done = f" ({', '.join(moved)} moved before)" if moved else ""
+        super().__init__(
+            f"Moving {person} off {node} failed ({problem.rstrip('.')}); {person} runs on "
+            f"{node} again with their data, and the drain stopped there{done}."
+        )
+        self.node = node
+        self.person = person
+        self.problem = problem
+        self.moved = moved
+
+
+class NodeNotUsable(TeamError):
+    """A node that does not run new tasks (down, paused or drained)."""
+
+    def __init__(self, node: str, why: str) -> None:
+        super().__init__(f"Node {node} takes no new instances ({why}).")
+        self.node = node
+
+
+class NotOnCluster(TeamError):
+    """A command for people on a swarm, while the team runs on one engine."""
+
+    def __init__(self, person: str) -> None:
+        super().__init__(f"The team does not run on a swarm: {person}'s data is on this engine.")
+        self.person = person
+
+
+class PersonDataOnManager(TeamError):
+    """A restore through the manager, which holds volumes of the person with data."""
+
+    def __init__(self, person: str) -> None:
+        super().__init__(f"{person}'s volumes on the manager hold data: nothing was changed.")
+        self.person = person

@@ -13,6 +13,8 @@ from opencode_cloud.cli.options import person_option
 from opencode_cloud.cli.output import format_bytes
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from opencode_cloud.backup.backups import Backups
     from opencode_cloud.backup.create import BackupResult
     from opencode_cloud.backup.restore import RestoreResult
@@ -28,6 +30,26 @@ def backups_of(app_ctx: AppContext) -> Backups:
     return Backups(
         app_ctx.service(), on_step=app_ctx.out.progress, image_reporter=app_ctx.reporter()
     )
+
+
+@contextlib.contextmanager
+def volumes_here(app_ctx: AppContext) -> Iterator[None]:
+    """For the block, a person's volumes on another node of the swarm are on the manager
+    (`team/swarm_backup.py`), where the backup reads them; anything else is as it is."""
+    person = app_ctx.instance.person
+    if person is None:
+        yield
+        return
+    from opencode_cloud.team.placement import SwarmPlacement
+    from opencode_cloud.team.swarm_backup import volumes_on_manager
+
+    team_ctx = app_ctx.for_instance(app_ctx.instance.for_person(None))
+    placement = team_ctx.team().placement
+    if not isinstance(placement, SwarmPlacement):
+        yield
+        return
+    with volumes_on_manager(placement.cluster, person, app_ctx.out.progress):
+        yield
 
 
 # -- backup -------------------------------------------------------------------------------
@@ -127,7 +149,7 @@ def backup(
     target = file if file is not None else Path.cwd()
     if target.is_dir():
         target = target / default_backup_name(app_ctx.instance)
-    with app_ctx.changing("backup"):
+    with app_ctx.changing("backup"), volumes_here(app_ctx):
         result = backups_of(app_ctx).create(
             target,
             include_password=include_password,
@@ -156,7 +178,7 @@ def _backup_everyone(
     results = []
     for name in names:
         person_ctx = app_ctx.for_person(name)
-        with person_ctx.changing("backup"):
+        with person_ctx.changing("backup"), volumes_here(person_ctx):
             result = backups_of(person_ctx).create(
                 target / default_backup_name(person_ctx.instance),
                 include_password=include_password,
@@ -308,7 +330,7 @@ def run_scheduled(app_ctx: AppContext, folder: Path | None, keep: int | None) ->
             else [app_ctx]
         )
         for ctx in contexts:
-            with ctx.changing("backup"):
+            with ctx.changing("backup"), volumes_here(ctx):
                 result = backups_of(ctx).create(target / scheduled_backup_name(ctx.instance))
             results.append(
                 {"user": ctx.instance.person, **result.to_json()}

@@ -1,5 +1,5 @@
-"""`occ cluster init|status` and `occ node list`: team mode's place on a Docker Swarm,
-through one manager (docs/cluster.md)."""
+"""`occ cluster init|status` and `occ node list|drain|activate`: team mode's place on a
+Docker Swarm, through one manager (docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,44 @@ def node_list(app_ctx: AppContext) -> None:
     """Each node: its state, availability, capacity and the team's instances on it."""
     rows = app_ctx.cluster().nodes()
     app_ctx.out.result({"nodes": [row.to_json() for row in rows]}, lambda: node_lines(rows))
+
+
+@node_group.command("drain")
+@click.argument("node")
+@click.pass_obj
+def node_drain(app_ctx: AppContext, node: str) -> None:
+    """Move each person's instance on NODE, with its data, to other nodes, one at a
+    time (stopped, copied, started there and checked), then mark NODE drained."""
+    from opencode_cloud.team.drain import Drain
+
+    with app_ctx.changing("node drain"):
+        result = Drain(app_ctx.cluster(), on_step=app_ctx.out.progress).drain(node)
+
+    def lines() -> list[str]:
+        moved = [
+            f"{m['name']}: {m['from']} -> {m['to']} (away {m['seconds_away']:.1f} s)"
+            for m in result.moved
+        ]
+        return [*moved, f"{result.node} is {result.availability}: nothing new starts there."]
+
+    app_ctx.out.result(result.to_json(), lines)
+
+
+@node_group.command("activate")
+@click.argument("node")
+@click.pass_obj
+def node_activate(app_ctx: AppContext, node: str) -> None:
+    """Let NODE take new instances again (its availability back to active)."""
+    from opencode_cloud.team.drain import Drain
+
+    with app_ctx.changing("node activate"):
+        drain = Drain(app_ctx.cluster())
+        found = drain.node(node)
+        drain.set_availability(found, "active")
+    app_ctx.out.result(
+        {"node": found.hostname, "availability": "active"},
+        lambda: [f"{found.hostname} is active: new instances may start there."],
+    )
 
 
 def node_lines(rows: list[NodeRow]) -> list[str]:

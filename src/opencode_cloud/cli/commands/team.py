@@ -547,6 +547,61 @@ def user_remove(app_ctx: AppContext, name: str, volumes: bool, no_backup: bool, 
     )
 
 
+@user_group.command("restore")
+@click.argument("name")
+@click.option(
+    "--from-backup",
+    "file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The person's backup (`occ backup --user NAME`).",
+)
+@click.option("--node", required=True, help="The node of the swarm to run them on.")
+@click.pass_obj
+def user_restore(app_ctx: AppContext, name: str, file: Path, node: str) -> None:
+    """Team on a swarm: bring a person back on NODE from a backup (their node is lost,
+    say). Their volumes are made afresh there of the backup, and their instance runs
+    there; what is left of them on their old node is not touched."""
+    from opencode_cloud.backup.compression import plain_archive
+    from opencode_cloud.backup.verify import verify_archive
+    from opencode_cloud.cli.commands.backup import backups_of
+    from opencode_cloud.team.drain import SwarmSessionCheck
+    from opencode_cloud.team.errors import NotOnCluster, PersonDataOnManager
+    from opencode_cloud.team.placement import SwarmPlacement
+    from opencode_cloud.team.swarm_backup import restore_on_node
+
+    with app_ctx.changing("user restore"):
+        team = app_ctx.team(enabled=True)
+        team.require(name)
+        placement = team.placement
+        if not isinstance(placement, SwarmPlacement):
+            raise NotOnCluster(name)
+        person_ctx = app_ctx.for_person(name)
+        with (
+            plain_archive(file.absolute()) as path,
+            verify_archive(path, app_ctx.bytes_reporter()) as verified,
+        ):
+
+            def restore_here() -> None:
+                backups = backups_of(person_ctx)
+                if backups.target_state().has_data:
+                    raise PersonDataOnManager(name)
+                backups.restore(verified, reporter=person_ctx.bytes_reporter())
+
+            where = restore_on_node(
+                placement.cluster,
+                name,
+                node,
+                restore_here,
+                SwarmSessionCheck(placement.cluster),
+                app_ctx.out.progress,
+            )
+    app_ctx.out.result(
+        {"name": name, "node": where, "backup": str(file)},
+        lambda: [f"{name} runs on {where} with the data of {file}."],
+    )
+
+
 # -- occ user passkey -----------------------------------------------------------------------
 
 
