@@ -6,6 +6,11 @@
 #   scripts/swarm.sh down    stop it all and delete its data
 #   scripts/swarm.sh status  print whether it is up (exit 0 only when it is)
 #   scripts/swarm.sh env     print the DOCKER_HOST of the manager (for `eval`)
+#   scripts/swarm.sh node-kill N   power node N off: SIGKILL its engine, containerd and
+#                                  containers at once (its data stays)
+#   scripts/swarm.sh node-start N  start node N's engine again (it rejoins the swarm)
+#   scripts/swarm.sh link-down N   cut node N off the network (its engine runs on)
+#   scripts/swarm.sh link-up N     plug it back in
 #
 # OCC_SWARM_ID=K (0-9, default 0) picks one of ten independent swarms: K=0 is the one
 # described below; K>0 uses names occswK-*, subnet 10.209.K.0/24, this machine's address
@@ -244,6 +249,46 @@ do_down() {
   rm -rf "$STATE"
 }
 
+node_arg() { # node_arg N: N when it names a node of the swarm
+  case " ${NODES[*]} " in *" ${1:-} "*) echo "$1" ;; *) die "no node '${1:-}' (one of: ${NODES[*]})" ;; esac
+}
+
+# A power cut: everything of node N dies at once, with no chance to say goodbye (the
+# swarm finds out from the missing heartbeats). Its data and network stay.
+do_node_kill() { # do_node_kill N
+  local n p pids alive
+  n=$(node_arg "$1")
+  # shellcheck disable=SC2207
+  pids=($(pids_in_netns "$P-n$n") $(pids_in_cgroup "$P-n$n"))
+  [ ${#pids[@]} -gt 0 ] || die "node $n is not running"
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 40); do
+    alive=0
+    for p in "${pids[@]}"; do [ -e "/proc/$p/ns/net" ] && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.25
+  done
+  say "node $n killed (${#pids[@]} processes)"
+}
+
+do_node_start() { # do_node_start N
+  local n
+  n=$(node_arg "$1")
+  ping_engine "$n" && { say "node $n is up already"; return 0; }
+  # What the killed engine left in its state directory: its own pid file and sockets.
+  rm -f "$STATE/n$n/dockerd.pid" "$(sock "$n")"
+  start_node "$n"
+  wait_node "$n"
+  say "node $n started"
+}
+
+do_link() { # do_link N up|down: node N's cable, at the bridge's end
+  local n
+  n=$(node_arg "$1")
+  in_net "$NET" ip link set "$P-v$n" "$2"
+  say "node $n link $2"
+}
+
 do_up() {
   if check >/dev/null 2>&1; then say "already up"; return 0; fi
   if anything_left; then say "cleaning up a partial swarm first"; do_down; fi
@@ -278,8 +323,19 @@ main() {
     env)
       echo "export DOCKER_HOST=unix://$(sock 1)"
       ;;
+    node-kill | node-start | link-down | link-up)
+      need_root
+      exec 9>"$LOCK"
+      flock 9
+      case "$cmd" in
+        node-kill) do_node_kill "${2:-}" ;;
+        node-start) do_node_start "${2:-}" ;;
+        link-down) do_link "${2:-}" down ;;
+        link-up) do_link "${2:-}" up ;;
+      esac
+      ;;
     *)
-      echo "usage: $0 up|down|status|env" >&2
+      echo "usage: $0 up|down|status|env|node-kill N|node-start N|link-down N|link-up N" >&2
       exit 2
       ;;
   esac

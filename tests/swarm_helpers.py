@@ -100,6 +100,17 @@ class Swarm:
             time.sleep(1)
         raise AssertionError(f"{service} does not run: {rows}")
 
+    def script(self, *args: str) -> None:
+        """`scripts/swarm.sh ARGS...` on this swarm (`node-kill N`, `link-down N`, ...)."""
+        done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"swarm.sh {' '.join(args)}: {done.stderr}"
+
+    def container_of(self, node: int, service: str) -> str:
+        """The running container of `service`'s task on `node` ("" when none)."""
+        label = f"label=com.docker.swarm.service.name={service}"
+        found = self.docker(node, "ps", "-q", "--filter", label, check=False).stdout.split()
+        return found[0] if found else ""
+
     def remove_team(self, instance: str) -> None:
         """Everything of the team of `instance` on every node: services, secrets, its
         network and volumes."""

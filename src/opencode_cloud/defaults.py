@@ -79,4 +79,6 @@ INTERNAL_PASSWORD_PATH = "/run/opencode-cloud/internal.password"
 TEAM_PREFIX_ENV = "OCC_TEAM_PREFIX"
 TEAM_INSTANCE_ENV = "OCC_TEAM_INSTANCE"
 TEAM_IDLE_STOP_ENV = "OCC_TEAM_IDLE_STOP"
+# "1": the door runs on a swarm, which runs the people's instances (nothing starts one).
+TEAM_SWARM_ENV = "OCC_TEAM_SWARM"
 GID_ENV = "OCC_GID"

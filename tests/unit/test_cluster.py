@@ -195,7 +195,7 @@ def test_status_says_what_is_out_of_place() -> None:
         "to get the image, so new people all go to the manager",
         "node n2 is down",
         "node n3 is drain: nothing new starts there",
-        "opencode-cloud-user-ann is not running (pinned to n2)",
+        "ann is unreachable: node n2 is down",
     ]
 
 

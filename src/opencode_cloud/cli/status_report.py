@@ -10,6 +10,7 @@ from opencode_cloud.cli.output import ExitCode, format_bytes, format_duration
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
     from opencode_cloud.service.status import StatusResult
+    from opencode_cloud.team.reach import Reach
 
 
 def report_status(app_ctx: AppContext, person: str | None, sizes: bool) -> ExitCode:
@@ -19,6 +20,12 @@ def report_status(app_ctx: AppContext, person: str | None, sizes: bool) -> ExitC
 
     if person is None and app_ctx.in_team_mode():
         return _team_status(app_ctx)
+    if person is not None and app_ctx.in_team_mode():
+        from opencode_cloud.team.placement import SwarmPlacement
+
+        placement = app_ctx.team().placement
+        if isinstance(placement, SwarmPlacement):
+            return _swarm_person_status(app_ctx, placement.cluster.reach(person))
     app_ctx = app_ctx.for_person(person)
     password = credentials.read_password(app_ctx.paths)
     result = app_ctx.service().status(password, sizes=sizes)
@@ -138,3 +145,41 @@ def _team_status(app_ctx: AppContext) -> ExitCode:
         ],
     )
     return ExitCode.OK if status.door == "running" else ExitCode.NOT_RUNNING
+
+
+def _swarm_person_status(app_ctx: AppContext, reach: Reach) -> ExitCode:
+    """`occ status --user NAME` of a person on a swarm: their service's task, its node and
+    the node's state; NOT_RUNNING, with what to do, when nothing reaches them."""
+    from opencode_cloud.team.reach import UNREACHABLE
+
+    occ = app_ctx.occ
+    if reach.state == UNREACHABLE:
+        app_ctx.out.warn(
+            f"{reach.person}'s instance is unreachable: {reach.reason()}. Everyone else works "
+            f"on; once the node is back, {reach.person}'s instance runs there again with its "
+            f"data. To bring {reach.person} back on another node now, from their last backup: "
+            f"`{occ} user restore {reach.person} --from-backup FILE --node OTHER`."
+        )
+    elif not reach.reachable:
+        app_ctx.out.warn(
+            f"{reach.person}'s instance is not running: {reach.reason()}. "
+            f"See `{occ} cluster status`."
+        )
+    node = reach.node
+    node_line = "-"
+    if node is not None:
+        node_line = f"{node.hostname} ({node.state}" + (
+            f": {node.message})" if node.message and node.state != "ready" else ")"
+        )
+    app_ctx.out.result(
+        reach.to_json(),
+        lambda: [
+            f"Instance:   {app_ctx.instance.name}",
+            f"Person:     {reach.person} (team mode, on the swarm)",
+            f"State:      {reach.state}",
+            f"Node:       {node_line}",
+            f"Why:        {reach.reason()}",
+            f"Service:    {reach.service}",
+        ],
+    )
+    return ExitCode.OK if reach.reachable else ExitCode.NOT_RUNNING

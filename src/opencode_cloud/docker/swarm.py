@@ -57,6 +57,7 @@ class SwarmNode:
     cpus: float
     leader: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    message: str = ""  # why it is in its state, as the managers say (`heartbeat failure`)
 
     @property
     def usable(self) -> bool:
@@ -74,6 +75,7 @@ class SwarmTask:
     desired_state: str
     memory_reserved: int = 0
     error: str = ""
+    timestamp: str = ""  # when it came to its state (RFC 3339, UTC)
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ def parse_node(data: Mapping[str, Any]) -> SwarmNode:
         cpus=int(resources.get("NanoCPUs") or 0) / 1e9,
         leader=bool(manager.get("Leader")),
         labels=dict(spec.get("Labels") or {}),
+        message=str(status.get("Message") or ""),
     )
 
 
@@ -177,6 +180,7 @@ def parse_task(data: Mapping[str, Any]) -> SwarmTask:
         desired_state=str(data.get("DesiredState") or ""),
         memory_reserved=_memory_reservation(data.get("Spec") or {}),
         error=str(status.get("Err") or ""),
+        timestamp=str(status.get("Timestamp") or ""),
     )
 
 

@@ -110,6 +110,13 @@ page `/__occ/second` (`edge_second.py`); their Basic credentials are refused. Pa
 (`/__occ/oidc/start` and `/__occ/oidc/callback`, a button on the sign-in page) is
 edge_oidc.py's; a refused one counts as a failed sign-in from its address.
 
+On a swarm (`OCC_EDGE_SWARM=1`, docs/cluster.md) the swarm runs the people's instances:
+there is no starter, and an instance that does not answer its health check is unreachable
+(its node is down or cut off). Its person gets a page saying so instead of the starting
+page (503, Retry-After; JSON for scripts), which polls `/__occ/ready` and goes on by itself
+once it answers again; everyone else goes on as before (one check of an instance at a time,
+each request in a thread of its own).
+
 Single-user records (edge_single.py): each session also keeps its address, browser and
 last use; `sessions.json` is read again whenever another process replaced it, so a
 session revoked by `edge.py single-admin FILE` (the host's `occ auth sessions --revoke`,
@@ -726,6 +733,7 @@ HEALTH_TIMEOUT = 1.0  # an instance that does not answer its health check by the
 STARTER_TIMEOUT = 5.0  # the starter answers once the engine took the request
 CREATE_TIMEOUT = 60.0  # ... or made a person's volumes, network and container
 START_REPEAT = 2.0  # a person's instance is asked to start at most this often
+UNREACHABLE_RETRY = 10  # Retry-After of the answer about an unreachable instance (a swarm's)
 LAST_SEEN_EVERY = 10.0  # seconds between two writes of a person's last_seen
 # An instance takes requests once it answered its health check, and until it is known to
 # have stopped (the starter says it started it again, or a check finds it down): opencode
@@ -1203,12 +1211,15 @@ class TeamGuard(Guard):
         *,
         starter: Starter | None = None,
         idle_stop: float = IDLE_STOP,
+        swarm: bool = False,
         **options: Any,
     ) -> None:
         self.people = people
         # No password file: the people's hashes are in the database.
         super().__init__(Path(os.devnull), "", state_dir, **options)
-        self.starter = starter or Starter(None)
+        # On a swarm the swarm runs every instance: nothing here starts or stops one.
+        self.swarm = swarm
+        self.starter = Starter(None) if swarm else starter or Starter(None)
         self.idle_stop = idle_stop
         self._team_lock = threading.Lock()
         self._dummies: dict[int, bytes] = {}  # bcrypt cost -> a hash nobody's password has
@@ -1376,7 +1387,8 @@ class TeamGuard(Guard):
                 self.people.seen(person.name, now)
             except sqlite3.Error as exc:
                 print(f"edge: cannot note {person.name} seen: {exc!r}", file=sys.stderr)
-            threading.Thread(target=self.start, args=(person.name,), daemon=True).start()
+            if not self.swarm:
+                threading.Thread(target=self.start, args=(person.name,), daemon=True).start()
         return person.grant()
 
     # -- instances ----------------------------------------------------------------------
@@ -1733,8 +1745,12 @@ def _answers_200(upstream: str, path: str, authorization: str) -> bool:
         "Connection: close\r\n\r\n"
     ).encode()
     head = b""
+    address = _resolve(host, int(port), HEALTH_TIMEOUT)
+    left = deadline - time.monotonic()
+    if address is None or left <= 0:
+        return False
     try:
-        with socket.create_connection((host, int(port)), timeout=HEALTH_TIMEOUT) as sock:
+        with socket.create_connection(address, timeout=left) as sock:
             sock.sendall(request)
             while b"\r\n" not in head and len(head) < 256:
                 left = deadline - time.monotonic()
@@ -1748,6 +1764,25 @@ def _answers_200(upstream: str, path: str, authorization: str) -> bool:
     except (OSError, ValueError):
         return False
     return re.match(rb"HTTP/1\.[01] 200 ", head) is not None and time.monotonic() <= deadline
+
+
+def _resolve(host: str, port: int, timeout: float) -> tuple[str, int] | None:
+    """`host`'s first address with `port`, or None when it has none within `timeout`
+    seconds. The lookup runs in a thread of its own: the resolver's own timeouts (seconds
+    each, and retried) would otherwise hold the caller, as when a swarm's DNS no longer
+    knows a lost node's instance and asks servers it cannot reach."""
+    found: list[tuple[str, int]] = []
+
+    def look_up() -> None:
+        with contextlib.suppress(OSError, UnicodeError):
+            for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                found.append((str(sockaddr[0]), port))
+                return
+
+    thread = threading.Thread(target=look_up, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return found[0] if found else None
 
 
 def safe_next(target: str | None) -> str:
@@ -1819,6 +1854,9 @@ async function poll() {
     if (body.state === "missing") {
       state.textContent = "Your opencode was not found. Ask the administrator.";
     }
+    if (body.state === "unreachable") {
+      state.textContent = "Still unreachable: this page goes on once it answers.";
+    }
   } catch (error) {}
   setTimeout(poll, 500);
 }
@@ -1843,6 +1881,31 @@ STARTING_PAGE = """<!doctype html>
 <script>{script}</script>
 </body></html>
 """
+
+# Team mode on a swarm: what a person sees while their instance does not answer (its node
+# is down or cut off). The starting page's script goes on once it answers again.
+UNREACHABLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Unreachable - opencode-cloud</title>
+{style}</head><body data-next="{next}">
+<form>
+<h1>opencode</h1>
+<p class="msg">Your opencode is unreachable.</p>
+<p>The machine it runs on does not answer: it may be down or cut off from the network.
+Your files and sessions stay on that machine. This page goes on by itself as soon as your
+opencode answers again.</p>
+<p>If this lasts, tell your administrator: they see why ({name}'s status), and can bring
+your opencode back on another machine from its last backup.</p>
+<p id="state"></p>
+</form>
+<script>{script}</script>
+</body></html>
+"""
+UNREACHABLE_MESSAGE = (
+    "Your instance is unreachable: the machine it runs on does not answer. Try again later; "
+    "if this lasts, tell your administrator."
+)
 
 # Team mode with single sign-on: a link above the password form; `sso_only` leaves the
 # form out (from the first field to the end of the form).
@@ -2124,6 +2187,8 @@ class Handler:
         assert self.team is not None
         if self.team.ready(person):
             return Response(200, headers=self.team.admit(person))
+        if self.team.swarm:
+            return self._unreachable(person, self.request.header("x-forwarded-uri") or "/")
         threading.Thread(target=self.team.start, args=(person.name,), daemon=True).start()
         if self._wants_page() and self.request.method in ("GET", "HEAD"):
             target = safe_next(self.request.header("x-forwarded-uri") or "/")
@@ -2467,13 +2532,32 @@ class Handler:
         """The page shown while the person's instance starts: it asks `ready` until
         it is, then goes on to `next`."""
         target = safe_next(starting_next(self.request.target))
-        if self._signed_in() is None:
+        person = self._signed_in()
+        if person is None:
             location = f"{LOGIN_PATH}?next={quote(target, safe='/')}"
             return Response(303, headers=[("Location", location)])
+        # On a swarm nothing starts: an instance that does not answer is unreachable.
+        if self.team is not None and self.team.swarm and not self.team.healthy(person):
+            return self._unreachable(person, target)
         text = STARTING_PAGE.format(
             style=STYLE, next=html.escape(target, quote=True), script=STARTING_SCRIPT
         )
         return self._html(200, text, [("Content-Security-Policy", STARTING_POLICY)])
+
+    def _unreachable(self, person: Person, target: str) -> Response:
+        """The answer for a person whose instance on a swarm does not answer (its node is
+        down or cut off): 503 with Retry-After, a page for a browser's page load (it polls
+        `ready` and goes on to `target` once the instance answers again), else JSON."""
+        retry = [("Retry-After", str(UNREACHABLE_RETRY))]
+        if self._wants_page():
+            text = UNREACHABLE_PAGE.format(
+                style=STYLE,
+                next=html.escape(safe_next(target), quote=True),
+                name=html.escape(person.name),
+                script=STARTING_SCRIPT,
+            )
+            return self._html(503, text, [*retry, ("Content-Security-Policy", STARTING_POLICY)])
+        return self._json(503, UNREACHABLE_MESSAGE, retry)
 
     def ready(self) -> Response:
         """Whether the person's instance answers; when it does not, it is asked to start."""
@@ -2485,6 +2569,8 @@ class Handler:
             return self._json(403, "only from this site's own pages")
         if self.team.healthy(person):
             answer: dict[str, Any] = {"ready": True}
+        elif self.team.swarm:
+            answer = {"ready": False, "state": "unreachable"}
         else:
             answer = {"ready": False, "state": self.team.start(person.name)}
         return Response(200, json.dumps(answer).encode(), "application/json")
@@ -3019,6 +3105,7 @@ def main() -> None:
             People(Path(team_db)),
             Path(state) if state else None,
             starter=Starter(os.environ.get("OCC_EDGE_STARTER")),
+            swarm=os.environ.get("OCC_EDGE_SWARM") == "1",
         )
         if team.idle_stop > 0:
             threading.Thread(target=team.stop_idle_forever, daemon=True).start()

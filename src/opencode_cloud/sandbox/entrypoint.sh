@@ -337,9 +337,11 @@ CADDY
 #   - on the way to opencode, Authorization is set from X-Occ-Upstream-Auth (Caddy's
 #     header_up sets before it deletes, and its placeholders read the request as
 #     forward_auth left it), then the X-Occ-* headers and the browser's cookies go.
-# An instance that does not answer (stopped, starting: the proxy's 502) sends a page load
-# (GET, Accept: text/html) to the "starting" page, and anything else gets 503 with
-# Retry-After. `next` is the request's URI as it came, not escaped (this Caddy has no
+# An instance that does not answer (stopped, starting: the proxy's 502; 504 when connecting
+# timed out, as to a lost node) sends a page load (GET, Accept: text/html) to the
+# "starting" page, and anything else gets 503 with Retry-After. On a swarm (OCC_TEAM_SWARM=1) nothing starts an instance: one that does not
+# answer is unreachable (its node is down or cut off), and the login service's "starting"
+# page says so. `next` is the request's URI as it came, not escaped (this Caddy has no
 # placeholder that escapes): the page takes everything after `next=`.
 # The image's health check (http://127.0.0.1:4096/global/health, the edge's user) is
 # answered by Caddy itself on the loopback address: the door has no opencode.
@@ -349,6 +351,14 @@ write_door_config() {
   # (The prefix is letters, digits and dashes: nothing to escape in the pattern.)
   upstream_pattern="^$TEAM_PREFIX-user-[a-z][a-z0-9-]*:$OPENCODE_PORT\$"
   upstream_header=\{http.request.header.X-Occ-Upstream\}
+  down_text="The instance is starting." down_retry=2 upstream_keepalive=2m
+  if [ "$ON_SWARM" = 1 ]; then
+    down_text="The instance is unreachable: the machine it runs on does not answer." down_retry=10
+    # A kept connection to an instance whose node is gone, or to the address it had before
+    # it moved, takes a request and never answers: connect afresh each time, which fails
+    # within the dial timeout and finds the instance at its address of now.
+    upstream_keepalive=off
+  fi
   (
     umask 077
     {
@@ -409,12 +419,13 @@ CADDY
 				flush_interval -1
 				transport http {
 					dial_timeout 2s
+					keepalive $upstream_keepalive
 				}
 			}
 		}
 	}
 	handle_errors {
-		@instance_down expression \`{err.status_code} == 502 && $upstream_header.matches("$upstream_pattern")\`
+		@instance_down expression \`{err.status_code} in [502, 504] && $upstream_header.matches("$upstream_pattern")\`
 		handle @instance_down {
 			route {
 				@page {
@@ -422,8 +433,8 @@ CADDY
 					header Accept *text/html*
 				}
 				redir @page /__occ/starting?next={http.request.uri} 302
-				header Retry-After 2
-				respond "The instance is starting." 503
+				header Retry-After $down_retry
+				respond "$down_text" 503
 			}
 		}
 	}
@@ -568,12 +579,17 @@ run_door() {
   case "$IDLE_STOP" in
     "" | *[!0-9]*) fail "OCC_TEAM_IDLE_STOP must be a number of seconds (got '$IDLE_STOP')." ;;
   esac
+  ON_SWARM=${OCC_TEAM_SWARM:-0}
+  case "$ON_SWARM" in
+    0 | 1) ;;
+    *) fail "OCC_TEAM_SWARM must be 0 or 1 (got '$ON_SWARM')." ;;
+  esac
   edge_uid=$EDGE_UID INTERNAL_PASSWORD=""
   prepare_edge_tls
   fresh_edge_dir "$EDGE_DIR/caddy"
   write_door_config
   start_login "OCC_EDGE_TEAM_DB=$EDGE_STATE_DIR/team.db" "OCC_EDGE_STARTER=$STARTER_SOCKET" \
-    "OCC_EDGE_IDLE_STOP=$IDLE_STOP"
+    "OCC_EDGE_IDLE_STOP=$IDLE_STOP" "OCC_EDGE_SWARM=$ON_SWARM"
   start_caddy
   become_supervisor "$(printf '{"services": {"login": %d, "caddy": %d}, %s}' "$login_pid" "$caddy_pid" "$(caddy_plan)")"
 }

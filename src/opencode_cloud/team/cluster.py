@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from opencode_cloud.defaults import CONTAINER_PORT, INTERNAL_PASSWORD_PATH
+from opencode_cloud.defaults import CONTAINER_PORT, INTERNAL_PASSWORD_PATH, TEAM_SWARM_ENV
 from opencode_cloud.docker.errors import DockerError, ImageNotFound
 from opencode_cloud.docker.image import registry_ref
 from opencode_cloud.docker.progress import handle_pull_chunk
 from opencode_cloud.docker.swarm import (
+    NODE_READY,
     SecretFile,
     SwarmNode,
     SwarmService,
@@ -36,6 +37,7 @@ from opencode_cloud.team.errors import (
     ImagePushFailed,
     NoRoomInCluster,
     NotASwarmManager,
+    PersonNotFound,
     VolumesNotRemoved,
 )
 from opencode_cloud.team.layout import ENGINE_SOCKET, TeamLayout
@@ -48,6 +50,7 @@ from opencode_cloud.team.people import (
     person_settings,
     person_spec,
 )
+from opencode_cloud.team.reach import UNREACHABLE, Reach, reaches
 
 if TYPE_CHECKING:
     from opencode_cloud.config.schema import Config
@@ -69,6 +72,11 @@ DOOR_ROLE = "door"
 VOLUME_REMOVAL_ROLE = "volume-removal"
 # Seconds that service gets to start (its node may pull the image) and delete them.
 VOLUME_REMOVAL_TIMEOUT = 180.0
+# Seconds between two health checks of a person's instance. A swarm puts a task's name in
+# its DNS (where the door finds the instance) only once the task is healthy, and Docker
+# 20.10 checks first one interval after the start: the image's 120 s would keep a person
+# away that long after each start (a new person, a node back, a move).
+PERSON_HEALTH_INTERVAL = 10.0
 # What it runs (`sh -c SCRIPT sh VOLUME...`): for each volume, DELETE /volumes/NAME on the
 # node's engine, again while it is in use (409: its container is being removed, or a
 # stopped task of a moved person's service holds it: such stopped containers go), until
@@ -117,6 +125,11 @@ class NodeRow:
         """Memory the team's instances on the node have not been promised yet."""
         return self.node.memory_bytes - self.memory_reserved
 
+    @property
+    def unreachable(self) -> tuple[str, ...]:
+        """The instances nothing reaches: all of them, on a node that is not ready."""
+        return self.instances if self.node.state != NODE_READY else ()
+
     def to_json(self) -> dict[str, Any]:
         node = self.node
         return {
@@ -126,12 +139,14 @@ class NodeRow:
             "leader": node.leader,
             "address": node.address,
             "state": node.state,
+            "message": node.message,
             "availability": node.availability,
             "memory_bytes": node.memory_bytes,
             "cpus": node.cpus,
             "memory_reserved": self.memory_reserved,
             "memory_free": self.memory_free,
             "instances": list(self.instances),
+            "unreachable": list(self.unreachable),
         }
 
 
@@ -270,7 +285,7 @@ class Cluster:
         )
         if not self.has_door():
             body = service_body(
-                replace(spec, network=""),
+                replace(spec, network="", env=(*spec.env, f"{TEAM_SWARM_ENV}=1")),
                 node_id=membership.node_id,
                 network=self.layout.cluster_network,
                 secrets=self._secret_files(self.instance.labels("door"), tls_files or {}),
@@ -410,8 +425,34 @@ class Cluster:
             network=self.layout.cluster_network,
             secrets=[SecretFile(secret_id, secret_name, INTERNAL_PASSWORD_PATH)],
         )
+        # The image's own check, more often (its other settings stay the image's).
+        body["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = {
+            "Interval": int(PERSON_HEALTH_INTERVAL * 1e9)
+        }
         self.client.create_service(body)
         return PlacedPerson(name, node.hostname, self.layout.upstream(name), internal)
+
+    def reaches(self) -> dict[str, Reach]:
+        """Whether each person's instance can be reached, and why not, by their name.
+
+        Raises:
+            NotASwarmManager.
+        """
+        self.membership()
+        nodes = self.client.swarm_nodes()
+        return reaches(nodes, self._services(), self.client.swarm_tasks())
+
+    def reach(self, name: str) -> Reach:
+        """Whether person `name`'s instance can be reached, and why not.
+
+        Raises:
+            NotASwarmManager, PersonNotFound (they have no service).
+        """
+        self.layout.person(name)  # checks the name
+        found = self.reaches().get(name)
+        if found is None:
+            raise PersonNotFound(name)
+        return found
 
     def person_service(self, name: str) -> SwarmService | None:
         """Person `name`'s service, if they have one."""
@@ -567,14 +608,26 @@ class Cluster:
             )
         by_id = {node.id: node for node in nodes}
         for node in nodes:
-            if node.state != "ready":
-                problems.append(f"node {node.hostname} is {node.state}")
+            if node.state != NODE_READY:
+                why = f" ({node.message})" if node.message else ""
+                problems.append(f"node {node.hostname} is {node.state}{why}")
             elif node.availability != "active":
                 problems.append(
                     f"node {node.hostname} is {node.availability}: nothing new starts there"
                 )
-        running = {t.service_id for t in self.client.swarm_tasks() if t.state == "running"}
+        tasks = self.client.swarm_tasks()
+        running = {t.service_id for t in tasks if t.state == "running"}
+        lost = {
+            reach.service: reach
+            for reach in reaches(nodes, services, tasks).values()
+            if reach.state == UNREACHABLE
+        }
         for service in services:
+            if service.name in lost:
+                problems.append(
+                    f"{lost[service.name].person} is unreachable: {lost[service.name].reason()}"
+                )
+                continue
             if service.id in running:
                 continue
             pin = pinned_node(service)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opencode_cloud.docker.swarm import pinned_node
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_PERSON
 from opencode_cloud.team.errors import NoBackupOnCluster
+from opencode_cloud.team.reach import reaches
 
 if TYPE_CHECKING:
     from opencode_cloud.access.tls import TlsMaterial
@@ -131,10 +132,11 @@ class SwarmPlacement:
     def states(self) -> dict[str, InstanceState]:
         client = self.cluster.client
         services = client.swarm_services(labels=[f"{LABEL_INSTANCE}={self.cluster.instance.name}"])
-        tasks = {t.service_id: t.state for t in client.swarm_tasks()}
+        # Their task's state, or `unreachable` on a node that is down (team/reach.py).
+        found = reaches(client.swarm_nodes(), services, client.swarm_tasks())
         return {
             s.labels[LABEL_PERSON]: InstanceState(
-                tasks.get(s.id, "pending"), None, s.memory_reserved
+                found[s.labels[LABEL_PERSON]].state, None, s.memory_reserved
             )
             for s in services
             if s.labels.get(LABEL_PERSON)

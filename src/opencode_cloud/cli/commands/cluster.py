@@ -113,12 +113,17 @@ def node_lines(rows: list[NodeRow]) -> list[str]:
             [
                 node.hostname,
                 role,
-                node.state,
+                f"{node.state} ({node.message})"
+                if row.unreachable and node.message
+                else node.state,
                 node.availability,
                 f"{node.cpus:g}",
                 format_bytes(node.memory_bytes),
                 format_bytes(row.memory_free),
-                ", ".join(row.instances) or "-",
+                ", ".join(
+                    f"{i} (unreachable)" if i in row.unreachable else i for i in row.instances
+                )
+                or "-",
             ]
         )
     return format_table(table)
