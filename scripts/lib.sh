@@ -53,3 +53,17 @@ ensure_venv() {
     touch "$VENV/.installed"
   fi
 }
+
+kill_and_wait() { # kill_and_wait SECONDS PID...: TERM, then KILL what is left
+  local secs=$1 p alive
+  shift
+  [ $# -eq 0 ] && return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for _ in $(seq 1 $((secs * 4))); do
+    alive=()
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
+    [ ${#alive[@]} -eq 0 ] && return 0
+    sleep 0.25
+  done
+  kill -KILL "${alive[@]}" 2>/dev/null || true
+}

@@ -373,20 +373,6 @@ pids_in_cgroup() {
   done | sort -u
 }
 
-kill_and_wait() { # kill_and_wait SECONDS PID...: TERM, then KILL what is left
-  local secs=$1 p alive
-  shift
-  [ $# -eq 0 ] && return 0
-  kill -TERM "$@" 2>/dev/null || true
-  for _ in $(seq 1 $((secs * 4))); do
-    alive=()
-    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
-    [ ${#alive[@]} -eq 0 ] && return 0
-    sleep 0.25
-  done
-  kill -KILL "${alive[@]}" 2>/dev/null || true
-}
-
 do_down() {
   local purge=$1 ns
   # The engine first, so it stops its containers and its containerd in order.

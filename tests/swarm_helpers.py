@@ -75,6 +75,18 @@ class Swarm:
             timeout=60,
         )
 
+    def load_on_manager(self, ref: str) -> None:
+        """Copy image `ref` from this machine's engine to the manager (`docker save |
+        docker load`), as if built there: the swarm has no internet."""
+        save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
+        load = subprocess.run(
+            ["docker", "-H", self.manager_host, "load", "-q"],
+            stdin=save.stdout,
+            capture_output=True,
+            timeout=300,
+        )
+        assert save.wait() == 0 and load.returncode == 0, load.stderr
+
     def running_on(self, service: str, timeout: float = 180) -> str:
         """The node whose task of `service` runs, once it does."""
         deadline = time.monotonic() + timeout

@@ -272,3 +272,56 @@ def test_invalid_ca_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidCertificate, match="Cannot read") as info:
         build_context([tmp_path / "missing.crt"])
     assert (info.value.path, info.value.unreadable) == (str(tmp_path / "missing.crt"), True)
+
+
+def test_an_image_that_lost_its_name_while_in_use_goes_once_unused(
+    docker_client: Any, docker_sdk: Any, busybox_image: str, tag: str, instance: Instance
+) -> None:
+    """A rebuild cannot remove the image a running container still uses; once that
+    container is gone, `remove_unnamed_sandbox_images` removes it, and leaves build
+    stages and named images alone."""
+    from opencode_cloud.docker import image as images
+
+    sandbox_like = tiny_dockerfile(
+        busybox_image, "LABEL io.opencode-cloud.edge=4\nRUN cat /proc/sys/kernel/random/uuid > /s"
+    )
+    labels = " ".join(f"{key}={value}" for key, value in LABELS.items())
+    two_stages = (  # the classic builder keeps the first stage as an unnamed image
+        f"FROM {busybox_image} AS build\nRUN date > /s\n"
+        f"LABEL {labels} io.opencode-cloud.edge=4 io.opencode-cloud.stage=build\n"
+        f"FROM {busybox_image}\nLABEL {labels}\nCOPY --from=build /s /s\n"
+    ).encode()
+    build_from_context(
+        docker_client, build_context(files=[("Dockerfile", two_stages, 0o644)]), tag=f"{tag}-2"
+    )
+    stages = docker_sdk.images.list(
+        filters={"dangling": True, "label": [f"{k}={v}" for k, v in LABELS.items()]}
+    )
+    assert len(stages) == 1
+    stage_id = stages[0].id
+    docker_sdk.images.remove(f"{tag}-2")
+    old = build_from_context(docker_client, build_context(files=sandbox_like), tag=tag)
+    container = docker_sdk.containers.create(tag, ["sleep", "60"], labels=dict(LABELS))
+    try:
+        new = build_from_context(
+            docker_client, build_context(files=sandbox_like), tag=tag, no_cache=True
+        )
+        assert new != old
+        unnamed = images.inspect_image(docker_client, old)
+        assert unnamed is not None and unnamed.tags == ()
+        assert old not in images.remove_unnamed_sandbox_images(docker_client)
+        assert image_exists(docker_client, old)  # its container still uses it
+        container.remove(force=True)
+        assert old in images.remove_unnamed_sandbox_images(docker_client)
+        assert not image_exists(docker_client, old)
+        assert image_exists(docker_client, new) and image_exists(docker_client, stage_id)
+    finally:
+        if _exists(docker_sdk, container.id):
+            container.remove(force=True)
+        for leftover in (old, stage_id):
+            if image_exists(docker_client, leftover):
+                docker_sdk.images.remove(leftover, force=True)
+
+
+def _exists(docker_sdk: Any, container_id: str) -> bool:
+    return any(c.id == container_id for c in docker_sdk.containers.list(all=True))

@@ -69,13 +69,6 @@ def image_on_manager(swarm: Swarm) -> Iterator[str]:
     assert image_id is not None
     on_manager = swarm.docker(1, "image", "inspect", IMAGE, "--format", "{{.Id}}", check=False)
     if on_manager.stdout.strip() != image_id.id:
-        save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
-        load = subprocess.run(
-            ["docker", "-H", swarm.manager_host, "load", "-q"],
-            stdin=save.stdout,
-            capture_output=True,
-            timeout=300,
-        )
-        assert save.wait() == 0 and load.returncode == 0, load.stderr
+        swarm.load_on_manager(IMAGE)
     yield IMAGE
     subprocess.run(["docker", "image", "rm", IMAGE], capture_output=True)

@@ -30,14 +30,7 @@ def _image_on_manager(swarm: Swarm) -> None:
     found = subprocess.run(["docker", "image", "inspect", DEFAULT_IMAGE], capture_output=True)
     if found.returncode != 0:
         pytest.fail(f"{DEFAULT_IMAGE} is missing here: scripts/sandbox-image.sh builds it")
-    save = subprocess.Popen(["docker", "save", DEFAULT_IMAGE], stdout=subprocess.PIPE)
-    load = subprocess.run(
-        ["docker", "-H", swarm.manager_host, "load", "-q"],
-        stdin=save.stdout,
-        capture_output=True,
-        timeout=300,
-    )
-    assert save.wait() == 0 and load.returncode == 0, load.stderr
+    swarm.load_on_manager(DEFAULT_IMAGE)
 
 
 @pytest.fixture

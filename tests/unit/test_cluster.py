@@ -67,7 +67,7 @@ def manager_engine(*nodes: SwarmNode) -> FakeEngine:
     return engine
 
 
-def cluster(engine: FakeEngine, registry: str | None = None) -> Cluster:
+def cluster(engine: FakeEngine, registry: str | None = "registry.test:5000") -> Cluster:
     config = Config(cluster=ClusterSettings(registry=registry))
     return Cluster(engine, config, INSTANCE)
 
@@ -82,6 +82,16 @@ def test_a_new_person_goes_to_the_node_with_the_most_memory_left() -> None:
     engine.services.append(person("cat", "id-n3", 7))
     # n1: 6 GiB free, n2: 3, n3: 1
     assert cluster(engine).place(4 * GIB).hostname == "n1"
+
+
+def test_without_a_registry_new_people_go_to_the_manager_alone() -> None:
+    engine = manager_engine(node("n1", 4, role="manager"), node("n2", 16), node("n3", 16))
+    assert cluster(engine, registry=None).place(GIB).hostname == "n1"
+    engine.services = [person("ann", "id-n1", 3)]
+    with pytest.raises(NoRoomInCluster) as raised:
+        cluster(engine, registry=None).place(2 * GIB)
+    assert raised.value.manager_only and raised.value.best_free == GIB
+    assert cluster(engine).place(2 * GIB).hostname in {"n2", "n3"}  # with one
 
 
 def test_placement_skips_nodes_that_are_down_or_drained() -> None:
@@ -176,13 +186,13 @@ def test_status_says_what_is_out_of_place() -> None:
     )
     engine.services = [person("ann", "id-n2", 1), person("bob", "id-n1", 1)]
     engine.tasks = [SwarmTask("svc-bob", "id-n1", "running", "running")]
-    status = cluster(engine).status()
+    status = cluster(engine, registry=None).status()
     assert status.manager is not None and status.manager.hostname == "n1"
     assert status.door_url is None
     assert status.problems == [
         "the team's network opencode-cloud-cluster does not exist",
         "no registry is set (cluster.registry): nodes other than the manager have no way "
-        "to get the image",
+        "to get the image, so new people all go to the manager",
         "node n2 is down",
         "node n3 is drain: nothing new starts there",
         "opencode-cloud-user-ann is not running (pinned to n2)",

@@ -210,6 +210,13 @@ def test_no_other_node_with_room_changes_nothing() -> None:
     assert availability(engine, "n2") == "active"
 
 
+def test_without_a_registry_people_move_to_the_manager_only() -> None:
+    engine = swarm(node("n1", 4, role="manager"), node("n2"), node("n3", 16))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    team.config = team.config.model_copy(update={"cluster": ClusterSettings()})
+    assert [m.target.hostname for m in Drain(team, FakeCheck()).plan(engine.nodes[1])] == ["n1"]
+
+
 def test_a_node_that_does_not_exist_is_named() -> None:
     engine = swarm(node("n1", role="manager"))
     with pytest.raises(NodeNotFound, match="no node called 'n9'"):

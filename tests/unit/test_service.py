@@ -323,6 +323,7 @@ def test_a_variable_equal_to_the_images_is_no_change(
 
 def test_a_rebuilt_image_tag_recreates_the_container(make: Make, fake: FakeEngine) -> None:
     make().start()
+    old_id = fake.inspect_container(NAME).image_id
     new_id = fake.add_image(
         REF, env=SANDBOX_ENV, labels={LABEL_OPENCODE_VERSION: "1.18.33", LABEL_EDGE: EDGE_LABEL}
     )
@@ -332,6 +333,8 @@ def test_a_rebuilt_image_tag_recreates_the_container(make: Make, fake: FakeEngin
     assert result.recreated_because == ["image"]
     assert fake.called("create_container") == [NAME]
     assert fake.inspect_container(NAME).image_id == new_id
+    # The image that lost its name to the rebuild goes with its last container.
+    assert fake.inspect_image(old_id) is None
 
 
 def test_an_untagged_image_does_not_make_the_environment_look_changed(

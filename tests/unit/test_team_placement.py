@@ -6,6 +6,7 @@ The door's login service is stood in for by a dict (`records`), as in test_team.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,32 @@ def test_a_final_backup_of_volumes_on_another_node_is_refused_only_when_they_go(
     assert "bob" in records
 
 
+def _occ_on_a_swarm(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake: FakeEngine,
+    cluster: dict[str, Any],
+) -> Any:
+    """`occ` against `fake` as the manager of a swarm of n1..n3 with the door's task
+    running, for a team with the configuration's `cluster` set to `cluster`."""
+    from cli_runner import isolated_runner
+    from opencode_cloud.cli.context import AppContext
+    from opencode_cloud.config.paths import instance_paths
+
+    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
+    occ = isolated_runner(tmp_path, monkeypatch, capsys)
+    assert occ("config", "set", "cluster", json.dumps(cluster)).code == 0
+    instance_paths().team_file.write_text(json.dumps({"enabled": True, "first": "ada"}))
+    _manager(fake)
+    fake.create_container(
+        "door-task.1",
+        {"Image": DEFAULT_IMAGE, "Labels": {SWARM_SERVICE_LABEL: "opencode-cloud-door"}},
+    )
+    fake.start_container("door-task.1")
+    return occ
+
+
 def test_occ_user_remove_volumes_on_another_node_without_no_backup_changes_nothing(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -239,21 +266,9 @@ def test_occ_user_remove_volumes_on_another_node_without_no_backup_changes_nothi
     fake: FakeEngine,
     records: dict[str, Any],
 ) -> None:
-    from cli_runner import isolated_runner, one_error
-    from opencode_cloud.cli.context import AppContext
-    from opencode_cloud.config.paths import instance_paths
+    from cli_runner import one_error
 
-    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
-    occ = isolated_runner(tmp_path, monkeypatch, capsys)
-    assert occ("config", "set", "cluster", "{}").code == 0
-    team_file = instance_paths().team_file
-    team_file.write_text(json.dumps({"enabled": True, "first": "ada"}))
-    _manager(fake)
-    fake.create_container(
-        "door-task.1",
-        {"Image": DEFAULT_IMAGE, "Labels": {SWARM_SERVICE_LABEL: "opencode-cloud-door"}},
-    )
-    fake.start_container("door-task.1")
+    occ = _occ_on_a_swarm(tmp_path, monkeypatch, capsys, fake, {"registry": REGISTRY})
     added = occ("user", "add", "bob", "--memory", "1g")
     assert added.code == 0, added.err
     assert "They sign in at http://10.9.0.1:" in added.out
@@ -302,3 +317,24 @@ def test_on_a_swarm_the_doors_certificate_and_key_are_secrets_it_alone_reads(
     # Started again, the door service is left as it is: no new secrets.
     team.placement.start_door(lambda _m: None)
     assert len(fake.secrets) == 2
+
+
+def test_occ_user_add_without_a_registry_and_no_room_on_the_manager_says_set_one(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fake: FakeEngine,
+    records: dict[str, Any],
+) -> None:
+    from cli_runner import one_error
+
+    occ = _occ_on_a_swarm(tmp_path, monkeypatch, capsys, fake, {})
+    manager, *workers = fake.nodes
+    fake.nodes = [dataclasses.replace(manager, memory_bytes=GIB // 2), *workers]
+
+    result = occ("user", "add", "bob", "--memory", "1g")  # n2 and n3 have room, no image
+
+    assert result.code != 0
+    assert "only node with the image" in one_error(result)
+    assert "registry" in result.err and "cluster init" in result.err
+    assert fake.services == [] and "bob" not in records

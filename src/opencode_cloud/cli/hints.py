@@ -142,6 +142,12 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
                 f"They run on the manager: `{occ} restore FILE --user {person}` restores "
                 "there (their data is backed up first)."
             )
+        case team.NoRoomInCluster(manager_only=True):
+            return (
+                "Without a registry only the manager has the image: set one (`"
+                f'{occ} config set cluster \'{{"registry": "HOST:PORT"}}\'`, then '
+                f"`{occ} cluster init`) to use the other nodes."
+            )
         case team.NoRoomInCluster():
             return (
                 "Add a node (`docker swarm join`), or give people less memory "

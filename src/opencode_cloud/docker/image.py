@@ -390,6 +390,29 @@ def build_image(
     return image_id
 
 
+def remove_unnamed_sandbox_images(client: Engine) -> list[str]:
+    """Remove the sandbox images that lost their name to a newer build while a container
+    still ran on them (the build could not remove them then), once none does; their ids.
+
+    Only final images without a name are taken: a snapshot names its image by tag, and
+    the engine refuses to remove an image a container (of any instance) still uses.
+    """
+    try:
+        unnamed = client.list_images(labels=[LABEL_EDGE], dangling=True)
+    except DockerError:
+        return []
+    removed: list[str] = []
+    for image in unnamed:
+        if image.tags or image.labels.get(LABEL_STAGE) == BUILD_STAGE:
+            continue
+        try:
+            client.remove_image(image.id)
+        except DockerError:
+            continue  # still in use
+        removed.append(image.id)
+    return removed
+
+
 def _build_stages(client: Engine, opencode_version: str) -> list[str]:
     """Ids of the unnamed build-stage images of `opencode_version` the engine holds."""
     labels = [f"{LABEL_STAGE}={BUILD_STAGE}", f"{LABEL_OPENCODE_VERSION}={opencode_version}"]

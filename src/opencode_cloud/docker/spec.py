@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opencode_cloud.defaults import (
     CONTAINER_PORT,
@@ -37,8 +37,10 @@ from opencode_cloud.defaults import (
 from opencode_cloud.docker.models import ContainerInfo, Mount
 from opencode_cloud.docker.volume import VOLUME_SPECS
 from opencode_cloud.instance import LABEL_CONFIG_HASH, Instance
-from opencode_cloud.mounts import HostMount, folder_owner
 from opencode_cloud.opencode import KNOWN_PROVIDERS, USERNAME_ENV
+
+if TYPE_CHECKING:
+    from opencode_cloud.mounts import HostMount
 
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 # Where `docker exec` starts unless told otherwise: outside the agent's folders, so that a
@@ -174,6 +176,8 @@ class ContainerSpec:
             image, image_id: the image reference it runs and what that resolves to now.
             labels: labels added to the instance's own and the config hash.
         """
+        from opencode_cloud.mounts import HostMount  # here: `occ status` reads specs only
+
         host_mounts = [HostMount.parse(text) for text in settings.mounts]
         uid, gid = runtime_owner(host_mounts)
         spec = cls(
@@ -385,6 +389,8 @@ def runtime_owner(host_mounts: Sequence[HostMount]) -> tuple[int, int]:
     Raises:
         MountError: the first folder's group is root's, or its owner is the edge's uid.
     """
+    from opencode_cloud.mounts import folder_owner
+
     for mount in host_mounts:
         if os.path.exists(mount.host):
             return folder_owner(mount.host) or (RUNTIME_UID, RUNTIME_UID)

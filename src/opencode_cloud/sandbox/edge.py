@@ -1219,7 +1219,7 @@ class TeamGuard(Guard):
         self._answering: dict[str, float] = {}  # name -> when its health check last passed
         self._checking: set[str] = set()  # names whose health check is under way
         # The people's passkeys, and their challenges under way.
-        self.passkeys = _passkeys().Passkeys(people.path, self.clock)
+        self.passkeys = _passkeys().Passkeys(people._transaction, people._reading, self.clock)
         self.sso = edge_oidc.Sso(people, self._log)
 
     # -- credentials by name ------------------------------------------------------------
@@ -2929,13 +2929,11 @@ def _passkey_admin(people: People, op: str, request: dict[str, Any], now: float)
         name = _field(request, "name", PERSON_NAME, "not a name (a-z, 0-9 and -, up to 30)")
         if people.get(name) is None:
             raise AdminError(f"no such person: {name}")
-    store = module.Passkeys(people.path)
+    store = module.Passkeys(people._transaction, people._reading)
     try:
         answer: dict[str, Any] = module.apply_admin(store, op, request, name)
     except module.PasskeyError as exc:
         raise AdminError(str(exc)) from None
-    finally:
-        store.close()
     if op == "passkey-reset":
         people.log(now, name or "", "passkey-reset", "admin")
     elif op == "passkey-host" and "host" in request:

@@ -36,10 +36,9 @@ import sqlite3
 import threading
 import time
 from base64 import b64encode, urlsafe_b64decode, urlsafe_b64encode
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +52,6 @@ MAX_LABEL = 60
 # 512); anything longer was not made by an authenticator.
 MAX_FIELD = 4096
 MAX_CREDENTIAL_ID = 1023  # WebAuthn's own limit, in bytes
-DB_BUSY_MS = 5000
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _PASSKEY_ID = re.compile(r"[A-Za-z0-9_-]{1,1400}")
 # A host name for the relying party ID: WebAuthn takes no IP address and no port.
@@ -153,37 +151,26 @@ _COLUMNS = "id, name, label, credential, sign_count, created, last_used"
 
 
 class Passkeys:
-    """The passkeys table of the team's database (a connection of its own: WAL mode lets
-    the edge's and the admin tool's connections write the same file), and the challenges
-    under way, in memory."""
+    """The passkeys table of the people's database, through the edge's connection
+    (`transaction` opens one write transaction on it, `reading` lends it for reads: the
+    edge's `People._transaction` and `People._reading`), and the challenges under way,
+    in memory."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        self._db = sqlite3.connect(
-            path, timeout=DB_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute(f"PRAGMA busy_timeout = {DB_BUSY_MS}")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
+        reading: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._transaction = transaction
+        self._reading = reading
+        with reading() as db:
+            db.executescript(SCHEMA)
         self.challenges = Challenges(clock)
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
     def _rows(self, sql: str, *args: Any) -> list[Passkey]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM passkeys {sql}", args).fetchall()
+        with self._reading() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM passkeys {sql}", args).fetchall()
         return [Passkey(*row) for row in rows]
 
     def of(self, name: str) -> list[Passkey]:
@@ -241,10 +228,8 @@ class Passkeys:
 
     def host(self) -> str | None:
         """The relying party ID an admin set, if any."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT value FROM passkey_settings WHERE key = 'host'"
-            ).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM passkey_settings WHERE key = 'host'").fetchone()
         return row[0] if row else None
 
     def set_host(self, host: str | None) -> None:

@@ -455,6 +455,9 @@ class Service:
         if info is not None and info.image != spec.image and images.is_derived_container(info):
             # The packages changed: the image of the old ones is not needed any more.
             remove_unneeded_images(self.client, [info.image])
+        if info is not None:
+            # The old container may have kept an image a rebuild took the name of.
+            images.remove_unnamed_sandbox_images(self.client)
         self.runtime.start()
         endpoint = Endpoint.of(spec, self.paths).reached_through(self.runtime)
         result = StartResult(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.defaults import IMAGE_NAME
@@ -50,6 +49,8 @@ class Snapshot:
 
     @property
     def created(self) -> str:
+        from datetime import UTC, datetime  # here: `occ status` without snapshots needs none
+
         return datetime.strptime(self.id, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).isoformat()
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +59,8 @@ class Snapshot:
 
 def _now_id() -> str:
     """A snapshot's id: when it was taken, to the second, in UTC (sorts by time)."""
+    from datetime import UTC, datetime
+
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 

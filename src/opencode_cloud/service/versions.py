@@ -172,6 +172,7 @@ class Versions:
             self._recover(previous, snap, old_config)
             raise UpdateFailed(target_ref, problem, rolled_back=True, previous=describe(info))
         containers.remove_container(self.client, previous, force=True)
+        images.remove_unnamed_sandbox_images(self.client)
         result = UpdateResult(
             describe(info),
             describe(self.client.inspect_container(service.name)),

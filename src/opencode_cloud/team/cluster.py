@@ -223,14 +223,22 @@ class Cluster:
     def place(self, memory_bytes: int) -> SwarmNode:
         """The node for a new person allowed `memory_bytes`: of the nodes that take new
         work, the one with the most memory not yet promised to the team, if it has enough.
+        Without a registry only this manager has the image (no other node could start
+        the instance), so it is the only choice.
 
         Raises:
             NotASwarmManager, NoRoomInCluster.
         """
         rows = [row for row in self.nodes() if row.node.usable]
+        registry = bool(self.config.cluster.registry)
+        if not registry:
+            manager = self.membership().node_id
+            rows = [row for row in rows if row.node.id == manager]
         best = max(rows, key=lambda row: (row.memory_free, row.node.hostname), default=None)
         if best is None or best.memory_free < memory_bytes:
-            raise NoRoomInCluster(memory_bytes, best.memory_free if best else 0)
+            raise NoRoomInCluster(
+                memory_bytes, best.memory_free if best else 0, manager_only=not registry
+            )
         return best.node
 
     # -- the front door -----------------------------------------------------------------
@@ -555,7 +563,7 @@ class Cluster:
         if len(nodes) > 1 and not self.config.cluster.registry:
             problems.append(
                 "no registry is set (cluster.registry): nodes other than the manager "
-                "have no way to get the image"
+                "have no way to get the image, so new people all go to the manager"
             )
         by_id = {node.id: node for node in nodes}
         for node in nodes:

@@ -213,7 +213,8 @@ class Drain:
 
     def plan(self, node: SwarmNode) -> list[Move]:
         """Where each person on `node` goes: in turn (by name), the other ready, active
-        node with the most memory not promised yet, counting those placed before.
+        node with the most memory not promised yet, counting those placed before (the
+        manager only, without a registry: no other node could get the image).
 
         Raises:
             NowhereToDrain.
@@ -223,6 +224,9 @@ class Drain:
         )
         here = [s for s in services if pinned_node(s) == node.id and s.labels.get(LABEL_PERSON)]
         rows = [r for r in self.cluster.nodes() if r.node.usable and r.node.id != node.id]
+        if not self.cluster.config.cluster.registry:  # only the manager has the image
+            manager = self.cluster.membership().node_id
+            rows = [row for row in rows if row.node.id == manager]
         free = {row.node.id: row.memory_free for row in rows}
         by_id = {row.node.id: row.node for row in rows}
         moves = []

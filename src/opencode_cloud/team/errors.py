@@ -90,13 +90,18 @@ class ImagePushFailed(TeamError):
 class NoRoomInCluster(TeamError):
     """No node of the swarm has the memory a new person's instance is allowed."""
 
-    def __init__(self, needed: int, best_free: int) -> None:
+    def __init__(self, needed: int, best_free: int, *, manager_only: bool = False) -> None:
+        needed_mib, free_mib = needed // 2**20, max(best_free, 0) // 2**20
         super().__init__(
-            f"No node has {needed // 2**20} MiB free for a new instance "
-            f"(the most on any node: {max(best_free, 0) // 2**20} MiB)."
+            f"The manager, the only node with the image, has {free_mib} MiB free; a new "
+            f"instance needs {needed_mib} MiB."
+            if manager_only
+            else f"No node has {needed_mib} MiB free for a new instance "
+            f"(the most on any node: {free_mib} MiB)."
         )
         self.needed = needed
         self.best_free = best_free
+        self.manager_only = manager_only
 
 
 class ClusterNotReady(TeamError):

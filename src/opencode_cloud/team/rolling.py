@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from opencode_cloud.docker import container as containers
 from opencode_cloud.docker.errors import DockerError
+from opencode_cloud.docker.image import remove_unnamed_sandbox_images
 from opencode_cloud.service.image import image_for
 from opencode_cloud.service.snapshots import drop_snapshot, restore_snapshot, take_snapshot
 from opencode_cloud.team.errors import TeamUpdateFailed
@@ -147,6 +148,7 @@ class RollingUpdate:
                 containers.stop_container(self.client, container)
             return problem, unavailable
         self.client.remove_container(previous, force=True)
+        remove_unnamed_sandbox_images(self.client)
         if not was_running:
             containers.stop_container(self.client, container)
         return None, unavailable

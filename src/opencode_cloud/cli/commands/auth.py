@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from opencode_cloud.cli.group import OrderedGroup
+from opencode_cloud.cli.options import log_limit_option
 
 if TYPE_CHECKING:
     from opencode_cloud.cli.context import AppContext
@@ -123,13 +124,7 @@ def sessions(app_ctx: AppContext, which: str | None) -> None:
 
 
 @auth_group.command()
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 10000),
-    default=100,
-    show_default=True,
-    help="How many of the newest lines.",
-)
+@log_limit_option
 @click.pass_obj
 def log(app_ctx: AppContext, limit: int) -> None:
     """Sign-ins, sign-outs, failed attempts, revoked sessions and changes of the second

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from opencode_cloud.cli.group import OrderedGroup
+from opencode_cloud.cli.options import log_limit_option
 from opencode_cloud.cli.output import format_bytes, format_duration, format_table
 
 if TYPE_CHECKING:
@@ -118,13 +119,7 @@ def team_status(app_ctx: AppContext) -> None:
 
 @team_group.command("log")
 @click.option("--user", "name", metavar="NAME", help="Only this person's lines.")
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 10000),
-    default=100,
-    show_default=True,
-    help="How many of the newest lines.",
-)
+@log_limit_option
 @click.pass_obj
 def team_log(app_ctx: AppContext, name: str | None, limit: int) -> None:
     """Sign-ins, sign-outs, failed attempts and the admin's changes, newest last. It holds
