@@ -121,7 +121,7 @@ def test_drain_moves_each_person_where_most_memory_is_free_then_drains_the_node(
     # No one-shot service and no one-time key is left.
     assert [s.name for s in engine.services if "-user-" not in s.name] == []
     assert [name for name in engine.secrets if "transfer-key" in name] == []
-    assert all(m["seconds_away"] >= 0 for m in result.moved)
+    assert all(m["seconds_away"] >= 0 and m["sessions_checked"] == 1 for m in result.moved)
 
 
 def test_what_the_copy_runs_reads_the_source_only_and_keeps_few_capabilities() -> None:

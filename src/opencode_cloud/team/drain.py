@@ -257,7 +257,7 @@ class Drain:
         for move in moves:
             self._step(f"Moving {move.person} from {node.hostname} to {move.target.hostname}")
             try:
-                seconds = self._move(move)
+                seconds, checked = self._move(move)
             except _MoveFailed as failed:
                 moved = [m["name"] for m in result.moved]
                 raise DrainFailed(node.hostname, move.person, failed.problem, moved) from None
@@ -268,6 +268,7 @@ class Drain:
                     "from": node.hostname,
                     "to": move.target.hostname,
                     "seconds_away": round(seconds, 1),
+                    "sessions_checked": checked,
                 }
             )
         doors = self.client.swarm_services(
@@ -286,8 +287,9 @@ class Drain:
 
     # -- one person ---------------------------------------------------------------------
 
-    def _move(self, move: Move) -> float:
-        """Move one person; the seconds they were away.
+    def _move(self, move: Move) -> tuple[float, int]:
+        """Move one person; the seconds they were away, and how many sessions their
+        opencode listed before (the check found the first of them after).
 
         Raises:
             _MoveFailed: they run on the source node again.
@@ -320,7 +322,7 @@ class Drain:
             self.cluster.remove_volumes(move.source, volumes)
         except VolumesNotRemoved as error:
             self._step(f"{move.person} moved, but their old volumes stay: {error.problem}")
-        return away
+        return away, len(before)
 
     def _back(
         self, service: str, move: Move, written: list[str], *, stop_target: bool = False
