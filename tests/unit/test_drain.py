@@ -217,6 +217,17 @@ def test_without_a_registry_people_move_to_the_manager_only() -> None:
     assert [m.target.hostname for m in Drain(team, FakeCheck()).plan(engine.nodes[1])] == ["n1"]
 
 
+def test_a_node_that_is_down_is_not_drained() -> None:
+    from opencode_cloud.team.errors import NodeNotUsable
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.nodes = [engine.nodes[0], node("n2", state="down")]
+    with pytest.raises(NodeNotUsable, match=r"n2 takes no new instances \(down"):
+        Drain(team, FakeCheck()).drain("n2")
+    assert engine.calls == []
+
+
 def test_a_node_that_does_not_exist_is_named() -> None:
     engine = swarm(node("n1", role="manager"))
     with pytest.raises(NodeNotFound, match="no node called 'n9'"):

@@ -130,6 +130,11 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return f"Once that is fixed, `{occ} node drain {node}` again moves the rest."
         case team.VolumesNotCopied():
             return "See `docker service ps` on the manager; the source volumes are untouched."
+        case team.NodeNotUsable(node=node, down=True):
+            return (
+                f"Bring {node} back, or bring its people back elsewhere from their "
+                f"backups: `{occ} user restore NAME --from-backup FILE --node OTHER`."
+            )
         case team.NodeNotUsable(node=node):
             return (
                 f"`{occ} node list` shows which nodes are ready and active; `{occ} node "

@@ -23,12 +23,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.swarm import NODE_ACTIVE, SecretFile, SwarmNode, pinned_node
+from opencode_cloud.docker.swarm import (
+    NODE_ACTIVE,
+    NODE_READY,
+    SecretFile,
+    SwarmNode,
+    pinned_node,
+)
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_PERSON, LABEL_ROLE
 from opencode_cloud.team.cluster import DOOR_ROLE, SWARM_SERVICE_LABEL
 from opencode_cloud.team.errors import (
     DrainFailed,
     NodeNotFound,
+    NodeNotUsable,
     NowhereToDrain,
     VolumesNotCopied,
     VolumesNotRemoved,
@@ -244,11 +251,17 @@ class Drain:
         """Move everyone off node `name`, then mark it drained.
 
         Raises:
-            NotASwarmManager, NodeNotFound, NowhereToDrain (nothing changed), DrainFailed
+            NotASwarmManager, NodeNotFound, NowhereToDrain and NodeNotUsable (the node is
+            down; nothing changed), DrainFailed
             (the person it names runs on the node again; those before stay moved).
         """
         node = self.node(name)
         moves = self.plan(node)
+        if moves and node.state != NODE_READY:
+            # Nothing runs there to read the volumes: a backup is what is left.
+            raise NodeNotUsable(
+                node.hostname, f"{node.state}: its volumes cannot be read", down=True
+            )
         if moves and node.availability != NODE_ACTIVE:
             # The copy runs on the node: it must take (one-shot) tasks while people leave.
             self._step(f"{node.hostname} is {node.availability}: active while people move")
