@@ -14,6 +14,7 @@ there); exits 2 without them.
 - Raw copy: two one-shot services as the drain's copy has them, on the same nodes and
   overlay, the same volume, but with a bare `tar | socket | tar` (no key, no HMAC, no
   check): what moving the bytes costs at the least, service start-up included.
+- The drain's own copy (`copy_volumes`) of the same volume, alone.
 - Drain: `Drain.drain("occsw-n2")` whole (sessions listed, stop, authenticated copy,
   start on n1, deep check, old volumes deleted); "away" is the person's time without an
   instance.
@@ -37,7 +38,7 @@ from opencode_cloud.instance import Instance
 from opencode_cloud.team.cluster import Cluster
 from opencode_cloud.team.drain import Drain
 from opencode_cloud.team.oneshot import OneShot
-from opencode_cloud.team.transfer import TRANSFER_PORT
+from opencode_cloud.team.transfer import TRANSFER_PORT, copy_volumes
 
 SWARM_ID = int(os.environ.get("OCC_SWARM_ID", "0"))
 PREFIX = "occsw" if SWARM_ID == 0 else f"occsw{SWARM_ID}"
@@ -164,6 +165,11 @@ def main() -> int:
             fill(cluster, n2, volume, mb)
             raw = raw_copy(cluster, n2, n1, volume)
             began = time.monotonic()
+            mounts = [{"Type": "volume", "Source": volume, "Target": PROJECTS.mount_point}]
+            copy_volumes(cluster, mounts, n2, n1)
+            copied = time.monotonic() - began
+            cluster.remove_volumes(n1, [volume])
+            began = time.monotonic()
             result = Drain(cluster).drain("occsw-n2")
             drained = time.monotonic() - began
             away = result.moved[0]["seconds_away"]
@@ -179,6 +185,8 @@ def main() -> int:
         "|---|---|---|---|",
         f"| Raw copy n2 -> n1 (`tar` over a socket, 2 one-shot services) | {raw:.1f} "
         f"| {raw / gb:.1f} | 1.00 |",
+        f"| The drain's copy alone (one-time key, HMAC per MiB, SHA-256) | {copied:.1f} "
+        f"| {copied / gb:.1f} | {copied / raw:.2f} |",
         f"| `occ node drain` whole (list, stop, copy, start, check, delete) | {drained:.1f} "
         f"| {drained / gb:.1f} | {drained / raw:.2f} |",
         f"| The person away (stop to checked on n1) | {away:.1f} | {away / gb:.1f} "

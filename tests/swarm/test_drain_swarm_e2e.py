@@ -142,6 +142,7 @@ def test_drain_moves_a_person_with_their_sessions_files_and_home(
         ("bob", "occsw-n2", "occsw-n1")
     ]
     assert 0 < result["moved"][0]["seconds_away"] < took
+    assert result["moved"][0]["sessions_checked"] == 1  # the one made before, read after
     assert ada_answers and set(ada_answers) == {200}, ada_answers
 
     # bob's instance runs on n1, with everything he had.

@@ -121,7 +121,7 @@ def test_drain_moves_each_person_where_most_memory_is_free_then_drains_the_node(
     # No one-shot service and no one-time key is left.
     assert [s.name for s in engine.services if "-user-" not in s.name] == []
     assert [name for name in engine.secrets if "transfer-key" in name] == []
-    assert all(m["seconds_away"] >= 0 for m in result.moved)
+    assert all(m["seconds_away"] >= 0 and m["sessions_checked"] == 1 for m in result.moved)
 
 
 def test_what_the_copy_runs_reads_the_source_only_and_keeps_few_capabilities() -> None:
@@ -208,6 +208,24 @@ def test_no_other_node_with_room_changes_nothing() -> None:
     assert engine.calls == []  # no service made or changed, no node changed
     assert [(s.name, s.constraints) for s in engine.services] == before
     assert availability(engine, "n2") == "active"
+
+
+def test_without_a_registry_people_move_to_the_manager_only() -> None:
+    engine = swarm(node("n1", 4, role="manager"), node("n2"), node("n3", 16))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    team.config = team.config.model_copy(update={"cluster": ClusterSettings()})
+    assert [m.target.hostname for m in Drain(team, FakeCheck()).plan(engine.nodes[1])] == ["n1"]
+
+
+def test_a_node_that_is_down_is_not_drained() -> None:
+    from opencode_cloud.team.errors import NodeNotUsable
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.nodes = [engine.nodes[0], node("n2", state="down")]
+    with pytest.raises(NodeNotUsable, match=r"n2 takes no new instances \(down"):
+        Drain(team, FakeCheck()).drain("n2")
+    assert engine.calls == []
 
 
 def test_a_node_that_does_not_exist_is_named() -> None:

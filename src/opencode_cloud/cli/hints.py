@@ -119,12 +119,6 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
                 f"Back up on that node yourself, then `{occ} user remove {person} --volumes "
                 "--no-backup`; or remove them without --volumes (their volumes stay)."
             )
-        case team.NoRoomInCluster(manager_only=True):
-            return (
-                "Without a registry only the manager has the image: set one (`"
-                f'{occ} config set cluster \'{{"registry": "HOST:PORT"}}\'`, then '
-                f"`{occ} cluster init`) to use the other nodes."
-            )
         case team.NodeNotFound():
             return f"`{occ} node list` shows the swarm's nodes."
         case team.NowhereToDrain():
@@ -136,6 +130,11 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return f"Once that is fixed, `{occ} node drain {node}` again moves the rest."
         case team.VolumesNotCopied():
             return "See `docker service ps` on the manager; the source volumes are untouched."
+        case team.NodeNotUsable(node=node, down=True):
+            return (
+                f"Bring {node} back, or bring its people back elsewhere from their "
+                f"backups: `{occ} user restore NAME --from-backup FILE --node OTHER`."
+            )
         case team.NodeNotUsable(node=node):
             return (
                 f"`{occ} node list` shows which nodes are ready and active; `{occ} node "
@@ -147,6 +146,12 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
             return (
                 f"They run on the manager: `{occ} restore FILE --user {person}` restores "
                 "there (their data is backed up first)."
+            )
+        case team.NoRoomInCluster(manager_only=True):
+            return (
+                "Without a registry only the manager has the image: set one (`"
+                f'{occ} config set cluster \'{{"registry": "HOST:PORT"}}\'`, then '
+                f"`{occ} cluster init`) to use the other nodes."
             )
         case team.NoRoomInCluster():
             return (

@@ -23,12 +23,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH
 from opencode_cloud.docker.errors import DockerError
-from opencode_cloud.docker.swarm import NODE_ACTIVE, SecretFile, SwarmNode, pinned_node
+from opencode_cloud.docker.swarm import (
+    NODE_ACTIVE,
+    NODE_READY,
+    SecretFile,
+    SwarmNode,
+    pinned_node,
+)
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_PERSON, LABEL_ROLE
 from opencode_cloud.team.cluster import DOOR_ROLE, SWARM_SERVICE_LABEL
 from opencode_cloud.team.errors import (
     DrainFailed,
     NodeNotFound,
+    NodeNotUsable,
     NowhereToDrain,
     VolumesNotCopied,
     VolumesNotRemoved,
@@ -213,7 +220,8 @@ class Drain:
 
     def plan(self, node: SwarmNode) -> list[Move]:
         """Where each person on `node` goes: in turn (by name), the other ready, active
-        node with the most memory not promised yet, counting those placed before.
+        node with the most memory not promised yet, counting those placed before (the
+        manager only, without a registry: no other node could get the image).
 
         Raises:
             NowhereToDrain.
@@ -223,6 +231,9 @@ class Drain:
         )
         here = [s for s in services if pinned_node(s) == node.id and s.labels.get(LABEL_PERSON)]
         rows = [r for r in self.cluster.nodes() if r.node.usable and r.node.id != node.id]
+        if not self.cluster.config.cluster.registry:  # only the manager has the image
+            manager = self.cluster.membership().node_id
+            rows = [row for row in rows if row.node.id == manager]
         free = {row.node.id: row.memory_free for row in rows}
         by_id = {row.node.id: row.node for row in rows}
         moves = []
@@ -240,11 +251,17 @@ class Drain:
         """Move everyone off node `name`, then mark it drained.
 
         Raises:
-            NotASwarmManager, NodeNotFound, NowhereToDrain (nothing changed), DrainFailed
+            NotASwarmManager, NodeNotFound, NowhereToDrain and NodeNotUsable (the node is
+            down; nothing changed), DrainFailed
             (the person it names runs on the node again; those before stay moved).
         """
         node = self.node(name)
         moves = self.plan(node)
+        if moves and node.state != NODE_READY:
+            # Nothing runs there to read the volumes: a backup is what is left.
+            raise NodeNotUsable(
+                node.hostname, f"{node.state}: its volumes cannot be read", down=True
+            )
         if moves and node.availability != NODE_ACTIVE:
             # The copy runs on the node: it must take (one-shot) tasks while people leave.
             self._step(f"{node.hostname} is {node.availability}: active while people move")
@@ -253,7 +270,7 @@ class Drain:
         for move in moves:
             self._step(f"Moving {move.person} from {node.hostname} to {move.target.hostname}")
             try:
-                seconds = self._move(move)
+                seconds, checked = self._move(move)
             except _MoveFailed as failed:
                 moved = [m["name"] for m in result.moved]
                 raise DrainFailed(node.hostname, move.person, failed.problem, moved) from None
@@ -264,6 +281,7 @@ class Drain:
                     "from": node.hostname,
                     "to": move.target.hostname,
                     "seconds_away": round(seconds, 1),
+                    "sessions_checked": checked,
                 }
             )
         doors = self.client.swarm_services(
@@ -282,8 +300,9 @@ class Drain:
 
     # -- one person ---------------------------------------------------------------------
 
-    def _move(self, move: Move) -> float:
-        """Move one person; the seconds they were away.
+    def _move(self, move: Move) -> tuple[float, int]:
+        """Move one person; the seconds they were away, and how many sessions their
+        opencode listed before (the check found the first of them after).
 
         Raises:
             _MoveFailed: they run on the source node again.
@@ -316,7 +335,7 @@ class Drain:
             self.cluster.remove_volumes(move.source, volumes)
         except VolumesNotRemoved as error:
             self._step(f"{move.person} moved, but their old volumes stay: {error.problem}")
-        return away
+        return away, len(before)
 
     def _back(
         self, service: str, move: Move, written: list[str], *, stop_target: bool = False

@@ -196,9 +196,10 @@ class DrainFailed(TeamError):
 class NodeNotUsable(TeamError):
     """A node that does not run new tasks (down, paused or drained)."""
 
-    def __init__(self, node: str, why: str) -> None:
+    def __init__(self, node: str, why: str, *, down: bool = False) -> None:
         super().__init__(f"Node {node} takes no new instances ({why}).")
         self.node = node
+        self.down = down  # it runs nothing at all, not even a copy of its volumes
 
 
 class NotOnCluster(TeamError):
