@@ -162,3 +162,21 @@ def test_a_target_that_is_not_empty_is_left_alone(tmp_path: Path) -> None:
     assert receiver.wait(60) == NOT_EMPTY_EXIT
     assert "vol-b is not empty" in receiver.communicate()[1]
     assert (to / "vol-b" / "old").read_text() == "someone's\n"
+
+
+def test_someone_who_connects_first_and_says_nothing_does_not_hold_up_the_sender(
+    tmp_path: Path, source: Path
+) -> None:
+    """Anyone on the overlay can open a connection to the receiver and stay silent; the
+    sender, connecting just after, still copies at once."""
+    port, secret, to = free_port(), key(tmp_path), target(tmp_path)
+    receiver = run(secret, "receive", port, to)
+    silent = [connect(port) for _ in range(3)]
+    sender = run(secret, "send", port, source, "127.0.0.1")
+    try:
+        assert sender.wait(30) == 0, sender.communicate()
+        assert receiver.wait(30) == 0, receiver.communicate()
+    finally:
+        for conn in silent:
+            conn.close()
+    assert (to / "vol-a" / "sub" / "notes.md").read_text() == "kept\n"

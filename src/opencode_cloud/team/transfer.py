@@ -52,7 +52,7 @@ START_TIMEOUT = 300.0
 # VOLUME...` (fixed; PEER is the receiver's service name, or - for the receiver itself,
 # and the volumes' names are checked).
 TRANSFER_PROGRAM = r"""
-import hashlib, hmac, os, socket, struct, subprocess, sys, time
+import hashlib, hmac, os, selectors, socket, struct, subprocess, sys, time
 
 KEY = open(sys.argv[1], "rb").read()
 ROLE, PORT, PEER, VOLUMES = sys.argv[2], int(sys.argv[3]), sys.argv[5], sys.argv[6:]
@@ -109,28 +109,61 @@ def send(host):
     if read(conn, 2) != b"OK":
         sys.exit("the receiver refused the copy")
 
+def hello(server):
+    # Everyone who connects is answered side by side: one who says nothing, or too
+    # little, holds up nobody and is hung up on after 10 s (the oldest first when too
+    # many wait); one without the key at once.
+    chooser, waiting = selectors.DefaultSelector(), {}
+    chooser.register(server, selectors.EVENT_READ)
+    end = time.monotonic() + 900
+    while time.monotonic() < end:
+        for ready, _ in chooser.select(1):
+            conn = ready.fileobj
+            if conn is server:
+                conn, _ = server.accept()
+                conn.settimeout(10)
+                mine = os.urandom(32)
+                try:
+                    conn.sendall(mine)
+                except OSError:
+                    conn.close()
+                    continue
+                waiting[conn] = (mine, bytearray(), time.monotonic() + 10)
+                chooser.register(conn, selectors.EVENT_READ)
+                continue
+            mine, got, _ = waiting[conn]
+            try:
+                piece = conn.recv(64 - len(got))
+            except OSError:
+                piece = b""
+            got += piece
+            if piece and len(got) < 64:
+                continue
+            if len(got) == 64 and hmac.compare_digest(got[32:], mac(b"sender", mine, got[:32])):
+                for other in waiting:
+                    if other is not conn:
+                        other.close()
+                chooser.close()
+                server.close()
+                return conn, mine, bytes(got[:32])
+            chooser.unregister(conn)
+            del waiting[conn]
+            conn.close()
+        now = time.monotonic()
+        stale = {c for c, (_, _, until) in waiting.items() if until < now}
+        for conn in stale.union(list(waiting)[:-1000]):
+            chooser.unregister(conn)
+            del waiting[conn]
+            conn.close()
+    raise OSError("the sender did not come")
+
 def receive():
     for volume in VOLUMES:
         if os.listdir(os.path.join(sys.argv[4], volume)):
             print(f"{volume} is not empty on this node", file=sys.stderr)
             sys.exit(3)
-    server = socket.create_server(("", PORT))
-    server.settimeout(900)
-    while True:
-        conn, _ = server.accept()
-        conn.settimeout(600)
-        mine = os.urandom(32)
-        try:
-            conn.sendall(mine)
-            got = read(conn, 64)
-        except (OSError, EOFError):
-            conn.close()
-            continue
-        theirs = got[:32]
-        if hmac.compare_digest(got[32:], mac(b"sender", mine, theirs)):
-            break
-        conn.close()  # someone without the key: wait for the sender
-    server.close()
+    conn, mine, theirs = hello(socket.create_server(("", PORT)))
+    conn.settimeout(600)
     conn.sendall(mac(b"receiver", theirs, mine))
     tar = subprocess.Popen([*TAR, "--extract", "--same-owner", "--same-permissions"],
                            stdin=subprocess.PIPE)
