@@ -20,7 +20,7 @@ from opencode_cloud.instance import LABEL_ROLE, Instance
 from opencode_cloud.team.cluster import Cluster
 from opencode_cloud.team.drain import CHECK_ROLE, Drain
 from opencode_cloud.team.errors import DrainFailed, NodeNotFound, NowhereToDrain
-from opencode_cloud.team.transfer import RECEIVE_ROLE, SEND_ROLE
+from opencode_cloud.team.transfer import RECEIVE_ROLE, SEND_ROLE, WRITTEN_EXIT
 
 GIB = 2**30
 INSTANCE = Instance("default")
@@ -156,9 +156,13 @@ def test_what_the_copy_runs_reads_the_source_only_and_keeps_few_capabilities() -
 @pytest.mark.parametrize(
     ("end", "target_cleaned"),
     [
-        (("failed", "task: non-zero exit (1)"), True),
+        (("failed", f"task: non-zero exit ({WRITTEN_EXIT})"), True),
         # The target had volumes of that name already: the copy wrote nothing there.
         (("failed", "task: non-zero exit (3)"), False),
+        # The receiver never ran (or died before it checked the target's volumes): what
+        # the target has of the person may be theirs, and stays.
+        (("rejected", "No such image: opencode-cloud-sandbox:1"), False),
+        (("failed", "task: non-zero exit (1)"), False),
     ],
 )
 def test_a_failed_copy_puts_the_person_back_running_and_stops_the_drain(
@@ -385,3 +389,22 @@ def test_a_restore_onto_a_node_that_takes_nothing_new_changes_nothing() -> None:
         restore_on_node(team, "bob", "n3", restore_here, FakeCheck())
     assert engine.calls == []
     assert where(engine, "bob") == ("id-n2", ["id-n2"])
+
+
+def test_a_restore_whose_copy_never_ran_on_the_node_leaves_its_volumes_there() -> None:
+    """bob runs on n2; a restore onto n2 whose receiver is rejected there (no image) must
+    not delete bob's volumes on n2: the copy never looked at them."""
+    from opencode_cloud.team.errors import VolumesNotCopied
+    from opencode_cloud.team.swarm_backup import restore_on_node
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.one_shot_ends[RECEIVE_ROLE] = ("rejected", "No such image: opencode-cloud-sandbox:1")
+
+    def restore_here() -> None:
+        for volume in team.layout.person_volumes("bob"):
+            engine.create_volume(volume, {})
+
+    with pytest.raises(VolumesNotCopied):
+        restore_on_node(team, "bob", "n2", restore_here, FakeCheck())
+    assert one_shots(engine, "volume-removal") == []

@@ -43,6 +43,10 @@ KEY_FILE = "/run/secrets/transfer-key"
 VOLUMES_DIR = "/volumes"
 # The receiver's exit status when a target volume is not empty: it wrote nothing.
 NOT_EMPTY_EXIT = 3
+# ... and when it failed after it found them empty: what they hold is the copy's. Any
+# other end (never ran, rejected, died before it looked) leaves them alone: they may be
+# the person's own.
+WRITTEN_EXIT = 4
 # Seconds a copy may take, from the services' creation (a node may first pull the image).
 TRANSFER_TIMEOUT = 3600.0
 # Seconds a person's instance gets to stop, and to run again on its (new) node.
@@ -162,6 +166,17 @@ def receive():
         if os.listdir(os.path.join(sys.argv[4], volume)):
             print(f"{volume} is not empty on this node", file=sys.stderr)
             sys.exit(3)
+    # The volumes were empty: from here on, a failure exits 4 (what is there is the copy's).
+    try:
+        ok = copy_in()
+    except Exception as error:
+        ok = False
+        print(f"the copy failed: {error}", file=sys.stderr)
+    if not ok:
+        print("the copy was cut short or altered", file=sys.stderr)
+        sys.exit(4)
+
+def copy_in():
     conn, mine, theirs = hello(socket.create_server(("", PORT)))
     conn.settimeout(600)
     conn.sendall(mac(b"receiver", theirs, mine))
@@ -191,7 +206,7 @@ def receive():
         pass
     ok = tar.wait() == 0 and ok
     conn.sendall(b"OK" if ok else b"NO")
-    sys.exit(0 if ok else "the copy was cut short or altered")
+    return ok
 
 try:
     send(PEER) if ROLE == "send" else receive()
@@ -284,8 +299,8 @@ def copy_volumes(
         received = runner.wait(receiver, timeout)
         received_problem = problem(received, timeout)
         if received_problem is not None:
-            written = f"({NOT_EMPTY_EXIT})" not in received_problem
-            if not written:
+            written = f"({WRITTEN_EXIT})" in received_problem
+            if f"({NOT_EMPTY_EXIT})" in received_problem:
                 received_problem = "its volumes are on the target node already, not empty"
             raise VolumesNotCopied(names, source, target, received_problem, written=written)
         sent_problem = problem(runner.wait(sender, 60), 60)
