@@ -408,3 +408,25 @@ def test_a_restore_whose_copy_never_ran_on_the_node_leaves_its_volumes_there() -
     with pytest.raises(VolumesNotCopied):
         restore_on_node(team, "bob", "n2", restore_here, FakeCheck())
     assert one_shots(engine, "volume-removal") == []
+
+
+@pytest.mark.parametrize("fails", ["refused here", "copy"])
+def test_a_restore_that_fails_leaves_the_person_running_where_they_were(fails: str) -> None:
+    """bob runs on n2; a restore onto n3 refused on the manager (it holds bob's data), or
+    whose copy fails, leaves bob running on n2 on his own volumes."""
+    from opencode_cloud.team.errors import PersonDataOnManager, VolumesNotCopied
+    from opencode_cloud.team.swarm_backup import restore_on_node
+
+    engine = swarm(node("n1", role="manager"), node("n2"), node("n3"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.one_shot_ends[RECEIVE_ROLE] = ("failed", f"task: non-zero exit ({WRITTEN_EXIT})")
+
+    def restore_here() -> None:
+        if fails == "refused here":
+            raise PersonDataOnManager("bob")
+        for volume in team.layout.person_volumes("bob"):
+            engine.create_volume(volume, {})
+
+    with pytest.raises(PersonDataOnManager if fails == "refused here" else VolumesNotCopied):
+        restore_on_node(team, "bob", "n3", restore_here, FakeCheck())
+    assert where(engine, "bob") == ("id-n2", ["id-n2"])
