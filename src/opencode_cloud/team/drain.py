@@ -58,7 +58,13 @@ import base64, json, sys, time, urllib.request
 password = open(sys.argv[1]).read().strip()
 upstream, wanted, wait = sys.argv[2], sys.argv[3:4], int(sys.argv[4] if len(sys.argv) > 4 else 0)
 token = base64.b64encode(("opencode:" + password).encode()).decode()
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    # What answers is the person's (their agent's, maybe): the password goes nowhere else.
+    def redirect_request(self, *args):
+        return None
+
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
 
 def get(path):
     request = urllib.request.Request(f"http://{upstream}{path}",
