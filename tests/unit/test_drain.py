@@ -430,3 +430,24 @@ def test_a_restore_that_fails_leaves_the_person_running_where_they_were(fails: s
     with pytest.raises(PersonDataOnManager if fails == "refused here" else VolumesNotCopied):
         restore_on_node(team, "bob", "n3", restore_here, FakeCheck())
     assert where(engine, "bob") == ("id-n2", ["id-n2"])
+
+
+@pytest.mark.parametrize(("state", "written"), [("running", True), ("pending", False)])
+def test_a_copy_out_of_time_says_it_wrote_only_when_its_receiver_runs(
+    state: str, written: bool
+) -> None:
+    """A receiver that still runs at the copy's time limit found the target's volumes empty
+    (it exits at once otherwise): what they hold is the copy's. One that never started
+    (its node does not take it) looked at nothing."""
+    from opencode_cloud.team.errors import VolumesNotCopied
+    from opencode_cloud.team.transfer import copy_volumes, volume_mounts
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.one_shot_ends[RECEIVE_ROLE] = (state, "")
+    found = engine.service_spec(team.layout.person("bob").container_name)
+    assert found is not None
+    with pytest.raises(VolumesNotCopied) as raised:
+        copy_volumes(team, volume_mounts(found[1]), "id-n2", "id-n1", timeout=0.2)
+    assert raised.value.written is written
+    assert "not done in 0 s" in str(raised.value)

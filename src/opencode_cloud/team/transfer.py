@@ -43,9 +43,9 @@ KEY_FILE = "/run/secrets/transfer-key"
 VOLUMES_DIR = "/volumes"
 # The receiver's exit status when a target volume is not empty: it wrote nothing.
 NOT_EMPTY_EXIT = 3
-# ... and when it failed after it found them empty: what they hold is the copy's. Any
-# other end (never ran, rejected, died before it looked) leaves them alone: they may be
-# the person's own.
+# ... and when it failed after it found them empty: what they hold is the copy's (as when
+# it still runs at the time limit). Any other end (never ran, rejected, died before it
+# looked) leaves them alone: they may be the person's own.
 WRITTEN_EXIT = 4
 # Seconds a copy may take, from the services' creation (a node may first pull the image).
 TRANSFER_TIMEOUT = 3600.0
@@ -299,7 +299,11 @@ def copy_volumes(
         received = runner.wait(receiver, timeout)
         received_problem = problem(received, timeout)
         if received_problem is not None:
-            written = f"({WRITTEN_EXIT})" in received_problem
+            # Still running at the time limit: it found them empty (it ends at once else).
+            running = received is None and any(
+                t.state == "running" for t in client.swarm_tasks(service=receiver, ended=True)
+            )
+            written = running or f"({WRITTEN_EXIT})" in received_problem
             if f"({NOT_EMPTY_EXIT})" in received_problem:
                 received_problem = "its volumes are on the target node already, not empty"
             raise VolumesNotCopied(names, source, target, received_problem, written=written)
