@@ -451,3 +451,26 @@ def test_a_copy_out_of_time_says_it_wrote_only_when_its_receiver_runs(
         copy_volumes(team, volume_mounts(found[1]), "id-n2", "id-n1", timeout=0.2)
     assert raised.value.written is written
     assert "not done in 0 s" in str(raised.value)
+
+
+def test_a_copy_the_engine_breaks_off_leaves_the_target_node_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sender's service cannot be made (the receiver may have found bob's volumes on n1
+    already, with data): bob goes back running on n2, and nothing on n1 is deleted."""
+    from opencode_cloud.docker.errors import DockerError
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    create = engine.create_service
+
+    def no_sender(body: dict[str, object]) -> str:
+        if SEND_ROLE in str(body["Name"]):
+            raise DockerError("Docker engine error: rpc error: code = Unavailable")
+        return create(body)
+
+    monkeypatch.setattr(engine, "create_service", no_sender)
+    with pytest.raises(DrainFailed, match="Unavailable"):
+        Drain(team, FakeCheck()).drain("n2")
+    assert where(engine, "bob") == ("id-n2", ["id-n2"])
+    assert one_shots(engine, "volume-removal") == []

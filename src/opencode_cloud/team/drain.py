@@ -325,7 +325,9 @@ class Drain:
         try:
             copy_volumes(self.cluster, mounts, move.source, move.target.id)
         except (VolumesNotCopied, DockerError) as error:
-            written = error.written if isinstance(error, VolumesNotCopied) else True
+            # The engine broke the copy off: whether its receiver looked at the target's
+            # volumes is unknown, and they may be the person's, so they stay.
+            written = error.written if isinstance(error, VolumesNotCopied) else False
             self._back(service, move, volumes if written else [])
             raise _MoveFailed(_problem(error)) from error
         try:
