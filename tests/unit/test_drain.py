@@ -20,7 +20,7 @@ from opencode_cloud.instance import LABEL_ROLE, Instance
 from opencode_cloud.team.cluster import Cluster
 from opencode_cloud.team.drain import CHECK_ROLE, Drain
 from opencode_cloud.team.errors import DrainFailed, NodeNotFound, NowhereToDrain
-from opencode_cloud.team.transfer import RECEIVE_ROLE, SEND_ROLE
+from opencode_cloud.team.transfer import RECEIVE_ROLE, SEND_ROLE, WRITTEN_EXIT
 
 GIB = 2**30
 INSTANCE = Instance("default")
@@ -156,9 +156,13 @@ def test_what_the_copy_runs_reads_the_source_only_and_keeps_few_capabilities() -
 @pytest.mark.parametrize(
     ("end", "target_cleaned"),
     [
-        (("failed", "task: non-zero exit (1)"), True),
+        (("failed", f"task: non-zero exit ({WRITTEN_EXIT})"), True),
         # The target had volumes of that name already: the copy wrote nothing there.
         (("failed", "task: non-zero exit (3)"), False),
+        # The receiver never ran (or died before it checked the target's volumes): what
+        # the target has of the person may be theirs, and stays.
+        (("rejected", "No such image: opencode-cloud-sandbox:1"), False),
+        (("failed", "task: non-zero exit (1)"), False),
     ],
 )
 def test_a_failed_copy_puts_the_person_back_running_and_stops_the_drain(
@@ -385,3 +389,88 @@ def test_a_restore_onto_a_node_that_takes_nothing_new_changes_nothing() -> None:
         restore_on_node(team, "bob", "n3", restore_here, FakeCheck())
     assert engine.calls == []
     assert where(engine, "bob") == ("id-n2", ["id-n2"])
+
+
+def test_a_restore_whose_copy_never_ran_on_the_node_leaves_its_volumes_there() -> None:
+    """bob runs on n2; a restore onto n2 whose receiver is rejected there (no image) must
+    not delete bob's volumes on n2: the copy never looked at them."""
+    from opencode_cloud.team.errors import VolumesNotCopied
+    from opencode_cloud.team.swarm_backup import restore_on_node
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.one_shot_ends[RECEIVE_ROLE] = ("rejected", "No such image: opencode-cloud-sandbox:1")
+
+    def restore_here() -> None:
+        for volume in team.layout.person_volumes("bob"):
+            engine.create_volume(volume, {})
+
+    with pytest.raises(VolumesNotCopied):
+        restore_on_node(team, "bob", "n2", restore_here, FakeCheck())
+    assert one_shots(engine, "volume-removal") == []
+
+
+@pytest.mark.parametrize("fails", ["refused here", "copy"])
+def test_a_restore_that_fails_leaves_the_person_running_where_they_were(fails: str) -> None:
+    """bob runs on n2; a restore onto n3 refused on the manager (it holds bob's data), or
+    whose copy fails, leaves bob running on n2 on his own volumes."""
+    from opencode_cloud.team.errors import PersonDataOnManager, VolumesNotCopied
+    from opencode_cloud.team.swarm_backup import restore_on_node
+
+    engine = swarm(node("n1", role="manager"), node("n2"), node("n3"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.one_shot_ends[RECEIVE_ROLE] = ("failed", f"task: non-zero exit ({WRITTEN_EXIT})")
+
+    def restore_here() -> None:
+        if fails == "refused here":
+            raise PersonDataOnManager("bob")
+        for volume in team.layout.person_volumes("bob"):
+            engine.create_volume(volume, {})
+
+    with pytest.raises(PersonDataOnManager if fails == "refused here" else VolumesNotCopied):
+        restore_on_node(team, "bob", "n3", restore_here, FakeCheck())
+    assert where(engine, "bob") == ("id-n2", ["id-n2"])
+
+
+@pytest.mark.parametrize(("state", "written"), [("running", True), ("pending", False)])
+def test_a_copy_out_of_time_says_it_wrote_only_when_its_receiver_runs(
+    state: str, written: bool
+) -> None:
+    """A receiver that still runs at the copy's time limit found the target's volumes empty
+    (it exits at once otherwise): what they hold is the copy's. One that never started
+    (its node does not take it) looked at nothing."""
+    from opencode_cloud.team.errors import VolumesNotCopied
+    from opencode_cloud.team.transfer import copy_volumes, volume_mounts
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    engine.one_shot_ends[RECEIVE_ROLE] = (state, "")
+    found = engine.service_spec(team.layout.person("bob").container_name)
+    assert found is not None
+    with pytest.raises(VolumesNotCopied) as raised:
+        copy_volumes(team, volume_mounts(found[1]), "id-n2", "id-n1", timeout=0.2)
+    assert raised.value.written is written
+    assert "not done in 0 s" in str(raised.value)
+
+
+def test_a_copy_the_engine_breaks_off_leaves_the_target_node_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sender's service cannot be made (the receiver may have found bob's volumes on n1
+    already, with data): bob goes back running on n2, and nothing on n1 is deleted."""
+    from opencode_cloud.docker.errors import DockerError
+
+    engine = swarm(node("n1", role="manager"), node("n2"))
+    team = team_on(engine, {"bob": ("n2", 1)})
+    create = engine.create_service
+
+    def no_sender(body: dict[str, object]) -> str:
+        if SEND_ROLE in str(body["Name"]):
+            raise DockerError("Docker engine error: rpc error: code = Unavailable")
+        return create(body)
+
+    monkeypatch.setattr(engine, "create_service", no_sender)
+    with pytest.raises(DrainFailed, match="Unavailable"):
+        Drain(team, FakeCheck()).drain("n2")
+    assert where(engine, "bob") == ("id-n2", ["id-n2"])
+    assert one_shots(engine, "volume-removal") == []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from opencode_cloud.team.transfer import NOT_EMPTY_EXIT, TRANSFER_PROGRAM
+from opencode_cloud.team.transfer import NOT_EMPTY_EXIT, TRANSFER_PROGRAM, WRITTEN_EXIT
 
 VOLUMES = ("vol-a", "vol-b")
 
@@ -148,7 +148,7 @@ def test_a_stream_changed_on_the_way_is_refused_before_tar_sees_it(
 
     threading.Thread(target=relay, daemon=True).start()
     sender = run(secret, "send", relay_port, source, "127.0.0.1")
-    assert receiver.wait(60) != 0
+    assert receiver.wait(60) == WRITTEN_EXIT  # what the target holds is the copy's
     assert sender.wait(60) != 0
     listener.close()
     assert "cut short or altered" in receiver.communicate()[1]
@@ -162,3 +162,122 @@ def test_a_target_that_is_not_empty_is_left_alone(tmp_path: Path) -> None:
     assert receiver.wait(60) == NOT_EMPTY_EXIT
     assert "vol-b is not empty" in receiver.communicate()[1]
     assert (to / "vol-b" / "old").read_text() == "someone's\n"
+
+
+def test_someone_who_connects_first_and_says_nothing_does_not_hold_up_the_sender(
+    tmp_path: Path, source: Path
+) -> None:
+    """Anyone on the overlay can open a connection to the receiver and stay silent; the
+    sender, connecting just after, still copies at once."""
+    port, secret, to = free_port(), key(tmp_path), target(tmp_path)
+    receiver = run(secret, "receive", port, to)
+    silent = [connect(port) for _ in range(3)]
+    sender = run(secret, "send", port, source, "127.0.0.1")
+    try:
+        assert sender.wait(30) == 0, sender.communicate()
+        assert receiver.wait(30) == 0, receiver.communicate()
+    finally:
+        for conn in silent:
+            conn.close()
+    assert (to / "vol-a" / "sub" / "notes.md").read_text() == "kept\n"
+
+
+def send_as(
+    port: int, secret: bytes, stream: bytes, seqs: tuple[int, ...] = (0,), end: bool = True
+) -> bytes:
+    """Be the sender (with the key, as a hostile source node would be): send `stream` as
+    the tar, once as each chunk number of `seqs`, then (with `end`) the stream's end; what
+    the receiver answers."""
+    import hashlib
+    import hmac
+    import struct
+
+    def mac(*parts: bytes) -> bytes:
+        return hmac.new(secret, b"".join(parts), hashlib.sha256).digest()
+
+    def read(conn: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            piece = conn.recv(size - len(data))
+            assert piece, "the receiver hung up"
+            data += piece
+        return data
+
+    with connect(port) as conn:
+        mine, theirs = read(conn, 32), os.urandom(32)
+        conn.sendall(theirs + mac(b"sender", mine, theirs))
+        assert read(conn, 32) == mac(b"receiver", theirs, mine)
+        for seq in seqs:
+            head = struct.pack(">QI", seq, len(stream))
+            conn.sendall(head + stream + mac(mine, theirs, head, stream))
+        if not end:
+            conn.shutdown(socket.SHUT_WR)  # the sender stops half-way
+            return read(conn, 2)
+        head = struct.pack(">QI", len(seqs), 0)
+        whole = hashlib.sha256(stream * len(seqs)).digest()
+        conn.sendall(head + whole + mac(mine, theirs, head, whole))
+        return read(conn, 2)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("vol-a/../../escaped", "file", "")],
+        [("vol-a/out", "symlink", "{outside}"), ("vol-a/out/escaped", "file", "")],
+        [("vol-a/up", "symlink", "../.."), ("vol-a/up/escaped", "file", "")],
+        [("vol-a/link", "hardlink", "{outside}/victim"), ("vol-a/link", "file", "")],
+    ],
+)
+def test_a_stream_with_the_key_still_writes_nothing_outside_the_volumes(
+    tmp_path: Path, members: list[tuple[str, str, str]]
+) -> None:
+    """Names with `..`, and writes through links the stream made, are tar's to refuse."""
+    import io
+    import tarfile
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("mine\n")
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, kind, link in members:
+            info = tarfile.TarInfo(name)
+            info.type = {"file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE}.get(
+                kind, tarfile.LNKTYPE
+            )
+            info.linkname = link.format(outside=outside)
+            data = b"written\n" if kind == "file" else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    port, secret, to = free_port(), os.urandom(32), target(tmp_path / "in")
+    (tmp_path / "key").write_bytes(secret)
+    receiver = run(tmp_path / "key", "receive", port, to)
+    assert send_as(port, secret, stream.getvalue()) == b"NO"
+    assert receiver.wait(60) == WRITTEN_EXIT
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert (outside / "victim").read_text() == "mine\n"
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "in" / "escaped").exists()
+
+
+@pytest.mark.parametrize(
+    ("seqs", "end"),
+    [((0,), False), ((0, 0), True), ((1, 0), True)],
+    ids=["stops half-way", "a chunk replayed", "chunks reordered"],
+)
+def test_a_stream_cut_short_replayed_or_reordered_is_refused(
+    tmp_path: Path, source: Path, seqs: tuple[int, ...], end: bool
+) -> None:
+    """Even from a sender with the key: the receiver fails (its target holds only what it
+    wrote, which occ deletes) and says NO."""
+    import io
+    import tarfile
+
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(source / "vol-a" / "sub", arcname="vol-a/sub")
+    data = stream.getvalue()  # a whole archive: only the framing is wrong
+    port, secret, to = free_port(), os.urandom(32), target(tmp_path)
+    (tmp_path / "key").write_bytes(secret)
+    receiver = run(tmp_path / "key", "receive", port, to)
+    assert send_as(port, secret, data, seqs, end) == b"NO"
+    assert receiver.wait(60) == WRITTEN_EXIT

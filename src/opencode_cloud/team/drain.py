@@ -58,7 +58,13 @@ import base64, json, sys, time, urllib.request
 password = open(sys.argv[1]).read().strip()
 upstream, wanted, wait = sys.argv[2], sys.argv[3:4], int(sys.argv[4] if len(sys.argv) > 4 else 0)
 token = base64.b64encode(("opencode:" + password).encode()).decode()
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    # What answers is the person's (their agent's, maybe): the password goes nowhere else.
+    def redirect_request(self, *args):
+        return None
+
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
 
 def get(path):
     request = urllib.request.Request(f"http://{upstream}{path}",
@@ -319,7 +325,9 @@ class Drain:
         try:
             copy_volumes(self.cluster, mounts, move.source, move.target.id)
         except (VolumesNotCopied, DockerError) as error:
-            written = error.written if isinstance(error, VolumesNotCopied) else True
+            # The engine broke the copy off: whether its receiver looked at the target's
+            # volumes is unknown, and they may be the person's, so they stay.
+            written = error.written if isinstance(error, VolumesNotCopied) else False
             self._back(service, move, volumes if written else [])
             raise _MoveFailed(_problem(error)) from error
         try:

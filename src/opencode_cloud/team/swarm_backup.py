@@ -85,7 +85,8 @@ def restore_on_node(
 
     Raises:
         PersonNotFound, NodeNotFound, NodeNotUsable, VolumesNotCopied, DockerError, and
-        whatever `restore_here` raises; `node` then has none of their volumes.
+        whatever `restore_here` raises; `node` then has none of their volumes, and (but
+        for a DockerError once they were copied) the person is back on their old node.
     """
     from opencode_cloud.team.drain import Drain
 
@@ -104,17 +105,22 @@ def restore_on_node(
     mounts = volume_mounts(found[1]) if found else []
     volumes = [str(m["Source"]) for m in mounts]
     manager = cluster.membership().node_id
-    restore_here()
-    if target.id != manager:
-        on_step(f"Copying the restored volumes to {target.hostname}")
-        try:
-            copy_volumes(cluster, mounts, manager, target.id)
-        except VolumesNotCopied as error:
-            if error.written:
-                cluster.remove_volumes(target.id, volumes)
-            raise
-        finally:
-            _remove_here(cluster, volumes)
+    try:
+        restore_here()
+        if target.id != manager:
+            on_step(f"Copying the restored volumes to {target.hostname}")
+            try:
+                copy_volumes(cluster, mounts, manager, target.id)
+            except VolumesNotCopied as error:
+                if error.written:
+                    cluster.remove_volumes(target.id, volumes)
+                raise
+            finally:
+                _remove_here(cluster, volumes)
+    except BaseException:
+        # Nothing of the backup runs anywhere: the person goes back to where they were.
+        pin(cluster.client, service.name, old, replicas=1, wait=False)
+        raise
     on_step(f"Starting {name} on {target.hostname}")
     pin(cluster.client, service.name, target.id, replicas=1)
     problem = check.check(name, [])

@@ -43,6 +43,10 @@ KEY_FILE = "/run/secrets/transfer-key"
 VOLUMES_DIR = "/volumes"
 # The receiver's exit status when a target volume is not empty: it wrote nothing.
 NOT_EMPTY_EXIT = 3
+# ... and when it failed after it found them empty: what they hold is the copy's (as when
+# it still runs at the time limit). Any other end (never ran, rejected, died before it
+# looked) leaves them alone: they may be the person's own.
+WRITTEN_EXIT = 4
 # Seconds a copy may take, from the services' creation (a node may first pull the image).
 TRANSFER_TIMEOUT = 3600.0
 # Seconds a person's instance gets to stop, and to run again on its (new) node.
@@ -52,7 +56,7 @@ START_TIMEOUT = 300.0
 # VOLUME...` (fixed; PEER is the receiver's service name, or - for the receiver itself,
 # and the volumes' names are checked).
 TRANSFER_PROGRAM = r"""
-import hashlib, hmac, os, socket, struct, subprocess, sys, time
+import hashlib, hmac, os, selectors, socket, struct, subprocess, sys, time
 
 KEY = open(sys.argv[1], "rb").read()
 ROLE, PORT, PEER, VOLUMES = sys.argv[2], int(sys.argv[3]), sys.argv[5], sys.argv[6:]
@@ -109,28 +113,72 @@ def send(host):
     if read(conn, 2) != b"OK":
         sys.exit("the receiver refused the copy")
 
+def hello(server):
+    # Everyone who connects is answered side by side: one who says nothing, or too
+    # little, holds up nobody and is hung up on after 10 s (the oldest first when too
+    # many wait); one without the key at once.
+    chooser, waiting = selectors.DefaultSelector(), {}
+    chooser.register(server, selectors.EVENT_READ)
+    end = time.monotonic() + 900
+    while time.monotonic() < end:
+        for ready, _ in chooser.select(1):
+            conn = ready.fileobj
+            if conn is server:
+                conn, _ = server.accept()
+                conn.settimeout(10)
+                mine = os.urandom(32)
+                try:
+                    conn.sendall(mine)
+                except OSError:
+                    conn.close()
+                    continue
+                waiting[conn] = (mine, bytearray(), time.monotonic() + 10)
+                chooser.register(conn, selectors.EVENT_READ)
+                continue
+            mine, got, _ = waiting[conn]
+            try:
+                piece = conn.recv(64 - len(got))
+            except OSError:
+                piece = b""
+            got += piece
+            if piece and len(got) < 64:
+                continue
+            if len(got) == 64 and hmac.compare_digest(got[32:], mac(b"sender", mine, got[:32])):
+                for other in waiting:
+                    if other is not conn:
+                        other.close()
+                chooser.close()
+                server.close()
+                return conn, mine, bytes(got[:32])
+            chooser.unregister(conn)
+            del waiting[conn]
+            conn.close()
+        now = time.monotonic()
+        stale = {c for c, (_, _, until) in waiting.items() if until < now}
+        for conn in stale.union(list(waiting)[:-1000]):
+            chooser.unregister(conn)
+            del waiting[conn]
+            conn.close()
+    raise OSError("the sender did not come")
+
 def receive():
     for volume in VOLUMES:
         if os.listdir(os.path.join(sys.argv[4], volume)):
             print(f"{volume} is not empty on this node", file=sys.stderr)
             sys.exit(3)
-    server = socket.create_server(("", PORT))
-    server.settimeout(900)
-    while True:
-        conn, _ = server.accept()
-        conn.settimeout(600)
-        mine = os.urandom(32)
-        try:
-            conn.sendall(mine)
-            got = read(conn, 64)
-        except (OSError, EOFError):
-            conn.close()
-            continue
-        theirs = got[:32]
-        if hmac.compare_digest(got[32:], mac(b"sender", mine, theirs)):
-            break
-        conn.close()  # someone without the key: wait for the sender
-    server.close()
+    # The volumes were empty: from here on, a failure exits 4 (what is there is the copy's).
+    try:
+        ok = copy_in()
+    except Exception as error:
+        ok = False
+        print(f"the copy failed: {error}", file=sys.stderr)
+    if not ok:
+        print("the copy was cut short or altered", file=sys.stderr)
+        sys.exit(4)
+
+def copy_in():
+    conn, mine, theirs = hello(socket.create_server(("", PORT)))
+    conn.settimeout(600)
     conn.sendall(mac(b"receiver", theirs, mine))
     tar = subprocess.Popen([*TAR, "--extract", "--same-owner", "--same-permissions"],
                            stdin=subprocess.PIPE)
@@ -158,7 +206,7 @@ def receive():
         pass
     ok = tar.wait() == 0 and ok
     conn.sendall(b"OK" if ok else b"NO")
-    sys.exit(0 if ok else "the copy was cut short or altered")
+    return ok
 
 try:
     send(PEER) if ROLE == "send" else receive()
@@ -251,8 +299,12 @@ def copy_volumes(
         received = runner.wait(receiver, timeout)
         received_problem = problem(received, timeout)
         if received_problem is not None:
-            written = f"({NOT_EMPTY_EXIT})" not in received_problem
-            if not written:
+            # Still running at the time limit: it found them empty (it ends at once else).
+            running = received is None and any(
+                t.state == "running" for t in client.swarm_tasks(service=receiver, ended=True)
+            )
+            written = running or f"({WRITTEN_EXIT})" in received_problem
+            if f"({NOT_EMPTY_EXIT})" in received_problem:
                 received_problem = "its volumes are on the target node already, not empty"
             raise VolumesNotCopied(names, source, target, received_problem, written=written)
         sent_problem = problem(runner.wait(sender, 60), 60)
