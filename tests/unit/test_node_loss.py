@@ -140,7 +140,7 @@ def test_status_of_a_person_on_a_lost_node_says_why_and_what_to_do(
 
 def test_a_persons_instance_is_checked_often_enough_to_be_back_soon() -> None:
     """A swarm names a task in its DNS only once it is healthy: the image's check (every
-    120 s) is run every 10 s for a person's service, its command and timeouts the image's."""
+    120 s) is run every 10 s for the team's services, its command and timeouts the image's."""
     engine = manager_engine(node("n1", role="manager"), node("n2"))
     cluster(engine, "10.9.0.1:5000").add_person("ann", memory_bytes=GIB)
     (body,) = engine.service_bodies

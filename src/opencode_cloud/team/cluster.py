@@ -71,11 +71,11 @@ DOOR_ROLE = "door"
 VOLUME_REMOVAL_ROLE = "volume-removal"
 # Seconds that service gets to start (its node may pull the image) and delete them.
 VOLUME_REMOVAL_TIMEOUT = 180.0
-# Seconds between two health checks of a person's instance. A swarm puts a task's name in
-# its DNS (where the door finds the instance) only once the task is healthy, and Docker
-# 20.10 checks first one interval after the start: the image's 120 s would keep a person
-# away that long after each start (a new person, a node back, a move).
-PERSON_HEALTH_INTERVAL = 10.0
+# Seconds between two health checks of the team's services. A swarm runs a task (and puts
+# its name in its DNS, where the door finds a person's instance) only once it is healthy,
+# and Docker 20.10 checks first one interval after the start: the image's 120 s would keep
+# a person away that long after each start (a new person, a node back, a move).
+HEALTH_INTERVAL = 10.0
 # The states a task ends in (it runs no more, and will not).
 TASK_ENDED = ("complete", "failed", "rejected", "shutdown", "orphaned", "remove")
 # What it runs (`sh -c SCRIPT sh VOLUME...`): for each volume, DELETE /volumes/NAME on the
@@ -278,7 +278,7 @@ class Cluster:
                 secrets=self._secret_files(self.instance.labels("door"), tls_files or {}),
                 host_ports=[(self.config.port, CONTAINER_PORT)],
             )
-            self.client.create_service(body)
+            self.client.create_service(_checked_often(body))
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -412,11 +412,7 @@ class Cluster:
             network=self.layout.cluster_network,
             secrets=[SecretFile(secret_id, secret_name, INTERNAL_PASSWORD_PATH)],
         )
-        # The image's own check, more often (its other settings stay the image's).
-        body["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = {
-            "Interval": int(PERSON_HEALTH_INTERVAL * 1e9)
-        }
-        self.client.create_service(body)
+        self.client.create_service(_checked_often(body))
         return PlacedPerson(name, node.hostname, self.layout.upstream(name), internal)
 
     def reaches(self) -> dict[str, Reach]:
@@ -645,6 +641,13 @@ class Cluster:
             where = f" (pinned to {by_id[pin].hostname})" if pin in by_id else ""
             problems.append(f"{service.name} is not running{where}")
         return problems
+
+
+def _checked_often(body: dict[str, Any]) -> dict[str, Any]:
+    """A service's body with the image's own health check every `HEALTH_INTERVAL` seconds
+    (its command, timeout and retries stay the image's)."""
+    body["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = {"Interval": int(HEALTH_INTERVAL * 1e9)}
+    return body
 
 
 def _instance_name(service: SwarmService) -> str:
