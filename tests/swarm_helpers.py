@@ -125,12 +125,20 @@ class Swarm:
         ).stdout.split():
             self.docker(1, "secret", "rm", secret, check=False)
         self.docker(1, "network", "rm", f"opencode-cloud-{instance}-cluster", check=False)
+        # (made by the engine at a task's first start: named, not labelled; in use until
+        # the removed tasks' containers are gone, which takes a stopping instance seconds)
+        prefix = f"name=opencode-cloud-{instance}-"
+        deadline = time.monotonic() + 60
         for n in NODES:
-            # (made by the engine at a task's first start: named, not labelled)
-            prefix = f"name=opencode-cloud-{instance}-"
-            volumes = self.docker(n, "volume", "ls", "-q", "--filter", prefix, check=False)
-            for volume in volumes.stdout.split():
-                self.docker(n, "volume", "rm", "-f", volume, check=False)
+            while True:
+                volumes = self.docker(n, "volume", "ls", "-q", "--filter", prefix, check=False)
+                for volume in volumes.stdout.split():
+                    self.docker(n, "volume", "rm", "-f", volume, check=False)
+                if volumes.returncode != 0 or not volumes.stdout.split():
+                    break
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(1)
 
 
 def door_request(

@@ -34,8 +34,10 @@ pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
 
 PORT = 8792
 # Seconds a lost person may wait for the door to say so (the door's dial and health check
-# time out in 2 s and 1 s).
-SAYS_SO_WITHIN = 8.0
+# time out in 2 s and 1 s), reloading after `RELOAD` seconds without an answer: a request
+# under way as the machine goes may go unanswered, as at any power cut.
+SAYS_SO_WITHIN = 12.0
+RELOAD = 4.0
 
 
 @dataclass
@@ -155,11 +157,13 @@ def _browser(url: str, name: str, password: str) -> urllib.request.OpenerDirecto
     return browser
 
 
-def _page_load(browser: urllib.request.OpenerDirector, url: str) -> tuple[int, str]:
+def _page_load(
+    browser: urllib.request.OpenerDirector, url: str, timeout: float = 30
+) -> tuple[int, str]:
     """A page load of `/` (redirects followed): its status and text."""
     request = urllib.request.Request(url + "/", headers={"Accept": "text/html"})
     try:
-        with browser.open(request, timeout=30) as answer:
+        with browser.open(request, timeout=timeout) as answer:
             return answer.status, answer.read().decode(errors="replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode(errors="replace")
@@ -192,11 +196,18 @@ def _lose_and_get_back(
     lose(node)
     try:
         # The lost person hears so within seconds, a browser as a page, a script as 503.
-        status, text = _page_load(browser, team.url)
+        loads = 0
+        while True:
+            loads += 1
+            try:
+                status, text = _page_load(browser, team.url, RELOAD)
+                break
+            except TimeoutError:
+                assert time.monotonic() - began < SAYS_SO_WITHIN
         seconds = time.monotonic() - began
         assert status == 503 and "Your opencode is unreachable" in text, (status, text[:300])
         assert seconds < SAYS_SO_WITHIN, seconds
-        print(f"{lost}'s unreachable page came {seconds:.1f} s after the loss")
+        print(f"{lost}'s unreachable page came {seconds:.1f} s after the loss ({loads} loads)")
         status, answer = door_request(team.url, "/session", (lost, team.passwords[lost]))
         assert status == 503 and "unreachable" in str(answer), (status, answer)
         # Everyone else works on, at once.

@@ -14,7 +14,13 @@ from cli_runner import Result, isolated_runner, one_error
 from fakes import FakeEngine
 from opencode_cloud.cli.output import ExitCode
 from opencode_cloud.config.paths import instance_paths
-from opencode_cloud.docker.swarm import SwarmMembership, SwarmTask, parse_node, parse_task
+from opencode_cloud.docker.swarm import (
+    HEALTH_INTERVAL,
+    SwarmMembership,
+    SwarmTask,
+    parse_node,
+    parse_task,
+)
 from opencode_cloud.team.placement import SwarmPlacement
 from opencode_cloud.team.reach import reaches
 from unit.test_cluster import GIB, cluster, manager_engine, node, person
@@ -140,8 +146,12 @@ def test_status_of_a_person_on_a_lost_node_says_why_and_what_to_do(
 
 def test_a_persons_instance_is_checked_often_enough_to_be_back_soon() -> None:
     """A swarm names a task in its DNS only once it is healthy: the image's check (every
-    120 s) is run every 10 s for a person's service, its command and timeouts the image's."""
+    120 s) is run every `HEALTH_INTERVAL` for the team's services, its command and timeouts
+    the image's."""
     engine = manager_engine(node("n1", role="manager"), node("n2"))
     cluster(engine, "10.9.0.1:5000").add_person("ann", memory_bytes=GIB)
     (body,) = engine.service_bodies
-    assert body["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {"Interval": 10_000_000_000}
+    assert body["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {
+        "Interval": int(HEALTH_INTERVAL * 1e9)
+    }
+    assert HEALTH_INTERVAL <= 10

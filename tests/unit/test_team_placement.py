@@ -140,6 +140,8 @@ def test_on_a_swarm_enable_runs_the_door_and_the_first_person_as_services_on_the
     assert door_body["TaskTemplate"]["Placement"]["Constraints"] == ["node.id==id-n1"]
     # It knows it is on a swarm: nothing starts an instance, a lost one is unreachable.
     assert "OCC_TEAM_SWARM=1" in door_body["TaskTemplate"]["ContainerSpec"]["Env"]
+    for body in (door_body, ada_body):  # running (and in the swarm's DNS) within seconds
+        assert body["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {"Interval": 5 * 10**9}
     # The first person runs on the manager, where their volumes were copied.
     assert ada_body["Name"] == f"{PREFIX}-user-ada"
     assert ada_body["TaskTemplate"]["Placement"]["Constraints"] == ["node.id==id-n1"]

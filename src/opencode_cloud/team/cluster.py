@@ -72,11 +72,6 @@ DOOR_ROLE = "door"
 VOLUME_REMOVAL_ROLE = "volume-removal"
 # Seconds that service gets to start (its node may pull the image) and delete them.
 VOLUME_REMOVAL_TIMEOUT = 180.0
-# Seconds between two health checks of a person's instance. A swarm puts a task's name in
-# its DNS (where the door finds the instance) only once the task is healthy, and Docker
-# 20.10 checks first one interval after the start: the image's 120 s would keep a person
-# away that long after each start (a new person, a node back, a move).
-PERSON_HEALTH_INTERVAL = 10.0
 # What it runs (`sh -c SCRIPT sh VOLUME...`): for each volume, DELETE /volumes/NAME on the
 # node's engine, again while it is in use (409: its container is being removed, or a
 # stopped task of a moved person's service holds it: such stopped containers go), until
@@ -425,10 +420,6 @@ class Cluster:
             network=self.layout.cluster_network,
             secrets=[SecretFile(secret_id, secret_name, INTERNAL_PASSWORD_PATH)],
         )
-        # The image's own check, more often (its other settings stay the image's).
-        body["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = {
-            "Interval": int(PERSON_HEALTH_INTERVAL * 1e9)
-        }
         self.client.create_service(body)
         return PlacedPerson(name, node.hostname, self.layout.upstream(name), internal)
 
