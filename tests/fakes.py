@@ -10,6 +10,7 @@ format, as with a real engine. Errors are the typed errors the real client raise
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -192,6 +193,8 @@ class FakeEngine:
         self.secrets: dict[str, bytes] = {}  # swarm secrets by name
         self.secret_labels: dict[str, dict[str, str]] = {}
         self.service_bodies: list[dict[str, Any]] = []  # each `create_service` body
+        # Each service's spec and its version, by name (`service_spec`, `update_service`).
+        self.service_specs: dict[str, tuple[int, dict[str, Any]]] = {}
         self.push_error: str | None = None  # the error a push's stream reports, if set
         # How a service that never restarts ends at once: its task's state and error.
         self.one_shot_end: tuple[str, str] = ("complete", "")
@@ -775,11 +778,35 @@ class FakeEngine:
             memory_reserved=int(task["Resources"].get("Reservations", {}).get("MemoryBytes", 0)),
         )
         self.services.append(service)
+        self.service_specs[service.name] = (1, copy.deepcopy(dict(body)))
         if task.get("RestartPolicy", {}).get("Condition") == "none":
             state, error = self.one_shot_end
             node_id = pinned_node(service) or ""
             self.tasks.append(SwarmTask(service.id, node_id, state, "shutdown", error=error))
         return service.id
+
+    def service_spec(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        found = self.service_specs.get(name)
+        return (found[0], copy.deepcopy(found[1])) if found else None
+
+    def update_service(self, name: str, version: int, spec: Mapping[str, Any]) -> None:
+        """Keeps the new spec; the service's task is replaced by one that runs its image
+        on its node (none with no replica)."""
+        self.calls.append(("update_service", name))
+        found = self.service_specs.get(name)
+        if found is None:
+            raise DockerError(f"service {name} not found")
+        if found[0] != version:
+            raise DockerError("update out of sequence")
+        self.service_specs[name] = (version + 1, copy.deepcopy(dict(spec)))
+        replicas = int(spec["Mode"]["Replicated"]["Replicas"])
+        at = next(i for i, s in enumerate(self.services) if s.name == name)
+        service = self.services[at] = dataclasses.replace(self.services[at], replicas=replicas)
+        self.tasks = [t for t in self.tasks if t.service_id != service.id]
+        if replicas:
+            image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+            node_id = pinned_node(service) or ""
+            self.tasks.append(SwarmTask(service.id, node_id, "running", "running", image=image))
 
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
         ref = f"{repository}:{tag}"

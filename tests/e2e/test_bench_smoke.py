@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 # Each benchmark and the head of the table it prints.
 TABLES = {
     "bench_backup.py": "| What | Time | Throughput | vs raw `tar` | Target |",
+    "bench_cluster.py": "| What | Floor | Measured | Added |",
     "bench_cli.py": "| What | Measured (median) | Floor, same run | Ratio | Target |",
     "bench_edge.py": "| What | Median | Runs |",
     "bench_edge_records.py": "| What | Floor, same run | Measured | Added | Target |",
@@ -34,6 +35,8 @@ TABLES = {
 # The raw `tar` it compares with reads the engine's volume folders; the fresh machine is a
 # second engine in network namespaces of its own.
 NEEDS_ROOT = {"bench_backup.py", "bench_fresh.py"}
+# It measures a team on the test swarm (`scripts/swarm.sh up`, `OCC_SWARM_ID`), if one is up.
+NEEDS_SWARM = {"bench_cluster.py"}
 SMOKE_TIMEOUT = 300
 
 
@@ -48,6 +51,12 @@ def test_every_benchmark_has_its_smoke() -> None:
 def test_the_benchmark_runs_and_prints_its_table(name: str, sandbox_image: str) -> None:
     if name in NEEDS_ROOT and os.geteuid() != 0:
         pytest.skip(f"{name} needs root")
+    swarm = BENCH.parent / "scripts" / "swarm.sh"
+    if (
+        name in NEEDS_SWARM
+        and subprocess.run([str(swarm), "status"], capture_output=True).returncode
+    ):
+        pytest.skip(f"{name} needs the test swarm up (scripts/swarm.sh up)")
     began = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(BENCH / name), "--smoke"],

@@ -124,6 +124,11 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
                 "Add a node (`docker swarm join`), or give people less memory "
                 f"(`{occ} user add NAME --memory SIZE`)."
             )
+        case team.PersonNotAnswering(person=person):
+            return (
+                f"See `{occ} cluster status` and `docker service ps` for {person}'s service "
+                "on the manager; its node may still be pulling the image."
+            )
         case team.TeamUpdateFailed(person=person):
             return (
                 f"Everyone not updated stays on the old version. See `{occ} logs --user "

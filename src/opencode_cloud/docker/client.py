@@ -891,6 +891,21 @@ class DockerClient:
         """A swarm service (`docker/swarm.py`'s `service_body`); its ID."""
         return str(_check(self._request("POST", "/services/create", body=dict(body))).body["ID"])
 
+    def service_spec(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        """A service's spec as the swarm keeps it, and its version (which
+        `update_service` names); None when there is no such service."""
+        response = self._request("GET", f"/services/{quote(name, safe='')}")
+        if response.status == 404:
+            return None
+        body = _check(response).body or {}
+        return int((body.get("Version") or {}).get("Index") or 0), dict(body.get("Spec") or {})
+
+    def update_service(self, name: str, version: int, spec: Mapping[str, Any]) -> None:
+        """Give a service a new spec (the whole of it), made from the one of `version`;
+        the swarm replaces its tasks when what they run changed."""
+        path = f"/services/{quote(name, safe='')}/update"
+        _check(self._request("POST", path, query={"version": version}, body=dict(spec)))
+
     def push(self, repository: str, tag: str) -> Iterator[dict[str, Any]]:
         """Push `repository:tag` to its registry; yields the engine's progress messages."""
         return self._stream(

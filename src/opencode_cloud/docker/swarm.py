@@ -72,6 +72,7 @@ class SwarmTask:
     desired_state: str
     memory_reserved: int = 0
     error: str = ""
+    image: str = ""  # what its container runs
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class SwarmService:
     memory_reserved: int = 0
     # (published, target) of each port published on the node's own address (mode=host).
     host_ports: tuple[tuple[int, int], ...] = ()
+    replicas: int = 1  # how many tasks it wants run (0: stopped)
 
 
 class SwarmEngine(Engine, Protocol):
@@ -110,6 +112,10 @@ class SwarmEngine(Engine, Protocol):
     def create_service(self, body: Mapping[str, Any]) -> str: ...
 
     def remove_service(self, name: str) -> bool: ...
+
+    def service_spec(self, name: str) -> tuple[int, dict[str, Any]] | None: ...
+
+    def update_service(self, name: str, version: int, spec: Mapping[str, Any]) -> None: ...
 
     def list_secrets(self, *, labels: Sequence[str] = ()) -> list[str]: ...
 
@@ -167,6 +173,7 @@ def parse_task(data: Mapping[str, Any]) -> SwarmTask:
         desired_state=str(data.get("DesiredState") or ""),
         memory_reserved=_memory_reservation(data.get("Spec") or {}),
         error=str(status.get("Err") or ""),
+        image=str(((data.get("Spec") or {}).get("ContainerSpec") or {}).get("Image") or ""),
     )
 
 
@@ -186,6 +193,7 @@ def parse_service(data: Mapping[str, Any]) -> SwarmService:
             for p in ports
             if p.get("PublishMode") == "host" and p.get("PublishedPort")
         ),
+        replicas=int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1)),
     )
 
 
