@@ -118,8 +118,9 @@ def usable(url: str, name: str, password: str) -> bool:
     return True
 
 
-def add_until_usable(env: dict[str, str], url: str, name: str) -> tuple[float, str]:
-    """Seconds from `occ user add` to a usable UI, and the node it went to."""
+def add_until_usable(env: dict[str, str], url: str, name: str) -> tuple[float, str, str]:
+    """Seconds from `occ user add` to a usable UI, the node it went to, and the
+    person's password."""
     password = f"{name}-{uuid.uuid4().hex[:8]}"
     began = time.perf_counter()
     occ(env, "user", "add", name, "--memory", "1g", "--password-stdin", stdin=password + "\n")
@@ -130,7 +131,7 @@ def add_until_usable(env: dict[str, str], url: str, name: str) -> tuple[float, s
     took = time.perf_counter() - began
     service = f"opencode-cloud-{env['OCC_INSTANCE']}-user-{name}"
     node = docker(1, "service", "ps", service, "--format", "{{.Node}}").split()[0]
-    return took, node
+    return took, node, password
 
 
 def floor_start(node_id: str, image: str) -> float:
@@ -203,11 +204,8 @@ def main() -> int:
         adds = [add_until_usable(env, url, "bob"), add_until_usable(env, url, "cat")]
         # dan goes to a node that has the image now.
         adds.append(add_until_usable(env, url, "dan"))
-        passwords = {"ada": ada}
-        bob_password = f"bob-{uuid.uuid4().hex[:8]}"
-        occ(env, "user", "passwd", "bob", "--password-stdin", stdin=bob_password + "\n")
-        passwords["bob"] = bob_password
-        floors = {node: floor_start(nodes[node], pulled) for _, node in adds}
+        passwords = {"ada": ada, "bob": adds[0][2]}
+        floors = {node: floor_start(nodes[node], pulled) for _, node, _ in adds}
         out = docker(
             1, "run", "--rm", "--network", f"{prefix}-cluster", "--user", f"{EDGE_UID}:{EDGE_UID}",
             "-v", f"{prefix}-door-state:/var/lib/opencode-cloud-edge",
@@ -239,7 +237,7 @@ def main() -> int:
                 f"{ms(f'{name} door', fraction)} through the door | "
                 f"+{added(name, fraction):.2f} ms |"
             )
-    for (seconds, where), who in zip(adds, ("bob", "cat", "dan"), strict=True):
+    for (seconds, where, _), who in zip(adds, ("bob", "cat", "dan"), strict=True):
         pulls = who != "dan" and not args.smoke
         what = "pulls the image" if pulls else "has the image"
         floor = floors[where]

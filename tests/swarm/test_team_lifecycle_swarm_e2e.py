@@ -1,12 +1,15 @@
-"""A team's lifecycle on the test swarm through `occ`: three people on three nodes, an
-`occ update` to a release that cannot read their data, which fails on the second person
-and leaves everyone on the old version with their files and sessions; then `occ stop`,
-`occ start`, `occ user disable|enable` and `occ team disable`.
+"""A team's lifecycle on the test swarm through `occ`: three people on three nodes, each
+with a file and (but the first) a session; `occ update` to a release that cannot read
+their data fails and leaves everyone on the old version with their files and sessions,
+whether it fails on the first person or on the second (the first then goes back too);
+then `occ stop`, `occ start`, `occ user disable|enable` and `occ team disable`.
 
-The releases are this checkout's image, on the manager as the default release's
-(`opencode-cloud-sandbox:1.18.33`), and the same image with opencode 1.15.13, which
-answers its health check on 1.18.33's data but fails every session call. Both are only on
-the manager's engine: `occ` pushes them to the swarm's registry.
+The releases, only on the manager's engine (`occ` pushes them to the swarm's registry):
+this checkout's image as the default release's (`opencode-cloud-sandbox:1.18.33`); the
+same image with opencode 1.15.13 (`BREAKING`), which answers its health check on 1.18.33's
+data but fails every session call, even with no session; and the checkout's image as
+`BOB_BREAKS`, whose entrypoint first moves bob's opencode data aside (his sessions are
+gone for it: the deep check fails for him alone).
 """
 
 from __future__ import annotations
@@ -28,12 +31,24 @@ from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION, IMAGE_NAME, WORKIN
 from opencode_cloud.docker.client import DockerClient
 from opencode_cloud.docker.image import build_image
 from opencode_cloud.instance import LABEL_INSTANCE
+from opencode_cloud.opencode import DATA_DIR
 from swarm_helpers import Swarm, door_request, node_address
 
 pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
 
 PORT = 8792
 BREAKING = "1.15.13"
+BOB_BREAKS = "1.18.32"
+# The entrypoint of `BOB_BREAKS`: in bob's instance (its host name is the person's), every
+# entry of opencode's data but the key store goes aside before opencode starts.
+BOB_BREAKS_ENTRYPOINT = f"""#!/bin/sh
+if [ "$(hostname)" = bob ]; then
+  cd {DATA_DIR} && mkdir -p aside && for f in *; do
+    case "$f" in aside|auth.json) ;; *) mv "$f" aside/ ;; esac
+  done
+fi
+exec /usr/local/bin/occ-entrypoint "$@"
+"""
 # People in the order `occ update` takes them (by name), and the node each goes to.
 PEOPLE = ("ada", "bob", "cat")
 
@@ -93,6 +108,21 @@ def team(swarm: Swarm, image_on_manager: str, tmp_path_factory) -> Iterator[Team
         )
     swarm.docker(1, "tag", image_on_manager, f"{IMAGE_NAME}:{DEFAULT_OPENCODE_VERSION}")
     _load_on_manager(swarm, f"{image_on_manager}-breaking", f"{IMAGE_NAME}:{BREAKING}")
+    context = tmp_path_factory.mktemp("bob-breaks")
+    (context / "entrypoint").write_text(BOB_BREAKS_ENTRYPOINT)
+    (context / "entrypoint").chmod(0o755)  # COPY keeps the mode
+    (context / "Dockerfile").write_text(
+        f"FROM {image_on_manager}\nCOPY entrypoint /usr/local/bin/occ-test-entrypoint\n"
+        'ENTRYPOINT ["/usr/local/bin/occ-test-entrypoint"]\n'
+    )
+    built = subprocess.run(
+        ["docker", "build", "-q", "-t", f"{image_on_manager}-bob-breaks", str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    _load_on_manager(swarm, f"{image_on_manager}-bob-breaks", f"{IMAGE_NAME}:{BOB_BREAKS}")
     instance = f"occsw-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
@@ -140,8 +170,11 @@ def team(swarm: Swarm, image_on_manager: str, tmp_path_factory) -> Iterator[Team
     label = f"label={LABEL_INSTANCE}={instance}"
     for container in swarm.docker(1, "ps", "-aq", "--filter", label).stdout.split():
         swarm.docker(1, "rm", "-f", "-v", container, check=False)
-    swarm.docker(1, "image", "rm", f"{IMAGE_NAME}:{BREAKING}", check=False)
-    subprocess.run(["docker", "image", "rm", f"{image_on_manager}-breaking"], capture_output=True)
+    for release, suffix in ((BREAKING, "breaking"), (BOB_BREAKS, "bob-breaks")):
+        swarm.docker(1, "image", "rm", f"{IMAGE_NAME}:{release}", check=False)
+        subprocess.run(
+            ["docker", "image", "rm", f"{image_on_manager}-{suffix}"], capture_output=True
+        )
 
 
 def _images(swarm: Swarm, team: Team) -> dict[str, str]:
@@ -169,26 +202,22 @@ def _has_their_data(team: Team, name: str) -> None:
         assert isinstance(said, list)
 
 
-@pytest.mark.timeout(1500)
-def test_an_update_that_breaks_the_second_person_leaves_everyone_on_the_old_version(
-    swarm: Swarm, team: Team
-) -> None:
+def _update_fails(swarm: Swarm, team: Team, release: str) -> str:
+    """`occ update` to `release`, which must fail and change nothing; what it said."""
     before = _images(swarm, team)
     old = f"{swarm.registry}/{IMAGE_NAME}:{DEFAULT_OPENCODE_VERSION}"
     assert set(before.values()) == {old}
     began = time.monotonic()
     failed = subprocess.run(
-        [*OCC, "update", "--opencode-version", BREAKING, "--yes"],
+        [*OCC, "update", "--opencode-version", release, "--yes"],
         env=team.env,
         capture_output=True,
         text=True,
         timeout=1200,
     )
-    print(f"occ update (failing on bob) {time.monotonic() - began:.1f} s")
+    print(f"occ update to {release}, failing: {time.monotonic() - began:.1f} s")
     print(failed.stdout, failed.stderr)
     assert failed.returncode == 7, failed.stderr
-    assert "does not work for bob" in failed.stderr
-    assert "as are ada" in failed.stderr and "(cat not updated)" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert _images(swarm, team) == before
     door = swarm.docker(
@@ -206,6 +235,19 @@ def test_an_update_that_breaks_the_second_person_leaves_everyone_on_the_old_vers
     for n in (1, 2, 3):
         volumes = swarm.docker(n, "volume", "ls", "-q", "--filter", f"name={team.prefix}").stdout
         assert "-snap-" not in volumes
+    return failed.stderr
+
+
+@pytest.mark.timeout(1500)
+def test_an_update_that_breaks_the_first_or_second_person_leaves_everyone_on_the_old_version(
+    swarm: Swarm, team: Team
+) -> None:
+    said = _update_fails(swarm, team, BREAKING)
+    assert "does not work for ada" in said and "(bob, cat not updated)" in said
+
+    said = _update_fails(swarm, team, BOB_BREAKS)
+    assert "does not work for bob" in said
+    assert "as are ada" in said and "(cat not updated)" in said
 
 
 @pytest.mark.timeout(600)

@@ -144,6 +144,10 @@ def test_the_second_person_failing_puts_the_first_back_and_leaves_the_rest(
         c for c in copies if c["TaskTemplate"]["Placement"]["Constraints"] == ["node.id==id-n1"]
     ]
     assert len(ada_copies) == 1
+    # Both snapshots were deleted on their nodes afterwards.
+    removals = [b for b in fake.service_bodies if "volume-removal" in b["Name"]]
+    pins = [r["TaskTemplate"]["Placement"]["Constraints"] for r in removals]
+    assert sorted(pins) == [["node.id==id-n1"], ["node.id==id-n3"]]
     # Every person runs again; no one-shot service is left.
     assert all(s.replicas == 1 for s in fake.services)
     assert [s.name for s in fake.services if "-user-" not in s.name and "-door" not in s.name] == []

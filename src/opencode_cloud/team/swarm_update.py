@@ -58,6 +58,7 @@ class _Moved:
     node_id: str
     old_image: str
     snapshot: str  # the id of the snapshot of their data taken before
+    unavailable: float = 0.0  # seconds from their stop to their new version's check
 
 
 class SwarmUpdate:
@@ -106,7 +107,6 @@ class SwarmUpdate:
         moved: list[_Moved] = []
         for index, name in enumerate(names):
             self._step(f"Updating {name} ({index + 1} of {len(names)}) ...")
-            began = time.monotonic()
             try:
                 done = self._update_person(name, target)
             except _Failed as failed:
@@ -119,7 +119,7 @@ class SwarmUpdate:
                 continue
             moved.append(done)
             result.updated.append(name)
-            result.seconds_unavailable[name] = round(time.monotonic() - began, 2)
+            result.seconds_unavailable[name] = round(done.unavailable, 2)
         for done in moved:
             self._drop_snapshot(done)
         saved = save_version(target_config)
@@ -164,6 +164,7 @@ class SwarmUpdate:
         except (TeamError, DockerError, ValueError) as error:
             raise _Failed(f"its current version does not answer ({error})") from None
         snapshot = datetime.now(UTC).strftime("%Y%m%dt%H%M%Sz")
+        down = time.monotonic()
         self.cluster.change_service(service_name, replicas=0)
         self.cluster.wait_stopped(service_name, STOP_TIMEOUT)
         moved = _Moved(name, node_id, old_image, snapshot)
@@ -178,9 +179,11 @@ class SwarmUpdate:
         except BaseException:
             self._restore(moved, replicas)
             raise
+        moved.unavailable = time.monotonic() - down
         if problem is not None:
             self._step(f"{name}: the new version does not work ({problem}); going back ...")
             self._restore(moved, replicas)
+            self._drop_snapshot(moved)
             raise _Failed(problem)
         if not replicas:
             self.cluster.change_service(service_name, replicas=0)
