@@ -123,7 +123,7 @@ def test_the_second_person_failing_puts_the_first_back_and_leaves_the_rest(
 
     assert failed.value.person == "bob"
     assert failed.value.back == ["ada"] and failed.value.left == ["cat"]
-    assert "as are ada" in str(failed.value) and "(cat not updated)" in str(failed.value)
+    assert "as is ada" in str(failed.value) and "(cat not updated)" in str(failed.value)
     for name in ("ada", "bob", "cat", "door"):
         key = f"{PREFIX}-{name}" if name == "door" else f"{PREFIX}-user-{name}"
         assert _image(fake, key) == OLD

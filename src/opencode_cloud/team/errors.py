@@ -62,7 +62,8 @@ class TeamUpdateFailed(TeamError):
         left: list[str],
         back: list[str] | None = None,
     ) -> None:
-        again = f", as are {', '.join(back)}," if back else ""
+        verb = "is" if len(back or []) == 1 else "are"
+        again = f", as {verb} {', '.join(back)}," if back else ""
         super().__init__(
             f"The new version does not work for {person} ({problem.rstrip('.')}); {person} is "
             f"back on the old one{again} and the update stopped there"
