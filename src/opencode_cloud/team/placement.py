@@ -205,7 +205,7 @@ class SwarmPlacement:
 
     def states(self) -> dict[str, InstanceState]:
         client = self.cluster.client
-        services = client.swarm_services(labels=[f"{LABEL_INSTANCE}={self.cluster.instance.name}"])
+        services = self._team_services()
         tasks = {t.service_id: t for t in client.swarm_tasks()}
         nodes = {n.id: n.hostname for n in client.swarm_nodes()}
         states = {}
