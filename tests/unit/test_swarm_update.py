@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from fakes import FakeEngine
+from opencode_cloud.cli.hints import hint_for
 from opencode_cloud.config.schema import Config
 from opencode_cloud.docker.image import DEFAULT_IMAGE
 from opencode_cloud.docker.volume import volume_names
@@ -123,6 +124,7 @@ def test_the_second_person_failing_puts_the_first_back_and_leaves_the_rest(
 
     assert failed.value.person == "bob"
     assert failed.value.back == ["ada"] and failed.value.left == ["cat"]
+    assert hint_for(failed.value).startswith("Everyone is on the old version again.")
     assert "as is ada" in str(failed.value) and "(cat not updated)" in str(failed.value)
     for name in ("ada", "bob", "cat", "door"):
         key = f"{PREFIX}-{name}" if name == "door" else f"{PREFIX}-user-{name}"
