@@ -9,7 +9,8 @@ this checkout's image as the default release's (`opencode-cloud-sandbox:1.18.33`
 same image with opencode 1.15.13 (`BREAKING`), which answers its health check on 1.18.33's
 data but fails every session call, even with no session; and the checkout's image as
 `BOB_BREAKS`, whose entrypoint first moves bob's opencode data aside (his sessions are
-gone for it: the deep check fails for him alone).
+gone for it: the deep check fails for him alone); and the checkout's image with one more
+label as `WORKS`, to which everyone, then the door, moves.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
 PORT = 8792
 BREAKING = "1.15.13"
 BOB_BREAKS = "1.18.32"
+# The checkout's image again, under another release's tag (a new image ID): it works.
+WORKS = "1.18.31"
 # The entrypoint of `BOB_BREAKS`: in bob's instance (its host name is the person's), every
 # entry of opencode's data but the key store goes aside before opencode starts.
 BOB_BREAKS_ENTRYPOINT = f"""#!/bin/sh
@@ -108,6 +111,7 @@ def team(swarm: Swarm, image_on_manager: str, tmp_path_factory) -> Iterator[Team
         )
     swarm.docker(1, "tag", image_on_manager, f"{IMAGE_NAME}:{DEFAULT_OPENCODE_VERSION}")
     _load_on_manager(swarm, f"{image_on_manager}-breaking", f"{IMAGE_NAME}:{BREAKING}")
+    # Built on the manager from the image there (a small context, no internet needed).
     context = tmp_path_factory.mktemp("bob-breaks")
     (context / "entrypoint").write_text(BOB_BREAKS_ENTRYPOINT)
     (context / "entrypoint").chmod(0o755)  # COPY keeps the mode
@@ -115,14 +119,10 @@ def team(swarm: Swarm, image_on_manager: str, tmp_path_factory) -> Iterator[Team
         f"FROM {image_on_manager}\nCOPY entrypoint /usr/local/bin/occ-test-entrypoint\n"
         'ENTRYPOINT ["/usr/local/bin/occ-test-entrypoint"]\n'
     )
-    built = subprocess.run(
-        ["docker", "build", "-q", "-t", f"{image_on_manager}-bob-breaks", str(context)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr
-    _load_on_manager(swarm, f"{image_on_manager}-bob-breaks", f"{IMAGE_NAME}:{BOB_BREAKS}")
+    swarm.docker(1, "build", "-q", "-t", f"{IMAGE_NAME}:{BOB_BREAKS}", str(context))
+    same = tmp_path_factory.mktemp("works")
+    (same / "Dockerfile").write_text(f"FROM {image_on_manager}\nLABEL test.release={WORKS}\n")
+    swarm.docker(1, "build", "-q", "-t", f"{IMAGE_NAME}:{WORKS}", str(same))
     instance = f"occsw-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
@@ -170,11 +170,9 @@ def team(swarm: Swarm, image_on_manager: str, tmp_path_factory) -> Iterator[Team
     label = f"label={LABEL_INSTANCE}={instance}"
     for container in swarm.docker(1, "ps", "-aq", "--filter", label).stdout.split():
         swarm.docker(1, "rm", "-f", "-v", container, check=False)
-    for release, suffix in ((BREAKING, "breaking"), (BOB_BREAKS, "bob-breaks")):
+    for release in (BREAKING, BOB_BREAKS, WORKS):
         swarm.docker(1, "image", "rm", f"{IMAGE_NAME}:{release}", check=False)
-        subprocess.run(
-            ["docker", "image", "rm", f"{image_on_manager}-{suffix}"], capture_output=True
-        )
+    subprocess.run(["docker", "image", "rm", f"{image_on_manager}-breaking"], capture_output=True)
 
 
 def _images(swarm: Swarm, team: Team) -> dict[str, str]:
@@ -248,6 +246,28 @@ def test_an_update_that_breaks_the_first_or_second_person_leaves_everyone_on_the
     said = _update_fails(swarm, team, BOB_BREAKS)
     assert "does not work for bob" in said
     assert "as is ada" in said and "(cat not updated)" in said
+
+
+@pytest.mark.timeout(600)
+def test_an_update_that_works_moves_everyone_then_the_door(swarm: Swarm, team: Team) -> None:
+    began = time.monotonic()
+    done = run(team.env, "--json", "update", "--opencode-version", WORKS, "--yes")
+    print(f"occ update to {WORKS}: {time.monotonic() - began:.1f} s")
+    result = json.loads(done.stdout)
+    new = f"{swarm.registry}/{IMAGE_NAME}:{WORKS}"
+    assert result["updated"] == list(PEOPLE) and result["target"] == new
+    assert set(_images(swarm, team).values()) == {new}
+    door = swarm.docker(
+        1, "service", "inspect", f"{team.prefix}-door",
+        "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+    ).stdout.strip()  # fmt: skip
+    assert door == new
+    assert json.loads(run(team.env, "config", "show", "--json").stdout)["opencode_version"] == WORKS
+    for name in PEOPLE:
+        _has_their_data(team, name)
+    for n in (1, 2, 3):
+        volumes = swarm.docker(n, "volume", "ls", "-q", "--filter", f"name={team.prefix}").stdout
+        assert "-snap-" not in volumes
 
 
 @pytest.mark.timeout(600)
