@@ -10,6 +10,7 @@ format, as with a real engine. Errors are the typed errors the real client raise
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -194,12 +195,13 @@ class FakeEngine:
         self.secrets: dict[str, bytes] = {}  # swarm secrets by name
         self.secret_labels: dict[str, dict[str, str]] = {}
         self.service_bodies: list[dict[str, Any]] = []  # each `create_service` body
+        # Each service's spec and its version, by name (`service_spec`, `update_service`).
+        self.service_specs: dict[str, tuple[int, dict[str, Any]]] = {}
         self.push_error: str | None = None  # the error a push's stream reports, if set
         # How a service that never restarts ends at once: its task's state and error.
         self.one_shot_end: tuple[str, str] = ("complete", "")
         # How one-shot services of a role (their LABEL_ROLE) end instead, if set.
         self.one_shot_ends: dict[str, tuple[str, str]] = {}
-        self.service_versions: dict[str, int] = {}  # each service's spec version
         self.node_versions: dict[str, int] = {}
 
     # -- scripting --------------------------------------------------------------------
@@ -781,7 +783,7 @@ class FakeEngine:
             memory_reserved=int(task["Resources"].get("Reservations", {}).get("MemoryBytes", 0)),
         )
         self.services.append(service)
-        self.service_versions[service.name] = 1
+        self.service_specs[service.name] = (1, copy.deepcopy(dict(body)))
         if task.get("RestartPolicy", {}).get("Condition") == "none":
             role = service.labels.get(LABEL_ROLE, "")
             state, error = self.one_shot_ends.get(role, self.one_shot_end)
@@ -789,40 +791,44 @@ class FakeEngine:
             self.tasks.append(SwarmTask(service.id, node_id, state, "shutdown", error=error))
         return service.id
 
-    def _body(self, name: str) -> dict[str, Any] | None:
-        return next((b for b in reversed(self.service_bodies) if b["Name"] == name), None)
-
     def service_spec(self, name: str) -> tuple[int, dict[str, Any]] | None:
-        body = self._body(name)
-        if body is None or not any(s.name == name for s in self.services):
+        found = self.service_specs.get(name)
+        if found is None or not any(s.name == name for s in self.services):
             return None
-        return self.service_versions[name], json.loads(json.dumps(body))
+        return found[0], copy.deepcopy(found[1])
 
     def update_service(self, name: str, version: int, spec: Mapping[str, Any]) -> None:
-        """The new spec; the service's one task runs where it is pinned while it has a
-        replica, and stops otherwise."""
+        """Keeps the new spec (in `service_bodies` too); the service's task stops, and one
+        that runs its image where it is pinned now takes its place (none with no replica)."""
         self.calls.append(("update_service", name))
-        if self.service_versions.get(name) != version:
+        found = self.service_specs.get(name)
+        if found is None:
+            raise DockerError(f"service {name} not found")
+        if found[0] != version:
             raise DockerError(f"update out of sequence for {name}")
-        self.service_versions[name] = version + 1
-        body = {**dict(spec), "Name": name}
+        body = {**copy.deepcopy(dict(spec)), "Name": name}
+        self.service_specs[name] = (version + 1, body)
         self.service_bodies.append(body)
-        old = next(s for s in self.services if s.name == name)
         task = body["TaskTemplate"]
-        service = SwarmService(
-            id=old.id,
-            name=name,
+        replicas = int(body["Mode"]["Replicated"]["Replicas"])
+        at = next(i for i, s in enumerate(self.services) if s.name == name)
+        service = self.services[at] = dataclasses.replace(
+            self.services[at],
             labels=dict(body.get("Labels") or {}),
             constraints=tuple(task["Placement"]["Constraints"]),
             memory_reserved=int(task["Resources"].get("Reservations", {}).get("MemoryBytes", 0)),
+            replicas=replicas,
         )
-        self.services = [service if s.name == name else s for s in self.services]
         self.tasks = [
-            replace(t, state="shutdown", desired_state="shutdown") if t.service_id == old.id else t
+            replace(t, state="shutdown", desired_state="shutdown")
+            if t.service_id == service.id
+            else t
             for t in self.tasks
         ]
-        if body["Mode"]["Replicated"]["Replicas"]:
-            self.tasks.append(SwarmTask(old.id, pinned_node(service) or "", "running", "running"))
+        if replicas:
+            image = task["ContainerSpec"]["Image"]
+            node_id = pinned_node(service) or ""
+            self.tasks.append(SwarmTask(service.id, node_id, "running", "running", image=image))
 
     def node_spec(self, node_id: str) -> tuple[int, dict[str, Any]]:
         node = next(n for n in self.nodes if n.id == node_id)

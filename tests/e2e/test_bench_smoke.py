@@ -9,37 +9,17 @@ write no table, and a loaded machine may miss every target.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-# Each benchmark and the head of the table it prints.
-TABLES = {
-    "bench_backup.py": "| What | Time | Throughput | vs raw `tar` | Target |",
-    "bench_cli.py": "| What | Measured (median) | Floor, same run | Ratio | Target |",
-    "bench_edge.py": "| What | Median | Runs |",
-    "bench_edge_records.py": "| What | Floor, same run | Measured | Added | Target |",
-    "bench_fresh.py": "| Step | Seconds | In scripts/up.sh |",
-    "bench_idle.py": "| What | Host CPU, minus baseline | Its processes (mean) |",
-    "bench_image.py": "| Measure | Value | Notes |",
-    "bench_packages.py": "| What | Without packages | With `jq` | Added | Target |",
-    "bench_tls.py": "| What | Wall time | CPU time |",
-    "bench_update.py": "| What | Unavailable (median) | Runs |",
-    "bench_team.py": "| What | Floor | Measured | Added |",
-    "bench_drain.py": "| What | Seconds | Seconds per GB | vs raw copy |",
-}
-# Those that run on a test swarm, pausing its nodes for a while: only on the one named by
-# OCC_BENCH_SWARM (never beside the swarm tests on theirs); they exit 2, saying why, when
-# it is not up with this checkout's image on its manager.
-NEEDS_SWARM = {"bench_drain.py"}
+from bench_helpers import BENCH, TABLES, run_smoke
+
 # The raw `tar` it compares with reads the engine's volume folders; the fresh machine is a
 # second engine in network namespaces of its own.
 NEEDS_ROOT = {"bench_backup.py", "bench_fresh.py"}
-SMOKE_TIMEOUT = 300
+# Those that run on the test swarm, pausing its nodes: smoked in their turn among the swarm
+# tests (tests/swarm/test_bench_swarm_smoke.py), never beside them.
+NEEDS_SWARM = {"bench_cluster.py", "bench_drain.py"}
 
 
 def test_every_benchmark_has_its_smoke() -> None:
@@ -49,28 +29,8 @@ def test_every_benchmark_has_its_smoke() -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", sorted(TABLES))
+@pytest.mark.parametrize("name", sorted(set(TABLES) - NEEDS_SWARM))
 def test_the_benchmark_runs_and_prints_its_table(name: str, sandbox_image: str) -> None:
     if name in NEEDS_ROOT and os.geteuid() != 0:
         pytest.skip(f"{name} needs root")
-    env = dict(os.environ)
-    if name in NEEDS_SWARM:
-        if "OCC_BENCH_SWARM" not in env:
-            pytest.skip(f"{name} pauses nodes of a test swarm: OCC_BENCH_SWARM=K names one")
-        env["OCC_SWARM_ID"] = env["OCC_BENCH_SWARM"]
-    began = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / name), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT,
-        env=env,
-    )
-    took = time.monotonic() - began
-    if name in NEEDS_SWARM and proc.returncode == 2:
-        pytest.skip(proc.stdout.strip())
-    assert proc.returncode == 0, f"{name} --smoke failed after {took:.0f} s:\n{proc.stderr[-3000:]}"
-    assert TABLES[name] in proc.stdout, proc.stdout
-    table = proc.stdout[proc.stdout.index(TABLES[name]) :].splitlines()
-    rows = [line for line in table if line.startswith("|")]
-    assert len(rows) >= 4, proc.stdout  # the head, its rule and at least two figures
+    run_smoke(name)

@@ -15,13 +15,24 @@ from fake_opencode import FakeOpencode
 from fakes import SANDBOX_ENV, FakeEngine
 from opencode_cloud.access import credentials
 from opencode_cloud.config.paths import InstancePaths
-from opencode_cloud.config.schema import Config
+from opencode_cloud.config.schema import ClusterSettings, Config
 from opencode_cloud.config.store import load_config, save_config
 from opencode_cloud.defaults import DEFAULT_OPENCODE_VERSION
-from opencode_cloud.docker.image import EDGE_LABEL, LABEL_EDGE, LABEL_OPENCODE_VERSION
+from opencode_cloud.docker.image import (
+    DEFAULT_IMAGE,
+    EDGE_LABEL,
+    LABEL_EDGE,
+    LABEL_OPENCODE_VERSION,
+)
 from opencode_cloud.service.service import Service
 from opencode_cloud.service.versions import Versions
+from opencode_cloud.team import cluster as cluster_module
+from opencode_cloud.team import door
+from opencode_cloud.team.cluster import SWARM_SERVICE_LABEL
+from opencode_cloud.team.errors import DoorNotRunning, DoorRefused
+from opencode_cloud.team.team import Team
 from service_helpers import INSTANCE, OLD, OLD_REF, REF, Make
+from team_swarm import PREFIX, REGISTRY, _manager, _team
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +106,50 @@ def versions(make: Make, fake: FakeEngine, paths: InstancePaths) -> Callable[...
         return Versions(service, save)
 
     return build
+
+
+# -- a team on the in-memory swarm (team_swarm.py) ------------------------------------
+
+
+@pytest.fixture
+def records(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
+    """The door's records of people, reached in the container it is given (on a swarm:
+    its task's), changed the way `edge.py admin` changes them."""
+    people: dict[str, dict[str, Any]] = {}
+
+    def admin(
+        client: Any, layout: Any, request: dict[str, Any], container: str | None = None
+    ) -> dict[str, Any]:
+        name = container or layout.door
+        info = client.find_container(name)
+        if info is None or not info.running:
+            raise DoorNotRunning(name)
+        op, person = request["op"], str(request.get("name"))
+        if op == "list":
+            return {"ok": True, "people": [{"name": n, **r} for n, r in people.items()]}
+        if op == "put":
+            people[person] = {k: v for k, v in request.items() if k not in ("op", "name")}
+        elif person not in people:
+            raise DoorRefused(f"nobody called {person}")
+        elif op == "remove":
+            del people[person]
+        else:
+            people[person].setdefault("ops", []).append(request)
+        return {"ok": True}
+
+    monkeypatch.setattr(door, "admin", admin)
+    monkeypatch.setattr(cluster_module, "door_admin", admin)
+    return people
+
+
+@pytest.fixture
+def swarm_team(fake: FakeEngine, tmp_path: Path) -> Team:
+    """A team whose configuration sets `cluster`, on a manager of three nodes, readied by
+    `occ cluster init` (the overlay), with the door's task container running there."""
+    _manager(fake)
+    fake.create_overlay_network(f"{PREFIX}-cluster", {})
+    fake.create_container(
+        "door-task.1", {"Image": DEFAULT_IMAGE, "Labels": {SWARM_SERVICE_LABEL: f"{PREFIX}-door"}}
+    )
+    fake.start_container("door-task.1")
+    return _team(fake, tmp_path, Config(port=43999, cluster=ClusterSettings(registry=REGISTRY)))

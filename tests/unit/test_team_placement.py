@@ -14,20 +14,13 @@ from typing import Any
 import pytest
 
 from fakes import FakeEngine
-from opencode_cloud.config.paths import InstancePaths
 from opencode_cloud.config.schema import ClusterSettings, Config
-from opencode_cloud.config.store import save_config
 from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH
 from opencode_cloud.docker.image import DEFAULT_IMAGE
-from opencode_cloud.docker.swarm import SwarmMembership, SwarmNode
+from opencode_cloud.docker.swarm import SwarmMembership
 from opencode_cloud.docker.volume import volume_names
-from opencode_cloud.service.service import Service
-from opencode_cloud.team import cluster as cluster_module
-from opencode_cloud.team import door
 from opencode_cloud.team.cluster import REMOVE_VOLUMES_SCRIPT, SWARM_SERVICE_LABEL
 from opencode_cloud.team.errors import (
-    DoorNotRunning,
-    DoorRefused,
     NoBackupOnCluster,
     PersonExists,
     VolumesNotRemoved,
@@ -35,82 +28,7 @@ from opencode_cloud.team.errors import (
 from opencode_cloud.team.placement import SwarmPlacement
 from opencode_cloud.team.team import EnginePlacement, Team
 from service_helpers import INSTANCE
-
-GIB = 2**30
-PREFIX = INSTANCE.service_prefix
-REGISTRY = "10.9.0.1:5000"
-
-
-def _node(name: str, role: str = "worker") -> SwarmNode:
-    return SwarmNode(
-        id=f"id-{name}",
-        hostname=name,
-        role=role,
-        state="ready",
-        availability="active",
-        address=f"10.9.0.{name[-1]}",
-        memory_bytes=8 * GIB,
-        cpus=2.0,
-    )
-
-
-def _team(fake: FakeEngine, tmp_path: Path, config: Config) -> Team:
-    paths = InstancePaths(tmp_path / INSTANCE.name)
-    save_config(paths.config_file, config)
-    team = Team(Service(fake, config, INSTANCE, paths))
-    team.door_answers = lambda: True
-    team.person_answers = lambda _container: True
-    return team
-
-
-def _manager(fake: FakeEngine) -> FakeEngine:
-    fake.membership = SwarmMembership("active", True, "id-n1", "10.9.0.1")
-    fake.nodes = [_node("n1", "manager"), _node("n2"), _node("n3")]
-    return fake
-
-
-@pytest.fixture
-def records(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
-    """The door's records of people, reached in the container it is given (on a swarm:
-    its task's), changed the way `edge.py admin` changes them."""
-    people: dict[str, dict[str, Any]] = {}
-
-    def admin(
-        client: Any, layout: Any, request: dict[str, Any], container: str | None = None
-    ) -> dict[str, Any]:
-        name = container or layout.door
-        info = client.find_container(name)
-        if info is None or not info.running:
-            raise DoorNotRunning(name)
-        op, person = request["op"], str(request.get("name"))
-        if op == "list":
-            return {"ok": True, "people": [{"name": n, **r} for n, r in people.items()]}
-        if op == "put":
-            people[person] = {k: v for k, v in request.items() if k not in ("op", "name")}
-        elif person not in people:
-            raise DoorRefused(f"nobody called {person}")
-        elif op == "remove":
-            del people[person]
-        else:
-            people[person].setdefault("ops", []).append(request)
-        return {"ok": True}
-
-    monkeypatch.setattr(door, "admin", admin)
-    monkeypatch.setattr(cluster_module, "door_admin", admin)
-    return people
-
-
-@pytest.fixture
-def swarm_team(fake: FakeEngine, tmp_path: Path) -> Team:
-    """A team whose configuration sets `cluster`, on a manager of three nodes, readied by
-    `occ cluster init` (the overlay), with the door's task container running there."""
-    _manager(fake)
-    fake.create_overlay_network(f"{PREFIX}-cluster", {})
-    fake.create_container(
-        "door-task.1", {"Image": DEFAULT_IMAGE, "Labels": {SWARM_SERVICE_LABEL: f"{PREFIX}-door"}}
-    )
-    fake.start_container("door-task.1")
-    return _team(fake, tmp_path, Config(port=43999, cluster=ClusterSettings(registry=REGISTRY)))
+from team_swarm import GIB, PREFIX, REGISTRY, _manager, _team
 
 
 def test_the_engine_alone_unless_cluster_is_set_and_the_engine_manages_a_swarm(

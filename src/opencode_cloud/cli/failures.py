@@ -73,6 +73,7 @@ def exit_code_for(error: OpencodeCloudError) -> ExitCode:
                 docker_errors.SessionsFailing,
                 service_errors.UpdateFailed,
                 team_errors.TeamUpdateFailed,
+                team_errors.PersonNotAnswering,
                 team_errors.ImagePushFailed,
                 team_errors.NoRoomInCluster,
                 team_errors.NowhereToDrain,

@@ -158,6 +158,17 @@ def hint_for(error: OpencodeCloudError | Remedy, occ: str = "occ") -> str:
                 "Add a node (`docker swarm join`), or give people less memory "
                 f"(`{occ} user add NAME --memory SIZE`)."
             )
+        case team.PersonNotAnswering(person=person):
+            return (
+                f"See `{occ} cluster status` and `docker service ps` for {person}'s service "
+                "on the manager; its node may still be pulling the image."
+            )
+        case team.TeamUpdateFailed(person=person, back=[_, *_]):
+            return (
+                f"Everyone is on the old version again. See `docker service logs` of "
+                f"{person}'s service on the manager for why the new one failed; its release "
+                "may not read this data."
+            )
         case team.TeamUpdateFailed(person=person):
             return (
                 f"Everyone not updated stays on the old version. See `{occ} logs --user "

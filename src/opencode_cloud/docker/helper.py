@@ -164,7 +164,37 @@ def helper_image(client: Engine, preferred: Sequence[str] = ()) -> str | None:
 COPY_TIMEOUT = 600
 COPY_ROLE = "copy-helper"
 # Root copies every file whatever its owner, and keeps owners, modes and times.
-_COPY_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+COPY_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+
+
+def copy_command(
+    pairs: Sequence[tuple[str, str]],
+    *,
+    replace: bool = False,
+    keep: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[tuple[str, ...], tuple[Mount, ...]]:
+    """What copies each source volume into its destination volume (`copy_volumes`), in a
+    container of the sandbox image with `COPY_CAPABILITIES`: its command, and the mounts
+    it needs (each source read-only at `/from/N`, each destination at `/to/N`)."""
+    steps = []
+    mounts = []
+    for index, (source, destination) in enumerate(pairs):
+        names = (keep or {}).get(destination, ()) if replace else ()
+        kept = " ".join(f"! -name {shlex.quote(name)}" for name in names)
+        mounts.append(Mount("volume", source, f"/from/{index}", read_only=True))
+        mounts.append(Mount("volume", destination, f"/to/{index}"))
+        if kept:
+            # Entry by entry, so that no kept name is written; links are copied as links.
+            steps.append(
+                f"find /to/{index} -mindepth 1 -maxdepth 1 {kept} -exec rm -rf {{}} +"
+                f" && find /from/{index} -mindepth 1 -maxdepth 1 {kept}"
+                f" -exec cp -a {{}} /to/{index}/ \\;"
+            )
+            continue
+        if replace:
+            steps.append(f"find /to/{index} -mindepth 1 -delete")
+        steps.append(f"cp -a /from/{index}/. /to/{index}/")
+    return ("sh", "-c", " && ".join(steps)), tuple(mounts)
 
 
 def copy_volumes(
@@ -189,31 +219,14 @@ def copy_volumes(
     Raises:
         DockerError: the copy failed; its output is in the message.
     """
-    steps = []
-    mounts = []
-    for index, (source, destination) in enumerate(pairs):
-        names = (keep or {}).get(destination, ()) if replace else ()
-        kept = " ".join(f"! -name {shlex.quote(name)}" for name in names)
-        mounts.append(Mount("volume", source, f"/from/{index}", read_only=True))
-        mounts.append(Mount("volume", destination, f"/to/{index}"))
-        if kept:
-            # Entry by entry, so that no kept name is written; links are copied as links.
-            steps.append(
-                f"find /to/{index} -mindepth 1 -maxdepth 1 {kept} -exec rm -rf {{}} +"
-                f" && find /from/{index} -mindepth 1 -maxdepth 1 {kept}"
-                f" -exec cp -a {{}} /to/{index}/ \\;"
-            )
-            continue
-        if replace:
-            steps.append(f"find /to/{index} -mindepth 1 -delete")
-        steps.append(f"cp -a /from/{index}/. /to/{index}/")
+    command, mounts = copy_command(pairs, replace=replace, keep=keep)
     spec = HelperSpec(
         instance,
         COPY_ROLE,
         image,
-        entrypoint=("sh", "-c", " && ".join(steps)),
-        mounts=tuple(mounts),
-        capabilities=_COPY_CAPABILITIES,
+        entrypoint=command,
+        mounts=mounts,
+        capabilities=COPY_CAPABILITIES,
     )
     with helper_container(client, spec) as name:
         client.start_container(name)

@@ -76,6 +76,7 @@ class SwarmTask:
     memory_reserved: int = 0
     error: str = ""
     timestamp: str = ""  # when it came to its state (RFC 3339, UTC)
+    image: str = ""  # what its container runs
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class SwarmService:
     memory_reserved: int = 0
     # (published, target) of each port published on the node's own address (mode=host).
     host_ports: tuple[tuple[int, int], ...] = ()
+    replicas: int = 1  # how many tasks it wants run (0: stopped)
 
 
 class SwarmEngine(Engine, Protocol):
@@ -181,6 +183,7 @@ def parse_task(data: Mapping[str, Any]) -> SwarmTask:
         memory_reserved=_memory_reservation(data.get("Spec") or {}),
         error=str(status.get("Err") or ""),
         timestamp=str(status.get("Timestamp") or ""),
+        image=str(((data.get("Spec") or {}).get("ContainerSpec") or {}).get("Image") or ""),
     )
 
 
@@ -200,6 +203,7 @@ def parse_service(data: Mapping[str, Any]) -> SwarmService:
             for p in ports
             if p.get("PublishMode") == "host" and p.get("PublishedPort")
         ),
+        replicas=int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1)),
     )
 
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from opencode_cloud.defaults import CONTAINER_PORT, INTERNAL_PASSWORD_PATH, TEAM_SWARM_ENV
+from opencode_cloud.defaults import (
+    CONTAINER_PORT,
+    EDGE_PROGRAM,
+    INTERNAL_PASSWORD_PATH,
+    TEAM_SWARM_ENV,
+)
 from opencode_cloud.docker.errors import DockerError, ImageNotFound
 from opencode_cloud.docker.image import registry_ref
 from opencode_cloud.docker.progress import handle_pull_chunk
@@ -28,8 +33,8 @@ from opencode_cloud.docker.swarm import (
 )
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_PERSON, LABEL_ROLE
 from opencode_cloud.service.image import image_for
+from opencode_cloud.team.door import EDGE_USER, door_spec
 from opencode_cloud.team.door import admin as door_admin
-from opencode_cloud.team.door import door_spec
 from opencode_cloud.team.errors import (
     ClusterNotReady,
     DoorNotRunning,
@@ -37,11 +42,12 @@ from opencode_cloud.team.errors import (
     ImagePushFailed,
     NoRoomInCluster,
     NotASwarmManager,
+    PersonNotAnswering,
     PersonNotFound,
     VolumesNotRemoved,
 )
 from opencode_cloud.team.layout import ENGINE_SOCKET, TeamLayout
-from opencode_cloud.team.oneshot import OneShot, OneShots
+from opencode_cloud.team.oneshot import TASK_ENDED, OneShot, OneShots
 from opencode_cloud.team.people import (
     INTERNAL_PASSWORD_BYTES,
     PersonLimits,
@@ -70,8 +76,36 @@ SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
 DOOR_ROLE = "door"
 # The role label of the one-shot service that deletes a removed person's volumes.
 VOLUME_REMOVAL_ROLE = "volume-removal"
-# Seconds that service gets to start (its node may pull the image) and delete them.
-VOLUME_REMOVAL_TIMEOUT = 180.0
+# Seconds a one-shot service on a node gets to start (its node may pull the image) and
+# end (`run_once`).
+ONE_SHOT_TIMEOUT = 180.0
+# Memory a one-shot service of `run_once` may use (a copy of opencode's data: `cp`).
+ONE_SHOT_MEMORY = 256 * 2**20
+# Seconds a person's instance gets to answer after it (re)starts (its node may pull).
+PERSON_START_TIMEOUT = 240.0
+# What `ask_person` runs in the door (`python3 -I -c SCRIPT NAME PATH TIMEOUT`): the
+# person's upstream and internal password from the door's records (`edge.People`), one
+# GET, the body on stdout; exit 1 on any failure.
+ASK_PERSON_SCRIPT = """\
+import os, sys, urllib.request
+sys.path.insert(0, os.path.dirname(PROGRAM))
+import edge
+people = edge.People(edge.Path(os.environ.get("OCC_EDGE_TEAM_DB", edge.DEFAULT_TEAM_DB)))
+person = people.get(sys.argv[1])
+people.close()
+if person is None or not person.upstream:
+    sys.exit("no upstream for " + sys.argv[1])
+request = urllib.request.Request("http://" + person.upstream + sys.argv[2])
+request.add_header("Authorization", person.upstream_auth())
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    with opener.open(request, timeout=float(sys.argv[3])) as answer:
+        sys.stdout.buffer.write(answer.read())
+except Exception as error:
+    sys.exit(str(error))
+""".replace("PROGRAM", repr(EDGE_PROGRAM))
+# opencode's health check.
+HEALTH_PATH = "/global/health"
 # What it runs (`sh -c SCRIPT sh VOLUME...`): for each volume, DELETE /volumes/NAME on the
 # node's engine, again while it is in use (409: its container is being removed, or a
 # stopped task of a moved person's service holds it: such stopped containers go), until
@@ -468,16 +502,28 @@ class Cluster:
             self.door_admin({"op": "remove", "name": name})
         if self.client.remove_service(person.container_name):
             removed.append(person.container_name)
-        # Secrets are only released once no task uses them: the service's tasks stop first.
-        for secret in self.client.list_secrets(labels=[f"{LABEL_PERSON}={name}"]):
-            if not secret.startswith(f"{person.prefix}-"):
-                continue
-            self.remove_secret_when_free(secret)
-            removed.append(secret)
+        removed.extend(self._remove_secrets(f"{LABEL_PERSON}={name}", f"{person.prefix}-"))
         if volumes and node_id is not None:
             names = self.layout.person_volumes(name)
             self.remove_volumes(node_id, names)
             removed.extend(names)
+        return removed
+
+    def _remove_secrets(self, label: str, prefix: str) -> list[str]:
+        """Remove the team's secrets with `label` (and the instance's) whose names begin
+        with `prefix` (of a service removed just now); their names.
+
+        Raises:
+            DockerError: one is still in use after `SECRET_RELEASE_TIMEOUT`.
+        """
+        removed = []
+        # Secrets are only released once no task uses them: the service's tasks stop first.
+        labels = [label, f"{LABEL_INSTANCE}={self.instance.name}"]
+        for secret in self.client.list_secrets(labels=labels):
+            if not secret.startswith(prefix):
+                continue
+            self.remove_secret_when_free(secret)
+            removed.append(secret)
         return removed
 
     def remove_secret_when_free(self, secret: str) -> None:
@@ -497,33 +543,181 @@ class Cluster:
                     raise
                 time.sleep(0.5)
 
+    def remove_door(self) -> list[str]:
+        """Take the door's service and its secrets (certificate and key) away, once its
+        container is gone (its port is free again); its state volume stays. The names of
+        what was removed.
+
+        Raises:
+            NotASwarmManager, DockerError.
+        """
+        self.membership()
+        door = self.layout.door
+        removed = [door] if self.client.remove_service(door) else []
+        deadline = time.monotonic() + SECRET_RELEASE_TIMEOUT
+        while self.client.list_containers(labels=[f"{SWARM_SERVICE_LABEL}={door}"]):
+            if time.monotonic() > deadline:
+                raise DockerError(f"{door}'s container is still there")
+            time.sleep(0.5)
+        label = f"{LABEL_ROLE}={DOOR_ROLE}"
+        return removed + self._remove_secrets(label, f"{door}-")
+
     def remove_volumes(
-        self, node_id: str, volumes: list[str], timeout: float = VOLUME_REMOVAL_TIMEOUT
+        self, node_id: str, volumes: list[str], timeout: float = ONE_SHOT_TIMEOUT
     ) -> None:
         """Delete `volumes` on node `node_id`. `occ` reaches the manager's engine only,
-        and no swarm call deletes a volume: a one-shot service pinned to the node (no
-        restart) runs the team's image as root with that node's engine socket, a fixed
-        script (`REMOVE_VOLUMES_SCRIPT`) and the volume names as its only arguments, no
-        capabilities and no network; it waits for each volume to be let go of by its
-        container, and deletes it (one already gone is fine).
+        and no swarm call deletes a volume: a one-shot service (`run_once`) runs a fixed
+        script (`REMOVE_VOLUMES_SCRIPT`) with the volume names as its only arguments and
+        that node's engine socket, no capabilities and no network; it waits for each
+        volume to be let go of by its container, and deletes it (one already gone is
+        fine).
 
         Raises:
             NotASwarmManager, VolumesNotRemoved (it failed, or did not end within
             `timeout`), DockerError.
         """
-        self.membership()
-        job = OneShot(
+        socket = {"Type": "bind", "Source": ENGINE_SOCKET, "Target": ENGINE_SOCKET}
+        problem = self.run_once(
+            node_id,
             VOLUME_REMOVAL_ROLE,
             ["/bin/sh", "-c", REMOVE_VOLUMES_SCRIPT, "sh", *volumes],
-            mounts=[{"Type": "bind", "Source": ENGINE_SOCKET, "Target": ENGINE_SOCKET}],
+            mounts=[socket],
+            timeout=timeout,
         )
-        failed = self.one_shots().run(job, node_id, timeout)
-        if failed is not None:
-            raise VolumesNotRemoved(volumes, node_id, failed)
+        if problem is not None:
+            raise VolumesNotRemoved(volumes, node_id, problem)
+
+    def run_once(
+        self,
+        node_id: str,
+        role: str,
+        command: Sequence[str],
+        *,
+        mounts: Sequence[Mapping[str, Any]] = (),
+        capabilities: Sequence[str] = (),
+        timeout: float = ONE_SHOT_TIMEOUT,
+    ) -> str | None:
+        """Run `command` once on node `node_id`, for what only that node's engine can
+        do (its volumes): a one-shot service (`team/oneshot.py`) pinned there that never
+        restarts, of the team's image, as root with no capability but `capabilities`, no
+        network and `mounts` (the Engine API's); removed once it ended. Why it failed (or did not
+        end within `timeout`: its node may first pull the image), or None.
+
+        Raises:
+            NotASwarmManager, DockerError.
+        """
+        self.membership()
+        job = OneShot(
+            role,
+            command,
+            cap_add=capabilities,
+            mounts=mounts,
+            memory_bytes=ONE_SHOT_MEMORY,
+        )
+        return self.one_shots().run(job, node_id, timeout)
 
     def one_shots(self) -> OneShots:
         """Runs the team's one-shot services (`team/oneshot.py`) in its image."""
         return OneShots(self.client, self.instance.name, self.layout.prefix, self.image)
+
+    # -- changing what runs -------------------------------------------------------------
+
+    def change_service(
+        self,
+        name: str,
+        *,
+        image: str | None = None,
+        replicas: int | None = None,
+        restart: bool = False,
+    ) -> str:
+        """Give the service `name` another image, or another count of replicas (0:
+        stopped; its node, secrets and volumes stay), or with `restart` a new task of the
+        same spec; the image it ran before.
+
+        Raises:
+            DockerError: there is no such service, or the swarm refused.
+        """
+        found = self.client.service_spec(name)
+        if found is None:
+            raise DockerError(f"Docker engine error: service {name} not found")
+        version, spec = found
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        before = str(container.get("Image") or "")
+        if image is not None:
+            container["Image"] = image
+        if replicas is not None:
+            spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+        if restart:
+            template = spec["TaskTemplate"]
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        self.client.update_service(name, version, spec)
+        return before
+
+    def wait_stopped(self, name: str, timeout: float = SECRET_RELEASE_TIMEOUT) -> None:
+        """Wait until no task of service `name` runs (after `change_service(replicas=0)`).
+
+        Raises:
+            DockerError: one still runs after `timeout`.
+        """
+        service = next((s for s in self._services() if s.name == name), None)
+        deadline = time.monotonic() + timeout
+        while service is not None:
+            tasks = self.client.swarm_tasks(service=service.id, ended=True)
+            if all(t.state in TASK_ENDED for t in tasks):
+                return
+            if time.monotonic() > deadline:
+                raise DockerError(f"{name} did not stop within {timeout:.0f} s")
+            time.sleep(0.5)
+
+    def ask_person(self, name: str, path: str, timeout: float = 10.0) -> tuple[bool, bytes]:
+        """GET `path` of person `name`'s opencode as the door does, over the team's
+        overlay: from inside the door's container on this manager, as the edge's user,
+        with their internal password from the door's own records (it never leaves the
+        door). Whether it answered 2xx, and the body (or why not).
+
+        Raises:
+            DoorNotRunning, DockerError.
+        """
+        self.layout.person(name)  # checks the name
+        output, exit_code = self.client.exec_run(
+            self._door_container(),
+            ["/usr/bin/python3", "-I", "-c", ASK_PERSON_SCRIPT, name, path, f"{timeout:g}"],
+            user=EDGE_USER,
+            workdir="/",
+        )
+        body = b"".join(output)
+        return exit_code() == 0, body
+
+    def wait_person(self, name: str, timeout: float = PERSON_START_TIMEOUT) -> None:
+        """Wait until person `name`'s opencode answers its health check through the door's
+        overlay.
+
+        Raises:
+            PersonNotAnswering: not within `timeout`.
+        """
+        deadline = time.monotonic() + timeout
+        said = b""
+        while True:
+            try:
+                answered, said = self.ask_person(name, HEALTH_PATH, timeout=3)
+            except (DoorNotRunning, DockerError) as error:
+                answered, said = False, str(error).encode()
+            if answered:
+                return
+            if time.monotonic() > deadline:
+                reason = said.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
+                raise PersonNotAnswering(name, timeout, reason[0])
+            time.sleep(1)
+
+    def push_image(self, reporter: ProgressReporter) -> None:
+        """Push the image of the configuration from this manager to the cluster's
+        registry (`image`), when there is one.
+
+        Raises:
+            ImagePushFailed.
+        """
+        if self.config.cluster.registry:
+            self._push(image_for(self.config), self.image, reporter)
 
     # -- commands -----------------------------------------------------------------------
 
@@ -540,7 +734,7 @@ class Cluster:
             raise ImageNotFound(local)
         if self.config.cluster.registry:
             on_step(f"Pushing {self.image} from the manager")
-            self._push(local, self.image, reporter)
+            self.push_image(reporter)
         on_step(f"Network {self.layout.cluster_network} (overlay, attachable)")
         self.client.create_overlay_network(
             self.layout.cluster_network,

@@ -54,15 +54,25 @@ class TeamUpdateFailed(TeamError):
     """A person's new version failed its check: they are back on the old one, and so is
     everyone not updated yet."""
 
-    def __init__(self, person: str, problem: str, updated: list[str], left: list[str]) -> None:
+    def __init__(
+        self,
+        person: str,
+        problem: str,
+        updated: list[str],
+        left: list[str],
+        back: list[str] | None = None,
+    ) -> None:
+        verb = "is" if len(back or []) == 1 else "are"
+        again = f", as {verb} {', '.join(back)}," if back else ""
         super().__init__(
             f"The new version does not work for {person} ({problem.rstrip('.')}); {person} is "
-            f"back on the old one, and the update stopped there"
+            f"back on the old one{again} and the update stopped there"
             + (f" ({', '.join(left)} not updated)." if left else ".")
         )
         self.person = person
         self.updated = updated
         self.left = left
+        self.back = back or []
 
 
 class NotASwarmManager(TeamError):
@@ -121,6 +131,17 @@ class VolumesNotRemoved(TeamError):
         )
         self.volumes = volumes
         self.node_id = node_id
+        self.problem = problem
+
+
+class PersonNotAnswering(TeamError):
+    """A person's instance on the swarm does not answer through the door's network."""
+
+    def __init__(self, person: str, timeout: float, problem: str) -> None:
+        super().__init__(
+            f"{person}'s opencode did not answer within {timeout:.0f} s ({problem.rstrip('.')})."
+        )
+        self.person = person
         self.problem = problem
 
 

@@ -65,6 +65,7 @@ class Person:
     disk_bytes: int | None = None  # their volumes
     volumes: list[str] = field(default_factory=list)
     totp: str | None = None  # their second factor: "pending" (no code proven yet) or "on"
+    node: str | None = None  # the swarm node their instance runs on (None: no swarm)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +82,7 @@ class Person:
             "disk_bytes": self.disk_bytes,
             "volumes": self.volumes,
             "totp": self.totp,
+            "node": self.node,
         }
 
 

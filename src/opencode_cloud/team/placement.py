@@ -13,10 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opencode_cloud.docker.swarm import pinned_node
+from opencode_cloud.docker.swarm import SwarmService, pinned_node
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_PERSON
 from opencode_cloud.team.errors import NoBackupOnCluster
 from opencode_cloud.team.reach import reaches
+
+# Seconds the team's services get to stop (opencode ends its work first).
+STOP_TIMEOUT = 120.0
 
 if TYPE_CHECKING:
     from opencode_cloud.access.tls import TlsMaterial
@@ -31,6 +34,7 @@ class InstanceState:
     state: str  # running, exited, ... (the container's), or the swarm task's
     memory_in_use: int | None  # None: not known (not running, or on another node)
     memory_limit: int
+    node: str | None = None  # the swarm node it runs on (None: the engine's own)
 
 
 class Placement(Protocol):
@@ -74,6 +78,24 @@ class Placement(Protocol):
         """Stop person `name`'s instance (a disabled person's), if it can be stopped."""
         ...
 
+    def resume_person(self, name: str) -> None:
+        """Let person `name`'s instance run again (an enabled person's)."""
+        ...
+
+    def end_connections(self, name: str) -> None:
+        """End what person `name`'s browsers hold open in their instance (their sessions
+        were revoked)."""
+        ...
+
+    def stop_team(self) -> list[str]:
+        """Stop the door and everyone's instance (data kept); the names stopped."""
+        ...
+
+    def remove_door(self) -> None:
+        """Remove the door (team mode turned off); people's instances and every volume
+        stay."""
+        ...
+
     def states(self) -> dict[str, InstanceState]:
         """Each person's instance by their name."""
         ...
@@ -102,9 +124,18 @@ class SwarmPlacement:
         return self.cluster.door_url()
 
     def start_door(self, on_step: Callable[[str], None]) -> str:
+        """The door (made when missing), then every person not disabled scaled to one
+        task: on a swarm people's instances run all the time."""
         on_step(f"Starting the front door on the swarm's manager ({self.cluster.client.host}).")
         material = self.tls_material()
-        return self.cluster.start_door(tls_files=material.container_files() if material else None)
+        url = self.cluster.start_door(tls_files=material.container_files() if material else None)
+        people = self.cluster.door_admin({"op": "list"}).get("people") or []
+        disabled = {str(p.get("name")) for p in people if p.get("disabled")}
+        for service in self._team_services():
+            name = service.labels.get(LABEL_PERSON)
+            if name and name not in disabled and not service.replicas:
+                self.cluster.change_service(service.name, replicas=1)
+        return url
 
     def door_state(self) -> str:
         if self.cluster.door_running():
@@ -126,21 +157,69 @@ class SwarmPlacement:
         return self.cluster.remove_person(name, volumes=volumes)
 
     def stop_person(self, name: str) -> None:
-        """Nothing: on a swarm people's instances run all the time (the door refuses a
-        disabled person's requests)."""
+        """Scale their service to 0: on a swarm no starter starts it at a sign-in, so a
+        disabled person's instance stays stopped until `resume_person`."""
+        self.cluster.change_service(self.cluster.layout.person(name).container_name, replicas=0)
+
+    def resume_person(self, name: str) -> None:
+        self.cluster.change_service(self.cluster.layout.person(name).container_name, replicas=1)
+
+    def end_connections(self, name: str) -> None:
+        """A new task of their service: the old one's connections end, and they can
+        sign in again at once."""
+        person = self.cluster.layout.person(name).container_name
+        self.cluster.change_service(person, restart=True)
+
+    def stop_team(self) -> list[str]:
+        """Every service of the team scaled to 0 (volumes, secrets and nodes kept)."""
+        stopped = []
+        for service in self._team_services():
+            if service.replicas:
+                self.cluster.change_service(service.name, replicas=0)
+                stopped.append(service.name)
+        for name in stopped:
+            self.cluster.wait_stopped(name, STOP_TIMEOUT)
+        return stopped
+
+    def start_team(self, on_step: Callable[[str], None]) -> str:
+        """The door, then everyone not disabled, scaled back to one task; waits until
+        the door takes requests and each person's opencode answers. The URL."""
+        layout = self.cluster.layout
+        if self.cluster.has_door():
+            self.cluster.change_service(layout.door, replicas=1)
+        url = self.start_door(on_step)
+        for name, state in sorted(self.states().items()):
+            if state.state == "stopped":  # disabled
+                continue
+            on_step(f"Waiting for {name} ...")
+            self.cluster.wait_person(name)
+        return url
+
+    def remove_door(self) -> None:
+        """The door's service and secrets go; people's services stay, stopped (like
+        stopped containers on one machine: they keep the node their volumes are on)."""
+        self.cluster.remove_door()
+
+    def _team_services(self) -> list[SwarmService]:
+        client = self.cluster.client
+        return client.swarm_services(labels=[f"{LABEL_INSTANCE}={self.cluster.instance.name}"])
 
     def states(self) -> dict[str, InstanceState]:
         client = self.cluster.client
-        services = client.swarm_services(labels=[f"{LABEL_INSTANCE}={self.cluster.instance.name}"])
-        # Their task's state, or `unreachable` on a node that is down (team/reach.py).
+        services = self._team_services()
+        # Their task's state, `unreachable` on a node that is down (team/reach.py), or
+        # `stopped` for a service scaled to 0.
         found = reaches(client.swarm_nodes(), services, client.swarm_tasks())
-        return {
-            s.labels[LABEL_PERSON]: InstanceState(
-                found[s.labels[LABEL_PERSON]].state, None, s.memory_reserved
-            )
-            for s in services
-            if s.labels.get(LABEL_PERSON)
-        }
+        states = {}
+        for s in services:
+            person = s.labels.get(LABEL_PERSON)
+            if not person:
+                continue
+            reach = found[person]
+            node = reach.node.hostname if reach.node is not None else pinned_node(s)
+            state = reach.state if s.replicas else "stopped"
+            states[person] = InstanceState(state, None, s.memory_reserved, node)
+        return states
 
     def check_backup(self, name: str) -> None:
         service = self.cluster.person_service(name)

@@ -198,16 +198,24 @@ class RollingUpdate:
         return sessions if isinstance(sessions, list) else []
 
     def _deep_check(self, container: str, before: list[dict[str, Any]]) -> str | None:
+        return deep_check(lambda path: self._get(container, path), before)
+
+
+def deep_check(get: Callable[[str], Any], before: list[dict[str, Any]]) -> str | None:
+    """What is wrong with a person's new version (None: nothing), asked through `get`
+    (a path's JSON answer, DockerError when it fails): their sessions list, and the first
+    session of `before` (listed before the change) is there and its messages read."""
+    try:
+        sessions = get("/session")
+    except (DockerError, ValueError) as error:
+        return f"listing sessions failed ({error})"
+    sessions = sessions if isinstance(sessions, list) else []
+    if before:
+        wanted = str(before[0].get("id"))
+        if not any(str(s.get("id")) == wanted for s in sessions):
+            return f"session {wanted}, made before the update, is missing"
         try:
-            sessions = self._sessions(container)
+            get(f"/session/{wanted}/message")
         except (DockerError, ValueError) as error:
-            return f"listing sessions failed ({error})"
-        if before:
-            wanted = str(before[0].get("id"))
-            if not any(str(s.get("id")) == wanted for s in sessions):
-                return f"session {wanted}, made before the update, is missing"
-            try:
-                self._get(container, f"/session/{wanted}/message")
-            except (DockerError, ValueError) as error:
-                return f"reading session {wanted} failed ({error})"
-        return None
+            return f"reading session {wanted} failed ({error})"
+    return None

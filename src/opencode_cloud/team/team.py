@@ -189,9 +189,16 @@ class Team:
         sign-in); the URL. A door whose settings changed is made again: the people and
         their sessions are on its volume.
 
+        On a swarm, the door's service and everyone's not disabled are scaled back to one
+        task, and each person's opencode answers before it returns.
+
         Raises:
-            ContainerExited, HealthTimeout, PortInUse, ImageNotFound, DockerError.
+            ContainerExited, HealthTimeout, PortInUse, ImageNotFound, DockerError,
+            PersonNotAnswering.
         """
+        placement = self.placement
+        if isinstance(placement, SwarmPlacement):
+            return placement.start_team(on_step)
         action = self.service.ensure_image(build=build, reporter=reporter)
         if action != "present":
             on_step(f"Image {image_for(self.config)} {action}.")
@@ -302,6 +309,11 @@ class Team:
 
     def stop(self) -> list[str]:
         """Stop the door, the starter and every person's instance; the names stopped."""
+        return self.placement.stop_team()
+
+    def stop_containers(self) -> list[str]:
+        """Stop the door, the starter and every person's container on this engine; the
+        names stopped."""
         stopped = []
         for name in [self.layout.door, self.layout.starter, *self._person_containers()]:
             with contextlib.suppress(DockerError):
@@ -495,6 +507,7 @@ class Team:
     def enable(self, name: str) -> None:
         self.require(name)
         self.admin({"op": "enable", "name": name})
+        self.placement.resume_person(name)
 
     def sessions(self, name: str) -> list[dict[str, Any]]:
         """Where and when `name` is signed in: each live session's id, times (`created`,
@@ -510,7 +523,7 @@ class Team:
         terminal); it starts again at their next request. How many ended."""
         self.require(name)
         answer = self.admin({"op": "revoke", "name": name, "session": which})
-        self._stop_person(name)
+        self.placement.end_connections(name)
         return int(answer.get("revoked") or 0)
 
     def totp(self, name: str) -> dict[str, Any]:
@@ -624,6 +637,7 @@ class Team:
                     memory_limit=found.memory_limit if found else 0,
                     disk_bytes=sum(k for k in known if k is not None) if known else None,
                     volumes=[v for v in volumes if v in sizes],
+                    node=found.node if found else None,
                 )
             )
         return people
@@ -725,10 +739,7 @@ class Team:
                 image=image,
                 replace=True,
             )
-        with contextlib.suppress(DockerError):
-            self.client.remove_container(self.layout.door, force=True)
-        with contextlib.suppress(DockerError):
-            self.client.remove_container(self.layout.starter, force=True)
+        self.placement.remove_door()
         self._save_record(enabled=False, first=first)
         return first or ""
 
@@ -769,6 +780,24 @@ class EnginePlacement:
 
     def stop_person(self, name: str) -> None:
         self.team.stop_instance(name)
+
+    def resume_person(self, name: str) -> None:
+        """Nothing: the starter starts their instance at their next sign-in."""
+
+    def end_connections(self, name: str) -> None:
+        """Their instance stops; the starter starts it again at their next request."""
+        self.team.stop_instance(name)
+
+    def stop_team(self) -> list[str]:
+        return self.team.stop_containers()
+
+    def remove_door(self) -> None:
+        """The door's and the starter's containers go; people's stay, stopped."""
+        client, layout = self.team.client, self.team.layout
+        with contextlib.suppress(DockerError):
+            client.remove_container(layout.door, force=True)
+        with contextlib.suppress(DockerError):
+            client.remove_container(layout.starter, force=True)
 
     def states(self) -> dict[str, InstanceState]:
         client = self.team.client

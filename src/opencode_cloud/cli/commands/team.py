@@ -148,7 +148,12 @@ def people_lines(people: list[Person]) -> list[str]:
     if not people:
         return ["Nobody yet."]
     now = time.time()
-    rows = [("NAME", "STATE", "ROLE", "2FA", "LAST SIGN-IN", "DISK", "MEMORY")]
+    on_nodes = any(p.node for p in people)  # a team on a swarm: where each one runs
+    rows: list[tuple[str, ...]] = [
+        ("NAME", "STATE", "ROLE", "2FA", "LAST SIGN-IN", "DISK", "MEMORY")
+    ]
+    if on_nodes:
+        rows[0] = (*rows[0], "NODE")
     for p in people:
         state = "disabled" if p.disabled else p.state
         seen = f"{format_duration(now - p.last_sign_in)} ago" if p.last_sign_in else "never"
@@ -159,7 +164,8 @@ def people_lines(people: list[Person]) -> list[str]:
         )
         second = {"on": "totp", "pending": "totp (pending)"}.get(p.totp or "", "")
         role = "admin" if p.admin else ""
-        rows.append((p.name, state, role, second, seen, format_bytes(p.disk_bytes), memory))
+        row = (p.name, state, role, second, seen, format_bytes(p.disk_bytes), memory)
+        rows.append((*row, p.node or "-") if on_nodes else row)
     return format_table(rows)
 
 

@@ -105,15 +105,22 @@ def update(
 
 
 def _update_team(app_ctx: AppContext, versions: Versions, target: Config, yes: bool) -> None:
-    """`occ update` in team mode: everyone, one at a time (`team.rolling`)."""
+    """`occ update` in team mode: everyone, one at a time (`team.rolling`; on a swarm
+    `team.swarm_update`)."""
+    from opencode_cloud.team.placement import SwarmPlacement
     from opencode_cloud.team.rolling import RollingUpdate
+    from opencode_cloud.team.swarm_update import SwarmUpdate
 
     team = app_ctx.team()
     _confirm_going_back(app_ctx, versions, target, yes, running=team.running_version())
+    placement = team.placement
+    updater = (
+        SwarmUpdate(placement.cluster, team.paths, app_ctx.out.progress)
+        if isinstance(placement, SwarmPlacement)
+        else RollingUpdate(team, on_step=app_ctx.out.progress)
+    )
     with app_ctx.spinner("Updating everyone, one at a time ..."):
-        result = RollingUpdate(team, on_step=app_ctx.out.progress).run(
-            target, versions.save_version, reporter=app_ctx.reporter()
-        )
+        result = updater.run(target, versions.save_version, reporter=app_ctx.reporter())
 
     def human() -> list[str]:
         lines = [f"Everyone is on {result.target}."]
