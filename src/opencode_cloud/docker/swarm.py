@@ -231,6 +231,18 @@ class SecretFile:
     mode: int = 0o400
 
 
+def secret_refs(secrets: Sequence[SecretFile]) -> list[dict[str, Any]]:
+    """A service's `Secrets`: each secret as a file of the path, owner and mode given."""
+    return [
+        {
+            "File": {"Name": s.target, "UID": str(s.owner), "GID": str(s.owner), "Mode": s.mode},
+            "SecretID": s.secret_id,
+            "SecretName": s.secret_name,
+        }
+        for s in secrets
+    ]
+
+
 def service_body(
     spec: ContainerSpec,
     *,
@@ -265,19 +277,7 @@ def service_body(
         "CapabilityDrop": host["CapDrop"],
         "CapabilityAdd": host["CapAdd"],
         "Sysctls": host.get("Sysctls") or {},
-        "Secrets": [
-            {
-                "File": {
-                    "Name": s.target,
-                    "UID": str(s.owner),
-                    "GID": str(s.owner),
-                    "Mode": s.mode,
-                },
-                "SecretID": s.secret_id,
-                "SecretName": s.secret_name,
-            }
-            for s in secrets
-        ],
+        "Secrets": secret_refs(secrets),
     }
     limits = {"MemoryBytes": host["Memory"], "Pids": host["PidsLimit"]}
     if host["NanoCpus"]:

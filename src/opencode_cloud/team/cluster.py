@@ -85,7 +85,7 @@ ONE_SHOT_MEMORY = 256 * 2**20
 PERSON_START_TIMEOUT = 240.0
 # What `ask_person` runs in the door (`python3 -I -c SCRIPT NAME PATH TIMEOUT`): the
 # person's upstream and internal password from the door's records (`edge.People`), one
-# GET, the body on stdout; exit 1 on any failure.
+# GET (no redirect followed), the body on stdout; exit 1 on any failure.
 ASK_PERSON_SCRIPT = """\
 import os, sys, urllib.request
 sys.path.insert(0, os.path.dirname(PROGRAM))
@@ -97,7 +97,16 @@ if person is None or not person.upstream:
     sys.exit("no upstream for " + sys.argv[1])
 request = urllib.request.Request("http://" + person.upstream + sys.argv[2])
 request.add_header("Authorization", person.upstream_auth())
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Refused(urllib.request.HTTPRedirectHandler):
+    # What answers on the person's port may be their agent's: a redirect would take the
+    # internal password elsewhere.
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), Refused())
 try:
     with opener.open(request, timeout=float(sys.argv[3])) as answer:
         sys.stdout.buffer.write(answer.read())

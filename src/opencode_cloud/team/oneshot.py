@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from opencode_cloud.docker.swarm import SecretFile
+from opencode_cloud.docker.swarm import SecretFile, secret_refs
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE
 
 if TYPE_CHECKING:
@@ -79,19 +79,7 @@ class OneShots:
                         "CapabilityDrop": ["ALL"],
                         "CapabilityAdd": list(job.cap_add),
                         "Mounts": [dict(m) for m in job.mounts],
-                        "Secrets": [
-                            {
-                                "File": {
-                                    "Name": s.target,
-                                    "UID": str(s.owner),
-                                    "GID": str(s.owner),
-                                    "Mode": s.mode,
-                                },
-                                "SecretID": s.secret_id,
-                                "SecretName": s.secret_name,
-                            }
-                            for s in job.secrets
-                        ],
+                        "Secrets": secret_refs(job.secrets),
                     },
                     "Resources": {"Limits": {"MemoryBytes": job.memory_bytes, "Pids": 64}},
                     "RestartPolicy": {"Condition": "none"},
