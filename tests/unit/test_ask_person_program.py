@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from http_servers import Server
 from opencode_cloud.defaults import EDGE_PROGRAM
 from opencode_cloud.sandbox import edge
 from opencode_cloud.team.cluster import ASK_PERSON_SCRIPT
-from test_session_check_program import Server
 
 SANDBOX = Path(edge.__file__).parent
 
