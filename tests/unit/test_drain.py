@@ -18,7 +18,7 @@ from opencode_cloud.config.schema import ClusterSettings, Config
 from opencode_cloud.docker.swarm import SwarmMembership, SwarmNode, pinned_node
 from opencode_cloud.instance import LABEL_ROLE, Instance
 from opencode_cloud.team.cluster import Cluster
-from opencode_cloud.team.drain import CHECK_ROLE, Drain
+from opencode_cloud.team.drain import Drain
 from opencode_cloud.team.errors import DrainFailed, NodeNotFound, NowhereToDrain
 from opencode_cloud.team.transfer import RECEIVE_ROLE, SEND_ROLE, WRITTEN_EXIT
 
@@ -270,21 +270,30 @@ def test_a_drained_node_with_people_takes_the_copy_while_they_leave() -> None:
     assert where(engine, "bob")[0] == "id-n1"
 
 
-def test_the_check_reads_the_internal_password_as_nobody_on_the_manager() -> None:
+def test_the_check_asks_the_persons_opencode_from_inside_the_door(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from opencode_cloud.team.drain import SwarmSessionCheck
 
     engine = swarm(node("n1", role="manager"), node("n2"))
     team = team_on(engine, {"bob": ("n2", 1)})
-    assert SwarmSessionCheck(team).sessions("bob") is None  # it printed nothing here
-    (body,) = [b for b in engine.service_bodies if b["Labels"].get(LABEL_ROLE) == CHECK_ROLE]
-    container = body["TaskTemplate"]["ContainerSpec"]
-    assert container["User"] == "65534:65534" and container["CapabilityAdd"] == []
-    (secret,) = container["Secrets"]
-    assert secret["SecretName"].startswith("opencode-cloud-user-bob-internal-")
-    assert secret["File"]["UID"] == "65534" and secret["File"]["Mode"] == 0o400
-    assert body["TaskTemplate"]["Placement"]["Constraints"] == ["node.id==id-n1"]
-    assert "opencode-cloud-user-bob:4096" in container["Command"]
-    assert [s.name for s in engine.services if "session-check" in s.name] == []
+    answers = {"/session": (True, b'[{"id": "s1"}]'), "/session/s1/message": (True, b"[]")}
+    asked: list[tuple[str, str]] = []
+
+    def ask(name: str, path: str, timeout: float = 10.0) -> tuple[bool, bytes]:
+        asked.append((name, path))
+        return answers.get(path, (False, b"HTTP Error 404: Not Found"))
+
+    monkeypatch.setattr(team, "ask_person", ask)
+    monkeypatch.setattr(team, "wait_person", lambda name, timeout=0: None)
+    check = SwarmSessionCheck(team)
+    assert check.sessions("bob") == ["s1"]
+    assert check.check("bob", ["s1"]) is None
+    assert asked[-2:] == [("bob", "/session"), ("bob", "/session/s1/message")]
+    assert "session s2, made before the change, is missing" in str(check.check("bob", ["s2"]))
+    answers["/session"] = (False, b"connection refused")
+    assert check.sessions("bob") is None
+    assert "listing sessions failed" in str(check.check("bob", []))
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ runs where and what is out of place; `place` chooses the node for a new person.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -828,6 +829,20 @@ class Cluster:
             where = f" (pinned to {by_id[pin].hostname})" if pin in by_id else ""
             problems.append(f"{service.name} is not running{where}")
         return problems
+
+
+def person_json(ask: Callable[[str, str], tuple[bool, bytes]], name: str, path: str) -> Any:
+    """The JSON person `name`'s opencode answers at `path`, asked by `ask` (as
+    `Cluster.ask_person`).
+
+    Raises:
+        DockerError: it did not answer 2xx; ValueError: not JSON.
+    """
+    answered, body = ask(name, path)
+    if not answered:
+        said = body.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
+        raise DockerError(f"GET {path} failed: {said[0]}")
+    return json.loads(body)
 
 
 def _instance_name(service: SwarmService) -> str:

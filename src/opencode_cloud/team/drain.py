@@ -15,85 +15,38 @@ node: signed-in people stay signed in.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opencode_cloud.defaults import INTERNAL_PASSWORD_PATH
 from opencode_cloud.docker.errors import DockerError
 from opencode_cloud.docker.swarm import (
     NODE_ACTIVE,
     NODE_READY,
-    SecretFile,
     SwarmNode,
     pinned_node,
 )
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_PERSON, LABEL_ROLE
-from opencode_cloud.team.cluster import DOOR_ROLE, SWARM_SERVICE_LABEL
+from opencode_cloud.team.cluster import DOOR_ROLE, person_json
 from opencode_cloud.team.errors import (
+    DoorNotRunning,
     DrainFailed,
     NodeNotFound,
     NodeNotUsable,
     NowhereToDrain,
+    PersonNotAnswering,
     VolumesNotCopied,
     VolumesNotRemoved,
 )
-from opencode_cloud.team.oneshot import OneShot, problem
+from opencode_cloud.team.rolling import deep_check
 from opencode_cloud.team.transfer import copy_volumes, pin, volume_mounts
 
 if TYPE_CHECKING:
     from opencode_cloud.team.cluster import Cluster
 
-CHECK_ROLE = "session-check"
-# Seconds the check gives a started opencode to answer, in its one-shot service.
+# Seconds a started opencode gets to answer its check.
 CHECK_ANSWER_SECONDS = 120
-# What the check runs (`python3 -I -c PROGRAM PASSWORD_FILE HOST:PORT [SESSION]`), as
-# nobody, on the manager: the person's opencode through its edge, with the internal
-# password the door sends; one JSON line on stdout says what it found.
-CHECK_PROGRAM = r"""
-import base64, json, sys, time, urllib.request
-
-password = open(sys.argv[1]).read().strip()
-upstream, wanted, wait = sys.argv[2], sys.argv[3:4], int(sys.argv[4] if len(sys.argv) > 4 else 0)
-token = base64.b64encode(("opencode:" + password).encode()).decode()
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    # What answers is the person's (their agent's, maybe): the password goes nowhere else.
-    def redirect_request(self, *args):
-        return None
-
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
-
-def get(path):
-    request = urllib.request.Request(f"http://{upstream}{path}",
-                                     headers={"Authorization": "Basic " + token})
-    with opener.open(request, timeout=10) as answer:
-        return json.loads(answer.read())
-
-deadline = time.monotonic() + wait
-while True:
-    try:
-        listed = get("/session")
-        break
-    except (OSError, ValueError) as error:
-        if time.monotonic() > deadline:
-            print(json.dumps({"problem": f"listing sessions failed ({error})"}))
-            sys.exit(0)
-        time.sleep(1)
-ids = [str(s.get("id")) for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
-found = None
-for session in [w for w in wanted if w != "-"]:
-    if session not in ids:
-        found = f"session {session}, made before the move, is missing"
-    else:
-        try:
-            get(f"/session/{session}/message")
-        except (OSError, ValueError) as error:
-            found = f"reading session {session} failed ({error})"
-print(json.dumps({"sessions": ids, "problem": found}))
-"""
 
 
 class SessionCheck(Protocol):
@@ -110,72 +63,31 @@ class SessionCheck(Protocol):
 
 
 class SwarmSessionCheck:
-    """`SessionCheck` by a one-shot service on the manager (where `occ` reads its output),
-    on the team's overlay, reading the person's internal password as a file of its own:
-    it asks the person's opencode as the door does."""
+    """`SessionCheck` from inside the front door (`Cluster.ask_person`): the person's
+    opencode asked over the team's overlay as the door asks it, with their internal
+    password from the door's own records."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
 
     def sessions(self, name: str) -> list[str] | None:
-        answer = self._ask(name, "-", 0)
-        return None if answer.get("problem") else [str(s) for s in answer.get("sessions", [])]
+        try:
+            listed = person_json(self.cluster.ask_person, name, "/session")
+        except (DockerError, DoorNotRunning, ValueError):
+            return None
+        if not isinstance(listed, list):
+            return []
+        return [str(s.get("id")) for s in listed if isinstance(s, dict)]
 
     def check(self, name: str, before: list[str]) -> str | None:
-        answer = self._ask(name, before[0] if before else "-", CHECK_ANSWER_SECONDS)
-        return str(answer["problem"]) if answer.get("problem") else None
-
-    def _ask(self, name: str, session: str, wait: int) -> dict[str, Any]:
-        cluster = self.cluster
-        service = cluster.layout.person(name).container_name
-        found = cluster.client.service_spec(service)
-        if found is None:
-            return {"problem": f"{service} is not a service"}
-        container = (found[1].get("TaskTemplate") or {}).get("ContainerSpec") or {}
-        secret = next(
-            (
-                s
-                for s in container.get("Secrets") or []
-                if (s.get("File") or {}).get("Name") == INTERNAL_PASSWORD_PATH
-            ),
-            None,
-        )
-        if secret is None:
-            return {"problem": f"{service} has no internal password"}
-        password_file = "/run/secrets/internal-password"
-        nobody = 65534
-        job = OneShot(
-            CHECK_ROLE,
-            ["python3", "-I", "-c", CHECK_PROGRAM, password_file,
-             cluster.layout.upstream(name), session, str(wait)],
-            user=f"{nobody}:{nobody}",
-            network=cluster.layout.cluster_network,
-            secrets=[
-                SecretFile(secret["SecretID"], secret["SecretName"], password_file, nobody)
-            ],
-        )  # fmt: skip
-        runner = cluster.one_shots()
-        one_shot = runner.start(job, cluster.membership().node_id)
         try:
-            ended = problem(runner.wait(one_shot, wait + 180), wait + 180)
-            if ended is not None:
-                return {"problem": f"the check did not run ({ended})"}
-            return _last_json(cluster, one_shot)
-        finally:
-            cluster.client.remove_service(one_shot)
-
-
-def _last_json(cluster: Cluster, service: str) -> dict[str, Any]:
-    """The last JSON line a one-shot service on the manager printed."""
-    client = cluster.client
-    for container in client.list_containers(labels=[f"{SWARM_SERVICE_LABEL}={service}"]):
-        output = b"".join(client.container_logs(container)).decode(errors="replace")
-        for line in reversed(output.splitlines()):
-            line = line.strip().lstrip("\x00\x01\x02")
-            if line.startswith("{"):
-                answer = json.loads(line)
-                return answer if isinstance(answer, dict) else {}
-    return {"problem": "the check printed nothing"}
+            self.cluster.wait_person(name, CHECK_ANSWER_SECONDS)
+        except PersonNotAnswering as error:
+            return str(error)
+        return deep_check(
+            lambda path: person_json(self.cluster.ask_person, name, path),
+            [{"id": session} for session in before],
+        )
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def deep_check(get: Callable[[str], Any], before: list[dict[str, Any]]) -> str |
     if before:
         wanted = str(before[0].get("id"))
         if not any(str(s.get("id")) == wanted for s in sessions):
-            return f"session {wanted}, made before the update, is missing"
+            return f"session {wanted}, made before the change, is missing"
         try:
             get(f"/session/{wanted}/message")
         except (DockerError, ValueError) as error:

@@ -17,7 +17,6 @@ is signed out of nothing while the update runs.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from opencode_cloud.docker.progress import NullProgress
 from opencode_cloud.docker.swarm import pinned_node
 from opencode_cloud.instance import LABEL_PERSON
 from opencode_cloud.service.snapshots import LABEL_SNAPSHOT, SNAPSHOT_KINDS
-from opencode_cloud.team.cluster import Cluster
+from opencode_cloud.team.cluster import Cluster, person_json
 from opencode_cloud.team.errors import PersonNotAnswering, TeamError, TeamUpdateFailed
 from opencode_cloud.team.oneshot import TASK_ENDED
 from opencode_cloud.team.rolling import TeamUpdateResult, deep_check
@@ -296,11 +295,7 @@ class SwarmUpdate:
             time.sleep(0.5)
 
     def _get(self, name: str, path: str) -> Any:
-        answered, body = self.ask(name, path)
-        if not answered:
-            said = body.decode(errors="replace").strip().splitlines()[-1:] or ["no answer"]
-            raise DockerError(f"GET {path} failed: {said[0]}")
-        return json.loads(body)
+        return person_json(self.ask, name, path)
 
     def _check(self, name: str, before: list[dict[str, Any]]) -> str | None:
         return deep_check(lambda path: self._get(name, path), before)
