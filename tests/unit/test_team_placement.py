@@ -260,3 +260,60 @@ def test_occ_user_add_without_a_registry_and_no_room_on_the_manager_says_set_one
     assert "only node with the image" in one_error(result)
     assert "registry" in result.err and "cluster init" in result.err
     assert fake.services == [] and "bob" not in records
+
+
+def _made_at_first_sign_in(records: dict[str, Any], name: str) -> None:
+    """What the door's records hold of a person made by their first single sign-on: no
+    password, no instance yet."""
+    records[name] = {"upstream": "", "internal_password": ""}
+
+
+def test_on_a_swarm_sso_sync_runs_the_new_person_as_a_service_on_a_node(
+    swarm_team: Team, fake: FakeEngine, records: dict[str, Any]
+) -> None:
+    from opencode_cloud.team import sso
+
+    _made_at_first_sign_in(records, "carol")
+
+    result = sso.sync(swarm_team)
+
+    assert result == sso.SyncResult(["carol"], [])
+    (service,) = [s for s in fake.services if s.name == f"{PREFIX}-user-carol"]
+    assert service.constraints and f"{PREFIX}-user-carol" not in fake.containers
+    (set_up,) = records["carol"]["ops"]
+    assert set_up["op"] == "oidc-instance" and set_up["upstream"] == f"{PREFIX}-user-carol:4096"
+    # Every ready node was asked for leftover volumes, by a one-shot service each, gone now.
+    searches = [
+        b
+        for b in fake.service_bodies
+        if b["Labels"].get("io.opencode-cloud.role") == "volume-search"
+    ]
+    assert sorted(b["TaskTemplate"]["Placement"]["Constraints"][0] for b in searches) == [
+        "node.id==id-n1", "node.id==id-n2", "node.id==id-n3"
+    ]  # fmt: skip
+    assert all(b["TaskTemplate"]["Networks"] == [] for b in searches)
+    assert not [s for s in fake.services if "volume-search" in s.name]
+    assert sso.sync(swarm_team) == sso.SyncResult([], [])  # carol has hers now
+
+
+@pytest.mark.parametrize("how", ["volumes on a node", "a node that is down"])
+def test_on_a_swarm_sso_sync_never_gives_a_new_person_volumes_left_on_any_node(
+    swarm_team: Team, fake: FakeEngine, records: dict[str, Any], how: str
+) -> None:
+    from opencode_cloud.team import sso
+
+    if how == "volumes on a node":
+        fake.one_shot_ends["volume-search"] = ("failed", "task: non-zero exit (3)")
+    else:
+        fake.nodes = [
+            fake.nodes[0],
+            dataclasses.replace(fake.nodes[1], state="down"),
+            fake.nodes[2],
+        ]
+    _made_at_first_sign_in(records, "alice")
+
+    result = sso.sync(swarm_team)
+
+    assert result == sso.SyncResult([], ["alice"])
+    assert not [s for s in fake.services if s.name == f"{PREFIX}-user-alice"]
+    assert "ops" not in records["alice"]

@@ -48,7 +48,7 @@ from opencode_cloud.team.errors import (
     VolumesNotRemoved,
 )
 from opencode_cloud.team.layout import ENGINE_SOCKET, TeamLayout
-from opencode_cloud.team.oneshot import TASK_ENDED, OneShot, OneShots
+from opencode_cloud.team.oneshot import TASK_ENDED, OneShot, OneShots, problem
 from opencode_cloud.team.people import (
     INTERNAL_PASSWORD_BYTES,
     PersonLimits,
@@ -136,6 +136,21 @@ for volume in "$@"; do
     if [ "$tries" -ge 60 ]; then echo "$volume: engine answered $code" >&2; exit 1; fi
     sleep 1
   done
+done
+"""
+# The role label of the one-shot service that looks for a person's volumes on a node.
+VOLUME_SEARCH_ROLE = "volume-search"
+# What it runs (`sh -c SCRIPT sh VOLUME...`): exit 3 when any of the volumes exists on the
+# node's engine, 0 when none does, 1 when the engine does not answer.
+VOLUMES_EXIST_SCRIPT = """\
+for volume in "$@"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket /var/run/docker.sock \\
+    "http://engine/volumes/$volume")
+  case "$code" in
+    200) exit 3 ;;
+    404) ;;
+    *) echo "$volume: engine answered $code" >&2; exit 1 ;;
+  esac
 done
 """
 
@@ -625,6 +640,36 @@ class Cluster:
             memory_bytes=ONE_SHOT_MEMORY,
         )
         return self.one_shots().run(job, node_id, timeout)
+
+    def nodes_with_volumes(self, volumes: Sequence[str]) -> list[str]:
+        """The host names of the nodes that hold any of `volumes` (a removed person's,
+        left there): a one-shot service on each node that is ready asks its engine. A
+        node that is down counts as holding them: nothing can tell it does not.
+
+        Raises:
+            NotASwarmManager, DockerError.
+        """
+        self.membership()
+        job = OneShot(
+            VOLUME_SEARCH_ROLE,
+            ["/bin/sh", "-c", VOLUMES_EXIST_SCRIPT, "sh", *volumes],
+            mounts=[{"Type": "bind", "Source": ENGINE_SOCKET, "Target": ENGINE_SOCKET}],
+        )
+        runner = self.one_shots()
+        nodes = self.client.swarm_nodes()
+        started = {
+            node.hostname: runner.start(job, node.id) for node in nodes if node.state == NODE_READY
+        }
+        holding = [node.hostname for node in nodes if node.state != NODE_READY]
+        try:
+            for hostname, service in started.items():
+                # exit 3 is a failed task with that code; anything but "complete" holds them
+                if problem(runner.wait(service, ONE_SHOT_TIMEOUT), ONE_SHOT_TIMEOUT) is not None:
+                    holding.append(hostname)
+        finally:
+            for service in started.values():
+                self.client.remove_service(service)
+        return sorted(holding)
 
     def one_shots(self) -> OneShots:
         """Runs the team's one-shot services (`team/oneshot.py`) in its image."""

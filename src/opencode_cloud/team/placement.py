@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opencode_cloud.docker.swarm import SwarmService, pinned_node
+from opencode_cloud.docker.volume import volume_names
 from opencode_cloud.instance import LABEL_INSTANCE, LABEL_PERSON
 from opencode_cloud.team.errors import NoBackupOnCluster
 from opencode_cloud.team.reach import reaches
@@ -59,6 +60,11 @@ class Placement(Protocol):
 
     def has_instance(self, name: str) -> bool:
         """Whether person `name` has an instance."""
+        ...
+
+    def volumes_left(self, name: str) -> list[str]:
+        """Where volumes of the name `name` are (a removed person's, left there): this
+        engine, or the swarm's nodes that hold them; empty when none is."""
         ...
 
     def add_person(
@@ -147,6 +153,9 @@ class SwarmPlacement:
 
     def has_instance(self, name: str) -> bool:
         return self.cluster.person_service(name) is not None
+
+    def volumes_left(self, name: str) -> list[str]:
+        return self.cluster.nodes_with_volumes(volume_names(self.cluster.layout.person(name)))
 
     def add_person(
         self, name: str, limits: PersonLimits, internal: str, *, near_service: bool = False

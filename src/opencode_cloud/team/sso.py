@@ -113,26 +113,24 @@ def sync(team: Team) -> SyncResult:
     sign-in). Never on volumes someone left (`occ user remove` without `--volumes`): the
     name of a person made at sign-in is the provider's user name, and their files would
     be another's."""
-    from opencode_cloud.docker.volume import volume_names
     from opencode_cloud.team.people import INTERNAL_PASSWORD_BYTES
 
     made, refused = [], []
     records = team.admin({"op": "list"}).get("people") or []
     for person in sorted(str(record["name"]) for record in records):
-        instance = team.layout.person(person)
-        if team.client.find_container(instance.container_name):
+        if team.placement.has_instance(person):
             continue
-        if any(team.client.inspect_volume(v) for v in volume_names(instance)):
+        if team.placement.volumes_left(person):
             refused.append(person)
             continue
         internal = secrets.token_hex(INTERNAL_PASSWORD_BYTES)
-        team.create_person(person, team._limits(None, None), internal)
+        upstream = team.placement.add_person(person, team._limits(None, None), internal)
         team.admin(
             {
                 "op": "oidc-instance",
                 "name": person,
                 "internal_password": internal,
-                "upstream": team.layout.upstream(person),
+                "upstream": upstream,
             },
         )
         made.append(person)

@@ -769,6 +769,12 @@ class EnginePlacement:
         container = self.team.layout.person(name).container_name
         return self.team.client.find_container(container) is not None
 
+    def volumes_left(self, name: str) -> list[str]:
+        person = self.team.layout.person(name)
+        if any(self.team.client.inspect_volume(v) for v in volume_names(person)):
+            return ["this engine"]
+        return []
+
     def add_person(
         self, name: str, limits: PersonLimits, internal: str, *, near_service: bool = False
     ) -> str:
