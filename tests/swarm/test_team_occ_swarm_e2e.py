@@ -20,6 +20,7 @@ import pytest
 
 from occ_helpers import OCC, run
 from opencode_cloud.access.tls import CONTAINER_KEY
+from opencode_cloud.defaults import EDGE_UID
 from swarm_helpers import NODES, Swarm, door_request, node_address
 
 pytestmark = [pytest.mark.swarm, pytest.mark.alongside]
@@ -124,6 +125,53 @@ def test_occ_runs_a_team_on_the_swarm(swarm: Swarm, occ_env: dict[str, str]) -> 
     assert door_request(url, "/session", ("bob", passwords["bob"]))[0] == 200
     listed = json.loads(run(occ_env, "--json", "user", "list").stdout)["people"]
     assert sorted(p["name"] for p in listed) == ["ada", "bob"]
+
+    # People made at their first single sign-on get their instance from `occ team sso sync`
+    # (no starter runs on a swarm), never on volumes a removed person left on a node.
+    run(occ_env, "user", "remove", "bob", "--no-backup", "--yes")  # his volumes stay
+    bob_node = int(nodes["bob"][-1])
+    assert swarm.docker(bob_node, "volume", "ls", "-q", "--filter", f"name={prefix}-user-bob-")
+    for name in ("bob", "dan"):
+        _made_at_first_sign_in(swarm, f"{prefix}-door", name)
+    began = time.monotonic()
+    synced = json.loads(run(occ_env, "--json", "team", "sso", "sync").stdout)
+    print(f"occ team sso sync {time.monotonic() - began:.1f} s")
+    assert synced == {"made": ["dan"], "refused": ["bob"]}
+    assert swarm.running_on(f"{prefix}-user-dan") in {f"occsw-n{n}" for n in NODES}
+    services = swarm.docker(1, "service", "ls", "--format", "{{.Name}}").stdout.split()
+    assert f"{prefix}-user-bob" not in services
+    assert not [s for s in services if "volume-search" in s]
+    deadline = time.monotonic() + 240
+    while _state(occ_env, "dan") != "running":
+        assert time.monotonic() < deadline, "dan's instance does not run"
+        time.sleep(2)
+
+
+def _state(env: dict[str, str], name: str) -> str:
+    """The state `occ status --user NAME --json` gives."""
+    shown = run(env, "--json", "status", "--user", name, check=False).stdout
+    return str(json.loads(shown or "{}").get("state"))
+
+
+def _made_at_first_sign_in(swarm: Swarm, door: str, name: str) -> None:
+    """A person in the door's records as its login service makes them at a first single
+    sign-on (no password, no instance yet), written in the door's own container."""
+    program = """
+import os, sys
+sys.path.insert(0, "/usr/local/lib/opencode-cloud")
+import edge
+people = edge.People(edge.Path(os.environ.get("OCC_EDGE_TEAM_DB", edge.DEFAULT_TEAM_DB)))
+people._run(
+    "INSERT INTO people (name, hash, generation, internal_password, upstream, admin, email,"
+    " disabled, created) VALUES (?, ?, 'g', '', '', 0, NULL, 0, 1)",
+    sys.argv[1],
+    edge.edge_oidc.NO_PASSWORD,
+)
+"""
+    container = swarm.container_of(1, door)
+    swarm.docker(
+        1, "exec", "-u", f"{EDGE_UID}:{EDGE_UID}", container, "python3", "-I", "-c", program, name
+    )
 
 
 def _add(env: dict[str, str], name: str, password: str) -> str:
