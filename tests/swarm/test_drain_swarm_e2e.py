@@ -111,7 +111,8 @@ def test_drain_moves_a_person_with_their_sessions_files_and_home(
     bob_volumes = f"name={service}-"
     assert swarm.docker(2, "volume", "ls", "-q", "--filter", bob_volumes).stdout.split()
 
-    # ada works through the door throughout.
+    # ada works through the door throughout (once her instance answers at all).
+    _until_ok(url, (ada[0], ada_password))
     ada_answers: list[int] = []
     done = threading.Event()
 
