@@ -9,7 +9,8 @@ Needs the test swarm up (`OCC_SWARM_ID=K scripts/swarm.sh up`, root) and this ch
 image on its manager as `occsw-test/sandbox:swarmK` (what `pytest tests/swarm` leaves
 there); exits 2 without them.
 
-- The person (`Cluster.add_person`, library calls through the manager only) runs on n2
+- The front door on the manager (the drain's deep check asks from inside it), and the
+  person (`Cluster.add_person`, library calls through the manager only) runs on n2
   (n3 paused) with N MB of random data in their project volume.
 - Raw copy: two one-shot services as the drain's copy has them, on the same nodes and
   overlay, the same volume, but with a bare `tar | socket | tar` (no key, no HMAC, no
@@ -148,13 +149,16 @@ def main() -> int:
     ids = node_ids()
     n1, n2 = ids["occsw-n1"], ids["occsw-n2"]
     instance = Instance(f"bench-drain-{uuid.uuid4().hex[:6]}")
-    config = Config(image=IMAGE, cluster=ClusterSettings(registry=REGISTRY))
+    # The door's port on the manager: one no swarm test uses.
+    config = Config(image=IMAGE, port=8798, cluster=ClusterSettings(registry=REGISTRY))
     docker("node", "update", "--availability", "pause", "occsw-n3")
     with DockerClient(MANAGER) as client:
         cluster = Cluster(client, config, instance)
         try:
             cluster.init(PlainProgress(), lambda _m: None)
-            placed = cluster.add_person("pat", memory_bytes=1 << 30)
+            # The drain's deep check asks pat's opencode from inside the door.
+            cluster.start_door()
+            placed = cluster.add_person("pat", password=uuid.uuid4().hex, memory_bytes=1 << 30)
             assert placed.node == "occsw-n2", placed
             service = cluster.layout.person("pat").container_name
             while "Running" not in docker(
@@ -177,6 +181,11 @@ def main() -> int:
             docker("node", "update", "--availability", "active", "occsw-n2")
             docker("node", "update", "--availability", "active", "occsw-n3")
             cluster.remove_person("pat", volumes=True)
+            cluster.remove_door()
+            door_volume = cluster.layout.door_state_volume
+            subprocess.run(
+                ["docker", "-H", MANAGER, "volume", "rm", door_volume], capture_output=True
+            )
             network = cluster.layout.cluster_network
             subprocess.run(["docker", "-H", MANAGER, "network", "rm", network], capture_output=True)
     gb = mb / 1024
