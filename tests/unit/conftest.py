@@ -43,6 +43,17 @@ def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
+    """For `occ` in this process (`cli_runner`): every command's engine is this fake one.
+    (Modules whose tests use an `engine` of their own define it.)"""
+    from opencode_cloud.cli.context import AppContext
+
+    fake = FakeEngine()
+    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
+    yield fake
+
+
+@pytest.fixture
 def fake() -> FakeEngine:
     """An engine holding the default release's image."""
     engine = FakeEngine()

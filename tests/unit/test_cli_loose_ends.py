@@ -26,16 +26,6 @@ def config_file(tmp_path: Path) -> Path:
     return tmp_path / "cfg" / "config.json"
 
 
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    """Every command's engine is this fake one."""
-    from opencode_cloud.cli.context import AppContext
-
-    fake = FakeEngine()
-    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
-    yield fake
-
-
 def _hint(result: Result) -> str:
     return result.err.split("Hint:", 1)[1].strip()
 

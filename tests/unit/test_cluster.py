@@ -4,7 +4,6 @@ the in-memory engine; the swarm's JSON as a 20.10 manager answers it (`docker/sw
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -280,15 +279,6 @@ def test_the_managers_answers_are_parsed() -> None:
 
 
 # --------------------------------------------------------------------------- command line
-
-
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    from opencode_cloud.cli.context import AppContext
-
-    fake = FakeEngine()
-    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
-    yield fake
 
 
 def test_cluster_status_off_a_swarm_is_one_error_with_a_hint(

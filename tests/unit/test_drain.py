@@ -6,7 +6,6 @@ test_transfer_program.py, the whole on the test swarm in tests/swarm."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -294,15 +293,6 @@ def test_the_check_asks_the_persons_opencode_from_inside_the_door(
     answers["/session"] = (False, b"connection refused")
     assert check.sessions("bob") is None
     assert "listing sessions failed" in str(check.check("bob", []))
-
-
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEngine]:
-    from opencode_cloud.cli.context import AppContext
-
-    fake = FakeEngine()
-    monkeypatch.setattr(AppContext, "connect", lambda self, timeout=None: fake)
-    yield fake
 
 
 def test_occ_node_drain_and_activate(
